@@ -1,0 +1,209 @@
+"""The adapter contract: one external tool, described by class attributes and a few methods.
+
+Adapters never see policies or consent rules: the engine applies them between :meth:`read`
+and :meth:`write`, so no adapter can bypass a rule by accident.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+
+from connector_core.credentials import NoSecrets, SecretLookup
+from connector_core.errors import WriteNotSupported
+from connector_core.query import Condition
+from connector_core.records import FIELDS, FieldMapping, Record
+
+
+class Capability(enum.StrEnum):
+    """What an adapter can do; the engine and the conformance kit rely on these."""
+
+    READ = "read"
+    WRITE = "write"
+    DELETE = "delete"
+    INCREMENTAL = "incremental"
+    PUSHDOWN = "pushdown"
+    SYNC_TOKEN = "sync_token"
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+#: A filesystem path in a settings model; relative paths are taken from connector.yaml's folder
+#: (the config loader passes ``context={"base_dir": ...}`` when validating settings).
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class AdapterSettings(BaseModel):
+    """Base for every adapter's settings model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    page_size: int = Field(500, ge=1, le=100_000, description="Records per page read or written")
+
+
+@dataclasses.dataclass(slots=True)
+class ReadProblem:
+    """A record the adapter could not read: reported with its location, then skipped."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+@dataclasses.dataclass(slots=True)
+class Page:
+    """One page of canonical records.
+
+    ``cursor`` is what the engine stores once this page is processed and hands back to the
+    next :meth:`Adapter.read`. ``snapshot`` is true when the read lists every record of the
+    source (so a missing id means the record was deleted).
+    """
+
+    records: list[Record]
+    cursor: str | None = None
+    problems: list[ReadProblem] = dataclasses.field(default_factory=list)
+    snapshot: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One write: upsert ``record`` under ``key``, or delete ``key``."""
+
+    action: Literal["upsert", "delete"]
+    key: str
+    record: Record | None = None
+
+    @classmethod
+    def upsert(cls, key: str, record: Record) -> Change:
+        """Create or replace the target record with this key."""
+        return cls("upsert", key, record)
+
+    @classmethod
+    def delete(cls, key: str) -> Change:
+        """Remove the target record with this key (a no-op when it is already gone)."""
+        return cls("delete", key)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of one :class:`Change`; ``error`` is None on success."""
+
+    key: str
+    action: Literal["created", "updated", "deleted", "unchanged", "failed"]
+    error: str | None = None
+    version: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True unless the change failed."""
+        return self.action != "failed"
+
+
+class Adapter(abc.ABC):
+    """One external tool. Set the class attributes and implement read (and write, if it can).
+
+    Args:
+        settings: a validated instance of :attr:`settings_model`.
+        secrets: resolves the settings' :class:`~connector_core.credentials.SecretRef` values.
+        mapping: the connection's overrides of :attr:`default_mapping`.
+        connection: the connection's name in connector.yaml, for messages.
+    """
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[AdapterSettings]] = AdapterSettings
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.READ})
+    default_mapping: ClassVar[Mapping[str, str]] = {}
+    description: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        settings: AdapterSettings,
+        secrets: SecretLookup | None = None,
+        *,
+        mapping: Mapping[str, str | None] | None = None,
+        connection: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets or NoSecrets()
+        self.mapping = FieldMapping.merged(self.default_mapping, mapping or {})
+        self.connection = connection or self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} connection={self.connection!r}>"
+
+    @property
+    def page_size(self) -> int:
+        """Records per page, from the settings."""
+        return self.settings.page_size
+
+    def check(self) -> None:
+        """Verify connectivity and credentials; raise :class:`AdapterError` with a hint."""
+
+    def schema(self) -> frozenset[str]:
+        """Return the canonical fields this connection can read and write."""
+        return frozenset(n for n in self.mapping.canonical_names() if n in FIELDS or "." in n)
+
+    @abc.abstractmethod
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        """Yield pages of canonical records changed since `cursor`; never load a whole table.
+
+        Args:
+            cursor: the last page's cursor from a previous read, or None for everything.
+            fields: canonical fields to fetch (``id`` is always included); None for all.
+            where: a pushdown condition; adapters without ``pushdown`` may ignore it, since
+                the engine filters again locally.
+
+        Returns:
+            An iterator of :class:`Page`; a read with no changes yields one empty page whose
+            cursor is unchanged.
+        """
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """Apply changes idempotently, yielding one result per change, in order."""
+        raise WriteNotSupported(
+            f"the {self.name} adapter is read-only",
+            hint="Use this connection as a job's source, not its target.",
+        )
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+    def __enter__(self) -> Adapter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """A JSON-ready description: name, capabilities, module and distribution."""
+        return {
+            "name": cls.name,
+            "description": cls.description or (cls.__doc__ or "").strip().splitlines()[0],
+            "capabilities": sorted(c.value for c in cls.capabilities),
+            "module": cls.__module__,
+        }

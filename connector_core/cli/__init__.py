@@ -1,0 +1,7 @@
+"""The `connector` command."""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    """Entry point."""

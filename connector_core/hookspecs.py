@@ -1,0 +1,46 @@
+"""The plugin hooks. A plugin is a module or object with ``@hookimpl`` functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+import pluggy
+
+if TYPE_CHECKING:
+    from connector_core.adapters import Adapter
+
+hookspec = pluggy.HookspecMarker("connector")
+hookimpl = pluggy.HookimplMarker("connector")
+
+#: A mask factory takes the mask's parameters from the policy (``truncate: 3`` gives ``3``;
+#: a bare name gives None) and returns the function applied to each field value.
+MaskFactory = Callable[[Any], Callable[[Any], Any]]
+
+
+@hookspec
+def register_adapters() -> list[type[Adapter]]:  # type: ignore[empty-body]
+    """Return the Adapter subclasses this plugin provides (classes, not instances).
+
+    Returns:
+        A list of :class:`connector_core.adapters.Adapter` subclasses.
+    """
+
+
+@hookspec
+def register_masks() -> dict[str, MaskFactory]:  # type: ignore[empty-body]
+    """Return field masks by name, usable in policies as ``field: {mask: NAME}``.
+
+    Returns:
+        A mapping of mask name to :data:`MaskFactory`.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add click commands to the ``connector`` command group.
+
+    Args:
+        cli: the top-level group; call ``cli.add_command`` or decorate with ``@cli.command()``.
+    """

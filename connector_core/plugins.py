@@ -1,0 +1,179 @@
+"""The plugin manager: entry points in the group ``connector``, built-ins by the same path.
+
+The engine never imports a plugin by name. A plugin that fails to import is reported with
+its package and error while the rest still load; two adapters with one name stop the start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pluggy
+
+from connector_core import hookspecs
+from connector_core.adapters import Adapter, AdapterSettings
+from connector_core.errors import PluginError
+
+GROUP = "connector"
+DISABLE_ENV = "CONNECTOR_DISABLE_PLUGINS"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """Where a loaded or failed plugin came from."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    module: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+class ConnectorPluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers each plugin's distribution and import failures."""
+
+    def __init__(self) -> None:
+        super().__init__(GROUP)
+        self.infos: dict[str, PluginInfo] = {}
+        self.failures: list[PluginInfo] = []
+
+    def distribution_of(self, plugin_name: str) -> str:
+        """A readable ``package (distribution)`` label for messages."""
+        info = self.infos.get(plugin_name)
+        if info is None:
+            return plugin_name
+        return f"{info.module} ({info.distribution})" if info.distribution else info.module
+
+
+def disabled_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """Plugin names listed in ``CONNECTOR_DISABLE_PLUGINS`` (comma or space separated)."""
+    raw = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    return [name for name in raw.replace(",", " ").split() if name]
+
+
+def make_plugin_manager(
+    *, blocked: Iterable[str] = (), entry_points: bool = True
+) -> ConnectorPluginManager:
+    """Build a fresh plugin manager: hookspecs, entry points (minus `blocked`), checks."""
+    pm = ConnectorPluginManager()
+    pm.add_hookspecs(hookspecs)
+    for name in [*blocked, *disabled_from_env()]:
+        pm.set_blocked(name)
+    if entry_points:
+        _load_entry_points(pm)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(
+            f"plugin {pm.distribution_of(name)} has an invalid hook: {exc}",
+            hint=f"Fix the hook's name in the plugin, or skip it with --disable-plugin {name}.",
+        ) from None
+    return pm
+
+
+def _load_entry_points(pm: ConnectorPluginManager) -> None:
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group != GROUP or pm.is_blocked(ep.name):
+                continue
+            dist_name = dist.metadata["Name"]
+            info = PluginInfo(ep.name, dist_name, dist.version, ep.value)
+            if ep.name in pm.infos:
+                pm.failures.append(
+                    dataclasses.replace(
+                        info,
+                        error=f"another distribution ({pm.infos[ep.name].distribution}) "
+                        f"already provides a plugin named {ep.name!r}",
+                    )
+                )
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:
+                pm.failures.append(dataclasses.replace(info, error=f"{type(exc).__name__}: {exc}"))
+                continue
+            pm.infos[ep.name] = info
+
+
+def register_builtin(pm: ConnectorPluginManager, plugin: object, name: str) -> None:
+    """Register an in-process plugin (tests, embedding applications) by the same path."""
+    pm.register(plugin, name=name)
+    pm.infos[name] = PluginInfo(name, None, None, getattr(plugin, "__name__", repr(plugin)))
+    pm.check_pending()
+
+
+def _call_each(pm: ConnectorPluginManager, hook: Any) -> Iterator[tuple[str, Any]]:
+    """Call a hook's implementations one by one so each result is tied to its plugin."""
+    for impl in reversed(hook.get_hookimpls()):
+        try:
+            result = impl.function()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {pm.distribution_of(impl.plugin_name)} failed in "
+                f"{hook.name}: {type(exc).__name__}: {exc}",
+                hint=f"Skip it with --disable-plugin {impl.plugin_name}.",
+            ) from exc
+        if result is not None:
+            yield impl.plugin_name, result
+
+
+def collect_adapters(pm: ConnectorPluginManager) -> dict[str, type[Adapter]]:
+    """Every adapter class the plugins provide, by name; a duplicate name is an error."""
+    found: dict[str, type[Adapter]] = {}
+    owner: dict[str, str] = {}
+    for plugin_name, classes in _call_each(pm, pm.hook.register_adapters):
+        for cls in classes:
+            _check_adapter_class(pm, plugin_name, cls)
+            if cls.name in found:
+                raise PluginError(
+                    f"two plugins provide an adapter named {cls.name!r}: "
+                    f"{pm.distribution_of(owner[cls.name])} and {pm.distribution_of(plugin_name)}",
+                    hint="Uninstall one of them, or skip it with --disable-plugin NAME.",
+                )
+            found[cls.name] = cls
+            owner[cls.name] = plugin_name
+    return dict(sorted(found.items()))
+
+
+def _check_adapter_class(pm: ConnectorPluginManager, plugin_name: str, cls: Any) -> None:
+    where = pm.distribution_of(plugin_name)
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise PluginError(f"plugin {where} registered {cls!r}, which is not an Adapter subclass")
+    name = getattr(cls, "name", None)
+    if not (isinstance(name, str) and name.isidentifier() and name.islower()):
+        raise PluginError(
+            f"plugin {where}: adapter {cls.__qualname__} needs a lowercase "
+            f"identifier as its `name`, not {name!r}"
+        )
+    if not issubclass(cls.settings_model, AdapterSettings):
+        raise PluginError(
+            f"plugin {where}: {cls.__qualname__}.settings_model must subclass "
+            "connector_core.adapters.AdapterSettings"
+        )
+
+
+def collect_masks(pm: ConnectorPluginManager) -> dict[str, Callable[[Any], Any]]:
+    """Every mask factory the plugins provide, by name; a duplicate name is an error."""
+    found: dict[str, Callable[[Any], Any]] = {}
+    owner: dict[str, str] = {}
+    for plugin_name, masks in _call_each(pm, pm.hook.register_masks):
+        for name, factory in masks.items():
+            if name in found:
+                raise PluginError(
+                    f"two plugins provide a mask named {name!r}: "
+                    f"{pm.distribution_of(owner[name])} and {pm.distribution_of(plugin_name)}",
+                    hint="Uninstall one of them, or skip it with --disable-plugin NAME.",
+                )
+            found[name] = factory
+            owner[name] = plugin_name
+    return dict(sorted(found.items()))
