@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
@@ -49,7 +49,9 @@ class AdapterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    page_size: int = Field(500, ge=1, le=100_000, description="Records per page read or written")
+    page_size: int = Field(
+        default=500, ge=1, le=100_000, description="Records per page read or written"
+    )
 
 
 @dataclasses.dataclass(slots=True)
@@ -187,7 +189,7 @@ class Adapter(abc.ABC):
     def close(self) -> None:
         """Release connections and files."""
 
-    def __enter__(self) -> Adapter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -9,6 +9,7 @@ show in a repr, a log record or an error message.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 from connector_core.errors import ConfigError, SecretMissing
 
 SERVICE_PREFIX = "commons-connector"
+#: Every secret value this process has handed out; log and error output is scrubbed of them.
+_HANDED_OUT: set[str] = set()
+REDACTED = "***"
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
@@ -48,6 +52,40 @@ class SecretRef(BaseModel):
         if (self.secret is None) == (self.env is None):
             raise ValueError("write exactly one of `secret: KEY` or `env: VARIABLE`")
         return self
+
+
+def _hand_out(value: str) -> SecretStr:
+    if len(value) >= 4:  # shorter strings would scrub ordinary words from messages
+        _HANDED_OUT.add(value)
+        _install_log_scrubber()
+    return SecretStr(value)
+
+
+def _install_log_scrubber() -> None:
+    """Scrub handed-out secrets from every log record as it is created, whichever logger
+    or handler it goes to: a plugin's careless debug line must not leak either."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_connector_scrubber", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    factory._connector_scrubber = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def redact(text: str) -> str:
+    """Replace every secret value handed out so far with ``***`` (defence in depth)."""
+    for value in _HANDED_OUT:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 def service_name(connection: str) -> str:
@@ -90,7 +128,7 @@ class StaticSecrets:
     """A lookup over a fixed mapping of key (or env name) to value; for tests and the kit."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = {k: SecretStr(v) for k, v in values.items()}
+        self._values = {k: _hand_out(v) for k, v in values.items()}
 
     def resolve(self, ref: SecretRef) -> SecretStr:
         """Return the value stored under the ref's key or variable name."""
@@ -119,7 +157,7 @@ class KeyringSecrets:
                     f"connection {self.connection!r}: environment variable {ref.env} is not set",
                     hint=f"Export {ref.env} in the job's environment.",
                 )
-            return SecretStr(value)
+            return _hand_out(value)
         assert ref.secret is not None
         value = get_secret(self.connection, ref.secret)
         if value is None:
@@ -131,7 +169,7 @@ class KeyringSecrets:
                 hint=f"Run `connector credentials set {self.connection} {ref.secret}`, or on a "
                 f"headless server export {env_var_name(self.connection, ref.secret)}.",
             )
-        return SecretStr(value)
+        return _hand_out(value)
 
     def __repr__(self) -> str:
         return f"KeyringSecrets(connection={self.connection!r})"
@@ -190,3 +228,15 @@ def delete_secret(connection: str, key: str) -> bool:
     except keyring.errors.PasswordDeleteError:
         return False
     return True
+
+
+def secret_refs(settings: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef]]:
+    """Every :class:`SecretRef` in a settings model, with its dotted setting name."""
+    found: list[tuple[str, SecretRef]] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretRef):
+            found.append((prefix + name, value))
+        elif isinstance(value, BaseModel):
+            found.extend(secret_refs(value, f"{prefix}{name}."))
+    return found

@@ -7,8 +7,10 @@ its package and error while the rest still load; two adapters with one name stop
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.metadata
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -69,15 +71,28 @@ def make_plugin_manager(
         pm.set_blocked(name)
     if entry_points:
         _load_entry_points(pm)
+    _check_pending(pm)
+    return pm
+
+
+def _check_pending(pm: ConnectorPluginManager) -> None:
+    """Fail on a hook implementation that matches no spec (a misspelled hook), naming it."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        found = re.search(r"unknown hook '(\w+)'", str(exc))
+        what = f"an invalid hook: {exc}"
+        if found:
+            known = [n for n in vars(hookspecs) if n.startswith("register_")]
+            close = difflib.get_close_matches(found.group(1), known, n=1)
+            what = f"unknown hook {found.group(1)!r}" + (
+                f"; did you mean {close[0]!r}?" if close else ""
+            )
         raise PluginError(
-            f"plugin {pm.distribution_of(name)} has an invalid hook: {exc}",
+            f"plugin {pm.distribution_of(name)} implements {what}",
             hint=f"Fix the hook's name in the plugin, or skip it with --disable-plugin {name}.",
         ) from None
-    return pm
 
 
 def _load_entry_points(pm: ConnectorPluginManager) -> None:
@@ -109,7 +124,7 @@ def register_builtin(pm: ConnectorPluginManager, plugin: object, name: str) -> N
     """Register an in-process plugin (tests, embedding applications) by the same path."""
     pm.register(plugin, name=name)
     pm.infos[name] = PluginInfo(name, None, None, getattr(plugin, "__name__", repr(plugin)))
-    pm.check_pending()
+    _check_pending(pm)
 
 
 def _call_each(pm: ConnectorPluginManager, hook: Any) -> Iterator[tuple[str, Any]]:

@@ -1,7 +1,44 @@
-"""The `connector` command."""
+"""The ``connector`` command: a thin shell that parses, calls the engine and renders."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
 
-def main() -> None:
-    """Entry point."""
+import click
+
+from connector_core.cli.app import App, cli
+from connector_core.cli.commands import register_core_commands
+from connector_core.plugins import make_plugin_manager
+
+__all__ = ["App", "build_cli", "cli", "main"]
+
+
+def _disabled_from_argv(argv: Sequence[str]) -> list[str]:
+    """`--disable-plugin` values, read before click parses so plugin commands can be skipped."""
+    names: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--disable-plugin" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif arg.startswith("--disable-plugin="):
+            names.append(arg.split("=", 1)[1])
+    return names
+
+
+def build_cli(argv: Sequence[str]) -> click.Group:
+    """The command group with core commands and those plugins add via ``register_commands``."""
+    group = cli
+    register_core_commands(group)
+    try:
+        pm = make_plugin_manager(blocked=_disabled_from_argv(argv))
+    except Exception:
+        return group
+    pm.hook.register_commands(cli=group)
+    return group
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Console entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return build_cli(args).main(args=args, prog_name="connector")

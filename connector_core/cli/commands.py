@@ -1,0 +1,168 @@
+"""Core commands: plugins, adapters, schema, read. Each parses, calls the engine and renders."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from connector_core.adapters import Page
+from connector_core.cli.app import App, emit_json
+from connector_core.cli.credentials import credentials
+from connector_core.cli.doctor import doctor
+from connector_core.config import config_json_schema
+from connector_core.records import FIELDS, Record, to_text
+
+log = logging.getLogger("connector.cli")
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """A plain aligned text table (stdout stays easy to read and to pipe)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "show_all", is_flag=True, help="Include plugins that failed to load.")
+@click.pass_obj
+def plugins(app: App, as_json: bool, show_all: bool) -> None:
+    """List installed plugins, their distributions and the hooks they implement."""
+    pm = app.pm
+    rows = []
+    for name, info in sorted(pm.infos.items()):
+        plugin = pm.get_plugin(name)
+        hooks = sorted(c.name for c in (pm.get_hookcallers(plugin) or []))
+        rows.append({**info.as_dict(), "hooks": hooks})
+    failed = [f.as_dict() for f in pm.failures]
+    if as_json:
+        emit_json(rows + failed if show_all else rows)
+        return
+    click.echo(
+        table(
+            [
+                [r["name"], r["distribution"] or "-", r["version"] or "-", ", ".join(r["hooks"])]
+                for r in rows
+            ],
+            ["plugin", "distribution", "version", "hooks"],
+        )
+    )
+    for failure in pm.failures:
+        click.secho(
+            f"plugin {failure.name} ({failure.distribution}) failed to load: {failure.error}",
+            fg="yellow",
+            err=True,
+        )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def adapters(app: App, as_json: bool) -> None:
+    """List the adapters the installed plugins provide, with their capabilities."""
+    found = [cls.describe() for cls in app.adapters.values()]
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(
+        table(
+            [[a["name"], ", ".join(a["capabilities"]), a["description"]] for a in found],
+            ["adapter", "capabilities", "description"],
+        )
+    )
+
+
+@click.group()
+def schema() -> None:
+    """Print JSON Schemas that editors use to check and complete your YAML."""
+
+
+@schema.command("config")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+@click.pass_obj
+def schema_config(app: App, output: Path | None) -> None:
+    """The JSON Schema of connector.yaml for the installed adapters.
+
+    \b
+    Example (then add `# yaml-language-server: $schema=connector.schema.json`):
+      connector schema config -o connector.schema.json
+    """
+    text = json.dumps(config_json_schema(app.adapters), indent=2)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
+@click.command()
+@click.argument("connection")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Stop after this many records (0: all).",
+)
+@click.option("--fields", help="Comma-separated canonical fields to show (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per record.")
+@click.pass_obj
+def read(app: App, connection: str, limit: int, fields: str | None, as_json: bool) -> None:
+    """Print records of CONNECTION as the engine reads them, before any policy.
+
+    This shows your own source data unfiltered; it is for checking a connection and its
+    mapping, not for sharing.
+    """
+    wanted = frozenset(f.strip() for f in fields.split(",")) if fields else None
+    with app.config.open_adapter(connection) as adapter:
+        records = _records(adapter.read(cursor=None, fields=wanted, where=None))
+        shown = list(itertools.islice(records, limit or None))
+    if as_json:
+        for record in shown:
+            click.echo(json.dumps(record, ensure_ascii=False, default=str))
+        return
+    columns = sorted({k for r in shown for k in r}, key=_column_order)
+    click.echo(table([[_cell(r.get(c)) for c in columns] for r in shown], columns))
+    click.echo(f"{len(shown)} record(s) shown", err=True)
+
+
+def _records(pages: Iterator[Page]) -> Iterator[Record]:
+    for page in pages:
+        for problem in page.problems:
+            click.secho(f"skipped: {problem}", fg="yellow", err=True)
+        yield from page.records
+
+
+def _cell(value: object) -> str:
+    """Table text for a value; consent shows as ``purpose:yes`` pairs."""
+    if isinstance(value, dict):
+        return " ".join(
+            f"{k}:{to_text(None, v.get('granted') if isinstance(v, dict) else v)}"
+            for k, v in value.items()
+        )
+    return to_text(None, value)
+
+
+_ORDER = {name: i for i, name in enumerate(FIELDS)}
+
+
+def _column_order(name: str) -> tuple[int, str]:
+    return (_ORDER.get(name, len(_ORDER)), name)
+
+
+def register_core_commands(group: click.Group) -> None:
+    """Attach the core commands to the top-level group (idempotent)."""
+    for command in (plugins, adapters, schema, read, doctor, credentials):
+        if command.name not in group.commands:
+            group.add_command(command)

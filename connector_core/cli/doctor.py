@@ -1,0 +1,112 @@
+"""`connector doctor`: check config, plugins, credentials and connectivity; list problems."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import click
+
+from connector_core.cli.app import App, emit_json
+from connector_core.credentials import KeyringSecrets, redact, secret_refs
+from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode
+
+
+@dataclasses.dataclass
+class Finding:
+    """One line of the doctor's report."""
+
+    subject: str
+    ok: bool
+    message: str
+    hint: str | None = None
+    exit_code: int = ExitCode.OK
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready form."""
+        return dataclasses.asdict(self)
+
+
+def _failed(subject: str, err: ConnectorError) -> Iterator[Finding]:
+    lines = [str(p) for p in err.problems] if isinstance(err, ConfigValidationError) else [str(err)]
+    for line in lines:
+        yield Finding(subject, False, redact(line), err.hint and redact(err.hint), err.exit_code)
+
+
+def check_plugins(app: App) -> Iterator[Finding]:
+    """Plugins load, no import failures, adapter names unique."""
+    try:
+        found = app.adapters
+    except ConnectorError as err:
+        yield from _failed("plugins", err)
+        return
+    for failure in app.pm.failures:
+        yield Finding(
+            f"plugin {failure.name}",
+            False,
+            f"{failure.distribution} failed to load: {failure.error}",
+            f"Reinstall it, or skip it with --disable-plugin {failure.name}.",
+            ExitCode.CONFIG,
+        )
+    yield Finding(
+        "plugins", True, f"{len(app.pm.infos)} plugin(s), adapters: " + (", ".join(found) or "none")
+    )
+
+
+def check_connection(app: App, name: str) -> Iterator[Finding]:
+    """The connection's secrets resolve and its tool answers."""
+    subject = f"connection {name}"
+    settings = app.config.settings[name]
+    lookup = KeyringSecrets(name)
+    try:
+        for _setting, ref in secret_refs(settings):
+            lookup.resolve(ref)
+        with app.config.open_adapter(name) as adapter:
+            adapter.check()
+    except ConnectorError as err:
+        yield from _failed(subject, err)
+        return
+    yield Finding(subject, True, f"{app.config.model.connections[name].adapter}: reachable")
+
+
+def run_checks(app: App) -> Iterator[Finding]:
+    """Every check, in the order an admin would fix things."""
+    yield from check_plugins(app)
+    try:
+        config = app.config
+    except ConnectorError as err:
+        yield from _failed("config", err)
+        return
+    yield Finding(
+        "config",
+        True,
+        f"{config.path}: {len(config.model.connections)} "
+        f"connection(s), {len(config.model.jobs)} job(s)",
+    )
+    for name in config.model.connections:
+        yield from check_connection(app, name)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_obj
+def doctor(app: App, as_json: bool) -> None:
+    """Check the config, plugins, credentials and each connection; list problems with hints.
+
+    Exits 0 when all is well, 3 for config/plugin/credential problems, 4 when a tool is
+    unreachable or refuses our credentials.
+    """
+    findings = list(run_checks(app))
+    if as_json:
+        emit_json([f.as_dict() for f in findings])
+    else:
+        for f in findings:
+            mark = click.style("ok  ", fg="green") if f.ok else click.style("FAIL", fg="red")
+            click.echo(f"{mark} {f.subject}: {f.message}")
+            if f.hint:
+                click.echo(f"     hint: {f.hint}")
+    problems = [f for f in findings if not f.ok]
+    if problems:
+        click.echo(f"{len(problems)} problem(s) found", err=True)
+        raise SystemExit(min(f.exit_code for f in problems if f.exit_code) or ExitCode.CONFIG)
+    click.echo("all checks passed", err=True)

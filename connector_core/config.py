@@ -1,0 +1,426 @@
+"""connector.yaml: the network's consent purposes, connections, jobs and state store.
+
+:func:`load_config` reports every problem in the file at once (structure, each connection's
+adapter settings, references between jobs, connections and consent purposes), each as
+``path:line:col: message``, sorted by line.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from connector_core.adapters import Adapter, AdapterSettings, ConfigPath
+from connector_core.credentials import KeyringSecrets
+from connector_core.errors import ConfigError, ConfigValidationError, Problem
+from connector_core.records import FIELDS, consent_purpose, is_known_field
+from connector_core.yaml_errors import (
+    LocatedDocument,
+    did_you_mean,
+    dotted,
+    load_yaml,
+    sorted_problems,
+    validate,
+)
+
+CONFIG_ENV = "CONNECTOR_CONFIG"
+DEFAULT_FILE = "connector.yaml"
+CONNECTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+PURPOSE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+T = TypeVar("T")
+HINT = "Fix the lines above; `connector schema config` prints the JSON Schema for your editor."
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is not None and not croniter.is_valid(value):
+        raise ValueError(
+            f"{value!r} is not a valid cron schedule; write five fields "
+            "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *' for 02:00 daily"
+        )
+    return value
+
+
+def _check_policy_file(value: Path) -> Path:
+    if not value.is_file():
+        what = "is a folder, not a file" if value.is_dir() else "does not exist"
+        raise ValueError(
+            f"policy file {value} {what} (relative paths start at connector.yaml's folder)"
+        )
+    return value
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """Make a relative ``sqlite:///file.db`` URL relative to `base_dir`; keep others as is."""
+    rest, sep, query = url.removeprefix("sqlite:///").partition("?")
+    if not url.startswith("sqlite:///") or not rest or rest.startswith(("/", ":memory:")):
+        return url
+    return f"sqlite:///{(base_dir / rest).as_posix()}{sep}{query}"
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkConfig(_Block):
+    """Who runs this connector."""
+
+    name: str = Field(description="The network's name, shown in reports and the ledger")
+
+
+class PurposeConfig(_Block):
+    """One consent purpose the network asks people about."""
+
+    description: str = Field(description="What a person agrees to under this purpose")
+
+
+class ConsentConfig(_Block):
+    """The network's consent model: its few purposes, declared once."""
+
+    purposes: dict[str, PurposeConfig] = Field(
+        default_factory=dict,
+        description="Consent purposes by lowercase identifier, e.g. contact_me",
+    )
+
+
+class ConnectionConfig(_Block):
+    """One tool holding contacts, reached through an adapter."""
+
+    adapter: str = Field(description="Name of an installed adapter, e.g. csv")
+    description: str = Field(default="", description="What this connection is, for people")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="The adapter's settings (see its documentation)"
+    )
+    mapping: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Canonical field -> the tool's field name; null removes a default entry",
+    )
+
+
+class JobConfig(_Block):
+    """A sync job: what flows from one connection to another, under which policy."""
+
+    source: str = Field(description="The connection records are read from")
+    target: str = Field(description="The connection the permitted projection is written to")
+    policy: Annotated[ConfigPath, AfterValidator(_check_policy_file)] = Field(
+        description="Policy file, relative to connector.yaml's folder"
+    )
+    schedule: Annotated[str | None, AfterValidator(_check_schedule)] = Field(
+        default=None, description="Cron expression, e.g. '0 * * * *' for hourly"
+    )
+    mode: Literal["mirror"] = Field(
+        default="mirror", description="mirror: the target holds exactly the policy's projection"
+    )
+    enabled: bool = Field(default=True, description="false keeps the job defined but never runs it")
+    options: dict[str, Any] = Field(default_factory=dict, description="Job options")
+
+
+class StateConfig(_Block):
+    """Where the connector keeps its id map, cursors and ledger."""
+
+    url: str = Field(
+        default="sqlite:///state.db",
+        validate_default=True,
+        description="SQLAlchemy URL; a relative SQLite path is relative to connector.yaml",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return value if base is None else resolve_sqlite_url(value, Path(base))
+
+
+class ConnectorConfig(_Block):
+    """The whole of connector.yaml."""
+
+    model_config = ConfigDict(extra="forbid", title="connector.yaml")
+
+    version: Literal[1] = Field(description="Format version of this file; currently 1")
+    network: NetworkConfig
+    consent: ConsentConfig = Field(default_factory=ConsentConfig)
+    connections: dict[str, ConnectionConfig] = Field(
+        description="Connections by name (lowercase letters, digits, '_' and '-')"
+    )
+    jobs: dict[str, JobConfig] = Field(default_factory=dict, description="Sync jobs by name")
+    state: StateConfig = Field(default_factory=StateConfig)
+
+    @model_validator(mode="after")
+    def _default_state_in_context(self, info: ValidationInfo) -> ConnectorConfig:
+        # A default is not validated, so the default URL would miss the config's folder.
+        if "state" not in self.model_fields_set:
+            self.state = StateConfig.model_validate({}, context=info.context)
+        return self
+
+
+@dataclasses.dataclass
+class Config:
+    """A loaded, fully validated connector.yaml, ready to open its connections."""
+
+    path: Path
+    base_dir: Path
+    model: ConnectorConfig
+    settings: dict[str, AdapterSettings]
+    adapters: dict[str, type[Adapter]]
+    document: LocatedDocument
+
+    def connection(self, name: str) -> ConnectionConfig:
+        """The connection called `name`; a ConfigError with a suggestion if there is none."""
+        return _lookup(self.model.connections, name, "connection", self.path)
+
+    def job(self, name: str) -> JobConfig:
+        """The job called `name`; a ConfigError with a suggestion if there is none."""
+        return _lookup(self.model.jobs, name, "job", self.path)
+
+    def open_adapter(self, connection: str) -> Adapter:
+        """Construct the adapter of `connection` with its settings, secrets and mapping."""
+        mapping = self.connection(connection).mapping
+        adapter_cls = self.adapters[connection]
+        return adapter_cls(
+            self.settings[connection],
+            KeyringSecrets(connection),
+            mapping=mapping,
+            connection=connection,
+        )
+
+
+def _lookup(items: Mapping[str, T], name: str, what: str, path: Path) -> T:
+    if name in items:
+        return items[name]
+    known = ", ".join(items) or "none"
+    raise ConfigError(
+        f"no {what} named {name!r} in {path}{did_you_mean(name, items)}",
+        hint=f"Defined {what}s: {known}.",
+    )
+
+
+def find_config(explicit: Path | None = None) -> Path:
+    """The config file: `explicit`, else $CONNECTOR_CONFIG, else ./connector.yaml."""
+    if explicit is not None:
+        candidate, hint = explicit, "Check the path given with --config."
+    elif os.environ.get(CONFIG_ENV):
+        candidate = Path(os.environ[CONFIG_ENV])
+        hint = f"{CONFIG_ENV} names a missing file: fix it or unset it."
+    else:
+        candidate = Path.cwd() / DEFAULT_FILE
+        hint = f"Run in the folder holding {DEFAULT_FILE}, pass --config PATH or set {CONFIG_ENV}."
+    if candidate.is_dir():
+        candidate = candidate / DEFAULT_FILE
+    if not candidate.is_file():
+        raise ConfigError(f"configuration file not found: {candidate}", hint=hint)
+    return candidate
+
+
+def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
+    """Load and check connector.yaml, raising one ConfigValidationError with every problem."""
+    doc = load_yaml(path)
+    base_dir = path.resolve().parent
+    problems: list[Problem] = []
+    model: ConnectorConfig | None = None
+    try:
+        model = validate(doc, ConnectorConfig, context={"base_dir": base_dir})
+    except ConfigValidationError as err:
+        problems += err.problems
+    problems += _check_names(doc)
+    problems += _check_adapters(doc, adapters)
+    problems += _check_mappings(doc)
+    problems += _check_jobs(doc)
+    settings = _validate_settings(doc, adapters, base_dir, problems)
+    if problems or model is None:
+        raise ConfigValidationError(sorted_problems(problems), hint=HINT)
+    return Config(
+        path=path,
+        base_dir=base_dir,
+        model=model,
+        settings=settings,
+        adapters={name: adapters[c.adapter] for name, c in model.connections.items()},
+        document=doc,
+    )
+
+
+def _mapping(doc: LocatedDocument, *loc: str) -> dict[str, Any]:
+    """The mapping at `loc`, or {} when it is absent or not a mapping (pydantic reports that)."""
+    value = doc.get(loc)
+    return value if isinstance(value, dict) else {}
+
+
+def _connections(doc: LocatedDocument) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in _mapping(doc, "connections").items() if isinstance(v, dict)}
+
+
+def _check_names(doc: LocatedDocument) -> list[Problem]:
+    problems = [
+        doc.problem(
+            ("connections", name),
+            f"connection name {name!r} must start with a lowercase letter and use only "
+            "a-z, 0-9, '_' and '-'",
+            key=True,
+        )
+        for name in _mapping(doc, "connections")
+        if not CONNECTION_NAME_RE.match(name)
+    ]
+    problems += [
+        doc.problem(
+            ("consent", "purposes", name),
+            f"consent purpose {name!r} must start with a lowercase letter and use only "
+            "a-z, 0-9 and '_'",
+            key=True,
+        )
+        for name in _mapping(doc, "consent", "purposes")
+        if not PURPOSE_RE.match(name)
+    ]
+    return problems
+
+
+def _check_adapters(doc: LocatedDocument, adapters: Mapping[str, type[Adapter]]) -> list[Problem]:
+    problems = []
+    for name, connection in _connections(doc).items():
+        adapter = connection.get("adapter")
+        if isinstance(adapter, str) and adapter not in adapters:
+            loc = ("connections", name, "adapter")
+            installed = ", ".join(adapters) or "none"
+            suggestion = did_you_mean(adapter, adapters) or f"; installed adapters: {installed}"
+            problems.append(
+                doc.problem(loc, f"{dotted(loc)}: unknown adapter {adapter!r}{suggestion}")
+            )
+    return problems
+
+
+def _validate_settings(
+    doc: LocatedDocument,
+    adapters: Mapping[str, type[Adapter]],
+    base_dir: Path,
+    problems: list[Problem],
+) -> dict[str, AdapterSettings]:
+    settings: dict[str, AdapterSettings] = {}
+    for name, connection in _connections(doc).items():
+        adapter = connection.get("adapter")
+        loc = ("connections", name, "settings")
+        if not isinstance(adapter, str) or adapter not in adapters:
+            continue
+        if not isinstance(doc.get(loc, {}), dict):
+            continue  # the structure check already reports it
+        model = adapters[adapter].settings_model
+        try:
+            settings[name] = validate(doc, model, context={"base_dir": base_dir}, prefix=loc)
+        except ConfigValidationError as err:
+            problems.extend(err.problems)
+    return settings
+
+
+def _check_mappings(doc: LocatedDocument) -> list[Problem]:
+    purposes = list(_mapping(doc, "consent", "purposes"))
+    problems = []
+    for name in _connections(doc):
+        for field in _mapping(doc, "connections", name, "mapping"):
+            message = _mapping_key_problem(field, purposes)
+            if message:
+                loc = ("connections", name, "mapping", field)
+                problems.append(doc.problem(loc, f"{dotted(loc[:-1])}: {message}", key=True))
+    return problems
+
+
+def _mapping_key_problem(field: str, purposes: list[str]) -> str | None:
+    if not is_known_field(field):
+        choices = [*FIELDS, *(f"consent.{p}" for p in purposes)]
+        suggestion = did_you_mean(field, choices) or (
+            "; use a canonical field name, consent.<purpose> or extra.<adapter>.<name>"
+        )
+        return f"unknown canonical field {field!r}{suggestion}"
+    purpose = consent_purpose(field)
+    if purpose is not None and purpose not in purposes:
+        suggestion = did_you_mean(purpose, purposes) or (
+            f"; declared purposes: {', '.join(purposes) or 'none'}"
+        )
+        return f"consent purpose {purpose!r} is not declared in consent.purposes{suggestion}"
+    return None
+
+
+def _check_jobs(doc: LocatedDocument) -> list[Problem]:
+    connections = list(_mapping(doc, "connections"))
+    problems = []
+    for job, body in _mapping(doc, "jobs").items():
+        if not isinstance(body, dict):
+            continue
+        for role in ("source", "target"):
+            value = body.get(role)
+            if isinstance(value, str) and value not in connections:
+                loc = ("jobs", job, role)
+                suggestion = did_you_mean(value, connections) or (
+                    f"; defined connections: {', '.join(connections) or 'none'}"
+                )
+                message = f"{dotted(loc)}: unknown connection {value!r}{suggestion}"
+                problems.append(doc.problem(loc, message))
+        if isinstance(body.get("source"), str) and body.get("source") == body.get("target"):
+            message = f"jobs.{job}: source and target are both {body['source']!r}; a job "
+            message += "copies from one connection to another"
+            problems.append(doc.problem(("jobs", job, "target"), message))
+    return problems
+
+
+def config_json_schema(adapters: Mapping[str, type[Adapter]]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of connector.yaml, with each adapter's settings."""
+    schema = ConnectorConfig.model_json_schema()
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
+    defs["ConnectionConfig"]["properties"]["mapping"] = _mapping_schema()
+    connections = schema["properties"]["connections"]
+    connections["propertyNames"] = {"pattern": CONNECTION_NAME_RE.pattern}
+    defs["ConsentConfig"]["properties"]["purposes"]["propertyNames"] = {
+        "pattern": PURPOSE_RE.pattern
+    }
+    branches = [_connection_schema(name, cls, defs) for name, cls in sorted(adapters.items())]
+    if branches:
+        connections["additionalProperties"] = {"oneOf": branches}
+    return {
+        "$schema": JSON_SCHEMA_DRAFT,
+        **schema,
+        "title": "connector.yaml",
+        "description": "Commons Connector: consent purposes, connections, sync jobs and state.",
+    }
+
+
+def _mapping_schema() -> dict[str, Any]:
+    text_or_null = {"type": ["string", "null"]}
+    return {
+        "type": "object",
+        "description": "Canonical field -> the tool's field name; null removes a default entry. "
+        "Also consent.<purpose> and extra.<adapter>.<name>.",
+        "properties": {
+            name: {**text_or_null, "description": field.description}
+            for name, field in FIELDS.items()
+        },
+        "additionalProperties": text_or_null,
+    }
+
+
+def _connection_schema(name: str, cls: type[Adapter], defs: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a connection using adapter `name`: its settings model embedded."""
+    settings: dict[str, Any] = cls.settings_model.model_json_schema(
+        ref_template=f"#/$defs/{name}.{{model}}"
+    )
+    for def_name, sub in settings.pop("$defs", {}).items():
+        defs[f"{name}.{def_name}"] = sub
+    branch: dict[str, Any] = copy.deepcopy(defs["ConnectionConfig"])
+    summary = cls.description or (cls.__doc__ or "").strip().split("\n")[0]
+    branch["title"] = f"{name} connection"
+    branch["properties"]["adapter"] = {"const": name, "description": summary or name}
+    branch["properties"]["settings"] = settings
+    if settings.get("required"):
+        branch["required"] = [*branch.get("required", []), "settings"]
+    return branch

@@ -1,0 +1,61 @@
+"""Logging for humans (text on stderr) and machines (JSON lines).
+
+Secrets are scrubbed from log records as they are created (see
+:mod:`connector_core.credentials`); the formatters scrub exception text once more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+from connector_core.credentials import redact
+
+LOGGER_NAME = "connector"
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Serialise the record, its extras and (scrubbed) exception text."""
+        data: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS})
+        if record.exc_info:
+            data["exception"] = redact(record.exc_text or self.formatException(record.exc_info))
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``level: message`` with scrubbed exception text."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def formatException(self, ei: Any) -> str:
+        """Scrub secrets from tracebacks too."""
+        return redact(super().formatException(ei))
+
+
+def configure(*, verbose: int = 0, quiet: bool = False, fmt: str = "text") -> None:
+    """Send the ``connector`` loggers to stderr at a level set by ``-v``/``--quiet``."""
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 0 else logging.WARNING)
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_connector", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._connector = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = True  # keep pytest's caplog and embedding applications working
