@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from connector_core import Adapter, hookimpl
-
 from connector_csv.adapter import CsvAdapter, CsvSettings
 
 __all__ = ["CsvAdapter", "CsvSettings", "register_adapters"]

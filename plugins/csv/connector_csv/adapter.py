@@ -1,18 +1,206 @@
-"""Placeholder: the CSV adapter is being written."""
+"""The CSV adapter: a CSV file as a keyed table of contacts, read as a stream, written whole.
+
+Reading is lazy: rows are parsed and hashed as pages are consumed. The cursor is the SHA-256
+of the file's bytes, so an unchanged file costs one hashing pass and no parsing; a changed
+file is read again in full (every page is a snapshot). Malformed rows are reported as
+:class:`~connector_core.adapters.ReadProblem` with the line they start on, and skipped (or,
+with ``strict: true``, stop the read).
+
+Writing loads the table, applies the changes and replaces the file atomically (see
+:mod:`connector_csv.table`). Cells a spreadsheet would run as formulas are written with a
+leading single quote, which reading removes again (see :mod:`connector_csv.dialect`).
+"""
+
 from __future__ import annotations
 
-from connector_core import Adapter, AdapterSettings
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
+from connector_core.adapters import (
+    Adapter,
+    Capability,
+    Change,
+    Page,
+    ReadProblem,
+    WriteResult,
+)
+from connector_core.credentials import SecretLookup
+from connector_core.errors import AdapterError, ConfigError
+from connector_core.query import Condition
+from connector_core.records import FIELDS, Record
+from connector_csv.columns import (
+    ColumnMap,
+    RenderError,
+    RowDecoder,
+    RowInvalid,
+    check_encodable,
+    shorten,
+)
+from connector_csv.settings import CsvSettings
+from connector_csv.source import CsvFile, RawRow, file_cursor, file_errors
+from connector_csv.table import Table, load_table, replace_atomically
 
-class CsvSettings(AdapterSettings):
-    """CSV settings."""
+__all__ = ["CsvAdapter", "CsvSettings"]
+
+_STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
 
 
 class CsvAdapter(Adapter):
-    """CSV files."""
+    """A CSV file as a keyed table of contacts, one row per person."""
 
     name = "csv"
+    description = "A CSV file as a keyed table of contacts"
     settings_model = CsvSettings
+    capabilities = frozenset(
+        {Capability.READ, Capability.WRITE, Capability.DELETE, Capability.INCREMENTAL}
+    )
+    default_mapping: ClassVar[Mapping[str, str]] = {
+        name: name for name in FIELDS if name != "consent"
+    }
+    settings: CsvSettings
 
-    def read(self, *, cursor=None, fields=None, where=None):  # type: ignore[no-untyped-def]
-        return iter(())
+    def __init__(
+        self,
+        settings: CsvSettings,
+        secrets: SecretLookup | None = None,
+        *,
+        mapping: Mapping[str, str | None] | None = None,
+        connection: str | None = None,
+    ) -> None:
+        super().__init__(settings, secrets, mapping=mapping, connection=connection)
+        id_column = (mapping or {}).get("id")
+        if id_column is not None and id_column != settings.key_column:
+            raise ConfigError(
+                f"connection {self.connection!r}: the csv adapter reads id from key_column",
+                hint=f"Write `key_column: {id_column}` in the connection instead of mapping id.",
+            )
+        self._columns = ColumnMap(self.mapping, settings.key_column)
+
+    def check(self) -> None:
+        """Check that the file's header is readable, or that the file can be created."""
+        path = self.settings.path
+        if path.exists():
+            with file_errors(path), CsvFile(path, self.settings):
+                return
+        folder = path.parent
+        if not folder.is_dir():
+            raise AdapterError(
+                f"{path} does not exist, nor does its folder",
+                hint="Create the folder, or fix path: in connector.yaml.",
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise AdapterError(
+                f"{path} does not exist and its folder is not writable, so it cannot be created",
+                hint="Give the user running jobs write access to the folder, or fix path:.",
+            )
+
+    def schema(self) -> frozenset[str]:
+        """The canonical fields in the file's header, or every mapped field for a new file."""
+        path = self.settings.path
+        if not path.exists():
+            return self._columns.canonical_names()
+        with file_errors(path), CsvFile(path, self.settings) as source:
+            return self._columns.canonical_names(source.header)
+
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        """Yield the file's records in pages, or one empty page if it has not changed."""
+        path = self.settings.path
+        if cursor is not None and cursor == file_cursor(path):
+            yield Page([], cursor=cursor)
+            return
+        with file_errors(path), CsvFile(path, self.settings) as source:
+            yield from self._snapshot(source, fields)
+
+    def _snapshot(self, source: CsvFile, fields: frozenset[str] | None) -> Iterator[Page]:
+        # Hold each page back until the next one exists: the last page carries the cursor.
+        pending: Page | None = None
+        if source.header is not None:
+            for page in self._pages(source.rows(), self._decoder(source.header, fields)):
+                if pending is not None:
+                    yield pending
+                pending = page
+        last = pending or Page([], snapshot=True)
+        last.cursor = source.cursor
+        yield last
+
+    def _decoder(self, header: list[str], fields: frozenset[str] | None) -> RowDecoder:
+        return self._columns.decoder(
+            header,
+            fields,
+            encoding=self.settings.encoding,
+            source=f"csv:{self.connection}",
+            neutralized=self.settings.neutralize_formulas,
+        )
+
+    def _pages(self, rows: Iterator[RawRow], decoder: RowDecoder) -> Iterator[Page]:
+        records: list[Record] = []
+        problems: list[ReadProblem] = []
+        first_lines: dict[str, int] = {}
+        for row in rows:
+            try:
+                records.append(self._decode(row, decoder, first_lines))
+            except RowInvalid as exc:
+                problems.append(self._problem(row.line, str(exc)))
+            if max(len(records), len(problems)) >= self.page_size:
+                yield Page(records, problems=problems, snapshot=True)
+                records, problems = [], []
+        if records or problems:
+            yield Page(records, problems=problems, snapshot=True)
+
+    def _decode(self, row: RawRow, decoder: RowDecoder, first_lines: dict[str, int]) -> Record:
+        if row.error is not None:
+            raise RowInvalid(row.error)
+        record = decoder.decode(row.cells)
+        key: str = record["id"]
+        if key in first_lines:
+            raise RowInvalid(
+                f"duplicate key {shorten(key)!r} in column {self.settings.key_column!r} "
+                f"(first on line {first_lines[key]})"
+            )
+        first_lines[key] = row.line
+        return record
+
+    def _problem(self, line: int, message: str) -> ReadProblem:
+        problem = ReadProblem(f"{self.settings.path}:{line}", message)
+        if self.settings.strict:
+            raise AdapterError(str(problem), hint=_STRICT_HINT)
+        return problem
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """Apply `changes` to the table and replace the file once; results follow the file.
+
+        The work is done before this returns, so no result is seen before the file holds it.
+        """
+        path = self.settings.path
+        with file_errors(path, "write"):
+            table = load_table(path, self.settings, self._columns.default_header())
+            results = [self._apply(table, change) for change in changes]
+            if table.changed:
+                replace_atomically(
+                    path, table.dump, encoding=self.settings.write_encoding, mode=table.mode
+                )
+        return iter(results)
+
+    def _apply(self, table: Table, change: Change) -> WriteResult:
+        if change.action == "delete":
+            return WriteResult(change.key, table.delete(change.key))
+        try:
+            cells = self._render(change)
+        except RenderError as exc:
+            return WriteResult(change.key, "failed", error=str(exc))
+        return WriteResult(change.key, table.upsert(change.key, cells))
+
+    def _render(self, change: Change) -> dict[str, str]:
+        if change.record is None:
+            raise RenderError("an upsert needs a record")
+        if not change.key.strip():
+            raise RenderError("the key is empty")
+        check_encodable("id", change.key, self.settings.write_encoding)
+        return self._columns.render(change.record, self.settings.write_encoding)

@@ -1,0 +1,288 @@
+"""Between canonical records and CSV rows: which column holds which field, and how cells read.
+
+A connection's mapping names a column for each canonical field, for ``consent.<purpose>``
+(a yes/no column; an empty cell is no evidence, so the purpose is left out) and for
+``extra.<adapter>.<name>`` (text). The key column always holds the record's ``id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from connector_core.errors import ConfigError
+from connector_core.records import (
+    FIELDS,
+    Field,
+    FieldMapping,
+    FieldType,
+    Record,
+    coerce,
+    consent_purpose,
+    is_extra,
+    parse_bool,
+    to_text,
+)
+from connector_csv.dialect import UNDECODABLE, unneutralize
+
+_SHOWN_LENGTH = 40
+_LIST_SEPARATORS = (";", "|")
+
+_EXPECTED = {
+    FieldType.BOOLEAN: "a yes/no value (yes/no, true/false or 1/0)",
+    FieldType.DATE: "a date (YYYY-MM-DD)",
+    FieldType.DATETIME: "a date and time (YYYY-MM-DDTHH:MM:SS)",
+    FieldType.NUMBER: "a number (like 52.52)",
+    FieldType.INTEGER: "a whole number",
+}
+_ACCEPTED: Mapping[FieldType, tuple[type, ...]] = {
+    FieldType.STRING: (str, int, float),
+    FieldType.INTEGER: (int,),
+    FieldType.NUMBER: (int, float),
+    FieldType.BOOLEAN: (bool,),
+    FieldType.DATE: (str, dt.date),
+    FieldType.DATETIME: (str, dt.datetime),
+    FieldType.LIST: (list, tuple, set, frozenset),
+}
+
+
+def _expected(field_type: FieldType) -> str:
+    return _EXPECTED.get(field_type, f"a {field_type} value")
+
+
+class RowInvalid(ValueError):
+    """A row that cannot become a record; the message names the column, not other cells."""
+
+
+class RenderError(ValueError):
+    """A record value that cannot be written to its column; the message holds no values."""
+
+
+def shorten(text: str) -> str:
+    """A cell value short enough for a problem message."""
+    if len(text) <= _SHOWN_LENGTH:
+        return text
+    return text[: _SHOWN_LENGTH - 3] + "..."
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Column:
+    """One canonical name and the CSV column that holds it."""
+
+    canonical: str
+    native: str
+    field: Field | None = None  # None for consent.<purpose> and extra.<adapter>.<name>
+    purpose: str | None = None
+
+    def wanted(self, fields: frozenset[str] | None) -> bool:
+        """True when a read asking for `fields` needs this column."""
+        if fields is None or self.canonical in fields:
+            return True
+        return self.purpose is not None and "consent" in fields
+
+
+class ColumnMap:
+    """The connection's mapping, checked once and ordered for new files.
+
+    Order: canonical fields in :data:`~connector_core.records.FIELDS` order, then consent
+    columns, then extras (each in mapping order).
+    """
+
+    def __init__(self, mapping: FieldMapping, key_column: str) -> None:
+        self.key_column = key_column
+        columns = [_column(name, native) for name, native in mapping.entries.items()]
+        self.columns = tuple(sorted((c for c in columns if c.canonical != "id"), key=_rank))
+
+    def default_header(self) -> list[str]:
+        """The header of a new file: the key column, then every mapped column once."""
+        return list(dict.fromkeys([self.key_column, *(c.native for c in self.columns)]))
+
+    def canonical_names(self, header: list[str] | None = None) -> frozenset[str]:
+        """Canonical names this connection can fill (from `header`, if given)."""
+        found = {c.canonical for c in self.columns if header is None or c.native in header}
+        return frozenset({"id", *found})
+
+    def decoder(
+        self,
+        header: list[str],
+        fields: frozenset[str] | None,
+        *,
+        encoding: str,
+        source: str,
+        neutralized: bool,
+    ) -> RowDecoder:
+        """A decoder for rows under `header` that fills the requested `fields`."""
+        positions = {name: index for index, name in enumerate(header)}
+        plan = [(positions[c.native], c) for c in self.columns if c.native in positions]
+        return RowDecoder(
+            width=len(header),
+            key=(positions[self.key_column], self.key_column),
+            plan=[(index, c) for index, c in plan if c.wanted(fields)],
+            encoding=encoding,
+            source=source,
+            neutralized=neutralized,
+        )
+
+    def render(self, record: Record, encoding: str) -> dict[str, str]:
+        """The cells of `record` by column name (without the key); raises RenderError."""
+        cells: dict[str, str] = {}
+        for column in self.columns:
+            text = _render(column, record)
+            check_encodable(column.canonical, text, encoding)
+            if text or column.native not in cells:
+                cells[column.native] = text
+        return cells
+
+
+_FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
+
+
+def _rank(column: Column) -> tuple[int, int]:
+    if column.field is not None:
+        return 0, _FIELD_ORDER[column.canonical]
+    return (1 if column.purpose is not None else 2), 0  # sorted() keeps mapping order
+
+
+def check_encodable(name: str, text: str, encoding: str) -> None:
+    """Raise RenderError when `text` has characters that `encoding` cannot store."""
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        raise RenderError(f"{name}: has characters that {encoding} cannot store") from None
+
+
+def _column(canonical: str, native: str) -> Column:
+    purpose = consent_purpose(canonical)
+    if purpose is not None:
+        return Column(canonical, native, purpose=purpose)
+    if is_extra(canonical):
+        return Column(canonical, native)
+    if canonical in FIELDS and canonical != "consent":
+        return Column(canonical, native, field=FIELDS[canonical])
+    raise ConfigError(_unknown_field_message(canonical), hint=_MAPPING_HINT)
+
+
+_MAPPING_HINT = (
+    "Map canonical fields, consent.<purpose> or extra.csv.<name> to column names, "
+    "for example `consent.contact_me: Newsletter`."
+)
+
+
+def _unknown_field_message(name: str) -> str:
+    if name == "consent":
+        return "the csv adapter maps consent one purpose per column: write consent.<purpose>"
+    message = f"{name!r} in the mapping is not a canonical field"
+    close = difflib.get_close_matches(name, list(FIELDS), n=1)
+    return message + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RowDecoder:
+    """Turns the cells of one row into a record, or raises :class:`RowInvalid`."""
+
+    width: int
+    key: tuple[int, str]
+    plan: list[tuple[int, Column]]
+    encoding: str
+    source: str
+    neutralized: bool
+    has_consent: bool = dataclasses.field(init=False)  # records get a consent dict
+
+    def __post_init__(self) -> None:
+        consent = any(column.purpose is not None for _, column in self.plan)
+        object.__setattr__(self, "has_consent", consent)  # frozen: set once, here
+
+    def decode(self, cells: list[str]) -> Record:
+        """The record in `cells`, with formula protection undone if the file uses it."""
+        if UNDECODABLE.search("".join(cells)):
+            raise RowInvalid(f"invalid {self.encoding} bytes")
+        if len(cells) != self.width:
+            raise RowInvalid(f"the row has {len(cells)} cells but the header has {self.width}")
+        unguard = unneutralize if self.neutralized else _same
+        index, name = self.key
+        if not cells[index].strip():
+            raise RowInvalid(f"missing key: column {name!r} is empty")
+        record: Record = {"id": unguard(cells[index])}
+        if self.has_consent:
+            record["consent"] = {}
+        for index, column in self.plan:
+            _fill(record, column, unguard(cells[index]), self.source)
+        return record
+
+
+def _same(cell: str) -> str:
+    return cell
+
+
+def _fill(record: Record, column: Column, text: str, source: str) -> None:
+    try:
+        if column.purpose is not None:
+            granted = parse_bool(text)
+            if granted is not None:
+                record["consent"][column.purpose] = {
+                    "granted": granted,
+                    "source": source,
+                    "at": None,
+                }
+        elif column.field is not None:
+            record[column.canonical] = coerce(column.field, text)
+        else:
+            record[column.canonical] = text or None
+    except ValueError:
+        field_type = column.field.type if column.field else FieldType.BOOLEAN
+        raise RowInvalid(
+            f"column {column.native!r}: {shorten(text)!r} is not {_expected(field_type)}"
+        ) from None
+
+
+def _render(column: Column, record: Record) -> str:
+    if column.purpose is not None:
+        return _render_consent(column, record.get("consent"))
+    value = record.get(column.canonical)
+    if value is None:
+        return ""
+    if column.field is None:
+        if isinstance(value, str | int | float):
+            return to_text(None, value)
+        raise RenderError(f"{column.canonical}: a {type(value).__name__} is not a text value")
+    return _render_typed(column.field, value)
+
+
+def _render_consent(column: Column, consent: Any) -> str:
+    state = consent.get(column.purpose) if isinstance(consent, Mapping) else None
+    if isinstance(state, Mapping):
+        state = state.get("granted")
+    if state is None or isinstance(state, bool):
+        return to_text(None, state)
+    raise RenderError(f"{column.canonical}: consent must be granted true or false")
+
+
+def _render_typed(field: Field, value: Any) -> str:
+    accepted = _ACCEPTED.get(field.type, ())
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        raise RenderError(
+            f"{field.name}: a {type(value).__name__} cannot be written as a {field.type} value"
+        )
+    if field.type is FieldType.LIST:
+        text = _render_list(field, value)
+    elif isinstance(value, dt.date):
+        text = value.isoformat()
+    else:
+        text = to_text(field, value)
+    try:
+        coerce(field, text)
+    except ValueError:
+        raise RenderError(f"{field.name}: the value is not {_expected(field.type)}") from None
+    return text
+
+
+def _render_list(field: Field, items: Any) -> str:
+    if not all(isinstance(item, str | int | float) for item in items):
+        raise RenderError(f"{field.name}: list items must be text")
+    texts = [str(item) for item in items]
+    if any(sep in text for text in texts for sep in _LIST_SEPARATORS):
+        raise RenderError(f"{field.name}: list items cannot contain ';' or '|'")
+    return ";".join(texts)

@@ -1,0 +1,189 @@
+"""One streaming pass over a CSV file: its header, then its rows, hashing the bytes read.
+
+Rows come with the physical line they start on (a quoted cell may span lines). Bytes the
+encoding cannot decode are kept as lone surrogates (``errors="surrogateescape"``), so a bad
+row can be reported, and a rewrite puts the very same bytes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, NamedTuple
+
+from connector_core.errors import AdapterError
+from connector_csv.dialect import UNDECODABLE, reader_options
+from connector_csv.settings import CsvSettings
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
+
+    from _typeshed import WriteableBuffer
+
+CURSOR_PREFIX = "sha256:"
+_MISSING_HINT = (
+    "Check path: in connector.yaml (a relative path starts at its folder). "
+    "The file is created by the first write to it."
+)
+
+
+class RawRow(NamedTuple):
+    """The cells of one row and the line it starts on; `error` when csv could not parse it."""
+
+    line: int
+    cells: list[str]
+    error: str | None = None
+
+
+@contextlib.contextmanager
+def file_errors(path: Path, action: str = "read") -> Iterator[None]:
+    """Turn operating-system errors about `path` into :class:`AdapterError` with a hint."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise AdapterError(f"{path} does not exist", hint=_MISSING_HINT) from exc
+    except PermissionError as exc:
+        raise AdapterError(
+            f"cannot {action} {path}: permission denied",
+            hint="Check the permissions of the file and its folder for the user running jobs.",
+        ) from exc
+    except IsADirectoryError as exc:
+        raise AdapterError(f"{path} is a folder", hint="Set path: to a CSV file.") from exc
+    except OSError as exc:
+        raise AdapterError(f"cannot {action} {path}: {exc.strerror or exc}") from exc
+
+
+def file_cursor(path: Path) -> str:
+    """The cursor of the file as it is now: the SHA-256 of its bytes, read in chunks."""
+    with file_errors(path), path.open("rb") as raw:
+        return CURSOR_PREFIX + hashlib.file_digest(raw, "sha256").hexdigest()
+
+
+class _HashingReader(io.RawIOBase):
+    """A binary file that feeds every byte read through it into a SHA-256 digest."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        count = self._raw.readinto(buffer) or 0
+        with memoryview(buffer) as view:
+            self.digest.update(view[:count])
+        return count
+
+
+class CsvFile:
+    """An open CSV file: :attr:`header` (None when the file is empty), then :meth:`rows`.
+
+    Use it as a context manager. :attr:`cursor` is complete once :meth:`rows` is exhausted.
+    """
+
+    def __init__(self, path: Path, settings: CsvSettings) -> None:
+        self.path = path
+        self._settings = settings
+        self._stack = contextlib.ExitStack()
+        try:
+            self._open()
+            self.header = self._read_header()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _open(self) -> None:
+        with file_errors(self.path):
+            raw = self._stack.enter_context(self.path.open("rb", buffering=0))
+        self._hashing = _HashingReader(raw)
+        text = io.TextIOWrapper(
+            io.BufferedReader(self._hashing),
+            encoding=self._settings.read_encoding,
+            errors="surrogateescape",
+            newline="",  # the csv module finds line breaks itself, also inside quoted cells
+        )
+        self._stack.enter_context(text)
+        self._rows = _parse(csv.reader(text, **reader_options(self._settings)))
+
+    def __enter__(self) -> CsvFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def rows(self) -> Iterator[RawRow]:
+        """The rows after the header; blank rows are skipped."""
+        return self._rows
+
+    @property
+    def cursor(self) -> str:
+        """The SHA-256 of the bytes read so far: the whole file once rows are exhausted."""
+        return CURSOR_PREFIX + self._hashing.digest.hexdigest()
+
+    def _read_header(self) -> list[str] | None:
+        first = next(self._rows, None)
+        if first is None:
+            return None
+        where = f"{self.path}:{first.line}"
+        if first.error is not None:
+            raise AdapterError(
+                f"{where}: cannot read the header: {first.error}",
+                hint="Check delimiter:, quotechar: and quoting: for this connection.",
+            )
+        if UNDECODABLE.search("".join(first.cells)):
+            raise AdapterError(
+                f"{where}: the header has invalid {self._settings.encoding} bytes",
+                hint="Set encoding: to the file's encoding, for example latin-1 or cp1252.",
+            )
+        check_header(where, first.cells, self._settings)
+        return first.cells
+
+
+def check_header(where: str, header: list[str], settings: CsvSettings) -> None:
+    """Raise AdapterError for repeated column names or a missing key column."""
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise AdapterError(
+            f"{where}: the header repeats the column names {', '.join(map(repr, repeated))}",
+            hint="Rename the columns so that each name appears once.",
+        )
+    if settings.key_column not in header:
+        raise AdapterError(
+            f"{where}: the header has no {settings.key_column!r} column",
+            hint=_key_hint(header, settings),
+        )
+
+
+def _key_hint(header: list[str], settings: CsvSettings) -> str:
+    if len(header) == 1:
+        for name, char in (("';'", ";"), ("a tab", "\t"), ("','", ","), ("'|'", "|")):
+            if char in header[0] and char != settings.delimiter:
+                return f"The header looks separated by {name}: set delimiter: for this connection."
+    columns = ", ".join(repr(name) for name in header[:12])
+    return f"Set key_column: to the column holding each row's unique key (columns: {columns})."
+
+
+def _parse(reader: CsvReader) -> Iterator[RawRow]:
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader resumes at the next line
+            yield RawRow(line, [], f"malformed CSV: {exc}")
+            continue
+        if any(cell.strip() for cell in cells):
+            yield RawRow(line, cells)

@@ -1,0 +1,203 @@
+"""The file as a keyed table for writing: load it, apply changes, replace it atomically.
+
+Rows are kept as the raw cells read, so a rewrite leaves rows it did not change as they
+were (even malformed ones, and bytes the encoding cannot decode). The new version is written
+to a temporary file in the same folder, synced to disk and renamed over the old one, so a
+crash at any moment leaves either the old file or the complete new one, never a mix. A
+temporary file left by a killed process is named ``.<file>.<random>.tmp``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import dataclasses
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Literal
+
+from connector_core.errors import AdapterError
+from connector_csv.dialect import neutralize, unneutralize, writable_rows, writer_options
+from connector_csv.settings import CsvSettings
+from connector_csv.source import CsvFile
+
+Action = Literal["created", "updated", "unchanged", "deleted"]
+_DEFAULT_LINETERMINATOR = "\r\n"  # RFC 4180, and what spreadsheet programs write
+
+
+@dataclasses.dataclass(slots=True)
+class Table:
+    """The rows of a CSV file by key, with enough of its format to write it back alike."""
+
+    header: list[str]
+    rows: list[list[str] | None]  # None marks a deleted row
+    keys: dict[str, list[int]]  # a repeated key lists every row holding it
+    settings: CsvSettings
+    bom: bool = False
+    lineterminator: str = _DEFAULT_LINETERMINATOR
+    mode: int | None = None  # the permissions of the existing file, kept on rewrite
+    changed: bool = False
+    width: int = dataclasses.field(init=False)  # rows this wide get new columns, others are left
+
+    def __post_init__(self) -> None:
+        self.width = len(self.header)
+
+    @property
+    def key_at(self) -> int:
+        """The index of the key column."""
+        return self.header.index(self.settings.key_column)
+
+    def upsert(self, key: str, cells: Mapping[str, str]) -> Action:
+        """Create or replace the row of `key`; unmapped columns of an existing row stay."""
+        self._add_columns(name for name, cell in cells.items() if cell)
+        positions = self.keys.get(key)
+        if positions is None:
+            self.keys[key] = [len(self.rows)]
+            self.rows.append(self._compose(key, cells, [""] * len(self.header)))
+            self.changed = True
+            return "created"
+        old = self._padded(self.rows[positions[0]] or [])
+        new = self._compose(key, cells, list(old))
+        if new == old:
+            return "unchanged"
+        self.rows[positions[0]] = new
+        self.changed = True
+        return "updated"
+
+    def delete(self, key: str) -> Action:
+        """Remove every row holding `key`; a missing key is already deleted."""
+        positions = self.keys.pop(key, None)
+        if not positions:
+            return "unchanged"
+        for position in positions:
+            self.rows[position] = None
+        self.changed = True
+        return "deleted"
+
+    def dump(self, out: IO[str]) -> None:
+        """Write the table as CSV text."""
+        if self.bom:
+            out.write("\ufeff")
+        writer = csv.writer(out, **writer_options(self.settings, self.lineterminator))
+        writer.writerows(writable_rows(self.settings, self._output_rows()))
+
+    def _output_rows(self) -> Iterator[list[str]]:
+        yield self.header
+        for row in self.rows:
+            if row is not None:
+                yield self._padded(row) if len(row) == self.width else row
+
+    def _padded(self, row: list[str]) -> list[str]:
+        return row + [""] * (len(self.header) - len(row))
+
+    def _add_columns(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self.header:
+                self.header.append(name)
+
+    def _compose(self, key: str, cells: Mapping[str, str], row: list[str]) -> list[str]:
+        guard = neutralize if self.settings.neutralize_formulas else _same
+        positions = {name: index for index, name in enumerate(self.header)}
+        for name, cell in cells.items():
+            if name in positions and name != self.settings.key_column:
+                row[positions[name]] = guard(cell)
+        row[self.key_at] = guard(key)
+        return row
+
+
+def _same(cell: str) -> str:
+    return cell
+
+
+def load_table(path: Path, settings: CsvSettings, new_header: list[str]) -> Table:
+    """Read the file at `path` as a table, or start an empty one with `new_header`."""
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise AdapterError(
+                f"cannot create {path}: the folder {path.parent} does not exist",
+                hint="Create the folder, or fix path: in connector.yaml.",
+            )
+        return Table(list(new_header), [], {}, settings, bom=settings.write_bom)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    with CsvFile(path, settings) as source:
+        if source.header is None:
+            return Table(list(new_header), [], {}, settings, bom=settings.write_bom, mode=mode)
+        table = Table(source.header, [], {}, settings, mode=mode)
+        _load_rows(table, source)
+    table.bom, table.lineterminator = _sniff(path, settings)
+    return table
+
+
+def _load_rows(table: Table, source: CsvFile) -> None:
+    key_at = table.key_at
+    unguard = unneutralize if table.settings.neutralize_formulas else _same
+    for row in source.rows():
+        if row.error is not None:
+            raise AdapterError(
+                f"{source.path}:{row.line}: {row.error}",
+                hint="Fix this row first: rewriting the file would lose it.",
+            )
+        key = unguard(row.cells[key_at]) if key_at < len(row.cells) else ""
+        if key.strip():
+            table.keys.setdefault(key, []).append(len(table.rows))
+        table.rows.append(row.cells)
+
+
+def _sniff(path: Path, settings: CsvSettings) -> tuple[bool, str]:
+    """Whether the file starts with a UTF-8 byte order mark, and how its first line ends."""
+    with path.open("rb") as raw:
+        bom = settings.is_utf8 and raw.read(3) == codecs.BOM_UTF8
+    with path.open(encoding=settings.read_encoding, errors="surrogateescape", newline="") as text:
+        first = text.readline(1 << 16)
+    for ending in ("\r\n", "\n", "\r"):
+        if first.endswith(ending):
+            return bom or settings.write_bom, ending
+    return bom or settings.write_bom, _DEFAULT_LINETERMINATOR
+
+
+def replace_atomically(
+    path: Path, dump: Callable[[IO[str]], None], *, encoding: str, mode: int | None
+) -> None:
+    """Write a new version of `path` with `dump`; readers see the old or the new file whole.
+
+    A new file gets owner-only permissions (it holds personal data); an existing file's
+    permissions are kept.
+    """
+    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below; renamed, not deleted)
+        "w",
+        encoding=encoding,
+        errors="surrogateescape",  # puts undecodable bytes of untouched rows back as they were
+        newline="",
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".tmp",
+        delete=False,
+    )
+    try:
+        with tmp:
+            dump(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        if mode is not None:
+            os.chmod(tmp.name, mode)
+        os.replace(tmp.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; Windows cannot open a folder and needs no such step.
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
