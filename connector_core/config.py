@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from connector_core.adapters import Adapter, AdapterSettings, ConfigPath
-from connector_core.credentials import KeyringSecrets
+from connector_core.credentials import KeyringSecrets, SecretRef
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.records import FIELDS, consent_purpose, is_known_field
 from connector_core.yaml_errors import (
@@ -82,6 +82,16 @@ class NetworkConfig(_Block):
     """Who runs this connector."""
 
     name: str = Field(description="The network's name, shown in reports and the ledger")
+    floor: Annotated[ConfigPath, AfterValidator(_check_policy_file)] | None = Field(
+        default=None,
+        description="The network floor policy: every job's policy can only narrow what it "
+        "allows, and its forbids bind everyone",
+    )
+    hash_key: SecretRef | None = Field(
+        default=None,
+        description="Secret for the hash mask, e.g. {secret: hash_key} (stored with "
+        "`connector credentials set network hash_key`); the same key gives the same hashes",
+    )
 
 
 class PurposeConfig(_Block):

@@ -10,13 +10,15 @@ import pluggy
 
 if TYPE_CHECKING:
     from connector_core.adapters import Adapter
+    from connector_core.masks import MaskContext, MaskFunction
 
 hookspec = pluggy.HookspecMarker("connector")
 hookimpl = pluggy.HookimplMarker("connector")
 
-#: A mask factory takes the mask's parameters from the policy (``truncate: 3`` gives ``3``;
-#: a bare name gives None) and returns the function applied to each field value.
-MaskFactory = Callable[[Any], Callable[[Any], Any]]
+#: A mask factory takes the mask's parameter from the policy (``truncate: 3`` gives ``3``;
+#: a bare name gives None) and a MaskContext, and returns the function applied to each
+#: value as ``mask(value, record)``. It raises ValueError for a bad parameter.
+MaskFactory = Callable[[Any, "MaskContext"], "MaskFunction"]
 
 
 @hookspec

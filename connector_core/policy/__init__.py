@@ -1,0 +1,1 @@
+"""Sharing policies: the YAML language, its loader and static checks, the compiler, explain."""
