@@ -16,12 +16,17 @@ from typing import Any
 
 import pluggy
 
+import connector_core.masks
 from connector_core import hookspecs
 from connector_core.adapters import Adapter, AdapterSettings
 from connector_core.errors import PluginError
+from connector_core.hookspecs import MaskFactory
 
 GROUP = "connector"
 DISABLE_ENV = "CONNECTOR_DISABLE_PLUGINS"
+#: The engine's own hook implementations, registered by the same call as a plugin's.
+#: They are part of the product, so --disable-plugin cannot switch them off.
+CORE_PLUGINS = {"connector_core.masks": connector_core.masks}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,7 +73,11 @@ def make_plugin_manager(
     pm = ConnectorPluginManager()
     pm.add_hookspecs(hookspecs)
     for name in [*blocked, *disabled_from_env()]:
-        pm.set_blocked(name)
+        if name not in CORE_PLUGINS:
+            pm.set_blocked(name)
+    for name, module in CORE_PLUGINS.items():
+        pm.register(module, name=name)
+        pm.infos[name] = PluginInfo(name, None, None, module.__name__)
     if entry_points:
         _load_entry_points(pm)
     _check_pending(pm)
@@ -177,9 +186,9 @@ def _check_adapter_class(pm: ConnectorPluginManager, plugin_name: str, cls: Any)
         )
 
 
-def collect_masks(pm: ConnectorPluginManager) -> dict[str, Callable[[Any], Any]]:
+def collect_masks(pm: ConnectorPluginManager) -> dict[str, MaskFactory]:
     """Every mask factory the plugins provide, by name; a duplicate name is an error."""
-    found: dict[str, Callable[[Any], Any]] = {}
+    found: dict[str, MaskFactory] = {}
     owner: dict[str, str] = {}
     for plugin_name, masks in _call_each(pm, pm.hook.register_masks):
         for name, factory in masks.items():

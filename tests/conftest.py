@@ -39,8 +39,9 @@ def runner() -> CliRunner:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
-    """A private copy of the demo network."""
-    target = tmp_path / "demo"
+    """A private copy of the demo network (and the policies it uses, at the same place)."""
+    target = tmp_path / "examples" / "demo"
     shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns("*.db", "out"))
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
     (target / "out").mkdir()
     return target

@@ -21,7 +21,7 @@ def yaml_blocks(doc: str) -> list[str]:
 
 def _prepare(folder: Path, text: str) -> Path:
     """Create the files a documented config refers to, then write it as connector.yaml."""
-    for relative in re.findall(r"(?:path|policy): ((?:data|policies|out)/[\w./-]+)", text):
+    for relative in re.findall(r"(?:path|policy|floor): ((?:data|policies|out)/[\w./-]+)", text):
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         (folder / relative).touch()
     path = folder / "connector.yaml"
@@ -53,3 +53,49 @@ def test_the_demo_config_loads() -> None:
         REPO / "examples" / "demo" / "connector.yaml", collect_adapters(make_plugin_manager())
     )
     assert config.model.network.name == "Demo Climate Network"
+
+
+def _documented_keys() -> set[str]:
+    text = (REPO / "docs" / "policies.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^#{3,4} (\w+)$", text, re.M))
+
+
+def test_every_policy_key_is_documented() -> None:
+    from connector_core.masks import BUILTIN_MASKS
+    from connector_core.policy.schema import policy_json_schema
+
+    schema = policy_json_schema(BUILTIN_MASKS)
+    keys = set(schema["properties"])
+    keys |= set(schema["$defs"]["Rule"]["properties"])
+    keys |= set(schema["$defs"]["Approval"]["properties"])
+    assert keys - _documented_keys() == set()
+
+
+def test_every_operator_and_mask_is_documented() -> None:
+    from connector_core.masks import BUILTIN_MASKS
+    from connector_core.query import Op
+
+    text = (REPO / "docs" / "policies.md").read_text(encoding="utf-8")
+    for op in Op.__args__:  # type: ignore[attr-defined]
+        assert f"{op}:" in text or f"{{{op}:" in text, op
+    for mask in BUILTIN_MASKS:
+        assert f"`{mask}`" in text or f"{{{mask}:" in text, mask
+
+
+def test_policy_doc_examples_load_and_pass(tmp_path: Path) -> None:
+    import shutil
+
+    from connector_core.policy.loader import load_policy
+    from connector_core.policy.policytest import run_test_file
+
+    folder = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", folder)
+    blocks = yaml_blocks("policies.md")
+    policy = folder / "doc-example.yaml"
+    policy.write_text(blocks[0], encoding="utf-8")
+    assert load_policy(policy).name == "organizers-north"
+    test_block = next(b for b in blocks if b.startswith("policy: organizers-north.yaml"))
+    test_file = folder / "doc_test.yaml"
+    test_file.write_text(test_block, encoding="utf-8")
+    results = run_test_file(test_file)
+    assert [r.differences for r in results] == [[], []]

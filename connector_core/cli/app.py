@@ -69,6 +69,15 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def write_json(data: Any, output: Path | None) -> None:
+    """Write data as JSON to a file (reporting it on stderr), or to stdout."""
+    if output is None:
+        emit_json(data)
+        return
+    output.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
 @click.group(cls=ConnectorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="connector")
 @click.option(

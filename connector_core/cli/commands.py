@@ -11,21 +11,15 @@ from pathlib import Path
 import click
 
 from connector_core.adapters import Page
-from connector_core.cli.app import App, emit_json
+from connector_core.cli.app import App, emit_json, write_json
+from connector_core.cli.policy import policy, schema_policy
+from connector_core.cli.render import cell, table
 from connector_core.cli.credentials import credentials
 from connector_core.cli.doctor import doctor
 from connector_core.config import config_json_schema
-from connector_core.records import FIELDS, Record, to_text
+from connector_core.records import FIELDS, Record
 
 log = logging.getLogger("connector.cli")
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    """A plain aligned text table (stdout stays easy to read and to pipe)."""
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 @click.command()
@@ -98,12 +92,7 @@ def schema_config(app: App, output: Path | None) -> None:
     Example (then add `# yaml-language-server: $schema=connector.schema.json`):
       connector schema config -o connector.schema.json
     """
-    text = json.dumps(config_json_schema(app.adapters), indent=2)
-    if output is None:
-        click.echo(text)
-    else:
-        output.write_text(text + "\n", encoding="utf-8")
-        click.echo(f"wrote {output}", err=True)
+    write_json(config_json_schema(app.adapters), output)
 
 
 @click.command()
@@ -133,7 +122,7 @@ def read(app: App, connection: str, limit: int, fields: str | None, as_json: boo
             click.echo(json.dumps(record, ensure_ascii=False, default=str))
         return
     columns = sorted({k for r in shown for k in r}, key=_column_order)
-    click.echo(table([[_cell(r.get(c)) for c in columns] for r in shown], columns))
+    click.echo(table([[cell(r.get(c)) for c in columns] for r in shown], columns))
     click.echo(f"{len(shown)} record(s) shown", err=True)
 
 
@@ -142,16 +131,6 @@ def _records(pages: Iterator[Page]) -> Iterator[Record]:
         for problem in page.problems:
             click.secho(f"skipped: {problem}", fg="yellow", err=True)
         yield from page.records
-
-
-def _cell(value: object) -> str:
-    """Table text for a value; consent shows as ``purpose:yes`` pairs."""
-    if isinstance(value, dict):
-        return " ".join(
-            f"{k}:{to_text(None, v.get('granted') if isinstance(v, dict) else v)}"
-            for k, v in value.items()
-        )
-    return to_text(None, value)
 
 
 _ORDER = {name: i for i, name in enumerate(FIELDS)}
@@ -163,6 +142,7 @@ def _column_order(name: str) -> tuple[int, str]:
 
 def register_core_commands(group: click.Group) -> None:
     """Attach the core commands to the top-level group (idempotent)."""
-    for command in (plugins, adapters, schema, read, doctor, credentials):
+    schema.add_command(schema_policy)
+    for command in (plugins, adapters, schema, read, doctor, credentials, policy):
         if command.name not in group.commands:
             group.add_command(command)

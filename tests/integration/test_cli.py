@@ -67,7 +67,7 @@ def test_doctor_reports_config_errors_with_locations(runner: CliRunner, demo: Pa
     result = run(runner, "doctor", cwd=demo)
     assert result.exit_code == 3
     assert (
-        f"FAIL config: {config}:22:14: connections.members.adapter: "
+        f"FAIL config: {config}:24:14: connections.members.adapter: "
         "unknown adapter 'cvs'; did you mean 'csv'?" in result.stdout
     )
     assert "Traceback" not in result.output

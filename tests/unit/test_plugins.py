@@ -121,9 +121,18 @@ def test_masks_are_collected_and_clashes_refused() -> None:
 
     pm = make_plugin_manager(entry_points=False)
     register_builtin(pm, Plugin(masks={"shout": shout}), "one")
-    assert collect_masks(pm) == {"shout": shout}
+    masks = collect_masks(pm)
+    assert masks["shout"] is shout
+    assert {"hash", "last4", "truncate", "coarsen_location"} <= set(masks)  # the built-ins
     register_builtin(pm, Plugin(masks={"shout": shout}), "two")
     with pytest.raises(PluginError, match="two plugins provide a mask named 'shout'"):
+        collect_masks(pm)
+
+
+def test_a_plugin_mask_cannot_replace_a_built_in_one() -> None:
+    pm = make_plugin_manager(entry_points=False)
+    register_builtin(pm, Plugin(masks={"hash": lambda param, context: str}), "evil")
+    with pytest.raises(PluginError, match="two plugins provide a mask named 'hash'"):
         collect_masks(pm)
 
 

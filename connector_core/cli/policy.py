@@ -1,0 +1,231 @@
+"""`connector policy check|test|explain|preview` and `connector schema policy`."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+import click
+
+from connector_core.adapters import Adapter
+from connector_core.cli.app import App, emit_json, write_json
+from connector_core.cli.render import cell, table
+from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
+from connector_core.credentials import KeyringSecrets
+from connector_core.errors import ConfigError, ConfigValidationError, PolicyError
+from connector_core.hookspecs import MaskFactory
+from connector_core.masks import MaskContext
+from connector_core.plugins import collect_masks
+from connector_core.policy.compiler import CompiledPolicy, compile_policy
+from connector_core.policy.explain import explain
+from connector_core.policy.loader import load_policy
+from connector_core.policy.models import Policy
+from connector_core.policy.schema import policy_json_schema
+from connector_core.policy.policytest import collect_results, find_test_files, normalize_record
+from connector_core.records import Record
+from connector_core.yaml_errors import load_yaml
+
+
+@dataclasses.dataclass
+class PolicyEnv:
+    """What loading a policy needs from connector.yaml (when there is one) and the plugins."""
+
+    config: Config | None
+    masks: dict[str, MaskFactory]
+
+    @classmethod
+    def from_app(cls, app: App) -> PolicyEnv:
+        """Use connector.yaml if one is named or found; without one, purposes are not checked.
+
+        A file named with --config or $CONNECTOR_CONFIG must exist; ./connector.yaml may not.
+        """
+        named = app.config_path is not None or os.environ.get(CONFIG_ENV)
+        config = app.config if named or Path(DEFAULT_FILE).is_file() else None
+        return cls(config, collect_masks(app.pm))
+
+    @property
+    def purposes(self) -> list[str] | None:
+        """The declared consent purposes, or None without a config."""
+        return None if self.config is None else list(self.config.model.consent.purposes)
+
+    def load(self, path: Path) -> Policy:
+        """Load a policy with the network floor and extras of the config."""
+        floor = self.config.model.network.floor if self.config else None
+        extras = None
+        if self.config is not None:
+            extras = [f for c in self.config.model.connections.values()
+                      for f in c.mapping if f.startswith("extra.")]
+        return load_policy(path, purposes=self.purposes, masks=self.masks,
+                           extra_fields=extras, floor=floor)
+
+    def context(self) -> MaskContext:
+        """Masks get the network's hash key from the keyring, only when a policy uses it."""
+        ref = self.config.model.network.hash_key if self.config else None
+
+        def hash_key() -> bytes:
+            if ref is None:
+                raise PolicyError(
+                    "the hash mask needs the network's hash key",
+                    hint="Run `connector credentials set network hash_key` and add "
+                    "`hash_key: {secret: hash_key}` under `network:` in connector.yaml.",
+                )
+            return KeyringSecrets("network").resolve(ref).get_secret_value().encode()
+
+        return MaskContext(hash_key=hash_key)
+
+    def compile(self, path: Path) -> CompiledPolicy:
+        """Load and compile a policy for this network."""
+        return compile_policy(self.load(path), masks=self.masks, context=self.context())
+
+
+@click.group()
+def policy() -> None:
+    """Check, test, explain and preview sharing policies."""
+
+
+@policy.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_obj
+def check(app: App, files: tuple[Path, ...]) -> None:
+    """Load each policy FILE and report errors and warnings with file:line:col."""
+    env = PolicyEnv.from_app(app)
+    failed = 0
+    for path in files:
+        try:
+            loaded = env.load(path)
+        except ConfigValidationError as err:
+            failed += 1
+            for problem in err.problems:
+                click.secho(f"{problem.severity}: {problem}", fg="red", err=True)
+            continue
+        for warning in loaded.warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
+        click.echo(f"ok {path}: policy {loaded.name}, {len(loaded.rules)} rule(s)")
+    if failed:
+        raise ConfigError(f"{failed} of {len(files)} policy file(s) have errors",
+                          hint="Fix the lines above; `connector schema policy` gives your "
+                          "editor the language.")
+
+
+@policy.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Run the *_test.yaml files under PATHS (default: the current folder).
+
+    Exits 1 when a case fails, printing what was expected and what the policy did.
+    """
+    env = PolicyEnv.from_app(app)
+    files = find_test_files(paths or (Path.cwd(),))
+    if not files:
+        raise ConfigError("no *_test.yaml files found",
+                          hint="Put policy tests beside the policies, named NAME_test.yaml.")
+    results = list(collect_results(files, purposes=env.purposes, masks=env.masks))
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        emit_json([{**dataclasses.asdict(r), "passed": r.passed} for r in results])
+    else:
+        for r in results:
+            where = f"{r.file}:{r.line}" if r.line else str(r.file)
+            status = click.style("PASS", fg="green") if r.passed else click.style("FAIL",
+                                                                                  fg="red")
+            click.echo(f"{status} {where}: {r.name}")
+            for diff in r.differences:
+                click.echo(f"       {diff}")
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def read_record_file(path: Path) -> Record:
+    """A record from a YAML or JSON file (consent shorthand allowed)."""
+    data = load_yaml(path).data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a record file holds one mapping of fields to values")
+    return normalize_record(data)
+
+
+@policy.command("explain")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path))
+@click.option("--record", "record_file", required=True, type=click.Path(path_type=Path),
+              help="YAML or JSON file with one record.")
+@click.pass_obj
+def explain_cmd(app: App, policy_file: Path, record_file: Path) -> None:
+    """Show why POLICY shares or withholds a record, rule by rule and field by field."""
+    env = PolicyEnv.from_app(app)
+    click.echo(explain(env.compile(policy_file), read_record_file(record_file)).render())
+
+
+def _input_records(app: App, source: str) -> Iterator[Record]:
+    """Records from a connection of connector.yaml, a .csv file, or a JSON-lines file."""
+    path = Path(source)
+    if path.suffix in {".json", ".jsonl"} and path.is_file():
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    yield normalize_record(json.loads(line))
+        return
+    if path.suffix == ".csv" and path.is_file():
+        adapter: Adapter = _csv_adapter(app, path)
+    else:
+        adapter = app.config.open_adapter(source)
+    with adapter:
+        for page in adapter.read(cursor=None, fields=None, where=None):
+            yield from page.records
+
+
+def _csv_adapter(app: App, path: Path) -> Adapter:
+    cls = app.adapters.get("csv")
+    if cls is None:
+        raise ConfigError("reading a .csv file needs the csv adapter, which is not installed")
+    return cls(cls.settings_model.model_validate({"path": path}))
+
+
+@policy.command("preview")
+@click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path))
+@click.option("--input", "source", required=True,
+              help="A connection in connector.yaml, a .csv file or a .jsonl file.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Show at most this many shared records (0: all); counts cover all.")
+@click.option("--json", "as_json", is_flag=True, help="Print shared records as JSON lines.")
+@click.pass_obj
+def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool) -> None:
+    """Show what the recipient of POLICY would receive, and why the rest is withheld."""
+    compiled = PolicyEnv.from_app(app).compile(policy_file)
+    withheld: collections.Counter[str] = collections.Counter()
+    shared: list[Record] = []
+    total = 0
+    for _record, decision, projection in compiled.apply(_input_records(app, source)):
+        total += 1
+        if projection is None:
+            withheld[decision.reason] += 1
+        elif not limit or len(shared) < limit:
+            shared.append(projection)
+    count = total - sum(withheld.values())
+    if as_json:
+        for row in shared:
+            click.echo(json.dumps(row, ensure_ascii=False, default=str))
+    else:
+        columns = [f for f in compiled.outcomes if any(f in r for r in shared)]
+        click.echo(table([[cell(r.get(c)) for c in columns] for r in shared], columns))
+    click.echo(f"{total} read, {count} shared, {total - count} withheld", err=True)
+    for reason, n in withheld.most_common():
+        click.echo(f"  withheld {n}: {reason}", err=True)
+
+
+@click.command("policy")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of stdout.")
+@click.pass_obj
+def schema_policy(app: App, output: Path | None) -> None:
+    """The JSON Schema of policy files, with the masks of the installed plugins.
+
+    \b
+    Example (then start each policy with `# yaml-language-server: $schema=policy.schema.json`):
+      connector schema policy -o policy.schema.json
+    """
+    write_json(policy_json_schema(collect_masks(app.pm)), output)

@@ -1,0 +1,298 @@
+"""Python source generation for compiled policies: nothing walks a syntax tree per record.
+
+Each policy becomes a handful of straight-line functions, generated as source and compiled
+once. User-written values (rule values, consent purposes, odd field names) never appear in
+the source: they are bound as named constants in the functions' namespace; only names that
+match a strict identifier pattern are written as literals.
+
+Every decision function exists twice. The *fast* variant compares values inline; when a
+record holds a value of an unexpected type (a string where a number is expected, a number
+where a list is expected) an inline comparison may raise TypeError, and the fast function
+then hands the record to the *safe* variant, which compares through :func:`safe_compare`:
+the semantics of :func:`connector_core.query.matches`, with a type mismatch being False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from connector_core.errors import RecordRejected
+from connector_core.masks import MaskFunction
+from connector_core.query import All, AnyOf, Compare, Condition, Not, lookup, matches
+
+_LITERAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_COLLECTIONS = (list, tuple, set, frozenset)
+_SMALL = 8  # up to this many values, a tuple scan beats hashing into a frozenset
+_ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def safe_compare(actual: Any, op: str, expected: Any) -> bool:
+    """``actual op expected`` as :func:`~connector_core.query.matches` decides it, except
+    that a value of the wrong type gives False instead of raising."""
+    try:
+        return matches(Compare("value", op, expected), {"value": actual})  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def _safe(condition: Compare, actual: Any) -> bool:
+    try:
+        return matches(condition, {"v": actual})
+    except TypeError:
+        return False
+
+
+def _granted(state: Any) -> Any:
+    return state.get("granted") if isinstance(state, dict) else None
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionPlan:
+    """The checks of a policy chain in evaluation order; decisions are opaque constants."""
+
+    consents: Sequence[tuple[str, object]]  # purpose, decision when it is missing
+    forbids: Sequence[tuple[Condition | None, object]]  # condition, decision when it holds
+    leaf_allows: Sequence[tuple[Condition | None, object]]  # condition, shared decision
+    leaf_withheld: object  # no allow rule of the leaf matched
+    parents: Sequence[tuple[Sequence[Condition | None], object]]  # allow conditions, withheld
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldPlan:
+    """One projected field: shown as is (no masks) or masked by each mask in turn."""
+
+    name: str
+    masks: tuple[MaskFunction, ...]
+    failure: str  # the message when a mask raises; it never includes the value
+
+
+class Source:
+    """Generated source lines and the constants they refer to by name."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "_lookup": lookup,
+            "_safe": _safe,
+            "_granted": _granted,
+            "_EMPTY": {},
+        }
+        self.lines: list[str] = []
+        self._names: dict[int, str] = {}
+        self._pairs: dict[int, str] = {}
+
+    def const(self, value: Any, prefix: str = "K") -> str:
+        """Bind `value` in the namespace and return its generated name."""
+        if id(value) in self._names:
+            return self._names[id(value)]
+        name = f"{prefix}{len(self.namespace)}"
+        self.namespace[name] = value
+        self._names[id(value)] = name
+        return name
+
+    def withheld(self, decision: object) -> str:
+        """The name of the preallocated ``(decision, None)`` pair ``evaluate`` returns."""
+        if id(decision) not in self._pairs:
+            self._pairs[id(decision)] = self.const((decision, None), "W")
+        return self._pairs[id(decision)]
+
+    def literal(self, text: str) -> str:
+        """A string as a source literal if it is a plain (dotted) name, else a constant."""
+        return repr(text) if _LITERAL_RE.match(text) else self.const(text, "S")
+
+    def emit(self, depth: int, line: str) -> None:
+        """Add one line at `depth` levels of indentation."""
+        self.lines.append("    " * depth + line)
+
+
+def condition_expr(src: Source, condition: Condition | None, *, safe: bool) -> str:
+    """A Python expression over the record ``r`` that is true when `condition` holds."""
+    match condition:
+        case None:
+            return "True"
+        case All(items):
+            return "(" + " and ".join(condition_expr(src, c, safe=safe) for c in items) + ")" \
+                if items else "True"
+        case AnyOf(items):
+            return "(" + " or ".join(condition_expr(src, c, safe=safe) for c in items) + ")" \
+                if items else "False"
+        case Not(item):
+            return f"(not {condition_expr(src, item, safe=safe)})"
+        case Compare():
+            return _compare_expr(src, condition, safe=safe)
+    raise TypeError(f"not a condition: {type(condition).__name__}")
+
+
+def _access(src: Source, path: str) -> str:
+    if "." in path:
+        return f"_lookup(r, {src.literal(path)})"
+    return f"r.get({src.literal(path)})"
+
+
+def _compare_expr(src: Source, cmp: Compare, *, safe: bool) -> str:
+    acc = _access(src, cmp.field)
+    fast = None if safe else _fast_compare(src, acc, cmp.op, cmp.value)
+    if fast is not None:
+        return fast
+    return f"_safe({src.const(Compare('v', cmp.op, cmp.value), 'C')}, {acc})"
+
+
+def _fast_compare(src: Source, acc: str, op: str, value: Any) -> str | None:
+    """An inline expression for one comparison, or None to use the safe helper."""
+    bound = f"(_a := {acc}) is not None"
+    if op == "eq":
+        return "False" if value is None else f"({acc} == {src.const(value)})"
+    if op == "ne":
+        return "True" if value is None else f"({acc} != {src.const(value)})"
+    if op in ("in", "not_in"):
+        return _membership(src, acc, value, negate=op == "not_in")
+    if op in ("any_of", "all_of"):
+        if not (isinstance(value, _COLLECTIONS) and all(_hashable(v) for v in value)):
+            return None
+        test = "not {}.isdisjoint(_a)" if op == "any_of" else "{}.issubset(_a)"
+        return f"({bound} and {test.format(src.const(frozenset(value)))})"
+    if op == "exists":
+        present = f"({bound} and _a != '' and _a != [])"
+        return present if value else f"(not {present})"
+    if op in _ORDER:
+        return f"({bound} and _a {_ORDER[op]} {src.const(value)})"
+    if op == "starts_with":
+        return f"(isinstance((_a := {acc}), str) and _a.startswith({src.const(value)}))"
+    return None
+
+
+def _membership(src: Source, acc: str, value: Any, *, negate: bool) -> str:
+    if not isinstance(value, _COLLECTIONS):
+        test = f"_a in {src.const(value)}"
+    elif len(value) > _SMALL and all(_hashable(v) for v in value):
+        test = f"_a in {src.const(frozenset(value))}"
+    else:
+        items = tuple(value)
+        if None not in items:  # a missing value is then simply not among them
+            return f"({acc} {'not in' if negate else 'in'} {src.const(items)})"
+        test = f"_a in {src.const(items)}"
+    if negate:
+        return f"((_a := {acc}) is None or not ({test}))"
+    return f"((_a := {acc}) is not None and {test})"
+
+
+def _decision_body(
+    src: Source, plan: DecisionPlan, *, safe: bool, result: Callable[[object], str], depth: int
+) -> None:
+    """Emit the consent gates, then the forbid rules, each returning its withheld decision."""
+    if plan.consents:
+        src.emit(depth, "c = r.get('consent')")
+        src.emit(depth, "if c.__class__ is not dict:")
+        src.emit(depth + 1, "c = c if isinstance(c, dict) else _EMPTY")
+    for purpose, withheld in plan.consents:
+        src.emit(depth, f"v = c.get({src.literal(purpose)})")
+        src.emit(depth, "if (v.get('granted') if v.__class__ is dict else _granted(v)) is not True:")
+        src.emit(depth + 1, f"return {result(withheld)}")
+    for condition, withheld in plan.forbids:
+        src.emit(depth, f"if {condition_expr(src, condition, safe=safe)}:")
+        src.emit(depth + 1, f"return {result(withheld)}")
+
+
+def _allow_body(
+    src: Source, plan: DecisionPlan, *, safe: bool, result: Callable[[object], str], depth: int
+) -> None:
+    """Emit the allow checks: the leaf's first matching rule goes to ``d``; then each parent."""
+    keyword = "if"
+    for condition, shared in plan.leaf_allows:
+        if condition is None:
+            src.emit(depth, "else:" if keyword == "elif" else "if True:")
+            src.emit(depth + 1, f"d = {src.const(shared, 'D')}")
+            break
+        src.emit(depth, f"{keyword} {condition_expr(src, condition, safe=safe)}:")
+        src.emit(depth + 1, f"d = {src.const(shared, 'D')}")
+        keyword = "elif"
+    else:
+        if keyword == "elif":
+            src.emit(depth, "else:")
+            src.emit(depth + 1, f"return {result(plan.leaf_withheld)}")
+        else:
+            src.emit(depth, f"return {result(plan.leaf_withheld)}")
+    for conditions, withheld in plan.parents:
+        if any(c is None for c in conditions):
+            continue
+        test = " or ".join(condition_expr(src, c, safe=safe) for c in conditions) or "False"
+        src.emit(depth, f"if not ({test}):")
+        src.emit(depth + 1, f"return {result(withheld)}")
+
+
+def _projection(src: Source, fields: Sequence[FieldPlan], depth: int) -> str:
+    """Emit the masking statements; return the expression building the projection dict."""
+    items = []
+    for index, field in enumerate(fields):
+        key = src.literal(field.name)
+        if not field.masks:
+            items.append(f"{key}: r.get({key})")
+            continue
+        x = f"x{index}"
+        src.emit(depth, f"{x} = r.get({key})")
+        src.emit(depth, f"if {x} is not None:")
+        src.emit(depth + 1, "try:")
+        src.emit(depth + 2, f"y = {src.const(field.masks[0], 'M')}({x}, r)")
+        for mask in field.masks[1:]:
+            src.emit(depth + 2, f"y = None if y is None else {src.const(mask, 'M')}(y, r)")
+        src.emit(depth + 1, "except Exception:")
+        src.emit(depth + 2, "y = _FAILED")
+        src.emit(depth + 1, "if y is _FAILED:")
+        src.emit(depth + 2, f"raise _Rejected({src.const(field.failure, 'E')})")
+        # The guarantee: a masked field never carries its original value.
+        src.emit(depth + 1, f"{x} = None if y == {x} else y")
+        items.append(f"{key}: {x}")
+    return "{" + ", ".join(items) + "}"
+
+
+def _function(src: Source, name: str, plan: DecisionPlan, fields: Sequence[FieldPlan],
+              *, safe: bool, kind: str) -> None:
+    """Emit one of: ``decide``, ``evaluate``, ``gate`` (fast or safe variant)."""
+    def result(decision: object) -> str:
+        return src.withheld(decision) if kind == "evaluate" else src.const(decision, "D")
+
+    src.emit(0, f"def {name}(r):")
+    depth = 1
+    if not safe:
+        src.emit(1, "try:")
+        depth = 2
+    _decision_body(src, plan, safe=safe, result=result, depth=depth)
+    if kind == "gate":
+        src.emit(depth, "return None")
+    else:
+        _allow_body(src, plan, safe=safe, result=result, depth=depth)
+    if not safe:
+        src.emit(1, "except TypeError:")
+        src.emit(2, f"return _safe_{name}(r)")
+    if kind == "decide":
+        src.emit(1, "return d")
+    elif kind == "evaluate":
+        src.emit(1, f"return d, {_projection(src, fields, 1)}")
+    src.emit(0, "")
+
+
+def build(label: str, plan: DecisionPlan, fields: Sequence[FieldPlan]) -> tuple[dict[str, Any], str]:
+    """Generate and compile ``decide``, ``evaluate``, ``project`` and ``gate`` for a policy.
+
+    Returns the namespace holding the functions, and the generated source."""
+    src = Source()
+    src.namespace.update(_FAILED=object(), _Rejected=RecordRejected)
+    for kind in ("decide", "evaluate", "gate"):
+        _function(src, f"_safe_{kind}", plan, fields, safe=True, kind=kind)
+        _function(src, kind, plan, fields, safe=False, kind=kind)
+    src.emit(0, "def project(r):")
+    src.emit(1, f"return {_projection(src, fields, 1)}")
+    source = "\n".join(src.lines) + "\n"
+    # Safe to exec: the source holds only generated names, operators and checked literals.
+    exec(compile(source, f"<policy {label}>", "exec"), src.namespace)
+    return src.namespace, source

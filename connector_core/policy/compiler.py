@@ -1,0 +1,343 @@
+"""Compile a checked policy (and the chain it narrows) into fast per-record functions.
+
+Evaluation order, for a policy and every policy it narrows down to the network floor:
+
+1. the consent gates of every policy in the chain (no evidence means no consent):
+   withheld as ``consent:<purpose>``;
+2. the forbid rules of every policy in the chain: ``forbid:<policy>:<rule>``;
+3. every policy in the chain needs a matching allow rule: else ``no-allow:<policy>``;
+4. shared, as ``shared:<rule>`` with the leaf policy's first matching allow rule.
+
+Checks run in chain order (the policy itself first, the floor last), so a reason names the
+first check that failed. Field outcomes are resolved once, here: per policy, a field's
+explicit entry, else its longest matching classification prefix, else absent; across the
+chain the strictest wins (forbid or absent, then mask, then show), and masks of several
+policies compose, the floor's first. ``consent`` is projected only when listed by name.
+
+A masked field never carries its original value: when a mask's output equals its input
+(coarsening an already coarse coordinate, truncating a short name, ``last4`` of four
+characters) the field is sent as None, since passing it through would show what the policy
+said to hide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from connector_core.errors import PolicyError
+from connector_core.hookspecs import MaskFactory
+from connector_core.masks import BUILTIN_MASKS, MaskContext, MaskFunction
+from connector_core.policy import codegen
+from connector_core.policy.models import FieldOutcome, Policy, RelativeTime, Rule
+from connector_core.query import All, AnyOf, Compare, Condition, Not
+from connector_core.records import FIELDS, Record, is_extra
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """Share or withhold one record, and why.
+
+    ``reason`` is ``shared:<rule>``, ``consent:<purpose>``, ``forbid:<policy>:<rule>`` or
+    ``no-allow:<policy>``; ``rule`` names the allow rule that shared it."""
+
+    share: bool
+    reason: str
+    rule: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pushdown:
+    """What a source may be asked for: a filter and the fields needed.
+
+    ``condition`` holds exactly for the records the policy shares, except that the
+    pushed-down consent test is ``granted == True``, which a source may also pass for a
+    truthy non-boolean; the engine still decides every record locally, so the filter only
+    has to be a superset. None means every record."""
+
+    condition: Condition | None
+    decision_fields: frozenset[str]
+    shared_fields: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSource:
+    """Where one policy's outcome for a field came from (``key`` None: not listed)."""
+
+    policy: Policy
+    outcome: FieldOutcome | None
+    key: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """A field's effective outcome, each policy's contribution, and the masks applied."""
+
+    field: str
+    outcome: FieldOutcome
+    sources: tuple[FieldSource, ...]
+    masks: tuple[MaskFunction, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """One policy of the chain, with its rules' relative times resolved."""
+
+    policy: Policy
+    rules: tuple[Rule, ...]
+
+    def allows(self) -> tuple[Rule, ...]:
+        """The allow rules, in file order."""
+        return tuple(r for r in self.rules if r.kind == "allow")
+
+    def forbids(self) -> tuple[Rule, ...]:
+        """The forbid rules, in file order."""
+        return tuple(r for r in self.rules if r.kind == "forbid")
+
+
+_STRICTNESS = {"show": 0, "mask": 1, "absent": 2, "forbid": 3}
+
+
+class CompiledPolicy:
+    """A policy compiled into generated functions; build one with :func:`compile_policy`.
+
+    ``decide(record) -> Decision``; ``project(record) -> Record`` (only shown and masked
+    fields, in canonical order, extras last); ``evaluate(record) -> (Decision, projection
+    or None)``; ``gate(record) -> Decision | None`` (consent and forbid checks only).
+    ``outcomes`` holds the effective outcome of every shown or masked field."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        links: tuple[Link, ...],
+        resolutions: dict[str, Resolution],
+        now: dt.datetime,
+    ) -> None:
+        self.name = policy.name
+        self.policy = policy
+        self.links = links
+        self.now = now
+        self.content_hash = _chain_hash(policy)
+        self.resolutions = resolutions
+        self.outcomes = {
+            f: r.outcome for f, r in resolutions.items() if r.outcome.kind in ("show", "mask")
+        }
+        self.no_allow = Decision(False, f"no-allow:{policy.name}")
+        self.pushdown = _pushdown(links, resolutions)
+        namespace, self.source = codegen.build(policy.name, self._plan(), self._fields())
+        self.decide = namespace["decide"]
+        self.evaluate = namespace["evaluate"]
+        self.project = namespace["project"]
+        self.gate = namespace["gate"]
+        self.gate_key = repr(
+            ([p for link in links for p in link.policy.require_consent], self._forbid_key())
+        )
+
+    def __repr__(self) -> str:
+        return f"CompiledPolicy({self.name!r})"
+
+    def apply(self, records: Iterable[Record]) -> Iterator[tuple[Record, Decision, Record | None]]:
+        """Stream ``(record, decision, projection or None)`` for each record."""
+        evaluate = self.evaluate
+        for record in records:
+            decision, projection = evaluate(record)
+            yield record, decision, projection
+
+    def _forbid_key(self) -> list[tuple[str, str, str]]:
+        return [(link.policy.name, r.name, repr(r.condition)) for link in self.links
+                for r in link.forbids()]
+
+    def _plan(self) -> codegen.DecisionPlan:
+        purposes = dict.fromkeys(p for link in self.links for p in link.policy.require_consent)
+        leaf, *parents = self.links
+        return codegen.DecisionPlan(
+            consents=[(p, Decision(False, f"consent:{p}")) for p in purposes],
+            forbids=[
+                (r.condition, Decision(False, f"forbid:{link.policy.name}:{r.name}"))
+                for link in self.links
+                for r in link.forbids()
+            ],
+            leaf_allows=[(r.condition, Decision(True, f"shared:{r.name}", r.name))
+                         for r in leaf.allows()],
+            leaf_withheld=self.no_allow,
+            parents=[
+                ([r.condition for r in link.allows()],
+                 Decision(False, f"no-allow:{link.policy.name}"))
+                for link in parents
+            ],
+        )
+
+    def _fields(self) -> list[codegen.FieldPlan]:
+        return [
+            codegen.FieldPlan(
+                name,
+                self.resolutions[name].masks,
+                f"policy {self.name}: the {self.outcomes[name].mask} mask failed on field "
+                f"{name}",
+            )
+            for name in self.outcomes
+        ]
+
+
+def compile_policy(
+    policy: Policy,
+    *,
+    masks: Mapping[str, MaskFactory] | None = None,
+    context: MaskContext | None = None,
+    now: dt.datetime | None = None,
+) -> CompiledPolicy:
+    """Compile `policy` and the chain it narrows.
+
+    Args:
+        policy: a loaded, checked policy.
+        masks: mask factories by name (default: the built-in masks).
+        context: what masks need; by default there is no hash key, so a policy using
+            ``hash`` raises PolicyError here, before any record is read.
+        now: the time ``{days_ago: N}`` conditions are relative to (default: now, UTC).
+
+    Raises:
+        PolicyError: an unknown mask, a bad mask parameter, or a missing hash key.
+    """
+    now = dt.datetime.now(dt.UTC) if now is None else now
+    links = tuple(
+        Link(p, tuple(dataclasses.replace(r, condition=resolve(r.condition, now)) for r in p.rules))
+        for p in policy.chain()
+    )
+    factories = BUILTIN_MASKS if masks is None else masks
+    context = MaskContext.without_key() if context is None else context
+    resolutions = {
+        name: _resolve_field(name, links, factories, context) for name in _field_names(links)
+    }
+    return CompiledPolicy(policy, links, resolutions, now)
+
+
+def resolve(condition: Condition | None, now: dt.datetime) -> Condition | None:
+    """The condition with every ``{days_ago: N}`` replaced by its ISO timestamp."""
+    match condition:
+        case Compare(field, op, RelativeTime() as relative):
+            return Compare(field, op, relative.resolve(now))
+        case All(items):
+            return All(tuple(resolve(c, now) for c in items))  # type: ignore[misc]
+        case AnyOf(items):
+            return AnyOf(tuple(resolve(c, now) for c in items))  # type: ignore[misc]
+        case Not(item):
+            return Not(resolve(item, now))  # type: ignore[arg-type]
+    return condition
+
+
+def _chain_hash(policy: Policy) -> str:
+    """The policy's own hash, or, when it narrows others, one hash over the chain's."""
+    chain = policy.chain()
+    if len(chain) == 1:
+        return policy.content_hash
+    joined = "\n".join(p.content_hash for p in chain)
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def _field_names(links: tuple[Link, ...]) -> list[str]:
+    extras = sorted({name for link in links for name in link.policy.fields if is_extra(name)})
+    return [*FIELDS, *extras]
+
+
+def policy_outcome(policy: Policy, field: str) -> FieldSource:
+    """One policy's outcome for a field: its entry, else the longest classification prefix."""
+    if field in policy.fields:
+        return FieldSource(policy, policy.fields[field], field)
+    if field == "consent" or field not in FIELDS:
+        return FieldSource(policy, None, None)
+    classification = FIELDS[field].classification
+    found = [
+        prefix
+        for prefix in policy.classes
+        if classification == prefix or classification.startswith(prefix + ".")
+    ]
+    if not found:
+        return FieldSource(policy, None, None)
+    best = max(found, key=len)
+    return FieldSource(policy, policy.classes[best], best)
+
+
+def _resolve_field(
+    field: str,
+    links: tuple[Link, ...],
+    factories: Mapping[str, MaskFactory],
+    context: MaskContext,
+) -> Resolution:
+    sources = tuple(policy_outcome(link.policy, field) for link in links)
+    kinds = [s.outcome.kind if s.outcome else "absent" for s in sources]
+    strictest = max(kinds, key=_STRICTNESS.__getitem__)
+    if strictest != "mask":
+        chosen = next((s.outcome for s in sources if s.outcome and s.outcome.kind == strictest),
+                      None)
+        return Resolution(field, chosen or FieldOutcome("absent"), sources)
+    masking = [s for s in reversed(sources) if s.outcome and s.outcome.kind == "mask"]
+    functions = tuple(_make_mask(s, factories, context) for s in masking)
+    outcomes = [s.outcome for s in masking if s.outcome]
+    if len(outcomes) == 1:
+        return Resolution(field, outcomes[0], sources, functions)
+    composed = "+".join(o.label().removeprefix("mask:") for o in outcomes)
+    return Resolution(field, FieldOutcome("mask", composed, None, outcomes[-1].line), sources,
+                      functions)
+
+
+def _make_mask(
+    source: FieldSource, factories: Mapping[str, MaskFactory], context: MaskContext
+) -> MaskFunction:
+    outcome = source.outcome
+    assert outcome is not None and outcome.mask is not None
+    where = f"{source.policy.path}:{outcome.line}" if outcome.line else str(source.policy.path)
+    factory = factories.get(outcome.mask)
+    if factory is None:
+        close = difflib.get_close_matches(outcome.mask, list(factories), n=1)
+        raise PolicyError(
+            f"{where}: unknown mask {outcome.mask!r} for {source.key}"
+            + (f"; did you mean {close[0]!r}?" if close else ""),
+            hint="Known masks: " + ", ".join(sorted(factories))
+            + ". A plugin may provide more (see `connector plugins`).",
+        )
+    try:
+        return factory(outcome.param, context)
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {source.key}: {exc}") from None
+
+
+def _tested_fields(condition: Condition | None) -> Iterator[str]:
+    match condition:
+        case Compare(field):
+            yield field if field in FIELDS or is_extra(field) else field.split(".", 1)[0]
+        case All(items) | AnyOf(items):
+            for item in items:
+                yield from _tested_fields(item)
+        case Not(item):
+            yield from _tested_fields(item)
+
+
+def _pushdown(links: tuple[Link, ...], resolutions: dict[str, Resolution]) -> Pushdown:
+    purposes = dict.fromkeys(p for link in links for p in link.policy.require_consent)
+    parts: list[Condition] = [Compare(f"consent.{p}.granted", "eq", True) for p in purposes]
+    for link in links:
+        allows = [r.condition for r in link.allows()]
+        if None not in allows:
+            parts.append(_any([c for c in allows if c is not None]))
+    forbids = [r.condition for link in links for r in link.forbids()]
+    if None in forbids:
+        parts.append(AnyOf(()))  # a forbid rule without a condition withholds everything
+    elif forbids:
+        parts.append(Not(_any([c for c in forbids if c is not None])))
+    decision = {"id", *(["consent"] if purposes else [])}
+    decision.update(f for link in links for r in link.rules for f in _tested_fields(r.condition))
+    shared: set[str] = set()
+    for name, resolution in resolutions.items():
+        if resolution.outcome.kind in ("show", "mask"):
+            shared.add(name)
+            shared.update(f for m in resolution.masks for f in getattr(m, "reads", ()))
+    condition = None if not parts else parts[0] if len(parts) == 1 else All(tuple(parts))
+    return Pushdown(condition, frozenset(decision), frozenset(shared))
+
+
+def _any(conditions: list[Condition]) -> Condition:
+    return conditions[0] if len(conditions) == 1 else AnyOf(tuple(conditions))
