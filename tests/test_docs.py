@@ -99,3 +99,19 @@ def test_policy_doc_examples_load_and_pass(tmp_path: Path) -> None:
     test_file.write_text(test_block, encoding="utf-8")
     results = run_test_file(test_file)
     assert [r.differences for r in results] == [[], []]
+
+
+def test_committed_json_schemas_are_current() -> None:
+    """policy.schema.json and the demo's connector.schema.json match what the code generates
+    (regenerate with `connector schema policy -o policy.schema.json` and, in examples/demo,
+    `connector schema config -o connector.schema.json`)."""
+    import json
+
+    from connector_core.config import config_json_schema
+    from connector_core.masks import BUILTIN_MASKS
+    from connector_core.policy.schema import policy_json_schema
+
+    committed = json.loads((REPO / "policy.schema.json").read_text(encoding="utf-8"))
+    assert committed == policy_json_schema(BUILTIN_MASKS)
+    demo = json.loads((REPO / "examples/demo/connector.schema.json").read_text(encoding="utf-8"))
+    assert demo == config_json_schema(collect_adapters(make_plugin_manager()))
