@@ -1,0 +1,94 @@
+"""The values the sync engine and the state store exchange.
+
+Kept apart from both so that the runner (which plans and writes) and the state store (which
+remembers) agree on one vocabulary without importing each other's machinery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, Literal
+
+#: A change the runner applied to a target and now records, with the facts the ledger keeps.
+Action = Literal["create", "update", "delete"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobState:
+    """What the store remembers about one job between runs."""
+
+    job: str
+    cursor: str | None = None
+    policy_hash: str | None = None
+    config_hash: str | None = None
+    last_run_at: dt.datetime | None = None
+    last_success_at: dt.datetime | None = None
+    last_reconciled_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Mapped:
+    """One record this job created in its target: the id map row."""
+
+    job: str
+    source_id: str
+    target_key: str
+    projection_hash: str
+    fields: dict[str, str]  # field -> outcome label ("show", "mask:last4") as shared
+    consent_basis: dict[str, Any]  # purpose -> {"granted", "source", "at"} that allowed it
+    policy_hash: str
+    updated_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """A change the target acknowledged; recorded in the id map and the ledger together."""
+
+    action: Action
+    source_id: str
+    target_key: str
+    projection_hash: str | None  # None for deletes
+    fields: dict[str, str]
+    consent_basis: dict[str, Any]
+    reason: str  # the decision's reason: "shared:<rule>", or why it was taken back
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One row of the hash-chained ledger, as read back."""
+
+    seq: int
+    at: dt.datetime
+    job: str
+    target: str
+    record_key: str
+    source_id: str
+    action: Action
+    fields: dict[str, str]
+    policy: str
+    policy_hash: str
+    consent_basis: dict[str, Any]
+    approvals: list[Any]
+    reason: str
+    prev_hash: str
+    row_hash: str
+
+
+@dataclasses.dataclass
+class RunCounts:
+    """What one run did; printed as the run summary and stored with the run."""
+
+    read: int = 0
+    shared: int = 0
+    withheld: dict[str, int] = dataclasses.field(default_factory=dict)
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    problems: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return dataclasses.asdict(self)
