@@ -1,9 +1,10 @@
 """The hand-written baseline: policy (a) as the Python function a developer would write.
 
-It makes the same decision and the same projection as the compiled policy, with the
-product's semantics: no evidence of consent is no consent, forbid beats allow, a masked
-value never passes through unchanged (``last4`` of four or fewer letters and digits is
-None), and a missing field is None.
+Idiomatic, not tuned: what a competent developer writes for this one policy. It makes the
+same decision and the same projection as the compiled policy, with the product's
+semantics: no evidence of consent is no consent, forbid beats allow, a masked value never
+passes through unchanged (``last4`` of four or fewer letters and digits is None), and a
+missing field is None.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def last4(value: Any) -> Any:
     """Keep the last four letters or digits, one ``*`` per hidden one; None if too short."""
     if not isinstance(value, str):
         value = str(value)
-    kept = "".join(c for c in value if c.isalnum())
+    kept = "".join(filter(str.isalnum, value))
     if len(kept) <= 4:
         return None
     return "*" * (len(kept) - 4) + kept[-4:]

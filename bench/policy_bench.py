@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[10_000, 100_000, 1_000_000],
         help="comma-separated record counts streamed in child processes ('' to skip)",
     )
-    add("--repeats", type=int, default=5, help="runs per measurement (the best counts)")
+    add("--repeats", type=int, default=7, help="runs per measurement (the best counts)")
     add("--peer-repeats", type=int, default=3, help="runs per peer")
     add("--seed", type=int, default=1, help="seed of the synthetic records")
     add(

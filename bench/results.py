@@ -129,11 +129,18 @@ def _ratio_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _throughput_lines(results: dict[str, Any]) -> list[str]:
+    baseline = results["throughput"]["hand-written"]["rate"]
     rows = [
-        [name, _rate(t["rate"]), f"{t['best_s']:.3f}", f"{t['runs']}"]
+        [
+            name,
+            _rate(t["rate"]),
+            f"{t['rate'] / baseline:.2f}",
+            f"{t['best_s']:.3f}",
+            str(t["runs"]),
+        ]
         for name, t in results["throughput"].items()
     ]
-    return _table(["engine", "records/s", "best run (s)", "runs"], rows)
+    return _table(["engine", "records/s", "/ hand-written", "best run (s)", "runs"], rows)
 
 
 def _peer_lines(results: dict[str, Any]) -> list[str]:
@@ -158,7 +165,7 @@ def _peer_lines(results: dict[str, Any]) -> list[str]:
 def _fanout_lines(results: dict[str, Any]) -> list[str]:
     f = results["fanout"]
     rows = [
-        [t["name"], str(t["records"]), _rate(t["rate"]), f"{t['best_s']:.3f}"]
+        [t["name"], f"{t['records']:,}", _rate(t["rate"]), f"{t['best_s']:.3f}"]
         for t in (f["one_policy"], f["policy_set"], f["naive"])
     ]
     return [

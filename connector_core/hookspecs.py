@@ -32,7 +32,7 @@ def register_adapters() -> list[type[Adapter]]:  # type: ignore[empty-body]
 
 @hookspec
 def register_masks() -> dict[str, MaskFactory]:  # type: ignore[empty-body]
-    """Return field masks by name, usable in policies as ``field: NAME`` or ``field: {NAME: PARAM}``.
+    """Return field masks by name, for policies: ``field: NAME`` or ``field: {NAME: PARAM}``.
 
     Returns:
         A mapping of mask name to :data:`MaskFactory`.

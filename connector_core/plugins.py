@@ -11,7 +11,7 @@ import difflib
 import importlib.metadata
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pluggy

@@ -12,10 +12,11 @@ import click
 
 from connector_core.adapters import Page
 from connector_core.cli.app import App, emit_json, write_json
-from connector_core.cli.policy import policy, schema_policy
-from connector_core.cli.render import cell, table
 from connector_core.cli.credentials import credentials
 from connector_core.cli.doctor import doctor
+from connector_core.cli.policy import policy, schema_policy
+from connector_core.cli.render import cell, table
+from connector_core.cli.sync import SYNC_COMMANDS
 from connector_core.config import config_json_schema
 from connector_core.records import FIELDS, Record
 
@@ -143,6 +144,6 @@ def _column_order(name: str) -> tuple[int, str]:
 def register_core_commands(group: click.Group) -> None:
     """Attach the core commands to the top-level group (idempotent)."""
     schema.add_command(schema_policy)
-    for command in (plugins, adapters, schema, read, doctor, credentials, policy):
+    for command in (plugins, adapters, schema, read, doctor, credentials, policy, *SYNC_COMMANDS):
         if command.name not in group.commands:
             group.add_command(command)

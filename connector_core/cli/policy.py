@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
 import click
 
 from connector_core.adapters import Adapter
@@ -23,9 +24,10 @@ from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.explain import explain
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy
-from connector_core.policy.schema import policy_json_schema
 from connector_core.policy.policytest import collect_results, find_test_files, normalize_record
+from connector_core.policy.schema import policy_json_schema
 from connector_core.records import Record
+from connector_core.sync.job import load_job_policy
 from connector_core.yaml_errors import load_yaml
 
 
@@ -53,13 +55,9 @@ class PolicyEnv:
 
     def load(self, path: Path) -> Policy:
         """Load a policy with the network floor and extras of the config."""
-        floor = self.config.model.network.floor if self.config else None
-        extras = None
-        if self.config is not None:
-            extras = [f for c in self.config.model.connections.values()
-                      for f in c.mapping if f.startswith("extra.")]
-        return load_policy(path, purposes=self.purposes, masks=self.masks,
-                           extra_fields=extras, floor=floor)
+        if self.config is None:
+            return load_policy(path, masks=self.masks)
+        return load_job_policy(self.config, path, self.masks)
 
     def context(self) -> MaskContext:
         """Masks get the network's hash key from the keyring, only when a policy uses it."""
@@ -105,9 +103,10 @@ def check(app: App, files: tuple[Path, ...]) -> None:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
         click.echo(f"ok {path}: policy {loaded.name}, {len(loaded.rules)} rule(s)")
     if failed:
-        raise ConfigError(f"{failed} of {len(files)} policy file(s) have errors",
-                          hint="Fix the lines above; `connector schema policy` gives your "
-                          "editor the language.")
+        raise ConfigError(
+            f"{failed} of {len(files)} policy file(s) have errors",
+            hint="Fix the lines above; `connector schema policy` gives your editor the language.",
+        )
 
 
 @policy.command("test")
@@ -122,8 +121,10 @@ def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
     env = PolicyEnv.from_app(app)
     files = find_test_files(paths or (Path.cwd(),))
     if not files:
-        raise ConfigError("no *_test.yaml files found",
-                          hint="Put policy tests beside the policies, named NAME_test.yaml.")
+        raise ConfigError(
+            "no *_test.yaml files found",
+            hint="Put policy tests beside the policies, named NAME_test.yaml.",
+        )
     results = list(collect_results(files, purposes=env.purposes, masks=env.masks))
     failed = [r for r in results if not r.passed]
     if as_json:
@@ -131,8 +132,7 @@ def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
     else:
         for r in results:
             where = f"{r.file}:{r.line}" if r.line else str(r.file)
-            status = click.style("PASS", fg="green") if r.passed else click.style("FAIL",
-                                                                                  fg="red")
+            status = click.style("PASS", fg="green") if r.passed else click.style("FAIL", fg="red")
             click.echo(f"{status} {where}: {r.name}")
             for diff in r.differences:
                 click.echo(f"       {diff}")
@@ -151,8 +151,13 @@ def read_record_file(path: Path) -> Record:
 
 @policy.command("explain")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path))
-@click.option("--record", "record_file", required=True, type=click.Path(path_type=Path),
-              help="YAML or JSON file with one record.")
+@click.option(
+    "--record",
+    "record_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="YAML or JSON file with one record.",
+)
 @click.pass_obj
 def explain_cmd(app: App, policy_file: Path, record_file: Path) -> None:
     """Show why POLICY shares or withholds a record, rule by rule and field by field."""
@@ -187,10 +192,19 @@ def _csv_adapter(app: App, path: Path) -> Adapter:
 
 @policy.command("preview")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(path_type=Path))
-@click.option("--input", "source", required=True,
-              help="A connection in connector.yaml, a .csv file or a .jsonl file.")
-@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Show at most this many shared records (0: all); counts cover all.")
+@click.option(
+    "--input",
+    "source",
+    required=True,
+    help="A connection in connector.yaml, a .csv file or a .jsonl file.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Show at most this many shared records (0: all); counts cover all.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print shared records as JSON lines.")
 @click.pass_obj
 def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool) -> None:
@@ -218,8 +232,12 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
 
 
 @click.command("policy")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
 @click.pass_obj
 def schema_policy(app: App, output: Path | None) -> None:
     """The JSON Schema of policy files, with the masks of the installed plugins.

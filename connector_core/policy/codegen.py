@@ -21,19 +21,20 @@ from typing import Any
 
 from connector_core.errors import RecordRejected
 from connector_core.masks import MaskFunction
-from connector_core.query import All, AnyOf, Compare, Condition, Not, lookup, matches
+from connector_core.query import All, AnyOf, Compare, Condition, Not, Op, lookup, matches
 
 _LITERAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _COLLECTIONS = (list, tuple, set, frozenset)
 _SMALL = 8  # up to this many values, a tuple scan beats hashing into a frozenset
+_GRANTED = "(v.get('granted') if v.__class__ is dict else _granted(v))"
 _ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def safe_compare(actual: Any, op: str, expected: Any) -> bool:
+def safe_compare(actual: Any, op: Op, expected: Any) -> bool:
     """``actual op expected`` as :func:`~connector_core.query.matches` decides it, except
     that a value of the wrong type gives False instead of raising."""
     try:
-        return matches(Compare("value", op, expected), {"value": actual})  # type: ignore[arg-type]
+        return matches(Compare("value", op, expected), {"value": actual})
     except TypeError:
         return False
 
@@ -77,26 +78,35 @@ class FieldPlan:
     failure: str  # the message when a mask raises; it never includes the value
 
 
+_HELPERS: dict[str, Any] = {
+    "_lookup": lookup,
+    "_safe": _safe,
+    "_granted": _granted,
+    "_EMPTY": {},
+    "_FAILED": object(),
+    "_Rejected": RecordRejected,
+}
+
+
 class Source:
-    """Generated source lines and the constants they refer to by name."""
+    """Generated source lines and the constants they refer to by name.
+
+    Constants are numbered in the order they are bound, so two policies that differ only
+    in their values (one per region, say) generate the same source, and share one
+    compiled code object (see :func:`build`)."""
 
     def __init__(self) -> None:
-        self.namespace: dict[str, Any] = {
-            "_lookup": lookup,
-            "_safe": _safe,
-            "_granted": _granted,
-            "_EMPTY": {},
-        }
+        self.constants: dict[str, Any] = {}
         self.lines: list[str] = []
         self._names: dict[int, str] = {}
         self._pairs: dict[int, str] = {}
 
     def const(self, value: Any, prefix: str = "K") -> str:
-        """Bind `value` in the namespace and return its generated name."""
+        """Bind `value` as a constant and return its generated name."""
         if id(value) in self._names:
             return self._names[id(value)]
-        name = f"{prefix}{len(self.namespace)}"
-        self.namespace[name] = value
+        name = f"{prefix}{len(self.constants)}"
+        self.constants[name] = value
         self._names[id(value)] = name
         return name
 
@@ -121,11 +131,17 @@ def condition_expr(src: Source, condition: Condition | None, *, safe: bool) -> s
         case None:
             return "True"
         case All(items):
-            return "(" + " and ".join(condition_expr(src, c, safe=safe) for c in items) + ")" \
-                if items else "True"
+            return (
+                "(" + " and ".join(condition_expr(src, c, safe=safe) for c in items) + ")"
+                if items
+                else "True"
+            )
         case AnyOf(items):
-            return "(" + " or ".join(condition_expr(src, c, safe=safe) for c in items) + ")" \
-                if items else "False"
+            return (
+                "(" + " or ".join(condition_expr(src, c, safe=safe) for c in items) + ")"
+                if items
+                else "False"
+            )
         case Not(item):
             return f"(not {condition_expr(src, item, safe=safe)})"
         case Compare():
@@ -196,32 +212,40 @@ def _decision_body(
         src.emit(depth + 1, "c = c if isinstance(c, dict) else _EMPTY")
     for purpose, withheld in plan.consents:
         src.emit(depth, f"v = c.get({src.literal(purpose)})")
-        src.emit(depth, "if (v.get('granted') if v.__class__ is dict else _granted(v)) is not True:")
+        src.emit(
+            depth, "if (v.get('granted') if v.__class__ is dict else _granted(v)) is not True:"
+        )
         src.emit(depth + 1, f"return {result(withheld)}")
     for condition, withheld in plan.forbids:
         src.emit(depth, f"if {condition_expr(src, condition, safe=safe)}:")
         src.emit(depth + 1, f"return {result(withheld)}")
 
 
-def _allow_body(
-    src: Source, plan: DecisionPlan, *, safe: bool, result: Callable[[object], str], depth: int
+def _leaf_body(
+    src: Source, plan: DecisionPlan, *, safe: bool, depth: int, matched: str, otherwise: str
 ) -> None:
-    """Emit the allow checks: the leaf's first matching rule goes to ``d``; then each parent."""
+    """Emit the leaf's allow rules: ``matched`` (with ``{}`` for the shared decision) for
+    the first that matches, else ``otherwise``."""
     keyword = "if"
     for condition, shared in plan.leaf_allows:
+        statement = matched.format(src.const(shared, "D"))
         if condition is None:
             src.emit(depth, "else:" if keyword == "elif" else "if True:")
-            src.emit(depth + 1, f"d = {src.const(shared, 'D')}")
-            break
+            src.emit(depth + 1, statement)
+            return
         src.emit(depth, f"{keyword} {condition_expr(src, condition, safe=safe)}:")
-        src.emit(depth + 1, f"d = {src.const(shared, 'D')}")
+        src.emit(depth + 1, statement)
         keyword = "elif"
-    else:
-        if keyword == "elif":
-            src.emit(depth, "else:")
-            src.emit(depth + 1, f"return {result(plan.leaf_withheld)}")
-        else:
-            src.emit(depth, f"return {result(plan.leaf_withheld)}")
+    if keyword == "elif":
+        src.emit(depth, "else:")
+        depth += 1
+    src.emit(depth, otherwise)
+
+
+def _parents_body(
+    src: Source, plan: DecisionPlan, *, safe: bool, result: Callable[[object], str], depth: int
+) -> None:
+    """Emit each narrowed policy's allow check: one of its allow rules must match."""
     for conditions, withheld in plan.parents:
         if any(c is None for c in conditions):
             continue
@@ -255,10 +279,24 @@ def _projection(src: Source, fields: Sequence[FieldPlan], depth: int) -> str:
     return "{" + ", ".join(items) + "}"
 
 
-def _function(src: Source, name: str, plan: DecisionPlan, fields: Sequence[FieldPlan],
-              *, safe: bool, kind: str) -> None:
-    """Emit one of: ``decide``, ``evaluate``, ``gate`` (fast or safe variant)."""
+def _function(
+    src: Source,
+    name: str,
+    plan: DecisionPlan,
+    fields: Sequence[FieldPlan],
+    *,
+    safe: bool,
+    kind: str,
+) -> None:
+    """Emit one function (fast or safe variant) of the given kind:
+
+    ``decide`` and ``evaluate``; ``gate`` (consent and forbids only: a decision or None);
+    ``allow`` (the leaf's allow rules only: the shared decision or None); ``passes``
+    (everything but the leaf's allow rules: True or False)."""
+
     def result(decision: object) -> str:
+        if kind == "passes":
+            return "False"
         return src.withheld(decision) if kind == "evaluate" else src.const(decision, "D")
 
     src.emit(0, f"def {name}(r):")
@@ -266,11 +304,17 @@ def _function(src: Source, name: str, plan: DecisionPlan, fields: Sequence[Field
     if not safe:
         src.emit(1, "try:")
         depth = 2
-    _decision_body(src, plan, safe=safe, result=result, depth=depth)
-    if kind == "gate":
-        src.emit(depth, "return None")
+    if kind == "allow":
+        _leaf_body(src, plan, safe=safe, depth=depth, matched="return {}", otherwise="return None")
     else:
-        _allow_body(src, plan, safe=safe, result=result, depth=depth)
+        _decision_body(src, plan, safe=safe, result=result, depth=depth)
+    if kind in ("decide", "evaluate"):
+        otherwise = f"return {result(plan.leaf_withheld)}"
+        _leaf_body(src, plan, safe=safe, depth=depth, matched="d = {}", otherwise=otherwise)
+    if kind in ("decide", "evaluate", "passes"):
+        _parents_body(src, plan, safe=safe, result=result, depth=depth)
+    if kind in ("gate", "passes"):
+        src.emit(depth, "return None" if kind == "gate" else "return True")
     if not safe:
         src.emit(1, "except TypeError:")
         src.emit(2, f"return _safe_{name}(r)")
@@ -281,18 +325,47 @@ def _function(src: Source, name: str, plan: DecisionPlan, fields: Sequence[Field
     src.emit(0, "")
 
 
-def build(label: str, plan: DecisionPlan, fields: Sequence[FieldPlan]) -> tuple[dict[str, Any], str]:
-    """Generate and compile ``decide``, ``evaluate``, ``project`` and ``gate`` for a policy.
+DECISIONS = ("decide", "evaluate", "gate", "allow", "passes")
+FUNCTIONS = (*DECISIONS, "project")
 
-    Returns the namespace holding the functions, and the generated source."""
+
+def build(
+    label: str, plan: DecisionPlan, fields: Sequence[FieldPlan]
+) -> tuple[dict[str, Any], str]:
+    """Generate and compile a policy's functions (see :func:`_function`, and ``project``).
+
+    The functions are closures over the policy's constants, made by a generated factory.
+    Policies with the same structure share the factory's code object, which keeps a
+    thousand recipients' policies about as cheap to run as one (the interpreter's caches
+    stay warm). Returns the functions by name, and the generated source."""
     src = Source()
-    src.namespace.update(_FAILED=object(), _Rejected=RecordRejected)
-    for kind in ("decide", "evaluate", "gate"):
+    for kind in DECISIONS:
         _function(src, f"_safe_{kind}", plan, fields, safe=True, kind=kind)
         _function(src, kind, plan, fields, safe=False, kind=kind)
     src.emit(0, "def project(r):")
     src.emit(1, f"return {_projection(src, fields, 1)}")
-    source = "\n".join(src.lines) + "\n"
-    # Safe to exec: the source holds only generated names, operators and checked literals.
-    exec(compile(source, f"<policy {label}>", "exec"), src.namespace)
-    return src.namespace, source
+    body = "\n".join("    " + line if line else "" for line in src.lines)
+    source = (
+        f"def _factory({', '.join(src.constants)}):\n{body}\n    return {', '.join(FUNCTIONS)}\n"
+    )
+    functions = _factory(source, label)(*src.constants.values())
+    return dict(zip(FUNCTIONS, functions, strict=True)), source
+
+
+_Factory = Callable[..., tuple[Callable[..., Any], ...]]
+_FACTORIES: dict[str, _Factory] = {}
+_MAX_FACTORIES = 4096
+
+
+def _factory(source: str, label: str) -> _Factory:
+    """The compiled factory for `source`, shared by every policy that generates it."""
+    factory = _FACTORIES.get(source)
+    if factory is None:
+        namespace = dict(_HELPERS)
+        # Safe to exec: the source holds only generated names, operators, checked literals.
+        exec(compile(source, f"<policy {label}>", "exec"), namespace)
+        factory = namespace["_factory"]
+        if len(_FACTORIES) >= _MAX_FACTORIES:
+            _FACTORIES.clear()
+        _FACTORIES[source] = factory
+    return factory

@@ -9,10 +9,11 @@ Evaluation order, for a policy and every policy it narrows down to the network f
 4. shared, as ``shared:<rule>`` with the leaf policy's first matching allow rule.
 
 Checks run in chain order (the policy itself first, the floor last), so a reason names the
-first check that failed. Field outcomes are resolved once, here: per policy, a field's
-explicit entry, else its longest matching classification prefix, else absent; across the
-chain the strictest wins (forbid or absent, then mask, then show), and masks of several
-policies compose, the floor's first. ``consent`` is projected only when listed by name.
+first check that failed. Field outcomes are resolved once, here: per policy, a forbid that
+covers the field (by name or classification) binds, else the field's own entry, else its
+longest matching classification prefix, else absent; across the chain the strictest wins
+(forbid or absent, then mask, then show), and masks of several policies compose, the
+floor's first. ``consent`` is projected only when listed by name.
 
 A masked field never carries its original value: when a mask's output equals its input
 (coarsening an already coarse coordinate, truncating a short name, ``last4`` of four
@@ -26,12 +27,12 @@ import dataclasses
 import datetime as dt
 import difflib
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from connector_core.errors import PolicyError
 from connector_core.hookspecs import MaskFactory
-from connector_core.masks import BUILTIN_MASKS, MaskContext, MaskFunction
+from connector_core.masks import BUILTIN_MASKS, CONTEXT_FREE, MaskContext, MaskFunction
 from connector_core.policy import codegen
 from connector_core.policy.models import FieldOutcome, Policy, RelativeTime, Rule
 from connector_core.query import All, AnyOf, Compare, Condition, Not
@@ -81,6 +82,9 @@ class Resolution:
     outcome: FieldOutcome
     sources: tuple[FieldSource, ...]
     masks: tuple[MaskFunction, ...] = ()
+    #: what makes two policies' masks of this field identical: name, parameter, factory,
+    #: and the context unless the factory ignores it
+    mask_keys: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +111,20 @@ class CompiledPolicy:
 
     ``decide(record) -> Decision``; ``project(record) -> Record`` (only shown and masked
     fields, in canonical order, extras last); ``evaluate(record) -> (Decision, projection
-    or None)``; ``gate(record) -> Decision | None`` (consent and forbid checks only).
-    ``outcomes`` holds the effective outcome of every shown or masked field."""
+    or None)``. ``outcomes`` holds the effective outcome of every shown or masked field.
+
+    For evaluating many policies together (:mod:`~connector_core.policy.fanout`), the
+    decision also comes in parts: ``gate(record)`` (consent and forbids: the withheld
+    decision, or None), ``allow(record)`` (the policy's own allow rules: the shared decision,
+    or None) and ``passes(record)`` (everything except those allow rules). Policies with
+    equal ``share_key`` have the same ``passes`` and ``project``."""
+
+    decide: Callable[[Record], Decision]
+    project: Callable[[Record], Record]
+    evaluate: Callable[[Record], tuple[Decision, Record | None]]
+    gate: Callable[[Record], Decision | None]
+    allow: Callable[[Record], Decision | None]
+    passes: Callable[[Record], bool]
 
     def __init__(
         self,
@@ -128,14 +144,17 @@ class CompiledPolicy:
         }
         self.no_allow = Decision(False, f"no-allow:{policy.name}")
         self.pushdown = _pushdown(links, resolutions)
-        namespace, self.source = codegen.build(policy.name, self._plan(), self._fields())
-        self.decide = namespace["decide"]
-        self.evaluate = namespace["evaluate"]
-        self.project = namespace["project"]
-        self.gate = namespace["gate"]
+        functions, self.source = codegen.build(policy.name, self._plan(), self._fields())
+        self.decide = functions["decide"]
+        self.evaluate = functions["evaluate"]
+        self.project = functions["project"]
+        self.gate = functions["gate"]
+        self.allow = functions["allow"]
+        self.passes = functions["passes"]
         self.gate_key = repr(
             ([p for link in links for p in link.policy.require_consent], self._forbid_key())
         )
+        self.share_key = self._share_key()
 
     def __repr__(self) -> str:
         return f"CompiledPolicy({self.name!r})"
@@ -148,8 +167,25 @@ class CompiledPolicy:
             yield record, decision, projection
 
     def _forbid_key(self) -> list[tuple[str, str, str]]:
-        return [(link.policy.name, r.name, repr(r.condition)) for link in self.links
-                for r in link.forbids()]
+        return [
+            (link.policy.name, r.name, repr(r.condition))
+            for link in self.links
+            for r in link.forbids()
+        ]
+
+    def _share_key(self) -> tuple[Any, ...]:
+        """Equal for policies that differ at most in their own allow rules."""
+        links = self.links
+        return (
+            frozenset(p for link in links for p in link.policy.require_consent),
+            frozenset(repr(r.condition) for link in links for r in link.forbids()),
+            tuple(frozenset(repr(r.condition) for r in link.allows()) for link in links[1:]),
+            tuple(
+                (f, r.outcome.kind, r.mask_keys)
+                for f, r in self.resolutions.items()
+                if f in self.outcomes
+            ),
+        )
 
     def _plan(self) -> codegen.DecisionPlan:
         purposes = dict.fromkeys(p for link in self.links for p in link.policy.require_consent)
@@ -161,12 +197,15 @@ class CompiledPolicy:
                 for link in self.links
                 for r in link.forbids()
             ],
-            leaf_allows=[(r.condition, Decision(True, f"shared:{r.name}", r.name))
-                         for r in leaf.allows()],
+            leaf_allows=[
+                (r.condition, Decision(True, f"shared:{r.name}", r.name)) for r in leaf.allows()
+            ],
             leaf_withheld=self.no_allow,
             parents=[
-                ([r.condition for r in link.allows()],
-                 Decision(False, f"no-allow:{link.policy.name}"))
+                (
+                    [r.condition for r in link.allows()],
+                    Decision(False, f"no-allow:{link.policy.name}"),
+                )
                 for link in parents
             ],
         )
@@ -176,8 +215,7 @@ class CompiledPolicy:
             codegen.FieldPlan(
                 name,
                 self.resolutions[name].masks,
-                f"policy {self.name}: the {self.outcomes[name].mask} mask failed on field "
-                f"{name}",
+                f"policy {self.name}: the {self.outcomes[name].mask} mask failed on field {name}",
             )
             for name in self.outcomes
         ]
@@ -197,7 +235,8 @@ def compile_policy(
         masks: mask factories by name (default: the built-in masks).
         context: what masks need; by default there is no hash key, so a policy using
             ``hash`` raises PolicyError here, before any record is read.
-        now: the time ``{days_ago: N}`` conditions are relative to (default: now, UTC).
+        now: the time ``{days_ago: N}`` conditions are relative to (default: now, UTC);
+            it is fixed at compile time, so compile once per run.
 
     Raises:
         PolicyError: an unknown mask, a bad mask parameter, or a missing hash key.
@@ -217,15 +256,19 @@ def compile_policy(
 
 def resolve(condition: Condition | None, now: dt.datetime) -> Condition | None:
     """The condition with every ``{days_ago: N}`` replaced by its ISO timestamp."""
+    return None if condition is None else _resolved(condition, now)
+
+
+def _resolved(condition: Condition, now: dt.datetime) -> Condition:
     match condition:
         case Compare(field, op, RelativeTime() as relative):
             return Compare(field, op, relative.resolve(now))
         case All(items):
-            return All(tuple(resolve(c, now) for c in items))  # type: ignore[misc]
+            return All(tuple(_resolved(c, now) for c in items))
         case AnyOf(items):
-            return AnyOf(tuple(resolve(c, now) for c in items))  # type: ignore[misc]
+            return AnyOf(tuple(_resolved(c, now) for c in items))
         case Not(item):
-            return Not(resolve(item, now))  # type: ignore[arg-type]
+            return Not(_resolved(item, now))
     return condition
 
 
@@ -244,20 +287,26 @@ def _field_names(links: tuple[Link, ...]) -> list[str]:
 
 
 def policy_outcome(policy: Policy, field: str) -> FieldSource:
-    """One policy's outcome for a field: its entry, else the longest classification prefix."""
-    if field in policy.fields:
-        return FieldSource(policy, policy.fields[field], field)
-    if field == "consent" or field not in FIELDS:
-        return FieldSource(policy, None, None)
-    classification = FIELDS[field].classification
-    found = [
+    """One policy's outcome for a field: a forbid covering it (by name or classification)
+    binds; otherwise its own entry, else the longest matching classification prefix."""
+    entry = policy.fields.get(field)
+    known = FIELDS.get(field)
+    covering = [
         prefix
         for prefix in policy.classes
-        if classification == prefix or classification.startswith(prefix + ".")
+        if known
+        and (known.classification == prefix or known.classification.startswith(prefix + "."))
     ]
-    if not found:
+    if entry is not None and entry.kind == "forbid":
+        return FieldSource(policy, entry, field)
+    forbidding = [p for p in covering if policy.classes[p].kind == "forbid"]
+    if forbidding:
+        return FieldSource(policy, policy.classes[forbidding[0]], forbidding[0])
+    if entry is not None:
+        return FieldSource(policy, entry, field)
+    if not covering or field == "consent":  # consent is projected only when named
         return FieldSource(policy, None, None)
-    best = max(found, key=len)
+    best = max(covering, key=len)
     return FieldSource(policy, policy.classes[best], best)
 
 
@@ -271,24 +320,29 @@ def _resolve_field(
     kinds = [s.outcome.kind if s.outcome else "absent" for s in sources]
     strictest = max(kinds, key=_STRICTNESS.__getitem__)
     if strictest != "mask":
-        chosen = next((s.outcome for s in sources if s.outcome and s.outcome.kind == strictest),
-                      None)
+        chosen = next(
+            (s.outcome for s in sources if s.outcome and s.outcome.kind == strictest), None
+        )
         return Resolution(field, chosen or FieldOutcome("absent"), sources)
     masking = [s for s in reversed(sources) if s.outcome and s.outcome.kind == "mask"]
-    functions = tuple(_make_mask(s, factories, context) for s in masking)
+    made = [_make_mask(s, factories, context) for s in masking]
+    functions = tuple(function for function, _ in made)
+    keys = tuple(key for _, key in made)
     outcomes = [s.outcome for s in masking if s.outcome]
     if len(outcomes) == 1:
-        return Resolution(field, outcomes[0], sources, functions)
+        return Resolution(field, outcomes[0], sources, functions, keys)
     composed = "+".join(o.label().removeprefix("mask:") for o in outcomes)
-    return Resolution(field, FieldOutcome("mask", composed, None, outcomes[-1].line), sources,
-                      functions)
+    return Resolution(
+        field, FieldOutcome("mask", composed, None, outcomes[-1].line), sources, functions, keys
+    )
 
 
 def _make_mask(
     source: FieldSource, factories: Mapping[str, MaskFactory], context: MaskContext
-) -> MaskFunction:
+) -> tuple[MaskFunction, tuple[Any, ...]]:
     outcome = source.outcome
-    assert outcome is not None and outcome.mask is not None
+    assert outcome is not None
+    assert outcome.mask is not None
     where = f"{source.policy.path}:{outcome.line}" if outcome.line else str(source.policy.path)
     factory = factories.get(outcome.mask)
     if factory is None:
@@ -296,11 +350,13 @@ def _make_mask(
         raise PolicyError(
             f"{where}: unknown mask {outcome.mask!r} for {source.key}"
             + (f"; did you mean {close[0]!r}?" if close else ""),
-            hint="Known masks: " + ", ".join(sorted(factories))
+            hint="Known masks: "
+            + ", ".join(sorted(factories))
             + ". A plugin may provide more (see `connector plugins`).",
         )
+    key = (outcome.mask, repr(outcome.param), factory, None if factory in CONTEXT_FREE else context)
     try:
-        return factory(outcome.param, context)
+        return factory(outcome.param, context), key
     except ValueError as exc:
         raise PolicyError(f"{where}: {source.key}: {exc}") from None
 

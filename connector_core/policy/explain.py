@@ -21,13 +21,13 @@ from connector_core.policy.compiler import (
     Link,
     Resolution,
 )
+from connector_core.policy.conditions import show
 from connector_core.policy.models import Policy, Rule
 from connector_core.query import All, AnyOf, Compare, Condition, Not, lookup
 from connector_core.records import Record
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60
-_repr.maxlist = 8
 
 # op: (text when it holds, text when it does not); {f} field, {a} actual, {e} expected
 _TEXTS = {
@@ -159,9 +159,9 @@ def holds(condition: Condition | None, record: Record) -> tuple[bool, str]:
             if op == "exists":
                 present = bool(expected) == ok
                 return ok, f"{field} is {'present' if present else 'missing or empty'}"
-            shown = "missing" if actual is None else _repr.repr(actual)
+            shown = "missing" if actual is None else _show(actual)
             text = _TEXTS[op][0 if ok else 1]
-            return ok, text.format(f=field, a=shown, e=_repr.repr(expected))
+            return ok, text.format(f=field, a=shown, e=_show(expected))
         case All(items):
             results = [holds(c, record) for c in items]
             failed = [why for ok, why in results if not ok]
@@ -176,6 +176,16 @@ def holds(condition: Condition | None, record: Record) -> tuple[bool, str]:
             ok, why = holds(item, record)
             return not ok, f"not ({why})"
     raise TypeError(f"not a condition: {type(condition).__name__}")
+
+
+def _show(value: Any) -> str:
+    """A value as the policy file writes it: text quoted, lists in brackets, true/false."""
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_show(v) for v in list(value)[:8]]
+        return "[" + ", ".join(items) + (", ...]" if len(value) > 8 else "]")
+    if isinstance(value, str):
+        return _repr.repr(value)
+    return show(value)
 
 
 def _where(policy: Policy, line: int | None) -> str:

@@ -4,15 +4,20 @@ Thousands of recipient policies typically differ only in the region or group the
 :class:`PolicySet` indexes each policy by what its allow rules test: when every allow rule
 of a policy has a top-level (AND-ed) ``eq``, ``in`` or ``any_of`` test on one field, the
 policy can only share records whose value (or, for ``any_of``, one of whose list items) is
-among those tested, so it is filed under those values. A record is then evaluated only by
-its candidate policies and by the policies that could not be indexed.
+among those tested, so it is filed under those values. A record is then tried only by its
+candidate policies and by the policies that could not be indexed.
 
-The index only ever narrows the policies to try; each candidate is evaluated in full by
-its compiled functions, so results are exactly those of evaluating every policy.
+Policies that differ only in their own allow rules (the same consent gates, forbids,
+narrowed policies and field outcomes: an equal ``share_key``) form a group: for each
+record, the group's checks run once and its projection is built once.
+
+The index only ever narrows the policies to try, and a group's parts are exactly the
+parts of each member's own evaluation, so results equal evaluating every policy alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,7 +36,8 @@ class _Index:
         self.plain = "." not in field
         self.scalar: dict[Any, list[int]] = {}
         self.element: dict[Any, list[int]] = {}
-        self.every_scalar: list[int] = []
+        #: no policy can be found twice for one record (else results need deduplicating)
+        self.unique = True
 
     def add(self, position: int, scalars: set[Any], elements: set[Any]) -> None:
         """File the policy at `position` under its values."""
@@ -39,44 +45,44 @@ class _Index:
             self.scalar.setdefault(value, []).append(position)
         for value in elements:
             self.element.setdefault(value, []).append(position)
-        if scalars:
-            self.every_scalar.append(position)
+        if len(elements) > 1 or (scalars and elements):
+            self.unique = False
 
-    def positions(self, record: Record) -> Sequence[int]:
-        """Positions, in order, of the policies that may share `record` (a superset)."""
+    def collect(self, record: Record, out: list[int]) -> int:
+        """Add to `out` the positions of the policies whose test on this field `record`
+        passes; return how many sorted runs were added.
+
+        Only plain values are filed (see :func:`_indexable`), so an unhashable value equals
+        none of them, and a list holding an unhashable item makes ``any_of`` false."""
         value = record.get(self.field) if self.plain else lookup(record, self.field)
         if value is None:
-            return ()
-        if not self.element:
-            try:
-                return self.scalar.get(value, ())
-            except TypeError:  # unhashable: it equals no filed value, but stay on the safe side
-                return self.every_scalar
-        hits = self._element_hits(value)
+            return 0
+        runs = 0
         if self.scalar:
             try:
-                hits.append(self.scalar.get(value, []))
+                found = self.scalar.get(value)
             except TypeError:
-                hits.append(self.every_scalar)
-        hits = [h for h in hits if h]
-        if len(hits) <= 1:
-            return hits[0] if hits else ()
-        return sorted(set().union(*hits))
-
-    def _element_hits(self, value: Any) -> list[list[int]]:
-        try:
-            items = iter(value)
-        except TypeError:
-            return []
-        hits = []
-        for item in items:
-            try:
-                found = self.element.get(item)
-            except TypeError:
-                continue
+                found = None
             if found:
-                hits.append(found)
-        return hits
+                out += found
+                runs = 1
+        if self.element:
+            runs += self._collect_items(value, out)
+        return runs
+
+    def _collect_items(self, value: Any, out: list[int]) -> int:
+        element = self.element
+        found: list[list[int]] = []
+        try:
+            for item in value:
+                hit = element.get(item)
+                if hit:
+                    found.append(hit)
+        except TypeError:  # not iterable, or an unhashable item: any_of does not hold
+            return 0
+        for hit in found:
+            out += hit
+        return len(found)
 
 
 def _conjuncts(condition: Condition | None) -> Iterator[Compare]:
@@ -88,19 +94,24 @@ def _conjuncts(condition: Condition | None) -> Iterator[Compare]:
             yield from _conjuncts(item)
 
 
+def _indexable(value: Any) -> bool:
+    """Text, numbers and booleans: values a record's value equals only by hash and ``==``."""
+    if isinstance(value, float):
+        return not math.isnan(value)
+    return isinstance(value, str | int)
+
+
 def _values(test: Compare) -> tuple[set[Any], set[Any]] | None:
     """(scalar values, element values) a test requires, or None if it cannot be indexed."""
     if test.op == "eq":
         values = [] if test.value is None else [test.value]
     elif test.op in ("in", "any_of") and isinstance(test.value, list | tuple | set | frozenset):
-        values = list(test.value)
+        values = [v for v in test.value if v is not None or test.op == "any_of"]
     else:
         return None
-    try:
-        found = set(values)
-    except TypeError:
+    if not all(_indexable(v) for v in values):
         return None
-    return (found, set()) if test.op in _SCALAR_OPS else (set(), found)
+    return (set(values), set()) if test.op in _SCALAR_OPS else (set(), set(values))
 
 
 def index_terms(policy: CompiledPolicy) -> tuple[str, set[Any], set[Any]] | None:
@@ -108,10 +119,9 @@ def index_terms(policy: CompiledPolicy) -> tuple[str, set[Any], set[Any]] | None
 
     Every allow rule of the policy itself must test the same field with eq, in or any_of
     at its top level (the policies it narrows can only withhold more)."""
-    allows = policy.links[0].allows()
     tests = [
         {t.field: v for t in _conjuncts(rule.condition) if (v := _values(t)) is not None}
-        for rule in allows
+        for rule in policy.links[0].allows()
     ]
     if not tests:
         return ("", set(), set())  # no allow rule: it never shares anything
@@ -123,54 +133,89 @@ def index_terms(policy: CompiledPolicy) -> tuple[str, set[Any], set[Any]] | None
     return None
 
 
+def _exact(policy: CompiledPolicy, terms: tuple[str, set[Any], set[Any]] | None) -> bool:
+    """True when being found in the index proves the policy's allow rules match: its one
+    allow rule is the indexed test itself."""
+    allows = policy.links[0].allows()
+    return terms is not None and len(allows) == 1 and isinstance(allows[0].condition, Compare)
+
+
 class PolicySet:
-    """Many compiled policies evaluated together; ``shared`` uses the index."""
+    """Many compiled policies evaluated together; ``shared`` is the fast path."""
 
     def __init__(self, policies: Sequence[CompiledPolicy]) -> None:
         self.policies = tuple(policies)
         self._evaluate: list[Callable[[Record], tuple[Decision, Record | None]]] = [
             p.evaluate for p in self.policies
         ]
+        self._allow: list[Callable[[Record], Decision | None] | None] = []
+        self._group: list[int] = []
+        self._passes: list[Callable[[Record], bool]] = []
+        self._project: list[Callable[[Record], Record]] = []
         self._indexes: dict[str, _Index] = {}
         self._unindexed: list[int] = []
         self.indexed: set[int] = set()
+        groups: dict[tuple[Any, ...], int] = {}
         for position, policy in enumerate(self.policies):
+            group = groups.setdefault(policy.share_key, len(groups))
+            if group == len(self._passes):
+                self._passes.append(policy.passes)
+                self._project.append(policy.project)
+            self._group.append(group)
             terms = index_terms(policy)
-            if terms is None:
-                self._unindexed.append(position)
-                continue
-            self.indexed.add(position)
-            field, scalars, elements = terms
-            if scalars or elements:
-                self._indexes.setdefault(field, _Index(field)).add(position, scalars, elements)
-        self._single = (
-            next(iter(self._indexes.values()))
-            if len(self._indexes) == 1 and not self._unindexed
-            else None
-        )
+            self._allow.append(None if _exact(policy, terms) else policy.allow)
+            self._file(position, terms)
+        self._index_list = list(self._indexes.values())
+        self._unique = all(index.unique for index in self._index_list)
 
-    def candidates(self, record: Record) -> Sequence[int]:
+    def _file(self, position: int, terms: tuple[str, set[Any], set[Any]] | None) -> None:
+        if terms is None:
+            self._unindexed.append(position)
+            return
+        self.indexed.add(position)
+        field, scalars, elements = terms
+        if scalars or elements:
+            self._indexes.setdefault(field, _Index(field)).add(position, scalars, elements)
+
+    def candidates(self, record: Record) -> list[int]:
         """Positions (in order) of the policies that may share `record`."""
-        if self._single is not None:
-            return self._single.positions(record)
-        found = set(self._unindexed)
-        for index in self._indexes.values():
-            found.update(index.positions(record))
-        return sorted(found)
+        out: list[int] = []
+        runs = 0
+        for index in self._index_list:
+            runs += index.collect(record, out)
+        if self._unindexed:
+            out += self._unindexed
+            runs += 1
+        if runs > 1:
+            out.sort()
+            if not self._unique:
+                out = list(dict.fromkeys(out))
+        return out
 
     def shared(self, record: Record) -> Iterator[tuple[CompiledPolicy, Record]]:
-        """Each policy that shares `record`, in order, with its projection (the fast path)."""
-        policies, evaluate = self.policies, self._evaluate
-        single = self._single
-        positions = single.positions(record) if single is not None else self.candidates(record)
-        for position in positions:
-            decision, projection = evaluate[position](record)
-            if decision.share:
-                yield policies[position], projection  # type: ignore[misc]
+        """Each policy that shares `record`, in order, with its projection.
 
-    def evaluate(
-        self, record: Record
-    ) -> Iterator[tuple[CompiledPolicy, Decision, Record | None]]:
+        When several policies share the record, each gets its own copy of the projection."""
+        positions = self.candidates(record)
+        if not positions:
+            return
+        allow, group_of, policies = self._allow, self._group, self.policies
+        copy = len(positions) > 1
+        done: dict[int, Record | None] = {}
+        for position in positions:
+            check = allow[position]
+            if check is not None and check(record) is None:
+                continue
+            group = group_of[position]
+            if group in done:
+                projection = done[group]
+            else:
+                passes = self._passes[group](record)
+                projection = done[group] = self._project[group](record) if passes else None
+            if projection is not None:
+                yield policies[position], dict(projection) if copy else projection
+
+    def evaluate(self, record: Record) -> Iterator[tuple[CompiledPolicy, Decision, Record | None]]:
         """Every policy's result for `record`, in order, identical to its own ``evaluate``.
 
         A policy the index rules out gets what full evaluation would give it: its consent

@@ -46,11 +46,13 @@ def is_due(schedule: str | None, last_run_at: dt.datetime | None, now: dt.dateti
     return previous_fire(schedule, now) > last_run_at
 
 
-def due_jobs(schedules: Mapping[str, str | None], last_runs: Mapping[str, dt.datetime | None],
-             now: dt.datetime) -> list[str]:
+def due_jobs(
+    schedules: Mapping[str, str | None],
+    last_runs: Mapping[str, dt.datetime | None],
+    now: dt.datetime,
+) -> list[str]:
     """The names of the jobs that are due, in the order given."""
-    return [job for job, schedule in schedules.items()
-            if is_due(schedule, last_runs.get(job), now)]
+    return [job for job, schedule in schedules.items() if is_due(schedule, last_runs.get(job), now)]
 
 
 @dataclasses.dataclass
@@ -76,7 +78,7 @@ class Scheduler:
         """Run what is due now, surviving any failure."""
         try:
             ran = list(self.run_due(self.clock()))
-        except Exception:  # noqa: BLE001 - the scheduler outlives any job's failure
+        except Exception:
             log.exception("running due jobs failed; the scheduler carries on")
             return
         if ran:

@@ -19,22 +19,30 @@ def policies(demo: Path) -> Path:
 
 
 def test_check_reports_ok_and_warnings(runner: CliRunner, demo: Path, policies: Path) -> None:
-    result = run(runner, "policy", "check", str(policies / "organizers-north.yaml"),
-                 str(policies / "public-map.yaml"), cwd=demo)
+    result = run(
+        runner,
+        "policy",
+        "check",
+        str(policies / "organizers-north.yaml"),
+        str(policies / "public-map.yaml"),
+        cwd=demo,
+    )
     assert result.exit_code == 0, result.output
     assert "policy organizers-north, 2 rule(s)" in result.stdout
 
 
-def test_check_reports_errors_with_locations(runner: CliRunner, demo: Path,
-                                             policies: Path) -> None:
+def test_check_reports_errors_with_locations(runner: CliRunner, demo: Path, policies: Path) -> None:
     bad = policies / "bad.yaml"
-    bad.write_text("policy: bad\nrequire_consent: [local_organising]\nrules:\n"
-                   "  - allow: all\n    when: {regoin: North}\nfields: {phone: last5}\n")
+    bad.write_text(
+        "policy: bad\nrequire_consent: [local_organising]\nrules:\n"
+        "  - allow: all\n    when: {regoin: North}\nfields: {phone: last5}\n"
+    )
     result = run(runner, "policy", "check", str(bad), cwd=demo)
     assert result.exit_code == 3
     lines = result.stderr.splitlines()
-    assert any(f"{bad}:2:" in line and "did you mean 'local_organizing'" in line
-               for line in lines), result.stderr
+    assert any(
+        f"{bad}:2:" in line and "did you mean 'local_organizing'" in line for line in lines
+    ), result.stderr
     assert any(f"{bad}:5:" in line and "did you mean 'region'" in line for line in lines)
     assert any(f"{bad}:6:" in line and "did you mean 'last4'" in line for line in lines)
     assert "Traceback" not in result.output
@@ -45,52 +53,78 @@ def test_policy_tests_pass_and_fail(runner: CliRunner, demo: Path, policies: Pat
     assert result.exit_code == 0, result.output
     assert "0 failed" in result.stderr
     test_file = policies / "organizers-north_test.yaml"
-    test_file.write_text(test_file.read_text().replace("first_name: Ana\n        last_name",
-                                                       "first_name: Anna\n        last_name"))
+    test_file.write_text(
+        test_file.read_text().replace(
+            "first_name: Ana\n        last_name", "first_name: Anna\n        last_name"
+        )
+    )
     result = run(runner, "policy", "test", str(test_file), cwd=demo)
     assert result.exit_code == 1
     assert "FAIL" in result.stdout
     assert "first_name: expected 'Anna', got 'Ana'" in result.stdout
 
 
-def test_explain_shows_consent_rules_and_fields(runner: CliRunner, demo: Path,
-                                                policies: Path, tmp_path: Path) -> None:
+def test_explain_shows_consent_rules_and_fields(
+    runner: CliRunner, demo: Path, policies: Path, tmp_path: Path
+) -> None:
     record = tmp_path / "person.yaml"
-    record.write_text("id: M1\nfirst_name: Ana\nregion: South West\nstreet_address: 1 Mill Lane\n"
-                      "consent: {contact_me: true, local_organizing: true}\n")
-    result = run(runner, "policy", "explain", str(policies / "organizers-north.yaml"),
-                 "--record", str(record), cwd=demo)
+    record.write_text(
+        "id: M1\nfirst_name: Ana\nregion: South West\nstreet_address: 1 Mill Lane\n"
+        "consent: {contact_me: true, local_organizing: true}\n"
+    )
+    result = run(
+        runner,
+        "policy",
+        "explain",
+        str(policies / "organizers-north.yaml"),
+        "--record",
+        str(record),
+        cwd=demo,
+    )
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "local_organizing" in out
     assert "supporters in the North" in out
-    assert "North" in out and "South West" in out
+    assert "North" in out
+    assert "South West" in out
     assert "street_address" in out
     assert "no-allow:organizers-north" in out
 
 
-def test_preview_counts_withheld_by_reason(runner: CliRunner, demo: Path,
-                                           policies: Path) -> None:
-    result = run(runner, "policy", "preview", str(policies / "organizers-north.yaml"),
-                 "--input", "members", "--json", "--limit", "0", cwd=demo, env=ENV)
+def test_preview_counts_withheld_by_reason(runner: CliRunner, demo: Path, policies: Path) -> None:
+    result = run(
+        runner,
+        "policy",
+        "preview",
+        str(policies / "organizers-north.yaml"),
+        "--input",
+        "members",
+        "--json",
+        "--limit",
+        "0",
+        cwd=demo,
+        env=ENV,
+    )
     assert result.exit_code == 0, result.output
     shared = [json.loads(line) for line in result.stdout.splitlines()]
     assert shared
     assert all(set(r) <= {"first_name", "last_name", "city", "phone"} for r in shared)
     assert "40 read" in result.stderr
-    assert "withheld" in result.stderr and "consent:local_organizing" in result.stderr
+    assert "withheld" in result.stderr
+    assert "consent:local_organizing" in result.stderr
 
 
-def test_preview_files_without_a_config(runner: CliRunner, policies: Path,
-                                        tmp_path: Path) -> None:
+def test_preview_files_without_a_config(runner: CliRunner, policies: Path, tmp_path: Path) -> None:
     policy = str(policies / "organizers-north.yaml")
     people = tmp_path / "people.jsonl"
     people.write_text(
         '{"id": "1", "first_name": "Ana", "region": "North", "street_address": "1 Mill Lane",'
         ' "consent": {"local_organizing": true}}\n'
-        '{"id": "2", "first_name": "Bo", "region": "North", "consent": {}}\n')
-    result = run(runner, "policy", "preview", policy, "--input", str(people), "--json",
-                 cwd=tmp_path)
+        '{"id": "2", "first_name": "Bo", "region": "North", "consent": {}}\n'
+    )
+    result = run(
+        runner, "policy", "preview", policy, "--input", str(people), "--json", cwd=tmp_path
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["first_name"] for line in result.stdout.splitlines()] == ["Ana"]
     assert "street_address" not in result.stdout
@@ -103,14 +137,28 @@ def test_preview_files_without_a_config(runner: CliRunner, policies: Path,
 
 
 def test_a_named_config_must_exist(runner: CliRunner, policies: Path, tmp_path: Path) -> None:
-    result = run(runner, "--config", str(tmp_path / "missing.yaml"), "policy", "check",
-                 str(policies / "organizers-north.yaml"), cwd=tmp_path)
+    result = run(
+        runner,
+        "--config",
+        str(tmp_path / "missing.yaml"),
+        "policy",
+        "check",
+        str(policies / "organizers-north.yaml"),
+        cwd=tmp_path,
+    )
     assert result.exit_code == 3
 
 
 def test_hash_needs_the_network_key(runner: CliRunner, demo: Path, policies: Path) -> None:
-    result = run(runner, "policy", "preview", str(policies / "partner-housing.yaml"),
-                 "--input", "members", cwd=demo)
+    result = run(
+        runner,
+        "policy",
+        "preview",
+        str(policies / "partner-housing.yaml"),
+        "--input",
+        "members",
+        cwd=demo,
+    )
     assert result.exit_code == 3
     assert "CONNECTOR_DEMO_HASH_KEY" in result.stderr
 

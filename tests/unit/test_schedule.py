@@ -18,19 +18,27 @@ def at(hour: int, minute: int = 0, day: int = 22) -> dt.datetime:
 @pytest.mark.parametrize(
     ("schedule", "last", "now", "due"),
     [
-        ("0 * * * *", None, at(10, 5), True),            # never ran
-        ("0 * * * *", at(10, 1), at(10, 59), False),     # ran after the 10:00 firing
-        ("0 * * * *", at(9, 59), at(10, 0), True),       # exactly at the firing minute
+        ("0 * * * *", None, at(10, 5), True),  # never ran
+        ("0 * * * *", at(10, 1), at(10, 59), False),  # ran after the 10:00 firing
+        ("0 * * * *", at(9, 59), at(10, 0), True),  # exactly at the firing minute
         ("0 * * * *", at(9, 30), at(10, 5), True),
         ("30 2 * * *", at(2, 31, day=21), at(23, 0, day=21), False),
         ("30 2 * * *", at(2, 31, day=21), at(2, 30), True),
-        (None, None, at(10), False),                      # no schedule: only run by hand
+        (None, None, at(10), False),  # no schedule: only run by hand
     ],
-    ids=["never-ran", "already-ran", "firing-minute", "missed", "daily-not-yet", "daily-due",
-         "unscheduled"],
+    ids=[
+        "never-ran",
+        "already-ran",
+        "firing-minute",
+        "missed",
+        "daily-not-yet",
+        "daily-due",
+        "unscheduled",
+    ],
 )
-def test_is_due(schedule: str | None, last: dt.datetime | None, now: dt.datetime,
-                due: bool) -> None:
+def test_is_due(
+    schedule: str | None, last: dt.datetime | None, now: dt.datetime, due: bool
+) -> None:
     assert is_due(schedule, last, now) is due
 
 

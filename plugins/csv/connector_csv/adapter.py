@@ -180,7 +180,8 @@ class CsvAdapter(Adapter):
         """
         path = self.settings.path
         with file_errors(path, "write"):
-            table = load_table(path, self.settings, self._columns.default_header())
+            records = [c.record for c in changes if c.record is not None]
+            table = load_table(path, self.settings, self._columns.default_header(records))
             results = [self._apply(table, change) for change in changes]
             if table.changed:
                 replace_atomically(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connector_core.errors import ConfigError
@@ -96,9 +96,19 @@ class ColumnMap:
         columns = [_column(name, native) for name, native in mapping.entries.items()]
         self.columns = tuple(sorted((c for c in columns if c.canonical != "id"), key=_rank))
 
-    def default_header(self) -> list[str]:
-        """The header of a new file: the key column, then every mapped column once."""
-        return list(dict.fromkeys([self.key_column, *(c.native for c in self.columns)]))
+    def default_header(self, records: Iterable[Mapping[str, Any]] | None = None) -> list[str]:
+        """The header of a new file: the key column, then each mapped column once, in
+        mapping order; with `records`, only the columns some record has a field for (so a
+        recipient's file has no empty columns for fields a policy never shares)."""
+        present: set[str] | None = None
+        if records is not None:
+            present = {name for record in records for name in record}
+        wanted = [
+            c.native
+            for c in self.columns
+            if present is None or c.canonical in present or c.canonical.split(".", 1)[0] in present
+        ]
+        return list(dict.fromkeys([self.key_column, *wanted]))
 
     def canonical_names(self, header: list[str] | None = None) -> frozenset[str]:
         """Canonical names this connection can fill (from `header`, if given)."""

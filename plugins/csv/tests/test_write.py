@@ -48,17 +48,23 @@ def test_a_new_file_has_key_fields_consent_then_extras(
 ) -> None:
     mapping = only("city", "email", extra__csv__shirt="Shirt", consent__contact_me="Newsletter")
     adapter = make_adapter(mapping=mapping)
-    record = {"email": "a@example.org", "consent": {"contact_me": {"granted": True}}}
+    record = {
+        "email": "a@example.org",
+        "city": None,
+        "extra.csv.shirt": "M",
+        "consent": {"contact_me": {"granted": True}},
+    }
     assert write(adapter, Change.upsert("1", record)) == [("1", "created")]
-    assert text(csv_path) == "id,email,city,Newsletter,Shirt\r\n1,a@example.org,,yes,\r\n"
+    assert text(csv_path) == "id,email,city,Newsletter,Shirt\r\n1,a@example.org,,yes,M\r\n"
 
 
-def test_default_mapping_writes_every_field_in_registry_order(
+def test_a_new_file_has_only_the_columns_the_records_carry(
     csv_path: Path, make_adapter: MakeAdapter
 ) -> None:
-    write(make_adapter(), upsert("1", email="a@example.org"))
+    """A recipient's file has no empty columns for fields its policy never shares."""
+    write(make_adapter(), upsert("1", phone="1234", first_name="Ana", city=None))
     header = text(csv_path).splitlines()[0].split(",")
-    assert header == [name for name in FIELDS if name != "consent"]
+    assert header == ["id", "first_name", "phone", "city"]  # registry order
 
 
 def test_results_follow_the_changes(make_adapter: MakeAdapter, read_all: ReadAll) -> None:

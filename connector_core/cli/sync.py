@@ -1,0 +1,377 @@
+"""`connector run`, `plan`, `schedule`, `runs`, `ledger` and `who-has`: thin shells over sync."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from connector_core.cli.app import App, emit_json
+from connector_core.cli.policy import PolicyEnv
+from connector_core.errors import ConfigError, ConnectorError, ExitCode
+from connector_core.sync.job import load_job
+from connector_core.sync.model import RunCounts
+from connector_core.sync.runner import RunResult, run_job
+from connector_core.sync.schedule import Scheduler, due_jobs, local_now
+from connector_core.sync.state import StateStore
+
+
+@contextmanager
+def open_store(app: App) -> Iterator[StateStore]:
+    """The state store named in connector.yaml, closed afterwards."""
+    store = StateStore.open(app.config.model.state.url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class Progress:
+    """A one-line counter on a terminal's stderr; silent in cron, pipes and --quiet."""
+
+    def __init__(self, job: str, enabled: bool) -> None:
+        self.job = job
+        self.enabled = enabled and sys.stderr.isatty()
+        self.seen = 0
+
+    def __call__(self, records: int) -> None:
+        """Advance by `records` read."""
+        self.seen += records
+        if self.enabled:
+            click.echo(f"\r{self.job}: {self.seen} records read", nl=False, err=True)
+
+    def done(self) -> None:
+        """End the progress line."""
+        if self.enabled and self.seen:
+            click.echo(err=True)
+
+
+def summary_line(result: RunResult) -> str:
+    """``job: read 40, shared 7, withheld 33 (...), created 7, ...``."""
+    c: RunCounts = result.counts
+    withheld = sum(c.withheld.values())
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(c.withheld.items(), key=lambda i: -i[1]))
+    parts = [
+        f"read {c.read}",
+        f"shared {c.shared}",
+        f"withheld {withheld}" + (f" ({reasons})" if reasons else ""),
+        f"created {c.created}",
+        f"updated {c.updated}",
+        f"deleted {c.deleted}",
+        f"unchanged {c.unchanged}",
+        f"failed {c.failed}",
+    ]
+    if c.problems:
+        parts.append(f"unreadable {c.problems}")
+    return f"{result.job}: " + ", ".join(parts)
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    """A JSON-ready summary of one run."""
+    return {
+        "job": result.job,
+        "counts": result.counts.as_dict(),
+        "failures": result.failures,
+        "aborted": result.aborted,
+        "full": result.full,
+    }
+
+
+def execute(
+    app: App, job: str, *, dry_run: bool, reconcile: bool | None, quiet: bool, store: StateStore
+) -> RunResult:
+    """Load, lock and run one job."""
+    env = PolicyEnv.from_app(app)
+    loaded = load_job(app.config, job, masks=env.masks, context=env.context())
+    progress = Progress(job, not quiet)
+    try:
+        return run_job(loaded, store, dry_run=dry_run, reconcile=reconcile, progress=progress)
+    finally:
+        progress.done()
+        loaded.close()
+
+
+def exit_code(results: list[RunResult]) -> int:
+    """The most urgent exit status of the runs: 3 or 4 when one stopped, 1 when records
+    failed, else 0."""
+    codes = [r.exit_code for r in results]
+    stopped = [c for c in codes if c > ExitCode.RECORDS_FAILED]
+    return min(stopped) if stopped else max(codes, default=ExitCode.OK)
+
+
+def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateStore) -> list[str]:
+    jobs = app.config.model.jobs
+    if sum((job is not None, run_all, due)) != 1:
+        raise click.UsageError("give one of JOB, --all or --due")
+    if job is not None:
+        app.config.job(job)  # a clear error, with a suggestion, for a misspelled name
+        return [job]
+    enabled = {name: j for name, j in jobs.items() if j.enabled}
+    if run_all:
+        return list(enabled)
+    last = {name: store.job_state(name).last_run_at for name in enabled}
+    return due_jobs({n: j.schedule for n, j in enabled.items()}, last, local_now())
+
+
+@click.command()
+@click.argument("job", required=False)
+@click.option("--all", "run_all", is_flag=True, help="Run every enabled job.")
+@click.option(
+    "--due",
+    is_flag=True,
+    help="Run the jobs whose schedule says they are due (for a cron line or a systemd timer).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    default=None,
+    help="Read the whole source now to catch deletions it cannot report.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summaries as JSON.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    job: str | None,
+    run_all: bool,
+    due: bool,
+    dry_run: bool,
+    reconcile: bool | None,
+    as_json: bool,
+) -> None:
+    """Run the sync job JOB (or --all, or --due) defined in connector.yaml.
+
+    \b
+    Exit status: 0 all shared as planned, 1 some records failed (listed),
+    3 a configuration or policy problem, 4 a remote tool was unavailable
+    (what was done is kept; the next run resumes).
+    """
+    app: App = ctx.obj
+    quiet = bool(ctx.find_root().params.get("quiet"))
+    results: list[RunResult] = []
+    with open_store(app) as store:
+        for name in _select(app, job, run_all, due, store):
+            results.append(_run_one(app, name, dry_run, reconcile, quiet, store, as_json))
+    if as_json:
+        emit_json([result_json(r) for r in results])
+    ctx.exit(exit_code(results))
+
+
+def _run_one(
+    app: App,
+    name: str,
+    dry_run: bool,
+    reconcile: bool | None,
+    quiet: bool,
+    store: StateStore,
+    as_json: bool,
+) -> RunResult:
+    result = execute(app, name, dry_run=dry_run, reconcile=reconcile, quiet=quiet, store=store)
+    if not as_json:
+        if not quiet:
+            click.echo(("(dry run) " if dry_run else "") + summary_line(result))
+        for problem in result.problems:
+            click.secho(f"  skipped: {problem}", fg="yellow", err=True)
+        for failure in result.failures:
+            click.secho(f"  failed: {failure}", fg="yellow", err=True)
+        if result.aborted:
+            click.secho(f"  stopped: {result.aborted}", fg="red", err=True)
+            if result.error is not None and result.error.hint:
+                click.echo(f"  hint: {result.error.hint}", err=True)
+    return result
+
+
+@click.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the planned changes as JSON.")
+@click.pass_context
+def plan(ctx: click.Context, job: str, as_json: bool) -> None:
+    """Show the changes a run of JOB would make, as the recipient would see them.
+
+    Nothing is written: not to the target, not to the state store.
+    """
+    app: App = ctx.obj
+    with open_store(app) as store:
+        result = execute(app, job, dry_run=True, reconcile=None, quiet=True, store=store)
+    if as_json:
+        emit_json({**result_json(result), "changes": [_change_json(c) for c in result.planned]})
+        return
+    for change in result.planned:
+        click.echo(_change_line(change))
+    click.echo(summary_line(result), err=True)
+
+
+def _change_json(change: Any) -> dict[str, Any]:
+    return {
+        "action": change.action,
+        "target_key": change.target_key,
+        "source_id": change.source_id,
+        "projection": change.projection,
+        "changed_fields": sorted(change.diff),
+    }
+
+
+def _change_line(change: Any) -> str:
+    sign = {"create": "+", "update": "~", "delete": "-"}[change.action]
+    fields = ""
+    if change.projection:
+        shown = change.diff or change.projection
+        fields = "  " + " ".join(f"{k}={change.projection.get(k)!r}" for k in shown)
+    return f"{sign} {change.action} {change.source_id} -> {change.target_key}{fields}"
+
+
+@click.command()
+@click.pass_context
+def schedule(ctx: click.Context) -> None:
+    """Stay running and run each job when its cron schedule says it is due.
+
+    A failing job is reported and never stops the scheduler. Stop it with Ctrl-C or
+    SIGTERM: the job running then finishes first.
+    """
+    app: App = ctx.obj
+    jobs = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
+    scheduler = Scheduler(jobs, lambda _now: _run_due(app))
+
+    def stop(_sig: int, _frame: FrameType | None) -> None:
+        scheduler.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"scheduling {len(jobs)} job(s); Ctrl-C to stop", err=True)
+    try:
+        scheduler.serve()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+def _run_due(app: App) -> list[str]:
+    ran = []
+    with open_store(app) as store:
+        for name in _select(app, None, False, True, store):
+            try:
+                _run_one(app, name, False, None, False, store, False)
+            except ConnectorError as err:
+                click.secho(f"{name}: {err}", fg="red", err=True)
+            ran.append(name)
+    return ran
+
+
+@click.command()
+@click.argument("job", required=False)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many recent runs to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def runs(app: App, job: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs (of JOB, or of every job) with their outcome and counts."""
+    with open_store(app) as store:
+        rows = store.runs(job, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        counts = row.get("counts") or {}
+        click.echo(
+            f"{row['started_at']}  {row['job']}  {row['status']}"
+            f"{'  (dry run)' if row.get('dry_run') else ''}  "
+            + " ".join(
+                f"{k}={counts[k]}"
+                for k in ("read", "created", "updated", "deleted", "failed")
+                if k in counts
+            )
+        )
+
+
+@click.group()
+def ledger() -> None:
+    """Check and export the tamper-evident ledger of every share."""
+
+
+@ledger.command("verify")
+@click.pass_obj
+def ledger_verify(app: App) -> None:
+    """Recompute the ledger's hash chain; exit 3 if any row was edited, removed or moved."""
+    with open_store(app) as store:
+        report = store.verify_ledger()
+    for problem in report.problems:
+        click.secho(problem, fg="red", err=True)
+    if not report.ok:
+        raise ConfigError(
+            f"the ledger has been tampered with ({len(report.problems)} problem(s))",
+            hint="Restore the state database from a backup and compare.",
+        )
+    click.echo(f"ledger ok: {report.checked} row(s), hash chain intact")
+
+
+@ledger.command("export")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON lines or CSV.",
+)
+@click.pass_obj
+def ledger_export(app: App, output: Path | None, fmt: str) -> None:
+    """Write the whole ledger for an auditor (field names and masks, never values)."""
+    with open_store(app) as store:
+        if output is None:
+            count = store.export_ledger(sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+        else:
+            with output.open("w", encoding="utf-8", newline="") as out:
+                count = store.export_ledger(out, fmt=fmt)  # type: ignore[arg-type]
+    click.echo(f"exported {count} ledger row(s)", err=True)
+
+
+@click.command("who-has")
+@click.argument("record")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def who_has(app: App, record: str, as_json: bool) -> None:
+    """List every target that currently holds the person with source id RECORD, and why."""
+    with open_store(app) as store:
+        holders = store.who_has(record)
+    jobs = app.config.model.jobs
+    rows = [
+        {
+            "job": m.job,
+            "target": jobs[m.job].target if m.job in jobs else None,
+            "target_key": m.target_key,
+            "fields": m.fields,
+            "consent": sorted(m.consent_basis),
+            "since": m.updated_at,
+        }
+        for m in holders
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"no target holds {record}")
+    for m in holders:
+        fields = ", ".join(f if o == "show" else f"{f} ({o})" for f, o in m.fields.items())
+        target = jobs[m.job].target if m.job in jobs else "?"
+        click.echo(
+            f"{target} (job {m.job}, consent: {', '.join(sorted(m.consent_basis))}, "
+            f"since {m.updated_at}): {fields}"
+        )
+
+
+SYNC_COMMANDS: tuple[click.Command, ...] = (run, plan, schedule, runs, ledger, who_has)

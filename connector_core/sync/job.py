@@ -1,0 +1,200 @@
+"""Loading a job: its config block and options, both adapters, and its compiled policy.
+
+The policy is loaded exactly as ``connector policy`` loads it (the network floor at the root
+of its chain, the declared consent purposes, the extra fields the connections map), then
+compiled with the installed masks and the network's hash key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from connector_core.adapters import Adapter, Capability
+from connector_core.config import Config, JobConfig
+from connector_core.errors import ConfigError
+from connector_core.hookspecs import MaskFactory
+from connector_core.masks import MaskContext
+from connector_core.policy.compiler import CompiledPolicy, compile_policy
+from connector_core.policy.loader import load_policy
+from connector_core.policy.models import Policy, parse_duration
+from connector_core.sync.keys import canonical_json
+from connector_core.sync.model import JobState
+from connector_core.yaml_errors import validate
+
+#: Settings that change how an adapter works, not what it reads or writes.
+_NEUTRAL_SETTINGS = frozenset({"page_size"})
+
+
+class JobOptions(BaseModel):
+    """The ``options:`` block of a job in connector.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reconcile_every: str = Field(
+        default="1d",
+        description="How often a run reads the whole source to find records deleted there "
+        "(e.g. 12h, 1d, 1w)",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Changes written to the target and recorded per transaction "
+        "(default: the target connection's page_size)",
+    )
+
+    @field_validator("reconcile_every")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)  # raises ValueError with a readable message
+        return value
+
+    @property
+    def reconcile_interval(self) -> dt.timedelta:
+        """:attr:`reconcile_every` as a timedelta."""
+        return parse_duration(self.reconcile_every)
+
+
+@dataclasses.dataclass
+class LoadedJob:
+    """A job ready to run: its adapters are open, its policy is compiled.
+
+    ``config_hash`` fingerprints both connections' adapter, mapping and settings: when it
+    changes, the next run re-evaluates every record. ``target_hash`` fingerprints the target
+    alone; it salts projection hashes, so a target mapping change rewrites every record.
+    """
+
+    name: str
+    config: JobConfig
+    source: Adapter
+    target: Adapter
+    policy: CompiledPolicy
+    config_hash: str
+    target_hash: str = ""
+    options: JobOptions = dataclasses.field(default_factory=lambda: JobOptions.model_validate({}))
+
+    def close(self) -> None:
+        """Close both adapters."""
+        try:
+            self.source.close()
+        finally:
+            self.target.close()
+
+
+def load_job(
+    config: Config,
+    name: str,
+    *,
+    masks: Mapping[str, MaskFactory] | None = None,
+    context: MaskContext | None = None,
+) -> LoadedJob:
+    """Load the job `name` of `config`: options, compiled policy, open source and target.
+
+    Args:
+        config: the loaded connector.yaml.
+        name: the job's name.
+        masks: the installed masks by name (None: the built-in ones).
+        context: what masks need (the network's hash key).
+
+    Raises:
+        ConfigError: an unknown job, bad options, a policy error, or a target that cannot
+            write and delete (a mirror must be able to take records back).
+    """
+    job = config.job(name)
+    options = validate(config.document, JobOptions, prefix=("jobs", name, "options"))
+    policy = compile_policy(
+        load_job_policy(config, job.policy, masks), masks=masks, context=context
+    )
+    _check_target(name, job, config.adapters[job.target])
+    with contextlib.ExitStack() as opened:  # close what was opened if anything fails
+        source = opened.enter_context(config.open_adapter(job.source))
+        target = opened.enter_context(config.open_adapter(job.target))
+        opened.pop_all()
+    return LoadedJob(
+        name=name,
+        config=job,
+        source=source,
+        target=target,
+        policy=policy,
+        config_hash=_digest(
+            {"source": fingerprint(config, source), "target": fingerprint(config, target)}
+        ),
+        target_hash=_digest(fingerprint(config, target)),
+        options=options,
+    )
+
+
+def load_job_policy(
+    config: Config, path: Path, masks: Mapping[str, MaskFactory] | None = None
+) -> Policy:
+    """Load a policy as connector.yaml's network sees it: floor, purposes, mapped extras."""
+    model = config.model
+    extras = [f for c in model.connections.values() for f in c.mapping if f.startswith("extra.")]
+    return load_policy(
+        path,
+        purposes=list(model.consent.purposes),
+        masks=masks,
+        extra_fields=extras,
+        floor=model.network.floor,
+    )
+
+
+def fingerprint(config: Config, adapter: Adapter) -> dict[str, Any]:
+    """What about a connection decides the records read or written: adapter, mapping, settings."""
+    settings = config.settings[adapter.connection].model_dump(mode="json")
+    return {
+        "adapter": adapter.name,
+        "mapping": dict(adapter.mapping.entries),
+        "settings": {k: v for k, v in settings.items() if k not in _NEUTRAL_SETTINGS},
+    }
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _check_target(name: str, job: JobConfig, target: type[Adapter]) -> None:
+    missing = {Capability.WRITE, Capability.DELETE} - target.capabilities
+    if missing:
+        raise ConfigError(
+            f"job {name!r}: connection {job.target!r} ({target.name} adapter) cannot "
+            + " or ".join(sorted(missing)),
+            hint="A mirror job's target must be able to write and delete records; "
+            "choose another target connection.",
+        )
+
+
+def full_reasons(
+    job: LoadedJob, state: JobState, reconcile: bool | None, now: dt.datetime
+) -> list[str]:
+    """Why the next run must read everything; empty when an incremental read will do."""
+    if state.policy_hash is None:
+        return ["first run"]
+    reasons = []
+    if state.policy_hash != job.policy.content_hash:
+        reasons.append("the policy changed")
+    if state.config_hash != job.config_hash:
+        reasons.append("a connection's mapping or settings changed")
+    if reconcile:
+        reasons.append("reconciliation requested")
+    elif reconcile is None and _reconcile_due(job, state, now):
+        reasons.append("reconciliation due")
+    return reasons
+
+
+def _reconcile_due(job: LoadedJob, state: JobState, now: dt.datetime) -> bool:
+    last = state.last_reconciled_at
+    return last is None or now - last >= job.options.reconcile_interval
+
+
+def interrupted(state: JobState) -> bool:
+    """True when the last run started but did not finish (killed, or stopped by an error)."""
+    return state.last_run_at is not None and state.last_run_at != state.last_success_at

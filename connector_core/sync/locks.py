@@ -1,0 +1,170 @@
+"""Per-job locks, so that two runs of one job never overlap; never waiting, always recovered.
+
+Both kinds are owned by something the operating system or the database server cleans up when
+the holder dies: a SQLite store uses ``flock`` on a file beside the database (released by the
+kernel with the process), a PostgreSQL store a session advisory lock on a connection of its own
+(released by the server when that connection drops), so a killed run leaves no stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from connector_core.errors import ConnectorError, ExitCode
+from connector_core.sync import database
+
+_HINT = "Wait for it to finish; a killed run's lock is released automatically."
+_APP_NAME = re.compile(r"^connector (?P<pid>\d+)@(?P<host>.*)$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
+
+
+class JobLocked(ConnectorError):
+    """Another process is running this job right now."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, job: str, holder: str | None) -> None:
+        held = f" ({holder})" if holder else ""
+        super().__init__(f"job {job!r} is already running{held}", hint=_HINT)
+        self.job = job
+
+
+def describe(pid: object, host: object, since: dt.datetime | None) -> str:
+    """``pid 1234 on host h since 10:02`` (the date is added when it is not today)."""
+    text = f"pid {pid} on host {host}"
+    if since is not None:
+        local = since.astimezone()
+        same_day = local.date() == dt.datetime.now().astimezone().date()
+        text += f" since {local:%H:%M}" if same_day else f" since {local:%Y-%m-%d %H:%M}"
+    return text
+
+
+def lock_path(database: Path, job: str) -> Path:
+    """The lock file of `job` beside the SQLite `database`: ``<db>.locks/<job>.lock``."""
+    name = job if _SAFE_NAME.match(job) else hashlib.sha256(job.encode()).hexdigest()[:32]
+    return database.with_name(database.name + ".locks") / f"{name}.lock"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, job: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on `path` for the block; else JobLocked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobLocked(job, _file_holder(fd)) from None
+        _write_holder(fd)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # before unlocking, so nobody reads us as a holder later
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _write_holder(fd: int) -> None:
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now().isoformat()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+
+
+def _file_holder(fd: int) -> str | None:
+    try:
+        data: dict[str, Any] = json.loads(os.pread(fd, 4096, 0) or b"null") or {}
+        started = dt.datetime.fromisoformat(data["started"]) if "started" in data else None
+        return describe(data["pid"], data["host"], started)
+    except (ValueError, KeyError, TypeError):
+        return None  # the holder has not written its name yet: say nothing wrong
+
+
+_memory_locks: set[str] = set()
+_memory_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def memory_lock(job: str) -> Iterator[None]:
+    """A lock inside this process, for an in-memory SQLite store that no other process sees."""
+    with _memory_guard:
+        if job in _memory_locks:
+            raise JobLocked(job, describe(os.getpid(), socket.gethostname(), None))
+        _memory_locks.add(job)
+    try:
+        yield
+    finally:
+        with _memory_guard:
+            _memory_locks.discard(job)
+
+
+def advisory_key(job: str) -> int:
+    """The advisory lock key of `job`: stable, signed, 64 bits."""
+    return database.advisory_key(f"job:{job}")
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: Engine, job: str) -> Iterator[None]:
+    """Hold ``pg_try_advisory_lock`` on a dedicated connection for the block; else JobLocked.
+
+    `engine` should not pool connections: closing the connection must end the session.
+    """
+    key = advisory_key(job)
+    with database.failures(engine.url):
+        conn = engine.connect()
+    with conn:
+        with database.failures(engine.url):
+            acquired = _try_lock(conn, key)
+        if not acquired:
+            raise JobLocked(job, _pg_holder(conn, key))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sa.exc.DBAPIError):  # a dropped connection freed it already
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+
+
+def _try_lock(conn: sa.Connection, key: int) -> bool:
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    # Our name in pg_stat_activity is how a refused worker learns who holds the lock.
+    name = f"connector {os.getpid()}@{socket.gethostname()}"[:63]
+    conn.execute(sa.select(sa.func.set_config("application_name", name, False)))
+    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one())
+
+
+_HOLDER_SQL = sa.text("""
+    SELECT a.pid, a.application_name, a.backend_start
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND CAST(l.classid AS bigint) = :hi AND CAST(l.objid AS bigint) = :lo
+""")
+
+
+def _pg_holder(conn: sa.Connection, key: int) -> str | None:
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    row = conn.execute(_HOLDER_SQL, {"hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF}).first()
+    if row is None:
+        return None  # released meanwhile, or the holder is not visible to our database user
+    named = _APP_NAME.match(row.application_name or "")
+    if named is None:
+        return describe(f"{row.pid} (server)", "the database server", row.backend_start)
+    return describe(named["pid"], named["host"], row.backend_start)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,202 @@
+"""Planning: from source records and the id map to the creates, updates and deletes of a run.
+
+Pure logic, no I/O: the runner feeds it pages of records with the id map rows of their
+source ids, and it decides per record, with the compiled policy, what the target must
+receive for the mirror promise to hold:
+
+- shared and not in the id map: create (under the job's deterministic key);
+- shared and in the id map with another projection hash: update; with the same: unchanged;
+- withheld (or deleted at the source) and in the id map: delete, with the reason;
+- withheld and not in the id map: nothing, except in *cleanup* mode (after an interrupted
+  run), where the derived key is deleted in case the target acknowledged a create that the
+  crash kept from being recorded;
+- in the id map but missing from a read that listed every source record: delete, as
+  ``missing-at-source``.
+
+The state keeps hashes of projections, never their values (a recipient's data is not copied
+into the connector's own database), so a planned update cannot show the old values: its
+``diff`` holds None as the old side of every field.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from connector_core.adapters import Change
+from connector_core.errors import RecordRejected
+from connector_core.policy.compiler import CompiledPolicy, Decision
+from connector_core.records import Record
+from connector_core.sync.keys import projection_hash, target_key
+from connector_core.sync.model import AppliedChange, Mapped
+
+MISSING_AT_SOURCE = "missing-at-source"
+DELETED_AT_SOURCE = "deleted-at-source"
+AFTER_INTERRUPTION = "(cleanup after an interrupted run)"
+
+
+@dataclasses.dataclass
+class PlannedChange:
+    """One change a run makes (or, in a dry run, would make) to the target.
+
+    ``projection`` is what the recipient receives (masked values), None for deletes.
+    ``diff`` maps each field to ``(old, new)`` in the recipient's view. Old values are not
+    kept in the state (only a hash), so ``old`` is None; for an update the hash says that
+    something changed, and every field of the new projection is listed. A field shared
+    before and absent now appears as ``(None, None)``. ``reason`` is the decision's reason
+    (``shared:<rule>``, ``consent:<purpose>``, ``missing-at-source``…).
+    """
+
+    action: Literal["create", "update", "delete"]
+    source_id: str
+    target_key: str
+    projection: Record | None
+    diff: dict[str, tuple[Any, Any]]
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Step:
+    """A planned change with what the target is sent and what the state records after it.
+
+    ``cleanup`` marks a delete of a key that is not in the id map (after an interrupted
+    run): it is recorded only if the target really held the record."""
+
+    planned: PlannedChange
+    change: Change
+    applied: AppliedChange
+    cleanup: bool = False
+
+
+@dataclasses.dataclass
+class PagePlan:
+    """What one page of records needs, and what it counts."""
+
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    shared: int = 0
+    unchanged: int = 0
+    withheld: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    rejected: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, error)
+
+
+class Planner:
+    """Plans the changes of one job's run with its compiled policy.
+
+    Args:
+        job: the job's name (part of every target key).
+        policy: the compiled policy.
+        salt: the target's fingerprint, mixed into projection hashes.
+        with_diff: fill :attr:`PlannedChange.diff` (dry runs); real runs skip the work.
+    """
+
+    def __init__(
+        self, job: str, policy: CompiledPolicy, *, salt: str = "", with_diff: bool = False
+    ) -> None:
+        self.job = job
+        self.policy = policy
+        self.salt = salt
+        self.with_diff = with_diff
+        self.labels = {name: outcome.label() for name, outcome in policy.outcomes.items()}
+        self.purposes = tuple(
+            dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
+        )
+
+    def plan_page(
+        self, records: Iterable[Record], mapped: Mapping[str, Mapped], *, cleanup: bool = False
+    ) -> PagePlan:
+        """Decide every record of a page against the id map rows of its source ids."""
+        plan = PagePlan()
+        for record in records:
+            source_id = str(record["id"])
+            try:
+                decision, projection = self.policy.evaluate(record)
+            except RecordRejected as exc:
+                plan.rejected.append((source_id, str(exc)))
+                continue
+            if projection is not None and record.get("deleted") is True:
+                decision, projection = Decision(False, DELETED_AT_SOURCE), None
+            known = mapped.get(source_id)
+            if projection is None:
+                plan.withheld[decision.reason] += 1
+                step = self._withheld(record, source_id, decision.reason, known, cleanup)
+            else:
+                plan.shared += 1
+                step = self._shared(record, source_id, decision, projection, known)
+                plan.unchanged += step is None
+            if step is not None:
+                plan.steps.append(step)
+        return plan
+
+    def plan_missing(self, rows: Iterable[Mapped], reason: str = MISSING_AT_SOURCE) -> list[Step]:
+        """Deletes for id map rows whose source records a complete listing did not include."""
+        return [self.delete(row.source_id, row.target_key, reason, row) for row in rows]
+
+    def _shared(
+        self,
+        record: Record,
+        source_id: str,
+        decision: Decision,
+        projection: Record,
+        known: Mapped | None,
+    ) -> Step | None:
+        digest = projection_hash(projection, self.salt)
+        if known is not None and known.projection_hash == digest:
+            return None
+        action: Literal["create", "update"] = "create" if known is None else "update"
+        key = target_key(self.job, source_id) if known is None else known.target_key
+        fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
+        basis = self._basis(record, self.purposes)
+        applied = AppliedChange(action, source_id, key, digest, fields, basis, decision.reason)
+        diff = self._diff(projection, known) if self.with_diff else {}
+        planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
+        return Step(planned, Change.upsert(key, projection), applied)
+
+    def _withheld(
+        self,
+        record: Record,
+        source_id: str,
+        reason: str,
+        known: Mapped | None,
+        cleanup: bool,
+    ) -> Step | None:
+        purpose = reason.removeprefix("consent:") if reason.startswith("consent:") else None
+        basis = self._basis(record, (purpose,) if purpose else ())
+        if known is not None:
+            return self.delete(source_id, known.target_key, reason, known, basis)
+        if cleanup:
+            key = target_key(self.job, source_id)
+            step = self.delete(source_id, key, f"{reason} {AFTER_INTERRUPTION}", None, basis)
+            return dataclasses.replace(step, cleanup=True)
+        return None
+
+    def delete(
+        self,
+        source_id: str,
+        key: str,
+        reason: str,
+        known: Mapped | None,
+        basis: dict[str, Any] | None = None,
+    ) -> Step:
+        """A step that takes a record back from the target."""
+        diff: dict[str, tuple[Any, Any]] = {}
+        if self.with_diff and known is not None:
+            diff = dict.fromkeys(known.fields, (None, None))
+        planned = PlannedChange("delete", source_id, key, None, diff, reason)
+        applied = AppliedChange("delete", source_id, key, None, {}, basis or {}, reason)
+        return Step(planned, Change.delete(key), applied)
+
+    def _diff(self, projection: Record, known: Mapped | None) -> dict[str, tuple[Any, Any]]:
+        diff = {f: (None, v) for f, v in projection.items() if v is not None}
+        if known is not None:
+            diff.update((f, (None, None)) for f in known.fields if f not in diff)
+        return diff
+
+    @staticmethod
+    def _basis(record: Record, purposes: Iterable[str]) -> dict[str, Any]:
+        """The consent states behind a decision, as the source reported them."""
+        consent = record.get("consent")
+        if not isinstance(consent, dict):
+            return {}
+        return {p: consent[p] for p in purposes if p in consent}

@@ -1,0 +1,321 @@
+"""The state store: id map, cursors, runs, the ledger and job locks, on SQLite or PostgreSQL.
+
+A SQLite file is the zero-setup default; PostgreSQL lets several workers share one store. The
+schema is migrated on open. :meth:`StateStore.record_batch` is the crash-safety primitive: the
+id map, the ledger and the cursor move together, in one transaction, after the target has
+acknowledged the batch, so a killed run resumes exactly where its records end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal, TextIO
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from connector_core.sync import ledger as ledger_rows
+from connector_core.sync import locks
+from connector_core.sync.database import (
+    StateStoreError,
+    connect_engine,
+    display_url,
+    failures,
+)
+from connector_core.sync.ledger import LedgerReport
+from connector_core.sync.model import AppliedChange, JobState, LedgerEntry, Mapped, RunCounts
+from connector_core.sync.tables import id_map, job_state, runs
+
+__all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
+
+_CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
+_PAGE = 1000  # rows per keyset page when streaming
+RUN_STATUSES = frozenset({"ok", "failed-records", "aborted"})
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+KEEP: Final = _Keep.KEEP
+"""Pass as ``cursor=`` to leave a job's cursor where it is."""
+
+
+class StateStore:
+    """Everything the connector remembers between runs. Open it with :meth:`open`."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self._engine = engine
+        self._pg = engine.dialect.name == "postgresql"
+        self._lock_engine: Engine | None = None
+        self.url = url  #: the store's URL with any password hidden
+
+    @classmethod
+    def open(cls, url: str) -> StateStore:
+        """Connect to `url` (SQLAlchemy form) and migrate its schema to the newest revision."""
+        engine = connect_engine(url)
+        return cls(engine, display_url(engine.url))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({self.url!r})"
+
+    # -- transactions ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
+        """A transaction; database failures become StateStoreError naming the store."""
+        with failures(self._engine.url), self._engine.connect() as conn:
+            if write:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            elif snapshot and self._pg:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self._pg else sqlite.insert)(table)
+
+    # -- job state ---------------------------------------------------------------------
+
+    def job_state(self, job: str) -> JobState:
+        """What the store remembers about `job`; a blank JobState when it never ran."""
+        with self._transaction() as conn:
+            row = conn.execute(sa.select(job_state).where(job_state.c.job == job)).first()
+        return JobState(job) if row is None else JobState(**row._mapping)
+
+    def set_job_state(self, state: JobState) -> None:
+        """Save every field of `state` except the cursor (only record_batch moves a cursor).
+
+        Keeping the cursor out means a JobState read at the start of a run can be saved at
+        its end without moving the cursor back past batches recorded meanwhile.
+        """
+        values = {
+            "policy_hash": state.policy_hash,
+            "config_hash": state.config_hash,
+            "last_run_at": _aware(state.last_run_at),
+            "last_success_at": _aware(state.last_success_at),
+            "last_reconciled_at": _aware(state.last_reconciled_at),
+        }
+        with self._transaction(write=True) as conn:
+            self._upsert_job(conn, state.job, values)
+
+    def _upsert_job(self, conn: Connection, job: str, values: dict[str, Any]) -> None:
+        stmt = self._insert(job_state).values(job=job, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["job"], set_=values))
+
+    # -- id map ------------------------------------------------------------------------
+
+    def mapped(self, job: str, source_ids: Iterable[str]) -> dict[str, Mapped]:
+        """The id map rows of `job` for those of `source_ids` it holds, by source id."""
+        ids = list(dict.fromkeys(source_ids))
+        found: dict[str, Mapped] = {}
+        with self._transaction() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                query = _mapped_query().where(id_map.c.job == job, id_map.c.source_id.in_(chunk))
+                found.update((row.source_id, Mapped(**row._mapping)) for row in conn.execute(query))
+        return found
+
+    def source_ids(self, job: str) -> Iterator[str]:
+        """Every source id in `job`'s id map, in Python's str order, a page at a time."""
+        last: str | None = None
+        while True:
+            query = sa.select(id_map.c.source_id).where(id_map.c.job == job)
+            if last is not None:
+                query = query.where(id_map.c.source_id > last)
+            with self._transaction() as conn:
+                page = list(conn.scalars(query.order_by(id_map.c.source_id).limit(_PAGE)))
+            yield from page
+            if len(page) < _PAGE:
+                return
+            last = page[-1]
+
+    def mapped_count(self, job: str) -> int:
+        """How many records `job` holds in its target."""
+        query = sa.select(sa.func.count()).select_from(id_map).where(id_map.c.job == job)
+        with self._transaction() as conn:
+            return int(conn.scalar(query) or 0)
+
+    def who_has(self, source_id: str, *, job: str | None = None) -> list[Mapped]:
+        """Every job whose target currently holds the person `source_id` (by job name)."""
+        query = _mapped_query().where(id_map.c.source_id == source_id).order_by(id_map.c.job)
+        if job is not None:
+            query = query.where(id_map.c.job == job)
+        with self._transaction() as conn:
+            return [Mapped(**row._mapping) for row in conn.execute(query)]
+
+    # -- recording ---------------------------------------------------------------------
+
+    def record_batch(
+        self,
+        job: str,
+        target: str,
+        policy: str,
+        policy_hash: str,
+        applied: Sequence[AppliedChange],
+        *,
+        cursor: str | _Keep | None = KEEP,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """Record a batch the target acknowledged: id map, ledger and cursor, all or nothing.
+
+        Creates and updates upsert the id map, deletes remove from it; every change appends
+        one ledger row; unless `cursor` is KEEP, the job's cursor becomes `cursor`.
+        """
+        now = _utc(now)
+        last = {change.source_id: change for change in applied}  # the last change of an id wins
+        gone = [sid for sid, change in last.items() if change.action == "delete"]
+        kept = [_id_row(job, policy_hash, c, now) for c in last.values() if c.action != "delete"]
+        entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in applied]
+        with self._transaction(write=True) as conn:
+            for start in range(0, len(gone), _CHUNK):
+                chunk = gone[start : start + _CHUNK]
+                conn.execute(
+                    id_map.delete().where(id_map.c.job == job, id_map.c.source_id.in_(chunk))
+                )
+            if kept:
+                conn.execute(self._upsert_mapped(), kept)
+            if cursor is not KEEP:
+                self._upsert_job(conn, job, {"cursor": cursor})
+            ledger_rows.append(conn, entries)  # last: its head lock is held for the least time
+
+    def _upsert_mapped(self) -> Any:
+        stmt = self._insert(id_map)
+        updated = [c.name for c in id_map.c if c.name not in ("job", "source_id", "created_at")]
+        return stmt.on_conflict_do_update(
+            index_elements=["job", "source_id"],
+            set_={name: stmt.excluded[name] for name in updated},
+        )
+
+    # -- runs --------------------------------------------------------------------------
+
+    def start_run(self, job: str, *, dry_run: bool = False) -> int:
+        """Note that a run of `job` started; return its id for :meth:`finish_run`."""
+        row = {"job": job, "started_at": _utc(None), "status": "running", "dry_run": dry_run}
+        with self._transaction(write=True) as conn:
+            # inserted_primary_key rather than RETURNING, which SQLite has only since 3.35
+            key = conn.execute(sa.insert(runs).values(row)).inserted_primary_key
+        if key is None:  # only for multi-row inserts, never here
+            raise RuntimeError("the database returned no id for the new run")
+        return int(key[0])
+
+    def finish_run(
+        self, run_id: int, *, status: str, counts: RunCounts, error: str | None = None
+    ) -> None:
+        """Close run `run_id` with its status ("ok", "failed-records" or "aborted") and counts."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}: use one of {sorted(RUN_STATUSES)}")
+        values = {"finished_at": _utc(None), "status": status, "counts": counts.as_dict()}
+        with self._transaction(write=True) as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(error=error, **values))
+
+    def runs(self, job: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs (of `job`, or of every job), newest first."""
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if job is not None:
+            query = query.where(runs.c.job == job)
+        with self._transaction() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # -- ledger ------------------------------------------------------------------------
+
+    def ledger_entries(
+        self, *, job: str | None = None, after_seq: int = 0
+    ) -> Iterator[LedgerEntry]:
+        """The ledger in order (of `job`, or all), from after `after_seq`, a page at a time."""
+        while True:
+            with self._transaction() as conn:
+                page = ledger_rows.page(conn, job=job, after_seq=after_seq, size=_PAGE)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            after_seq = page[-1].seq
+
+    def verify_ledger(self) -> LedgerReport:
+        """Recompute the whole hash chain and check it against the ledger head."""
+        with self._transaction(snapshot=True) as conn:
+            return ledger_rows.verify(conn)
+
+    def export_ledger(self, out: TextIO, *, fmt: Literal["jsonl", "csv"] = "jsonl") -> int:
+        """Write the whole ledger to `out` as JSON lines or CSV; return the row count."""
+        with self._transaction(snapshot=True) as conn:
+            return ledger_rows.export(ledger_rows.stream(conn), out, fmt)
+
+    # -- locks -------------------------------------------------------------------------
+
+    def lock(self, job: str) -> contextlib.AbstractContextManager[None]:
+        """Hold `job`'s run lock for a with-block; JobLocked (never a wait) if it is taken."""
+        if self._pg:
+            if self._lock_engine is None:
+                self._lock_engine = connect_engine(self._engine.url, for_locks=True)
+            return locks.advisory_lock(self._lock_engine, job)
+        database = self._engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return locks.memory_lock(f"{id(self)}:{job}")
+        return locks.file_lock(locks.lock_path(Path(database), job), job)
+
+
+def _mapped_query() -> sa.Select[Any]:
+    return sa.select(*(c for c in id_map.c if c.name != "created_at"))
+
+
+def _id_row(job: str, policy_hash: str, change: AppliedChange, now: dt.datetime) -> dict[str, Any]:
+    if change.projection_hash is None:
+        raise ValueError(f"a {change.action} of {change.source_id!r} needs a projection_hash")
+    return {
+        "job": job,
+        "source_id": change.source_id,
+        "target_key": change.target_key,
+        "projection_hash": change.projection_hash,
+        "fields": change.fields,
+        "consent_basis": change.consent_basis,
+        "policy_hash": policy_hash,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _ledger_row(
+    job: str, target: str, policy: str, policy_hash: str, change: AppliedChange, now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "at": now,
+        "job": job,
+        "target": target,
+        "record_key": change.target_key,
+        "source_id": change.source_id,
+        "action": change.action,
+        "fields": change.fields,
+        "policy": policy,
+        "policy_hash": policy_hash,
+        "consent_basis": change.consent_basis,
+        "approvals": [],
+        "reason": change.reason,
+    }
+
+
+def _utc(now: dt.datetime | None) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) if now is None else _aware(now)
+
+
+def _aware(value: dt.datetime | None) -> Any:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"a naive datetime cannot be stored: {value!r} (give it a time zone)")
+    return value

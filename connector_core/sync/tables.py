@@ -1,0 +1,147 @@
+"""The state store's schema (SQLAlchemy Core): one metadata for SQLite and PostgreSQL.
+
+The Alembic migrations in :mod:`connector_core.sync.migrations` create exactly these tables; a
+test compares the two on both backends, so a change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    # Named constraints make later migrations (and SQLite batch ALTERs) deterministic.
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on both backends (SQLite keeps naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        """Store UTC; refuse naive datetimes, whose zone nobody can know later."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"a naive datetime cannot be stored: {value!r}")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        """Read back an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+# Ids compare byte-wise on PostgreSQL (collation "C", as SQLite's BINARY does), so that "sorted"
+# means Python's str order on both backends and keyset pages can walk the primary-key index.
+Key = sa.String().with_variant(sa.String(collation="C"), "postgresql")
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+Serial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Hash = sa.String(64)
+
+job_state = sa.Table(
+    "job_state",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("cursor", sa.Text()),
+    sa.Column("policy_hash", Hash),
+    sa.Column("config_hash", Hash),
+    sa.Column("last_run_at", UtcDateTime()),
+    sa.Column("last_success_at", UtcDateTime()),
+    sa.Column("last_reconciled_at", UtcDateTime()),
+)
+
+id_map = sa.Table(
+    "id_map",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("source_id", Key, primary_key=True),
+    sa.Column("target_key", Key, nullable=False),
+    sa.Column("projection_hash", Hash, nullable=False),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("consent_basis", sa.JSON(), nullable=False),
+    sa.Column("policy_hash", Hash, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("job", "target_key"),
+    sa.Index(None, "source_id"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("dry_run", sa.Boolean(), nullable=False),
+    sa.Column("counts", sa.JSON()),
+    sa.Column("error", sa.Text()),
+    sa.Index(None, "job", "id"),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("seq", Serial, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("job", sa.String(), nullable=False),
+    sa.Column("target", sa.String(), nullable=False),
+    sa.Column("record_key", Key, nullable=False),
+    sa.Column("source_id", Key, nullable=False),
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("policy", sa.String(), nullable=False),
+    sa.Column("policy_hash", Hash, nullable=False),
+    sa.Column("consent_basis", sa.JSON(), nullable=False),
+    sa.Column("approvals", sa.JSON(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("prev_hash", Hash, nullable=False),
+    sa.Column("row_hash", Hash, nullable=False),
+    sa.Index(None, "source_id"),
+    sa.Index(None, "job"),
+)
+
+# One row (id = 1) naming the last ledger row; updated in the same transaction as each append,
+# so deleting rows from the end of the ledger is detected. Its row lock serializes appends.
+ledger_head = sa.Table(
+    "ledger_head",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", Serial, nullable=False),
+    sa.Column("row_hash", Hash, nullable=False),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(), nullable=False),
+    sa.Column("record_key", Key, nullable=False),
+    sa.Column("source_id", Key, nullable=False),
+    sa.Column("change", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("requested_at", UtcDateTime(), nullable=False),
+    sa.Column("decided_at", UtcDateTime()),
+    sa.Column("decided_by", sa.String()),
+    sa.Column("quorum", sa.Integer(), nullable=False),
+    sa.Column("approvals", sa.JSON(), nullable=False),
+    sa.Index(None, "job", "status"),
+)
+
+GENESIS_HASH = "0" * 64
+"""The `prev_hash` of the first ledger row, and the head's hash while the ledger is empty."""

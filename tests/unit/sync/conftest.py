@@ -1,0 +1,146 @@
+"""State store fixtures: every test runs on a SQLite file and on the machine's PostgreSQL.
+
+PostgreSQL gets a fresh database per session and a fresh schema per test (chosen through the
+URL's search_path, so child processes given the URL land in the same schema). Without a
+reachable server the PostgreSQL half is skipped locally and fails in CI (env CI set).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from connector_core.sync.model import AppliedChange
+from connector_core.sync.state import StateStore
+
+# The server to test on; CONNECTOR_TEST_POSTGRES overrides it (no database name at the end).
+PG_SERVER = os.environ.get(
+    "CONNECTOR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _admin(database: str) -> sa.Engine:
+    return sa.create_engine(
+        f"{PG_SERVER}/{database}",
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.NullPool,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """The URL of a database created for this test session (dropped at its end)."""
+    server = _admin("postgres")
+    try:
+        with server.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = f"PostgreSQL is not reachable at {server.url} ({str(exc.orig).splitlines()[0]})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the state tests on it (scripts/services)")
+        pytest.skip(f"{reason}; start it with scripts/services")
+    name = f"connector_test_{secrets.token_hex(4)}"
+    with server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_SERVER}/{name}"
+    with server.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty state store, on each backend in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    base: str = request.getfixturevalue("pg_database")
+    schema = f"test_{secrets.token_hex(6)}"
+    admin = _admin(base.rsplit("/", 1)[1])
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def store(state_url: str) -> Iterator[StateStore]:
+    """An open, migrated state store (closed after the test)."""
+    opened = StateStore.open(state_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def raw_engine(state_url: str) -> Iterator[sa.Engine]:
+    """An engine on the store's database that bypasses the store (for tampering with it)."""
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()
+
+
+def change(
+    source_id: str, action: str = "create", *, key: str | None = None, digest: str = "a"
+) -> AppliedChange:
+    """An applied change with labels only, as the runner makes them."""
+    return AppliedChange(
+        action=action,  # type: ignore[arg-type]
+        source_id=source_id,
+        target_key=key or f"key-{source_id}",
+        projection_hash=None if action == "delete" else digest * 64,
+        fields={} if action == "delete" else {"email": "show", "phone": "mask:last4"},
+        consent_basis={"contact_me": {"granted": True, "source": "civicrm", "at": "2024-05-01"}},
+        reason="shared:members" if action != "delete" else "consent withdrawn",
+    )
+
+
+@pytest.fixture
+def make_change() -> Callable[..., AppliedChange]:
+    """The :func:`change` factory."""
+    return change
+
+
+class Children:
+    """Python child processes started by a test; any still running are killed at its end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, code: str, *args: str) -> subprocess.Popen[str]:
+        """Run `code` with `args` in a fresh interpreter, its stdout readable line by line."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Kill and reap every child."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def children() -> Iterator[Children]:
+    """Start child processes that cannot outlive the test."""
+    started = Children()
+    yield started
+    started.close()

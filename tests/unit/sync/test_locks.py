@@ -1,0 +1,157 @@
+"""Per-job locks across processes, on both backends: refusal naming the holder, recovery."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from connector_core.errors import ExitCode
+from connector_core.sync import locks
+from connector_core.sync.locks import JobLocked
+from connector_core.sync.state import StateStore
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from tests.unit.sync.conftest import Children
+
+HOLDER = """
+import sys, time
+from connector_core.sync.state import StateStore
+
+with StateStore.open(sys.argv[1]) as store, store.lock(sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_in_child(children: Children, url: str, job: str) -> subprocess.Popen[str]:
+    """A child process that holds `job`'s lock until it is killed."""
+    child = children.start(HOLDER, url, job)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line == "locked\n", child.stderr.read() if child.stderr else line
+    return child
+
+
+def acquire_soon(store: StateStore, job: str, seconds: float = 10) -> None:
+    """Take and release `job`'s lock, retrying while the server notices a dead holder."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with store.lock(job):
+                return
+        except JobLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_another_process_is_refused_naming_the_holder(
+    store: StateStore, state_url: str, children: Children
+) -> None:
+    child = hold_in_child(children, state_url, "members")
+    started = time.monotonic()
+    with pytest.raises(JobLocked) as refused, store.lock("members"):
+        pass
+    assert time.monotonic() - started < 5  # refused at once, never waiting
+    host = re.escape(socket.gethostname()[:40])
+    pattern = (
+        rf"^job 'members' is already running \(pid {child.pid} on host {host}.* since \d\d:\d\d\)$"
+    )
+    assert re.match(pattern, str(refused.value)), str(refused.value)
+    assert (
+        refused.value.hint
+        == "Wait for it to finish; a killed run's lock is released automatically."
+    )
+    assert refused.value.exit_code == ExitCode.UNAVAILABLE
+    with store.lock("other-job"):  # one job's lock does not hold back another
+        pass
+
+
+def test_a_killed_holder_s_lock_is_recovered(
+    store: StateStore, state_url: str, children: Children
+) -> None:
+    child = hold_in_child(children, state_url, "members")
+    with pytest.raises(JobLocked), store.lock("members"):
+        pass
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    acquire_soon(store, "members")
+
+
+def test_a_released_lock_can_be_taken_again(store: StateStore, state_url: str) -> None:
+    with store.lock("members"):
+        pass
+    # Another store in this process is another holder, just as another process would be.
+    with (
+        StateStore.open(state_url) as other,
+        other.lock("members"),
+        pytest.raises(JobLocked),
+        store.lock("members"),
+    ):
+        pass
+    with store.lock("members"):
+        pass
+
+
+def test_threads_cannot_share_a_job_lock(store: StateStore) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.lock("members"):
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        with pytest.raises(JobLocked, match=f"pid {os.getpid()} "), store.lock("members"):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with store.lock("members"):
+        pass
+
+
+def test_lock_files_sit_beside_the_database_with_safe_names(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    assert locks.lock_path(db, "members-north") == tmp_path / "state.db.locks/members-north.lock"
+    odd = locks.lock_path(db, "../../etc/passwd")
+    assert odd.parent == tmp_path / "state.db.locks"
+    assert re.fullmatch(r"[0-9a-f]{32}\.lock", odd.name)
+
+
+def test_a_sqlite_lock_file_names_its_holder_only_while_held(tmp_path: Path) -> None:
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        path = tmp_path / "state.db.locks" / "members.lock"
+        with store.lock("members"):
+            assert f'"pid": {os.getpid()}' in path.read_text()
+        assert path.read_text() == ""
+
+
+def test_an_in_memory_store_locks_within_the_process() -> None:
+    with (
+        StateStore.open("sqlite://") as store,
+        store.lock("members"),
+        pytest.raises(JobLocked),
+        store.lock("members"),
+    ):
+        pass
+
+
+def test_advisory_keys_are_stable_signed_64_bit_numbers() -> None:
+    key = locks.advisory_key("members")
+    assert key == locks.advisory_key("members") != locks.advisory_key("members2")
+    assert -(2**63) <= key < 2**63

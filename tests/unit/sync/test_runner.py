@@ -1,0 +1,627 @@
+"""The runner end to end: memory and CSV adapters, a real policy, a real state store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from connector_csv import CsvAdapter
+
+from connector_core.adapters import Adapter, Capability, Change, Page, WriteResult
+from connector_core.config import load_config
+from connector_core.errors import ConfigError, ConfigValidationError, ExitCode
+from connector_core.masks import MaskContext
+from connector_core.query import Condition
+from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.keys import target_key
+from connector_core.sync.locks import JobLocked
+from connector_core.sync.runner import RunResult, run_job
+from connector_core.sync.state import StateStore
+from connector_core.testing import MemoryAdapter, MemorySettings, reset_memory_stores
+
+POLICY = """\
+policy: north
+require_consent: [local_organizing]
+rules:
+  - allow: in the North
+    when: {region: North}
+fields:
+  first_name: show
+  city: show
+  phone: last4
+"""
+
+CONFIG = """\
+version: 1
+network: {name: Test network}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm: {adapter: %(source)s, settings: {store: crm}, mapping: %(source_mapping)s}
+  out: {adapter: %(target)s, settings: {store: out}, mapping: %(target_mapping)s}
+jobs:
+  north: {source: crm, target: out, policy: north.yaml, options: %(options)s}
+"""
+
+MASKED_PHONE = "********0123"  # last4 of +44 113 496 0123
+SECRET_VALUES = ("Leeds", "Ana", "0123", "York", "Bruno")
+
+
+class PickyAdapter(MemoryAdapter):
+    """A memory target that rejects anyone called Reject, and deletes while told to."""
+
+    name: ClassVar[str] = "picky"
+    refuse_deletes: ClassVar[bool] = False
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        for change in changes:
+            if change.record is not None and change.record.get("first_name") == "Reject":
+                yield WriteResult(change.key, "failed", error="the target refused the name")
+            elif change.action == "delete" and self.refuse_deletes:
+                yield WriteResult(change.key, "failed", error="deletes are switched off")
+            else:
+                yield self._apply(change)
+
+
+class BlindAdapter(MemoryAdapter):
+    """A memory source whose reads never list everything (no snapshots)."""
+
+    name: ClassVar[str] = "blind"
+
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        for page in super().read(cursor=cursor, fields=fields, where=where):
+            page.snapshot = False
+            yield page
+
+
+class PushdownAdapter(MemoryAdapter):
+    """A memory source that declares pushdown and remembers the filters it was given."""
+
+    name: ClassVar[str] = "pushdown"
+    capabilities: ClassVar[frozenset[Capability]] = MemoryAdapter.capabilities | {
+        Capability.PUSHDOWN
+    }
+    wheres: ClassVar[list[Condition | None]] = []
+
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        self.wheres.append(where)
+        return super().read(cursor=cursor, fields=fields, where=where)
+
+
+class AppendOnlyAdapter(MemoryAdapter):
+    """A memory target that cannot delete: no mirror can use it."""
+
+    name: ClassVar[str] = "appendonly"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.READ, Capability.WRITE})
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    cls.name: cls
+    for cls in (MemoryAdapter, PickyAdapter, BlindAdapter, PushdownAdapter, AppendOnlyAdapter)
+}
+
+
+class Network:
+    """A connector.yaml with one job, `north`, from the memory store crm to the store out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.crm = MemoryAdapter(MemorySettings(store="crm"))
+        self.out = MemoryAdapter(MemorySettings(store="out"))
+        self.policy(POLICY)
+        self.configure()
+
+    def configure(self, **values: Any) -> None:
+        """Write connector.yaml; `values` override source, target, mappings and options."""
+        defaults = {
+            "source": "memory",
+            "target": "memory",
+            "source_mapping": {},
+            "target_mapping": {},
+            "options": {},
+        }
+        text = CONFIG % {
+            k: json.dumps(v) if isinstance(v, dict) else v
+            for k, v in {**defaults, **values}.items()
+        }
+        (self.root / "connector.yaml").write_text(text, encoding="utf-8")
+
+    def policy(self, text: str) -> None:
+        """Write the job's policy."""
+        (self.root / "north.yaml").write_text(text, encoding="utf-8")
+
+    def job(self) -> LoadedJob:
+        """Load the job as the CLI does."""
+        config = load_config(self.root / "connector.yaml", ADAPTERS)
+        return load_job(config, "north", context=MaskContext.with_key(b"key"))
+
+    def run(self, store: StateStore, **options: Any) -> RunResult:
+        """Run the job once."""
+        job = self.job()
+        try:
+            return run_job(job, store, **options)
+        finally:
+            job.close()
+
+    def put(self, source_id: str, **fields: Any) -> None:
+        """Create or replace a consenting northerner in the source."""
+        granted = fields.pop("granted", True)
+        consent = {"local_organizing": {"granted": granted, "source": "crm", "at": None}}
+        record = {
+            "first_name": "Ana",
+            "city": "Leeds",
+            "phone": "+44 113 496 0123",
+            "region": "North",
+            "consent": consent,
+            **fields,
+        }
+        list(self.crm.write([Change.upsert(source_id, record)]))
+
+    def remove(self, source_id: str) -> None:
+        """Delete a record at the source (a hard delete, which reads do not report)."""
+        list(self.crm.write([Change.delete(source_id)]))
+
+    def target(self) -> dict[str, dict[str, Any]]:
+        """What the target holds, by key."""
+        return {r["id"]: r for page in self.out.read() for r in page.records}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory() -> Iterator[None]:
+    reset_memory_stores()
+    PushdownAdapter.wheres.clear()
+    yield
+    reset_memory_stores()
+    PickyAdapter.refuse_deletes = False
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Network:
+    network = Network(tmp_path)
+    network.put("p1")
+    network.put("p2", first_name="Bruno", city="York")
+    network.put("p3", region="South")
+    return network
+
+
+def key(source_id: str) -> str:
+    return target_key("north", source_id)
+
+
+def ledger(store: StateStore) -> list[tuple[str, str, str]]:
+    return [(e.action, e.source_id, e.reason) for e in store.ledger_entries(job="north")]
+
+
+def test_the_first_run_creates_the_projection_under_derived_keys(
+    net: Network, store: StateStore
+) -> None:
+    result = net.run(store)
+    assert result.full
+    assert result.full_reasons == ["first run"]
+    assert (result.counts.read, result.counts.shared, result.counts.created) == (3, 2, 2)
+    assert result.counts.withheld == {"no-allow:north": 1}
+    assert result.exit_code == ExitCode.OK
+    assert net.target() == {
+        key("p1"): {
+            "id": key("p1"),
+            "first_name": "Ana",
+            "city": "Leeds",
+            "phone": MASKED_PHONE,
+        },
+        key("p2"): {
+            "id": key("p2"),
+            "first_name": "Bruno",
+            "city": "York",
+            "phone": MASKED_PHONE,
+        },
+    }
+    assert set(store.mapped("north", ["p1", "p2", "p3"])) == {"p1", "p2"}
+    assert ledger(store) == [
+        ("create", "p1", "shared:in the North"),
+        ("create", "p2", "shared:in the North"),
+    ]
+
+
+def test_a_second_run_without_changes_reads_and_writes_nothing(
+    net: Network, store: StateStore
+) -> None:
+    net.run(store)
+    result = net.run(store)
+    assert not result.full
+    assert result.counts.read == 0
+    assert (result.counts.created, result.counts.updated, result.counts.deleted) == (0, 0, 0)
+    assert len(ledger(store)) == 2
+
+
+def test_a_change_outside_the_projection_writes_nothing(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.put("p1", email="ana@example.org")  # a field the policy does not share
+    result = net.run(store)
+    assert (result.counts.read, result.counts.unchanged, result.counts.updated) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"granted": False}, "consent:local_organizing"),
+        ({"region": "South"}, "no-allow:north"),
+        ({"deleted": True}, "deleted-at-source"),
+    ],
+    ids=["consent-withdrawn", "moved-region", "trashed"],
+)
+def test_a_record_that_leaves_the_scope_is_taken_back(
+    net: Network, store: StateStore, change: dict[str, Any], reason: str
+) -> None:
+    net.run(store)
+    net.put("p1", **change)
+    result = net.run(store)
+    assert result.counts.deleted == 1
+    assert key("p1") not in net.target()
+    assert key("p2") in net.target()
+    assert store.mapped("north", ["p1"]) == {}
+    assert ledger(store)[-1] == ("delete", "p1", reason)
+
+
+def test_a_changed_field_is_updated(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.put("p1", city="Hull")
+    result = net.run(store)
+    assert (result.counts.updated, result.counts.created) == (1, 0)
+    assert net.target()[key("p1")]["city"] == "Hull"
+    assert ledger(store)[-1] == ("update", "p1", "shared:in the North")
+
+
+def test_a_record_entering_the_scope_is_created(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.put("p3", region="North")
+    assert net.run(store).counts.created == 1
+    assert key("p3") in net.target()
+
+
+def test_hard_deletes_are_found_by_reconciliation(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.remove("p1")
+    assert net.run(store).counts.deleted == 0  # incremental reads do not report deletes
+    assert key("p1") in net.target()
+    result = net.run(store, reconcile=True)
+    assert result.full
+    assert result.full_reasons == ["reconciliation requested"]
+    assert result.counts.deleted == 1
+    assert key("p1") not in net.target()
+    assert ledger(store)[-1] == ("delete", "p1", "missing-at-source")
+
+
+def test_reconciliation_is_periodic(net: Network, store: StateStore) -> None:
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    net.configure(options={"reconcile_every": "12h"})
+    net.run(store, now=start)
+    net.remove("p1")
+    assert not net.run(store, now=start + dt.timedelta(hours=11)).full
+    result = net.run(store, now=start + dt.timedelta(hours=13))
+    assert result.full_reasons == ["reconciliation due"]
+    assert result.counts.deleted == 1
+    assert not net.run(store, now=start + dt.timedelta(hours=14)).full
+    assert not net.run(store, reconcile=False, now=start + dt.timedelta(days=9)).full
+
+
+def test_a_source_that_cannot_list_everything_never_causes_deletes(
+    net: Network, store: StateStore
+) -> None:
+    net.configure(source="blind")
+    net.run(store)
+    net.remove("p1")
+    result = net.run(store, reconcile=True)
+    assert result.full
+    assert result.counts.deleted == 0
+    assert key("p1") in net.target()
+
+
+def test_records_the_job_did_not_create_are_never_touched(net: Network, store: StateStore) -> None:
+    foreign = {"first_name": "Mine", "city": "Leeds"}
+    list(
+        net.out.write([Change.upsert("personal-contact", foreign), Change.upsert("p1", foreign)])
+    )  # even one named like a source id
+    net.run(store)
+    net.put("p1", granted=False)
+    net.remove("p2")
+    net.run(store)
+    net.run(store, reconcile=True)
+    target = net.target()
+    assert target["personal-contact"] == {"id": "personal-contact", **foreign}
+    assert target["p1"] == {"id": "p1", **foreign}
+    assert set(target) == {"personal-contact", "p1"}
+
+
+def test_a_policy_edit_reevaluates_everything(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.policy(
+        POLICY.replace("city: show", "city: show\n  last_name: show").replace(
+            "{region: North}", "{region: North, first_name: Ana}"
+        )
+    )
+    result = net.run(store)
+    assert result.full_reasons == ["the policy changed"]
+    assert (result.counts.read, result.counts.updated, result.counts.deleted) == (3, 1, 1)
+    assert ledger(store)[-1] == ("delete", "p2", "no-allow:north")
+    assert not net.run(store).full
+
+
+def test_a_source_mapping_edit_reevaluates_everything(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.configure(source_mapping={"email": "mail"})
+    result = net.run(store)
+    assert result.full_reasons == ["a connection's mapping or settings changed"]
+    assert result.counts.read == 3
+    assert (result.counts.updated, result.counts.unchanged) == (0, 2)
+
+
+def test_a_target_mapping_edit_rewrites_every_record(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.configure(target_mapping={"email": "mail"})
+    result = net.run(store)
+    assert result.full
+    assert (result.counts.updated, result.counts.unchanged) == (2, 0)
+
+
+def test_a_dry_run_writes_nothing(net: Network, store: StateStore) -> None:
+    result = net.run(store, dry_run=True)
+    assert result.dry_run
+    assert result.counts.created == 2
+    assert net.target() == {}
+    assert store.mapped_count("north") == 0
+    assert store.job_state("north").policy_hash is None
+    assert [(c.action, c.source_id) for c in result.planned] == [("create", "p1"), ("create", "p2")]
+    assert result.planned[0].diff == {
+        "first_name": (None, "Ana"),
+        "city": (None, "Leeds"),
+        "phone": (None, MASKED_PHONE),
+    }
+    assert net.run(store, dry_run=True).counts == result.counts  # nothing moved
+
+
+def test_a_dry_run_shows_updates_and_deletes(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.put("p1", city="Hull")
+    net.put("p2", granted=False)
+    result = net.run(store, dry_run=True)
+    planned = {c.source_id: c for c in result.planned}
+    assert planned["p1"].action == "update"
+    assert planned["p1"].diff["city"] == (None, "Hull")
+    assert (planned["p2"].action, planned["p2"].reason) == ("delete", "consent:local_organizing")
+    assert planned["p2"].projection is None
+    assert len(net.target()) == 2
+    assert net.run(store).counts.deleted == 1  # the dry run did not move the cursor
+
+
+def test_a_rejected_record_is_reported_and_skipped(net: Network, store: StateStore) -> None:
+    net.configure(target="picky")
+    net.put("p4", first_name="Reject")
+    result = net.run(store)
+    assert (result.counts.created, result.counts.failed) == (2, 1)
+    assert result.failures == ["p4: the target refused the name"]
+    assert result.exit_code == ExitCode.RECORDS_FAILED
+    assert "p4" not in {source_id for _, source_id, _ in ledger(store)}
+    assert store.mapped("north", ["p4"]) == {}
+
+
+def test_a_failed_delete_makes_the_next_run_full(net: Network, store: StateStore) -> None:
+    net.configure(target="picky")
+    net.run(store)
+    net.put("p1", granted=False)
+    PickyAdapter.refuse_deletes = True
+    refused = net.run(store)
+    assert (refused.counts.failed, refused.counts.deleted) == (1, 0)
+    assert key("p1") in net.target()
+    PickyAdapter.refuse_deletes = False
+    retried = net.run(store)
+    assert retried.full_reasons == ["reconciliation due"]
+    assert retried.counts.deleted == 1
+    assert key("p1") not in net.target()
+
+
+def test_logs_hold_no_field_values(
+    net: Network, store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    net.configure(target="picky")
+    net.put("p4", first_name="Reject")
+    with caplog.at_level(logging.DEBUG, logger="connector"):
+        net.run(store)
+        net.put("p1", granted=False)
+        net.run(store, dry_run=True)
+    assert caplog.records
+    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert not [value for value in (*SECRET_VALUES, "Reject") if value in text]
+
+
+def test_the_ledger_holds_field_names_and_masks_never_values(
+    net: Network, store: StateStore
+) -> None:
+    net.run(store)
+    net.put("p1", granted=False)
+    net.run(store)
+    entries = list(store.ledger_entries(job="north"))
+    assert [(e.action, e.record_key) for e in entries] == [
+        ("create", key("p1")),
+        ("create", key("p2")),
+        ("delete", key("p1")),
+    ]
+    assert entries[0].fields == {"first_name": "show", "city": "show", "phone": "mask:last4"}
+    assert entries[0].consent_basis == {
+        "local_organizing": {"granted": True, "source": "crm", "at": None}
+    }
+    assert entries[2].consent_basis["local_organizing"]["granted"] is False
+    assert {e.policy for e in entries} == {"north"}
+    text = json.dumps([repr(e) for e in entries])
+    assert not [value for value in SECRET_VALUES if value in text]
+    assert store.verify_ledger().ok
+
+
+def test_pushdown_sources_get_the_filter_on_full_reads_only(
+    net: Network, store: StateStore
+) -> None:
+    net.configure(source="pushdown")
+    net.run(store)
+    net.put("p1", region="South")
+    net.run(store)
+    first, second = PushdownAdapter.wheres
+    assert first is not None
+    assert second is None
+    net.remove("p2")
+    result = net.run(store, reconcile=True)
+    assert result.counts.read == 0  # the filter kept p1 (now South) out
+    assert ledger(store)[-1] == ("delete", "p2", "missing-or-out-of-scope")
+    assert net.target() == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"reconcile_every": "soon"}, "'soon' is not a duration"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"reconcile_evry": "1d"}, "reconcile_evry"),
+    ],
+)
+def test_bad_job_options_are_located(net: Network, options: dict[str, Any], message: str) -> None:
+    net.configure(options=options)
+    with pytest.raises(ConfigValidationError) as caught:
+        net.job()
+    assert message in str(caught.value)
+    assert "connector.yaml:10:" in str(caught.value)  # the jobs.north line
+
+
+def test_a_target_that_cannot_delete_is_refused(net: Network) -> None:
+    net.configure(target="appendonly")
+    with pytest.raises(ConfigError, match="cannot delete"):
+        net.job()
+
+
+def test_progress_reports_records_read(net: Network, store: StateStore) -> None:
+    seen: list[int] = []
+    net.run(store, progress=seen.append)
+    assert sum(seen) == 3
+
+
+def test_a_running_job_is_locked(net: Network, store: StateStore) -> None:
+    with store.lock("north"), pytest.raises(JobLocked):
+        net.run(store)
+    assert net.run(store, dry_run=True).counts.created == 2  # a plan needs no lock
+
+
+def test_runs_are_recorded(net: Network, store: StateStore) -> None:
+    net.run(store)
+    net.run(store, dry_run=True)
+    runs = store.runs("north")
+    assert [(r["status"], r["dry_run"]) for r in runs] == [("ok", True), ("ok", False)]
+    assert runs[1]["counts"]["created"] == 2
+
+
+CSV_CONFIG = """\
+version: 1
+network: {name: Test network}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm:
+    adapter: csv
+    settings: {path: crm.csv}
+    mapping: {consent.local_organizing: local_ok}
+  out: {adapter: csv, settings: {path: out.csv}}
+jobs:
+  north: {source: crm, target: out, policy: north.yaml}
+"""
+
+CSV_SOURCE = """\
+id,first_name,city,phone,region,local_ok
+p1,Ana,Leeds,+44 113 496 0123,North,yes
+p2,Bruno,York,+44 113 496 0456,North,yes
+p3,Chloé,Bath,+44 113 496 0789,South,yes
+"""
+
+
+@pytest.fixture
+def csv_net(tmp_path: Path) -> Path:
+    (tmp_path / "connector.yaml").write_text(CSV_CONFIG, encoding="utf-8")
+    (tmp_path / "north.yaml").write_text(POLICY, encoding="utf-8")
+    (tmp_path / "crm.csv").write_text(CSV_SOURCE, encoding="utf-8")
+    return tmp_path
+
+
+def run_csv(root: Path, store: StateStore, **options: Any) -> RunResult:
+    config = load_config(root / "connector.yaml", {"csv": CsvAdapter})
+    job = load_job(config, "north", context=MaskContext.with_key(b"key"))
+    try:
+        return run_job(job, store, **options)
+    finally:
+        job.close()
+
+
+def test_csv_to_csv(csv_net: Path, store: StateStore) -> None:
+    first = run_csv(csv_net, store)
+    assert first.counts.created == 2
+    out = (csv_net / "out.csv").read_text(encoding="utf-8")
+    assert key("p1") in out
+    assert "Leeds" in out
+    assert "0123" in out
+    assert "496" not in out
+    assert "p1" not in out.replace(key("p1"), "")  # source ids stay behind
+    second = run_csv(csv_net, store)
+    assert (second.counts.read, second.counts.created) == (0, 0)  # unchanged file: no records
+    assert (csv_net / "out.csv").read_text(encoding="utf-8") == out
+
+
+def test_an_unchanged_csv_file_costs_one_hash_and_no_transaction(
+    csv_net: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_csv(csv_net, store)
+    batches: list[int] = []
+    record_batch = store.record_batch
+
+    def counting(*args: Any, **kwargs: Any) -> None:
+        batches.append(len(args[4]))
+        record_batch(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_batch", counting)
+    assert run_csv(csv_net, store).counts.read == 0
+    assert batches == []
+
+
+def test_csv_deletes_propagate_because_every_read_is_a_snapshot(
+    csv_net: Path, store: StateStore
+) -> None:
+    run_csv(csv_net, store)
+    lines = CSV_SOURCE.splitlines(keepends=True)
+    (csv_net / "crm.csv").write_text("".join(lines[:1] + lines[2:]), encoding="utf-8")
+    result = run_csv(csv_net, store)
+    assert not result.full
+    assert result.counts.deleted == 1
+    assert ledger(store)[-1] == ("delete", "p1", "missing-at-source")
+    assert key("p1") not in (csv_net / "out.csv").read_text(encoding="utf-8")
+
+
+def test_csv_read_problems_are_counted_with_their_line(csv_net: Path, store: StateStore) -> None:
+    with (csv_net / "crm.csv").open("a", encoding="utf-8") as extra:
+        extra.write("p9,too,few\n")
+    result = run_csv(csv_net, store)
+    assert result.counts.problems == 1
+    assert result.problems[0].startswith(f"{csv_net / 'crm.csv'}:5: ")
+    assert result.exit_code == ExitCode.RECORDS_FAILED
+    assert result.counts.created == 2

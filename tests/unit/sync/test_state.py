@@ -1,0 +1,270 @@
+"""The state store on SQLite and PostgreSQL: schema, job state, id map, batches, runs, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from connector_core.errors import ConfigError, ExitCode
+from connector_core.sync.migrations import alembic_config
+from connector_core.sync.model import AppliedChange, JobState, RunCounts
+from connector_core.sync.state import KEEP, StateStore, StateStoreError
+from connector_core.sync.tables import metadata
+
+Change = Callable[..., AppliedChange]
+T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
+
+
+def record(store: StateStore, changes: list[AppliedChange], **kwargs: Any) -> None:
+    store.record_batch("members", "nextcloud", "members.yaml", "p" * 64, changes, **kwargs)
+
+
+# -- schema ------------------------------------------------------------------------------
+
+
+def test_opening_twice_keeps_the_data_and_the_schema(state_url: str, make_change: Change) -> None:
+    with StateStore.open(state_url) as first:
+        record(first, [make_change("1")], cursor="c1")
+    with StateStore.open(state_url) as second:
+        assert second.job_state("members").cursor == "c1"
+        assert list(second.source_ids("members")) == ["1"]
+        assert second.verify_ledger().ok
+
+
+def test_the_migration_creates_exactly_the_tables_module(store: StateStore, state_url: str) -> None:
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert context.get_current_revision() == head
+        tables = set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    assert tables == set(metadata.tables) | {"alembic_version"}
+
+
+def test_workers_opening_a_fresh_store_at_once_migrate_it_once(state_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            StateStore.open(state_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+# -- job state ---------------------------------------------------------------------------
+
+
+def test_an_unknown_job_has_a_blank_state(store: StateStore) -> None:
+    assert store.job_state("never-ran") == JobState("never-ran")
+
+
+def test_job_state_round_trips_with_aware_utc_times(store: StateStore) -> None:
+    paris = dt.timezone(dt.timedelta(hours=2))
+    state = JobState(
+        "members",
+        policy_hash="p" * 64,
+        config_hash="c" * 64,
+        last_run_at=T0.astimezone(paris),
+        last_success_at=T0,
+        last_reconciled_at=None,
+    )
+    store.set_job_state(state)
+    back = store.job_state("members")
+    assert back == state
+    assert back.last_run_at is not None
+    assert back.last_run_at.tzinfo == dt.UTC
+
+
+def test_set_job_state_never_moves_the_cursor(store: StateStore) -> None:
+    record(store, [], cursor="recorded")
+    stale = JobState("members", cursor="stale", policy_hash="p" * 64)
+    store.set_job_state(stale)
+    assert store.job_state("members").cursor == "recorded"
+    assert store.job_state("members").policy_hash == "p" * 64
+
+
+def test_a_naive_time_is_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        store.set_job_state(JobState("members", last_run_at=dt.datetime(2024, 1, 1)))
+
+
+# -- id map and batches ------------------------------------------------------------------
+
+
+def test_a_batch_creates_updates_and_deletes_id_map_rows(
+    store: StateStore, make_change: Change
+) -> None:
+    record(store, [make_change("1"), make_change("2")], now=T0)
+    later = T0 + dt.timedelta(hours=1)
+    record(store, [make_change("1", "update", digest="b"), make_change("2", "delete")], now=later)
+    mapped = store.mapped("members", ["1", "2"])
+    assert list(mapped) == ["1"]
+    one = mapped["1"]
+    assert (one.target_key, one.projection_hash, one.updated_at) == ("key-1", "b" * 64, later)
+    assert one.fields == {"email": "show", "phone": "mask:last4"}
+    assert one.consent_basis["contact_me"]["granted"] is True
+    assert [e.action for e in store.ledger_entries()] == ["create", "create", "update", "delete"]
+
+
+def test_a_failing_batch_records_nothing_at_all(store: StateStore, make_change: Change) -> None:
+    record(store, [make_change("1")], cursor="c1")
+    clash = [make_change("2"), make_change("3", key="key-1")]  # key-1 belongs to record 1
+    with pytest.raises(StateStoreError) as failed:
+        record(store, clash, cursor="c2")
+    assert failed.value.exit_code == ExitCode.UNAVAILABLE
+    assert store.job_state("members").cursor == "c1"
+    assert list(store.source_ids("members")) == ["1"]
+    assert [e.source_id for e in store.ledger_entries()] == ["1"]
+    report = store.verify_ledger()
+    assert report.ok
+    assert report.head_seq == 1
+
+
+def test_duplicate_target_keys_within_one_batch_roll_back_too(
+    store: StateStore, make_change: Change
+) -> None:
+    with pytest.raises(StateStoreError):
+        record(store, [make_change("1", key="same"), make_change("2", key="same")], cursor="c")
+    assert store.mapped_count("members") == 0
+    assert store.job_state("members").cursor is None
+    assert store.verify_ledger().checked == 0
+
+
+@pytest.mark.parametrize(
+    ("cursor", "expected"),
+    [(KEEP, "before"), (None, None), ("after", "after")],
+    ids=["keep", "reset", "set"],
+)
+def test_the_cursor_is_kept_reset_or_set(
+    store: StateStore, make_change: Change, cursor: Any, expected: str | None
+) -> None:
+    record(store, [], cursor="before")
+    record(store, [make_change("1")], cursor=cursor)
+    assert store.job_state("members").cursor == expected
+
+
+def test_the_last_change_of_a_record_in_a_batch_wins(
+    store: StateStore, make_change: Change
+) -> None:
+    record(store, [make_change("1"), make_change("1", "update", digest="c")])
+    record(store, [make_change("2"), make_change("2", "delete")])
+    assert store.mapped("members", ["1"])["1"].projection_hash == "c" * 64
+    assert store.mapped("members", ["2"]) == {}
+    assert store.verify_ledger().checked == 4
+
+
+def test_ids_are_queried_in_chunks_and_listed_in_python_order(
+    store: StateStore, make_change: Change
+) -> None:
+    ids = [f"{n:05d}" for n in range(1234)] + ["Zoë", "zoe", "Émile", "a b", "_x", "ü"]
+    record(store, [make_change(i) for i in ids])
+    store.record_batch("other", "csv", "other.yaml", "o" * 64, [make_change("x")])
+    assert list(store.source_ids("members")) == sorted(ids)
+    found = store.mapped("members", [*ids, "missing", *ids[:10]])
+    assert sorted(found) == sorted(ids)
+    assert store.mapped_count("members") == len(ids)
+    assert store.mapped("members", []) == {}
+    assert list(store.source_ids("nobody")) == []
+
+
+def test_who_has_lists_every_job_holding_a_person(store: StateStore, make_change: Change) -> None:
+    store.record_batch("regional", "csv", "regional.yaml", "r" * 64, [make_change("7")])
+    store.record_batch("partner", "csv", "partner.yaml", "q" * 64, [make_change("7")])
+    store.record_batch("partner", "csv", "partner.yaml", "q" * 64, [make_change("8")])
+    holders = store.who_has("7")
+    assert [(m.job, m.policy_hash) for m in holders] == [
+        ("partner", "q" * 64),
+        ("regional", "r" * 64),
+    ]
+    assert [m.job for m in store.who_has("7", job="regional")] == ["regional"]
+    store.record_batch("partner", "csv", "partner.yaml", "q" * 64, [make_change("7", "delete")])
+    assert [m.job for m in store.who_has("7")] == ["regional"]
+    assert store.who_has("nobody") == []
+
+
+# -- runs --------------------------------------------------------------------------------
+
+
+def test_runs_are_listed_newest_first_with_their_counts(store: StateStore) -> None:
+    first = store.start_run("members")
+    store.finish_run(first, status="ok", counts=RunCounts(read=10, created=3))
+    second = store.start_run("members", dry_run=True)
+    other = store.start_run("partner")
+    store.finish_run(other, status="aborted", counts=RunCounts(), error="target unavailable")
+    listed = store.runs("members")
+    assert [r["id"] for r in listed] == [second, first]
+    assert listed[0]["status"] == "running"
+    assert listed[0]["dry_run"] is True
+    assert listed[0]["finished_at"] is None
+    assert listed[1]["counts"]["created"] == 3
+    assert listed[1]["finished_at"] >= listed[1]["started_at"]
+    assert [r["id"] for r in store.runs(limit=1)] == [other]
+    assert store.runs("partner")[0]["error"] == "target unavailable"
+
+
+def test_an_unknown_run_status_is_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="unknown run status"):
+        store.finish_run(store.start_run("members"), status="done", counts=RunCounts())
+
+
+# -- opening errors and secrets ----------------------------------------------------------
+
+
+def test_an_unreachable_postgresql_never_shows_the_password() -> None:
+    url = "postgresql://admin:Sup3r-s3cret@127.0.0.1:1/state"
+    with pytest.raises(ConfigError) as failed:
+        StateStore.open(url)
+    shown = f"{failed.value} {failed.value.hint} {failed.value!r}"
+    assert (
+        "cannot open the state store at postgresql+psycopg://admin:***@127.0.0.1:1/state" in shown
+    )
+    assert "Sup3r-s3cret" not in shown
+    assert "PostgreSQL server is running" in (failed.value.hint or "")
+
+
+def test_the_store_url_hides_its_password(pg_database: str) -> None:
+    url = sa.make_url(pg_database).set(password="fake-pw")  # trust auth ignores it
+    with StateStore.open(url.render_as_string(hide_password=False)) as store:
+        assert "fake-pw" not in store.url
+        assert "fake-pw" not in repr(store)
+        assert ":***@" in store.url
+
+
+def test_a_sqlite_file_in_a_missing_folder_is_a_config_error(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError, match="cannot open the state store") as failed:
+        StateStore.open(f"sqlite:///{tmp_path}/missing/state.db")
+    assert "folder must exist" in (failed.value.hint or "")
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url"])
+def test_other_databases_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError):
+        StateStore.open(url)
+
+
+def test_a_store_failure_names_the_store_and_what_to_do() -> None:
+    gone = "sqlite:////nonexistent/folder/state.db"
+    with (
+        StateStore(sa.create_engine(gone), gone) as store,
+        pytest.raises(StateStoreError) as failed,
+    ):
+        store.job_state("members")
+    assert str(failed.value).startswith(f"the state store at {gone} failed: ")
+    assert "next run resumes" in (failed.value.hint or "")
