@@ -76,7 +76,7 @@ class _Index:
         try:
             for item in value:
                 hit = element.get(item)
-                if hit:
+                if hit and hit not in found:  # an item listed twice finds its policies once
                     found.append(hit)
         except TypeError:  # not iterable, or an unhashable item: any_of does not hold
             return 0

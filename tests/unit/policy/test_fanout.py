@@ -124,10 +124,22 @@ def test_group_policies_are_indexed_by_list_items() -> None:
         compile_policy(recipient("all", allow("any", Compare("region", "ne", "X")))), calls
     )
     policies = PolicySet([*grouped, every])
-    person = {"groups": ["g3", "h9", "zzz"], "city": "Leeds", "consent": consent("contact_me")}
+    person = {
+        "groups": ["g3", "h9", "zzz", "g3"],
+        "city": "Leeds",
+        "consent": consent("contact_me"),
+    }
     shared = [p.name for p, _ in policies.shared(person)]
     assert shared == ["group-3", "group-9", "all"]
     assert calls == ["group-3", "group-9", "all"]
+
+
+def test_a_group_listed_twice_shares_once() -> None:
+    choir = compile_policy(recipient("choir", allow("c", Compare("groups", "any_of", ("choir",)))))
+    both = compile_policy(recipient("both", allow("b", Compare("groups", "any_of", ("x", "y")))))
+    policies = PolicySet([choir, both])
+    person = {"groups": ["choir", "choir", "x", "y"], "consent": consent("contact_me")}
+    assert [p.name for p, _ in policies.shared(person)] == ["choir", "both"]
 
 
 def test_one_field_indexed_by_whole_values_and_by_items() -> None:
@@ -221,7 +233,17 @@ def rule_conditions(selector: st.SearchStrategy[Compare]) -> st.SearchStrategy[A
     )
 
 
-LISTS = [["climate"], ["housing", "choir"], [], None, "climate", [["x"]], 5, ["x", 1]]
+LISTS = [
+    ["climate"],
+    ["housing", "choir"],
+    [],
+    None,
+    "climate",
+    [["x"]],
+    5,
+    ["x", 1],
+    ["choir", "choir", "climate"],
+]
 TARGETED = st.fixed_dictionaries(  # records that the selectors above often pick
     {
         "consent": st.sampled_from([consent(*PURPOSES), consent("contact_me"), {}]),

@@ -1,0 +1,109 @@
+"""`connector run/plan/runs/ledger/who-has` end to end on the demo network."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tests.integration.test_cli import run
+
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_plan_writes_nothing(runner: CliRunner, demo: Path) -> None:
+    result = run(runner, "plan", "organizers-north", "--json", cwd=demo, env=ENV)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["counts"]["created"] == len(plan["changes"]) > 0
+    assert all(
+        set(c["projection"]) <= {"first_name", "last_name", "city", "phone"}
+        for c in plan["changes"]
+    )
+    assert not (demo / "out" / "organizers-north.csv").exists()
+
+
+def test_run_shares_then_takes_back_withdrawn_consent(runner: CliRunner, demo: Path) -> None:
+    first = run(runner, "run", "--all", "--json", cwd=demo, env=ENV)
+    assert first.exit_code == 0, first.output
+    summaries = {s["job"]: s["counts"] for s in json.loads(first.stdout)}
+    assert summaries["organizers-north"]["created"] == 7
+    shared = rows(demo / "out" / "organizers-north.csv")
+    assert len(shared) == 7
+    assert set(shared[0]) == {"id", "first_name", "last_name", "phone", "city"}
+
+    members = demo / "data" / "members.csv"
+    text = members.read_text(encoding="utf-8")
+    line = next(x for x in text.splitlines() if x.startswith("M0018,"))
+    assert line.endswith(",yes,yes,yes,no,no")  # contact, local organizing, partners, map
+    withdrawn = line.removesuffix(",yes,yes,yes,no,no") + ",yes,no,yes,no,no"
+    members.write_text(text.replace(line, withdrawn), encoding="utf-8")
+    who = run(runner, "who-has", "M0018", "--json", cwd=demo, env=ENV)
+    assert sorted(h["job"] for h in json.loads(who.stdout)) == [
+        "organizers-north",
+        "partner-housing",
+    ]
+
+    second = run(runner, "run", "organizers-north", cwd=demo, env=ENV)
+    assert second.exit_code == 0, second.output
+    assert "deleted 1" in second.stdout
+    assert len(rows(demo / "out" / "organizers-north.csv")) == 6
+    who = run(runner, "who-has", "M0018", "--json", cwd=demo, env=ENV)
+    assert [h["job"] for h in json.loads(who.stdout)] == ["partner-housing"]
+
+
+def test_second_run_reads_nothing(runner: CliRunner, demo: Path) -> None:
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    again = run(runner, "run", "--all", "--json", cwd=demo, env=ENV)
+    assert [s["counts"]["read"] for s in json.loads(again.stdout)] == [0, 0]
+    history = json.loads(run(runner, "runs", "--json", cwd=demo).stdout)
+    assert len(history) == 4
+    assert {r["status"] for r in history} == {"ok"}
+
+
+def test_ledger_verify_and_export(runner: CliRunner, demo: Path, tmp_path: Path) -> None:
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    ok = run(runner, "ledger", "verify", cwd=demo)
+    assert ok.exit_code == 0, ok.output
+    assert "12 row(s)" in ok.stdout
+    out = tmp_path / "ledger.jsonl"
+    assert run(runner, "ledger", "export", "-o", str(out), cwd=demo).exit_code == 0
+    entries = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(entries) == 12
+    assert "Wen" not in out.read_text()  # field names and masks, never values
+    with sqlite3.connect(demo / "state.db") as db:
+        db.execute("UPDATE ledger SET action = 'delete' WHERE seq = 3")
+    tampered = run(runner, "ledger", "verify", cwd=demo)
+    assert tampered.exit_code == 3
+    assert "seq 3" in tampered.stderr
+
+
+def test_run_due_runs_what_never_ran(runner: CliRunner, demo: Path) -> None:
+    result = run(runner, "run", "--due", "--json", cwd=demo, env=ENV)
+    assert result.exit_code == 0, result.output
+    assert {s["job"] for s in json.loads(result.stdout)} == {"organizers-north", "partner-housing"}
+    again = run(runner, "run", "--due", "--json", cwd=demo, env=ENV)
+    assert json.loads(again.stdout) == []
+
+
+def test_run_needs_exactly_one_selection(runner: CliRunner, demo: Path) -> None:
+    assert run(runner, "run", cwd=demo).exit_code == 2
+    assert run(runner, "run", "organizers-north", "--all", cwd=demo).exit_code == 2
+    typo = run(runner, "run", "organisers-north", cwd=demo)
+    assert typo.exit_code == 3
+    assert "did you mean 'organizers-north'?" in typo.stderr
+
+
+def test_a_missing_hash_key_stops_before_anything_is_written(runner: CliRunner, demo: Path) -> None:
+    result = run(runner, "run", "partner-housing", cwd=demo)
+    assert result.exit_code == 3
+    assert "CONNECTOR_DEMO_HASH_KEY" in result.stderr
+    assert not (demo / "out" / "partner-housing.csv").exists()
