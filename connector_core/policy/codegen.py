@@ -2,8 +2,8 @@
 
 Each policy becomes a handful of straight-line functions, generated as source and compiled
 once. User-written values (rule values, consent purposes, odd field names) never appear in
-the source: they are bound as named constants in the functions' namespace; only names that
-match a strict identifier pattern are written as literals.
+the source: they are constants the functions close over, by generated names; only names
+that match a strict identifier pattern are written as literals.
 
 Every decision function exists twice. The *fast* variant compares values inline; when a
 record holds a value of an unexpected type (a string where a number is expected, a number
@@ -23,7 +23,7 @@ from connector_core.errors import RecordRejected
 from connector_core.masks import MaskFunction
 from connector_core.query import All, AnyOf, Compare, Condition, Not, Op, lookup, matches
 
-_LITERAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_LITERAL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _COLLECTIONS = (list, tuple, set, frozenset)
 _SMALL = 8  # up to this many values, a tuple scan beats hashing into a frozenset
 _GRANTED = "(v.get('granted') if v.__class__ is dict else _granted(v))"
@@ -118,7 +118,7 @@ class Source:
 
     def literal(self, text: str) -> str:
         """A string as a source literal if it is a plain (dotted) name, else a constant."""
-        return repr(text) if _LITERAL_RE.match(text) else self.const(text, "S")
+        return repr(text) if _LITERAL_RE.fullmatch(text) else self.const(text, "S")
 
     def emit(self, depth: int, line: str) -> None:
         """Add one line at `depth` levels of indentation."""
@@ -212,9 +212,7 @@ def _decision_body(
         src.emit(depth + 1, "c = c if isinstance(c, dict) else _EMPTY")
     for purpose, withheld in plan.consents:
         src.emit(depth, f"v = c.get({src.literal(purpose)})")
-        src.emit(
-            depth, "if (v.get('granted') if v.__class__ is dict else _granted(v)) is not True:"
-        )
+        src.emit(depth, f"if {_GRANTED} is not True:")
         src.emit(depth + 1, f"return {result(withheld)}")
     for condition, withheld in plan.forbids:
         src.emit(depth, f"if {condition_expr(src, condition, safe=safe)}:")
@@ -337,7 +335,8 @@ def build(
     The functions are closures over the policy's constants, made by a generated factory.
     Policies with the same structure share the factory's code object, which keeps a
     thousand recipients' policies about as cheap to run as one (the interpreter's caches
-    stay warm). Returns the functions by name, and the generated source."""
+    stay warm); the code's file name is then that of the first such policy compiled.
+    Returns the functions by name, and the generated source."""
     src = Source()
     for kind in DECISIONS:
         _function(src, f"_safe_{kind}", plan, fields, safe=True, kind=kind)

@@ -26,6 +26,7 @@ from connector_core.query import All, Compare, Condition, lookup
 from connector_core.records import Record
 
 _SCALAR_OPS = ("eq", "in")
+_NOTHING: Iterator[Any] = iter(())  # exhausted for good: safe to hand out again and again
 
 
 class _Index:
@@ -167,6 +168,7 @@ class PolicySet:
             self._file(position, terms)
         self._index_list = list(self._indexes.values())
         self._unique = all(index.unique for index in self._index_list)
+        self._simple = len(self._passes) == 1 and not any(self._allow)
 
     def _file(self, position: int, terms: tuple[str, set[Any], set[Any]] | None) -> None:
         if terms is None:
@@ -196,9 +198,24 @@ class PolicySet:
         """Each policy that shares `record`, in order, with its projection.
 
         When several policies share the record, each gets its own copy of the projection."""
+        if self._simple:  # one group, and the index proves every allow rule
+            if not self._passes[0](record):  # cheaper than finding candidates: first
+                return _NOTHING
+            positions = self.candidates(record)
+            if not positions:
+                return _NOTHING
+            projection = self._project[0](record)
+            policies = self.policies
+            shares = [(policies[positions[0]], projection)]
+            for position in positions[1:]:
+                shares.append((policies[position], projection.copy()))
+            return iter(shares)
         positions = self.candidates(record)
-        if not positions:
-            return
+        return self._shared(record, positions) if positions else _NOTHING
+
+    def _shared(
+        self, record: Record, positions: list[int]
+    ) -> Iterator[tuple[CompiledPolicy, Record]]:
         allow, group_of, policies = self._allow, self._group, self.policies
         copy = len(positions) > 1
         done: dict[int, Record | None] = {}
@@ -213,7 +230,7 @@ class PolicySet:
                 passes = self._passes[group](record)
                 projection = done[group] = self._project[group](record) if passes else None
             if projection is not None:
-                yield policies[position], dict(projection) if copy else projection
+                yield policies[position], projection.copy() if copy else projection
 
     def evaluate(self, record: Record) -> Iterator[tuple[CompiledPolicy, Decision, Record | None]]:
         """Every policy's result for `record`, in order, identical to its own ``evaluate``.
