@@ -69,6 +69,15 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+#: ``-o/--output FILE`` for commands that print a document (schemas, the ledger).
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+
+
 def write_json(data: Any, output: Path | None) -> None:
     """Write data as JSON to a file (reporting it on stderr), or to stdout."""
     if output is None:

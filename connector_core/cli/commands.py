@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from connector_core.adapters import Page
-from connector_core.cli.app import App, emit_json, write_json
+from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.credentials import credentials
 from connector_core.cli.doctor import doctor
 from connector_core.cli.policy import policy, schema_policy
@@ -79,12 +79,7 @@ def schema() -> None:
 
 
 @schema.command("config")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of stdout.",
-)
+@output_option
 @click.pass_obj
 def schema_config(app: App, output: Path | None) -> None:
     """The JSON Schema of connector.yaml for the installed adapters.

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from connector_core.adapters import Adapter
-from connector_core.cli.app import App, emit_json, write_json
+from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
 from connector_core.credentials import KeyringSecrets
@@ -232,12 +232,7 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
 
 
 @click.command("policy")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of stdout.",
-)
+@output_option
 @click.pass_obj
 def schema_policy(app: App, output: Path | None) -> None:
     """The JSON Schema of policy files, with the masks of the installed plugins.

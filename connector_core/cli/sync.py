@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from connector_core.cli.app import App, emit_json
+from connector_core.cli.app import App, emit_json, output_option
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.job import load_job
@@ -314,12 +314,7 @@ def ledger_verify(app: App) -> None:
 
 
 @ledger.command("export")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file instead of stdout.",
-)
+@output_option
 @click.option(
     "--format",
     "fmt",
