@@ -15,6 +15,8 @@ import json
 import uuid
 from typing import Any
 
+from connector_core.records import Record
+
 #: Fixed forever: changing it would give every job new keys, and duplicate every record.
 KEY_NAMESPACE = uuid.UUID("f477f0f3-8a76-4814-99e5-c10b5ce2d55d")
 _NAMESPACE = KEY_NAMESPACE.bytes
@@ -36,6 +38,18 @@ def target_key(job: str, source_id: str) -> str:
     h = hashlib.sha1(_NAMESPACE + name, usedforsecurity=False).hexdigest()
     variant = _VARIANT[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+
+
+def field_hashes(projection: Record, salt: str = "") -> dict[str, str]:
+    """A short salted hash per shared field, so a plan can say which fields an update
+    changes without the state ever holding a recipient's values."""
+    return {
+        field: hashlib.sha256(
+            f"{salt}\n{field}\n{canonical_json(value)}".encode("utf-8", "surrogatepass")
+        ).hexdigest()[:16]
+        for field, value in projection.items()
+        if value is not None
+    }
 
 
 def projection_hash(projection: Any, salt: str = "") -> str:

@@ -39,6 +39,7 @@ class Mapped:
     consent_basis: dict[str, Any]  # purpose -> {"granted", "source", "at"} that allowed it
     policy_hash: str
     updated_at: dt.datetime | None = None
+    field_hashes: dict[str, str] | None = None  # field -> short salted hash of what was shared
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class AppliedChange:
     fields: dict[str, str]
     consent_basis: dict[str, Any]
     reason: str  # the decision's reason: "shared:<rule>", or why it was taken back
+    field_hashes: dict[str, str] | None = None  # per shared field, for field-level plans
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

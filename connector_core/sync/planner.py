@@ -13,9 +13,9 @@ receive for the mirror promise to hold:
 - in the id map but missing from a read that listed every source record: delete, as
   ``missing-at-source``.
 
-The state keeps hashes of projections, never their values (a recipient's data is not copied
-into the connector's own database), so a planned update cannot show the old values: its
-``diff`` holds None as the old side of every field.
+The state keeps hashes of projections and of each shared field, never their values (a
+recipient's data is not copied into the connector's own database), so a planned update lists
+exactly the fields that change, with their new values, and None as the old side.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from connector_core.adapters import Change
 from connector_core.errors import RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.records import Record
-from connector_core.sync.keys import projection_hash, target_key
+from connector_core.sync.keys import field_hashes, projection_hash, target_key
 from connector_core.sync.model import AppliedChange, Mapped
 
 MISSING_AT_SOURCE = "missing-at-source"
@@ -42,11 +42,12 @@ class PlannedChange:
     """One change a run makes (or, in a dry run, would make) to the target.
 
     ``projection`` is what the recipient receives (masked values), None for deletes.
-    ``diff`` maps each field to ``(old, new)`` in the recipient's view. Old values are not
-    kept in the state (only a hash), so ``old`` is None; for an update the hash says that
-    something changed, and every field of the new projection is listed. A field shared
-    before and absent now appears as ``(None, None)``. ``reason`` is the decision's reason
-    (``shared:<rule>``, ``consent:<purpose>``, ``missing-at-source``…).
+    ``diff`` maps each field that changes to ``(old, new)`` in the recipient's view. Old
+    values are not kept in the state (only per-field hashes), so ``old`` is None; a field
+    shared before and absent now appears as ``(None, None)``. For records the state holds
+    no field hashes for (written before they were kept), every field is listed. ``reason``
+    is the decision's reason (``shared:<rule>``, ``consent:<purpose>``,
+    ``missing-at-source``…).
     """
 
     action: Literal["create", "update", "delete"]
@@ -148,8 +149,11 @@ class Planner:
         key = target_key(self.job, source_id) if known is None else known.target_key
         fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
         basis = self._basis(record, self.purposes)
-        applied = AppliedChange(action, source_id, key, digest, fields, basis, decision.reason)
-        diff = self._diff(projection, known) if self.with_diff else {}
+        hashes = field_hashes(projection, self.salt)
+        applied = AppliedChange(
+            action, source_id, key, digest, fields, basis, decision.reason, hashes
+        )
+        diff = self._diff(projection, hashes, known) if self.with_diff else {}
         planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
         return Step(planned, Change.upsert(key, projection), applied)
 
@@ -187,10 +191,18 @@ class Planner:
         applied = AppliedChange("delete", source_id, key, None, {}, basis or {}, reason)
         return Step(planned, Change.delete(key), applied)
 
-    def _diff(self, projection: Record, known: Mapped | None) -> dict[str, tuple[Any, Any]]:
-        diff = {f: (None, v) for f, v in projection.items() if v is not None}
+    @staticmethod
+    def _diff(
+        projection: Record, hashes: Mapping[str, str], known: Mapped | None
+    ) -> dict[str, tuple[Any, Any]]:
+        before = known.field_hashes if known is not None else None
+        diff = {
+            f: (None, v)
+            for f, v in projection.items()
+            if v is not None and (before is None or before.get(f) != hashes[f])
+        }
         if known is not None:
-            diff.update((f, (None, None)) for f in known.fields if f not in diff)
+            diff.update((f, (None, None)) for f in (before or known.fields) if f not in hashes)
         return diff
 
     @staticmethod

@@ -289,6 +289,7 @@ def _id_row(job: str, policy_hash: str, change: AppliedChange, now: dt.datetime)
         "policy_hash": policy_hash,
         "created_at": now,
         "updated_at": now,
+        "field_hashes": change.field_hashes,
     }
 
 

@@ -76,6 +76,7 @@ id_map = sa.Table(
     sa.Column("policy_hash", Hash, nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("field_hashes", sa.JSON(), nullable=True),
     sa.UniqueConstraint("job", "target_key"),
     sa.Index(None, "source_id"),
 )

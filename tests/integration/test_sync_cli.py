@@ -107,3 +107,20 @@ def test_a_missing_hash_key_stops_before_anything_is_written(runner: CliRunner, 
     assert result.exit_code == 3
     assert "CONNECTOR_DEMO_HASH_KEY" in result.stderr
     assert not (demo / "out" / "partner-housing.csv").exists()
+
+
+def test_plan_shows_only_the_fields_an_update_changes(runner: CliRunner, demo: Path) -> None:
+    assert run(runner, "run", "organizers-north", cwd=demo, env=ENV).exit_code == 0
+    members = demo / "data" / "members.csv"
+    text = members.read_text(encoding="utf-8")
+    line = next(x for x in text.splitlines() if x.startswith("M0018,"))
+    members.write_text(text.replace(line, line.replace(",Sheffield,", ",Leeds,")), encoding="utf-8")
+    result = run(runner, "plan", "organizers-north", "--json", cwd=demo, env=ENV)
+    changes = json.loads(result.stdout)["changes"]
+    assert [(c["action"], c["source_id"], c["changed_fields"]) for c in changes] == [
+        ("update", "M0018", ["city"])
+    ]
+    text_plan = run(runner, "plan", "organizers-north", cwd=demo, env=ENV).stdout
+    assert "~ update M0018" in text_plan
+    assert "city='Leeds'" in text_plan
+    assert "first_name" not in text_plan
