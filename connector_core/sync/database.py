@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,8 +111,24 @@ def _create_engine(url: URL, *, for_locks: bool) -> Engine:
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # pysqlite's own transaction handling cannot BEGIN IMMEDIATE: we send BEGIN ourselves.
     dbapi_conn.isolation_level = None
-    for pragma in ("journal_mode=WAL", "foreign_keys=ON", f"busy_timeout={_BUSY_TIMEOUT_MS}"):
+    for pragma in (f"busy_timeout={_BUSY_TIMEOUT_MS}", "foreign_keys=ON"):
         dbapi_conn.execute(f"PRAGMA {pragma}")
+    _wal(dbapi_conn)
+
+
+def _wal(dbapi_conn: Any) -> None:
+    """Switch to WAL. Switching needs the file to itself, and SQLite answers "locked" at
+    once, without its busy handler, while another opener of a fresh store holds it: so wait
+    here, as long as the busy timeout."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -1,13 +1,21 @@
-"""Nextcloud (CardDAV, WebDAV, OCS) for Commons Connector (being built: no adapter is registered yet)."""
+"""Nextcloud (CardDAV address books; WebDAV, OCS) for Commons Connector."""
 
 from __future__ import annotations
 
 from connector_core import Adapter, hookimpl
+from connector_nextcloud.adapter import NextcloudAdapter, NextcloudSettings
+from connector_nextcloud.files import FilesSettings, NextcloudFilesAdapter
 
-__all__ = ["register_adapters"]
+__all__ = [
+    "FilesSettings",
+    "NextcloudAdapter",
+    "NextcloudFilesAdapter",
+    "NextcloudSettings",
+    "register_adapters",
+]
 
 
 @hookimpl
 def register_adapters() -> list[type[Adapter]]:
-    """The adapters of this plugin (none until the adapter lands)."""
-    return []
+    """Provide the Nextcloud adapters: CardDAV address books and CSV file exports."""
+    return [NextcloudAdapter, NextcloudFilesAdapter]

@@ -1,0 +1,229 @@
+"""APIv4 over HTTP: URLs per CMS, authentication headers, the envelope, errors mapped once.
+
+Every call is a POST whose action parameters travel JSON-encoded in the form field ``params``
+(a JSON request body is silently ignored by CiviCRM: reference §1.3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from connector_civicrm.settings import CivicrmSettings
+from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
+from connector_core.http import RETRY_STATUSES, http_errors, make_retry, make_session
+
+log = logging.getLogger(__name__)
+
+ROUTE = "civicrm/ajax/api4"
+_GENERIC_ERROR = "Sorry an error occurred"
+_CSRF = "SECURITY ALERT"
+_AUTH_HINT = (
+    "Check the API key (or JWT) stored for this connection: an API key longer than 32 "
+    "characters is silently truncated by CiviCRM, so set a shorter one. The authx extension "
+    "must accept the 'xheader' flow (X-Civi-Auth), and a user without the 'authenticate with "
+    "api key' permission must also send the site key (`site_key:`). A JWT may have expired."
+)
+_PERMISSION_HINT = (
+    "Grant the API user's CMS role the permission CiviCRM names (for reading: 'access "
+    "CiviCRM', 'view all contacts', 'access deleted contacts'; for writing also 'add "
+    "contacts', 'edit all contacts', 'edit groups', and 'delete contacts' for permanent "
+    "deletes); see docs/adapters/civicrm.md."
+)
+
+
+class _Garbled(AdapterUnavailable):
+    """The answer was cut off or is not JSON (a proxy page, a PHP fatal error)."""
+
+
+class CivicrmApiError(AdapterError):
+    """CiviCRM answered an API call with an error (HTTP 500 or a failed multi-call entry)."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+def endpoint(settings: CivicrmSettings, path: str) -> str:
+    """The URL of a CiviCRM route (e.g. ``civicrm/ajax/api4/Contact/get``) in the CMS's form."""
+    base = settings.base_url
+    match settings.url_style:
+        case "standalone" | "drupal":
+            return f"{base}/{path}"
+        case "drupal7":
+            return f"{base}/?q={quote(path)}"
+        case "wordpress":
+            return f"{base}/?civiwp=CiviCRM&q={quote(path)}"
+        case "wordpress-clean":
+            rest = path.removeprefix("civicrm/")
+            return f"{base}/{settings.wordpress_base_page.strip('/')}/{rest}/"
+        case "joomla":
+            return f"{base}/administrator/index.php?option=com_civicrm&task={quote(path)}"
+    raise AssertionError(settings.url_style)  # pragma: no cover - the Literal is exhaustive
+
+
+class CivicrmClient:
+    """One CiviCRM site: ``call(entity, action, params)`` returns the response envelope."""
+
+    def __init__(self, settings: CivicrmSettings, api_key: str, site_key: str | None, what: str):
+        self.settings = settings
+        self.what = what
+        self.requests = 0  # HTTP requests sent (retries inside urllib3 not counted)
+        self._session = make_session("civicrm", verify=settings.verify, retry=make_retry())
+        self._session.headers["X-Requested-With"] = "XMLHttpRequest"
+        self._session.headers["Accept"] = "application/json"
+        self._auth = {"X-Civi-Auth": f"Bearer {api_key}"}
+        if site_key:
+            self._auth["X-Civi-Key"] = site_key
+
+    def __repr__(self) -> str:
+        return f"<CivicrmClient {self.what}>"
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()
+
+    def call(self, entity: str, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one API call; return its envelope (``values``, ``count`` …)."""
+        label = f"{entity}.{action}"
+        path = f"{ROUTE}/{entity}/{action}"
+        body = self._post_read(path, {"params": _dumps(params)}, label, retry=action == "get")
+        if not isinstance(body, dict) or "values" not in body:
+            raise AdapterUnavailable(
+                f"{self.what}: {label} answered without a 'values' list",
+                hint="Is `url`/`url_style` pointing at CiviCRM's APIv4? The next run resumes.",
+            )
+        return body
+
+    def call_many(
+        self, calls: Mapping[str, tuple[str, str, Mapping[str, Any]]]
+    ) -> dict[str, dict[str, Any] | CivicrmApiError]:
+        """A multi-call (one request): each entry is an envelope or the error it raised."""
+        payload = {k: [e, a, dict(p)] for k, (e, a, p) in calls.items()}
+        reads = all(a.startswith("get") for _, a, _ in calls.values())
+        body = self._post_read(ROUTE, {"calls": _dumps(payload)}, "multi-call", retry=reads)
+        if not isinstance(body, dict):
+            raise AdapterUnavailable(f"{self.what}: the multi-call answer is not an object")
+        out: dict[str, dict[str, Any] | CivicrmApiError] = {}
+        for key, (entity, action, _) in calls.items():
+            item = body.get(key)
+            if isinstance(item, dict) and "values" in item:
+                out[key] = item
+            else:
+                out[key] = self._api_error(item, 500, f"{entity}.{action}")
+        return out
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _post_read(self, path: str, form: dict[str, str], label: str, *, retry: bool) -> Any:
+        """POST; a read whose answer arrives cut off or garbled is asked again (twice at most).
+
+        A write is not: CiviCRM may have executed it, and the engine's next run converges.
+        """
+        attempts = 3 if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._post(path, form, label)
+            except _Garbled:
+                if attempt == attempts:
+                    raise
+                log.info("%s: %s answered garbled; asking again", self.what, label)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post(self, path: str, form: dict[str, str], label: str) -> Any:
+        url = endpoint(self.settings, path)
+        self.requests += 1
+        with http_errors(self.what, timeout_hint=_TIMEOUT_HINT):
+            try:
+                response = self._session.post(
+                    url, data=form, headers=self._auth, timeout=self.settings.timeout
+                )
+                text = response.text
+            except requests.exceptions.ChunkedEncodingError:
+                raise _Garbled(
+                    f"{self.what}: {label}: the connection closed in the middle of the answer",
+                    hint="The next run resumes; check the server and any proxy in between.",
+                ) from None
+        log.debug("%s %s -> HTTP %s", self.what, label, response.status_code)
+        return self._decode(response, text, label)
+
+    def _decode(self, response: requests.Response, text: str, label: str) -> Any:
+        status = response.status_code
+        if status == 401:
+            reason = text.strip().removeprefix("HTTP 401").strip()[:200] or "refused"
+            raise AuthenticationFailed(
+                f"{self.what}: CiviCRM refused the credentials (HTTP 401: {reason})",
+                hint=_AUTH_HINT,
+            )
+        if status in RETRY_STATUSES:
+            raise AdapterUnavailable(
+                f"{self.what}: {label}: the server stayed unavailable (HTTP {status}) "
+                "after several retries",
+                hint="The next run resumes from where this one stopped.",
+            )
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise _Garbled(
+                f"{self.what}: {label}: HTTP {status} with a body that is not complete JSON "
+                f"({len(text)} bytes, {response.headers.get('Content-Type', 'no type')})",
+                hint="A proxy error page, a PHP error or a cut-off answer; check `url` and "
+                "`url_style` and the server's logs. The next run resumes.",
+            ) from None
+        if status == 200 and isinstance(body, dict) and body.get("is_error"):
+            raise AuthenticationFailed(
+                f"{self.what}: {label}: {str(body.get('error_message'))[:200]}",
+                hint=_AUTH_HINT,
+            )
+        if status >= 400:
+            raise self._api_error(body, status, label)
+        return body
+
+    def _api_error(self, body: Any, status: int, label: str) -> CivicrmApiError:
+        message = ""
+        if isinstance(body, dict):
+            message = str(body.get("error_message") or body.get("status_message") or "")
+            if isinstance(body.get("status"), int):
+                status = body["status"]
+        message = message[:500] or "no error message"
+        if status == 403:
+            if _GENERIC_ERROR in message:
+                message += " (the API user's permissions or ACLs refused it)"
+            raise AuthenticationFailed(
+                f"{self.what}: {label} was refused: {message}", hint=_PERMISSION_HINT
+            )
+        if status == 400 and _CSRF in message:
+            return CivicrmApiError(
+                f"{self.what}: {label}: {message}",
+                status=status,
+                hint="A proxy dropped the X-Civi-Auth and X-Requested-With headers; let them "
+                "through to CiviCRM.",
+            )
+        if status == 404:
+            return CivicrmApiError(
+                f"{self.what}: {label}: the API route was not found (HTTP 404)",
+                status=status,
+                hint="Check `url` and `url_style` (standalone, drupal, drupal7, wordpress, "
+                "wordpress-clean, joomla).",
+            )
+        hint = None
+        if _GENERIC_ERROR in message:
+            hint = (
+                "CiviCRM hides details from users without 'view debug output'; look the "
+                "Error ID up in CiviCRM's log, or grant that permission while debugging."
+            )
+        return CivicrmApiError(
+            f"{self.what}: {label} failed (HTTP {status}): {message}", status=status, hint=hint
+        )
+
+
+_TIMEOUT_HINT = "Check the server, or raise `timeout:` (or lower `page_size:`) in the connection."
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,107 @@
+"""Reads with the policy's condition pushed down select, after local filtering, exactly the
+records a full read does: the pushed-down `where` may be broader, never narrower."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+from connector_civicrm import CivicrmAdapter, CivicrmSettings
+from connector_civicrm.testing import FakeCiviCRM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector_core.credentials import StaticSecrets
+from connector_core.query import All, AnyOf, Compare, Condition, Not, matches
+
+CITIES = ["London", "london", "Paris", "Berlin", "Toronto", "Madrid", "Nowhere"]
+
+
+@pytest.fixture(scope="module")
+def adapter() -> Iterator[CivicrmAdapter]:
+    with FakeCiviCRM(api_key="k") as fake:
+        fake.seed_contacts(80, random.Random(7))
+        news = next(g for g, r in fake.store.tables["Group"].items() if r["title"] == "Newsletter")
+        members = [cid for (gid, cid) in fake.store.pairs if gid == news]
+        assert members
+        s = CivicrmSettings.model_validate(
+            {
+                "url": fake.base_url,
+                "api_key": {"secret": "api_key"},
+                "page_size": 25,
+                "contact_type": None,
+                "consent": {"contact_me": {"field": "is_opt_out"}, "news": {"group": "Newsletter"}},
+            }
+        )
+        with CivicrmAdapter(s, StaticSecrets({"api_key": "k"}), connection="crm") as made:
+            yield made
+
+
+def leaves() -> st.SearchStrategy[Condition]:
+    text = st.sampled_from(["city", "first_name", "last_name", "email", "postal_code", "country"])
+    flag = st.sampled_from(["do_not_email", "do_not_phone", "do_not_sms", "is_deceased"])
+    return st.one_of(
+        st.builds(
+            Compare, text, st.sampled_from(["eq", "ne", "gt", "lt"]), st.sampled_from(CITIES)
+        ),
+        st.builds(Compare, text, st.just("in"), st.lists(st.sampled_from(CITIES), max_size=3)),
+        st.builds(
+            Compare, text, st.just("starts_with"), st.sampled_from(["A", "a", "Lo", "%", ""])
+        ),
+        st.builds(Compare, text, st.just("exists"), st.booleans()),
+        st.builds(Compare, flag, st.sampled_from(["eq", "ne"]), st.booleans()),
+        st.builds(
+            Compare,
+            st.just("latitude"),
+            st.sampled_from(["gt", "lte", "ne", "exists"]),
+            st.sampled_from([0.0, 45.0, 50.5]),
+        ),
+        st.builds(
+            Compare,
+            st.just("birth_date"),
+            st.sampled_from(["gte", "lt", "eq"]),
+            st.sampled_from(["1970-01-01", "1990-06-15"]),
+        ),
+        st.builds(
+            Compare,
+            st.sampled_from(["consent.contact_me.granted", "consent.news.granted"]),
+            st.sampled_from(["eq", "ne"]),
+            st.booleans(),
+        ),
+        st.builds(Compare, st.just("groups"), st.just("any_of"), st.just(["Volunteers"])),
+        st.builds(
+            Compare, st.just("id"), st.just("in"), st.lists(st.sampled_from(["1", "5", "9", "x"]))
+        ),
+    )
+
+
+conditions = st.recursive(
+    leaves(),
+    lambda inner: st.one_of(
+        st.builds(All, st.lists(inner, max_size=3)),
+        st.builds(AnyOf, st.lists(inner, max_size=3)),
+        st.builds(Not, inner),
+    ),
+    max_leaves=6,
+)
+
+
+def selected(adapter: CivicrmAdapter, where: Condition | None) -> set[str]:
+    return {r["id"] for p in adapter.read(where=where) for r in p.records if matches(where, r)}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(condition=conditions)
+def test_pushdown_changes_nothing(adapter: CivicrmAdapter, condition: Condition) -> None:
+    everyone = {r["id"]: r for p in adapter.read() for r in p.records}
+    expected = {k for k, r in everyone.items() if matches(condition, r)}
+    assert selected(adapter, condition) == expected
+
+
+def test_pushdown_narrows_the_fetch(adapter: CivicrmAdapter) -> None:
+    condition = All([Compare("do_not_phone", "eq", True), Compare("groups", "any_of", ["X"])])
+    pushed = [r for p in adapter.read(where=condition) for r in p.records]
+    everyone = [r for p in adapter.read() for r in p.records]
+    assert 0 < len(pushed) < len(everyone)
+    assert all(r["do_not_phone"] is True for r in pushed)

@@ -1,0 +1,206 @@
+"""Jobs through connector_core.sync: CSV → CardDAV and CardDAV → CSV on real servers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from connector_csv import CsvAdapter
+from connector_nextcloud import NextcloudAdapter
+from connector_nextcloud.carddav import CardDavClient
+
+from connector_core.config import load_config
+from connector_core.masks import MaskContext
+from connector_core.sync.job import load_job
+from connector_core.sync.keys import target_key
+from connector_core.sync.runner import RunResult, run_job
+from connector_core.sync.state import StateStore
+
+ADAPTERS = {"csv": CsvAdapter, "nextcloud": NextcloudAdapter}
+
+POLICY = """\
+policy: north
+require_consent: [local_organizing]
+rules:
+  - allow: in the North
+    when: {region: North}
+fields:
+  first_name: show
+  city: show
+  email: show
+  phone: last4
+"""
+
+CONFIG = """\
+version: 1
+network: {name: Test network}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm: %(crm)s
+  out: %(out)s
+jobs:
+  north: {source: crm, target: out, policy: north.yaml}
+"""
+
+CSV_SOURCE = """\
+id,first_name,city,email,phone,region,local_ok
+p1,Ana,Leeds,ana@example.org,+44 113 496 0123,North,yes
+p2,Bruno,York,bruno@example.org,+44 113 496 0456,North,yes
+p3,Chloé,Bath,chloe@example.org,+44 113 496 0789,South,yes
+"""
+
+PERSONAL = (
+    "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:friend\r\nFN:Personal Friend\r\n"
+    "N:Friend;Personal;;;\r\nEND:VCARD\r\n"
+)
+
+
+def _card(uid: str, name: str, region: str, consent: str) -> str:
+    return (
+        f"BEGIN:VCARD\r\nVERSION:4.0\r\nUID:{uid}\r\nFN:{name}\r\nN:;{name};;;\r\n"
+        f"EMAIL:{uid}@example.org\r\nADR:;;;Leeds;{region};;GB\r\n"
+        f"X-COMMONS-CONSENT:local_organizing={consent}\r\nEND:VCARD\r\n"
+    )
+
+
+class Network:
+    """A connector.yaml in `root` with the job `north` from `crm` to `out`."""
+
+    def __init__(self, root: Path, crm: dict[str, Any], out: dict[str, Any]) -> None:
+        self.root = root
+        text = CONFIG % {"crm": json.dumps(crm), "out": json.dumps(out)}
+        (root / "connector.yaml").write_text(text, encoding="utf-8")
+        (root / "north.yaml").write_text(POLICY, encoding="utf-8")
+
+    def run(self, store: StateStore) -> RunResult:
+        config = load_config(self.root / "connector.yaml", ADAPTERS)
+        job = load_job(config, "north", context=MaskContext.with_key(b"key"))
+        try:
+            return run_job(job, store)
+        finally:
+            job.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    opened = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    yield opened
+    opened.close()
+
+
+def _csv(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "crm.csv").write_text(CSV_SOURCE, encoding="utf-8")
+    return {
+        "adapter": "csv",
+        "settings": {"path": "crm.csv"},
+        "mapping": {"consent.local_organizing": "local_ok"},
+    }
+
+
+def _book(book_url: str) -> dict[str, Any]:
+    return {"adapter": "nextcloud", "settings": {"address_book_url": book_url}}
+
+
+def _cards(book_url: str) -> dict[str, str]:
+    client = CardDavClient(requests.Session(), book_url, "test", 10)
+    members = client.sync_collection(None, None).members
+    cards = client.multiget([m.href for m in members if not m.deleted])
+    return {client.name_of(c.href).removesuffix(".vcf"): c.data for c in cards}
+
+
+def key(source_id: str) -> str:
+    return target_key("north", source_id)
+
+
+def test_csv_to_carddav_mirrors_and_takes_back(
+    tmp_path: Path, book_url: str, store: StateStore
+) -> None:
+    assert requests.put(book_url + "friend.vcf", data=PERSONAL).status_code == 201
+    net = Network(tmp_path, _csv(tmp_path), _book(book_url))
+    first = net.run(store)
+    assert first.counts.created == 2
+    cards = _cards(book_url)
+    assert set(cards) == {"friend", key("p1"), key("p2")}
+    assert "ana@example.org" in cards[key("p1")]
+    assert "496" not in cards[key("p1")]  # phone masked to its last 4 digits
+    assert "X-COMMONS-CONNECTOR" in cards[key("p1")]
+
+    second = net.run(store)
+    assert (second.counts.read, second.counts.created, second.counts.updated) == (0, 0, 0)
+
+    source = CSV_SOURCE.replace("North,yes\np2", "North,no\np2")  # Ana withdraws consent
+    (tmp_path / "crm.csv").write_text(source, encoding="utf-8")
+    third = net.run(store)
+    assert third.counts.deleted == 1
+    assert set(_cards(book_url)) == {"friend", key("p2")}
+    assert "Personal Friend" in _cards(book_url)["friend"]
+
+
+def test_a_crash_mid_write_converges_on_rerun(
+    tmp_path: Path, book_url: str, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = Network(tmp_path, _csv(tmp_path), _book(book_url))
+    put = CardDavClient.put
+    calls: list[str] = []
+
+    def crash_on_second(self: CardDavClient, href: str, data: str, etag: str | None) -> Any:
+        calls.append(href)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-run")
+        return put(self, href, data, etag)
+
+    monkeypatch.setattr(CardDavClient, "put", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        net.run(store)
+    monkeypatch.setattr(CardDavClient, "put", put)
+    net.run(store)
+    cards = _cards(book_url)
+    assert set(cards) == {key("p1"), key("p2")}  # no duplicate, no loss
+    assert net.run(store).counts.created == 0
+
+
+def test_someone_elses_edit_survives_our_update(
+    tmp_path: Path, book_url: str, store: StateStore
+) -> None:
+    net = Network(tmp_path, _csv(tmp_path), _book(book_url))
+    net.run(store)
+    url = book_url + key("p2") + ".vcf"
+    edited = requests.get(url).text.replace("END:VCARD", "NOTE:met at the rally\r\nEND:VCARD")
+    assert requests.put(url, data=edited.encode()).status_code in (200, 201, 204)
+    source = CSV_SOURCE.replace("Bruno,York", "Bruno,Hull")
+    (tmp_path / "crm.csv").write_text(source, encoding="utf-8")
+    assert net.run(store).counts.updated == 1
+    card = requests.get(url).text
+    assert "Hull" in card
+    assert "met at the rally" in card
+
+
+def test_carddav_to_csv_follows_the_book(tmp_path: Path, book_url: str, store: StateStore) -> None:
+    for uid, name, region, consent in [
+        ("ana", "Ana", "North", "yes"),
+        ("bea", "Bea", "North", "no"),
+        ("cid", "Cid", "South", "yes"),
+    ]:
+        requests.put(book_url + f"{uid}.vcf", data=_card(uid, name, region, consent).encode())
+    out = {"adapter": "csv", "settings": {"path": "out.csv"}}
+    (tmp_path / "out.csv").touch()
+    net = Network(tmp_path, _book(book_url), out)
+    assert net.run(store).counts.created == 1
+    text = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    assert "ana@example.org" in text
+    assert "bea" not in text
+
+    requests.put(book_url + "bea.vcf", data=_card("bea", "Bea", "North", "yes").encode())
+    requests.delete(book_url + "ana.vcf")
+    result = net.run(store)
+    assert not result.full  # an incremental sync-collection read
+    assert (result.counts.created, result.counts.deleted) == (1, 1)
+    text = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    assert "bea@example.org" in text
+    assert "ana@example.org" not in text
