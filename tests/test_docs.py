@@ -36,14 +36,25 @@ def test_the_admin_guide_example_config_loads(tmp_path: Path) -> None:
     assert config.job("organizers-north").schedule == "0 * * * *"
 
 
-@pytest.mark.parametrize("doc", ["adapters/csv.md"])
+PURPOSES = ("contact_me", "local_organizing", "share_with_partners", "public_map", "phone_banking")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "adapters/csv.md",
+        "adapters/civicrm.md",
+        "adapters/nextcloud.md",
+        "adapters/nextcloud-files.md",
+    ],
+)
 def test_adapter_doc_connection_examples_load(doc: str, tmp_path: Path) -> None:
     adapters = collect_adapters(make_plugin_manager())
-    for block in yaml_blocks(doc):
-        text = (
-            "version: 1\nnetwork: {name: Docs}\nconsent:\n  purposes:\n"
-            "    local_organizing: {description: x}\n" + block
-        )
+    purposes = "".join(f"    {p}: {{description: x}}\n" for p in PURPOSES)
+    blocks = [b for b in yaml_blocks(doc) if b.lstrip().startswith("connections:")]
+    assert blocks, f"{doc} has no connections example"
+    for block in blocks:
+        text = "version: 1\nnetwork: {name: Docs}\nconsent:\n  purposes:\n" + purposes + block
         config = load_config(_prepare(tmp_path, text), adapters)
         assert config.model.connections
 
