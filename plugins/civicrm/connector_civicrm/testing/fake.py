@@ -76,9 +76,9 @@ import secrets
 import threading
 import time
 from datetime import datetime, timedelta
-from http.server import ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from connector_core.testing.server import LoopbackServer
 
 from .faults import Faults
 from .http import Handler
@@ -90,7 +90,7 @@ from .writes import create, trash, update, write_action
 URL_STYLES = ("standalone", "drupal8", "drupal7", "wordpress", "joomla", "any")
 
 
-class FakeCiviCRM:
+class FakeCiviCRM(LoopbackServer):
     """A CiviCRM APIv4 endpoint on loopback; use as a context manager (or `start()`/`stop()`)."""
 
     def __init__(
@@ -120,51 +120,14 @@ class FakeCiviCRM:
         self.requests: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
         self._admin = ApiUser(contact_id=1, permissions=ALL_PERMISSIONS)
+        super().__init__()
         self.api_key = api_key
         self.add_api_key(api_key, permissions=permissions)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------
-    def start(self) -> FakeCiviCRM:
-        handler = type("BoundHandler", (Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-civicrm",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeCiviCRM:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the fake CiviCRM is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    # ---- lifecycle (start, stop, port, base_url and `with` come from LoopbackServer) ----
+    def handler_class(self) -> type[Handler]:
+        """The request handler, bound to this fake."""
+        return type("BoundHandler", (Handler,), {"fake": self})
 
     def api_url(self, entity: str = "", action: str = "") -> str:
         """The URL of an APIv4 call (or of the multi-call route) in this fake's CMS URL style."""

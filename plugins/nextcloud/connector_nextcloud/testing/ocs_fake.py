@@ -31,11 +31,12 @@ import dataclasses
 import json
 import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from connector_core.testing.server import LoopbackServer
 
 SHARES = "apps/files_sharing/api/v1/shares"
 _MESSAGES = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
@@ -59,7 +60,7 @@ class _Answer(Exception):
         self.message = message
 
 
-class OcsFake:
+class OcsFake(LoopbackServer):
     """The fake server; use as a context manager, or call :meth:`start` and :meth:`stop`.
 
     Args:
@@ -74,6 +75,7 @@ class OcsFake:
         groups: Iterable[str] = (),
         paths: dict[str, Iterable[str]] | None = None,
     ) -> None:
+        super().__init__()
         self.users = dict(users)
         self.groups = set(groups)
         self.paths = {u: {_norm(p) for p in ps} for u, ps in (paths or {}).items()}
@@ -82,17 +84,14 @@ class OcsFake:
         self.fail_next: list[int] = []
         self._lock = threading.Lock()
         self._next_id = 1
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The base URL (what a client is configured with as Nextcloud's ``url``)."""
-        assert self._server is not None, "start the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
 
-    def start(self) -> Self:
-        """Serve on a free loopback port in a daemon thread."""
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """A handler that passes every request to :meth:`_serve`."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,32 +105,7 @@ class OcsFake:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return Handler
 
     def requests_to(self, method: str) -> list[OcsRequest]:
         """The recorded requests of one method."""
