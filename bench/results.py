@@ -212,6 +212,16 @@ How to read this (details in bench/README.md):
   process.
 """
 
+# This file is rewritten on every policy run, so the other benchmarks' figures live in their
+# own files and are linked from here.
+OTHER_BENCHMARKS = """\
+- CardDAV writes (Nextcloud adapter against a raw PUT loop and vdirsyncer, on Radicale and
+  Xandikos): [RESULTS-carddav.md](RESULTS-carddav.md), written by
+  `uv run python -m bench.carddav_bench --write-results`.
+- CiviCRM adapter against the fake APIv4 server (request budgets, wall time, time in our
+  code versus on the server, a plain `requests` replay): [RESULTS-civicrm.md](RESULTS-civicrm.md),
+  written by `uv run python -m bench.civicrm_bench --write-results`."""
+
 
 def render_markdown(results: dict[str, Any]) -> str:
     """bench/RESULTS.md for one run."""
@@ -255,5 +265,6 @@ def render_markdown(results: dict[str, Any]) -> str:
         records=config["records"],
         policies=config["fanout_policies"],
     )
-    lines += ["", "## Notes", "", notes]
+    lines += ["", "## Notes", "", notes.rstrip("\n")]
+    lines += ["", "## Other benchmarks", "", OTHER_BENCHMARKS]
     return "\n".join(lines)
