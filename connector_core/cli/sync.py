@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,10 +237,12 @@ def schedule(ctx: click.Context) -> None:
     """
     app: App = ctx.obj
     jobs = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
-    scheduler = Scheduler(jobs, lambda _now: _run_due(app))
+    wake = threading.Event()  # a signal ends the wait at once (time.sleep would resume)
+    scheduler = Scheduler(jobs, lambda _now: _run_due(app), sleep=wake.wait)
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
         scheduler.stop_requested = True
+        wake.set()
 
     signal.signal(signal.SIGTERM, stop)
     click.echo(f"scheduling {len(jobs)} job(s); Ctrl-C to stop", err=True)

@@ -66,7 +66,7 @@ class Scheduler:
     schedules: Mapping[str, str | None]
     run_due: Callable[[dt.datetime], Iterable[str]]
     clock: Callable[[], dt.datetime] = local_now
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] = time.sleep
     stop_requested: bool = False
 
     def seconds_until_next(self, now: dt.datetime) -> float | None:
