@@ -8,9 +8,29 @@ stopping, the port and the context-manager protocol are shared.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+
+def dispatching_handler(
+    serve: Callable[[BaseHTTPRequestHandler], None], methods: Iterable[str]
+) -> type[BaseHTTPRequestHandler]:
+    """A quiet HTTP/1.1 handler class that passes every request of `methods` to `serve`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _handle(self) -> None:
+            serve(self)
+
+    for method in methods:
+        setattr(Handler, f"do_{method}", Handler._handle)
+    return Handler
 
 
 class LoopbackServer:

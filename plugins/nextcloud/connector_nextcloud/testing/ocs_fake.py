@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from connector_core.testing.server import LoopbackServer
+from connector_core.testing.server import LoopbackServer, dispatching_handler
 
 SHARES = "apps/files_sharing/api/v1/shares"
 _MESSAGES = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
@@ -92,20 +92,7 @@ class OcsFake(LoopbackServer):
 
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
         """A handler that passes every request to :meth:`_serve`."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                fake._serve(self)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        return Handler
+        return dispatching_handler(self._serve, ("GET", "POST", "PUT", "DELETE"))
 
     def requests_to(self, method: str) -> list[OcsRequest]:
         """The recorded requests of one method."""

@@ -24,10 +24,10 @@ import base64
 import dataclasses
 import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
 from xml.etree import ElementTree as ET
+
+from connector_core.testing.server import LoopbackServer, dispatching_handler
 
 OC = "http://owncloud.org/ns"
 DAV = "DAV:"
@@ -50,7 +50,7 @@ class ShareRequest:
     body: bytes
 
 
-class ShareFake:
+class ShareFake(LoopbackServer):
     """The fake server; use as a context manager, or call :meth:`start` and :meth:`stop`.
 
     Args:
@@ -62,6 +62,7 @@ class ShareFake:
     def __init__(
         self, user: str, password: str, groups: Iterable[str] = (), book: str = "contacts"
     ) -> None:
+        super().__init__()
         self.user = user
         self.password = password
         self.groups = set(groups)
@@ -70,56 +71,15 @@ class ShareFake:
         self.requests: list[ShareRequest] = []
         self.fail_next_post: list[int] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def book_url(self) -> str:
         """The address book's URL (with a trailing slash)."""
-        assert self._server is not None, "start the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.book_path}"
+        return f"{self.base_url}{self.book_path}"
 
-    def start(self) -> Self:
-        """Serve on a free loopback port in a daemon thread."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                fake._serve(self)
-
-            do_POST = do_PROPFIND = do_GET = do_PUT = _handle
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """A handler that passes every request to :meth:`_serve`."""
+        return dispatching_handler(self._serve, ("POST", "PROPFIND", "GET", "PUT"))
 
     def requests_to(self, method: str) -> list[ShareRequest]:
         """The recorded requests of one method."""
