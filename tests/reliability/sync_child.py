@@ -13,10 +13,8 @@ the run's counts.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,52 +26,24 @@ from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
+from connector_core.testing import crash
 
 JOB = "north"
 HASH_KEY = b"crash-test-key"
 
 
-class KillSwitch:
-    """Counts events; kills this process at event number `at`."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.events = 0
-
-    def tick(self) -> None:
-        """One more event."""
-        self.events += 1
-        if self.events == self.at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def after(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """`func`, followed by an event."""
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            result = func(*args, **kwargs)
-            self.tick()
-            return result
-
-        return wrapped
+class KillSwitch(crash.KillSwitch):
+    """The shared kill switch, plus an event in the middle of the CSV file write."""
 
     def install(self, job: LoadedJob, store: StateStore) -> None:
-        """Count (and maybe die at) every event of a run of `job`."""
-        read, write = job.source.read, job.target.write
+        """Count every event of a run of `job`, including mid-file-write."""
+        super().install(job, store)
         replace = connector_csv.adapter.replace_atomically
-
-        def pages(**kwargs: Any) -> Iterator[Any]:
-            for page in read(**kwargs):
-                self.tick()
-                yield page
 
         def mid_write(path: Path, dump: Callable[[Any], None], **kwargs: Any) -> None:
             replace(path, lambda out: (dump(out), self.tick()), **kwargs)
 
-        job.source.read = pages  # type: ignore[method-assign]
-        job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
         connector_csv.adapter.replace_atomically = mid_write  # type: ignore[assignment]
-        store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
-        store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
 
 
 def load(root: Path) -> LoadedJob:

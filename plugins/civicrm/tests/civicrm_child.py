@@ -11,60 +11,23 @@ The last line printed is JSON with the number of events, the counts and why it a
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from connector_civicrm import CivicrmAdapter
 from connector_csv import CsvAdapter
 
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
-from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.job import load_job
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
+from connector_core.testing.crash import KillSwitch
 
 JOB = "to_crm"
 HASH_KEY = b"civicrm-job-test-key"
 KEY_ENV = "CIVI_API_KEY"
 BATCH = 7
-
-
-class KillSwitch:
-    """Counts events; kills this process at event number `at`."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.events = 0
-
-    def tick(self) -> None:
-        self.events += 1
-        if self.events == self.at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def after(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            result = func(*args, **kwargs)
-            self.tick()
-            return result
-
-        return wrapped
-
-    def install(self, job: LoadedJob, store: StateStore) -> None:
-        read, write = job.source.read, job.target.write
-
-        def pages(**kwargs: Any) -> Iterator[Any]:
-            for page in read(**kwargs):
-                self.tick()
-                yield page
-
-        job.source.read = pages  # type: ignore[method-assign]
-        job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
-        store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
-        store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
 
 
 def run(root: Path, state_url: str, switch: KillSwitch | None = None) -> RunResult:

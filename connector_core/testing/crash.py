@@ -1,0 +1,57 @@
+"""Crash a sync run on purpose, at a counted event, to prove a re-run converges.
+
+A test runs a job in a child process with a :class:`KillSwitch` installed; the switch counts
+the run's events (a source page read, a target write acknowledged, a state commit) and sends
+the process SIGKILL at event number ``at``. The parent then re-runs the job and compares the
+target and the state with those of an uninterrupted run. Adapter authors can use it to crash
+their own adapter's jobs at every point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector_core.sync.job import LoadedJob
+    from connector_core.sync.state import StateStore
+
+
+class KillSwitch:
+    """Counts events; kills this process at event number `at`."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.events = 0
+
+    def tick(self) -> None:
+        """One more event."""
+        self.events += 1
+        if self.events == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def after(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """`func`, followed by an event."""
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = func(*args, **kwargs)
+            self.tick()
+            return result
+
+        return wrapped
+
+    def install(self, job: LoadedJob, store: StateStore) -> None:
+        """Count (and maybe die at) every page read, target write and state commit."""
+        read, write = job.source.read, job.target.write
+
+        def pages(**kwargs: Any) -> Iterator[Any]:
+            for page in read(**kwargs):
+                self.tick()
+                yield page
+
+        job.source.read = pages  # type: ignore[method-assign]
+        job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
+        store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
+        store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
