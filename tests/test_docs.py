@@ -126,3 +126,26 @@ def test_committed_json_schemas_are_current() -> None:
     assert committed == policy_json_schema(BUILTIN_MASKS)
     demo = json.loads((REPO / "examples/demo/connector.schema.json").read_text(encoding="utf-8"))
     assert demo == config_json_schema(collect_adapters(make_plugin_manager()))
+
+
+def test_writing_adapters_python_examples_compile_and_name_real_api() -> None:
+    import ast
+
+    from connector_core import testing
+    from connector_core.testing import crash
+
+    text = (REPO / "docs" / "writing-adapters.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    modules = {"crash": crash, "connector_core.testing": testing}
+    for block in blocks:
+        tree = ast.parse(block)  # a SyntaxError names the block's line
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                for alias in node.names:
+                    assert hasattr(modules[node.module], alias.name), alias.name
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id == "crash":
+                    assert hasattr(crash, node.attr), f"crash.{node.attr}"
+    assert hasattr(crash.KillSwitch, "after")
+    assert hasattr(crash.KillSwitch, "install")

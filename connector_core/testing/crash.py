@@ -4,7 +4,14 @@ A test runs a job in a child process with a :class:`KillSwitch` installed; the s
 the run's events (a source page read, a target write acknowledged, a state commit) and sends
 the process SIGKILL at event number ``at``. The parent then re-runs the job and compares the
 target and the state with those of an uninterrupted run. Adapter authors can use it to crash
-their own adapter's jobs at every point.
+their own adapter's jobs at every point: subclass it to count their adapter's own events (a
+request acknowledged by the remote tool, say), and run each doomed run with
+:func:`killed_in_fork`::
+
+    def doomed() -> None:
+        run_my_job(switch=MySwitch(kill_at))
+
+    assert killed_in_fork(doomed), "the run ended before the kill point"
 """
 
 from __future__ import annotations
@@ -55,3 +62,27 @@ class KillSwitch:
         job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
         store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
         store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
+
+
+def killed_in_fork(run: Callable[[], object]) -> bool:
+    """Call `run` in a forked child; True if SIGKILL ended it, False if it returned.
+
+    Forking is fast (nothing to import again), and the child never returns into the caller
+    (a test runner): it leaves with ``os._exit``. A child that raised fails the caller with
+    AssertionError; run the same code in the foreground to see why."""
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            run()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        if os.WTERMSIG(status) != signal.SIGKILL:
+            raise AssertionError(f"the child died of signal {os.WTERMSIG(status)}, not SIGKILL")
+        return True
+    if os.WEXITSTATUS(status) != 0:
+        raise AssertionError("the child failed; run it in the foreground to see why")
+    return False

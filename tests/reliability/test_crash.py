@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from connector_core.sync.state import StateStore
+from connector_core.testing import crash
 
 CHILD = Path(__file__).with_name("sync_child.py")
 _spec = importlib.util.spec_from_file_location("sync_child", CHILD)
@@ -121,20 +122,9 @@ def run_child(root: Path, kill_at: int) -> dict[str, Any] | None:
 
 def run_forked(root: Path, kill_at: int) -> bool:
     """Run the job in a forked child (fast: nothing to import); True if it was killed."""
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            child.run(root, url(root), BATCH, child.KillSwitch(kill_at))
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == signal.SIGKILL
-        return True
-    assert os.WEXITSTATUS(status) == 0, "the child failed; run it with sync_child.py to see why"
-    return False
+    return crash.killed_in_fork(
+        lambda: child.run(root, url(root), BATCH, child.KillSwitch(kill_at))
+    )
 
 
 def finish(root: Path) -> None:
