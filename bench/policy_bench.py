@@ -160,6 +160,9 @@ def ratios(out: dict[str, Any]) -> dict[str, Any]:
         "evaluate_vs_handwritten": out["throughput"]["compiled.evaluate"]["rate"]
         / out["throughput"]["hand-written"]["rate"],
         "compiled_vs_best_peer": ours / max(peer_rates) if peer_rates else None,
+        "handwritten_vs_best_peer": out["throughput"]["hand-written"]["rate"] / max(peer_rates)
+        if peer_rates
+        else None,
         "fanout_vs_one_policy": out["fanout"]["ratio"] if out["fanout"] else None,
         "memory_flat": memory.is_flat(out["memory"]) if len(out["memory"]) > 1 else None,
     }

@@ -115,6 +115,17 @@ def _ratio_lines(results: dict[str, Any]) -> list[str]:
         value = ratios.get(key)
         shown = "—" if value is None else f"{value:,.2f}"
         rows.append([label, shown, TARGETS[key][0], verdict[key]])
+    ceiling = ratios.get("handwritten_vs_best_peer")
+    if ceiling is not None:
+        rows.append(
+            [
+                "hand-written / best peer, records/s (the most an engine as fast as "
+                "hand-written Python could show)",
+                f"{ceiling:,.2f}",
+                "—",
+                "for reference",
+            ]
+        )
     memory = ratios.get("memory_flat")
     if memory is not None:
         rows.append(

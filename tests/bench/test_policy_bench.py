@@ -109,10 +109,27 @@ def test_the_command_writes_results(
     assert policy_bench.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ratios"]["compiled_vs_best_peer"] is None
+    assert out["ratios"]["handwritten_vs_best_peer"] is None
     assert out["verdicts"]["compiled_vs_best_peer"] == "not measured"
     written = (tmp_path / "RESULTS.md").read_text()
     for heading in ("## Machine", "## Ratios measured in this run", "## Fan-out", "## Notes"):
         assert heading in written
+
+
+def test_the_ratios_to_the_best_peer_share_its_rate() -> None:
+    out = {
+        "throughput": {
+            "compiled.apply": {"rate": 900.0},
+            "hand-written": {"rate": 1000.0},
+            "compiled.evaluate": {"rate": 950.0},
+        },
+        "peers": [{"rate": 10.0}, {"rate": 20.0}, {"rate": None}],
+        "fanout": None,
+        "memory": [],
+    }
+    ratios = policy_bench.ratios(out)
+    assert ratios["compiled_vs_best_peer"] == 45.0
+    assert ratios["handwritten_vs_best_peer"] == 50.0  # the ceiling for a hand-written speed
 
 
 @pytest.mark.slow
