@@ -144,8 +144,8 @@ def test_writing_adapters_python_examples_compile_and_name_real_api() -> None:
             if isinstance(node, ast.ImportFrom) and node.module in modules:
                 for alias in node.names:
                     assert hasattr(modules[node.module], alias.name), alias.name
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if node.value.id == "crash":
-                    assert hasattr(crash, node.attr), f"crash.{node.attr}"
+            named = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            if named and node.value.id == "crash":
+                assert hasattr(crash, node.attr), f"crash.{node.attr}"
     assert hasattr(crash.KillSwitch, "after")
     assert hasattr(crash.KillSwitch, "install")
