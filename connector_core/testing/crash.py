@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from connector_core.sync.job import LoadedJob
+    from connector_core.sync.runner import RunResult
     from connector_core.sync.state import StateStore
 
 
@@ -62,6 +63,25 @@ class KillSwitch:
         job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
         store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
         store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
+
+
+def run_with_switch(
+    job: LoadedJob, state_url: str, switch: KillSwitch | None = None, **options: Any
+) -> RunResult:
+    """One run of `job` on the state store at `state_url`, every event through `switch`
+    (None: no switch); `options` go to :func:`~connector_core.sync.runner.run_job`.
+    The job and the store are closed afterwards."""
+    from connector_core.sync.runner import run_job
+    from connector_core.sync.state import StateStore
+
+    store = StateStore.open(state_url)
+    try:
+        if switch is not None:
+            switch.install(job, store)
+        return run_job(job, store, **options)
+    finally:
+        job.close()
+        store.close()
 
 
 def killed_in_fork(run: Callable[[], object]) -> bool:

@@ -24,7 +24,7 @@ from connector_csv import CsvAdapter
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
-from connector_core.sync.runner import RunResult, run_job
+from connector_core.sync.runner import RunResult
 from connector_core.sync.state import StateStore
 from connector_core.testing import crash
 
@@ -54,15 +54,7 @@ def load(root: Path) -> LoadedJob:
 
 def run(root: Path, state_url: str, batch_size: int, switch: KillSwitch | None = None) -> RunResult:
     """One run of the job; with a `switch`, every event goes through it."""
-    job = load(root)
-    store = StateStore.open(state_url)
-    try:
-        if switch is not None:
-            switch.install(job, store)
-        return run_job(job, store, batch_size=batch_size)
-    finally:
-        job.close()
-        store.close()
+    return crash.run_with_switch(load(root), state_url, switch, batch_size=batch_size)
 
 
 def main(argv: list[str]) -> None:

@@ -20,9 +20,8 @@ from connector_csv import CsvAdapter
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.sync.job import load_job
-from connector_core.sync.runner import RunResult, run_job
-from connector_core.sync.state import StateStore
-from connector_core.testing.crash import KillSwitch
+from connector_core.sync.runner import RunResult
+from connector_core.testing.crash import KillSwitch, run_with_switch
 
 JOB = "to_crm"
 HASH_KEY = b"civicrm-job-test-key"
@@ -34,14 +33,7 @@ def run(root: Path, state_url: str, switch: KillSwitch | None = None) -> RunResu
     """One run of the job; with a `switch`, every event goes through it."""
     config = load_config(root / "connector.yaml", {"civicrm": CivicrmAdapter, "csv": CsvAdapter})
     job = load_job(config, JOB, context=MaskContext.with_key(HASH_KEY))
-    store = StateStore.open(state_url)
-    try:
-        if switch is not None:
-            switch.install(job, store)
-        return run_job(job, store, batch_size=BATCH)
-    finally:
-        job.close()
-        store.close()
+    return run_with_switch(job, state_url, switch, batch_size=BATCH)
 
 
 def main(argv: list[str]) -> None:

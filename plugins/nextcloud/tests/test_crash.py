@@ -27,7 +27,7 @@ from connector_nextcloud.vcard import CardFormat, parse_card
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
-from connector_core.sync.runner import RunResult, run_job
+from connector_core.sync.runner import RunResult
 from connector_core.sync.state import StateStore
 from connector_core.testing import crash
 
@@ -139,14 +139,7 @@ def run(root: Path, switch: KillSwitch | None = None) -> RunResult:
         root / "connector.yaml", {"csv": CsvAdapter, "nextcloud": NextcloudAdapter}
     )
     job = load_job(config, JOB, context=MaskContext.with_key(b"crash-test-key"))
-    store = StateStore.open(url(root))
-    try:
-        if switch is not None:
-            switch.install(job, store)
-        return run_job(job, store, batch_size=BATCH)
-    finally:
-        job.close()
-        store.close()
+    return crash.run_with_switch(job, url(root), switch, batch_size=BATCH)
 
 
 def finish(root: Path) -> RunResult:
