@@ -5,11 +5,11 @@ the run's events (a source page read, a target write acknowledged, a state commi
 the process SIGKILL at event number ``at``. The parent then re-runs the job and compares the
 target and the state with those of an uninterrupted run. Adapter authors can use it to crash
 their own adapter's jobs at every point: subclass it to count their adapter's own events (a
-request acknowledged by the remote tool, say), and run each doomed run with
-:func:`killed_in_fork`::
+request acknowledged by the remote tool, say), run the job with :func:`run_with_switch`, and
+each doomed run with :func:`killed_in_fork`::
 
     def doomed() -> None:
-        run_my_job(switch=MySwitch(kill_at))
+        run_with_switch(load_my_job(), state_url, MySwitch(kill_at))
 
     assert killed_in_fork(doomed), "the run ended before the kill point"
 """
