@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import traceback
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -104,6 +105,23 @@ def exception_texts(exc: BaseException) -> Iterator[str]:
         if isinstance(current, ConnectorError) and current.hint:
             yield current.hint
         current = current.__cause__ or current.__context__
+
+
+#: LogRecord attributes logging fills from the clock and the process, never from data: a
+#: leak test that searched them would find a short value ("0123") in a timestamp by chance.
+CLOCK_AND_PROCESS = frozenset(
+    {"created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName"}
+)
+
+
+def log_text(records: Iterable[logging.LogRecord]) -> str:
+    """What log records could carry of a record's data, for leak tests: each formatted
+    message and every attribute (arguments and ``extra`` fields included) but those
+    logging fills from the clock and the process."""
+    return "\n".join(
+        f"{r.getMessage()} { {k: v for k, v in r.__dict__.items() if k not in CLOCK_AND_PROCESS} }"
+        for r in records
+    )
 
 
 def secret_refs(settings: BaseModel) -> Iterator[SecretRef]:

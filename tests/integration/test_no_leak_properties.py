@@ -20,6 +20,7 @@ from connector_core.errors import ConnectorError
 from connector_core.sync.keys import target_key
 from connector_core.sync.state import StateStore
 from connector_core.testing import reset_memory_stores
+from connector_core.testing.checks import log_text
 from tests.unit.sync.test_runner import POLICY, Network
 
 ALLOWED = {"id", "first_name", "city", "phone"}
@@ -106,7 +107,7 @@ def test_targets_hold_only_what_the_policy_allows(
             phone = record.get("phone")
             assert phone != want[key]["phone"]
             assert phone is None or phone.endswith(want[key]["phone"][-4:])
-        logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+        logged = log_text(caplog.records)
         for record in source.values():
             for field in ("first_name", "city", "street_address", "email"):
                 assert record[field] not in logged, field

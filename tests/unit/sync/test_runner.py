@@ -23,6 +23,7 @@ from connector_core.sync.locks import JobLocked
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
 from connector_core.testing import MemoryAdapter, MemorySettings, reset_memory_stores
+from connector_core.testing.checks import log_text
 
 POLICY = """\
 policy: north
@@ -447,7 +448,7 @@ def test_logs_hold_no_field_values(
         net.put("p1", granted=False)
         net.run(store, dry_run=True)
     assert caplog.records
-    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    text = log_text(caplog.records)
     assert not [value for value in (*SECRET_VALUES, "Reject") if value in text]
 
 
