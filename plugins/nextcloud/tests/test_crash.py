@@ -21,7 +21,7 @@ import requests
 from connector_csv import CsvAdapter
 from connector_nextcloud import NextcloudAdapter
 from connector_nextcloud.carddav import CardDavClient
-from connector_nextcloud.testing import DavServer
+from connector_nextcloud.testing import DavServer, book_cards
 from connector_nextcloud.vcard import CardFormat, parse_card
 
 from connector_core.config import load_config
@@ -151,13 +151,9 @@ def finish(root: Path) -> RunResult:
 
 def book_contents(book: str) -> dict[str, Any]:
     """Every card in the book by name: its canonical record and whether it is ours."""
-    client = CardDavClient(requests.Session(), book, "test", 10)
-    members = client.sync_collection(None, None).members
-    cards = client.multiget([m.href for m in members if not m.deleted])
     out: dict[str, Any] = {}
-    for card in cards:
-        name = client.name_of(card.href).removesuffix(".vcf")
-        parsed = parse_card(card.data, CardFormat(), card_id=name)
+    for name, data in book_cards(book).items():
+        parsed = parse_card(data, CardFormat(), card_id=name)
         out[name] = (parsed.record, parsed.ours)
     return out
 
@@ -184,11 +180,17 @@ def outcome(root: Path, book: str) -> dict[str, Any]:
     return {"book": cards, "id_map": id_map, "ledger": ledger, "cursor": state.cursor}
 
 
-def test_a_run_killed_anywhere_converges(carddav_server: DavServer, tmp_path: Path) -> None:
-    root = tmp_path / "net"
-    book = network(root, carddav_server)
+def the_day_after(root: Path, server: DavServer) -> str:
+    """A fresh network after its first run, with the member list changed; the book's URL."""
+    book = network(root, server)
     finish(root)
     write_members(root, 1)
+    return book
+
+
+def test_a_run_killed_anywhere_converges(carddav_server: DavServer, tmp_path: Path) -> None:
+    root = tmp_path / "net"
+    book = the_day_after(root, carddav_server)
     switch = KillSwitch(0)
     second = run(root, switch)
     counts = second.counts
@@ -199,9 +201,7 @@ def test_a_run_killed_anywhere_converges(carddav_server: DavServer, tmp_path: Pa
     assert events > counts.created + counts.updated + counts.deleted  # every write is an event
 
     for kill_at in sorted({1, 2, events // 3, events // 2, 2 * events // 3, events - 1, events}):
-        book = network(root, carddav_server)
-        finish(root)
-        write_members(root, 1)
+        book = the_day_after(root, carddav_server)
         doomed = KillSwitch(kill_at)
         assert crash.killed_in_fork(lambda: run(root, doomed)), f"no event {kill_at}"  # noqa: B023
         finish(root)

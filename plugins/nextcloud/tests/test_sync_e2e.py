@@ -12,6 +12,7 @@ import requests
 from connector_csv import CsvAdapter
 from connector_nextcloud import NextcloudAdapter
 from connector_nextcloud.carddav import CardDavClient
+from connector_nextcloud.testing import book_cards
 
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
@@ -107,13 +108,6 @@ def _book(book_url: str) -> dict[str, Any]:
     return {"adapter": "nextcloud", "settings": {"address_book_url": book_url}}
 
 
-def _cards(book_url: str) -> dict[str, str]:
-    client = CardDavClient(requests.Session(), book_url, "test", 10)
-    members = client.sync_collection(None, None).members
-    cards = client.multiget([m.href for m in members if not m.deleted])
-    return {client.name_of(c.href).removesuffix(".vcf"): c.data for c in cards}
-
-
 def key(source_id: str) -> str:
     return target_key("north", source_id)
 
@@ -125,7 +119,7 @@ def test_csv_to_carddav_mirrors_and_takes_back(
     net = Network(tmp_path, _csv(tmp_path), _book(book_url))
     first = net.run(store)
     assert first.counts.created == 2
-    cards = _cards(book_url)
+    cards = book_cards(book_url)
     assert set(cards) == {"friend", key("p1"), key("p2")}
     assert "ana@example.org" in cards[key("p1")]
     assert "496" not in cards[key("p1")]  # phone masked to its last 4 digits
@@ -138,8 +132,8 @@ def test_csv_to_carddav_mirrors_and_takes_back(
     (tmp_path / "crm.csv").write_text(source, encoding="utf-8")
     third = net.run(store)
     assert third.counts.deleted == 1
-    assert set(_cards(book_url)) == {"friend", key("p2")}
-    assert "Personal Friend" in _cards(book_url)["friend"]
+    assert set(book_cards(book_url)) == {"friend", key("p2")}
+    assert "Personal Friend" in book_cards(book_url)["friend"]
 
 
 def test_a_crash_mid_write_converges_on_rerun(
@@ -160,7 +154,7 @@ def test_a_crash_mid_write_converges_on_rerun(
         net.run(store)
     monkeypatch.setattr(CardDavClient, "put", put)
     net.run(store)
-    cards = _cards(book_url)
+    cards = book_cards(book_url)
     assert set(cards) == {key("p1"), key("p2")}  # no duplicate, no loss
     assert net.run(store).counts.created == 0
 

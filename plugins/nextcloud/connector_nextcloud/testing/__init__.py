@@ -6,8 +6,9 @@ from connector_nextcloud.testing.servers import (
     SERVER_NAMES,
     CountingSession,
     DavServer,
+    book_cards,
     free_port,
     run_server,
 )
 
-__all__ = ["SERVER_NAMES", "CountingSession", "DavServer", "free_port", "run_server"]
+__all__ = ["SERVER_NAMES", "CountingSession", "DavServer", "book_cards", "free_port", "run_server"]

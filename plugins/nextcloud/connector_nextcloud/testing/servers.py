@@ -75,6 +75,18 @@ class CountingSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
+def book_cards(book_url: str) -> dict[str, str]:
+    """Every card in the book at `book_url`, by name (without ``.vcf``): its vCard text,
+    read with one sync-collection and one multiget, as a client would."""
+    from connector_nextcloud.carddav import CardDavClient
+
+    with requests.Session() as session:
+        client = CardDavClient(session, book_url, "test", 10)
+        members = client.sync_collection(None, None).members
+        cards = client.multiget([m.href for m in members if not m.deleted])
+    return {client.name_of(c.href).removesuffix(".vcf"): c.data for c in cards}
+
+
 def _auth(password: str | None) -> tuple[str, str] | None:
     return None if password is None else (USER, password)
 
