@@ -14,6 +14,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     CONFIG = 3
     UNAVAILABLE = 4
+    DELETES_HELD = 5
 
 
 class ConnectorError(Exception):

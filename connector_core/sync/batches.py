@@ -34,6 +34,7 @@ class Batches:
         self.marks: collections.deque[tuple[int, str]] = collections.deque()
         self.enqueued = 0  # steps ever added
         self.done = 0  # steps written and recorded
+        self.blocked = False  # steps were set aside: store no cursor before finish
 
     def add(self, steps: Sequence[Step]) -> None:
         """Queue steps; write every full batch."""
@@ -45,6 +46,15 @@ class Batches:
     def mark(self, cursor: str) -> None:
         """`cursor` may be stored once every step queued so far is recorded."""
         self.marks.append((self.enqueued, cursor))
+
+    def block(self) -> None:
+        """Store no cursor until :meth:`unblock`: steps were set aside to be added later,
+        and a cursor stored before them would let a killed run forget them."""
+        self.blocked = True
+
+    def unblock(self) -> None:
+        """The steps set aside are queued (or kept in the state): cursors may be stored."""
+        self.blocked = False
 
     def finish(self, cursor: str | None) -> None:
         """Write what is left, storing `cursor` (the read's last, if any) with the last batch."""
@@ -64,7 +74,7 @@ class Batches:
     def _cursor_for(self, position: int) -> str | None:
         """The latest new cursor covered once the first `position` steps are recorded."""
         cursor = None
-        while self.marks and self.marks[0][0] <= position:
+        while not self.blocked and self.marks and self.marks[0][0] <= position:
             cursor = self.marks.popleft()[1]
         if cursor is None or cursor == self.saved:
             return None

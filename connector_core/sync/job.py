@@ -51,6 +51,34 @@ class JobOptions(BaseModel):
         "(default: the target connection's page_size)",
     )
 
+    max_delete: int | str | None = Field(
+        default=None,
+        description="Most records a run may take back without a person accepting it: a "
+        "number (e.g. 50) or a share of what the job holds (e.g. 5%). Default: more than 10 "
+        "records and more than 10% are held back. Withdrawn consent is never held back.",
+    )
+
+    @field_validator("max_delete")
+    @classmethod
+    def _max_delete(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            number = value.removesuffix("%").strip()
+            if not value.endswith("%") or not number.replace(".", "", 1).isdigit():
+                raise ValueError("give a number of records (50) or a percentage (5%)")
+            if float(number) > 100:
+                raise ValueError("a percentage is at most 100%")
+        elif isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+    def delete_limit(self, holdings: int) -> int:
+        """How many records a run of a job holding `holdings` may take back unasked."""
+        if self.max_delete is None:
+            return max(10, holdings // 10)
+        if isinstance(self.max_delete, int):
+            return self.max_delete
+        return int(holdings * float(self.max_delete.removesuffix("%")) / 100)
+
     @field_validator("reconcile_every")
     @classmethod
     def _duration(cls, value: str) -> str:
@@ -173,12 +201,16 @@ def _check_target(name: str, job: JobConfig, target: type[Adapter]) -> None:
 
 
 def full_reasons(
-    job: LoadedJob, state: JobState, reconcile: bool | None, now: dt.datetime
+    job: LoadedJob, state: JobState, reconcile: bool | None, now: dt.datetime, owed: int = 0
 ) -> list[str]:
-    """Why the next run must read everything; empty when an incremental read will do."""
+    """Why the next run must read everything; empty when an incremental read will do.
+
+    `owed` is how many changes are outstanding from earlier runs: a full read re-decides
+    them, whatever the source says by now.
+    """
     if state.policy_hash is None:
         return ["first run"]
-    reasons = []
+    reasons = [f"{owed} change(s) outstanding from an earlier run"] if owed else []
     if state.policy_hash != job.policy.content_hash:
         reasons.append("the policy changed")
     if state.config_hash != job.config_hash:
@@ -193,8 +225,3 @@ def full_reasons(
 def _reconcile_due(job: LoadedJob, state: JobState, now: dt.datetime) -> bool:
     last = state.last_reconciled_at
     return last is None or now - last >= job.options.reconcile_interval
-
-
-def interrupted(state: JobState) -> bool:
-    """True when the last run started but did not finish (killed, or stopped by an error)."""
-    return state.last_run_at is not None and state.last_run_at != state.last_success_at

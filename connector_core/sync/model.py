@@ -40,6 +40,32 @@ class Mapped:
     policy_hash: str
     updated_at: dt.datetime | None = None
     field_hashes: dict[str, str] | None = None  # field -> short salted hash of what was shared
+    recorded: bool = True  # False: an outstanding change's key the id map does not hold
+
+
+#: The projection hash of a record whose content at the target is not known (an outstanding
+#: change): it equals no real hash, so the next decision rewrites or deletes the record.
+UNKNOWN_HASH = "?" * 64
+
+#: What an outstanding row says: "sent" (the intent log: sent, not yet recorded), "failed"
+#: (the target rejected it), "held" (a delete the mass-delete guard held back).
+OutstandingStatus = Literal["sent", "failed", "held"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outstanding:
+    """A change owed to the target: written ahead of a batch, rejected, or held back."""
+
+    job: str
+    source_id: str
+    target_key: str
+    action: Action
+    status: OutstandingStatus
+    reason: str  # the decision's reason, never a value
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    since: dt.datetime | None = None
+    attempts: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +116,8 @@ class RunCounts:
     unchanged: int = 0
     failed: int = 0
     problems: int = 0
+    held: int = 0  # deletes the mass-delete guard held back
+    outstanding: int = 0  # changes still owed to the target when the run ended
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""

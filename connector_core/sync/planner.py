@@ -6,12 +6,19 @@ receive for the mirror promise to hold:
 
 - shared and not in the id map: create (under the job's deterministic key);
 - shared and in the id map with another projection hash: update; with the same: unchanged;
-- withheld (or deleted at the source) and in the id map: delete, with the reason;
-- withheld and not in the id map: nothing, except in *cleanup* mode (after an interrupted
-  run), where the derived key is deleted in case the target acknowledged a create that the
-  crash kept from being recorded;
+- withheld (or deleted at the source) and in the id map: delete, with the reason
+  (``withdrawn:<purpose>`` when the source says no to a required purpose: a *withdrawal*,
+  which the mass-delete guard never holds back);
+- withheld and not in the id map: nothing;
 - in the id map but missing from a read that listed every source record: delete, as
   ``missing-at-source``.
+
+A change still *outstanding* from an earlier run (sent but not recorded, rejected, held)
+reaches the planner as a :class:`Mapped` row with :data:`UNKNOWN_HASH`: its content at the
+target is not known, so it is written again if shared and deleted if withheld. When the id map
+does not hold it (``recorded`` false: a create whose acknowledgement the interruption lost),
+a share is a create under the key already sent and a delete is a *cleanup*, recorded only if
+the target really held the record.
 
 The state keeps hashes of projections and of each shared field, never their values (a
 recipient's data is not copied into the connector's own database), so a planned update lists
@@ -34,7 +41,7 @@ from connector_core.sync.model import AppliedChange, Mapped
 
 MISSING_AT_SOURCE = "missing-at-source"
 DELETED_AT_SOURCE = "deleted-at-source"
-AFTER_INTERRUPTION = "(cleanup after an interrupted run)"
+WITHDRAWN = "withdrawn:"
 
 
 @dataclasses.dataclass
@@ -62,13 +69,15 @@ class PlannedChange:
 class Step:
     """A planned change with what the target is sent and what the state records after it.
 
-    ``cleanup`` marks a delete of a key that is not in the id map (after an interrupted
-    run): it is recorded only if the target really held the record."""
+    ``cleanup`` marks a delete of a key that is not in the id map (an outstanding create):
+    it is recorded only if the target really held the record. ``withdrawal`` marks a delete
+    the source asked for explicitly (consent withdrawn), which is never held back."""
 
     planned: PlannedChange
     change: Change
     applied: AppliedChange
     cleanup: bool = False
+    withdrawal: bool = False
 
 
 @dataclasses.dataclass
@@ -104,9 +113,7 @@ class Planner:
             dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
         )
 
-    def plan_page(
-        self, records: Iterable[Record], mapped: Mapping[str, Mapped], *, cleanup: bool = False
-    ) -> PagePlan:
+    def plan_page(self, records: Iterable[Record], mapped: Mapping[str, Mapped]) -> PagePlan:
         """Decide every record of a page against the id map rows of its source ids."""
         plan = PagePlan()
         for record in records:
@@ -121,7 +128,7 @@ class Planner:
             known = mapped.get(source_id)
             if projection is None:
                 plan.withheld[decision.reason] += 1
-                step = self._withheld(record, source_id, decision.reason, known, cleanup)
+                step = self._withheld(record, source_id, decision.reason, known)
             else:
                 plan.shared += 1
                 step = self._shared(record, source_id, decision, projection, known)
@@ -132,7 +139,7 @@ class Planner:
 
     def plan_missing(self, rows: Iterable[Mapped], reason: str = MISSING_AT_SOURCE) -> list[Step]:
         """Deletes for id map rows whose source records a complete listing did not include."""
-        return [self.delete(row.source_id, row.target_key, reason, row) for row in rows]
+        return [self._delete_known(row, reason, {}) for row in rows]
 
     def _shared(
         self,
@@ -145,7 +152,7 @@ class Planner:
         digest = projection_hash(projection, self.salt)
         if known is not None and known.projection_hash == digest:
             return None
-        action: Literal["create", "update"] = "create" if known is None else "update"
+        action: Literal["create", "update"] = "update" if known and known.recorded else "create"
         key = target_key(self.job, source_id) if known is None else known.target_key
         fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
         basis = self._basis(record, self.purposes)
@@ -158,22 +165,21 @@ class Planner:
         return Step(planned, Change.upsert(key, projection), applied)
 
     def _withheld(
-        self,
-        record: Record,
-        source_id: str,
-        reason: str,
-        known: Mapped | None,
-        cleanup: bool,
+        self, record: Record, source_id: str, reason: str, known: Mapped | None
     ) -> Step | None:
+        if known is None:
+            return None
         purpose = reason.removeprefix("consent:") if reason.startswith("consent:") else None
         basis = self._basis(record, (purpose,) if purpose else ())
-        if known is not None:
-            return self.delete(source_id, known.target_key, reason, known, basis)
-        if cleanup:
-            key = target_key(self.job, source_id)
-            step = self.delete(source_id, key, f"{reason} {AFTER_INTERRUPTION}", None, basis)
-            return dataclasses.replace(step, cleanup=True)
-        return None
+        withdrawn = purpose is not None and _says_no(basis.get(purpose))
+        if withdrawn:
+            reason = f"{WITHDRAWN}{purpose}"
+        step = self._delete_known(known, reason, basis)
+        return dataclasses.replace(step, withdrawal=withdrawn)
+
+    def _delete_known(self, known: Mapped, reason: str, basis: dict[str, Any]) -> Step:
+        step = self.delete(known.source_id, known.target_key, reason, known, basis)
+        return step if known.recorded else dataclasses.replace(step, cleanup=True)
 
     def delete(
         self,
@@ -212,3 +218,8 @@ class Planner:
         if not isinstance(consent, dict):
             return {}
         return {p: consent[p] for p in purposes if p in consent}
+
+
+def _says_no(state: Any) -> bool:
+    """True when a consent state is an explicit no (not merely missing evidence)."""
+    return isinstance(state, dict) and state.get("granted") is False

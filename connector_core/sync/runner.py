@@ -3,18 +3,24 @@
 :func:`run_job` keeps the mirror promise of DESIGN.md §8:
 
 - A run reads what changed since the job's cursor. It reads everything (a *full* run) on
-  the first run, after the policy or either connection's mapping or settings changed, and
-  when reconciliation is due (``options.reconcile_every``, default daily) or forced.
-- Changes go to the target in batches; each batch is recorded (id map, ledger, and the
-  cursor once every change before it is recorded) in one transaction, after the target
-  acknowledged it. Keys are deterministic and writes are upserts, so a run killed at any
-  point and run again converges to what one uninterrupted run leaves.
-- A run after an interrupted one (killed, or stopped by an outage) also deletes, from the
-  target, the derived key of every withheld record it reads that is not in the id map: the
-  target may have acknowledged a create that the interruption kept from being recorded.
-- A record the target rejects is counted, reported and skipped. A failed delete makes the
-  next run a full one, so that the record is taken back as soon as the target accepts.
-  A failed create or update is tried again at the next full run.
+  the first run, after the policy or either connection's mapping or settings changed, when
+  changes are outstanding from an earlier run, and when reconciliation is due
+  (``options.reconcile_every``, default daily) or forced.
+- Changes go to the target in batches. Before a batch is sent, its keys and actions are
+  written ahead (the intent log, :meth:`StateStore.write_ahead`) in their own transaction;
+  after the target answered, what it acknowledged is recorded (id map, ledger, and the
+  cursor once every change before it is recorded) in one transaction, which clears them.
+  A run killed between the two leaves the batch *outstanding*: the next run re-decides
+  exactly those records, whatever the source says by then, at the cost of that one batch.
+- Outcomes are the target's: counts, the id map and ledger rows follow what the target
+  acknowledged (created, updated, unchanged, deleted), never the plan. A change the target
+  rejected stays outstanding ("failed") and is tried again by the next run; the run exits 1
+  while any change is outstanding.
+- The mass-delete guard: deletes that are not explicit withdrawals (out of scope, missing at
+  the source, no consent evidence) wait until the whole source is read; if there are more
+  than the job's ``max_delete`` (default: more than 10 and more than 10% of what the job
+  holds), or the read was empty, none of them is written: they are held ("held"), and the
+  run exits 5 until a person accepts them (``accept_deletes``). Withdrawals go through.
 - An adapter error (outage, refused credentials) stops the run: what was recorded stays
   recorded, and the next run resumes from the stored cursor.
 
@@ -28,13 +34,20 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 from connector_core.adapters import Capability, Page, WriteResult
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.query import Condition
 from connector_core.sync.batches import Batches
-from connector_core.sync.job import LoadedJob, full_reasons, interrupted
-from connector_core.sync.model import AppliedChange, RunCounts
+from connector_core.sync.job import LoadedJob, full_reasons
+from connector_core.sync.model import (
+    UNKNOWN_HASH,
+    AppliedChange,
+    Mapped,
+    Outstanding,
+    RunCounts,
+)
 from connector_core.sync.planner import (
     MISSING_AT_SOURCE,
     PagePlan,
@@ -76,13 +89,17 @@ class RunResult:
     problems: list[str] = dataclasses.field(default_factory=list)
     dry_run: bool = False
     error: ConnectorError | None = None
+    held: str | None = None  # why deletes were held back, and how to accept them
 
     @property
     def exit_code(self) -> ExitCode:
-        """DESIGN §10: the error's code if the run stopped, 1 if records failed, else 0."""
+        """DESIGN §10: the error's code if the run stopped, 5 if deletes were held back,
+        1 if records failed or changes are outstanding, else 0."""
         if self.error is not None:
             return self.error.exit_code
-        if self.counts.failed or self.counts.problems:
+        if self.counts.held:
+            return ExitCode.DELETES_HELD
+        if self.counts.failed or self.counts.problems or self.counts.outstanding:
             return ExitCode.RECORDS_FAILED
         return ExitCode.OK
 
@@ -97,6 +114,7 @@ def run_job(
     progress: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
     lock: bool = True,
+    accept_deletes: int = 0,
 ) -> RunResult:
     """Run `job` once against `store`; the adapters stay open (see :meth:`LoadedJob.close`).
 
@@ -113,6 +131,8 @@ def run_job(
         now: the run's time (default: now, UTC).
         lock: hold the job's lock (``store.lock``) for a real run; pass False only when
             the caller holds it already (the lock is not reentrant).
+        accept_deletes: write up to this many deletes that the mass-delete guard would
+            hold back (a person checked them).
 
     Raises:
         JobLocked: another process is running this job.
@@ -124,6 +144,7 @@ def run_job(
         batch_size=batch_size or job.options.batch_size or job.target.page_size,
         progress=progress,
         now=now,
+        accept_deletes=accept_deletes,
     )
     if dry_run or not lock:
         return run.execute(reconcile)
@@ -143,6 +164,7 @@ class _Run:
         batch_size: int,
         progress: Callable[[int], None] | None,
         now: dt.datetime | None,
+        accept_deletes: int = 0,
     ) -> None:
         self.job = job
         self.store = store
@@ -153,8 +175,12 @@ class _Run:
         self.result = RunResult(job.name, RunCounts(), dry_run=dry_run)
         self.planner = Planner(job.name, job.policy, salt=job.target_hash, with_diff=dry_run)
         self.batches = Batches(self.write, batch_size)
-        self.cleanup = False
-        self.failed_delete = False
+        self.accept_deletes = accept_deletes
+        self.owed: dict[str, Outstanding] = {}  # outstanding from earlier runs, by source id
+        self.touched: set[str] = set()  # owed source ids this run's read decided again
+        self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
+        self.holdings = 0  # records the job held in its target when the run started
+        self.read_complete = False
 
     @property
     def counts(self) -> RunCounts:
@@ -164,30 +190,33 @@ class _Run:
     def execute(self, reconcile: bool | None) -> RunResult:
         """Run: decide full or incremental, sync, then record the run and the job's state."""
         state = self.store.job_state(self.job.name)
-        reasons = full_reasons(self.job, state, reconcile, self.now)
+        self.owed = self.store.outstanding(self.job.name)
+        # A batch sent but not recorded is read again from the cursor; failed and held
+        # changes were passed by the cursor, so only a full read decides them again.
+        passed = sum(o.status != "sent" for o in self.owed.values())
+        reasons = full_reasons(self.job, state, reconcile, self.now, passed)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
-        self.cleanup = not self.dry_run and interrupted(state)
         self.batches.saved = state.cursor
-        run_id = self.store.start_run(self.job.name, dry_run=self.dry_run)
-        if not self.dry_run:
+        self.holdings = self.store.mapped_count(self.job.name)
+        run_id = None if self.dry_run else self.store.start_run(self.job.name)
+        if run_id is not None:
             self.store.set_job_state(dataclasses.replace(state, last_run_at=self.now))
         try:
             self._sync(None if reasons else state.cursor)
         except ConnectorError as exc:
             self._abort(exc)
         except BaseException as exc:
-            self.store.finish_run(
-                run_id,
-                status="aborted",
-                counts=self.counts,
-                error=f"internal error: {type(exc).__name__}",
-            )
+            if run_id is not None:
+                error = f"internal error: {type(exc).__name__}"
+                self.store.finish_run(run_id, status="aborted", counts=self.counts, error=error)
             raise
-        if not self.dry_run and self.result.aborted is None:
-            self._save_state()
-        self.store.finish_run(
-            run_id, status=self._status(), counts=self.counts, error=self.result.aborted
-        )
+        if run_id is not None:
+            self.counts.outstanding = len(self.store.outstanding(self.job.name))
+            if self.result.aborted is None:
+                self._save_state()
+            self.store.finish_run(
+                run_id, status=self._status(), counts=self.counts, error=self.result.aborted
+            )
         self._log_summary()
         return self.result
 
@@ -205,7 +234,10 @@ class _Run:
             held, pages = page.cursor, pages + 1
         if seen is not None and pages:
             self._missing(seen, MISSING_AT_SOURCE if where is None else MISSING_FROM_FILTERED_READ)
+        self._untouched()
+        self._guard(empty=self.counts.read == 0)
         if not self.dry_run:
+            self.batches.unblock()
             self.batches.finish(held)
 
     def _next_page(self, reader: Iterator[Page], held: str | None) -> Page | None:
@@ -236,9 +268,14 @@ class _Run:
         if seen is not None:
             seen.update(ids)
         mapped = self.store.mapped(self.job.name, ids) if ids else {}
-        plan = self.planner.plan_page(records, mapped, cleanup=self.cleanup)
+        owed = [sid for sid in ids if sid in self.owed]
+        for source_id in owed:
+            mapped[source_id] = self._uncertain(self.owed[source_id], mapped.get(source_id))
+        self.touched.update(owed)
+        plan = self.planner.plan_page(records, mapped)
         self._count(plan)
         self._take(plan.steps)
+        self._settle_held(owed, plan.steps)
         if self.progress is not None:
             self.progress(len(page.records))
 
@@ -261,7 +298,49 @@ class _Run:
         for source_id, error in plan.rejected:
             self.fail(source_id, error)
 
+    def _uncertain(self, owed: Outstanding, known: Mapped | None) -> Mapped:
+        """The id map row the planner sees for an outstanding change."""
+        if owed.status == "held":  # never sent: the target holds what the id map says
+            if known is not None:
+                return known
+        elif known is not None:
+            return dataclasses.replace(known, projection_hash=UNKNOWN_HASH)
+        return Mapped(
+            self.job.name,
+            owed.source_id,
+            owed.target_key,
+            UNKNOWN_HASH,
+            owed.fields,
+            {},
+            "",
+            recorded=False,
+        )
+
+    def _settle_held(self, owed: Sequence[str], steps: Sequence[Step]) -> None:
+        """Held deletes of records the run now shares unchanged need nothing any more."""
+        stepped = {s.applied.source_id for s in steps}
+        done = [sid for sid in owed if sid not in stepped and self.owed[sid].status == "held"]
+        if done and not self.dry_run:
+            self.store.record_batch(
+                self.job.name,
+                self.job.config.target,
+                self.job.policy.name,
+                self.job.policy.content_hash,
+                [],
+                resolved=done,
+            )
+
     def _take(self, steps: Sequence[Step]) -> None:
+        ready = []
+        for step in steps:
+            if step.applied.action == "delete" and not (step.cleanup or step.withdrawal):
+                self.deferred.append(step)  # the guard decides once the whole read is seen
+                self.batches.block()
+            else:
+                ready.append(step)
+        self._queue(ready)
+
+    def _queue(self, steps: Sequence[Step]) -> None:
         if self.dry_run:
             for step in steps:
                 if not step.cleanup:
@@ -270,29 +349,92 @@ class _Run:
         else:
             self.batches.add(steps)
 
+    def _guard(self, *, empty: bool) -> None:
+        """Write the deferred deletes, or hold them all back when they are too many."""
+        deletes, self.deferred = self.deferred, []
+        limit = 0 if empty else self.job.options.delete_limit(self.holdings)
+        if len(deletes) <= max(limit, self.accept_deletes):
+            self._queue(deletes)
+            return
+        self.counts.held = len(deletes)
+        self.result.held = (
+            f"{len(deletes)} of the {self.holdings} record(s) this job holds in its target "
+            + (
+                "would be taken back after an empty read of the source"
+                if empty
+                else f"would be taken back, more than its limit of {limit}"
+            )
+            + "; none of them was written"
+        )
+        if not self.dry_run:
+            self.store.hold([self._owed(s, "held") for s in deletes], self.recorded_at)
+        log.warning("job %s: %s", self.job.name, self.result.held, extra={"job": self.job.name})
+
+    def _owed(self, step: Step, status: str, error: str | None = None) -> Outstanding:
+        a = step.applied
+        return Outstanding(
+            self.job.name,
+            a.source_id,
+            a.target_key,
+            a.action,
+            status,  # type: ignore[arg-type]
+            a.reason,
+            a.fields or (self.owed[a.source_id].fields if a.source_id in self.owed else {}),
+            error,
+        )
+
     def _missing(self, seen: set[str], reason: str) -> None:
         """Take back the mapped records that a complete listing of the source did not show."""
         missing = [sid for sid in self.store.source_ids(self.job.name) if sid not in seen]
         for start in range(0, len(missing), _ID_CHUNK):
             rows = self.store.mapped(self.job.name, missing[start : start + _ID_CHUNK])
-            self._take(self.planner.plan_missing(rows.values(), reason))
+            self.touched.update(sid for sid in rows if sid in self.owed)
+            found = [
+                self._uncertain(self.owed[s], r) if s in self.owed else r for s, r in rows.items()
+            ]
+            self._take(self.planner.plan_missing(found, reason))
+
+    def _untouched(self) -> None:
+        """Settle the changes an interrupted run sent that this complete read did not list.
+
+        Their pages were read again (the cursor never passed them), so the source no longer
+        lists them: a create the id map does not hold is taken back in case the target got
+        it (a cleanup delete, recorded only if it did); a recorded one keeps its id map row,
+        marked unknown, so it is rewritten or taken back when the source shows it again, and
+        the periodic reconciliation finds it if it is gone.
+        """
+        left = [o for sid, o in self.owed.items() if sid not in self.touched]
+        sent = [o for o in left if o.status == "sent"]
+        known = self.store.mapped(self.job.name, [o.source_id for o in sent]) if sent else {}
+        rows = [self._uncertain(o, None) for o in sent if o.source_id not in known]
+        self.touched.update(r.source_id for r in rows)
+        self._take(self.planner.plan_missing(rows, MISSING_AT_SOURCE))
+        if known and not self.dry_run:
+            self.store.forget_contents(self.job.name, list(known))
 
     def write(self, steps: Sequence[Step], cursor: str | None) -> None:
-        """Write one batch to the target and record what it acknowledged."""
+        """Write one batch ahead, send it, and record what the target acknowledged."""
+        self.store.write_ahead([self._owed(s, "sent") for s in steps], self.recorded_at)
         results = self._send(steps) if steps else []
-        applied = [self._outcome(s, r) for s, r in zip(steps, results[: len(steps)], strict=True)]
-        recorded = [a for a in applied if a is not None]
+        outcome = _Outcome()
+        for step, result in zip(steps, results[: len(steps)], strict=True):
+            self._outcome(step, result, outcome)
         self.store.record_batch(
             self.job.name,
             self.job.config.target,
             self.job.policy.name,
             self.job.policy.content_hash,
-            recorded,
+            outcome.applied,
             cursor=KEEP if cursor is None else cursor,
             now=self.recorded_at,
+            resolved=outcome.resolved,
+            failed=outcome.failed,
+            ledgered=outcome.ledgered,
         )
-        for change in recorded:
-            self._count_applied(change)
+        self.counts.created += outcome.created
+        self.counts.updated += outcome.updated
+        self.counts.deleted += outcome.deleted
+        self.counts.unchanged += outcome.unchanged
 
     def _send(self, steps: Sequence[Step]) -> list[WriteResult | None]:
         """One result per step; None where the target gave none."""
@@ -304,20 +446,44 @@ class _Run:
             return [WriteResult(s.change.key, "failed", error=str(exc)) for s in steps]
         return results + [None] * (len(steps) - len(results))
 
-    def _outcome(self, step: Step, result: WriteResult | None) -> AppliedChange | None:
+    def _outcome(self, step: Step, result: WriteResult | None, out: _Outcome) -> None:
+        """Sort one acknowledged change into what the state records, by what the target did."""
         if result is None or not result.ok or result.key != step.change.key:
-            self.fail(step.applied.source_id, _write_error(result), step)
-            return None
-        if step.cleanup and result.action != "deleted":
-            return None  # the target never held it: nothing to record
-        return step.applied
+            error = _write_error(result)
+            self.fail(step.applied.source_id, error)
+            out.failed.append(self._owed(step, "failed", error))
+            return
+        applied = step.applied
+        owed = self.owed.get(applied.source_id)
+        landed = owed is not None and owed.status != "held"  # an interrupted run sent it
+        if applied.action == "delete":
+            if result.action != "deleted" and step.cleanup:
+                out.resolved.append(applied.source_id)  # the target never held it
+                return
+            gone = result.action == "deleted"
+            out.deleted += gone
+            out.unchanged += not gone
+            if step.cleanup:
+                applied = dataclasses.replace(applied, reason=f"{applied.reason} {_UNRECORDED}")
+            elif not gone and not landed:
+                applied = dataclasses.replace(applied, reason=f"{applied.reason} {_ABSENT}")
+            out.record(applied, ledger=True)
+            return
+        if result.action == "unchanged":
+            out.unchanged += 1
+            # The ledger already shows this share, unless an earlier run sent it and was
+            # interrupted before recording it: then the target got it from that run.
+            out.record(applied, ledger=applied.action == "create" or landed)
+            return
+        action: Literal["create", "update"] = "create" if result.action == "created" else "update"
+        out.created += action == "create"
+        out.updated += action == "update"
+        out.record(dataclasses.replace(applied, action=action), ledger=True)
 
-    def fail(self, source_id: str, error: str, step: Step | None = None) -> None:
+    def fail(self, source_id: str, error: str) -> None:
         """Count and report a record that could not be shared or taken back."""
         self.counts.failed += 1
         self.result.failures.append(f"{source_id}: {error}")
-        if step is not None and step.applied.action == "delete":
-            self.failed_delete = True
         log.debug(
             "job %s: record %s failed",
             self.job.name,
@@ -354,14 +520,16 @@ class _Run:
                 config_hash=self.job.config_hash,
                 last_run_at=self.now,
                 last_success_at=self.now,
-                last_reconciled_at=None if self.failed_delete else reconciled,
+                last_reconciled_at=reconciled,
             )
         )
 
     def _status(self) -> str:
         if self.result.aborted is not None:
             return "aborted"
-        return "failed-records" if self.counts.failed else "ok"
+        if self.counts.held:
+            return "deletes-held"
+        return "failed-records" if self.counts.failed or self.counts.outstanding else "ok"
 
     def _log_summary(self) -> None:
         kind = "dry run" if self.dry_run else "run"
@@ -376,6 +544,30 @@ class _Run:
                 "dry_run": self.dry_run,
             },
         )
+
+
+_UNRECORDED = "(a create an interrupted run sent but did not record)"
+_ABSENT = "(already gone from the target)"
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What the target acknowledged of one batch, sorted for the state store."""
+
+    applied: list[AppliedChange] = dataclasses.field(default_factory=list)
+    ledgered: list[AppliedChange] = dataclasses.field(default_factory=list)
+    failed: list[Outstanding] = dataclasses.field(default_factory=list)
+    resolved: list[str] = dataclasses.field(default_factory=list)
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+    def record(self, change: AppliedChange, *, ledger: bool) -> None:
+        """Apply `change` to the id map, and to the ledger when `ledger`."""
+        self.applied.append(change)
+        if ledger:
+            self.ledgered.append(change)
 
 
 def _write_error(result: WriteResult | None) -> str:

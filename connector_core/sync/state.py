@@ -28,14 +28,22 @@ from connector_core.sync.database import (
     failures,
 )
 from connector_core.sync.ledger import LedgerReport
-from connector_core.sync.model import AppliedChange, JobState, LedgerEntry, Mapped, RunCounts
-from connector_core.sync.tables import id_map, job_state, runs
+from connector_core.sync.model import (
+    UNKNOWN_HASH,
+    AppliedChange,
+    JobState,
+    LedgerEntry,
+    Mapped,
+    Outstanding,
+    RunCounts,
+)
+from connector_core.sync.tables import id_map, job_state, outstanding, runs
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
 
 _CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 _PAGE = 1000  # rows per keyset page when streaming
-RUN_STATUSES = frozenset({"ok", "failed-records", "aborted"})
+RUN_STATUSES = frozenset({"ok", "failed-records", "deletes-held", "aborted", "killed"})
 
 
 class _Keep(enum.Enum):
@@ -173,17 +181,25 @@ class StateStore:
         *,
         cursor: str | _Keep | None = KEEP,
         now: dt.datetime | None = None,
+        resolved: Iterable[str] = (),
+        failed: Sequence[Outstanding] = (),
+        ledgered: Sequence[AppliedChange] | None = None,
     ) -> None:
         """Record a batch the target acknowledged: id map, ledger and cursor, all or nothing.
 
-        Creates and updates upsert the id map, deletes remove from it; every change appends
-        one ledger row; unless `cursor` is KEEP, the job's cursor becomes `cursor`.
+        Creates and updates upsert the id map, deletes remove from it; every change in
+        `ledgered` (default: `applied`) appends one ledger row; unless `cursor` is KEEP, the
+        job's cursor becomes `cursor`. The outstanding rows of every applied change and of
+        the `resolved` source ids are cleared (the intent log), and `failed` become
+        outstanding "failed" rows, retried by the next run.
         """
         now = _utc(now)
+        ledgered = applied if ledgered is None else ledgered
+        settled = {c.source_id for c in applied} | set(resolved)
         last = {change.source_id: change for change in applied}  # the last change of an id wins
         gone = [sid for sid, change in last.items() if change.action == "delete"]
         kept = [_id_row(job, policy_hash, c, now) for c in last.values() if c.action != "delete"]
-        entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in applied]
+        entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in ledgered]
         with self._transaction(write=True) as conn:
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
@@ -194,6 +210,8 @@ class StateStore:
                 conn.execute(self._upsert_mapped(), kept)
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
+            self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
+            self._put_outstanding(conn, failed, now)  # their intents become failures
             ledger_rows.append(conn, entries)  # last: its head lock is held for the least time
 
     def _upsert_mapped(self) -> Any:
@@ -204,12 +222,101 @@ class StateStore:
             set_={name: stmt.excluded[name] for name in updated},
         )
 
+    # -- outstanding changes (the intent log, failures, held deletes) --------------------
+
+    def outstanding(self, job: str) -> dict[str, Outstanding]:
+        """Every change still owed to `job`'s target, by source id."""
+        query = sa.select(outstanding).where(outstanding.c.job == job)
+        with self._transaction() as conn:
+            return {row.source_id: Outstanding(**row._mapping) for row in conn.execute(query)}
+
+    def outstanding_summary(self) -> dict[str, dict[str, int]]:
+        """How many changes each job owes its target, by status."""
+        query = sa.select(outstanding.c.job, outstanding.c.status, sa.func.count()).group_by(
+            outstanding.c.job, outstanding.c.status
+        )
+        found: dict[str, dict[str, int]] = {}
+        with self._transaction() as conn:
+            for job, status, count in conn.execute(query):
+                found.setdefault(job, {})[status] = int(count)
+        return found
+
+    def write_ahead(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
+        """Record the changes of a batch as sent, in their own transaction, before sending."""
+        if rows:
+            with self._transaction(write=True) as conn:
+                self._put_outstanding(conn, rows, _utc(now), attempt=True)
+
+    def hold(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
+        """Record deletes the mass-delete guard held back (status "held")."""
+        if rows:
+            with self._transaction(write=True) as conn:
+                self._put_outstanding(conn, rows, _utc(now))
+
+    def _put_outstanding(
+        self, conn: Connection, rows: Sequence[Outstanding], now: dt.datetime, attempt: bool = False
+    ) -> None:
+        """Upsert `rows`; `attempt` counts one more try of a row that was there already."""
+        if not rows:
+            return
+        stmt = self._insert(outstanding)
+        values = [
+            {
+                "job": r.job,
+                "source_id": r.source_id,
+                "target_key": r.target_key,
+                "action": r.action,
+                "status": r.status,
+                "reason": r.reason,
+                "error": r.error,
+                "fields": r.fields,
+                "since": r.since or now,
+                "attempts": r.attempts,
+            }
+            for r in rows
+        ]
+        kept = ("target_key", "action", "status", "reason", "error", "fields")
+        updated: dict[str, Any] = {name: stmt.excluded[name] for name in kept}
+        updated["attempts"] = outstanding.c.attempts + (1 if attempt else 0)
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["job", "source_id"], set_=updated), values
+        )
+
+    def forget_contents(self, job: str, source_ids: Sequence[str]) -> None:
+        """Mark what the target holds for `source_ids` as unknown (their next decision
+        rewrites or deletes them) and clear their outstanding rows, in one transaction."""
+        with self._transaction(write=True) as conn:
+            for start in range(0, len(source_ids), _CHUNK):
+                chunk = source_ids[start : start + _CHUNK]
+                conn.execute(
+                    id_map.update()
+                    .where(id_map.c.job == job, id_map.c.source_id.in_(chunk))
+                    .values(projection_hash=UNKNOWN_HASH, field_hashes=None)
+                )
+            self._clear_outstanding(conn, job, source_ids)
+
+    def _clear_outstanding(self, conn: Connection, job: str, source_ids: Iterable[str]) -> None:
+        ids = sorted(source_ids)
+        for start in range(0, len(ids), _CHUNK):
+            conn.execute(
+                outstanding.delete().where(
+                    outstanding.c.job == job,
+                    outstanding.c.source_id.in_(ids[start : start + _CHUNK]),
+                )
+            )
+
     # -- runs --------------------------------------------------------------------------
 
     def start_run(self, job: str, *, dry_run: bool = False) -> int:
         """Note that a run of `job` started; return its id for :meth:`finish_run`."""
         row = {"job": job, "started_at": _utc(None), "status": "running", "dry_run": dry_run}
         with self._transaction(write=True) as conn:
+            # The caller holds the job's lock: an earlier run still "running" was killed.
+            conn.execute(
+                runs.update()
+                .where(runs.c.job == job, runs.c.status == "running")
+                .values(status="killed")
+            )
             # inserted_primary_key rather than RETURNING, which SQLite has only since 3.35
             key = conn.execute(sa.insert(runs).values(row)).inserted_primary_key
         if key is None:  # only for multi-row inserts, never here

@@ -95,6 +95,25 @@ runs = sa.Table(
     sa.Index(None, "job", "id"),
 )
 
+# The write-ahead intent log and the changes still owed to a target, one row per record at
+# most. A batch's keys go in (status "sent") in their own transaction before the batch goes to
+# the target; recording the batch removes them. A change the target rejected stays as
+# "failed", deletes the mass-delete guard held back as "held"; the next run resolves them all.
+outstanding = sa.Table(
+    "outstanding",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("source_id", Key, primary_key=True),
+    sa.Column("target_key", Key, nullable=False),
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text()),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("since", UtcDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+)
+
 ledger = sa.Table(
     "ledger",
     metadata,

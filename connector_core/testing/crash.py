@@ -51,7 +51,8 @@ class KillSwitch:
         return wrapped
 
     def install(self, job: LoadedJob, store: StateStore) -> None:
-        """Count (and maybe die at) every page read, target write and state commit."""
+        """Count (and maybe die at) every page read, target write and state commit (the
+        intent log written ahead of a batch, the batch recorded, the job's state)."""
         read, write = job.source.read, job.target.write
 
         def pages(**kwargs: Any) -> Iterator[Any]:
@@ -61,6 +62,7 @@ class KillSwitch:
 
         job.source.read = pages  # type: ignore[method-assign]
         job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
+        store.write_ahead = self.after(store.write_ahead)  # type: ignore[method-assign]
         store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
         store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
 

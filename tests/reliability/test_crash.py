@@ -52,7 +52,11 @@ connections:
     mapping: {consent.local_organizing: local_ok}
   out: {adapter: csv, settings: {path: out.csv}}
 jobs:
-  north: {source: crm, target: out, policy: north.yaml}
+  north:
+    source: crm
+    target: out
+    policy: north.yaml
+    options: {max_delete: 50%}  # the day after takes back more than the default allows
 """
 
 POLICY = """\

@@ -16,9 +16,9 @@ from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.sync.batches import Batches
 from connector_core.sync.keys import KEY_NAMESPACE, projection_hash, target_key
-from connector_core.sync.model import Mapped
+from connector_core.sync.model import UNKNOWN_HASH, Mapped
 from connector_core.sync.planner import (
-    AFTER_INTERRUPTION,
+    WITHDRAWN,
     DELETED_AT_SOURCE,
     MISSING_AT_SOURCE,
     Planner,
@@ -126,21 +126,22 @@ def test_a_field_that_is_no_longer_shared_shows_in_the_diff(planner: Planner) ->
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("change", "reason", "withheld"),
     [
         (
             {"consent": {"local_organizing": {"granted": False, "source": "t", "at": None}}},
+            "withdrawn:local_organizing",
             "consent:local_organizing",
         ),
-        ({"consent": {}}, "consent:local_organizing"),
-        ({"region": "South"}, "no-allow:organizers"),
-        ({"do_not_phone": True}, "forbid:organizers:no phone calls"),
-        ({"deleted": True}, DELETED_AT_SOURCE),
+        ({"consent": {}}, "consent:local_organizing", None),
+        ({"region": "South"}, "no-allow:organizers", None),
+        ({"do_not_phone": True}, "forbid:organizers:no phone calls", None),
+        ({"deleted": True}, DELETED_AT_SOURCE, None),
     ],
     ids=["consent-withdrawn", "no-evidence", "moved-region", "forbidden", "deleted"],
 )
 def test_a_mapped_record_that_leaves_the_scope_is_deleted(
-    planner: Planner, change: dict[str, Any], reason: str
+    planner: Planner, change: dict[str, Any], reason: str, withheld: str | None
 ) -> None:
     row = dataclasses.replace(mapped_as(planner, person("p1")), target_key="kept-key")
     plan = planner.plan_page([person("p1", **change)], {"p1": row})
@@ -152,7 +153,7 @@ def test_a_mapped_record_that_leaves_the_scope_is_deleted(
     )
     assert step.applied.reason == step.planned.reason == reason
     assert step.applied.projection_hash is None
-    assert plan.withheld == {reason: 1}
+    assert plan.withheld == {withheld or reason: 1}
     assert step.planned.diff == dict.fromkeys(row.fields, (None, None))
 
 
@@ -169,15 +170,43 @@ def test_a_withheld_record_never_shared_plans_nothing(planner: Planner) -> None:
     assert plan.withheld == {"no-allow:organizers": 1}
 
 
-def test_after_an_interruption_a_withheld_unmapped_record_gets_a_cleanup_delete(
+def test_an_outstanding_unrecorded_create_is_written_again_or_cleaned_up(
     planner: Planner,
 ) -> None:
-    plan = planner.plan_page([person("p1", region="South")], {}, cleanup=True)
-    (step,) = plan.steps
-    assert step.cleanup
-    assert step.change == step.change.delete(target_key("job", "p1"))
-    assert step.applied.reason == f"no-allow:organizers {AFTER_INTERRUPTION}"
-    assert planner.plan_page([person("p2")], {}, cleanup=True).steps[0].cleanup is False
+    sent = dataclasses.replace(
+        mapped_as(planner, person("p1")),
+        target_key="sent-key",
+        projection_hash=UNKNOWN_HASH,
+        recorded=False,
+    )
+    (shared,) = planner.plan_page([person("p1")], {"p1": sent}).steps
+    assert (shared.planned.action, shared.change.key, shared.cleanup) == (
+        "create",
+        "sent-key",
+        False,
+    )
+    (cleanup,) = planner.plan_page([person("p1", region="South")], {"p1": sent}).steps
+    assert cleanup.cleanup and cleanup.change == cleanup.change.delete("sent-key")
+    assert cleanup.applied.reason == "no-allow:organizers"
+
+
+def test_an_outstanding_recorded_change_is_rewritten_even_if_it_looks_unchanged(
+    planner: Planner,
+) -> None:
+    row = dataclasses.replace(mapped_as(planner, person("p1")), projection_hash=UNKNOWN_HASH)
+    (step,) = planner.plan_page([person("p1")], {"p1": row}).steps
+    assert step.planned.action == "update" and not step.cleanup
+
+
+def test_an_explicit_no_is_a_withdrawal_and_missing_evidence_is_not(planner: Planner) -> None:
+    known = {"p1": mapped_as(planner, person("p1"))}
+    no = {"local_organizing": {"granted": False, "source": "crm", "at": None}}
+    (withdrawn,) = planner.plan_page([person("p1", consent=no)], known).steps
+    assert withdrawn.withdrawal
+    assert withdrawn.applied.reason == f"{WITHDRAWN}local_organizing"
+    (missing,) = planner.plan_page([person("p1", consent={})], known).steps
+    assert not missing.withdrawal
+    assert missing.applied.reason == "consent:local_organizing"
 
 
 def test_missing_ids_are_deleted_with_their_mapped_keys(planner: Planner) -> None:

@@ -262,7 +262,7 @@ def test_a_change_outside_the_projection_writes_nothing(net: Network, store: Sta
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"granted": False}, "consent:local_organizing"),
+        ({"granted": False}, "withdrawn:local_organizing"),
         ({"region": "South"}, "no-allow:north"),
         ({"deleted": True}, "deleted-at-source"),
     ],
@@ -379,7 +379,11 @@ def test_a_target_mapping_edit_rewrites_every_record(net: Network, store: StateS
     net.configure(target_mapping={"email": "mail"})
     result = net.run(store)
     assert result.full
-    assert (result.counts.updated, result.counts.unchanged) == (2, 0)
+    # Every record is sent again; the target says what it did (here: nothing to change),
+    # and the id map takes the new hashes, so the next run sends nothing.
+    assert (result.counts.updated, result.counts.unchanged) == (0, 2)
+    assert [a for a, _, _ in ledger(store)] == ["create", "create"]  # no update row
+    assert net.run(store).counts.unchanged == 0
 
 
 def test_a_dry_run_writes_nothing(net: Network, store: StateStore) -> None:
@@ -406,7 +410,7 @@ def test_a_dry_run_shows_updates_and_deletes(net: Network, store: StateStore) ->
     planned = {c.source_id: c for c in result.planned}
     assert planned["p1"].action == "update"
     assert planned["p1"].diff["city"] == (None, "Hull")
-    assert (planned["p2"].action, planned["p2"].reason) == ("delete", "consent:local_organizing")
+    assert (planned["p2"].action, planned["p2"].reason) == ("delete", "withdrawn:local_organizing")
     assert planned["p2"].projection is None
     assert len(net.target()) == 2
     assert net.run(store).counts.deleted == 1  # the dry run did not move the cursor
@@ -423,7 +427,9 @@ def test_a_rejected_record_is_reported_and_skipped(net: Network, store: StateSto
     assert store.mapped("north", ["p4"]) == {}
 
 
-def test_a_failed_delete_makes_the_next_run_full(net: Network, store: StateStore) -> None:
+def test_a_failed_delete_stays_outstanding_and_is_retried(
+    net: Network, store: StateStore
+) -> None:
     net.configure(target="picky")
     net.run(store)
     net.put("p1", granted=False)
@@ -431,11 +437,19 @@ def test_a_failed_delete_makes_the_next_run_full(net: Network, store: StateStore
     refused = net.run(store)
     assert (refused.counts.failed, refused.counts.deleted) == (1, 0)
     assert key("p1") in net.target()
+    assert [(o.status, o.action) for o in store.outstanding("north").values()] == [
+        ("failed", "delete")
+    ]
+    still = net.run(store)  # still refused: nothing read changed, yet the delete is retried
+    assert (still.counts.failed, still.exit_code) == (1, ExitCode.RECORDS_FAILED)
+    assert still.counts.outstanding == 1
     PickyAdapter.refuse_deletes = False
     retried = net.run(store)
-    assert retried.full_reasons == ["reconciliation due"]
+    assert retried.full_reasons == ["1 change(s) outstanding from an earlier run"]
     assert retried.counts.deleted == 1
     assert key("p1") not in net.target()
+    assert store.outstanding("north") == {}
+    assert retried.exit_code == ExitCode.OK
 
 
 def test_logs_hold_no_field_values(
@@ -488,6 +502,11 @@ def test_pushdown_sources_get_the_filter_on_full_reads_only(
     net.remove("p2")
     result = net.run(store, reconcile=True)
     assert result.counts.read == 0  # the filter kept p1 (now South) out
+    # An empty read is no evidence: the delete is held until a person accepts it.
+    assert (result.counts.held, result.exit_code) == (1, ExitCode.DELETES_HELD)
+    assert key("p2") in net.target()
+    accepted = net.run(store, reconcile=True, accept_deletes=1)
+    assert accepted.counts.deleted == 1
     assert ledger(store)[-1] == ("delete", "p2", "missing-or-out-of-scope")
     assert net.target() == {}
 
@@ -529,9 +548,9 @@ def test_a_running_job_is_locked(net: Network, store: StateStore) -> None:
 def test_runs_are_recorded(net: Network, store: StateStore) -> None:
     net.run(store)
     net.run(store, dry_run=True)
-    runs = store.runs("north")
-    assert [(r["status"], r["dry_run"]) for r in runs] == [("ok", True), ("ok", False)]
-    assert runs[1]["counts"]["created"] == 2
+    runs = store.runs("north")  # a dry run writes nothing, not even a run row
+    assert [(r["status"], r["dry_run"]) for r in runs] == [("ok", False)]
+    assert runs[0]["counts"]["created"] == 2
 
 
 CSV_CONFIG = """\

@@ -1,0 +1,43 @@
+"""The write-ahead intent log and outstanding changes (failed, held back).
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+# Frozen like 0001: types spelled out, not imported from connector_core.sync.tables.
+KEY = sa.String().with_variant(sa.String(collation="C"), "postgresql")
+TIME = sa.DateTime(timezone=True)
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Create the outstanding table."""
+    op.create_table(
+        "outstanding",
+        sa.Column("job", sa.String(), nullable=False),
+        sa.Column("source_id", KEY, nullable=False),
+        sa.Column("target_key", KEY, nullable=False),
+        sa.Column("action", sa.String(), nullable=False),
+        sa.Column("status", sa.String(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("error", sa.Text()),
+        sa.Column("fields", sa.JSON(), nullable=False),
+        sa.Column("since", TIME, nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("job", "source_id", name="pk_outstanding"),
+    )
+
+
+def downgrade() -> None:
+    """Drop the outstanding table."""
+    op.drop_table("outstanding")
