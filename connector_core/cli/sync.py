@@ -17,6 +17,7 @@ from connector_core.cli.app import App, emit_json, output_option
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.job import load_job
+from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.schedule import Scheduler, due_jobs, local_now
@@ -24,9 +25,15 @@ from connector_core.sync.state import StateStore
 
 
 @contextmanager
-def open_store(app: App) -> Iterator[StateStore]:
-    """The state store named in connector.yaml, closed afterwards."""
-    store = StateStore.open(app.config.model.state.url)
+def open_store(app: App, *, read_only: bool = False) -> Iterator[StateStore]:
+    """The state store named in connector.yaml, closed afterwards.
+
+    `read_only` (plans, dry runs): a SQLite file that does not exist yet is not created;
+    an empty store in memory stands in for it."""
+    url = app.config.model.state.url
+    if read_only and _missing_sqlite_file(url):
+        url = "sqlite://"
+    store = StateStore.open(url)
     try:
         yield store
     finally:
@@ -70,6 +77,10 @@ def summary_line(result: RunResult) -> str:
     ]
     if c.problems:
         parts.append(f"unreadable {c.problems}")
+    if c.held:
+        parts.append(f"held back {c.held}")
+    if c.outstanding:
+        parts.append(f"outstanding {c.outstanding}")
     return f"{result.job}: " + ", ".join(parts)
 
 
@@ -80,19 +91,35 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "counts": result.counts.as_dict(),
         "failures": result.failures,
         "aborted": result.aborted,
+        "held": result.held,
         "full": result.full,
+        "exit_code": int(result.exit_code),
     }
 
 
 def execute(
-    app: App, job: str, *, dry_run: bool, reconcile: bool | None, quiet: bool, store: StateStore
+    app: App,
+    job: str,
+    *,
+    dry_run: bool,
+    reconcile: bool | None,
+    quiet: bool,
+    store: StateStore,
+    accept_deletes: int = 0,
 ) -> RunResult:
     """Load, lock and run one job."""
     env = PolicyEnv.from_app(app)
     loaded = load_job(app.config, job, masks=env.masks, context=env.context())
     progress = Progress(job, not quiet)
     try:
-        return run_job(loaded, store, dry_run=dry_run, reconcile=reconcile, progress=progress)
+        return run_job(
+            loaded,
+            store,
+            dry_run=dry_run,
+            reconcile=reconcile,
+            progress=progress,
+            accept_deletes=accept_deletes,
+        )
     finally:
         progress.done()
         loaded.close()
@@ -135,6 +162,14 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     default=None,
     help="Read the whole source now to catch deletions it cannot report.",
 )
+@click.option(
+    "--accept-deletes",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Take back up to N records that the mass-delete guard held back (check them first "
+    "with `connector plan JOB`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run summaries as JSON.")
 @click.pass_context
 def run(
@@ -144,21 +179,26 @@ def run(
     due: bool,
     dry_run: bool,
     reconcile: bool | None,
+    accept_deletes: int,
     as_json: bool,
 ) -> None:
     """Run the sync job JOB (or --all, or --due) defined in connector.yaml.
 
     \b
-    Exit status: 0 all shared as planned, 1 some records failed (listed),
-    3 a configuration or policy problem, 4 a remote tool was unavailable
-    (what was done is kept; the next run resumes).
+    Exit status: 0 all shared as planned, 1 some records failed or changes
+    are still outstanding (listed; the next run retries them), 3 a
+    configuration or policy problem, 4 a remote tool was unavailable (what
+    was done is kept; the next run resumes), 5 deletes held back by the
+    mass-delete guard (accept them with --accept-deletes N).
     """
     app: App = ctx.obj
     quiet = bool(ctx.find_root().params.get("quiet"))
     results: list[RunResult] = []
-    with open_store(app) as store:
+    with open_store(app, read_only=dry_run) as store:
         for name in _select(app, job, run_all, due, store):
-            results.append(_run_one(app, name, dry_run, reconcile, quiet, store, as_json))
+            results.append(
+                _run_one(app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes)
+            )
     if as_json:
         emit_json([result_json(r) for r in results])
     ctx.exit(exit_code(results))
@@ -172,8 +212,17 @@ def _run_one(
     quiet: bool,
     store: StateStore,
     as_json: bool,
+    accept_deletes: int = 0,
 ) -> RunResult:
-    result = execute(app, name, dry_run=dry_run, reconcile=reconcile, quiet=quiet, store=store)
+    result = execute(
+        app,
+        name,
+        dry_run=dry_run,
+        reconcile=reconcile,
+        quiet=quiet,
+        store=store,
+        accept_deletes=accept_deletes,
+    )
     if not as_json:
         if not quiet:
             click.echo(("(dry run) " if dry_run else "") + summary_line(result))
@@ -181,6 +230,13 @@ def _run_one(
             click.secho(f"  skipped: {problem}", fg="yellow", err=True)
         for failure in result.failures:
             click.secho(f"  failed: {failure}", fg="yellow", err=True)
+        if result.held:
+            click.secho(f"  held back: {result.held}", fg="red", err=True)
+            click.echo(
+                f"  hint: check them with `connector plan {name}`, then accept them with "
+                f"`connector run {name} --accept-deletes {result.counts.held}`",
+                err=True,
+            )
         if result.aborted:
             click.secho(f"  stopped: {result.aborted}", fg="red", err=True)
             if result.error is not None and result.error.hint:
@@ -198,7 +254,7 @@ def plan(ctx: click.Context, job: str, as_json: bool) -> None:
     Nothing is written: not to the target, not to the state store.
     """
     app: App = ctx.obj
-    with open_store(app) as store:
+    with open_store(app, read_only=True) as store:
         result = execute(app, job, dry_run=True, reconcile=None, quiet=True, store=store)
     if as_json:
         emit_json({**result_json(result), "changes": [_change_json(c) for c in result.planned]})
@@ -279,6 +335,9 @@ def runs(app: App, job: str | None, limit: int, as_json: bool) -> None:
     """List recent runs (of JOB, or of every job) with their outcome and counts."""
     with open_store(app) as store:
         rows = store.runs(job, limit=limit)
+        for row in rows:
+            if row["status"] == "running" and not _is_running(store, row["job"]):
+                row["status"] = "killed"
     if as_json:
         emit_json(rows)
         return
@@ -293,6 +352,86 @@ def runs(app: App, job: str | None, limit: int, as_json: bool) -> None:
                 if k in counts
             )
         )
+
+
+def _is_running(store: StateStore, job: str) -> bool:
+    """Whether a process holds `job`'s lock now (a "running" run without one was killed)."""
+    try:
+        with store.lock(job):
+            return False
+    except JobLocked:
+        return True
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    if not url.startswith("sqlite:///"):
+        return False
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return bool(path) and path != ":memory:" and not Path(path).exists()
+
+
+@click.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(app: App, job: str | None, as_json: bool) -> None:
+    """Show each job's last run and the changes it still owes its target, and why.
+
+    \b
+    Exit status: 0 nothing outstanding, 1 some changes are outstanding.
+    """
+    names = [job] if job is not None else list(app.config.model.jobs)
+    if job is not None:
+        app.config.job(job)
+    report = []
+    with open_store(app) as store:
+        for name in names:
+            last = store.runs(name, limit=1)
+            if last and last[0]["status"] == "running" and not _is_running(store, name):
+                last[0]["status"] = "killed"
+            owed = sorted(store.outstanding(name).values(), key=lambda o: o.source_id)
+            report.append(
+                {
+                    "job": name,
+                    "last_run": last[0] if last else None,
+                    "outstanding": [
+                        {
+                            "source_id": o.source_id,
+                            "action": o.action,
+                            "status": o.status,
+                            "reason": o.reason,
+                            "error": o.error,
+                            "since": o.since,
+                            "attempts": o.attempts,
+                        }
+                        for o in owed
+                    ],
+                }
+            )
+    if as_json:
+        emit_json(report)
+    else:
+        for entry in report:
+            _status_lines(entry)
+    if any(entry["outstanding"] for entry in report):
+        raise SystemExit(ExitCode.RECORDS_FAILED)
+
+
+_STATUS_WORDS = {
+    "sent": "sent, not yet acknowledged (an interrupted run)",
+    "failed": "rejected by the target",
+    "held": "held back by the mass-delete guard",
+}
+
+
+def _status_lines(entry: dict[str, Any]) -> None:
+    last = entry["last_run"]
+    when = f"last run {last['started_at']:%Y-%m-%d %H:%M} {last['status']}" if last else "never run"
+    owed = entry["outstanding"]
+    click.echo(f"{entry['job']}: {when}, {len(owed)} change(s) outstanding")
+    for o in owed:
+        why = _STATUS_WORDS[o["status"]] + (f": {o['error']}" if o["error"] else "")
+        click.echo(f"  {o['action']} {o['source_id']} ({o['reason']}): {why}")
 
 
 @click.group()
@@ -372,4 +511,4 @@ def who_has(app: App, record: str, as_json: bool) -> None:
         )
 
 
-SYNC_COMMANDS: tuple[click.Command, ...] = (run, plan, schedule, runs, ledger, who_has)
+SYNC_COMMANDS: tuple[click.Command, ...] = (run, plan, schedule, runs, status, ledger, who_has)

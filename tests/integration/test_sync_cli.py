@@ -124,3 +124,48 @@ def test_plan_shows_only_the_fields_an_update_changes(runner: CliRunner, demo: P
     assert "~ update M0018" in text_plan
     assert "city='Leeds'" in text_plan
     assert "first_name" not in text_plan
+
+
+def test_plan_and_dry_run_create_no_state_store(runner: CliRunner, demo: Path) -> None:
+    assert not list(demo.glob("*.db"))
+    for args in (["plan", "organizers-north"], ["run", "--all", "--dry-run"]):
+        result = run(runner, *args, cwd=demo, env=ENV)
+        assert result.exit_code == 0, result.output
+    assert not list(demo.glob("*.db"))
+
+
+def test_an_emptied_export_is_held_back_until_accepted(runner: CliRunner, demo: Path) -> None:
+    assert run(runner, "run", "partner-housing", cwd=demo, env=ENV).exit_code == 0
+    members = demo / "data" / "members.csv"
+    members.write_text(members.read_text(encoding="utf-8").splitlines()[0] + "\n")  # header only
+    held = run(runner, "run", "partner-housing", cwd=demo, env=ENV)
+    assert held.exit_code == 5, held.output
+    assert "held back" in held.stderr
+    assert "--accept-deletes" in held.stderr
+    assert len(rows(demo / "out" / "partner-housing.csv")) > 0
+    status = run(runner, "status", "partner-housing", cwd=demo, env=ENV)
+    assert status.exit_code == 1
+    assert "held back by the mass-delete guard" in status.stdout
+    n = json.loads(run(runner, "status", "--json", cwd=demo, env=ENV).stdout)
+    owed = {entry["job"]: len(entry["outstanding"]) for entry in n}
+    accepted = run(
+        runner,
+        "run",
+        "partner-housing",
+        "--accept-deletes",
+        str(owed["partner-housing"]),
+        cwd=demo,
+        env=ENV,
+    )
+    assert accepted.exit_code == 0, accepted.output
+    assert rows(demo / "out" / "partner-housing.csv") == []
+    assert run(runner, "status", "partner-housing", cwd=demo, env=ENV).exit_code == 0
+
+
+def test_runs_shows_a_killed_run_as_killed(runner: CliRunner, demo: Path) -> None:
+    assert run(runner, "run", "partner-housing", cwd=demo, env=ENV).exit_code == 0
+    (db,) = demo.glob("*.db")
+    with sqlite3.connect(db) as conn:  # what a SIGKILLed run leaves behind
+        conn.execute("UPDATE runs SET status = 'running', finished_at = NULL")
+    result = run(runner, "runs", "--json", cwd=demo, env=ENV)
+    assert [r["status"] for r in json.loads(result.stdout)] == ["killed"]

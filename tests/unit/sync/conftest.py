@@ -20,6 +20,8 @@ import sqlalchemy as sa
 
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
+from connector_core.testing import reset_memory_stores
+from tests.unit.sync.test_runner import Network, PickyAdapter, PushdownAdapter
 
 # The server to test on; CONNECTOR_TEST_POSTGRES overrides it (no database name at the end).
 PG_SERVER = os.environ.get(
@@ -144,3 +146,23 @@ def children() -> Iterator[Children]:
     started = Children()
     yield started
     started.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory() -> Iterator[None]:
+    """Empty memory stores for every test."""
+    reset_memory_stores()
+    PushdownAdapter.wheres.clear()
+    yield
+    reset_memory_stores()
+    PickyAdapter.refuse_deletes = False
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Network:
+    """The runner tests' network, with two northerners and one southerner."""
+    network = Network(tmp_path)
+    network.put("p1")
+    network.put("p2", first_name="Bruno", city="York")
+    network.put("p3", region="South")
+    return network

@@ -18,9 +18,9 @@ from connector_core.sync.batches import Batches
 from connector_core.sync.keys import KEY_NAMESPACE, projection_hash, target_key
 from connector_core.sync.model import UNKNOWN_HASH, Mapped
 from connector_core.sync.planner import (
-    WITHDRAWN,
     DELETED_AT_SOURCE,
     MISSING_AT_SOURCE,
+    WITHDRAWN,
     Planner,
     Step,
 )
@@ -186,7 +186,8 @@ def test_an_outstanding_unrecorded_create_is_written_again_or_cleaned_up(
         False,
     )
     (cleanup,) = planner.plan_page([person("p1", region="South")], {"p1": sent}).steps
-    assert cleanup.cleanup and cleanup.change == cleanup.change.delete("sent-key")
+    assert cleanup.cleanup
+    assert cleanup.change == cleanup.change.delete("sent-key")
     assert cleanup.applied.reason == "no-allow:organizers"
 
 
@@ -195,7 +196,8 @@ def test_an_outstanding_recorded_change_is_rewritten_even_if_it_looks_unchanged(
 ) -> None:
     row = dataclasses.replace(mapped_as(planner, person("p1")), projection_hash=UNKNOWN_HASH)
     (step,) = planner.plan_page([person("p1")], {"p1": row}).steps
-    assert step.planned.action == "update" and not step.cleanup
+    assert step.planned.action == "update"
+    assert not step.cleanup
 
 
 def test_an_explicit_no_is_a_withdrawal_and_missing_evidence_is_not(planner: Planner) -> None:

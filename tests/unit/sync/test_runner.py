@@ -22,7 +22,7 @@ from connector_core.sync.keys import target_key
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
-from connector_core.testing import MemoryAdapter, MemorySettings, reset_memory_stores
+from connector_core.testing import MemoryAdapter, MemorySettings
 from connector_core.testing.checks import log_text
 
 POLICY = """\
@@ -183,24 +183,6 @@ class Network:
     def target(self) -> dict[str, dict[str, Any]]:
         """What the target holds, by key."""
         return {r["id"]: r for page in self.out.read() for r in page.records}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memory() -> Iterator[None]:
-    reset_memory_stores()
-    PushdownAdapter.wheres.clear()
-    yield
-    reset_memory_stores()
-    PickyAdapter.refuse_deletes = False
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Network:
-    network = Network(tmp_path)
-    network.put("p1")
-    network.put("p2", first_name="Bruno", city="York")
-    network.put("p3", region="South")
-    return network
 
 
 def key(source_id: str) -> str:
@@ -427,9 +409,7 @@ def test_a_rejected_record_is_reported_and_skipped(net: Network, store: StateSto
     assert store.mapped("north", ["p4"]) == {}
 
 
-def test_a_failed_delete_stays_outstanding_and_is_retried(
-    net: Network, store: StateStore
-) -> None:
+def test_a_failed_delete_stays_outstanding_and_is_retried(net: Network, store: StateStore) -> None:
     net.configure(target="picky")
     net.run(store)
     net.put("p1", granted=False)
