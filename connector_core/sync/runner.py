@@ -366,7 +366,9 @@ class _Run:
             )
             + "; none of them was written"
         )
-        if not self.dry_run:
+        if self.dry_run:  # a plan lists them, so that a person can check them
+            self.result.planned.extend(s.planned for s in deletes)
+        else:
             self.store.hold([self._owed(s, "held") for s in deletes], self.recorded_at)
         log.warning("job %s: %s", self.job.name, self.result.held, extra={"job": self.job.name})
 

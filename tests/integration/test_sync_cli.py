@@ -143,6 +143,8 @@ def test_an_emptied_export_is_held_back_until_accepted(runner: CliRunner, demo: 
     assert "held back" in held.stderr
     assert "--accept-deletes" in held.stderr
     assert len(rows(demo / "out" / "partner-housing.csv")) > 0
+    plan = run(runner, "plan", "partner-housing", cwd=demo, env=ENV)
+    assert plan.stdout.count("- delete") == len(rows(demo / "out" / "partner-housing.csv"))
     status = run(runner, "status", "partner-housing", cwd=demo, env=ENV)
     assert status.exit_code == 1
     assert "held back by the mass-delete guard" in status.stdout
