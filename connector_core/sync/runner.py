@@ -190,6 +190,8 @@ class _Run:
     def execute(self, reconcile: bool | None) -> RunResult:
         """Run: decide full or incremental, sync, then record the run and the job's state."""
         state = self.store.job_state(self.job.name)
+        if not self.dry_run:
+            self.store.adopt_intents(self.job.name)
         self.owed = self.store.outstanding(self.job.name)
         # A batch sent but not recorded is read again from the cursor; failed and held
         # changes were passed by the cursor, so only a full read decides them again.
@@ -416,7 +418,10 @@ class _Run:
 
     def write(self, steps: Sequence[Step], cursor: str | None) -> None:
         """Write one batch ahead, send it, and record what the target acknowledged."""
-        self.store.write_ahead([self._owed(s, "sent") for s in steps], self.recorded_at)
+        intent = None
+        if steps:
+            changes = [(a.source_id, a.target_key, a.action, a.reason) for a in _applied(steps)]
+            intent = self.store.write_ahead(self.job.name, changes, self.recorded_at)
         results = self._send(steps) if steps else []
         outcome = _Outcome()
         for step, result in zip(steps, results[: len(steps)], strict=True):
@@ -432,6 +437,7 @@ class _Run:
             resolved=outcome.resolved,
             failed=outcome.failed,
             ledgered=outcome.ledgered,
+            intent=intent,
         )
         self.counts.created += outcome.created
         self.counts.updated += outcome.updated
@@ -570,6 +576,10 @@ class _Outcome:
         self.applied.append(change)
         if ledger:
             self.ledgered.append(change)
+
+
+def _applied(steps: Sequence[Step]) -> Iterator[AppliedChange]:
+    return (step.applied for step in steps)
 
 
 def _write_error(result: WriteResult | None) -> str:

@@ -37,7 +37,7 @@ from connector_core.sync.model import (
     Outstanding,
     RunCounts,
 )
-from connector_core.sync.tables import id_map, job_state, outstanding, runs
+from connector_core.sync.tables import id_map, intents, job_state, outstanding, runs
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
 
@@ -184,14 +184,15 @@ class StateStore:
         resolved: Iterable[str] = (),
         failed: Sequence[Outstanding] = (),
         ledgered: Sequence[AppliedChange] | None = None,
+        intent: int | None = None,
     ) -> None:
         """Record a batch the target acknowledged: id map, ledger and cursor, all or nothing.
 
         Creates and updates upsert the id map, deletes remove from it; every change in
         `ledgered` (default: `applied`) appends one ledger row; unless `cursor` is KEEP, the
-        job's cursor becomes `cursor`. The outstanding rows of every applied change and of
-        the `resolved` source ids are cleared (the intent log), and `failed` become
-        outstanding "failed" rows, retried by the next run.
+        job's cursor becomes `cursor`. The batch's `intent` (from :meth:`write_ahead`) and the
+        outstanding rows of every applied change and of the `resolved` source ids are
+        cleared, and `failed` become outstanding "failed" rows, retried by the next run.
         """
         now = _utc(now)
         ledgered = applied if ledgered is None else ledgered
@@ -210,6 +211,8 @@ class StateStore:
                 conn.execute(self._upsert_mapped(), kept)
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
+            if intent is not None:
+                conn.execute(intents.delete().where(intents.c.id == intent))
             self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
             self._put_outstanding(conn, failed, now)  # their intents become failures
             ledger_rows.append(conn, entries)  # last: its head lock is held for the least time
@@ -225,10 +228,32 @@ class StateStore:
     # -- outstanding changes (the intent log, failures, held deletes) --------------------
 
     def outstanding(self, job: str) -> dict[str, Outstanding]:
-        """Every change still owed to `job`'s target, by source id."""
+        """Every change still owed to `job`'s target, by source id: the outstanding rows,
+        and the changes of intents an interrupted run left (as "sent")."""
         query = sa.select(outstanding).where(outstanding.c.job == job)
         with self._transaction() as conn:
-            return {row.source_id: Outstanding(**row._mapping) for row in conn.execute(query)}
+            found = {row.source_id: Outstanding(**row._mapping) for row in conn.execute(query)}
+            for intent in conn.execute(sa.select(intents).where(intents.c.job == job)):
+                for source_id, key, action, reason in intent.changes:
+                    found.setdefault(
+                        source_id,
+                        Outstanding(job, source_id, key, action, "sent", reason, since=intent.at),
+                    )
+        return found
+
+    def adopt_intents(self, job: str) -> int:
+        """Turn the intents an interrupted run of `job` left into outstanding "sent" rows,
+        so that each is cleared as soon as its record is settled; return how many changes."""
+        with self._transaction(write=True) as conn:
+            left = list(conn.execute(sa.select(intents).where(intents.c.job == job)))
+            rows = [
+                Outstanding(job, sid, key, action, "sent", reason, since=intent.at)
+                for intent in left
+                for sid, key, action, reason in intent.changes
+            ]
+            self._put_outstanding(conn, rows, _utc(None), attempt=True)
+            conn.execute(intents.delete().where(intents.c.id.in_([i.id for i in left])))
+        return len(rows)
 
     def outstanding_summary(self) -> dict[str, dict[str, int]]:
         """How many changes each job owes its target, by status."""
@@ -241,11 +266,17 @@ class StateStore:
                 found.setdefault(job, {})[status] = int(count)
         return found
 
-    def write_ahead(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
-        """Record the changes of a batch as sent, in their own transaction, before sending."""
-        if rows:
-            with self._transaction(write=True) as conn:
-                self._put_outstanding(conn, rows, _utc(now), attempt=True)
+    def write_ahead(
+        self, job: str, changes: Sequence[tuple[str, str, str, str]], now: dt.datetime | None = None
+    ) -> int:
+        """Record a batch's (source id, target key, action, reason) before it is sent, in a
+        transaction of its own; return the intent's id for :meth:`record_batch`."""
+        row = {"job": job, "at": _utc(now), "changes": [list(c) for c in changes]}
+        with self._transaction(write=True) as conn:
+            key = conn.execute(sa.insert(intents).values(row)).inserted_primary_key
+        if key is None:
+            raise RuntimeError("the database returned no id for the intent")
+        return int(key[0])
 
     def hold(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
         """Record deletes the mass-delete guard held back (status "held")."""

@@ -95,10 +95,22 @@ runs = sa.Table(
     sa.Index(None, "job", "id"),
 )
 
-# The write-ahead intent log and the changes still owed to a target, one row per record at
-# most. A batch's keys go in (status "sent") in their own transaction before the batch goes to
-# the target; recording the batch removes them. A change the target rejected stays as
-# "failed", deletes the mass-delete guard held back as "held"; the next run resolves them all.
+# The write-ahead intent log: one row per batch in flight, written in its own transaction
+# before the batch goes to the target, deleted by the transaction that records the batch.
+# `changes` lists [source_id, target_key, action, reason] per change (no values, no fields).
+intents = sa.Table(
+    "intents",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("changes", sa.JSON(), nullable=False),
+    sa.Index(None, "job"),
+)
+
+# The changes still owed to a target, one row per record at most: "sent" (an intent left by
+# an interrupted run, taken over by the next run), "failed" (the target rejected it), "held"
+# (a delete the mass-delete guard held back). The next run resolves them all.
 outstanding = sa.Table(
     "outstanding",
     metadata,

@@ -1,4 +1,4 @@
-"""The write-ahead intent log and outstanding changes (failed, held back).
+"""The write-ahead intent log (intents) and outstanding changes (sent, failed, held back).
 
 Revision ID: 0003
 Revises: 0002
@@ -13,6 +13,7 @@ from alembic import op
 # Frozen like 0001: types spelled out, not imported from connector_core.sync.tables.
 KEY = sa.String().with_variant(sa.String(collation="C"), "postgresql")
 TIME = sa.DateTime(timezone=True)
+SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 revision = "0003"
 down_revision = "0002"
@@ -21,7 +22,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Create the outstanding table."""
+    """Create the intents and outstanding tables."""
+    op.create_table(
+        "intents",
+        sa.Column("id", SERIAL, autoincrement=True, nullable=False),
+        sa.Column("job", sa.String(), nullable=False),
+        sa.Column("at", TIME, nullable=False),
+        sa.Column("changes", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_intents"),
+    )
+    op.create_index("ix_intents_job", "intents", ["job"])
     op.create_table(
         "outstanding",
         sa.Column("job", sa.String(), nullable=False),
@@ -39,5 +49,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the outstanding table."""
+    """Drop the intents and outstanding tables."""
     op.drop_table("outstanding")
+    op.drop_index("ix_intents_job", table_name="intents")
+    op.drop_table("intents")
