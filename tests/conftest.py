@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import keyring
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from keyrings.alt.file import PlaintextKeyring
+
+from tests.postgres import PG_SERVER, _admin
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo"
@@ -45,3 +50,24 @@ def demo(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "policies", tmp_path / "policies")
     (target / "out").mkdir()
     return target
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """The URL of a database created for this test session (dropped at its end)."""
+    server = _admin("postgres")
+    try:
+        with server.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = f"PostgreSQL is not reachable at {server.url} ({str(exc.orig).splitlines()[0]})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the state tests on it (scripts/services)")
+        pytest.skip(f"{reason}; start it with scripts/services")
+    name = f"connector_test_{secrets.token_hex(4)}"
+    with server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_SERVER}/{name}"
+    with server.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()

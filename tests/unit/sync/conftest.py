@@ -7,7 +7,6 @@ reachable server the PostgreSQL half is skipped locally and fails in CI (env CI 
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
@@ -21,43 +20,8 @@ import sqlalchemy as sa
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.testing import reset_memory_stores
+from tests.postgres import REPO, _admin
 from tests.unit.sync.test_runner import Network, PickyAdapter, PushdownAdapter
-
-# The server to test on; CONNECTOR_TEST_POSTGRES overrides it (no database name at the end).
-PG_SERVER = os.environ.get(
-    "CONNECTOR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432"
-)
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _admin(database: str) -> sa.Engine:
-    return sa.create_engine(
-        f"{PG_SERVER}/{database}",
-        isolation_level="AUTOCOMMIT",
-        poolclass=sa.NullPool,
-        connect_args={"connect_timeout": 5},
-    )
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """The URL of a database created for this test session (dropped at its end)."""
-    server = _admin("postgres")
-    try:
-        with server.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        reason = f"PostgreSQL is not reachable at {server.url} ({str(exc.orig).splitlines()[0]})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run the state tests on it (scripts/services)")
-        pytest.skip(f"{reason}; start it with scripts/services")
-    name = f"connector_test_{secrets.token_hex(4)}"
-    with server.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_SERVER}/{name}"
-    with server.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    server.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
