@@ -27,6 +27,7 @@ from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy, parse_duration
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.model import JobState
+from connector_core.sync.schema_check import check_source
 from connector_core.yaml_errors import validate
 
 #: Settings that change how an adapter works, not what it reads or writes.
@@ -105,8 +106,12 @@ def load_job(
         context: what masks need (the network's hash key).
 
     Raises:
-        ConfigError: an unknown job, bad options, a policy error, or a target that cannot
-            write and delete (a mirror must be able to take records back).
+        ConfigError: an unknown job, bad options, a policy error, a target that cannot
+            write and delete (a mirror must be able to take records back), or a source
+            whose fields no longer match its mapping or the policy (schema drift; see
+            :mod:`connector_core.sync.schema_check`). Every run goes through here, so a
+            drifted source stops the run before anything is written.
+        AdapterError: the source could not be reached to list its fields.
     """
     job = config.job(name)
     options = validate(config.document, JobOptions, prefix=("jobs", name, "options"))
@@ -117,6 +122,7 @@ def load_job(
     with contextlib.ExitStack() as opened:  # close what was opened if anything fails
         source = opened.enter_context(config.open_adapter(job.source))
         target = opened.enter_context(config.open_adapter(job.target))
+        check_source(config, job.source, source, policy).raise_for_errors()
         opened.pop_all()
     return LoadedJob(
         name=name,

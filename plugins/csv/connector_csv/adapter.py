@@ -21,8 +21,10 @@ from connector_core.adapters import (
     Adapter,
     Capability,
     Change,
+    MissingField,
     Page,
     ReadProblem,
+    SourceFields,
     WriteResult,
 )
 from connector_core.credentials import SecretLookup
@@ -102,6 +104,33 @@ class CsvAdapter(Adapter):
             return self._columns.canonical_names()
         with file_errors(path), CsvFile(path, self.settings) as source:
             return self._columns.canonical_names(source.header)
+
+    def available_fields(self) -> SourceFields:
+        """What the file's header holds now, and which mapped columns (or key) it lacks."""
+        path = self.settings.path
+        with file_errors(path), CsvFile(path, self.settings, key_required=False) as source:
+            header = source.header or []
+        key = self.settings.key_column
+        missing = [MissingField("id", key, ("settings", "key_column"))] if key not in header else []
+        missing += [
+            MissingField(c.canonical, c.native, ("mapping", c.canonical))
+            for c in self._columns.columns
+            if c.native not in header
+        ]
+        provided = self._columns.canonical_names(header)
+        empty = " (the file is empty: no header, no columns)" if source.header is None else ""
+        return SourceFields(
+            provided=provided if key in header else provided - {"id"},
+            missing=tuple(missing),
+            native=tuple(header),
+            source=f"the header of {path}{empty}",
+        )
+
+    def count(self) -> int:
+        """The file's data rows, counted without decoding them."""
+        path = self.settings.path
+        with file_errors(path), CsvFile(path, self.settings, key_required=False) as source:
+            return sum(1 for _ in source.rows()) if source.header is not None else 0
 
     def read(
         self,

@@ -1,0 +1,124 @@
+"""Schema drift stops `connector run` (exit 3) before anything is written (issue #10, 1).
+
+Each case first ran to exit 0 and deleted or blanked people at the recipient.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.integration.test_cli import run
+from tests.integration.test_sync_cli import ENV, rows
+
+JOB = "organizers-north"
+
+
+def first_run(runner: CliRunner, demo: Path) -> list[dict[str, str]]:
+    result = run(runner, "run", JOB, cwd=demo, env=ENV)
+    assert result.exit_code == 0, result.output
+    shared = rows(demo / "out" / f"{JOB}.csv")
+    assert len(shared) == 7
+    return shared
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def assert_refused(runner: CliRunner, demo: Path, before: list[dict[str, str]]) -> Result:
+    """The run exits 3 with no traceback and leaves the target and the state as they were."""
+    history = json.loads(run(runner, "runs", "--json", cwd=demo).stdout)
+    result = run(runner, "run", JOB, cwd=demo, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert "Nothing was written" in result.stderr
+    assert rows(demo / "out" / f"{JOB}.csv") == before
+    assert json.loads(run(runner, "runs", "--json", cwd=demo).stdout) == history
+    return result
+
+
+def test_an_empty_source_file_is_refused(runner: CliRunner, demo: Path) -> None:
+    before = first_run(runner, demo)
+    (demo / "data" / "members.csv").write_bytes(b"")
+    result = assert_refused(runner, demo, before)
+    config = demo / "connector.yaml"
+    assert f"{config}:{line_of(config, 'key_column: Contact ID')}:" in result.stderr
+    assert "the file is empty: no header, no columns" in result.stderr
+    assert "it has none" in result.stderr
+
+
+def test_a_renamed_consent_column_is_refused(runner: CliRunner, demo: Path) -> None:
+    before = first_run(runner, demo)
+    edit(demo / "data" / "members.csv", "Local organizing OK", "Local Organizing OK")
+    result = assert_refused(runner, demo, before)
+    config = demo / "connector.yaml"
+    where = f"{config}:{line_of(config, 'consent.local_organizing:')}:"
+    assert where in result.stderr
+    assert "connections.members.mapping.consent.local_organizing: 'Local organizing OK'" in (
+        result.stderr
+    )
+    assert "did you mean 'Local Organizing OK'?" in result.stderr
+    assert "'Contact ID', 'First Name'" in result.stderr  # the columns that exist
+    assert "Fix:" in result.stderr
+
+
+def test_a_mapping_to_a_missing_column_is_refused(runner: CliRunner, demo: Path) -> None:
+    before = first_run(runner, demo)
+    config = demo / "connector.yaml"
+    edit(config, "phone: Phone\n", "phone: Phone number\n")
+    result = assert_refused(runner, demo, before)
+    assert f"{config}:{line_of(config, 'phone: Phone number')}:" in result.stderr
+    assert "'Phone number' is not in the header of" in result.stderr
+    assert "did you mean 'Phone'?" in result.stderr
+    assert "+44" not in result.output  # column names, never values
+
+
+def test_a_rule_on_a_field_the_source_lacks_is_refused(runner: CliRunner, demo: Path) -> None:
+    before = first_run(runner, demo)
+    policy = demo / ".." / ".." / "policies" / "organizers-north.yaml"
+    edit(policy, "when: {region: North}", "when: {tags: {any_of: [north]}}")
+    result = assert_refused(runner, demo, before)
+    assert f"{policy}:{line_of(policy, 'allow: supporters')}:" in result.stderr
+    assert "allow rule 'supporters in the North' tests tags" in result.stderr
+    assert "connection 'members' does not provide" in result.stderr
+    assert "connections.members.mapping (tags: <name>)" in result.stderr
+
+
+def test_a_policy_showing_a_field_the_source_lacks_is_refused(
+    runner: CliRunner, demo: Path
+) -> None:
+    before = first_run(runner, demo)
+    policy = demo / ".." / ".." / "policies" / "organizers-north.yaml"
+    edit(policy, "  city: show\n", "  city: show\n  organization: show\n")
+    result = assert_refused(runner, demo, before)
+    assert f"{policy}:{line_of(policy, 'organization: show')}:" in result.stderr
+    assert "shows organization" in result.stderr
+
+
+def test_a_required_purpose_without_evidence_is_refused(runner: CliRunner, demo: Path) -> None:
+    before = first_run(runner, demo)
+    config = demo / "connector.yaml"
+    edit(config, "      consent.local_organizing: Local organizing OK\n", "")
+    result = assert_refused(runner, demo, before)
+    policy = demo / ".." / ".." / "policies" / "organizers-north.yaml"
+    assert f"{policy}:{line_of(policy, 'require_consent')}:" in result.stderr
+    assert "requires consent 'local_organizing'" in result.stderr
+    assert "docs/adapters/csv.md" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["plan", "run --dry-run"])
+def test_plan_and_dry_run_refuse_too(runner: CliRunner, demo: Path, command: str) -> None:
+    (demo / "data" / "members.csv").write_bytes(b"")
+    result = run(runner, *command.split(), JOB, cwd=demo, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "no header, no columns" in result.stderr
