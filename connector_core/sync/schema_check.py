@@ -184,7 +184,7 @@ def _mapping_problem(
     loc = ("connections", connection, *missing.setting)
     message = (
         f"{'.'.join(loc)}: {missing.native!r} is not in {found.source}"
-        f"{_suggest(missing.native, found.native)}; {_existing(found)}. Fix: name one "
+        f"{_suggest_for(missing, found.native)}; {_existing(found)}. Fix: name one "
         f"that exists, or remove the entry if the source no longer carries {missing.canonical}"
     )
     if missing.canonical == "id":
@@ -196,7 +196,7 @@ def _policy_problem(
     need: Need, connection: str, adapter: str, found: SourceFields, missing: MissingField | None
 ) -> Problem:
     if missing is not None:
-        lacks = f"{found.source} has no {missing.native!r}{_suggest(missing.native, found.native)}"
+        lacks = f"{found.source} has no {missing.native!r}{_suggest_for(missing, found.native)}"
     else:
         lacks = f"it maps nothing to {need.field}"
         lacks += _suggest(need.field.rsplit(".", 1)[-1], found.native)
@@ -214,6 +214,15 @@ def _policy_problem(
     if need.severity != "error":
         message += "; until then this rule withholds nobody read from this source"
     return Problem(str(need.path), need.line, None, message, severity=need.severity)
+
+
+def _suggest_for(missing: MissingField, names: Iterable[str]) -> str:
+    """A suggestion close to the missing name, else to its canonical field (Town -> City)."""
+    names = list(names)
+    found = _suggest(missing.native, names)
+    if not found and missing.canonical != "id":
+        found = _suggest(missing.canonical.rsplit(".", 1)[-1].replace("_", " "), names)
+    return found
 
 
 def _suggest(name: str, names: Iterable[str]) -> str:
