@@ -61,11 +61,13 @@ class MissingField:
     ``setting`` is where the connection configures it, as keys below the connection's block
     in connector.yaml (``("mapping", "phone")``, ``("settings", "key_column")``); the engine
     turns it into ``file:line`` when the admin wrote it, and treats it as a default otherwise.
+    ``note`` adds what else may hide it (a permission), for the admin.
     """
 
     canonical: str
     native: str
     setting: tuple[str, ...]
+    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

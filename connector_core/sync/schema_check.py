@@ -189,6 +189,8 @@ def _mapping_problem(
     )
     if missing.canonical == "id":
         message += " (every record needs its key)"
+    if missing.note:
+        message += f" ({missing.note})"
     return config.document.problem(loc, message)
 
 
@@ -197,6 +199,7 @@ def _policy_problem(
 ) -> Problem:
     if missing is not None:
         lacks = f"{found.source} has no {missing.native!r}{_suggest_for(missing, found.native)}"
+        lacks += f"; {missing.note}" if missing.note else ""
     else:
         lacks = f"it maps nothing to {need.field}"
         lacks += _suggest(need.field.rsplit(".", 1)[-1], found.native)

@@ -266,7 +266,7 @@ class Store:
                         "fk_entity": f.fk,
                     }
                     for f in spec.fields.values()
-                    if f.kind != "Filter"
+                    if f.kind != "Filter" and self.field_visible(user, f)
                 ]
                 return Result(fields, len(fields), len(fields))
             if action in ("getMergedTo", "getMergedFrom"):
@@ -281,6 +281,11 @@ class Store:
             from .writes import write_action  # local import: writes.py uses Store
 
             return write_action(self, user, entity, action, params)
+
+    @staticmethod
+    def field_visible(user: ApiUser, spec: Any) -> bool:
+        """Reference §6: custom fields are dropped for a user without custom data access."""
+        return spec.kind != "Custom" or "access all custom data" in user.permissions
 
     def select_rows(
         self, user: ApiUser, entity: str, where: Any, default_filters: bool = True
