@@ -75,7 +75,8 @@ class SourceFields:
     """What a connection's live source holds, from :meth:`Adapter.available_fields`.
 
     ``provided``: the canonical names a read can fill now (``id``, fields,
-    ``consent.<purpose>`` for each purpose the source carries evidence of, ``extra.*``).
+    ``consent.<purpose>`` for each purpose the source carries evidence of, ``extra.*``;
+    plain ``consent`` when one property may hold any purpose).
     ``missing``: mapped entries the source lacks. ``native``: the source's own names
     (columns, API fields) for "did you mean" suggestions. ``source``: what was inspected,
     for messages (a file, an API). ``verified``: False when the adapter could only report

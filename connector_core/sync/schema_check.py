@@ -88,13 +88,19 @@ def check_source(
     reported = {m.canonical for m in wrong}
     missing = {m.canonical: m for m in found.missing}
     for need in policy_needs(policy, config.model.network.floor):
-        if need.field in found.provided or need.field in reported or need.field in _ALWAYS:
+        if _provided(need.field, found.provided) or need.field in reported:
             continue
         problem = _policy_problem(need, connection, adapter.name, found, missing.get(need.field))
         (report.errors if need.severity == "error" else report.warnings).append(problem)
     report.errors = _unique(report.errors)
     report.warnings = _unique(report.warnings)
     return report
+
+
+def _provided(field: str, provided: frozenset[str]) -> bool:
+    if field in provided or field in _ALWAYS:
+        return True
+    return field.startswith("consent.") and "consent" in provided  # one property, any purpose
 
 
 def policy_needs(policy: CompiledPolicy, floor: Path | None = None) -> Iterator[Need]:
