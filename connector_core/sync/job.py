@@ -96,6 +96,7 @@ def load_job(
     *,
     masks: Mapping[str, MaskFactory] | None = None,
     context: MaskContext | None = None,
+    check_schema: bool = True,
 ) -> LoadedJob:
     """Load the job `name` of `config`: options, compiled policy, open source and target.
 
@@ -104,6 +105,9 @@ def load_job(
         name: the job's name.
         masks: the installed masks by name (None: the built-in ones).
         context: what masks need (the network's hash key).
+        check_schema: check the source against its mapping and the policy (False only
+            for a caller that runs :func:`~connector_core.sync.schema_check.check_source`
+            itself to show its warnings, as ``connector doctor`` does).
 
     Raises:
         ConfigError: an unknown job, bad options, a policy error, a target that cannot
@@ -122,7 +126,8 @@ def load_job(
     with contextlib.ExitStack() as opened:  # close what was opened if anything fails
         source = opened.enter_context(config.open_adapter(job.source))
         target = opened.enter_context(config.open_adapter(job.target))
-        check_source(config, job.source, source, policy).raise_for_errors()
+        if check_schema:
+            check_source(config, job.source, source, policy).raise_for_errors()
         opened.pop_all()
     return LoadedJob(
         name=name,

@@ -36,6 +36,9 @@ HINT = (
 _SHOWN_NAMES = 15
 #: Fields every record has, whatever the source maps.
 _ALWAYS = frozenset({"id", "consent"})
+#: A record deleted at a source that cannot say so is missing from its next full read and
+#: taken back then: a floor's forbid on it needs no warning.
+_TAKEN_BACK_ANYWAY = frozenset({"deleted"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,6 +143,8 @@ def _rule_needs(link: Link, is_floor: bool) -> Iterator[Need]:
         for field in dict.fromkeys(_fields(rule.condition)):
             what = f"{rule.kind} rule {rule.name!r} tests {field}"
             harmless = rule.kind == "forbid" and not _fires_without(rule.condition, field)
+            if is_floor and harmless and field in _TAKEN_BACK_ANYWAY:
+                continue
             severity = "warning" if is_floor and harmless else "error"
             yield Need(field, link.policy.path, rule.line, what, severity)
 
@@ -209,6 +214,16 @@ def _policy_problem(
     else:
         lacks = f"it maps nothing to {need.field}"
         lacks += _suggest(need.field.rsplit(".", 1)[-1], found.native)
+    if need.severity != "error":
+        return Problem(
+            str(need.path),
+            need.line,
+            None,
+            f"{need.what}, which connection {connection!r} does not provide: the rule "
+            f"withholds nobody read from it (to apply it, map {need.field} under "
+            f"connections.{connection}.mapping)",
+            severity=need.severity,
+        )
     message = f"{need.what}, which connection {connection!r} does not provide ({lacks}). "
     if need.field.startswith("consent."):
         message += (
@@ -220,9 +235,7 @@ def _policy_problem(
             f"Fix: map it under connections.{connection}.mapping ({need.field}: <name>), "
             "or change the policy"
         )
-    if need.severity != "error":
-        message += "; until then this rule withholds nobody read from this source"
-    return Problem(str(need.path), need.line, None, message, severity=need.severity)
+    return Problem(str(need.path), need.line, None, message)
 
 
 def _suggest_for(missing: MissingField, names: Iterable[str]) -> str:

@@ -122,3 +122,23 @@ def test_plan_and_dry_run_refuse_too(runner: CliRunner, demo: Path, command: str
     result = run(runner, *command.split(), JOB, cwd=demo, env=ENV)
     assert result.exit_code == 3, result.output
     assert "no header, no columns" in result.stderr
+
+
+def test_doctor_reports_the_drift_a_run_would_refuse(runner: CliRunner, demo: Path) -> None:
+    edit(demo / "data" / "members.csv", "Local organizing OK", "Local Organizing OK")
+    result = run(runner, "doctor", cwd=demo, env=ENV)
+    assert result.exit_code == 3, result.output
+    config = demo / "connector.yaml"
+    where = f"{config}:{line_of(config, 'consent.local_organizing:')}:"
+    for job in ("organizers-north", "partner-housing"):
+        assert f"FAIL job {job}: {where}" in result.stdout
+    assert "did you mean 'Local Organizing OK'?" in result.stdout
+    assert "`connector run` refuses this job" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_doctor_shows_an_emptied_source(runner: CliRunner, demo: Path) -> None:
+    members = demo / "data" / "members.csv"
+    members.write_text(members.read_text().splitlines()[0] + "\n")  # the header only
+    result = run(runner, "doctor", cwd=demo, env=ENV)
+    assert "ok   job organizers-north: source members: 0 record(s)" in result.stdout
