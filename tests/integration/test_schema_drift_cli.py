@@ -142,3 +142,28 @@ def test_doctor_shows_an_emptied_source(runner: CliRunner, demo: Path) -> None:
     members.write_text(members.read_text().splitlines()[0] + "\n")  # the header only
     result = run(runner, "doctor", cwd=demo, env=ENV)
     assert "ok   job organizers-north: source members: 0 record(s)" in result.stdout
+
+
+def test_policy_check_against_a_connection(runner: CliRunner, demo: Path) -> None:
+    policies = demo / ".." / ".." / "policies"
+    north, public = policies / "organizers-north.yaml", policies / "public-map.yaml"
+    ok = run(runner, "policy", "check", str(north), "--against", "members", cwd=demo)
+    assert ok.exit_code == 0, ok.output
+    assert "policy organizers-north, 2 rule(s); members: fields match" in ok.stdout
+    assert "warning: " in ok.stderr  # the floor's rule on is_deceased
+    assert "tests is_deceased" in ok.stderr
+
+    args = ("policy", "check", str(north), str(public), "--against", "members")
+    result = run(runner, *args, cwd=demo)
+    assert result.exit_code == 3, result.output
+    assert f"error: {public}:{line_of(public, 'allow: located supporters')}:" in result.stderr
+    assert "allow rule 'located supporters' tests latitude" in result.stderr
+    assert "connection 'members' does not provide" in result.stderr
+    assert "1 of 2 policy file(s) have errors" in result.stderr
+
+
+def test_policy_check_against_an_unknown_connection(runner: CliRunner, demo: Path) -> None:
+    north = demo / ".." / ".." / "policies" / "organizers-north.yaml"
+    result = run(runner, "policy", "check", str(north), "--against", "member", cwd=demo)
+    assert result.exit_code == 3
+    assert "did you mean 'members'?" in result.stderr
