@@ -259,7 +259,7 @@ def _suggest(name: str, names: Iterable[str]) -> str:
 def _existing(found: SourceFields) -> str:
     names = list(found.native)
     if not names:
-        return "it has none"
+        return "it lists no names"
     shown = ", ".join(repr(n) for n in names[:_SHOWN_NAMES])
     more = f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
     return f"it has {shown}{more}"

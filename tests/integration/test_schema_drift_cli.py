@@ -54,7 +54,7 @@ def test_an_empty_source_file_is_refused(runner: CliRunner, demo: Path) -> None:
     config = demo / "connector.yaml"
     assert f"{config}:{line_of(config, 'key_column: Contact ID')}:" in result.stderr
     assert "the file is empty: no header, no columns" in result.stderr
-    assert "it has none" in result.stderr
+    assert "it lists no names" in result.stderr
 
 
 def test_a_renamed_consent_column_is_refused(runner: CliRunner, demo: Path) -> None:

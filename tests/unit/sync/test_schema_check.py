@@ -213,7 +213,16 @@ def test_an_empty_file_has_no_columns(network: Network) -> None:
     (network.root / "crm.csv").write_bytes(b"")
     errors = network.check().errors
     assert len(errors) == 3
-    assert all("no header, no columns" in e.message and "it has none" in e.message for e in errors)
+    assert all("no header, no columns" in e.message for e in errors)
+    assert all("it lists no names" in e.message for e in errors)
+
+
+def test_a_file_without_its_header_row_shows_no_cells(network: Network) -> None:
+    (network.root / "crm.csv").write_text("R1,Leeds,yes,42\nR2,York,no,40\n")
+    errors = network.check().errors
+    assert len(errors) == 3
+    assert all("is the header row missing?" in e.message for e in errors)
+    assert not any("Leeds" in e.message or "R1" in e.message for e in errors)
 
 
 def test_adapters_that_cannot_tell_are_not_checked(network: Network) -> None:
