@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +271,31 @@ def test_a_rule_that_cannot_fire_without_a_field_never_does(
     for field in set(_fields(condition)):
         if not _fires_without(condition, field) and matches(condition, _without(record, field)):
             assert matches(condition, record)
+
+
+PROPERTY_MAPPING = """\
+      city: Town
+      region: Region
+      consent.local_organizing: Local OK
+"""
+#: column -> the line of connector.yaml that names it (key_column for Ref)
+WRITTEN_AT = {"Ref": 10, "Town": 12, "Region": 13, "Local OK": 14}
+
+
+@given(
+    kept=st.sets(st.sampled_from(sorted(WRITTEN_AT))),
+    noise=st.lists(st.sampled_from(["Notes", "Shoe size", "town", "REGION"]), unique=True),
+)
+def test_every_dropped_column_is_one_error_at_its_line(kept: set[str], noise: list[str]) -> None:
+    """Whatever columns a new export drops, each is reported once, where it is named."""
+    with tempfile.TemporaryDirectory() as folder:
+        network = Network(Path(folder))
+        network.write(mapping=PROPERTY_MAPPING)
+        network.write(policy=POLICY.replace("{city: Leeds}", "{region: North}"))
+        header = [c for c in WRITTEN_AT if c in kept] + noise
+        (network.root / "crm.csv").write_text(",".join(header) + "\n")
+        report = network.check()
+        assert sorted(e.line for e in report.errors) == sorted(
+            line for column, line in WRITTEN_AT.items() if column not in kept
+        )
+        assert report.warnings == []
