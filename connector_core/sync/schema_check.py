@@ -208,34 +208,36 @@ def _mapping_problem(
 def _policy_problem(
     need: Need, connection: str, adapter: str, found: SourceFields, missing: MissingField | None
 ) -> Problem:
-    if missing is not None:
-        lacks = f"{found.source} has no {missing.native!r}{_suggest_for(missing, found.native)}"
-        lacks += f"; {missing.note}" if missing.note else ""
-    else:
-        lacks = f"it maps nothing to {need.field}"
-        lacks += _suggest(need.field.rsplit(".", 1)[-1], found.native)
     if need.severity != "error":
-        return Problem(
-            str(need.path),
-            need.line,
-            None,
+        message = (
             f"{need.what}, which connection {connection!r} does not provide: the rule "
             f"withholds nobody read from it (to apply it, map {need.field} under "
-            f"connections.{connection}.mapping)",
-            severity=need.severity,
+            f"connections.{connection}.mapping)"
         )
-    message = f"{need.what}, which connection {connection!r} does not provide ({lacks}). "
+        return Problem(str(need.path), need.line, None, message, severity=need.severity)
+    message = f"{need.what}, which connection {connection!r} does not provide "
+    message += f"({_lacks(need, found, missing)}). Fix: "
     if need.field.startswith("consent."):
         message += (
-            f"Fix: tell connection {connection!r} where it keeps this consent "
+            f"tell connection {connection!r} where it keeps this consent "
             f"(docs/adapters/{adapter}.md), or remove the requirement"
         )
     else:
         message += (
-            f"Fix: map it under connections.{connection}.mapping ({need.field}: <name>), "
+            f"map it under connections.{connection}.mapping ({need.field}: <name>), "
             "or change the policy"
         )
     return Problem(str(need.path), need.line, None, message)
+
+
+def _lacks(need: Need, found: SourceFields, missing: MissingField | None) -> str:
+    """Why the source does not provide a needed field: a mapped name it lacks, or none."""
+    if missing is None:
+        return f"it maps nothing to {need.field}" + _suggest(
+            need.field.rsplit(".", 1)[-1], found.native
+        )
+    lacks = f"{found.source} has no {missing.native!r}{_suggest_for(missing, found.native)}"
+    return lacks + (f"; {missing.note}" if missing.note else "")
 
 
 def _suggest_for(missing: MissingField, names: Iterable[str]) -> str:

@@ -71,8 +71,9 @@ def _contact_fields_and_groups(
     if contacts.consent_groups:
         calls["groups"] = ("Group", "get", {"select": ["title"], "limit": 0})
     answers = client.call_many(calls)
-    fields = {str(r["name"]): r.get("fk_entity") for r in _values(answers["contact"])}
-    titles = {str(r["title"]) for r in _values(answers["groups"])} if "groups" in answers else set()
+    fields = {str(r["name"]): r.get("fk_entity") for r in _values(answers["contact"], "name")}
+    groups = _values(answers["groups"], "title") if "groups" in answers else []
+    titles = {str(r["title"]) for r in groups}
     return fields, titles
 
 
@@ -90,7 +91,7 @@ def _joined_fields(
         return {}
     params = {"select": ["name"], "action": "get"}
     answers = client.call_many({e: (e, "getFields", params) for e in sorted(entities)})
-    return {e: {str(r["name"]) for r in _values(a)} for e, a in answers.items()}
+    return {e: {str(r["name"]) for r in _values(a, "name")} for e, a in answers.items()}
 
 
 def _exists(
@@ -124,7 +125,8 @@ def _note(setting: tuple[str, ...], native: str) -> str:
     return _GROUP_NOTE if setting[-1] == "group" else ""
 
 
-def _values(answer: dict[str, Any] | AdapterError) -> list[dict[str, Any]]:
+def _values(answer: dict[str, Any] | AdapterError, key: str) -> list[dict[str, Any]]:
+    """The rows of an answer that carry `key` (an error answer is raised)."""
     if isinstance(answer, AdapterError):
         raise answer
-    return [row for row in answer.get("values") or () if isinstance(row, dict)]
+    return [row for row in answer.get("values") or () if isinstance(row, dict) and key in row]
