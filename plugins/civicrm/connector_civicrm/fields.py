@@ -6,7 +6,9 @@ renamed custom field or a consent group retitled at the site would read as "no e
 for everyone. Before a run the adapter lists ``Contact.getFields`` (custom fields included,
 minus the custom groups the user may not see), the fields of each joined entity a mapped
 path goes through (``email_primary.email`` -> ``Email``), and the titles of the groups that
-hold consent: two requests, both multi-calls that are retried like any read.
+hold consent: two requests, both multi-calls that are retried like any read. When a custom
+field is missing, ``CustomField.get`` tells a field the user may not see from one the site
+does not have.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ _CUSTOM_NOTE = (
     "a custom field also disappears when the API user lacks 'access all custom data' or "
     "its custom group's ACL"
 )
+_HIDDEN_NOTE = (
+    "the site has this custom field, but the API user cannot see it: grant 'access all "
+    "custom data' or its custom group's ACL"
+)
 _GROUP_NOTE = "consent is read from that group's membership: write its title as the site shows it"
 
 
@@ -34,10 +40,15 @@ def source_fields(
     paths = list(_paths(contacts))
     contact, titles = _contact_fields_and_groups(client, contacts)
     joined = _joined_fields(client, contact, [native for _, native, _ in paths])
-    missing = [
-        MissingField(canonical, native, setting, _note(setting, native))
+    lacking = [
+        (canonical, native, setting)
         for canonical, native, setting in paths
         if not _exists(native, setting, contact, joined, titles)
+    ]
+    hidden = _hidden_custom_fields(client, [n for _, n, s in lacking if _is_custom(s, n)])
+    missing = [
+        MissingField(canonical, native, setting, _note(setting, native, hidden))
+        for canonical, native, setting in lacking
     ]
     lost = {m.canonical for m in missing}
     provided = contacts.canonical_names() - lost - {"consent"}
@@ -119,10 +130,39 @@ def _strip(native: str) -> str:
     return native.split(":", 1)[0]
 
 
-def _note(setting: tuple[str, ...], native: str) -> str:
-    if setting[:2] == ("settings", "custom_fields") or (setting[-1] == "field" and "." in native):
+def _hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] | None:
+    """Which of these custom fields exist at the site (``CustomField.get``) although
+    ``Contact.getFields`` hides them; None when the site will not say."""
+    if not natives:
+        return set()
+    groups = sorted({n.split(".", 1)[0] for n in natives})
+    params = {
+        "select": ["name", "custom_group_id.name"],
+        "where": [["custom_group_id.name", "IN", groups]],
+        "limit": 0,
+    }
+    try:
+        rows = client.call("CustomField", "get", params)["values"]
+    except AdapterError:
+        return None  # e.g. no permission to list custom fields: the generic note
+    existing = {f"{r.get('custom_group_id.name')}.{r.get('name')}" for r in rows}
+    return existing & set(natives)
+
+
+def _is_custom(setting: tuple[str, ...], native: str) -> bool:
+    return setting[:2] == ("settings", "custom_fields") or (
+        setting[-1] == "field" and "." in native
+    )
+
+
+def _note(setting: tuple[str, ...], native: str, hidden: set[str] | None) -> str:
+    if not _is_custom(setting, native):
+        return _GROUP_NOTE if setting[-1] == "group" else ""
+    if hidden is None:
         return _CUSTOM_NOTE
-    return _GROUP_NOTE if setting[-1] == "group" else ""
+    if native in hidden:
+        return _HIDDEN_NOTE
+    return "the site has no such custom field (CustomField.get): was it renamed or deleted?"
 
 
 def _values(answer: dict[str, Any] | AdapterError, key: str) -> list[dict[str, Any]]:

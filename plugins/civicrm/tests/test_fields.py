@@ -73,7 +73,16 @@ def test_custom_fields_hidden_from_the_api_user(make_adapter: MakeAdapter) -> No
         weak.secrets = StaticSecrets({"api_key": "weak", "site_key": "s"})
         lost = weak.available_fields().missing
     assert [m.canonical for m in lost] == ["extra.civicrm.level", "consent.local_organizing"]
-    assert all("access all custom data" in m.note for m in lost)
+    assert all("the API user cannot see it: grant 'access all custom data'" in m.note for m in lost)
+
+
+def test_a_custom_field_the_site_no_longer_has(make_adapter: MakeAdapter) -> None:
+    with FakeCiviCRM(api_key="k", custom_fields={"Member.level": "String"}) as fake:
+        adapter = make_adapter(url=fake.base_url, custom_fields={"level": "Member.grade"})
+        adapter.secrets = StaticSecrets({"api_key": "k", "site_key": "s"})
+        (lost,) = adapter.available_fields().missing
+    assert (lost.canonical, lost.native) == ("extra.civicrm.level", "Member.grade")
+    assert "the site has no such custom field" in lost.note
 
 
 def test_count_is_one_row_count_query(fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter) -> None:

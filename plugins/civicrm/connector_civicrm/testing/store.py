@@ -117,6 +117,18 @@ class Store:
         self.frozen: datetime | None = None
         self.trash_enabled = True  # the `contact_undelete` setting
         self.trash_bumps_modified = True  # 6.7+
+        self._seed_custom_fields(custom_fields or {})
+
+    def _seed_custom_fields(self, custom_fields: dict[str, str]) -> None:
+        """The CustomGroup and CustomField rows behind each `Group.field` API name."""
+        groups: dict[str, int] = {}
+        for api_name, data_type in custom_fields.items():
+            group, _, name = api_name.partition(".")
+            if group not in groups:
+                row = {"name": group, "title": group, "extends": "Contact", "is_active": True}
+                groups[group] = self.insert("CustomGroup", row)["id"]
+            field = {"name": name, "label": name, "data_type": data_type, "is_active": True}
+            self.insert("CustomField", {**field, "custom_group_id": groups[group]})
 
     # ---- clock ----------------------------------------------------------------------------
     def now(self) -> str:
