@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from connector_civicrm.testing import FakeCiviCRM
 
 from tests.integration.test_cli import run
 from tests.integration.test_sync_cli import ENV, rows
@@ -167,3 +168,62 @@ def test_policy_check_against_an_unknown_connection(runner: CliRunner, demo: Pat
     result = run(runner, "policy", "check", str(north), "--against", "member", cwd=demo)
     assert result.exit_code == 3
     assert "did you mean 'members'?" in result.stderr
+
+
+CIVICRM_NETWORK = """\
+version: 1
+network: {name: CiviCRM drift}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm:
+    adapter: civicrm
+    settings:
+      url: %(url)s
+      api_key: {env: DRIFT_CIVI_KEY}
+      consent:
+        local_organizing: {group: Local organizing}
+    mapping: {region: "address_primary.country_id:abbr"}
+  sheet: {adapter: csv, settings: {path: sheet.csv}}
+jobs:
+  to_sheet: {source: crm, target: sheet, policy: local.yaml}
+"""
+CIVICRM_POLICY = """\
+policy: local
+require_consent: [local_organizing]
+rules:
+  - allow: everyone
+fields:
+  first_name: show
+"""
+
+
+def test_civicrm_doctor_counts_and_run_refuses_a_retitled_consent_group(
+    runner: CliRunner, tmp_path: Path, fake_civicrm: FakeCiviCRM
+) -> None:
+    group = fake_civicrm.add_group("local", title="Local organizing")
+    for name in ("Ana", "Bo"):
+        fake_civicrm.set_membership(
+            fake_civicrm.add_contact(contact_type="Individual", first_name=name), group
+        )
+    (tmp_path / "connector.yaml").write_text(CIVICRM_NETWORK % {"url": fake_civicrm.base_url})
+    (tmp_path / "local.yaml").write_text(CIVICRM_POLICY)
+    env = {"DRIFT_CIVI_KEY": fake_civicrm.api_key}
+    doctor = run(runner, "doctor", cwd=tmp_path, env=env)
+    assert doctor.exit_code == 0, doctor.output
+    assert "ok   job to_sheet: source crm: 2 record(s); policy local; fields match" in (
+        doctor.stdout
+    )
+    first = run(runner, "run", "to_sheet", cwd=tmp_path, env=env)
+    assert first.exit_code == 0, first.output
+    assert len(rows(tmp_path / "sheet.csv")) == 2
+
+    fake_civicrm.store.tables["Group"][group]["title"] = "Local organising"
+    result = run(runner, "run", "to_sheet", cwd=tmp_path, env=env)
+    assert result.exit_code == 3, result.output
+    config = tmp_path / "connector.yaml"
+    assert f"{config}:{line_of(config, 'local_organizing: {group')}:" in result.stderr
+    assert "did you mean 'Local organising'?" in result.stderr
+    assert len(rows(tmp_path / "sheet.csv")) == 2
+    assert "Ana" not in result.output

@@ -56,7 +56,7 @@ def source_fields(
     return SourceFields(
         provided=frozenset({"id", *provided}),
         missing=tuple(missing),
-        native=(*contact, *sorted(titles)),
+        native=(*contact, *_joined_paths(paths, contact, joined), *sorted(titles)),
         source=f"what the API user sees at {settings.base_url} (Contact fields and groups)",
     )
 
@@ -103,6 +103,21 @@ def _joined_fields(
     params = {"select": ["name"], "action": "get"}
     answers = client.call_many({e: (e, "getFields", params) for e in sorted(entities)})
     return {e: {str(r["name"]) for r in _values(a, "name")} for e, a in answers.items()}
+
+
+def _joined_paths(
+    paths: list[tuple[str, str, tuple[str, ...]]],
+    contact: Mapping[str, str | None],
+    joined: Mapping[str, set[str]],
+) -> list[str]:
+    """``email_primary.email`` and its siblings, for the joins the mapping goes through."""
+    heads = sorted({_strip(n).split(".", 1)[0] for _, n, _ in paths if "." in _strip(n)})
+    return [
+        f"{head}.{name}"
+        for head in heads
+        if (entity := contact.get(head)) in joined
+        for name in sorted(joined[entity or ""])
+    ]
 
 
 def _exists(
