@@ -54,6 +54,42 @@ class AdapterSettings(BaseModel):
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MissingField:
+    """A canonical field a connection maps to something its live source does not have.
+
+    ``setting`` is where the connection configures it, as keys below the connection's block
+    in connector.yaml (``("mapping", "phone")``, ``("settings", "key_column")``); the engine
+    turns it into ``file:line`` when the admin wrote it, and treats it as a default otherwise.
+    ``note`` adds what else may hide it (a permission), for the admin.
+    """
+
+    canonical: str
+    native: str
+    setting: tuple[str, ...]
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceFields:
+    """What a connection's live source holds, from :meth:`Adapter.available_fields`.
+
+    ``provided``: the canonical names a read can fill now (``id``, fields,
+    ``consent.<purpose>`` for each purpose the source carries evidence of, ``extra.*``;
+    plain ``consent`` when one property may hold any purpose).
+    ``missing``: mapped entries the source lacks. ``native``: the source's own names
+    (columns, API fields) for "did you mean" suggestions. ``source``: what was inspected,
+    for messages (a file, an API). ``verified``: False when the adapter could only report
+    its mapping, not look at the live source.
+    """
+
+    provided: frozenset[str]
+    missing: tuple[MissingField, ...] = ()
+    native: tuple[str, ...] = ()
+    source: str = ""
+    verified: bool = True
+
+
 @dataclasses.dataclass(slots=True)
 class ReadProblem:
     """A record the adapter could not read: reported with its location, then skipped."""
@@ -157,6 +193,29 @@ class Adapter(abc.ABC):
     def schema(self) -> frozenset[str]:
         """Return the canonical fields this connection can read and write."""
         return frozenset(n for n in self.mapping.canonical_names() if n in FIELDS or "." in n)
+
+    def available_fields(self) -> SourceFields | None:
+        """What the live source holds now, for the schema check before every run.
+
+        The engine refuses to run a job (a configuration error) when a mapped entry the
+        admin wrote is in ``missing``, or when the job's policy tests or shows a field (or
+        requires a consent purpose) that is not in ``provided``. The default, None, means
+        "cannot tell": nothing is checked for this connection. Override it when the tool
+        can list its fields cheaply (a header, a fields API); raise AdapterError when the
+        source cannot be reached.
+        """
+        return None
+
+    def count(self) -> int | None:
+        """How many records the source holds now (shown by ``connector doctor``).
+
+        The default reads every record's id once; override it with a cheap count (a row
+        count query) or return None when counting would cost too much.
+        """
+        total = 0
+        for page in self.read(cursor=None, fields=frozenset({"id"})):
+            total += len(page.records)
+        return total
 
     @abc.abstractmethod
     def read(

@@ -1,4 +1,9 @@
-"""`connector doctor`: check config, plugins, credentials and connectivity; list problems."""
+"""`connector doctor`: check config, plugins, credentials, connectivity and every job.
+
+For each job it loads the policy as a run does (the hash key included), checks the source
+against its mapping and the policy exactly as a run does (schema drift), and shows how many
+records the source holds, so an empty or shrunken source is seen before a run.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ from collections.abc import Iterator
 import click
 
 from connector_core.cli.app import App, emit_json
+from connector_core.cli.policy import PolicyEnv
 from connector_core.credentials import KeyringSecrets, redact, secret_refs
 from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode
+from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.schema_check import SchemaReport, check_source
 
 
 @dataclasses.dataclass
@@ -21,6 +29,7 @@ class Finding:
     message: str
     hint: str | None = None
     exit_code: int = ExitCode.OK
+    warning: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready form."""
@@ -69,6 +78,62 @@ def check_connection(app: App, name: str) -> Iterator[Finding]:
     yield Finding(subject, True, f"{app.config.model.connections[name].adapter}: reachable")
 
 
+def check_network_secrets(app: App) -> Iterator[Finding]:
+    """The network's own secrets (the hash key) resolve."""
+    ref = app.config.model.network.hash_key
+    if ref is None:
+        return
+    try:
+        KeyringSecrets("network").resolve(ref)
+    except ConnectorError as err:
+        yield from _failed("network hash_key", err)
+        return
+    yield Finding("network hash_key", True, "found")
+
+
+def check_job(app: App, name: str) -> Iterator[Finding]:
+    """The job loads (policy, masks, hash key), its source matches, and its record count."""
+    subject = f"job {name}"
+    env = PolicyEnv.from_app(app)
+    try:
+        job = load_job(app.config, name, masks=env.masks, context=env.context(), check_schema=False)
+    except ConnectorError as err:
+        yield from _failed(subject, err)
+        return
+    try:
+        yield from _job_findings(app, subject, job)
+    except ConnectorError as err:
+        yield from _failed(subject, err)
+    finally:
+        job.close()
+
+
+def _job_findings(app: App, subject: str, job: LoadedJob) -> Iterator[Finding]:
+    report = check_source(app.config, job.config.source, job.source, job.policy)
+    for problem in report.warnings:
+        yield Finding(subject, True, redact(str(problem)), warning=True)
+    if report.errors:
+        hint = "Fix the lines above (or the source): `connector run` refuses this job until then."
+        for problem in report.errors:
+            yield Finding(subject, False, redact(str(problem)), hint, ExitCode.CONFIG)
+        return
+    count = job.source.count()
+    counted = "records: unknown" if count is None else f"{count} record(s)"
+    yield Finding(
+        subject,
+        True,
+        f"source {job.config.source}: {counted}; policy {job.policy.name}; {_schema(report)}",
+    )
+
+
+def _schema(report: SchemaReport) -> str:
+    if report.fields is None:
+        return "fields not checked (the adapter cannot list them)"
+    if not report.fields.verified:
+        return "fields checked against the mapping only"
+    return "fields match"
+
+
 def run_checks(app: App) -> Iterator[Finding]:
     """Every check, in the order an admin would fix things."""
     yield from check_plugins(app)
@@ -85,16 +150,23 @@ def run_checks(app: App) -> Iterator[Finding]:
     )
     for name in config.model.connections:
         yield from check_connection(app, name)
+    yield from check_network_secrets(app)
+    for name in config.model.jobs:
+        yield from check_job(app, name)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.pass_obj
 def doctor(app: App, as_json: bool) -> None:
-    """Check the config, plugins, credentials and each connection; list problems with hints.
+    """Check the config, plugins, credentials, each connection and each job; list problems.
 
-    Exits 0 when all is well, 3 for config/plugin/credential problems, 4 when a tool is
-    unreachable or refuses our credentials.
+    For every job: its policy loads, its source still has every column or field the
+    mapping and the policy rely on (what `connector run` refuses otherwise), and how many
+    records the source holds now.
+
+    Exits 0 when all is well, 3 for config/plugin/credential/schema problems, 4 when a
+    tool is unreachable or refuses our credentials.
     """
     findings = list(run_checks(app))
     if as_json:
@@ -102,6 +174,7 @@ def doctor(app: App, as_json: bool) -> None:
     else:
         for f in findings:
             mark = click.style("ok  ", fg="green") if f.ok else click.style("FAIL", fg="red")
+            mark = click.style("warn", fg="yellow") if f.warning else mark
             click.echo(f"{mark} {f.subject}: {f.message}")
             if f.hint:
                 click.echo(f"     hint: {f.hint}")

@@ -6,7 +6,7 @@ import collections
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -16,7 +16,7 @@ from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
 from connector_core.credentials import KeyringSecrets
-from connector_core.errors import ConfigError, ConfigValidationError, PolicyError
+from connector_core.errors import ConfigError, ConfigValidationError, PolicyError, Problem
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.plugins import collect_masks
@@ -28,6 +28,7 @@ from connector_core.policy.policytest import collect_results, find_test_files, n
 from connector_core.policy.schema import policy_json_schema
 from connector_core.records import Record
 from connector_core.sync.job import load_job_policy
+from connector_core.sync.schema_check import SchemaReport, check_source
 from connector_core.yaml_errors import load_yaml
 
 
@@ -86,27 +87,66 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--against",
+    "connection",
+    metavar="CONNECTION",
+    help="Also check that this connection of connector.yaml has every field the policy "
+    "tests or shows and evidence of every consent purpose it requires (as `run` does).",
+)
 @click.pass_obj
-def check(app: App, files: tuple[Path, ...]) -> None:
-    """Load each policy FILE and report errors and warnings with file:line:col."""
+def check(app: App, files: tuple[Path, ...], connection: str | None) -> None:
+    """Load each policy FILE and report errors and warnings with file:line:col.
+
+    \b
+    Example (before pointing a job at a new export):
+      connector policy check policies/organizers-north.yaml --against members
+    """
     env = PolicyEnv.from_app(app)
+    if connection is not None:
+        app.config.connection(connection)  # a clear error, with a suggestion, for a typo
     failed = 0
     for path in files:
         try:
             loaded = env.load(path)
         except ConfigValidationError as err:
             failed += 1
-            for problem in err.problems:
-                click.secho(f"{problem.severity}: {problem}", fg="red", err=True)
+            _report(err.problems)
             continue
-        for warning in loaded.warnings:
-            click.secho(f"warning: {warning}", fg="yellow", err=True)
-        click.echo(f"ok {path}: policy {loaded.name}, {len(loaded.rules)} rule(s)")
+        _report(loaded.warnings)
+        against = ""
+        if connection is not None:
+            report = _check_against(app, env, loaded, connection)
+            _report([*report.errors, *report.warnings])
+            if report.errors:
+                failed += 1
+                continue
+            against = f"; {connection}: {_fields_note(report)}"
+        click.echo(f"ok {path}: policy {loaded.name}, {len(loaded.rules)} rule(s){against}")
     if failed:
         raise ConfigError(
             f"{failed} of {len(files)} policy file(s) have errors",
             hint="Fix the lines above; `connector schema policy` gives your editor the language.",
         )
+
+
+def _report(problems: Iterable[Problem]) -> None:
+    for problem in problems:
+        color = "red" if problem.severity == "error" else "yellow"
+        click.secho(f"{problem.severity}: {problem}", fg=color, err=True)
+
+
+def _check_against(app: App, env: PolicyEnv, loaded: Policy, connection: str) -> SchemaReport:
+    """The schema check a run of a job from `connection` under this policy would make."""
+    compiled = compile_policy(loaded, masks=env.masks, context=MaskContext.for_validation())
+    with app.config.open_adapter(connection) as adapter:
+        return check_source(app.config, connection, adapter, compiled)
+
+
+def _fields_note(report: SchemaReport) -> str:
+    if report.fields is None:
+        return "not checked (its adapter cannot list its fields)"
+    return "fields match" if report.fields.verified else "fields match its mapping"
 
 
 @policy.command("test")

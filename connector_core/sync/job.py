@@ -27,6 +27,7 @@ from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy, parse_duration
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.model import JobState
+from connector_core.sync.schema_check import check_source
 from connector_core.yaml_errors import validate
 
 #: Settings that change how an adapter works, not what it reads or writes.
@@ -123,6 +124,7 @@ def load_job(
     *,
     masks: Mapping[str, MaskFactory] | None = None,
     context: MaskContext | None = None,
+    check_schema: bool = True,
 ) -> LoadedJob:
     """Load the job `name` of `config`: options, compiled policy, open source and target.
 
@@ -131,10 +133,17 @@ def load_job(
         name: the job's name.
         masks: the installed masks by name (None: the built-in ones).
         context: what masks need (the network's hash key).
+        check_schema: check the source against its mapping and the policy (False only
+            for a caller that runs :func:`~connector_core.sync.schema_check.check_source`
+            itself to show its warnings, as ``connector doctor`` does).
 
     Raises:
-        ConfigError: an unknown job, bad options, a policy error, or a target that cannot
-            write and delete (a mirror must be able to take records back).
+        ConfigError: an unknown job, bad options, a policy error, a target that cannot
+            write and delete (a mirror must be able to take records back), or a source
+            whose fields no longer match its mapping or the policy (schema drift; see
+            :mod:`connector_core.sync.schema_check`). Every run goes through here, so a
+            drifted source stops the run before anything is written.
+        AdapterError: the source could not be reached to list its fields.
     """
     job = config.job(name)
     options = validate(config.document, JobOptions, prefix=("jobs", name, "options"))
@@ -145,6 +154,8 @@ def load_job(
     with contextlib.ExitStack() as opened:  # close what was opened if anything fails
         source = opened.enter_context(config.open_adapter(job.source))
         target = opened.enter_context(config.open_adapter(job.target))
+        if check_schema:
+            check_source(config, job.source, source, policy).raise_for_errors()
         opened.pop_all()
     return LoadedJob(
         name=name,

@@ -26,7 +26,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connector_core.adapters import Adapter, AdapterSettings, Capability, Change, Page, WriteResult
+from connector_core.adapters import (
+    Adapter,
+    AdapterSettings,
+    Capability,
+    Change,
+    Page,
+    SourceFields,
+    WriteResult,
+)
 from connector_core.errors import AdapterError
 from connector_core.records import FIELDS, Record, is_known_field
 from connector_core.testing.checks import (
@@ -154,6 +162,34 @@ class AdapterConformance(KitBase):
         if written:
             assert len(first) == len(written), (
                 f"wrote {len(written)} records, read back {len(first)}"
+            )
+
+    def test_available_fields_describe_what_a_read_fills(self, adapter: Adapter) -> None:
+        """available_fields() is None or a SourceFields naming canonical fields, id included."""
+        self._populate(adapter, 3)
+        found = adapter.available_fields()
+        if found is None:
+            return  # the adapter cannot tell: the engine does not check this connection
+        assert isinstance(found, SourceFields), "available_fields() must return SourceFields"
+        odd = sorted(f for f in found.provided if not is_known_field(f) and f != "consent")
+        assert not odd, f"available_fields().provided holds non-canonical names {odd}"
+        assert "id" in found.provided, "a source holding records provides their `id`"
+        read = {k for r in read_records(adapter) for k in r if k != "consent"}
+        unlisted = sorted(read - found.provided - {"deleted", "modified_at"})
+        assert not unlisted or not found.verified, (
+            f"read() filled {unlisted}, which available_fields().provided does not list; "
+            "the schema check would refuse policies testing them"
+        )
+        bad = [m for m in found.missing if not all(isinstance(k, str) for k in m.setting)]
+        assert not bad, "MissingField.setting must be a tuple of connector.yaml keys"
+
+    def test_count_matches_a_full_read(self, adapter: Adapter) -> None:
+        """count() is None (cannot tell cheaply) or the number of records a full read lists."""
+        self._populate(adapter, 3)
+        counted = adapter.count()
+        if counted is not None:
+            assert counted == len(read_records(adapter)), (
+                f"count() said {counted}; a full read listed {len(read_records(adapter))}"
             )
 
     def test_records_use_canonical_fields(self, adapter: Adapter) -> None:

@@ -20,7 +20,7 @@ import uuid
 import pytest
 from pydantic import ConfigDict
 
-from connector_core.adapters import Adapter, Capability, Change, Page, WriteResult
+from connector_core.adapters import Adapter, Capability, Change, Page, SourceFields, WriteResult
 from connector_core.credentials import SecretRef
 from connector_core.errors import AuthenticationFailed
 from connector_core.testing import (
@@ -232,7 +232,27 @@ CASES = {
         "test_delete",
         "test_write_results_match_changes",
         "test_incremental_cursor",
+        "test_available_fields_describe_what_a_read_fills",
+        "test_count_matches_a_full_read",
         says="although the adapter declares Capability.WRITE",
+    ),
+    "count-is-off-by-one": case(
+        """
+        class Broken(MemoryAdapter):
+            def count(self):
+                return len(self._store.records) + 1
+        """,
+        "test_count_matches_a_full_read",
+        says="a full read listed",
+    ),
+    "available-fields-hide-what-read-fills": case(
+        """
+        class Broken(MemoryAdapter):
+            def available_fields(self):
+                return SourceFields(frozenset({"id"}), source="nothing")
+        """,
+        "test_available_fields_describe_what_a_read_fills",
+        says="which available_fields().provided does not list",
     ),
     "rewrite-creates-duplicates": case(
         """

@@ -45,15 +45,40 @@ def test_adapters_json_lists_csv(runner: CliRunner) -> None:
     assert {"csv", "civicrm", "nextcloud", "nextcloud_files"} <= set(names)
 
 
+DEMO_ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+
+
 def test_doctor_on_the_demo_passes(runner: CliRunner, demo: Path) -> None:
-    result = run(runner, "doctor", cwd=demo)
+    result = run(runner, "doctor", cwd=demo, env=DEMO_ENV)
     assert result.exit_code == 0, result.output
     assert "ok   connection members: csv: reachable" in result.stdout
+    assert "ok   network hash_key: found" in result.stdout
+    assert (
+        "ok   job organizers-north: source members: 40 record(s); policy organizers-north; "
+        "fields match" in result.stdout
+    )
+    assert "ok   job partner-housing: source members: 40 record(s)" in result.stdout
     assert "all checks passed" in result.stderr
 
 
+def test_doctor_warns_of_floor_rules_a_source_cannot_apply(runner: CliRunner, demo: Path) -> None:
+    result = run(runner, "doctor", cwd=demo, env=DEMO_ENV)
+    assert "warn job organizers-north: " in result.stdout
+    assert "forbid rule 'deceased' tests is_deceased" in result.stdout
+    assert "withholds nobody read from it" in result.stdout
+
+
+def test_doctor_checks_the_hash_key_every_job_needs(runner: CliRunner, demo: Path) -> None:
+    result = run(runner, "doctor", cwd=demo)
+    assert result.exit_code == 3, result.output
+    assert "FAIL network hash_key: " in result.stdout
+    assert "FAIL job partner-housing: " in result.stdout  # its policy hashes emails
+    assert "CONNECTOR_DEMO_HASH_KEY" in result.stdout
+
+
 def test_doctor_json(runner: CliRunner, demo: Path) -> None:
-    result = run(runner, "--config", str(demo / "connector.yaml"), "doctor", "--json")
+    args = ("--config", str(demo / "connector.yaml"), "doctor", "--json")
+    result = run(runner, *args, env=DEMO_ENV)
     findings = json.loads(result.stdout)
     assert all(f["ok"] for f in findings)
     assert {f["subject"] for f in findings} >= {"config", "plugins", "connection members"}
@@ -77,7 +102,7 @@ def test_doctor_reports_config_errors_with_locations(runner: CliRunner, demo: Pa
 
 def test_doctor_reports_an_unreadable_source(runner: CliRunner, demo: Path) -> None:
     (demo / "data" / "members.csv").write_text("Contact ID,City,City\nM1,Leeds,York\n")
-    result = run(runner, "doctor", cwd=demo)
+    result = run(runner, "doctor", cwd=demo, env=DEMO_ENV)
     assert result.exit_code == 4
     assert "FAIL connection members:" in result.stdout
     assert "members.csv" in result.stdout
@@ -160,5 +185,5 @@ def test_credentials_refuse_empty_and_bad_keys(runner: CliRunner, demo: Path) ->
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_verbose_logging_formats(runner: CliRunner, demo: Path, fmt: str) -> None:
-    result = run(runner, "-v", "--log-format", fmt, "doctor", cwd=demo)
+    result = run(runner, "-v", "--log-format", fmt, "doctor", cwd=demo, env=DEMO_ENV)
     assert result.exit_code == 0, result.output

@@ -9,11 +9,20 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from connector_civicrm.client import CivicrmClient
+from connector_civicrm.fields import source_fields
 from connector_civicrm.mapping import DEFAULT_MAPPING, MERGED_TO, ContactMapping
 from connector_civicrm.pushdown import to_where
 from connector_civicrm.settings import CivicrmSettings
 from connector_civicrm.writer import ContactWriter
-from connector_core.adapters import Adapter, AdapterSettings, Capability, Change, Page, WriteResult
+from connector_core.adapters import (
+    Adapter,
+    AdapterSettings,
+    Capability,
+    Change,
+    Page,
+    SourceFields,
+    WriteResult,
+)
 from connector_core.credentials import SecretLookup
 from connector_core.errors import ConfigError
 from connector_core.query import Condition
@@ -130,6 +139,16 @@ class CivicrmAdapter(Adapter):
     def schema(self) -> frozenset[str]:
         """The canonical fields this connection reads (and, except organization, writes)."""
         return self.contacts.canonical_names()
+
+    def available_fields(self) -> SourceFields:
+        """What the API user can see now: Contact fields, joined fields, consent groups."""
+        return source_fields(self.client, self.contacts, self.settings)
+
+    def count(self) -> int:
+        """The contacts a full read would list: one ``row_count`` query (reference §2.1)."""
+        where = [*self._scope(), ["is_deleted", "=", 0]]
+        answer = self.client.call("Contact", "get", {"select": ["row_count"], "where": where})
+        return int(answer.get("countMatched", answer.get("count", 0)))
 
     def close(self) -> None:
         """Close the HTTP session (idempotent)."""

@@ -32,7 +32,7 @@ from connector_civicrm.testing.store import Store
 from connector_csv import CsvAdapter
 
 from connector_core.config import load_config
-from connector_core.errors import ExitCode
+from connector_core.errors import ConfigValidationError, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.keys import target_key
@@ -516,3 +516,19 @@ def test_csv_to_civicrm_killed_and_rerun_converges(
         assert report is not None
         assert report["aborted"] is None
         assert crash_outcome(root, fake) == expected, kill_at
+
+
+def test_a_job_from_a_site_whose_consent_group_was_renamed_is_refused(
+    tmp_path: Path, fake_civicrm: FakeCiviCRM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CiviCRM form of the renamed consent column: every person would read as no."""
+    monkeypatch.setenv(KEY_ENV, fake_civicrm.api_key)
+    fake_civicrm.add_group("local", title=GROUP + " (old)")
+    write_network(tmp_path, fake_civicrm, job="to_sheet")
+    with pytest.raises(ConfigValidationError) as raised:
+        load(tmp_path, "to_sheet")
+    (problem,) = raised.value.problems
+    assert problem.path == str(tmp_path / "connector.yaml")
+    assert problem.line == 15
+    assert f"connections.crm.settings.consent.local_organizing.group: {GROUP!r}" in str(problem)
+    assert f"did you mean '{GROUP} (old)'?" in str(problem)

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from connector_core.adapters import (
     Adapter,
     Capability,
     Change,
+    MissingField,
     Page,
     ReadProblem,
+    SourceFields,
     WriteResult,
 )
 from connector_core.credentials import SecretLookup
@@ -44,6 +47,17 @@ from connector_csv.table import Table, load_table, replace_atomically
 __all__ = ["CsvAdapter", "CsvSettings"]
 
 _STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
+
+
+def _header_source(path: Path, header: list[str] | None, plausible: bool) -> str:
+    if header is None:
+        return f"{path} (the file is empty: no header, no columns)"
+    if not plausible:
+        return (
+            f"the first row of {path}, which names no mapped column (is the header row "
+            "missing? its cells are not shown, as they may be data)"
+        )
+    return f"the header of {path}"
 
 
 class CsvAdapter(Adapter):
@@ -102,6 +116,40 @@ class CsvAdapter(Adapter):
             return self._columns.canonical_names()
         with file_errors(path), CsvFile(path, self.settings) as source:
             return self._columns.canonical_names(source.header)
+
+    def available_fields(self) -> SourceFields:
+        """What the file's header holds now, and which mapped columns (or key) it lacks.
+
+        A first row naming neither the key column nor any mapped column is probably data
+        (a file without a header row): its cells are not listed, as they may be values.
+        """
+        path = self.settings.path
+        with file_errors(path), CsvFile(path, self.settings, key_required=False) as source:
+            header = source.header or []
+        key = self.settings.key_column
+        missing = [MissingField("id", key, ("settings", "key_column"))] if key not in header else []
+        missing += [
+            MissingField(c.canonical, c.native, ("mapping", c.canonical))
+            for c in self._columns.columns
+            if c.native not in header
+        ]
+        provided = self._columns.canonical_names(header)
+        return SourceFields(
+            provided=provided - ({"id"} if key not in header else set()),
+            missing=tuple(missing),
+            native=tuple(header) if self._looks_like_header(header) else (),
+            source=_header_source(path, source.header, self._looks_like_header(header)),
+        )
+
+    def _looks_like_header(self, header: list[str]) -> bool:
+        known = {self.settings.key_column, *(c.native for c in self._columns.columns)}
+        return bool(known.intersection(header))
+
+    def count(self) -> int:
+        """The file's data rows, counted without decoding them."""
+        path = self.settings.path
+        with file_errors(path), CsvFile(path, self.settings, key_required=False) as source:
+            return sum(1 for _ in source.rows()) if source.header is not None else 0
 
     def read(
         self,

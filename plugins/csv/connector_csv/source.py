@@ -88,9 +88,10 @@ class CsvFile:
     Use it as a context manager. :attr:`cursor` is complete once :meth:`rows` is exhausted.
     """
 
-    def __init__(self, path: Path, settings: CsvSettings) -> None:
+    def __init__(self, path: Path, settings: CsvSettings, *, key_required: bool = True) -> None:
         self.path = path
         self._settings = settings
+        self._key_required = key_required
         self._stack = contextlib.ExitStack()
         try:
             self._open()
@@ -147,19 +148,21 @@ class CsvFile:
                 f"{where}: the header has invalid {self._settings.encoding} bytes",
                 hint="Set encoding: to the file's encoding, for example latin-1 or cp1252.",
             )
-        check_header(where, first.cells, self._settings)
+        check_header(where, first.cells, self._settings, key_required=self._key_required)
         return first.cells
 
 
-def check_header(where: str, header: list[str], settings: CsvSettings) -> None:
-    """Raise AdapterError for repeated column names or a missing key column."""
+def check_header(
+    where: str, header: list[str], settings: CsvSettings, *, key_required: bool = True
+) -> None:
+    """Raise AdapterError for repeated column names or (if `key_required`) no key column."""
     repeated = sorted({name for name in header if name and header.count(name) > 1})
     if repeated:
         raise AdapterError(
             f"{where}: the header repeats the column names {', '.join(map(repr, repeated))}",
             hint="Rename the columns so that each name appears once.",
         )
-    if settings.key_column not in header:
+    if key_required and settings.key_column not in header:
         raise AdapterError(
             f"{where}: the header has no {settings.key_column!r} column",
             hint=_key_hint(header, settings),

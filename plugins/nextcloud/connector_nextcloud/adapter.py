@@ -17,7 +17,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from connector_core.adapters import Adapter, Capability, Change, Page, ReadProblem, WriteResult
+from connector_core.adapters import (
+    Adapter,
+    Capability,
+    Change,
+    Page,
+    ReadProblem,
+    SourceFields,
+    WriteResult,
+)
 from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError
 from connector_core.http import RETRY_STATUSES, http_errors, make_retry, make_session
@@ -125,6 +133,18 @@ class NextcloudAdapter(Adapter):
             password = self.secrets.resolve(self.settings.app_password).get_secret_value()
             session.auth = (self.settings.user or "", password)
         return session
+
+    def available_fields(self) -> SourceFields:
+        """What this connection's mapping reads; vCard properties are optional per card,
+        so the book is not inspected (``verified`` is False). ``consent`` in ``provided``
+        means one property may hold any purpose."""
+        provided = {"id", *self.fields}
+        if not self.settings.consent_property:
+            provided.discard("consent")
+        provided |= {f"consent.{purpose}" for purpose in self.settings.consent_categories}
+        return SourceFields(
+            frozenset(provided), source=f"the vCard properties {self.what} maps", verified=False
+        )
 
     def check(self) -> None:
         """Verify the address book answers (creating and sharing it if configured)."""

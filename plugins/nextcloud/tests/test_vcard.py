@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from connector_nextcloud import NextcloudAdapter, NextcloudSettings
 from connector_nextcloud.vcard import (
     MAPPED_FIELDS,
     CardFormat,
@@ -115,3 +116,18 @@ def test_consent_categories_are_written_as_categories() -> None:
     back = parse_card(text, fmt, card_id="k1").record
     assert back["groups"] == AWKWARD["groups"]
     assert back["consent"]["local_organizing"]["granted"] is True
+
+
+def test_available_fields_report_the_mapping_unverified() -> None:
+    """vCard properties are optional per card: the schema check gets the mapping only."""
+    book = "http://127.0.0.1:1/remote.php/dav/addressbooks/users/u/b/"
+    found = NextcloudAdapter(NextcloudSettings(address_book_url=book)).available_fields()
+    assert not found.verified
+    assert {"id", "phone", "city", "consent"} <= found.provided
+    settings = NextcloudSettings(
+        address_book_url=book, consent_property=None, consent_categories={"local": "ok-local"}
+    )
+    found = NextcloudAdapter(settings, mapping={"phone": None}).available_fields()
+    assert "consent" not in found.provided
+    assert "phone" not in found.provided
+    assert "consent.local" in found.provided

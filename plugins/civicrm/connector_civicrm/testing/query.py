@@ -128,6 +128,8 @@ def expand_select(
         found = resolve(db, entity, key)
         if found is None or (found[1].permission and not perms.intersection(found[1].permission)):
             return  # §2.2: unknown or unpermitted select fields are silently dropped
+        if found[1].kind == "Custom" and "access all custom data" not in perms:
+            return  # §6 and "Observed": custom fields need custom data access
         seen.add(key)
         out.append((key, found[0], found[1]))
 

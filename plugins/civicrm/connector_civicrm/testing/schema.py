@@ -414,4 +414,26 @@ def build_schema(custom_fields: dict[str, str] | None = None) -> dict[str, Entit
         FieldSpec("entity_id", INT, fk="Contact"),
         FieldSpec("tag_id", INT, fk="Tag"),
     )
-    return {e.name: e for e in (contact, email, phone, address, group, gc, history, tag, et)}
+    custom_group = EntitySpec(
+        "CustomGroup", actions=("get", "getFields"), permissions={"get": ACCESS}
+    )
+    custom_group.add(
+        FieldSpec("id", INT),
+        FieldSpec("name"),
+        FieldSpec("title"),
+        FieldSpec("extends"),
+        FieldSpec("is_active", BOOL),
+    )
+    custom_field = EntitySpec(
+        "CustomField", actions=("get", "getFields"), permissions={"get": ACCESS}
+    )
+    custom_field.add(
+        FieldSpec("id", INT),
+        FieldSpec("custom_group_id", INT, fk="CustomGroup"),
+        FieldSpec("name"),
+        FieldSpec("label"),
+        FieldSpec("data_type"),
+        FieldSpec("is_active", BOOL),
+    )
+    entities = (contact, email, phone, address, group, gc, history, tag, et)
+    return {e.name: e for e in (*entities, custom_group, custom_field)}

@@ -117,6 +117,18 @@ class Store:
         self.frozen: datetime | None = None
         self.trash_enabled = True  # the `contact_undelete` setting
         self.trash_bumps_modified = True  # 6.7+
+        self._seed_custom_fields(custom_fields or {})
+
+    def _seed_custom_fields(self, custom_fields: dict[str, str]) -> None:
+        """The CustomGroup and CustomField rows behind each `Group.field` API name."""
+        groups: dict[str, int] = {}
+        for api_name, data_type in custom_fields.items():
+            group, _, name = api_name.partition(".")
+            if group not in groups:
+                row = {"name": group, "title": group, "extends": "Contact", "is_active": True}
+                groups[group] = self.insert("CustomGroup", row)["id"]
+            field = {"name": name, "label": name, "data_type": data_type, "is_active": True}
+            self.insert("CustomField", {**field, "custom_group_id": groups[group]})
 
     # ---- clock ----------------------------------------------------------------------------
     def now(self) -> str:
@@ -266,7 +278,7 @@ class Store:
                         "fk_entity": f.fk,
                     }
                     for f in spec.fields.values()
-                    if f.kind != "Filter"
+                    if f.kind != "Filter" and self.field_visible(user, f)
                 ]
                 return Result(fields, len(fields), len(fields))
             if action in ("getMergedTo", "getMergedFrom"):
@@ -281,6 +293,11 @@ class Store:
             from .writes import write_action  # local import: writes.py uses Store
 
             return write_action(self, user, entity, action, params)
+
+    @staticmethod
+    def field_visible(user: ApiUser, spec: Any) -> bool:
+        """Reference §6: custom fields are dropped for a user without custom data access."""
+        return spec.kind != "Custom" or "access all custom data" in user.permissions
 
     def select_rows(
         self, user: ApiUser, entity: str, where: Any, default_filters: bool = True
