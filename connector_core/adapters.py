@@ -45,9 +45,15 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
 class AdapterSettings(BaseModel):
-    """Base for every adapter's settings model: unknown keys are errors."""
+    """Base for every adapter's settings model: unknown keys are errors.
+
+    ``neutral_settings`` names the settings that change how the adapter works (timeouts,
+    TLS, paging, concurrency), never which records it reads or how it writes them: changing
+    one does not make the next run re-evaluate or rewrite anything.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    neutral_settings: ClassVar[frozenset[str]] = frozenset({"page_size"})
 
     page_size: int = Field(
         default=500, ge=1, le=100_000, description="Records per page read or written"

@@ -125,10 +125,10 @@ def execute(
         loaded.close()
 
 
-def exit_code(results: list[RunResult]) -> int:
-    """The most urgent exit status of the runs: 3 or 4 when one stopped, 1 when records
-    failed, else 0."""
-    codes = [r.exit_code for r in results]
+def exit_code(results: list[RunResult], refused: list[int] | None = None) -> int:
+    """The most urgent exit status of the runs and of the jobs `refused` before they
+    started: 3, 4 or 5 when one stopped, 1 when records failed, else 0."""
+    codes = [r.exit_code for r in results] + (refused or [])
     stopped = [c for c in codes if c > ExitCode.RECORDS_FAILED]
     return min(stopped) if stopped else max(codes, default=ExitCode.OK)
 
@@ -194,14 +194,28 @@ def run(
     app: App = ctx.obj
     quiet = bool(ctx.find_root().params.get("quiet"))
     results: list[RunResult] = []
+    refused: list[int] = []  # exit codes of jobs that could not even start
     with open_store(app, read_only=dry_run) as store:
-        for name in _select(app, job, run_all, due, store):
-            results.append(
-                _run_one(app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes)
-            )
+        names = _select(app, job, run_all, due, store)
+        for name in names:
+            try:
+                results.append(
+                    _run_one(app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes)
+                )
+            except ConnectorError as err:
+                if len(names) == 1:
+                    raise  # the CLI group reports it, with its exit code
+                _report_refused(name, err)  # one broken job never keeps the others from running
+                refused.append(err.exit_code)
     if as_json:
         emit_json([result_json(r) for r in results])
-    ctx.exit(exit_code(results))
+    ctx.exit(exit_code(results, refused))
+
+
+def _report_refused(name: str, err: ConnectorError) -> None:
+    click.secho(f"{name}: not run: {err}", fg="red", err=True)
+    if err.hint:
+        click.echo(f"  hint: {err.hint}", err=True)
 
 
 def _run_one(

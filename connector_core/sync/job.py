@@ -30,9 +30,6 @@ from connector_core.sync.model import JobState
 from connector_core.sync.schema_check import check_source
 from connector_core.yaml_errors import validate
 
-#: Settings that change how an adapter works, not what it reads or writes.
-_NEUTRAL_SETTINGS = frozenset({"page_size"})
-
 
 class JobOptions(BaseModel):
     """The ``options:`` block of a job in connector.yaml."""
@@ -188,11 +185,13 @@ def load_job_policy(
 
 def fingerprint(config: Config, adapter: Adapter) -> dict[str, Any]:
     """What about a connection decides the records read or written: adapter, mapping, settings."""
-    settings = config.settings[adapter.connection].model_dump(mode="json")
+    model = config.settings[adapter.connection]
+    neutral = type(model).neutral_settings
+    settings = model.model_dump(mode="json")
     return {
         "adapter": adapter.name,
         "mapping": dict(adapter.mapping.entries),
-        "settings": {k: v for k, v in settings.items() if k not in _NEUTRAL_SETTINGS},
+        "settings": {k: v for k, v in settings.items() if k not in neutral},
     }
 
 

@@ -171,3 +171,16 @@ def test_runs_shows_a_killed_run_as_killed(runner: CliRunner, demo: Path) -> Non
         conn.execute("UPDATE runs SET status = 'running', finished_at = NULL")
     result = run(runner, "runs", "--json", cwd=demo, env=ENV)
     assert [r["status"] for r in json.loads(result.stdout)] == ["killed"]
+
+
+def test_one_refused_job_does_not_keep_the_others_from_running(
+    runner: CliRunner, demo: Path
+) -> None:
+    policy = demo.parent.parent / "policies" / "partner-housing.yaml"
+    text = policy.read_text(encoding="utf-8")
+    policy.write_text(text + "  tags: show\n", encoding="utf-8")  # the CSV has no tags
+    result = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "partner-housing: not run:" in result.stderr
+    assert "organizers-north: read" in result.stdout
+    assert (demo / "out" / "organizers-north.csv").exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
@@ -84,6 +84,13 @@ class ConsentRule(BaseModel):
 
 class CivicrmSettings(AdapterSettings):
     """A CiviCRM 5.x/6.x site reached over APIv4 (``civicrm/ajax/api4``)."""
+
+    #: How it connects, not what it reads or writes: a change rewrites nothing.
+    neutral_settings: ClassVar[frozenset[str]] = AdapterSettings.neutral_settings | {
+        "timeout",
+        "verify_tls",
+        "ca_bundle",
+    }
 
     url: HttpUrl = Field(description="The site's base URL, e.g. https://crm.example.org")
     url_style: UrlStyle = Field(

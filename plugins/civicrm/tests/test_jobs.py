@@ -399,6 +399,27 @@ def test_csv_to_civicrm_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     assert_no_duplicates(fake)
 
 
+def test_a_timeout_change_rewrites_nothing_and_records_nothing(
+    fake_civicrm: FakeCiviCRM, tmp_path: Path
+) -> None:
+    """Seen on a real CiviCRM: after only a ``timeout:`` change a run reported "updated 6"
+    and wrote 6 ledger rows with no write sent. A neutral setting changes nothing shared,
+    and counts and ledger rows follow what the target acknowledged."""
+    write_network(tmp_path, fake_civicrm, job="to_crm")
+    write_sheet(tmp_path, [person_row(n) for n in range(PEOPLE)])
+    assert run(tmp_path, "to_crm").exit_code == ExitCode.OK
+    with StateStore.open(state_url(tmp_path)) as store:
+        rows = len(list(store.ledger_entries()))
+    write_network(tmp_path, fake_civicrm, job="to_crm", timeout=9.0)
+    fake_civicrm.clear_requests()
+    again = run(tmp_path, "to_crm")
+    assert (again.counts.updated, again.counts.created) == (0, 0)
+    assert not again.full
+    assert fake_civicrm.count_requests(action="save") == 0
+    with StateStore.open(state_url(tmp_path)) as store:
+        assert len(list(store.ledger_entries())) == rows
+
+
 # ---- under injected faults ------------------------------------------------------------------
 
 

@@ -104,6 +104,13 @@ def unneutralize(cell: str) -> str:
 class FilesSettings(AdapterSettings):
     """Where the export file lives, how to log in, and whom to share its folder with."""
 
+    #: How it connects, not what it reads or writes: a change rewrites nothing.
+    neutral_settings: ClassVar[frozenset[str]] = AdapterSettings.neutral_settings | {
+        "timeout",
+        "verify_tls",
+        "ca_bundle",
+    }
+
     url: str | None = Field(
         default=None, description="Nextcloud base URL, e.g. https://cloud.example.org"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import Field, HttpUrl, model_validator
@@ -19,6 +19,15 @@ _SYSTEM_BOOKS = ("z-server-generated--", "z-app-generated--")
 
 class NextcloudSettings(AdapterSettings):
     """A CardDAV address book: on Nextcloud by name, on any server by its full URL."""
+
+    #: How it connects, not what it reads or writes: a change rewrites nothing.
+    neutral_settings: ClassVar[frozenset[str]] = AdapterSettings.neutral_settings | {
+        "timeout",
+        "verify_tls",
+        "ca_bundle",
+        "concurrency",
+        "multiget_batch",
+    }
 
     url: HttpUrl | None = Field(
         None,
