@@ -78,6 +78,7 @@ FIELDS: Mapping[str, Field] = {
         _f("do_not_sms", B, "preference", "Asked not to receive text messages"),
         _f("is_deceased", B, "pii.sensitive", "Known to have died"),
         _f("deleted", B, "system", "Deleted or trashed at the source"),
+        _f("merged_into", S, "system", "Merged at the source into the record with this id"),
         _f("modified_at", FieldType.DATETIME, "system", "Last modification at the source"),
     )
 }

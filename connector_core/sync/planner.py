@@ -41,6 +41,7 @@ from connector_core.sync.model import AppliedChange, Mapped
 
 MISSING_AT_SOURCE = "missing-at-source"
 DELETED_AT_SOURCE = "deleted-at-source"
+MERGED_AT_SOURCE = "merged-at-source"
 WITHDRAWN = "withdrawn:"
 
 
@@ -123,8 +124,8 @@ class Planner:
             except RecordRejected as exc:
                 plan.rejected.append((source_id, str(exc)))
                 continue
-            if projection is not None and record.get("deleted") is True:
-                decision, projection = Decision(False, DELETED_AT_SOURCE), None
+            if record.get("deleted") is True:
+                decision, projection = Decision(False, _deleted_reason(record)), None
             known = mapped.get(source_id)
             if projection is None:
                 plan.withheld[decision.reason] += 1
@@ -223,3 +224,9 @@ class Planner:
 def _says_no(state: Any) -> bool:
     """True when a consent state is an explicit no (not merely missing evidence)."""
     return isinstance(state, dict) and state.get("granted") is False
+
+
+def _deleted_reason(record: Record) -> str:
+    """``merged-at-source:<survivor id>`` for a merged record, else ``deleted-at-source``."""
+    survivor = record.get("merged_into")
+    return f"{MERGED_AT_SOURCE}:{survivor}" if survivor else DELETED_AT_SOURCE

@@ -299,6 +299,7 @@ class CivicrmAdapter(Adapter):
                 found = answer.get("values") if isinstance(answer, dict) else None
                 survivor = found[0].get("id") if found and isinstance(found[0], dict) else None
                 record[MERGED_TO] = str(survivor) if survivor else None
+                record["merged_into"] = record[MERGED_TO]
         return records
 
     def _record(self, row: dict[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:

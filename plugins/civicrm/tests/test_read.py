@@ -199,6 +199,7 @@ def test_merged_contacts_show_as_trashed(
     assert records[str(loser)]["extra.civicrm.merged_to"] == str(survivor)
     assert records[str(survivor)]["deleted"] is False
     assert "extra.civicrm.merged_to" not in records[str(survivor)]
+    assert records[str(loser)]["merged_into"] == str(survivor)
 
 
 def test_group_changes_are_read_incrementally(

@@ -302,3 +302,12 @@ def test_target_keys_are_uuid5_of_job_and_source_id(source_id: str) -> None:
 
 def test_ids_with_undecodable_bytes_still_get_a_key() -> None:
     assert target_key("job", "bad\udcff") != target_key("job", "bad")
+
+
+def test_a_record_merged_at_the_source_is_taken_back_as_merged(planner: Planner) -> None:
+    known = {"p1": mapped_as(planner, person("p1"))}
+    merged = person("p1", deleted=True, merged_into="p9")
+    (step,) = planner.plan_page([merged], known).steps
+    assert step.applied.reason == "merged-at-source:p9"
+    (trashed,) = planner.plan_page([person("p1", deleted=True)], known).steps
+    assert trashed.applied.reason == DELETED_AT_SOURCE
