@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from connector_core.sync.job import LoadedJob
     from connector_core.sync.runner import RunResult
     from connector_core.sync.state import StateStore
+    from connector_core.testing.samples import TEST_LEDGER_KEY
 
 
 class KillSwitch:
@@ -74,7 +75,7 @@ def run_with_switch(
     from connector_core.sync.runner import run_job
     from connector_core.sync.state import StateStore
 
-    store = StateStore.open(state_url)
+    store = StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY)
     try:
         if switch is not None:
             switch.install(job, store)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
 
 # The server to test on; CONNECTOR_TEST_POSTGRES overrides it (no database name at the end).
 PG_SERVER = os.environ.get(
@@ -78,7 +79,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def store(state_url: str) -> Iterator[StateStore]:
     """An open, migrated state store (closed after the test)."""
-    opened = StateStore.open(state_url)
+    opened = StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY)
     yield opened
     opened.close()
 
