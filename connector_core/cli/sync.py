@@ -5,32 +5,20 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
-from connector_core.cli.app import App, emit_json, output_option
+from connector_core.cli.app import App, emit_json
+from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
-from connector_core.errors import ConfigError, ConnectorError, ExitCode
+from connector_core.errors import ConnectorError, ExitCode
 from connector_core.sync.job import load_job
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.schedule import Scheduler, due_jobs, local_now
 from connector_core.sync.state import StateStore
-
-
-@contextmanager
-def open_store(app: App) -> Iterator[StateStore]:
-    """The state store named in connector.yaml, closed afterwards."""
-    store = StateStore.open(app.config.model.state.url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 class Progress:
@@ -156,9 +144,15 @@ def run(
     app: App = ctx.obj
     quiet = bool(ctx.find_root().params.get("quiet"))
     results: list[RunResult] = []
-    with open_store(app) as store:
-        for name in _select(app, job, run_all, due, store):
-            results.append(_run_one(app, name, dry_run, reconcile, quiet, store, as_json))
+    with open_store(app, keyed=not dry_run, create_key=True) as store:
+        if not dry_run:
+            store.check_ledger_writable()  # before any target is written
+        try:
+            for name in _select(app, job, run_all, due, store):
+                results.append(_run_one(app, name, dry_run, reconcile, quiet, store, as_json))
+        finally:
+            if not dry_run:
+                export_anchor(app, store, quiet=quiet or as_json)
     if as_json:
         emit_json([result_json(r) for r in results])
     ctx.exit(exit_code(results))
@@ -254,13 +248,16 @@ def schedule(ctx: click.Context) -> None:
 
 def _run_due(app: App) -> list[str]:
     ran = []
-    with open_store(app) as store:
+    with open_store(app, keyed=True, create_key=True) as store:
+        store.check_ledger_writable()
         for name in _select(app, None, False, True, store):
             try:
                 _run_one(app, name, False, None, False, store, False)
             except ConnectorError as err:
                 click.secho(f"{name}: {err}", fg="red", err=True)
             ran.append(name)
+        if ran:
+            export_anchor(app, store, quiet=False)
     return ran
 
 
@@ -293,49 +290,6 @@ def runs(app: App, job: str | None, limit: int, as_json: bool) -> None:
                 if k in counts
             )
         )
-
-
-@click.group()
-def ledger() -> None:
-    """Check and export the tamper-evident ledger of every share."""
-
-
-@ledger.command("verify")
-@click.pass_obj
-def ledger_verify(app: App) -> None:
-    """Recompute the ledger's hash chain; exit 3 if any row was edited, removed or moved."""
-    with open_store(app) as store:
-        report = store.verify_ledger()
-    for problem in report.problems:
-        click.secho(problem, fg="red", err=True)
-    if not report.ok:
-        raise ConfigError(
-            f"the ledger has been tampered with ({len(report.problems)} problem(s))",
-            hint="Restore the state database from a backup and compare.",
-        )
-    click.echo(f"ledger ok: {report.checked} row(s), hash chain intact")
-
-
-@ledger.command("export")
-@output_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "csv"]),
-    default="jsonl",
-    show_default=True,
-    help="JSON lines or CSV.",
-)
-@click.pass_obj
-def ledger_export(app: App, output: Path | None, fmt: str) -> None:
-    """Write the whole ledger for an auditor (field names and masks, never values)."""
-    with open_store(app) as store:
-        if output is None:
-            count = store.export_ledger(sys.stdout, fmt=fmt)  # type: ignore[arg-type]
-        else:
-            with output.open("w", encoding="utf-8", newline="") as out:
-                count = store.export_ledger(out, fmt=fmt)  # type: ignore[arg-type]
-    click.echo(f"exported {count} ledger row(s)", err=True)
 
 
 @click.command("who-has")

@@ -67,6 +67,11 @@ class StateStore:
         engine = connect_engine(url)
         return cls(engine, display_url(engine.url), ledger_key=ledger_key)
 
+    def set_ledger_key(self, key: bytes) -> None:
+        """Give the store its ledger key after opening it (the CLI first asks
+        :meth:`ledger_keyed` to decide whether it may generate one)."""
+        self._ledger_key = key
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
