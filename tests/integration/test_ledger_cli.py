@@ -25,9 +25,13 @@ def stored_key() -> str | None:
 
 
 def with_anchors(demo: Path) -> Path:
-    config = demo / "connector.yaml"
-    config.write_text(config.read_text() + "\nledger:\n  anchors: anchors.log\n")
+    """The demo's anchor file (connector.yaml: `ledger: anchors: anchors.log`)."""
     return demo / "anchors.log"
+
+
+def without_anchors(demo: Path) -> None:
+    config = demo / "connector.yaml"
+    config.write_text(config.read_text().replace("anchors: anchors.log", "anchors: null"))
 
 
 def head_anchor(output: str) -> str:
@@ -144,6 +148,7 @@ def test_runs_append_anchors_that_verify_checks(runner: CliRunner, demo: Path) -
 
 
 def test_verify_expect_checks_a_written_down_anchor(runner: CliRunner, demo: Path) -> None:
+    without_anchors(demo)
     assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
     anchor = head_anchor(run(runner, "ledger", "verify", cwd=demo).stdout)
     assert run(runner, "ledger", "verify", "--expect", anchor, cwd=demo).exit_code == 0
@@ -165,6 +170,8 @@ def test_an_unkeyed_ledger_is_migrated_by_the_admin(
     runner: CliRunner, demo: Path, with_file: bool
 ) -> None:
     anchors = with_anchors(demo) if with_file else None
+    if not with_file:
+        without_anchors(demo)
     env = {**ENV, KEY_ENV: "the-networks-ledger-key-for-now"}
     assert run(runner, "run", "--all", cwd=demo, env=env).exit_code == 0
     if anchors is not None:
@@ -208,3 +215,23 @@ def _make_unkeyed(path: Path) -> None:
 
 def _aware(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def test_the_ledger_examples_of_the_operations_guide_run(runner: CliRunner, demo: Path) -> None:
+    """Every `$ connector` line of docs/operations.md's ledger section, in order, on the demo
+    (SEQ:HASH stands for the anchor the verify before it printed)."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## The ledger\n", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line.removeprefix("$ connector ").split("  #")[0].split()
+        for line in section.splitlines()
+        if line.startswith("$ connector ")
+    ]
+    assert len(commands) >= 6
+    anchor = ""
+    for args in commands:
+        args = [anchor if a == "SEQ:HASH" else a for a in args]
+        result = run(runner, *args, cwd=demo, env=ENV)
+        assert result.exit_code == 0, (args, result.output)
+        if "head anchor: " in result.stdout:
+            anchor = head_anchor(result.stdout)
