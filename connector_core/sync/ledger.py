@@ -189,8 +189,9 @@ def keyed(conn: Connection) -> bool:
     return conn.scalar(sa.select(ledger.c.seq).where(ledger.c.version >= 2).limit(1)) is not None
 
 
-def check_writable(conn: Connection, key: bytes | None, *, lock: bool = True) -> None:
-    """Raise what `append` would raise for a missing or wrong key, or an unmigrated ledger."""
+def check_writable(conn: Connection, key: bytes | None, *, lock: bool = True) -> Any:
+    """Raise what `append` would raise for a missing or wrong key, or an unmigrated ledger;
+    return the head row (locked when `lock`)."""
     key = check_key(key)
     head = _locked_head(conn, key, lock=lock)
     if _last_version(conn, head.seq) == 1:
@@ -200,6 +201,7 @@ def check_writable(conn: Connection, key: bytes | None, *, lock: bool = True) ->
             hint="Run `connector ledger migrate` once (see docs/operations.md, "
             "'Upgrading an unkeyed ledger').",
         )
+    return head
 
 
 def append(conn: Connection, rows: Sequence[dict[str, Any]], key: bytes | None) -> None:
@@ -212,8 +214,7 @@ def append(conn: Connection, rows: Sequence[dict[str, Any]], key: bytes | None) 
     if not rows:
         return
     key = check_key(key)
-    check_writable(conn, key)
-    head = _head(conn, lock=False)
+    head = check_writable(conn, key)
     seq, prev = int(head.seq), str(head.row_hash)
     for row in rows:
         seq += 1

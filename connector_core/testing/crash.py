@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from connector_core.sync.job import LoadedJob
     from connector_core.sync.runner import RunResult
     from connector_core.sync.state import StateStore
-    from connector_core.testing.samples import TEST_LEDGER_KEY
 
 
 class KillSwitch:
@@ -74,6 +73,7 @@ def run_with_switch(
     The job and the store are closed afterwards."""
     from connector_core.sync.runner import run_job
     from connector_core.sync.state import StateStore
+    from connector_core.testing.samples import TEST_LEDGER_KEY
 
     store = StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY)
     try:
