@@ -92,6 +92,13 @@ class NetworkConfig(_Block):
         description="Secret for the hash mask, e.g. {secret: hash_key} (stored with "
         "`connector credentials set network hash_key`); the same key gives the same hashes",
     )
+    ledger_key: SecretRef = Field(
+        default=SecretRef(secret="ledger_key"),
+        description="Secret that keys the ledger's hash chain (HMAC), never stored in the "
+        "database; default {secret: ledger_key}, stored with `connector credentials set network "
+        "ledger_key` or exported as CONNECTOR_SECRET_NETWORK_LEDGER_KEY. The first run on a "
+        "fresh ledger generates one into the keyring when none is set",
+    )
 
 
 class PurposeConfig(_Block):
@@ -157,6 +164,17 @@ class StateConfig(_Block):
         return value if base is None else resolve_sqlite_url(value, Path(base))
 
 
+class LedgerConfig(_Block):
+    """Where the ledger's anchors are written down, outside the state store."""
+
+    anchors: ConfigPath | None = Field(
+        default=None,
+        description="Append-only file that gets one `TIME SEQ:HASH` line (the ledger head) after "
+        "every `connector run`, relative to connector.yaml's folder; `connector ledger verify` "
+        "checks every line of it. Keep it where the state store's users cannot rewrite it",
+    )
+
+
 class ConnectorConfig(_Block):
     """The whole of connector.yaml."""
 
@@ -170,6 +188,7 @@ class ConnectorConfig(_Block):
     )
     jobs: dict[str, JobConfig] = Field(default_factory=dict, description="Sync jobs by name")
     state: StateConfig = Field(default_factory=StateConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 
     @model_validator(mode="after")
     def _default_state_in_context(self, info: ValidationInfo) -> ConnectorConfig:

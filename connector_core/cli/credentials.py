@@ -17,6 +17,8 @@ from connector_core.credentials import (
 )
 from connector_core.errors import ConfigError
 
+NETWORK = "network"  # the keyring "connection" of network-wide secrets (network: in the YAML)
+
 
 @click.group()
 def credentials() -> None:
@@ -62,9 +64,14 @@ def delete_cmd(connection: str, key: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def list_cmd(app: App, connection: str | None, as_json: bool) -> None:
-    """List the secrets connector.yaml refers to and whether each is set (never the values)."""
+    """List the secrets connector.yaml refers to and whether each is set (never the values).
+
+    The network's own secrets (`network: hash_key`, `network: ledger_key`) are listed under
+    the name `network`.
+    """
     config = app.config
-    names = [connection] if connection else sorted(config.settings)
+    network = connection in (None, NETWORK)  # the network's own secrets: hash_key, ledger_key
+    names = [] if connection == NETWORK else [connection] if connection else sorted(config.settings)
     rows = []
     for name in names:
         config.connection(name)  # unknown name: a clear error with did-you-mean
@@ -72,6 +79,10 @@ def list_cmd(app: App, connection: str | None, as_json: bool) -> None:
             rows.append(
                 {"connection": name, "setting": setting, **_status(name, ref.secret, ref.env)}
             )
+    for setting, ref in secret_refs(config.model.network) if network else []:
+        rows.append(
+            {"connection": NETWORK, "setting": setting, **_status(NETWORK, ref.secret, ref.env)}
+        )
     if as_json:
         emit_json(rows)
         return

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from connector_core.cli.app import App, emit_json
 from connector_core.cli.policy import PolicyEnv
 from connector_core.credentials import KeyringSecrets, redact, secret_refs
-from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode
+from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode, SecretMissing
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.schema_check import SchemaReport, check_source
+from connector_core.sync.state import StateStore
 
 
 @dataclasses.dataclass
@@ -134,6 +137,48 @@ def _schema(report: SchemaReport) -> str:
     return "fields match"
 
 
+def check_ledger_key(app: App) -> Iterator[Finding]:
+    """The ledger key resolves, or the first run may generate it (a ledger never keyed)."""
+    ref = app.config.model.network.ledger_key
+    try:
+        KeyringSecrets("network").resolve(ref)
+    except SecretMissing as err:
+        try:
+            keyed = _ledger_keyed(app.config.model.state.url)
+        except ConnectorError as state_err:
+            yield from _failed("ledger key", state_err)
+            return
+        if keyed or ref.secret is None:
+            yield Finding("ledger key", False, redact(str(err)), err.hint, ExitCode.CONFIG)
+        else:
+            yield Finding(
+                "ledger key",
+                True,
+                "not set yet: the first run generates one into the keyring (back it up)",
+            )
+        return
+    except ConnectorError as err:  # no keyring backend, for one
+        yield from _failed("ledger key", err)
+        return
+    yield Finding("ledger key", True, "set")
+
+
+def _ledger_keyed(url: str) -> bool:
+    """Whether the store's ledger was written with a key; a SQLite file not yet created was not
+    (and is not created here)."""
+    parsed = sa.make_url(url)
+    database = parsed.database or ""
+    on_disk = database != ":memory:" and not database.startswith("file:")
+    if parsed.get_backend_name() == "sqlite" and database and on_disk:
+        return Path(database).exists() and _opened_keyed(url)
+    return _opened_keyed(url)
+
+
+def _opened_keyed(url: str) -> bool:
+    with StateStore.open(url) as store:
+        return store.ledger_keyed()
+
+
 def run_checks(app: App) -> Iterator[Finding]:
     """Every check, in the order an admin would fix things."""
     yield from check_plugins(app)
@@ -148,6 +193,7 @@ def run_checks(app: App) -> Iterator[Finding]:
         f"{config.path}: {len(config.model.connections)} "
         f"connection(s), {len(config.model.jobs)} job(s)",
     )
+    yield from check_ledger_key(app)
     for name in config.model.connections:
         yield from check_connection(app, name)
     yield from check_network_secrets(app)

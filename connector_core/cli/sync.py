@@ -5,39 +5,21 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
-from connector_core.cli.app import App, emit_json, output_option
+from connector_core.cli.app import App, emit_json
+from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
-from connector_core.errors import ConfigError, ConnectorError, ExitCode
+from connector_core.errors import ConnectorError, ExitCode
 from connector_core.sync.job import load_job
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.schedule import Scheduler, due_jobs, local_now
 from connector_core.sync.state import StateStore
-
-
-@contextmanager
-def open_store(app: App, *, read_only: bool = False) -> Iterator[StateStore]:
-    """The state store named in connector.yaml, closed afterwards.
-
-    `read_only` (plans, dry runs): a SQLite file that does not exist yet is not created;
-    an empty store in memory stands in for it."""
-    url = app.config.model.state.url
-    if read_only and _missing_sqlite_file(url):
-        url = "sqlite://"
-    store = StateStore.open(url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 class Progress:
@@ -195,18 +177,26 @@ def run(
     quiet = bool(ctx.find_root().params.get("quiet"))
     results: list[RunResult] = []
     refused: list[int] = []  # exit codes of jobs that could not even start
-    with open_store(app, read_only=dry_run) as store:
-        names = _select(app, job, run_all, due, store)
-        for name in names:
-            try:
-                results.append(
-                    _run_one(app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes)
-                )
-            except ConnectorError as err:
-                if len(names) == 1:
-                    raise  # the CLI group reports it, with its exit code
-                _report_refused(name, err)  # one broken job never keeps the others from running
-                refused.append(err.exit_code)
+    with open_store(app, keyed=not dry_run, create_key=True, read_only=dry_run) as store:
+        if not dry_run:
+            store.check_ledger_writable()  # before any target is written
+        try:
+            names = _select(app, job, run_all, due, store)
+            for name in names:
+                try:
+                    results.append(
+                        _run_one(
+                            app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes
+                        )
+                    )
+                except ConnectorError as err:
+                    if len(names) == 1:
+                        raise  # the CLI group reports it, with its exit code
+                    _report_refused(name, err)  # one broken job never stops the others
+                    refused.append(err.exit_code)
+        finally:
+            if not dry_run:
+                export_anchor(app, store, quiet=quiet or as_json)
     if as_json:
         emit_json([result_json(r) for r in results])
     ctx.exit(exit_code(results, refused))
@@ -324,13 +314,16 @@ def schedule(ctx: click.Context) -> None:
 
 def _run_due(app: App) -> list[str]:
     ran = []
-    with open_store(app) as store:
+    with open_store(app, keyed=True, create_key=True) as store:
+        store.check_ledger_writable()
         for name in _select(app, None, False, True, store):
             try:
                 _run_one(app, name, False, None, False, store, False)
             except ConnectorError as err:
                 click.secho(f"{name}: {err}", fg="red", err=True)
             ran.append(name)
+        if ran:
+            export_anchor(app, store, quiet=False)
     return ran
 
 
@@ -375,13 +368,6 @@ def _is_running(store: StateStore, job: str) -> bool:
             return False
     except JobLocked:
         return True
-
-
-def _missing_sqlite_file(url: str) -> bool:
-    if not url.startswith("sqlite:///"):
-        return False
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    return bool(path) and path != ":memory:" and not Path(path).exists()
 
 
 @click.command()
@@ -446,49 +432,6 @@ def _status_lines(entry: dict[str, Any]) -> None:
     for o in owed:
         why = _STATUS_WORDS[o["status"]] + (f": {o['error']}" if o["error"] else "")
         click.echo(f"  {o['action']} {o['source_id']} ({o['reason']}): {why}")
-
-
-@click.group()
-def ledger() -> None:
-    """Check and export the tamper-evident ledger of every share."""
-
-
-@ledger.command("verify")
-@click.pass_obj
-def ledger_verify(app: App) -> None:
-    """Recompute the ledger's hash chain; exit 3 if any row was edited, removed or moved."""
-    with open_store(app) as store:
-        report = store.verify_ledger()
-    for problem in report.problems:
-        click.secho(problem, fg="red", err=True)
-    if not report.ok:
-        raise ConfigError(
-            f"the ledger has been tampered with ({len(report.problems)} problem(s))",
-            hint="Restore the state database from a backup and compare.",
-        )
-    click.echo(f"ledger ok: {report.checked} row(s), hash chain intact")
-
-
-@ledger.command("export")
-@output_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "csv"]),
-    default="jsonl",
-    show_default=True,
-    help="JSON lines or CSV.",
-)
-@click.pass_obj
-def ledger_export(app: App, output: Path | None, fmt: str) -> None:
-    """Write the whole ledger for an auditor (field names and masks, never values)."""
-    with open_store(app) as store:
-        if output is None:
-            count = store.export_ledger(sys.stdout, fmt=fmt)  # type: ignore[arg-type]
-        else:
-            with output.open("w", encoding="utf-8", newline="") as out:
-                count = store.export_ledger(out, fmt=fmt)  # type: ignore[arg-type]
-    click.echo(f"exported {count} ledger row(s)", err=True)
 
 
 @click.command("who-has")

@@ -1,10 +1,18 @@
-"""The hash-chained ledger: append a batch, read it back, verify the chain, export it.
+"""The keyed, hash-chained ledger: append a batch, read it back, verify the chain, export it.
 
-Each row's ``row_hash`` is the SHA-256 of a canonical JSON of all its other columns, ``seq`` and
-``prev_hash`` included, so a row cannot be edited, moved, removed or slipped in without breaking
-either its own hash or the link from the row after it. The ``ledger_head`` row names the last
-row and is updated in the appending transaction, so removing rows from the end shows too.
-Rows hold field names with their outcome labels, never field values.
+Each row's ``row_hash`` is an HMAC-SHA256, under the network's ledger key, of a frozen canonical
+payload (:data:`PAYLOADS`) of its other columns, ``seq`` and ``prev_hash`` included, so a row
+cannot be edited, moved, removed or slipped in without breaking either its own hash or the link
+from the row after it, and nobody without the key can compute a replacement chain. The key never
+enters the database: the ``ledger_head`` row keeps only a check value of it, so a store opened
+with another key says so. ``ledger_head`` names the last row; a written-down anchor (seq and
+hash, see :func:`export_anchor`) catches what no database-internal check can: rows cut from the
+end with the head moved back, or a ledger wiped and restarted.
+
+Rows written before the key (format 1, unkeyed SHA-256) verify as they are and are re-chained
+with the key by :func:`migrate`, an explicit admin step: automatic re-chaining would bless an
+unkeyed chain that anyone with write access to the database had forged. Rows hold field names
+with their outcome labels, never field values.
 """
 
 from __future__ import annotations
@@ -15,34 +23,71 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TextIO
+from pathlib import Path
+from typing import Any, Final, Literal, TextIO
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from connector_core.errors import ConnectorError, ExitCode
+from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.model import LedgerEntry
-from connector_core.sync.tables import GENESIS_HASH, ledger, ledger_head
+from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
-_HASHED = tuple(name for name in COLUMNS if name != "row_hash")
+CURRENT: Final = 2
+"""The format new rows are written in."""
+_V1: Final = (
+    "seq",
+    "at",
+    "job",
+    "target",
+    "record_key",
+    "source_id",
+    "action",
+    "fields",
+    "policy",
+    "policy_hash",
+    "consent_basis",
+    "approvals",
+    "reason",
+    "prev_hash",
+)
+PAYLOADS: Final[Mapping[int, tuple[str, ...]]] = {
+    1: _V1,  # unkeyed SHA-256, the rows written before the ledger key
+    2: ("version", *_V1),  # HMAC-SHA256 under the ledger key
+}
+"""The columns hashed by each format, frozen: a new column needs a new format, never an edit."""
+KEY_MIN_BYTES: Final = 16
+_KEY_CHECK_LABEL = b"commons-connector ledger key check"
 _JSON_COLUMNS = ("fields", "consent_basis", "approvals")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _REORDER_WINDOW = 16  # how far from its place a moved row is looked for
 _RECENT = 4096  # how many recent row hashes are kept to spot a row that moved forward
+_HELD = frozenset({"create", "update"})  # actions after which the target holds the record
+_PAGE = 1000
 
 
 class LedgerBroken(ConnectorError):
-    """The ledger cannot be appended to: its head row is gone."""
+    """The ledger cannot be appended to or migrated: its head row is gone or its chain broken."""
 
     exit_code = ExitCode.CONFIG
 
 
+class LedgerKeyError(ConfigError):
+    """The ledger key is missing, too short, or not the one this ledger is written with."""
+
+
+class LedgerNeedsMigration(ConfigError):
+    """The ledger ends with unkeyed rows: `connector ledger migrate` must re-chain them first."""
+
+
 @dataclasses.dataclass
 class LedgerReport:
-    """What `verify` found: `ok` when the chain and its head are intact."""
+    """What `verify` found: `ok` when the chain, its head, the anchors and the id map agree."""
 
     ok: bool
     checked: int
@@ -68,38 +113,195 @@ def timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def row_hash(row: Mapping[str, Any]) -> str:
-    """The SHA-256 (hex) of every column of `row` except ``row_hash``."""
-    payload = {name: row[name] for name in _HASHED}
-    payload["at"] = timestamp(row["at"])
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+def check_key(key: bytes | None) -> bytes:
+    """`key`, if it is a usable ledger key; LedgerKeyError saying how to set one otherwise."""
+    if key is None:
+        raise LedgerKeyError(
+            "no ledger key was given, so the ledger can be neither written nor verified",
+            hint="Store one with `connector credentials set network ledger_key` (or export "
+            "CONNECTOR_SECRET_NETWORK_LEDGER_KEY); see docs/operations.md, 'The ledger key'.",
+        )
+    if len(key) < KEY_MIN_BYTES:
+        raise LedgerKeyError(
+            f"the ledger key is shorter than {KEY_MIN_BYTES} bytes",
+            hint="Use a long random value, e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`.",
+        )
+    return key
 
 
-def append(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Chain and insert `rows` (all columns but seq, prev_hash, row_hash) in `conn`'s transaction.
+def key_check(key: bytes) -> str:
+    """A check value of `key` (an HMAC of a fixed label): stored to spot a wrong key."""
+    return hmac.new(key, _KEY_CHECK_LABEL, hashlib.sha256).hexdigest()
+
+
+def payload(row: Mapping[str, Any], version: int) -> bytes:
+    """The canonical bytes format `version` hashes: exactly the columns PAYLOADS names."""
+    data = {name: row[name] for name in PAYLOADS[version]}
+    data["at"] = timestamp(row["at"])
+    return canonical_json(data).encode("utf-8")
+
+
+def row_hash(row: Mapping[str, Any], key: bytes | None) -> str:
+    """The hash (hex) of `row` in its own format (``row["version"]``): format 2 needs `key`."""
+    version = row["version"]
+    if version == 1:
+        return hashlib.sha256(payload(row, 1)).hexdigest()
+    if version not in PAYLOADS:
+        raise ValueError(f"unknown ledger row format {version!r}")
+    return hmac.new(check_key(key), payload(row, version), hashlib.sha256).hexdigest()
+
+
+def _head(conn: Connection, *, lock: bool) -> Any:
+    query = sa.select(ledger_head.c.seq, ledger_head.c.row_hash, ledger_head.c.key_check).where(
+        ledger_head.c.id == 1
+    )
+    return conn.execute(query.with_for_update() if lock else query).one_or_none()
+
+
+def _locked_head(conn: Connection, key: bytes, *, lock: bool = True) -> Any:
+    """The head row, locked (concurrent appenders take turns); refused if gone or another key."""
+    head = _head(conn, lock=lock)
+    if head is None:
+        raise LedgerBroken(
+            "the ledger head is missing, so nothing more can be recorded",
+            hint="Run `connector ledger verify` and restore the state store from a backup.",
+        )
+    if head.key_check not in (None, key_check(key)):
+        raise LedgerKeyError(
+            "the ledger key is not the one this ledger was written with",
+            hint="Give this machine the network's ledger key (`connector credentials set "
+            "network ledger_key`, from where it was first stored); never generate a new one "
+            "for an existing ledger.",
+        )
+    return head
+
+
+def _last_version(conn: Connection, seq: int) -> int | None:
+    return conn.scalar(sa.select(ledger.c.version).where(ledger.c.seq == seq))
+
+
+def keyed(conn: Connection) -> bool:
+    """Whether the head holds a key check or any row is keyed."""
+    head = _head(conn, lock=False)
+    if head is not None and head.key_check is not None:
+        return True
+    return conn.scalar(sa.select(ledger.c.seq).where(ledger.c.version >= 2).limit(1)) is not None
+
+
+def check_writable(conn: Connection, key: bytes | None, *, lock: bool = True) -> Any:
+    """Raise what `append` would raise for a missing or wrong key, or an unmigrated ledger;
+    return the head row (locked when `lock`)."""
+    key = check_key(key)
+    head = _locked_head(conn, key, lock=lock)
+    if _last_version(conn, head.seq) == 1:
+        raise LedgerNeedsMigration(
+            "the ledger holds rows written before the ledger key; they must be re-chained "
+            "with it before anything more is recorded",
+            hint="Run `connector ledger migrate` once (see docs/operations.md, "
+            "'Upgrading an unkeyed ledger').",
+        )
+    return head
+
+
+def append(conn: Connection, rows: Sequence[dict[str, Any]], key: bytes | None) -> None:
+    """Chain and insert `rows` (all columns but seq, prev_hash, row_hash, version) in `conn`'s
+    transaction, keyed with `key`.
 
     Locking the head row makes concurrent appenders on PostgreSQL take turns; on SQLite the
     caller's write transaction (BEGIN IMMEDIATE) already does.
     """
     if not rows:
         return
-    head = conn.execute(
-        sa.select(ledger_head.c.seq, ledger_head.c.row_hash)
-        .where(ledger_head.c.id == 1)
-        .with_for_update()
-    ).one_or_none()
-    if head is None:
-        raise LedgerBroken(
-            "the ledger head is missing, so nothing more can be recorded",
-            hint="Run `connector ledger verify` and restore the state store from a backup.",
-        )
-    seq, prev = head
+    key = check_key(key)
+    head = check_writable(conn, key)
+    seq, prev = int(head.seq), str(head.row_hash)
     for row in rows:
         seq += 1
-        row["seq"], row["prev_hash"] = seq, prev
-        row["row_hash"] = prev = row_hash(row)
+        row["seq"], row["prev_hash"], row["version"] = seq, prev, CURRENT
+        row["row_hash"] = prev = row_hash(row, key)
     conn.execute(sa.insert(ledger), list(rows))
-    conn.execute(sa.update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, row_hash=prev))
+    _move_head(conn, seq, prev, key)
+
+
+def _move_head(conn: Connection, seq: int, digest: str, key: bytes) -> None:
+    values = {"seq": seq, "row_hash": digest, "key_check": key_check(key)}
+    conn.execute(sa.update(ledger_head).where(ledger_head.c.id == 1).values(values))
+
+
+def anchor(conn: Connection) -> tuple[int, str]:
+    """The head's (seq, hash): write it down outside the store to verify against later."""
+    head = _head(conn, lock=False)
+    if head is None:
+        raise LedgerBroken(
+            "the ledger head is missing",
+            hint="Run `connector ledger verify` and restore the state store from a backup.",
+        )
+    return int(head.seq), str(head.row_hash)
+
+
+def migrate(conn: Connection, key: bytes | None) -> int:
+    """Re-chain the unkeyed (format 1) rows with `key` after checking their chain; return how
+    many were re-chained.
+
+    Refused when the unkeyed chain does not verify, or when keyed rows exist already: unkeyed
+    rows next to keyed ones were not written by this connector's migration path.
+    """
+    key = check_key(key)
+    head = _locked_head(conn, key)
+    versions: dict[int, int] = dict(
+        conn.execute(sa.select(ledger.c.version, sa.func.count()).group_by(ledger.c.version)).all()
+    )
+    old = int(versions.pop(1, 0))
+    if not old:
+        _move_head(conn, int(head.seq), str(head.row_hash), key)
+        return 0
+    if versions:
+        raise LedgerBroken(
+            f"the ledger holds {old} unkeyed row(s) next to keyed ones, which no upgrade "
+            "writes: they are not migrated",
+            hint="Run `connector ledger verify` and restore the state store from a backup.",
+        )
+    chain = _Chain(None)
+    for row in _rows(conn):
+        chain.check(row)
+    chain.check_head(int(head.seq), str(head.row_hash))
+    if chain.problems:
+        raise LedgerBroken(
+            "the unkeyed ledger does not verify, so it is not re-chained: "
+            + "; ".join(chain.problems[:5]),
+            hint="Restore the state store from a backup taken before the damage.",
+        )
+    seq, digest = _rechain(conn, key)
+    _move_head(conn, seq, digest, key)
+    return old
+
+
+def _rechain(conn: Connection, key: bytes) -> tuple[int, str]:
+    seq, prev = 0, GENESIS_HASH
+    update = (
+        sa.update(ledger)
+        .where(ledger.c.seq == sa.bindparam("b_seq"))
+        .values(
+            version=sa.bindparam("b_version"),
+            prev_hash=sa.bindparam("b_prev"),
+            row_hash=sa.bindparam("b_hash"),
+        )
+    )
+    while True:
+        query = sa.select(ledger).where(ledger.c.seq > seq).order_by(ledger.c.seq).limit(_PAGE)
+        rows = [dict(row) for row in conn.execute(query).mappings()]
+        if not rows:
+            return seq, prev
+        params = []
+        for row in rows:
+            row["version"], row["prev_hash"] = CURRENT, prev
+            prev = row_hash(row, key)
+            seq = row["seq"]
+            params.append(
+                {"b_seq": seq, "b_version": CURRENT, "b_prev": row["prev_hash"], "b_hash": prev}
+            )
+        conn.execute(update, params)
 
 
 def page(conn: Connection, *, job: str | None, after_seq: int, size: int) -> list[LedgerEntry]:
@@ -117,8 +319,9 @@ def stream(conn: Connection) -> Iterator[LedgerEntry]:
 
 
 def _rows(conn: Connection) -> Iterator[dict[str, Any]]:
-    query = sa.select(ledger).order_by(ledger.c.seq)
-    for row in conn.execution_options(yield_per=1000).execute(query).mappings():
+    # On the statement: Connection.execution_options would change every later statement too
+    query = sa.select(ledger).order_by(ledger.c.seq).execution_options(yield_per=_PAGE)
+    for row in conn.execute(query).mappings():
         yield dict(row)
 
 
@@ -127,16 +330,24 @@ def as_dict(entry: LedgerEntry) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in COLUMNS}
 
 
-def verify(conn: Connection) -> LedgerReport:
-    """Recompute the chain and compare its end with the head; read in one snapshot."""
-    head = conn.execute(
-        sa.select(ledger_head.c.seq, ledger_head.c.row_hash).where(ledger_head.c.id == 1)
-    ).one_or_none()
+def verify(
+    conn: Connection, key: bytes | None, expect: Iterable[tuple[int, str]] = ()
+) -> LedgerReport:
+    """Recompute the chain with `key`, compare its end with the head and each anchor in
+    `expect`, and cross-check the id map; read in one snapshot."""
+    key = check_key(key)
+    head = _head(conn, lock=False)
     head_seq, head_hash = (None, None) if head is None else (int(head.seq), str(head.row_hash))
-    chain = _Chain()
+    if head is not None and head.key_check not in (None, key_check(key)):
+        problem = "the ledger key given is not the one this ledger was written with"
+        return LedgerReport(False, 0, [problem], head_seq, head_hash)
+    chain = _Chain(key, list(expect))
     for row in _rows(conn):
         chain.check(row)
     chain.check_head(head_seq, head_hash)
+    chain.check_unkeyed()
+    chain.check_anchors()
+    chain.problems.extend(_id_map_problems(conn, chain.holdings))
     return LedgerReport(
         ok=not chain.problems,
         checked=chain.count,
@@ -146,15 +357,47 @@ def verify(conn: Connection) -> LedgerReport:
     )
 
 
+def _id_map_problems(
+    conn: Connection, holdings: Mapping[tuple[str, str], tuple[int, str, str]]
+) -> Iterator[str]:
+    """What the id map and the ledger disagree on: the ledger's last action for each record
+    says whether its target holds it, and under which key."""
+    seen: set[tuple[str, str]] = set()
+    query = sa.select(id_map.c.job, id_map.c.source_id, id_map.c.target_key)
+    for job, source_id, target_key in conn.execute(query.execution_options(yield_per=_PAGE)):
+        seen.add((job, source_id))
+        held = holdings.get((job, source_id))
+        if held is None or held[1] not in _HELD:
+            how = "no ledger row" if held is None else f"ledger seq {held[0]} took it back"
+            yield f"job {job}: id map holds {source_id!r}, but {how} (id map row inserted)"
+        elif held[2] != target_key:
+            yield (
+                f"job {job}: id map holds {source_id!r} under another key than ledger "
+                f"seq {held[0]} (id map row edited)"
+            )
+    for (job, source_id), (seq, action, _key) in holdings.items():
+        if action in _HELD and (job, source_id) not in seen:
+            yield (
+                f"job {job}: ledger seq {seq} shared {source_id!r} and nothing took it back, "
+                "but the id map lacks it (id map row deleted: a withdrawal would miss it)"
+            )
+
+
 class _Chain:
     """Walks the rows in seq order, remembering the previous row, and lists what is wrong."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes | None, expect: Sequence[tuple[int, str]] = ()) -> None:
+        self.key = key
         self.seq = 0
         self.hash = GENESIS_HASH
         self.count = 0
         self.problems: list[str] = []
         self.recent: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.expect = sorted(set(expect))
+        self.expect_seqs = {seq for seq, _digest in self.expect}
+        self.found: dict[int, str] = {}
+        self.unkeyed: list[int] = []
+        self.holdings: dict[tuple[str, str], tuple[int, str, str]] = {}
 
     def check(self, row: dict[str, Any]) -> None:
         seq = row["seq"]
@@ -167,12 +410,24 @@ class _Chain:
             self.problems.append(
                 f"seq {seq}: does not follow {after} (a row was inserted, replaced or reordered)"
             )
-        if row_hash(row) != row["row_hash"]:
-            self.problems.append(self._mismatch(row))
+        self._check_hash(row)
         self.seq, self.hash, self.count = seq, row["row_hash"], self.count + 1
+        if seq in self.expect_seqs:
+            self.found[seq] = row["row_hash"]
+        self.holdings[(row["job"], row["source_id"])] = (seq, row["action"], row["record_key"])
         self.recent[row["row_hash"]] = seq
         if len(self.recent) > _RECENT:
             self.recent.popitem(last=False)
+
+    def _check_hash(self, row: dict[str, Any]) -> None:
+        version = row["version"]
+        if version not in PAYLOADS:
+            self.problems.append(f"seq {row['seq']}: unknown row format {version} (row edited)")
+            return
+        if version == 1 and self.key is not None:
+            self.unkeyed.append(row["seq"])
+        if row_hash(row, self.key) != row["row_hash"]:
+            self.problems.append(self._mismatch(row))
 
     def _mismatch(self, row: dict[str, Any]) -> str:
         seq = row["seq"]
@@ -180,7 +435,7 @@ class _Chain:
         candidates = [] if follows is None else [follows + 1]
         candidates += range(max(1, seq - _REORDER_WINDOW), seq + _REORDER_WINDOW + 1)
         for original in candidates:
-            if original != seq and row_hash({**row, "seq": original}) == row["row_hash"]:
+            if original != seq and row_hash({**row, "seq": original}, self.key) == row["row_hash"]:
                 return f"seq {seq}: holds the row written as seq {original} (rows reordered)"
         return f"seq {seq}: content does not match its row_hash (row edited)"
 
@@ -202,9 +457,97 @@ class _Chain:
                 "(head mismatch: last row replaced)"
             )
 
+    def check_unkeyed(self) -> None:
+        """Unkeyed rows prove nothing (anyone can hash): a keyed ledger must have none."""
+        if self.unkeyed:
+            first, last = self.unkeyed[0], self.unkeyed[-1]
+            where = (
+                _span(first, last)
+                if len(self.unkeyed) == last - first + 1
+                else (f"{len(self.unkeyed)} rows from seq {first} to {last}")
+            )
+            self.problems.append(
+                f"{where}: unkeyed (format 1) rows, which anyone could have written; "
+                "`connector ledger migrate` re-chains a ledger written before the ledger key"
+            )
+
+    def check_anchors(self) -> None:
+        for seq, digest in self.expect:
+            if seq == 0 and digest == GENESIS_HASH:
+                continue
+            found = self.found.get(seq)
+            if found is None:
+                self.problems.append(
+                    f"anchor {seq}: the ledger has no seq {seq} any more; it ends at seq "
+                    f"{self.seq} (rows deleted from the end, or the ledger restarted)"
+                )
+            elif found != digest:
+                self.problems.append(
+                    f"anchor {seq}: seq {seq} now has another hash than the one written "
+                    "down (the ledger was rewritten up to there)"
+                )
+
 
 def _span(first: int, last: int) -> str:
     return f"seq {first}" if first == last else f"seq {first}-{last}"
+
+
+# -- anchors ---------------------------------------------------------------------------
+
+
+def format_anchor(seq: int, digest: str) -> str:
+    """``SEQ:HASH``, as `ledger verify` prints it and ``--expect`` reads it."""
+    return f"{seq}:{digest}"
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """Read ``SEQ:HASH``; ValueError saying what is wrong otherwise."""
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64 or not _is_hex(digest):
+        raise ValueError(f"{text.strip()!r} is not SEQ:HASH (a number, ':', 64 hex digits)")
+    return int(seq), digest.lower()
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def export_anchor(path: Path, seq: int, digest: str, *, now: dt.datetime | None = None) -> str:
+    """Append ``TIME SEQ:HASH`` to the anchor file at `path` (created if missing), synced to
+    disk; return the line. Keep the file outside the state store's reach."""
+    at = timestamp(now or dt.datetime.now(dt.UTC))
+    line = f"{at} {format_anchor(seq, digest)}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return line.rstrip("\n")
+
+
+def read_anchors(path: Path) -> list[tuple[int, str]]:
+    """Every anchor in the file at `path` (blank and ``#`` lines skipped); a ConfigError
+    naming file:line for a line that is not ``TIME SEQ:HASH``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the anchor file {path}: {exc.strerror}",
+            hint="Check the path given to --anchors or `ledger: anchors:` in connector.yaml.",
+        ) from None
+    anchors = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            anchors.append(parse_anchor(line.split()[-1]))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{path}:{number}: {exc}",
+                hint="Each line is `TIME SEQ:HASH`, as `connector run` appends them.",
+            ) from None
+    return anchors
 
 
 def export(entries: Iterable[LedgerEntry], out: TextIO, fmt: Literal["jsonl", "csv"]) -> int:

@@ -57,17 +57,28 @@ KEEP: Final = _Keep.KEEP
 class StateStore:
     """Everything the connector remembers between runs. Open it with :meth:`open`."""
 
-    def __init__(self, engine: Engine, url: str) -> None:
+    def __init__(self, engine: Engine, url: str, *, ledger_key: bytes | None = None) -> None:
         self._engine = engine
+        self._ledger_key = ledger_key  # never stored in the database, never shown
         self._pg = engine.dialect.name == "postgresql"
         self._lock_engine: Engine | None = None
         self.url = url  #: the store's URL with any password hidden
 
     @classmethod
-    def open(cls, url: str) -> StateStore:
-        """Connect to `url` (SQLAlchemy form) and migrate its schema to the newest revision."""
+    def open(cls, url: str, *, ledger_key: bytes | None = None) -> StateStore:
+        """Connect to `url` (SQLAlchemy form) and migrate its schema to the newest revision.
+
+        `ledger_key` (the network's ``ledger_key`` secret) keys the ledger's hash chain:
+        without it the store reads and maps as usual, but recording a batch or verifying the
+        ledger raises :class:`~connector_core.sync.ledger.LedgerKeyError`.
+        """
         engine = connect_engine(url)
-        return cls(engine, display_url(engine.url))
+        return cls(engine, display_url(engine.url), ledger_key=ledger_key)
+
+    def set_ledger_key(self, key: bytes) -> None:
+        """Give the store its ledger key after opening it (the CLI first asks
+        :meth:`ledger_keyed` to decide whether it may generate one)."""
+        self._ledger_key = key
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -215,7 +226,8 @@ class StateStore:
                 conn.execute(intents.delete().where(intents.c.id == intent))
             self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
             self._put_outstanding(conn, failed, now)  # their intents become failures
-            ledger_rows.append(conn, entries)  # last: its head lock is held for the least time
+            # last: its head lock is held for the least time
+            ledger_rows.append(conn, entries, self._ledger_key)
 
     def _upsert_mapped(self) -> Any:
         stmt = self._insert(id_map)
@@ -386,10 +398,32 @@ class StateStore:
                 return
             after_seq = page[-1].seq
 
-    def verify_ledger(self) -> LedgerReport:
-        """Recompute the whole hash chain and check it against the ledger head."""
+    def verify_ledger(self, expect: Iterable[tuple[int, str]] = ()) -> LedgerReport:
+        """Recompute the whole keyed hash chain and check it against the ledger head, against
+        each written-down (seq, hash) anchor in `expect`, and against the id map."""
         with self._transaction(snapshot=True) as conn:
-            return ledger_rows.verify(conn)
+            return ledger_rows.verify(conn, self._ledger_key, expect)
+
+    def ledger_anchor(self) -> tuple[int, str]:
+        """The ledger head's (seq, hash), to keep outside the store (an anchor)."""
+        with self._transaction() as conn:
+            return ledger_rows.anchor(conn)
+
+    def check_ledger_writable(self) -> None:
+        """Raise the ConfigError recording a batch would raise: no key, another key than the
+        ledger's, or a ledger to migrate first. Call it before writing to a target."""
+        with self._transaction() as conn:
+            ledger_rows.check_writable(conn, self._ledger_key, lock=False)
+
+    def ledger_keyed(self) -> bool:
+        """Whether the ledger was ever written with a ledger key (then only that key fits)."""
+        with self._transaction() as conn:
+            return ledger_rows.keyed(conn)
+
+    def migrate_ledger(self) -> int:
+        """Re-chain the rows written before the ledger key with it; return how many."""
+        with self._transaction(write=True) as conn:
+            return ledger_rows.migrate(conn, self._ledger_key)
 
     def export_ledger(self, out: TextIO, *, fmt: Literal["jsonl", "csv"] = "jsonl") -> int:
         """Write the whole ledger to `out` as JSON lines or CSV; return the row count."""

@@ -144,6 +144,8 @@ ledger = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("prev_hash", Hash, nullable=False),
     sa.Column("row_hash", Hash, nullable=False),
+    # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256.
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
     sa.Index(None, "source_id"),
     sa.Index(None, "job"),
 )
@@ -156,6 +158,9 @@ ledger_head = sa.Table(
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("seq", Serial, nullable=False),
     sa.Column("row_hash", Hash, nullable=False),
+    # Which ledger key the chain is written with (a check value, never the key): a store
+    # opened with another key says so instead of reporting every row as edited.
+    sa.Column("key_check", Hash, nullable=True),
 )
 
 approvals = sa.Table(

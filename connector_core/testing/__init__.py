@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from connector_core.testing.conformance import AdapterConformance
 from connector_core.testing.memory import MemoryAdapter, MemorySettings, reset_memory_stores
-from connector_core.testing.samples import CANARY_SECRET, CanarySecrets, sample_records
+from connector_core.testing.samples import (
+    CANARY_SECRET,
+    TEST_LEDGER_KEY,
+    CanarySecrets,
+    sample_records,
+)
 
 __all__ = [
     "CANARY_SECRET",
+    "TEST_LEDGER_KEY",
     "AdapterConformance",
     "CanarySecrets",
     "MemoryAdapter",

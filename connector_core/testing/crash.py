@@ -75,8 +75,9 @@ def run_with_switch(
     The job and the store are closed afterwards."""
     from connector_core.sync.runner import run_job
     from connector_core.sync.state import StateStore
+    from connector_core.testing.samples import TEST_LEDGER_KEY
 
-    store = StateStore.open(state_url)
+    store = StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY)
     try:
         if switch is not None:
             switch.install(job, store)

@@ -14,6 +14,8 @@ from connector_core.records import Record
 
 #: The value every secret resolves to under the kit; it must never show in output.
 CANARY_SECRET = "canary-7f3a9c51e2-DO-NOT-LEAK"
+TEST_LEDGER_KEY = b"test-ledger-key-not-a-secret-0123456789"
+"""A ledger key for state stores built in tests (``StateStore.open(url, ledger_key=...)``)."""
 
 _PEOPLE = (
     ("Zoë", "Müller", "Berlin", "10115", "DE", 52.52, 13.405),

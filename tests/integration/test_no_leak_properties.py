@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from connector_core.errors import ConnectorError
 from connector_core.sync.keys import target_key
 from connector_core.sync.state import StateStore
-from connector_core.testing import reset_memory_stores
+from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
 from connector_core.testing.checks import log_text
 from tests.unit.sync.test_runner import POLICY, Network
 
@@ -86,7 +86,7 @@ def test_targets_hold_only_what_the_policy_allows(
     reset_memory_stores()
     root = tmp_path_factory.mktemp("net")
     net = Network(root)
-    store = StateStore.open(f"sqlite:///{root / 'state.db'}")
+    store = StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY)
     caplog.set_level(logging.DEBUG)
     source: dict[str, dict[str, Any]] = {}
     try:
@@ -155,7 +155,7 @@ def test_a_policy_that_fails_to_load_lets_nothing_through(
         else POLICY[:position] + garbage + POLICY[position:]
     )
     net.policy(text)
-    store = StateStore.open(f"sqlite:///{root / 'state.db'}")
+    store = StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY)
     try:
         try:
             job = net.job()

@@ -17,7 +17,11 @@ ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
 
 
 def console_blocks() -> list[list[str]]:
+    """The console examples, but the ledger section's (run in order, anchors and all, by
+    tests/integration/test_ledger_cli.py)."""
     text = DOC.read_text(encoding="utf-8")
+    before, after = text.split("## The ledger\n", 1)
+    text = before + after.split("\n## ", 1)[1] if "\n## " in after else before
     return [b.splitlines() for b in re.findall(r"```console\n(.*?)```", text, re.S)]
 
 
@@ -48,5 +52,8 @@ def test_the_guard_example_is_what_a_run_prints(runner: CliRunner, demo: Path) -
     members.write_text(members.read_text(encoding="utf-8").splitlines()[0] + "\n")
     result = run(runner, "run", "organizers-north", cwd=demo, env=ENV)
     assert str(result.exit_code) in block
-    printed = result.stdout.splitlines() + result.stderr.splitlines()
+    printed = [
+        re.sub(r"^(ledger anchor \d+:)[0-9a-f]{64} appended to .*/", r"\1… appended to ", line)
+        for line in result.stdout.splitlines() + result.stderr.splitlines()
+    ]
     assert sorted(printed) == sorted(shown)  # stdout and stderr interleave on a terminal

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from connector_core.sync.state import StateStore
-from connector_core.testing import crash
+from connector_core.testing import TEST_LEDGER_KEY, crash
 
 CHILD = Path(__file__).with_name("sync_child.py")
 _spec = importlib.util.spec_from_file_location("sync_child", CHILD)
@@ -142,7 +142,7 @@ def outcome(root: Path) -> dict[str, Any]:
     """Everything an interruption must not change: target, id map, ledger, cursor, hashes."""
     with (root / "out.csv").open(encoding="utf-8", newline="") as text:
         header, *rows = list(csv.reader(text))
-    with StateStore.open(url(root)) as store:
+    with StateStore.open(url(root), ledger_key=TEST_LEDGER_KEY) as store:
         ids = list(store.source_ids(child.JOB))
         mapped = store.mapped(child.JOB, ids)
         entries = list(store.ledger_entries(job=child.JOB))

@@ -19,7 +19,12 @@ from connector_core.sync.job import load_job
 from connector_core.sync.keys import target_key
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
-from connector_core.testing import MemoryAdapter, MemorySettings, reset_memory_stores
+from connector_core.testing import (
+    TEST_LEDGER_KEY,
+    MemoryAdapter,
+    MemorySettings,
+    reset_memory_stores,
+)
 
 PEOPLE = 60
 BATCH = 7
@@ -125,7 +130,7 @@ class Scenario:
         (root / "connector.yaml").write_text(CONFIG, encoding="utf-8")
         (root / "north.yaml").write_text(POLICY, encoding="utf-8")
         list(CRM.write([person(n) for n in range(PEOPLE)]))
-        self.store = StateStore.open(f"sqlite:///{root / 'state.db'}")
+        self.store = StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY)
 
     def run(self) -> RunResult:
         config = load_config(self.root / "connector.yaml", ADAPTERS)

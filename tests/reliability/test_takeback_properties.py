@@ -35,7 +35,7 @@ from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.state import StateStore
-from connector_core.testing import crash
+from connector_core.testing import TEST_LEDGER_KEY, crash
 from tests.postgres import PG_SERVER, _admin
 
 HEADER = ["id", "first_name", "city", "phone", "region", "local_ok"]
@@ -226,7 +226,7 @@ class Machine(RuleBasedStateMachine):
 
     @invariant()
     def the_state_agrees_with_the_target_and_the_ledger(self) -> None:
-        with StateStore.open(self.subject.url) as store:
+        with StateStore.open(self.subject.url, ledger_key=TEST_LEDGER_KEY) as store:
             assert store.verify_ledger().ok
             mapped = store.mapped("north", list(store.source_ids("north")))
             holdings: dict[str, tuple[str, str]] = {}

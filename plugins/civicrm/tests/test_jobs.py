@@ -38,6 +38,7 @@ from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.keys import target_key
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
 
 CHILD = Path(__file__).with_name("civicrm_child.py")
 _spec = importlib.util.spec_from_file_location("civicrm_child", CHILD)
@@ -135,7 +136,7 @@ def load(root: Path, name: str) -> LoadedJob:
 def run(root: Path, name: str, **options: Any) -> RunResult:
     """One run of job `name`, as the CLI would do it."""
     job = load(root, name)
-    store = StateStore.open(state_url(root))
+    store = StateStore.open(state_url(root), ledger_key=TEST_LEDGER_KEY)
     try:
         return run_job(job, store, **options)
     finally:
@@ -332,7 +333,7 @@ def assert_no_duplicates(fake: FakeCiviCRM) -> None:
 
 
 def id_map(root: Path, name: str) -> list[tuple[Any, ...]]:
-    with StateStore.open(state_url(root)) as store:
+    with StateStore.open(state_url(root), ledger_key=TEST_LEDGER_KEY) as store:
         mapped = store.mapped(name, list(store.source_ids(name)))
     return sorted(
         (m.source_id, m.target_key, m.projection_hash, json.dumps(m.fields), m.policy_hash)
@@ -341,7 +342,7 @@ def id_map(root: Path, name: str) -> list[tuple[Any, ...]]:
 
 
 def job_cursor(root: Path, name: str) -> tuple[Any, ...]:
-    with StateStore.open(state_url(root)) as store:
+    with StateStore.open(state_url(root), ledger_key=TEST_LEDGER_KEY) as store:
         state = store.job_state(name)
     return (state.cursor, state.policy_hash, state.config_hash)
 

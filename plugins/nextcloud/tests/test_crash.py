@@ -29,7 +29,7 @@ from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
 from connector_core.sync.state import StateStore
-from connector_core.testing import crash
+from connector_core.testing import TEST_LEDGER_KEY, crash
 
 JOB = "north"
 BOOK = "crash-book"
@@ -161,7 +161,7 @@ def book_contents(book: str) -> dict[str, Any]:
 def outcome(root: Path, book: str) -> dict[str, Any]:
     """Everything an interruption must not change: the book, id map, ledger and cursor."""
     cards = book_contents(book)
-    with StateStore.open(url(root)) as store:
+    with StateStore.open(url(root), ledger_key=TEST_LEDGER_KEY) as store:
         mapped = store.mapped(JOB, list(store.source_ids(JOB)))
         entries = list(store.ledger_entries(job=JOB))
         assert store.verify_ledger().ok

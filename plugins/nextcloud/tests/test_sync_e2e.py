@@ -20,6 +20,7 @@ from connector_core.sync.job import load_job
 from connector_core.sync.keys import target_key
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
 
 ADAPTERS = {"csv": CsvAdapter, "nextcloud": NextcloudAdapter}
 
@@ -90,7 +91,7 @@ class Network:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    opened = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY)
     yield opened
     opened.close()
 

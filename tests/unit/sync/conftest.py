@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
-from connector_core.testing import reset_memory_stores
+from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
 from tests.postgres import REPO, _admin
 from tests.unit.sync.test_runner import Network, PickyAdapter, PushdownAdapter
 
@@ -44,7 +44,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def store(state_url: str) -> Iterator[StateStore]:
     """An open, migrated state store (closed after the test)."""
-    opened = StateStore.open(state_url)
+    opened = StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY)
     yield opened
     opened.close()
 

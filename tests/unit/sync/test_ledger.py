@@ -17,6 +17,7 @@ from connector_core.sync import ledger
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH
+from connector_core.testing import TEST_LEDGER_KEY
 
 if TYPE_CHECKING:
     from tests.unit.sync.conftest import Children
@@ -88,10 +89,10 @@ def _sql(engine: sa.Engine, *statements: str) -> None:
 
 
 def _forge_after_last(engine: sa.Engine, store: StateStore) -> None:
-    """Append a well-chained row without moving the head, as a forger without the head would."""
+    """Append a well-chained row without moving the head, as a forger with a key would."""
     last = list(store.ledger_entries())[-1]
     row = {**dataclasses.asdict(last), "seq": last.seq + 1, "prev_hash": last.row_hash}
-    row["row_hash"] = ledger.row_hash(row)
+    row["row_hash"] = ledger.row_hash(row, TEST_LEDGER_KEY)
     with engine.begin() as conn:
         conn.execute(sa.insert(ledger.ledger), row)
 
@@ -100,7 +101,7 @@ def _edit_and_rehash(engine: sa.Engine, store: StateStore) -> None:
     """Edit row 3 and fix its own hash: only the link from row 4 can tell."""
     row = dataclasses.asdict(list(store.ledger_entries())[2])
     row["reason"] = "shared:nothing to see"
-    digest = ledger.row_hash(row)
+    digest = ledger.row_hash(row, TEST_LEDGER_KEY)
     _sql(
         engine, f"UPDATE ledger SET reason = '{row['reason']}', row_hash = '{digest}' WHERE seq = 3"
     )
@@ -199,12 +200,13 @@ def test_appending_after_the_head_was_deleted_is_refused(
 
 def test_every_column_but_the_hash_is_hashed(five: StateStore) -> None:
     row = dataclasses.asdict(next(five.ledger_entries()))
-    digest = ledger.row_hash(row)
+    digest = ledger.row_hash(row, TEST_LEDGER_KEY)
     assert digest == row["row_hash"]
-    assert ledger.row_hash({**row, "row_hash": "x"}) == digest
+    assert ledger.row_hash({**row, "row_hash": "x"}, TEST_LEDGER_KEY) == digest
+    assert set(ledger.PAYLOADS[2]) == set(ledger.COLUMNS) - {"row_hash"}
     for name in ledger.COLUMNS:
-        if name not in ("row_hash", "at"):
-            assert ledger.row_hash({**row, name: "changed"}) != digest, name
+        if name not in ("row_hash", "at", "version"):
+            assert ledger.row_hash({**row, name: "changed"}, TEST_LEDGER_KEY) != digest, name
 
 
 def test_export_jsonl_round_trips(five: StateStore) -> None:
@@ -246,9 +248,10 @@ WRITER = """
 import sys
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
 
 url, job, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with StateStore.open(url) as store:
+with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as store:
     for b in range(batches):
         changes = [
             AppliedChange("create", f"{b}-{i}", f"{b}-{i}", "a" * 64, {"email": "show"}, {}, "x")

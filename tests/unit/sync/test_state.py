@@ -18,6 +18,7 @@ from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import AppliedChange, JobState, RunCounts
 from connector_core.sync.state import KEEP, StateStore, StateStoreError
 from connector_core.sync.tables import metadata
+from connector_core.testing import TEST_LEDGER_KEY
 
 Change = Callable[..., AppliedChange]
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
@@ -31,9 +32,9 @@ def record(store: StateStore, changes: list[AppliedChange], **kwargs: Any) -> No
 
 
 def test_opening_twice_keeps_the_data_and_the_schema(state_url: str, make_change: Change) -> None:
-    with StateStore.open(state_url) as first:
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as first:
         record(first, [make_change("1")], cursor="c1")
-    with StateStore.open(state_url) as second:
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as second:
         assert second.job_state("members").cursor == "c1"
         assert list(second.source_ids("members")) == ["1"]
         assert second.verify_ledger().ok

@@ -1,0 +1,202 @@
+"""`connector ledger verify|export|migrate`, the ledger key and the anchor file.
+
+The ledger key is the network secret ``network.ledger_key`` (default ``{secret: ledger_key}``,
+keyring service ``commons-connector:network`` or ``CONNECTOR_SECRET_NETWORK_LEDGER_KEY``). A run
+on a ledger never written with a key generates one into the keyring, as ``ssh-keygen`` or
+``borg init`` would, and says to back it up; on a ledger already keyed a missing key is a
+configuration error, because a new key could never verify the old rows.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from connector_core.cli.app import App, output_option
+from connector_core.credentials import KeyringSecrets, env_var_name, set_secret
+from connector_core.errors import ConfigError, SecretMissing
+from connector_core.sync import ledger as ledger_rows
+from connector_core.sync.state import StateStore
+
+KEY_CONNECTION = "network"  # the keyring "connection" under which network secrets live
+
+
+@contextmanager
+def open_store(
+    app: App, *, keyed: bool = False, create_key: bool = False, read_only: bool = False
+) -> Iterator[StateStore]:
+    """The state store named in connector.yaml, closed afterwards; with the ledger key when
+    `keyed` (generated into the keyring for a ledger never keyed, when `create_key`).
+
+    `read_only` (plans, dry runs): a SQLite file that does not exist yet is not created;
+    an empty store in memory stands in for it."""
+    url = app.config.model.state.url
+    if read_only and _missing_sqlite_file(url):
+        url = "sqlite://"
+    store = StateStore.open(url)
+    try:
+        if keyed:
+            store.set_ledger_key(ledger_key(app, store, create=create_key))
+        yield store
+    finally:
+        store.close()
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    if not url.startswith("sqlite:///"):
+        return False
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return bool(path) and path != ":memory:" and not Path(path).exists()
+
+
+def ledger_key(app: App, store: StateStore, *, create: bool) -> bytes:
+    """The network's ledger key; generated and stored in the keyring when `create` and the
+    ledger was never written with a key; otherwise a missing key is a ConfigError."""
+    ref = app.config.model.network.ledger_key
+    try:
+        return KeyringSecrets(KEY_CONNECTION).resolve(ref).get_secret_value().encode("utf-8")
+    except SecretMissing as err:
+        if store.ledger_keyed():
+            raise ConfigError(
+                f"this ledger is written with a ledger key, and {_where(ref.secret, ref.env)} "
+                "holds none here",
+                hint=f"Copy the network's ledger key from where it was first stored: {err.hint} "
+                "Never generate a new key for an existing ledger: its rows would not verify.",
+            ) from None
+        if not create or ref.secret is None:
+            raise
+    key = secrets.token_urlsafe(32)
+    set_secret(KEY_CONNECTION, ref.secret, key)
+    click.echo(
+        f"generated a ledger key and stored it in the keyring ({KEY_CONNECTION} {ref.secret}); "
+        "back it up: without it the ledger cannot be verified",
+        err=True,
+    )
+    return key.encode("utf-8")
+
+
+def _where(secret: str | None, env: str | None) -> str:
+    if env is not None:
+        return f"the variable {env}"
+    assert secret is not None
+    variable = env_var_name(KEY_CONNECTION, secret)
+    return f"neither the keyring ({KEY_CONNECTION} {secret}) nor {variable}"
+
+
+def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:
+    """Append the ledger head to the anchor file of connector.yaml, if it names one."""
+    path = app.config.model.ledger.anchors
+    if path is None:
+        return
+    seq, digest = store.ledger_anchor()
+    try:
+        line = ledger_rows.export_anchor(path, seq, digest)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot append the ledger anchor to {path}: {exc.strerror}",
+            hint="Check `ledger: anchors:` in connector.yaml and the folder's permissions.",
+        ) from None
+    if not quiet:
+        click.echo(f"ledger anchor {line.split()[-1]} appended to {path}", err=True)
+
+
+@click.group()
+def ledger() -> None:
+    """Check, export and migrate the tamper-evident ledger of every share."""
+
+
+def _expected(app: App, expect: tuple[str, ...], anchors: Path | None) -> list[tuple[int, str]]:
+    found = []
+    for text in expect:
+        try:
+            found.append(ledger_rows.parse_anchor(text))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expect") from None
+    configured = app.config.model.ledger.anchors
+    if anchors is None and configured is not None and configured.exists():
+        anchors = configured
+    if anchors is not None:
+        found.extend(ledger_rows.read_anchors(anchors))
+    return found
+
+
+@ledger.command("verify")
+@click.option(
+    "--expect",
+    multiple=True,
+    metavar="SEQ:HASH",
+    help="An anchor written down earlier (as printed by verify); repeatable.",
+)
+@click.option(
+    "--anchors",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Check every anchor in this file (default: `ledger: anchors:` of connector.yaml).",
+)
+@click.pass_obj
+def ledger_verify(app: App, expect: tuple[str, ...], anchors: Path | None) -> None:
+    """Check the ledger's keyed hash chain, its anchors and the id map; exit 3 if anything
+    was edited, removed, moved, cut off or rewritten.
+
+    \b
+    Prints the head anchor (SEQ:HASH): write it down, or let `ledger: anchors:` keep it.
+    """
+    expected = _expected(app, expect, anchors)
+    with open_store(app, keyed=True) as store:
+        report = store.verify_ledger(expected)
+    click.echo(
+        f"head anchor: {ledger_rows.format_anchor(report.head_seq or 0, report.head_hash or '')}"
+    )
+    for problem in report.problems:
+        click.secho(problem, fg="red", err=True)
+    if not report.ok:
+        raise ConfigError(
+            f"the ledger has been tampered with ({len(report.problems)} problem(s))",
+            hint="Restore the state database from a backup and compare.",
+        )
+    click.echo(
+        f"ledger ok: {report.checked} row(s), hash chain intact, id map agrees, "
+        f"{len(expected)} anchor(s) hold"
+    )
+
+
+@ledger.command("migrate")
+@click.pass_obj
+def ledger_migrate(app: App) -> None:
+    """Re-chain a ledger written before the ledger key with it (once, after upgrading).
+
+    The unkeyed chain is verified first; a broken one is left as it is. Run this only on a
+    ledger you know this connector wrote: its unkeyed rows prove nothing by themselves.
+    """
+    with open_store(app, keyed=True, create_key=True) as store:
+        count = store.migrate_ledger()
+        seq, digest = store.ledger_anchor()
+        export_anchor(app, store, quiet=True)
+    click.echo(f"re-chained {count} row(s) with the ledger key")
+    click.echo(f"head anchor: {ledger_rows.format_anchor(seq, digest)}")
+
+
+@ledger.command("export")
+@output_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="JSON lines or CSV.",
+)
+@click.pass_obj
+def ledger_export(app: App, output: Path | None, fmt: str) -> None:
+    """Write the whole ledger for an auditor (field names and masks, never values)."""
+    with open_store(app) as store:
+        if output is None:
+            count = store.export_ledger(sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+        else:
+            with output.open("w", encoding="utf-8", newline="") as out:
+                count = store.export_ledger(out, fmt=fmt)  # type: ignore[arg-type]
+    click.echo(f"exported {count} ledger row(s)", err=True)

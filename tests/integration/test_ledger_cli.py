@@ -1,0 +1,237 @@
+"""`connector run` and `connector ledger` with the ledger key and anchors, on the demo network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+
+import keyring
+import pytest
+from click.testing import CliRunner
+
+from connector_core.credentials import service_name
+from connector_core.sync import ledger
+from tests.integration.test_cli import run
+
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+KEY_ENV = "CONNECTOR_SECRET_NETWORK_LEDGER_KEY"
+
+
+def stored_key() -> str | None:
+    value: str | None = keyring.get_password(service_name("network"), "ledger_key")
+    return value
+
+
+def with_anchors(demo: Path) -> Path:
+    """The demo's anchor file (connector.yaml: `ledger: anchors: anchors.log`)."""
+    return demo / "anchors.log"
+
+
+def without_anchors(demo: Path) -> None:
+    config = demo / "connector.yaml"
+    config.write_text(config.read_text().replace("anchors: anchors.log", "anchors: null"))
+
+
+def head_anchor(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("head anchor: ")).split()[
+        -1
+    ]
+
+
+def test_the_first_run_generates_a_ledger_key_into_the_keyring(
+    runner: CliRunner, demo: Path
+) -> None:
+    assert run(runner, "run", "--all", "--dry-run", cwd=demo, env=ENV).exit_code == 0
+    assert stored_key() is None  # a dry run writes no ledger, so it needs no key
+    first = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert first.exit_code == 0, first.output
+    assert "generated a ledger key and stored it in the keyring" in first.stderr
+    key = stored_key()
+    assert key is not None
+    assert len(key) >= 32
+    assert key not in first.output
+    again = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert again.exit_code == 0
+    assert "generated" not in again.stderr
+    assert stored_key() == key
+    verified = run(runner, "ledger", "verify", cwd=demo)
+    assert verified.exit_code == 0, verified.output
+    assert "ledger ok: 12 row(s), hash chain intact, id map agrees" in verified.stdout
+    seq, digest = ledger.parse_anchor(head_anchor(verified.stdout))
+    assert seq == 12
+    with sqlite3.connect(demo / "state.db") as db:
+        assert db.execute("SELECT row_hash FROM ledger WHERE seq = 12").fetchone() == (digest,)
+        assert key not in repr(db.execute("SELECT * FROM ledger_head").fetchall())
+
+
+def test_a_lost_key_is_never_replaced_on_a_keyed_ledger(runner: CliRunner, demo: Path) -> None:
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    keyring.delete_password(service_name("network"), "ledger_key")
+    for args in (("run", "--all"), ("ledger", "verify")):
+        result = run(runner, *args, cwd=demo, env=ENV)
+        assert result.exit_code == 3, result.output
+        assert "this ledger is written with a ledger key" in result.stderr
+        assert "connector credentials set network ledger_key" in result.stderr
+    assert stored_key() is None
+
+
+def test_the_key_can_come_from_the_environment(runner: CliRunner, demo: Path) -> None:
+    env = {**ENV, KEY_ENV: "a-headless-servers-ledger-key"}
+    assert run(runner, "run", "--all", cwd=demo, env=env).exit_code == 0
+    assert stored_key() is None
+    assert run(runner, "ledger", "verify", cwd=demo, env=env).exit_code == 0
+    other = run(runner, "ledger", "verify", cwd=demo, env={KEY_ENV: "some-other-ledger-key-value"})
+    assert other.exit_code == 3
+    assert "not the one this ledger was written with" in other.stderr
+
+
+def test_credentials_set_stores_the_key_and_list_shows_it(runner: CliRunner, demo: Path) -> None:
+    listed = run(runner, "credentials", "list", "network", "--json", cwd=demo)
+    assert {"connection": "network", "setting": "ledger_key"} | {
+        "source": "keyring ledger_key",
+        "status": "missing",
+    } in json.loads(listed.stdout)
+    stored = run(
+        runner, "credentials", "set", "network", "ledger_key", input="an-admins-own-ledger-key\n"
+    )
+    assert stored.exit_code == 0, stored.output
+    assert stored_key() == "an-admins-own-ledger-key"
+    first = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert first.exit_code == 0
+    assert "generated" not in first.stderr
+
+
+def test_doctor_reports_the_ledger_key(runner: CliRunner, demo: Path) -> None:
+    fresh = run(runner, "doctor", "--json", cwd=demo, env=ENV)
+    finding = next(f for f in json.loads(fresh.stdout) if f["subject"] == "ledger key")
+    assert finding["ok"]
+    assert "the first run generates one" in finding["message"]
+    assert not (demo / "state.db").exists()  # the doctor creates no state store
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    ok = run(runner, "doctor", "--json", cwd=demo, env=ENV)
+    assert next(f for f in json.loads(ok.stdout) if f["subject"] == "ledger key")["ok"]
+    keyring.delete_password(service_name("network"), "ledger_key")
+    lost = run(runner, "doctor", cwd=demo, env=ENV)
+    assert lost.exit_code == 3
+    assert "FAIL ledger key" in lost.stdout
+
+
+def test_runs_append_anchors_that_verify_checks(runner: CliRunner, demo: Path) -> None:
+    anchors = with_anchors(demo)
+    assert run(runner, "run", "organizers-north", cwd=demo, env=ENV).exit_code == 0
+    first = run(runner, "run", "partner-housing", cwd=demo, env=ENV)
+    assert first.exit_code == 0
+    assert "ledger anchor 12:" in first.stderr
+    lines = anchors.read_text().splitlines()
+    assert [line.split()[-1].split(":")[0] for line in lines] == ["7", "12"]
+    verified = run(runner, "ledger", "verify", cwd=demo)
+    assert verified.exit_code == 0, verified.output
+    assert "2 anchor(s) hold" in verified.stdout
+    # cut the tail and move the head back: only the anchors can tell
+    with sqlite3.connect(demo / "state.db") as db:
+        db.execute("DELETE FROM ledger WHERE seq > 7")
+        db.execute("DELETE FROM id_map WHERE job = 'partner-housing'")
+        db.execute(
+            "UPDATE ledger_head SET seq = 7, row_hash = (SELECT row_hash FROM ledger WHERE seq = 7)"
+        )
+    plain = run(
+        runner, "ledger", "verify", "--anchors", str(anchors.with_name("none.log")), cwd=demo
+    )
+    assert plain.exit_code == 3
+    assert "cannot read the anchor file" in plain.stderr
+    cut = run(runner, "ledger", "verify", cwd=demo)
+    assert cut.exit_code == 3
+    assert "anchor 12: the ledger has no seq 12 any more; it ends at seq 7" in cut.stderr
+    assert head_anchor(cut.stdout).startswith("7:")
+
+
+def test_verify_expect_checks_a_written_down_anchor(runner: CliRunner, demo: Path) -> None:
+    without_anchors(demo)
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    anchor = head_anchor(run(runner, "ledger", "verify", cwd=demo).stdout)
+    assert run(runner, "ledger", "verify", "--expect", anchor, cwd=demo).exit_code == 0
+    with sqlite3.connect(demo / "state.db") as db:
+        db.execute("DELETE FROM ledger")
+        db.execute("DELETE FROM id_map")
+        db.execute(f"UPDATE ledger_head SET seq = 0, row_hash = '{'0' * 64}'")
+    assert run(runner, "ledger", "verify", cwd=demo).exit_code == 0  # wiped, and consistent
+    wiped = run(runner, "ledger", "verify", "--expect", anchor, cwd=demo)
+    assert wiped.exit_code == 3
+    assert "anchor 12: the ledger has no seq 12 any more; it ends at seq 0" in wiped.stderr
+    bad = run(runner, "ledger", "verify", "--expect", "12:abc", cwd=demo)
+    assert bad.exit_code == 2
+    assert "is not SEQ:HASH" in bad.stderr
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_an_unkeyed_ledger_is_migrated_by_the_admin(
+    runner: CliRunner, demo: Path, with_file: bool
+) -> None:
+    anchors = with_anchors(demo) if with_file else None
+    if not with_file:
+        without_anchors(demo)
+    env = {**ENV, KEY_ENV: "the-networks-ledger-key-for-now"}
+    assert run(runner, "run", "--all", cwd=demo, env=env).exit_code == 0
+    if anchors is not None:
+        anchors.unlink()
+    _make_unkeyed(demo / "state.db")
+    refused = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert refused.exit_code == 3
+    assert "connector ledger migrate" in refused.stderr
+    assert "generated a ledger key" in refused.stderr  # the key it will be migrated with
+    assert run(runner, "ledger", "verify", cwd=demo, env=ENV).exit_code == 3
+    migrated = run(runner, "ledger", "migrate", cwd=demo, env=ENV)
+    assert migrated.exit_code == 0, migrated.output
+    assert "re-chained 12 row(s) with the ledger key" in migrated.stdout
+    if anchors is not None:
+        assert anchors.read_text().split()[-1] == head_anchor(migrated.stdout)
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    assert run(runner, "ledger", "verify", cwd=demo, env=ENV).exit_code == 0
+
+
+def _make_unkeyed(path: Path) -> None:
+    """Rewrite the ledger as the connector wrote it before the ledger key (format 1)."""
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        rows = [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY seq")]
+        prev = "0" * 64
+        for row in rows:
+            row = {
+                **row,
+                **{k: json.loads(row[k]) for k in ("fields", "consent_basis", "approvals")},
+                "version": 1,
+                "prev_hash": prev,
+                "at": _aware(row["at"]),
+            }
+            prev = ledger.row_hash(row, None)
+            db.execute(
+                "UPDATE ledger SET version = 1, prev_hash = ?, row_hash = ? WHERE seq = ?",
+                (row["prev_hash"], prev, row["seq"]),
+            )
+        db.execute("UPDATE ledger_head SET row_hash = ?, key_check = NULL", (prev,))
+
+
+def _aware(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def test_the_ledger_examples_of_the_operations_guide_run(runner: CliRunner, demo: Path) -> None:
+    """Every `$ connector` line of docs/operations.md's ledger section, in order, on the demo
+    (SEQ:HASH stands for the anchor the verify before it printed)."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## The ledger\n", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line.removeprefix("$ connector ").split("  #")[0].split()
+        for line in section.splitlines()
+        if line.startswith("$ connector ")
+    ]
+    assert len(commands) >= 6
+    anchor = ""
+    for args in commands:
+        args = [anchor if a == "SEQ:HASH" else a for a in args]
+        result = run(runner, *args, cwd=demo, env=ENV)
+        assert result.exit_code == 0, (args, result.output)
+        if "head anchor: " in result.stdout:
+            anchor = head_anchor(result.stdout)
