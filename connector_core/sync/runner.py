@@ -111,11 +111,12 @@ def run_job(
             ``batch_size`` option, else the target connection's ``page_size``).
         progress: called with the number of records of each page read.
         now: the run's time (default: now, UTC).
-        lock: hold the job's lock (``store.lock``) for a real run; pass False only when
-            the caller holds it already (the lock is not reentrant).
+        lock: hold the job's lock and its target's (``store.lock``) for a real run; pass
+            False only when the caller holds them already (the locks are not reentrant).
 
     Raises:
         JobLocked: another process is running this job.
+        TargetLocked: another job is writing this job's target connection.
     """
     run = _Run(
         job,
@@ -127,7 +128,7 @@ def run_job(
     )
     if dry_run or not lock:
         return run.execute(reconcile)
-    with store.lock(job.name):
+    with store.lock(job.name, target=job.config.target):
         return run.execute(reconcile)
 
 

@@ -1,9 +1,13 @@
-"""The state store: id map, cursors, runs, the ledger and job locks, on SQLite or PostgreSQL.
+"""The state store: id map, cursors, runs, the ledger and locks, on SQLite or PostgreSQL.
 
 A SQLite file is the zero-setup default; PostgreSQL lets several workers share one store. The
 schema is migrated on open. :meth:`StateStore.record_batch` is the crash-safety primitive: the
 id map, the ledger and the cursor move together, in one transaction, after the target has
 acknowledged the batch, so a killed run resumes exactly where its records end.
+
+:meth:`StateStore.lock` holds a job's lock and its target connection's; each lock taken bumps
+a fence token, and :meth:`StateStore.record_batch` checks in its own transaction that the
+tokens this store took are still current, so a worker that lost its lock records nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import os
+import socket
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
@@ -23,13 +29,14 @@ from connector_core.sync import ledger as ledger_rows
 from connector_core.sync import locks
 from connector_core.sync.database import (
     StateStoreError,
+    advisory_key,
     connect_engine,
     display_url,
     failures,
 )
 from connector_core.sync.ledger import LedgerReport
 from connector_core.sync.model import AppliedChange, JobState, LedgerEntry, Mapped, RunCounts
-from connector_core.sync.tables import id_map, job_state, runs
+from connector_core.sync.tables import id_map, job_state, lock_fences, runs, store_secrets
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
 
@@ -53,6 +60,7 @@ class StateStore:
         self._engine = engine
         self._pg = engine.dialect.name == "postgresql"
         self._lock_engine: Engine | None = None
+        self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self.url = url  #: the store's URL with any password hidden
 
     @classmethod
@@ -178,6 +186,10 @@ class StateStore:
 
         Creates and updates upsert the id map, deletes remove from it; every change appends
         one ledger row; unless `cursor` is KEEP, the job's cursor becomes `cursor`.
+
+        Raises:
+            LockLost: this store holds `job`'s (or `target`'s) lock, and another holder has
+                taken it since (checked in the same transaction; nothing is recorded).
         """
         now = _utc(now)
         last = {change.source_id: change for change in applied}  # the last change of an id wins
@@ -185,6 +197,7 @@ class StateStore:
         kept = [_id_row(job, policy_hash, c, now) for c in last.values() if c.action != "delete"]
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in applied]
         with self._transaction(write=True) as conn:
+            self._check_fences(conn, job, target)
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
                 conn.execute(
@@ -260,16 +273,114 @@ class StateStore:
 
     # -- locks -------------------------------------------------------------------------
 
-    def lock(self, job: str) -> contextlib.AbstractContextManager[None]:
-        """Hold `job`'s run lock for a with-block; JobLocked (never a wait) if it is taken."""
+    def lock(
+        self, job: str, *, target: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Hold `job`'s run lock, and with `target` its target connection's, for a with-block.
+
+        Never waits: JobLocked if the job is running, TargetLocked if another job is writing
+        `target`. Each lock taken bumps its fence token, which :meth:`record_batch` checks.
+        """
+        return self._locked(job, target)
+
+    @contextlib.contextmanager
+    def _locked(self, job: str, target: str | None) -> Iterator[None]:
+        with self._held(_JOB + job, job):
+            if target is None:
+                yield
+                return
+            with self._held(_TARGET + target, job):
+                yield
+
+    @contextlib.contextmanager
+    def _held(self, name: str, job: str) -> Iterator[None]:
+        """Hold the lock `name` for `job`, with a fresh fence token while it is held."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._os_lock(name, job))
+            except locks.JobLocked as refused:
+                if name.startswith(_JOB):
+                    raise
+                raise self._target_locked(name, refused.holder) from None
+            self._fences[name] = self._take_fence(name, job)
+            try:
+                yield
+            finally:
+                self._fences.pop(name, None)
+
+    def _os_lock(self, name: str, job: str) -> contextlib.AbstractContextManager[None]:
+        """The lock the server or the kernel frees when its holder dies."""
         if self._pg:
             if self._lock_engine is None:
                 self._lock_engine = connect_engine(self._engine.url, for_locks=True)
-            return locks.advisory_lock(self._lock_engine, job)
+            return locks.advisory_lock(self._lock_engine, job, key=advisory_key(name))
         database = self._engine.url.database
         if not database or database == ":memory:" or database.startswith("file:"):
-            return locks.memory_lock(f"{id(self)}:{job}")
-        return locks.file_lock(locks.lock_path(Path(database), job), job)
+            return locks.memory_lock(f"{id(self)}:{name}", job)
+        if name.startswith(_JOB):
+            return locks.file_lock(locks.lock_path(Path(database), job), job)
+        path = locks.target_lock_path(Path(database), name.removeprefix(_TARGET))
+        return locks.file_lock(path, job)
+
+    def _take_fence(self, name: str, job: str) -> int:
+        """Bump the fence token of lock `name` for its new holder `job`; return it."""
+        holder = {"job": job, "holder": _holder(), "acquired_at": _utc(None)}
+        stmt = self._insert(lock_fences).values(name=name, token=1, **holder)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"], set_={"token": lock_fences.c.token + 1, **holder}
+        )
+        with self._transaction(write=True) as conn:
+            conn.execute(stmt)
+            return int(conn.execute(_fence_query(name)).one().token)
+
+    def _check_fences(self, conn: Connection, job: str, target: str) -> None:
+        """Raise LockLost if a lock this store took for `job` has a newer holder."""
+        for name in (_JOB + job, _TARGET + target):
+            token = self._fences.get(name)
+            if token is None:
+                continue  # not held through this store (the caller holds it, or nobody)
+            query = _fence_query(name)
+            row = conn.execute(query.with_for_update() if self._pg else query).first()
+            if row is None or row.token != token:
+                what = f"job {job!r}" if name.startswith(_JOB) else f"target {target!r}"
+                raise locks.LockLost(what, None if row is None else _who(row))
+
+    def _target_locked(self, name: str, holder: str | None) -> locks.TargetLocked:
+        with self._transaction() as conn:
+            row = conn.execute(_fence_query(name)).first()
+        return locks.TargetLocked(name.removeprefix(_TARGET), row.job if row else None, holder)
+
+    # -- target keys -------------------------------------------------------------------
+
+    def key_secret(self) -> bytes:
+        """The secret this store generated for target keys (see :mod:`.keys`)."""
+        query = sa.select(store_secrets.c.value).where(store_secrets.c.name == _TARGET_KEYS)
+        with self._transaction() as conn:
+            value = conn.scalar(query)
+        if value is None:
+            raise StateStoreError(
+                f"the state store at {self.url} has lost its target-key secret",
+                hint="Restore the store from a backup, or set network.key_secret in "
+                "connector.yaml to the secret its target keys were made with.",
+            )
+        return bytes.fromhex(value)
+
+
+_JOB = "job:"
+_TARGET = "target:"
+_TARGET_KEYS = "target_keys"
+
+
+def _fence_query(name: str) -> sa.Select[Any]:
+    return sa.select(lock_fences).where(lock_fences.c.name == name)
+
+
+def _holder() -> str:
+    return f"pid {os.getpid()} on host {socket.gethostname()}"
+
+
+def _who(row: Any) -> str:
+    return f"job {row.job!r} ({row.holder})"
 
 
 def _mapped_query() -> sa.Select[Any]:

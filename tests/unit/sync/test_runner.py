@@ -19,7 +19,7 @@ from connector_core.masks import MaskContext
 from connector_core.query import Condition
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.keys import target_key
-from connector_core.sync.locks import JobLocked
+from connector_core.sync.locks import JobLocked, TargetLocked
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
 from connector_core.testing import MemoryAdapter, MemorySettings, reset_memory_stores
@@ -524,6 +524,15 @@ def test_a_running_job_is_locked(net: Network, store: StateStore) -> None:
     with store.lock("north"), pytest.raises(JobLocked):
         net.run(store)
     assert net.run(store, dry_run=True).counts.created == 2  # a plan needs no lock
+
+
+def test_a_job_whose_target_another_job_is_writing_is_refused(
+    net: Network, store: StateStore
+) -> None:
+    with store.lock("south", target="out"), pytest.raises(TargetLocked, match="job 'south'"):
+        net.run(store)
+    assert net.target() == {}
+    assert net.run(store).counts.created == 2
 
 
 def test_runs_are_recorded(net: Network, store: StateStore) -> None:
