@@ -92,6 +92,12 @@ class NetworkConfig(_Block):
         description="Secret for the hash mask, e.g. {secret: hash_key} (stored with "
         "`connector credentials set network hash_key`); the same key gives the same hashes",
     )
+    key_secret: SecretRef | None = Field(
+        default=None,
+        description="Secret that keys target keys, e.g. {secret: key_secret} (stored with "
+        "`connector credentials set network key_secret`); never share it. Default: a secret "
+        "the state store generates for itself",
+    )
 
 
 class PurposeConfig(_Block):

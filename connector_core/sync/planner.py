@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from connector_core.adapters import Change
 from connector_core.errors import RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.records import Record
-from connector_core.sync.keys import field_hashes, projection_hash, target_key
+from connector_core.sync.keys import field_hashes, projection_hash
 from connector_core.sync.model import AppliedChange, Mapped
 
 MISSING_AT_SOURCE = "missing-at-source"
@@ -86,17 +86,26 @@ class Planner:
     """Plans the changes of one job's run with its compiled policy.
 
     Args:
-        job: the job's name (part of every target key).
+        job: the job's name.
         policy: the compiled policy.
+        keys: the job's key function (:class:`~connector_core.sync.keys.TargetKeys`): the
+            target key of a source id not yet in the id map.
         salt: the target's fingerprint, mixed into projection hashes.
         with_diff: fill :attr:`PlannedChange.diff` (dry runs); real runs skip the work.
     """
 
     def __init__(
-        self, job: str, policy: CompiledPolicy, *, salt: str = "", with_diff: bool = False
+        self,
+        job: str,
+        policy: CompiledPolicy,
+        *,
+        keys: Callable[[str], str],
+        salt: str = "",
+        with_diff: bool = False,
     ) -> None:
         self.job = job
         self.policy = policy
+        self.keys = keys
         self.salt = salt
         self.with_diff = with_diff
         self.labels = {name: outcome.label() for name, outcome in policy.outcomes.items()}
@@ -146,7 +155,7 @@ class Planner:
         if known is not None and known.projection_hash == digest:
             return None
         action: Literal["create", "update"] = "create" if known is None else "update"
-        key = target_key(self.job, source_id) if known is None else known.target_key
+        key = self.keys(source_id) if known is None else known.target_key
         fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
         basis = self._basis(record, self.purposes)
         hashes = field_hashes(projection, self.salt)
@@ -170,7 +179,7 @@ class Planner:
         if known is not None:
             return self.delete(source_id, known.target_key, reason, known, basis)
         if cleanup:
-            key = target_key(self.job, source_id)
+            key = self.keys(source_id)
             step = self.delete(source_id, key, f"{reason} {AFTER_INTERRUPTION}", None, basis)
             return dataclasses.replace(step, cleanup=True)
         return None

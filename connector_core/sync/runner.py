@@ -152,7 +152,10 @@ class _Run:
         self.now = now or dt.datetime.now(dt.UTC)
         self.recorded_at = now  # None: the ledger notes when each batch is recorded
         self.result = RunResult(job.name, RunCounts(), dry_run=dry_run)
-        self.planner = Planner(job.name, job.policy, salt=job.target_hash, with_diff=dry_run)
+        keys = job.target_keys(store.key_secret)
+        self.planner = Planner(
+            job.name, job.policy, keys=keys, salt=job.target_hash, with_diff=dry_run
+        )
         self.batches = Batches(self.write, batch_size)
         self.cleanup = False
         self.failed_delete = False

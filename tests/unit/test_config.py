@@ -174,7 +174,7 @@ CASES: list[tuple[str, str, list[str]]] = [
         network: {name: Demo, colour: red}
         connections: {}
         """,
-        ["2:23: unknown key 'colour' in network; allowed keys: name, floor, hash_key"],
+        ["2:23: unknown key 'colour' in network; allowed keys: name, floor, hash_key, key_secret"],
     ),
     (
         "unknown-key-deep",

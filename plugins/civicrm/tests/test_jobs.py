@@ -48,6 +48,7 @@ _spec.loader.exec_module(child)
 
 HASH_KEY = child.HASH_KEY
 KEY_ENV = child.KEY_ENV
+KEY_SECRET = b"civicrm job tests' key secret"  # network.key_secret: target keys use it
 GROUP = "Local organizing"
 PEOPLE = 60
 FAULT_KINDS = ("429", "502", "503", "504", "timeout", "truncated_json")
@@ -68,7 +69,7 @@ fields:
 
 CONFIG = """\
 version: 1
-network: {name: CiviCRM job tests}
+network: {name: CiviCRM job tests, key_secret: {env: CIVI_KEY_SECRET}}
 consent:
   purposes:
     local_organizing: {description: Local organizers may contact me}
@@ -157,6 +158,7 @@ def run_until_done(root: Path, name: str) -> tuple[RunResult, int]:
 @pytest.fixture(autouse=True)
 def _api_key(monkeypatch: pytest.MonkeyPatch, fake_civicrm: FakeCiviCRM) -> None:
     monkeypatch.setenv(KEY_ENV, fake_civicrm.api_key)
+    monkeypatch.setenv("CIVI_KEY_SECRET", KEY_SECRET.decode())
 
 
 def reset(fake: FakeCiviCRM, root: Path) -> None:
@@ -214,8 +216,8 @@ def sheet_rows(root: Path) -> list[dict[str, str]]:
 
 def expected_sheet(ids: dict[int, int], people: range | list[int]) -> dict[str, dict[str, str]]:
     return {
-        target_key("to_sheet", str(ids[n])): {
-            "id": target_key("to_sheet", str(ids[n])),
+        target_key("to_sheet", str(ids[n]), KEY_SECRET): {
+            "id": target_key("to_sheet", str(ids[n]), KEY_SECRET),
             "first_name": f"First{n}",
             "last_name": f"Last{n}",
             "city": f"City {n % 7}",
@@ -261,7 +263,7 @@ def test_civicrm_to_csv_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     assert not third.full
     assert (third.counts.deleted, third.counts.updated) == (1, 1)
     expected = expected_sheet(ids, [n for n in range(PEOPLE) if n != withdrawn])
-    expected[target_key("to_sheet", str(ids[moved]))]["first_name"] = "Renamed"
+    expected[target_key("to_sheet", str(ids[moved]), KEY_SECRET)]["first_name"] = "Renamed"
     assert {r["id"]: r for r in sheet_rows(tmp_path)} == expected
 
 
@@ -354,11 +356,13 @@ def test_csv_to_civicrm_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     first = run(tmp_path, "to_crm")
     assert first.exit_code == ExitCode.OK, (first.aborted, first.failures, first.problems)
     contacts = crm_contacts(fake)
-    expected_keys = {target_key("to_crm", f"S{n:03d}") for n in range(PEOPLE) if shared(n)}
+    expected_keys = {
+        target_key("to_crm", f"S{n:03d}", KEY_SECRET) for n in range(PEOPLE) if shared(n)
+    }
     assert set(contacts) == expected_keys
     assert first.counts.created == len(expected_keys)
     for n in range(PEOPLE):
-        key = target_key("to_crm", f"S{n:03d}")
+        key = target_key("to_crm", f"S{n:03d}", KEY_SECRET)
         if key not in contacts:
             continue
         got = contacts[key]
@@ -391,7 +395,7 @@ def test_csv_to_civicrm_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     assert third.exit_code == ExitCode.OK
     assert (third.counts.created, third.counts.updated, third.counts.deleted) == (0, 0, 1)
     after = crm_contacts(fake)
-    key = target_key("to_crm", f"S{withdrawn:03d}")
+    key = target_key("to_crm", f"S{withdrawn:03d}", KEY_SECRET)
     assert after[key]["is_deleted"] is True
     assert {k: v for k, v in after.items() if k != key} == {
         k: v for k, v in contacts.items() if k != key

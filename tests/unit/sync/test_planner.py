@@ -15,7 +15,13 @@ from connector_core.masks import BUILTIN_MASKS, MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.sync.batches import Batches
-from connector_core.sync.keys import KEY_NAMESPACE, projection_hash, target_key
+from connector_core.sync.keys import (
+    KEY_NAMESPACE,
+    TargetKeys,
+    legacy_target_key,
+    projection_hash,
+    target_key,
+)
 from connector_core.sync.model import Mapped
 from connector_core.sync.planner import (
     AFTER_INTERRUPTION,
@@ -24,6 +30,9 @@ from connector_core.sync.planner import (
     Planner,
     Step,
 )
+
+SECRET = b"planner test key secret"
+KEYS = TargetKeys("job", SECRET)
 
 POLICY = """\
 policy: organizers
@@ -49,7 +58,7 @@ def policy(tmp_path: Path) -> CompiledPolicy:
 
 @pytest.fixture
 def planner(policy: CompiledPolicy) -> Planner:
-    return Planner("job", policy, with_diff=True)
+    return Planner("job", policy, keys=KEYS, with_diff=True)
 
 
 def person(source_id: str, **fields: Any) -> dict[str, Any]:
@@ -73,7 +82,7 @@ def mapped_as(planner: Planner, record: dict[str, Any]) -> Mapped:
     return Mapped(
         job="job",
         source_id=record["id"],
-        target_key=target_key("job", record["id"]),
+        target_key=target_key("job", record["id"], SECRET),
         projection_hash=projection_hash(projection, planner.salt),
         fields={"first_name": "show", "city": "show", "phone": "mask:last4"},
         consent_basis={},
@@ -86,7 +95,7 @@ def test_a_new_shared_record_is_created_under_the_derived_key(planner: Planner) 
     (step,) = plan.steps
     assert step.planned.action == "create"
     assert step.change.action == "upsert"
-    assert step.change.key == target_key("job", "p1") != "p1"
+    assert step.change.key == target_key("job", "p1", SECRET) != "p1"
     assert step.change.record == {"first_name": "Ana", "city": "Leeds", "phone": "*******0123"}
     assert step.planned.diff["phone"] == (None, "*******0123")
     assert step.applied.fields == {"first_name": "show", "city": "show", "phone": "mask:last4"}
@@ -98,8 +107,8 @@ def test_a_new_shared_record_is_created_under_the_derived_key(planner: Planner) 
 
 
 def test_keys_are_deterministic_and_differ_per_job() -> None:
-    assert target_key("job", "p1") == target_key("job", "p1")
-    assert target_key("job", "p1") != target_key("other", "p1")
+    assert target_key("job", "p1", SECRET) == target_key("job", "p1", SECRET)
+    assert target_key("job", "p1", SECRET) != target_key("other", "p1", SECRET)
 
 
 def test_an_unchanged_projection_plans_nothing(planner: Planner) -> None:
@@ -175,7 +184,7 @@ def test_after_an_interruption_a_withheld_unmapped_record_gets_a_cleanup_delete(
     plan = planner.plan_page([person("p1", region="South")], {}, cleanup=True)
     (step,) = plan.steps
     assert step.cleanup
-    assert step.change == step.change.delete(target_key("job", "p1"))
+    assert step.change == step.change.delete(target_key("job", "p1", SECRET))
     assert step.applied.reason == f"no-allow:organizers {AFTER_INTERRUPTION}"
     assert planner.plan_page([person("p2")], {}, cleanup=True).steps[0].cleanup is False
 
@@ -202,7 +211,9 @@ def test_a_mask_failure_rejects_the_record_without_its_values(tmp_path: Path) ->
     path.write_text(POLICY.replace("last4", "explode"), encoding="utf-8")
     masks = {**BUILTIN_MASKS, "explode": _explode}
     compiled = compile_policy(load_policy(path, masks=masks), masks=masks)
-    plan = Planner("job", compiled).plan_page([person("p1"), person("p2", phone=None)], {})
+    plan = Planner("job", compiled, keys=KEYS).plan_page(
+        [person("p1"), person("p2", phone=None)], {}
+    )
     assert [s.planned.source_id for s in plan.steps] == ["p2"]
     ((source_id, error),) = plan.rejected
     assert source_id == "p1"
@@ -212,13 +223,15 @@ def test_a_mask_failure_rejects_the_record_without_its_values(tmp_path: Path) ->
 
 def test_the_salt_changes_every_hash(policy: CompiledPolicy) -> None:
     record = person("p1")
-    plain = Planner("job", policy).plan_page([record], {}).steps[0].applied.projection_hash
-    salted = Planner("job", policy, salt="t").plan_page([record], {}).steps[0]
+    plain = (
+        Planner("job", policy, keys=KEYS).plan_page([record], {}).steps[0].applied.projection_hash
+    )
+    salted = Planner("job", policy, keys=KEYS, salt="t").plan_page([record], {}).steps[0]
     assert plain != salted.applied.projection_hash
 
 
 def test_real_runs_skip_the_diff(policy: CompiledPolicy) -> None:
-    (step,) = Planner("job", policy).plan_page([person("p1")], {}).steps
+    (step,) = Planner("job", policy, keys=KEYS).plan_page([person("p1")], {}).steps
     assert step.planned.diff == {}
 
 
@@ -264,10 +277,10 @@ def test_an_unchanged_cursor_is_not_stored_again(planner: Planner) -> None:
 
 
 @pytest.mark.parametrize("source_id", ["p1", "", "Zoë 😀", "a\0b", "x" * 300])
-def test_target_keys_are_uuid5_of_job_and_source_id(source_id: str) -> None:
+def test_legacy_target_keys_are_uuid5_of_job_and_source_id(source_id: str) -> None:
     expected = uuid.uuid5(KEY_NAMESPACE, f"job\0{source_id}")
-    assert target_key("job", source_id) == str(expected)
+    assert legacy_target_key("job", source_id) == str(expected)
 
 
 def test_ids_with_undecodable_bytes_still_get_a_key() -> None:
-    assert target_key("job", "bad\udcff") != target_key("job", "bad")
+    assert target_key("job", "bad\udcff", SECRET) != target_key("job", "bad", SECRET)

@@ -18,7 +18,7 @@ from connector_core.errors import ConfigError, ConfigValidationError, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.query import Condition
 from connector_core.sync.job import LoadedJob, load_job
-from connector_core.sync.keys import target_key
+from connector_core.sync.keys import legacy_target_key, target_key
 from connector_core.sync.locks import JobLocked, TargetLocked
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
@@ -203,8 +203,9 @@ def net(tmp_path: Path) -> Network:
     return network
 
 
-def key(source_id: str) -> str:
-    return target_key("north", source_id)
+def key(store: StateStore, source_id: str) -> str:
+    """The key the job `north` writes `source_id` under, with the store's own secret."""
+    return target_key("north", source_id, store.key_secret())
 
 
 def ledger(store: StateStore) -> list[tuple[str, str, str]]:
@@ -221,14 +222,14 @@ def test_the_first_run_creates_the_projection_under_derived_keys(
     assert result.counts.withheld == {"no-allow:north": 1}
     assert result.exit_code == ExitCode.OK
     assert net.target() == {
-        key("p1"): {
-            "id": key("p1"),
+        key(store, "p1"): {
+            "id": key(store, "p1"),
             "first_name": "Ana",
             "city": "Leeds",
             "phone": MASKED_PHONE,
         },
-        key("p2"): {
-            "id": key("p2"),
+        key(store, "p2"): {
+            "id": key(store, "p2"),
             "first_name": "Bruno",
             "city": "York",
             "phone": MASKED_PHONE,
@@ -275,8 +276,8 @@ def test_a_record_that_leaves_the_scope_is_taken_back(
     net.put("p1", **change)
     result = net.run(store)
     assert result.counts.deleted == 1
-    assert key("p1") not in net.target()
-    assert key("p2") in net.target()
+    assert key(store, "p1") not in net.target()
+    assert key(store, "p2") in net.target()
     assert store.mapped("north", ["p1"]) == {}
     assert ledger(store)[-1] == ("delete", "p1", reason)
 
@@ -286,7 +287,7 @@ def test_a_changed_field_is_updated(net: Network, store: StateStore) -> None:
     net.put("p1", city="Hull")
     result = net.run(store)
     assert (result.counts.updated, result.counts.created) == (1, 0)
-    assert net.target()[key("p1")]["city"] == "Hull"
+    assert net.target()[key(store, "p1")]["city"] == "Hull"
     assert ledger(store)[-1] == ("update", "p1", "shared:in the North")
 
 
@@ -294,19 +295,19 @@ def test_a_record_entering_the_scope_is_created(net: Network, store: StateStore)
     net.run(store)
     net.put("p3", region="North")
     assert net.run(store).counts.created == 1
-    assert key("p3") in net.target()
+    assert key(store, "p3") in net.target()
 
 
 def test_hard_deletes_are_found_by_reconciliation(net: Network, store: StateStore) -> None:
     net.run(store)
     net.remove("p1")
     assert net.run(store).counts.deleted == 0  # incremental reads do not report deletes
-    assert key("p1") in net.target()
+    assert key(store, "p1") in net.target()
     result = net.run(store, reconcile=True)
     assert result.full
     assert result.full_reasons == ["reconciliation requested"]
     assert result.counts.deleted == 1
-    assert key("p1") not in net.target()
+    assert key(store, "p1") not in net.target()
     assert ledger(store)[-1] == ("delete", "p1", "missing-at-source")
 
 
@@ -332,7 +333,7 @@ def test_a_source_that_cannot_list_everything_never_causes_deletes(
     result = net.run(store, reconcile=True)
     assert result.full
     assert result.counts.deleted == 0
-    assert key("p1") in net.target()
+    assert key(store, "p1") in net.target()
 
 
 def test_records_the_job_did_not_create_are_never_touched(net: Network, store: StateStore) -> None:
@@ -430,12 +431,12 @@ def test_a_failed_delete_makes_the_next_run_full(net: Network, store: StateStore
     PickyAdapter.refuse_deletes = True
     refused = net.run(store)
     assert (refused.counts.failed, refused.counts.deleted) == (1, 0)
-    assert key("p1") in net.target()
+    assert key(store, "p1") in net.target()
     PickyAdapter.refuse_deletes = False
     retried = net.run(store)
     assert retried.full_reasons == ["reconciliation due"]
     assert retried.counts.deleted == 1
-    assert key("p1") not in net.target()
+    assert key(store, "p1") not in net.target()
 
 
 def test_logs_hold_no_field_values(
@@ -460,9 +461,9 @@ def test_the_ledger_holds_field_names_and_masks_never_values(
     net.run(store)
     entries = list(store.ledger_entries(job="north"))
     assert [(e.action, e.record_key) for e in entries] == [
-        ("create", key("p1")),
-        ("create", key("p2")),
-        ("delete", key("p1")),
+        ("create", key(store, "p1")),
+        ("create", key(store, "p2")),
+        ("delete", key(store, "p1")),
     ]
     assert entries[0].fields == {"first_name": "show", "city": "show", "phone": "mask:last4"}
     assert entries[0].consent_basis == {
@@ -588,11 +589,11 @@ def test_csv_to_csv(csv_net: Path, store: StateStore) -> None:
     first = run_csv(csv_net, store)
     assert first.counts.created == 2
     out = (csv_net / "out.csv").read_text(encoding="utf-8")
-    assert key("p1") in out
+    assert key(store, "p1") in out
     assert "Leeds" in out
     assert "0123" in out
     assert "496" not in out
-    assert "p1" not in out.replace(key("p1"), "")  # source ids stay behind
+    assert "p1" not in out.replace(key(store, "p1"), "")  # source ids stay behind
     second = run_csv(csv_net, store)
     assert (second.counts.read, second.counts.created) == (0, 0)  # unchanged file: no records
     assert (csv_net / "out.csv").read_text(encoding="utf-8") == out
@@ -624,7 +625,7 @@ def test_csv_deletes_propagate_because_every_read_is_a_snapshot(
     assert not result.full
     assert result.counts.deleted == 1
     assert ledger(store)[-1] == ("delete", "p1", "missing-at-source")
-    assert key("p1") not in (csv_net / "out.csv").read_text(encoding="utf-8")
+    assert key(store, "p1") not in (csv_net / "out.csv").read_text(encoding="utf-8")
 
 
 def test_csv_read_problems_are_counted_with_their_line(csv_net: Path, store: StateStore) -> None:
@@ -635,3 +636,63 @@ def test_csv_read_problems_are_counted_with_their_line(csv_net: Path, store: Sta
     assert result.problems[0].startswith(f"{csv_net / 'crm.csv'}:5: ")
     assert result.exit_code == ExitCode.RECORDS_FAILED
     assert result.counts.created == 2
+
+
+# -- keyed target keys ----------------------------------------------------------------------
+
+
+def test_records_keyed_by_an_earlier_version_keep_their_keys_after_the_upgrade(
+    net: Network, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def legacy(source_id: str) -> str:
+        return legacy_target_key("north", source_id)
+
+    with monkeypatch.context() as earlier:  # what the earlier version wrote: unkeyed UUID5s
+        earlier.setattr(LoadedJob, "target_keys", lambda self, secret: legacy)
+        net.run(store)
+    assert set(net.target()) == {legacy("p1"), legacy("p2")}
+    net.put("p1", granted=False)  # a withdrawal, an update and a new record after the upgrade
+    net.put("p2", first_name="Bruno", city="Hull")
+    net.put("p4")
+    counts = net.run(store).counts
+    assert (counts.created, counts.updated, counts.deleted) == (1, 1, 1)
+    target = net.target()
+    assert set(target) == {legacy("p2"), key(store, "p4")}  # no duplicate, no orphan
+    assert target[legacy("p2")]["city"] == "Hull"
+    mapped = store.mapped("north", ["p1", "p2", "p3", "p4"]).values()
+    assert {m.target_key for m in mapped} == set(target)
+    counts = net.run(store, reconcile=True).counts  # a full read changes nothing more
+    assert (counts.created, counts.updated, counts.deleted) == (0, 0, 0)
+    assert set(net.target()) == set(target)
+
+
+def test_the_same_job_name_elsewhere_gives_other_keys(net: Network, tmp_path: Path) -> None:
+    ours, theirs = (StateStore.open(f"sqlite:///{tmp_path / n}.db") for n in ("ours", "theirs"))
+    with ours, theirs:
+        net.run(ours)
+        keys = set(net.target())
+        reset_memory_stores()
+        net.put("p1")
+        net.put("p2", first_name="Bruno", city="York")
+        net.run(theirs)  # a recipient's connector: same job name, same source ids
+        assert keys
+        assert not keys & set(net.target())
+
+
+def test_network_key_secret_keys_the_keys(
+    net: Network, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = net.root / "connector.yaml"
+    text = path.read_text(encoding="utf-8").replace(
+        "network: {name: Test network}",
+        "network: {name: Test network, key_secret: {env: TEST_KEY_SECRET}}",
+    )
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("TEST_KEY_SECRET", "short")
+    with pytest.raises(ConfigError, match="too short") as short:
+        net.job()
+    assert "short" not in str(short.value).replace("too short", "")
+    monkeypatch.setenv("TEST_KEY_SECRET", "a long enough network key secret")
+    net.run(store)
+    secret = b"a long enough network key secret"
+    assert set(net.target()) == {target_key("north", p, secret) for p in ("p1", "p2")}

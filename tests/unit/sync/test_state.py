@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import alembic.command
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -17,7 +18,7 @@ from connector_core.errors import ConfigError, ExitCode
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import AppliedChange, JobState, RunCounts
 from connector_core.sync.state import KEEP, StateStore, StateStoreError
-from connector_core.sync.tables import metadata
+from connector_core.sync.tables import id_map, metadata
 
 Change = Callable[..., AppliedChange]
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
@@ -66,6 +67,30 @@ def test_workers_opening_a_fresh_store_at_once_migrate_it_once(state_url: str) -
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_an_upgraded_store_keeps_its_rows_and_gets_a_target_key_secret_of_its_own(
+    state_url: str, tmp_path: Any
+) -> None:
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:  # a store an earlier version left, at revision 0002
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0002")
+        row: dict[str, Any] = {"job": "members", "source_id": "1", "target_key": "legacy-key"}
+        row |= {"projection_hash": "a" * 64, "fields": {}, "consent_basis": {}}
+        conn.execute(
+            id_map.insert().values(policy_hash="p" * 64, created_at=T0, updated_at=T0, **row)
+        )
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        secret = upgraded.key_secret()
+        assert upgraded.mapped("members", ["1"])["1"].target_key == "legacy-key"
+    with StateStore.open(state_url) as again:
+        assert again.key_secret() == secret  # kept: the keys of new records stay stable
+    with StateStore.open(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        assert len(secret) == 32
+        assert other.key_secret() != secret
 
 
 # -- job state ---------------------------------------------------------------------------
