@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy, parse_duration
-from connector_core.sync.keys import TargetKeys, canonical_json
+from connector_core.sync.keys import TargetKeys, canonical_json, legacy_target_key
 from connector_core.sync.model import JobState
 from connector_core.yaml_errors import validate
 
@@ -87,9 +88,14 @@ class LoadedJob:
     options: JobOptions = dataclasses.field(default_factory=lambda: JobOptions.model_validate({}))
     key_secret: bytes | None = dataclasses.field(default=None, repr=False)
 
-    def target_keys(self, store_secret: Callable[[], bytes]) -> TargetKeys:
+    def target_keys(
+        self, store_secret: Callable[[], bytes], *, legacy: bool = False
+    ) -> Callable[[str], str]:
         """This job's key function: under network.key_secret, else under `store_secret()`
-        (the state store's own, :meth:`StateStore.key_secret`)."""
+        (the state store's own, :meth:`StateStore.key_secret`); with `legacy`, the unkeyed
+        keys of earlier versions (:meth:`StateStore.legacy_keys`)."""
+        if legacy:
+            return functools.partial(legacy_target_key, self.name)
         secret = self.key_secret if self.key_secret is not None else store_secret()
         return TargetKeys(self.name, secret)
 

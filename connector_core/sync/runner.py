@@ -152,7 +152,7 @@ class _Run:
         self.now = now or dt.datetime.now(dt.UTC)
         self.recorded_at = now  # None: the ledger notes when each batch is recorded
         self.result = RunResult(job.name, RunCounts(), dry_run=dry_run)
-        keys = job.target_keys(store.key_secret)
+        keys = job.target_keys(store.key_secret, legacy=store.legacy_keys(job.name))
         self.planner = Planner(
             job.name, job.policy, keys=keys, salt=job.target_hash, with_diff=dry_run
         )

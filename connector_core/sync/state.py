@@ -112,7 +112,9 @@ class StateStore:
         """Save every field of `state` except the cursor (only record_batch moves a cursor).
 
         Keeping the cursor out means a JobState read at the start of a run can be saved at
-        its end without moving the cursor back past batches recorded meanwhile.
+        its end without moving the cursor back past batches recorded meanwhile. A run that
+        finished (``last_success_at == last_run_at``) ends the job's use of unkeyed keys
+        (see :meth:`legacy_keys`).
         """
         values = {
             "policy_hash": state.policy_hash,
@@ -121,8 +123,13 @@ class StateStore:
             "last_success_at": _aware(state.last_success_at),
             "last_reconciled_at": _aware(state.last_reconciled_at),
         }
+        finished = state.last_success_at is not None and state.last_success_at == state.last_run_at
         with self._transaction(write=True) as conn:
             self._upsert_job(conn, state.job, values)
+            if finished:
+                conn.execute(
+                    store_secrets.delete().where(store_secrets.c.name == _legacy(state.job))
+                )
 
     def _upsert_job(self, conn: Connection, job: str, values: dict[str, Any]) -> None:
         stmt = self._insert(job_state).values(job=job, **values)
@@ -352,6 +359,14 @@ class StateStore:
 
     # -- target keys -------------------------------------------------------------------
 
+    def legacy_keys(self, job: str) -> bool:
+        """True while `job` must create under unkeyed keys: its last run before the upgrade
+        to keyed keys was interrupted, and no run has finished since (the interrupted run may
+        have left records under unkeyed keys that only those keys find)."""
+        query = sa.select(store_secrets.c.name).where(store_secrets.c.name == _legacy(job))
+        with self._transaction() as conn:
+            return conn.scalar(query) is not None
+
     def key_secret(self) -> bytes:
         """The secret this store generated for target keys (see :mod:`.keys`)."""
         query = sa.select(store_secrets.c.value).where(store_secrets.c.name == _TARGET_KEYS)
@@ -369,6 +384,10 @@ class StateStore:
 _JOB = "job:"
 _TARGET = "target:"
 _TARGET_KEYS = "target_keys"
+
+
+def _legacy(job: str) -> str:
+    return f"legacy_keys:{job}"
 
 
 def _fence_query(name: str) -> sa.Select[Any]:

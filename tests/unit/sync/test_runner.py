@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -9,7 +10,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import alembic.command
 import pytest
+import sqlalchemy as sa
 from connector_csv import CsvAdapter
 
 from connector_core.adapters import Adapter, Capability, Change, Page, WriteResult
@@ -20,6 +23,7 @@ from connector_core.query import Condition
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.keys import legacy_target_key, target_key
 from connector_core.sync.locks import JobLocked, TargetLocked
+from connector_core.sync.migrations import alembic_config
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
 from connector_core.testing import MemoryAdapter, MemorySettings, reset_memory_stores
@@ -648,7 +652,7 @@ def test_records_keyed_by_an_earlier_version_keep_their_keys_after_the_upgrade(
         return legacy_target_key("north", source_id)
 
     with monkeypatch.context() as earlier:  # what the earlier version wrote: unkeyed UUID5s
-        earlier.setattr(LoadedJob, "target_keys", lambda self, secret: legacy)
+        earlier.setattr(LoadedJob, "target_keys", lambda self, *_, **__: legacy)
         net.run(store)
     assert set(net.target()) == {legacy("p1"), legacy("p2")}
     net.put("p1", granted=False)  # a withdrawal, an update and a new record after the upgrade
@@ -696,3 +700,45 @@ def test_network_key_secret_keys_the_keys(
     net.run(store)
     secret = b"a long enough network key secret"
     assert set(net.target()) == {target_key("north", p, secret) for p in ("p1", "p2")}
+
+
+def test_an_interrupted_run_before_the_upgrade_leaves_no_duplicate_and_no_orphan(
+    net: Network, store: StateStore, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def legacy(source_id: str) -> str:
+        return legacy_target_key("north", source_id)
+
+    with monkeypatch.context() as earlier:
+        earlier.setattr(LoadedJob, "target_keys", lambda self, *_, **__: legacy)
+        net.run(store)
+    # The earlier version's next run was killed after the target took two creates it never
+    # recorded: p4 (still shared) and p5 (withheld by now).
+    net.put("p4")
+    net.put("p5", granted=False)
+    unrecorded = {"first_name": "Ana", "city": "Leeds", "phone": MASKED_PHONE}
+    list(net.out.write([Change.upsert(legacy(p), unrecorded) for p in ("p4", "p5")]))
+    state = store.job_state("north")
+    assert state.last_run_at is not None
+    store.set_job_state(
+        dataclasses.replace(state, last_run_at=state.last_run_at + dt.timedelta(hours=1))
+    )
+    downgrade_to_0002(state_url)  # the store as the earlier version left it; then upgrade
+    with StateStore.open(state_url) as upgraded:
+        assert upgraded.legacy_keys("north")
+        net.run(upgraded)
+        assert set(net.target()) == {legacy("p1"), legacy("p2"), legacy("p4")}
+        mapped = upgraded.mapped("north", ["p1", "p2", "p4", "p5"]).values()
+        assert {m.target_key for m in mapped} == set(net.target())
+        assert not upgraded.legacy_keys("north")  # a finished run ends it
+        net.put("p6")
+        net.run(upgraded)
+        assert key(upgraded, "p6") in net.target()
+
+
+def downgrade_to_0002(state_url: str) -> None:
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.downgrade(cfg, "0002")
+    engine.dispose()

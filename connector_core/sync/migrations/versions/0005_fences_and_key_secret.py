@@ -41,6 +41,14 @@ def upgrade() -> None:
     )
     # Records already in an id map keep their stored keys; only new ones use this secret.
     op.bulk_insert(secrets_table, [{"name": "target_keys", "value": secrets.token_hex(32)}])
+    # A job whose last run was interrupted may have left records the state never recorded,
+    # under unkeyed keys: its next run looks for them under those keys, and creates under
+    # them, until one run finishes (StateStore.set_job_state clears the mark).
+    op.execute(
+        "INSERT INTO store_secrets (name, value) SELECT 'legacy_keys:' || job, 'interrupted' "
+        "FROM job_state WHERE last_run_at IS NOT NULL "
+        "AND (last_success_at IS NULL OR last_success_at <> last_run_at)"
+    )
 
 
 def downgrade() -> None:
