@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
-import os
-import socket
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
@@ -25,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
+from connector_core.sync import fences, locks
 from connector_core.sync import ledger as ledger_rows
-from connector_core.sync import locks
 from connector_core.sync.database import (
     StateStoreError,
     advisory_key,
@@ -36,7 +34,7 @@ from connector_core.sync.database import (
 )
 from connector_core.sync.ledger import LedgerReport
 from connector_core.sync.model import AppliedChange, JobState, LedgerEntry, Mapped, RunCounts
-from connector_core.sync.tables import id_map, job_state, lock_fences, runs, store_secrets
+from connector_core.sync.tables import id_map, job_state, runs, store_secrets
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
 
@@ -204,7 +202,7 @@ class StateStore:
         kept = [_id_row(job, policy_hash, c, now) for c in last.values() if c.action != "delete"]
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in applied]
         with self._transaction(write=True) as conn:
-            self._check_fences(conn, job, target)
+            fences.check(conn, self._fences, job, target)
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
                 conn.execute(
@@ -292,12 +290,10 @@ class StateStore:
 
     @contextlib.contextmanager
     def _locked(self, job: str, target: str | None) -> Iterator[None]:
-        with self._held(_JOB + job, job):
-            if target is None:
-                yield
-                return
-            with self._held(_TARGET + target, job):
-                yield
+        with contextlib.ExitStack() as stack:
+            for name in fences.lock_names(job, target):
+                stack.enter_context(self._held(name, job))
+            yield
 
     @contextlib.contextmanager
     def _held(self, name: str, job: str) -> Iterator[None]:
@@ -306,10 +302,11 @@ class StateStore:
             try:
                 stack.enter_context(self._os_lock(name, job))
             except locks.JobLocked as refused:
-                if name.startswith(_JOB):
+                if name.startswith(fences.JOB):
                     raise
                 raise self._target_locked(name, refused.holder) from None
-            self._fences[name] = self._take_fence(name, job)
+            with self._transaction(write=True) as conn:
+                self._fences[name] = fences.take(conn, name, job)
             try:
                 yield
             finally:
@@ -324,38 +321,15 @@ class StateStore:
         database = self._engine.url.database
         if not database or database == ":memory:" or database.startswith("file:"):
             return locks.memory_lock(f"{id(self)}:{name}", job)
-        if name.startswith(_JOB):
+        if name.startswith(fences.JOB):
             return locks.file_lock(locks.lock_path(Path(database), job), job)
-        path = locks.target_lock_path(Path(database), name.removeprefix(_TARGET))
+        path = locks.target_lock_path(Path(database), name.removeprefix(fences.TARGET))
         return locks.file_lock(path, job)
-
-    def _take_fence(self, name: str, job: str) -> int:
-        """Bump the fence token of lock `name` for its new holder `job`; return it."""
-        holder = {"job": job, "holder": _holder(), "acquired_at": _utc(None)}
-        stmt = self._insert(lock_fences).values(name=name, token=1, **holder)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["name"], set_={"token": lock_fences.c.token + 1, **holder}
-        )
-        with self._transaction(write=True) as conn:
-            conn.execute(stmt)
-            return int(conn.execute(_fence_query(name)).one().token)
-
-    def _check_fences(self, conn: Connection, job: str, target: str) -> None:
-        """Raise LockLost if a lock this store took for `job` has a newer holder."""
-        for name in (_JOB + job, _TARGET + target):
-            token = self._fences.get(name)
-            if token is None:
-                continue  # not held through this store (the caller holds it, or nobody)
-            query = _fence_query(name)
-            row = conn.execute(query.with_for_update() if self._pg else query).first()
-            if row is None or row.token != token:
-                what = f"job {job!r}" if name.startswith(_JOB) else f"target {target!r}"
-                raise locks.LockLost(what, None if row is None else _who(row))
 
     def _target_locked(self, name: str, holder: str | None) -> locks.TargetLocked:
         with self._transaction() as conn:
-            row = conn.execute(_fence_query(name)).first()
-        return locks.TargetLocked(name.removeprefix(_TARGET), row.job if row else None, holder)
+            writer = fences.writer(conn, name)
+        return locks.TargetLocked(name.removeprefix(fences.TARGET), writer, holder)
 
     # -- target keys -------------------------------------------------------------------
 
@@ -381,25 +355,11 @@ class StateStore:
         return bytes.fromhex(value)
 
 
-_JOB = "job:"
-_TARGET = "target:"
 _TARGET_KEYS = "target_keys"
 
 
 def _legacy(job: str) -> str:
     return f"legacy_keys:{job}"
-
-
-def _fence_query(name: str) -> sa.Select[Any]:
-    return sa.select(lock_fences).where(lock_fences.c.name == name)
-
-
-def _holder() -> str:
-    return f"pid {os.getpid()} on host {socket.gethostname()}"
-
-
-def _who(row: Any) -> str:
-    return f"job {row.job!r} ({row.holder})"
 
 
 def _mapped_query() -> sa.Select[Any]:
