@@ -54,7 +54,7 @@ RESULTS = Path(__file__).with_name("RESULTS-carddav.md")
 
 
 def _records(n: int) -> list[tuple[str, Record]]:
-    return [(target_key("bench", r["id"]), r) for r in sample_records(n)]
+    return [(target_key("bench", r["id"], b"bench key secret"), r) for r in sample_records(n)]
 
 
 def raw_put_loop(book: str, records: list[tuple[str, Record]]) -> float:

@@ -31,6 +31,11 @@ class Capability(enum.StrEnum):
     INCREMENTAL = "incremental"
     PUSHDOWN = "pushdown"
     SYNC_TOKEN = "sync_token"
+    #: The target keeps each record as its own item under the job's key (a card per key, a
+    #: row per API object), so several jobs may write one connection without touching each
+    #: other's records. Without it, connector.yaml may name the connection as the target of
+    #: one job only (a file rewritten whole by two jobs would lose rows and mix audiences).
+    PER_JOB_RECORDS = "per_job_records"
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from connector_core.adapters import Adapter, AdapterSettings, ConfigPath
+from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath
 from connector_core.credentials import KeyringSecrets, SecretRef
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.records import FIELDS, consent_purpose, is_known_field
@@ -98,6 +98,12 @@ class NetworkConfig(_Block):
         "database; default {secret: ledger_key}, stored with `connector credentials set network "
         "ledger_key` or exported as CONNECTOR_SECRET_NETWORK_LEDGER_KEY. The first run on a "
         "fresh ledger generates one into the keyring when none is set",
+    )
+    key_secret: SecretRef | None = Field(
+        default=None,
+        description="Secret that keys target keys, e.g. {secret: key_secret} (stored with "
+        "`connector credentials set network key_secret`); never share it. Default: a secret "
+        "the state store generates for itself",
     )
 
 
@@ -270,6 +276,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     problems += _check_adapters(doc, adapters)
     problems += _check_mappings(doc)
     problems += _check_jobs(doc)
+    problems += _check_shared_targets(doc, adapters)
     settings = _validate_settings(doc, adapters, base_dir, problems)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
@@ -401,6 +408,41 @@ def _check_jobs(doc: LocatedDocument) -> list[Problem]:
             message += "copies from one connection to another"
             problems.append(doc.problem(("jobs", job, "target"), message))
     return problems
+
+
+def _check_shared_targets(
+    doc: LocatedDocument, adapters: Mapping[str, type[Adapter]]
+) -> list[Problem]:
+    """One writer per target: a second job naming a target connection is refused, unless the
+    connection's adapter keeps each job's records apart (Capability.PER_JOB_RECORDS)."""
+    connections = _connections(doc)
+    first: dict[str, str] = {}  # target connection -> the first job writing it
+    problems = []
+    for job, body in _mapping(doc, "jobs").items():
+        target = body.get("target") if isinstance(body, dict) else None
+        if not isinstance(target, str) or target not in connections:
+            continue  # _check_jobs reports an unknown connection
+        adapter = adapters.get(str(connections[target].get("adapter")))
+        if adapter is None or Capability.PER_JOB_RECORDS in adapter.capabilities:
+            continue
+        if target not in first:
+            first[target] = job
+            continue
+        problems.append(_shared_target_problem(doc, first[target], job, target, adapter.name))
+    return problems
+
+
+def _shared_target_problem(
+    doc: LocatedDocument, earlier: str, job: str, target: str, adapter: str
+) -> Problem:
+    line = (doc.locate(("jobs", earlier, "target")) or (None, None))[0]
+    message = (
+        f"jobs.{job}.target: jobs {earlier!r} (line {line}) and {job!r} both write connection "
+        f"{target!r}, whose {adapter} adapter cannot tell one job's records from another's "
+        "(two jobs writing one file lose rows and mix audiences); give each job its own "
+        "target connection, or make it one job with one policy"
+    )
+    return doc.problem(("jobs", job, "target"), message)
 
 
 def config_json_schema(adapters: Mapping[str, type[Adapter]]) -> dict[str, Any]:

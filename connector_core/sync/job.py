@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector_core.adapters import Adapter, Capability
 from connector_core.config import Config, JobConfig
+from connector_core.credentials import KeyringSecrets
 from connector_core.errors import ConfigError
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy, parse_duration
-from connector_core.sync.keys import canonical_json
+from connector_core.sync.keys import TargetKeys, canonical_json, legacy_target_key
 from connector_core.sync.model import JobState
 from connector_core.sync.schema_check import check_source
 from connector_core.yaml_errors import validate
+
+#: A shorter network.key_secret could be found by trying every value.
+MIN_KEY_SECRET = 16
 
 
 class JobOptions(BaseModel):
@@ -96,6 +101,8 @@ class LoadedJob:
     ``config_hash`` fingerprints both connections' adapter, mapping and settings: when it
     changes, the next run re-evaluates every record. ``target_hash`` fingerprints the target
     alone; it salts projection hashes, so a target mapping change rewrites every record.
+    ``key_secret`` is connector.yaml's ``network.key_secret``, None when it names none (the
+    state store's own secret is used then: see :meth:`target_keys`).
     """
 
     name: str
@@ -106,6 +113,18 @@ class LoadedJob:
     config_hash: str
     target_hash: str = ""
     options: JobOptions = dataclasses.field(default_factory=lambda: JobOptions.model_validate({}))
+    key_secret: bytes | None = dataclasses.field(default=None, repr=False)
+
+    def target_keys(
+        self, store_secret: Callable[[], bytes], *, legacy: bool = False
+    ) -> Callable[[str], str]:
+        """This job's key function: under network.key_secret, else under `store_secret()`
+        (the state store's own, :meth:`StateStore.key_secret`); with `legacy`, the unkeyed
+        keys of earlier versions (:meth:`StateStore.legacy_keys`)."""
+        if legacy:
+            return functools.partial(legacy_target_key, self.name)
+        secret = self.key_secret if self.key_secret is not None else store_secret()
+        return TargetKeys(self.name, secret)
 
     def close(self) -> None:
         """Close both adapters."""
@@ -165,7 +184,28 @@ def load_job(
         ),
         target_hash=_digest(fingerprint(config, target)),
         options=options,
+        key_secret=key_secret(config),
     )
+
+
+def key_secret(config: Config) -> bytes | None:
+    """connector.yaml's ``network.key_secret``, resolved; None when it names none.
+
+    Raises:
+        ConfigError: the secret is missing (from the keyring or the environment) or too short.
+    """
+    ref = config.model.network.key_secret
+    if ref is None:
+        return None
+    value = KeyringSecrets("network").resolve(ref).get_secret_value()
+    if len(value) < MIN_KEY_SECRET:
+        raise ConfigError(
+            f"network.key_secret in {config.path} is too short ({len(value)} characters); "
+            f"target keys need at least {MIN_KEY_SECRET}",
+            hint="Store a long random one: `connector credentials set network key_secret` "
+            "with the output of `python -c 'import secrets; print(secrets.token_hex(32))'`.",
+        )
+    return value.encode()
 
 
 def load_job_policy(

@@ -1,23 +1,29 @@
 """Deterministic, pseudonymous target keys and projection hashes.
 
 A job derives the key of each record it writes from its own name and the record's source id,
-so a re-run after a crash upserts the same key instead of creating a duplicate. The key is a
-UUID5, which tells the recipient nothing about the source id (a policy that wants the
-recipient to see it shows ``id``). Both functions run once per record, so they avoid the
-general-purpose paths (``uuid.uuid5``, ``json.dumps`` with options) that cost several times
-more.
+so a re-run after a crash upserts the same key instead of creating a duplicate. The key is an
+HMAC-SHA256 under a secret the recipient never sees (``network.key_secret`` in connector.yaml,
+else a secret the state store generated for itself), shaped as a UUID (version 8, RFC 9562):
+a recipient who runs a job of the same name over guessed source ids gets other keys, so it
+cannot tell which source id a key stands for (a policy that wants the recipient to see the
+id shows ``id``).
+
+Keys made by earlier versions (:func:`legacy_target_key`, a UUID5 of job name and source id, which
+anyone could recompute) stay where they are: the id map holds each record's key, and
+updates and deletes use the stored key; only new records get keyed keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from typing import Any
 
 from connector_core.records import Record
 
-#: Fixed forever: changing it would give every job new keys, and duplicate every record.
+#: The namespace of :func:`legacy_target_key`. Fixed forever: records written with it keep it.
 KEY_NAMESPACE = uuid.UUID("f477f0f3-8a76-4814-99e5-c10b5ce2d55d")
 _NAMESPACE = KEY_NAMESPACE.bytes
 _VARIANT = "89ab"  # RFC 4122 variant: the top two bits of the 17th hex digit are 10
@@ -28,16 +34,49 @@ canonical_json = json.JSONEncoder(
 ).encode
 
 
-def target_key(job: str, source_id: str) -> str:
-    """The key job `job` writes the record `source_id` under, in every target and every run.
+class TargetKeys:
+    """The key function of one job under one secret: ``keys(source_id)`` is the key job
+    `job` writes the record `source_id` under, in every run. Its repr hides the secret."""
 
-    Equal to ``str(uuid.uuid5(KEY_NAMESPACE, f"{job}\\0{source_id}"))``, computed directly
-    (and also for ids holding undecodable bytes, which uuid5 refuses).
+    __slots__ = ("_mac", "job")
+
+    def __init__(self, job: str, secret: bytes) -> None:
+        if not secret:
+            raise ValueError("target keys need a non-empty secret")
+        self.job = job
+        self._mac = hmac.new(secret, _encode(f"{job}\0"), hashlib.sha256)
+
+    def __call__(self, source_id: str) -> str:
+        mac = self._mac.copy()  # the job's prefix is hashed once, not once per record
+        mac.update(_encode(source_id))
+        return _uuid_shaped(mac.hexdigest(), version="8")
+
+    def __repr__(self) -> str:
+        return f"TargetKeys(job={self.job!r}, secret=<hidden>)"
+
+
+def target_key(job: str, source_id: str, secret: bytes) -> str:
+    """The key job `job` writes the record `source_id` under, given the key `secret`."""
+    return TargetKeys(job, secret)(source_id)
+
+
+def legacy_target_key(job: str, source_id: str) -> str:
+    """The unkeyed key of earlier versions: ``str(uuid.uuid5(KEY_NAMESPACE, f"{job}\\0{id}"))``.
+
+    Anyone can recompute it from a job name and a guessed id; it is kept only to recognise
+    records written before keys were keyed.
     """
-    name = f"{job}\0{source_id}".encode("utf-8", "surrogatepass")
-    h = hashlib.sha1(_NAMESPACE + name, usedforsecurity=False).hexdigest()
+    name = _encode(f"{job}\0{source_id}")
+    return _uuid_shaped(hashlib.sha1(_NAMESPACE + name, usedforsecurity=False).hexdigest(), "5")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # ids holding undecodable bytes, too
+
+
+def _uuid_shaped(h: str, version: str) -> str:
     variant = _VARIANT[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+    return f"{h[:8]}-{h[8:12]}-{version}{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 def field_hashes(projection: Record, salt: str = "") -> dict[str, str]:

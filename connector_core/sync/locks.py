@@ -1,4 +1,5 @@
-"""Per-job locks, so that two runs of one job never overlap; never waiting, always recovered.
+"""Job and target locks, so that two runs of one job, or two jobs writing one target, never
+overlap; never waiting, always recovered.
 
 Both kinds are owned by something the operating system or the database server cleans up when
 the holder dies: a SQLite store uses ``flock`` on a file beside the database (released by the
@@ -41,6 +42,39 @@ class JobLocked(ConnectorError):
         held = f" ({holder})" if holder else ""
         super().__init__(f"job {job!r} is already running{held}", hint=_HINT)
         self.job = job
+        self.holder = holder
+
+
+class TargetLocked(ConnectorError):
+    """Another job is writing this job's target connection right now."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, target: str, writer: str | None, holder: str | None) -> None:
+        by = f"job {writer!r}" if writer else "another job"
+        held = f" ({holder})" if holder else ""
+        super().__init__(
+            f"target {target!r} is being written by {by}{held}",
+            hint="Wait for that run to finish: two jobs never write one target at once. "
+            "A killed run's lock is released automatically.",
+        )
+        self.target = target
+        self.writer = writer
+
+
+class LockLost(ConnectorError):
+    """This run's lock was taken by another worker after its own lock connection dropped."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, what: str, holder: str | None) -> None:
+        by = f" by {holder}" if holder else ""
+        super().__init__(
+            f"{what} lost its lock: it was taken over{by} while this run was writing; "
+            "this batch was not recorded and the run stops",
+            hint="The other run carries on and the next run redoes this batch. Check the "
+            "connection between this worker and the state database, which dropped the lock.",
+        )
 
 
 def describe(pid: object, host: object, since: dt.datetime | None) -> str:
@@ -55,8 +89,21 @@ def describe(pid: object, host: object, since: dt.datetime | None) -> str:
 
 def lock_path(database: Path, job: str) -> Path:
     """The lock file of `job` beside the SQLite `database`: ``<db>.locks/<job>.lock``."""
-    name = job if _SAFE_NAME.match(job) else hashlib.sha256(job.encode()).hexdigest()[:32]
-    return database.with_name(database.name + ".locks") / f"{name}.lock"
+    return _locks_dir(database) / _file_name(job)
+
+
+def target_lock_path(database: Path, connection: str) -> Path:
+    """The lock file of target `connection`: ``<db>.locks/targets/<connection>.lock``."""
+    return _locks_dir(database) / "targets" / _file_name(connection)
+
+
+def _locks_dir(database: Path) -> Path:
+    return database.with_name(database.name + ".locks")
+
+
+def _file_name(name: str) -> str:
+    safe = name if _SAFE_NAME.match(name) else hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{safe}.lock"
 
 
 @contextlib.contextmanager
@@ -99,17 +146,17 @@ _memory_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def memory_lock(job: str) -> Iterator[None]:
+def memory_lock(name: str, job: str | None = None) -> Iterator[None]:
     """A lock inside this process, for an in-memory SQLite store that no other process sees."""
     with _memory_guard:
-        if job in _memory_locks:
-            raise JobLocked(job, describe(os.getpid(), socket.gethostname(), None))
-        _memory_locks.add(job)
+        if name in _memory_locks:
+            raise JobLocked(job or name, describe(os.getpid(), socket.gethostname(), None))
+        _memory_locks.add(name)
     try:
         yield
     finally:
         with _memory_guard:
-            _memory_locks.discard(job)
+            _memory_locks.discard(name)
 
 
 def advisory_key(job: str) -> int:
@@ -118,12 +165,13 @@ def advisory_key(job: str) -> int:
 
 
 @contextlib.contextmanager
-def advisory_lock(engine: Engine, job: str) -> Iterator[None]:
+def advisory_lock(engine: Engine, job: str, *, key: int | None = None) -> Iterator[None]:
     """Hold ``pg_try_advisory_lock`` on a dedicated connection for the block; else JobLocked.
 
-    `engine` should not pool connections: closing the connection must end the session.
+    `key` defaults to `job`'s :func:`advisory_key`. `engine` should not pool connections:
+    closing the connection must end the session.
     """
-    key = advisory_key(job)
+    key = advisory_key(job) if key is None else key
     with database.failures(engine.url):
         conn = engine.connect()
     with conn:

@@ -29,20 +29,21 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from connector_core.adapters import Change
 from connector_core.errors import RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.records import Record
-from connector_core.sync.keys import field_hashes, projection_hash, target_key
+from connector_core.sync.keys import field_hashes, projection_hash
 from connector_core.sync.model import AppliedChange, Mapped
 
 MISSING_AT_SOURCE = "missing-at-source"
 DELETED_AT_SOURCE = "deleted-at-source"
 MERGED_AT_SOURCE = "merged-at-source"
 WITHDRAWN = "withdrawn:"
+AFTER_INTERRUPTION = "(cleanup after a run interrupted before the upgrade)"
 
 
 @dataclasses.dataclass
@@ -96,17 +97,31 @@ class Planner:
     """Plans the changes of one job's run with its compiled policy.
 
     Args:
-        job: the job's name (part of every target key).
+        job: the job's name.
         policy: the compiled policy.
+        keys: the job's key function (:class:`~connector_core.sync.keys.TargetKeys`): the
+            target key of a source id not yet in the id map.
         salt: the target's fingerprint, mixed into projection hashes.
         with_diff: fill :attr:`PlannedChange.diff` (dry runs); real runs skip the work.
+        cleanup: also take back the derived key of every withheld record the id map does not
+            hold: only for a job whose run was interrupted before the connector kept an
+            intent log (then nothing says which creates the target acknowledged).
     """
 
     def __init__(
-        self, job: str, policy: CompiledPolicy, *, salt: str = "", with_diff: bool = False
+        self,
+        job: str,
+        policy: CompiledPolicy,
+        *,
+        keys: Callable[[str], str],
+        salt: str = "",
+        with_diff: bool = False,
+        cleanup: bool = False,
     ) -> None:
         self.job = job
+        self.cleanup = cleanup
         self.policy = policy
+        self.keys = keys
         self.salt = salt
         self.with_diff = with_diff
         self.labels = {name: outcome.label() for name, outcome in policy.outcomes.items()}
@@ -154,7 +169,7 @@ class Planner:
         if known is not None and known.projection_hash == digest:
             return None
         action: Literal["create", "update"] = "update" if known and known.recorded else "create"
-        key = target_key(self.job, source_id) if known is None else known.target_key
+        key = self.keys(source_id) if known is None else known.target_key
         fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
         basis = self._basis(record, self.purposes)
         hashes = field_hashes(projection, self.salt)
@@ -168,15 +183,20 @@ class Planner:
     def _withheld(
         self, record: Record, source_id: str, reason: str, known: Mapped | None
     ) -> Step | None:
-        if known is None:
-            return None
         purpose = reason.removeprefix("consent:") if reason.startswith("consent:") else None
         basis = self._basis(record, (purpose,) if purpose else ())
+        if known is None:
+            return self._legacy_cleanup(source_id, reason, basis) if self.cleanup else None
         withdrawn = purpose is not None and _says_no(basis.get(purpose))
         if withdrawn:
             reason = f"{WITHDRAWN}{purpose}"
         step = self._delete_known(known, reason, basis)
         return dataclasses.replace(step, withdrawal=withdrawn)
+
+    def _legacy_cleanup(self, source_id: str, reason: str, basis: dict[str, Any]) -> Step:
+        key = self.keys(source_id)
+        step = self.delete(source_id, key, f"{reason} {AFTER_INTERRUPTION}", None, basis)
+        return dataclasses.replace(step, cleanup=True)
 
     def _delete_known(self, known: Mapped, reason: str, basis: dict[str, Any]) -> Step:
         step = self.delete(known.source_id, known.target_key, reason, known, basis)

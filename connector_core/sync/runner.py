@@ -129,13 +129,14 @@ def run_job(
             ``batch_size`` option, else the target connection's ``page_size``).
         progress: called with the number of records of each page read.
         now: the run's time (default: now, UTC).
-        lock: hold the job's lock (``store.lock``) for a real run; pass False only when
-            the caller holds it already (the lock is not reentrant).
+        lock: hold the job's lock and its target's (``store.lock``) for a real run; pass
+            False only when the caller holds them already (the locks are not reentrant).
         accept_deletes: write up to this many deletes that the mass-delete guard would
             hold back (a person checked them).
 
     Raises:
         JobLocked: another process is running this job.
+        TargetLocked: another job is writing this job's target connection.
     """
     run = _Run(
         job,
@@ -148,7 +149,7 @@ def run_job(
     )
     if dry_run or not lock:
         return run.execute(reconcile)
-    with store.lock(job.name):
+    with store.lock(job.name, target=job.config.target):
         return run.execute(reconcile)
 
 
@@ -173,7 +174,15 @@ class _Run:
         self.now = now or dt.datetime.now(dt.UTC)
         self.recorded_at = now  # None: the ledger notes when each batch is recorded
         self.result = RunResult(job.name, RunCounts(), dry_run=dry_run)
-        self.planner = Planner(job.name, job.policy, salt=job.target_hash, with_diff=dry_run)
+        legacy = store.legacy_keys(job.name)  # interrupted before keyed keys and intents
+        self.planner = Planner(
+            job.name,
+            job.policy,
+            keys=job.target_keys(store.key_secret, legacy=legacy),
+            salt=job.target_hash,
+            with_diff=dry_run,
+            cleanup=legacy and not dry_run,
+        )
         self.batches = Batches(self.write, batch_size)
         self.accept_deletes = accept_deletes
         self.owed: dict[str, Outstanding] = {}  # outstanding from earlier runs, by source id

@@ -1,9 +1,13 @@
-"""The state store: id map, cursors, runs, the ledger and job locks, on SQLite or PostgreSQL.
+"""The state store: id map, cursors, runs, the ledger and locks, on SQLite or PostgreSQL.
 
 A SQLite file is the zero-setup default; PostgreSQL lets several workers share one store. The
 schema is migrated on open. :meth:`StateStore.record_batch` is the crash-safety primitive: the
 id map, the ledger and the cursor move together, in one transaction, after the target has
 acknowledged the batch, so a killed run resumes exactly where its records end.
+
+:meth:`StateStore.lock` holds a job's lock and its target connection's; each lock taken bumps
+a fence token, and :meth:`StateStore.record_batch` checks in its own transaction that the
+tokens this store took are still current, so a worker that lost its lock records nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
+from connector_core.sync import fences, locks
 from connector_core.sync import ledger as ledger_rows
-from connector_core.sync import locks
 from connector_core.sync.database import (
     StateStoreError,
+    advisory_key,
     connect_engine,
     display_url,
     failures,
@@ -37,7 +42,14 @@ from connector_core.sync.model import (
     Outstanding,
     RunCounts,
 )
-from connector_core.sync.tables import id_map, intents, job_state, outstanding, runs
+from connector_core.sync.tables import (
+    id_map,
+    intents,
+    job_state,
+    outstanding,
+    runs,
+    store_secrets,
+)
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
 
@@ -62,6 +74,7 @@ class StateStore:
         self._ledger_key = ledger_key  # never stored in the database, never shown
         self._pg = engine.dialect.name == "postgresql"
         self._lock_engine: Engine | None = None
+        self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self.url = url  #: the store's URL with any password hidden
 
     @classmethod
@@ -123,7 +136,9 @@ class StateStore:
         """Save every field of `state` except the cursor (only record_batch moves a cursor).
 
         Keeping the cursor out means a JobState read at the start of a run can be saved at
-        its end without moving the cursor back past batches recorded meanwhile.
+        its end without moving the cursor back past batches recorded meanwhile. A run that
+        finished (``last_success_at == last_run_at``) ends the job's use of unkeyed keys
+        (see :meth:`legacy_keys`).
         """
         values = {
             "policy_hash": state.policy_hash,
@@ -132,8 +147,13 @@ class StateStore:
             "last_success_at": _aware(state.last_success_at),
             "last_reconciled_at": _aware(state.last_reconciled_at),
         }
+        finished = state.last_success_at is not None and state.last_success_at == state.last_run_at
         with self._transaction(write=True) as conn:
             self._upsert_job(conn, state.job, values)
+            if finished:
+                conn.execute(
+                    store_secrets.delete().where(store_secrets.c.name == _legacy(state.job))
+                )
 
     def _upsert_job(self, conn: Connection, job: str, values: dict[str, Any]) -> None:
         stmt = self._insert(job_state).values(job=job, **values)
@@ -204,6 +224,10 @@ class StateStore:
         job's cursor becomes `cursor`. The batch's `intent` (from :meth:`write_ahead`) and the
         outstanding rows of every applied change and of the `resolved` source ids are
         cleared, and `failed` become outstanding "failed" rows, retried by the next run.
+
+        Raises:
+            LockLost: this store holds `job`'s (or `target`'s) lock, and another holder has
+                taken it since (checked in the same transaction; nothing is recorded).
         """
         now = _utc(now)
         ledgered = applied if ledgered is None else ledgered
@@ -213,6 +237,7 @@ class StateStore:
         kept = [_id_row(job, policy_hash, c, now) for c in last.values() if c.action != "delete"]
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in ledgered]
         with self._transaction(write=True) as conn:
+            fences.check(conn, self._fences, job, target)
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
                 conn.execute(
@@ -432,16 +457,88 @@ class StateStore:
 
     # -- locks -------------------------------------------------------------------------
 
-    def lock(self, job: str) -> contextlib.AbstractContextManager[None]:
-        """Hold `job`'s run lock for a with-block; JobLocked (never a wait) if it is taken."""
+    def lock(
+        self, job: str, *, target: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Hold `job`'s run lock, and with `target` its target connection's, for a with-block.
+
+        Never waits: JobLocked if the job is running, TargetLocked if another job is writing
+        `target`. Each lock taken bumps its fence token, which :meth:`record_batch` checks.
+        """
+        return self._locked(job, target)
+
+    @contextlib.contextmanager
+    def _locked(self, job: str, target: str | None) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for name in fences.lock_names(job, target):
+                stack.enter_context(self._held(name, job))
+            yield
+
+    @contextlib.contextmanager
+    def _held(self, name: str, job: str) -> Iterator[None]:
+        """Hold the lock `name` for `job`, with a fresh fence token while it is held."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._os_lock(name, job))
+            except locks.JobLocked as refused:
+                if name.startswith(fences.JOB):
+                    raise
+                raise self._target_locked(name, refused.holder) from None
+            with self._transaction(write=True) as conn:
+                self._fences[name] = fences.take(conn, name, job)
+            try:
+                yield
+            finally:
+                self._fences.pop(name, None)
+
+    def _os_lock(self, name: str, job: str) -> contextlib.AbstractContextManager[None]:
+        """The lock the server or the kernel frees when its holder dies."""
         if self._pg:
             if self._lock_engine is None:
                 self._lock_engine = connect_engine(self._engine.url, for_locks=True)
-            return locks.advisory_lock(self._lock_engine, job)
+            return locks.advisory_lock(self._lock_engine, job, key=advisory_key(name))
         database = self._engine.url.database
         if not database or database == ":memory:" or database.startswith("file:"):
-            return locks.memory_lock(f"{id(self)}:{job}")
-        return locks.file_lock(locks.lock_path(Path(database), job), job)
+            return locks.memory_lock(f"{id(self)}:{name}", job)
+        if name.startswith(fences.JOB):
+            return locks.file_lock(locks.lock_path(Path(database), job), job)
+        path = locks.target_lock_path(Path(database), name.removeprefix(fences.TARGET))
+        return locks.file_lock(path, job)
+
+    def _target_locked(self, name: str, holder: str | None) -> locks.TargetLocked:
+        with self._transaction() as conn:
+            writer = fences.writer(conn, name)
+        return locks.TargetLocked(name.removeprefix(fences.TARGET), writer, holder)
+
+    # -- target keys -------------------------------------------------------------------
+
+    def legacy_keys(self, job: str) -> bool:
+        """True while `job` must create under unkeyed keys: its last run before the upgrade
+        to keyed keys was interrupted, and no run has finished since (the interrupted run may
+        have left records under unkeyed keys that only those keys find)."""
+        query = sa.select(store_secrets.c.name).where(store_secrets.c.name == _legacy(job))
+        with self._transaction() as conn:
+            return conn.scalar(query) is not None
+
+    def key_secret(self) -> bytes:
+        """The secret this store generated for target keys (see :mod:`.keys`)."""
+        query = sa.select(store_secrets.c.value).where(store_secrets.c.name == _TARGET_KEYS)
+        with self._transaction() as conn:
+            value = conn.scalar(query)
+        if value is None:
+            raise StateStoreError(
+                f"the state store at {self.url} has lost its target-key secret",
+                hint="Restore the store from a backup, or set network.key_secret in "
+                "connector.yaml to the secret its target keys were made with.",
+            )
+        return bytes.fromhex(value)
+
+
+_TARGET_KEYS = "target_keys"
+
+
+def _legacy(job: str) -> str:
+    return f"legacy_keys:{job}"
 
 
 def _mapped_query() -> sa.Select[Any]:

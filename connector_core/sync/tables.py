@@ -182,3 +182,27 @@ approvals = sa.Table(
 
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first ledger row, and the head's hash while the ledger is empty."""
+
+# One row per lock (``job:<name>``, ``target:<connection>``): its fence token, bumped by each
+# new holder. record_batch checks, in its own transaction, that the token is still the one its
+# store took, so a holder whose lock was lost (a dropped PostgreSQL connection) and taken by
+# another worker records nothing more.
+lock_fences = sa.Table(
+    "lock_fences",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("token", sa.BigInteger(), nullable=False),
+    sa.Column("job", sa.String(), nullable=False),
+    sa.Column("holder", sa.String(), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
+)
+
+# Secrets this store generated for itself: ``target_keys`` keys the HMAC of target keys when
+# connector.yaml names no network.key_secret. Whoever reads it also reads the id map, which
+# pairs every source id with its target key already, so keeping it here discloses nothing new.
+store_secrets = sa.Table(
+    "store_secrets",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("value", sa.String(), nullable=False),
+)

@@ -21,6 +21,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -90,6 +91,9 @@ class AdapterConformance(KitBase):
         assert Capability.READ in caps, "every adapter must declare Capability.READ"
         assert Capability.DELETE not in caps or Capability.WRITE in caps, (
             "Capability.DELETE needs Capability.WRITE: deletes go through write()"
+        )
+        assert Capability.PER_JOB_RECORDS not in caps or Capability.WRITE in caps, (
+            "Capability.PER_JOB_RECORDS needs Capability.WRITE: it promises how writes behave"
         )
 
     def test_settings_model_rejects_unknown_keys(self, adapter: Adapter) -> None:
@@ -283,6 +287,27 @@ class AdapterConformance(KitBase):
         exc = raised(lambda: self._write(adapter, [Change.delete("kit-never-existed")]))
         assert exc is None, f"deleting a missing key must succeed quietly, but raised {exc!r}"
 
+    def test_per_job_records_survive_two_writers_at_once(self, adapter: Adapter) -> None:
+        """PER_JOB_RECORDS: two jobs writing one connection at once lose none of each other's
+        records (the engine then lets both name it as their target)."""
+        self._require(adapter, Capability.WRITE, Capability.PER_JOB_RECORDS)
+        self._populate(adapter, 0)  # checks the fixture's target is empty
+        samples = self._samples(adapter, 12)
+        with _twin(adapter) as twin, ThreadPoolExecutor(2) as pool:
+            halves = [(adapter, samples[0::2]), (twin, samples[1::2])]
+            done = [pool.submit(self._write_one_by_one, *half) for half in halves]
+            for future in done:
+                future.result()
+        missing = {r["id"] for r in samples} - set(self._read_back(adapter))
+        assert not missing, (
+            f"two writers at once lost {len(missing)} of {len(samples)} records: drop "
+            "Capability.PER_JOB_RECORDS unless each record is written on its own"
+        )
+
+    def _write_one_by_one(self, adapter: Adapter, records: list[Record]) -> None:
+        for record in records:
+            self._write(adapter, [Change.upsert(record["id"], record)])
+
     def test_read_only_adapters_refuse_writes(self, adapter: Adapter) -> None:
         """An adapter without WRITE raises WriteNotSupported and changes nothing."""
         if Capability.WRITE in adapter.capabilities:
@@ -418,3 +443,12 @@ class AdapterConformance(KitBase):
     def _raise_inside(adapter: Adapter) -> None:
         with adapter:
             raise LookupError("raised inside the with block")
+
+
+def _twin(adapter: Adapter) -> Adapter:
+    """A second adapter on the same connection, as a second job would open it."""
+    mapping: dict[str, str | None] = dict(adapter.mapping.entries)
+    mapping.update((f, None) for f in adapter.default_mapping if f not in mapping)
+    return type(adapter)(
+        adapter.settings, adapter.secrets, mapping=mapping, connection=adapter.connection
+    )

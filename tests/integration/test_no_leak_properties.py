@@ -51,13 +51,13 @@ EXAMPLES = settings(
 )
 
 
-def expected(source: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def expected(source: dict[str, dict[str, Any]], secret: bytes) -> dict[str, dict[str, Any]]:
     """What the target must hold, by key, computed by hand from the policy's meaning."""
     out = {}
     for source_id, r in source.items():
         consent = (r.get("consent") or {}).get("local_organizing") or {}
         if consent.get("granted") is True and r.get("region") == "North":
-            out[target_key("north", source_id)] = r
+            out[target_key("north", source_id, secret)] = r
     return out
 
 
@@ -99,7 +99,7 @@ def test_targets_hold_only_what_the_policy_allows(
             else:
                 net.run(store, reconcile=data["reconcile"] or None)
         held = net.target()
-        want = expected(source)
+        want = expected(source, store.key_secret())
         assert set(held) == set(want)
         for key, record in held.items():
             assert set(record) - {"id"} <= ALLOWED - {"id"}

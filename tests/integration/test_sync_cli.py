@@ -9,6 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from connector_core.sync.state import StateStore
 from tests.integration.test_cli import run
 
 ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
@@ -184,3 +185,26 @@ def test_one_refused_job_does_not_keep_the_others_from_running(
     assert "partner-housing: not run:" in result.stderr
     assert "organizers-north: read" in result.stdout
     assert (demo / "out" / "organizers-north.csv").exists()
+
+
+def test_a_target_another_job_is_writing_stops_the_run_with_exit_4(
+    runner: CliRunner, demo: Path
+) -> None:
+    store = StateStore.open(f"sqlite:///{demo / 'state.db'}")
+    with store, store.lock("organizers-all", target="organizers-north"):
+        result = run(runner, "run", "organizers-north", cwd=demo, env=ENV)
+    assert result.exit_code == 4, result.output
+    assert "target 'organizers-north' is being written by job 'organizers-all'" in result.output
+    assert not (demo / "out" / "organizers-north.csv").exists()
+
+
+def test_two_jobs_writing_one_file_are_refused_with_exit_3(runner: CliRunner, demo: Path) -> None:
+    config = demo / "connector.yaml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("    target: partner-housing", "    target: organizers-north"), "utf-8"
+    )
+    result = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "jobs 'organizers-north' (line " in result.output
+    assert "and 'partner-housing' both write connection 'organizers-north'" in result.output

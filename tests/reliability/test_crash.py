@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ SLOW_KILLS = 30
 
 CONFIG = """\
 version: 1
-network: {name: Crash test network}
+network: {name: Crash test network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
 consent:
   purposes:
     local_organizing: {description: Local organizers may contact me}
@@ -58,6 +59,15 @@ jobs:
     policy: north.yaml
     options: {max_delete: 50%}  # the day after takes back more than the default allows
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _key_secret() -> Iterator[None]:
+    """One network.key_secret for every store here, so runs on fresh stores compare by key."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONNECTOR_TEST_KEY_SECRET", "reliability tests' key secret")
+        yield
+
 
 POLICY = """\
 policy: north

@@ -34,14 +34,16 @@ from connector_core.adapters import Adapter, Change, WriteResult
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.keys import target_key
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, crash
 from tests.postgres import PG_SERVER, _admin
 
+KEY_SECRET = "property test target-key secret"  # both sides: their targets compare key by key
 HEADER = ["id", "first_name", "city", "phone", "region", "local_ok"]
 CONFIG = """\
 version: 1
-network: {name: Property network}
+network: {name: Property network, key_secret: {env: PROPERTY_KEY_SECRET}}
 consent:
   purposes:
     local_organizing: {description: Local organizers may contact me}
@@ -220,9 +222,7 @@ class Machine(RuleBasedStateMachine):
         assert self.reference.run().aborted is None
 
     def _keys(self) -> list[str]:
-        from connector_core.sync.keys import target_key
-
-        return [target_key("north", sid) for sid in self.people]
+        return [target_key("north", sid, KEY_SECRET.encode()) for sid in self.people]
 
     @invariant()
     def the_state_agrees_with_the_target_and_the_ledger(self) -> None:
@@ -251,7 +251,8 @@ def _run(backend: str, examples: int, steps: int) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("PROPERTY_KEY_SECRET", KEY_SECRET)
     if request.param == "postgresql":
         Machine.pg_database = request.getfixturevalue("pg_database").rsplit("/", 1)[1]
     return str(request.param)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from connector_core.adapters import Adapter, AdapterSettings, ConfigPath, Page
+from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath, Page
 from connector_core.config import (
     CONFIG_ENV,
     Config,
@@ -174,7 +174,9 @@ CASES: list[tuple[str, str, list[str]]] = [
         network: {name: Demo, colour: red}
         connections: {}
         """,
-        ["2:23: unknown key 'colour' in network; allowed keys: name, floor, hash_key, ledger_key"],
+        [
+            "2:23: unknown key 'colour' in network; allowed keys: name, floor, hash_key, ledger_key, key_secret"  # noqa: E501
+        ],
     ),
     (
         "unknown-key-deep",
@@ -757,3 +759,64 @@ def test_minimal_valid_config_matches_the_schema(folder: Path) -> None:
     assert not _matches({**config.document.data, "jbos": {}}, schema, schema)
     wrong = {"members": {"adapter": "demo", "settings": {"pth": "x"}}}
     assert not _matches({**config.document.data, "connections": wrong}, schema, schema)
+
+
+class BookAdapter(DemoAdapter):
+    """A target that keeps each record apart under its job's key (like a CardDAV book)."""
+
+    name = "book"
+    capabilities = frozenset(
+        {Capability.READ, Capability.WRITE, Capability.DELETE, Capability.PER_JOB_RECORDS}
+    )
+
+
+TWO_JOBS_ONE_TARGET = """\
+    version: 1
+    network:
+      name: Demo Network
+    connections:
+      members:
+        adapter: demo
+        settings: {path: members.csv}
+      north:
+        adapter: ADAPTER
+        settings: {path: north.csv}
+    jobs:
+      first:
+        source: members
+        target: north
+        policy: policies/north.yaml
+      second:
+        source: members
+        target: north
+        policy: policies/north.yaml
+        enabled: false
+    """
+
+
+def test_two_jobs_writing_one_target_are_refused_naming_both(folder: Path) -> None:
+    path = write(folder, TWO_JOBS_ONE_TARGET.replace("ADAPTER", "demo"))
+    with pytest.raises(ConfigValidationError) as info:
+        load_config(path, ADAPTERS)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:18:13: jobs.second.target: jobs 'first' (line 14) and 'second' both write "
+        "connection 'north', whose demo adapter cannot tell one job's records from another's "
+        "(two jobs writing one file lose rows and mix audiences); give each job its own "
+        "target connection, or make it one job with one policy"
+    ]
+    assert info.value.exit_code == 3
+
+
+def test_jobs_may_share_a_target_that_keeps_their_records_apart(folder: Path) -> None:
+    path = write(folder, TWO_JOBS_ONE_TARGET.replace("ADAPTER", "book"))
+    config = load_config(path, {**ADAPTERS, "book": BookAdapter})
+    assert [j.target for j in config.model.jobs.values()] == ["north", "north"]
+
+
+@pytest.mark.parametrize("adapter", ["csv", "civicrm", "nextcloud_files"])
+def test_bundled_single_writer_targets_do_not_claim_per_job_records(adapter: str) -> None:
+    from connector_core.plugins import collect_adapters, make_plugin_manager
+
+    adapters = collect_adapters(make_plugin_manager())
+    assert Capability.PER_JOB_RECORDS not in adapters[adapter].capabilities
+    assert Capability.PER_JOB_RECORDS in adapters["nextcloud"].capabilities

@@ -49,6 +49,7 @@ _spec.loader.exec_module(child)
 
 HASH_KEY = child.HASH_KEY
 KEY_ENV = child.KEY_ENV
+KEY_SECRET = b"civicrm job tests' key secret"  # network.key_secret: target keys use it
 GROUP = "Local organizing"
 PEOPLE = 60
 FAULT_KINDS = ("429", "502", "503", "504", "timeout", "truncated_json")
@@ -69,7 +70,7 @@ fields:
 
 CONFIG = """\
 version: 1
-network: {name: CiviCRM job tests}
+network: {name: CiviCRM job tests, key_secret: {env: CIVI_KEY_SECRET}}
 consent:
   purposes:
     local_organizing: {description: Local organizers may contact me}
@@ -158,6 +159,7 @@ def run_until_done(root: Path, name: str) -> tuple[RunResult, int]:
 @pytest.fixture(autouse=True)
 def _api_key(monkeypatch: pytest.MonkeyPatch, fake_civicrm: FakeCiviCRM) -> None:
     monkeypatch.setenv(KEY_ENV, fake_civicrm.api_key)
+    monkeypatch.setenv("CIVI_KEY_SECRET", KEY_SECRET.decode())
 
 
 def reset(fake: FakeCiviCRM, root: Path) -> None:
@@ -215,8 +217,8 @@ def sheet_rows(root: Path) -> list[dict[str, str]]:
 
 def expected_sheet(ids: dict[int, int], people: range | list[int]) -> dict[str, dict[str, str]]:
     return {
-        target_key("to_sheet", str(ids[n])): {
-            "id": target_key("to_sheet", str(ids[n])),
+        target_key("to_sheet", str(ids[n]), KEY_SECRET): {
+            "id": target_key("to_sheet", str(ids[n]), KEY_SECRET),
             "first_name": f"First{n}",
             "last_name": f"Last{n}",
             "city": f"City {n % 7}",
@@ -262,7 +264,7 @@ def test_civicrm_to_csv_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     assert not third.full
     assert (third.counts.deleted, third.counts.updated) == (1, 1)
     expected = expected_sheet(ids, [n for n in range(PEOPLE) if n != withdrawn])
-    expected[target_key("to_sheet", str(ids[moved]))]["first_name"] = "Renamed"
+    expected[target_key("to_sheet", str(ids[moved]), KEY_SECRET)]["first_name"] = "Renamed"
     assert {r["id"]: r for r in sheet_rows(tmp_path)} == expected
 
 
@@ -355,11 +357,13 @@ def test_csv_to_civicrm_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     first = run(tmp_path, "to_crm")
     assert first.exit_code == ExitCode.OK, (first.aborted, first.failures, first.problems)
     contacts = crm_contacts(fake)
-    expected_keys = {target_key("to_crm", f"S{n:03d}") for n in range(PEOPLE) if shared(n)}
+    expected_keys = {
+        target_key("to_crm", f"S{n:03d}", KEY_SECRET) for n in range(PEOPLE) if shared(n)
+    }
     assert set(contacts) == expected_keys
     assert first.counts.created == len(expected_keys)
     for n in range(PEOPLE):
-        key = target_key("to_crm", f"S{n:03d}")
+        key = target_key("to_crm", f"S{n:03d}", KEY_SECRET)
         if key not in contacts:
             continue
         got = contacts[key]
@@ -392,7 +396,7 @@ def test_csv_to_civicrm_end_to_end(fake_civicrm: FakeCiviCRM, tmp_path: Path) ->
     assert third.exit_code == ExitCode.OK
     assert (third.counts.created, third.counts.updated, third.counts.deleted) == (0, 0, 1)
     after = crm_contacts(fake)
-    key = target_key("to_crm", f"S{withdrawn:03d}")
+    key = target_key("to_crm", f"S{withdrawn:03d}", KEY_SECRET)
     assert after[key]["is_deleted"] is True
     assert {k: v for k, v in after.items() if k != key} == {
         k: v for k, v in contacts.items() if k != key
@@ -409,7 +413,7 @@ def test_a_timeout_change_rewrites_nothing_and_records_nothing(
     write_network(tmp_path, fake_civicrm, job="to_crm")
     write_sheet(tmp_path, [person_row(n) for n in range(PEOPLE)])
     assert run(tmp_path, "to_crm").exit_code == ExitCode.OK
-    with StateStore.open(state_url(tmp_path)) as store:
+    with StateStore.open(state_url(tmp_path), ledger_key=TEST_LEDGER_KEY) as store:
         rows = len(list(store.ledger_entries()))
     write_network(tmp_path, fake_civicrm, job="to_crm", timeout=9.0)
     fake_civicrm.clear_requests()
@@ -417,7 +421,7 @@ def test_a_timeout_change_rewrites_nothing_and_records_nothing(
     assert (again.counts.updated, again.counts.created) == (0, 0)
     assert not again.full
     assert fake_civicrm.count_requests(action="save") == 0
-    with StateStore.open(state_url(tmp_path)) as store:
+    with StateStore.open(state_url(tmp_path), ledger_key=TEST_LEDGER_KEY) as store:
         assert len(list(store.ledger_entries())) == rows
 
 

@@ -6,6 +6,10 @@ data with addressbook-multiget in batches. A record's ``id`` is its card's name 
 engine's key. Writing puts each key at ``<book>/<key>.vcf`` with ``UID:<key>`` and the marker
 property ``X-COMMONS-CONNECTOR``; a card at such an href without the marker belongs to
 someone else and is never changed or deleted.
+
+Each card is its own resource at its job's key (the engine's keys differ per job), changed
+only by a conditional PUT or DELETE of that card, so several jobs may write one address book
+without touching each other's cards: the adapter declares ``Capability.PER_JOB_RECORDS``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class NextcloudAdapter(Adapter):
             Capability.DELETE,
             Capability.INCREMENTAL,
             Capability.SYNC_TOKEN,
+            Capability.PER_JOB_RECORDS,
         }
     )
     default_mapping: ClassVar[Mapping[str, str]] = {

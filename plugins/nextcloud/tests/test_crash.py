@@ -14,9 +14,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from connector_csv import CsvAdapter
 from connector_nextcloud import NextcloudAdapter
@@ -41,7 +43,7 @@ PERSONAL = (
 
 CONFIG = """\
 version: 1
-network: {name: Crash test network}
+network: {name: Crash test network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
 consent:
   purposes:
     local_organizing: {description: Local organizers may contact me}
@@ -56,6 +58,15 @@ connections:
 jobs:
   north: {source: crm, target: out, policy: north.yaml}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _key_secret() -> Iterator[None]:
+    """One network.key_secret for every store here, so runs on fresh stores compare by key."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONNECTOR_TEST_KEY_SECRET", "reliability tests' key secret")
+        yield
+
 
 POLICY = """\
 policy: north

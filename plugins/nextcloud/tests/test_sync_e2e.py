@@ -109,8 +109,9 @@ def _book(book_url: str) -> dict[str, Any]:
     return {"adapter": "nextcloud", "settings": {"address_book_url": book_url}}
 
 
-def key(source_id: str) -> str:
-    return target_key("north", source_id)
+def key(store: StateStore, source_id: str) -> str:
+    """The key the job `north` writes `source_id` under, with the store's own secret."""
+    return target_key("north", source_id, store.key_secret())
 
 
 def test_csv_to_carddav_mirrors_and_takes_back(
@@ -121,10 +122,10 @@ def test_csv_to_carddav_mirrors_and_takes_back(
     first = net.run(store)
     assert first.counts.created == 2
     cards = book_cards(book_url)
-    assert set(cards) == {"friend", key("p1"), key("p2")}
-    assert "ana@example.org" in cards[key("p1")]
-    assert "496" not in cards[key("p1")]  # phone masked to its last 4 digits
-    assert "X-COMMONS-CONNECTOR" in cards[key("p1")]
+    assert set(cards) == {"friend", key(store, "p1"), key(store, "p2")}
+    assert "ana@example.org" in cards[key(store, "p1")]
+    assert "496" not in cards[key(store, "p1")]  # phone masked to its last 4 digits
+    assert "X-COMMONS-CONNECTOR" in cards[key(store, "p1")]
 
     second = net.run(store)
     assert (second.counts.read, second.counts.created, second.counts.updated) == (0, 0, 0)
@@ -133,7 +134,7 @@ def test_csv_to_carddav_mirrors_and_takes_back(
     (tmp_path / "crm.csv").write_text(source, encoding="utf-8")
     third = net.run(store)
     assert third.counts.deleted == 1
-    assert set(book_cards(book_url)) == {"friend", key("p2")}
+    assert set(book_cards(book_url)) == {"friend", key(store, "p2")}
     assert "Personal Friend" in book_cards(book_url)["friend"]
 
 
@@ -156,7 +157,7 @@ def test_a_crash_mid_write_converges_on_rerun(
     monkeypatch.setattr(CardDavClient, "put", put)
     net.run(store)
     cards = book_cards(book_url)
-    assert set(cards) == {key("p1"), key("p2")}  # no duplicate, no loss
+    assert set(cards) == {key(store, "p1"), key(store, "p2")}  # no duplicate, no loss
     assert net.run(store).counts.created == 0
 
 
@@ -165,7 +166,7 @@ def test_someone_elses_edit_survives_our_update(
 ) -> None:
     net = Network(tmp_path, _csv(tmp_path), _book(book_url))
     net.run(store)
-    url = book_url + key("p2") + ".vcf"
+    url = book_url + key(store, "p2") + ".vcf"
     edited = requests.get(url).text.replace("END:VCARD", "NOTE:met at the rally\r\nEND:VCARD")
     assert requests.put(url, data=edited.encode()).status_code in (200, 201, 204)
     source = CSV_SOURCE.replace("Bruno,York", "Bruno,Hull")

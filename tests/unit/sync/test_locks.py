@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -12,11 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 
 from connector_core.errors import ExitCode
 from connector_core.sync import locks
-from connector_core.sync.locks import JobLocked
+from connector_core.sync.locks import JobLocked, LockLost, TargetLocked
 from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync.conftest import change
 
 if TYPE_CHECKING:
     import subprocess
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
 HOLDER = """
 import sys, time
 from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync.conftest import change
 
 with StateStore.open(sys.argv[1]) as store, store.lock(sys.argv[2]):
     print("locked", flush=True)
@@ -155,3 +161,85 @@ def test_advisory_keys_are_stable_signed_64_bit_numbers() -> None:
     key = locks.advisory_key("members")
     assert key == locks.advisory_key("members") != locks.advisory_key("members2")
     assert -(2**63) <= key < 2**63
+
+
+# -- target locks and fencing -------------------------------------------------------------
+
+
+def test_a_second_job_on_a_busy_target_is_refused_naming_the_writer(
+    store: StateStore, state_url: str
+) -> None:
+    with StateStore.open(state_url) as other, store.lock("first", target="north"):
+        with pytest.raises(TargetLocked) as refused, other.lock("second", target="north"):
+            pass
+        pattern = rf"^target 'north' is being written by job 'first' \(pid {os.getpid()} "
+        assert re.match(pattern, str(refused.value)), str(refused.value)
+        assert refused.value.exit_code == ExitCode.UNAVAILABLE
+        assert "two jobs never write one target at once" in (refused.value.hint or "")
+        with other.lock("second", target="south"):  # its job lock was released on refusal
+            pass
+    with StateStore.open(state_url) as other, other.lock("second", target="north"):
+        pass  # free again once the first job is done
+
+
+def test_target_lock_files_sit_in_their_own_folder(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    assert locks.target_lock_path(db, "north") == tmp_path / "state.db.locks/targets/north.lock"
+    with StateStore.open(f"sqlite:///{db}") as store, store.lock("north", target="north"):
+        assert (tmp_path / "state.db.locks/north.lock").read_text()
+        assert (tmp_path / "state.db.locks/targets/north.lock").read_text()
+
+
+def drop_lock_connections(state_url: str) -> None:
+    """Lose every lock held in the store's database: PostgreSQL ends the sessions holding
+    advisory locks (as a network cut would); SQLite loses its lock files (as a careless
+    cleanup would), so that another holder can take the locks while the first still runs."""
+    if state_url.startswith("sqlite"):
+        shutil.rmtree(Path(state_url.removeprefix("sqlite:///") + ".locks"))
+        return
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        pids = conn.scalars(
+            sa.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database "
+                "= (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).all()
+        assert pids, "no advisory lock is held"
+        for pid in pids:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    engine.dispose()
+
+
+def record(store: StateStore, *ids: str) -> None:
+    store.record_batch("north", "book", "p", "h" * 64, [change(i) for i in ids], cursor=ids[-1])
+
+
+@pytest.mark.parametrize("target", [None, "book"], ids=["job-lock", "job-and-target-locks"])
+def test_a_worker_whose_lock_was_taken_over_records_nothing(
+    store: StateStore, state_url: str, target: str | None
+) -> None:
+    with store.lock("north", target=target):
+        record(store, "a")  # while the lock is ours
+        drop_lock_connections(state_url)
+        with (
+            StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other,
+            other.lock("north", target=target),
+        ):
+            with pytest.raises(LockLost) as lost:
+                record(store, "b")
+            record(other, "c")  # the new holder records
+    assert str(lost.value).startswith("job 'north' lost its lock: it was taken over by job ")
+    assert lost.value.exit_code == ExitCode.UNAVAILABLE
+    assert sorted(store.mapped("north", ["a", "b", "c"])) == ["a", "c"]
+    assert [e.source_id for e in store.ledger_entries(job="north")] == ["a", "c"]
+    assert store.job_state("north").cursor == "c"
+
+
+def test_record_batch_without_a_lock_is_not_fenced(store: StateStore, state_url: str) -> None:
+    with (
+        StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other,
+        other.lock("north", target="book"),
+    ):
+        record(store, "a")  # the caller says it holds the lock some other way
+    assert list(store.mapped("north", ["a"])) == ["a"]

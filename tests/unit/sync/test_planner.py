@@ -15,15 +15,25 @@ from connector_core.masks import BUILTIN_MASKS, MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.sync.batches import Batches
-from connector_core.sync.keys import KEY_NAMESPACE, projection_hash, target_key
+from connector_core.sync.keys import (
+    KEY_NAMESPACE,
+    TargetKeys,
+    legacy_target_key,
+    projection_hash,
+    target_key,
+)
 from connector_core.sync.model import UNKNOWN_HASH, Mapped
 from connector_core.sync.planner import (
+    AFTER_INTERRUPTION,
     DELETED_AT_SOURCE,
     MISSING_AT_SOURCE,
     WITHDRAWN,
     Planner,
     Step,
 )
+
+SECRET = b"planner test key secret"
+KEYS = TargetKeys("job", SECRET)
 
 POLICY = """\
 policy: organizers
@@ -49,7 +59,7 @@ def policy(tmp_path: Path) -> CompiledPolicy:
 
 @pytest.fixture
 def planner(policy: CompiledPolicy) -> Planner:
-    return Planner("job", policy, with_diff=True)
+    return Planner("job", policy, keys=KEYS, with_diff=True)
 
 
 def person(source_id: str, **fields: Any) -> dict[str, Any]:
@@ -73,7 +83,7 @@ def mapped_as(planner: Planner, record: dict[str, Any]) -> Mapped:
     return Mapped(
         job="job",
         source_id=record["id"],
-        target_key=target_key("job", record["id"]),
+        target_key=target_key("job", record["id"], SECRET),
         projection_hash=projection_hash(projection, planner.salt),
         fields={"first_name": "show", "city": "show", "phone": "mask:last4"},
         consent_basis={},
@@ -86,7 +96,7 @@ def test_a_new_shared_record_is_created_under_the_derived_key(planner: Planner) 
     (step,) = plan.steps
     assert step.planned.action == "create"
     assert step.change.action == "upsert"
-    assert step.change.key == target_key("job", "p1") != "p1"
+    assert step.change.key == target_key("job", "p1", SECRET) != "p1"
     assert step.change.record == {"first_name": "Ana", "city": "Leeds", "phone": "*******0123"}
     assert step.planned.diff["phone"] == (None, "*******0123")
     assert step.applied.fields == {"first_name": "show", "city": "show", "phone": "mask:last4"}
@@ -98,8 +108,8 @@ def test_a_new_shared_record_is_created_under_the_derived_key(planner: Planner) 
 
 
 def test_keys_are_deterministic_and_differ_per_job() -> None:
-    assert target_key("job", "p1") == target_key("job", "p1")
-    assert target_key("job", "p1") != target_key("other", "p1")
+    assert target_key("job", "p1", SECRET) == target_key("job", "p1", SECRET)
+    assert target_key("job", "p1", SECRET) != target_key("other", "p1", SECRET)
 
 
 def test_an_unchanged_projection_plans_nothing(planner: Planner) -> None:
@@ -211,6 +221,18 @@ def test_an_explicit_no_is_a_withdrawal_and_missing_evidence_is_not(planner: Pla
     assert missing.applied.reason == "consent:local_organizing"
 
 
+def test_a_job_interrupted_before_the_upgrade_cleans_up_under_its_old_keys(
+    policy: CompiledPolicy,
+) -> None:
+    legacy = Planner("job", policy, keys=KEYS, cleanup=True)
+    plan = legacy.plan_page([person("p1", region="South")], {})
+    (step,) = plan.steps
+    assert step.cleanup
+    assert step.change == step.change.delete(KEYS("p1"))
+    assert step.applied.reason == f"no-allow:organizers {AFTER_INTERRUPTION}"
+    assert legacy.plan_page([person("p2")], {}).steps[0].cleanup is False
+
+
 def test_missing_ids_are_deleted_with_their_mapped_keys(planner: Planner) -> None:
     row = dataclasses.replace(mapped_as(planner, person("p1")), target_key="kept-key")
     (step,) = planner.plan_missing([row])
@@ -233,7 +255,9 @@ def test_a_mask_failure_rejects_the_record_without_its_values(tmp_path: Path) ->
     path.write_text(POLICY.replace("last4", "explode"), encoding="utf-8")
     masks = {**BUILTIN_MASKS, "explode": _explode}
     compiled = compile_policy(load_policy(path, masks=masks), masks=masks)
-    plan = Planner("job", compiled).plan_page([person("p1"), person("p2", phone=None)], {})
+    plan = Planner("job", compiled, keys=KEYS).plan_page(
+        [person("p1"), person("p2", phone=None)], {}
+    )
     assert [s.planned.source_id for s in plan.steps] == ["p2"]
     ((source_id, error),) = plan.rejected
     assert source_id == "p1"
@@ -243,13 +267,15 @@ def test_a_mask_failure_rejects_the_record_without_its_values(tmp_path: Path) ->
 
 def test_the_salt_changes_every_hash(policy: CompiledPolicy) -> None:
     record = person("p1")
-    plain = Planner("job", policy).plan_page([record], {}).steps[0].applied.projection_hash
-    salted = Planner("job", policy, salt="t").plan_page([record], {}).steps[0]
+    plain = (
+        Planner("job", policy, keys=KEYS).plan_page([record], {}).steps[0].applied.projection_hash
+    )
+    salted = Planner("job", policy, keys=KEYS, salt="t").plan_page([record], {}).steps[0]
     assert plain != salted.applied.projection_hash
 
 
 def test_real_runs_skip_the_diff(policy: CompiledPolicy) -> None:
-    (step,) = Planner("job", policy).plan_page([person("p1")], {}).steps
+    (step,) = Planner("job", policy, keys=KEYS).plan_page([person("p1")], {}).steps
     assert step.planned.diff == {}
 
 
@@ -295,13 +321,13 @@ def test_an_unchanged_cursor_is_not_stored_again(planner: Planner) -> None:
 
 
 @pytest.mark.parametrize("source_id", ["p1", "", "Zoë 😀", "a\0b", "x" * 300])
-def test_target_keys_are_uuid5_of_job_and_source_id(source_id: str) -> None:
+def test_legacy_target_keys_are_uuid5_of_job_and_source_id(source_id: str) -> None:
     expected = uuid.uuid5(KEY_NAMESPACE, f"job\0{source_id}")
-    assert target_key("job", source_id) == str(expected)
+    assert legacy_target_key("job", source_id) == str(expected)
 
 
 def test_ids_with_undecodable_bytes_still_get_a_key() -> None:
-    assert target_key("job", "bad\udcff") != target_key("job", "bad")
+    assert target_key("job", "bad\udcff", SECRET) != target_key("job", "bad", SECRET)
 
 
 def test_a_record_merged_at_the_source_is_taken_back_as_merged(planner: Planner) -> None:

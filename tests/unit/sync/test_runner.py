@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import sqlalchemy as sa
 from connector_csv import CsvAdapter
 
 from connector_core.adapters import Adapter, Capability, Change, Page, WriteResult
@@ -18,11 +20,16 @@ from connector_core.errors import ConfigError, ConfigValidationError, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.query import Condition
 from connector_core.sync.job import LoadedJob, load_job
-from connector_core.sync.keys import target_key
-from connector_core.sync.locks import JobLocked
+from connector_core.sync.keys import legacy_target_key, target_key
+from connector_core.sync.locks import JobLocked, TargetLocked
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.state import StateStore
-from connector_core.testing import MemoryAdapter, MemorySettings
+from connector_core.testing import (
+    TEST_LEDGER_KEY,
+    MemoryAdapter,
+    MemorySettings,
+    reset_memory_stores,
+)
 from connector_core.testing.checks import log_text
 
 POLICY = """\
@@ -185,8 +192,9 @@ class Network:
         return {r["id"]: r for page in self.out.read() for r in page.records}
 
 
-def key(source_id: str) -> str:
-    return target_key("north", source_id)
+def key(store: StateStore, source_id: str) -> str:
+    """The key the job `north` writes `source_id` under, with the store's own secret."""
+    return target_key("north", source_id, store.key_secret())
 
 
 def ledger(store: StateStore) -> list[tuple[str, str, str]]:
@@ -203,14 +211,14 @@ def test_the_first_run_creates_the_projection_under_derived_keys(
     assert result.counts.withheld == {"no-allow:north": 1}
     assert result.exit_code == ExitCode.OK
     assert net.target() == {
-        key("p1"): {
-            "id": key("p1"),
+        key(store, "p1"): {
+            "id": key(store, "p1"),
             "first_name": "Ana",
             "city": "Leeds",
             "phone": MASKED_PHONE,
         },
-        key("p2"): {
-            "id": key("p2"),
+        key(store, "p2"): {
+            "id": key(store, "p2"),
             "first_name": "Bruno",
             "city": "York",
             "phone": MASKED_PHONE,
@@ -257,8 +265,8 @@ def test_a_record_that_leaves_the_scope_is_taken_back(
     net.put("p1", **change)
     result = net.run(store)
     assert result.counts.deleted == 1
-    assert key("p1") not in net.target()
-    assert key("p2") in net.target()
+    assert key(store, "p1") not in net.target()
+    assert key(store, "p2") in net.target()
     assert store.mapped("north", ["p1"]) == {}
     assert ledger(store)[-1] == ("delete", "p1", reason)
 
@@ -268,7 +276,7 @@ def test_a_changed_field_is_updated(net: Network, store: StateStore) -> None:
     net.put("p1", city="Hull")
     result = net.run(store)
     assert (result.counts.updated, result.counts.created) == (1, 0)
-    assert net.target()[key("p1")]["city"] == "Hull"
+    assert net.target()[key(store, "p1")]["city"] == "Hull"
     assert ledger(store)[-1] == ("update", "p1", "shared:in the North")
 
 
@@ -276,19 +284,19 @@ def test_a_record_entering_the_scope_is_created(net: Network, store: StateStore)
     net.run(store)
     net.put("p3", region="North")
     assert net.run(store).counts.created == 1
-    assert key("p3") in net.target()
+    assert key(store, "p3") in net.target()
 
 
 def test_hard_deletes_are_found_by_reconciliation(net: Network, store: StateStore) -> None:
     net.run(store)
     net.remove("p1")
     assert net.run(store).counts.deleted == 0  # incremental reads do not report deletes
-    assert key("p1") in net.target()
+    assert key(store, "p1") in net.target()
     result = net.run(store, reconcile=True)
     assert result.full
     assert result.full_reasons == ["reconciliation requested"]
     assert result.counts.deleted == 1
-    assert key("p1") not in net.target()
+    assert key(store, "p1") not in net.target()
     assert ledger(store)[-1] == ("delete", "p1", "missing-at-source")
 
 
@@ -314,7 +322,7 @@ def test_a_source_that_cannot_list_everything_never_causes_deletes(
     result = net.run(store, reconcile=True)
     assert result.full
     assert result.counts.deleted == 0
-    assert key("p1") in net.target()
+    assert key(store, "p1") in net.target()
 
 
 def test_records_the_job_did_not_create_are_never_touched(net: Network, store: StateStore) -> None:
@@ -416,7 +424,7 @@ def test_a_failed_delete_stays_outstanding_and_is_retried(net: Network, store: S
     PickyAdapter.refuse_deletes = True
     refused = net.run(store)
     assert (refused.counts.failed, refused.counts.deleted) == (1, 0)
-    assert key("p1") in net.target()
+    assert key(store, "p1") in net.target()
     assert [(o.status, o.action) for o in store.outstanding("north").values()] == [
         ("failed", "delete")
     ]
@@ -427,7 +435,7 @@ def test_a_failed_delete_stays_outstanding_and_is_retried(net: Network, store: S
     retried = net.run(store)
     assert retried.full_reasons == ["1 change(s) outstanding from an earlier run"]
     assert retried.counts.deleted == 1
-    assert key("p1") not in net.target()
+    assert key(store, "p1") not in net.target()
     assert store.outstanding("north") == {}
     assert retried.exit_code == ExitCode.OK
 
@@ -454,9 +462,9 @@ def test_the_ledger_holds_field_names_and_masks_never_values(
     net.run(store)
     entries = list(store.ledger_entries(job="north"))
     assert [(e.action, e.record_key) for e in entries] == [
-        ("create", key("p1")),
-        ("create", key("p2")),
-        ("delete", key("p1")),
+        ("create", key(store, "p1")),
+        ("create", key(store, "p2")),
+        ("delete", key(store, "p1")),
     ]
     assert entries[0].fields == {"first_name": "show", "city": "show", "phone": "mask:last4"}
     assert entries[0].consent_basis == {
@@ -484,7 +492,7 @@ def test_pushdown_sources_get_the_filter_on_full_reads_only(
     assert result.counts.read == 0  # the filter kept p1 (now South) out
     # An empty read is no evidence: the delete is held until a person accepts it.
     assert (result.counts.held, result.exit_code) == (1, ExitCode.DELETES_HELD)
-    assert key("p2") in net.target()
+    assert key(store, "p2") in net.target()
     accepted = net.run(store, reconcile=True, accept_deletes=1)
     assert accepted.counts.deleted == 1
     assert ledger(store)[-1] == ("delete", "p2", "missing-or-out-of-scope")
@@ -523,6 +531,15 @@ def test_a_running_job_is_locked(net: Network, store: StateStore) -> None:
     with store.lock("north"), pytest.raises(JobLocked):
         net.run(store)
     assert net.run(store, dry_run=True).counts.created == 2  # a plan needs no lock
+
+
+def test_a_job_whose_target_another_job_is_writing_is_refused(
+    net: Network, store: StateStore
+) -> None:
+    with store.lock("south", target="out"), pytest.raises(TargetLocked, match="job 'south'"):
+        net.run(store)
+    assert net.target() == {}
+    assert net.run(store).counts.created == 2
 
 
 def test_runs_are_recorded(net: Network, store: StateStore) -> None:
@@ -578,11 +595,11 @@ def test_csv_to_csv(csv_net: Path, store: StateStore) -> None:
     first = run_csv(csv_net, store)
     assert first.counts.created == 2
     out = (csv_net / "out.csv").read_text(encoding="utf-8")
-    assert key("p1") in out
+    assert key(store, "p1") in out
     assert "Leeds" in out
     assert "0123" in out
     assert "496" not in out
-    assert "p1" not in out.replace(key("p1"), "")  # source ids stay behind
+    assert "p1" not in out.replace(key(store, "p1"), "")  # source ids stay behind
     second = run_csv(csv_net, store)
     assert (second.counts.read, second.counts.created) == (0, 0)  # unchanged file: no records
     assert (csv_net / "out.csv").read_text(encoding="utf-8") == out
@@ -614,7 +631,7 @@ def test_csv_deletes_propagate_because_every_read_is_a_snapshot(
     assert not result.full
     assert result.counts.deleted == 1
     assert ledger(store)[-1] == ("delete", "p1", "missing-at-source")
-    assert key("p1") not in (csv_net / "out.csv").read_text(encoding="utf-8")
+    assert key(store, "p1") not in (csv_net / "out.csv").read_text(encoding="utf-8")
 
 
 def test_csv_read_problems_are_counted_with_their_line(csv_net: Path, store: StateStore) -> None:
@@ -625,3 +642,104 @@ def test_csv_read_problems_are_counted_with_their_line(csv_net: Path, store: Sta
     assert result.problems[0].startswith(f"{csv_net / 'crm.csv'}:5: ")
     assert result.exit_code == ExitCode.RECORDS_FAILED
     assert result.counts.created == 2
+
+
+# -- keyed target keys ----------------------------------------------------------------------
+
+
+def test_records_keyed_by_an_earlier_version_keep_their_keys_after_the_upgrade(
+    net: Network, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def legacy(source_id: str) -> str:
+        return legacy_target_key("north", source_id)
+
+    with monkeypatch.context() as earlier:  # what the earlier version wrote: unkeyed UUID5s
+        earlier.setattr(LoadedJob, "target_keys", lambda self, *_, **__: legacy)
+        net.run(store)
+    assert set(net.target()) == {legacy("p1"), legacy("p2")}
+    net.put("p1", granted=False)  # a withdrawal, an update and a new record after the upgrade
+    net.put("p2", first_name="Bruno", city="Hull")
+    net.put("p4")
+    counts = net.run(store).counts
+    assert (counts.created, counts.updated, counts.deleted) == (1, 1, 1)
+    target = net.target()
+    assert set(target) == {legacy("p2"), key(store, "p4")}  # no duplicate, no orphan
+    assert target[legacy("p2")]["city"] == "Hull"
+    mapped = store.mapped("north", ["p1", "p2", "p3", "p4"]).values()
+    assert {m.target_key for m in mapped} == set(target)
+    counts = net.run(store, reconcile=True).counts  # a full read changes nothing more
+    assert (counts.created, counts.updated, counts.deleted) == (0, 0, 0)
+    assert set(net.target()) == set(target)
+
+
+def test_the_same_job_name_elsewhere_gives_other_keys(net: Network, tmp_path: Path) -> None:
+    ours, theirs = (StateStore.open(f"sqlite:///{tmp_path / n}.db") for n in ("ours", "theirs"))
+    with ours, theirs:
+        net.run(ours)
+        keys = set(net.target())
+        reset_memory_stores()
+        net.put("p1")
+        net.put("p2", first_name="Bruno", city="York")
+        net.run(theirs)  # a recipient's connector: same job name, same source ids
+        assert keys
+        assert not keys & set(net.target())
+
+
+def test_network_key_secret_keys_the_keys(
+    net: Network, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = net.root / "connector.yaml"
+    text = path.read_text(encoding="utf-8").replace(
+        "network: {name: Test network}",
+        "network: {name: Test network, key_secret: {env: TEST_KEY_SECRET}}",
+    )
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("TEST_KEY_SECRET", "short")
+    with pytest.raises(ConfigError, match="too short") as short:
+        net.job()
+    assert "short" not in str(short.value).replace("too short", "")
+    monkeypatch.setenv("TEST_KEY_SECRET", "a long enough network key secret")
+    net.run(store)
+    secret = b"a long enough network key secret"
+    assert set(net.target()) == {target_key("north", p, secret) for p in ("p1", "p2")}
+
+
+def test_an_interrupted_run_before_the_upgrade_leaves_no_duplicate_and_no_orphan(
+    net: Network, store: StateStore, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def legacy(source_id: str) -> str:
+        return legacy_target_key("north", source_id)
+
+    with monkeypatch.context() as earlier:
+        earlier.setattr(LoadedJob, "target_keys", lambda self, *_, **__: legacy)
+        net.run(store)
+    # The earlier version's next run was killed after the target took two creates it never
+    # recorded: p4 (still shared) and p5 (withheld by now).
+    net.put("p4")
+    net.put("p5", granted=False)
+    unrecorded = {"first_name": "Ana", "city": "Leeds", "phone": MASKED_PHONE}
+    list(net.out.write([Change.upsert(legacy(p), unrecorded) for p in ("p4", "p5")]))
+    state = store.job_state("north")
+    assert state.last_run_at is not None
+    store.set_job_state(
+        dataclasses.replace(state, last_run_at=state.last_run_at + dt.timedelta(hours=1))
+    )
+    # What migration 0005 marks on such a store (its SQL is tested on a real 0002 store in
+    # test_state.py); the ledger here was written keyed, so no `ledger migrate` is needed.
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO store_secrets (name, value) VALUES (:n, 'interrupted')"),
+            {"n": "legacy_keys:north"},
+        )
+    engine.dispose()
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as upgraded:
+        assert upgraded.legacy_keys("north")
+        assert net.run(upgraded).aborted is None
+        assert set(net.target()) == {legacy("p1"), legacy("p2"), legacy("p4")}
+        mapped = upgraded.mapped("north", ["p1", "p2", "p4", "p5"]).values()
+        assert {m.target_key for m in mapped} == set(net.target())
+        assert not upgraded.legacy_keys("north")  # a finished run ends it
+        net.put("p6")
+        net.run(upgraded)
+        assert key(upgraded, "p6") in net.target()

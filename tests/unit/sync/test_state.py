@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import alembic.command
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -17,7 +18,7 @@ from connector_core.errors import ConfigError, ExitCode
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import AppliedChange, JobState, RunCounts
 from connector_core.sync.state import KEEP, StateStore, StateStoreError
-from connector_core.sync.tables import metadata
+from connector_core.sync.tables import id_map, job_state, metadata
 from connector_core.testing import TEST_LEDGER_KEY
 
 Change = Callable[..., AppliedChange]
@@ -67,6 +68,35 @@ def test_workers_opening_a_fresh_store_at_once_migrate_it_once(state_url: str) -
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_an_upgraded_store_keeps_its_rows_and_gets_a_target_key_secret_of_its_own(
+    state_url: str, tmp_path: Any
+) -> None:
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:  # a store an earlier version left, at revision 0002
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0002")
+        row: dict[str, Any] = {"job": "members", "source_id": "1", "target_key": "legacy-key"}
+        row |= {"projection_hash": "a" * 64, "fields": {}, "consent_basis": {}}
+        conn.execute(
+            id_map.insert().values(policy_hash="p" * 64, created_at=T0, updated_at=T0, **row)
+        )
+        interrupted = {"last_run_at": T0 + dt.timedelta(hours=1), "last_success_at": T0}
+        conn.execute(job_state.insert().values(job="members", **interrupted))
+        conn.execute(job_state.insert().values(job="done", last_run_at=T0, last_success_at=T0))
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        secret = upgraded.key_secret()
+        assert upgraded.mapped("members", ["1"])["1"].target_key == "legacy-key"
+        assert upgraded.legacy_keys("members")  # its last run was interrupted
+        assert not upgraded.legacy_keys("done")
+    with StateStore.open(state_url) as again:
+        assert again.key_secret() == secret  # kept: the keys of new records stay stable
+    with StateStore.open(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        assert len(secret) == 32
+        assert other.key_secret() != secret
 
 
 # -- job state ---------------------------------------------------------------------------

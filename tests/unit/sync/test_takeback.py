@@ -72,7 +72,7 @@ def consistent(net: Network, store: StateStore) -> None:
     holdings: dict[str, str] = {}
     for action, source_id, _ in ledger(store):
         holdings[source_id] = action
-    assert {key(s) for s, a in holdings.items() if a != "delete"} == held
+    assert {key(store, s) for s, a in holdings.items() if a != "delete"} == held
 
 
 @pytest.fixture
@@ -85,13 +85,13 @@ def test_a_create_acknowledged_but_unrecorded_then_deleted_at_the_source_is_take
     doomed: Network, store: StateStore
 ) -> None:
     crash(doomed, store, after_write=1)  # p1 and p2 reached the target, the state knows none
-    assert {key("p1"), key("p2")} <= set(doomed.target())
+    assert {key(store, "p1"), key(store, "p2")} <= set(doomed.target())
     assert store.mapped_count("north") == 0
     doomed.remove("p1")  # a hard delete before the rerun
     result = doomed.run(store)
     assert result.exit_code == ExitCode.OK
-    assert key("p1") not in doomed.target()
-    assert set(doomed.target()) == {key("p2")}
+    assert key(store, "p1") not in doomed.target()
+    assert set(doomed.target()) == {key(store, "p2")}
     assert store.who_has("p1") == []
     assert ("delete", "p1") in [(a, s) for a, s, _ in ledger(store)]
     assert store.outstanding("north") == {}
@@ -104,7 +104,7 @@ def test_a_crash_then_a_narrowed_policy_on_a_full_read_leaves_no_orphan(
     crash(doomed, store, after_write=1)
     doomed.put("p1", region="South")  # p1 leaves the scope before the rerun
     doomed.run(store)
-    assert set(doomed.target()) == {key("p2")}
+    assert set(doomed.target()) == {key(store, "p2")}
     consistent(doomed, store)
 
 
@@ -114,10 +114,10 @@ def test_an_update_sent_before_a_crash_is_rewritten_even_if_the_source_reverted(
     doomed.run(store)
     doomed.put("p1", city="Hull")
     crash(doomed, store, after_write=1)  # the target has Hull, the id map still Leeds
-    assert doomed.target()[key("p1")]["city"] == "Hull"
+    assert doomed.target()[key(store, "p1")]["city"] == "Hull"
     doomed.put("p1", city="Leeds")  # reverted at the source
     doomed.run(store)
-    assert doomed.target()[key("p1")]["city"] == "Leeds"
+    assert doomed.target()[key(store, "p1")]["city"] == "Leeds"
     consistent(doomed, store)
 
 
