@@ -492,9 +492,12 @@ class _Run:
             # interrupted before recording it: then the target got it from that run.
             out.record(applied, ledger=applied.action == "create" or landed)
             return
-        action: Literal["create", "update"] = "create" if result.action == "created" else "update"
-        out.created += action == "create"
-        out.updated += action == "update"
+        # The first share the ledger records is a create, whatever an interrupted run left at
+        # the target; a record that vanished from the target is created anew.
+        created = applied.action == "create" or result.action == "created"
+        action: Literal["create", "update"] = "create" if created else "update"
+        out.created += result.action == "created"  # the counts say what the target did
+        out.updated += result.action == "updated"
         out.record(dataclasses.replace(applied, action=action), ledger=True)
 
     def fail(self, source_id: str, error: str) -> None:
