@@ -233,7 +233,10 @@ OTHER_BENCHMARKS = """\
   `uv run python -m bench.carddav_bench --write-results`.
 - CiviCRM adapter against the fake APIv4 server (request budgets, wall time, time in our
   code versus on the server, a plain `requests` replay): [RESULTS-civicrm.md](RESULTS-civicrm.md),
-  written by `uv run python -m bench.civicrm_bench --write-results`."""
+  written by `uv run python -m bench.civicrm_bench --write-results`.
+- The write-ahead intent log's cost (a first run with and without it, SQLite and PostgreSQL):
+  [RESULTS-intent.md](RESULTS-intent.md), written by
+  `uv run python -m bench.intent_bench --write-results`."""
 
 
 def render_markdown(results: dict[str, Any]) -> str:

@@ -179,6 +179,14 @@ class LedgerConfig(_Block):
         "every `connector run`, relative to connector.yaml's folder; `connector ledger verify` "
         "checks every line of it. Keep it where the state store's users cannot rewrite it",
     )
+    anchor_command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="A command run after every `connector run` with the anchor line "
+        "(`TIME SEQ:HASH`) on its standard input and in CONNECTOR_LEDGER_ANCHOR, to send it "
+        "elsewhere: syslog, a mail, a notary, another machine. A list: the program and its "
+        "arguments, run without a shell, e.g. [logger, -t, connector-anchor]",
+    )
 
 
 class ConnectorConfig(_Block):

@@ -9,7 +9,10 @@ configuration error, because a new key could never verify the old rows.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ from connector_core.errors import ConfigError, SecretMissing
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.state import StateStore
 
+_ANCHOR_TIMEOUT = 60  # seconds an anchor command may take
 KEY_CONNECTION = "network"  # the keyring "connection" under which network secrets live
 
 
@@ -89,8 +93,15 @@ def _where(secret: str | None, env: str | None) -> str:
 
 
 def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:
-    """Append the ledger head to the anchor file of connector.yaml, if it names one."""
-    path = app.config.model.ledger.anchors
+    """Append the ledger head to the anchor file of connector.yaml, and hand it to its
+    anchor command, where it names them."""
+    settings = app.config.model.ledger
+    if settings.anchor_command is not None:
+        seq, digest = store.ledger_anchor()
+        at = ledger_rows.timestamp(dt.datetime.now(dt.UTC))
+        line = f"{at} {ledger_rows.format_anchor(seq, digest)}"
+        _anchor_command(settings.anchor_command, line)
+    path = settings.anchors
     if path is None:
         return
     seq, digest = store.ledger_anchor()
@@ -103,6 +114,35 @@ def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:
         ) from None
     if not quiet:
         click.echo(f"ledger anchor {line.split()[-1]} appended to {path}", err=True)
+
+
+def _anchor_command(argv: list[str], line: str) -> None:
+    """Run `argv` with the anchor `line` on stdin; a failure is a ConfigError naming it."""
+    hint = "Check `ledger: anchor_command:` in connector.yaml; the anchor was not sent."
+    try:
+        done = subprocess.run(
+            argv,
+            input=line + "\n",
+            text=True,
+            capture_output=True,
+            timeout=_ANCHOR_TIMEOUT,
+            env={**os.environ, "CONNECTOR_LEDGER_ANCHOR": line.split()[-1]},
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = (
+            f"it did not finish in {_ANCHOR_TIMEOUT} s"
+            if isinstance(exc, subprocess.TimeoutExpired)
+            else str(exc.strerror or exc)
+        )
+        raise ConfigError(
+            f"the ledger anchor command {argv[0]!r} failed: {reason}", hint=hint
+        ) from None
+    if done.returncode != 0:
+        raise ConfigError(
+            f"the ledger anchor command {argv[0]!r} exited with status {done.returncode}",
+            hint=hint,
+        )
 
 
 @click.group()

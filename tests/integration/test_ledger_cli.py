@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import keyring
@@ -235,3 +236,22 @@ def test_the_ledger_examples_of_the_operations_guide_run(runner: CliRunner, demo
         assert result.exit_code == 0, (args, result.output)
         if "head anchor: " in result.stdout:
             anchor = head_anchor(result.stdout)
+
+
+def test_an_anchor_command_gets_every_anchor(runner: CliRunner, demo: Path, tmp_path: Path) -> None:
+    sent = tmp_path / "elsewhere.log"
+    script = f"import os, sys; open({str(sent)!r}, 'a').write(sys.stdin.read())"
+    config = demo / "connector.yaml"
+    text = config.read_text().replace(
+        "anchors: anchors.log", f"anchor_command: [{sys.executable}, -c, {json.dumps(script)}]"
+    )
+    config.write_text(text)
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    (line,) = sent.read_text().splitlines()
+    assert line.split()[-1].startswith("12:")
+    verified = run(runner, "ledger", "verify", "--anchors", str(sent), cwd=demo)
+    assert verified.exit_code == 0, verified.output
+    config.write_text(text.replace(f"[{sys.executable}, -c,", '["false", -c,'))
+    failed = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert failed.exit_code == 3
+    assert "the ledger anchor command 'false' exited with status 1" in failed.stderr
