@@ -96,15 +96,15 @@ def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:
     """Append the ledger head to the anchor file of connector.yaml, and hand it to its
     anchor command, where it names them."""
     settings = app.config.model.ledger
-    if settings.anchor_command is not None:
-        seq, digest = store.ledger_anchor()
-        at = ledger_rows.timestamp(dt.datetime.now(dt.UTC))
-        line = f"{at} {ledger_rows.format_anchor(seq, digest)}"
-        _anchor_command(settings.anchor_command, line)
     path = settings.anchors
-    if path is None:
+    if path is None and settings.anchor_command is None:
         return
     seq, digest = store.ledger_anchor()
+    if settings.anchor_command is not None:
+        at = ledger_rows.timestamp(dt.datetime.now(dt.UTC))
+        _anchor_command(settings.anchor_command, f"{at} {ledger_rows.format_anchor(seq, digest)}")
+    if path is None:
+        return
     try:
         line = ledger_rows.export_anchor(path, seq, digest)
     except OSError as exc:

@@ -343,8 +343,7 @@ def runs(app: App, job: str | None, limit: int, as_json: bool) -> None:
     with open_store(app) as store:
         rows = store.runs(job, limit=limit)
         for row in rows:
-            if row["status"] == "running" and not _is_running(store, row["job"]):
-                row["status"] = "killed"
+            _show_killed(store, row)
     if as_json:
         emit_json(rows)
         return
@@ -361,13 +360,15 @@ def runs(app: App, job: str | None, limit: int, as_json: bool) -> None:
         )
 
 
-def _is_running(store: StateStore, job: str) -> bool:
-    """Whether a process holds `job`'s lock now (a "running" run without one was killed)."""
+def _show_killed(store: StateStore, row: dict[str, Any]) -> None:
+    """Show a run still "running" whose job's lock nobody holds as "killed"."""
+    if row["status"] != "running":
+        return
     try:
-        with store.lock(job):
-            return False
+        with store.lock(row["job"]):
+            row["status"] = "killed"
     except JobLocked:
-        return True
+        pass  # it is running now
 
 
 @click.command()
@@ -387,8 +388,8 @@ def status(app: App, job: str | None, as_json: bool) -> None:
     with open_store(app) as store:
         for name in names:
             last = store.runs(name, limit=1)
-            if last and last[0]["status"] == "running" and not _is_running(store, name):
-                last[0]["status"] = "killed"
+            for row in last:
+                _show_killed(store, row)
             owed = sorted(store.outstanding(name).values(), key=lambda o: o.source_id)
             report.append(
                 {

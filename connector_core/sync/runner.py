@@ -46,6 +46,7 @@ from connector_core.sync.model import (
     AppliedChange,
     Mapped,
     Outstanding,
+    OutstandingStatus,
     RunCounts,
 )
 from connector_core.sync.planner import (
@@ -189,7 +190,6 @@ class _Run:
         self.touched: set[str] = set()  # owed source ids this run's read decided again
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
-        self.read_complete = False
 
     @property
     def counts(self) -> RunCounts:
@@ -311,10 +311,9 @@ class _Run:
 
     def _uncertain(self, owed: Outstanding, known: Mapped | None) -> Mapped:
         """The id map row the planner sees for an outstanding change."""
-        if owed.status == "held":  # never sent: the target holds what the id map says
-            if known is not None:
+        if known is not None:
+            if owed.status == "held":  # never sent: the target holds what the id map says
                 return known
-        elif known is not None:
             return dataclasses.replace(known, projection_hash=UNKNOWN_HASH)
         return Mapped(
             self.job.name,
@@ -383,14 +382,14 @@ class _Run:
             self.store.hold([self._owed(s, "held") for s in deletes], self.recorded_at)
         log.warning("job %s: %s", self.job.name, self.result.held, extra={"job": self.job.name})
 
-    def _owed(self, step: Step, status: str, error: str | None = None) -> Outstanding:
+    def _owed(self, step: Step, status: OutstandingStatus, error: str | None = None) -> Outstanding:
         a = step.applied
         return Outstanding(
             self.job.name,
             a.source_id,
             a.target_key,
             a.action,
-            status,  # type: ignore[arg-type]
+            status,
             a.reason,
             a.fields or (self.owed[a.source_id].fields if a.source_id in self.owed else {}),
             error,

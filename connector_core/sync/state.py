@@ -270,12 +270,9 @@ class StateStore:
         query = sa.select(outstanding).where(outstanding.c.job == job)
         with self._transaction() as conn:
             found = {row.source_id: Outstanding(**row._mapping) for row in conn.execute(query)}
-            for intent in conn.execute(sa.select(intents).where(intents.c.job == job)):
-                for source_id, key, action, reason in intent.changes:
-                    found.setdefault(
-                        source_id,
-                        Outstanding(job, source_id, key, action, "sent", reason, since=intent.at),
-                    )
+            left = conn.execute(sa.select(intents).where(intents.c.job == job))
+            for sent in _intended(job, left):
+                found.setdefault(sent.source_id, sent)
         return found
 
     def adopt_intents(self, job: str) -> int:
@@ -283,25 +280,10 @@ class StateStore:
         so that each is cleared as soon as its record is settled; return how many changes."""
         with self._transaction(write=True) as conn:
             left = list(conn.execute(sa.select(intents).where(intents.c.job == job)))
-            rows = [
-                Outstanding(job, sid, key, action, "sent", reason, since=intent.at)
-                for intent in left
-                for sid, key, action, reason in intent.changes
-            ]
+            rows = _intended(job, left)
             self._put_outstanding(conn, rows, _utc(None), attempt=True)
             conn.execute(intents.delete().where(intents.c.id.in_([i.id for i in left])))
         return len(rows)
-
-    def outstanding_summary(self) -> dict[str, dict[str, int]]:
-        """How many changes each job owes its target, by status."""
-        query = sa.select(outstanding.c.job, outstanding.c.status, sa.func.count()).group_by(
-            outstanding.c.job, outstanding.c.status
-        )
-        found: dict[str, dict[str, int]] = {}
-        with self._transaction() as conn:
-            for job, status, count in conn.execute(query):
-                found.setdefault(job, {})[status] = int(count)
-        return found
 
     def write_ahead(
         self, job: str, changes: Sequence[tuple[str, str, str, str]], now: dt.datetime | None = None
@@ -539,6 +521,15 @@ _TARGET_KEYS = "target_keys"
 
 def _legacy(job: str) -> str:
     return f"legacy_keys:{job}"
+
+
+def _intended(job: str, left: Iterable[Any]) -> list[Outstanding]:
+    """The changes of intent rows an interrupted run left, as outstanding "sent" changes."""
+    return [
+        Outstanding(job, source_id, key, action, "sent", reason, since=intent.at)
+        for intent in left
+        for source_id, key, action, reason in intent.changes
+    ]
 
 
 def _mapped_query() -> sa.Select[Any]:
