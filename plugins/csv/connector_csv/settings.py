@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,6 +21,8 @@ _UTF8_NAMES = frozenset({"utf-8", "utf-8-sig"})
 
 class CsvSettings(AdapterSettings):
     """A CSV file used as a keyed table of contacts, one row per person."""
+
+    written_paths: ClassVar[frozenset[str]] = frozenset({"path"})
 
     path: ConfigPath = Field(
         description="The CSV file; a relative path starts at connector.yaml's folder. "

@@ -200,7 +200,7 @@ def test_a_failed_replace_leaves_the_old_file_and_no_temporary_file(
     csv_path.write_text("id,email\n1,a@example.org\n")
     before = csv_path.read_bytes()
 
-    def refuse(src: str, dst: str) -> None:
+    def refuse(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
