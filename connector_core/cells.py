@@ -12,7 +12,8 @@ The rule, in one place:
   the rest into a formula, so they go before anything else is decided.
 - **A cell a spreadsheet could run as a formula gets a leading** ``'``: one whose first
   character is a tab or carriage return, or whose first character after any whitespace
-  (spaces, no-break spaces, line breaks, zero-width and other format characters) is ``=``,
+  (spaces, no-break spaces, line breaks, zero-width, format, private-use and unassigned
+  characters: every Unicode category Z* and C*) is ``=``,
   ``+``, ``-`` or ``@`` in any Unicode compatibility form (full-width U+FF1D, U+FF0B, U+FF0D,
   U+FF20, small and superscript forms: whatever NFKC maps to one of them) or the minus sign U+2212.
   Leading quotes do not hide a formula: ``'=x`` is written ``''=x``, so that reading removes
@@ -22,8 +23,9 @@ The rule, in one place:
 - **Phone numbers** (``+44 20 7946 0958``) start with ``+``, so by default they get a quote
   like any such cell. With ``plain_phones=True`` a cell that is only ``+`` followed by ASCII
   digits, spaces and ``( ) . / -`` is left as it is: it holds no letter, so no function, cell
-  reference or link can hide in it. LibreOffice imports such a cell as text; Excel may read
-  it as arithmetic (``+1-555-0100`` shows as -654), which is why it is not the default.
+  reference or link can hide in it. LibreOffice imports such a cell as text (the test suite
+  checks it); a program that evaluates a cell starting with ``+`` reads it as arithmetic at
+  worst (``+1-555-0100`` as -654), which is why it is not the default.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _STARTS = frozenset("=+-@")
 _ALSO_STARTS = frozenset("\u2212")  # MINUS SIGN: no NFKC form of '-', yet parsed as one
 _RAW_STARTS = frozenset("\t\r")  # formula starts in their own right (OWASP), kept as before
-_SKIPPED_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PHONE = re.compile(r"\+[0-9][0-9 ()./-]*")
 
@@ -92,7 +93,7 @@ def _runs_as_formula(text: str) -> bool:
 
 @lru_cache(maxsize=1024)
 def _skipped(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char) in _SKIPPED_CATEGORIES
+    return char.isspace() or unicodedata.category(char)[0] in "CZ"
 
 
 @lru_cache(maxsize=1024)

@@ -21,9 +21,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Literal
 
+from connector_core.cells import neutralize, strip_controls, unneutralize
 from connector_core.errors import AdapterError
 from connector_core.files import read_nofollow
-from connector_csv.dialect import neutralize, unneutralize, writable_rows, writer_options
+from connector_csv.dialect import writable_rows, writer_options
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile
 
@@ -102,13 +103,19 @@ class Table:
                 self.header.append(name)
 
     def _compose(self, key: str, cells: Mapping[str, str], row: list[str]) -> list[str]:
-        guard = neutralize if self.settings.neutralize_formulas else _same
+        guard = self._guard
         positions = {name: index for index, name in enumerate(self.header)}
         for name, cell in cells.items():
             if name in positions and name != self.settings.key_column:
                 row[positions[name]] = guard(cell)
         row[self.key_at] = guard(key)
         return row
+
+    def _guard(self, cell: str) -> str:
+        """The cell as written: see :mod:`connector_core.cells`; controls never get through."""
+        if not self.settings.neutralize_formulas:
+            return strip_controls(cell)
+        return neutralize(cell, plain_phones=self.settings.phone_numbers == "plain")
 
 
 def _same(cell: str) -> str:
