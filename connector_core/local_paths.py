@@ -22,12 +22,15 @@ import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from connector_core.adapters import AdapterSettings
 from connector_core.errors import Problem
 from connector_core.files import first_link
 from connector_core.yaml_errors import LocatedDocument, dotted
+
+if TYPE_CHECKING:
+    from connector_core.config import ConnectorConfig
 
 Loc = tuple[str | int, ...]
 _FIX = "give the target a file of its own"
@@ -44,9 +47,15 @@ class _Place:
 def path_problems(
     doc: LocatedDocument,
     settings: Mapping[str, AdapterSettings],
-    model: Any | None,
+    model: ConnectorConfig | None,
 ) -> list[Problem]:
-    """Problems with the paths target connections write; `model` is the ConnectorConfig."""
+    """Problems with the paths target connections write, each at the line that sets it.
+
+    Args:
+        doc: connector.yaml as loaded, for locations.
+        settings: each connection's validated settings (those that validated).
+        model: the validated file, for the connector's own files; None if it did not validate.
+    """
     targets = _targets(doc)
     places = list(_connection_places(doc, settings, targets))
     if model is not None:
@@ -76,7 +85,7 @@ def _connection_places(
             yield _Place(path, what, loc, writes=key in written)
 
 
-def _own_places(doc: LocatedDocument, model: Any) -> Iterator[_Place]:
+def _own_places(doc: LocatedDocument, model: ConnectorConfig) -> Iterator[_Place]:
     yield _Place(doc.path.resolve(), f"connector.yaml itself ({doc.path})", None)
     if model.network.floor is not None:
         yield _located(doc, model.network.floor, ("network", "floor"), "the network floor")
@@ -84,7 +93,7 @@ def _own_places(doc: LocatedDocument, model: Any) -> Iterator[_Place]:
         yield _located(doc, body.policy, ("jobs", job, "policy"), f"the policy of job {job!r}")
     if model.ledger.anchors is not None:
         yield _located(doc, model.ledger.anchors, ("ledger", "anchors"), "the ledger anchors file")
-    url: str = model.state.url
+    url = model.state.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         database = Path(url.removeprefix("sqlite:///").partition("?")[0])
         yield _located(doc, database, ("state", "url"), "the state database")
