@@ -5,7 +5,9 @@ passes through a symbolic link. These functions keep that true while a job runs:
 folder on the way and the file itself are opened with ``O_NOFOLLOW``, so a link that
 appears after the configuration was loaded stops the run (:class:`LinkRefused`) instead of
 being followed, and the new version of a file is written to a temporary file in the same
-folder and renamed over the old one relative to that folder's descriptor.
+folder and renamed over the old one relative to that folder's descriptor, so a folder
+swapped for a link halfway through changes nothing. It relies on POSIX ``dir_fd`` support
+(Linux, macOS, the BSDs).
 """
 
 from __future__ import annotations
