@@ -59,10 +59,27 @@ class AdapterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     neutral_settings: ClassVar[frozenset[str]] = frozenset({"page_size"})
+    #: The settings naming local files or folders this connection writes as a job's target.
+    #: connector.yaml is refused when one is, or passes through, a symbolic link, or is (or
+    #: holds, or lies inside) a path another connection touches or one of the connector's own
+    #: files; write them with :mod:`connector_core.files`, which follows no link.
+    written_paths: ClassVar[frozenset[str]] = frozenset()
 
     page_size: int = Field(
         default=500, ge=1, le=100_000, description="Records per page read or written"
     )
+
+    def local_paths(self) -> dict[str, Path]:
+        """The local files and folders this connection touches, by setting name.
+
+        The default lists every setting holding a :class:`~pathlib.Path`; override it when
+        paths hide elsewhere (a list of files). A target's written paths may not overlap them.
+        """
+        return {
+            name: value
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), Path)
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

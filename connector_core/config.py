@@ -29,6 +29,7 @@ from pydantic import (
 from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath
 from connector_core.credentials import KeyringSecrets, SecretRef
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
+from connector_core.local_paths import path_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
 from connector_core.yaml_errors import (
     LocatedDocument,
@@ -286,6 +287,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     problems += _check_jobs(doc)
     problems += _check_shared_targets(doc, adapters)
     settings = _validate_settings(doc, adapters, base_dir, problems)
+    problems += path_problems(doc, settings, model)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
     return Config(

@@ -53,6 +53,22 @@ def demo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def soffice() -> str:
+    """LibreOffice's ``soffice``, to open generated files as a recipient would.
+
+    Missing, the test is skipped on a developer's machine and fails in CI (CI=true), which
+    installs Debian's libreoffice-calc with scripts/services.
+    """
+    found = shutil.which("soffice")
+    if found is None:
+        reason = "LibreOffice (soffice) is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must install libreoffice-calc (scripts/services)")
+        pytest.skip(f"{reason}; apt-get install --no-install-recommends libreoffice-calc")
+    return found
+
+
+@pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """The URL of a database created for this test session (dropped at its end)."""
     server = _admin("postgres")

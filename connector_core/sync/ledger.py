@@ -33,6 +33,7 @@ from typing import Any, Final, Literal, TextIO
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from connector_core.cells import neutralize
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.model import LedgerEntry
 from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
@@ -64,7 +65,6 @@ PAYLOADS: Final[Mapping[int, tuple[str, ...]]] = {
 KEY_MIN_BYTES: Final = 16
 _KEY_CHECK_LABEL = b"commons-connector ledger key check"
 _JSON_COLUMNS = ("fields", "consent_basis", "approvals")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _REORDER_WINDOW = 16  # how far from its place a moved row is looked for
 _RECENT = 4096  # how many recent row hashes are kept to spot a row that moved forward
 _HELD = frozenset({"create", "update"})  # actions after which the target holds the record
@@ -571,5 +571,6 @@ def export(entries: Iterable[LedgerEntry], out: TextIO, fmt: Literal["jsonl", "c
 
 def _csv_cell(value: Any, is_json: bool) -> str:
     text = canonical_json(value) if is_json else str(value)
-    # Auditors open this in a spreadsheet: a record key such as "=HYPERLINK(...)" must stay text.
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    # Auditors open this in a spreadsheet: a record key such as "=HYPERLINK(...)" must stay
+    # text, however disguised, and control characters stay out (connector_core.cells).
+    return neutralize(text)

@@ -36,7 +36,7 @@ from connector_core.adapters import (
     SourceFields,
     WriteResult,
 )
-from connector_core.errors import AdapterError
+from connector_core.errors import AdapterError, ConnectorError
 from connector_core.records import FIELDS, Record, is_known_field
 from connector_core.testing.checks import (
     canonical,
@@ -307,6 +307,32 @@ class AdapterConformance(KitBase):
     def _write_one_by_one(self, adapter: Adapter, records: list[Record]) -> None:
         for record in records:
             self._write(adapter, [Change.upsert(record["id"], record)])
+
+    def test_written_paths_are_never_followed(self, adapter: Adapter) -> None:
+        """A symbolic link at a path in ``written_paths`` stops the write and is not followed."""
+        self._require(adapter, Capability.WRITE)
+        settings = adapter.settings
+        paths = {n: getattr(settings, n, None) for n in sorted(type(settings).written_paths)}
+        if not paths:
+            pytest.skip("the adapter declares no written_paths")
+        [sample] = sample_records(1)
+        for name, path in paths.items():
+            assert path is None or settings.local_paths().get(name) == path, (
+                f"written_paths names {name!r}, which must be a Path setting in local_paths()"
+            )
+            if path is None or path.is_dir():
+                continue
+            decoy = path.with_name(f"kit-decoy-{path.name}")
+            decoy.write_bytes(b"kit decoy\n")
+            path.unlink(missing_ok=True)  # the fixture's adapter holds nothing yet
+            path.symlink_to(decoy)
+            exc = raised(lambda: list(adapter.write([Change.upsert("kit-link", sample)])))
+            assert isinstance(exc, ConnectorError), (
+                f"a symbolic link at {name} must stop the write with a ConnectorError "
+                f"(connector_core.files.LinkRefused); write() gave {exc!r}"
+            )
+            assert path.is_symlink(), f"the write replaced the link at {name}"
+            assert decoy.read_bytes() == b"kit decoy\n", f"the write followed the link at {name}"
 
     def test_read_only_adapters_refuse_writes(self, adapter: Adapter) -> None:
         """An adapter without WRITE raises WriteNotSupported and changes nothing."""

@@ -30,6 +30,7 @@ from connector_core.adapters import (
 )
 from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError, ConfigError
+from connector_core.files import replace_file
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
 from connector_csv.columns import (
@@ -42,7 +43,7 @@ from connector_csv.columns import (
 )
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile, RawRow, file_cursor, file_errors
-from connector_csv.table import Table, load_table, replace_atomically
+from connector_csv.table import Table, load_table
 
 __all__ = ["CsvAdapter", "CsvSettings"]
 
@@ -232,7 +233,7 @@ class CsvAdapter(Adapter):
             table = load_table(path, self.settings, self._columns.default_header(records))
             results = [self._apply(table, change) for change in changes]
             if table.changed:
-                replace_atomically(
+                replace_file(
                     path, table.dump, encoding=self.settings.write_encoding, mode=table.mode
                 )
         return iter(results)

@@ -13,6 +13,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from connector_core.cells import unneutralize
 from connector_core.errors import ConfigError
 from connector_core.records import (
     FIELDS,
@@ -26,7 +27,7 @@ from connector_core.records import (
     parse_bool,
     to_text,
 )
-from connector_csv.dialect import UNDECODABLE, unneutralize
+from connector_csv.dialect import UNDECODABLE
 
 _SHOWN_LENGTH = 40
 _LIST_SEPARATORS = (";", "|")

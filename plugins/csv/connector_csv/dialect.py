@@ -1,13 +1,8 @@
-"""How cells are parsed and written: :mod:`csv` options and spreadsheet formula neutralization.
+"""How cells are parsed and written: :mod:`csv` options, and which cells are numbers.
 
-A spreadsheet runs a cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
-as a formula, so a contact named ``=HYPERLINK(...)`` could attack whoever opens the exported
-file (OWASP "CSV injection"). With ``neutralize_formulas`` on, such a cell is written with a
-single quote in front (``'=HYPERLINK(...)``), which spreadsheets show as text. Reading removes
-exactly one leading quote from a cell that starts with quotes followed by one of those
-characters, and writing adds one to such a cell too, so every value survives a round trip:
-``'=x`` is written as ``''=x`` and read back as ``'=x``. Plain numbers such as ``-12.5`` are
-not formulas and are written unchanged, so coordinates stay numbers.
+Spreadsheet safety (formula neutralization, control characters, phone numbers) is the
+engine's one rule in :mod:`connector_core.cells`; :mod:`connector_csv.table` applies it to
+every cell it writes and undoes it when it reads its own file back.
 """
 
 from __future__ import annotations
@@ -23,21 +18,7 @@ from connector_csv.settings import ESCAPECHAR, CsvSettings
 #: What ``errors="surrogateescape"`` makes of bytes the encoding cannot decode.
 UNDECODABLE = re.compile("[\udc80-\udcff]")
 
-_FORMULA = re.compile(r"'*[=+\-@\t\r]")
-_GUARDED = re.compile(r"'+[=+\-@\t\r]")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-def neutralize(cell: str) -> str:
-    """Prefix a cell that a spreadsheet would run as a formula with a single quote."""
-    if _FORMULA.match(cell) and not _NUMBER.fullmatch(cell):
-        return "'" + cell
-    return cell
-
-
-def unneutralize(cell: str) -> str:
-    """Undo :func:`neutralize`: drop one quote in front of a formula character."""
-    return cell[1:] if cell[:1] == "'" and _GUARDED.match(cell) else cell
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def reader_options(settings: CsvSettings) -> dict[str, Any]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import codecs
 import csv
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from connector_core.adapters import AdapterSettings, ConfigPath
 
 Quoting = Literal["minimal", "all", "nonnumeric", "none"]
+PhoneNumbers = Literal["prefixed", "plain"]
 
 #: With ``quoting: none`` special characters are escaped with this character instead.
 ESCAPECHAR = "\\"
@@ -21,6 +22,8 @@ _UTF8_NAMES = frozenset({"utf-8", "utf-8-sig"})
 
 class CsvSettings(AdapterSettings):
     """A CSV file used as a keyed table of contacts, one row per person."""
+
+    written_paths: ClassVar[frozenset[str]] = frozenset({"path"})
 
     path: ConfigPath = Field(
         description="The CSV file; a relative path starts at connector.yaml's folder. "
@@ -62,9 +65,19 @@ class CsvSettings(AdapterSettings):
     )
     neutralize_formulas: bool = Field(
         True,
-        description="Protect spreadsheet users: written cells starting with = + - @ tab or "
-        "carriage return get a leading ' so that they are not run as formulas; reading "
-        "removes it again.",
+        description="Protect spreadsheet users: a written cell a spreadsheet could run as a "
+        "formula (starting with = + - @, also in full-width forms or after spaces, tabs or "
+        "line breaks) gets a leading ' so that it shows as text; reading removes it again. "
+        "Control characters other than tab and line breaks are never written, whatever this "
+        "says.",
+    )
+    phone_numbers: PhoneNumbers = Field(
+        "prefixed",
+        description="How cells that are only a phone number (+ then digits, spaces and "
+        "( ) . / -) are written: prefixed with ' like any cell starting with + (safe in every "
+        "spreadsheet program), or plain (no function or reference can hide in them; "
+        "LibreOffice shows them as text, a program that evaluates cells starting with + "
+        "may show +1-555-0100 as -654).",
     )
 
     @field_validator("encoding")

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
 from connector_core.errors import AdapterError
+from connector_core.files import read_nofollow
 from connector_csv.dialect import UNDECODABLE, reader_options
 from connector_csv.settings import CsvSettings
 
@@ -86,12 +87,22 @@ class CsvFile:
     """An open CSV file: :attr:`header` (None when the file is empty), then :meth:`rows`.
 
     Use it as a context manager. :attr:`cursor` is complete once :meth:`rows` is exhausted.
+    The writer reads its target with ``follow_links=False``: a symbolic link anywhere on the
+    path is refused, never read through.
     """
 
-    def __init__(self, path: Path, settings: CsvSettings, *, key_required: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        settings: CsvSettings,
+        *,
+        key_required: bool = True,
+        follow_links: bool = True,
+    ) -> None:
         self.path = path
         self._settings = settings
         self._key_required = key_required
+        self._follow_links = follow_links
         self._stack = contextlib.ExitStack()
         try:
             self._open()
@@ -102,7 +113,8 @@ class CsvFile:
 
     def _open(self) -> None:
         with file_errors(self.path):
-            raw = self._stack.enter_context(self.path.open("rb", buffering=0))
+            opened = self.path.open("rb", buffering=0) if self._follow_links else None
+            raw = self._stack.enter_context(opened or read_nofollow(self.path))
         self._hashing = _HashingReader(raw)
         text = io.TextIOWrapper(
             io.BufferedReader(self._hashing),

@@ -4,24 +4,27 @@ Rows are kept as the raw cells read, so a rewrite leaves rows it did not change 
 were (even malformed ones, and bytes the encoding cannot decode). The new version is written
 to a temporary file in the same folder, synced to disk and renamed over the old one, so a
 crash at any moment leaves either the old file or the complete new one, never a mix. A
-temporary file left by a killed process is named ``.<file>.<random>.tmp``.
+temporary file left by a killed process is named ``.<file>.<random>.tmp``. The file is read
+and replaced without following symbolic links (:mod:`connector_core.files`): a link that
+appears at the target's path, or on the way to it, stops the run and is left alone.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import dataclasses
+import io
 import os
 import stat
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Literal
 
+from connector_core.cells import neutralize, strip_controls, unneutralize
 from connector_core.errors import AdapterError
-from connector_csv.dialect import neutralize, unneutralize, writable_rows, writer_options
+from connector_core.files import read_nofollow
+from connector_csv.dialect import writable_rows, writer_options
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile
 
@@ -100,7 +103,7 @@ class Table:
                 self.header.append(name)
 
     def _compose(self, key: str, cells: Mapping[str, str], row: list[str]) -> list[str]:
-        guard = neutralize if self.settings.neutralize_formulas else _same
+        guard = self._guard
         positions = {name: index for index, name in enumerate(self.header)}
         for name, cell in cells.items():
             if name in positions and name != self.settings.key_column:
@@ -108,22 +111,32 @@ class Table:
         row[self.key_at] = guard(key)
         return row
 
+    def _guard(self, cell: str) -> str:
+        """The cell as written: see :mod:`connector_core.cells`; controls never get through."""
+        if not self.settings.neutralize_formulas:
+            return strip_controls(cell)
+        return neutralize(cell, plain_phones=self.settings.phone_numbers == "plain")
+
 
 def _same(cell: str) -> str:
     return cell
 
 
 def load_table(path: Path, settings: CsvSettings, new_header: list[str]) -> Table:
-    """Read the file at `path` as a table, or start an empty one with `new_header`."""
-    if not path.exists():
+    """Read the file at `path` as a table, or start an empty one with `new_header`.
+
+    The file is read without following symbolic links (a link is refused, never read
+    through: it could lead to the source or any other file).
+    """
+    if not os.path.lexists(path):
         if not path.parent.is_dir():
             raise AdapterError(
                 f"cannot create {path}: the folder {path.parent} does not exist",
                 hint="Create the folder, or fix path: in connector.yaml.",
             )
         return Table(list(new_header), [], {}, settings, bom=settings.write_bom)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    with CsvFile(path, settings) as source:
+    with CsvFile(path, settings, follow_links=False) as source:
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
         if source.header is None:
             return Table(list(new_header), [], {}, settings, bom=settings.write_bom, mode=mode)
         table = Table(source.header, [], {}, settings, mode=mode)
@@ -149,55 +162,17 @@ def _load_rows(table: Table, source: CsvFile) -> None:
 
 def _sniff(path: Path, settings: CsvSettings) -> tuple[bool, str]:
     """Whether the file starts with a UTF-8 byte order mark, and how its first line ends."""
-    with path.open("rb") as raw:
+    with read_nofollow(path) as raw:
         bom = settings.is_utf8 and raw.read(3) == codecs.BOM_UTF8
-    with path.open(encoding=settings.read_encoding, errors="surrogateescape", newline="") as text:
+        raw.seek(0)
+        text = io.TextIOWrapper(
+            io.BufferedReader(raw),
+            encoding=settings.read_encoding,
+            errors="surrogateescape",
+            newline="",
+        )
         first = text.readline(1 << 16)
     for ending in ("\r\n", "\n", "\r"):
         if first.endswith(ending):
             return bom or settings.write_bom, ending
     return bom or settings.write_bom, _DEFAULT_LINETERMINATOR
-
-
-def replace_atomically(
-    path: Path, dump: Callable[[IO[str]], None], *, encoding: str, mode: int | None
-) -> None:
-    """Write a new version of `path` with `dump`; readers see the old or the new file whole.
-
-    A new file gets owner-only permissions (it holds personal data); an existing file's
-    permissions are kept.
-    """
-    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below; renamed, not deleted)
-        "w",
-        encoding=encoding,
-        errors="surrogateescape",  # puts undecodable bytes of untouched rows back as they were
-        newline="",
-        dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=".tmp",
-        delete=False,
-    )
-    try:
-        with tmp:
-            dump(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        if mode is not None:
-            os.chmod(tmp.name, mode)
-        os.replace(tmp.name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; Windows cannot open a folder and needs no such step.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ def test_a_failed_replace_leaves_the_old_file_and_no_temporary_file(
     csv_path.write_text("id,email\n1,a@example.org\n")
     before = csv_path.read_bytes()
 
-    def refuse(src: str, dst: str) -> None:
+    def refuse(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
@@ -385,6 +386,54 @@ def test_keys_are_neutralized_too(
     assert text(csv_path) == "id\r\n'=1+1\r\n"
     assert write(adapter, upsert("=1+1")) == [("=1+1", "unchanged")]
     assert read_all(adapter)[0] == [{"id": "=1+1"}]
+
+
+HIDDEN_FORMULAS = [
+    "\uff1dHYPERLINK(1)",  # FULLWIDTH EQUALS SIGN
+    "\uff0b1+2",  # FULLWIDTH PLUS SIGN
+    "\uff0d1+2",  # FULLWIDTH HYPHEN-MINUS
+    "\uff20SUM(A1)",  # FULLWIDTH COMMERCIAL AT
+    " =1+1",
+    "\u00a0=1+1",  # NO-BREAK SPACE
+    "\n=1+1",
+    "\u200b@x",  # ZERO WIDTH SPACE
+]
+
+
+@pytest.mark.parametrize("payload", HIDDEN_FORMULAS, ids=repr)
+def test_formulas_in_disguise_are_neutralized_too(
+    csv_path: Path, make_adapter: MakeAdapter, read_all: ReadAll, payload: str
+) -> None:
+    adapter = make_adapter(mapping=only("first_name"))
+    write(adapter, upsert("1", first_name=payload))
+    with csv_path.open(newline="", encoding="utf-8") as raw:
+        assert [row[1] for row in csv.reader(raw)][1:] == ["'" + payload]
+    assert [r["first_name"] for r in read_all(adapter)[0]] == [payload]
+
+
+@pytest.mark.parametrize("formulas", [True, False])
+def test_control_characters_never_reach_the_file(
+    csv_path: Path, make_adapter: MakeAdapter, formulas: bool
+) -> None:
+    adapter = make_adapter(mapping=only("first_name", "city"), neutralize_formulas=formulas)
+    write(adapter, upsert("1", first_name="\x00=1+1", city="Le\x00eds\x1b\x7f\x85"))
+    data = csv_path.read_bytes().decode("utf-8")
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", data)
+    assert ("'=1+1" if formulas else ",=1+1") in data
+    assert "Leeds" in data
+
+
+def test_phone_numbers_are_prefixed_by_default_and_plain_when_asked(
+    csv_path: Path, make_adapter: MakeAdapter, read_all: ReadAll
+) -> None:
+    values = {"phone": "+44 20 7946 0958", "first_name": "+1+cmd"}
+    write(make_adapter(mapping=only("phone", "first_name")), upsert("1", **values))
+    assert text(csv_path).splitlines()[1] == "1,'+1+cmd,'+44 20 7946 0958"
+    csv_path.unlink()
+    adapter = make_adapter(mapping=only("phone", "first_name"), phone_numbers="plain")
+    write(adapter, upsert("1", **values))
+    assert text(csv_path).splitlines()[1] == "1,'+1+cmd,+44 20 7946 0958"
+    assert read_all(adapter)[0] == [{"id": "1", **values}]
 
 
 def test_neutralizing_can_be_switched_off(

@@ -5,7 +5,8 @@ The file is a keyed table (column ``id``), like the CSV adapter's file. ``write(
 1. GETs the current file and its ETag (404: the file does not exist yet, start empty);
    MKCOLs the folder and its parents if they are missing;
 2. applies the upserts and deletes by key; if nothing changed, stops (no upload at all);
-3. renders the CSV (cells a spreadsheet would run as formulas get a leading ``'``) and PUTs
+3. renders the CSV (cells a spreadsheet could run as formulas get a leading ``'`` and control
+   characters are dropped: :mod:`connector_core.cells`) and PUTs
    it under a temporary name in the same folder, ``.<file>.<random>.tmp`` (not ``.part``:
    Nextcloud rejects ``*.part`` and ``*.filepart`` names, which it uses for its own uploads);
 4. MOVEs the temporary file over the final name (``Overwrite: T``), so readers only ever see
@@ -29,7 +30,6 @@ import csv
 import dataclasses
 import io
 import logging
-import re
 import secrets as _random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -48,6 +48,7 @@ from connector_core.adapters import (
     ReadProblem,
     WriteResult,
 )
+from connector_core.cells import neutralize, unneutralize
 from connector_core.credentials import SecretLookup, SecretRef
 from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
 from connector_core.http import http_errors, make_session, raise_for_auth
@@ -63,7 +64,7 @@ from connector_core.records import (
 )
 from connector_nextcloud.ocs import OcsClient
 
-__all__ = ["FilesSettings", "NextcloudFilesAdapter", "neutralize", "unneutralize"]
+__all__ = ["FilesSettings", "NextcloudFilesAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +75,6 @@ AUTH_HINT = (
 KEY_COLUMN = "id"
 TEMP_SUFFIX = ".tmp"  # not .part: Nextcloud refuses *.part and *.filepart names (its own)
 _CONFLICT_ATTEMPTS = 2  # the first try, and one more after a concurrent edit
-
-# -- formula neutralising (the same rule as the CSV adapter; a plugin never imports another) --
-
-_FORMULA = re.compile(r"'*[=+\-@\t\r]")
-_GUARDED = re.compile(r"'+[=+\-@\t\r]")
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-def neutralize(cell: str) -> str:
-    """Prefix a cell a spreadsheet would run as a formula (``= + - @`` tab CR) with ``'``.
-
-    Plain numbers (``-12.5``) are left alone; a cell already starting with quotes before a
-    formula character gets one more, so :func:`unneutralize` gives back exactly the value.
-    """
-    if _FORMULA.match(cell) and not _NUMBER.fullmatch(cell):
-        return "'" + cell
-    return cell
-
-
-def unneutralize(cell: str) -> str:
-    """Undo :func:`neutralize`: drop one quote in front of a formula character."""
-    return cell[1:] if cell[:1] == "'" and _GUARDED.match(cell) else cell
-
 
 # -- settings ---------------------------------------------------------------------------------
 
@@ -139,6 +117,13 @@ class FilesSettings(AdapterSettings):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     write_bom: bool = Field(
         default=True, description="Start the file with a UTF-8 BOM (spreadsheets need it)"
+    )
+    phone_numbers: Literal["prefixed", "plain"] = Field(
+        default="prefixed",
+        description="Cells that are only a phone number (+ then digits, spaces and ( ) . / -): "
+        "prefixed with ' like any cell starting with + (safe everywhere), or plain (no "
+        "formula can hide in them; LibreOffice shows them as text, a program that evaluates "
+        "cells starting with + may show +1-555-0100 as -654)",
     )
     timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for the server")
 
@@ -322,6 +307,7 @@ class _Table:
     header: list[str]
     rows: dict[str, dict[str, str]]  # key (plain) -> column -> stored cell
     loose: list[list[str]]  # rows without a key, kept as they were
+    plain_phones: bool = False  # settings.phone_numbers == "plain"
     changed: bool = False
 
     def upsert(
@@ -330,8 +316,8 @@ class _Table:
         for name, cell in cells.items():
             if cell and name not in self.header:
                 self.header.append(name)
-        stored = {name: neutralize(cell) for name, cell in cells.items() if name in self.header}
-        stored[KEY_COLUMN] = neutralize(key)
+        stored = {name: self._safe(cell) for name, cell in cells.items() if name in self.header}
+        stored[KEY_COLUMN] = self._safe(key)
         old = self.rows.get(key)
         if old is None:
             self.rows[key] = stored
@@ -343,6 +329,9 @@ class _Table:
         self.rows[key] = new
         self.changed = True
         return "updated"
+
+    def _safe(self, cell: str) -> str:
+        return neutralize(cell, plain_phones=self.plain_phones)
 
     def delete(self, key: str) -> Literal["deleted", "unchanged"]:
         if self.rows.pop(key, None) is None:
@@ -582,18 +571,19 @@ class NextcloudFilesAdapter(Adapter):
         return _Remote(response.content, response.headers.get("ETag"))
 
     def _table(self, remote: _Remote, records: list[Record]) -> _Table:
+        plain = self.settings.phone_numbers == "plain"
         if remote.content is None:
-            return _Table([KEY_COLUMN, *self._codec.header_for(records)], {}, [])
+            return _Table([KEY_COLUMN, *self._codec.header_for(records)], {}, [], plain)
         header, rows = _parse(remote.content, self.settings.delimiter)
         if not header:
-            return _Table([KEY_COLUMN, *self._codec.header_for(records)], {}, [])
+            return _Table([KEY_COLUMN, *self._codec.header_for(records)], {}, [], plain)
         if KEY_COLUMN not in header:
             raise AdapterError(
                 f"{self._what}: {self.settings.file_name} has no {KEY_COLUMN!r} column, so it "
                 "was not written by the connector; refusing to overwrite it",
                 hint="Choose another file_name, or move that file away.",
             )
-        table = _Table(list(header), {}, [])
+        table = _Table(list(header), {}, [], plain)
         for line, row in rows:
             if len(row) != len(header):
                 raise AdapterError(

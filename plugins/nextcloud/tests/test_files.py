@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -128,6 +129,24 @@ def test_rows_other_people_added_are_kept(files: NextcloudFilesAdapter, dav: Web
     path.write_text(text + "manual-1" + "," * header.count(",") + "\r\n", encoding="utf-8")
     list(files.write([Change.delete("sample-0000")]))
     assert set(read_all(files)) == {"sample-0001", "manual-1"}
+
+
+def test_disguised_formulas_and_control_characters_do_not_reach_the_file(
+    files: NextcloudFilesAdapter, dav: WebDavServer
+) -> None:
+    evil = {
+        "id": "evil",
+        "display_name": "\uff1dHYPERLINK(1)",  # FULLWIDTH EQUALS SIGN
+        "first_name": "\u00a0=1+1",  # NO-BREAK SPACE
+        "last_name": "\n@cmd",
+        "organization": "\x00=1+1",
+        "city": "Le\x1beds",
+    }
+    list(files.write(upsert([evil])))
+    text = final(dav).read_bytes().decode("utf-8-sig")
+    for cell in ("'\uff1dHYPERLINK(1)", "'\u00a0=1+1", "'\n@cmd", "'=1+1", "Leeds"):
+        assert cell in text
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", text)
 
 
 def test_formula_cells_are_neutralised_in_the_uploaded_bytes(

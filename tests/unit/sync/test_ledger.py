@@ -239,6 +239,27 @@ def test_export_csv_is_safe_to_open_in_a_spreadsheet(
     assert json.loads(rows[1]["fields"]) == {"email": "show", "phone": "mask:last4"}
 
 
+@pytest.mark.parametrize(
+    ("source_id", "written"),
+    [
+        ("\uff1dHYPERLINK(1)", "'\uff1dHYPERLINK(1)"),  # FULLWIDTH EQUALS SIGN
+        (" =1+1", "' =1+1"),
+        ("\u00a0@SUM(A1)", "'\u00a0@SUM(A1)"),
+        ("\n-1+2", "'\n-1+2"),
+        ("\x01=1+1", "'=1+1"),  # (PostgreSQL text cannot hold NUL)
+        ("M\x1b12", "M12"),
+    ],
+)
+def test_export_csv_catches_formulas_in_disguise_and_drops_controls(
+    store: StateStore, make_change: Change, source_id: str, written: str
+) -> None:
+    store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change(source_id, key="k1")])
+    out = io.StringIO()
+    store.export_ledger(out, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert rows[0]["source_id"] == written
+
+
 def test_export_refuses_an_unknown_format(five: StateStore) -> None:
     with pytest.raises(ValueError, match="unknown ledger export format"):
         five.export_ledger(io.StringIO(), fmt="xml")  # type: ignore[arg-type]

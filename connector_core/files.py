@@ -1,0 +1,179 @@
+"""Local files an adapter writes: never through a symbolic link, replaced atomically.
+
+The load-time rule (:mod:`connector_core.local_paths`) refuses a target path that is or
+passes through a symbolic link. These functions keep that true while a job runs: every
+folder on the way and the file itself are opened with ``O_NOFOLLOW``, so a link that
+appears after the configuration was loaded stops the run (:class:`LinkRefused`) instead of
+being followed, and the new version of a file is written to a temporary file in the same
+folder and renamed over the old one relative to that folder's descriptor, so a folder
+swapped for a link halfway through changes nothing. It relies on POSIX ``dir_fd`` support
+(Linux, macOS, the BSDs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from connector_core.errors import ConfigError
+
+__all__ = ["LinkRefused", "first_link", "open_folder", "read_nofollow", "replace_file"]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_LINK_ERRORS = (errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", errno.ELOOP))
+
+
+class LinkRefused(ConfigError):
+    """A file an adapter writes is, or lies under, a symbolic link; it is never followed."""
+
+
+def first_link(path: Path) -> Path | None:
+    """The first part of absolute `path` that is a symbolic link, or None.
+
+    Parts that do not exist are not links; ``..`` is taken as written, after the part
+    before it was checked.
+    """
+    path = path.absolute()
+    current = Path(path.anchor)
+    for part in path.parts[1:]:
+        current = current / part
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return current
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+    return None
+
+
+def _refuse(path: Path, link: Path | None = None) -> LinkRefused:
+    how = "is" if link is None or link == path else f"passes through {link}, which is"
+    return LinkRefused(
+        f"{path} {how} a symbolic link; a file the connector writes is never reached "
+        "through a link",
+        hint="Replace the link with a plain file or folder, or point path: at the real file.",
+    )
+
+
+@contextlib.contextmanager
+def open_folder(folder: Path, *, shown: Path | None = None) -> Iterator[int]:
+    """A descriptor of `folder`, reached without following any symbolic link.
+
+    `shown` is the file named in the error (by default the folder itself).
+    """
+    folder = folder.absolute()
+    shown = shown or folder
+    if not _NOFOLLOW or not _DIRECTORY:  # no O_NOFOLLOW (Windows): check, then open
+        if (link := first_link(folder)) is not None:
+            raise _refuse(shown, link)
+        fd = os.open(folder, os.O_RDONLY)
+    else:
+        fd = _walk(folder, shown)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _walk(folder: Path, shown: Path) -> int:
+    flags = os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC
+    fd = os.open(folder.anchor, flags)
+    current = Path(folder.anchor)
+    try:
+        for part in folder.parts[1:]:
+            current = current / part
+            try:
+                nxt = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _LINK_ERRORS and os.path.islink(current):
+                    raise _refuse(shown, current) from None
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_nofollow(path: Path) -> io.FileIO:
+    """Open `path` for reading in binary, following no symbolic link on the way."""
+    path = path.absolute()
+    with open_folder(path.parent, shown=path) as folder:
+        try:
+            fd = os.open(path.name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(path):
+                raise _refuse(path) from None
+            raise
+    return io.FileIO(fd, "rb")
+
+
+def replace_file(
+    path: Path, dump: Callable[[IO[str]], None], *, encoding: str, mode: int | None = None
+) -> None:
+    """Write a new version of `path` with `dump`; readers see the old or the new file whole.
+
+    The temporary file is created beside `path` (``.<name>.<random>.tmp``) with owner-only
+    permissions, or `mode`, synced, and renamed over `path`; a link at `path` or on the way
+    to it stops with :class:`LinkRefused` and is left alone.
+    """
+    path = path.absolute()
+    with open_folder(path.parent, shown=path) as folder:
+        _refuse_link_at(path, folder)
+        tmp = _create_temporary(path.name, folder)
+        try:
+            with open(
+                tmp,
+                "w",
+                encoding=encoding,
+                errors="surrogateescape",
+                newline="",
+                opener=_at(folder, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode),
+            ) as out:
+                dump(out)
+                out.flush()
+                os.fsync(out.fileno())
+            _refuse_link_at(path, folder)
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+        if os.name == "posix":
+            os.fsync(folder)  # makes the rename itself durable
+
+
+def _refuse_link_at(path: Path, folder: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(os.stat(path.name, dir_fd=folder, follow_symlinks=False).st_mode):
+            raise _refuse(path)
+
+
+def _create_temporary(name: str, folder: int) -> str:
+    for _ in range(100):
+        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+        try:
+            os.stat(tmp, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", name)
+
+
+def _at(folder: int, flags: int, mode: int | None) -> Callable[[str, int], int]:
+    def opener(name: str, _flags: int) -> int:
+        fd = os.open(name, flags | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=folder)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        return fd
+
+    return opener

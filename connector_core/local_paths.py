@@ -1,0 +1,151 @@
+"""The load-time rule for local files a job writes: no links, no other file's place.
+
+A connection's settings tell which local paths it touches (:meth:`AdapterSettings.local_paths`,
+by default every setting holding a path) and which of them it writes as a job's target
+(:attr:`AdapterSettings.written_paths`). For every connection some job writes, each written
+path is resolved once, here, and refused (with the line of connector.yaml that sets it) when:
+
+- it is, or passes through, a symbolic link (a link to the source would make the writer keep
+  every row of the linked file in the recipient's file);
+- it is, contains, or lies inside a path another connection touches (the source, another
+  target, a CA bundle), also when written another way (``out/../data/./members.csv``) or
+  through a link or a hard link to the same file;
+- it is, contains or lies inside one of the connector's own files: connector.yaml, a policy,
+  the SQLite state database, the ledger's anchors file.
+
+The writers keep this true while a job runs (:mod:`connector_core.files`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from connector_core.adapters import AdapterSettings
+from connector_core.errors import Problem
+from connector_core.files import first_link
+from connector_core.yaml_errors import LocatedDocument, dotted
+
+if TYPE_CHECKING:
+    from connector_core.config import ConnectorConfig
+
+Loc = tuple[str | int, ...]
+_FIX = "give the target a file of its own"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Place:
+    path: Path  # as resolved: every link followed
+    what: str  # for messages: "connection 'members' (line 27)"
+    loc: Loc | None  # where connector.yaml sets it; None for connector.yaml itself
+    writes: bool = False  # a written path of a target connection
+
+
+def path_problems(
+    doc: LocatedDocument,
+    settings: Mapping[str, AdapterSettings],
+    model: ConnectorConfig | None,
+) -> list[Problem]:
+    """Problems with the paths target connections write, each at the line that sets it.
+
+    Args:
+        doc: connector.yaml as loaded, for locations.
+        settings: each connection's validated settings (those that validated).
+        model: the validated file, for the connector's own files; None if it did not validate.
+    """
+    targets = _targets(doc)
+    places = list(_connection_places(doc, settings, targets))
+    if model is not None:
+        places += _own_places(doc, model)
+    problems = []
+    for place in places:
+        if place.writes:
+            problems += _check(doc, place, places)
+    return problems
+
+
+def _targets(doc: LocatedDocument) -> set[str]:
+    jobs = doc.get(("jobs",))
+    bodies = jobs.values() if isinstance(jobs, dict) else ()
+    return {b["target"] for b in bodies if isinstance(b, dict) and isinstance(b.get("target"), str)}
+
+
+def _connection_places(
+    doc: LocatedDocument, settings: Mapping[str, AdapterSettings], targets: set[str]
+) -> Iterator[_Place]:
+    for name, values in settings.items():
+        written = type(values).written_paths if name in targets else frozenset()
+        for key, path in values.local_paths().items():
+            loc: Loc = ("connections", name, "settings", key)
+            line = _line(doc, loc)
+            what = f"{dotted(loc)} (line {line})" if line else dotted(loc)
+            yield _Place(path, what, loc, writes=key in written)
+
+
+def _own_places(doc: LocatedDocument, model: ConnectorConfig) -> Iterator[_Place]:
+    yield _Place(doc.path.resolve(), f"connector.yaml itself ({doc.path})", None)
+    if model.network.floor is not None:
+        yield _located(doc, model.network.floor, ("network", "floor"), "the network floor")
+    for job, body in model.jobs.items():
+        yield _located(doc, body.policy, ("jobs", job, "policy"), f"the policy of job {job!r}")
+    if model.ledger.anchors is not None:
+        yield _located(doc, model.ledger.anchors, ("ledger", "anchors"), "the ledger anchors file")
+    url = model.state.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        database = Path(url.removeprefix("sqlite:///").partition("?")[0])
+        yield _located(doc, database, ("state", "url"), "the state database")
+
+
+def _located(doc: LocatedDocument, path: Path, loc: Loc, what: str) -> _Place:
+    line = _line(doc, loc)
+    return _Place(path, f"{what} ({dotted(loc)}, line {line})" if line else what, loc)
+
+
+def _line(doc: LocatedDocument, loc: Loc) -> int | None:
+    mark = doc.locate(loc) if doc.get(loc) is not None else None
+    return mark[0] if mark else None
+
+
+def _check(doc: LocatedDocument, place: _Place, places: list[_Place]) -> list[Problem]:
+    assert place.loc is not None  # written places are connection settings
+    where = dotted(place.loc)
+    link = first_link(place.path)
+    if link is not None:
+        how = "is" if link == place.path else f"passes through {link}, which is"
+        message = (
+            f"{where}: {place.path} {how} a symbolic link; a target is written only where it "
+            f"is, never through a link (it could lead to the source or another file): point "
+            f"it at the real path, or replace the link with a plain file or folder"
+        )
+        return [doc.problem(place.loc, message)]
+    resolved = Path(os.path.normpath(place.path))
+    problems = []
+    for other in places:
+        if other is place:
+            continue
+        relation = _relation(resolved, other.path)
+        if relation:
+            message = f"{where}: {resolved} {relation} {other.what}, which a job would overwrite"
+            problems.append(doc.problem(place.loc, f"{message}; {_FIX}"))
+    return problems
+
+
+def _relation(written: Path, other: Path) -> str | None:
+    real = other.resolve()
+    if written == real or _same_file(written, other):
+        return "is the path of"
+    if real in written.parents:
+        return "lies inside the folder of"
+    if written in real.parents:
+        return "is a folder holding the path of"
+    return None
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False

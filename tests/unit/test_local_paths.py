@@ -1,0 +1,128 @@
+"""The load-time rule for written paths, as a third-party file adapter gets it: no code needed
+beyond ``written_paths``."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector_core.adapters import Adapter, AdapterSettings, ConfigPath, Page
+from connector_core.config import load_config
+from connector_core.errors import ConfigValidationError
+from connector_core.query import Condition
+
+
+class SheetSettings(AdapterSettings):
+    """A third-party file adapter's settings: the file it writes, and a template it reads."""
+
+    written_paths: ClassVar[frozenset[str]] = frozenset({"path"})
+    path: ConfigPath
+    template: ConfigPath | None = None
+
+
+class SheetAdapter(Adapter):
+    """Writes one file per connection (not a real adapter: only its settings matter here)."""
+
+    name = "sheet"
+    settings_model = SheetSettings
+
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        yield Page([])
+
+
+ADAPTERS: dict[str, type[Adapter]] = {"sheet": SheetAdapter}
+
+CONFIG = """\
+    version: 1
+    network: {name: Demo}
+    connections:
+      members:
+        adapter: sheet
+        settings: {path: data/members.csv}
+      north:
+        adapter: sheet
+        settings: {path: NORTH, template: TEMPLATE}
+    jobs:
+      nightly: {source: members, target: north, policy: policy.yaml}
+    """
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("net")
+    (root / "policy.yaml").write_text("rules: []\n")
+    (root / "data").mkdir()
+    (root / "data" / "members.csv").write_text("id\n")
+    (root / "out").mkdir()
+    return root
+
+
+def problems(folder: Path, north: str, template: str = "t.csv") -> list[str]:
+    text = CONFIG.replace("NORTH", repr(north)).replace("TEMPLATE", repr(template))
+    path = folder / "connector.yaml"
+    path.write_text(textwrap.dedent(text))
+    try:
+        load_config(path, ADAPTERS)
+    except ConfigValidationError as err:
+        return [str(p) for p in err.problems]
+    return []
+
+
+def test_a_plain_path_of_its_own_is_accepted(folder: Path) -> None:
+    assert problems(folder, "out/north.csv") == []
+
+
+segment = st.sampled_from(["./", ".//", "out/../", "data/../", "nowhere/../", "data/./../"])
+
+
+@given(st.lists(segment, max_size=4), st.lists(st.sampled_from(["./", "//"]), max_size=2))
+def test_the_sources_path_is_refused_however_spelled(
+    folder: Path, before: list[str], inside: list[str]
+) -> None:
+    spelled = "".join(before) + "data/" + "".join(inside) + "members.csv"
+    found = problems(folder, spelled)
+    assert len(found) == 1, spelled
+    assert f"{folder}/connector.yaml:9:" in found[0]
+    assert "is the path of connections.members.settings.path (line 6)" in found[0]
+
+
+def test_a_hard_link_to_the_source_is_refused(folder: Path) -> None:
+    linked = folder / "out" / "hard.csv"
+    os.link(folder / "data" / "members.csv", linked)
+    try:
+        assert "is the path of connections.members" in problems(folder, "out/hard.csv")[0]
+    finally:
+        linked.unlink()
+
+
+def test_paths_the_connection_itself_reads_count_too(folder: Path) -> None:
+    found = problems(folder, "out/north.csv", template="out/north.csv")
+    assert len(found) == 1
+    assert "is the path of connections.north.settings.template" in found[0]
+
+
+def test_a_folder_holding_another_path_is_refused(folder: Path) -> None:
+    assert "is a folder holding the path of" in problems(folder, "data")[0]
+
+
+def test_only_written_paths_of_targets_must_not_be_links(folder: Path) -> None:
+    link = folder / "template-link.csv"
+    link.symlink_to(folder / "data" / "members.csv")
+    try:
+        # A path the connection only reads may be a link, even to another connection's file.
+        assert problems(folder, "out/north.csv", template="template-link.csv") == []
+    finally:
+        link.unlink()
