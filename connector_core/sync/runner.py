@@ -75,9 +75,9 @@ class RunResult:
 
     ``planned`` lists the changes of a dry run (empty otherwise); ``failures`` holds one
     line per rejected record (source id and error, never field values); ``problems`` the
-    read problems (location and the adapter's message); ``aborted`` why the run stopped
-    early, with ``error`` the exception (its ``hint`` says what to do); ``full`` whether the
-    whole source was read, and ``full_reasons`` why.
+    read problems (location, key, column and what was expected, never a value); ``aborted``
+    why the run stopped early, with ``error`` the exception (its ``hint`` says what to do);
+    ``full`` whether the whole source was read, and ``full_reasons`` why.
     """
 
     job: str

@@ -80,9 +80,10 @@ def parse_card(text: str, fmt: CardFormat, *, card_id: str) -> ParsedCard:
     try:
         card = vobject.readOne(text, ignoreUnreadable=True)
     except (vobject.base.ParseError, UnicodeError, ValueError, AttributeError) as exc:
-        raise CardInvalid(f"not a readable vCard: {exc}") from None
+        line = getattr(exc, "lineNumber", None)  # the error's text quotes the card: left out
+        raise CardInvalid("not a readable vCard" + (f" (line {line})" if line else "")) from None
     if card.name != "VCARD":
-        raise CardInvalid(f"expected a VCARD, found {card.name}")
+        raise CardInvalid("not a vCard")
     record: Record = {"id": card_id}
     _read_names(card, record)
     record["email"] = _first_text(card, "email")
