@@ -8,6 +8,7 @@ fields (:func:`same_content`), never byte for byte: Nextcloud rewrites cards it 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -19,6 +20,10 @@ import vobject.vcard  # type: ignore[import-untyped]
 
 from connector_core.records import Record
 from connector_nextcloud.settings import MARKER_PROPERTY
+
+# vobject logs every line it skips verbatim ("Failed to parse line: NOTE;..."): a card's
+# content must never reach our logs, so those records are dropped at their logger.
+logging.getLogger("vobject.base").addFilter(lambda _record: False)
 
 _YES = frozenset({"yes", "true", "1", "granted"})
 _NO = frozenset({"no", "false", "0", "withdrawn", "denied"})
