@@ -179,3 +179,35 @@ def test_no_malformed_cell_reaches_any_output(
     text = results[0].stderr
     for key in bad:
         assert any(f"record {key!r}, field " in line for line in text.splitlines()), text
+
+
+def test_a_record_that_becomes_unreadable_is_not_taken_back(
+    runner: CliRunner, network: Path
+) -> None:
+    """An unreadable row is no evidence that the person left: what the target holds stays."""
+    write_members(network, {})
+    first = run(runner, "run", "north", cwd=network, env=ENV)
+    assert first.exit_code == 0, first.output
+    write_members(network, {"M2": {"Born": "Zq-later"}, "M3": {"No phone": "Zq-maybe"}})
+    second = run(runner, "run", "north", cwd=network, env=ENV)
+    assert second.exit_code == 1, second.output
+    assert "deleted 0" in second.stdout, second.stdout
+    with (network / "north.csv").open(newline="", encoding="utf-8") as file:
+        assert len(list(csv.DictReader(file))) == 3
+
+
+def test_a_row_without_a_readable_key_holds_back_takebacks_of_missing_rows(
+    runner: CliRunner, network: Path
+) -> None:
+    write_members(network, {})
+    assert run(runner, "run", "north", cwd=network, env=ENV).exit_code == 0
+    rows = (network / "members.csv").read_text(encoding="utf-8").splitlines()
+    ragged = rows[2] + ",an extra cell"  # M2: its cells no longer line up with the header
+    (network / "members.csv").write_text("\n".join([rows[0], rows[1], ragged]) + "\n")  # M3 gone
+    second = run(runner, "run", "north", cwd=network, env=ENV)
+    assert second.exit_code == 1, second.output
+    assert "deleted 0" in second.stdout, second.stdout
+    (network / "members.csv").write_text("\n".join(rows[:3]) + "\n")  # fixed: M3 is gone
+    third = run(runner, "run", "north", cwd=network, env=ENV)
+    assert third.exit_code == 0, third.output
+    assert "deleted 1" in third.stdout, third.stdout
