@@ -51,6 +51,7 @@ class Expected(enum.Enum):
     CSV_ROW = "a well-formed CSV row (closed quotes, no NUL character, cells under 128 kB)"
     ENCODING = "text in the file's encoding (see encoding: in the connection's settings)"
     VCARD = "a readable vCard"
+    JSON_RECORD = "a JSON object on one line (one record per line)"
     RECORD = "a record this adapter can read"
 
     @classmethod

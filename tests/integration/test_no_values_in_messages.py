@@ -211,3 +211,29 @@ def test_a_row_without_a_readable_key_holds_back_takebacks_of_missing_rows(
     third = run(runner, "run", "north", cwd=network, env=ENV)
     assert third.exit_code == 0, third.output
     assert "deleted 1" in third.stdout, third.stdout
+
+
+def test_preview_reports_unreadable_input_without_values_or_tracebacks(
+    runner: CliRunner, network: Path
+) -> None:
+    write_members(network, {"M2": {"Deceased": "Zq-csv"}})
+    jsonl = network / "people.jsonl"
+    jsonl.write_text(
+        '{"id": "J1", "first_name": "Ada", "consent": {"local_organizing": true}}\n'
+        '{"id": "J2", "first_name": "Zq-json\n' + "[" * 100_000 + "\n" + '["Zq-list"]\n'
+    )
+    policy = str(network / "north.yaml")
+    from_csv = run(runner, "policy", "preview", policy, "--input", "members", cwd=network)
+    from_json = run(runner, "policy", "preview", policy, "--input", str(jsonl), cwd=network)
+    for result in (from_csv, from_json):
+        assert result.exit_code == 0, result.output
+        assert "Zq-" not in result.output
+    assert (
+        f"skipped: {network / 'members.csv'}:3: record 'M2', field 'Deceased': expected a yes/no"
+        in (from_csv.stderr)
+    )
+    skipped = [line for line in from_json.stderr.splitlines() if line.startswith("skipped:")]
+    assert skipped == [
+        f"skipped: {jsonl}:{n}: expected a JSON object on one line (one record per line)"
+        for n in (2, 3, 4)
+    ]
