@@ -28,7 +28,15 @@ from connector_core.errors import (
     WriteNotSupported,
 )
 from connector_core.hookspecs import hookimpl
-from connector_core.records import FIELDS, Field, FieldMapping, FieldType, Record
+from connector_core.records import (
+    FIELDS,
+    Expected,
+    Field,
+    FieldMapping,
+    FieldType,
+    Record,
+    ValueInvalid,
+)
 
 try:
     __version__ = version("commons-connector")
@@ -47,6 +55,7 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "ExitCode",
+    "Expected",
     "Field",
     "FieldMapping",
     "FieldType",
@@ -58,6 +67,7 @@ __all__ = [
     "RecordRejected",
     "SecretRef",
     "SourceFields",
+    "ValueInvalid",
     "WriteNotSupported",
     "WriteResult",
     "__version__",

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from connector_core.credentials import NoSecrets, SecretLookup
 from connector_core.errors import WriteNotSupported
 from connector_core.query import Condition
-from connector_core.records import FIELDS, FieldMapping, Record
+from connector_core.records import FIELDS, Expected, FieldMapping, Record
 
 
 class Capability(enum.StrEnum):
@@ -118,15 +118,35 @@ class SourceFields:
     verified: bool = True
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReadProblem:
-    """A record the adapter could not read: reported with its location, then skipped."""
+    """A record the adapter could not read: reported, then skipped.
+
+    It says where the record is (``location``: ``file:line``, an address at the source), its
+    ``key`` when known, the column or native ``field`` at fault and what that should have
+    held (``expected``), and for a repeated key where the first one is (``first_at``). It
+    has no room for a value: a malformed cell may belong to a field no policy shares, and
+    problems reach summaries, ``--json``, log lines and the state store.
+    """
 
     location: str
-    message: str
+    expected: Expected
+    field: str | None = None
+    key: str | None = None
+    first_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.expected, Expected):
+            raise TypeError(
+                "ReadProblem takes an Expected, not a message: a problem never quotes a value"
+            )
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
+        about = [f"record {self.key!r}"] if self.key is not None else []
+        about += [f"field {self.field!r}"] if self.field is not None else []
+        where = ": ".join([self.location, ", ".join(about)]) if about else self.location
+        first = f" (first at {self.first_at})" if self.first_at else ""
+        return f"{where}: expected {self.expected.value}{first}"
 
 
 @dataclasses.dataclass(slots=True)

@@ -32,6 +32,7 @@ from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.local_paths import path_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
 from connector_core.yaml_errors import (
+    CONFIG_MAX_BYTES,
     LocatedDocument,
     did_you_mean,
     dotted,
@@ -273,7 +274,7 @@ def find_config(explicit: Path | None = None) -> Path:
 
 def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     """Load and check connector.yaml, raising one ConfigValidationError with every problem."""
-    doc = load_yaml(path)
+    doc = load_yaml(path, max_bytes=CONFIG_MAX_BYTES)
     base_dir = path.resolve().parent
     problems: list[Problem] = []
     model: ConnectorConfig | None = None

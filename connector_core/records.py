@@ -30,6 +30,59 @@ class FieldType(enum.StrEnum):
     MAPPING = "mapping"
 
 
+class Expected(enum.Enum):
+    """What a cell or field should have held: all a problem may say about a bad value.
+
+    Problems about records name the record's key, the column or field, and one of these;
+    never the value found, which may belong to a field no policy shares.
+    """
+
+    YES_NO = "a yes/no value (yes/no, true/false or 1/0)"
+    NUMBER = "a number (like 52.52)"
+    INTEGER = "a whole number"
+    DATE = "a date (YYYY-MM-DD)"
+    DATETIME = "a date and time (YYYY-MM-DDTHH:MM:SS)"
+    TEXT = "text"
+    LIST = "a list of texts"
+    MAPPING = "a mapping"
+    KEY = "a key (the cell is empty)"
+    UNIQUE_KEY = "a key no other record has"
+    ROW = "as many cells as the header has"
+    CSV_ROW = "a well-formed CSV row (closed quotes, no NUL character, cells under 128 kB)"
+    ENCODING = "text in the file's encoding (see encoding: in the connection's settings)"
+    VCARD = "a readable vCard"
+    JSON_RECORD = "a JSON object on one line (one record per line)"
+    RECORD = "a record this adapter can read"
+
+    @classmethod
+    def of(cls, field_type: FieldType) -> Expected:
+        """What a cell of `field_type` should hold."""
+        return _EXPECTED_OF_TYPE[field_type]
+
+
+_EXPECTED_OF_TYPE: Mapping[FieldType, Expected] = {
+    FieldType.STRING: Expected.TEXT,
+    FieldType.INTEGER: Expected.INTEGER,
+    FieldType.NUMBER: Expected.NUMBER,
+    FieldType.BOOLEAN: Expected.YES_NO,
+    FieldType.DATE: Expected.DATE,
+    FieldType.DATETIME: Expected.DATETIME,
+    FieldType.LIST: Expected.LIST,
+    FieldType.MAPPING: Expected.MAPPING,
+}
+
+
+class ValueInvalid(ValueError):
+    """A value that does not fit its field (the native `field`, when given). The message says
+    what was expected, never what was found, so it can go into any problem report as it is."""
+
+    def __init__(self, expected: Expected, field: str | None = None) -> None:
+        where = f"{field!r}: " if field is not None else ""
+        super().__init__(f"{where}expected {expected.value}")
+        self.expected = expected
+        self.field = field
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Field:
     """One canonical field: its name, value type and data classification."""
@@ -151,13 +204,22 @@ def parse_bool(text: str) -> bool | None:
         return True
     if value in {"0", "false", "no", "n", "f", "off"}:
         return False
-    raise ValueError(f"{text!r} is not a yes/no value (use yes/no, true/false or 1/0)")
+    raise ValueInvalid(Expected.YES_NO)
 
 
 def coerce(field: Field, text: str) -> Any:
-    """Turn a text cell into the field's type; empty text is None. Raises ValueError."""
+    """Turn a text cell into the field's type; empty text is None. Raises ValueInvalid."""
     if text == "":
         return None
+    try:
+        return _coerce(field, text)
+    except ValueInvalid:
+        raise
+    except ValueError:  # int(), float() and fromisoformat() quote the text: leave it out
+        raise ValueInvalid(Expected.of(field.type)) from None
+
+
+def _coerce(field: Field, text: str) -> Any:
     match field.type:
         case FieldType.STRING:
             return text

@@ -4,6 +4,12 @@
 where each value (and each mapping key) was written and report what PyYAML silently accepts,
 such as duplicate keys. :func:`validate` turns pydantic errors into ``path:line:col: message``
 problems an admin can act on. Messages never echo the value of a secret-like field.
+
+Every YAML input goes through :func:`load_yaml`, so every command applies the same limits:
+a size (:data:`POLICY_MAX_BYTES`, :data:`CONFIG_MAX_BYTES`, or ``CONNECTOR_MAX_YAML_BYTES``),
+a nesting depth (:data:`MAX_DEPTH`) and a number of values after aliases are expanded
+(:data:`MAX_NODES`). They are checked on the parser's event stream before any tree is
+built, so a hostile file costs at most one pass over its bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -23,7 +30,7 @@ from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from connector_core.credentials import SecretRef
-from connector_core.errors import ConfigValidationError, Problem
+from connector_core.errors import ConfigError, ConfigValidationError, Problem
 
 Loc = tuple[str | int, ...]
 Mark = tuple[int, int]
@@ -32,8 +39,18 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STANDARD_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-# Aliases can expand a small file into a huge tree ("billion laughs"); a config never needs this.
-_MAX_NODES = 2_000_000
+MiB = 1024 * 1024
+#: Policies, policy tests and record files: the largest realistic policy (a rule listing
+#: 60,000 postcodes) is 1.5 MB and takes 4 s to check; ordinary ones are a few kB.
+POLICY_MAX_BYTES = 1 * MiB
+#: connector.yaml: a network of 15,000 partners, a connection and a job each, needs ~5 MB.
+CONFIG_MAX_BYTES = 8 * MiB
+#: Overrides both size limits, for every command alike (what `policy check` accepts, `run` loads).
+MAX_BYTES_ENV = "CONNECTOR_MAX_YAML_BYTES"
+#: Nested lists and mappings; the deepest real input (combined conditions) needs about 20.
+MAX_DEPTH = 64
+#: Values after aliases are expanded: refuses "billion laughs" files before building them.
+MAX_NODES = 1_000_000
 # Field names that hold secrets: api_key and private_key are secret, key_column is not.
 _SECRET_NAME = re.compile(r"password|passwd|secret|token|credential|key$", re.IGNORECASE)
 _MAX_ECHO = 40
@@ -111,9 +128,12 @@ def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
 # --- loading -----------------------------------------------------------------------------
 
 
-def load_yaml(path: Path) -> LocatedDocument:
-    """Read a YAML file whose top level is a mapping; raise ConfigValidationError if unusable."""
-    text = _read_text(path)
+def load_yaml(path: Path, *, max_bytes: int = POLICY_MAX_BYTES) -> LocatedDocument:
+    """Read a YAML file whose top level is a mapping; raise ConfigValidationError if unusable.
+
+    `max_bytes` is the file's size limit unless ``CONNECTOR_MAX_YAML_BYTES`` sets another.
+    """
+    text = _read_text(path, _size_limit(max_bytes))
     node = _compose(path, text)
     if node is None or (isinstance(node, yaml.ScalarNode) and node.value == ""):
         raise _fail(path, None, "the file is empty", "Write the settings as `key: value` lines.")
@@ -133,9 +153,30 @@ def _fail(path: Path, mark: Mark | None, message: str, hint: str) -> ConfigValid
     return ConfigValidationError([Problem(str(path), line, col, message)], hint=hint)
 
 
-def _read_text(path: Path) -> str:
+def _size_limit(default: int) -> tuple[int, str]:
+    """The size limit in bytes, and where it comes from (for the message)."""
+    setting = os.environ.get(MAX_BYTES_ENV)
+    if setting is None:
+        return default, "the limit"
+    if not setting.strip().isdigit() or int(setting) < 1:
+        raise ConfigError(
+            f"{MAX_BYTES_ENV} must be a whole number of bytes, like {2 * default}",
+            hint=f"Fix or unset {MAX_BYTES_ENV} in the environment.",
+        )
+    return int(setting), f"the limit set by {MAX_BYTES_ENV}"
+
+
+def _size(count: int) -> str:
+    if count % MiB == 0:
+        return f"{count // MiB} MiB"
+    return f"{count:,} bytes"
+
+
+def _read_text(path: Path, limit: tuple[int, str]) -> str:
+    max_bytes, source = limit
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(max_bytes + 1)  # never more than the limit in memory
     except FileNotFoundError:
         raise _fail(path, None, "file not found", "Check the file name and folder.") from None
     except IsADirectoryError:
@@ -143,6 +184,13 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         message = f"cannot read the file: {exc.strerror or type(exc).__name__}"
         raise _fail(path, None, message, "Check the file's permissions.") from None
+    if len(raw) > max_bytes:
+        message = (
+            f"the file is larger than {source} of {_size(max_bytes)}; split it, "
+            f"or set {MAX_BYTES_ENV} to a larger number of bytes"
+        )
+        hint = f"Set {MAX_BYTES_ENV} alike for every command that reads the file."
+        raise _fail(path, None, message, hint)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -154,6 +202,7 @@ def _read_text(path: Path) -> str:
 
 def _compose(path: Path, text: str) -> yaml.Node | None:
     try:
+        _check_shape(path, yaml.parse(text, Loader=_Loader))
         node: yaml.Node | None = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(path, text, exc) from None
@@ -166,6 +215,53 @@ def _compose(path: Path, text: str) -> yaml.Node | None:
     except yaml.YAMLError as exc:
         raise _fail(path, None, f"could not parse YAML: {exc}", _SYNTAX_HINT) from None
     return node
+
+
+_DEPTH_HINT = "Flatten the structure: no setting, rule or condition needs this many levels."
+_NODES_HINT = "Write the values out, or use fewer aliases (*name) of aliases."
+
+
+def _check_shape(path: Path, events: Iterator[yaml.Event]) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and more than MAX_NODES values, counting what
+    each alias expands to, from the events alone (no tree, no recursion)."""
+    open_: list[tuple[int, int, str | None]] = []  # per collection: values before, level, anchor
+    deepest: list[int] = []  # per collection: the deepest level inside it
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels) it expands to
+    nodes = 0
+    for event in events:
+        size, levels = 1, 0
+        if isinstance(event, yaml.AliasEvent):
+            size, levels = anchors.get(event.anchor or "", (1, 0))
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_.append((nodes, len(open_) + 1, event.anchor))
+            deepest.append(len(open_))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            before, level, anchor = open_.pop()
+            inner = deepest.pop()
+            if deepest:
+                deepest[-1] = max(deepest[-1], inner)
+            if anchor:
+                anchors[anchor] = (nodes - before, inner - level + 1)
+            continue
+        elif not isinstance(event, yaml.ScalarEvent):
+            continue
+        elif event.anchor:
+            anchors[event.anchor] = (1, 0)
+        nodes += size
+        depth = len(open_) + levels
+        if deepest:
+            deepest[-1] = max(deepest[-1], depth)
+        if depth > MAX_DEPTH:
+            message = f"the lists and mappings here nest more than {MAX_DEPTH} levels deep"
+            raise _fail(path, _event_mark(event), message, _DEPTH_HINT)
+        if nodes > MAX_NODES:
+            message = f"the file expands to more than {MAX_NODES:,} values"
+            raise _fail(path, _event_mark(event), message, _NODES_HINT)
+
+
+def _event_mark(event: yaml.Event) -> Mark | None:
+    mark = event.start_mark
+    return None if mark is None else (mark.line + 1, mark.column + 1)
 
 
 def _mark(mark: yaml.Mark) -> Mark:
@@ -273,17 +369,12 @@ class _Builder:
         self.hint: str | None = None
         self._constructor = yaml.constructor.SafeConstructor()
         self._active: set[int] = set()
-        self._count = 0
 
     def add(self, node: yaml.Node, message: str, hint: str | None = None) -> None:
         self.problems.append(Problem(self.path, *_mark(node.start_mark), message))
         self.hint = self.hint or hint
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self._count += 1
-        if self._count > _MAX_NODES:
-            message = "the file expands to too many values (aliases nested too deeply)"
-            raise _fail(Path(self.path), _mark(node.start_mark), message, "Use fewer aliases.")
         self.marks[loc] = _mark(node.start_mark)
         if not node.tag.startswith(_STANDARD_TAG):
             self.add(node, f"unknown tag {node.tag}", "Remove the tag: plain YAML values only.")

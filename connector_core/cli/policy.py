@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from connector_core.adapters import Adapter
+from connector_core.adapters import Adapter, ReadProblem
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
@@ -26,7 +26,7 @@ from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy
 from connector_core.policy.policytest import collect_results, find_test_files, normalize_record
 from connector_core.policy.schema import policy_json_schema
-from connector_core.records import Record
+from connector_core.records import Expected, Record
 from connector_core.sync.job import load_job_policy
 from connector_core.sync.schema_check import SchemaReport, check_source
 from connector_core.yaml_errors import load_yaml
@@ -209,10 +209,7 @@ def _input_records(app: App, source: str) -> Iterator[Record]:
     """Records from a connection of connector.yaml, a .csv file, or a JSON-lines file."""
     path = Path(source)
     if path.suffix in {".json", ".jsonl"} and path.is_file():
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    yield normalize_record(json.loads(line))
+        yield from _json_lines(path)
         return
     if path.suffix == ".csv" and path.is_file():
         adapter: Adapter = _csv_adapter(app, path)
@@ -220,7 +217,29 @@ def _input_records(app: App, source: str) -> Iterator[Record]:
         adapter = app.config.open_adapter(source)
     with adapter:
         for page in adapter.read(cursor=None, fields=None, where=None):
+            for problem in page.problems:
+                _skipped(problem)
             yield from page.records
+
+
+def _json_lines(path: Path) -> Iterator[Record]:
+    """One record per line; a line that is not a JSON object is skipped and reported."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except (ValueError, RecursionError):  # their messages quote the line: left out
+                data = None
+            if isinstance(data, dict):
+                yield normalize_record(data)
+            else:
+                _skipped(ReadProblem(f"{path}:{number}", Expected.JSON_RECORD))
+
+
+def _skipped(problem: ReadProblem) -> None:
+    click.secho(f"skipped: {problem}", fg="yellow", err=True)
 
 
 def _csv_adapter(app: App, path: Path) -> Adapter:

@@ -72,6 +72,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "job": result.job,
         "counts": result.counts.as_dict(),
         "failures": result.failures,
+        "problems": result.problems,
         "aborted": result.aborted,
         "held": result.held,
         "full": result.full,

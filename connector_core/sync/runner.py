@@ -75,9 +75,9 @@ class RunResult:
 
     ``planned`` lists the changes of a dry run (empty otherwise); ``failures`` holds one
     line per rejected record (source id and error, never field values); ``problems`` the
-    read problems (location and the adapter's message); ``aborted`` why the run stopped
-    early, with ``error`` the exception (its ``hint`` says what to do); ``full`` whether the
-    whole source was read, and ``full_reasons`` why.
+    read problems (location, key, column and what was expected, never a value); ``aborted``
+    why the run stopped early, with ``error`` the exception (its ``hint`` says what to do);
+    ``full`` whether the whole source was read, and ``full_reasons`` why.
     """
 
     job: str
@@ -190,6 +190,7 @@ class _Run:
         self.touched: set[str] = set()  # owed source ids this run's read decided again
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
+        self.unidentified = 0  # unreadable records without a key: nobody counts as missing
 
     @property
     def counts(self) -> RunCounts:
@@ -243,7 +244,7 @@ class _Run:
             seen = seen if page.snapshot else None
             self._page(page, seen)
             held, pages = page.cursor, pages + 1
-        if seen is not None and pages:
+        if seen is not None and pages and not self.unidentified:
             self._missing(seen, MISSING_AT_SOURCE if where is None else MISSING_FROM_FILTERED_READ)
         self._untouched()
         self._guard(empty=self.counts.read == 0)
@@ -270,10 +271,11 @@ class _Run:
 
     def _page(self, page: Page, seen: set[str] | None) -> None:
         self.counts.read += len(page.records)
-        self._problems(page)
+        self._problems(page, seen)
         records = [r for r in page.records if r.get("id") not in (None, "")]
         if len(records) < len(page.records):
             self.counts.problems += len(page.records) - len(records)
+            self.unidentified += len(page.records) - len(records)
             self.result.problems.append(f"{self.job.source.connection}: a record without an id")
         ids = [str(r["id"]) for r in records]
         if seen is not None:
@@ -290,10 +292,17 @@ class _Run:
         if self.progress is not None:
             self.progress(len(page.records))
 
-    def _problems(self, page: Page) -> None:
+    def _problems(self, page: Page, seen: set[str] | None) -> None:
+        """Report what the source could not read. Never delete on absent evidence: an
+        unreadable record was seen (the target keeps what it has); one without a key could
+        be anybody, so then no record counts as missing at the source in this run."""
         for problem in page.problems:
             self.counts.problems += 1
             self.result.problems.append(str(problem))
+            if problem.key is None:
+                self.unidentified += 1
+            elif seen is not None:
+                seen.add(problem.key)
             log.warning(
                 "job %s: could not read the record at %s",
                 self.job.name,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -430,3 +432,29 @@ def test_secret_values_are_scrubbed_from_validator_messages(tmp_path: Path) -> N
     with pytest.raises(ConfigValidationError) as info:
         validate(doc, Careless)
     assert str(info.value) == f"{doc.path}:1:8: token: *** is not accepted"
+
+
+def test_an_alias_bomb_is_refused_quickly_in_bounded_memory(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 13)]
+    path = write(tmp_path, "\n".join(lines) + "\n")  # 10**13 values once expanded
+    tracemalloc.start()
+    started = time.monotonic()
+    problems = load_problems(path)
+    elapsed = time.monotonic() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert problems == [f"{path}:6:45: the file expands to more than 1,000,000 values"]
+    assert elapsed < 2
+    assert peak < 10 * 1024 * 1024
+
+
+def test_deep_aliases_count_their_own_levels(tmp_path: Path) -> None:
+    nested = "[" * 40 + "]" * 40
+    path = write(
+        tmp_path,
+        f"a: &deep {nested}\nb: [[[[[[[[[[[[[[[[[[[[[[[[[[*deep]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+    )
+    assert load_problems(path) == [
+        f"{path}:2:30: the lists and mappings here nest more than 64 levels deep"
+    ]

@@ -20,12 +20,14 @@ from connector_core.adapters import (
     Capability,
     Change,
     Page,
+    ReadProblem,
     SourceFields,
     WriteResult,
 )
 from connector_core.credentials import SecretLookup
 from connector_core.errors import ConfigError
 from connector_core.query import Condition
+from connector_core.records import Record, ValueInvalid
 
 _CURSOR_VERSION = 1
 
@@ -236,11 +238,11 @@ class CivicrmAdapter(Adapter):
             for row in rows:
                 if state.since is not None and row.get("modified_date") == state.since:
                     state.seen[str(row["id"])] = _digest(row)
-            records = [self._record(row, fields) for row in rows]
+            records, problems = self._decode(rows, fields)
             last = len(rows) < self.page_size
             after = int(rows[-1]["id"]) if rows else after
             state.after = None if last else after
-            yield Page(records, state.dump(), snapshot=snapshot)
+            yield Page(records, state.dump(), problems=problems, snapshot=snapshot)
             if last:
                 return
 
@@ -254,7 +256,8 @@ class CivicrmAdapter(Adapter):
             rows = self._get(where, {"modified_date": "ASC", "id": "ASC"}, fields)
             delivered.update(int(r["id"]) for r in rows)
             fresh = [row for row in rows if state.fresh(row)]
-            yield Page(self._records(fresh, fields), state.dump())
+            records, problems = self._records(fresh, fields)
+            yield Page(records, state.dump(), problems=problems)
             if len(rows) < self.page_size:
                 break
             stamp, last = rows[-1]["modified_date"], rows[-1]["id"]
@@ -281,13 +284,16 @@ class CivicrmAdapter(Adapter):
             chunk = ids[start : start + self.page_size]
             where = [*self._scope(), ["is_deleted", "IN", [0, 1]], *pushed, ["id", "IN", chunk]]
             rows = self._get(where, {"id": "ASC"}, fields)
-            yield Page(self._records(rows, fields), state.dump())
+            records, problems = self._records(rows, fields)
+            yield Page(records, state.dump(), problems=problems)
         state.history = max(int(h["id"]) for h in history)
         yield Page([], state.dump())
 
-    def _records(self, rows: list[dict[str, Any]], fields: frozenset[str] | None) -> list[Any]:
+    def _records(
+        self, rows: list[dict[str, Any]], fields: frozenset[str] | None
+    ) -> tuple[list[Record], list[ReadProblem]]:
         """Canonical records; trashed contacts also say whom they were merged into."""
-        records = [self._record(row, fields) for row in rows]
+        records, problems = self._decode(rows, fields)
         trashed = [r for r in records if r["deleted"]]
         if trashed:
             calls = {
@@ -300,7 +306,22 @@ class CivicrmAdapter(Adapter):
                 survivor = found[0].get("id") if found and isinstance(found[0], dict) else None
                 record[MERGED_TO] = str(survivor) if survivor else None
                 record["merged_into"] = record[MERGED_TO]
-        return records
+        return records, problems
+
+    def _decode(
+        self, rows: list[dict[str, Any]], fields: frozenset[str] | None
+    ) -> tuple[list[Record], list[ReadProblem]]:
+        """The rows as records; a row with a value that does not fit its field is a problem
+        naming the contact and the field, never the value."""
+        records: list[Record] = []
+        problems: list[ReadProblem] = []
+        for row in rows:
+            try:
+                records.append(self._record(row, fields))
+            except ValueInvalid as exc:
+                where = f"connection {self.connection!r}"
+                problems.append(ReadProblem(where, exc.expected, exc.field, key=str(row["id"])))
+        return records, problems
 
     def _record(self, row: dict[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:
         record = self.contacts.to_record(row, fields)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connector_civicrm.settings import CivicrmSettings, ConsentRule
-from connector_core.records import FIELDS, FieldMapping, FieldType, Record
+from connector_core.records import FIELDS, Expected, FieldMapping, FieldType, Record, ValueInvalid
 
 DEFAULT_MAPPING: Mapping[str, str] = {
     "first_name": "first_name",
@@ -132,7 +132,7 @@ class ContactMapping:
         record: Record = {"id": str(row["id"]), EXTERNAL_ID: _text(row.get("external_identifier"))}
         for canonical, native in self.fields.items():
             if canonical in wanted and canonical not in SPECIAL and native in row:
-                record[canonical] = _value(canonical, row[native])
+                record[canonical] = _checked(canonical, native, row[native])
         for canonical, native in self.custom.items():
             if canonical in wanted and native in row:
                 record[canonical] = _plain(row[native])
@@ -148,7 +148,7 @@ class ContactMapping:
         return record
 
     def _consent(self, row: Mapping[str, Any], statuses: Mapping[str, str]) -> dict[str, Any]:
-        at = _value("modified_at", row.get("modified_date"))
+        at = _checked("modified_at", "modified_date", row.get("modified_date"))
         consent: dict[str, Any] = {}
         for purpose, rule in self.consent.items():
             granted = _granted(rule, row, statuses)
@@ -262,6 +262,14 @@ def _text(value: Any) -> str | None:
 
 def _plain(value: Any) -> Any:
     return None if value == "" else value
+
+
+def _checked(canonical: str, native: str, value: Any) -> Any:
+    """`_value`, raising ValueInvalid (which names `native`, never the value) on bad data."""
+    try:
+        return _value(canonical, value)
+    except (TypeError, ValueError):
+        raise ValueInvalid(Expected.of(FIELDS[canonical].type), native) from None
 
 
 def _value(canonical: str, value: Any) -> Any:

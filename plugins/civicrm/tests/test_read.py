@@ -9,7 +9,7 @@ from typing import Any
 from connector_civicrm import CivicrmAdapter
 from connector_civicrm.testing import FakeCiviCRM
 
-from connector_core.records import Record
+from connector_core.records import Expected, Record
 
 MakeAdapter = Callable[..., CivicrmAdapter]  # as in conftest.py (test modules import no conftest)
 
@@ -218,3 +218,21 @@ def test_group_changes_are_read_incrementally(
     assert [(r["first_name"], r["consent"]["news"]["granted"]) for r in records] == [("A", True)]
     assert fake_civicrm.count_requests() <= 3
     assert read_all(adapter, cursor=cursor)[0] == []
+
+
+def test_a_value_that_does_not_fit_its_field_is_a_problem_without_the_value(
+    fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
+) -> None:
+    good = fake_civicrm.add_contact(contact_type="Individual", first_name="A")
+    bad = fake_civicrm.add_contact(contact_type="Individual", first_name="B")
+    with fake_civicrm.store.lock:  # a damaged row, as a broken import can leave in MySQL
+        fake_civicrm.store.tables["Contact"][bad]["modified_date"] = "Zq-hidden"
+    pages = list(make_adapter().read(cursor=None, fields=frozenset({"modified_at"})))
+    assert [r["id"] for p in pages for r in p.records] == [str(good)]
+    [problem] = [q for p in pages for q in p.problems]
+    assert (problem.key, problem.field, problem.expected) == (
+        str(bad),
+        "modified_date",
+        Expected.DATETIME,
+    )
+    assert "Zq-hidden" not in str(problem)

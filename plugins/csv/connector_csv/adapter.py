@@ -32,14 +32,13 @@ from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError, ConfigError
 from connector_core.files import replace_file
 from connector_core.query import Condition
-from connector_core.records import FIELDS, Record
+from connector_core.records import FIELDS, Expected, Record
 from connector_csv.columns import (
     ColumnMap,
     RenderError,
     RowDecoder,
     RowInvalid,
     check_encodable,
-    shorten,
 )
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile, RawRow, file_cursor, file_errors
@@ -196,7 +195,7 @@ class CsvAdapter(Adapter):
             try:
                 records.append(self._decode(row, decoder, first_lines))
             except RowInvalid as exc:
-                problems.append(self._problem(row.line, str(exc)))
+                problems.append(self._problem(row.line, exc, first_lines))
             if max(len(records), len(problems)) >= self.page_size:
                 yield Page(records, problems=problems, snapshot=True)
                 records, problems = [], []
@@ -205,19 +204,23 @@ class CsvAdapter(Adapter):
 
     def _decode(self, row: RawRow, decoder: RowDecoder, first_lines: dict[str, int]) -> Record:
         if row.error is not None:
-            raise RowInvalid(row.error)
+            raise RowInvalid(Expected.CSV_ROW)
         record = decoder.decode(row.cells)
         key: str = record["id"]
         if key in first_lines:
-            raise RowInvalid(
-                f"duplicate key {shorten(key)!r} in column {self.settings.key_column!r} "
-                f"(first on line {first_lines[key]})"
-            )
+            raise RowInvalid(Expected.UNIQUE_KEY, self.settings.key_column, key=key)
         first_lines[key] = row.line
         return record
 
-    def _problem(self, line: int, message: str) -> ReadProblem:
-        problem = ReadProblem(f"{self.settings.path}:{line}", message)
+    def _problem(self, line: int, exc: RowInvalid, first_lines: dict[str, int]) -> ReadProblem:
+        first = first_lines.get(exc.key or "") if exc.expected is Expected.UNIQUE_KEY else None
+        problem = ReadProblem(
+            f"{self.settings.path}:{line}",
+            exc.expected,
+            field=exc.column,
+            key=exc.key,
+            first_at=None if first is None else f"line {first}",
+        )
         if self.settings.strict:
             raise AdapterError(str(problem), hint=_STRICT_HINT)
         return problem

@@ -17,10 +17,12 @@ from connector_core.cells import unneutralize
 from connector_core.errors import ConfigError
 from connector_core.records import (
     FIELDS,
+    Expected,
     Field,
     FieldMapping,
     FieldType,
     Record,
+    ValueInvalid,
     coerce,
     consent_purpose,
     is_extra,
@@ -29,16 +31,7 @@ from connector_core.records import (
 )
 from connector_csv.dialect import UNDECODABLE
 
-_SHOWN_LENGTH = 40
 _LIST_SEPARATORS = (";", "|")
-
-_EXPECTED = {
-    FieldType.BOOLEAN: "a yes/no value (yes/no, true/false or 1/0)",
-    FieldType.DATE: "a date (YYYY-MM-DD)",
-    FieldType.DATETIME: "a date and time (YYYY-MM-DDTHH:MM:SS)",
-    FieldType.NUMBER: "a number (like 52.52)",
-    FieldType.INTEGER: "a whole number",
-}
 _ACCEPTED: Mapping[FieldType, tuple[type, ...]] = {
     FieldType.STRING: (str, int, float),
     FieldType.INTEGER: (int,),
@@ -50,23 +43,21 @@ _ACCEPTED: Mapping[FieldType, tuple[type, ...]] = {
 }
 
 
-def _expected(field_type: FieldType) -> str:
-    return _EXPECTED.get(field_type, f"a {field_type} value")
-
-
 class RowInvalid(ValueError):
-    """A row that cannot become a record; the message names the column, not other cells."""
+    """A row that cannot become a record: the column at fault and what it should hold (the
+    parts of a :class:`~connector_core.adapters.ReadProblem`), never what a cell holds."""
+
+    def __init__(
+        self, expected: Expected, column: str | None = None, *, key: str | None = None
+    ) -> None:
+        super().__init__(f"column {column!r}: expected {expected.value}")
+        self.expected = expected
+        self.column = column
+        self.key = key
 
 
 class RenderError(ValueError):
     """A record value that cannot be written to its column; the message holds no values."""
-
-
-def shorten(text: str) -> str:
-    """A cell value short enough for a problem message."""
-    if len(text) <= _SHOWN_LENGTH:
-        return text
-    return text[: _SHOWN_LENGTH - 3] + "..."
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,18 +200,21 @@ class RowDecoder:
     def decode(self, cells: list[str]) -> Record:
         """The record in `cells`, with formula protection undone if the file uses it."""
         if UNDECODABLE.search("".join(cells)):
-            raise RowInvalid(f"invalid {self.encoding} bytes")
+            raise RowInvalid(Expected.ENCODING)
         if len(cells) != self.width:
-            raise RowInvalid(f"the row has {len(cells)} cells but the header has {self.width}")
+            raise RowInvalid(Expected.ROW)
         unguard = unneutralize if self.neutralized else _same
         index, name = self.key
         if not cells[index].strip():
-            raise RowInvalid(f"missing key: column {name!r} is empty")
+            raise RowInvalid(Expected.KEY, name)
         record: Record = {"id": unguard(cells[index])}
         if self.has_consent:
             record["consent"] = {}
         for index, column in self.plan:
-            _fill(record, column, unguard(cells[index]), self.source)
+            try:
+                _fill(record, column, unguard(cells[index]), self.source)
+            except ValueInvalid as exc:
+                raise RowInvalid(exc.expected, column.native, key=record["id"]) from None
         return record
 
 
@@ -229,24 +223,19 @@ def _same(cell: str) -> str:
 
 
 def _fill(record: Record, column: Column, text: str, source: str) -> None:
-    try:
-        if column.purpose is not None:
-            granted = parse_bool(text)
-            if granted is not None:
-                record["consent"][column.purpose] = {
-                    "granted": granted,
-                    "source": source,
-                    "at": None,
-                }
-        elif column.field is not None:
-            record[column.canonical] = coerce(column.field, text)
-        else:
-            record[column.canonical] = text or None
-    except ValueError:
-        field_type = column.field.type if column.field else FieldType.BOOLEAN
-        raise RowInvalid(
-            f"column {column.native!r}: {shorten(text)!r} is not {_expected(field_type)}"
-        ) from None
+    """Put the cell's value in `record`; raises ValueInvalid (which holds no value)."""
+    if column.purpose is not None:
+        granted = parse_bool(text)
+        if granted is not None:
+            record["consent"][column.purpose] = {
+                "granted": granted,
+                "source": source,
+                "at": None,
+            }
+    elif column.field is not None:
+        record[column.canonical] = coerce(column.field, text)
+    else:
+        record[column.canonical] = text or None
 
 
 def _render(column: Column, record: Record) -> str:
@@ -286,7 +275,9 @@ def _render_typed(field: Field, value: Any) -> str:
     try:
         coerce(field, text)
     except ValueError:
-        raise RenderError(f"{field.name}: the value is not {_expected(field.type)}") from None
+        raise RenderError(
+            f"{field.name}: the value is not {Expected.of(field.type).value}"
+        ) from None
     return text
 
 

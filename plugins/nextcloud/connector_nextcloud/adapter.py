@@ -34,7 +34,7 @@ from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError
 from connector_core.http import RETRY_STATUSES, http_errors, make_retry, make_session
 from connector_core.query import Condition
-from connector_core.records import Record
+from connector_core.records import Expected, Record
 from connector_nextcloud.carddav import (
     Card,
     CardDavClient,
@@ -260,8 +260,8 @@ class NextcloudAdapter(Adapter):
                 continue
             try:
                 parsed = parse_card(card.data, self.format, card_id=card_id)
-            except CardInvalid as exc:
-                problems.append(ReadProblem(member.href, str(exc)))
+            except CardInvalid:  # its message may quote the card: a problem never does
+                problems.append(ReadProblem(member.href, Expected.VCARD, key=card_id))
                 continue
             records.append(self._project(parsed.record))
         return records, problems

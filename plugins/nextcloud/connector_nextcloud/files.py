@@ -55,8 +55,10 @@ from connector_core.http import http_errors, make_session, raise_for_auth
 from connector_core.query import Condition
 from connector_core.records import (
     FIELDS,
+    Expected,
     FieldType,
     Record,
+    ValueInvalid,
     coerce,
     consent_purpose,
     is_extra,
@@ -269,32 +271,42 @@ class _Codec:
         return str(value)
 
     def decode(self, cells: Mapping[str, str], fields: frozenset[str] | None) -> Record:
-        """The record in one row (cells already un-neutralised); raises ValueError."""
+        """The record in one row (cells already un-neutralised); raises CellInvalid."""
         record: Record = {"id": cells[KEY_COLUMN]}
         for column in self.columns:
-            if column.name not in cells:
-                continue
-            wanted = fields is None or column.canonical in fields
-            if column.purpose is not None:
-                if fields is not None and "consent" not in fields and not wanted:
-                    continue
-                granted = parse_bool(cells[column.name])
-                if granted is not None:
-                    record.setdefault("consent", {})[column.purpose] = {
-                        "granted": granted,
-                        "source": self.source,
-                        "at": None,
-                    }
-                continue
-            if not wanted:
-                continue
-            text = cells[column.name]
-            field = FIELDS.get(column.canonical)
-            try:
-                record[column.canonical] = coerce(field, text) if field else (text or None)
-            except ValueError:
-                raise ValueError(f"column {column.name!r} has a value of the wrong type") from None
+            if column.name in cells:
+                try:
+                    self._fill(record, column, cells[column.name], fields)
+                except ValueInvalid as exc:
+                    raise CellInvalid(exc.expected, column.name) from None
         return record
+
+    def _fill(
+        self, record: Record, column: _Column, text: str, fields: frozenset[str] | None
+    ) -> None:
+        wanted = fields is None or column.canonical in fields
+        if column.purpose is not None:
+            if fields is not None and "consent" not in fields and not wanted:
+                return
+            granted = parse_bool(text)
+            if granted is not None:
+                record.setdefault("consent", {})[column.purpose] = {
+                    "granted": granted,
+                    "source": self.source,
+                    "at": None,
+                }
+        elif wanted:
+            field = FIELDS.get(column.canonical)
+            record[column.canonical] = coerce(field, text) if field else (text or None)
+
+
+class CellInvalid(ValueError):
+    """A cell that does not fit its column: which column, and what it should hold."""
+
+    def __init__(self, expected: Expected, column: str) -> None:
+        super().__init__(f"column {column!r}: expected {expected.value}")
+        self.expected = expected
+        self.column = column
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -513,20 +525,20 @@ class NextcloudFilesAdapter(Adapter):
         for line, row in rows:
             where_ = f"{self.settings.file_name}:{line}"
             if len(row) != len(header):
-                problems.append(ReadProblem(where_, "the row does not match the header"))
+                problems.append(ReadProblem(where_, Expected.ROW))
             else:
                 cells = {name: unneutralize(cell) for name, cell in zip(header, row, strict=True)}
                 key = cells[KEY_COLUMN]
                 if not key.strip():
-                    problems.append(ReadProblem(where_, "the id cell is empty"))
+                    problems.append(ReadProblem(where_, Expected.KEY, KEY_COLUMN))
                 elif key in seen:
-                    problems.append(ReadProblem(where_, "the id is repeated"))
+                    problems.append(ReadProblem(where_, Expected.UNIQUE_KEY, KEY_COLUMN, key))
                 else:
                     try:
                         records.append(self._codec.decode(cells, fields))
                         seen.add(key)
-                    except ValueError as exc:
-                        problems.append(ReadProblem(where_, str(exc)))
+                    except CellInvalid as exc:
+                        problems.append(ReadProblem(where_, exc.expected, exc.column, key))
             if max(len(records), len(problems)) >= self.page_size:
                 yield Page(records, problems=problems, snapshot=True)
                 records, problems = [], []

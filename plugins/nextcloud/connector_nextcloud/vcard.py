@@ -8,6 +8,7 @@ fields (:func:`same_content`), never byte for byte: Nextcloud rewrites cards it 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -19,6 +20,10 @@ import vobject.vcard  # type: ignore[import-untyped]
 
 from connector_core.records import Record
 from connector_nextcloud.settings import MARKER_PROPERTY
+
+# vobject logs every line it skips verbatim ("Failed to parse line: NOTE;..."): a card's
+# content must never reach our logs, so those records are dropped at their logger.
+logging.getLogger("vobject.base").addFilter(lambda _record: False)
 
 _YES = frozenset({"yes", "true", "1", "granted"})
 _NO = frozenset({"no", "false", "0", "withdrawn", "denied"})
@@ -80,9 +85,10 @@ def parse_card(text: str, fmt: CardFormat, *, card_id: str) -> ParsedCard:
     try:
         card = vobject.readOne(text, ignoreUnreadable=True)
     except (vobject.base.ParseError, UnicodeError, ValueError, AttributeError) as exc:
-        raise CardInvalid(f"not a readable vCard: {exc}") from None
+        line = getattr(exc, "lineNumber", None)  # the error's text quotes the card: left out
+        raise CardInvalid("not a readable vCard" + (f" (line {line})" if line else "")) from None
     if card.name != "VCARD":
-        raise CardInvalid(f"expected a VCARD, found {card.name}")
+        raise CardInvalid("not a vCard")
     record: Record = {"id": card_id}
     _read_names(card, record)
     record["email"] = _first_text(card, "email")

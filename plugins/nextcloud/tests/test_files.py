@@ -18,6 +18,7 @@ from connector_nextcloud.testing.webdav_server import WebDavServer
 from connector_core.adapters import Change
 from connector_core.credentials import SecretRef, StaticSecrets
 from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
+from connector_core.records import Expected
 from connector_core.testing import sample_records
 
 USER, PASSWORD = "alice", "app-password-1234"
@@ -411,3 +412,22 @@ def test_the_folder_is_shared_with_the_group_once(
     ]
     assert len(ocs.requests_to("POST")) == 1
     assert len(ocs.requests_to("GET")) == 2  # one listing per adapter instance
+
+
+def test_a_malformed_cell_is_a_problem_naming_its_column_not_its_value(
+    files: NextcloudFilesAdapter, dav: WebDavServer
+) -> None:
+    final(dav).write_text(
+        "id,first_name,do_not_phone,birth_date\n"
+        "1,Ada,no,1990-01-01\n2,Bob,Zq-hidden,1990-01-01\n3,Cy,no,Zq-other\n1,Dup,no,\n",
+        encoding="utf-8",
+    )
+    pages = list(files.read())
+    assert [r["id"] for p in pages for r in p.records] == ["1"]
+    problems = [q for p in pages for q in p.problems]
+    assert [(q.key, q.field, q.expected) for q in problems] == [
+        ("2", "do_not_phone", Expected.YES_NO),
+        ("3", "birth_date", Expected.DATE),
+        ("1", "id", Expected.UNIQUE_KEY),
+    ]
+    assert not any("Zq-" in str(q) or "Dup" in str(q) for q in problems)

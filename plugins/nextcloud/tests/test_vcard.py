@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from connector_nextcloud import NextcloudAdapter, NextcloudSettings
 from connector_nextcloud.vcard import (
     MAPPED_FIELDS,
     CardFormat,
+    CardInvalid,
     comparable,
     parse_card,
     render_card,
@@ -131,3 +134,25 @@ def test_available_fields_report_the_mapping_unverified() -> None:
     assert "consent" not in found.provided
     assert "phone" not in found.provided
     assert "consent.local" in found.provided
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Zq-hidden\r\n",
+        "BEGIN:VCALENDAR\r\nX-ZQ-HIDDEN:Zq-hidden\r\nEND:VCALENDAR\r\n",
+    ],
+    ids=["unterminated", "not-a-vcard"],
+)
+def test_an_unreadable_card_is_reported_without_its_content(text: str) -> None:
+    with pytest.raises(CardInvalid) as info:
+        parse_card(text, CardFormat(), card_id="k1")
+    assert "not a" in str(info.value)
+    assert "hidden" not in str(info.value).lower()
+
+
+def test_a_skipped_line_is_not_logged_verbatim(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    text = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ada\r\nNOTE;Zq-hidden\r\nEND:VCARD\r\n"
+    assert parse_card(text, CardFormat(), card_id="k1").record["display_name"] == "Ada"
+    assert "Zq-hidden" not in caplog.text
