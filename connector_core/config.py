@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath
-from connector_core.credentials import KeyringSecrets, SecretRef
+from connector_core.credentials import NETWORK, KeyringSecrets, SecretRef
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.records import FIELDS, consent_purpose, is_known_field
 from connector_core.yaml_errors import (
@@ -81,7 +81,12 @@ class _Block(BaseModel):
 class NetworkConfig(_Block):
     """Who runs this connector."""
 
-    name: str = Field(description="The network's name, shown in reports and the ledger")
+    name: str = Field(
+        min_length=1,
+        pattern=r"^\S(.*\S)?$",
+        description="The network's name, shown in reports and the ledger; it also namespaces "
+        "the network's keyring entries, so give each network on one OS account its own name",
+    )
     floor: Annotated[ConfigPath, AfterValidator(_check_policy_file)] | None = Field(
         default=None,
         description="The network floor policy: every job's policy can only narrow what it "
@@ -231,13 +236,18 @@ class Config:
         """The job called `name`; a ConfigError with a suggestion if there is none."""
         return _lookup(self.model.jobs, name, "job", self.path)
 
+    def secrets(self, connection: str = NETWORK, *, legacy: bool = True) -> KeyringSecrets:
+        """The secrets of `connection` (default: the network's own), in this network's
+        keyring namespace; `legacy` also reads entries of before namespacing."""
+        return KeyringSecrets(self.model.network.name, connection, legacy=legacy)
+
     def open_adapter(self, connection: str) -> Adapter:
         """Construct the adapter of `connection` with its settings, secrets and mapping."""
         mapping = self.connection(connection).mapping
         adapter_cls = self.adapters[connection]
         return adapter_cls(
             self.settings[connection],
-            KeyringSecrets(connection),
+            self.secrets(connection),
             mapping=mapping,
             connection=connection,
         )
@@ -319,6 +329,15 @@ def _check_names(doc: LocatedDocument) -> list[Problem]:
         for name in _mapping(doc, "connections")
         if not CONNECTION_NAME_RE.match(name)
     ]
+    if NETWORK in _mapping(doc, "connections"):
+        problems.append(
+            doc.problem(
+                ("connections", NETWORK),
+                f"a connection cannot be called {NETWORK!r}: the network's own secrets are "
+                "kept under that name; rename the connection",
+                key=True,
+            )
+        )
     problems += [
         doc.problem(
             ("consent", "purposes", name),
