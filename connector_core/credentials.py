@@ -35,6 +35,8 @@ REDACTED = scrub.REDACTED
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 log = logging.getLogger("connector.credentials")
+#: Where :meth:`KeyringSecrets.lookup` says it found an entry of before namespacing.
+LEGACY_SOURCE = "keyring (old shared entry)"
 _warned: set[tuple[str, str, str]] = set()
 
 
@@ -192,6 +194,8 @@ class KeyringSecrets:
             return _hand_out(check_value(value, self.connection, ref.env))
         assert ref.secret is not None
         found = self.lookup(ref.secret)
+        if found.source == LEGACY_SOURCE:
+            self._warn_legacy(ref.secret)
         if found.value is None:
             variable = env_var_name(self.connection, ref.secret)
             broken = f" ({found.failure})" if found.failure else ""
@@ -213,8 +217,7 @@ class KeyringSecrets:
             if self.legacy:
                 value = _legacy_secret(self.connection, key)
                 if value is not None:
-                    self._warn_legacy(key)
-                    return Found(value, "keyring (old shared entry)")
+                    return Found(value, LEGACY_SOURCE)
         except ConfigError as err:
             failure = str(err).removeprefix("cannot read the keyring: ")
         variable = env_var_name(self.connection, key)

@@ -71,8 +71,16 @@ def remember(value: str) -> None:
         _secrets.add(value)
         every = sorted({f for s in _secrets for f in forms(s)}, key=len, reverse=True)
         _pattern = re.compile("|".join(map(re.escape, every)))
-        _raw = tuple(s.encode("utf-8", "surrogatepass") for s in _secrets)
+        _raw = tuple({b for s in _secrets for b in _encodings(s)})
     install_log_scrubber()
+
+
+def _encodings(value: str) -> set[bytes]:
+    """The bytes a secret is sent as: UTF-8, or Latin-1 (how HTTP headers carry text)."""
+    found = {value.encode("utf-8", "surrogatepass")}
+    with contextlib.suppress(UnicodeEncodeError):
+        found.add(value.encode("latin-1"))
+    return found
 
 
 def forget_all() -> None:
@@ -122,15 +130,20 @@ def scrub(text: str) -> str:
 
 
 def _scrub_base64(run: str, raw: tuple[bytes, ...]) -> str:
-    """A Base64 run decoding to something that holds a secret (``user:password``) goes."""
-    padded = run.rstrip("=") + "=" * (-len(run.rstrip("=")) % 4)
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            decoded = decode(padded)
-        except (binascii.Error, ValueError):
-            continue
-        if any(secret in decoded for secret in raw):
-            return REDACTED
+    """A Base64 run decoding to something that holds a secret (``user:password``) goes, also
+    when letters glued before it shift the decoding (it is tried from each of 4 offsets)."""
+    body = run.rstrip("=")
+    for start in range(min(4, len(body))):
+        part = body[start:]
+        part = part[: len(part) - len(part) % 4 if len(part) % 4 == 1 else len(part)]
+        padded = part + "=" * (-len(part) % 4)
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                decoded = decode(padded)
+            except (binascii.Error, ValueError):
+                continue
+            if any(secret in decoded for secret in raw):
+                return REDACTED
     return run
 
 

@@ -47,12 +47,14 @@ _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
 
 
 def _decoded_runs(text: str) -> Iterator[str]:
-    """What every Base64-looking run of `text` decodes to (whole runs, either alphabet)."""
+    """What every Base64-looking run of `text` decodes to (from 4 offsets, either alphabet)."""
     for run in _BASE64_RUN.findall(text):
-        padded = run + "=" * (-len(run) % 4)
-        for decode in (base64.b64decode, base64.urlsafe_b64decode):
-            with contextlib.suppress(ValueError):
-                yield decode(padded).decode("utf-8", "replace")
+        for start in range(4):  # letters glued before the Base64 shift its alignment
+            part = run[start:]
+            part = part[: len(part) - 1] if len(part) % 4 == 1 else part
+            for decode in (base64.b64decode, base64.urlsafe_b64decode):
+                with contextlib.suppress(ValueError):
+                    yield decode(part + "=" * (-len(part) % 4)).decode("utf-8", "replace")
 
 
 def leaked(secret: str, texts: Iterable[str], user: str | None = None) -> list[str]:

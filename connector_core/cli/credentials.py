@@ -14,6 +14,7 @@ import click
 
 from connector_core.cli.app import App, emit_json
 from connector_core.credentials import (
+    LEGACY_SOURCE,
     NETWORK,
     SecretRef,
     delete_secret,
@@ -169,7 +170,7 @@ def _status(app: App, connection: str, setting: str, ref: SecretRef) -> dict[str
     status = _set(found.value is not None)
     if found.value is None and found.failure:
         status += f" ({found.failure})"
-    elif found.source.startswith("keyring (old"):
+    elif found.source == LEGACY_SOURCE:
         status += " (run `connector credentials migrate`)"
     keyring = f"keyring {ref.secret}"
     source = found.source.replace("keyring", keyring, 1) if found.source else keyring

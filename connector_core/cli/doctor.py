@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from connector_core.cli.app import App, emit_json
 from connector_core.cli.policy import PolicyEnv
-from connector_core.credentials import secret_refs
+from connector_core.credentials import backend_stores_in_clear, secret_refs
 from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode, SecretMissing
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.schema_check import SchemaReport, check_source
@@ -62,6 +62,23 @@ def check_plugins(app: App) -> Iterator[Finding]:
         )
     yield Finding(
         "plugins", True, f"{len(app.pm.infos)} plugin(s), adapters: " + (", ".join(found) or "none")
+    )
+
+
+def check_keyring() -> Iterator[Finding]:
+    """Warn when the keyring backend keeps secrets in clear text (keyrings.alt's file)."""
+    backend = backend_stores_in_clear()
+    if backend is None:
+        return
+    yield Finding(
+        "keyring",
+        True,
+        f"the keyring backend {backend} stores secrets in CLEAR TEXT, readable by anyone who "
+        "can read its file",
+        "Use the desktop's keyring (Secret Service, KWallet, macOS Keychain), or on a headless "
+        "server give secrets as CONNECTOR_SECRET_... variables from a file only the job's user "
+        "can read (docs/admin-guide.md, Secrets).",
+        warning=True,
     )
 
 
@@ -193,6 +210,7 @@ def run_checks(app: App) -> Iterator[Finding]:
         f"{config.path}: {len(config.model.connections)} "
         f"connection(s), {len(config.model.jobs)} job(s)",
     )
+    yield from check_keyring()
     yield from check_ledger_key(app)
     for name in config.model.connections:
         yield from check_connection(app, name)

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from connector_civicrm.testing import Echo, FakeCiviCRM
 
+from connector_core.credentials import service_name
 from tests.integration.test_cli import run
 from tests.leaks import database_text, leaked, sqlite_url
 
@@ -106,31 +107,72 @@ def test_an_echoed_key_reaches_no_output_and_no_table(
     assert "Bearer " + KEY[:6] not in "\n".join(outputs + tables)  # not even a part
 
 
-def test_a_key_with_a_trailing_line_break_is_refused_cleanly(
-    tmp_path: Path, fake_civicrm: FakeCiviCRM
+@pytest.mark.parametrize(
+    "key", ["a-key-with-a-line-break\n", " a-key-after-a-space", "a-key\twith-a-tab"]
+)
+def test_a_key_with_whitespace_is_refused_cleanly(
+    key: str, tmp_path: Path, fake_civicrm: FakeCiviCRM
 ) -> None:
     folder = network(tmp_path, fake_civicrm.base_url)
-    runner = CliRunner()
-    store_key(runner, folder, "placeholder")  # the keyring entry the CLI writes, then
-    key = "a-key-with-a-line-break\n"  # another tool writes a key with a line break into it
-    entry = next((s, k) for s, k in _entries() if k == "api_key")
-    keyring.set_password(entry[0], entry[1], key)
-    result = run(runner, "run", "to_sheet", cwd=folder)
+    # another tool wrote it (`connector credentials set` refuses such a value)
+    keyring.set_password(service_name("Echo network", "crm"), "api_key", key)
+    result = run(CliRunner(), "run", "to_sheet", cwd=folder)
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "line break" in result.stderr or "whitespace" in result.stderr
+    assert isinstance(result.exception, SystemExit)
+    assert "the secret 'api_key' of connection 'crm'" in result.stderr
     assert "connector credentials set crm api_key" in result.stderr
     assert leaked(key, [result.output]) == []
 
 
-def _entries() -> list[tuple[str, str]]:
-    """(service, key) of every entry in the test's file keyring."""
-    backend = keyring.get_keyring()
-    import configparser
+def test_credentials_set_refuses_a_key_with_whitespace(tmp_path: Path) -> None:
+    folder = network(tmp_path, "http://127.0.0.1:9")
+    result = run(
+        CliRunner(), "credentials", "set", "crm", "api_key", input=" padded-key\n", cwd=folder
+    )
+    assert result.exit_code == 3
+    assert "starts or ends with whitespace" in result.stderr
+    assert keyring.get_password(service_name("Echo network", "crm"), "api_key") is None
 
-    parser = configparser.RawConfigParser()
-    parser.read(backend.file_path)  # type: ignore[attr-defined]
-    from keyrings.alt.escape import unescape
 
-    return [(unescape(s), unescape(k)) for s in parser.sections() for k in parser.options(s)]
+NEXTCLOUD_WITH_PASSWORD = """\
+version: 1
+network: {name: Url network}
+connections:
+  members: {adapter: csv, settings: {path: members.csv}}
+  cloud:
+    adapter: nextcloud
+    settings:
+      url: %(url)s
+      address_book: organizers
+jobs:
+  to_cloud: {source: members, target: cloud, policy: everyone.yaml}
+"""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://organizer:app-Pass%2Fword-1@127.0.0.1:9",
+        "https://only-a-token-4f9a@cloud.example.org/",
+    ],
+    ids=["user-and-password", "token-as-user"],
+)
+@pytest.mark.parametrize(
+    "command", [["doctor"], ["-v", "run", "to_cloud"], ["credentials", "list"]]
+)
+def test_credentials_inside_a_url_are_refused_at_load(
+    url: str, command: list[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(NEXTCLOUD_WITH_PASSWORD % {"url": url}, encoding="utf-8")
+    (tmp_path / "everyone.yaml").write_text(POLICY.replace("require_consent: [contact_me]\n", ""))
+    (tmp_path / "members.csv").write_text("id,first_name\n1,Ana\n", encoding="utf-8")
+    result = run(CliRunner(), *command, cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert f"{config}:8:" in result.output  # file and line of the url
+    assert "must not hold a user name or password" in result.output
+    assert "{secret:" in result.output  # the fix
+    secret = url.split("//")[1].split("@")[0].split(":")[-1]
+    assert leaked(secret, [result.output]) == []
+    assert not (tmp_path / "state.db").exists()
