@@ -21,7 +21,6 @@ The doors it guards, each routed here once:
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import html
@@ -53,25 +52,24 @@ __all__ = [
 REDACTED = "***"
 #: Shorter values would scrub ordinary words from every message; secrets are longer.
 MIN_SECRET_LENGTH = 4
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+#: Shorter Base64 runs would match ordinary words.
+_MIN_BASE64_CORE = 6
 _HEX_ESCAPE = re.compile(r"%[0-9A-F]{2}")
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
-_raw: tuple[bytes, ...] = ()
 
 
 def remember(value: str) -> None:
     """Scrub `value` (and every form of it) from everything that leaves from now on."""
-    global _pattern, _raw
+    global _pattern
     if len(value) < MIN_SECRET_LENGTH or value in _secrets:
         return
     with _lock:
         _secrets.add(value)
         every = sorted({f for s in _secrets for f in forms(s)}, key=len, reverse=True)
         _pattern = re.compile("|".join(map(re.escape, every)))
-        _raw = tuple({b for s in _secrets for b in _encodings(s)})
     install_log_scrubber()
 
 
@@ -85,10 +83,10 @@ def _encodings(value: str) -> set[bytes]:
 
 def forget_all() -> None:
     """Forget every remembered secret (for tests that need a clean slate)."""
-    global _pattern, _raw
+    global _pattern
     with _lock:
         _secrets.clear()
-        _pattern, _raw = None, ()
+        _pattern = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -115,36 +113,37 @@ def forms(value: str) -> frozenset[str]:
         }
     for encoded in (quote(value, safe=""), quote(value), quote_plus(value)):
         found |= {encoded, _HEX_ESCAPE.sub(lambda m: m.group().lower(), encoded)}
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        found.add(encode(raw).decode("ascii").rstrip("="))
+    for sent in _encodings(value):
+        found |= _base64_cores(sent)
     return frozenset(f for f in found if len(f) >= MIN_SECRET_LENGTH)
 
 
 def scrub(text: str) -> str:
     """`text` with every remembered secret, in any of its forms, replaced by ``***``."""
-    pattern, raw = _pattern, _raw
+    pattern = _pattern
     if pattern is None or not text:
         return text
-    text = pattern.sub(REDACTED, text)
-    return _BASE64_RUN.sub(lambda m: _scrub_base64(m.group(), raw), text)
+    return pattern.sub(REDACTED, text)
 
 
-def _scrub_base64(run: str, raw: tuple[bytes, ...]) -> str:
-    """A Base64 run decoding to something that holds a secret (``user:password``) goes, also
-    when letters glued before it shift the decoding (it is tried from each of 4 offsets)."""
-    body = run.rstrip("=")
-    for start in range(min(4, len(body))):
-        part = body[start:]
-        part = part[: len(part) - len(part) % 4 if len(part) % 4 == 1 else len(part)]
-        padded = part + "=" * (-len(part) % 4)
-        for decode in (base64.b64decode, base64.urlsafe_b64decode):
-            try:
-                decoded = decode(padded)
-            except (binascii.Error, ValueError):
-                continue
-            if any(secret in decoded for secret in raw):
-                return REDACTED
-    return run
+def _base64_cores(raw: bytes) -> set[str]:
+    """What Base64 of any text holding `raw` must contain, whatever the alignment.
+
+    Encoded after k = 0, 1 or 2 other bytes, `raw` gives characters that depend on its bits
+    alone, except at most two at each end, which depend on the neighbours; those inner runs
+    are what is looked for (long enough not to match ordinary words). This finds a secret in
+    a Basic ``user:password`` header or in a Base64-encoded page, with one regular expression.
+    """
+    cores = set()
+    for k in range(3):
+        total = k + len(raw)
+        start = -(-8 * k // 6)  # the first character made of the secret's bits only
+        end = 4 * (total // 3) + (8 * (total % 3)) // 6
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            core = encode(b"\0" * k + raw + b"\0\0").decode("ascii")[start:end]
+            if len(core) >= _MIN_BASE64_CORE:
+                cores.add(core)
+    return cores
 
 
 def scrub_data(data: Any) -> Any:
