@@ -5,6 +5,11 @@ warning about a keyring that stores secrets in clear text."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +191,57 @@ def test_a_connection_cannot_be_called_network(runner: CliRunner, tmp_path: Path
     assert result.exit_code == 3
     assert f"{config}:6:" in result.stdout
     assert "cannot be called 'network'" in result.stdout
+
+
+def _in_a_terminal(folder: Path, args: list[str], answers: list[tuple[str, str]]) -> str:
+    """Run the console script in a real pseudo-terminal, answering each prompt; its output."""
+    connector = Path(sys.executable).parent / "connector"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its controlling terminal, as an admin's shell
+        os.chdir(folder)
+        os.execv(str(connector), [str(connector), *args])
+    seen = ""
+    try:
+        for prompt, answer in answers:
+            deadline = time.monotonic() + 20
+            while prompt not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if ready:
+                    seen += os.read(fd, 1024).decode(errors="replace")
+            assert prompt in seen, seen
+            os.write(fd, answer.encode() + b"\r")
+        while select.select([fd], [], [], 20)[0]:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return seen
+
+
+def test_set_in_a_terminal_asks_before_replacing(two: tuple[Path, Path]) -> None:
+    a, _ = two
+    service = service_name("Network A", "network")
+    keyring.set_password(service, "hash_key", "the-first-hash-key")
+    declined = _in_a_terminal(
+        a, ["credentials", "set", "network", "hash_key"], [("replace it?", "n")]
+    )
+    assert "Aborted" in declined
+    assert keyring.get_password(service, "hash_key") == "the-first-hash-key"
+    replaced = _in_a_terminal(
+        a,
+        ["credentials", "set", "network", "hash_key"],
+        [
+            ("replace it?", "y"),
+            ("hash_key for network:", "the-second-hash-key"),
+            ("Repeat for confirmation:", "the-second-hash-key"),
+        ],
+    )
+    assert "stored hash_key for network" in replaced
+    assert "the-second-hash-key" not in replaced  # the prompt hides it
+    assert keyring.get_password(service, "hash_key") == "the-second-hash-key"
