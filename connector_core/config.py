@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from croniter import croniter
 from pydantic import (
@@ -26,8 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from connector_core import scrub
 from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath
-from connector_core.credentials import KeyringSecrets, SecretRef
+from connector_core.credentials import NETWORK, KeyringSecrets, SecretRef
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.local_paths import path_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
@@ -83,7 +85,12 @@ class _Block(BaseModel):
 class NetworkConfig(_Block):
     """Who runs this connector."""
 
-    name: str = Field(description="The network's name, shown in reports and the ledger")
+    name: str = Field(
+        min_length=1,
+        pattern=r"^\S(.*\S)?$",
+        description="The network's name, shown in reports and the ledger; it also namespaces "
+        "the network's keyring entries, so give each network on one OS account its own name",
+    )
     floor: Annotated[ConfigPath, AfterValidator(_check_policy_file)] | None = Field(
         default=None,
         description="The network floor policy: every job's policy can only narrow what it "
@@ -233,13 +240,18 @@ class Config:
         """The job called `name`; a ConfigError with a suggestion if there is none."""
         return _lookup(self.model.jobs, name, "job", self.path)
 
+    def secrets(self, connection: str = NETWORK, *, legacy: bool = True) -> KeyringSecrets:
+        """The secrets of `connection` (default: the network's own), in this network's
+        keyring namespace; `legacy` also reads entries of before namespacing."""
+        return KeyringSecrets(self.model.network.name, connection, legacy=legacy)
+
     def open_adapter(self, connection: str) -> Adapter:
         """Construct the adapter of `connection` with its settings, secrets and mapping."""
         mapping = self.connection(connection).mapping
         adapter_cls = self.adapters[connection]
         return adapter_cls(
             self.settings[connection],
-            KeyringSecrets(connection),
+            self.secrets(connection),
             mapping=mapping,
             connection=connection,
         )
@@ -283,6 +295,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     except ConfigValidationError as err:
         problems += err.problems
     problems += _check_names(doc)
+    problems += _check_url_credentials(doc)
     problems += _check_adapters(doc, adapters)
     problems += _check_mappings(doc)
     problems += _check_jobs(doc)
@@ -322,6 +335,15 @@ def _check_names(doc: LocatedDocument) -> list[Problem]:
         for name in _mapping(doc, "connections")
         if not CONNECTION_NAME_RE.match(name)
     ]
+    if NETWORK in _mapping(doc, "connections"):
+        problems.append(
+            doc.problem(
+                ("connections", NETWORK),
+                f"a connection cannot be called {NETWORK!r}: the network's own secrets are "
+                "kept under that name; rename the connection",
+                key=True,
+            )
+        )
     problems += [
         doc.problem(
             ("consent", "purposes", name),
@@ -333,6 +355,50 @@ def _check_names(doc: LocatedDocument) -> list[Problem]:
         if not PURPOSE_RE.match(name)
     ]
     return problems
+
+
+def _check_url_credentials(doc: LocatedDocument) -> list[Problem]:
+    """Refuse a URL holding a user name or password in any connection setting, whatever the
+    adapter types it as: it would show in messages, logs and the state database."""
+    problems = []
+    for name, connection in _connections(doc).items():
+        for loc, value in _strings(connection.get("settings"), ("connections", name, "settings")):
+            parts = _url_parts(value)
+            if parts is None or (parts.username is None and parts.password is None):
+                continue
+            scrub.remember(parts.netloc.rpartition("@")[0])  # never shown, even by accident
+            plain = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            problems.append(
+                doc.problem(
+                    loc,
+                    f"{dotted(loc)}: a URL must not hold a user name or password (they would "
+                    f"show in messages, logs and the state database); write {plain!r} here, the "
+                    "user in the connection's user setting and the password as "
+                    f"`{{secret: KEY}}`, stored with `connector credentials set {name} KEY`",
+                )
+            )
+    return problems
+
+
+def _strings(value: Any, loc: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string below `value` (mappings and lists), with its location."""
+    if isinstance(value, str):
+        return [(loc, value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _strings(v, (*loc, k))]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _strings(v, (*loc, i))]
+    return []
+
+
+def _url_parts(value: str) -> SplitResult | None:
+    if "://" not in value:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    return parts if parts.scheme and parts.netloc else None
 
 
 def _check_adapters(doc: LocatedDocument, adapters: Mapping[str, type[Adapter]]) -> list[Problem]:

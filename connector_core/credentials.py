@@ -1,14 +1,20 @@
 """Secrets: referenced from connector.yaml, stored in the OS keyring or an environment variable.
 
 A connection setting that holds a secret is typed :class:`SecretRef` and written in YAML as
-``{secret: api_key}`` (keyring entry ``api_key`` of that connection; on a headless server the
-variable ``CONNECTOR_SECRET_<CONNECTION>_API_KEY`` is used when no keyring has it) or as
-``{env: CIVICRM_API_KEY}``. Values are handed out as :class:`pydantic.SecretStr` so they never
-show in a repr, a log record or an error message.
+``{secret: api_key}`` or as ``{env: CIVICRM_API_KEY}``. A ``{secret: KEY}`` lives in the OS
+keyring under the service ``commons-connector:<network name>:<connection>`` (the network's own
+secrets under the connection ``network``), so two networks on one OS account never share one;
+when the keyring has none, or its backend fails, the variable
+``CONNECTOR_SECRET_<CONNECTION>_<KEY>`` stands in. An entry written before namespacing
+(``commons-connector:<connection>``) is still read, with a warning, until ``connector
+credentials migrate`` copies it. Values are handed out as :class:`pydantic.SecretStr` and
+remembered by the scrubber (:mod:`connector_core.scrub`), so they never show in a repr, a log
+record, an output or an error message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -19,13 +25,19 @@ import keyring
 import keyring.errors
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
+from connector_core import scrub
 from connector_core.errors import ConfigError, SecretMissing
 
 SERVICE_PREFIX = "commons-connector"
-#: Every secret value this process has handed out; log and error output is scrubbed of them.
-_HANDED_OUT: set[str] = set()
-REDACTED = "***"
+#: The keyring "connection" of the network's own secrets (``network:`` in connector.yaml).
+NETWORK = "network"
+REDACTED = scrub.REDACTED
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+log = logging.getLogger("connector.credentials")
+#: Where :meth:`KeyringSecrets.lookup` says it found an entry of before namespacing.
+LEGACY_SOURCE = "keyring (old shared entry)"
+_warned: set[tuple[str, str, str]] = set()
 
 
 class SecretRef(BaseModel):
@@ -55,41 +67,26 @@ class SecretRef(BaseModel):
 
 
 def _hand_out(value: str) -> SecretStr:
-    if len(value) >= 4:  # shorter strings would scrub ordinary words from messages
-        _HANDED_OUT.add(value)
-        _install_log_scrubber()
+    scrub.remember(value)
     return SecretStr(value)
 
 
-def _install_log_scrubber() -> None:
-    """Scrub handed-out secrets from every log record as it is created, whichever logger
-    or handler it goes to: a plugin's careless debug line must not leak either."""
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "_connector_scrubber", False):
-        return
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        record.msg = redact(record.getMessage())
-        record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-        return record
-
-    factory._connector_scrubber = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
-
-
 def redact(text: str) -> str:
-    """Replace every secret value handed out so far with ``***`` (defence in depth)."""
-    for value in _HANDED_OUT:
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return text
+    """Scrub every secret handed out so far, in any form, from `text` (see :mod:`.scrub`)."""
+    return scrub.scrub(text)
 
 
-def service_name(connection: str) -> str:
-    """The keyring service under which a connection's secrets are stored."""
+def service_name(network: str, connection: str) -> str:
+    """The keyring service under which a network's connection keeps its secrets.
+
+    The network's name (``network: name:`` in connector.yaml) is part of it, so two networks
+    run by one OS account never share an entry.
+    """
+    return f"{SERVICE_PREFIX}:{network}:{connection}"
+
+
+def legacy_service_name(connection: str) -> str:
+    """The service of releases before namespacing, shared by every network of an account."""
     return f"{SERVICE_PREFIX}:{connection}"
 
 
@@ -106,6 +103,30 @@ def check_key(key: str) -> str:
             hint="Use letters, digits, '_', '.' or '-', starting with a letter.",
         )
     return key
+
+
+def check_value(value: str, connection: str, key: str) -> str:
+    """Refuse a secret with leading or trailing whitespace or a control character.
+
+    Such a value is nearly always a copy-and-paste accident (a trailing line break), would be
+    sent as an invalid HTTP header, and its escaped form would show in error messages.
+    """
+    problem = None
+    if value.strip() != value:
+        problem = "starts or ends with whitespace or a line break"
+    elif _CONTROL_RE.search(value):
+        problem = "holds a control character (a line break or a tab?)"
+    if problem is None:
+        return value
+    raise ConfigError(
+        f"the secret {key!r} of {_owner(connection)} {problem}",
+        hint=f'Store it again without: `printf %s "$VALUE" | connector credentials set '
+        f"{connection} {key} --force` (or fix its environment variable).",
+    )
+
+
+def _owner(connection: str) -> str:
+    return "the network" if connection == NETWORK else f"connection {connection!r}"
 
 
 class SecretLookup(Protocol):
@@ -142,10 +163,23 @@ class StaticSecrets:
 
 
 class KeyringSecrets:
-    """Resolve a connection's secrets from the keyring, then from its environment variable."""
+    """Resolve a connection's secrets: this network's keyring entry, then the entry of before
+    namespacing (with a warning; `legacy`), then the connection's environment variable.
 
-    def __init__(self, connection: str, environ: Mapping[str, str] | None = None) -> None:
+    A keyring backend that fails (raises) is reported only when no variable stands in for it.
+    """
+
+    def __init__(
+        self,
+        network: str,
+        connection: str,
+        environ: Mapping[str, str] | None = None,
+        *,
+        legacy: bool = True,
+    ) -> None:
+        self.network = network
         self.connection = connection
+        self.legacy = legacy
         self._environ = os.environ if environ is None else environ
 
     def resolve(self, ref: SecretRef) -> SecretStr:
@@ -154,25 +188,70 @@ class KeyringSecrets:
             value = self._environ.get(ref.env)
             if not value:
                 raise SecretMissing(
-                    f"connection {self.connection!r}: environment variable {ref.env} is not set",
+                    f"{_owner(self.connection)}: environment variable {ref.env} is not set",
                     hint=f"Export {ref.env} in the job's environment.",
                 )
-            return _hand_out(value)
+            return _hand_out(check_value(value, self.connection, ref.env))
         assert ref.secret is not None
-        value = get_secret(self.connection, ref.secret)
-        if value is None:
-            value = self._environ.get(env_var_name(self.connection, ref.secret))
-        if not value:
+        found = self.lookup(ref.secret)
+        if found.source == LEGACY_SOURCE:
+            self._warn_legacy(ref.secret)
+        if found.value is None:
+            variable = env_var_name(self.connection, ref.secret)
+            broken = f" ({found.failure})" if found.failure else ""
             raise SecretMissing(
-                f"connection {self.connection!r} needs the secret {ref.secret!r}, "
-                "which is not in the keyring",
+                f"{_owner(self.connection)} needs the secret {ref.secret!r}, which is neither "
+                f"in the keyring{broken} nor in {variable}",
                 hint=f"Run `connector credentials set {self.connection} {ref.secret}`, or on a "
-                f"headless server export {env_var_name(self.connection, ref.secret)}.",
+                f"headless server export {variable}.",
             )
-        return _hand_out(value)
+        return _hand_out(check_value(found.value, self.connection, ref.secret))
+
+    def lookup(self, key: str) -> Found:
+        """Where the secret `key` is found, and its value (None when nowhere)."""
+        failure = None
+        try:
+            value = get_secret(self.network, self.connection, key)
+            if value is not None:
+                return Found(value, "keyring")
+            if self.legacy:
+                value = _legacy_secret(self.connection, key)
+                if value is not None:
+                    return Found(value, LEGACY_SOURCE)
+        except ConfigError as err:
+            failure = str(err).removeprefix("cannot read the keyring: ")
+        variable = env_var_name(self.connection, key)
+        value = self._environ.get(variable) or None
+        return Found(value, f"env {variable}" if value else "", failure)
+
+    def _warn_legacy(self, key: str) -> None:
+        seen = (self.network, self.connection, key)
+        if seen not in _warned:
+            _warned.add(seen)
+            log.warning(
+                "%s: the secret %r was read from the keyring entry of before network "
+                "namespacing (%s), which every network on this account shares; run "
+                "`connector credentials migrate` to give this network its own copy",
+                _owner(self.connection),
+                key,
+                legacy_service_name(self.connection),
+            )
 
     def __repr__(self) -> str:
-        return f"KeyringSecrets(connection={self.connection!r})"
+        return f"KeyringSecrets(network={self.network!r}, connection={self.connection!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """Where a secret was found: ``value`` (None when nowhere), ``source`` (``keyring``,
+    ``keyring (old shared entry)`` or ``env VARIABLE``) and why the keyring failed, if it did."""
+
+    value: str | None
+    source: str
+    failure: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Found(source={self.source!r}, failure={self.failure!r})"
 
 
 def _describe(ref: SecretRef) -> str:
@@ -185,49 +264,90 @@ def _keyring_call(action: str, func: Any, *args: str) -> Any:
     except keyring.errors.NoKeyringError:
         raise ConfigError(
             f"cannot {action}: this machine has no keyring backend",
-            hint="Install a backend (for example `pip install keyrings.alt`), or on a headless "
-            "server give the secret through its CONNECTOR_SECRET_... environment variable.",
+            hint="Run where the desktop's keyring (Secret Service, KWallet, macOS Keychain) is "
+            "available, or on a headless server give the secret through its "
+            "CONNECTOR_SECRET_... environment variable.",
         ) from None
     except keyring.errors.PasswordDeleteError:
         raise
-    except keyring.errors.KeyringError as exc:
-        # The backend's message is about the backend, never the secret value.
-        raise ConfigError(f"cannot {action}: keyring error {type(exc).__name__}") from None
+    except Exception as exc:  # a backend may raise anything (D-Bus, a locked file)
+        # The backend's message is about the backend, never the secret value; say its kind.
+        raise ConfigError(
+            f"cannot {action}: the keyring backend failed ({type(exc).__name__})",
+            hint="Unlock or repair the keyring, or give the secret through its "
+            "CONNECTOR_SECRET_... environment variable.",
+        ) from None
 
 
-def get_secret(connection: str, key: str) -> str | None:
-    """Read a secret from the keyring; None when absent."""
+def get_secret(network: str, connection: str, key: str) -> str | None:
+    """Read a network's secret from the keyring; None when absent."""
     value: str | None = _keyring_call(
-        "read the keyring", keyring.get_password, service_name(connection), check_key(key)
+        "read the keyring", keyring.get_password, service_name(network, connection), check_key(key)
     )
     return value
 
 
-def set_secret(connection: str, key: str, value: str) -> None:
-    """Store a secret in the keyring."""
+def _legacy_secret(connection: str, key: str) -> str | None:
+    value: str | None = _keyring_call(
+        "read the keyring", keyring.get_password, legacy_service_name(connection), check_key(key)
+    )
+    return value
+
+
+def set_secret(network: str, connection: str, key: str, value: str) -> None:
+    """Store a network's secret in the keyring."""
     if not value:
         raise ConfigError("refusing to store an empty secret", hint="Type or pipe the value.")
+    check_value(value, connection, key)
+    scrub.remember(value)
     _keyring_call(
         "write to the keyring",
         keyring.set_password,
-        service_name(connection),
+        service_name(network, connection),
         check_key(key),
         value,
     )
 
 
-def delete_secret(connection: str, key: str) -> bool:
-    """Remove a secret from the keyring; False when there was none."""
+def delete_secret(network: str, connection: str, key: str, *, legacy: bool = False) -> bool:
+    """Remove a secret from the keyring (the old shared entry when `legacy`); False when
+    there was none."""
+    service = legacy_service_name(connection) if legacy else service_name(network, connection)
     try:
-        _keyring_call(
-            "delete from the keyring",
-            keyring.delete_password,
-            service_name(connection),
-            check_key(key),
-        )
+        _keyring_call("delete from the keyring", keyring.delete_password, service, check_key(key))
     except keyring.errors.PasswordDeleteError:
         return False
     return True
+
+
+def migrate_secret(network: str, connection: str, key: str) -> bool:
+    """Copy the old shared entry of `key` into this network's namespace, unless the network
+    has its own already; True when a copy was made. The old entry is kept (another network
+    on this account may still read it)."""
+    if get_secret(network, connection, key) is not None:
+        return False
+    value = _legacy_secret(connection, key)
+    if value is None:
+        return False
+    set_secret(network, connection, key, value)
+    return True
+
+
+def backend_stores_in_clear() -> str | None:
+    """The keyring backend's name when it keeps secrets readable in a plain file (keyrings.alt's
+    PlaintextKeyring, which a headless machine falls back to); else None."""
+    try:
+        backend = keyring.get_keyring()
+    except Exception:  # a broken backend is reported where it is used
+        return None
+    for candidate in getattr(backend, "backends", None) or [backend]:  # a ChainerBackend
+        if any(cls.__qualname__ in _CLEAR_BACKENDS for cls in type(candidate).__mro__):
+            return f"{type(candidate).__module__}.{type(candidate).__qualname__}"
+    return None
+
+
+#: Backends that keep secrets readable by anyone who can read their file.
+_CLEAR_BACKENDS = frozenset({"PlaintextKeyring"})
 
 
 def secret_refs(settings: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
+from connector_core.scrub import scrub
+
 
 class ExitCode(enum.IntEnum):
     """Process exit codes, mapped from exceptions in one place (the CLI group)."""
@@ -23,8 +25,9 @@ class ConnectorError(Exception):
     exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+        # A message may quote a server's answer; no secret it echoes survives into it.
+        super().__init__(scrub(message))
+        self.hint = hint and scrub(hint)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"

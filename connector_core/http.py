@@ -17,7 +17,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from connector_core import __version__
-from connector_core.errors import AdapterUnavailable, AuthenticationFailed
+from connector_core.errors import AdapterUnavailable, AuthenticationFailed, ConfigError
+from connector_core.scrub import scrub
 
 USER_AGENT = f"commons-connector/{__version__}"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -82,11 +83,25 @@ def http_errors(what: str, *, timeout_hint: str | None = None) -> Iterator[None]
             f"{what}: cannot connect to the server",
             hint="Check the URL and that the server is up; the next run resumes.",
         ) from None
+    except (requests.exceptions.InvalidHeader, UnicodeEncodeError):
+        # Both messages quote the header value: a credential. Name the problem, not the value.
+        raise ConfigError(
+            f"{what}: a credential holds characters an HTTP header cannot carry (a line "
+            "break, a control character, or a letter outside Latin-1)",
+            hint="Store the credential again as the server issued it (`connector credentials "
+            "set CONNECTION KEY --force`).",
+        ) from None
     except requests.exceptions.RetryError:
         raise AdapterUnavailable(
             f"{what}: the server kept answering 'busy' after several retries",
             hint="The next run resumes; check the server's load or rate limits.",
         ) from None
+
+
+def server_text(text: str, limit: int = 200) -> str:
+    """At most `limit` characters of what a server answered, for an error message: scrubbed
+    of secrets *before* it is cut, so that no part of an echoed credential survives the cut."""
+    return scrub(text)[:limit]
 
 
 def raise_for_auth(response: requests.Response, what: str, *, hint: str) -> None:

@@ -1,7 +1,7 @@
 """Logging for humans (text on stderr) and machines (JSON lines).
 
-Secrets are scrubbed from log records as they are created (see
-:mod:`connector_core.credentials`); the formatters scrub exception text once more.
+Secrets are scrubbed from log records as they are created, and the formatters scrub each
+formatted line once more, extras and exception text included (see :mod:`connector_core.scrub`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from connector_core.credentials import redact
+from connector_core.scrub import scrub
 
 LOGGER_NAME = "connector"
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -31,8 +31,8 @@ class JsonFormatter(logging.Formatter):
         }
         data.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
-            data["exception"] = redact(record.exc_text or self.formatException(record.exc_info))
-        return json.dumps(data, default=str, ensure_ascii=False)
+            data["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return scrub(json.dumps(data, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -41,9 +41,9 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
 
-    def formatException(self, ei: Any) -> str:
-        """Scrub secrets from tracebacks too."""
-        return redact(super().formatException(ei))
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, scrubbed (its exception text included)."""
+        return scrub(super().format(record))
 
 
 def configure(*, verbose: int = 0, quiet: bool = False, fmt: str = "text") -> None:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from keyrings.alt.file import PlaintextKeyring
 
+from connector_core import scrub
 from tests.postgres import PG_SERVER, _admin
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +35,15 @@ def file_keyring(
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
+
+
+@pytest.fixture(autouse=True)
+def fresh_scrubber() -> Iterator[None]:
+    """Each test starts with a scrubber that knows no secret (a random secret one test
+    remembered must not scrub another test's expected output)."""
+    scrub.forget_all()
+    yield
+    scrub.forget_all()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import click
 from connector_core.cli.app import App, cli
 from connector_core.cli.commands import register_core_commands
 from connector_core.plugins import make_plugin_manager
+from connector_core.scrub import scrub_excepthook
 
 __all__ = ["App", "build_cli", "cli", "main"]
 
@@ -41,4 +42,5 @@ def build_cli(argv: Sequence[str]) -> click.Group:
 def main(argv: Sequence[str] | None = None) -> Any:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
+    sys.excepthook = scrub_excepthook  # an internal error's traceback, scrubbed of secrets
     return build_cli(args).main(args=args, prog_name="connector")

@@ -12,10 +12,10 @@ import click
 from connector_core import __version__
 from connector_core.adapters import Adapter
 from connector_core.config import Config, find_config, load_config
-from connector_core.credentials import redact
 from connector_core.errors import ConfigValidationError, ConnectorError
 from connector_core.logs import configure
 from connector_core.plugins import ConnectorPluginManager, collect_adapters, make_plugin_manager
+from connector_core.scrub import scrub, scrubbed_streams
 
 
 class App:
@@ -42,14 +42,14 @@ class App:
 
 
 def report_error(err: ConnectorError) -> None:
-    """Print an error and its hint on stderr, one problem per line, scrubbed of secrets."""
+    """Print an error and its hint on stderr, one problem per line (scrubbed, as all output)."""
     if isinstance(err, ConfigValidationError):
         for problem in err.problems:
-            click.secho(redact(f"{problem.severity}: {problem}"), fg="red", err=True)
+            click.secho(f"{problem.severity}: {problem}", fg="red", err=True)
     else:
-        click.secho(redact(f"Error: {err}"), fg="red", err=True)
+        click.secho(f"Error: {err}", fg="red", err=True)
     if err.hint:
-        click.echo(redact(f"Hint: {err.hint}"), err=True)
+        click.echo(f"Hint: {err.hint}", err=True)
 
 
 class ConnectorGroup(click.Group):
@@ -83,7 +83,8 @@ def write_json(data: Any, output: Path | None) -> None:
     if output is None:
         emit_json(data)
         return
-    output.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = scrub(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    output.write_text(text, encoding="utf-8")
     click.echo(f"wrote {output}", err=True)
 
 
@@ -125,5 +126,7 @@ def cli(
 
     Every command reads ./connector.yaml unless given --config.
     """
+    # Everything the command prints, its log lines included, leaves through the scrubber.
+    ctx.with_resource(scrubbed_streams())
     configure(verbose=verbose, quiet=quiet, fmt=log_format)
     ctx.obj = App(config_path, disabled)

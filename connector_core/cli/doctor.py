@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from connector_core.cli.app import App, emit_json
 from connector_core.cli.policy import PolicyEnv
-from connector_core.credentials import KeyringSecrets, redact, secret_refs
+from connector_core.credentials import backend_stores_in_clear, secret_refs
 from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode, SecretMissing
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.schema_check import SchemaReport, check_source
@@ -42,7 +42,7 @@ class Finding:
 def _failed(subject: str, err: ConnectorError) -> Iterator[Finding]:
     lines = [str(p) for p in err.problems] if isinstance(err, ConfigValidationError) else [str(err)]
     for line in lines:
-        yield Finding(subject, False, redact(line), err.hint and redact(err.hint), err.exit_code)
+        yield Finding(subject, False, line, err.hint, err.exit_code)
 
 
 def check_plugins(app: App) -> Iterator[Finding]:
@@ -65,11 +65,28 @@ def check_plugins(app: App) -> Iterator[Finding]:
     )
 
 
+def check_keyring() -> Iterator[Finding]:
+    """Warn when the keyring backend keeps secrets in clear text (keyrings.alt's file)."""
+    backend = backend_stores_in_clear()
+    if backend is None:
+        return
+    yield Finding(
+        "keyring",
+        True,
+        f"the keyring backend {backend} stores secrets in CLEAR TEXT, readable by anyone who "
+        "can read its file",
+        "Use the desktop's keyring (Secret Service, KWallet, macOS Keychain), or on a headless "
+        "server give secrets as CONNECTOR_SECRET_... variables from a file only the job's user "
+        "can read (docs/admin-guide.md, Secrets).",
+        warning=True,
+    )
+
+
 def check_connection(app: App, name: str) -> Iterator[Finding]:
     """The connection's secrets resolve and its tool answers."""
     subject = f"connection {name}"
     settings = app.config.settings[name]
-    lookup = KeyringSecrets(name)
+    lookup = app.config.secrets(name)
     try:
         for _setting, ref in secret_refs(settings):
             lookup.resolve(ref)
@@ -87,7 +104,7 @@ def check_network_secrets(app: App) -> Iterator[Finding]:
     if ref is None:
         return
     try:
-        KeyringSecrets("network").resolve(ref)
+        app.config.secrets().resolve(ref)
     except ConnectorError as err:
         yield from _failed("network hash_key", err)
         return
@@ -114,11 +131,11 @@ def check_job(app: App, name: str) -> Iterator[Finding]:
 def _job_findings(app: App, subject: str, job: LoadedJob) -> Iterator[Finding]:
     report = check_source(app.config, job.config.source, job.source, job.policy)
     for problem in report.warnings:
-        yield Finding(subject, True, redact(str(problem)), warning=True)
+        yield Finding(subject, True, str(problem), warning=True)
     if report.errors:
         hint = "Fix the lines above (or the source): `connector run` refuses this job until then."
         for problem in report.errors:
-            yield Finding(subject, False, redact(str(problem)), hint, ExitCode.CONFIG)
+            yield Finding(subject, False, str(problem), hint, ExitCode.CONFIG)
         return
     count = job.source.count()
     counted = "records: unknown" if count is None else f"{count} record(s)"
@@ -141,7 +158,7 @@ def check_ledger_key(app: App) -> Iterator[Finding]:
     """The ledger key resolves, or the first run may generate it (a ledger never keyed)."""
     ref = app.config.model.network.ledger_key
     try:
-        KeyringSecrets("network").resolve(ref)
+        app.config.secrets().resolve(ref)
     except SecretMissing as err:
         try:
             keyed = _ledger_keyed(app.config.model.state.url)
@@ -149,7 +166,7 @@ def check_ledger_key(app: App) -> Iterator[Finding]:
             yield from _failed("ledger key", state_err)
             return
         if keyed or ref.secret is None:
-            yield Finding("ledger key", False, redact(str(err)), err.hint, ExitCode.CONFIG)
+            yield Finding("ledger key", False, str(err), err.hint, ExitCode.CONFIG)
         else:
             yield Finding(
                 "ledger key",
@@ -193,6 +210,7 @@ def run_checks(app: App) -> Iterator[Finding]:
         f"{config.path}: {len(config.model.connections)} "
         f"connection(s), {len(config.model.jobs)} job(s)",
     )
+    yield from check_keyring()
     yield from check_ledger_key(app)
     for name in config.model.connections:
         yield from check_connection(app, name)

@@ -1,7 +1,8 @@
 """`connector ledger verify|export|migrate`, the ledger key and the anchor file.
 
 The ledger key is the network secret ``network.ledger_key`` (default ``{secret: ledger_key}``,
-keyring service ``commons-connector:network`` or ``CONNECTOR_SECRET_NETWORK_LEDGER_KEY``). A run
+keyring service ``commons-connector:<network name>:network`` or
+``CONNECTOR_SECRET_NETWORK_LEDGER_KEY``). A run
 on a ledger never written with a key generates one into the keyring, as ``ssh-keygen`` or
 ``borg init`` would, and says to back it up; on a ledger already keyed a missing key is a
 configuration error, because a new key could never verify the old rows.
@@ -21,13 +22,12 @@ from pathlib import Path
 import click
 
 from connector_core.cli.app import App, output_option
-from connector_core.credentials import KeyringSecrets, env_var_name, set_secret
+from connector_core.credentials import NETWORK, env_var_name, service_name, set_secret
 from connector_core.errors import ConfigError, SecretMissing
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.state import StateStore
 
 _ANCHOR_TIMEOUT = 60  # seconds an anchor command may take
-KEY_CONNECTION = "network"  # the keyring "connection" under which network secrets live
 
 
 @contextmanager
@@ -62,12 +62,15 @@ def ledger_key(app: App, store: StateStore, *, create: bool) -> bytes:
     """The network's ledger key; generated and stored in the keyring when `create` and the
     ledger was never written with a key; otherwise a missing key is a ConfigError."""
     ref = app.config.model.network.ledger_key
+    keyed = store.ledger_keyed()
+    # A ledger never keyed gets a key of its own: never another network's old shared entry.
+    lookup = app.config.secrets(legacy=keyed)
     try:
-        return KeyringSecrets(KEY_CONNECTION).resolve(ref).get_secret_value().encode("utf-8")
+        return lookup.resolve(ref).get_secret_value().encode("utf-8")
     except SecretMissing as err:
-        if store.ledger_keyed():
+        if keyed:
             raise ConfigError(
-                f"this ledger is written with a ledger key, and {_where(ref.secret, ref.env)} "
+                f"this ledger is written with a ledger key, and {_where(app, ref.secret, ref.env)} "
                 "holds none here",
                 hint=f"Copy the network's ledger key from where it was first stored: {err.hint} "
                 "Never generate a new key for an existing ledger: its rows would not verify.",
@@ -75,21 +78,23 @@ def ledger_key(app: App, store: StateStore, *, create: bool) -> bytes:
         if not create or ref.secret is None:
             raise
     key = secrets.token_urlsafe(32)
-    set_secret(KEY_CONNECTION, ref.secret, key)
+    network = app.config.model.network.name
+    set_secret(network, NETWORK, ref.secret, key)
     click.echo(
-        f"generated a ledger key and stored it in the keyring ({KEY_CONNECTION} {ref.secret}); "
-        "back it up: without it the ledger cannot be verified",
+        f"generated a ledger key and stored it in the keyring ({service_name(network, NETWORK)} "
+        f"{ref.secret}); back it up: without it the ledger cannot be verified",
         err=True,
     )
     return key.encode("utf-8")
 
 
-def _where(secret: str | None, env: str | None) -> str:
+def _where(app: App, secret: str | None, env: str | None) -> str:
     if env is not None:
         return f"the variable {env}"
     assert secret is not None
-    variable = env_var_name(KEY_CONNECTION, secret)
-    return f"neither the keyring ({KEY_CONNECTION} {secret}) nor {variable}"
+    variable = env_var_name(NETWORK, secret)
+    service = service_name(app.config.model.network.name, NETWORK)
+    return f"neither the keyring ({service} {secret}) nor {variable}"
 
 
 def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:

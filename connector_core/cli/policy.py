@@ -15,7 +15,6 @@ from connector_core.adapters import Adapter, ReadProblem
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
-from connector_core.credentials import KeyringSecrets
 from connector_core.errors import ConfigError, ConfigValidationError, PolicyError, Problem
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
@@ -71,7 +70,8 @@ class PolicyEnv:
                     hint="Run `connector credentials set network hash_key` and add "
                     "`hash_key: {secret: hash_key}` under `network:` in connector.yaml.",
                 )
-            return KeyringSecrets("network").resolve(ref).get_secret_value().encode()
+            assert self.config is not None
+            return self.config.secrets().resolve(ref).get_secret_value().encode()
 
         return MaskContext(hash_key=hash_key)
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 
+from connector_core import scrub
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync import migrations
 from connector_core.sync.ledger import canonical_json
@@ -83,6 +84,8 @@ def _parse(url: str | URL) -> URL:
         raise ConfigError(
             "state.url is not a database URL", hint="Use sqlite:///state.db or postgresql://…"
         ) from exc
+    if parsed.password:
+        scrub.remember(str(parsed.password))  # a driver's message may quote it
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # the driver we depend on
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector_core.adapters import Adapter, Capability
 from connector_core.config import Config, JobConfig
-from connector_core.credentials import KeyringSecrets
 from connector_core.errors import ConfigError
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
@@ -197,7 +196,7 @@ def key_secret(config: Config) -> bytes | None:
     ref = config.model.network.key_secret
     if ref is None:
         return None
-    value = KeyringSecrets("network").resolve(ref).get_secret_value()
+    value = config.secrets().resolve(ref).get_secret_value()
     if len(value) < MIN_KEY_SECRET:
         raise ConfigError(
             f"network.key_secret in {config.path} is too short ({len(value)} characters); "

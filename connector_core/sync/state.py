@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
+from connector_core.scrub import scrub
 from connector_core.sync import fences, locks
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.database import (
@@ -318,7 +319,7 @@ class StateStore:
                 "action": r.action,
                 "status": r.status,
                 "reason": r.reason,
-                "error": r.error,
+                "error": r.error and scrub(r.error),
                 "fields": r.fields,
                 "since": r.since or now,
                 "attempts": r.attempts,
@@ -381,7 +382,11 @@ class StateStore:
             raise ValueError(f"unknown run status {status!r}: use one of {sorted(RUN_STATUSES)}")
         values = {"finished_at": _utc(None), "status": status, "counts": counts.as_dict()}
         with self._transaction(write=True) as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(error=error, **values))
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(error=error and scrub(error), **values)
+            )
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs (of `job`, or of every job), newest first."""

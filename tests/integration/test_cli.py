@@ -169,7 +169,8 @@ def test_credentials_round_trip(runner: CliRunner, demo: Path) -> None:
     assert "s3cr3t-value" not in result.output
     import keyring
 
-    assert keyring.get_password("commons-connector:members", "api_key") == "s3cr3t-value"
+    service = "commons-connector:Demo Climate Network:members"
+    assert keyring.get_password(service, "api_key") == "s3cr3t-value"
     assert run(runner, "credentials", "delete", "members", "api_key", cwd=demo).exit_code == 0
     again = run(runner, "credentials", "delete", "members", "api_key", cwd=demo)
     assert again.exit_code == 3

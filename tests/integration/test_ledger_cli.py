@@ -18,10 +18,11 @@ from tests.integration.test_cli import run
 
 ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
 KEY_ENV = "CONNECTOR_SECRET_NETWORK_LEDGER_KEY"
+NETWORK_SERVICE = service_name("Demo Climate Network", "network")
 
 
 def stored_key() -> str | None:
-    value: str | None = keyring.get_password(service_name("network"), "ledger_key")
+    value: str | None = keyring.get_password(NETWORK_SERVICE, "ledger_key")
     return value
 
 
@@ -69,7 +70,7 @@ def test_the_first_run_generates_a_ledger_key_into_the_keyring(
 
 def test_a_lost_key_is_never_replaced_on_a_keyed_ledger(runner: CliRunner, demo: Path) -> None:
     assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
-    keyring.delete_password(service_name("network"), "ledger_key")
+    keyring.delete_password(NETWORK_SERVICE, "ledger_key")
     for args in (("run", "--all"), ("ledger", "verify")):
         result = run(runner, *args, cwd=demo, env=ENV)
         assert result.exit_code == 3, result.output
@@ -95,7 +96,13 @@ def test_credentials_set_stores_the_key_and_list_shows_it(runner: CliRunner, dem
         "status": "missing",
     } in json.loads(listed.stdout)
     stored = run(
-        runner, "credentials", "set", "network", "ledger_key", input="an-admins-own-ledger-key\n"
+        runner,
+        "credentials",
+        "set",
+        "network",
+        "ledger_key",
+        input="an-admins-own-ledger-key\n",
+        cwd=demo,
     )
     assert stored.exit_code == 0, stored.output
     assert stored_key() == "an-admins-own-ledger-key"
@@ -113,7 +120,7 @@ def test_doctor_reports_the_ledger_key(runner: CliRunner, demo: Path) -> None:
     assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
     ok = run(runner, "doctor", "--json", cwd=demo, env=ENV)
     assert next(f for f in json.loads(ok.stdout) if f["subject"] == "ledger key")["ok"]
-    keyring.delete_password(service_name("network"), "ledger_key")
+    keyring.delete_password(NETWORK_SERVICE, "ledger_key")
     lost = run(runner, "doctor", cwd=demo, env=ENV)
     assert lost.exit_code == 3
     assert "FAIL ledger key" in lost.stdout

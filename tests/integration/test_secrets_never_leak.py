@@ -114,7 +114,9 @@ def test_keyring_secret_never_leaks(
     caplog.clear()
     caplog.set_level(logging.DEBUG)
     seen = []
-    stored = run(runner, "credentials", "set", "vault", "api_key", input=secret, cwd=folder)
+    stored = run(
+        runner, "credentials", "set", "vault", "api_key", "--force", input=secret, cwd=folder
+    )
     assert stored.exit_code == 0, stored.output
     seen.append(outputs(stored, caplog))
     for args in (
@@ -174,6 +176,6 @@ def test_reprs_hide_secrets(secret: str) -> None:
         repr(value),
         str(value),
         settings_.model_dump_json(),
-        repr(KeyringSecrets("vault")),
+        repr(KeyringSecrets("Test", "vault")),
     ):
         assert secret not in shown

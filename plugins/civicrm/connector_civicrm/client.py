@@ -16,7 +16,13 @@ import requests
 
 from connector_civicrm.settings import CivicrmSettings
 from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
-from connector_core.http import RETRY_STATUSES, http_errors, make_retry, make_session
+from connector_core.http import (
+    RETRY_STATUSES,
+    http_errors,
+    make_retry,
+    make_session,
+    server_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +161,7 @@ class CivicrmClient:
     def _decode(self, response: requests.Response, text: str, label: str) -> Any:
         status = response.status_code
         if status == 401:
-            reason = text.strip().removeprefix("HTTP 401").strip()[:200] or "refused"
+            reason = server_text(text.strip().removeprefix("HTTP 401").strip()) or "refused"
             raise AuthenticationFailed(
                 f"{self.what}: CiviCRM refused the credentials (HTTP 401: {reason})",
                 hint=_AUTH_HINT,
@@ -177,7 +183,7 @@ class CivicrmClient:
             ) from None
         if status == 200 and isinstance(body, dict) and body.get("is_error"):
             raise AuthenticationFailed(
-                f"{self.what}: {label}: {str(body.get('error_message'))[:200]}",
+                f"{self.what}: {label}: {server_text(str(body.get('error_message')))}",
                 hint=_AUTH_HINT,
             )
         if status >= 400:
@@ -190,7 +196,7 @@ class CivicrmClient:
             message = str(body.get("error_message") or body.get("status_message") or "")
             if isinstance(body.get("status"), int):
                 status = body["status"]
-        message = message[:500] or "no error message"
+        message = server_text(message, 500) or "no error message"
         if status == 403:
             if _GENERIC_ERROR in message:
                 message += " (the API user's permissions or ACLs refused it)"

@@ -24,7 +24,7 @@ from typing import Any
 import requests
 
 from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
-from connector_core.http import http_errors, raise_for_auth
+from connector_core.http import http_errors, raise_for_auth, server_text
 
 __all__ = ["GROUP", "PERMISSION_READ", "OcsClient", "OcsError", "Share"]
 
@@ -191,7 +191,7 @@ class OcsClient:
     def _error(self, code: int, http_status: int, message: str, doing: str) -> AdapterError:
         text = f"{self.what}: {doing} failed (OCS {code}, HTTP {http_status})"
         if message:
-            text += f": {message[:200]}"
+            text += f": {server_text(message)}"
         if code in (401, 997):
             return AuthenticationFailed(text, hint=_AUTH_HINT)
         if code == 403:

@@ -694,10 +694,10 @@ def test_network_key_secret_keys_the_keys(
         "network: {name: Test network, key_secret: {env: TEST_KEY_SECRET}}",
     )
     path.write_text(text, encoding="utf-8")
-    monkeypatch.setenv("TEST_KEY_SECRET", "short")
+    monkeypatch.setenv("TEST_KEY_SECRET", "k3y-5hrt")  # not a word of the message: it is scrubbed
     with pytest.raises(ConfigError, match="too short") as short:
         net.job()
-    assert "short" not in str(short.value).replace("too short", "")
+    assert "k3y-5hrt" not in str(short.value)
     monkeypatch.setenv("TEST_KEY_SECRET", "a long enough network key secret")
     net.run(store)
     secret = b"a long enough network key secret"

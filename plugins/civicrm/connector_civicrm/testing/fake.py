@@ -59,7 +59,9 @@ ACL deny rules, IM/Website.
 
 Fault injection: ``fake.faults = Faults(rate=0.1, seed=1)`` (see ``faults.KINDS``) or rules such as
 ``FaultRule("500", nth=3)`` / ``FaultRule("429", entity="Contact", action="save", times=2)``;
-``fake.faults = None`` stops all faults. Every request is logged in ``fake.requests`` (dicts
+``fake.faults = None`` stops all faults. ``fake.echo = Echo(500, "json")`` makes every API call
+answer an error body echoing the request headers (credentials included; see ``faults.Echo``).
+Every request is logged in ``fake.requests`` (dicts
 with ``method``, ``path``, ``entity``, ``action``, ``params``, ``status``, ``fault``, ``flow``,
 ``duration``; no credentials). Test-side helpers mutate data with the real ``modified_date`` rules:
 ``add_contact``, ``update_contact``, ``trash``, ``restore``, ``hard_delete``, ``merge``,
@@ -80,7 +82,7 @@ from typing import Any
 
 from connector_core.testing.server import LoopbackServer
 
-from .faults import Faults
+from .faults import Echo, Faults
 from .http import Handler
 from .operators import ApiError
 from .seed import seed_contacts
@@ -114,6 +116,7 @@ class FakeCiviCRM(LoopbackServer):
         self.users: dict[str, ApiUser] = {}
         self.jwts: dict[str, tuple[ApiUser, float]] = {}
         self.faults = faults
+        self.echo: Echo | None = None
         self.maintenance_mode = False
         self.debug_enabled = False
         self.authx_header_cred = True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote, quote_plus
 
 #: Every kind of fault the fake can inject.
 #:
@@ -98,3 +102,57 @@ class Faults:
             if chosen is not None:
                 self.injected.append((number, chosen))
             return chosen
+
+
+#: How an :class:`Echo` writes the request headers into its error body.
+ECHO_ENCODINGS = ("raw", "json", "repr", "url", "url_plus", "base64", "html")
+
+
+@dataclass
+class Echo:
+    """A misconfigured server that answers every API call with an error body echoing the
+    request's headers (credentials included), as a PHP debug page or a proxy might.
+
+    ``status`` 500 answers a JSON error envelope whose ``error_message`` holds the echo;
+    401 answers ``text/plain`` (``HTTP 401 ...``), as authx does. ``encoding`` says how the
+    header lines are written: as they came, JSON-, repr-, URL- or HTML-escaped, or Base64.
+    ``prefix`` pads the echo (to move it across a client's truncation point); ``entity`` and
+    ``action`` limit it to those calls (e.g. ``Contact``/``get``: a read fails, not the
+    multi-call that checks the schema).
+    """
+
+    status: int = 500
+    encoding: str = "raw"
+    prefix: str = ""
+    entity: str | None = None
+    action: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in (401, 500):
+            raise ValueError("an echo answers 401 or 500")
+        if self.encoding not in ECHO_ENCODINGS:
+            raise ValueError(f"unknown echo encoding {self.encoding!r}: {ECHO_ENCODINGS}")
+
+    def matches(self, entity: str | None, action: str | None) -> bool:
+        """Whether a call of `entity`.`action` gets the echo."""
+        return self.entity in (None, entity) and self.action in (None, action)
+
+    def text(self, headers: Mapping[str, str]) -> str:
+        """The echoed header lines (credentials first), encoded."""
+        first = ("X-Civi-Auth", "Authorization", "X-Civi-Key")
+        headers = dict(sorted(headers.items(), key=lambda kv: kv[0] not in first))
+        lines = "\n".join(f"{k}: {v}" for k, v in headers.items())
+        match self.encoding:
+            case "json":
+                lines = json.dumps(dict(headers))
+            case "repr":
+                lines = repr(dict(headers))
+            case "url":
+                lines = quote(lines, safe="")
+            case "url_plus":
+                lines = quote_plus(lines)
+            case "base64":
+                lines = base64.b64encode(lines.encode("utf-8", "surrogateescape")).decode()
+            case "html":
+                lines = "".join(f"&#{ord(c)};" if c in "<>&'\"" else c for c in lines)
+        return self.prefix + lines

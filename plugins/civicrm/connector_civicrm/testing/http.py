@@ -149,6 +149,8 @@ class Handler(BaseHTTPRequestHandler):
                 started,
                 lambda: self.send(404, b"<h1>Page not found</h1>", "text/html"),
             )
+        if fake.echo is not None and fake.echo.matches(entity, action):
+            return self._echo(record, started)
         fault = fake.faults.draw(entity, action) if fake.faults is not None else None
         record["fault"] = fault
         if fault is not None and fault not in EXECUTED:
@@ -195,6 +197,18 @@ class Handler(BaseHTTPRequestHandler):
         self._finish(
             record, status, started, lambda: self.send(status, page, "text/html; charset=UTF-8")
         )
+
+    def _echo(self, record: dict[str, Any], started: float) -> None:
+        echo = self.fake.echo
+        assert echo is not None
+        text = echo.text(dict(self.headers.items()))
+        if echo.status == 401:
+            body, ctype = f"HTTP 401 {text}".encode(), "text/plain"
+        else:
+            payload = {"error_code": 0, "error_message": text, "status": 500}
+            body, ctype = json.dumps(payload, ensure_ascii=False).encode(), "application/json"
+        status = echo.status
+        self._finish(record, status, started, lambda: self.send(status, body, ctype))
 
     # ---- the CiviCRM side ------------------------------------------------------------------
     def _execute(

@@ -1,0 +1,242 @@
+"""The one scrubber: every string that leaves the process or reaches storage passes :func:`scrub`.
+
+It knows every secret value this process has handed out (:func:`remember`) and the forms a
+value takes once something has written it down: Python's repr and ascii, JSON escapes,
+URL encoding (``quote``, ``quote_plus``, either hex case), HTML escapes, UTF-8 read back as
+Latin-1, and Base64 — of the value alone and of anything containing it, such as the
+``user:password`` of an HTTP Basic header. Scrubbing happens when a string leaves (the CLI's
+stdout and stderr, log records, stored run messages), so a secret handed out after a message
+was built is still caught.
+
+The doors it guards, each routed here once:
+
+- the CLI's stdout and stderr (:func:`scrubbed_streams`, installed by the ``connector`` group:
+  every ``click.echo``, ``--json`` document, log handler and plugin ``print``);
+- log records, whichever logger or handler they go to (:func:`install_log_scrubber`);
+- exception messages and hints of :class:`~connector_core.errors.ConnectorError`;
+- what the state store writes of messages (the runs table, outstanding changes);
+- uncaught tracebacks of the console script (:func:`scrub_excepthook`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import html
+import io
+import json
+import logging
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
+
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "forget_all",
+    "forms",
+    "install_log_scrubber",
+    "remember",
+    "scrub",
+    "scrub_data",
+    "scrub_excepthook",
+    "scrubbed_streams",
+]
+
+REDACTED = "***"
+#: Shorter values would scrub ordinary words from every message; secrets are longer.
+MIN_SECRET_LENGTH = 4
+#: Shorter Base64 runs would match ordinary words.
+_MIN_BASE64_CORE = 6
+_HEX_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def remember(value: str) -> None:
+    """Scrub `value` (and every form of it) from everything that leaves from now on."""
+    global _pattern
+    if len(value) < MIN_SECRET_LENGTH or value in _secrets:
+        return
+    with _lock:
+        _secrets.add(value)
+        every = sorted({f for s in _secrets for f in forms(s)}, key=len, reverse=True)
+        _pattern = re.compile("|".join(map(re.escape, every)))
+    install_log_scrubber()
+
+
+def _encodings(value: str) -> set[bytes]:
+    """The bytes a secret is sent as: UTF-8, or Latin-1 (how HTTP headers carry text)."""
+    found = {value.encode("utf-8", "surrogatepass")}
+    with contextlib.suppress(UnicodeEncodeError):
+        found.add(value.encode("latin-1"))
+    return found
+
+
+def forget_all() -> None:
+    """Forget every remembered secret (for tests that need a clean slate)."""
+    global _pattern
+    with _lock:
+        _secrets.clear()
+        _pattern = None
+
+
+@functools.lru_cache(maxsize=256)
+def forms(value: str) -> frozenset[str]:
+    """`value` and the forms it takes when escaped or encoded (see the module docstring)."""
+    found = {value}
+    stripped = value.strip()
+    if stripped != value and len(stripped) >= MIN_SECRET_LENGTH:
+        found.add(stripped)  # what a server or a header parser echoes of it
+    raw = value.encode("utf-8", "surrogatepass")
+    latin = raw.decode("latin-1")  # UTF-8 read back as Latin-1 (text without a charset)
+    for text in {value, latin}:
+        found |= {
+            repr(text)[1:-1],
+            # inside a longer repr holding both quote kinds, ' is escaped as \'
+            repr(text + "'\"")[1:-4],
+            ascii(text)[1:-1],
+            ascii(text + "'\"")[1:-4],
+            json.dumps(text)[1:-1],
+            json.dumps(text, ensure_ascii=False)[1:-1],
+            html.escape(text),
+            html.escape(text, quote=False),
+            text,
+        }
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value)):
+        found |= {encoded, _HEX_ESCAPE.sub(lambda m: m.group().lower(), encoded)}
+    for sent in _encodings(value):
+        found |= _base64_cores(sent)
+    return frozenset(f for f in found if len(f) >= MIN_SECRET_LENGTH)
+
+
+def scrub(text: str) -> str:
+    """`text` with every remembered secret, in any of its forms, replaced by ``***``."""
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(REDACTED, text)
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """What Base64 of any text holding `raw` must contain, whatever the alignment.
+
+    Encoded after k = 0, 1 or 2 other bytes, `raw` gives characters that depend on its bits
+    alone, except at most two at each end, which depend on the neighbours; those inner runs
+    are what is looked for (long enough not to match ordinary words). This finds a secret in
+    a Basic ``user:password`` header or in a Base64-encoded page, with one regular expression.
+    """
+    cores = set()
+    for k in range(3):
+        total = k + len(raw)
+        start = -(-8 * k // 6)  # the first character made of the secret's bits only
+        end = 4 * (total // 3) + (8 * (total % 3)) // 6
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            core = encode(b"\0" * k + raw + b"\0\0").decode("ascii")[start:end]
+            if len(core) >= _MIN_BASE64_CORE:
+                cores.add(core)
+    return cores
+
+
+def scrub_data(data: Any) -> Any:
+    """A copy of a JSON-like structure (dicts, lists, strings) with every string scrubbed."""
+    if isinstance(data, str):
+        return scrub(data)
+    if isinstance(data, dict):
+        return {scrub_data(k): scrub_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [scrub_data(v) for v in data]
+    return data
+
+
+# -- the process's output streams ---------------------------------------------------------
+
+
+class _ScrubbingWriter(io.TextIOBase):
+    """A text stream that scrubs what is written, then passes it to the stream it wraps.
+
+    It has no ``buffer``: whoever writes (click, logging, a plugin's print) goes through it.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.wrapped = stream
+
+    def write(self, text: str) -> int:
+        """Write `text`, scrubbed."""
+        self.wrapped.write(scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the wrapped stream."""
+        self.wrapped.flush()
+
+    def writable(self) -> bool:
+        """A writer is writable."""
+        return True
+
+    def isatty(self) -> bool:
+        """As the wrapped stream (progress lines and colours depend on it)."""
+        return self.wrapped.isatty()
+
+    def fileno(self) -> int:
+        """The wrapped stream's descriptor."""
+        return self.wrapped.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        """The wrapped stream's encoding."""
+        return getattr(self.wrapped, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        """The wrapped stream's error handler."""
+        return getattr(self.wrapped, "errors", None)
+
+
+@contextlib.contextmanager
+def scrubbed_streams() -> Iterator[None]:
+    """Scrub everything written to ``sys.stdout`` and ``sys.stderr`` inside the block."""
+    previous = sys.stdout, sys.stderr
+    sys.stdout = _ScrubbingWriter(sys.stdout)
+    sys.stderr = _ScrubbingWriter(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = previous
+
+
+def scrub_excepthook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """``sys.excepthook`` for the console script: an internal error's traceback, scrubbed."""
+    sys.stderr.write(scrub("".join(traceback.format_exception(kind, exc, tb))))
+
+
+# -- log records ------------------------------------------------------------------------------
+
+
+def install_log_scrubber() -> None:
+    """Scrub every log record as it is created, whichever logger or handler it goes to: a
+    plugin's careless debug line must not leak either."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_connector_scrubber", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.msg = scrub(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    factory._connector_scrubber = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -1,0 +1,85 @@
+"""Helpers for leak tests: every form a secret can take in text, and every text a run left.
+
+The forms are computed here independently of :mod:`connector_core.scrub`, so a test does not
+check the scrubber against itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import sqlalchemy as sa
+
+
+def secret_forms(secret: str, user: str | None = None) -> set[str]:
+    """The raw secret and its escaped and encoded forms (repr, JSON, URL, HTML, Base64)."""
+    raw = secret.encode("utf-8", "surrogatepass")
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        ascii(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        html.escape(secret),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+    mojibake = raw.decode("latin-1")  # UTF-8 read back as Latin-1 (text/plain, no charset)
+    forms |= {mojibake, repr(mojibake)[1:-1]}
+    if user is not None:
+        forms.add(base64.b64encode(f"{user}:{secret}".encode()).decode().rstrip("="))
+    if secret.strip() != secret:
+        forms |= secret_forms(secret.strip())
+    return {f for f in forms if len(f) >= 4}
+
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
+
+
+def _decoded_runs(text: str) -> Iterator[str]:
+    """What every Base64-looking run of `text` decodes to (from 4 offsets, either alphabet)."""
+    for run in _BASE64_RUN.findall(text):
+        for start in range(4):  # letters glued before the Base64 shift its alignment
+            part = run[start:]
+            part = part[: len(part) - 1] if len(part) % 4 == 1 else part
+            for decode in (base64.b64decode, base64.urlsafe_b64decode):
+                with contextlib.suppress(ValueError):
+                    yield decode(part + "=" * (-len(part) % 4)).decode("utf-8", "replace")
+
+
+def leaked(secret: str, texts: Iterable[str], user: str | None = None) -> list[str]:
+    """The forms of `secret` found in any of `texts`, also inside Base64 (empty: no leak)."""
+    joined = "\n".join(texts)
+    joined += "\n".join(_decoded_runs(joined))
+    return sorted(f for f in secret_forms(secret, user) if f in joined)
+
+
+def database_text(url: str) -> list[str]:
+    """Every row of every table of a state database, as text."""
+    engine = sa.create_engine(url)
+    try:
+        tables = sa.MetaData()
+        tables.reflect(engine)
+        with engine.connect() as conn:
+            return [
+                f"{table.name}: {' | '.join(map(str, row))} {tuple(row)!r}"
+                for table in tables.sorted_tables
+                for row in conn.execute(sa.select(table))
+            ]
+    finally:
+        engine.dispose()
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{path}"

@@ -1,0 +1,90 @@
+"""The scrubber knows every form a secret takes once written down."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connector_core import scrub
+from connector_core.errors import AdapterError
+from tests.leaks import leaked
+
+SECRET = "Ab'c\"d\\e%f+g/h=i j\nkÜ€"
+
+
+@pytest.fixture(autouse=True)
+def remembered() -> None:
+    scrub.remember(SECRET)
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        SECRET,
+        repr(SECRET),
+        repr({"key": SECRET, "other": 'it\'s "quoted"'}),
+        ascii(SECRET),
+        json.dumps(SECRET),
+        json.dumps({"k": SECRET}, ensure_ascii=False),
+        quote(SECRET, safe=""),
+        quote(SECRET).lower(),
+        quote_plus(SECRET),
+        base64.b64encode(f"organizer:{SECRET}".encode()).decode(),
+        "xyz" + base64.b64encode(f"headers {SECRET} more".encode()).decode(),
+        SECRET.encode().decode("latin-1"),
+        f"Authorization: Basic {base64.b64encode(SECRET.encode('utf-8')).decode()}",
+    ],
+    ids=[
+        "raw",
+        "repr",
+        "repr-in-dict",
+        "ascii",
+        "json",
+        "json-unicode",
+        "url",
+        "url-lower-hex",
+        "url-plus",
+        "basic-auth",
+        "base64-shifted",
+        "mojibake",
+        "base64-alone",
+    ],
+)
+def test_every_form_is_scrubbed(shown: str) -> None:
+    text = f"the server said: {shown} (end)"
+    assert leaked(SECRET, [scrub.scrub(text)]) == []
+    assert scrub.scrub(text).startswith("the server said: ")
+
+
+def test_a_secret_handed_out_after_the_message_was_built_is_scrubbed() -> None:
+    late = "handed-out-later-7f3a"
+    message = f"refused {late}"
+    scrub.remember(late)
+    assert scrub.scrub(message) == "refused ***"
+
+
+def test_error_messages_and_log_records_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    err = AdapterError(f"echo: {SECRET!r}", hint=f"check {json.dumps(SECRET)}")
+    assert leaked(SECRET, [str(err), err.hint or ""]) == []
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("connector.test").info("header %r", {"auth": SECRET})
+    assert leaked(SECRET, [r.getMessage() for r in caplog.records]) == []
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    text = "read 40, shared 7 — connector run members-to-north --json"
+    assert scrub.scrub(text) == text
+
+
+@settings(max_examples=50, deadline=None)
+@given(secret=st.text(min_size=6, max_size=30).filter(lambda s: s.strip() == s))
+def test_any_secret_in_any_form(secret: str) -> None:
+    scrub.remember(secret)
+    shown = [secret, repr(secret), json.dumps(secret), quote(secret, safe=""), quote_plus(secret)]
+    assert leaked(secret, [scrub.scrub(f"<{s}>") for s in shown]) == []
