@@ -103,10 +103,16 @@ class SourceFields:
 
 @dataclasses.dataclass(slots=True)
 class ReadProblem:
-    """A record the adapter could not read: reported with its location, then skipped."""
+    """A record the adapter could not read: reported with its location, then skipped.
+
+    ``source_id`` names a record the source does hold but whose evidence conflicts (rows
+    with one id that disagree): the engine holds it, neither sharing it anew nor taking
+    back what the target has, as it would a record the source no longer lists.
+    """
 
     location: str
     message: str
+    source_id: str | None = None
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}"

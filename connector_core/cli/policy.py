@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +16,7 @@ from connector_core.adapters import Adapter
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
+from connector_core.consent import DUPLICATE_ID, HELD, AmbiguousConsent, merge_evidence
 from connector_core.credentials import KeyringSecrets
 from connector_core.errors import ConfigError, ConfigValidationError, PolicyError, Problem
 from connector_core.hookspecs import MaskFactory
@@ -186,7 +188,12 @@ def read_record_file(path: Path) -> Record:
     data = load_yaml(path).data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a record file holds one mapping of fields to values")
-    return normalize_record(data)
+    try:
+        return normalize_record(data)
+    except AmbiguousConsent as exc:
+        raise ConfigError(
+            f"{path}: {exc}", hint="Write yes or no for each purpose, or leave it out."
+        ) from None
 
 
 @policy.command("explain")
@@ -205,14 +212,13 @@ def explain_cmd(app: App, policy_file: Path, record_file: Path) -> None:
     click.echo(explain(env.compile(policy_file), read_record_file(record_file)).render())
 
 
-def _input_records(app: App, source: str) -> Iterator[Record]:
-    """Records from a connection of connector.yaml, a .csv file, or a JSON-lines file."""
+def _input_records(app: App, source: str, problems: list[str]) -> Iterator[Record]:
+    """Records from a connection of connector.yaml, a .csv file, or a JSON-lines file;
+    what cannot be read (a consent value that is not yes or no, a duplicate id whose
+    lines disagree) goes to `problems` and is not shared."""
     path = Path(source)
     if path.suffix in {".json", ".jsonl"} and path.is_file():
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    yield normalize_record(json.loads(line))
+        yield from _json_lines(path, problems)
         return
     if path.suffix == ".csv" and path.is_file():
         adapter: Adapter = _csv_adapter(app, path)
@@ -220,7 +226,36 @@ def _input_records(app: App, source: str) -> Iterator[Record]:
         adapter = app.config.open_adapter(source)
     with adapter:
         for page in adapter.read(cursor=None, fields=None, where=None):
+            problems.extend(str(p) for p in page.problems)
             yield from page.records
+
+
+def _json_lines(path: Path, problems: list[str]) -> Iterator[Record]:
+    """The records of a JSON-lines file; rows sharing an id are merged as sync merges them."""
+    rows: dict[Any, list[tuple[int, Record]]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = normalize_record(json.loads(line), source=f"jsonl:{path.name}")
+            except AmbiguousConsent as exc:
+                problems.append(f"{path}:{number}: {exc}")
+                continue
+            rows.setdefault(_hashable(record.get("id")), []).append((number, record))
+    for group in rows.values():
+        if len(group) == 1:
+            yield group[0][1]
+            continue
+        where = f"{path}:{','.join(str(n) for n, _ in group)}"
+        merged = merge_evidence(r for _, r in group)
+        problems.append(f"{where}: {DUPLICATE_ID}" + (HELD if merged is None else ""))
+        if merged is not None:
+            yield merged
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _csv_adapter(app: App, path: Path) -> Adapter:
@@ -252,8 +287,9 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
     compiled = PolicyEnv.from_app(app).compile(policy_file)
     withheld: collections.Counter[str] = collections.Counter()
     shared: list[Record] = []
+    problems: list[str] = []
     total = 0
-    for _record, decision, projection in compiled.apply(_input_records(app, source)):
+    for _record, decision, projection in compiled.apply(_input_records(app, source, problems)):
         total += 1
         if projection is None:
             withheld[decision.reason] += 1
@@ -266,6 +302,8 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
     else:
         columns = [f for f in compiled.outcomes if any(f in r for r in shared)]
         click.echo(table([[cell(r.get(c)) for c in columns] for r in shared], columns))
+    for problem in problems:
+        click.echo(f"skipped: {problem}", err=True)
     click.echo(f"{total} read, {count} shared, {total - count} withheld", err=True)
     for reason, n in withheld.most_common():
         click.echo(f"  withheld {n}: {reason}", err=True)

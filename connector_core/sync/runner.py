@@ -278,6 +278,7 @@ class _Run:
         ids = [str(r["id"]) for r in records]
         if seen is not None:
             seen.update(ids)
+            seen.update(p.source_id for p in page.problems if p.source_id)  # held, not gone
         mapped = self.store.mapped(self.job.name, ids) if ids else {}
         owed = [sid for sid in ids if sid in self.owed]
         for source_id in owed:

@@ -13,6 +13,8 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from connector_core.consent import AmbiguousConsent, consent_value
+from connector_core.consent import state as consent_state
 from connector_core.errors import ConfigError
 from connector_core.records import (
     FIELDS,
@@ -23,7 +25,6 @@ from connector_core.records import (
     coerce,
     consent_purpose,
     is_extra,
-    parse_bool,
     to_text,
 )
 from connector_csv.dialect import UNDECODABLE, unneutralize
@@ -230,17 +231,15 @@ def _same(cell: str) -> str:
 def _fill(record: Record, column: Column, text: str, source: str) -> None:
     try:
         if column.purpose is not None:
-            granted = parse_bool(text)
+            granted = consent_value(text, column.purpose)  # the one consent parser
             if granted is not None:
-                record["consent"][column.purpose] = {
-                    "granted": granted,
-                    "source": source,
-                    "at": None,
-                }
+                record["consent"][column.purpose] = consent_state(granted, source)
         elif column.field is not None:
             record[column.canonical] = coerce(column.field, text)
         else:
             record[column.canonical] = text or None
+    except AmbiguousConsent as exc:
+        raise RowInvalid(f"column {column.native!r}: {exc}") from None
     except ValueError:
         field_type = column.field.type if column.field else FieldType.BOOLEAN
         raise RowInvalid(

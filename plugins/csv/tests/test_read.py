@@ -11,6 +11,7 @@ import pytest
 from connector_csv import CsvAdapter
 
 from connector_core.adapters import ReadProblem
+from connector_core.consent import DUPLICATE_ID, EXPECTED, HELD
 from connector_core.errors import AdapterError
 from connector_core.records import Record
 
@@ -131,11 +132,39 @@ def test_missing_and_duplicate_keys(
 ) -> None:
     lines(csv_path, "id,first_name", "1,Ada", " ,Nobody", "2,Grace", "1,Impostor")
     records, problems = read_all(make_adapter())
-    assert records == [{"id": "1", "first_name": "Ada"}, {"id": "2", "first_name": "Grace"}]
-    assert [(p.location, p.message) for p in problems] == [
-        (f"{csv_path}:3", "missing key: column 'id' is empty"),
-        (f"{csv_path}:5", "duplicate key '1' in column 'id' (first on line 2)"),
+    assert records == [{"id": "2", "first_name": "Grace"}]  # rows of id 1 disagree: held
+    assert [(p.location, p.message, p.source_id) for p in problems] == [
+        (f"{csv_path}:3", "missing key: column 'id' is empty", None),
+        (f"{csv_path}:2", f"column 'id' (lines 2, 5): {DUPLICATE_ID}{HELD}", "1"),
     ]
+
+
+def test_duplicate_keys_merge_consent_yes_only_where_every_row_says_yes(
+    csv_path: Path, make_adapter: MakeAdapter, read_all: ReadAll
+) -> None:
+    lines(
+        csv_path,
+        "id,first_name,Newsletter,Local",
+        "1,Ada,yes,yes",
+        "2,Grace,yes,",
+        "1,Ada,no,yes",
+        "2,Grace,yes,yes",
+        "3,Alan,yes,",
+        "3,Turing,no,",
+    )
+    mapping = {"consent.contact_me": "Newsletter", "consent.local": "Local"}
+    records, problems = read_all(make_adapter(mapping=mapping))
+    by_id = {r["id"]: r for r in records}
+    assert {p: s["granted"] for p, s in by_id["1"]["consent"].items()} == {
+        "contact_me": False,
+        "local": True,
+    }
+    assert {p: s["granted"] for p, s in by_id["2"]["consent"].items()} == {"contact_me": True}
+    # rows of 3 disagree on the name, and one refuses: only the refusal goes on
+    assert by_id["3"] == {"id": "3", "consent": {"contact_me": by_id["3"]["consent"]["contact_me"]}}
+    assert by_id["3"]["consent"]["contact_me"]["granted"] is False
+    assert [p.source_id for p in problems] == [None, None, None]
+    assert not any("Ada" in str(p) or "Turing" in str(p) for p in problems)
 
 
 def test_strict_mode_stops_at_the_first_problem(csv_path: Path, make_adapter: MakeAdapter) -> None:
@@ -298,8 +327,8 @@ def test_invalid_consent_cell_is_a_problem(
 ) -> None:
     lines(csv_path, "id,Newsletter", "1,perhaps")
     _, [problem] = read_all(make_adapter(mapping=MAPPING))
-    assert problem.message == (
-        "column 'Newsletter': 'perhaps' is not a yes/no value (yes/no, true/false or 1/0)"
+    assert (
+        problem.message == f"column 'Newsletter': consent.contact_me is not {EXPECTED}; no consent"
     )
 
 
