@@ -107,12 +107,15 @@ class ReadProblem:
 
     ``source_id`` names a record the source does hold but whose evidence conflicts (rows
     with one id that disagree): the engine holds it, neither sharing it anew nor taking
-    back what the target has, as it would a record the source no longer lists.
+    back what the target has, as it would a record the source no longer lists. ``consent``
+    is what those rows say together (:func:`connector_core.consent.combine_blocks`): a
+    purpose a job needs that some row refuses is still taken back.
     """
 
     location: str
     message: str
     source_id: str | None = None
+    consent: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}"

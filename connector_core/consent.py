@@ -131,23 +131,16 @@ def merge_evidence(rows: Iterable[Record], *, complete: bool = True) -> Record |
     """One person from several rows with the same id (a duplicate in one source).
 
     Rows that agree on every field but consent make one record whose consent is combined
-    purpose by purpose (:func:`combine_blocks`). Rows that disagree on another field cannot
-    be shared: if some row refuses a purpose, the result is the id with the combined consent
-    and nothing else (the refusal is stated, so what was shared is taken back); otherwise
-    None — the person is held, neither shared nor taken back, until the rows agree.
-    ``complete`` False says some rows of the id could not be read: they disagree.
+    purpose by purpose (:func:`combine_blocks`). Rows that disagree on another field (or,
+    with ``complete`` False, rows some of which could not be read) give None: the person is
+    held, neither shared anew nor taken back, except for a purpose some row refuses (the
+    engine takes that back; see :class:`connector_core.adapters.ReadProblem`).
     """
     listed = list(rows)
-    if not listed:
-        return None
-    consent = combine_blocks(r.get("consent") for r in listed)
     others = [{k: v for k, v in r.items() if k != "consent"} for r in listed]
-    if complete and all(o == others[0] for o in others):
-        return {**others[0], "consent": consent}
-    if any(s.get("granted") is False for s in consent.values()):
-        refused = {p: s for p, s in consent.items() if s.get("granted") is False}
-        return {"id": listed[0].get("id"), "consent": refused}
-    return None
+    if not listed or not complete or any(o != others[0] for o in others):
+        return None
+    return {**others[0], "consent": combine_blocks(r.get("consent") for r in listed)}
 
 
 #: How a duplicate id is reported (never with the rows' values).

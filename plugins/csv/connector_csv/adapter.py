@@ -29,7 +29,7 @@ from connector_core.adapters import (
     SourceFields,
     WriteResult,
 )
-from connector_core.consent import DUPLICATE_ID, HELD, merge_evidence
+from connector_core.consent import DUPLICATE_ID, HELD, combine_blocks, merge_evidence
 from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError, ConfigError
 from connector_core.query import Condition
@@ -241,6 +241,7 @@ class CsvAdapter(Adapter):
             problem = self._problem(group[0][0], message + ("" if merged else HELD))
             if merged is None:
                 problem.source_id = valid[0]["id"] if valid else key
+                problem.consent = combine_blocks(r.get("consent") for r in valid)
             else:
                 page.records.append(merged)
             page.problems.append(problem)

@@ -12,6 +12,7 @@ from connector_csv import CsvAdapter
 
 from connector_core.adapters import ReadProblem
 from connector_core.consent import DUPLICATE_ID, EXPECTED, HELD
+from connector_core.consent import state as consent_state
 from connector_core.errors import AdapterError
 from connector_core.records import Record
 
@@ -160,10 +161,10 @@ def test_duplicate_keys_merge_consent_yes_only_where_every_row_says_yes(
         "local": True,
     }
     assert {p: s["granted"] for p, s in by_id["2"]["consent"].items()} == {"contact_me": True}
-    # rows of 3 disagree on the name, and one refuses: only the refusal goes on
-    assert by_id["3"] == {"id": "3", "consent": {"contact_me": by_id["3"]["consent"]["contact_me"]}}
-    assert by_id["3"]["consent"]["contact_me"]["granted"] is False
-    assert [p.source_id for p in problems] == [None, None, None]
+    # rows of 3 disagree on the name: held, with what they say together about consent
+    assert "3" not in by_id
+    assert [p.source_id for p in problems] == [None, None, "3"]
+    assert problems[2].consent == {"contact_me": consent_state(False, "csv:people")}
     assert not any("Ada" in str(p) or "Turing" in str(p) for p in problems)
 
 
