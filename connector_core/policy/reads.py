@@ -52,32 +52,35 @@ def check_reads(
 ) -> list[Problem]:
     """Every read of the policy in `doc` that a policy it narrows does not allow."""
     ancestors = parent.chain()
-    problems: list[Problem] = []
+    problems = []
     for key, outcome in [*fields.items(), *classes.items()]:
         factory = masks.get(outcome.mask or "") if outcome.kind == "mask" else None
         for read in sorted(mask_reads(factory, outcome.param)) if factory else ():
-            for ancestor in ancestors:
-                why = _unreadable(ancestor, read, for_mask=True, ops=())
-                if why is not None:
-                    message = (
-                        f"fields: {key}: the {outcome.mask} mask reads {read}, which "
-                        f"{why}, and this policy narrows it; a mask may read only fields "
-                        f"the policies it narrows show (use another mask, or `{key}: absent`)"
-                    )
-                    problems.append(doc.problem(("fields", key), message, key=True))
-                    break
-    for field, ops, loc in _rule_tests(doc):
-        for ancestor in ancestors:
-            why = _unreadable(ancestor, field, for_mask=False, ops=ops)
+            why = _first_refusal(ancestors, read, for_mask=True, ops=())
             if why is not None:
                 message = (
-                    f"rules: this rule tests {field}, which {why}, and this policy narrows "
-                    "it; who appears in the recipient's file would tell them about it "
-                    "(remove the test, or test a field that policy shows)"
+                    f"fields: {key}: the {outcome.mask} mask reads {read}, which {why}, and "
+                    "this policy narrows it; a mask may read only fields the policies it "
+                    f"narrows show (use another mask, or `{key}: absent`)"
                 )
-                problems.append(doc.problem(loc, message, key=True))
-                break
+                problems.append(doc.problem(("fields", key), message, key=True))
+    for field, ops, loc in _rule_tests(doc):
+        why = _first_refusal(ancestors, field, for_mask=False, ops=ops)
+        if why is not None:
+            message = (
+                f"rules: this rule tests {field}, which {why}, and this policy narrows it; "
+                "who appears in the recipient's file would tell them about it (remove the "
+                "test, or test a field that policy shows)"
+            )
+            problems.append(doc.problem(loc, message, key=True))
     return problems
+
+
+def _first_refusal(
+    ancestors: list[Policy], field: str, *, for_mask: bool, ops: tuple[str, ...]
+) -> str | None:
+    reasons = (_unreadable(a, field, for_mask=for_mask, ops=ops) for a in ancestors)
+    return next((why for why in reasons if why is not None), None)
 
 
 def _unreadable(policy: Policy, field: str, *, for_mask: bool, ops: tuple[str, ...]) -> str | None:
