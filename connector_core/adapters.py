@@ -127,6 +127,12 @@ class ReadProblem:
     held (``expected``), and for a repeated key where the first one is (``first_at``). It
     has no room for a value: a malformed cell may belong to a field no policy shares, and
     problems reach summaries, ``--json``, log lines and the state store.
+
+    A problem with a ``key`` holds that record: the engine neither shares it anew nor takes
+    back what the targets have, as it would for a record the source no longer lists.
+    ``consent`` is what conflicting evidence for that key says together
+    (:func:`connector_core.consent.combine_blocks`): a purpose a job needs that some piece
+    of evidence refuses is still taken back.
     """
 
     location: str
@@ -134,6 +140,7 @@ class ReadProblem:
     field: str | None = None
     key: str | None = None
     first_at: str | None = None
+    consent: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.expected, Expected):

@@ -6,7 +6,10 @@ written in the policy (``truncate: 3`` gives ``3``; a bare ``last4`` gives None)
 the whole record (``city_only`` needs it). A factory raises ValueError for a bad parameter.
 
 A mask function that reads other fields of the record declares them in a ``reads``
-attribute (a frozenset of canonical field names), so that the engine fetches them.
+attribute (a frozenset of canonical field names): the engine fetches them, gives the mask a
+record holding only those (:func:`mask_view`; an undeclared read finds nothing), and lets a
+policy narrowing the network floor use the mask only where the floor shows them (see
+:mod:`connector_core.policy.reads`).
 
 Every built-in mask returns None for None, and None for a value it cannot mask (a number
 given to ``initial``, a date it cannot read). The compiler adds one more guarantee on top of
@@ -64,6 +67,11 @@ class MaskContext:
 
     def __repr__(self) -> str:
         return "MaskContext(hash_key=<hidden>)"
+
+
+def mask_view(mask: MaskFunction, record: Record) -> Record:
+    """The record `mask` is given: only the fields its ``reads`` declares."""
+    return {name: record.get(name) for name in getattr(mask, "reads", ())}
 
 
 def _no_hash_key() -> bytes:

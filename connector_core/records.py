@@ -53,6 +53,15 @@ class Expected(enum.Enum):
     VCARD = "a readable vCard"
     JSON_RECORD = "a JSON object on one line (one record per line)"
     RECORD = "a record this adapter can read"
+    CONSENT = "an explicit yes or no (yes/no, true/false, 1/0), or empty for no evidence"
+    MERGED_ROWS = (
+        "one row per key (rows sharing a key are merged: consent is yes only where every "
+        "row says yes, and no where any row says no)"
+    )
+    HELD_ROWS = (
+        "rows sharing a key to agree on every field but consent (they do not, so the person "
+        "is held: neither shared anew nor taken back)"
+    )
 
     @classmethod
     def of(cls, field_type: FieldType) -> Expected:

@@ -15,6 +15,7 @@ from connector_core.adapters import Adapter, ReadProblem
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
+from connector_core.consent import AmbiguousConsent, merge_evidence
 from connector_core.errors import ConfigError, ConfigValidationError, PolicyError, Problem
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
@@ -25,7 +26,7 @@ from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy
 from connector_core.policy.policytest import collect_results, find_test_files, normalize_record
 from connector_core.policy.schema import policy_json_schema
-from connector_core.records import Expected, Record
+from connector_core.records import Expected, Record, ValueInvalid
 from connector_core.sync.job import load_job_policy
 from connector_core.sync.schema_check import SchemaReport, check_source
 from connector_core.yaml_errors import load_yaml
@@ -186,7 +187,12 @@ def read_record_file(path: Path) -> Record:
     data = load_yaml(path).data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a record file holds one mapping of fields to values")
-    return normalize_record(data)
+    try:
+        return normalize_record(data)
+    except AmbiguousConsent as exc:
+        raise ConfigError(
+            f"{path}: {exc}", hint="Write yes or no for each purpose, or leave it out."
+        ) from None
 
 
 @policy.command("explain")
@@ -205,11 +211,13 @@ def explain_cmd(app: App, policy_file: Path, record_file: Path) -> None:
     click.echo(explain(env.compile(policy_file), read_record_file(record_file)).render())
 
 
-def _input_records(app: App, source: str) -> Iterator[Record]:
-    """Records from a connection of connector.yaml, a .csv file, or a JSON-lines file."""
+def _input_records(app: App, source: str, problems: list[ReadProblem]) -> Iterator[Record]:
+    """Records from a connection of connector.yaml, a .csv file, or a JSON-lines file;
+    what cannot be read (a line that is not a record, a consent value that is not yes or
+    no, an id whose lines disagree) goes to `problems` and is not shared."""
     path = Path(source)
     if path.suffix in {".json", ".jsonl"} and path.is_file():
-        yield from _json_lines(path)
+        yield from _json_lines(path, problems)
         return
     if path.suffix == ".csv" and path.is_file():
         adapter: Adapter = _csv_adapter(app, path)
@@ -217,13 +225,15 @@ def _input_records(app: App, source: str) -> Iterator[Record]:
         adapter = app.config.open_adapter(source)
     with adapter:
         for page in adapter.read(cursor=None, fields=None, where=None):
-            for problem in page.problems:
-                _skipped(problem)
+            problems.extend(page.problems)
             yield from page.records
 
 
-def _json_lines(path: Path) -> Iterator[Record]:
-    """One record per line; a line that is not a JSON object is skipped and reported."""
+def _json_lines(path: Path, problems: list[ReadProblem]) -> Iterator[Record]:
+    """One record per line; lines sharing an id are merged as sync merges a source's rows
+    (:func:`~connector_core.consent.merge_evidence`). A line that is not a JSON object, or
+    whose consent is neither yes, no nor empty, is reported and skipped."""
+    rows: dict[str, list[tuple[int, Record]]] = {}
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -232,14 +242,27 @@ def _json_lines(path: Path) -> Iterator[Record]:
                 data = json.loads(line)
             except (ValueError, RecursionError):  # their messages quote the line: left out
                 data = None
-            if isinstance(data, dict):
-                yield normalize_record(data)
-            else:
-                _skipped(ReadProblem(f"{path}:{number}", Expected.JSON_RECORD))
-
-
-def _skipped(problem: ReadProblem) -> None:
-    click.secho(f"skipped: {problem}", fg="yellow", err=True)
+            if not isinstance(data, dict):
+                problems.append(ReadProblem(f"{path}:{number}", Expected.JSON_RECORD))
+                continue
+            key = None if data.get("id") is None else str(data["id"])
+            try:
+                record = normalize_record(data, source=f"jsonl:{path.name}")
+            except ValueInvalid as exc:
+                problems.append(ReadProblem(f"{path}:{number}", exc.expected, exc.field, key))
+                continue
+            rows.setdefault(json.dumps(key), []).append((number, record))
+    for group in rows.values():
+        if len(group) == 1:
+            yield group[0][1]
+            continue
+        merged = merge_evidence(r for _, r in group)
+        where = f"{path}:{','.join(str(n) for n, _ in group)}"
+        expected = Expected.HELD_ROWS if merged is None else Expected.MERGED_ROWS
+        key = None if group[0][1].get("id") is None else str(group[0][1]["id"])
+        problems.append(ReadProblem(where, expected, "id", key))
+        if merged is not None:
+            yield merged
 
 
 def _csv_adapter(app: App, path: Path) -> Adapter:
@@ -271,8 +294,9 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
     compiled = PolicyEnv.from_app(app).compile(policy_file)
     withheld: collections.Counter[str] = collections.Counter()
     shared: list[Record] = []
+    problems: list[ReadProblem] = []
     total = 0
-    for _record, decision, projection in compiled.apply(_input_records(app, source)):
+    for _record, decision, projection in compiled.apply(_input_records(app, source, problems)):
         total += 1
         if projection is None:
             withheld[decision.reason] += 1
@@ -285,6 +309,8 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
     else:
         columns = [f for f in compiled.outcomes if any(f in r for r in shared)]
         click.echo(table([[cell(r.get(c)) for c in columns] for r in shared], columns))
+    for problem in problems:
+        click.secho(f"skipped: {problem}", fg="yellow", err=True)
     click.echo(f"{total} read, {count} shared, {total - count} withheld", err=True)
     for reason, n in withheld.most_common():
         click.echo(f"  withheld {n}: {reason}", err=True)

@@ -264,9 +264,11 @@ def _projection(src: Source, fields: Sequence[FieldPlan], depth: int) -> str:
         src.emit(depth, f"{x} = r.get({key})")
         src.emit(depth, f"if {x} is not None:")
         src.emit(depth + 1, "try:")
-        src.emit(depth + 2, f"y = {src.const(field.masks[0], 'M')}({x}, r)")
+        first = field.masks[0]
+        src.emit(depth + 2, f"y = {src.const(first, 'M')}({x}, {_view(src, first)})")
         for mask in field.masks[1:]:
-            src.emit(depth + 2, f"y = None if y is None else {src.const(mask, 'M')}(y, r)")
+            call = f"{src.const(mask, 'M')}(y, {_view(src, mask)})"
+            src.emit(depth + 2, f"y = None if y is None else {call}")
         src.emit(depth + 1, "except Exception:")
         src.emit(depth + 2, "y = _FAILED")
         src.emit(depth + 1, "if y is _FAILED:")
@@ -275,6 +277,13 @@ def _projection(src: Source, fields: Sequence[FieldPlan], depth: int) -> str:
         src.emit(depth + 1, f"{x} = None if y == {x} else y")
         items.append(f"{key}: {x}")
     return "{" + ", ".join(items) + "}"
+
+
+def _view(src: Source, mask: MaskFunction) -> str:
+    """The record a mask is given: a fresh dict of only the fields it declares it reads
+    (:func:`connector_core.masks.mask_view`), so an undeclared read finds nothing."""
+    reads = sorted(getattr(mask, "reads", ()))
+    return "{" + ", ".join(f"{src.literal(f)}: r.get({src.literal(f)})" for f in reads) + "}"
 
 
 def _function(

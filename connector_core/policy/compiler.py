@@ -361,15 +361,16 @@ def _make_mask(
         raise PolicyError(f"{where}: {source.key}: {exc}") from None
 
 
-def _tested_fields(condition: Condition | None) -> Iterator[str]:
+def tested_fields(condition: Condition | None) -> Iterator[str]:
+    """Each field a condition tests, by its top-level name (``consent.x.granted``: consent)."""
     match condition:
         case Compare(field):
             yield field if field in FIELDS or is_extra(field) else field.split(".", 1)[0]
         case All(items) | AnyOf(items):
             for item in items:
-                yield from _tested_fields(item)
+                yield from tested_fields(item)
         case Not(item):
-            yield from _tested_fields(item)
+            yield from tested_fields(item)
 
 
 def _pushdown(links: tuple[Link, ...], resolutions: dict[str, Resolution]) -> Pushdown:
@@ -385,7 +386,7 @@ def _pushdown(links: tuple[Link, ...], resolutions: dict[str, Resolution]) -> Pu
     elif forbids:
         parts.append(Not(_any([c for c in forbids if c is not None])))
     decision = {"id", *(["consent"] if purposes else [])}
-    decision.update(f for link in links for r in link.rules for f in _tested_fields(r.condition))
+    decision.update(f for link in links for r in link.rules for f in tested_fields(r.condition))
     shared: set[str] = set()
     for name, resolution in resolutions.items():
         if resolution.outcome.kind in ("show", "mask"):

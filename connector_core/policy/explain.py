@@ -13,6 +13,7 @@ import reprlib
 from typing import Any
 
 from connector_core.errors import RecordRejected
+from connector_core.masks import mask_view
 from connector_core.policy.codegen import safe_compare
 from connector_core.policy.compiler import (
     CompiledPolicy,
@@ -243,7 +244,7 @@ def _mask(compiled: CompiledPolicy, resolution: Resolution, record: Record) -> A
     original = value = record.get(resolution.field)
     try:
         for mask in resolution.masks:
-            value = None if value is None else mask(value, record)
+            value = None if value is None else mask(value, mask_view(mask, record))
     except Exception:
         value = RecordRejected
     if value is RecordRejected:

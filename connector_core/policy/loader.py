@@ -23,6 +23,7 @@ from connector_core.masks import BUILTIN_MASKS
 from connector_core.policy.conditions import ConditionParser, warning
 from connector_core.policy.models import NAME_RE, Policy, PolicyFile, Rule
 from connector_core.policy.outcomes import OutcomeParser
+from connector_core.policy.reads import check_reads
 from connector_core.records import consent_purpose
 from connector_core.yaml_errors import (
     LocatedDocument,
@@ -152,6 +153,7 @@ class _Checker:
         fields, classes = outcomes.parse()
         if self.parent is not None:
             outcomes.check_chain(fields, classes, self.parent)
+            self.problems += check_reads(self.doc, fields, classes, self.parent, self.options.masks)
         self.problems += outcomes.problems
         self.warnings += outcomes.warnings
         self._policy_warnings(rules, require)

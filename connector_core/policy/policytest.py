@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connector_core.consent import AmbiguousConsent, with_consent
 from connector_core.errors import ConfigValidationError, ConnectorError, PolicyError
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
@@ -86,18 +87,13 @@ class CaseResult:
 
 
 def normalize_record(raw: Mapping[str, Any], source: str = "fixture") -> Record:
-    """Expand the consent shorthand ``{purpose: true}`` into canonical consent entries."""
-    record = dict(raw)
-    consent = record.get("consent")
-    if isinstance(consent, dict):
-        record["consent"] = {
-            purpose: value
-            if isinstance(value, dict)
-            else {"granted": bool(value), "source": source, "at": None}
-            for purpose, value in consent.items()
-            if value is not None
-        }
-    return record
+    """A record as a person wrote it, its consent read by the one consent parser
+    (:func:`connector_core.consent.with_consent`: ``{purpose: yes}`` or state mappings).
+
+    Raises:
+        AmbiguousConsent: a consent value that is neither yes, no nor empty.
+    """
+    return with_consent(raw, source)
 
 
 def find_test_files(paths: Iterable[Path]) -> list[Path]:
@@ -157,7 +153,11 @@ def run_test_file(
 
 def check_case(compiled: CompiledPolicy, case: Case) -> list[str]:
     """Compare what the policy does with the record against the expectation."""
-    decision, projection = compiled.evaluate(normalize_record(case.record))
+    try:
+        record = normalize_record(case.record)
+    except AmbiguousConsent as exc:  # a fixture says what it means: yes or no
+        return [f"record: {exc}"]
+    decision, projection = compiled.evaluate(record)
     expect = case.expect
     diffs: list[str] = []
     actual = "share" if decision.share else "withhold"

@@ -34,11 +34,12 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from connector_core.adapters import Capability, Page, WriteResult
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.query import Condition
+from connector_core.records import Record
 from connector_core.sync.batches import Batches
 from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
@@ -277,6 +278,7 @@ class _Run:
             self.counts.problems += len(page.records) - len(records)
             self.unidentified += len(page.records) - len(records)
             self.result.problems.append(f"{self.job.source.connection}: a record without an id")
+        records += self._refused_while_held(page)
         ids = [str(r["id"]) for r in records]
         if seen is not None:
             seen.update(ids)
@@ -291,6 +293,18 @@ class _Run:
         self._settle_held(owed, plan.steps)
         if self.progress is not None:
             self.progress(len(page.records))
+
+    def _refused_while_held(self, page: Page) -> list[Record]:
+        """Held records (conflicting evidence) of which some piece refuses a purpose this job needs.
+
+        The refusal is stated, so it goes through: the record is decided on its consent
+        alone, which withholds it. Any other held record is neither shared nor taken back."""
+        needed = self.planner.purposes
+        return [
+            {"id": p.key, "consent": dict(p.consent)}
+            for p in page.problems
+            if p.key and p.consent and any(_refuses(p.consent.get(q)) for q in needed)
+        ]
 
     def _problems(self, page: Page, seen: set[str] | None) -> None:
         """Report what the source could not read. Never delete on absent evidence: an
@@ -608,3 +622,7 @@ def _write_error(result: WriteResult | None) -> str:
     if result.ok:
         return "the target answered for another key"
     return result.error or "rejected by the target"
+
+
+def _refuses(state: Any) -> bool:
+    return isinstance(state, dict) and state.get("granted") is False

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connector_civicrm.settings import CivicrmSettings, ConsentRule
+from connector_core.consent import AmbiguousConsent, consent_value
 from connector_core.records import FIELDS, Expected, FieldMapping, FieldType, Record, ValueInvalid
 
 DEFAULT_MAPPING: Mapping[str, str] = {
@@ -222,10 +223,11 @@ class ContactMapping:
 
 def _granted(rule: ConsentRule, row: Mapping[str, Any], statuses: Mapping[str, str]) -> bool | None:
     if rule.field is not None:
-        value = row.get(rule.field)
-        if value is None or value == "":
-            return None
-        return _truthy(value) == rule.granted_value
+        try:
+            value = consent_value(row.get(rule.field))  # the one consent parser
+        except AmbiguousConsent:
+            return None  # neither yes nor no: no evidence, so no consent
+        return None if value is None else value == rule.granted_value
     status = statuses.get(rule.group or "")
     if status in rule.granted_statuses:
         return True

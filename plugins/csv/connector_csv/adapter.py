@@ -13,6 +13,7 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from connector_core.adapters import (
     SourceFields,
     WriteResult,
 )
+from connector_core.consent import combine_blocks, merge_evidence
 from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError, ConfigError
 from connector_core.files import replace_file
@@ -163,20 +165,92 @@ class CsvAdapter(Adapter):
         if cursor is not None and cursor == file_cursor(path):
             yield Page([], cursor=cursor)
             return
+        duplicated, digest = self._duplicated_keys()
         with file_errors(path), CsvFile(path, self.settings) as source:
-            yield from self._snapshot(source, fields)
+            yield from self._snapshot(source, fields, duplicated, digest)
 
-    def _snapshot(self, source: CsvFile, fields: frozenset[str] | None) -> Iterator[Page]:
+    def _duplicated_keys(self) -> tuple[frozenset[str], str]:
+        """A first pass: the key cells found on more than one row, and the file's cursor.
+
+        Rows sharing a key are one person seen several times; they are held back from the
+        pages and merged once all of them are read (see :meth:`_merged`)."""
+        path = self.settings.path
+        with file_errors(path), CsvFile(path, self.settings) as source:
+            if source.header is None:
+                return frozenset(), source.cursor
+            index = source.header.index(self.settings.key_column)
+            counts = collections.Counter(
+                row.cells[index] for row in source.rows() if index < len(row.cells)
+            )
+            return frozenset(k for k, n in counts.items() if n > 1), source.cursor
+
+    def _snapshot(
+        self,
+        source: CsvFile,
+        fields: frozenset[str] | None,
+        duplicated: frozenset[str],
+        digest: str,
+    ) -> Iterator[Page]:
         # Hold each page back until the next one exists: the last page carries the cursor.
         pending: Page | None = None
+        groups: dict[str, list[tuple[int, Record | None]]] = {}
         if source.header is not None:
-            for page in self._pages(source.rows(), self._decoder(source.header, fields)):
+            decoder = self._decoder(source.header, fields)
+            rows = self._set_aside(source.rows(), decoder, duplicated, groups)
+            for page in self._pages(rows, decoder):
                 if pending is not None:
                     yield pending
                 pending = page
         last = pending or Page([], snapshot=True)
+        if source.cursor != digest:
+            raise AdapterError(
+                f"{self.settings.path} changed while it was being read",
+                hint="Run again once whatever writes the file has finished.",
+            )
+        self._merged(groups, last)
         last.cursor = source.cursor
         yield last
+
+    def _set_aside(
+        self,
+        rows: Iterator[RawRow],
+        decoder: RowDecoder,
+        duplicated: frozenset[str],
+        groups: dict[str, list[tuple[int, Record | None]]],
+    ) -> Iterator[RawRow]:
+        """The rows, except those whose key is duplicated: decoded into `groups` instead."""
+        index = decoder.key[0]
+        for row in rows:
+            key = row.cells[index] if row.error is None and index < len(row.cells) else None
+            if key is None or key not in duplicated:
+                yield row
+                continue
+            try:
+                record: Record | None = decoder.decode(row.cells)
+            except RowInvalid:
+                record = None
+            groups.setdefault(key, []).append((row.line, record))
+
+    def _merged(self, groups: dict[str, list[tuple[int, Record | None]]], page: Page) -> None:
+        """Add each duplicated key's merged record (or its hold) to the last page."""
+        for key, group in groups.items():
+            lines = ",".join(str(line) for line, _ in group)
+            valid = [record for _, record in group if record is not None]
+            merged = merge_evidence(valid, complete=len(valid) == len(group))
+            if merged is not None:
+                page.records.append(merged)
+            problem = ReadProblem(
+                f"{self.settings.path}:{lines}",
+                Expected.MERGED_ROWS if merged is not None else Expected.HELD_ROWS,
+                field=self.settings.key_column,
+                key=str(valid[0]["id"]) if valid else key,
+                consent=None
+                if merged is not None
+                else combine_blocks(r.get("consent") for r in valid),
+            )
+            if self.settings.strict:
+                raise AdapterError(str(problem), hint=_STRICT_HINT)
+            page.problems.append(problem)
 
     def _decoder(self, header: list[str], fields: frozenset[str] | None) -> RowDecoder:
         return self._columns.decoder(

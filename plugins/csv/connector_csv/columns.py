@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from connector_core.cells import unneutralize
+from connector_core.consent import consent_value
+from connector_core.consent import state as consent_state
 from connector_core.errors import ConfigError
 from connector_core.records import (
     FIELDS,
@@ -26,7 +28,6 @@ from connector_core.records import (
     coerce,
     consent_purpose,
     is_extra,
-    parse_bool,
     to_text,
 )
 from connector_csv.dialect import UNDECODABLE
@@ -225,13 +226,9 @@ def _same(cell: str) -> str:
 def _fill(record: Record, column: Column, text: str, source: str) -> None:
     """Put the cell's value in `record`; raises ValueInvalid (which holds no value)."""
     if column.purpose is not None:
-        granted = parse_bool(text)
+        granted = consent_value(text, column.purpose)  # the one consent parser
         if granted is not None:
-            record["consent"][column.purpose] = {
-                "granted": granted,
-                "source": source,
-                "at": None,
-            }
+            record["consent"][column.purpose] = consent_state(granted, source)
     elif column.field is not None:
         record[column.canonical] = coerce(column.field, text)
     else:

@@ -11,6 +11,7 @@ import pytest
 from connector_csv import CsvAdapter
 
 from connector_core.adapters import ReadProblem
+from connector_core.consent import state as consent_state
 from connector_core.errors import AdapterError
 from connector_core.records import Expected, Record
 
@@ -137,12 +138,47 @@ def test_missing_and_duplicate_keys(
 ) -> None:
     lines(csv_path, "id,first_name", "1,Ada", " ,Nobody", "2,Grace", "1,Impostor")
     records, problems = read_all(make_adapter())
-    assert records == [{"id": "1", "first_name": "Ada"}, {"id": "2", "first_name": "Grace"}]
-    assert [str(p) for p in problems] == [
-        f"{csv_path}:3: field 'id': expected a key (the cell is empty)",
-        f"{csv_path}:5: record '1', field 'id': expected a key no other record has "
-        "(first at line 2)",
+    assert records == [{"id": "2", "first_name": "Grace"}]  # rows of id 1 disagree: held
+    assert [(str(p), p.key, p.consent) for p in problems] == [
+        (f"{csv_path}:3: field 'id': expected a key (the cell is empty)", None, None),
+        (
+            f"{csv_path}:2,5: record '1', field 'id': expected {Expected.HELD_ROWS.value}",
+            "1",
+            {},
+        ),
     ]
+
+
+def test_duplicate_keys_merge_consent_yes_only_where_every_row_says_yes(
+    csv_path: Path, make_adapter: MakeAdapter, read_all: ReadAll
+) -> None:
+    lines(
+        csv_path,
+        "id,first_name,Newsletter,Local",
+        "1,Ada,yes,yes",
+        "2,Grace,yes,",
+        "1,Ada,no,yes",
+        "2,Grace,yes,yes",
+        "3,Alan,yes,",
+        "3,Turing,no,",
+    )
+    mapping = {"consent.contact_me": "Newsletter", "consent.local": "Local"}
+    records, problems = read_all(make_adapter(mapping=mapping))
+    by_id = {r["id"]: r for r in records}
+    assert {p: s["granted"] for p, s in by_id["1"]["consent"].items()} == {
+        "contact_me": False,
+        "local": True,
+    }
+    assert {p: s["granted"] for p, s in by_id["2"]["consent"].items()} == {"contact_me": True}
+    # rows of 3 disagree on the name: held, with what they say together about consent
+    assert "3" not in by_id
+    assert [(p.key, p.expected) for p in problems] == [
+        ("1", Expected.MERGED_ROWS),
+        ("2", Expected.MERGED_ROWS),
+        ("3", Expected.HELD_ROWS),
+    ]
+    assert problems[2].consent == {"contact_me": consent_state(False, "csv:people")}
+    assert not any("Ada" in str(p) or "Turing" in str(p) for p in problems)
 
 
 def test_strict_mode_stops_at_the_first_problem(csv_path: Path, make_adapter: MakeAdapter) -> None:
@@ -305,7 +341,7 @@ def test_invalid_consent_cell_is_a_problem(
 ) -> None:
     lines(csv_path, "id,Newsletter", "1,perhaps")
     _, [problem] = read_all(make_adapter(mapping=MAPPING))
-    assert (problem.key, problem.field, problem.expected) == ("1", "Newsletter", Expected.YES_NO)
+    assert (problem.key, problem.field, problem.expected) == ("1", "Newsletter", Expected.CONSENT)
     assert "perhaps" not in str(problem)
 
 

@@ -18,6 +18,7 @@ import vobject  # type: ignore[import-untyped]
 import vobject.base  # type: ignore[import-untyped]
 import vobject.vcard  # type: ignore[import-untyped]
 
+from connector_core.consent import AmbiguousConsent, combine, consent_value
 from connector_core.records import Record
 from connector_nextcloud.settings import MARKER_PROPERTY
 
@@ -25,8 +26,6 @@ from connector_nextcloud.settings import MARKER_PROPERTY
 # content must never reach our logs, so those records are dropped at their logger.
 logging.getLogger("vobject.base").addFilter(lambda _record: False)
 
-_YES = frozenset({"yes", "true", "1", "granted"})
-_NO = frozenset({"no", "false", "0", "withdrawn", "denied"})
 _BASIC_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _ADR_PARTS = {
     "street_address": "street",
@@ -165,21 +164,32 @@ def _read_categories_and_consent(card: Any, fmt: CardFormat, record: Record) -> 
     for line in card.contents.get("categories", []):
         value = line.value if isinstance(line.value, list) else [line.value]
         categories.extend(str(v).strip() for v in value if str(v).strip())
-    consent: dict[str, dict[str, Any]] = {}
+    # Every piece of evidence per purpose; they combine as one consent parser says: no if any
+    # says no, yes only if all say yes; a value that is neither is no consent.
+    pieces: dict[str, list[dict[str, Any] | None]] = {}
     by_category = {cat: purpose for purpose, cat in fmt.consent_categories.items()}
     for category in categories:
         if category in by_category:
-            consent[by_category[category]] = _state(True, "categories")
+            pieces.setdefault(by_category[category], []).append(_state(True, "categories"))
     if fmt.consent_property:
         for line in card.contents.get(fmt.consent_property.lower(), []):
             purpose, _, answer = (_text(line.value) or "").partition("=")
-            granted = answer.strip().lower()
-            if purpose.strip() and granted in _YES | _NO:
-                consent[purpose.strip()] = _state(granted in _YES, fmt.consent_property)
+            if purpose.strip():
+                pieces.setdefault(purpose.strip(), []).append(_answer(answer, fmt))
+    combined = {p: combine(states) for p, states in pieces.items()}
+    consent = {p: s for p, s in combined.items() if s is not None}
     groups = sorted({c for c in categories if c not in by_category})
     if fmt.groups:
         record["groups"] = groups or None
     record["consent"] = consent or None
+
+
+def _answer(answer: str, fmt: CardFormat) -> dict[str, Any] | None:
+    try:
+        granted = consent_value(answer)
+    except AmbiguousConsent:
+        return None  # not an explicit yes: with any other piece, no consent
+    return None if granted is None else _state(granted, fmt.consent_property or "")
 
 
 def _state(granted: bool, source: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ FLOOR = """\
       pii.contact: show
       pii.location.coarse: show
       street_address: forbid
+      affiliation: show
 """
 
 NORTH = """\

@@ -15,6 +15,7 @@ from connector_core.errors import PluginError, PolicyError
 from connector_core.masks import BUILTIN_MASKS, MaskContext, normalize_for_hash
 from connector_core.plugins import collect_masks, make_plugin_manager, register_builtin
 from connector_core.policy.compiler import compile_policy
+from connector_core.policy.explain import explain
 from connector_core.query import Compare
 from tests.unit.policy.strategies import KEY, allow, make_policy, mask
 
@@ -212,3 +213,21 @@ def test_masking_an_already_coarse_value_sends_none() -> None:
     record = {"region": "North", "latitude": 53.8, "phone": "0123"}
     assert compiled.project(record) == {"phone": None, "latitude": None}
     assert compiled.project({**record, "latitude": 53.8123})["latitude"] == 53.81
+
+
+def snoop(param: Any, context: MaskContext) -> Any:
+    """A plugin mask that reads the street address without declaring it, and the city with."""
+
+    def mask_(value: Any, record: dict[str, Any]) -> Any:
+        return f"{record.get('street_address')}|{record.get('city')}"
+
+    mask_.reads = frozenset({"city"})  # type: ignore[attr-defined]
+    return mask_
+
+
+def test_a_mask_sees_only_the_fields_it_declares_it_reads() -> None:
+    policy = make_policy(rules=(allow("all"),), fields={"region": mask("snoop")})
+    compiled = compile_policy(policy, masks={**BUILTIN_MASKS, "snoop": snoop})
+    record = {"region": "North", "city": "Leeds", "street_address": "1 Mill Lane"}
+    assert compiled.project(record) == {"region": "None|Leeds"}
+    assert explain(compiled, record).projection == {"region": "None|Leeds"}
