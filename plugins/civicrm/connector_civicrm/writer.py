@@ -104,9 +104,9 @@ class ContactWriter:
                 where = [[key, "IN", sorted(wanted - set(cache))]]
                 calls[entity] = (entity, "get", {"select": ["id", key], "where": where})
         answers = self._run(calls)
-        for entity, _key, _, cache in self._caches(titles, names):
+        for entity, name, _, cache in self._caches(titles, names):
             for row in answers.get(entity, {}).get("values", []):
-                cache[str(row[key])] = int(row["id"])
+                cache[str(row[name])] = int(row["id"])
         rows = answers["contacts"]["values"]
         for row in rows:  # the ids of groups a contact may have to leave
             for m in self.contacts.membership_rows(row):

@@ -558,3 +558,32 @@ def test_a_job_from_a_site_whose_consent_group_was_renamed_is_refused(
     assert problem.line == 15
     assert f"connections.crm.settings.consent.local_organizing.group: {GROUP!r}" in str(problem)
     assert f"did you mean '{GROUP} (old)'?" in str(problem)
+
+
+# ---- what a real CiviCRM 6.17.2 showed (issue 12) -------------------------------------------
+
+
+def test_csv_to_civicrm_when_the_groups_it_names_already_exist(
+    fake_civicrm: FakeCiviCRM, tmp_path: Path
+) -> None:
+    """Seen on a real CiviCRM: every write crashed (KeyError 'name', exit 1) once a group it
+    names (here `group_for_writes`) existed; the run must write as when it creates it."""
+    fake = fake_civicrm
+    group = fake.add_group("shared_by_the_network", "Shared by the network")
+    write_network(tmp_path, fake, job="to_crm")
+    config = tmp_path / "connector.yaml"
+    text = config.read_text(encoding="utf-8")
+    setting = "      group_for_writes: Shared by the network\n      consent:\n"
+    config.write_text(text.replace("      consent:\n", setting, 1), encoding="utf-8")
+    write_sheet(tmp_path, [person_row(n) for n in range(PEOPLE)])
+
+    result = run(tmp_path, "to_crm")
+
+    assert result.exit_code == ExitCode.OK, (result.aborted, result.failures, result.problems)
+    contacts = crm_contacts(fake)
+    assert len(contacts) == result.counts.created == sum(shared(n) for n in range(PEOPLE))
+    assert {str(c["groups"]) for c in contacts.values()} == {
+        str([("Shared by the network", "Added")])
+    }
+    with fake.store.lock:
+        assert list(fake.store.tables["Group"]) == [group]
