@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from connector_civicrm.client import CivicrmApiError, CivicrmClient
+from connector_civicrm.client import CivicrmApiError, CivicrmClient, Unanswered
 from connector_civicrm.mapping import ContactMapping, same
 from connector_civicrm.settings import CivicrmSettings
 from connector_core.adapters import Change, WriteResult
@@ -179,21 +179,43 @@ class ContactWriter:
         done = self.client.call("Contact", "delete", params)["values"]
         return {int(v["id"]) for v in done}
 
-    def _save(self, plans: list[_Plan]) -> None:
+    def _save(self, plans: list[_Plan], *, settled: bool = False) -> None:
         if not plans:
             return
         try:
             saved = self.client.call("Contact", "save", {"records": [p.values for p in plans]})
+        except Unanswered as exc:
+            if settled:
+                raise
+            log.warning("%s; looking up what CiviCRM did before sending anything again", exc)
+            self._save(self._settle(plans), settled=True)
+            return
         except CivicrmApiError as exc:
             if len(plans) == 1:
                 plans[0].error = str(exc)
                 return
             log.info("Contact.save of %d records failed; saving them one by one", len(plans))
             for plan in plans:  # isolate the record CiviCRM refused
-                self._save([plan])
+                self._save([plan], settled=settled)
             return
         for plan, value in zip(plans, saved["values"], strict=False):
             plan.contact_id = int(value["id"])
+
+    def _settle(self, plans: list[_Plan]) -> list[_Plan]:
+        """After a save went unanswered: read the contacts back by external_identifier; the
+        plans CiviCRM already carried out get their ids, the others what is still to send."""
+        existing = self._lookup([p.change for p in plans])
+        todo = []
+        for plan in plans:
+            row = existing.get(plan.change.key)
+            fresh = self._plan(plan.change, row)
+            if row is not None:
+                plan.contact_id = fresh.contact_id
+            if fresh.values is not None:
+                plan.values = fresh.values
+                todo.append(plan)
+        log.info("%d of %d records were not saved yet; sending those", len(todo), len(plans))
+        return todo
 
     def _memberships(self, plans: list[_Plan]) -> None:
         titles = {t for p in plans for t in p.groups}
