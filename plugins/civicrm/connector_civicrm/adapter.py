@@ -9,9 +9,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from connector_civicrm.client import CivicrmClient
-from connector_civicrm.fields import source_fields
+from connector_civicrm.fields import option_ids, source_fields
 from connector_civicrm.mapping import DEFAULT_MAPPING, MERGED_TO, ContactMapping
-from connector_civicrm.pushdown import to_where
+from connector_civicrm.pushdown import Options, pseudoconstant_paths, to_where
 from connector_civicrm.settings import CivicrmSettings
 from connector_civicrm.writer import ContactWriter
 from connector_core.adapters import (
@@ -116,6 +116,7 @@ class CivicrmAdapter(Adapter):
         self.contacts = ContactMapping(self.settings, self.mapping, self.connection)
         self._client: CivicrmClient | None = None
         self._writer: ContactWriter | None = None
+        self._option_cache: dict[str, dict[str, list[Any]] | None] = {}
 
     @property
     def what(self) -> str:
@@ -167,7 +168,9 @@ class CivicrmAdapter(Adapter):
     ) -> Iterator[Page]:
         """Full reads page by id; cursor reads page by modified_date (trash included)."""
         state = Cursor.load(cursor) if cursor is not None else None
-        pushed = to_where(where, self.pushdown_fields(), self.settings.consent)
+        fields_map = self.pushdown_fields()
+        options = self._options(pseudoconstant_paths(where, fields_map))
+        pushed = to_where(where, fields_map, self.settings.consent, options)
         if state is None or state.after is not None:
             yield from self._full(state, fields, pushed)
         else:
@@ -176,6 +179,14 @@ class CivicrmAdapter(Adapter):
     def pushdown_fields(self) -> dict[str, str]:
         """Canonical field -> APIv4 path, for the pushdown translator."""
         return {"id": "id", **self.contacts.fields, **self.contacts.custom}
+
+    def _options(self, paths: set[str]) -> Options:
+        """Every id of each option label of these pseudoconstant paths (one request, cached):
+        a label in a ``where`` matches only one of the ids that share it."""
+        todo = sorted(paths - set(self._option_cache))
+        if todo:
+            self._option_cache.update(option_ids(self.client, todo))
+        return {p: table for p in paths if (table := self._option_cache.get(p)) is not None}
 
     def _scope(self) -> list[Any]:
         kind = self.settings.contact_type

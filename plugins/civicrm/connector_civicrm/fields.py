@@ -180,6 +180,63 @@ def _note(setting: tuple[str, ...], native: str, hidden: set[str] | None) -> str
     return "the site has no such custom field (CustomField.get): was it renamed or deleted?"
 
 
+#: The entity behind each location join of Contact (reference §3.3).
+_JOINED = {
+    f"{kind}_{which}": entity
+    for kind, entity in (("email", "Email"), ("phone", "Phone"), ("address", "Address"))
+    for which in ("primary", "billing")
+}
+
+
+def option_ids(client: CivicrmClient, paths: list[str]) -> dict[str, dict[str, list[Any]] | None]:
+    """For each ``field:suffix`` path, each option's suffix value -> every id carrying it
+    (``getFields`` with ``loadOptions``; one multi-call). None for a path whose entity or
+    options cannot be told: its conditions stay local."""
+    wanted: dict[str, tuple[str, str, str]] = {}
+    for path in paths:
+        field, _, suffix = path.rpartition(":")
+        head, dot, name = field.rpartition(".")
+        entity = _JOINED.get(head) if dot else "Contact"
+        if entity is not None and "." not in head:
+            wanted[path] = (entity, name, suffix)
+    entities = sorted({e for e, _, _ in wanted.values()})
+    calls = {
+        e: (e, "getFields", {
+            "select": ["name", "options"],
+            "where": [["name", "IN", sorted({n for x, n, _ in wanted.values() if x == e})]],
+            "loadOptions": ["id", "name", "label", "abbr"],
+            "action": "get",
+        })
+        for e in entities
+    }  # fmt: skip
+    answers: dict[str, Any] = {}
+    if calls:
+        try:
+            answers = client.call_many(calls)
+        except AdapterError:
+            answers = {}
+    out: dict[str, dict[str, list[Any]] | None] = dict.fromkeys(paths)
+    for path, (entity, name, suffix) in wanted.items():
+        answer = answers.get(entity)
+        if isinstance(answer, dict):
+            out[path] = _by_label(answer, name, suffix)
+    return out
+
+
+def _by_label(answer: dict[str, Any], name: str, suffix: str) -> dict[str, list[Any]] | None:
+    for row in answer.get("values") or ():
+        if isinstance(row, dict) and row.get("name") == name:
+            options = row.get("options")
+            if not isinstance(options, list):
+                return None
+            table: dict[str, list[Any]] = {}
+            for option in options:
+                if isinstance(option, dict) and option.get(suffix) is not None:
+                    table.setdefault(str(option[suffix]), []).append(option.get("id"))
+            return table
+    return None
+
+
 def _values(answer: dict[str, Any] | AdapterError, key: str) -> list[dict[str, Any]]:
     """The rows of an answer that carry `key` (an error answer is raised)."""
     if isinstance(answer, AdapterError):

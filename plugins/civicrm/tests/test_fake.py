@@ -1385,3 +1385,37 @@ def test_e17_multi_call_status(
     )
     assert resp.status_code == status
     assert resp.json()[1]["status"] == 403
+
+
+# ---- as a real CiviCRM 6.17.2 did (issue 12) ------------------------------------------------
+
+
+def test_a_label_in_a_where_is_one_id(fake: FakeCiviCRM) -> None:
+    """CiviCRM 6.17.2 turned `state_province_id:label = Limburg` into the Dutch id only."""
+    dutch = fake.add_contact(
+        contact_type="Individual", **{"address_primary.state_province_id": 5025}
+    )
+    belgian = fake.add_contact(
+        contact_type="Individual", **{"address_primary.state_province_id": 1442}
+    )
+    label = "address_primary.state_province_id:label"
+    everyone = ok(call(fake, "Contact", "get", {"select": [label], "orderBy": {"id": "ASC"}}))
+    assert [r[label] for r in everyone["values"]] == ["Limburg", "Limburg"]
+    found = ok(call(fake, "Contact", "get", {"where": [[label, "=", "Limburg"]]}))
+    assert [r["id"] for r in found["values"]] == [dutch]
+    found = ok(call(fake, "Contact", "get", {"where": [[label, "IN", ["Limburg"]]]}))
+    assert [r["id"] for r in found["values"]] == [dutch]
+    ids = [["address_primary.state_province_id", "IN", [1442, 5025]]]
+    found = ok(call(fake, "Contact", "get", {"where": ids, "orderBy": {"id": "ASC"}}))
+    assert [r["id"] for r in found["values"]] == [dutch, belgian]
+
+
+def test_get_fields_loads_options(fake: FakeCiviCRM) -> None:
+    params = {
+        "select": ["name", "options"],
+        "where": [["name", "IN", ["state_province_id"]]],
+        "loadOptions": ["id", "label"],
+    }
+    [field] = ok(call(fake, "Address", "getFields", params))["values"]
+    limburgs = [o["id"] for o in field["options"] if o["label"] == "Limburg"]
+    assert limburgs == [1442, 5025]

@@ -14,6 +14,7 @@ from .query import compile_where, expand_select, mentions, sort_rows
 from .schema import (
     LOCATION_JOINS,
     PRUNE,
+    STATE_PROVINCE_ROWS,
     EntitySpec,
     build_schema,
 )
@@ -118,6 +119,9 @@ class Store:
         self.trash_enabled = True  # the `contact_undelete` setting
         self.trash_bumps_modified = True  # 6.7+
         self._seed_custom_fields(custom_fields or {})
+        for sid, name, abbr, country in STATE_PROVINCE_ROWS:
+            row = {"name": name, "abbreviation": abbr, "country_id": country, "is_active": True}
+            self.tables["StateProvince"][sid] = {"id": sid, **row}
 
     def _seed_custom_fields(self, custom_fields: dict[str, str]) -> None:
         """The CustomGroup and CustomField rows behind each `Group.field` API name."""
@@ -267,20 +271,7 @@ class Store:
             if action == "get":
                 return self.get(user, entity, params)
             if action == "getFields":
-                fields = [
-                    {
-                        "name": f.name,
-                        "type": f.kind,
-                        "data_type": f.type,
-                        "title": f.name,
-                        "readonly": f.readonly,
-                        "options": bool(f.options),
-                        "fk_entity": f.fk,
-                    }
-                    for f in spec.fields.values()
-                    if f.kind != "Filter" and self.field_visible(user, f)
-                ]
-                return Result(fields, len(fields), len(fields))
+                return self.get_fields(user, spec, params)
             if action in ("getMergedTo", "getMergedFrom"):
                 cid = int(params.get("contactId") or 0)
                 if action == "getMergedTo":
@@ -293,6 +284,32 @@ class Store:
             from .writes import write_action  # local import: writes.py uses Store
 
             return write_action(self, user, entity, action, params)
+
+    def get_fields(self, user: ApiUser, spec: EntitySpec, params: dict[str, Any]) -> Result:
+        """``getFields``: the fields the user may see; ``where`` on ``name`` (``=``/``IN``);
+        ``loadOptions`` true gives ``{value: label}``, a list of properties gives a list of
+        ``{"id", ...}`` dicts (as CiviCRM's BasicGetFieldsAction)."""
+        names: set[str] | None = None
+        for clause in params.get("where") or []:
+            if isinstance(clause, list) and len(clause) == 3 and clause[0] == "name":
+                items = clause[2] if isinstance(clause[2], list) else [clause[2]]
+                names = {str(i) for i in items} if names is None else names & set(map(str, items))
+        load = params.get("loadOptions")
+        fields = [
+            {
+                "name": f.name,
+                "type": f.kind,
+                "data_type": f.type,
+                "title": f.name,
+                "readonly": f.readonly,
+                "options": _options(f.options, load),
+                "fk_entity": f.fk,
+            }
+            for f in spec.fields.values()
+            if f.kind != "Filter" and self.field_visible(user, f)
+            if names is None or f.name in names
+        ]
+        return Result(fields, len(fields), len(fields))
 
     @staticmethod
     def field_visible(user: ApiUser, spec: Any) -> bool:
@@ -359,6 +376,17 @@ def project(row: Row, columns: list[tuple[str, Any, Any]]) -> Row:
         for name in pruned:
             out.pop(name, None)
     return out
+
+
+def _options(options: dict[object, dict[str, str]] | None, load: Any) -> Any:
+    if not options or not load:
+        return bool(options)
+    if isinstance(load, list):
+        return [
+            {"id": key, **{k: v for k, v in opt.items() if k in load}}
+            for key, opt in options.items()
+        ]
+    return {str(key): opt.get("label") for key, opt in options.items()}
 
 
 def _unique_fetch(where: Any) -> bool:
