@@ -64,6 +64,11 @@ class AdapterSettings(BaseModel):
         default=500, ge=1, le=100_000, description="Records per page read or written"
     )
 
+    def extra_fields(self) -> frozenset[str]:
+        """The ``extra.<adapter>.<name>`` fields these settings map outside the connection's
+        ``mapping:`` block (e.g. CiviCRM's ``custom_fields:``), so policies may use them."""
+        return frozenset()
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MissingField:

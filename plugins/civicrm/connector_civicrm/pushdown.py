@@ -118,7 +118,9 @@ class _Translator:
             return _ids(op, value)
         if is_pseudoconstant(native):
             return _labels(native, self.options.get(native), op, value)
-        kind = FIELDS[field].type if field in FIELDS else FieldType.STRING
+        if field not in FIELDS:  # a custom field: its type is told by the value only
+            return _custom(native, op, value)
+        kind = FIELDS[field].type
         if kind in (FieldType.BOOLEAN, FieldType.NUMBER, FieldType.INTEGER, FieldType.DATE):
             return _exact(native, op, value, nullable=kind is not FieldType.BOOLEAN)
         if kind in (FieldType.STRING, FieldType.DATETIME):
@@ -218,6 +220,26 @@ def _text(native: str, op: str, value: Any) -> Translation | None:
         return [native, "IN", list(value)], False
     if op == "starts_with" and isinstance(value, str):
         return [native, "LIKE", escape_like(value) + "%"], False
+    return None
+
+
+def _custom(native: str, op: str, value: Any) -> Translation | None:
+    """A custom field (``extra.civicrm.*``): text as text; a flag or a number only with the
+    operators whose result can only grow if the field is in fact text (MySQL casts '1' = 1,
+    Python does not), so never negated and never exact."""
+    if (
+        isinstance(value, str)
+        or op == "exists"
+        or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
+    ):
+        return _text(native, op, value)
+    scalar = (bool, int, float)
+    if op == "eq" and isinstance(value, scalar):
+        return [native, "=", value], False
+    if op == "in" and value and all(isinstance(v, scalar) for v in value):
+        return [native, "IN", list(value)], False
+    if op in _ORDER and isinstance(value, int | float) and not isinstance(value, bool):
+        return [native, _ORDER[op], value], False
     return None
 
 

@@ -588,3 +588,61 @@ def test_csv_to_civicrm_when_the_groups_it_names_already_exist(
     }
     with fake.store.lock:
         assert list(fake.store.tables["Group"]) == [group]
+
+
+MEMBER_POLICY = """\
+policy: members
+rules:
+  - allow: active members
+    when: {extra.civicrm.active: true}
+fields:
+  first_name: show
+  extra.civicrm.level: show
+"""
+
+
+def write_member_network(root: Path, fake: FakeCiviCRM, custom: str) -> None:
+    write_network(root, fake, job="to_sheet")
+    config = root / "connector.yaml"
+    text = config.read_text(encoding="utf-8")
+    block = "      custom_fields: {%s}\n      consent:\n" % custom
+    text = text.replace("      consent:\n", block, 1).replace("local.yaml", "members.yaml")
+    config.write_text(text, encoding="utf-8")
+    (root / "members.yaml").write_text(MEMBER_POLICY, encoding="utf-8")
+
+
+def test_custom_fields_can_be_used_in_policies_and_are_pushed_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`custom_fields:` (documented) failed in policies with "no connection maps it"."""
+    custom = {"Membership.active": "Boolean", "Membership.level": "String"}
+    with FakeCiviCRM(api_key="k", custom_fields=custom) as fake:
+        monkeypatch.setenv(KEY_ENV, fake.api_key)
+        fake.freeze_time("2026-03-01 09:00:00")
+        fake.add_group("local_organizing", GROUP)
+        for n, active in enumerate((True, False, True, None)):
+            values = {"Membership.active": active, "Membership.level": f"L{n}"}
+            fake.add_contact(contact_type="Individual", first_name=f"P{n}", **values)
+        fake.advance(60)
+        write_member_network(tmp_path, fake, "active: Membership.active, level: Membership.level")
+
+        result = run(tmp_path, "to_sheet")
+
+        assert result.exit_code == ExitCode.OK, (result.aborted, result.failures, result.problems)
+        assert sorted(r["first_name"] for r in sheet_rows(tmp_path)) == ["P0", "P2"]
+        gets = [r for r in fake.requests if (r["entity"], r["action"]) == ("Contact", "get")]
+        assert any(["Membership.active", "=", True] in (r["params"] or {}).get("where", [])
+                   for r in gets)  # fmt: skip
+
+
+def test_a_job_testing_a_custom_field_the_site_lacks_is_refused(
+    fake_civicrm: FakeCiviCRM, tmp_path: Path
+) -> None:
+    """A real CiviCRM drops an unknown field silently: nobody matched and the job deleted the
+    372 records it had shared (exit 0). The run must refuse to start, naming the line."""
+    write_member_network(tmp_path, fake_civicrm, "active: Gone.active, level: Gone.level")
+    with pytest.raises(ConfigValidationError) as raised:
+        load(tmp_path, "to_sheet")
+    text = "\n".join(str(p) for p in raised.value.problems)
+    assert "connections.crm.settings.custom_fields.active: 'Gone.active'" in text
+    assert "the site has no such custom field" in text

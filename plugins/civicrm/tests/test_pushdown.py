@@ -22,8 +22,13 @@ REGIONS = ["Limburg", "limburg", "Amazonas", "Île-de-France", "Kent", "Atlantis
 
 @pytest.fixture(scope="module")
 def adapter() -> Iterator[CivicrmAdapter]:
-    with FakeCiviCRM(api_key="k") as fake:
+    custom = {"Member.active": "Boolean", "Member.years": "Integer", "Member.level": "String"}
+    with FakeCiviCRM(api_key="k", custom_fields=custom) as fake:
         fake.seed_contacts(80, random.Random(7))
+        for n, row in enumerate(fake.store.tables["Contact"].values()):
+            row["Member.active"] = [True, False, None][n % 3]
+            row["Member.years"] = [None, 0, 3, 10][n % 4]
+            row["Member.level"] = [None, "Gold", "gold", "1", ""][n % 5]
         news = next(g for g, r in fake.store.tables["Group"].items() if r["title"] == "Newsletter")
         members = [cid for (gid, cid) in fake.store.pairs if gid == news]
         assert members
@@ -36,6 +41,11 @@ def adapter() -> Iterator[CivicrmAdapter]:
                 "api_key": {"secret": "api_key"},
                 "page_size": 25,
                 "contact_type": None,
+                "custom_fields": {
+                    "active": "Member.active",
+                    "years": "Member.years",
+                    "level": "Member.level",
+                },
                 "consent": {"contact_me": {"field": "is_opt_out"}, "news": {"group": "Newsletter"}},
             }
         )
@@ -62,6 +72,12 @@ def leaves() -> st.SearchStrategy[Condition]:
             st.sampled_from(REGIONS),
         ),
         st.builds(Compare, st.just("region"), st.just("in"), st.lists(st.sampled_from(REGIONS))),
+        st.builds(
+            Compare,
+            st.sampled_from(["extra.civicrm.active", "extra.civicrm.years", "extra.civicrm.level"]),
+            st.sampled_from(["eq", "ne", "gt", "lte", "exists", "in"]),
+            st.sampled_from([True, False, 0, 3, 1, "Gold", "1", [True, 3], ["gold"]]),
+        ),
         st.builds(Compare, flag, st.sampled_from(["eq", "ne"]), st.booleans()),
         st.builds(
             Compare,
