@@ -605,7 +605,7 @@ def write_member_network(root: Path, fake: FakeCiviCRM, custom: str) -> None:
     write_network(root, fake, job="to_sheet")
     config = root / "connector.yaml"
     text = config.read_text(encoding="utf-8")
-    block = "      custom_fields: {%s}\n      consent:\n" % custom
+    block = f"      custom_fields: {{{custom}}}\n      consent:\n"
     text = text.replace("      consent:\n", block, 1).replace("local.yaml", "members.yaml")
     config.write_text(text, encoding="utf-8")
     (root / "members.yaml").write_text(MEMBER_POLICY, encoding="utf-8")
