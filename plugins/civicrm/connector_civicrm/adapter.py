@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from connector_civicrm.client import CivicrmClient
 from connector_civicrm.fields import option_ids, source_fields
 from connector_civicrm.mapping import DEFAULT_MAPPING, MERGED_TO, ContactMapping
+from connector_civicrm.permissions import check_reading, check_writing
 from connector_civicrm.pushdown import Options, pseudoconstant_paths, to_where
 from connector_civicrm.settings import CivicrmSettings
 from connector_civicrm.writer import ContactWriter
@@ -133,9 +134,14 @@ class CivicrmAdapter(Adapter):
             self._client = CivicrmClient(self.settings, key, site_key, self.what)
         return self._client
 
-    def check(self) -> None:
-        """One cheap authenticated call: credentials, URL style and read permission."""
-        self.client.call("Contact", "get", {"select": ["id"], "limit": 1, "orderBy": {"id": "ASC"}})
+    def check(self) -> str:
+        """Credentials, URL style, the contacts the key sees and the custom fields it relies
+        on (one request, two when a custom field is hidden); the visible count, for doctor."""
+        return check_reading(self.client, self.contacts)
+
+    def check_writes(self) -> None:
+        """May the key create, edit and delete (trash) contacts? (two requests)"""
+        check_writing(self.client, self.settings)
 
     def schema(self) -> frozenset[str]:
         """The canonical fields this connection reads (and, except organization, writes)."""

@@ -45,7 +45,7 @@ def source_fields(
         for canonical, native, setting in paths
         if not _exists(native, setting, contact, joined, titles)
     ]
-    hidden = _hidden_custom_fields(client, [n for _, n, s in lacking if _is_custom(s, n)])
+    hidden = hidden_custom_fields(client, [n for _, n, s in lacking if _is_custom(s, n)])
     missing = [
         MissingField(canonical, native, setting, _note(setting, native, hidden))
         for canonical, native, setting in lacking
@@ -145,7 +145,7 @@ def _strip(native: str) -> str:
     return native.split(":", 1)[0]
 
 
-def _hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] | None:
+def hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] | None:
     """Which of these custom fields exist at the site (``CustomField.get``) although
     ``Contact.getFields`` hides them; None when the site will not say."""
     if not natives:

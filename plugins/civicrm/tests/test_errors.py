@@ -100,9 +100,10 @@ def test_url_styles_reach_the_fake(style: str, make_adapter: MakeAdapter) -> Non
 
 
 def test_jwt_is_sent_like_a_key(fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter) -> None:
+    fake_civicrm.add_contact(contact_type="Individual", first_name="A")  # a site has one
     adapter = make_adapter(auth="jwt", site_key=None)
     adapter.secrets = _Secrets(fake_civicrm.mint_jwt())
-    adapter.check()
+    assert adapter.check() == "1 contact(s) visible"
 
 
 class _Secrets:

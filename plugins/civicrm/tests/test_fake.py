@@ -1419,3 +1419,31 @@ def test_get_fields_loads_options(fake: FakeCiviCRM) -> None:
     [field] = ok(call(fake, "Address", "getFields", params))["values"]
     limburgs = [o["id"] for o in field["options"] if o["label"] == "Limburg"]
     assert limburgs == [1442, 5025]
+
+
+def test_check_access_answers_for_the_caller(fake: FakeCiviCRM) -> None:
+    """As 6.17.2: Contact.checkAccess says what THIS user may do (Permission.get cannot)."""
+    cid = fake.add_contact(contact_type="Individual", first_name="Ana")
+    fake.add_api_key("reader", permissions={"access CiviCRM", "view all contacts",
+                                            "authenticate with api key"})  # fmt: skip
+    reader = {"X-Civi-Auth": "Bearer reader"}
+    for key, expected in ((None, True), (reader, False)):
+        for action, values in (("create", {"contact_type": "Individual"}), ("delete", {"id": cid})):
+            params = {"action": action, "values": values}
+            [answer] = ok(call(fake, "Contact", "checkAccess", params, headers=key))["values"]
+            assert answer["access"] is expected, (key, action)
+
+
+def test_a_hidden_custom_field_in_a_where_is_an_error() -> None:
+    """As 6.17.2: without 'access all custom data' the field is dropped from select, and a
+    where on it fails (HTTP 500)."""
+    with FakeCiviCRM(api_key=KEY, custom_fields={"GDPR.share": "Boolean"}) as server:
+        from connector_civicrm.testing import ALL_PERMISSIONS
+
+        server.add_api_key("weak", permissions=ALL_PERMISSIONS - {"access all custom data"})
+        weak = {"X-Civi-Auth": "Bearer weak"}
+        selected = call(server, "Contact", "get", {"select": ["GDPR.share"]}, headers=weak)
+        assert ok(selected)["values"] == []
+        where = {"where": [["GDPR.share", "=", True]]}
+        assert call(server, "Contact", "get", where, headers=weak).status_code == 500
+        assert call(server, "Contact", "get", where).status_code == 200

@@ -280,6 +280,7 @@ def build_schema(custom_fields: dict[str, str] | None = None) -> dict[str, Entit
     )
     for api_name, data_type in (custom_fields or {}).items():
         contact.add(FieldSpec(api_name, data_type, kind="Custom"))
+    contact.actions = (*contact.actions, "checkAccess")
     contact.permissions = {
         "create": ("access CiviCRM", "add contacts"),
         "update": ACCESS,

@@ -68,6 +68,7 @@ ACTION_PARAMS = {
         "offset",
     },
     "getMergedTo": {"contactId", "debug"},
+    "checkAccess": {"action", "values", "debug"},
     "getMergedFrom": {"contactId", "debug"},
 }
 
@@ -272,6 +273,8 @@ class Store:
                 return self.get(user, entity, params)
             if action == "getFields":
                 return self.get_fields(user, spec, params)
+            if action == "checkAccess":
+                return self.check_access(user, spec, params)
             if action in ("getMergedTo", "getMergedFrom"):
                 cid = int(params.get("contactId") or 0)
                 if action == "getMergedTo":
@@ -311,6 +314,21 @@ class Store:
         ]
         return Result(fields, len(fields), len(fields))
 
+    def check_access(self, user: ApiUser, spec: EntitySpec, params: dict[str, Any]) -> Result:
+        """``checkAccess``: may this user run `action` on these values (the action's
+        permissions, then the record's ACL)? Answers ``[{"access": bool, "id": …}]``."""
+        action, values = str(params.get("action") or ""), params.get("values") or {}
+        cid = values.get("id") if isinstance(values, dict) else None
+        granted = set(spec.permissions.get(action, ())) <= user.permissions
+        if granted and spec.name == "Contact" and cid is not None:
+            if action in ("update", "delete"):
+                granted = self.contact_editable(user, int(cid))
+            elif action == "get":
+                granted = self.contact_visible(user, int(cid))
+        if granted and spec.name == "Contact" and action == "create":
+            granted = "add contacts" in user.permissions
+        return Result([{"access": granted, "id": cid if granted else None}], 1, 1)
+
     @staticmethod
     def field_visible(user: ApiUser, spec: Any) -> bool:
         """Reference §6: custom fields are dropped for a user without custom data access."""
@@ -335,6 +353,10 @@ class Store:
         for unsupported in ("join", "groupBy", "having"):
             if params.get(unsupported):
                 raise ApiError(f"The fake CiviCRM does not implement '{unsupported}'")
+        for name in _where_fields(params.get("where")):
+            found = self.schema[entity].fields.get(name.partition(":")[0])
+            if found is not None and not self.field_visible(user, found):
+                raise ApiError(f"Invalid field '{name}'")  # as 6.17.2: a hidden custom field
         select = params.get("select") or []
         if not isinstance(select, list):
             raise ApiError("Invalid select")
@@ -376,6 +398,19 @@ def project(row: Row, columns: list[tuple[str, Any, Any]]) -> Row:
         for name in pruned:
             out.pop(name, None)
     return out
+
+
+def _where_fields(where: Any) -> list[str]:
+    """Every field name a where tree tests."""
+    found: list[str] = []
+    for clause in where if isinstance(where, list) else []:
+        if not isinstance(clause, list) or not clause or not isinstance(clause[0], str):
+            continue
+        if clause[0].upper() in ("AND", "OR", "NOT") and len(clause) == 2:
+            found += _where_fields(clause[1])
+        else:
+            found.append(clause[0])
+    return found
 
 
 def _options(options: dict[object, dict[str, str]] | None, load: Any) -> Any:
