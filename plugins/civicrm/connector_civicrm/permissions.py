@@ -107,7 +107,7 @@ def _check_custom(client: CivicrmClient, custom: list[str], answer: Any) -> None
 def _count(answer: Any) -> int | None:
     if not isinstance(answer, dict):
         return None
-    return int(answer.get("countMatched", answer.get("count", 0)))
+    return int(answer.get("countMatched") or answer.get("count") or 0)
 
 
 def _granted(answer: Any) -> bool | None:
