@@ -19,7 +19,7 @@ from connector_civicrm.settings import CivicrmSettings
 from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
 from connector_core.http import RETRY_STATUSES, http_errors, make_retry, make_session
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("connector.civicrm")  # under "connector": `-v` shows it
 
 ROUTE = "civicrm/ajax/api4"
 _GENERIC_ERROR = "Sorry an error occurred"

@@ -19,7 +19,7 @@ from connector_civicrm.settings import CivicrmSettings
 from connector_core.adapters import Change, WriteResult
 from connector_core.errors import AdapterError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("connector.civicrm")  # under "connector": `-v` shows it
 
 
 @dataclasses.dataclass(slots=True)

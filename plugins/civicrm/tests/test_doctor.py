@@ -102,3 +102,17 @@ def test_doctor_names_access_all_custom_data_for_custom_field_consent(tmp_path: 
     assert result.exit_code != 0
     assert "'access all custom data'" in result.output
     assert "connection crm" in result.output
+
+
+def test_verbose_shows_the_adapter_s_log_lines(tmp_path: Path) -> None:
+    """`-v` showed none of the CiviCRM adapter's log lines."""
+    with site(Ana=True) as fake:
+        (tmp_path / "connector.yaml").write_text(NETWORK % {"url": fake.base_url})
+        (tmp_path / "partners.yaml").write_text(POLICY)
+        (tmp_path / "sheet.csv").write_text("id,first_name,partners\nS1,Ana,yes\n")
+        from click.testing import CliRunner
+
+        result = run(
+            CliRunner(), "-v", "doctor", cwd=tmp_path, env={"DOCTOR_CIVI_KEY": "admin-key"}
+        )
+    assert "multi-call -> HTTP 200" in result.stderr
