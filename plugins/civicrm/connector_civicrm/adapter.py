@@ -266,17 +266,24 @@ class CivicrmAdapter(Adapter):
     ) -> Iterator[Page]:
         since: list[Any] = [["modified_date", ">=", state.since]] if state.since else []
         delivered: set[int] = set()
+        survivors: set[int] = set()
         while True:
             where = [*self._scope(), ["is_deleted", "IN", [0, 1]], *pushed, *since]
             rows = self._get(where, {"modified_date": "ASC", "id": "ASC"}, fields)
             delivered.update(int(r["id"]) for r in rows)
             fresh = [row for row in rows if state.fresh(row)]
-            yield Page(self._records(fresh, fields), state.dump())
+            records = self._records(fresh, fields)
+            survivors.update(int(r[MERGED_TO]) for r in records if r.get(MERGED_TO))
+            yield Page(records, state.dump())
             if len(rows) < self.page_size:
                 break
             stamp, last = rows[-1]["modified_date"], rows[-1]["id"]
             same_second = [["modified_date", "=", stamp], ["id", ">", last]]
             since = [["OR", [["modified_date", ">", stamp], ["AND", same_second]]]]
+        # A merge moves the loser's memberships to the survivor without touching the
+        # survivor's modified_date (CiviCRM 6.17.2): read the survivors again.
+        yield from self._reread(sorted(survivors - delivered), state, fields, pushed)
+        delivered |= survivors
         if state.history is not None and self._membership_changes_matter():
             yield from self._membership_changes(state, fields, pushed, delivered)
 
@@ -294,13 +301,19 @@ class CivicrmAdapter(Adapter):
         if not history:
             return
         ids = sorted({int(h["contact_id"]) for h in history} - done)
+        yield from self._reread(ids, state, fields, pushed)
+        state.history = max(int(h["id"]) for h in history)
+        yield Page([], state.dump())
+
+    def _reread(
+        self, ids: list[int], state: Cursor, fields: frozenset[str] | None, pushed: list[Any]
+    ) -> Iterator[Page]:
+        """These contacts, read again by id (their change did not bump modified_date)."""
         for start in range(0, len(ids), self.page_size):
             chunk = ids[start : start + self.page_size]
             where = [*self._scope(), ["is_deleted", "IN", [0, 1]], *pushed, ["id", "IN", chunk]]
             rows = self._get(where, {"id": "ASC"}, fields)
             yield Page(self._records(rows, fields), state.dump())
-        state.history = max(int(h["id"]) for h in history)
-        yield Page([], state.dump())
 
     def _records(self, rows: list[dict[str, Any]], fields: frozenset[str] | None) -> list[Any]:
         """Canonical records; trashed contacts also say whom they were merged into."""

@@ -646,3 +646,32 @@ def test_a_job_testing_a_custom_field_the_site_lacks_is_refused(
     text = "\n".join(str(p) for p in raised.value.problems)
     assert "connections.crm.settings.custom_fields.active: 'Gone.active'" in text
     assert "the site has no such custom field" in text
+
+
+def test_a_merge_is_recorded_as_merged_and_the_survivor_is_read_again(
+    fake_civicrm: FakeCiviCRM, tmp_path: Path
+) -> None:
+    """On CiviCRM 6.17.2 a merge moves the loser's memberships to the survivor without
+    touching the survivor's modified_date, and trashes the loser. The loser's take-back must
+    say merged-at-source (not a consent withdrawal) and the survivor must be read again."""
+    fake = fake_civicrm
+    _, ids = seed_crm(fake)
+    write_network(tmp_path, fake, job="to_sheet")
+    assert run(tmp_path, "to_sheet").exit_code == ExitCode.OK
+    loser, survivor = 1, 4  # shared; in Britain but never in the consent group
+    assert shared(loser)
+    assert not shared(survivor)
+    fake.advance(60)
+    fake.merge(ids[loser], ids[survivor])
+
+    result = run(tmp_path, "to_sheet")
+
+    assert result.exit_code == ExitCode.OK, (result.aborted, result.failures, result.problems)
+    with StateStore.open(state_url(tmp_path), ledger_key=TEST_LEDGER_KEY) as store:
+        entries = list(store.ledger_entries(job="to_sheet"))
+    [gone] = [e for e in entries if e.action == "delete"]
+    assert gone.source_id == str(ids[loser])
+    assert gone.reason == f"merged-at-source:{ids[survivor]}", gone.reason
+    got = {r["first_name"] for r in sheet_rows(tmp_path)}
+    assert f"First{survivor}" in got
+    assert f"First{loser}" not in got

@@ -279,10 +279,12 @@ class FakeCiviCRM(LoopbackServer):
             self.store.hard_delete_contact(contact_id)
 
     def merge(self, loser: int, survivor: int) -> None:
-        """Merge `loser` into `survivor`: the loser is trashed (deleted if trash is off)."""
+        """Merge `loser` into `survivor` as CiviCRM 6.17.2 did: the loser's group memberships
+        (and their SubscriptionHistory rows) move to the survivor, whose ``modified_date``
+        does NOT change; the loser is trashed (deleted if trash is off), which bumps its own."""
         with self.store.lock:
             self.store.merged_to[loser] = survivor
-            self.store.touch(survivor)
+            self.store.move_memberships(loser, survivor)
             if self.store.trash_enabled:
                 trash(self.store, loser)
             else:

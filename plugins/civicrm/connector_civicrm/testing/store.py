@@ -223,6 +223,19 @@ class Store:
             wanted |= more
         return {r["entity_id"] for r in self.tables["EntityTag"].values() if r["tag_id"] in wanted}
 
+    def move_memberships(self, loser: int, survivor: int) -> None:
+        """A merge: the loser's GroupContact rows become the survivor's (those of groups the
+        survivor is not in), their SubscriptionHistory rows too; nothing is bumped."""
+        for (group, contact), rid in list(self.pairs.items()):
+            if contact != loser or (group, survivor) in self.pairs:
+                continue
+            del self.pairs[(group, contact)]
+            self.pairs[(group, survivor)] = rid
+            self.tables["GroupContact"][rid]["contact_id"] = survivor
+            for row in self.tables["SubscriptionHistory"].values():
+                if row.get("contact_id") == loser and row.get("group_id") == group:
+                    row["contact_id"] = survivor
+
     # ---- visibility ------------------------------------------------------------------------
     def contact_visible(self, user: ApiUser, cid: int) -> bool:
         row = self.tables["Contact"].get(cid)
