@@ -179,16 +179,14 @@ class ContactWriter:
         done = self.client.call("Contact", "delete", params)["values"]
         return {int(v["id"]) for v in done}
 
-    def _save(self, plans: list[_Plan], *, settled: bool = False) -> None:
+    def _save(self, plans: list[_Plan]) -> None:
         if not plans:
             return
         try:
             saved = self.client.call("Contact", "save", {"records": [p.values for p in plans]})
         except Unanswered as exc:
-            if settled:
-                raise
-            log.warning("%s; looking up what CiviCRM did before sending anything again", exc)
-            self._save(self._settle(plans), settled=True)
+            log.warning("%s; looking up what CiviCRM did", exc)
+            self._settle(plans, str(exc))
             return
         except CivicrmApiError as exc:
             if len(plans) == 1:
@@ -196,26 +194,31 @@ class ContactWriter:
                 return
             log.info("Contact.save of %d records failed; saving them one by one", len(plans))
             for plan in plans:  # isolate the record CiviCRM refused
-                self._save([plan], settled=settled)
+                self._save([plan])
             return
         for plan, value in zip(plans, saved["values"], strict=False):
             plan.contact_id = int(value["id"])
 
-    def _settle(self, plans: list[_Plan]) -> list[_Plan]:
-        """After a save went unanswered: read the contacts back by external_identifier; the
-        plans CiviCRM already carried out get their ids, the others what is still to send."""
+    def _settle(self, plans: list[_Plan], why: str) -> None:
+        """After a save went unanswered: read the contacts back by external_identifier. The
+        plans CiviCRM carried out get their ids; the others fail for this run and are NOT
+        sent again now: CiviCRM may still be working on them (a save of 150 contacts was
+        not visible yet when looked up at once). The next run looks them up first."""
         existing = self._lookup([p.change for p in plans])
-        todo = []
+        pending = 0
         for plan in plans:
             row = existing.get(plan.change.key)
             fresh = self._plan(plan.change, row)
             if row is not None:
                 plan.contact_id = fresh.contact_id
             if fresh.values is not None:
-                plan.values = fresh.values
-                todo.append(plan)
-        log.info("%d of %d records were not saved yet; sending those", len(todo), len(plans))
-        return todo
+                pending += 1
+                plan.error = (
+                    f"{why}; CiviCRM has not saved it (yet): the next run looks it up again "
+                    "before sending anything"
+                )
+        log.info("%d of %d records were saved; %d left to the next run", len(plans) - pending,
+                 len(plans), pending)  # fmt: skip
 
     def _memberships(self, plans: list[_Plan]) -> None:
         titles = {t for p in plans for t in p.groups}

@@ -1127,7 +1127,8 @@ def test_modified_date_rules(fake: FakeCiviCRM, people: dict[str, int]) -> None:
     fake.tag(people["grace"], tag)
     assert modified("grace") == "2025-03-01 10:00:00"  # tags do not bump
     fake.merge(people["alan"], people["grace"])
-    assert modified("grace") == "2025-03-01 10:00:20"
+    assert modified("grace") == "2025-03-01 10:00:00"  # as 6.17.2: a merge leaves it alone
+    assert modified("alan") == "2025-03-01 10:00:20"  # trashing bumps the loser (6.7+)
     assert fake.contact(people["alan"])["is_deleted"]  # type: ignore[index]
     merged = ok(call(fake, "Contact", "getMergedTo", {"contactId": people["alan"]}))
     assert merged["values"] == [{"id": people["grace"]}]
