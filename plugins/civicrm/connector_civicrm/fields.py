@@ -23,8 +23,9 @@ from connector_core.adapters import MissingField, SourceFields
 from connector_core.errors import AdapterError
 
 _CUSTOM_NOTE = (
-    "a custom field also disappears when the API user lacks 'access all custom data' or "
-    "its custom group's ACL"
+    "the site has no such custom field, or the API user cannot see it: without 'access all "
+    "custom data' (or its custom group's ACL) CiviCRM hides custom fields and says nothing "
+    "about them"
 )
 _HIDDEN_NOTE = (
     "the site has this custom field, but the API user cannot see it: grant 'access all "
@@ -147,7 +148,9 @@ def _strip(native: str) -> str:
 
 def hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] | None:
     """Which of these custom fields exist at the site (``CustomField.get``) although
-    ``Contact.getFields`` hides them; None when the site will not say."""
+    ``Contact.getFields`` hides them; None when the site will not say (CustomField.get
+    shows nothing to a user without 'access all custom data', as if the group did not
+    exist)."""
     if not natives:
         return set()
     groups = sorted({n.split(".", 1)[0] for n in natives})
@@ -160,6 +163,8 @@ def hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] 
         rows = client.call("CustomField", "get", params)["values"]
     except AdapterError:
         return None  # e.g. no permission to list custom fields: the generic note
+    if not rows:
+        return None  # no field of these groups, or none the user may see: CiviCRM hides both
     existing = {f"{r.get('custom_group_id.name')}.{r.get('name')}" for r in rows}
     return existing & set(natives)
 

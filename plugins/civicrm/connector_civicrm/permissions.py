@@ -90,14 +90,16 @@ def _check_custom(client: CivicrmClient, custom: list[str], answer: Any) -> None
     if not unseen:
         return
     existing = hidden_custom_fields(client, unseen)
-    if existing:
+    if existing is None or existing:
+        fields = ", ".join(sorted(existing or unseen))
         raise AuthenticationFailed(
-            f"{client.where}: the API user cannot see the custom fields "
-            f"{', '.join(sorted(existing))}: grant 'access all custom data' (or the custom "
-            "group's ACL); without it consent held there reads as absent",
+            f"{client.where}: the API user cannot see the custom fields {fields}"
+            + ("" if existing else " (or the site has none such: CiviCRM hides both alike)")
+            + ": grant 'access all custom data' (or the custom group's ACL); without it "
+            "consent held there reads as absent",
             hint=_GRANT,
         )
-    if existing is not None:
+    if unseen:
         raise ConfigError(
             f"{client.where}: the site has no custom fields {', '.join(unseen)} (CustomField.get)",
             hint="Fix `custom_fields:`, the consent rules or the mapping in connector.yaml.",
