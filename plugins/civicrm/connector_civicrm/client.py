@@ -32,9 +32,10 @@ _AUTH_HINT = (
 )
 _PERMISSION_HINT = (
     "Grant the API user's CMS role the permission CiviCRM names (for reading: 'access "
-    "CiviCRM', 'view all contacts', 'access deleted contacts'; for writing also 'add "
-    "contacts', 'edit all contacts', 'edit groups', and 'delete contacts' for permanent "
-    "deletes); see docs/adapters/civicrm.md."
+    "CiviCRM', 'view all contacts', 'access deleted contacts', and 'access all custom data' "
+    "for custom fields; for writing also 'add contacts', 'edit all contacts', 'delete "
+    "contacts' (trashing needs it too) and 'edit groups'); `connector doctor` names the "
+    "missing one; see docs/adapters/civicrm.md."
 )
 
 
