@@ -122,3 +122,15 @@ def test_a_label_becomes_every_id_that_carries_it() -> None:
     assert to_where(Compare("region", "exists", True), FIELDS, None, options) == [
         [region, "IS NOT NULL"]
     ]
+
+
+def test_custom_fields_are_pushed_down_without_negation() -> None:
+    """A custom field declared under mapping: was never pushed down."""
+    member = Compare("extra.civicrm.member", "eq", True)
+    assert where(member) == [["Membership.level", "=", True]]
+    assert where(Compare("extra.civicrm.member", "in", [1, 2])) == [
+        ["Membership.level", "IN", [1, 2]]
+    ]
+    assert where(Compare("extra.civicrm.member", "gt", 3)) == [["Membership.level", ">", 3]]
+    assert where(Not(member)) == []  # '1' = 1 in MySQL, not in the engine: kept local
+    assert where(Compare("extra.civicrm.member", "ne", True)) == []
