@@ -98,6 +98,8 @@ def make_adapter(fake: FakeCiviCRM, page_size: int) -> tuple[CivicrmAdapter, Sen
     session = adapter.client._session
     timer = SendTimer(session.send)
     session.send = timer  # type: ignore[method-assign]
+    writes = adapter.client._writes  # writes have a session of their own (no blind retries)
+    writes.send = SendTimer(writes.send, timer.sent)  # type: ignore[method-assign]
     return adapter, timer
 
 

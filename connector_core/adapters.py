@@ -81,6 +81,11 @@ class AdapterSettings(BaseModel):
             if isinstance(value := getattr(self, name), Path)
         }
 
+    def extra_fields(self) -> frozenset[str]:
+        """The ``extra.<adapter>.<name>`` fields these settings map outside the connection's
+        ``mapping:`` block (e.g. CiviCRM's ``custom_fields:``), so policies may use them."""
+        return frozenset()
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MissingField:
@@ -242,8 +247,17 @@ class Adapter(abc.ABC):
         """Records per page, from the settings."""
         return self.settings.page_size
 
-    def check(self) -> None:
-        """Verify connectivity and credentials; raise :class:`AdapterError` with a hint."""
+    def check(self) -> str | None:
+        """Verify connectivity and credentials; raise :class:`AdapterError` with a hint.
+
+        Returns:
+            None, or a short note for ``connector doctor`` (e.g. how many records it sees).
+        """
+
+    def check_writes(self) -> None:
+        """For ``connector doctor``, when a job writes to this connection: verify that the
+        credentials may write what the adapter writes (raise :class:`AdapterError` naming
+        the missing permission). By default nothing is checked."""
 
     def schema(self) -> frozenset[str]:
         """Return the canonical fields this connection can read and write."""

@@ -91,11 +91,12 @@ def check_connection(app: App, name: str) -> Iterator[Finding]:
         for _setting, ref in secret_refs(settings):
             lookup.resolve(ref)
         with app.config.open_adapter(name) as adapter:
-            adapter.check()
+            note = adapter.check()
     except ConnectorError as err:
         yield from _failed(subject, err)
         return
-    yield Finding(subject, True, f"{app.config.model.connections[name].adapter}: reachable")
+    reachable = f"{app.config.model.connections[name].adapter}: reachable"
+    yield Finding(subject, True, f"{reachable}; {note}" if note else reachable)
 
 
 def check_network_secrets(app: App) -> Iterator[Finding]:
@@ -137,6 +138,7 @@ def _job_findings(app: App, subject: str, job: LoadedJob) -> Iterator[Finding]:
         for problem in report.errors:
             yield Finding(subject, False, str(problem), hint, ExitCode.CONFIG)
         return
+    job.target.check_writes()
     count = job.source.count()
     counted = "records: unknown" if count is None else f"{count} record(s)"
     yield Finding(

@@ -213,6 +213,7 @@ def load_job_policy(
     """Load a policy as connector.yaml's network sees it: floor, purposes, mapped extras."""
     model = config.model
     extras = [f for c in model.connections.values() for f in c.mapping if f.startswith("extra.")]
+    extras += [f for settings in config.settings.values() for f in settings.extra_fields()]
     return load_policy(
         path,
         purposes=list(model.consent.purposes),

@@ -9,9 +9,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from connector_civicrm.client import CivicrmClient
-from connector_civicrm.fields import source_fields
+from connector_civicrm.fields import option_ids, source_fields
 from connector_civicrm.mapping import DEFAULT_MAPPING, MERGED_TO, ContactMapping
-from connector_civicrm.pushdown import to_where
+from connector_civicrm.permissions import check_reading, check_writing
+from connector_civicrm.pushdown import Options, pseudoconstant_paths, to_where
 from connector_civicrm.settings import CivicrmSettings
 from connector_civicrm.writer import ContactWriter
 from connector_core.adapters import (
@@ -118,6 +119,7 @@ class CivicrmAdapter(Adapter):
         self.contacts = ContactMapping(self.settings, self.mapping, self.connection)
         self._client: CivicrmClient | None = None
         self._writer: ContactWriter | None = None
+        self._option_cache: dict[str, dict[str, list[Any]] | None] = {}
 
     @property
     def what(self) -> str:
@@ -134,9 +136,14 @@ class CivicrmAdapter(Adapter):
             self._client = CivicrmClient(self.settings, key, site_key, self.what)
         return self._client
 
-    def check(self) -> None:
-        """One cheap authenticated call: credentials, URL style and read permission."""
-        self.client.call("Contact", "get", {"select": ["id"], "limit": 1, "orderBy": {"id": "ASC"}})
+    def check(self) -> str:
+        """Credentials, URL style, the contacts the key sees and the custom fields it relies
+        on (one request, two when a custom field is hidden); the visible count, for doctor."""
+        return check_reading(self.client, self.contacts)
+
+    def check_writes(self) -> None:
+        """May the key create, edit and delete (trash) contacts? (two requests)"""
+        check_writing(self.client, self.settings)
 
     def schema(self) -> frozenset[str]:
         """The canonical fields this connection reads (and, except organization, writes)."""
@@ -169,7 +176,9 @@ class CivicrmAdapter(Adapter):
     ) -> Iterator[Page]:
         """Full reads page by id; cursor reads page by modified_date (trash included)."""
         state = Cursor.load(cursor) if cursor is not None else None
-        pushed = to_where(where, self.pushdown_fields(), self.settings.consent)
+        fields_map = self.pushdown_fields()
+        options = self._options(pseudoconstant_paths(where, fields_map))
+        pushed = to_where(where, fields_map, self.settings.consent, options)
         if state is None or state.after is not None:
             yield from self._full(state, fields, pushed)
         else:
@@ -178,6 +187,14 @@ class CivicrmAdapter(Adapter):
     def pushdown_fields(self) -> dict[str, str]:
         """Canonical field -> APIv4 path, for the pushdown translator."""
         return {"id": "id", **self.contacts.fields, **self.contacts.custom}
+
+    def _options(self, paths: set[str]) -> Options:
+        """Every id of each option label of these pseudoconstant paths (one request, cached):
+        a label in a ``where`` matches only one of the ids that share it."""
+        todo = sorted(paths - set(self._option_cache))
+        if todo:
+            self._option_cache.update(option_ids(self.client, todo))
+        return {p: table for p in paths if (table := self._option_cache.get(p)) is not None}
 
     def _scope(self) -> list[Any]:
         kind = self.settings.contact_type
@@ -251,18 +268,24 @@ class CivicrmAdapter(Adapter):
     ) -> Iterator[Page]:
         since: list[Any] = [["modified_date", ">=", state.since]] if state.since else []
         delivered: set[int] = set()
+        survivors: set[int] = set()
         while True:
             where = [*self._scope(), ["is_deleted", "IN", [0, 1]], *pushed, *since]
             rows = self._get(where, {"modified_date": "ASC", "id": "ASC"}, fields)
             delivered.update(int(r["id"]) for r in rows)
             fresh = [row for row in rows if state.fresh(row)]
             records, problems = self._records(fresh, fields)
+            survivors.update(int(r[MERGED_TO]) for r in records if r.get(MERGED_TO))
             yield Page(records, state.dump(), problems=problems)
             if len(rows) < self.page_size:
                 break
             stamp, last = rows[-1]["modified_date"], rows[-1]["id"]
             same_second = [["modified_date", "=", stamp], ["id", ">", last]]
             since = [["OR", [["modified_date", ">", stamp], ["AND", same_second]]]]
+        # A merge moves the loser's memberships to the survivor without touching the
+        # survivor's modified_date (CiviCRM 6.17.2): read the survivors again.
+        yield from self._reread(sorted(survivors - delivered), state, fields, pushed)
+        delivered |= survivors
         if state.history is not None and self._membership_changes_matter():
             yield from self._membership_changes(state, fields, pushed, delivered)
 
@@ -280,14 +303,20 @@ class CivicrmAdapter(Adapter):
         if not history:
             return
         ids = sorted({int(h["contact_id"]) for h in history} - done)
+        yield from self._reread(ids, state, fields, pushed)
+        state.history = max(int(h["id"]) for h in history)
+        yield Page([], state.dump())
+
+    def _reread(
+        self, ids: list[int], state: Cursor, fields: frozenset[str] | None, pushed: list[Any]
+    ) -> Iterator[Page]:
+        """These contacts, read again by id (their change did not bump modified_date)."""
         for start in range(0, len(ids), self.page_size):
             chunk = ids[start : start + self.page_size]
             where = [*self._scope(), ["is_deleted", "IN", [0, 1]], *pushed, ["id", "IN", chunk]]
             rows = self._get(where, {"id": "ASC"}, fields)
             records, problems = self._records(rows, fields)
             yield Page(records, state.dump(), problems=problems)
-        state.history = max(int(h["id"]) for h in history)
-        yield Page([], state.dump())
 
     def _records(
         self, rows: list[dict[str, Any]], fields: frozenset[str] | None

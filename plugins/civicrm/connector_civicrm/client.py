@@ -10,9 +10,10 @@ import json
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
+from urllib3.exceptions import ReadTimeoutError
 
 from connector_civicrm.settings import CivicrmSettings
 from connector_core.errors import AdapterError, AdapterUnavailable, AuthenticationFailed
@@ -24,7 +25,7 @@ from connector_core.http import (
     server_text,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("connector.civicrm")  # under "connector": `-v` shows it
 
 ROUTE = "civicrm/ajax/api4"
 _GENERIC_ERROR = "Sorry an error occurred"
@@ -37,14 +38,33 @@ _AUTH_HINT = (
 )
 _PERMISSION_HINT = (
     "Grant the API user's CMS role the permission CiviCRM names (for reading: 'access "
-    "CiviCRM', 'view all contacts', 'access deleted contacts'; for writing also 'add "
-    "contacts', 'edit all contacts', 'edit groups', and 'delete contacts' for permanent "
-    "deletes); see docs/adapters/civicrm.md."
+    "CiviCRM', 'view all contacts', 'access deleted contacts', and 'access all custom data' "
+    "for custom fields; for writing also 'add contacts', 'edit all contacts', 'delete "
+    "contacts' (trashing needs it too) and 'edit groups'); `connector doctor` names the "
+    "missing one; see docs/adapters/civicrm.md."
+)
+
+
+#: A server that refuses connections is asked once more, not five times with backoff (a
+#: site that was down took 18-19 s to be reported).
+_CONNECT_RETRIES = 1
+#: Reads are idempotent: a read that timed out or was cut off is asked again (twice).
+_READ_RETRY = make_retry().new(connect=_CONNECT_RETRIES, read=2)
+#: Writes are re-sent automatically only when the server certainly did not run them: the
+#: connection was refused, or it answered 429 (rate limit) or 503 (maintenance). After a
+#: read timeout, a cut-off answer or a gateway's 502/504 the caller looks up what happened
+#: first (a real Contact.save answered after the timeout was POSTed six times).
+_WRITE_RETRY = make_retry().new(
+    connect=_CONNECT_RETRIES, read=0, status_forcelist=frozenset({429, 503})
 )
 
 
 class _Garbled(AdapterUnavailable):
     """The answer was cut off or is not JSON (a proxy page, a PHP fatal error)."""
+
+
+class Unanswered(AdapterUnavailable):
+    """A write was sent and no usable answer came back: CiviCRM may or may not have run it."""
 
 
 class CivicrmApiError(AdapterError):
@@ -80,9 +100,9 @@ class CivicrmClient:
         self.settings = settings
         self.what = what
         self.requests = 0  # HTTP requests sent (retries inside urllib3 not counted)
-        self._session = make_session("civicrm", verify=settings.verify, retry=make_retry())
-        self._session.headers["X-Requested-With"] = "XMLHttpRequest"
-        self._session.headers["Accept"] = "application/json"
+        self.where = f"{what} at {_shown(settings.base_url)}"  # transport errors name the URL
+        self._session = self._open(_READ_RETRY)
+        self._writes = self._open(_WRITE_RETRY)
         self._auth = {"X-Civi-Auth": f"Bearer {api_key}"}
         if site_key:
             self._auth["X-Civi-Key"] = site_key
@@ -90,15 +110,22 @@ class CivicrmClient:
     def __repr__(self) -> str:
         return f"<CivicrmClient {self.what}>"
 
+    def _open(self, retry: Any) -> requests.Session:
+        session = make_session("civicrm", verify=self.settings.verify, retry=retry)
+        session.headers["X-Requested-With"] = "XMLHttpRequest"
+        session.headers["Accept"] = "application/json"
+        return session
+
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP sessions."""
         self._session.close()
+        self._writes.close()
 
     def call(self, entity: str, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Run one API call; return its envelope (``values``, ``count`` …)."""
         label = f"{entity}.{action}"
         path = f"{ROUTE}/{entity}/{action}"
-        body = self._post_read(path, {"params": _dumps(params)}, label, retry=action == "get")
+        body = self._post_read(path, {"params": _dumps(params)}, label, retry=is_read(action))
         if not isinstance(body, dict) or "values" not in body:
             raise AdapterUnavailable(
                 f"{self.what}: {label} answered without a 'values' list",
@@ -111,7 +138,7 @@ class CivicrmClient:
     ) -> dict[str, dict[str, Any] | CivicrmApiError]:
         """A multi-call (one request): each entry is an envelope or the error it raised."""
         payload = {k: [e, a, dict(p)] for k, (e, a, p) in calls.items()}
-        reads = all(a.startswith("get") for _, a, _ in calls.values())
+        reads = all(is_read(a) for _, a, _ in calls.values())
         body = self._post_read(ROUTE, {"calls": _dumps(payload)}, "multi-call", retry=reads)
         if not isinstance(body, dict):
             raise AdapterUnavailable(f"{self.what}: the multi-call answer is not an object")
@@ -129,24 +156,28 @@ class CivicrmClient:
     def _post_read(self, path: str, form: dict[str, str], label: str, *, retry: bool) -> Any:
         """POST; a read whose answer arrives cut off or garbled is asked again (twice at most).
 
-        A write is not: CiviCRM may have executed it, and the engine's next run converges.
+        A write is not: CiviCRM may have executed it, so it raises :class:`Unanswered` and
+        the caller looks up what the server did before sending anything again.
         """
         attempts = 3 if retry else 1
         for attempt in range(1, attempts + 1):
             try:
-                return self._post(path, form, label)
-            except _Garbled:
+                return self._post(path, form, label, write=not retry)
+            except _Garbled as exc:
+                if not retry:
+                    raise Unanswered(str(exc), hint=exc.hint) from None
                 if attempt == attempts:
                     raise
                 log.info("%s: %s answered garbled; asking again", self.what, label)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _post(self, path: str, form: dict[str, str], label: str) -> Any:
+    def _post(self, path: str, form: dict[str, str], label: str, *, write: bool) -> Any:
         url = endpoint(self.settings, path)
         self.requests += 1
-        with http_errors(self.what, timeout_hint=_TIMEOUT_HINT):
+        session = self._writes if write else self._session
+        with http_errors(self.where, timeout_hint=_TIMEOUT_HINT):
             try:
-                response = self._session.post(
+                response = session.post(
                     url, data=form, headers=self._auth, timeout=self.settings.timeout
                 )
                 text = response.text
@@ -155,7 +186,22 @@ class CivicrmClient:
                     f"{self.what}: {label}: the connection closed in the middle of the answer",
                     hint="The next run resumes; check the server and any proxy in between.",
                 ) from None
+            except (requests.ReadTimeout, requests.ConnectionError) as exc:
+                if not _read_timeout(exc):
+                    raise
+                kind = Unanswered if write else AdapterUnavailable
+                raise kind(
+                    f"{self.where}: {label}: the server did not answer within "
+                    f"{self.settings.timeout:g} s",
+                    hint=_TIMEOUT_HINT,
+                ) from None
         log.debug("%s %s -> HTTP %s", self.what, label, response.status_code)
+        if write and response.status_code in (502, 504):
+            raise Unanswered(
+                f"{self.where}: {label}: a gateway answered HTTP {response.status_code}; "
+                "CiviCRM may have carried the call out",
+                hint="The next run looks up what CiviCRM holds before writing again.",
+            )
         return self._decode(response, text, label)
 
     def _decode(self, response: requests.Response, text: str, label: str) -> Any:
@@ -229,6 +275,28 @@ class CivicrmClient:
 
 
 _TIMEOUT_HINT = "Check the server, or raise `timeout:` (or lower `page_size:`) in the connection."
+
+
+def is_read(action: str) -> bool:
+    """Whether an APIv4 action only reads (safe to send again)."""
+    return action.startswith("get") or action == "checkAccess"
+
+
+def _read_timeout(exc: Exception) -> bool:
+    """A read timeout, also when urllib3 gave up retrying it (requests then calls it a
+    ConnectionError, which read "cannot connect" although the server was up)."""
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, ReadTimeoutError)
+
+
+def _shown(url: str) -> str:
+    """The URL for messages: no user name or password, no query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _dumps(value: Any) -> str:

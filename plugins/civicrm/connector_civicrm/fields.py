@@ -23,8 +23,9 @@ from connector_core.adapters import MissingField, SourceFields
 from connector_core.errors import AdapterError
 
 _CUSTOM_NOTE = (
-    "a custom field also disappears when the API user lacks 'access all custom data' or "
-    "its custom group's ACL"
+    "the site has no such custom field, or the API user cannot see it: without 'access all "
+    "custom data' (or its custom group's ACL) CiviCRM hides custom fields and says nothing "
+    "about them"
 )
 _HIDDEN_NOTE = (
     "the site has this custom field, but the API user cannot see it: grant 'access all "
@@ -45,7 +46,7 @@ def source_fields(
         for canonical, native, setting in paths
         if not _exists(native, setting, contact, joined, titles)
     ]
-    hidden = _hidden_custom_fields(client, [n for _, n, s in lacking if _is_custom(s, n)])
+    hidden = hidden_custom_fields(client, [n for _, n, s in lacking if _is_custom(s, n)])
     missing = [
         MissingField(canonical, native, setting, _note(setting, native, hidden))
         for canonical, native, setting in lacking
@@ -145,9 +146,11 @@ def _strip(native: str) -> str:
     return native.split(":", 1)[0]
 
 
-def _hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] | None:
+def hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str] | None:
     """Which of these custom fields exist at the site (``CustomField.get``) although
-    ``Contact.getFields`` hides them; None when the site will not say."""
+    ``Contact.getFields`` hides them; None when the site will not say (CustomField.get
+    shows nothing to a user without 'access all custom data', as if the group did not
+    exist)."""
     if not natives:
         return set()
     groups = sorted({n.split(".", 1)[0] for n in natives})
@@ -160,6 +163,8 @@ def _hidden_custom_fields(client: CivicrmClient, natives: list[str]) -> set[str]
         rows = client.call("CustomField", "get", params)["values"]
     except AdapterError:
         return None  # e.g. no permission to list custom fields: the generic note
+    if not rows:
+        return None  # no field of these groups, or none the user may see: CiviCRM hides both
     existing = {f"{r.get('custom_group_id.name')}.{r.get('name')}" for r in rows}
     return existing & set(natives)
 
@@ -178,6 +183,63 @@ def _note(setting: tuple[str, ...], native: str, hidden: set[str] | None) -> str
     if native in hidden:
         return _HIDDEN_NOTE
     return "the site has no such custom field (CustomField.get): was it renamed or deleted?"
+
+
+#: The entity behind each location join of Contact (reference §3.3).
+_JOINED = {
+    f"{kind}_{which}": entity
+    for kind, entity in (("email", "Email"), ("phone", "Phone"), ("address", "Address"))
+    for which in ("primary", "billing")
+}
+
+
+def option_ids(client: CivicrmClient, paths: list[str]) -> dict[str, dict[str, list[Any]] | None]:
+    """For each ``field:suffix`` path, each option's suffix value -> every id carrying it
+    (``getFields`` with ``loadOptions``; one multi-call). None for a path whose entity or
+    options cannot be told: its conditions stay local."""
+    wanted: dict[str, tuple[str, str, str]] = {}
+    for path in paths:
+        field, _, suffix = path.rpartition(":")
+        head, dot, name = field.rpartition(".")
+        entity = _JOINED.get(head) if dot else "Contact"
+        if entity is not None and "." not in head:
+            wanted[path] = (entity, name, suffix)
+    entities = sorted({e for e, _, _ in wanted.values()})
+    calls = {
+        e: (e, "getFields", {
+            "select": ["name", "options"],
+            "where": [["name", "IN", sorted({n for x, n, _ in wanted.values() if x == e})]],
+            "loadOptions": ["id", "name", "label", "abbr"],
+            "action": "get",
+        })
+        for e in entities
+    }  # fmt: skip
+    answers: dict[str, Any] = {}
+    if calls:
+        try:
+            answers = client.call_many(calls)
+        except AdapterError:
+            answers = {}
+    out: dict[str, dict[str, list[Any]] | None] = dict.fromkeys(paths)
+    for path, (entity, name, suffix) in wanted.items():
+        answer = answers.get(entity)
+        if isinstance(answer, dict):
+            out[path] = _by_label(answer, name, suffix)
+    return out
+
+
+def _by_label(answer: dict[str, Any], name: str, suffix: str) -> dict[str, list[Any]] | None:
+    for row in answer.get("values") or ():
+        if isinstance(row, dict) and row.get("name") == name:
+            options = row.get("options")
+            if not isinstance(options, list):
+                return None
+            table: dict[str, list[Any]] = {}
+            for option in options:
+                if isinstance(option, dict) and option.get(suffix) is not None:
+                    table.setdefault(str(option[suffix]), []).append(option.get("id"))
+            return table
+    return None
 
 
 def _values(answer: dict[str, Any] | AdapterError, key: str) -> list[dict[str, Any]]:

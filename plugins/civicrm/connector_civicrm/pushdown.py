@@ -6,6 +6,12 @@ fewer. Each translation is therefore marked *exact* (same rows as :func:`query.m
 *broader*: MySQL compares text case- and accent-insensitively, so ``=`` on text is broader.
 A part that cannot be expressed is declined: dropped inside ``All`` (broader), and it
 declines the whole ``AnyOf``; ``Not`` is pushed down only around an exact translation.
+
+A pseudoconstant path (``address_primary.state_province_id:label``) is never pushed as a
+label: CiviCRM turns a label in a ``where`` into ONE id, and 48 state/province names are
+shared by 109 rows (the Belgian and the Dutch Limburg), so ``= "Limburg"`` would fetch only
+one of them. It is pushed as the field's ids whose label matches (``IN [1442, 5025]``), from
+the options the adapter looked up, or kept local when there are none.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from connector_core.records import FIELDS, FieldType
 
 Clause = list[Any]
 Translation = tuple[Clause, bool]  # (APIv4 clause, exact)
+#: A pseudoconstant path -> its option labels (or names, abbreviations) -> every id with it.
+Options = Mapping[str, Mapping[str, list[Any]]]
 
 _ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NEVER: Clause = ["id", "IN", []]  # IN [] is IN (0): no contact has id 0
@@ -29,6 +37,7 @@ def to_where(
     condition: Condition | None,
     fields: Mapping[str, str],
     consent: Mapping[str, ConsentRule] | None = None,
+    options: Options | None = None,
 ) -> list[Clause]:
     """The APIv4 ``where`` for `condition` (an empty list when nothing can be pushed down).
 
@@ -36,20 +45,42 @@ def to_where(
         condition: the compiled policy's record condition, over canonical fields.
         fields: canonical field -> APIv4 path (the connection's mapping and custom fields).
         consent: the connection's consent rules, for ``consent.<purpose>.granted`` tests.
+        options: for pseudoconstant paths, every id of each label (see the module's doc).
     """
     if condition is None:
         return []
-    done = _Translator(fields, consent or {}).condition(condition)
+    done = _Translator(fields, consent or {}, options or {}).condition(condition)
     if done is None:
         return []
     clause, _ = done
     return list(clause[1]) if clause[0] == "AND" else [clause]
 
 
+def pseudoconstant_paths(condition: Condition | None, fields: Mapping[str, str]) -> set[str]:
+    """The ``field:suffix`` paths a condition tests (their options must be looked up)."""
+    match condition:
+        case All(items) | AnyOf(items):
+            return set().union(*(pseudoconstant_paths(c, fields) for c in items))
+        case Not(item):
+            return pseudoconstant_paths(item, fields)
+        case Compare(field, _, _):
+            native = fields.get(field) or ""
+            return {native} if is_pseudoconstant(native) else set()
+    return set()
+
+
+def is_pseudoconstant(native: str) -> bool:
+    """``address_primary.state_province_id:label`` -> True."""
+    return ":" in native.rpartition(".")[2]
+
+
 class _Translator:
-    def __init__(self, fields: Mapping[str, str], consent: Mapping[str, ConsentRule]) -> None:
+    def __init__(
+        self, fields: Mapping[str, str], consent: Mapping[str, ConsentRule], options: Options
+    ) -> None:
         self.fields = fields
         self.consent = consent
+        self.options = options
 
     def condition(self, node: Condition) -> Translation | None:
         match node:
@@ -85,7 +116,11 @@ class _Translator:
             return None
         if field == "id":
             return _ids(op, value)
-        kind = FIELDS[field].type if field in FIELDS else FieldType.STRING
+        if is_pseudoconstant(native):
+            return _labels(native, self.options.get(native), op, value)
+        if field not in FIELDS:  # a custom field: its type is told by the value only
+            return _custom(native, op, value)
+        kind = FIELDS[field].type
         if kind in (FieldType.BOOLEAN, FieldType.NUMBER, FieldType.INTEGER, FieldType.DATE):
             return _exact(native, op, value, nullable=kind is not FieldType.BOOLEAN)
         if kind in (FieldType.STRING, FieldType.DATETIME):
@@ -106,6 +141,26 @@ class _Translator:
         if op == "ne" and rule.is_flag:  # flags are never empty, so "absent" cannot happen
             return [rule.field, "=", rule.granted_value != value], True
         return None
+
+
+def _labels(
+    native: str, options: Mapping[str, list[Any]] | None, op: str, value: Any
+) -> Translation | None:
+    """A label condition as the ids that carry the label: broader (an id may carry a label
+    that differs in case only), never narrower; kept local without the options."""
+    raw = native.rpartition(":")[0]
+    if op == "exists" and value is True:
+        return [raw, "IS NOT NULL"], False
+    labels = [value] if op == "eq" else value if op == "in" else None
+    if options is None or not isinstance(labels, list | tuple) or not labels:
+        return None
+    ids: list[Any] = []
+    for label in labels:
+        found = options.get(label) if isinstance(label, str) else None
+        if not found:
+            return None  # no option has it (or an inactive one): let the engine decide
+        ids += found
+    return [raw, "IN", sorted(set(ids))], False
 
 
 def _ids(op: str, value: Any) -> Translation | None:
@@ -165,6 +220,26 @@ def _text(native: str, op: str, value: Any) -> Translation | None:
         return [native, "IN", list(value)], False
     if op == "starts_with" and isinstance(value, str):
         return [native, "LIKE", escape_like(value) + "%"], False
+    return None
+
+
+def _custom(native: str, op: str, value: Any) -> Translation | None:
+    """A custom field (``extra.civicrm.*``): text as text; a flag or a number only with the
+    operators whose result can only grow if the field is in fact text (MySQL casts '1' = 1,
+    Python does not), so never negated and never exact."""
+    if (
+        isinstance(value, str)
+        or op == "exists"
+        or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
+    ):
+        return _text(native, op, value)
+    scalar = (bool, int, float)
+    if op == "eq" and isinstance(value, scalar):
+        return [native, "=", value], False
+    if op == "in" and value and all(isinstance(v, scalar) for v in value):
+        return [native, "IN", list(value)], False
+    if op in _ORDER and isinstance(value, int | float) and not isinstance(value, bool):
+        return [native, _ORDER[op], value], False
     return None
 
 

@@ -166,6 +166,10 @@ class CivicrmSettings(AdapterSettings):
                 raise ValueError(f"{path!r} must be written Custom_Group.field_name")
         return value
 
+    def extra_fields(self) -> frozenset[str]:
+        """``custom_fields:`` entries, as the ``extra.civicrm.<name>`` fields they fill."""
+        return frozenset(f"extra.civicrm.{name}" for name in self.custom_fields)
+
     @property
     def base_url(self) -> str:
         """The site URL without a trailing slash."""

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from connector_civicrm.client import CivicrmApiError, CivicrmClient
+from connector_civicrm.client import CivicrmApiError, CivicrmClient, Unanswered
 from connector_civicrm.mapping import ContactMapping, same
 from connector_civicrm.settings import CivicrmSettings
 from connector_core.adapters import Change, WriteResult
 from connector_core.errors import AdapterError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("connector.civicrm")  # under "connector": `-v` shows it
 
 
 @dataclasses.dataclass(slots=True)
@@ -104,9 +104,9 @@ class ContactWriter:
                 where = [[key, "IN", sorted(wanted - set(cache))]]
                 calls[entity] = (entity, "get", {"select": ["id", key], "where": where})
         answers = self._run(calls)
-        for entity, _key, _, cache in self._caches(titles, names):
+        for entity, name, _, cache in self._caches(titles, names):
             for row in answers.get(entity, {}).get("values", []):
-                cache[str(row[key])] = int(row["id"])
+                cache[str(row[name])] = int(row["id"])
         rows = answers["contacts"]["values"]
         for row in rows:  # the ids of groups a contact may have to leave
             for m in self.contacts.membership_rows(row):
@@ -184,6 +184,10 @@ class ContactWriter:
             return
         try:
             saved = self.client.call("Contact", "save", {"records": [p.values for p in plans]})
+        except Unanswered as exc:
+            log.warning("%s; looking up what CiviCRM did", exc)
+            self._settle(plans, str(exc))
+            return
         except CivicrmApiError as exc:
             if len(plans) == 1:
                 plans[0].error = str(exc)
@@ -194,6 +198,27 @@ class ContactWriter:
             return
         for plan, value in zip(plans, saved["values"], strict=False):
             plan.contact_id = int(value["id"])
+
+    def _settle(self, plans: list[_Plan], why: str) -> None:
+        """After a save went unanswered: read the contacts back by external_identifier. The
+        plans CiviCRM carried out get their ids; the others fail for this run and are NOT
+        sent again now: CiviCRM may still be working on them (a save of 150 contacts was
+        not visible yet when looked up at once). The next run looks them up first."""
+        existing = self._lookup([p.change for p in plans])
+        pending = 0
+        for plan in plans:
+            row = existing.get(plan.change.key)
+            fresh = self._plan(plan.change, row)
+            if row is not None:
+                plan.contact_id = fresh.contact_id
+            if fresh.values is not None:
+                pending += 1
+                plan.error = (
+                    f"{why}; CiviCRM has not saved it (yet): the next run looks it up again "
+                    "before sending anything"
+                )
+        log.info("%d of %d records were saved; %d left to the next run", len(plans) - pending,
+                 len(plans), pending)  # fmt: skip
 
     def _memberships(self, plans: list[_Plan]) -> None:
         titles = {t for p in plans for t in p.groups}

@@ -100,9 +100,10 @@ def test_url_styles_reach_the_fake(style: str, make_adapter: MakeAdapter) -> Non
 
 
 def test_jwt_is_sent_like_a_key(fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter) -> None:
+    fake_civicrm.add_contact(contact_type="Individual", first_name="A")  # a site has one
     adapter = make_adapter(auth="jwt", site_key=None)
     adapter.secrets = _Secrets(fake_civicrm.mint_jwt())
-    adapter.check()
+    assert adapter.check() == "1 contact(s) visible"
 
 
 class _Secrets:
@@ -113,3 +114,75 @@ class _Secrets:
         from pydantic import SecretStr
 
         return SecretStr(self.value)
+
+
+# ---- what a real CiviCRM 6.17.2 showed (issue 12) -------------------------------------------
+
+
+def test_a_write_that_timed_out_is_looked_up_not_sent_again(
+    fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
+) -> None:
+    """A real Contact.save answered after the client's timeout was POSTed 6 times; the
+    server had done it the first time. The writer must look up what happened instead."""
+    from connector_core.adapters import Change
+
+    fake_civicrm.faults = Faults(
+        slow_delay=1.0, rules=[FaultRule("slow", entity="Contact", action="save", times=1)]
+    )
+    adapter = make_adapter(timeout=0.3)
+    results = list(adapter.write([Change.upsert("k1", {"id": "k1", "first_name": "A"})]))
+    assert [r.action for r in results] == ["created"], results
+    assert fake_civicrm.count_requests("Contact", "save") == 1
+    assert len(fake_civicrm.store.tables["Contact"]) == 1
+
+
+def test_a_write_that_timed_out_and_is_not_found_waits_for_the_next_run(
+    fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
+) -> None:
+    """On a real CiviCRM a save of 150 contacts that timed out was not visible yet when looked
+    up at once (the server was still at work): sending it again then would duplicate it."""
+    from connector_core.adapters import Change
+
+    fake_civicrm.faults = Faults(
+        timeout_delay=1.0, rules=[FaultRule("timeout", entity="Contact", action="save", times=1)]
+    )
+    adapter = make_adapter(timeout=0.3)
+    change = Change.upsert("k1", {"id": "k1", "first_name": "A"})
+    [result] = adapter.write([change])
+    assert result.action == "failed"
+    assert "the next run looks it up again" in (result.error or "")
+    assert fake_civicrm.count_requests("Contact", "save") == 1
+    [again] = adapter.write([change])  # the next run
+    assert again.action == "created", again
+    assert fake_civicrm.count_requests("Contact", "save") == 2
+    assert len(fake_civicrm.store.tables["Contact"]) == 1
+
+
+def test_a_slow_server_is_not_reported_as_unreachable(
+    fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
+) -> None:
+    fake_civicrm.answer_delay = 0.5
+    adapter = make_adapter(timeout=0.2)
+    with pytest.raises(AdapterUnavailable) as info:
+        adapter.check()
+    message = str(info.value)
+    assert "cannot connect" not in message
+    assert "did not answer within 0.2 s" in message
+    assert fake_civicrm.base_url in message
+
+
+def test_a_server_that_is_down_is_reported_quickly_naming_the_url(
+    make_adapter: MakeAdapter,
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    adapter = make_adapter(url=url)
+    started = time.monotonic()
+    with pytest.raises(AdapterUnavailable, match="cannot connect") as info:
+        adapter.check()
+    assert time.monotonic() - started < 5
+    assert url in str(info.value)

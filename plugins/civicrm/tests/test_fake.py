@@ -1127,7 +1127,8 @@ def test_modified_date_rules(fake: FakeCiviCRM, people: dict[str, int]) -> None:
     fake.tag(people["grace"], tag)
     assert modified("grace") == "2025-03-01 10:00:00"  # tags do not bump
     fake.merge(people["alan"], people["grace"])
-    assert modified("grace") == "2025-03-01 10:00:20"
+    assert modified("grace") == "2025-03-01 10:00:00"  # as 6.17.2: a merge leaves it alone
+    assert modified("alan") == "2025-03-01 10:00:20"  # trashing bumps the loser (6.7+)
     assert fake.contact(people["alan"])["is_deleted"]  # type: ignore[index]
     merged = ok(call(fake, "Contact", "getMergedTo", {"contactId": people["alan"]}))
     assert merged["values"] == [{"id": people["grace"]}]
@@ -1385,3 +1386,65 @@ def test_e17_multi_call_status(
     )
     assert resp.status_code == status
     assert resp.json()[1]["status"] == 403
+
+
+# ---- as a real CiviCRM 6.17.2 did (issue 12) ------------------------------------------------
+
+
+def test_a_label_in_a_where_is_one_id(fake: FakeCiviCRM) -> None:
+    """CiviCRM 6.17.2 turned `state_province_id:label = Limburg` into the Dutch id only."""
+    dutch = fake.add_contact(
+        contact_type="Individual", **{"address_primary.state_province_id": 5025}
+    )
+    belgian = fake.add_contact(
+        contact_type="Individual", **{"address_primary.state_province_id": 1442}
+    )
+    label = "address_primary.state_province_id:label"
+    everyone = ok(call(fake, "Contact", "get", {"select": [label], "orderBy": {"id": "ASC"}}))
+    assert [r[label] for r in everyone["values"]] == ["Limburg", "Limburg"]
+    found = ok(call(fake, "Contact", "get", {"where": [[label, "=", "Limburg"]]}))
+    assert [r["id"] for r in found["values"]] == [dutch]
+    found = ok(call(fake, "Contact", "get", {"where": [[label, "IN", ["Limburg"]]]}))
+    assert [r["id"] for r in found["values"]] == [dutch]
+    ids = [["address_primary.state_province_id", "IN", [1442, 5025]]]
+    found = ok(call(fake, "Contact", "get", {"where": ids, "orderBy": {"id": "ASC"}}))
+    assert [r["id"] for r in found["values"]] == [dutch, belgian]
+
+
+def test_get_fields_loads_options(fake: FakeCiviCRM) -> None:
+    params = {
+        "select": ["name", "options"],
+        "where": [["name", "IN", ["state_province_id"]]],
+        "loadOptions": ["id", "label"],
+    }
+    [field] = ok(call(fake, "Address", "getFields", params))["values"]
+    limburgs = [o["id"] for o in field["options"] if o["label"] == "Limburg"]
+    assert limburgs == [1442, 5025]
+
+
+def test_check_access_answers_for_the_caller(fake: FakeCiviCRM) -> None:
+    """As 6.17.2: Contact.checkAccess says what THIS user may do (Permission.get cannot)."""
+    cid = fake.add_contact(contact_type="Individual", first_name="Ana")
+    fake.add_api_key("reader", permissions={"access CiviCRM", "view all contacts",
+                                            "authenticate with api key"})  # fmt: skip
+    reader = {"X-Civi-Auth": "Bearer reader"}
+    for key, expected in ((None, True), (reader, False)):
+        for action, values in (("create", {"contact_type": "Individual"}), ("delete", {"id": cid})):
+            params = {"action": action, "values": values}
+            [answer] = ok(call(fake, "Contact", "checkAccess", params, headers=key))["values"]
+            assert answer["access"] is expected, (key, action)
+
+
+def test_a_hidden_custom_field_in_a_where_is_an_error() -> None:
+    """As 6.17.2: without 'access all custom data' the field is dropped from select, and a
+    where on it fails (HTTP 500)."""
+    with FakeCiviCRM(api_key=KEY, custom_fields={"GDPR.share": "Boolean"}) as server:
+        from connector_civicrm.testing import ALL_PERMISSIONS
+
+        server.add_api_key("weak", permissions=ALL_PERMISSIONS - {"access all custom data"})
+        weak = {"X-Civi-Auth": "Bearer weak"}
+        selected = call(server, "Contact", "get", {"select": ["GDPR.share"]}, headers=weak)
+        assert ok(selected)["values"] == []
+        where = {"where": [["GDPR.share", "=", True]]}
+        assert call(server, "Contact", "get", where, headers=weak).status_code == 500
+        assert call(server, "Contact", "get", where).status_code == 200

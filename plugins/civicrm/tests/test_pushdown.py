@@ -16,21 +16,36 @@ from connector_core.credentials import StaticSecrets
 from connector_core.query import All, AnyOf, Compare, Condition, Not, matches
 
 CITIES = ["London", "london", "Paris", "Berlin", "Toronto", "Madrid", "Nowhere"]
+#: State/province labels, some shared by several rows (as 48 names are in CiviCRM's table).
+REGIONS = ["Limburg", "limburg", "Amazonas", "Île-de-France", "Kent", "Atlantis"]
 
 
 @pytest.fixture(scope="module")
 def adapter() -> Iterator[CivicrmAdapter]:
-    with FakeCiviCRM(api_key="k") as fake:
+    custom = {"Member.active": "Boolean", "Member.years": "Integer", "Member.level": "String"}
+    with FakeCiviCRM(api_key="k", custom_fields=custom) as fake:
         fake.seed_contacts(80, random.Random(7))
+        for n, row in enumerate(fake.store.tables["Contact"].values()):
+            row["Member.active"] = [True, False, None][n % 3]
+            row["Member.years"] = [None, 0, 3, 10][n % 4]
+            row["Member.level"] = [None, "Gold", "gold", "1", ""][n % 5]
         news = next(g for g, r in fake.store.tables["Group"].items() if r["title"] == "Newsletter")
         members = [cid for (gid, cid) in fake.store.pairs if gid == news]
         assert members
+        provinces = [*fake.store.tables["StateProvince"], None]
+        for n, address in enumerate(fake.store.tables["Address"].values()):
+            address["state_province_id"] = provinces[n % len(provinces)]
         s = CivicrmSettings.model_validate(
             {
                 "url": fake.base_url,
                 "api_key": {"secret": "api_key"},
                 "page_size": 25,
                 "contact_type": None,
+                "custom_fields": {
+                    "active": "Member.active",
+                    "years": "Member.years",
+                    "level": "Member.level",
+                },
                 "consent": {"contact_me": {"field": "is_opt_out"}, "news": {"group": "Newsletter"}},
             }
         )
@@ -50,6 +65,19 @@ def leaves() -> st.SearchStrategy[Condition]:
             Compare, text, st.just("starts_with"), st.sampled_from(["A", "a", "Lo", "%", ""])
         ),
         st.builds(Compare, text, st.just("exists"), st.booleans()),
+        st.builds(
+            Compare,
+            st.just("region"),
+            st.sampled_from(["eq", "ne", "exists", "starts_with"]),
+            st.sampled_from(REGIONS),
+        ),
+        st.builds(Compare, st.just("region"), st.just("in"), st.lists(st.sampled_from(REGIONS))),
+        st.builds(
+            Compare,
+            st.sampled_from(["extra.civicrm.active", "extra.civicrm.years", "extra.civicrm.level"]),
+            st.sampled_from(["eq", "ne", "gt", "lte", "exists", "in"]),
+            st.sampled_from([True, False, 0, 3, 1, "Gold", "1", [True, 3], ["gold"]]),
+        ),
         st.builds(Compare, flag, st.sampled_from(["eq", "ne"]), st.booleans()),
         st.builds(
             Compare,
@@ -105,3 +133,29 @@ def test_pushdown_narrows_the_fetch(adapter: CivicrmAdapter) -> None:
     everyone = [r for p in adapter.read() for r in p.records]
     assert 0 < len(pushed) < len(everyone)
     assert all(r["do_not_phone"] is True for r in pushed)
+
+
+def test_a_label_shared_by_two_regions_fetches_both(
+    fake_civicrm: FakeCiviCRM,
+) -> None:
+    """Seen on a real CiviCRM: `region: Limburg` pushed as a label matched the Dutch Limburg
+    only (CiviCRM turns a label into one id); the Belgian one never arrived."""
+    dutch = fake_civicrm.add_contact(
+        contact_type="Individual", first_name="Nl", **{"address_primary.state_province_id": 5025}
+    )
+    belgian = fake_civicrm.add_contact(
+        contact_type="Individual", first_name="Be", **{"address_primary.state_province_id": 1442}
+    )
+    fake_civicrm.add_contact(
+        contact_type="Individual", first_name="Uk", **{"address_primary.state_province_id": 2600}
+    )
+    s = CivicrmSettings.model_validate(
+        {"url": fake_civicrm.base_url, "api_key": {"secret": "api_key"}}
+    )
+    condition = Compare("region", "eq", "Limburg")
+    secrets = StaticSecrets({"api_key": fake_civicrm.api_key})
+    with CivicrmAdapter(s, secrets, connection="crm") as crm:
+        got = [r for p in crm.read(where=condition) for r in p.records]
+    assert sorted(r["id"] for r in got if matches(condition, r)) == [str(dutch), str(belgian)]
+    [get] = [r for r in fake_civicrm.requests if r["action"] == "get" and r["entity"] == "Contact"]
+    assert ["address_primary.state_province_id", "IN", [1442, 5025]] in get["params"]["where"]

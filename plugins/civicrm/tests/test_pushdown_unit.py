@@ -40,8 +40,10 @@ def test_simple_comparisons() -> None:
     ]
     assert where(Compare("email", "exists", True)) == [["email_primary.email", "IS NOT NULL"]]
     assert where(Compare("email", "exists", False)) == [["email_primary.email", "IS EMPTY"]]
-    assert where(Compare("country", "in", ["DE", "FR"])) == [
-        ["address_primary.country_id:abbr", "IN", ["DE", "FR"]]
+    assert where(Compare("country", "in", ["DE", "FR"])) == []  # no options: kept local
+    options = {"address_primary.country_id:abbr": {"DE": [1082], "FR": [1076]}}
+    assert to_where(Compare("country", "in", ["DE", "FR"]), FIELDS, None, options) == [
+        ["address_primary.country_id", "IN", [1076, 1082]]
     ]
 
 
@@ -102,3 +104,33 @@ def test_consent_flags_and_custom_fields() -> None:
     ]
     assert where(Not(Compare("consent.partners.granted", "eq", True))) == []
     assert where(Compare("consent.local.granted", "eq", True)) == []  # group status: local
+
+
+def test_a_label_becomes_every_id_that_carries_it() -> None:
+    """CiviCRM turns a label in a where into one id; two Limburgs share the label."""
+    options = {"address_primary.state_province_id:label": {"Limburg": [1442, 5025], "Kent": [2600]}}
+    region = "address_primary.state_province_id"
+    assert to_where(Compare("region", "eq", "Limburg"), FIELDS, None, options) == [
+        [region, "IN", [1442, 5025]]
+    ]
+    assert to_where(Compare("region", "in", ["Kent", "Limburg"]), FIELDS, None, options) == [
+        [region, "IN", [1442, 2600, 5025]]
+    ]
+    assert to_where(Compare("region", "eq", "Atlantis"), FIELDS, None, options) == []
+    assert to_where(Compare("region", "eq", "Limburg"), FIELDS) == []  # no options: local
+    assert to_where(Not(Compare("region", "eq", "Kent")), FIELDS, None, options) == []
+    assert to_where(Compare("region", "exists", True), FIELDS, None, options) == [
+        [region, "IS NOT NULL"]
+    ]
+
+
+def test_custom_fields_are_pushed_down_without_negation() -> None:
+    """A custom field declared under mapping: was never pushed down."""
+    member = Compare("extra.civicrm.member", "eq", True)
+    assert where(member) == [["Membership.level", "=", True]]
+    assert where(Compare("extra.civicrm.member", "in", [1, 2])) == [
+        ["Membership.level", "IN", [1, 2]]
+    ]
+    assert where(Compare("extra.civicrm.member", "gt", 3)) == [["Membership.level", ">", 3]]
+    assert where(Not(member)) == []  # '1' = 1 in MySQL, not in the engine: kept local
+    assert where(Compare("extra.civicrm.member", "ne", True)) == []

@@ -93,3 +93,20 @@ def test_groups_tags_and_consent_are_written(
     assert got["groups"] == ["From chapters"]
     assert got["tags"] == []
     assert got["consent"]["local"]["granted"] is False
+
+
+def test_groups_and_tags_that_already_exist_are_used_not_created(
+    fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
+) -> None:
+    """A real CiviCRM crashed every write (KeyError 'name') once a named group existed."""
+    group = fake_civicrm.add_group("volunteers", "Volunteers")
+    tag = fake_civicrm.add_tag("Donor")
+    adapter = make_adapter(group_for_writes="Volunteers")
+    [result] = adapter.write([Change.upsert("k1", person(1, tags=["Donor"]))])
+    assert result.action == "created", result.error
+    assert list(fake_civicrm.store.tables["Group"]) == [group]
+    assert list(fake_civicrm.store.tables["Tag"]) == [tag]
+    [member] = fake_civicrm.store.tables["GroupContact"].values()
+    assert (member["group_id"], member["status"]) == (group, "Added")
+    [tagged] = fake_civicrm.store.tables["EntityTag"].values()
+    assert tagged["tag_id"] == tag

@@ -33,7 +33,8 @@ version=(6, 17), permissions=ALL_PERMISSIONS, custom_fields=None, faults=None)``
   Detailed error bodies need ``view debug output`` (the default key has every permission);
   ``acl_contact_ids`` limits the contacts visible/editable; trash needs ``access deleted contacts``.
   ``fake.mint_jwt(api_key, ttl=300)`` returns a bearer JWT for that key's contact.
-- Attributes: ``maintenance_mode`` (503), ``debug_enabled`` (skips the CSRF gate),
+- Attributes: ``answer_delay`` (seconds every call waits, after running, before answering: a
+  slow server), ``maintenance_mode`` (503), ``debug_enabled`` (skips the CSRF gate),
   ``store.trash_enabled`` (``contact_undelete``), ``store.trash_bumps_modified`` (6.7+).
 
 Behaviour (section numbers of the reference): gates in order authx 401 (text/plain) → 503 →
@@ -120,6 +121,7 @@ class FakeCiviCRM(LoopbackServer):
         self.maintenance_mode = False
         self.debug_enabled = False
         self.authx_header_cred = True
+        self.answer_delay = 0.0  # seconds every call waits, after it ran, before its answer
         self.requests: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
         self._admin = ApiUser(contact_id=1, permissions=ALL_PERMISSIONS)
@@ -280,10 +282,12 @@ class FakeCiviCRM(LoopbackServer):
             self.store.hard_delete_contact(contact_id)
 
     def merge(self, loser: int, survivor: int) -> None:
-        """Merge `loser` into `survivor`: the loser is trashed (deleted if trash is off)."""
+        """Merge `loser` into `survivor` as CiviCRM 6.17.2 did: the loser's group memberships
+        (and their SubscriptionHistory rows) move to the survivor, whose ``modified_date``
+        does NOT change; the loser is trashed (deleted if trash is off), which bumps its own."""
         with self.store.lock:
             self.store.merged_to[loser] = survivor
-            self.store.touch(survivor)
+            self.store.move_memberships(loser, survivor)
             if self.store.trash_enabled:
                 trash(self.store, loser)
             else:

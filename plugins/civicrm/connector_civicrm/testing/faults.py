@@ -17,7 +17,8 @@ from urllib.parse import quote, quote_plus
 #: - ``"502"``, ``"503"``, ``"504"``: a proxy's HTML error page; not executed.
 #: - ``"timeout"``: sleep ``timeout_delay`` seconds, then close the connection without answering;
 #:   not executed (set ``timeout_delay`` above the client's read timeout).
-#: - ``"slow"``: sleep ``slow_delay`` seconds, then execute and answer normally.
+#: - ``"slow"``: execute, then sleep ``slow_delay`` seconds before answering normally (a client
+#:   whose read timeout is shorter gives up on a call the server did carry out).
 #: - ``"truncated"``: execute the call, then send only half the body before closing the connection
 #:   (``Content-Length`` announces the whole body). A write **did** happen.
 #: - ``"truncated_json"``: execute, then answer 200 with a body cut in half (valid framing,

@@ -155,9 +155,13 @@ class Handler(BaseHTTPRequestHandler):
         record["fault"] = fault
         if fault is not None and fault not in EXECUTED:
             return self._fault(record, fault, started)
-        if fault == "slow":
-            time.sleep(fake.faults.slow_delay if fake.faults else 0)
         status, payload = self._execute(method, fields, query, entity, action, record)
+        # A slow server has done the work by the time it answers late: the client that gave
+        # up waiting must not assume it did not happen (seen on a real CiviCRM).
+        slow = fake.faults.slow_delay if fault == "slow" and fake.faults else 0.0
+        late = fake.answer_delay + slow
+        if late:
+            time.sleep(late)
         if isinstance(payload, tuple):  # a non-JSON answer: (content type, body, headers)
             return self._finish(
                 record,

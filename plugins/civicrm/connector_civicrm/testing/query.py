@@ -212,6 +212,10 @@ def compile_clause(db: Tables, entity: str, clause: Any) -> Pred:
         raise ApiError(f"Invalid field '{head}'")
     get, fs = found
     suffix = ":" in head.rpartition(".")[2]
+    if suffix and op in _ONE_ID_OPS and fs.options:
+        head, value = _to_one_id(head, fs, value)
+        get, fs = resolve(db, entity, head) or found
+        suffix = False
     if len(clause) > 3 and clause[3] is True:
         other = resolve(db, entity, str(value))
         if other is None:
@@ -253,6 +257,24 @@ def compile_clause(db: Tables, entity: str, clause: Any) -> Pred:
         pos = positive(NEGATED[op], fs, get, value, conv)
         return lambda row: None if (v := pos(row)) is None else not v
     return positive(op, fs, get, value, conv)
+
+
+#: Operators whose `field:suffix` value CiviCRM turns into the field's stored value first.
+_ONE_ID_OPS = frozenset({"=", "!=", "<>", "IN", "NOT IN"})
+
+
+def _to_one_id(head: str, fs: FieldSpec, value: Any) -> tuple[str, Any]:
+    """``["state_province_id:label", "=", "Limburg"]`` as the real server runs it: the label is
+    replaced by ONE stored value (FormattingUtil), so rows with another option of the same label
+    never match (observed on CiviCRM 6.17.2: the Dutch Limburg, never the Belgian one). As
+    there, the last option in id order wins; a label no option has matches nothing."""
+    path, _, suffix = head.rpartition(":")
+    one = {str(opt.get(suffix)): key for key, opt in (fs.options or {}).items()}
+
+    def convert(item: Any) -> Any:
+        return one.get(str(item), 0)
+
+    return path, [convert(v) for v in value] if isinstance(value, list) else convert(value)
 
 
 def _filter_pred(db: Tables, head: str, op: str, value: Any) -> Pred:

@@ -65,7 +65,10 @@ GC_STATUS = _opts([("Added", "Added"), ("Removed", "Removed"), ("Pending", "Pend
 COUNTRIES: dict[object, dict[str, str]] = {
     cid: {"name": name, "label": name, "abbr": abbr}
     for cid, name, abbr in [
+        (1020, "Belgium", "BE"),
+        (1031, "Brazil", "BR"),
         (1039, "Canada", "CA"),
+        (1048, "Colombia", "CO"),
         (1076, "France", "FR"),
         (1082, "Germany", "DE"),
         (1107, "Italy", "IT"),
@@ -74,6 +77,23 @@ COUNTRIES: dict[object, dict[str, str]] = {
         (1226, "United Kingdom", "GB"),
         (1228, "United States", "US"),
     ]
+}
+#: A few rows of CiviCRM's stock state/province table, names shared across countries as in
+#: the real one (48 names are shared by 109 rows there). Ids of the two Limburgs as seen.
+STATE_PROVINCE_ROWS = [
+    (1441, "Antwerpen", "VAN", 1020),
+    (1442, "Limburg", "VLI", 1020),
+    (1050, "Amazonas", "AM", 1031),
+    (1120, "Distrito Federal", "DF", 1031),
+    (1167, "Amazonas", "AMA", 1048),
+    (2050, "Île-de-France", "IDF", 1076),
+    (2600, "Kent", "KEN", 1226),
+    (2640, "Yorkshire", "YOR", 1226),
+    (5024, "Noord-Brabant", "NB", 1152),
+    (5025, "Limburg", "LI", 1152),
+]
+STATE_PROVINCES: dict[object, dict[str, str]] = {
+    sid: {"name": name, "label": name, "abbr": abbr} for sid, name, abbr, _ in STATE_PROVINCE_ROWS
 }
 
 # §3.4: fields each contact type loses when `contact_type` is in the row.
@@ -260,6 +280,7 @@ def build_schema(custom_fields: dict[str, str] | None = None) -> dict[str, Entit
     )
     for api_name, data_type in (custom_fields or {}).items():
         contact.add(FieldSpec(api_name, data_type, kind="Custom"))
+    contact.actions = (*contact.actions, "checkAccess")
     contact.permissions = {
         "create": ("access CiviCRM", "add contacts"),
         "update": ACCESS,
@@ -323,7 +344,7 @@ def build_schema(custom_fields: dict[str, str] | None = None) -> dict[str, Entit
         ]
         + [
             FieldSpec("county_id", INT),
-            FieldSpec("state_province_id", INT),
+            FieldSpec("state_province_id", INT, fk="StateProvince", options=STATE_PROVINCES),
             FieldSpec("postal_code_suffix"),
             FieldSpec("postal_code"),
             FieldSpec("country_id", INT, options=COUNTRIES),
@@ -435,5 +456,13 @@ def build_schema(custom_fields: dict[str, str] | None = None) -> dict[str, Entit
         FieldSpec("data_type"),
         FieldSpec("is_active", BOOL),
     )
-    entities = (contact, email, phone, address, group, gc, history, tag, et)
+    state = EntitySpec("StateProvince", actions=("get", "getFields"), permissions={"get": ()})
+    state.add(
+        FieldSpec("id", INT),
+        FieldSpec("name"),
+        FieldSpec("abbreviation"),
+        FieldSpec("country_id", INT, options=COUNTRIES),
+        FieldSpec("is_active", BOOL),
+    )
+    entities = (contact, email, phone, address, group, gc, history, tag, et, state)
     return {e.name: e for e in (*entities, custom_group, custom_field)}

@@ -14,6 +14,7 @@ from .query import compile_where, expand_select, mentions, sort_rows
 from .schema import (
     LOCATION_JOINS,
     PRUNE,
+    STATE_PROVINCE_ROWS,
     EntitySpec,
     build_schema,
 )
@@ -67,6 +68,7 @@ ACTION_PARAMS = {
         "offset",
     },
     "getMergedTo": {"contactId", "debug"},
+    "checkAccess": {"action", "values", "debug"},
     "getMergedFrom": {"contactId", "debug"},
 }
 
@@ -118,6 +120,9 @@ class Store:
         self.trash_enabled = True  # the `contact_undelete` setting
         self.trash_bumps_modified = True  # 6.7+
         self._seed_custom_fields(custom_fields or {})
+        for sid, name, abbr, country in STATE_PROVINCE_ROWS:
+            row = {"name": name, "abbreviation": abbr, "country_id": country, "is_active": True}
+            self.tables["StateProvince"][sid] = {"id": sid, **row}
 
     def _seed_custom_fields(self, custom_fields: dict[str, str]) -> None:
         """The CustomGroup and CustomField rows behind each `Group.field` API name."""
@@ -218,6 +223,19 @@ class Store:
             wanted |= more
         return {r["entity_id"] for r in self.tables["EntityTag"].values() if r["tag_id"] in wanted}
 
+    def move_memberships(self, loser: int, survivor: int) -> None:
+        """A merge: the loser's GroupContact rows become the survivor's (those of groups the
+        survivor is not in), their SubscriptionHistory rows too; nothing is bumped."""
+        for (group, contact), rid in list(self.pairs.items()):
+            if contact != loser or (group, survivor) in self.pairs:
+                continue
+            del self.pairs[(group, contact)]
+            self.pairs[(group, survivor)] = rid
+            self.tables["GroupContact"][rid]["contact_id"] = survivor
+            for row in self.tables["SubscriptionHistory"].values():
+                if row.get("contact_id") == loser and row.get("group_id") == group:
+                    row["contact_id"] = survivor
+
     # ---- visibility ------------------------------------------------------------------------
     def contact_visible(self, user: ApiUser, cid: int) -> bool:
         row = self.tables["Contact"].get(cid)
@@ -244,6 +262,8 @@ class Store:
             return lambda row: self.contact_visible(user, row["contact_id"])
         if entity == "EntityTag":
             return lambda row: self.contact_visible(user, row["entity_id"])
+        if entity in ("CustomField", "CustomGroup"):  # as 6.17.2: hidden, not refused
+            return lambda row: "access all custom data" in user.permissions
         return lambda row: True
 
     # ---- actions ---------------------------------------------------------------------------
@@ -267,20 +287,9 @@ class Store:
             if action == "get":
                 return self.get(user, entity, params)
             if action == "getFields":
-                fields = [
-                    {
-                        "name": f.name,
-                        "type": f.kind,
-                        "data_type": f.type,
-                        "title": f.name,
-                        "readonly": f.readonly,
-                        "options": bool(f.options),
-                        "fk_entity": f.fk,
-                    }
-                    for f in spec.fields.values()
-                    if f.kind != "Filter" and self.field_visible(user, f)
-                ]
-                return Result(fields, len(fields), len(fields))
+                return self.get_fields(user, spec, params)
+            if action == "checkAccess":
+                return self.check_access(user, spec, params)
             if action in ("getMergedTo", "getMergedFrom"):
                 cid = int(params.get("contactId") or 0)
                 if action == "getMergedTo":
@@ -293,6 +302,47 @@ class Store:
             from .writes import write_action  # local import: writes.py uses Store
 
             return write_action(self, user, entity, action, params)
+
+    def get_fields(self, user: ApiUser, spec: EntitySpec, params: dict[str, Any]) -> Result:
+        """``getFields``: the fields the user may see; ``where`` on ``name`` (``=``/``IN``);
+        ``loadOptions`` true gives ``{value: label}``, a list of properties gives a list of
+        ``{"id", ...}`` dicts (as CiviCRM's BasicGetFieldsAction)."""
+        names: set[str] | None = None
+        for clause in params.get("where") or []:
+            if isinstance(clause, list) and len(clause) == 3 and clause[0] == "name":
+                items = clause[2] if isinstance(clause[2], list) else [clause[2]]
+                names = {str(i) for i in items} if names is None else names & set(map(str, items))
+        load = params.get("loadOptions")
+        fields = [
+            {
+                "name": f.name,
+                "type": f.kind,
+                "data_type": f.type,
+                "title": f.name,
+                "readonly": f.readonly,
+                "options": _options(f.options, load),
+                "fk_entity": f.fk,
+            }
+            for f in spec.fields.values()
+            if f.kind != "Filter" and self.field_visible(user, f)
+            if names is None or f.name in names
+        ]
+        return Result(fields, len(fields), len(fields))
+
+    def check_access(self, user: ApiUser, spec: EntitySpec, params: dict[str, Any]) -> Result:
+        """``checkAccess``: may this user run `action` on these values (the action's
+        permissions, then the record's ACL)? Answers ``[{"access": bool, "id": …}]``."""
+        action, values = str(params.get("action") or ""), params.get("values") or {}
+        cid = values.get("id") if isinstance(values, dict) else None
+        granted = set(spec.permissions.get(action, ())) <= user.permissions
+        if granted and spec.name == "Contact" and cid is not None:
+            if action in ("update", "delete"):
+                granted = self.contact_editable(user, int(cid))
+            elif action == "get":
+                granted = self.contact_visible(user, int(cid))
+        if granted and spec.name == "Contact" and action == "create":
+            granted = "add contacts" in user.permissions
+        return Result([{"access": granted, "id": cid if granted else None}], 1, 1)
 
     @staticmethod
     def field_visible(user: ApiUser, spec: Any) -> bool:
@@ -318,6 +368,10 @@ class Store:
         for unsupported in ("join", "groupBy", "having"):
             if params.get(unsupported):
                 raise ApiError(f"The fake CiviCRM does not implement '{unsupported}'")
+        for name in _where_fields(params.get("where")):
+            found = self.schema[entity].fields.get(name.partition(":")[0])
+            if found is not None and not self.field_visible(user, found):
+                raise ApiError(f"Invalid field '{name}'")  # as 6.17.2: a hidden custom field
         select = params.get("select") or []
         if not isinstance(select, list):
             raise ApiError("Invalid select")
@@ -359,6 +413,30 @@ def project(row: Row, columns: list[tuple[str, Any, Any]]) -> Row:
         for name in pruned:
             out.pop(name, None)
     return out
+
+
+def _where_fields(where: Any) -> list[str]:
+    """Every field name a where tree tests."""
+    found: list[str] = []
+    for clause in where if isinstance(where, list) else []:
+        if not isinstance(clause, list) or not clause or not isinstance(clause[0], str):
+            continue
+        if clause[0].upper() in ("AND", "OR", "NOT") and len(clause) == 2:
+            found += _where_fields(clause[1])
+        else:
+            found.append(clause[0])
+    return found
+
+
+def _options(options: dict[object, dict[str, str]] | None, load: Any) -> Any:
+    if not options or not load:
+        return bool(options)
+    if isinstance(load, list):
+        return [
+            {"id": key, **{k: v for k, v in opt.items() if k in load}}
+            for key, opt in options.items()
+        ]
+    return {str(key): opt.get("label") for key, opt in options.items()}
 
 
 def _unique_fetch(where: Any) -> bool:
