@@ -75,8 +75,14 @@ def leaves() -> st.SearchStrategy[Condition]:
         st.builds(
             Compare,
             st.sampled_from(["extra.civicrm.active", "extra.civicrm.years", "extra.civicrm.level"]),
-            st.sampled_from(["eq", "ne", "gt", "lte", "exists", "in"]),
-            st.sampled_from([True, False, 0, 3, 1, "Gold", "1", [True, 3], ["gold"]]),
+            st.sampled_from(["eq", "ne", "gt", "lte", "exists"]),
+            st.sampled_from([True, False, 0, 3, 1, "Gold", "1"]),
+        ),
+        st.builds(  # `in` takes a list, as the policy schema requires
+            Compare,
+            st.sampled_from(["extra.civicrm.active", "extra.civicrm.years", "extra.civicrm.level"]),
+            st.just("in"),
+            st.sampled_from([[True, 3], ["gold"], [1, "1"], []]),
         ),
         st.builds(Compare, flag, st.sampled_from(["eq", "ne"]), st.booleans()),
         st.builds(
