@@ -74,11 +74,12 @@ def check_connection(app: App, name: str) -> Iterator[Finding]:
         for _setting, ref in secret_refs(settings):
             lookup.resolve(ref)
         with app.config.open_adapter(name) as adapter:
-            adapter.check()
+            note = adapter.check()
     except ConnectorError as err:
         yield from _failed(subject, err)
         return
-    yield Finding(subject, True, f"{app.config.model.connections[name].adapter}: reachable")
+    reachable = f"{app.config.model.connections[name].adapter}: reachable"
+    yield Finding(subject, True, f"{reachable}; {redact(note)}" if note else reachable)
 
 
 def check_network_secrets(app: App) -> Iterator[Finding]:
