@@ -243,7 +243,8 @@ class NextcloudAdapter(Adapter):
         if group not in self.client.shared_groups():
             raise AdapterError(
                 f"{self.what}: the server accepted sharing the book with group {group!r} "
-                "(HTTP 200) but the book is not shared with it: the group does not exist",
+                f"(HTTP {response.status_code}) but the book is not shared with it: the group "
+                "does not exist",
                 hint=GROUP_HINT + " Nothing was written to the book.",
             )
 
