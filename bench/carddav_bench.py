@@ -15,6 +15,10 @@ and the contenders alternate their order from round to round.
 
     uv run python -m bench.carddav_bench [--cards 1000] [--repeats 5] [--write-results]
 
+``--servers nextcloud`` measures a real Nextcloud instead (``CONNECTOR_LIVE_NEXTCLOUD_URL``,
+``_USER`` and ``_PASSWORD``, as for the live tests): ours against the raw PUT loop, each run
+into a new book, the median of alternating rounds.
+
 ``--write-results`` writes bench/RESULTS-carddav.md (bench/RESULTS.md belongs to the policy
 benchmark, which rewrites it and links this file). vdirsyncer comes with the ``bench``
 dependency group.
@@ -46,6 +50,7 @@ from connector_nextcloud.vcard import MAPPED_FIELDS, CardFormat, render_card
 
 from bench.results import cpu_model
 from connector_core.adapters import Change
+from connector_core.credentials import SecretRef, StaticSecrets
 from connector_core.records import Record
 from connector_core.sync.keys import target_key
 from connector_core.testing import sample_records
@@ -57,10 +62,13 @@ def _records(n: int) -> list[tuple[str, Record]]:
     return [(target_key("bench", r["id"], b"bench key secret"), r) for r in sample_records(n)]
 
 
-def raw_put_loop(book: str, records: list[tuple[str, Record]]) -> float:
+def raw_put_loop(
+    book: str, records: list[tuple[str, Record]], auth: tuple[str, str] | None = None
+) -> float:
     """Seconds for a plain PUT loop (If-None-Match: *) of pre-rendered cards."""
     cards = _cards(records)
     session = requests.Session()
+    session.auth = auth
     headers = {"Content-Type": "text/vcard; charset=utf-8", "If-None-Match": "*"}
     start = time.perf_counter()
     for key, data in cards:
@@ -95,11 +103,12 @@ url = "{book}"
 """
 
 
-def count_cards(book: str) -> int:
+def count_cards(book: str, auth: tuple[str, str] | None = None) -> int:
     """The number of members of `book` (one PROPFIND, Depth 1)."""
     response = requests.request(
         "PROPFIND",
         book,
+        auth=auth,
         data=b'<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/>'
         b"</d:prop></d:propfind>",
         headers={"Depth": "1", "Content-Type": "application/xml"},
@@ -136,10 +145,24 @@ def vdirsyncer_push(book: str, records: list[tuple[str, Record]], folder: Path) 
     return elapsed
 
 
-def adapter_write(book: str, records: list[tuple[str, Record]], concurrency: int) -> float:
+def adapter_write(
+    book: str,
+    records: list[tuple[str, Record]],
+    concurrency: int,
+    auth: tuple[str, str] | None = None,
+) -> float:
     """Seconds for our adapter to write the same records (rendering included)."""
-    settings = NextcloudSettings(address_book_url=book, concurrency=concurrency)
-    adapter = NextcloudAdapter(settings)
+    if auth is None:
+        settings = NextcloudSettings(address_book_url=book, concurrency=concurrency)
+        adapter = NextcloudAdapter(settings)
+    else:
+        settings = NextcloudSettings(
+            address_book_url=book,
+            concurrency=concurrency,
+            user=auth[0],
+            app_password=SecretRef(secret="app_password"),
+        )
+        adapter = NextcloudAdapter(settings, StaticSecrets({"app_password": auth[1]}))
     start = time.perf_counter()
     results = list(adapter.write([Change.upsert(k, r) for k, r in records]))
     elapsed = time.perf_counter() - start
@@ -231,6 +254,126 @@ def bench_server(kind: str, n: int, repeats: int, folder: Path) -> dict[str, Any
     }
 
 
+NEXTCLOUD_ENV = (
+    "CONNECTOR_LIVE_NEXTCLOUD_URL",
+    "CONNECTOR_LIVE_NEXTCLOUD_USER",
+    "CONNECTOR_LIVE_NEXTCLOUD_PASSWORD",
+)
+NEXTCLOUD_HEADING = "## A real Nextcloud"
+_MKCOL = (
+    b'<?xml version="1.0" encoding="utf-8"?><d:mkcol xmlns:d="DAV:" '
+    b'xmlns:c="urn:ietf:params:xml:ns:carddav"><d:set><d:prop><d:resourcetype><d:collection/>'
+    b"<c:addressbook/></d:resourcetype></d:prop></d:set></d:mkcol>"
+)
+
+
+@contextlib.contextmanager
+def nextcloud_book(url: str, auth: tuple[str, str], name: str) -> Iterator[str]:
+    """A new, empty book on a real Nextcloud (MKCOL), deleted on exit.
+
+    A Nextcloud allows 10 books per user and 10 creations per hour by default: a run of
+    `repeats` rounds creates 2 x repeats books (raise ``rateLimitAddressBookCreation`` on a
+    test server for the run)."""
+    book = f"{url}/remote.php/dav/addressbooks/users/{auth[0]}/{name}/"
+    made = requests.request(
+        "MKCOL",
+        book,
+        data=_MKCOL,
+        auth=auth,
+        timeout=60,
+        headers={"Content-Type": "application/xml"},
+    )
+    if made.status_code != 201:
+        raise RuntimeError(f"MKCOL {book} answered {made.status_code}: {made.text[:300]}")
+    try:
+        yield book
+    finally:
+        requests.delete(book, auth=auth, timeout=120)
+
+
+def bench_nextcloud(n: int, repeats: int) -> dict[str, Any]:
+    """First sync of `n` cards on a real Nextcloud: our adapter against the raw PUT loop,
+    in alternating rounds, each into a new book; the median of the rounds' ratios counts
+    (a shared server's time moves with its load, so the best runs are not compared)."""
+    url, user, password = (os.environ[v] for v in NEXTCLOUD_ENV)
+    auth = (user, password)
+    records = _records(n)
+    runs: dict[str, list[float]] = {"raw": [], "ours": []}
+    stamp = datetime.now(UTC).strftime("%H%M%S")
+    for i in range(repeats):
+        for name in ("raw", "ours") if i % 2 == 0 else ("ours", "raw"):
+            with nextcloud_book(url.rstrip("/"), auth, f"cc-bench-{stamp}-{name}-{i}") as book:
+                if name == "raw":
+                    seconds = raw_put_loop(book, records, auth)
+                else:
+                    seconds = adapter_write(book, records, 1, auth)
+                assert count_cards(book, auth) == n
+            runs[name].append(seconds)
+            _progress(f"nextcloud {name} {i + 1}/{repeats}: {n / seconds:.1f} cards/s")
+    ratios = [r / o for r, o in zip(runs["raw"], runs["ours"], strict=True)]
+    return {
+        "cards": n,
+        "runs": runs,
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "raw_per_s_median": n / statistics.median(runs["raw"]),
+        "ours_per_s_median": n / statistics.median(runs["ours"]),
+        "version": _nextcloud_version(url),
+    }
+
+
+def _nextcloud_version(url: str) -> str:
+    try:
+        return str(
+            requests.get(f"{url.rstrip('/')}/status.php", timeout=10).json()["versionstring"]
+        )
+    except (requests.RequestException, ValueError, KeyError):
+        return "unknown"
+
+
+def render_nextcloud(results: dict[str, Any]) -> str:
+    """The Nextcloud section of the results page."""
+    m, r = results["machine"], results["nextcloud"]
+    rounds = ", ".join(f"{x:.2f}" for x in r["ratios"])
+    return "\n".join(
+        [
+            NEXTCLOUD_HEADING,
+            "",
+            f"Run {m['date']} on {m['cpu']} ({m['cpus']} CPUs), {m['system']}, Python "
+            f"{m['python']}; Nextcloud {r['version']} (PHP 8.2 built-in server, 4 workers, "
+            "MariaDB) on loopback, app password, the same machine. Written by "
+            "`uv run python -m bench.carddav_bench --servers nextcloud --write-results` with "
+            "`CONNECTOR_LIVE_NEXTCLOUD_URL`, `_USER` and `_PASSWORD` set. Each run writes "
+            f"{r['cards']} cards into a new book; {m['repeats']} rounds, raw and ours in "
+            "alternating order.",
+            "",
+            "| server | cards | raw PUT loop /s (median) | ours /s (median) "
+            "| ours/raw, median round (≥ 0.9) | ours/raw per round |",
+            "|---|---|---|---|---|---|",
+            f"| Nextcloud {r['version']} | {r['cards']} | {r['raw_per_s_median']:.1f} "
+            f"| {r['ours_per_s_median']:.1f} | {r['ratio_median']:.2f} | {rounds} |",
+            "",
+            "The server's time per card dominates on both sides (PHP and MariaDB on the same "
+            "two cores, shared with other work during the run: single runs ranged from "
+            f"{r['cards'] / max(max(v) for v in r['runs'].values()):.1f} to "
+            f"{r['cards'] / min(min(v) for v in r['runs'].values()):.1f} cards/s, hence the "
+            "median of the rounds' own ratios); ours adds one addressbook-multiget per page of "
+            "changes and renders the cards, the raw loop PUTs pre-rendered cards.",
+            "",
+        ]
+    )
+
+
+def write_results(page: str | None, nextcloud: str | None) -> None:
+    """Rewrite RESULTS-carddav.md: the servers' part and/or the Nextcloud section, keeping
+    the part not measured in this run."""
+    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    head, _, tail = old.partition(NEXTCLOUD_HEADING)
+    head = page if page is not None else head.rstrip("\n") + "\n"
+    tail = nextcloud if nextcloud is not None else (NEXTCLOUD_HEADING + tail if tail else "")
+    RESULTS.write_text(head + ("\n" + tail if tail else ""), encoding="utf-8")
+
+
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)
@@ -304,14 +447,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine(args.repeats), "servers": {}}
+    kinds = args.servers.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.servers.split(","):
-            results["servers"][kind] = bench_server(
-                kind, args.cards, args.repeats, Path(tmp) / kind
-            )
-    print(json.dumps(results, indent=2) if args.json else render(results))
+        for kind in kinds:
+            if kind == "nextcloud":
+                results["nextcloud"] = bench_nextcloud(args.cards, args.repeats)
+            else:
+                results["servers"][kind] = bench_server(
+                    kind, args.cards, args.repeats, Path(tmp) / kind
+                )
+    page = render(results) if results["servers"] else None
+    section = render_nextcloud(results) if "nextcloud" in results else None
+    print(json.dumps(results, indent=2) if args.json else (page or "") + (section or ""))
     if args.write_results:
-        RESULTS.write_text(render(results), encoding="utf-8")
+        write_results(page, section)
 
 
 if __name__ == "__main__":

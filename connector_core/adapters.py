@@ -36,6 +36,11 @@ class Capability(enum.StrEnum):
     #: other's records. Without it, connector.yaml may name the connection as the target of
     #: one job only (a file rewritten whole by two jobs would lose rows and mix audiences).
     PER_JOB_RECORDS = "per_job_records"
+    #: write() compares each upsert with what the target holds now and writes only when they
+    #: differ (an unchanged upsert costs a read, no write). A full, reconciling run then sends
+    #: every shared record, not only those whose projection changed, so that an edit someone
+    #: made at the target (a full phone number where a masked one was shared) is put right.
+    VERIFIES_CONTENT = "verifies_content"
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -250,9 +255,14 @@ class Adapter(abc.ABC):
     def check(self) -> str | None:
         """Verify connectivity and credentials; raise :class:`AdapterError` with a hint.
 
+        Read-only (``connector doctor`` calls it): what a run would create or change at the
+        tool (a missing book, a share) is returned as a note for the admin, never done.
+
         Returns:
-            None, or a short note for ``connector doctor`` (e.g. how many records it sees).
+            None, or a short note for ``connector doctor`` (how many records it sees, what a
+            run would create).
         """
+        return None
 
     def check_writes(self) -> None:
         """For ``connector doctor``, when a job writes to this connection: verify that the

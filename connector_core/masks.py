@@ -129,10 +129,16 @@ def hash_mask(param: Any, context: MaskContext) -> MaskFunction:
 _ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum())
 
 
+#: A URI's scheme (``tel:``, ``sip:``) and, after it, its parameters (``;ext=12``): neither is
+#: part of the number, so neither is counted or kept.
+_URI = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*:([^;]*)")
+
+
 def last4_mask(param: Any, context: MaskContext) -> MaskFunction:
     """``last4``: keep the last four letters or digits, one ``*`` for each one hidden.
 
-    Spaces and punctuation are dropped: ``"+44 113 496 0123"`` gives ``"********0123"``.
+    Spaces and punctuation are dropped: ``"+44 113 496 0123"`` gives ``"********0123"``; so
+    are a URI's scheme and parameters: ``"tel:+44-113-496-0123;ext=7"`` gives the same.
     A value with four or fewer letters and digits has nothing left to hide: None."""
     _no_param("last4", param)
 
@@ -140,6 +146,8 @@ def last4_mask(param: Any, context: MaskContext) -> MaskFunction:
         text = _text(value)
         if text is None:
             return None
+        if (uri := _URI.match(text)) is not None:
+            text = uri.group(1)
         if text.isascii():  # the common case, done in C
             kept = text.encode("ascii").translate(None, _ASCII_NOT_ALNUM).decode("ascii")
         else:

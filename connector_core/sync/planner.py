@@ -80,6 +80,7 @@ class Step:
     applied: AppliedChange
     cleanup: bool = False
     withdrawal: bool = False
+    verify: bool = False  #: an unchanged share sent again, for the target to compare
 
 
 @dataclasses.dataclass
@@ -117,9 +118,12 @@ class Planner:
         salt: str = "",
         with_diff: bool = False,
         cleanup: bool = False,
+        verify: bool = False,
     ) -> None:
         self.job = job
         self.cleanup = cleanup
+        #: Send unchanged shares too (a full run to a target that compares before writing).
+        self.verify = verify
         self.policy = policy
         self.keys = keys
         self.salt = salt
@@ -148,7 +152,7 @@ class Planner:
             else:
                 plan.shared += 1
                 step = self._shared(record, source_id, decision, projection, known)
-                plan.unchanged += step is None
+                plan.unchanged += step is None or step.verify
             if step is not None:
                 plan.steps.append(step)
         return plan
@@ -166,7 +170,8 @@ class Planner:
         known: Mapped | None,
     ) -> Step | None:
         digest = projection_hash(projection, self.salt)
-        if known is not None and known.projection_hash == digest:
+        same = known is not None and known.projection_hash == digest
+        if same and not self.verify:
             return None
         action: Literal["create", "update"] = "update" if known and known.recorded else "create"
         key = self.keys(source_id) if known is None else known.target_key
@@ -178,7 +183,7 @@ class Planner:
         )
         diff = self._diff(projection, hashes, known) if self.with_diff else {}
         planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
-        return Step(planned, Change.upsert(key, projection), applied)
+        return Step(planned, Change.upsert(key, projection), applied, verify=same)
 
     def _withheld(
         self, record: Record, source_id: str, reason: str, known: Mapped | None

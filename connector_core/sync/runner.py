@@ -209,6 +209,11 @@ class _Run:
         passed = sum(o.status != "sent" for o in self.owed.values())
         reasons = full_reasons(self.job, state, reconcile, self.now, passed)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
+        # A full run to a target that compares before writing sends the unchanged shares too,
+        # so that edits made at the target by others are put right (reconciliation).
+        self.planner.verify = bool(reasons) and (
+            Capability.VERIFIES_CONTENT in self.job.target.capabilities
+        )
         self.batches.saved = state.cursor
         self.holdings = self.store.mapped_count(self.job.name)
         run_id = None if self.dry_run else self.store.start_run(self.job.name)
@@ -376,7 +381,7 @@ class _Run:
     def _queue(self, steps: Sequence[Step]) -> None:
         if self.dry_run:
             for step in steps:
-                if not step.cleanup:
+                if not (step.cleanup or step.verify):  # a plan cannot tell what the target holds
                     self.result.planned.append(step.planned)
                     self._count_applied(step.applied)
         else:
@@ -487,6 +492,8 @@ class _Run:
 
     def _outcome(self, step: Step, result: WriteResult | None, out: _Outcome) -> None:
         """Sort one acknowledged change into what the state records, by what the target did."""
+        if step.verify and (result is None or result.action != "unchanged"):
+            out.unchanged -= 1  # counted unchanged when planned; the target differed (or failed)
         if result is None or not result.ok or result.key != step.change.key:
             error = _write_error(result)
             self.fail(step.applied.source_id, error)
@@ -509,7 +516,7 @@ class _Run:
             out.record(applied, ledger=True)
             return
         if result.action == "unchanged":
-            out.unchanged += 1
+            out.unchanged += not step.verify
             # The ledger already shows this share, unless an earlier run sent it and was
             # interrupted before recording it: then the target got it from that run.
             out.record(applied, ledger=applied.action == "create" or landed)

@@ -10,6 +10,10 @@ someone else and is never changed or deleted.
 Each card is its own resource at its job's key (the engine's keys differ per job), changed
 only by a conditional PUT or DELETE of that card, so several jobs may write one address book
 without touching each other's cards: the adapter declares ``Capability.PER_JOB_RECORDS``.
+
+Every upsert is compared with the card stored now (one multiget per batch) and PUT only when
+it differs (``Capability.VERIFIES_CONTENT``): a reconciling run sends every shared record, and
+a card someone edited in the book is restored to what the policy shares.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -36,12 +40,14 @@ from connector_core.http import RETRY_STATUSES, http_errors, make_retry, make_se
 from connector_core.query import Condition
 from connector_core.records import Expected, Record
 from connector_nextcloud.carddav import (
+    LIMITS_HINT,
     Card,
     CardDavClient,
     InvalidSyncToken,
     Member,
     SyncAnswer,
     chunked,
+    said,
 )
 from connector_nextcloud.settings import NextcloudSettings
 from connector_nextcloud.vcard import MAPPED_FIELDS, CardFormat, CardInvalid, parse_card
@@ -49,8 +55,15 @@ from connector_nextcloud.writer import CardWriter
 
 __all__ = ["NextcloudAdapter", "NextcloudSettings"]
 
+GROUP_HINT = (
+    "Check share_with_group against the group ids in Nextcloud (`occ group:list`; ids are "
+    "case-sensitive and may differ from the display name)."
+)
 #: 423 Locked (a WebDAV lock held by another client) is retried like 429 and 5xx.
 DAV_RETRY_STATUSES = RETRY_STATUSES | {423}
+#: Every method is retried but MKCOL: Nextcloud's 429 to it is an hourly limit on creating
+#: address books, which a retry within seconds cannot pass.
+DAV_RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "PROPFIND", "REPORT", "POST"})
 
 
 class NextcloudAdapter(Adapter):
@@ -67,6 +80,7 @@ class NextcloudAdapter(Adapter):
             Capability.INCREMENTAL,
             Capability.SYNC_TOKEN,
             Capability.PER_JOB_RECORDS,
+            Capability.VERIFIES_CONTENT,
         }
     )
     default_mapping: ClassVar[Mapping[str, str]] = {
@@ -130,7 +144,9 @@ class NextcloudAdapter(Adapter):
         verify: bool | str = self.settings.verify_tls
         if self.settings.ca_bundle is not None and verify:
             verify = str(self.settings.ca_bundle)
-        retry = make_retry().new(status_forcelist=DAV_RETRY_STATUSES)
+        retry = make_retry().new(
+            status_forcelist=DAV_RETRY_STATUSES, allowed_methods=DAV_RETRY_METHODS
+        )
         session = make_session(
             self.name, verify=verify, retry=retry, pool_size=max(4, self.settings.concurrency)
         )
@@ -151,40 +167,86 @@ class NextcloudAdapter(Adapter):
             frozenset(provided), source=f"the vCard properties {self.what} maps", verified=False
         )
 
-    def check(self) -> None:
-        """Verify the address book answers (creating and sharing it if configured)."""
+    def check(self) -> str | None:
+        """Verify the book answers, changing nothing: what a run would create or share is
+        reported (``connector doctor`` is read-only), a group that does not exist is an error."""
         with http_errors(self.what):
-            self._ensure_book()
+            notes = []
+            exists = self.client.exists()
+            if not exists:
+                if not self.settings.create_book:
+                    raise self._missing_book()
+                notes.append(
+                    f"the address book {self.settings.book_url} does not exist yet: "
+                    "a run will create it (create_book: true)"
+                )
+            group = self.settings.share_with_group
+            if group:
+                self._check_group(group)
+                if exists and group in self.client.shared_groups():
+                    notes.append(f"shared with group {group!r}")
+                else:
+                    notes.append(f"a run will share the book read-only with group {group!r}")
+            return "; ".join(notes) or None
 
-    def _ensure_book(self, *, verify: bool = True) -> None:
-        """Create and share the book if configured; `verify` checks it exists otherwise.
+    def _missing_book(self) -> AdapterError:
+        return AdapterError(
+            f"{self.what}: the address book {self.settings.book_url} does not exist",
+            hint="Create it in Nextcloud Contacts, or set create_book: true.",
+        )
 
-        Writes pass ``verify=False``: their first multiget explains a missing book anyway,
-        so an ordinary run spends no request on this.
-        """
+    def _check_group(self, group: str) -> None:
+        """On Nextcloud, a group that does not exist has no principal (PROPFIND → 404)."""
+        base, marker, _ = self.settings.book_url.partition("/addressbooks/")
+        if not marker:
+            return
+        url = f"{base}/principals/groups/{quote(group, safe='')}/"
+        response = self.client.request("PROPFIND", url, headers={"Depth": "0"})
+        if response.status_code == 404:
+            raise AdapterError(
+                f"{self.what}: share_with_group names the group {group!r}, which does not "
+                "exist on the server",
+                hint=GROUP_HINT,
+            )
+
+    def _ensure_book(self) -> None:
+        """Before the first write: create the book if configured (it must exist otherwise:
+        the first multiget explains a missing book), then share it and verify the share."""
         settings = self.settings
-        if self._book_ready or not (verify or settings.create_book or settings.share_with_group):
+        if self._book_ready or not (settings.create_book or settings.share_with_group):
             return
         if not self.client.exists():
-            if not self.settings.create_book:
-                raise AdapterError(
-                    f"{self.what}: the address book {self.settings.book_url} does not exist",
-                    hint="Create it in Nextcloud Contacts, or set create_book: true.",
-                )
-            response = self.client.mkcol(self.settings.address_book or "Commons Connector")
+            if not settings.create_book:
+                raise self._missing_book()
+            response = self.client.mkcol(settings.address_book or "Commons Connector")
             if response.status_code not in (201, 405):
                 raise AdapterError(
-                    f"{self.what}: creating the book answered {response.status_code}"
+                    f"{self.what}: creating the address book {settings.book_url} answered "
+                    f"{said(response)}",
+                    hint=LIMITS_HINT if response.status_code in (403, 429) else None,
                 )
-        if self.settings.share_with_group:
-            response = self.client.share(self.settings.share_with_group)
-            if response.status_code not in (200, 204):
-                raise AdapterError(
-                    f"{self.what}: sharing the book with group "
-                    f"{self.settings.share_with_group!r} answered HTTP {response.status_code}",
-                    hint="Sharing needs Nextcloud; the group must exist.",
-                )
+        if settings.share_with_group:
+            self._share(settings.share_with_group)
         self._book_ready = True
+
+    def _share(self, group: str) -> None:
+        """Share the book read-only with `group` unless it is, then check that it is: Nextcloud
+        answers 200 to a share with a group that does not exist and creates nothing."""
+        if group in self.client.shared_groups():
+            return
+        response = self.client.share(group)
+        if response.status_code not in (200, 204):
+            raise AdapterError(
+                f"{self.what}: sharing the book with group {group!r} answered {said(response)}",
+                hint="Sharing needs Nextcloud; the group must exist.",
+            )
+        if group not in self.client.shared_groups():
+            raise AdapterError(
+                f"{self.what}: the server accepted sharing the book with group {group!r} "
+                f"(HTTP {response.status_code}) but the book is not shared with it: the group "
+                "does not exist",
+                hint=GROUP_HINT + " Nothing was written to the book.",
+            )
 
     def close(self) -> None:
         """Close the HTTP session (the adapter can be used again afterwards)."""
@@ -278,7 +340,7 @@ class NextcloudAdapter(Adapter):
     def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
         """Create, update or delete our cards, one result per change, in order."""
         with http_errors(self.what):
-            self._ensure_book(verify=False)
+            self._ensure_book()
             writer = CardWriter(self.client, self.format, self.fields)
             workers = self.settings.concurrency
             pool = ThreadPoolExecutor(workers) if workers > 1 else None

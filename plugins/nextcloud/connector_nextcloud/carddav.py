@@ -20,10 +20,19 @@ from connector_core.errors import AdapterError, AdapterUnavailable
 from connector_core.http import raise_for_auth
 
 DAV, CARD = "DAV:", "urn:ietf:params:xml:ns:carddav"
+SABRE, OC = "http://sabredav.org/ns", "http://owncloud.org/ns"
 _XML = {"Content-Type": "application/xml; charset=utf-8"}
 AUTH_HINT = (
     "Create an app password in Nextcloud → Settings → Security → Devices & sessions and "
     "store it with `connector credentials set CONNECTION app_password`."
+)
+
+
+LIMITS_HINT = (
+    "Nextcloud limits each account to 10 address books and 10 book creations per hour by "
+    "default: wait an hour (the creation limit), delete an unused book, use an existing one "
+    "(address_book), or ask the admin to raise them "
+    "(occ config:app:set dav maximumAdressbooks / rateLimitAddressBookCreation)."
 )
 
 
@@ -62,17 +71,43 @@ def _q(tag: str, ns: str = DAV) -> str:
     return f"{{{ns}}}{tag}"
 
 
-def precondition(response: requests.Response) -> str | None:
-    """The DAV precondition element named in an error body (e.g. ``no-uid-conflict``)."""
+def _error_root(response: requests.Response) -> ET.Element | None:
     try:
-        root = ET.fromstring(response.content)
+        return ET.fromstring(response.content)
     except ET.ParseError:
         return None
+
+
+def precondition(response: requests.Response) -> str | None:
+    """The DAV or CardDAV precondition element named in an error body (``no-uid-conflict``).
+
+    Only elements of the DAV: and CardDAV namespaces name preconditions: sabre/dav (Nextcloud)
+    adds ``s:exception``/``s:message``/``s:header`` elements of its own, which do not.
+    """
+    root = _error_root(response)
+    if root is None:
+        return None
     for child in root:
-        name = child.tag.rsplit("}", 1)[-1]
-        if name != "responsedescription":
+        namespace, _, name = child.tag[1:].partition("}")
+        if namespace in (DAV, CARD) and name != "responsedescription":
             return name
     return None
+
+
+def server_message(response: requests.Response) -> str | None:
+    """The human message of a sabre/dav (Nextcloud) error body, e.g. "AddressBook limit
+    reached", shortened to one line; None for other bodies."""
+    root = _error_root(response)
+    if root is None:
+        return None
+    text = " ".join((root.findtext(f"{{{SABRE}}}message") or "").split())
+    return text[:200] or None
+
+
+def said(response: requests.Response) -> str:
+    """``HTTP <status>`` and, when the server explained it, ``: "<message>"``."""
+    message = server_message(response)
+    return f"HTTP {response.status_code}" + (f' ("{message}")' if message else "")
 
 
 class CardDavClient:
@@ -91,8 +126,14 @@ class CardDavClient:
         if response.status_code == 401:
             raise_for_auth(response, self.what, hint=AUTH_HINT)
         if response.status_code in (423, 429) or response.status_code >= 500:
+            if response.status_code == 429 and method == "MKCOL":
+                raise AdapterError(
+                    f"{self.what}: creating the address book {self.book_url} answered "
+                    f"{said(response)}",
+                    hint=LIMITS_HINT,
+                )
             raise AdapterUnavailable(
-                f"{self.what}: the server answered HTTP {response.status_code} after retries",
+                f"{self.what}: the server answered {said(response)} after retries",
                 hint="The server is busy or locked; the next run resumes where this one stopped.",
             )
         return response
@@ -195,6 +236,26 @@ class CardDavClient:
                 hint="Give the URL of an address book (a CardDAV collection), not its parent.",
             )
         return True
+
+    def shared_groups(self) -> dict[str, str]:
+        """The groups the book is shared with (Nextcloud's ``oc:invite``): group → access."""
+        body = (
+            f'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:o="{OC}">'
+            "<d:prop><o:invite/></d:prop></d:propfind>"
+        )
+        response = self.request(
+            "PROPFIND", self.book_url, data=body.encode(), headers={**_XML, "Depth": "0"}
+        )
+        self._expect(response, 207, "PROPFIND oc:invite")
+        groups = {}
+        for user in self._xml(response).iter(_q("user", OC)):
+            href = user.findtext(_q("href")) or ""
+            prefix = "principal:principals/groups/"
+            if href.startswith(prefix):
+                access = user.find(_q("access", OC))
+                kinds = [c.tag.rsplit("}", 1)[-1] for c in access] if access is not None else []
+                groups[unquote(href[len(prefix) :])] = kinds[0] if kinds else "read"
+        return groups
 
     # -- writing ---------------------------------------------------------------------------
 

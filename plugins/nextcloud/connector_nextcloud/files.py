@@ -20,6 +20,10 @@ The file is a keyed table (column ``id``), like the CSV adapter's file. ``write(
    writes are replaced by key.
 5. deletes the temporary file whenever the upload or the MOVE fails.
 
+With ``share_with_group`` the folder is shared through OCS before the first upload (and the
+OCS answer, the share itself, confirms it): a share that fails stops the write before any data
+reaches the folder, so nothing is written that the ledger would not record.
+
 ``read()`` parses the file back (one snapshot, in pages). Optionally the folder is shared
 with a Nextcloud group through the OCS shares API (see :mod:`connector_nextcloud.ocs`).
 """
@@ -489,14 +493,16 @@ class NextcloudFilesAdapter(Adapter):
 
     # -- contract ----------------------------------------------------------------------------
 
-    def check(self) -> None:
-        """PROPFIND the folder: connectivity, credentials, and that the folder exists."""
+    def check(self) -> str | None:
+        """PROPFIND the folder: connectivity, credentials, and that the folder exists.
+
+        Read-only: a missing folder is reported (the first write creates it), not made."""
         response = self._request("PROPFIND", self.folder_url, headers={"Depth": "0"})
         if response.status_code == 404:
-            log.info("%s: the folder does not exist yet; the first write creates it", self._what)
-            return
+            return "the folder does not exist yet: the first write creates it"
         if response.status_code not in (200, 207):
             raise self._fail(response, "looking up the folder")
+        return None
 
     def read(
         self,
@@ -555,6 +561,10 @@ class NextcloudFilesAdapter(Adapter):
             results = [self._apply(table, change) for change in changes]
             if not table.changed:
                 break
+            # Share (and have the share confirmed) before any data is uploaded: a share that
+            # fails after the upload would leave the file written and no ledger row for it.
+            self._ensure_folder()
+            self._ensure_share()
             body = table.render(self.settings.delimiter, self.settings.write_bom)
             if self._replace(body, remote):
                 break
@@ -569,7 +579,7 @@ class NextcloudFilesAdapter(Adapter):
                 "replaced it",
                 hint="The next run tries again; their edits are kept.",
             )
-        self._ensure_share()
+        self._ensure_share()  # a run with nothing to upload still keeps the share in place
         return iter(results)
 
     # -- writing -------------------------------------------------------------------------------

@@ -338,6 +338,8 @@ def comparable(record: Record, fields: Collection[str]) -> dict[str, Any]:
             value = sorted(str(v) for v in value)
         elif isinstance(value, float):
             value = round(value, 6)
+        elif isinstance(value, str):  # servers store CRLF as LF and strip the ends
+            value = value.replace("\r\n", "\n").strip()
         out[name] = value
     return out
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from connector_core.adapters import Change, WriteResult
-from connector_nextcloud.carddav import Card, CardDavClient, precondition
+from connector_nextcloud.carddav import Card, CardDavClient, precondition, said
 from connector_nextcloud.vcard import CardFormat, CardInvalid, parse_card, render_card, same_content
 
 _ATTEMPTS = 3
@@ -81,16 +81,6 @@ class CardWriter:
 
     def _upsert(self, change: Change, card: Card | None) -> WriteResult | None:
         key, record = change.key, change.record or {}
-        etag: str | None = None
-        if card is not None:
-            if (failure := self._foreign(key, card)) is not None:
-                return failure
-            stored = parse_card(card.data, self.format, card_id=key).record
-            if same_content(record, stored, self.fields):
-                return WriteResult(key, "unchanged", version=card.etag)
-            if card.etag is None:
-                return WriteResult(key, "failed", error=f"{card.href}: the server gave no ETag")
-            etag = card.etag
         text = render_card(
             record,
             self.format,
@@ -98,13 +88,30 @@ class CardWriter:
             fields=self.fields,
             keep_from=card.data if card is not None else None,
         )
+        etag: str | None = None
+        if card is not None:
+            if (failure := self._foreign(key, card)) is not None:
+                return failure
+            # Compare what the card would hold after our PUT with what it holds now, both
+            # read back the same way: a field written from others (FN from the names, when
+            # display_name is not shared) then counts as unchanged, not as a difference.
+            stored = parse_card(card.data, self.format, card_id=key).record
+            wanted = parse_card(text, self.format, card_id=key).record
+            if same_content(wanted, stored, self.fields):
+                return WriteResult(key, "unchanged", version=card.etag)
+            if card.etag is None:
+                return WriteResult(key, "failed", error=f"{card.href}: the server gave no ETag")
+            etag = card.etag
         response = self.client.put(self.href(key), text, etag)
         if response.status_code in _OK:
             version = self._etag(response, self.href(key))
             if card is None:
                 return WriteResult(key, "created", version=version)
             return WriteResult(key, "updated", version=version)
-        if response.status_code == 412 and precondition(response) is None:
+        if response.status_code == 412:
+            # Whatever the body names (sabre/dav, Nextcloud's server, names no DAV
+            # precondition but an s:header), the card changed or appeared since we read it:
+            # read it again and decide again.
             return None
         return WriteResult(key, "failed", error=self._put_error(response))
 
@@ -150,4 +157,4 @@ class CardWriter:
             )
         if status == 403:
             return "the server forbade the write (HTTP 403): check the user's rights on the book"
-        return f"PUT answered HTTP {status}"
+        return f"PUT answered {said(response)}"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 from connector_nextcloud.files import TEMP_SUFFIX, FilesSettings, NextcloudFilesAdapter
+from connector_nextcloud.testing.ocs_fake import OcsFake
 from connector_nextcloud.testing.webdav_server import WebDavServer
 
 from connector_core.adapters import Change
@@ -379,36 +380,58 @@ def test_timing_is_reasonable(files: NextcloudFilesAdapter, dav: WebDavServer) -
     assert time.monotonic() - started < 10
 
 
-def test_the_folder_is_shared_with_the_group_once(
-    dav: WebDavServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a write the folder is shared through OCS (served here by the fake)."""
+@pytest.fixture
+def ocs(dav: WebDavServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[OcsFake]:
+    """The OCS fake (group ``north`` exists; the folder below is known to it), with the files
+    adapter's OCS client pointed at it."""
     import connector_nextcloud.files as files_module
     from connector_nextcloud.ocs import OcsClient
-    from connector_nextcloud.testing.ocs_fake import OcsFake
 
     (dav.root / "remote.php" / "dav" / "files" / USER).mkdir(parents=True)
-    folder = "/Shared/Organizers North"
-    with OcsFake({USER: PASSWORD}, groups={"north"}, paths={USER: [folder]}) as ocs:
+    with OcsFake({USER: PASSWORD}, groups={"north"}, paths={USER: [SHARED]}) as fake:
 
         def to_fake(base_url: str, *args: Any, **kwargs: Any) -> OcsClient:
-            return OcsClient(ocs.url, *args, **kwargs)
+            return OcsClient(fake.url, *args, **kwargs)
 
         monkeypatch.setattr(files_module, "OcsClient", to_fake)
-        settings = FilesSettings(
-            url=dav.url,
-            user=USER,
-            app_password=SecretRef(secret="app_password"),
-            folder=folder,
-            share_with_group="north",
-        )
-        with NextcloudFilesAdapter(settings, SECRETS) as adapter:
-            list(adapter.write(upsert(sample_records(2))))
-            list(adapter.write([Change.delete("sample-0000")]))
-        with NextcloudFilesAdapter(settings, SECRETS) as adapter:
-            list(adapter.write([Change.delete("sample-0001")]))
+        yield fake
+
+
+SHARED = "/Shared/Organizers North"
+
+
+def _shared_settings(dav: WebDavServer, group: str) -> FilesSettings:
+    return FilesSettings(
+        url=dav.url,
+        user=USER,
+        app_password=SecretRef(secret="app_password"),
+        folder=SHARED,
+        share_with_group=group,
+    )
+
+
+def test_a_share_that_fails_comes_before_any_upload(dav: WebDavServer, ocs: OcsFake) -> None:
+    """The folder is shared (and the share confirmed) before the file is written: a share
+    that fails leaves no file, so no data sits at the target without a ledger row."""
+    adapter = NextcloudFilesAdapter(_shared_settings(dav, "nobody"), SECRETS)
+    with adapter, pytest.raises(AdapterError, match="valid group"):
+        list(adapter.write(upsert(sample_records(2))))
+    folder = dav.root / "remote.php" / "dav" / "files" / USER / "Shared" / "Organizers North"
+    assert not (folder / "contacts.csv").exists()
+    assert ocs.shares == []
+    assert [r.method for r in dav.requests_made()] == ["GET", "MKCOL", "MKCOL", "MKCOL"]
+
+
+def test_the_folder_is_shared_with_the_group_once(dav: WebDavServer, ocs: OcsFake) -> None:
+    """Before the first upload the folder is shared through OCS (served here by the fake)."""
+    settings = _shared_settings(dav, "north")
+    with NextcloudFilesAdapter(settings, SECRETS) as adapter:
+        list(adapter.write(upsert(sample_records(2))))
+        list(adapter.write([Change.delete("sample-0000")]))
+    with NextcloudFilesAdapter(settings, SECRETS) as adapter:
+        list(adapter.write([Change.delete("sample-0001")]))
     assert [(s["path"], s["share_with"], s["permissions"]) for s in ocs.shares] == [
-        (folder, "north", 1)
+        (SHARED, "north", 1)
     ]
     assert len(ocs.requests_to("POST")) == 1
     assert len(ocs.requests_to("GET")) == 2  # one listing per adapter instance

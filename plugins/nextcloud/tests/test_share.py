@@ -64,8 +64,13 @@ def test_fake_refuses_wrong_credentials_and_bad_bodies(fake: ShareFake) -> None:
 # -- the adapter's share code ---------------------------------------------------------------------
 
 
-def test_check_shares_the_book_read_only_with_the_group(fake: ShareFake) -> None:
-    adapter(fake).check()
+def share(adapter: NextcloudAdapter) -> None:
+    """What a run does before its first card: create and share the book."""
+    list(adapter.write([]))
+
+
+def test_a_run_shares_the_book_read_only_with_the_group(fake: ShareFake) -> None:
+    share(adapter(fake))
     [post] = fake.requests_to("POST")
     assert post.path == fake.book_path
     assert post.headers["Content-Type"].startswith("application/xml")
@@ -73,39 +78,62 @@ def test_check_shares_the_book_read_only_with_the_group(fake: ShareFake) -> None
     assert fake.shares == {"organizers": False}
 
 
+def test_check_only_reports_the_share(fake: ShareFake) -> None:
+    assert adapter(fake).check() == "a run will share the book read-only with group 'organizers'"
+    assert fake.requests_to("POST") == []
+    assert fake.shares == {}
+    share(adapter(fake))
+    assert adapter(fake).check() == "shared with group 'organizers'"
+
+
+def test_check_names_a_group_that_does_not_exist(fake: ShareFake) -> None:
+    with pytest.raises(AdapterError, match="'nobody', which does not exist"):
+        adapter(fake, group="nobody").check()
+    assert fake.requests_to("POST") == []
+
+
 def test_the_group_id_is_escaped_in_the_body(fake: ShareFake) -> None:
     fake.groups.add("a&b")
-    adapter(fake, group="a&b").check()
+    share(adapter(fake, group="a&b"))
     assert _parse_share(fake.requests_to("POST")[0].body) == ([("a&b", False)], [])
     assert fake.shares == {"a&b": False}
 
 
-def test_sharing_is_sent_once_per_adapter_and_repeating_it_is_harmless(fake: ShareFake) -> None:
+def test_sharing_is_sent_once_and_only_when_missing(fake: ShareFake) -> None:
     first = adapter(fake)
-    first.check()
-    first.check()
+    share(first)
+    share(first)
     assert len(fake.requests_to("POST")) == 1  # the adapter remembers the book is ready
-    adapter(fake).check()  # a new run shares again: the server keeps one share per group
+    share(adapter(fake))  # a new run finds the share in oc:invite and sends none
+    assert len(fake.requests_to("POST")) == 1
+    fake.shares.clear()  # someone removed it: the next run shares again
+    share(adapter(fake))
     assert len(fake.requests_to("POST")) == 2
     assert fake.shares == {"organizers": False}
 
 
 def test_wrong_credentials_are_an_authentication_failure(fake: ShareFake) -> None:
     with pytest.raises(AuthenticationFailed):
-        adapter(fake, password="wrong").check()
+        share(adapter(fake, password="wrong"))
     assert fake.shares == {}
 
 
-@pytest.mark.parametrize("status", [401, 403, 404])
-def test_a_refused_share_stops_with_an_error(fake: ShareFake, status: int) -> None:
-    if status == 404:
-        sharing = adapter(fake, group="nobody")  # an unknown group: the fake answers 404
-    else:
-        sharing = adapter(fake)
-        fake.fail_next_post.append(status)  # the book answers; only the POST is refused
+def test_a_share_nextcloud_accepts_but_does_not_make_is_an_error(fake: ShareFake) -> None:
+    """Nextcloud answers 200 to a share with a group that does not exist, and makes none."""
     with pytest.raises(AdapterError) as caught:
-        sharing.check()
-    assert [r.method for r in fake.requests] == ["PROPFIND", "POST"]  # never retried
+        share(adapter(fake, group="nobody"))
+    assert "(HTTP 200) but the book is not shared with it" in str(caught.value)
+    assert [r.method for r in fake.requests] == ["PROPFIND", "PROPFIND", "POST", "PROPFIND"]
+    assert fake.shares == {}
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_share_stops_with_an_error(fake: ShareFake, status: int) -> None:
+    sharing = adapter(fake)
+    fake.fail_next_post.append(status)  # the book answers; only the POST is refused
+    with pytest.raises(AdapterError) as caught:
+        share(sharing)
+    assert [r.method for r in fake.requests] == ["PROPFIND", "PROPFIND", "POST"]  # no retry
     assert fake.shares == {}
     if status == 401:
         assert isinstance(caught.value, AuthenticationFailed)

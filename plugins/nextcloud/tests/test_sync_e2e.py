@@ -80,11 +80,11 @@ class Network:
         (root / "connector.yaml").write_text(text, encoding="utf-8")
         (root / "north.yaml").write_text(POLICY, encoding="utf-8")
 
-    def run(self, store: StateStore) -> RunResult:
+    def run(self, store: StateStore, *, reconcile: bool | None = None) -> RunResult:
         config = load_config(self.root / "connector.yaml", ADAPTERS)
         job = load_job(config, "north", context=MaskContext.with_key(b"key"))
         try:
-            return run_job(job, store)
+            return run_job(job, store, reconcile=reconcile)
         finally:
             job.close()
 
@@ -177,6 +177,34 @@ def test_someone_elses_edit_survives_our_update(
     assert "met at the rally" in card
 
 
+def test_a_reconciling_run_puts_right_what_another_client_changed(
+    tmp_path: Path, book_url: str, store: StateStore
+) -> None:
+    net = Network(tmp_path, _csv(tmp_path), _book(book_url))
+    net.run(store)
+    url = book_url + key(store, "p1") + ".vcf"
+    lines = requests.get(url).text.replace("ana@example.org", "ana.private@example.com")
+    assert "TEL:" in lines  # the masked phone: replaced with the full number
+    leaked = "\r\n".join(
+        "TEL:+44 113 496 0123" if line.startswith("TEL") else line for line in lines.split("\r\n")
+    )
+    leaked = leaked.replace("END:VCARD", "NOTE:met at the rally\r\nEND:VCARD")
+    assert requests.put(url, data=leaked.encode()).status_code in (200, 201, 204)
+    requests.delete(book_url + key(store, "p2") + ".vcf")  # and someone deleted a card
+
+    assert net.run(store).counts.updated == 0  # an ordinary run reads no change at the source
+    result = net.run(store, reconcile=True)
+    assert (result.counts.updated, result.counts.created, result.counts.unchanged) == (1, 1, 0)
+    card = requests.get(url).text
+    assert "ana@example.org" in card
+    assert "private" not in card
+    assert "496 0123" not in card  # the full number is gone, the masked one is back
+    assert "met at the rally" in card  # what the connector does not manage stays
+    assert key(store, "p2") in book_cards(book_url)
+    again = net.run(store, reconcile=True)  # nothing differs now: nothing is PUT
+    assert (again.counts.updated, again.counts.created, again.counts.unchanged) == (0, 0, 2)
+
+
 def test_carddav_to_csv_follows_the_book(tmp_path: Path, book_url: str, store: StateStore) -> None:
     for uid, name, region, consent in [
         ("ana", "Ana", "North", "yes"),
@@ -200,3 +228,22 @@ def test_carddav_to_csv_follows_the_book(tmp_path: Path, book_url: str, store: S
     text = (tmp_path / "out.csv").read_text(encoding="utf-8")
     assert "bea@example.org" in text
     assert "ana@example.org" not in text
+
+
+def test_a_card_deleted_in_the_book_is_a_deletion_not_a_withdrawal(
+    tmp_path: Path, book_url: str, store: StateStore
+) -> None:
+    for uid, name in [("ana", "Ana"), ("bea", "Bea"), ("cid", "Cid")]:
+        requests.put(book_url + f"{uid}.vcf", data=_card(uid, name, "North", "yes").encode())
+    out = {"adapter": "csv", "settings": {"path": "out.csv"}}
+    (tmp_path / "out.csv").touch()
+    net = Network(tmp_path, _book(book_url), out)
+    assert net.run(store).counts.created == 3
+    requests.delete(book_url + "ana.vcf")  # deleted, no consent answer given
+    assert net.run(store).counts.deleted == 1
+    requests.delete(book_url + "bea.vcf")
+    assert net.run(store, reconcile=True).counts.deleted == 1  # found by a full listing
+    taken = {e.source_id: e.reason for e in store.ledger_entries() if e.action == "delete"}
+    assert taken == {"ana": "deleted-at-source", "bea": "missing-at-source"}
+    basis = [e.consent_basis for e in store.ledger_entries() if e.action == "delete"]
+    assert basis == [{}, {}]  # no consent answer is recorded for either

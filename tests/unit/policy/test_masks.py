@@ -35,6 +35,8 @@ def apply(name: str, value: Any, param: Any = None, record: dict[str, Any] | Non
         ("last4", None, 5551234567, "******4567"),
         ("last4", None, "0123", None),
         ("last4", None, "+1 23", None),
+        ("last4", None, "tel:+44-113-496-5555", "********5555"),
+        ("last4", None, "TEL:+1-201-555-0123;ext=1234", "*******0123"),
         ("last4", None, ["a"], None),
         ("initial", None, "ana", "A."),
         ("initial", None, "  Óscar ", "Ó."),
@@ -231,3 +233,28 @@ def test_a_mask_sees_only_the_fields_it_declares_it_reads() -> None:
     record = {"region": "North", "city": "Leeds", "street_address": "1 Mill Lane"}
     assert compiled.project(record) == {"region": "None|Leeds"}
     assert explain(compiled, record).projection == {"region": "None|Leeds"}
+
+
+_SCHEMES = st.sampled_from(["", "tel:", "TEL:", "Tel:", "sip:", "callto:"])
+_SEPARATORS = st.sampled_from([" ", "-", ".", "", "(", ")", "+", "/"])
+
+
+@given(
+    scheme=_SCHEMES,
+    groups=st.lists(st.text("0123456789", min_size=1, max_size=4), min_size=1, max_size=5),
+    separators=st.lists(_SEPARATORS, min_size=5, max_size=5),
+    params=st.sampled_from(["", ";ext=77", ";phone-context=example.com", ";isub=1234"]),
+)
+def test_a_masked_phone_shows_at_most_its_last_four_digits(
+    scheme: str, groups: list[str], separators: list[str], params: str
+) -> None:
+    """Whatever its form (a ``tel:`` URI, separators, URI parameters), a masked phone number
+    shows its last four digits at most, one ``*`` per other digit: no letter counts or shows."""
+    number = "".join(g + s for g, s in zip(groups, separators, strict=False))
+    phone = scheme + number + (params if scheme else "")  # parameters belong to a URI
+    digits = "".join(groups)
+    masked = apply("last4", phone)
+    if len(digits) <= 4:
+        assert masked is None
+    else:
+        assert masked == "*" * (len(digits) - 4) + digits[-4:]

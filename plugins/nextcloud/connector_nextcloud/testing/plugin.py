@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from connector_nextcloud.testing.sabre_proxy import SabreProxy
 from connector_nextcloud.testing.servers import SERVER_NAMES, DavServer, run_server
 
 
@@ -41,3 +42,18 @@ def carddav_server(request: pytest.FixtureRequest) -> DavServer:
 def book_url(carddav_server: DavServer) -> str:
     """A new, empty address book on the current server."""
     return carddav_server.new_address_book()
+
+
+@pytest.fixture
+def sabre(radicale_server: DavServer) -> Iterator[SabreProxy]:
+    """Radicale behind a front that answers as Nextcloud's sabre/dav did where they differ
+    (412 bodies, silent shares with unknown groups, address-book limits); the group
+    ``organizers`` exists."""
+    with SabreProxy(radicale_server.base_url, groups={"organizers"}) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def sabre_book(sabre: SabreProxy, radicale_server: DavServer) -> str:
+    """A new, empty address book, through the :func:`sabre` front."""
+    return sabre.url(radicale_server.new_address_book())

@@ -10,10 +10,16 @@ What it implements, as the reference describes a real Nextcloud:
   success is 200 with ``X-Sabre-Status: everything-went-well``;
 * HTTP Basic; wrong credentials → 401 with ``WWW-Authenticate: Basic realm="Nextcloud"``.
 
+* a group that does not exist: 200 all the same, and no share is made (as a real Nextcloud
+  34.0.1 answered); a ``PROPFIND`` asking for ``oc:invite`` lists the shares really made,
+  ``<oc:user><d:href>principal:principals/groups/{group}</d:href>…<oc:access><oc:read/>``;
+* ``PROPFIND`` of ``/remote.php/dav/principals/groups/{group}/``: 207 for a group that
+  exists, 404 for one that does not.
+
 Not in the reference, so modelled and marked here: a body that is not such an ``oc:share``
-gets 400; a group that does not exist gets 404 (``fail_next_post`` injects any other status,
-such as 403, as the answer to the next POST); sharing again with the same group replaces
-that share (one entry per group in :attr:`ShareFake.shares`).
+gets 400 (``fail_next_post`` injects any status, such as 403, as the answer to the next
+POST); sharing again with the same group replaces that share (one entry per group in
+:attr:`ShareFake.shares`).
 
 Every request is recorded in :attr:`ShareFake.requests`, with its body.
 """
@@ -25,7 +31,9 @@ import dataclasses
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
+from urllib.parse import unquote
 from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape
 
 from connector_core.testing.server import LoopbackServer, dispatching_handler
 
@@ -34,10 +42,16 @@ DAV = "DAV:"
 GROUP_PREFIX = "principal:principals/groups/"
 _PROPFIND = (
     '<?xml version="1.0" encoding="utf-8"?><d:multistatus xmlns:d="DAV:" '
-    'xmlns:c="urn:ietf:params:xml:ns:carddav"><d:response><d:href>{path}</d:href><d:propstat>'
-    "<d:prop><d:resourcetype><d:collection/><c:addressbook/></d:resourcetype></d:prop>"
+    'xmlns:c="urn:ietf:params:xml:ns:carddav" xmlns:oc="http://owncloud.org/ns"><d:response>'
+    "<d:href>{path}</d:href><d:propstat><d:prop>{invite}<d:resourcetype><d:collection/>"
+    "<c:addressbook/></d:resourcetype></d:prop>"
     "<d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>"
 )
+_USER = (
+    "<oc:user><d:href>principal:principals/groups/{group}</d:href><oc:common-name>{group}"
+    "</oc:common-name><oc:invite-accepted/><oc:access><oc:{access}/></oc:access></oc:user>"
+)
+GROUPS_PATH = "/remote.php/dav/principals/groups/"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,11 +122,21 @@ class ShareFake(LoopbackServer):
     ) -> tuple[int, dict[str, str], str]:
         if not self._authorized(handler.headers.get("Authorization") or ""):
             return 401, {"WWW-Authenticate": 'Basic realm="Nextcloud"'}, "Unauthorized"
+        xml = {"Content-Type": "application/xml; charset=utf-8"}
+        if handler.command == "PROPFIND" and handler.path.startswith(GROUPS_PATH):
+            group = unquote(handler.path[len(GROUPS_PATH) :].rstrip("/"))
+            return (207, xml, "") if group in self.groups else (404, {}, "Not Found")
         if handler.path.rstrip("/") != self.book_path.rstrip("/"):
             return 404, {}, "Not Found"
         if handler.command == "PROPFIND":
-            xml = {"Content-Type": "application/xml; charset=utf-8"}
-            return 207, xml, _PROPFIND.format(path=self.book_path)
+            invite = ""
+            if b"invite" in body:
+                users = "".join(
+                    _USER.format(group=escape(g), access="read-write" if rw else "read")
+                    for g, rw in sorted(self.shares.items())
+                )
+                invite = f"<oc:invite>{users}</oc:invite>"
+            return 207, xml, _PROPFIND.format(path=self.book_path, invite=invite)
         if handler.command != "POST":
             return 405, {}, "Method Not Allowed"
         if self.fail_next_post:
@@ -121,10 +145,9 @@ class ShareFake(LoopbackServer):
             sets, removes = _parse_share(body)
         except ValueError as exc:
             return 400, {}, str(exc)
-        if any(g not in self.groups for g, _ in sets) or any(g not in self.groups for g in removes):
-            return 404, {}, "Group not found"
         for group, read_write in sets:
-            self.shares[group] = read_write
+            if group in self.groups:  # Nextcloud: 200 all the same, and no share
+                self.shares[group] = read_write
         for group in removes:
             self.shares.pop(group, None)
         return 200, {"X-Sabre-Status": "everything-went-well"}, ""
