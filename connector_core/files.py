@@ -1,4 +1,11 @@
-"""Local files an adapter writes: never through a symbolic link, replaced atomically.
+"""Local files the connector writes: never through a link, only regular files, atomically.
+
+Every local file the connector writes goes through this module: a target (:func:`replace_file`,
+read first with :func:`read_nofollow`), the ledger's anchors file (:func:`append_file`), a
+job's lock file (:func:`open_lock`) and an ``--output`` file (:func:`write_output`). None of
+them follows a symbolic link, and each refuses (:class:`NotPlainFile`) a file that is not a
+regular file (a FIFO would hang the run, a device is no file) or that has more than one name
+(a hard link to a file outside the configuration), before reading or writing any of it.
 
 The load-time rule (:mod:`connector_core.local_paths`) refuses a target path that is or
 passes through a symbolic link. These functions keep that true while a job runs: every
@@ -23,16 +30,68 @@ from typing import IO
 
 from connector_core.errors import ConfigError
 
-__all__ = ["LinkRefused", "first_link", "open_folder", "read_nofollow", "replace_file"]
+__all__ = [
+    "LinkRefused",
+    "NotPlainFile",
+    "append_file",
+    "first_link",
+    "not_plain",
+    "open_folder",
+    "open_lock",
+    "read_nofollow",
+    "replace_file",
+    "write_output",
+]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _LINK_ERRORS = (errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", errno.ELOOP))
 
 
 class LinkRefused(ConfigError):
     """A file an adapter writes is, or lies under, a symbolic link; it is never followed."""
+
+
+class NotPlainFile(ConfigError):
+    """A file the connector writes is not a regular file, or is a hard link (has other names)."""
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def not_plain(status: os.stat_result) -> str | None:
+    """Why a file with `status` (from ``lstat``/``fstat``) may not be written, or None."""
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _KINDS if test(status.st_mode)), "a special file")
+        return f"is not a regular file ({kind})"
+    if status.st_nlink > 1:
+        return (
+            f"has {status.st_nlink} names (a hard link): another name may be a file outside "
+            "the configuration"
+        )
+    return None
+
+
+def _refuse_plain(path: Path, why: str) -> NotPlainFile:
+    return NotPlainFile(
+        f"{path} {why}; the connector writes only a regular file with a single name",
+        hint="Remove it (or move the other name away) and let the connector create the file.",
+    )
+
+
+def _check_fd(fd: int, path: Path) -> None:
+    why = not_plain(os.fstat(fd))
+    if why is not None:
+        os.close(fd)
+        raise _refuse_plain(path, why)
 
 
 def first_link(path: Path) -> Path | None:
@@ -106,16 +165,62 @@ def _walk(folder: Path, shown: Path) -> int:
 
 
 def read_nofollow(path: Path) -> io.FileIO:
-    """Open `path` for reading in binary, following no symbolic link on the way."""
+    """Open the file the connector is about to replace for reading, in binary.
+
+    No symbolic link is followed on the way; a file that is not regular or has another name
+    is refused before anything is read (opened non-blocking, so a FIFO does not hang).
+    """
+    fd = _open_at(path, os.O_RDONLY)
+    return io.FileIO(fd, "rb")
+
+
+def _open_at(path: Path, flags: int, mode: int = 0o600) -> int:
     path = path.absolute()
     with open_folder(path.parent, shown=path) as folder:
         try:
-            fd = os.open(path.name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=folder)
+            fd = os.open(path.name, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, mode, dir_fd=folder)
         except OSError as exc:
             if exc.errno == errno.ELOOP or os.path.islink(path):
                 raise _refuse(path) from None
             raise
-    return io.FileIO(fd, "rb")
+    _check_fd(fd, path)
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return fd
+
+
+def append_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Append `data` to `path` (created with `mode` if missing) and sync it to disk."""
+    fd = _open_at(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_lock(path: Path, *, mode: int = 0o644) -> int:
+    """A read-write descriptor of the lock file `path`, its folders created if missing.
+
+    The caller closes it. Neither the folders nor the file are reached through a link.
+    """
+    path = path.absolute()
+    if (link := first_link(path.parent)) is not None:
+        raise _refuse(path, link)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _open_at(path, os.O_RDWR | os.O_CREAT, mode)
+
+
+def write_output(path: Path, dump: Callable[[IO[str]], None]) -> None:
+    """Write an ``--output`` file with `dump` (UTF-8), replacing the file at `path` whole.
+
+    A file already there keeps its permissions; a new one is owner-only.
+    """
+    try:
+        mode: int | None = stat.S_IMODE(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        mode = None
+    replace_file(path, dump, encoding="utf-8", mode=mode)
 
 
 def replace_file(
@@ -125,7 +230,8 @@ def replace_file(
 
     The temporary file is created beside `path` (``.<name>.<random>.tmp``) with owner-only
     permissions, or `mode`, synced, and renamed over `path`; a link at `path` or on the way
-    to it stops with :class:`LinkRefused` and is left alone.
+    to it stops with :class:`LinkRefused`, a file that is not regular or has another name
+    with :class:`NotPlainFile`, and either is left alone.
     """
     path = path.absolute()
     with open_folder(path.parent, shown=path) as folder:
@@ -154,9 +260,14 @@ def replace_file(
 
 
 def _refuse_link_at(path: Path, folder: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISLNK(os.stat(path.name, dir_fd=folder, follow_symlinks=False).st_mode):
-            raise _refuse(path)
+    try:
+        status = os.stat(path.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(status.st_mode):
+        raise _refuse(path)
+    if (why := not_plain(status)) is not None:
+        raise _refuse_plain(path, why)
 
 
 def _create_temporary(name: str, folder: int) -> str:

@@ -7,11 +7,15 @@ path is resolved once, here, and refused (with the line of connector.yaml that s
 
 - it is, or passes through, a symbolic link (a link to the source would make the writer keep
   every row of the linked file in the recipient's file);
+- it is a file with another name (a hard link: the writer would keep the rows of a file
+  outside the configuration), or not a regular file (a FIFO would hang the run);
 - it is, contains, or lies inside a path another connection touches (the source, another
   target, a CA bundle), also when written another way (``out/../data/./members.csv``) or
   through a link or a hard link to the same file;
 - it is, contains or lies inside one of the connector's own files: connector.yaml, a policy,
-  the SQLite state database, the ledger's anchors file.
+  the SQLite state database, the job lock folder beside it, the ledger's anchors file.
+
+The ledger's anchors file, which the connector appends to, is held to the same rules.
 
 The writers keep this true while a job runs (:mod:`connector_core.files`).
 """
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from connector_core.adapters import AdapterSettings
 from connector_core.errors import Problem
-from connector_core.files import first_link
+from connector_core.files import first_link, not_plain
 from connector_core.yaml_errors import LocatedDocument, dotted
 
 if TYPE_CHECKING:
@@ -92,11 +96,16 @@ def _own_places(doc: LocatedDocument, model: ConnectorConfig) -> Iterator[_Place
     for job, body in model.jobs.items():
         yield _located(doc, body.policy, ("jobs", job, "policy"), f"the policy of job {job!r}")
     if model.ledger.anchors is not None:
-        yield _located(doc, model.ledger.anchors, ("ledger", "anchors"), "the ledger anchors file")
+        anchors = _located(
+            doc, model.ledger.anchors, ("ledger", "anchors"), "the ledger anchors file"
+        )
+        yield dataclasses.replace(anchors, writes=True)
     url = model.state.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         database = Path(url.removeprefix("sqlite:///").partition("?")[0])
         yield _located(doc, database, ("state", "url"), "the state database")
+        locks = database.with_name(database.name + ".locks")
+        yield _located(doc, locks, ("state", "url"), "the job lock folder")
 
 
 def _located(doc: LocatedDocument, path: Path, loc: Loc, what: str) -> _Place:
@@ -122,6 +131,17 @@ def _check(doc: LocatedDocument, place: _Place, places: list[_Place]) -> list[Pr
         )
         return [doc.problem(place.loc, message)]
     resolved = Path(os.path.normpath(place.path))
+    try:
+        why = not_plain(os.lstat(resolved))
+    except OSError:
+        why = None  # missing: the writer creates it
+    if why is not None and not os.path.isdir(resolved):
+        message = (
+            f"{where}: {resolved} {why}; a job writes only a regular file with a single name, "
+            "never reading another file through it: remove it (or the other name) and let "
+            "the connector create the file"
+        )
+        return [doc.problem(place.loc, message)]
     problems = []
     for other in places:
         if other is place:

@@ -56,7 +56,9 @@ def runner() -> CliRunner:
 def demo(tmp_path: Path) -> Path:
     """A private copy of the demo network (and the policies it uses, at the same place)."""
     target = tmp_path / "examples" / "demo"
-    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns("*.db", "out", "anchors.log"))
+    shutil.copytree(
+        DEMO, target, ignore=shutil.ignore_patterns("*.db", "*.db.locks", "out", "anchors.log")
+    )
     shutil.copytree(REPO / "policies", tmp_path / "policies")
     (target / "out").mkdir()
     return target

@@ -13,6 +13,7 @@ from connector_core import __version__
 from connector_core.adapters import Adapter
 from connector_core.config import Config, find_config, load_config
 from connector_core.errors import ConfigValidationError, ConnectorError
+from connector_core.files import write_output
 from connector_core.logs import configure
 from connector_core.plugins import ConnectorPluginManager, collect_adapters, make_plugin_manager
 from connector_core.scrub import scrub, scrubbed_streams
@@ -84,7 +85,7 @@ def write_json(data: Any, output: Path | None) -> None:
         emit_json(data)
         return
     text = scrub(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    output.write_text(text, encoding="utf-8")
+    write_output(output, lambda out: out.write(text))
     click.echo(f"wrote {output}", err=True)
 
 

@@ -24,6 +24,7 @@ import click
 from connector_core.cli.app import App, output_option
 from connector_core.credentials import NETWORK, env_var_name, service_name, set_secret
 from connector_core.errors import ConfigError, SecretMissing
+from connector_core.files import write_output
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.state import StateStore
 
@@ -242,6 +243,7 @@ def ledger_export(app: App, output: Path | None, fmt: str) -> None:
         if output is None:
             count = store.export_ledger(sys.stdout, fmt=fmt)  # type: ignore[arg-type]
         else:
-            with output.open("w", encoding="utf-8", newline="") as out:
-                count = store.export_ledger(out, fmt=fmt)  # type: ignore[arg-type]
+            counted: list[int] = []
+            write_output(output, lambda out: counted.append(store.export_ledger(out, fmt=fmt)))  # type: ignore[arg-type]
+            count = counted[0]
     click.echo(f"exported {count} ledger row(s)", err=True)

@@ -25,7 +25,6 @@ import functools
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
@@ -35,6 +34,7 @@ from sqlalchemy import Connection
 
 from connector_core.cells import neutralize
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
+from connector_core.files import append_file
 from connector_core.sync.model import LedgerEntry
 from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
 
@@ -517,12 +517,7 @@ def export_anchor(path: Path, seq: int, digest: str, *, now: dt.datetime | None 
     disk; return the line. Keep the file outside the state store's reach."""
     at = timestamp(now or dt.datetime.now(dt.UTC))
     line = f"{at} {format_anchor(seq, digest)}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_file(path, line.encode("ascii"))  # no link followed, no hard link or FIFO
     return line.rstrip("\n")
 
 

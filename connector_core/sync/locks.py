@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from connector_core.errors import ConnectorError, ExitCode
+from connector_core.files import open_lock
 from connector_core.sync import database
 
 _HINT = "Wait for it to finish; a killed run's lock is released automatically."
@@ -109,8 +110,7 @@ def _file_name(name: str) -> str:
 @contextlib.contextmanager
 def file_lock(path: Path, job: str) -> Iterator[None]:
     """Hold an exclusive, non-blocking ``flock`` on `path` for the block; else JobLocked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(path)  # never through a link: truncating it would empty another file
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
