@@ -9,10 +9,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Literal, Self
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
@@ -86,10 +88,56 @@ class AdapterSettings(BaseModel):
             if isinstance(value := getattr(self, name), Path)
         }
 
+    def target_identity(self) -> frozenset[str]:
+        """The places this connection writes as a job's target, each as one string however
+        connector.yaml spells it.
+
+        Two connections sharing a place are ONE target for the one-writer rule: connector.yaml
+        is refused when two jobs write them, unless the adapter keeps each job's records apart
+        (``Capability.PER_JOB_RECORDS``). The default is each written path, resolved
+        (``file:/real/path``); a remote adapter returns where it writes, e.g.
+        ``"webdav:" + remote_place(file_url)``. Empty: only the connection's name tells.
+        """
+        paths = self.local_paths()
+        written = (paths[key] for key in sorted(type(self).written_paths) if key in paths)
+        return frozenset(f"file:{os.path.realpath(path)}" for path in written)
+
     def extra_fields(self) -> frozenset[str]:
         """The ``extra.<adapter>.<name>`` fields these settings map outside the connection's
         ``mapping:`` block (e.g. CiviCRM's ``custom_fields:``), so policies may use them."""
         return frozenset()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def remote_place(url: str) -> str:
+    """`url` as one string however it is written, for :meth:`AdapterSettings.target_identity`.
+
+    The scheme and host are lower-cased, a default port, a login and a fragment dropped,
+    empty and ``.`` path segments dropped and ``..`` applied, each segment percent-encoded
+    one way, and a trailing slash dropped: ``HTTPS://Cloud.org:443//a/./b%20c/`` and
+    ``https://cloud.org/a/b c`` are one place.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    segments: list[str] = []
+    for segment in parts.path.split("/"):
+        if segment in {"", "."}:
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(quote(unquote(segment), safe=""))
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{host}/{'/'.join(segments)}{query}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -299,8 +299,8 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     problems += _check_adapters(doc, adapters)
     problems += _check_mappings(doc)
     problems += _check_jobs(doc)
-    problems += _check_shared_targets(doc, adapters)
     settings = _validate_settings(doc, adapters, base_dir, problems)
+    problems += _check_shared_targets(doc, adapters, settings)
     problems += path_problems(doc, settings, model)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
@@ -488,12 +488,18 @@ def _check_jobs(doc: LocatedDocument) -> list[Problem]:
 
 
 def _check_shared_targets(
-    doc: LocatedDocument, adapters: Mapping[str, type[Adapter]]
+    doc: LocatedDocument,
+    adapters: Mapping[str, type[Adapter]],
+    settings: Mapping[str, AdapterSettings],
 ) -> list[Problem]:
-    """One writer per target: a second job naming a target connection is refused, unless the
-    connection's adapter keeps each job's records apart (Capability.PER_JOB_RECORDS)."""
+    """One writer per target: a second job writing a target is refused, unless the target's
+    adapter keeps each job's records apart (Capability.PER_JOB_RECORDS).
+
+    A target is where a connection writes (:meth:`AdapterSettings.target_identity`: a remote
+    file or book, a local file), so two connections naming one place are one target.
+    """
     connections = _connections(doc)
-    first: dict[str, str] = {}  # target connection -> the first job writing it
+    first: dict[str, tuple[str, str]] = {}  # place -> (the first job writing it, its target)
     problems = []
     for job, body in _mapping(doc, "jobs").items():
         target = body.get("target") if isinstance(body, dict) else None
@@ -502,11 +508,32 @@ def _check_shared_targets(
         adapter = adapters.get(str(connections[target].get("adapter")))
         if adapter is None or Capability.PER_JOB_RECORDS in adapter.capabilities:
             continue
-        if target not in first:
-            first[target] = job
-            continue
-        problems.append(_shared_target_problem(doc, first[target], job, target, adapter.name))
+        values = settings.get(target)
+        places = {f"connection:{target}", *(values.target_identity() if values else ())}
+        earlier = next((first[place] for place in sorted(places) if place in first), None)
+        if earlier is None:
+            first.update(dict.fromkeys(places, (job, target)))
+        elif earlier[1] == target:
+            problems.append(_shared_target_problem(doc, earlier[0], job, target, adapter.name))
+        else:
+            problems.append(_same_place_problem(doc, earlier, job, target))
     return problems
+
+
+def _same_place_problem(
+    doc: LocatedDocument, earlier: tuple[str, str], job: str, target: str
+) -> Problem:
+    job_line = (doc.locate(("jobs", earlier[0], "target")) or (None, None))[0]
+    other_line = (doc.locate(("connections", earlier[1])) or (None, None))[0]
+    line = (doc.locate(("connections", target)) or (None, None))[0]
+    message = (
+        f"jobs.{job}.target: connection {target!r} (line {line}) writes the same place as "
+        f"connection {earlier[1]!r} (line {other_line}), the target of job {earlier[0]!r} "
+        f"(line {job_line}): two jobs writing one file or book lose rows and mix one "
+        "recipient's people and columns into another's; give each job its own file "
+        "(another file_name, folder or path), or make it one job with one policy"
+    )
+    return doc.problem(("jobs", job, "target"), message)
 
 
 def _shared_target_problem(

@@ -211,7 +211,7 @@ def open_lock(path: Path, *, mode: int = 0o644) -> int:
     return _open_at(path, os.O_RDWR | os.O_CREAT, mode)
 
 
-def write_output(path: Path, dump: Callable[[IO[str]], None]) -> None:
+def write_output(path: Path, dump: Callable[[IO[str]], object]) -> None:
     """Write an ``--output`` file with `dump` (UTF-8), replacing the file at `path` whole.
 
     A file already there keeps its permissions; a new one is owner-only.
@@ -224,7 +224,7 @@ def write_output(path: Path, dump: Callable[[IO[str]], None]) -> None:
 
 
 def replace_file(
-    path: Path, dump: Callable[[IO[str]], None], *, encoding: str, mode: int | None = None
+    path: Path, dump: Callable[[IO[str]], object], *, encoding: str, mode: int | None = None
 ) -> None:
     """Write a new version of `path` with `dump`; readers see the old or the new file whole.
 

@@ -103,7 +103,7 @@ def test_a_hard_link_to_the_source_is_refused(folder: Path) -> None:
     linked = folder / "out" / "hard.csv"
     os.link(folder / "data" / "members.csv", linked)
     try:
-        assert "is the path of connections.members" in problems(folder, "out/hard.csv")[0]
+        assert "has 2 names (a hard link)" in problems(folder, "out/hard.csv")[0]
     finally:
         linked.unlink()
 

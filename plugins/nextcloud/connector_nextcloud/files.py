@@ -51,6 +51,7 @@ from connector_core.adapters import (
     Page,
     ReadProblem,
     WriteResult,
+    remote_place,
 )
 from connector_core.cells import neutralize, unneutralize
 from connector_core.credentials import SecretLookup, SecretRef
@@ -171,6 +172,10 @@ class FilesSettings(AdapterSettings):
         assert self.user is not None
         base = f"{self.url.rstrip('/')}/remote.php/dav/files/{quote(self.user, safe='')}/"
         return base + _quoted_folder(self.folder)
+
+    def target_identity(self) -> frozenset[str]:
+        """The export file's URL, however url/user/folder or webdav_url spell it."""
+        return frozenset({"webdav:" + remote_place(self.folder_url() + quote(self.file_name))})
 
     def root_url(self) -> str:
         """The deepest URL MKCOL never needs to create (the user's files root, or the host)."""

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pydantic import Field, HttpUrl, model_validator
 
-from connector_core.adapters import AdapterSettings, ConfigPath
+from connector_core.adapters import AdapterSettings, ConfigPath, remote_place
 from connector_core.credentials import SecretRef
 
 #: The property that marks cards this connector wrote; it never touches cards without it.
@@ -122,6 +122,10 @@ class NextcloudSettings(AdapterSettings):
                 "`address_book` (Nextcloud)"
             )
         return self
+
+    def target_identity(self) -> frozenset[str]:
+        """The address book's URL, however url/user/address_book or address_book_url spell it."""
+        return frozenset({"carddav:" + remote_place(self.book_url)})
 
     @property
     def book_url(self) -> str:
