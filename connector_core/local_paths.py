@@ -13,7 +13,8 @@ path is resolved once, here, and refused (with the line of connector.yaml that s
   target, a CA bundle), also when written another way (``out/../data/./members.csv``) or
   through a link or a hard link to the same file;
 - it is, contains or lies inside one of the connector's own files: connector.yaml, a policy,
-  the SQLite state database, the job lock folder beside it, the ledger's anchors file.
+  the SQLite state database and its journal files, the job lock folder beside it, the
+  ledger's anchors file.
 
 The ledger's anchors file, which the connector appends to, is held to the same rules.
 
@@ -104,6 +105,9 @@ def _own_places(doc: LocatedDocument, model: ConnectorConfig) -> Iterator[_Place
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         database = Path(url.removeprefix("sqlite:///").partition("?")[0])
         yield _located(doc, database, ("state", "url"), "the state database")
+        for suffix in ("-journal", "-wal", "-shm"):  # SQLite's own files beside it
+            side = database.with_name(database.name + suffix)
+            yield _located(doc, side, ("state", "url"), "the state database's journal")
         locks = database.with_name(database.name + ".locks")
         yield _located(doc, locks, ("state", "url"), "the job lock folder")
 

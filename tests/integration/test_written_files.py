@@ -182,12 +182,21 @@ def test_an_output_file_is_written(runner: CliRunner, demo: Path) -> None:
 # -- 6. the connector's own folders ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["state.db.locks/x.csv", "state.db.locks/targets/x.csv"])
-def test_a_target_inside_the_lock_folder_is_refused(
-    runner: CliRunner, demo: Path, path: str
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        ("state.db.locks/x.csv", "the job lock folder"),
+        ("state.db.locks/targets/x.csv", "the job lock folder"),
+        ("state.db.locks", "the job lock folder"),
+        ("state.db-wal", "the state database's journal"),
+        ("state.db-journal", "the state database's journal"),
+    ],
+)
+def test_the_connectors_own_folders_and_files_are_refused(
+    runner: CliRunner, demo: Path, path: str, what: str
 ) -> None:
     line = set_north_path(demo, path)
-    refused(runner, demo, f"connector.yaml:{line}:", "the job lock folder")
+    refused(runner, demo, f"connector.yaml:{line}:", what)
 
 
 # -- one door: no other code writes a local file --------------------------------------------
