@@ -119,7 +119,7 @@ def _refuse(path: Path, link: Path | None = None) -> LinkRefused:
     return LinkRefused(
         f"{path} {how} a symbolic link; a file the connector writes is never reached "
         "through a link",
-        hint="Replace the link with a plain file or folder, or point path: at the real file.",
+        hint="Replace the link with a plain file or folder, or name the real file instead.",
     )
 
 
