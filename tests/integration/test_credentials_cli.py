@@ -245,3 +245,33 @@ def test_set_in_a_terminal_asks_before_replacing(two: tuple[Path, Path]) -> None
     assert "stored hash_key for network" in replaced
     assert "the-second-hash-key" not in replaced  # the prompt hides it
     assert keyring.get_password(service, "hash_key") == "the-second-hash-key"
+
+
+SHORT = "demo-k3y"
+
+
+def test_set_refuses_a_short_secret_without_showing_it(runner: CliRunner, tmp_path: Path) -> None:
+    folder = network(tmp_path / "a", "Network A")
+    refused = run(runner, "credentials", "set", "network", "hash_key", input=SHORT, cwd=folder)
+    assert refused.exit_code == 3, refused.output
+    assert "'hash_key'" in refused.stderr and "shorter than 12 characters" in refused.stderr
+    assert "openssl rand" in refused.stderr
+    assert SHORT not in refused.output
+    assert keyring.get_password(service_name("Network A", "network"), "hash_key") is None
+
+
+@pytest.mark.parametrize("where", ["keyring", "env"])
+def test_a_short_secret_is_refused_when_read(
+    runner: CliRunner, tmp_path: Path, where: str
+) -> None:
+    folder = network(tmp_path / "a", "Network A")
+    (folder / "members.csv").write_text("member_id,email,consent\n", encoding="utf-8")
+    env = {}
+    if where == "keyring":
+        keyring.set_password(service_name("Network A", "network"), "hash_key", SHORT)
+    else:
+        env = {"CONNECTOR_SECRET_NETWORK_HASH_KEY": SHORT}
+    result = run(runner, "doctor", cwd=folder, env=env)
+    assert result.exit_code == 3, result.output
+    assert "hash_key" in result.output and "shorter than 12 characters" in result.output
+    assert SHORT not in result.output

@@ -33,7 +33,7 @@ SECRETS = st.builds(
     lambda head, tail: head + tail,
     st.text(string.ascii_letters, min_size=3, max_size=6),
     st.text(
-        st.sampled_from(AWKWARD + string.ascii_letters + string.digits), min_size=5, max_size=26
+        st.sampled_from(AWKWARD + string.ascii_letters + string.digits), min_size=9, max_size=26
     ),
 )
 ECHOES = st.builds(
