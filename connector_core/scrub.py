@@ -139,7 +139,7 @@ def forms(value: str) -> frozenset[str]:
     found |= {quote(value, safe=""), quote(value), quote_plus(value)}
     # hex of its bytes, and JSON escaping every character (UTF-16 units, as JSON does)
     units = value.encode("utf-16-be", "surrogatepass")
-    found.add("".join(f"\\u{units[i:i + 2].hex()}" for i in range(0, len(units), 2)))
+    found.add("".join(f"\\u{units[i : i + 2].hex()}" for i in range(0, len(units), 2)))
     found |= {sent.hex() for sent in _encodings(value)}
     return frozenset(f for f in found if len(f) >= MIN_SECRET_LENGTH)
 

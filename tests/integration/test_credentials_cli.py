@@ -74,21 +74,30 @@ def test_set_refuses_to_overwrite_without_force(runner: CliRunner, two: tuple[Pa
     a, _ = two
     assert (
         run(
-            runner, "credentials", "set", "network", "hash_key", input="first-value", cwd=a
+            runner, "credentials", "set", "network", "hash_key", input="first-value-of-it", cwd=a
         ).exit_code
         == 0
     )
-    again = run(runner, "credentials", "set", "network", "hash_key", input="second-value", cwd=a)
+    again = run(
+        runner, "credentials", "set", "network", "hash_key", input="second-value-of-it", cwd=a
+    )
     assert again.exit_code == 3
     assert "already holds hash_key for network" in again.stderr
     assert "--force" in again.stderr
     service = service_name("Network A", "network")
-    assert keyring.get_password(service, "hash_key") == "first-value"
+    assert keyring.get_password(service, "hash_key") == "first-value-of-it"
     forced = run(
-        runner, "credentials", "set", "network", "hash_key", "--force", input="second-value", cwd=a
+        runner,
+        "credentials",
+        "set",
+        "network",
+        "hash_key",
+        "--force",
+        input="second-value-of-it",
+        cwd=a,
     )
     assert forced.exit_code == 0, forced.output
-    assert keyring.get_password(service, "hash_key") == "second-value"
+    assert keyring.get_password(service, "hash_key") == "second-value-of-it"
 
 
 def test_set_refuses_an_unknown_connection(runner: CliRunner, two: tuple[Path, Path]) -> None:
@@ -261,9 +270,7 @@ def test_set_refuses_a_short_secret_without_showing_it(runner: CliRunner, tmp_pa
 
 
 @pytest.mark.parametrize("where", ["keyring", "env"])
-def test_a_short_secret_is_refused_when_read(
-    runner: CliRunner, tmp_path: Path, where: str
-) -> None:
+def test_a_short_secret_is_refused_when_read(runner: CliRunner, tmp_path: Path, where: str) -> None:
     folder = network(tmp_path / "a", "Network A")
     (folder / "members.csv").write_text("member_id,email,consent\n", encoding="utf-8")
     env = {}
@@ -275,3 +282,24 @@ def test_a_short_secret_is_refused_when_read(
     assert result.exit_code == 3, result.output
     assert "hash_key" in result.output and "shorter than 12 characters" in result.output
     assert SHORT not in result.output
+
+
+TWO_FOR_ONE_VARIABLE = """\
+version: 1
+network: {name: Clash}
+connections:
+  crm:
+    adapter: civicrm
+    settings: {url: "https://crm.example.org", api_key: {secret: api_key}}
+  crm-api:
+    adapter: civicrm
+    settings: {url: "https://crm2.example.org", api_key: {secret: key}}
+"""
+
+
+def test_two_secrets_read_from_one_variable_are_refused(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "connector.yaml").write_text(TWO_FOR_ONE_VARIABLE, encoding="utf-8")
+    result = run(runner, "credentials", "list", cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "connector.yaml:9" in result.stderr and "connector.yaml:6" in result.stderr
+    assert "CONNECTOR_SECRET_CRM_API_KEY" in result.stderr
