@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from croniter import croniter
 from pydantic import (
@@ -41,6 +41,7 @@ from connector_core.yaml_errors import (
     load_yaml,
     sorted_problems,
     validate,
+    without_credentials,
 )
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
@@ -365,7 +366,24 @@ def _check_url_credentials(doc: LocatedDocument) -> list[Problem]:
     for name, connection in _connections(doc).items():
         for loc, value in _strings(connection.get("settings"), ("connections", name, "settings")):
             parts = _url_parts(value)
-            if parts is None or (parts.username is None and parts.password is None):
+            if parts is None:
+                continue
+            query = "?" + parts.query
+            if without_credentials(query) != query:  # ?password=..., ?token=...
+                for _, secret in parse_qsl("&" + parts.query):
+                    scrub.remember(secret)
+                plain = urlunsplit(parts._replace(query="", fragment=""))
+                problems.append(
+                    doc.problem(
+                        loc,
+                        f"{dotted(loc)}: a URL must not hold a password or token in its query "
+                        f"(it would show in messages, logs and the state database); write "
+                        f"{without_credentials(plain)!r} here and the credential as "
+                        f"`{{secret: KEY}}`, stored with `connector credentials set {name} KEY`",
+                    )
+                )
+                continue
+            if parts.username is None and parts.password is None:
                 continue
             scrub.remember(parts.netloc.rpartition("@")[0])  # never shown, even by accident
             plain = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
