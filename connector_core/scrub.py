@@ -82,10 +82,9 @@ def remember(value: str) -> None:
         every = {re.escape(f) for s in _secrets for f in forms(s)}
         every |= {_wrapped(core) for s in _secrets for core in _base64_forms(s)}
         _pattern = re.compile("|".join(sorted(every, key=len, reverse=True)), re.IGNORECASE)
-        for s in _secrets:
-            run = s.strip()
-            for start in range(len(run) - MIN_RUN + 1):
-                _windows.setdefault(run[start : start + MIN_RUN].lower(), []).append((run, start))
+        run = value.strip()
+        for start in range(len(run) - MIN_RUN + 1):
+            _windows.setdefault(run[start : start + MIN_RUN].lower(), []).append((run, start))
         if _windows:
             windows = sorted(_windows, key=len, reverse=True)
             _window_pattern = re.compile("|".join(map(re.escape, windows)), re.IGNORECASE)
