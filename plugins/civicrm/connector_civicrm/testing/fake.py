@@ -17,7 +17,8 @@ fixture (a fresh, empty fake per test, api key ``"test-key-of-the-fake"``,
 site key ``"site-key-of-the-fake"``).
 
 Constructor: ``FakeCiviCRM(api_key="fake-civicrm-api-key", site_key=None,
-url_style="standalone", *, timezone="UTC", version=(6, 17), permissions=ALL_PERMISSIONS, custom_fields=None, faults=None)``.
+url_style="standalone", *, timezone="UTC", version=(6, 17), permissions=ALL_PERMISSIONS,
+custom_fields=None, faults=None)``.
 
 - ``url_style``: ``"standalone"``/``"drupal8"`` (``/civicrm/ajax/api4/{E}/{a}``), ``"drupal7"``
   (that path or ``/?q=civicrm/ajax/api4/...``), ``"wordpress"`` (front-end

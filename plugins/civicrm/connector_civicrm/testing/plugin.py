@@ -17,6 +17,7 @@ SITE_KEY = "site-key-of-the-fake"
 
 @pytest.fixture
 def fake_civicrm() -> Iterator[FakeCiviCRM]:
-    """A fresh, empty fake CiviCRM (standalone URLs, key ``test-key-of-the-fake``, site key ``site-key-of-the-fake``)."""
+    """A fresh, empty fake CiviCRM (standalone URLs, key ``test-key-of-the-fake``, site key
+    ``site-key-of-the-fake``)."""
     with FakeCiviCRM(api_key=API_KEY, site_key=SITE_KEY, url_style="standalone") as fake:
         yield fake
