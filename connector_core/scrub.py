@@ -8,7 +8,9 @@ server may echo a header upper-cased — and Base64, of the value alone and of a
 containing it (the ``user:password`` of an HTTP Basic header), also wrapped in lines as MIME
 writes it (whitespace or escaped line breaks between its characters). Any run of
 :data:`MIN_RUN` consecutive characters of a secret (any case) is scrubbed too: a server that
-echoes a shortened key ("token prefix: …") still gives away most of it.
+echoes a shortened key ("token prefix: …") still gives away most of it. A run begins only
+where its first MIN_RUN characters are not all lower-case letters, so a word of a secret
+("password" of ``wrong-password``) is not scrubbed from every message.
 Scrubbing happens when a string leaves (the CLI's
 stdout and stderr, log records, stored run messages), so a secret handed out after a message
 was built is still caught.
@@ -84,11 +86,18 @@ def remember(value: str) -> None:
         _pattern = re.compile("|".join(sorted(every, key=len, reverse=True)), re.IGNORECASE)
         run = value.strip()
         for start in range(len(run) - MIN_RUN + 1):
-            _windows.setdefault(run[start : start + MIN_RUN].lower(), []).append((run, start))
+            if not _is_word(run[start : start + MIN_RUN]):
+                _windows.setdefault(run[start : start + MIN_RUN].lower(), []).append((run, start))
         if _windows:
             windows = sorted(_windows, key=len, reverse=True)
             _window_pattern = re.compile("|".join(map(re.escape, windows)), re.IGNORECASE)
     install_log_scrubber()
+
+
+def _is_word(window: str) -> bool:
+    """Whether a window of a secret is lower-case ASCII letters only: an ordinary word such as
+    ``password`` (of a secret like ``wrong-password``) that messages hold on their own."""
+    return window.isascii() and window.isalpha() and window.islower()
 
 
 def _wrapped(core: str) -> str:

@@ -46,7 +46,8 @@ def secret_forms(secret: str, user: str | None = None) -> set[str]:
     return {f for f in forms if len(f) >= 4}
 
 
-#: Any run of this many characters of a secret is a leak (a server echoing a shortened key).
+#: Any run of this many characters of a secret is a leak (a server echoing a shortened key),
+#: unless it is lower-case letters only (a word such as "password" of "wrong-password").
 RUN = 8
 
 
@@ -73,6 +74,7 @@ def leaked(secret: str, texts: Iterable[str], user: str | None = None) -> list[s
     joined = (joined + "\n".join(_decoded_runs(joined))).lower()
     stripped = secret.strip()
     runs = {stripped[i : i + RUN] for i in range(len(stripped) - RUN + 1)}
+    runs = {r for r in runs if not (r.isascii() and r.isalpha() and r.islower())}  # words
     return sorted(f for f in secret_forms(secret, user) | runs if f.lower() in joined)
 
 

@@ -132,3 +132,10 @@ def test_a_run_of_eight_characters_of_a_secret_is_scrubbed(cut: slice) -> None:
 def test_seven_characters_of_a_secret_are_left_alone() -> None:
     scrub.remember(ECHOED)
     assert scrub.scrub(f"id {ECHOED[:7]} ok") == f"id {ECHOED[:7]} ok"
+
+
+def test_a_word_of_a_secret_is_left_in_other_messages() -> None:
+    scrub.remember("wrong-password-42")
+    hint = "Create an app password in Nextcloud"
+    assert scrub.scrub(hint) == hint
+    assert scrub.scrub("echo: wrong-passw") == "echo: ***"
