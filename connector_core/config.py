@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from croniter import croniter
 from pydantic import (
@@ -29,7 +29,7 @@ from pydantic import (
 
 from connector_core import scrub
 from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath
-from connector_core.credentials import NETWORK, KeyringSecrets, SecretRef
+from connector_core.credentials import NETWORK, KeyringSecrets, SecretRef, env_var_name, secret_refs
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.local_paths import path_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
@@ -41,6 +41,7 @@ from connector_core.yaml_errors import (
     load_yaml,
     sorted_problems,
     validate,
+    without_credentials,
 )
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
@@ -302,6 +303,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     settings = _validate_settings(doc, adapters, base_dir, problems)
     problems += _check_shared_targets(doc, adapters, settings)
     problems += path_problems(doc, settings, model)
+    problems += _check_secret_variables(doc, model, settings)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
     return Config(
@@ -364,7 +366,24 @@ def _check_url_credentials(doc: LocatedDocument) -> list[Problem]:
     for name, connection in _connections(doc).items():
         for loc, value in _strings(connection.get("settings"), ("connections", name, "settings")):
             parts = _url_parts(value)
-            if parts is None or (parts.username is None and parts.password is None):
+            if parts is None:
+                continue
+            query = "?" + parts.query
+            if without_credentials(query) != query:  # ?password=..., ?token=...
+                for _, secret in parse_qsl("&" + parts.query):
+                    scrub.remember(secret)
+                plain = urlunsplit(parts._replace(query="", fragment=""))
+                problems.append(
+                    doc.problem(
+                        loc,
+                        f"{dotted(loc)}: a URL must not hold a password or token in its query "
+                        f"(it would show in messages, logs and the state database); write "
+                        f"{without_credentials(plain)!r} here and the credential as "
+                        f"`{{secret: KEY}}`, stored with `connector credentials set {name} KEY`",
+                    )
+                )
+                continue
+            if parts.username is None and parts.password is None:
                 continue
             scrub.remember(parts.netloc.rpartition("@")[0])  # never shown, even by accident
             plain = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
@@ -378,6 +397,48 @@ def _check_url_credentials(doc: LocatedDocument) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _check_secret_variables(
+    doc: LocatedDocument, model: ConnectorConfig | None, settings: Mapping[str, AdapterSettings]
+) -> list[Problem]:
+    """Refuse two ``{secret: KEY}`` of different connections or keys whose fallback variable
+    (:func:`env_var_name`) is the same: one value would silently stand in for both."""
+    refs: list[tuple[str, str, tuple[str | int, ...]]] = []
+    if model is not None:
+        refs += [
+            (NETWORK, ref.secret, ("network", *name.split(".")))
+            for name, ref in secret_refs(model.network)
+            if ref.secret is not None
+        ]
+    for connection, values in settings.items():
+        refs += [
+            (connection, ref.secret, ("connections", connection, "settings", *name.split(".")))
+            for name, ref in secret_refs(values)
+            if ref.secret is not None
+        ]
+    seen: dict[str, tuple[str, str, tuple[str | int, ...]]] = {}
+    problems = []
+    for connection, key, loc in refs:
+        variable = env_var_name(connection, key)
+        first = seen.setdefault(variable, (connection, key, loc))
+        if first[:2] == (connection, key):
+            continue
+        line = (doc.locate(first[2]) or (None, None))[0]
+        problems.append(
+            doc.problem(
+                loc,
+                f"{dotted(loc)}: the secret {key!r} of {_whose(connection)} and the secret "
+                f"{first[1]!r} of {_whose(first[0])} ({doc.path}:{line}) would both be read "
+                f"from the variable {variable} when the keyring has none; rename one key "
+                "(or the connection) and store it again with `connector credentials set`",
+            )
+        )
+    return problems
+
+
+def _whose(connection: str) -> str:
+    return "the network" if connection == NETWORK else f"connection {connection!r}"
 
 
 def _strings(value: Any, loc: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:

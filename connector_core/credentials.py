@@ -34,6 +34,9 @@ NETWORK = "network"
 REDACTED = scrub.REDACTED
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: The shortest secret accepted: hash and ledger keys, API keys and app passwords are longer,
+#: and a short value could neither be kept secret nor be scrubbed without mangling output.
+MIN_LENGTH = 12
 log = logging.getLogger("connector.credentials")
 #: Where :meth:`KeyringSecrets.lookup` says it found an entry of before namespacing.
 LEGACY_SOURCE = "keyring (old shared entry)"
@@ -106,23 +109,31 @@ def check_key(key: str) -> str:
 
 
 def check_value(value: str, connection: str, key: str) -> str:
-    """Refuse a secret with leading or trailing whitespace or a control character.
+    """Refuse a secret shorter than :data:`MIN_LENGTH` characters, or with leading or
+    trailing whitespace or a control character.
 
     Such a value is nearly always a copy-and-paste accident (a trailing line break), would be
-    sent as an invalid HTTP header, and its escaped form would show in error messages.
+    sent as an invalid HTTP header, and its escaped form would show in error messages. A short
+    one is guessable, and scrubbing it from output would mangle ordinary words and paths.
     """
-    problem = None
+    hint = (
+        f'Store it again without: `printf %s "$VALUE" | connector credentials set '
+        f"{connection} {key} --force` (or fix its environment variable)."
+    )
     if value.strip() != value:
         problem = "starts or ends with whitespace or a line break"
     elif _CONTROL_RE.search(value):
         problem = "holds a control character (a line break or a tab?)"
-    if problem is None:
+    elif len(value) < MIN_LENGTH:
+        problem = f"is shorter than {MIN_LENGTH} characters"
+        hint = (
+            f"Use a long random value (e.g. `openssl rand -hex 16`) and store it again with "
+            f"`connector credentials set {connection} {key} --force` (or fix its environment "
+            f"variable); for an API key or app password, create a longer one on the server."
+        )
+    else:
         return value
-    raise ConfigError(
-        f"the secret {key!r} of {_owner(connection)} {problem}",
-        hint=f'Store it again without: `printf %s "$VALUE" | connector credentials set '
-        f"{connection} {key} --force` (or fix its environment variable).",
-    )
+    raise ConfigError(f"the secret {key!r} of {_owner(connection)} {problem}", hint=hint)
 
 
 def _owner(connection: str) -> str:

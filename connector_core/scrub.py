@@ -2,9 +2,16 @@
 
 It knows every secret value this process has handed out (:func:`remember`) and the forms a
 value takes once something has written it down: Python's repr and ascii, JSON escapes,
-URL encoding (``quote``, ``quote_plus``, either hex case), HTML escapes, UTF-8 read back as
-Latin-1, and Base64 — of the value alone and of anything containing it, such as the
-``user:password`` of an HTTP Basic header. Scrubbing happens when a string leaves (the CLI's
+URL encoding (``quote``, ``quote_plus``), HTML escapes, UTF-8 read back as Latin-1, hex of
+its bytes, JSON's ``\\uXXXX`` for every character — all matched in any letter case, as a
+server may echo a header upper-cased — and Base64, of the value alone and of anything
+containing it (the ``user:password`` of an HTTP Basic header), also wrapped in lines as MIME
+writes it (whitespace or escaped line breaks between its characters). Any run of
+:data:`MIN_RUN` consecutive characters of a secret (any case) is scrubbed too: a server that
+echoes a shortened key ("token prefix: …") still gives away most of it. A run begins only
+where its first MIN_RUN characters are not all lower-case letters, so a word of a secret
+("password" of ``wrong-password``) is not scrubbed from every message.
+Scrubbing happens when a string leaves (the CLI's
 stdout and stderr, log records, stored run messages), so a secret handed out after a message
 was built is still caught.
 
@@ -52,25 +59,50 @@ __all__ = [
 REDACTED = "***"
 #: Shorter values would scrub ordinary words from every message; secrets are longer.
 MIN_SECRET_LENGTH = 4
+#: Any run of this many consecutive characters of a secret is scrubbed (a shortened echo).
+MIN_RUN = 8
 #: Shorter Base64 runs would match ordinary words.
 _MIN_BASE64_CORE = 6
-_HEX_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+#: What may stand between two characters of wrapped Base64: whitespace, an escaped line break.
+_B64_GAP = r"(?:\s|\\[rn])*"
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+#: Every MIN_RUN-character window of every secret (lower-cased), with where it starts in which.
+_windows: dict[str, list[tuple[str, int]]] = {}
+_window_pattern: re.Pattern[str] | None = None
 
 
 def remember(value: str) -> None:
     """Scrub `value` (and every form of it) from everything that leaves from now on."""
-    global _pattern
+    global _pattern, _window_pattern
     if len(value) < MIN_SECRET_LENGTH or value in _secrets:
         return
     with _lock:
         _secrets.add(value)
-        every = sorted({f for s in _secrets for f in forms(s)}, key=len, reverse=True)
-        _pattern = re.compile("|".join(map(re.escape, every)))
+        every = {re.escape(f) for s in _secrets for f in forms(s)}
+        every |= {_wrapped(core) for s in _secrets for core in _base64_forms(s)}
+        _pattern = re.compile("|".join(sorted(every, key=len, reverse=True)), re.IGNORECASE)
+        run = value.strip()
+        for start in range(len(run) - MIN_RUN + 1):
+            if not _is_word(run[start : start + MIN_RUN]):
+                _windows.setdefault(run[start : start + MIN_RUN].lower(), []).append((run, start))
+        if _windows:
+            windows = sorted(_windows, key=len, reverse=True)
+            _window_pattern = re.compile("|".join(map(re.escape, windows)), re.IGNORECASE)
     install_log_scrubber()
+
+
+def _is_word(window: str) -> bool:
+    """Whether a window of a secret is lower-case ASCII letters only: an ordinary word such as
+    ``password`` (of a secret like ``wrong-password``) that messages hold on their own."""
+    return window.isascii() and window.isalpha() and window.islower()
+
+
+def _wrapped(core: str) -> str:
+    """A pattern for the Base64 `core` as written, or wrapped in lines (MIME), in its case."""
+    return "(?-i:" + _B64_GAP.join(map(re.escape, core)) + ")"
 
 
 def _encodings(value: str) -> set[bytes]:
@@ -83,10 +115,11 @@ def _encodings(value: str) -> set[bytes]:
 
 def forget_all() -> None:
     """Forget every remembered secret (for tests that need a clean slate)."""
-    global _pattern
+    global _pattern, _window_pattern
     with _lock:
         _secrets.clear()
-        _pattern = None
+        _windows.clear()
+        _pattern = _window_pattern = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -111,19 +144,59 @@ def forms(value: str) -> frozenset[str]:
             html.escape(text, quote=False),
             text,
         }
-    for encoded in (quote(value, safe=""), quote(value), quote_plus(value)):
-        found |= {encoded, _HEX_ESCAPE.sub(lambda m: m.group().lower(), encoded)}
-    for sent in _encodings(value):
-        found |= _base64_cores(sent)
+    found |= {quote(value, safe=""), quote(value), quote_plus(value)}
+    # hex of its bytes, and JSON escaping every character (UTF-16 units, as JSON does)
+    units = value.encode("utf-16-be", "surrogatepass")
+    found.add("".join(f"\\u{units[i : i + 2].hex()}" for i in range(0, len(units), 2)))
+    found |= {sent.hex() for sent in _encodings(value)}
     return frozenset(f for f in found if len(f) >= MIN_SECRET_LENGTH)
 
 
+@functools.lru_cache(maxsize=256)
+def _base64_forms(value: str) -> frozenset[str]:
+    """What Base64 of any text holding `value` contains (see :func:`_base64_cores`)."""
+    found: set[str] = set()
+    for sent in _encodings(value):
+        found |= _base64_cores(sent)
+    return frozenset(found)
+
+
 def scrub(text: str) -> str:
-    """`text` with every remembered secret, in any of its forms, replaced by ``***``."""
+    """`text` with every remembered secret, in any of its forms, and every run of
+    :data:`MIN_RUN` of its characters, replaced by ``***`` (letter case does not matter)."""
     pattern = _pattern
     if pattern is None or not text:
         return text
-    return pattern.sub(REDACTED, text)
+    return _scrub_runs(pattern.sub(REDACTED, text))
+
+
+def _scrub_runs(text: str) -> str:
+    """`text` with every run of at least MIN_RUN consecutive characters of a secret replaced.
+
+    A window of MIN_RUN characters is found by one regular expression; the run is then
+    extended as far as the text keeps following the secret it came from.
+    """
+    pattern = _window_pattern
+    if pattern is None:
+        return text
+    parts: list[str] = []
+    done = 0
+    match = pattern.search(text)
+    while match is not None:
+        start, end = match.span()
+        for secret, offset in _windows.get(match.group().lower(), ()):
+            length = end - start
+            while (
+                start + length < len(text)
+                and offset + length < len(secret)
+                and text[start + length].lower() == secret[offset + length].lower()
+            ):
+                length += 1
+            end = max(end, start + length)
+        parts += [text[done:start], REDACTED]
+        done = end
+        match = pattern.search(text, end)
+    return "".join(parts) + text[done:]
 
 
 def _base64_cores(raw: bytes) -> set[str]:

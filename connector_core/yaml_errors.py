@@ -564,7 +564,7 @@ def _describe_error(error: ErrorDetails, value: Any, secret: bool) -> str:
         text = f"should be {text.removeprefix('Input should be ')}, got {_describe(value, secret)}"
     if secret and isinstance(value, str) and len(value) >= 4:
         text = text.replace(value, "***")
-    return text
+    return without_credentials(text)
 
 
 def _not_one_of(error: ErrorDetails, value: Any, secret: bool) -> str:
@@ -575,8 +575,26 @@ def _not_one_of(error: ErrorDetails, value: Any, secret: bool) -> str:
     return f"{shown} is not one of {expected}{suggestion}"
 
 
+#: The user (and password) of a URL, with or without its scheme ("//alice:pw@host").
+_USERINFO = re.compile(r"((?:^|[\s'\"(])(?:[A-Za-z][A-Za-z0-9+.-]*:)?//)[^/?#\s'\"]*@")
+#: A query parameter whose name says it holds a credential (password, token, api_key, ...).
+_CREDENTIAL_PARAMETER = re.compile(
+    r"([?&;][^=&#\s'\"]*(?:pass|pwd|token|secret|key|auth|sig|credential)[^=&#\s'\"]*=)"
+    r"[^&#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def without_credentials(text: str) -> str:
+    """`text` with the user information of any URL in it and the values of credential-like
+    query parameters replaced by ``***``: what an error message may echo of an input."""
+    text = _USERINFO.sub(r"\1***@", text)
+    return _CREDENTIAL_PARAMETER.sub(r"\1***", text)
+
+
 def _describe(value: Any, secret: bool) -> str:
-    """How a message may refer to an input value: short scalars only, never secrets."""
+    """How a message may refer to an input value: short scalars only, never secrets (nor
+    the credentials of a URL)."""
     if value is None:
         return "an empty value"
     if isinstance(value, dict):
@@ -589,7 +607,7 @@ def _describe(value: Any, secret: bool) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         short = len(value) <= _MAX_ECHO and "\n" not in value
-        return repr(value) if short else f"a {len(value)}-character text"
+        return repr(without_credentials(value)) if short else f"a {len(value)}-character text"
     if isinstance(value, int | float):
         return str(value)
     return f"a {type(value).__name__}"

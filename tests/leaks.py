@@ -38,9 +38,17 @@ def secret_forms(secret: str, user: str | None = None) -> set[str]:
     forms |= {mojibake, repr(mojibake)[1:-1]}
     if user is not None:
         forms.add(base64.b64encode(f"{user}:{secret}".encode()).decode().rstrip("="))
+    for sent in {raw, secret.encode("latin-1", "replace")}:
+        forms.add(sent.hex())  # compared without case, so either hex case
+    forms.add("".join(f"\\u{ord(c):04x}" for c in secret))  # JSON escaping every character
     if secret.strip() != secret:
         forms |= secret_forms(secret.strip())
     return {f for f in forms if len(f) >= 4}
+
+
+#: Any run of this many characters of a secret is a leak (a server echoing a shortened key),
+#: unless it is lower-case letters only (a word such as "password" of "wrong-password").
+RUN = 8
 
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
@@ -48,7 +56,9 @@ _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
 
 def _decoded_runs(text: str) -> Iterator[str]:
     """What every Base64-looking run of `text` decodes to (from 4 offsets, either alphabet)."""
-    for run in _BASE64_RUN.findall(text):
+    # Base64 wrapped in lines (MIME), the line breaks possibly JSON-escaped
+    unwrapped = re.sub(r"(?:\s|\\[nr])+", "", text)
+    for run in _BASE64_RUN.findall(text) + _BASE64_RUN.findall(unwrapped):
         for start in range(4):  # letters glued before the Base64 shift its alignment
             part = run[start:]
             part = part[: len(part) - 1] if len(part) % 4 == 1 else part
@@ -58,10 +68,14 @@ def _decoded_runs(text: str) -> Iterator[str]:
 
 
 def leaked(secret: str, texts: Iterable[str], user: str | None = None) -> list[str]:
-    """The forms of `secret` found in any of `texts`, also inside Base64 (empty: no leak)."""
+    """The forms of `secret` found in any of `texts` (in any case), also inside Base64, and
+    any run of :data:`RUN` of its characters (empty: no leak)."""
     joined = "\n".join(texts)
-    joined += "\n".join(_decoded_runs(joined))
-    return sorted(f for f in secret_forms(secret, user) if f in joined)
+    joined = (joined + "\n".join(_decoded_runs(joined))).lower()
+    stripped = secret.strip()
+    runs = {stripped[i : i + RUN] for i in range(len(stripped) - RUN + 1)}
+    runs = {r for r in runs if not (r.isascii() and r.isalpha() and r.islower())}  # words
+    return sorted(f for f in secret_forms(secret, user) | runs if f.lower() in joined)
 
 
 def database_text(url: str) -> list[str]:

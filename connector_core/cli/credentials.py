@@ -18,6 +18,7 @@ from connector_core.credentials import (
     NETWORK,
     SecretRef,
     delete_secret,
+    env_var_name,
     get_secret,
     migrate_secret,
     secret_refs,
@@ -172,6 +173,9 @@ def _status(app: App, connection: str, setting: str, ref: SecretRef) -> dict[str
         status += f" ({found.failure})"
     elif found.source == LEGACY_SOURCE:
         status += " (run `connector credentials migrate`)"
+    variable = env_var_name(connection, ref.secret)
+    if found.source.startswith("keyring") and os.environ.get(variable):
+        status += f" ({variable} is set too and not used: the keyring comes first)"
     keyring = f"keyring {ref.secret}"
     source = found.source.replace("keyring", keyring, 1) if found.source else keyring
     return row | {"source": source, "status": status}

@@ -45,7 +45,7 @@ def test_adapters_json_lists_csv(runner: CliRunner) -> None:
     assert {"csv", "civicrm", "nextcloud", "nextcloud_files"} <= set(names)
 
 
-DEMO_ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+DEMO_ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 
 
 def test_doctor_on_the_demo_passes(runner: CliRunner, demo: Path) -> None:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 NOT_YES = ("no", "false", "0", "withdrawn", "No ", "FALSE")
 
 

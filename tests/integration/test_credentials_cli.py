@@ -74,21 +74,30 @@ def test_set_refuses_to_overwrite_without_force(runner: CliRunner, two: tuple[Pa
     a, _ = two
     assert (
         run(
-            runner, "credentials", "set", "network", "hash_key", input="first-value", cwd=a
+            runner, "credentials", "set", "network", "hash_key", input="first-value-of-it", cwd=a
         ).exit_code
         == 0
     )
-    again = run(runner, "credentials", "set", "network", "hash_key", input="second-value", cwd=a)
+    again = run(
+        runner, "credentials", "set", "network", "hash_key", input="second-value-of-it", cwd=a
+    )
     assert again.exit_code == 3
     assert "already holds hash_key for network" in again.stderr
     assert "--force" in again.stderr
     service = service_name("Network A", "network")
-    assert keyring.get_password(service, "hash_key") == "first-value"
+    assert keyring.get_password(service, "hash_key") == "first-value-of-it"
     forced = run(
-        runner, "credentials", "set", "network", "hash_key", "--force", input="second-value", cwd=a
+        runner,
+        "credentials",
+        "set",
+        "network",
+        "hash_key",
+        "--force",
+        input="second-value-of-it",
+        cwd=a,
     )
     assert forced.exit_code == 0, forced.output
-    assert keyring.get_password(service, "hash_key") == "second-value"
+    assert keyring.get_password(service, "hash_key") == "second-value-of-it"
 
 
 def test_set_refuses_an_unknown_connection(runner: CliRunner, two: tuple[Path, Path]) -> None:
@@ -245,3 +254,106 @@ def test_set_in_a_terminal_asks_before_replacing(two: tuple[Path, Path]) -> None
     assert "stored hash_key for network" in replaced
     assert "the-second-hash-key" not in replaced  # the prompt hides it
     assert keyring.get_password(service, "hash_key") == "the-second-hash-key"
+
+
+SHORT = "demo-k3y"
+
+
+def test_set_refuses_a_short_secret_without_showing_it(runner: CliRunner, tmp_path: Path) -> None:
+    folder = network(tmp_path / "a", "Network A")
+    refused = run(runner, "credentials", "set", "network", "hash_key", input=SHORT, cwd=folder)
+    assert refused.exit_code == 3, refused.output
+    assert "'hash_key'" in refused.stderr
+    assert "shorter than 12 characters" in refused.stderr
+    assert "openssl rand" in refused.stderr
+    assert SHORT not in refused.output
+    assert keyring.get_password(service_name("Network A", "network"), "hash_key") is None
+
+
+@pytest.mark.parametrize("where", ["keyring", "env"])
+def test_a_short_secret_is_refused_when_read(runner: CliRunner, tmp_path: Path, where: str) -> None:
+    folder = network(tmp_path / "a", "Network A")
+    (folder / "members.csv").write_text("member_id,email,consent\n", encoding="utf-8")
+    env = {}
+    if where == "keyring":
+        keyring.set_password(service_name("Network A", "network"), "hash_key", SHORT)
+    else:
+        env = {"CONNECTOR_SECRET_NETWORK_HASH_KEY": SHORT}
+    result = run(runner, "doctor", cwd=folder, env=env)
+    assert result.exit_code == 3, result.output
+    assert "hash_key" in result.output
+    assert "shorter than 12 characters" in result.output
+    assert SHORT not in result.output
+
+
+TWO_FOR_ONE_VARIABLE = """\
+version: 1
+network: {name: Clash}
+connections:
+  crm:
+    adapter: civicrm
+    settings: {url: "https://crm.example.org", api_key: {secret: api_key}}
+  crm-api:
+    adapter: civicrm
+    settings: {url: "https://crm2.example.org", api_key: {secret: key}}
+"""
+
+
+def test_two_secrets_read_from_one_variable_are_refused(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "connector.yaml").write_text(TWO_FOR_ONE_VARIABLE, encoding="utf-8")
+    result = run(runner, "credentials", "list", cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "connector.yaml:9" in result.stderr
+    assert "connector.yaml:6" in result.stderr
+    assert "CONNECTOR_SECRET_CRM_API_KEY" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "//alice:S3cr3t-pw@cloud.example.org/",
+        "cloud.example.org/?password=S3cr3t-pw",
+        "cloud.example.org/?a&api_token=S3cr3t#x",
+        "//:S3cr3t-pw@cloud.example.org",
+    ],
+)
+def test_a_refused_url_is_never_echoed_with_its_credentials(
+    runner: CliRunner, tmp_path: Path, url: str
+) -> None:
+    (tmp_path / "connector.yaml").write_text(
+        "version: 1\nnetwork: {name: U}\nconnections:\n  crm:\n    adapter: civicrm\n"
+        f'    settings: {{url: "{url}", api_key: {{secret: api_key}}}}\n',
+        encoding="utf-8",
+    )
+    result = run(runner, "credentials", "list", cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "connector.yaml:6" in result.stderr
+    assert "cloud.example.org" in result.stderr  # the rest of the input still helps
+    assert "S3cr3t" not in result.output
+
+
+def test_a_url_with_a_password_in_its_query_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "connector.yaml").write_text(
+        "version: 1\nnetwork: {name: U}\nconnections:\n  crm:\n    adapter: civicrm\n"
+        '    settings: {url: "https://crm.example.org/?password=S3cr3t-pw", '
+        "api_key: {secret: api_key}}\n",
+        encoding="utf-8",
+    )
+    result = run(runner, "credentials", "list", cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "connector.yaml:6" in result.stderr
+    assert "'https://crm.example.org/'" in result.stderr
+    assert "S3cr3t" not in result.output
+
+
+def test_list_says_the_keyring_shadows_a_variable_set_too(
+    runner: CliRunner, two: tuple[Path, Path]
+) -> None:
+    a, _ = two
+    keyring.set_password(service_name("Network A", "network"), "hash_key", "hash-key-in-keyring")
+    env = {"CONNECTOR_SECRET_NETWORK_HASH_KEY": "hash-key-in-the-env"}
+    rows = listed(runner, a, env)
+    assert rows["network.hash_key"] == (
+        "keyring hash_key: set "
+        "(CONNECTOR_SECRET_NETWORK_HASH_KEY is set too and not used: the keyring comes first)"
+    )

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 
 
 def _forbid_city_in_floor(demo: Path) -> Path:

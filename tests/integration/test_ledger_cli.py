@@ -16,7 +16,7 @@ from connector_core.credentials import service_name
 from connector_core.sync import ledger
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 KEY_ENV = "CONNECTOR_SECRET_NETWORK_LEDGER_KEY"
 NETWORK_SERVICE = service_name("Demo Climate Network", "network")
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 # Column -> the canonical field it holds; every one is typed (yes/no, number, date, time).
 TYPED = {
     "Deceased": "is_deceased",

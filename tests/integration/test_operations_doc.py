@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tests.integration.test_cli import run
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 
 
 def console_blocks() -> list[list[str]]:

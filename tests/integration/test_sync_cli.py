@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from connector_core.sync.state import StateStore
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from connector_core.adapters import Change
 from connector_core.files import LinkRefused
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 NORTH = "path: out/organizers-north.csv"
 
 

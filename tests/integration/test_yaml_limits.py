@@ -14,7 +14,7 @@ from connector_core.errors import ConfigValidationError
 from connector_core.yaml_errors import MAX_DEPTH, POLICY_MAX_BYTES, load_yaml
 from tests.integration.test_cli import run
 
-ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-key"}
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 POLICY = "policy: organizers-north\nrequire_consent: [local_organizing]\n"
 
 

@@ -85,6 +85,57 @@ def test_ordinary_text_is_left_alone() -> None:
 @settings(max_examples=50, deadline=None)
 @given(secret=st.text(min_size=6, max_size=30).filter(lambda s: s.strip() == s))
 def test_any_secret_in_any_form(secret: str) -> None:
+    scrub.forget_all()  # one secret at a time: each example compiles the patterns anew
     scrub.remember(secret)
     shown = [secret, repr(secret), json.dumps(secret), quote(secret, safe=""), quote_plus(secret)]
     assert leaked(secret, [scrub.scrub(f"<{s}>") for s in shown]) == []
+
+
+ECHOED = "Echoed-Key_4f9a2c7e1b"
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2, 20, 57, 75])
+def test_line_wrapped_mime_base64_is_scrubbed(pad: int) -> None:
+    scrub.remember(ECHOED)
+    body = base64.encodebytes(("x" * pad + f"X-Civi-Auth: Bearer {ECHOED}\n").encode()).decode()
+    for shown in (body, body.replace("\n", "\r\n"), json.dumps(body)):
+        assert leaked(ECHOED, [scrub.scrub(shown)]) == [], shown
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        ECHOED.upper(),
+        ECHOED.lower(),
+        quote(ECHOED.upper(), safe=""),
+        ECHOED.encode().hex(),
+        ECHOED.encode().hex().upper(),
+        f"Bearer {ECHOED}".encode().hex(),
+        "".join(f"\\u{ord(c):04x}" for c in ECHOED),
+        "".join(f"\\u{ord(c):04X}" for c in ECHOED),
+    ],
+    ids=["upper", "lower", "url-upper", "hex", "hex-upper", "hex-in-header", "json-u", "json-U"],
+)
+def test_case_hex_and_unicode_escapes_are_scrubbed(shown: str) -> None:
+    scrub.remember(ECHOED)
+    assert leaked(ECHOED, [scrub.scrub(f"server: {shown}.")]) == []
+
+
+@pytest.mark.parametrize("cut", [slice(0, 8), slice(0, 13), slice(5, 17), slice(9, None)])
+def test_a_run_of_eight_characters_of_a_secret_is_scrubbed(cut: slice) -> None:
+    scrub.remember(ECHOED)
+    part = ECHOED[cut]
+    assert scrub.scrub(f"token prefix: {part}.") == "token prefix: ***."
+    assert scrub.scrub(f"token prefix: {part.upper()}!") == "token prefix: ***!"
+
+
+def test_seven_characters_of_a_secret_are_left_alone() -> None:
+    scrub.remember(ECHOED)
+    assert scrub.scrub(f"id {ECHOED[:7]} ok") == f"id {ECHOED[:7]} ok"
+
+
+def test_a_word_of_a_secret_is_left_in_other_messages() -> None:
+    scrub.remember("wrong-password-42")
+    hint = "Create an app password in Nextcloud"
+    assert scrub.scrub(hint) == hint
+    assert scrub.scrub("echo: wrong-passw") == "echo: ***"

@@ -24,7 +24,9 @@ def make_adapter(fake_civicrm: FakeCiviCRM) -> Iterator[MakeAdapter]:
         settings.setdefault("api_key", {"secret": "api_key"})
         settings.setdefault("site_key", {"secret": "site_key"})
         settings.setdefault("page_size", 10)
-        secrets = StaticSecrets({"api_key": fake_civicrm.api_key, "site_key": "site-key"})
+        secrets = StaticSecrets(
+            {"api_key": fake_civicrm.api_key, "site_key": fake_civicrm.site_key}
+        )
         adapter = CivicrmAdapter(
             CivicrmSettings.model_validate(settings), secrets, mapping=mapping, connection="crm"
         )

@@ -57,7 +57,9 @@ def doctor(tmp_path: Path, fake: FakeCiviCRM, key: str) -> Result:
 
 
 def site(**people: bool) -> FakeCiviCRM:
-    fake = FakeCiviCRM(api_key="admin-key", custom_fields={"GDPR.share_with_partners": "Boolean"})
+    fake = FakeCiviCRM(
+        api_key="admin-key-of-the-test", custom_fields={"GDPR.share_with_partners": "Boolean"}
+    )
     fake.start()
     for name, shares in people.items():
         fake.add_contact(
@@ -68,8 +70,8 @@ def site(**people: bool) -> FakeCiviCRM:
 
 def test_doctor_with_every_permission_shows_the_visible_contacts(tmp_path: Path) -> None:
     with site(Ana=True, Bo=False) as fake:
-        fake.add_api_key("full", permissions=ALL_PERMISSIONS)
-        result = doctor(tmp_path, fake, "full")
+        fake.add_api_key("full-permissions-key", permissions=ALL_PERMISSIONS)
+        result = doctor(tmp_path, fake, "full-permissions-key")
     assert result.exit_code == 0, result.output
     assert "connection crm: civicrm: reachable; 2 contact(s) visible" in result.stdout
     assert "job to_crm" in result.stdout
@@ -77,9 +79,9 @@ def test_doctor_with_every_permission_shows_the_visible_contacts(tmp_path: Path)
 
 def test_doctor_names_view_all_contacts(tmp_path: Path) -> None:
     with site(Ana=True) as fake:
-        fake.add_api_key("blind", permissions=ALL_PERMISSIONS - {"view all contacts",
+        fake.add_api_key("blind-reader-api-key", permissions=ALL_PERMISSIONS - {"view all contacts",
                                                                  "edit all contacts"})  # fmt: skip
-        result = doctor(tmp_path, fake, "blind")
+        result = doctor(tmp_path, fake, "blind-reader-api-key")
     assert result.exit_code != 0
     assert "sees no contacts" in result.output
     assert "'view all contacts'" in result.output
@@ -87,8 +89,8 @@ def test_doctor_names_view_all_contacts(tmp_path: Path) -> None:
 
 def test_doctor_names_delete_contacts_for_a_target_that_trashes(tmp_path: Path) -> None:
     with site(Ana=True) as fake:
-        fake.add_api_key("no-delete", permissions=ALL_PERMISSIONS - {"delete contacts"})
-        result = doctor(tmp_path, fake, "no-delete")
+        fake.add_api_key("no-delete-api-key", permissions=ALL_PERMISSIONS - {"delete contacts"})
+        result = doctor(tmp_path, fake, "no-delete-api-key")
     assert result.exit_code != 0
     [line] = [line for line in result.output.splitlines() if "'delete contacts'" in line]
     assert "job to_crm" in line
@@ -97,8 +99,10 @@ def test_doctor_names_delete_contacts_for_a_target_that_trashes(tmp_path: Path) 
 
 def test_doctor_names_access_all_custom_data_for_custom_field_consent(tmp_path: Path) -> None:
     with site(Ana=True) as fake:
-        fake.add_api_key("no-custom", permissions=ALL_PERMISSIONS - {"access all custom data"})
-        result = doctor(tmp_path, fake, "no-custom")
+        fake.add_api_key(
+            "no-custom-data-api-key", permissions=ALL_PERMISSIONS - {"access all custom data"}
+        )
+        result = doctor(tmp_path, fake, "no-custom-data-api-key")
     assert result.exit_code != 0
     assert "'access all custom data'" in result.output
     assert "connection crm" in result.output
@@ -113,6 +117,10 @@ def test_verbose_shows_the_adapter_s_log_lines(tmp_path: Path) -> None:
         from click.testing import CliRunner
 
         result = run(
-            CliRunner(), "-v", "doctor", cwd=tmp_path, env={"DOCTOR_CIVI_KEY": "admin-key"}
+            CliRunner(),
+            "-v",
+            "doctor",
+            cwd=tmp_path,
+            env={"DOCTOR_CIVI_KEY": "admin-key-of-the-test"},
         )
     assert "multi-call -> HTTP 200" in result.stderr

@@ -1285,7 +1285,8 @@ def test_pytest_plugin_fixture(pytester: pytest.Pytester) -> None:
         import requests
         def test_it(fake_civicrm):
             r = requests.post(fake_civicrm.api_url("Contact", "get"),
-                              headers={"X-Civi-Auth": "Bearer test-key"}, data={"params": "{}"})
+                              headers={"X-Civi-Auth": "Bearer test-key-of-the-fake"},
+                              data={"params": "{}"})
             assert r.json()["count"] == 0
         """
     )

@@ -620,7 +620,7 @@ def test_custom_fields_can_be_used_in_policies_and_are_pushed_down(
 ) -> None:
     """`custom_fields:` (documented) failed in policies with "no connection maps it"."""
     custom = {"Membership.active": "Boolean", "Membership.level": "String"}
-    with FakeCiviCRM(api_key="k", custom_fields=custom) as fake:
+    with FakeCiviCRM(api_key="custom-fields-api-key", custom_fields=custom) as fake:
         monkeypatch.setenv(KEY_ENV, fake.api_key)
         fake.freeze_time("2026-03-01 09:00:00")
         fake.add_group("local_organizing", GROUP)

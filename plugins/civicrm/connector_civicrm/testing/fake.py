@@ -5,7 +5,7 @@ request, keep-alive) holding an in-memory, thread-safe CiviCRM::
 
     from connector_civicrm.testing import FakeCiviCRM, Faults, FaultRule
 
-    with FakeCiviCRM(api_key="k", site_key=None, url_style="standalone") as fake:
+    with FakeCiviCRM(api_key="fake-civicrm-api-key", site_key=None, url_style="standalone") as fake:
         ids = fake.seed_contacts(1000)
         url = fake.api_url("Contact", "get")      # the URL for this CMS style
         requests.post(url, headers={"X-Civi-Auth": "Bearer k"},
@@ -13,10 +13,12 @@ request, keep-alive) holding an in-memory, thread-safe CiviCRM::
         fake.count_requests("Contact", "get")     # -> 1
 
 In pytest (the package installs a ``pytest11`` plugin), a ``fake_civicrm``
-fixture (a fresh, empty fake per test, api key ``"test-key"``, site key ``"site-key"``).
+fixture (a fresh, empty fake per test, api key ``"test-key-of-the-fake"``,
+site key ``"site-key-of-the-fake"``).
 
-Constructor: ``FakeCiviCRM(api_key="k", site_key=None, url_style="standalone", *, timezone="UTC",
-version=(6, 17), permissions=ALL_PERMISSIONS, custom_fields=None, faults=None)``.
+Constructor: ``FakeCiviCRM(api_key="fake-civicrm-api-key", site_key=None,
+url_style="standalone", *, timezone="UTC", version=(6, 17), permissions=ALL_PERMISSIONS,
+custom_fields=None, faults=None)``.
 
 - ``url_style``: ``"standalone"``/``"drupal8"`` (``/civicrm/ajax/api4/{E}/{a}``), ``"drupal7"``
   (that path or ``/?q=civicrm/ajax/api4/...``), ``"wordpress"`` (front-end
@@ -98,7 +100,7 @@ class FakeCiviCRM(LoopbackServer):
 
     def __init__(
         self,
-        api_key: str = "k",
+        api_key: str = "fake-civicrm-api-key",
         site_key: str | None = None,
         url_style: str = "standalone",
         *,

@@ -106,13 +106,30 @@ class Faults:
 
 
 #: How an :class:`Echo` writes the request headers into its error body.
-ECHO_ENCODINGS = ("raw", "json", "repr", "url", "url_plus", "base64", "html")
+ECHO_ENCODINGS = (
+    "raw",
+    "json",
+    "repr",
+    "url",
+    "url_plus",
+    "base64",
+    "html",
+    "mime",
+    "upper",
+    "hex",
+    "json_u",
+    "shortened",
+)
 
 
 @dataclass
 class Echo:
     """A misconfigured server that answers every API call with an error body echoing the
     request's headers (credentials included), as a PHP debug page or a proxy might.
+    ``mime`` is Base64 wrapped in 76-character lines (the prefix encoded with it, so the key
+    straddles a line break), ``upper`` upper-cases the lines, ``hex`` writes their bytes in
+    hex, ``json_u`` escapes every character as ``\\uXXXX``, and ``shortened`` echoes only the
+    first two thirds of each credential ("… prefix: …").
 
     ``status`` 500 answers a JSON error envelope whose ``error_message`` holds the echo;
     401 answers ``text/plain`` (``HTTP 401 ...``), as authx does. ``encoding`` says how the
@@ -156,4 +173,15 @@ class Echo:
                 lines = base64.b64encode(lines.encode("utf-8", "surrogateescape")).decode()
             case "html":
                 lines = "".join(f"&#{ord(c)};" if c in "<>&'\"" else c for c in lines)
+            case "mime":
+                return base64.encodebytes((self.prefix + lines).encode("utf-8")).decode()
+            case "upper":
+                lines = lines.upper()
+            case "hex":
+                lines = lines.encode("utf-8").hex()
+            case "json_u":
+                lines = "".join(f"\\u{ord(c):04x}" for c in lines)
+            case "shortened":
+                cut = [v.split(" ", 1)[-1] for k, v in headers.items() if k in first]
+                lines = "\n".join(f"token prefix: {v[: len(v) * 2 // 3]}" for v in cut)
         return self.prefix + lines
