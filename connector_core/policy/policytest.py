@@ -182,13 +182,18 @@ def _field_differences(expect: Expectation, projection: Record) -> Iterator[str]
                 yield f"{field}: not expected, but shared as {projection[field]!r}"
 
 
+#: The name of the result that stands for a test file (or its policy) that could not load.
+LOADING = "(loading)"
+
+
 def collect_results(files: Iterable[Path], **kwargs: Any) -> Iterator[CaseResult]:
-    """Run every file; a file that fails to load becomes one failed result per problem."""
+    """Run every file; a file that fails to load becomes one failed result per problem,
+    named :data:`LOADING` (a configuration error: ``policy test`` exits 3)."""
     for path in files:
         try:
             yield from run_test_file(path, **kwargs)
         except ConfigValidationError as err:
             for problem in err.problems:
-                yield CaseResult(path, problem.line, "(loading)", [str(problem)])
+                yield CaseResult(path, problem.line, LOADING, [str(problem)])
         except ConnectorError as err:
-            yield CaseResult(path, None, "(loading)", [str(err)])
+            yield CaseResult(path, None, LOADING, [str(err)])
