@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from connector_core.adapters import Adapter, ReadProblem
+from connector_core.cells import strip_controls_deep
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
@@ -315,7 +316,7 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
         if projection is None:
             withheld[decision.reason] += 1
         elif not limit or len(shared) < limit:
-            shared.append(projection)
+            shared.append(strip_controls_deep(projection))  # what sync would send
     count = total - sum(withheld.values())
     if as_json:
         for row in shared:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from connector_core.adapters import Change
+from connector_core.cells import strip_controls_deep
 from connector_core.errors import RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.records import Record
@@ -169,6 +170,9 @@ class Planner:
         projection: Record,
         known: Mapped | None,
     ) -> Step | None:
+        # NUL and other control characters never reach a target: removed here, once for
+        # every adapter, and before hashing, so the state holds the hash of what was sent.
+        projection = strip_controls_deep(projection)
         digest = projection_hash(projection, self.salt)
         same = known is not None and known.projection_hash == digest
         if same and not self.verify:
