@@ -16,7 +16,7 @@ from connector_core.cells import strip_controls_deep
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
-from connector_core.consent import AmbiguousConsent, merge_evidence
+from connector_core.consent import merge_evidence
 from connector_core.errors import (
     ConfigError,
     ConfigValidationError,
@@ -204,9 +204,11 @@ def read_record_file(path: Path) -> Record:
         raise ConfigError(f"{path}: a record file holds one mapping of fields to values")
     try:
         return normalize_record(data)
-    except AmbiguousConsent as exc:
+    except ValueInvalid as exc:
         raise ConfigError(
-            f"{path}: {exc}", hint="Write yes or no for each purpose, or leave it out."
+            f"{path}: {exc}",
+            hint="Write yes or no for each purpose and yes/no field, dates as YYYY-MM-DD, "
+            "or leave the field out.",
         ) from None
 
 
