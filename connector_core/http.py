@@ -105,19 +105,21 @@ def server_text(text: str, limit: int = 200) -> str:
     return scrub(text)[:limit]
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|\{.*\}|\[.*\]", re.DOTALL)
+_ENCLOSED = re.compile(r"['\"`{\[].*['\"`}\]]", re.DOTALL)
 
 
 def write_error_text(text: str, limit: int = 200) -> str:
     """What a server answered to a write, made safe for an error message about a record.
 
     Servers quote what they were sent (``Duplicate entry '...' for key``, ``'...' is not a
-    valid option for field prefix_id``), and that is a person's data: every quoted part
-    (in ``'``, ``"`` or backticks) and every ``{...}`` or ``[...]`` is replaced by ``'…'``,
-    secrets are scrubbed, and the rest is cut to `limit` characters. What stays names the
-    kind of failure and the field. (The sync engine also scrubs the record's values from
-    every error it reports; this keeps truncated and transformed copies out as well.)"""
-    return server_text(_QUOTED.sub("'…'", text), limit)
+    valid option for field prefix_id``), and that is a person's data, with quotes and
+    brackets of its own (``O'Brien``) that no parser can pair reliably. So everything from
+    the first quote (``'``, ``"``, a backtick), ``{`` or ``[`` to the last quote, ``}`` or
+    ``]`` becomes ``'…'``; secrets are scrubbed and the rest cut to `limit` characters.
+    What stays names the kind of failure, and the field when the server names it after the
+    quoted part. (The sync engine also scrubs the record's values from every error it
+    reports; this keeps cut and transformed copies out as well.)"""
+    return server_text(_ENCLOSED.sub("'…'", text), limit)
 
 
 def raise_for_auth(response: requests.Response, what: str, *, hint: str) -> None:
