@@ -184,7 +184,7 @@ def _value_forms(text: str) -> set[str]:
     return {f for f in found if len(f) >= MIN_VALUE_LENGTH}
 
 
-def scrub_values(text: str, values: Iterable[Any]) -> str:
+def scrub_values(text: str, values: Iterable[Any], keep: Iterable[str] = ()) -> str:
     """`text` with every value of a record (strings of :data:`MIN_VALUE_LENGTH` or more
     characters, numbers, and their repr, JSON, HTML and URL forms) replaced by ``***``,
     case-insensitively.
@@ -192,7 +192,10 @@ def scrub_values(text: str, values: Iterable[Any]) -> str:
     The sync engine passes every error it reports about a record (the ``failed:`` lines,
     ``run --json`` failures, the state's outstanding changes) through this with the values
     of that record's projection and source record: whatever an adapter or a server put in
-    the error, no value of the record leaves in it."""
+    the error, no value of the record leaves in it. Occurrences of the words in `keep` (the
+    job's and connections' names, field names: text of our own, not the server's) are left
+    whole, so a region ``North`` does not turn connection ``organizers-north`` into
+    ``organizers-***``."""
     forms_found: set[str] = set()
     for value in values:
         for piece in _value_texts(value):
@@ -201,7 +204,13 @@ def scrub_values(text: str, values: Iterable[Any]) -> str:
     if not forms_found or not text:
         return text
     every = sorted(forms_found, key=len, reverse=True)
-    return re.sub("|".join(map(re.escape, every)), REDACTED, text, flags=re.IGNORECASE)
+    pattern = re.compile("|".join(map(re.escape, every)), re.IGNORECASE)
+    kept = sorted({k for k in keep if k}, key=len, reverse=True)
+    if not kept:
+        return pattern.sub(REDACTED, text)
+    pieces = re.split("(" + "|".join(map(re.escape, kept)) + ")", text)
+    # split with one group: the odd pieces are the kept words
+    return "".join(p if i % 2 else pattern.sub(REDACTED, p) for i, p in enumerate(pieces))
 
 
 def scrub_data(data: Any) -> Any:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 from connector_core.adapters import Capability, Page, WriteResult
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.query import Condition
-from connector_core.records import Record
+from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
 from connector_core.sync.batches import Batches
 from connector_core.sync.job import LoadedJob, full_reasons
@@ -193,6 +193,16 @@ class _Run:
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
         self.unidentified = 0  # unreadable records without a key: nobody counts as missing
+        #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
+        self.own_words = (
+            job.name,
+            job.policy.name,
+            job.config.source,
+            job.config.target,
+            job.source.connection,
+            job.target.connection,
+            *FIELDS,
+        )
 
     @property
     def counts(self) -> RunCounts:
@@ -536,7 +546,7 @@ class _Run:
         the state's outstanding changes): every value of the record (`values`: its projection
         and source record) is scrubbed from `error` first, whatever an adapter or a server
         put in it. Returns the scrubbed error."""
-        error = scrub_values(error, values)
+        error = scrub_values(error, values, keep=self.own_words)
         self.counts.failed += 1
         self.result.failures.append(f"{source_id}: {error}")
         log.debug(

@@ -76,3 +76,9 @@ def test_scrub_values_catches_the_forms_servers_write() -> None:
     for gone in ("Wen O", "Zh\\u014du", "WEN", "1234", "alpha", "nested-val"):
         assert gone not in out, out
     assert out.endswith(" be ***")  # "be" is too short to look for: left alone
+
+
+def test_our_own_words_are_not_taken_for_values() -> None:
+    text = "civicrm connection 'organizers-north': Contact.save failed: 'North' is not valid"
+    out = scrub_values(text, ["North", "city"], keep=["organizers-north", "city"])
+    assert out == "civicrm connection 'organizers-north': Contact.save failed: '***' is not valid"
