@@ -9,7 +9,8 @@ The rule, in one place:
 - **Control characters are removed**: C0 controls except tab, line feed and carriage return
   (which a CSV writer quotes, and which addresses and notes may hold), DEL and the C1
   controls U+0080 to U+009F. A NUL before ``=`` is dropped by LibreOffice on import, turning
-  the rest into a formula, so they go before anything else is decided.
+  the rest into a formula, so they go before anything else is decided. (The sync engine
+  already removes them from every value any target receives: :func:`strip_controls_deep`.)
 - **A cell a spreadsheet could run as a formula gets a leading** ``'``: one whose first
   character is a tab or carriage return, or whose first character after any whitespace
   (spaces, no-break spaces, line breaks, zero-width, format, private-use and unassigned
@@ -32,9 +33,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["CONTROL_CHARACTERS", "is_plain_phone", "neutralize", "strip_controls", "unneutralize"]
+__all__ = [
+    "CONTROL_CHARACTERS",
+    "is_plain_phone",
+    "neutralize",
+    "strip_controls",
+    "strip_controls_deep",
+    "unneutralize",
+]
 
 #: What :func:`strip_controls` removes: every control character but tab, LF and CR.
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -49,6 +59,22 @@ _PHONE = re.compile(r"\+[0-9][0-9 ()./-]*")
 def strip_controls(text: str) -> str:
     """`text` without control characters other than tab, line feed and carriage return."""
     return CONTROL_CHARACTERS.sub("", text)
+
+
+def strip_controls_deep(value: Any) -> Any:
+    """`value` with :func:`strip_controls` applied to every string in it, however nested in
+    lists, tuples and mappings (keys of mappings too). Anything else is returned as it is.
+
+    The sync engine passes every projection through this before hashing it and handing it to
+    a target's ``write()``, so no target (CSV, vCard, CiviCRM, a plugin) receives a control
+    character and the state hashes what was really sent."""
+    if isinstance(value, str):
+        return strip_controls(value) if CONTROL_CHARACTERS.search(value) else value
+    if isinstance(value, list | tuple):
+        return type(value)(strip_controls_deep(v) for v in value)
+    if isinstance(value, Mapping):
+        return {strip_controls_deep(k): strip_controls_deep(v) for k, v in value.items()}
+    return value
 
 
 def is_plain_phone(text: str) -> bool:

@@ -28,6 +28,8 @@ _EMPTY = frozenset({"", "null", "none"})
 EXPECTED = Expected.CONSENT.value
 
 ConsentState = dict[str, Any]  # {"granted": bool, "source": str, "at": str | None}
+#: The keys a consent state mapping may hold; any other key makes it ambiguous.
+STATE_KEYS = frozenset({"granted", "source", "at"})
 
 
 class AmbiguousConsent(ValueInvalid):
@@ -71,11 +73,14 @@ def consent_block(raw: object, source: str) -> dict[str, ConsentState] | None:
 
     Each purpose maps to a value (``{local_organizing: yes}``, the shorthand) or to a state
     mapping whose ``granted`` is such a value; both go through :func:`consent_value`.
-    Purposes with no evidence are left out.
+    Purposes with no evidence are left out. A state mapping holds only ``granted``,
+    ``source`` and ``at``: another key (``withdrawn: true`` beside ``granted: yes``) may
+    say the opposite, so the state is ambiguous.
 
     Raises:
-        AmbiguousConsent: a value that is neither yes, no nor empty, or a consent that is
-            not a mapping of purposes.
+        AmbiguousConsent: a value that is neither yes, no nor empty, a state mapping with
+            a key other than ``granted``, ``source`` and ``at``, or a consent that is not
+            a mapping of purposes.
     """
     if raw is None:
         return None
@@ -85,6 +90,8 @@ def consent_block(raw: object, source: str) -> dict[str, ConsentState] | None:
     for purpose, value in raw.items():
         name = str(purpose)
         if isinstance(value, Mapping):
+            if not set(map(str, value)) <= STATE_KEYS:
+                raise AmbiguousConsent(name)
             granted = consent_value(value.get("granted"), name)
             at = value.get("at")
             origin = str(value.get("source") or source)

@@ -10,6 +10,7 @@ the adapter boundary, so the engine knows what to do next and the admin what to 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import requests
@@ -102,6 +103,23 @@ def server_text(text: str, limit: int = 200) -> str:
     """At most `limit` characters of what a server answered, for an error message: scrubbed
     of secrets *before* it is cut, so that no part of an echoed credential survives the cut."""
     return scrub(text)[:limit]
+
+
+_ENCLOSED = re.compile(r"['\"`{\[].*['\"`}\]]", re.DOTALL)
+
+
+def write_error_text(text: str, limit: int = 200) -> str:
+    """What a server answered to a write, made safe for an error message about a record.
+
+    Servers quote what they were sent (``Duplicate entry '...' for key``, ``'...' is not a
+    valid option for field prefix_id``), and that is a person's data, with quotes and
+    brackets of its own (``O'Brien``) that no parser can pair reliably. So everything from
+    the first quote (``'``, ``"``, a backtick), ``{`` or ``[`` to the last quote, ``}`` or
+    ``]`` becomes ``'…'``; secrets are scrubbed and the rest cut to `limit` characters.
+    What stays names the kind of failure, and the field when the server names it after the
+    quoted part. (The sync engine also scrubs the record's values from every error it
+    reports; this keeps cut and transformed copies out as well.)"""
+    return server_text(_ENCLOSED.sub("'…'", text), limit)
 
 
 def raise_for_auth(response: requests.Response, what: str, *, hint: str) -> None:

@@ -38,7 +38,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
@@ -53,6 +53,7 @@ __all__ = [
     "scrub",
     "scrub_data",
     "scrub_excepthook",
+    "scrub_values",
     "scrubbed_streams",
 ]
 
@@ -217,6 +218,72 @@ def _base64_cores(raw: bytes) -> set[str]:
             if len(core) >= _MIN_BASE64_CORE:
                 cores.add(core)
     return cores
+
+
+#: Record values shorter than this are not looked for in error texts (a region "N" would
+#: scrub ordinary letters from every message).
+MIN_VALUE_LENGTH = 3
+
+
+def _value_texts(value: Any) -> Iterator[str]:
+    """Every string in `value` (nested in lists, tuples and mappings), numbers as text."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        yield str(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _value_texts(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _value_texts(item)
+
+
+def _value_forms(text: str) -> set[str]:
+    found = {text, text.strip()}
+    for t in (text, text.strip()):
+        found |= {
+            repr(t)[1:-1],
+            repr(t + "'\"")[1:-4],
+            ascii(t)[1:-1],
+            json.dumps(t)[1:-1],
+            json.dumps(t, ensure_ascii=False)[1:-1],
+            html.escape(t),
+            quote(t, safe=""),
+            quote_plus(t),
+        }
+    return {f for f in found if len(f) >= MIN_VALUE_LENGTH}
+
+
+def scrub_values(text: str, values: Iterable[Any], keep: Iterable[str] = ()) -> str:
+    """`text` with every value of a record (strings of :data:`MIN_VALUE_LENGTH` or more
+    characters, numbers, and their repr, JSON, HTML and URL forms) replaced by ``***``,
+    case-insensitively.
+
+    The sync engine passes every error it reports about a record (the ``failed:`` lines,
+    ``run --json`` failures, the state's outstanding changes) through this with the values
+    of that record's projection and source record: whatever an adapter or a server put in
+    the error, no value of the record leaves in it. Occurrences of the words in `keep` (the
+    job's and connections' names, field names: text of our own, not the server's) are left
+    whole, so a region ``North`` does not turn connection ``organizers-north`` into
+    ``organizers-***``."""
+    forms_found: set[str] = set()
+    for value in values:
+        for piece in _value_texts(value):
+            if len(piece) >= MIN_VALUE_LENGTH:
+                forms_found |= _value_forms(piece)
+    if not forms_found or not text:
+        return text
+    every = sorted(forms_found, key=len, reverse=True)
+    pattern = re.compile("|".join(map(re.escape, every)), re.IGNORECASE)
+    kept = sorted({k for k in keep if k}, key=len, reverse=True)
+    if not kept:
+        return pattern.sub(REDACTED, text)
+    pieces = re.split("(" + "|".join(map(re.escape, kept)) + ")", text)
+    # split with one group: the odd pieces are the kept words
+    return "".join(p if i % 2 else pattern.sub(REDACTED, p) for i, p in enumerate(pieces))
 
 
 def scrub_data(data: Any) -> Any:

@@ -12,11 +12,18 @@ from pathlib import Path
 import click
 
 from connector_core.adapters import Adapter, ReadProblem
+from connector_core.cells import strip_controls_deep
 from connector_core.cli.app import App, emit_json, output_option, write_json
 from connector_core.cli.render import cell, table
 from connector_core.config import CONFIG_ENV, DEFAULT_FILE, Config
-from connector_core.consent import AmbiguousConsent, merge_evidence
-from connector_core.errors import ConfigError, ConfigValidationError, PolicyError, Problem
+from connector_core.consent import merge_evidence
+from connector_core.errors import (
+    ConfigError,
+    ConfigValidationError,
+    ExitCode,
+    PolicyError,
+    Problem,
+)
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.plugins import collect_masks
@@ -24,7 +31,12 @@ from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.explain import explain
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy
-from connector_core.policy.policytest import collect_results, find_test_files, normalize_record
+from connector_core.policy.policytest import (
+    LOADING,
+    collect_results,
+    find_test_files,
+    normalize_record,
+)
 from connector_core.policy.schema import policy_json_schema
 from connector_core.records import Expected, Record, ValueInvalid
 from connector_core.sync.job import load_job_policy
@@ -157,7 +169,8 @@ def _fields_note(report: SchemaReport) -> str:
 def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
     """Run the *_test.yaml files under PATHS (default: the current folder).
 
-    Exits 1 when a case fails, printing what was expected and what the policy did.
+    Exits 1 when a case fails, printing what was expected and what the policy did, and 3
+    when a test file or its policy cannot be loaded (a configuration error).
     """
     env = PolicyEnv.from_app(app)
     files = find_test_files(paths or (Path.cwd(),))
@@ -178,8 +191,10 @@ def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
             for diff in r.differences:
                 click.echo(f"       {diff}")
     click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed", err=True)
+    if any(r.name == LOADING for r in failed):
+        raise SystemExit(ExitCode.CONFIG)
     if failed:
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.RECORDS_FAILED)
 
 
 def read_record_file(path: Path) -> Record:
@@ -189,9 +204,11 @@ def read_record_file(path: Path) -> Record:
         raise ConfigError(f"{path}: a record file holds one mapping of fields to values")
     try:
         return normalize_record(data)
-    except AmbiguousConsent as exc:
+    except ValueInvalid as exc:
         raise ConfigError(
-            f"{path}: {exc}", hint="Write yes or no for each purpose, or leave it out."
+            f"{path}: {exc}",
+            hint="Write yes or no for each purpose and yes/no field, dates as YYYY-MM-DD, "
+            "or leave the field out.",
         ) from None
 
 
@@ -301,7 +318,7 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
         if projection is None:
             withheld[decision.reason] += 1
         elif not limit or len(shared) < limit:
-            shared.append(projection)
+            shared.append(strip_controls_deep(projection))  # what sync would send
     count = total - sum(withheld.values())
     if as_json:
         for row in shared:

@@ -26,13 +26,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connector_core.consent import AmbiguousConsent, with_consent
+from connector_core import records
+from connector_core.consent import with_consent
 from connector_core.errors import ConfigValidationError, ConnectorError, PolicyError
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
-from connector_core.records import Record
+from connector_core.records import FIELDS, FieldType, Record, ValueInvalid, coerce
 from connector_core.yaml_errors import load_yaml, validate
 
 ABSENT = "absent"
@@ -87,13 +88,35 @@ class CaseResult:
 
 
 def normalize_record(raw: Mapping[str, Any], source: str = "fixture") -> Record:
-    """A record as a person wrote it, its consent read by the one consent parser
-    (:func:`connector_core.consent.with_consent`: ``{purpose: yes}`` or state mappings).
+    """A record as a person wrote it, read as sync reads a source's records: its consent by
+    the one consent parser (:func:`connector_core.consent.with_consent`: ``{purpose: yes}``
+    or state mappings), and every other canonical field given as text (``is_deceased:
+    "yes"``, ``birth_date: "1990-01-02"``) turned into the field's type by the converter
+    the adapters use (:func:`connector_core.records.coerce`). ``policy preview``, policy
+    tests and ``policy explain`` all read records here.
 
     Raises:
-        AmbiguousConsent: a consent value that is neither yes, no nor empty.
+        ValueInvalid: a consent value that is neither yes, no nor empty
+            (:class:`~connector_core.consent.AmbiguousConsent`), or a field whose text is
+            not of its type; the message names the field, never the value.
     """
-    return with_consent(raw, source)
+    record = with_consent(raw, source)
+    for name, value in record.items():
+        field = FIELDS.get(name)
+        if field is None or name in ("id", "consent") or field.type is FieldType.STRING:
+            continue
+        if isinstance(value, str):
+            record[name] = _coerced(field, value)
+        elif field.type is FieldType.BOOLEAN and type(value) is int:
+            record[name] = _coerced(field, str(value))  # 1 or 0, as JSON writes them
+    return record
+
+
+def _coerced(field: records.Field, text: str) -> Any:
+    try:
+        return coerce(field, text)
+    except ValueInvalid as exc:
+        raise ValueInvalid(exc.expected, field.name) from None
 
 
 def find_test_files(paths: Iterable[Path]) -> list[Path]:
@@ -155,7 +178,7 @@ def check_case(compiled: CompiledPolicy, case: Case) -> list[str]:
     """Compare what the policy does with the record against the expectation."""
     try:
         record = normalize_record(case.record)
-    except AmbiguousConsent as exc:  # a fixture says what it means: yes or no
+    except ValueInvalid as exc:  # a fixture says what it means: yes or no, a date…
         return [f"record: {exc}"]
     decision, projection = compiled.evaluate(record)
     expect = case.expect
@@ -182,13 +205,18 @@ def _field_differences(expect: Expectation, projection: Record) -> Iterator[str]
                 yield f"{field}: not expected, but shared as {projection[field]!r}"
 
 
+#: The name of the result that stands for a test file (or its policy) that could not load.
+LOADING = "(loading)"
+
+
 def collect_results(files: Iterable[Path], **kwargs: Any) -> Iterator[CaseResult]:
-    """Run every file; a file that fails to load becomes one failed result per problem."""
+    """Run every file; a file that fails to load becomes one failed result per problem,
+    named :data:`LOADING` (a configuration error: ``policy test`` exits 3)."""
     for path in files:
         try:
             yield from run_test_file(path, **kwargs)
         except ConfigValidationError as err:
             for problem in err.problems:
-                yield CaseResult(path, problem.line, "(loading)", [str(problem)])
+                yield CaseResult(path, problem.line, LOADING, [str(problem)])
         except ConnectorError as err:
-            yield CaseResult(path, None, "(loading)", [str(err)])
+            yield CaseResult(path, None, LOADING, [str(err)])

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from connector_core.adapters import Change
+from connector_core.cells import strip_controls_deep
 from connector_core.errors import RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.records import Record
@@ -81,6 +82,16 @@ class Step:
     cleanup: bool = False
     withdrawal: bool = False
     verify: bool = False  #: an unchanged share sent again, for the target to compare
+    #: the source record the step was planned from (None for records missing at the
+    #: source): its values, with the projection's, are scrubbed from any error about it
+    source: Record | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def values(self) -> list[Any]:
+        """Every value of the record this step is about: what an error must not carry."""
+        found: list[Any] = [] if self.change.record is None else list(self.change.record.values())
+        if self.source is not None:
+            found.extend(self.source.values())
+        return found
 
 
 @dataclasses.dataclass
@@ -91,7 +102,8 @@ class PagePlan:
     shared: int = 0
     unchanged: int = 0
     withheld: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    rejected: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, error)
+    #: (id, error, record) of the records the policy could not be applied to
+    rejected: list[tuple[str, str, Record]] = dataclasses.field(default_factory=list)
 
 
 class Planner:
@@ -140,8 +152,8 @@ class Planner:
             source_id = str(record["id"])
             try:
                 decision, projection = self.policy.evaluate(record)
-            except RecordRejected as exc:
-                plan.rejected.append((source_id, str(exc)))
+            except RecordRejected as exc:  # a mask's fixed text; the runner scrubs it anyway
+                plan.rejected.append((source_id, str(exc), record))
                 continue
             if record.get("deleted") is True:
                 decision, projection = Decision(False, _deleted_reason(record)), None
@@ -154,7 +166,7 @@ class Planner:
                 step = self._shared(record, source_id, decision, projection, known)
                 plan.unchanged += step is None or step.verify
             if step is not None:
-                plan.steps.append(step)
+                plan.steps.append(dataclasses.replace(step, source=record))
         return plan
 
     def plan_missing(self, rows: Iterable[Mapped], reason: str = MISSING_AT_SOURCE) -> list[Step]:
@@ -169,6 +181,9 @@ class Planner:
         projection: Record,
         known: Mapped | None,
     ) -> Step | None:
+        # NUL and other control characters never reach a target: removed here, once for
+        # every adapter, and before hashing, so the state holds the hash of what was sent.
+        projection = strip_controls_deep(projection)
         digest = projection_hash(projection, self.salt)
         same = known is not None and known.projection_hash == digest
         if same and not self.verify:

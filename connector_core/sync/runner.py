@@ -33,13 +33,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from connector_core.adapters import Capability, Page, WriteResult
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.query import Condition
-from connector_core.records import Record
+from connector_core.records import FIELDS, Record
+from connector_core.scrub import scrub_values
 from connector_core.sync.batches import Batches
 from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
@@ -192,6 +193,16 @@ class _Run:
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
         self.unidentified = 0  # unreadable records without a key: nobody counts as missing
+        #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
+        self.own_words = (
+            job.name,
+            job.policy.name,
+            job.config.source,
+            job.config.target,
+            job.source.connection,
+            job.target.connection,
+            *FIELDS,
+        )
 
     @property
     def counts(self) -> RunCounts:
@@ -334,8 +345,8 @@ class _Run:
         self.counts.unchanged += plan.unchanged
         for reason, n in plan.withheld.items():
             self.counts.withheld[reason] = self.counts.withheld.get(reason, 0) + n
-        for source_id, error in plan.rejected:
-            self.fail(source_id, error)
+        for source_id, error, record in plan.rejected:
+            self.fail(source_id, error, record.values())
 
     def _uncertain(self, owed: Outstanding, known: Mapped | None) -> Mapped:
         """The id map row the planner sees for an outstanding change."""
@@ -495,8 +506,7 @@ class _Run:
         if step.verify and (result is None or result.action != "unchanged"):
             out.unchanged -= 1  # counted unchanged when planned; the target differed (or failed)
         if result is None or not result.ok or result.key != step.change.key:
-            error = _write_error(result)
-            self.fail(step.applied.source_id, error)
+            error = self.fail(step.applied.source_id, _write_error(result), step.values())
             out.failed.append(self._owed(step, "failed", error))
             return
         applied = step.applied
@@ -529,8 +539,14 @@ class _Run:
         out.updated += result.action == "updated"
         out.record(dataclasses.replace(applied, action=action), ledger=True)
 
-    def fail(self, source_id: str, error: str) -> None:
-        """Count and report a record that could not be shared or taken back."""
+    def fail(self, source_id: str, error: str, values: Iterable[Any] = ()) -> str:
+        """Count and report a record that could not be shared or taken back.
+
+        The one place an error about a record is reported (``failed:`` lines, ``run --json``,
+        the state's outstanding changes): every value of the record (`values`: its projection
+        and source record) is scrubbed from `error` first, whatever an adapter or a server
+        put in it. Returns the scrubbed error."""
+        error = scrub_values(error, values, keep=self.own_words)
         self.counts.failed += 1
         self.result.failures.append(f"{source_id}: {error}")
         log.debug(
@@ -539,6 +555,7 @@ class _Run:
             source_id,
             extra={"job": self.job.name, "source_id": source_id},
         )
+        return error
 
     def _count_applied(self, change: AppliedChange) -> None:
         if change.action == "create":

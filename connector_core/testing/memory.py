@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
@@ -170,6 +171,28 @@ class MemoryAdapter(Adapter):
 
     def __repr__(self) -> str:
         return f"<MemoryAdapter connection={self.connection!r} store={self.store_name!r}>"
+
+
+class EchoingMemoryAdapter(MemoryAdapter):
+    """A memory target that refuses every upsert with an error quoting the record's values,
+    the way some servers do (``Duplicate entry '...'``, ``'...' is not a valid option``):
+    for tests that no such value reaches a message. Not registered as a plugin."""
+
+    name: ClassVar[str] = "echoing"
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """Refuse each upsert, quoting its values as str, repr and JSON; apply deletes."""
+        for change in changes:
+            if change.record is None:
+                yield self._apply(change)
+                continue
+            values = [v for k, v in change.record.items() if k != "id"]
+            error = (
+                f"Duplicate entry '{values[0] if values else ''}' for key 'UI'; "
+                f"values: {change.record!r}; json: {json.dumps(change.record)}; "
+                + "; ".join(f"'{v}' is not a valid option" for v in values)
+            )
+            yield WriteResult(change.key, "failed", error=error)
 
 
 @hookimpl

@@ -133,3 +133,52 @@ def test_rows_that_disagree_hold_the_person_and_a_stated_no_takes_back(
     withdrawn = run(runner, "run", "organizers-north", "--json", cwd=demo, env=ENV)
     assert withdrawn.exit_code == 1, withdrawn.output
     assert _name(person) not in _names(demo)
+
+
+def _typed(pid: str, **fields: object) -> dict[str, object]:
+    consent = {"contact_me": True, "local_organizing": True}
+    return {"id": pid, "first_name": f"P{pid}", "region": "North", "consent": consent, **fields}
+
+
+def test_preview_reads_typed_fields_as_sync_does(
+    runner: CliRunner, demo: Path, tmp_path: Path
+) -> None:
+    """`is_deceased: "yes"` is read as yes (withheld), as sync reads it; a value that is no
+    yes/no is reported without its value, and the record skipped."""
+    people = tmp_path / "people.jsonl"
+    rows = [
+        _typed("1", is_deceased="yes"),
+        _typed("2", do_not_phone="TRUE"),
+        _typed("3", is_deceased="perhaps-secret"),
+        _typed("4", is_deceased="no", do_not_phone="0"),
+    ]
+    people.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    policy = demo.parent.parent / "policies" / "organizers-north.yaml"
+    result = run(
+        runner, "policy", "preview", str(policy), "--input", str(people), "--json", cwd=demo
+    )
+    assert result.exit_code == 0, result.output
+    shared = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [p["first_name"] for p in shared] == ["P4"]
+    assert f"skipped: {people}:3: record '3', field 'is_deceased': expected" in result.stderr
+    assert "perhaps-secret" not in result.output
+    assert "withheld 1: forbid:network-floor:deceased" in result.stderr
+
+
+def test_a_policy_test_fixture_reads_typed_fields_as_sync_does(
+    runner: CliRunner, demo: Path
+) -> None:
+    policies = demo.parent.parent / "policies"
+    test_file = policies / "typed_test.yaml"
+    test_file.write_text(
+        "policy: organizers-north.yaml\nfloor: network-floor.yaml\ncases:\n"
+        f"  - name: deceased as text\n    record: {json.dumps(_typed('1', is_deceased='yes'))}\n"
+        '    expect: {decision: withhold, reason: "forbid:network-floor:deceased"}\n'
+        f"  - name: unreadable\n    record: {json.dumps(_typed('2', do_not_phone='sekrit'))}\n"
+        "    expect: {decision: share}\n"
+    )
+    result = run(runner, "policy", "test", str(test_file), cwd=demo)
+    assert result.exit_code == 1, result.output
+    assert "PASS" in result.stdout.splitlines()[0]
+    assert "record: 'do_not_phone': expected" in result.stdout
+    assert "sekrit" not in result.output

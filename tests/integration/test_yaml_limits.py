@@ -143,3 +143,33 @@ def test_the_depth_limit_counts_every_level(tmp_path: Path, depth: int) -> None:
     else:
         with pytest.raises(ConfigValidationError, match=f"more than {MAX_DEPTH} levels"):
             load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    ("test_yaml", "needle"),
+    [
+        (
+            "policy: organizers-north.yaml\ncases:\n  - name: deep\n    record: "
+            + "[" * 20_000
+            + "]" * 20_000
+            + "\n",
+            f"more than {MAX_DEPTH} levels",
+        ),
+        (
+            "policy: organizers-north.yaml\ncases:\n  - name: x\n    record: {id: 1}\n"
+            "    expect: {decision: perhaps}\n",
+            "decision",
+        ),
+    ],
+    ids=["too-deep", "bad-expectation"],
+)
+def test_a_policy_test_file_that_cannot_load_is_a_config_error(
+    runner: CliRunner, demo: Path, test_yaml: str, needle: str
+) -> None:
+    path = policy_file(demo).parent / "broken_test.yaml"
+    path.write_text(test_yaml)
+    result = run(runner, "policy", "test", str(path), cwd=demo, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert needle in result.output
+    assert path.name in result.output

@@ -23,6 +23,7 @@ from connector_core.http import (
     make_retry,
     make_session,
     server_text,
+    write_error_text,
 )
 
 log = logging.getLogger("connector.civicrm")  # under "connector": `-v` shows it
@@ -148,7 +149,9 @@ class CivicrmClient:
             if isinstance(item, dict) and "values" in item:
                 out[key] = item
             else:
-                out[key] = self._api_error(item, 500, f"{entity}.{action}")
+                out[key] = self._api_error(
+                    item, 500, f"{entity}.{action}", write=not is_read(action)
+                )
         return out
 
     # -- transport ------------------------------------------------------------------------
@@ -202,9 +205,11 @@ class CivicrmClient:
                 "CiviCRM may have carried the call out",
                 hint="The next run looks up what CiviCRM holds before writing again.",
             )
-        return self._decode(response, text, label)
+        return self._decode(response, text, label, write=write)
 
-    def _decode(self, response: requests.Response, text: str, label: str) -> Any:
+    def _decode(
+        self, response: requests.Response, text: str, label: str, *, write: bool = False
+    ) -> Any:
         status = response.status_code
         if status == 401:
             reason = server_text(text.strip().removeprefix("HTTP 401").strip()) or "refused"
@@ -233,16 +238,22 @@ class CivicrmClient:
                 hint=_AUTH_HINT,
             )
         if status >= 400:
-            raise self._api_error(body, status, label)
+            raise self._api_error(body, status, label, write=write)
         return body
 
-    def _api_error(self, body: Any, status: int, label: str) -> CivicrmApiError:
+    def _api_error(
+        self, body: Any, status: int, label: str, *, write: bool = False
+    ) -> CivicrmApiError:
+        """The error CiviCRM answered. For a write, its text is cut to a safe summary
+        (:func:`~connector_core.http.write_error_text`): CiviCRM quotes the values it was
+        sent (``'…' is not a valid option for field prefix_id``), and they are a person's."""
         message = ""
         if isinstance(body, dict):
             message = str(body.get("error_message") or body.get("status_message") or "")
             if isinstance(body.get("status"), int):
                 status = body["status"]
-        message = server_text(message, 500) or "no error message"
+        shown = write_error_text if write else server_text
+        message = shown(message, 500) or "no error message"
         if status == 403:
             if _GENERIC_ERROR in message:
                 message += " (the API user's permissions or ACLs refused it)"

@@ -679,3 +679,33 @@ def test_a_merge_is_recorded_as_merged_and_the_survivor_is_read_again(
     got = {r["first_name"] for r in sheet_rows(tmp_path)}
     assert f"First{survivor}" in got
     assert f"First{loser}" not in got
+
+
+def test_a_write_civicrm_refuses_quoting_values_reports_none_of_them(
+    fake_civicrm: FakeCiviCRM, tmp_path: Path
+) -> None:
+    """CiviCRM quotes what it was sent (``'…' is not a valid option for field …``): the
+    failure line, ``run --json`` and the state's outstanding change carry none of it."""
+    fake = fake_civicrm
+    reset(fake, tmp_path)
+    fake.store.strict_options = True
+    write_network(tmp_path, fake, job="to_crm")
+    region = "Zq Nowhereshire"
+    (tmp_path / "local.yaml").write_text(
+        POLICY.replace("region: GB", f"region: {region}") + "  region: show\n"
+    )
+    row = person_row(1)
+    row[6] = region
+    write_sheet(tmp_path, [row])
+    result = run(tmp_path, "to_crm")
+    assert result.exit_code == ExitCode.RECORDS_FAILED, (result.aborted, result.failures)
+    [failure] = result.failures
+    assert "is not a valid option for field state_province_id" in failure
+    store = StateStore.open(state_url(tmp_path), ledger_key=TEST_LEDGER_KEY)
+    try:
+        stored = [o.error or "" for o in store.outstanding("to_crm").values()]
+    finally:
+        store.close()
+    said = "\n".join([failure, *stored])
+    for value in (region, "Nowhereshire", row[1], row[2], row[3], "********0001"):
+        assert value not in said, (value, said)

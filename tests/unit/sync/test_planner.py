@@ -259,7 +259,7 @@ def test_a_mask_failure_rejects_the_record_without_its_values(tmp_path: Path) ->
         [person("p1"), person("p2", phone=None)], {}
     )
     assert [s.planned.source_id for s in plan.steps] == ["p2"]
-    ((source_id, error),) = plan.rejected
+    ((source_id, error, _),) = plan.rejected
     assert source_id == "p1"
     assert "explode" in error
     assert "0123" not in error

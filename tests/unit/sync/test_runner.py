@@ -31,6 +31,7 @@ from connector_core.testing import (
     reset_memory_stores,
 )
 from connector_core.testing.checks import log_text
+from connector_core.testing.memory import EchoingMemoryAdapter
 
 POLICY = """\
 policy: north
@@ -123,7 +124,14 @@ class AppendOnlyAdapter(MemoryAdapter):
 
 ADAPTERS: dict[str, type[Adapter]] = {
     cls.name: cls
-    for cls in (MemoryAdapter, PickyAdapter, BlindAdapter, PushdownAdapter, AppendOnlyAdapter)
+    for cls in (
+        MemoryAdapter,
+        PickyAdapter,
+        BlindAdapter,
+        PushdownAdapter,
+        AppendOnlyAdapter,
+        EchoingMemoryAdapter,
+    )
 }
 
 

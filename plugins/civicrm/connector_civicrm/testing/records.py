@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from .operators import Row
+from .operators import ApiError, Row
 from .schema import BOOL, CONTACT_DEFAULTS, DATE, FLOAT, INT, SER, EntitySpec
 
 if TYPE_CHECKING:
@@ -23,6 +23,10 @@ def normalize(spec: EntitySpec, name: str, value: Any, store: Store) -> tuple[st
             reverse = {str(opt.get(suffix)).casefold(): key for key, opt in fs.options.items()}
             vals = value if isinstance(value, list) else [value]
             mapped = [reverse.get(str(v).casefold()) for v in vals]
+            for v, m in zip(vals, mapped, strict=True):
+                if m is None and store.strict_options:
+                    # CiviCRM's FormattingUtil: the value itself is quoted in the message
+                    raise ApiError(f"'{v}' is not a valid option for field {base}")
             value = mapped if isinstance(value, list) else mapped[0]
         elif fs.fk in ("Group", "Tag"):
             by_name = {r["name"]: rid for rid, r in store.tables[fs.fk].items()}

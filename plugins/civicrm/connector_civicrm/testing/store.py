@@ -113,6 +113,10 @@ class Store:
             e: {} for e in ("Email", "Phone", "Address")
         }
         self.pairs: dict[tuple[int, int], int] = {}  # (group_id, contact_id) -> GroupContact id
+        #: Refuse an unknown option label (``state_province_id:label``) as CiviCRM does, with
+        #: ``'<value>' is not a valid option for field <name>``, quoting the value; off by
+        #: default (the fake then stores NULL, as it always did).
+        self.strict_options = False
         self.merged_to: dict[int, int] = {}
         self.timezone = ZoneInfo(timezone)
         self.lock = threading.RLock()
