@@ -29,7 +29,14 @@ from pydantic import (
 
 from connector_core import scrub
 from connector_core.adapters import Adapter, AdapterSettings, Capability, ConfigPath
-from connector_core.credentials import NETWORK, KeyringSecrets, SecretRef, env_var_name, secret_refs
+from connector_core.credentials import (
+    NETWORK,
+    KeyringSecrets,
+    SecretRef,
+    env_var_name,
+    owner,
+    secret_refs,
+)
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
 from connector_core.local_paths import path_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
@@ -428,17 +435,13 @@ def _check_secret_variables(
         problems.append(
             doc.problem(
                 loc,
-                f"{dotted(loc)}: the secret {key!r} of {_whose(connection)} and the secret "
-                f"{first[1]!r} of {_whose(first[0])} ({doc.path}:{line}) would both be read "
+                f"{dotted(loc)}: the secret {key!r} of {owner(connection)} and the secret "
+                f"{first[1]!r} of {owner(first[0])} ({doc.path}:{line}) would both be read "
                 f"from the variable {variable} when the keyring has none; rename one key "
                 "(or the connection) and store it again with `connector credentials set`",
             )
         )
     return problems
-
-
-def _whose(connection: str) -> str:
-    return "the network" if connection == NETWORK else f"connection {connection!r}"
 
 
 def _strings(value: Any, loc: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:

@@ -133,10 +133,11 @@ def check_value(value: str, connection: str, key: str) -> str:
         )
     else:
         return value
-    raise ConfigError(f"the secret {key!r} of {_owner(connection)} {problem}", hint=hint)
+    raise ConfigError(f"the secret {key!r} of {owner(connection)} {problem}", hint=hint)
 
 
-def _owner(connection: str) -> str:
+def owner(connection: str) -> str:
+    """How messages name whose secret it is: the network's or a connection's."""
     return "the network" if connection == NETWORK else f"connection {connection!r}"
 
 
@@ -199,7 +200,7 @@ class KeyringSecrets:
             value = self._environ.get(ref.env)
             if not value:
                 raise SecretMissing(
-                    f"{_owner(self.connection)}: environment variable {ref.env} is not set",
+                    f"{owner(self.connection)}: environment variable {ref.env} is not set",
                     hint=f"Export {ref.env} in the job's environment.",
                 )
             return _hand_out(check_value(value, self.connection, ref.env))
@@ -211,7 +212,7 @@ class KeyringSecrets:
             variable = env_var_name(self.connection, ref.secret)
             broken = f" ({found.failure})" if found.failure else ""
             raise SecretMissing(
-                f"{_owner(self.connection)} needs the secret {ref.secret!r}, which is neither "
+                f"{owner(self.connection)} needs the secret {ref.secret!r}, which is neither "
                 f"in the keyring{broken} nor in {variable}",
                 hint=f"Run `connector credentials set {self.connection} {ref.secret}`, or on a "
                 f"headless server export {variable}.",
@@ -243,7 +244,7 @@ class KeyringSecrets:
                 "%s: the secret %r was read from the keyring entry of before network "
                 "namespacing (%s), which every network on this account shares; run "
                 "`connector credentials migrate` to give this network its own copy",
-                _owner(self.connection),
+                owner(self.connection),
                 key,
                 legacy_service_name(self.connection),
             )

@@ -133,24 +133,28 @@ def forms(value: str) -> frozenset[str]:
     raw = value.encode("utf-8", "surrogatepass")
     latin = raw.decode("latin-1")  # UTF-8 read back as Latin-1 (text without a charset)
     for text in {value, latin}:
-        found |= {
-            repr(text)[1:-1],
-            # inside a longer repr holding both quote kinds, ' is escaped as \'
-            repr(text + "'\"")[1:-4],
-            ascii(text)[1:-1],
-            ascii(text + "'\"")[1:-4],
-            json.dumps(text)[1:-1],
-            json.dumps(text, ensure_ascii=False)[1:-1],
-            html.escape(text),
-            html.escape(text, quote=False),
-            text,
-        }
+        found |= _escapes(text)
+        found |= {ascii(text + "'\"")[1:-4], html.escape(text, quote=False), text}
     found |= {quote(value, safe=""), quote(value), quote_plus(value)}
     # hex of its bytes, and JSON escaping every character (UTF-16 units, as JSON does)
     units = value.encode("utf-16-be", "surrogatepass")
     found.add("".join(f"\\u{units[i : i + 2].hex()}" for i in range(0, len(units), 2)))
     found |= {sent.hex() for sent in _encodings(value)}
     return frozenset(f for f in found if len(f) >= MIN_SECRET_LENGTH)
+
+
+def _escapes(text: str) -> set[str]:
+    """`text` as repr, ascii, JSON and HTML write it: the forms secrets and record values
+    share (each adds its own: see :func:`forms` and :func:`_value_forms`)."""
+    return {
+        repr(text)[1:-1],
+        # inside a longer repr holding both quote kinds, ' is escaped as \'
+        repr(text + "'\"")[1:-4],
+        ascii(text)[1:-1],
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        html.escape(text),
+    }
 
 
 @functools.lru_cache(maxsize=256)
@@ -244,16 +248,7 @@ def _value_texts(value: Any) -> Iterator[str]:
 def _value_forms(text: str) -> set[str]:
     found = {text, text.strip()}
     for t in (text, text.strip()):
-        found |= {
-            repr(t)[1:-1],
-            repr(t + "'\"")[1:-4],
-            ascii(t)[1:-1],
-            json.dumps(t)[1:-1],
-            json.dumps(t, ensure_ascii=False)[1:-1],
-            html.escape(t),
-            quote(t, safe=""),
-            quote_plus(t),
-        }
+        found |= _escapes(t) | {quote(t, safe=""), quote_plus(t)}
     return {f for f in found if len(f) >= MIN_VALUE_LENGTH}
 
 

@@ -33,6 +33,23 @@ def dispatching_handler(
     return Handler
 
 
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request's body, as long as its Content-Length says (empty without one)."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+def send_answer(
+    handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes
+) -> None:
+    """Answer with `status`, `headers` and `body` (its Content-Length set here)."""
+    handler.send_response(status)
+    for name, value in {**headers, "Content-Length": str(len(body))}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class LoopbackServer:
     """Serve :meth:`handler_class` on 127.0.0.1 at a free port while started."""
 

@@ -35,7 +35,12 @@ from xml.sax.saxutils import escape
 
 import requests
 
-from connector_core.testing.server import LoopbackServer, dispatching_handler
+from connector_core.testing.server import (
+    LoopbackServer,
+    dispatching_handler,
+    read_body,
+    send_answer,
+)
 from connector_nextcloud.testing.share_fake import _parse_share
 
 _METHODS = ("GET", "PUT", "DELETE", "PROPFIND", "PROPPATCH", "REPORT", "MKCOL", "POST", "MOVE")
@@ -116,16 +121,10 @@ class SabreProxy(LoopbackServer):
         self._session.close()
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
+        body = read_body(handler)
         with self._lock:
             self.requests.append((handler.command, handler.path))
-        status, headers, data = self._answer(handler, body)
-        handler.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(data))}.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_answer(handler, *self._answer(handler, body))
 
     def _answer(
         self, handler: BaseHTTPRequestHandler, body: bytes

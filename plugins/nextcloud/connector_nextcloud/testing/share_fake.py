@@ -35,7 +35,12 @@ from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
-from connector_core.testing.server import LoopbackServer, dispatching_handler
+from connector_core.testing.server import (
+    LoopbackServer,
+    dispatching_handler,
+    read_body,
+    send_answer,
+)
 
 OC = "http://owncloud.org/ns"
 DAV = "DAV:"
@@ -103,19 +108,13 @@ class ShareFake(LoopbackServer):
     # -- serving ---------------------------------------------------------------------------
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
+        body = read_body(handler)
         with self._lock:
             self.requests.append(
                 ShareRequest(handler.command, handler.path, dict(handler.headers.items()), body)
             )
             status, headers, text = self._answer(handler, body)
-        data = text.encode()
-        handler.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(data))}.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_answer(handler, status, headers, text.encode())
 
     def _answer(
         self, handler: BaseHTTPRequestHandler, body: bytes
