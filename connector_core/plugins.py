@@ -12,15 +12,17 @@ import importlib.metadata
 import os
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 import connector_core.masks
 from connector_core import hookspecs
-from connector_core.adapters import Adapter, AdapterSettings
 from connector_core.errors import PluginError
 from connector_core.hookspecs import MaskFactory
+
+if TYPE_CHECKING:
+    from connector_core.adapters import Adapter
 
 GROUP = "connector"
 DISABLE_ENV = "CONNECTOR_DISABLE_PLUGINS"
@@ -170,6 +172,8 @@ def collect_adapters(pm: ConnectorPluginManager) -> dict[str, type[Adapter]]:
 
 
 def _check_adapter_class(pm: ConnectorPluginManager, plugin_name: str, cls: Any) -> None:
+    from connector_core.adapters import Adapter, AdapterSettings  # pydantic: on use
+
     where = pm.distribution_of(plugin_name)
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise PluginError(f"plugin {where} registered {cls!r}, which is not an Adapter subclass")

@@ -40,8 +40,12 @@ def test_docs_document_no_hook_that_does_not_exist() -> None:
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    # list_commands/get_command, as click does: the groups import their commands on use.
     found = []
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         found.append((prefix + name, command))
         if isinstance(command, click.Group):
             found.extend(_commands(command, f"{prefix}{name} "))

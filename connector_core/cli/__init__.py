@@ -8,9 +8,7 @@ from typing import Any
 
 import click
 
-from connector_core.cli.app import App, cli
-from connector_core.cli.commands import register_core_commands
-from connector_core.plugins import make_plugin_manager
+from connector_core.cli.app import App, ConnectorGroup, cli
 from connector_core.scrub import scrub_excepthook
 
 __all__ = ["App", "build_cli", "cli", "main"]
@@ -28,14 +26,14 @@ def _disabled_from_argv(argv: Sequence[str]) -> list[str]:
 
 
 def build_cli(argv: Sequence[str]) -> click.Group:
-    """The command group with core commands and those plugins add via ``register_commands``."""
+    """The command group: core commands, and those plugins add via ``register_commands``.
+
+    Nothing is imported here: each core command's module when it runs, the plugins when a
+    name is not a core command or the list of commands is shown.
+    """
     group = cli
-    register_core_commands(group)
-    try:
-        pm = make_plugin_manager(blocked=_disabled_from_argv(argv))
-    except Exception:
-        return group
-    pm.hook.register_commands(cli=group)
+    assert isinstance(group, ConnectorGroup)
+    group.reset(blocked=_disabled_from_argv(argv))
     return group
 
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from connector_core import __version__
-from connector_core.adapters import Adapter
-from connector_core.config import Config, find_config, load_config
+from connector_core.cli.lazy import Lazy, LazyGroup
 from connector_core.errors import ConfigValidationError, ConnectorError
 from connector_core.files import write_output
 from connector_core.logs import configure
 from connector_core.plugins import ConnectorPluginManager, collect_adapters, make_plugin_manager
 from connector_core.scrub import scrub, scrubbed_streams
+
+if TYPE_CHECKING:
+    from connector_core.adapters import Adapter
+    from connector_core.config import Config
 
 
 class App:
@@ -39,6 +42,8 @@ class App:
     @functools.cached_property
     def config(self) -> Config:
         """connector.yaml, validated against the installed adapters."""
+        from connector_core.config import find_config, load_config  # pydantic: on use
+
         return load_config(find_config(self.config_path), self.adapters)
 
 
@@ -53,8 +58,112 @@ def report_error(err: ConnectorError) -> None:
         click.echo(f"Hint: {err.hint}", err=True)
 
 
-class ConnectorGroup(click.Group):
-    """A click group that turns :class:`ConnectorError` into a message and an exit code."""
+#: The built-in commands, imported when used (`connector --help` imports none of them).
+COMMANDS = {
+    "adapters": Lazy(
+        "connector_core.cli.commands:adapters",
+        "List the adapters the installed plugins provide, with their capabilities.",
+    ),
+    "credentials": Lazy(
+        "connector_core.cli.credentials:credentials",
+        "Store secrets in the OS keyring (never in connector.yaml), per network.",
+    ),
+    "doctor": Lazy(
+        "connector_core.cli.doctor:doctor",
+        "Check the config, plugins, credentials, each connection and each job; list problems.",
+    ),
+    "ledger": Lazy(
+        "connector_core.cli.ledger:ledger",
+        "Check, export and migrate the tamper-evident ledger of every share.",
+    ),
+    "plan": Lazy(
+        "connector_core.cli.sync:plan",
+        "Show the changes a run of JOB would make, as the recipient would see them.",
+    ),
+    "plugins": Lazy(
+        "connector_core.cli.commands:plugins",
+        "List installed plugins, their distributions and the hooks they implement.",
+    ),
+    "policy": Lazy(
+        "connector_core.cli.policy:policy", "Check, test, explain and preview sharing policies."
+    ),
+    "read": Lazy(
+        "connector_core.cli.commands:read",
+        "Print records of CONNECTION as the engine reads them, before any policy.",
+    ),
+    "run": Lazy(
+        "connector_core.cli.sync:run",
+        "Run the sync job JOB (or --all, or --due) defined in connector.yaml.",
+    ),
+    "runs": Lazy(
+        "connector_core.cli.sync:runs",
+        "List recent runs (of JOB, or of every job) with their outcome and counts.",
+    ),
+    "schedule": Lazy(
+        "connector_core.cli.sync:schedule",
+        "Stay running and run each job when its cron schedule says it is due.",
+    ),
+    "schema": Lazy(
+        "connector_core.cli.commands:schema",
+        "Print JSON Schemas that editors use to check and complete your YAML.",
+    ),
+    "status": Lazy(
+        "connector_core.cli.sync:status",
+        "Show each job's last run and the changes it still owes its target, and why.",
+    ),
+    "who-has": Lazy(
+        "connector_core.cli.sync:who_has",
+        "List every target that currently holds the person with source id RECORD, and why.",
+    ),
+}
+
+
+class ConnectorGroup(LazyGroup):
+    """The top-level group: built-in commands imported on use, plugin commands added through
+    the ``register_commands`` hook, and :class:`ConnectorError` turned into an exit code.
+
+    Plugins are loaded for their commands only when a name is not a built-in command, or
+    when the list of commands is asked for (`connector --help`, shell completion).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, lazy=COMMANDS, **kwargs)
+        self.blocked: tuple[str, ...] = ()
+        self.plugin_commands: dict[str, click.Command] | None = None
+
+    def reset(self, blocked: Sequence[str]) -> None:
+        """Forget the plugin commands found so far; find them again without `blocked`."""
+        for name in self.plugin_commands or {}:
+            self.commands.pop(name, None)
+        self.blocked = tuple(blocked)
+        self.plugin_commands = None
+
+    def load_plugin_commands(self) -> dict[str, click.Command]:
+        """The commands plugins add (once); a built-in command's name stays the built-in's."""
+        if self.plugin_commands is None:
+            found = click.Group()
+            try:
+                pm = make_plugin_manager(blocked=self.blocked)
+            except Exception:  # the command that needs plugins reports why they failed
+                pm = None
+            if pm is not None:
+                pm.hook.register_commands(cli=found)
+            self.plugin_commands = {
+                name: command for name, command in found.commands.items() if name not in self.lazy
+            }
+            self.commands.update(self.plugin_commands)
+        return self.plugin_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in and plugin commands (this loads the plugins, not the built-ins)."""
+        self.load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, or else a plugin's."""
+        if cmd_name not in self.lazy and cmd_name not in self.commands:
+            self.load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; map our errors to DESIGN §10 exit codes, never a traceback."""
@@ -89,8 +198,24 @@ def write_json(data: Any, output: Path | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from connector_core import __version__  # importlib.metadata's search: only when asked
+
+    click.echo(f"connector, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=ConnectorGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="connector")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--config",
     "config_path",

@@ -1,4 +1,7 @@
-"""Core commands: plugins, adapters, schema, read. Each parses, calls the engine and renders."""
+"""Core commands: plugins, adapters, schema, read. Each parses, calls the engine and renders.
+
+The top-level group imports these on use (:data:`connector_core.cli.app.COMMANDS`).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,8 @@ import click
 
 from connector_core.adapters import Page
 from connector_core.cli.app import App, emit_json, output_option, write_json
-from connector_core.cli.credentials import credentials
-from connector_core.cli.doctor import doctor
-from connector_core.cli.policy import policy, schema_policy
+from connector_core.cli.lazy import Lazy, LazyGroup
 from connector_core.cli.render import cell, table
-from connector_core.cli.sync import SYNC_COMMANDS
 from connector_core.config import config_json_schema
 from connector_core.records import FIELDS, Record
 
@@ -73,7 +73,16 @@ def adapters(app: App, as_json: bool) -> None:
     )
 
 
-@click.group()
+#: `schema policy` lives with the policy commands, imported only when it runs.
+SCHEMA_COMMANDS = {
+    "policy": Lazy(
+        "connector_core.cli.policy:schema_policy",
+        "The JSON Schema of policy files, with the masks of the installed plugins.",
+    ),
+}
+
+
+@click.group(cls=LazyGroup, lazy=SCHEMA_COMMANDS)
 def schema() -> None:
     """Print JSON Schemas that editors use to check and complete your YAML."""
 
@@ -134,11 +143,3 @@ _ORDER = {name: i for i, name in enumerate(FIELDS)}
 
 def _column_order(name: str) -> tuple[int, str]:
     return (_ORDER.get(name, len(_ORDER)), name)
-
-
-def register_core_commands(group: click.Group) -> None:
-    """Attach the core commands to the top-level group (idempotent)."""
-    schema.add_command(schema_policy)
-    for command in (plugins, adapters, schema, read, doctor, credentials, policy, *SYNC_COMMANDS):
-        if command.name not in group.commands:
-            group.add_command(command)

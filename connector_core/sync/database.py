@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import alembic.util
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
@@ -68,8 +67,12 @@ def connect_engine(url: str | URL, *, for_locks: bool = False) -> Engine:
     try:
         engine = _create_engine(parsed, for_locks=for_locks)
         if not for_locks:
-            _migrate(engine)
-    except (sa.exc.DBAPIError, alembic.util.CommandError) as exc:
+            try:
+                _migrate(engine)
+            except BaseException:
+                engine.dispose()  # a refused store leaves no pooled connection behind
+                raise
+    except (sa.exc.DBAPIError, migrations.MigrationError) as exc:
         raise ConfigError(
             f"cannot open the state store at {display_url(parsed)}: {_open_reason(exc, parsed)}",
             hint=_open_hint(parsed),

@@ -1,0 +1,180 @@
+"""`connector --help` imports no engine: the commands and plugins' adapters load on use.
+
+What a command imports is checked in a fresh interpreter (this test process has imported
+everything already); no timing here, bench/startup_bench.py measures the time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import connector_core.cli
+from connector_core import hookimpl
+from connector_core.cli import app as cli_app
+from connector_core.cli import build_cli
+from connector_core.cli.app import COMMANDS
+from connector_core.cli.commands import SCHEMA_COMMANDS
+from connector_core.cli.lazy import load
+from connector_core.cli.sync import SYNC_COMMANDS
+from connector_core.plugins import make_plugin_manager, register_builtin
+from tests.integration.test_cli import run
+
+#: What `connector --help` and `--version` must not import: the state store, HTTP, the
+#: keyring, pydantic (config, policies), the policy engine, and the plugins' adapters.
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "requests",
+    "urllib3",
+    "keyring",
+    "pydantic",
+    "yaml",
+    "croniter",
+    "connector_core.adapters",
+    "connector_core.config",
+    "connector_core.credentials",
+    "connector_core.policy",
+    "connector_core.sync",
+    "connector_csv.adapter",
+    "connector_civicrm.adapter",
+    "connector_nextcloud.adapter",
+    "connector_nextcloud.files",
+)
+
+
+def imported_by(*args: str, cwd: Path | None = None) -> set[str]:
+    """The modules a fresh interpreter holds after `connector ARGS`."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        from connector_core.cli import main
+        try:
+            main(sys.argv[1:])
+        except SystemExit:
+            pass
+        print(json.dumps(sorted(sys.modules)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--version"], []])
+def test_help_and_version_import_no_engine(args: list[str]) -> None:
+    modules = imported_by(*args)
+    assert heavy(modules) == []
+    assert "connector_core.cli.sync" not in modules
+
+
+def test_a_command_s_help_imports_its_own_module_only() -> None:
+    modules = imported_by("adapters", "--help")
+    assert "connector_core.cli.commands" in modules
+    assert {"connector_core.cli.sync", "connector_core.cli.policy"}.isdisjoint(modules)
+    assert "sqlalchemy" not in modules
+
+
+def test_help_lists_every_command_with_its_own_summary(runner: CliRunner) -> None:
+    result = run(runner, "--help")
+    assert result.exit_code == 0, result.output
+    for name in COMMANDS:
+        short = load(COMMANDS[name].target).get_short_help_str(45)
+        assert f"  {name} " in result.output
+        assert short.rstrip(".")[:30] in result.output
+
+
+@pytest.mark.parametrize(
+    ("table", "name"),
+    [(COMMANDS, n) for n in COMMANDS] + [(SCHEMA_COMMANDS, n) for n in SCHEMA_COMMANDS],
+)
+def test_each_summary_is_its_command_s_help(table: dict[str, object], name: str) -> None:
+    entry = COMMANDS.get(name) if table is COMMANDS else SCHEMA_COMMANDS[name]
+    assert entry is not None
+    command = load(entry.target)
+    assert command.name == name
+    stand_in = click.Command(name, help=entry.summary)
+    for limit in (30, 45, 80, 1000):
+        assert stand_in.get_short_help_str(limit) == command.get_short_help_str(limit)
+
+
+def _module_commands() -> set[click.Command]:
+    """Every command defined at the top of a module in connector_core.cli, minus subcommands
+    that their group holds."""
+    found: set[click.Command] = set()
+    children: set[click.Command] = set()
+    for info in pkgutil.iter_modules(connector_core.cli.__path__):
+        module = importlib.import_module(f"connector_core.cli.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, click.Command) and value.callback is not None:
+                found.add(value)
+                if isinstance(value, click.Group):
+                    children.update(value.commands.values())
+    return found - children - {cli_app.cli}
+
+
+def test_every_command_the_modules_define_is_in_a_lazy_table() -> None:
+    # A new command added to a module (or to SYNC_COMMANDS) must be added to COMMANDS too.
+    listed = {load(e.target) for e in [*COMMANDS.values(), *SCHEMA_COMMANDS.values()]}
+    assert set(SYNC_COMMANDS) <= listed
+    assert _module_commands() == listed
+
+
+class Acme:
+    """A plugin that adds a command, and one named as a built-in (which stays the built-in)."""
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("acme-status")
+        def acme_status() -> None:
+            """Show the ACME service status."""
+            click.echo("acme is fine")
+
+        @cli.command("run")
+        def not_run() -> None:
+            """Not the real run."""
+
+
+@pytest.fixture
+def acme(monkeypatch: pytest.MonkeyPatch) -> None:
+    def manager(**kwargs: object) -> object:
+        pm = make_plugin_manager(entry_points=False, **kwargs)  # type: ignore[arg-type]
+        register_builtin(pm, Acme(), "acme")
+        return pm
+
+    monkeypatch.setattr(cli_app, "make_plugin_manager", manager)
+
+
+@pytest.mark.usefixtures("acme")
+def test_plugin_commands_are_listed_and_run(runner: CliRunner) -> None:
+    listing = run(runner, "--help")
+    assert "acme-status  Show the ACME service status." in listing.output
+    assert "Not the real run" not in listing.output
+    result = run(runner, "acme-status")
+    assert (result.exit_code, result.output) == (0, "acme is fine\n")
+    assert build_cli([]).get_command(click.Context(build_cli([])), "run") is load(
+        COMMANDS["run"].target
+    )
+
+
+@pytest.mark.usefixtures("acme")
+def test_a_disabled_plugin_s_commands_are_gone(runner: CliRunner) -> None:
+    assert "acme-status" not in run(runner, "--disable-plugin", "acme", "--help").output
+    result = run(runner, "--disable-plugin", "acme", "acme-status")
+    assert result.exit_code == 2
+    assert "No such command 'acme-status'" in result.output
+    assert run(runner, "acme-status").exit_code == 0  # the next call finds it again
