@@ -236,7 +236,10 @@ OTHER_BENCHMARKS = """\
   written by `uv run python -m bench.civicrm_bench --write-results`.
 - The write-ahead intent log's cost (a first run with and without it, SQLite and PostgreSQL):
   [RESULTS-intent.md](RESULTS-intent.md), written by
-  `uv run python -m bench.intent_bench --write-results`."""
+  `uv run python -m bench.intent_bench --write-results`.
+- Start-up cost (`connector --help`, an unchanged `connector run`, as whole processes against
+  `python -c pass`): [RESULTS-startup.md](RESULTS-startup.md), written by
+  `uv run python -m bench.startup_bench --write-results`."""
 
 
 def render_markdown(results: dict[str, Any]) -> str:
