@@ -212,12 +212,13 @@ class _Run:
     def execute(self, reconcile: bool | None) -> RunResult:
         """Run: decide full or incremental, sync, then record the run and the job's state."""
         state = self.store.job_state(self.job.name)
-        if not self.dry_run:
-            self.store.adopt_intents(self.job.name)
         self.owed = self.store.outstanding(self.job.name)
         # A batch sent but not recorded is read again from the cursor; failed and held
-        # changes were passed by the cursor, so only a full read decides them again.
+        # changes were passed by the cursor, so only a full read decides them again, also
+        # when an interrupted run had sent them again (its intents would make them "sent").
         passed = sum(o.status != "sent" for o in self.owed.values())
+        if not self.dry_run and self.store.adopt_intents(self.job.name):
+            self.owed = self.store.outstanding(self.job.name)
         reasons = full_reasons(self.job, state, reconcile, self.now, passed)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
         # A full run to a target that compares before writing sends the unchanged shares too,
