@@ -9,11 +9,13 @@ from connector_core.adapters import (
     AdapterSettings,
     Capability,
     Change,
+    ImmediateWrites,
     MissingField,
     Page,
     ReadProblem,
     SourceFields,
     WriteResult,
+    WriteSession,
 )
 from connector_core.credentials import SecretRef
 from connector_core.errors import (
@@ -59,6 +61,7 @@ __all__ = [
     "Field",
     "FieldMapping",
     "FieldType",
+    "ImmediateWrites",
     "MissingField",
     "Page",
     "PluginError",
@@ -70,6 +73,7 @@ __all__ = [
     "ValueInvalid",
     "WriteNotSupported",
     "WriteResult",
+    "WriteSession",
     "__version__",
     "hookimpl",
 ]
