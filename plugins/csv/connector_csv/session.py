@@ -106,6 +106,7 @@ class CsvWrites(WriteSession):
         self.base = 0  # the header's length when the index was built (or the file begun)
         self.written: list[int] = []  # the base header's positions a write sets
         self._pick: Callable[[Sequence[str]], tuple[str, ...]] = tuple
+        self._positions: dict[str, int] = {}  # the header's columns by name
         self.bom = settings.write_bom
         self.lineterminator = DEFAULT_LINETERMINATOR
         self.mode: int | None = None
@@ -159,6 +160,7 @@ class CsvWrites(WriteSession):
     def _begin(self, header: list[str]) -> None:
         self.header = list(header)
         self.base = len(header)
+        self._positions = {}
         key = self.settings.key_column
         self.written = [i for i, name in enumerate(header) if name == key or name in self._columns]
         pick = operator.itemgetter(*self.written)
@@ -240,10 +242,13 @@ class CsvWrites(WriteSession):
     def _upsert(self, key: str, cells: Mapping[str, str]) -> Action:
         header = self.header
         assert header is not None
+        positions = self._positions
+        if len(positions) != len(header):
+            positions = self._positions = {name: i for i, name in enumerate(header)}
         for name, cell in cells.items():
-            if cell and name not in header:
+            if cell and name not in positions:
                 header.append(name)
-        positions = {name: index for index, name in enumerate(header)}
+                positions[name] = len(header) - 1
         values: dict[int, str] = {}
         guard = self._guard
         for name, cell in cells.items():
