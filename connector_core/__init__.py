@@ -11,11 +11,13 @@ if TYPE_CHECKING:
         AdapterSettings,
         Capability,
         Change,
+        ImmediateWrites,
         MissingField,
         Page,
         ReadProblem,
         SourceFields,
         WriteResult,
+        WriteSession,
     )
     from connector_core.credentials import SecretRef
     from connector_core.errors import (
@@ -51,11 +53,13 @@ _HOMES = {
         "AdapterSettings",
         "Capability",
         "Change",
+        "ImmediateWrites",
         "MissingField",
         "Page",
         "ReadProblem",
         "SourceFields",
         "WriteResult",
+        "WriteSession",
     ],
     "credentials": ["SecretRef"],
     "errors": [
@@ -124,6 +128,7 @@ __all__ = [
     "Field",
     "FieldMapping",
     "FieldType",
+    "ImmediateWrites",
     "MissingField",
     "Page",
     "PluginError",
@@ -135,6 +140,7 @@ __all__ = [
     "ValueInvalid",
     "WriteNotSupported",
     "WriteResult",
+    "WriteSession",
     "__version__",
     "hookimpl",
 ]

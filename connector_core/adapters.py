@@ -263,6 +263,66 @@ class WriteResult:
         return self.action != "failed"
 
 
+class WriteSession:
+    """One run's writes to a target: batches of changes in, then one :meth:`commit`.
+
+    The engine opens a session (:meth:`Adapter.open_writes`) before the first batch of a run
+    that changes anything, hands it every batch in order (:meth:`write`), and calls
+    :meth:`commit` once after the last one, or :meth:`abort` when the run stops early. A
+    target that can only be replaced whole (a file) collects the batches and writes once at
+    :meth:`commit`, so a run costs one target operation instead of one per batch.
+
+    ``deferred`` tells the engine when a result is final. False (the default session,
+    :class:`ImmediateWrites`): each batch is done at the target when :meth:`write` returns,
+    and the engine records it at once. True: the results :meth:`write` returns are what the
+    target *will* hold once :meth:`commit` succeeds; nothing is visible before. The engine
+    then records every batch only after :meth:`commit` returned; if it raises, or the
+    process dies first, the batches stay outstanding in the intent log and the next run
+    decides them again. A deferred session's :meth:`commit` is all or nothing.
+
+    Use it as a context manager: leaving it without :meth:`commit` aborts it.
+    """
+
+    #: True when results are final only once :meth:`commit` returned.
+    deferred: ClassVar[bool] = False
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """Apply (or, deferred, stage) `changes`, yielding one result per change, in order."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Make every staged change visible at the target, in one operation if the tool
+        allows; raise :class:`~connector_core.errors.AdapterError` if it cannot (then none
+        of them is, for a deferred session)."""
+
+    def abort(self) -> None:
+        """Drop what was staged and release temporary files; a no-op after :meth:`commit`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class ImmediateWrites(WriteSession):
+    """The default session: each batch goes to :meth:`Adapter.write` and is final at once."""
+
+    deferred: ClassVar[bool] = False
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """The adapter's :meth:`Adapter.write`."""
+        return self.adapter.write(changes)
+
+
 class Adapter(abc.ABC):
     """One external tool. Set the class attributes and implement read (and write, if it can).
 
@@ -371,6 +431,16 @@ class Adapter(abc.ABC):
             f"the {self.name} adapter is read-only",
             hint="Use this connection as a job's source, not its target.",
         )
+
+    def open_writes(self) -> WriteSession:
+        """A session for one run's writes (see :class:`WriteSession`).
+
+        The default writes each batch through :meth:`write` at once. Override it when the
+        tool writes cheaper in one go (a file replaced whole, a bulk API, a transaction):
+        return a session whose ``deferred`` is True and that writes at
+        :meth:`WriteSession.commit`.
+        """
+        return ImmediateWrites(self)
 
     def close(self) -> None:
         """Release connections and files."""

@@ -23,6 +23,13 @@
   run exits 5 until a person accepts them (``accept_deletes``). Withdrawals go through.
 - An adapter error (outage, refused credentials) stops the run: what was recorded stays
   recorded, and the next run resumes from the stored cursor.
+- The batches go to one write session per run (:meth:`Adapter.open_writes`), opened at the
+  first batch that changes anything and committed after the last. A *deferred* session (a
+  file written once per run) answers each batch provisionally: its batches are written ahead
+  as usual, but recorded (id map, ledger, cursor, counts) only once the commit succeeded;
+  meanwhile their outcomes wait in a temporary spool (:mod:`connector_core.sync.deferred`),
+  not in memory. A run stopped before the commit leaves them all outstanding, as a killed
+  run leaves one batch.
 
 Field values never reach a log line, an exception or :class:`RunResult`; source ids are
 logged at DEBUG only.
@@ -36,12 +43,13 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
-from connector_core.adapters import Capability, Page, WriteResult
+from connector_core.adapters import Capability, Page, WriteResult, WriteSession
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
 from connector_core.sync.batches import Batches
+from connector_core.sync.deferred import Spool
 from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
     UNKNOWN_HASH,
@@ -187,6 +195,8 @@ class _Run:
             cleanup=legacy and not dry_run,
         )
         self.batches = Batches(self.write, batch_size)
+        self.session: WriteSession | None = None  # opened by the first batch with changes
+        self.unrecorded: Spool[_Outcome] = Spool()  # a deferred session's uncommitted batches
         self.accept_deletes = accept_deletes
         self.owed: dict[str, Outstanding] = {}  # outstanding from earlier runs, by source id
         self.touched: set[str] = set()  # owed source ids this run's read decided again
@@ -212,12 +222,13 @@ class _Run:
     def execute(self, reconcile: bool | None) -> RunResult:
         """Run: decide full or incremental, sync, then record the run and the job's state."""
         state = self.store.job_state(self.job.name)
-        if not self.dry_run:
-            self.store.adopt_intents(self.job.name)
         self.owed = self.store.outstanding(self.job.name)
         # A batch sent but not recorded is read again from the cursor; failed and held
-        # changes were passed by the cursor, so only a full read decides them again.
+        # changes were passed by the cursor, so only a full read decides them again, also
+        # when an interrupted run had sent them again (its intents would make them "sent").
         passed = sum(o.status != "sent" for o in self.owed.values())
+        if not self.dry_run and self.store.adopt_intents(self.job.name):
+            self.owed = self.store.outstanding(self.job.name)
         reasons = full_reasons(self.job, state, reconcile, self.now, passed)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
         # A full run to a target that compares before writing sends the unchanged shares too,
@@ -239,6 +250,8 @@ class _Run:
                 error = f"internal error: {type(exc).__name__}"
                 self.store.finish_run(run_id, status="aborted", counts=self.counts, error=error)
             raise
+        finally:
+            self._close_writes()
         if run_id is not None:
             self.counts.outstanding = len(self.store.outstanding(self.job.name))
             if self.result.aborted is None:
@@ -267,7 +280,7 @@ class _Run:
         self._guard(empty=self.counts.read == 0)
         if not self.dry_run:
             self.batches.unblock()
-            self.batches.finish(held)
+            self._finish(held)
 
     def _next_page(self, reader: Iterator[Page], held: str | None) -> Page | None:
         """The next page; when the source fails, first record the work of the pages read."""
@@ -275,7 +288,7 @@ class _Run:
             return next(reader, None)
         except ConnectorError:
             if not self.dry_run:
-                self.batches.finish(held)
+                self._finish(held)
             raise
 
     def _query(self, full: bool) -> tuple[frozenset[str], Condition | None]:
@@ -464,28 +477,39 @@ class _Run:
             self.store.forget_contents(self.job.name, list(known))
 
     def write(self, steps: Sequence[Step], cursor: str | None) -> None:
-        """Write one batch ahead, send it, and record what the target acknowledged."""
+        """Write one batch ahead, send it, and record what the target acknowledged (for a
+        deferred target: once it committed, see :meth:`_commit`)."""
         intent = None
         if steps:
             changes = [(a.source_id, a.target_key, a.action, a.reason) for a in _applied(steps)]
             intent = self.store.write_ahead(self.job.name, changes, self.recorded_at)
         results = self._send(steps) if steps else []
-        outcome = _Outcome()
+        outcome = _Outcome(cursor=cursor, intent=intent)
         for step, result in zip(steps, results[: len(steps)], strict=True):
             self._outcome(step, result, outcome)
+        # From here on only what recording needs is kept: no record, no projection.
+        if self.session is not None and self.session.deferred:
+            self.unrecorded.add(outcome)
+        else:
+            self._record(outcome)
+
+    def _record(self, outcome: _Outcome) -> None:
+        """Record one batch the target acknowledged (and committed), and count it."""
         self.store.record_batch(
             self.job.name,
             self.job.config.target,
             self.job.policy.name,
             self.job.policy.content_hash,
             outcome.applied,
-            cursor=KEEP if cursor is None else cursor,
+            cursor=KEEP if outcome.cursor is None else outcome.cursor,
             now=self.recorded_at,
             resolved=outcome.resolved,
             failed=outcome.failed,
             ledgered=outcome.ledgered,
-            intent=intent,
+            intent=outcome.intent,
         )
+        for source_id, error in outcome.failures:
+            self._count_failure(source_id, error)
         self.counts.created += outcome.created
         self.counts.updated += outcome.updated
         self.counts.deleted += outcome.deleted
@@ -493,20 +517,47 @@ class _Run:
 
     def _send(self, steps: Sequence[Step]) -> list[WriteResult | None]:
         """One result per step; None where the target gave none."""
+        if self.session is None:
+            self.session = self.job.target.open_writes()
         try:
-            results: list[WriteResult | None] = list(
-                self.job.target.write([s.change for s in steps])
-            )
+            results: list[WriteResult | None] = list(self.session.write([s.change for s in steps]))
         except RecordRejected as exc:  # the adapter refused the batch as a whole
             return [WriteResult(s.change.key, "failed", error=str(exc)) for s in steps]
         return results + [None] * (len(steps) - len(results))
+
+    def _finish(self, cursor: str | None) -> None:
+        """Write the batches left, commit the run's writes, record what was committed."""
+        self.batches.finish(cursor)
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit the write session; then record a deferred target's batches, in order.
+
+        If the commit fails, nothing is recorded: the batches' intents stay, and the next
+        run decides those records again."""
+        session = self.session
+        if session is None:
+            return
+        session.commit()
+        self.session = None
+        session.abort()  # releases what it held; a no-op once committed
+        for outcome in self.unrecorded.drain():
+            self._record(outcome)
+
+    def _close_writes(self) -> None:
+        """After the run: drop a session that was not committed (the run stopped)."""
+        session, self.session = self.session, None
+        self.unrecorded.close()
+        if session is not None:
+            session.abort()
 
     def _outcome(self, step: Step, result: WriteResult | None, out: _Outcome) -> None:
         """Sort one acknowledged change into what the state records, by what the target did."""
         if step.verify and (result is None or result.action != "unchanged"):
             out.unchanged -= 1  # counted unchanged when planned; the target differed (or failed)
         if result is None or not result.ok or result.key != step.change.key:
-            error = self.fail(step.applied.source_id, _write_error(result), step.values())
+            error = self._scrub(_write_error(result), step.values())
+            out.failures.append((step.applied.source_id, error))
             out.failed.append(self._owed(step, "failed", error))
             return
         applied = step.applied
@@ -546,7 +597,16 @@ class _Run:
         the state's outstanding changes): every value of the record (`values`: its projection
         and source record) is scrubbed from `error` first, whatever an adapter or a server
         put in it. Returns the scrubbed error."""
-        error = scrub_values(error, values, keep=self.own_words)
+        error = self._scrub(error, values)
+        self._count_failure(source_id, error)
+        return error
+
+    def _scrub(self, error: str, values: Iterable[Any]) -> str:
+        """`error` without any of `values` (see :meth:`fail`)."""
+        return scrub_values(error, values, keep=self.own_words)
+
+    def _count_failure(self, source_id: str, error: str) -> None:
+        """Count and report a failed record whose `error` is scrubbed already."""
         self.counts.failed += 1
         self.result.failures.append(f"{source_id}: {error}")
         log.debug(
@@ -555,7 +615,6 @@ class _Run:
             source_id,
             extra={"job": self.job.name, "source_id": source_id},
         )
-        return error
 
     def _count_applied(self, change: AppliedChange) -> None:
         if change.action == "create":
@@ -618,8 +677,14 @@ _ABSENT = "(already gone from the target)"
 
 @dataclasses.dataclass
 class _Outcome:
-    """What the target acknowledged of one batch, sorted for the state store."""
+    """What the target acknowledged of one batch, sorted for the state store.
 
+    It holds no record values (``failures`` are scrubbed errors), so that a deferred
+    target's batches can wait for the commit in a spool."""
+
+    cursor: str | None = None  # stored with the batch (None: keep)
+    intent: int | None = None  # the batch's intent, cleared when it is recorded
+    failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, error)
     applied: list[AppliedChange] = dataclasses.field(default_factory=list)
     ledgered: list[AppliedChange] = dataclasses.field(default_factory=list)
     failed: list[Outstanding] = dataclasses.field(default_factory=list)

@@ -287,6 +287,64 @@ class AdapterConformance(KitBase):
         exc = raised(lambda: self._write(adapter, [Change.delete("kit-never-existed")]))
         assert exc is None, f"deleting a missing key must succeed quietly, but raised {exc!r}"
 
+    def test_write_session_takes_a_run_in_batches(self, adapter: Adapter) -> None:
+        """open_writes(): batches answered in order, one result per change; a deferred
+        session shows nothing before commit() and everything after it."""
+        self._require(adapter, Capability.WRITE)
+        self._populate(adapter, 0)  # checks the fixture's target is empty
+        samples = self._samples(adapter, 7)
+        with adapter.open_writes() as session:
+            results = []
+            for start in range(0, len(samples), 3):
+                batch = [Change.upsert(r["id"], r) for r in samples[start : start + 3]]
+                answered = list(session.write(batch))
+                assert [r.key for r in answered] == [c.key for c in batch], (
+                    "a session's write() must yield one result per change, same keys, in order"
+                )
+                results.extend(answered)
+            if session.deferred:
+                assert not self._read_back(adapter), (
+                    "a deferred session (deferred = True) must not show any change before "
+                    "commit(): the engine records its batches only after the commit"
+                )
+            session.commit()
+        assert [r.action for r in results] == ["created"] * len(samples), results
+        assert set(self._read_back(adapter)) == {r["id"] for r in samples}, (
+            "after commit() every record the session answered for must read back"
+        )
+        self._second_session(adapter, samples)
+
+    def _second_session(self, adapter: Adapter, samples: list[Record]) -> None:
+        field, changed = self._changed(adapter, samples[1])
+        changes = [Change.upsert(samples[0]["id"], samples[0])]
+        changes.append(Change.upsert(changed["id"], changed))
+        if Capability.DELETE in adapter.capabilities:
+            changes.append(Change.delete(samples[2]["id"]))
+        with adapter.open_writes() as session:
+            actions = [r.action for r in session.write(changes)]
+            session.commit()
+        assert actions[0] in {"unchanged", "updated"}, actions
+        assert actions[1:] == ["updated", "deleted"][: len(actions) - 1], actions
+        got = self._read_back(adapter)
+        assert got[changed["id"]].get(field) == changed[field], "the update was not committed"
+        if Capability.DELETE in adapter.capabilities:
+            assert samples[2]["id"] not in got, "the delete was not committed"
+
+    def test_an_aborted_write_session_changes_nothing(self, adapter: Adapter) -> None:
+        """A deferred session left without commit() (the run stopped) leaves the target as
+        it was: the engine keeps those batches outstanding and decides them again."""
+        self._require(adapter, Capability.WRITE)
+        samples = self._populate(adapter, 3)
+        before = self._read_back(adapter)
+        with adapter.open_writes() as session:
+            if not session.deferred:
+                pytest.skip("the adapter's write session is immediate")
+            _, changed = self._changed(adapter, samples[0])
+            extra = self._samples(adapter, 4)[3]
+            list(session.write([Change.upsert(changed["id"], changed)]))
+            list(session.write([Change.upsert(extra["id"], extra)]))
+        assert self._read_back(adapter) == before, "an aborted session changed the target"
+
     def test_per_job_records_survive_two_writers_at_once(self, adapter: Adapter) -> None:
         """PER_JOB_RECORDS: two jobs writing one connection at once lose none of each other's
         records (the engine then lets both name it as their target)."""

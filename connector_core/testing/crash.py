@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from connector_core.adapters import WriteSession
     from connector_core.sync.job import LoadedJob
     from connector_core.sync.runner import RunResult
     from connector_core.sync.state import StateStore
@@ -51,17 +52,26 @@ class KillSwitch:
         return wrapped
 
     def install(self, job: LoadedJob, store: StateStore) -> None:
-        """Count (and maybe die at) every page read, target write and state commit (the
-        intent log written ahead of a batch, the batch recorded, the job's state)."""
-        read, write = job.source.read, job.target.write
+        """Count (and maybe die at) every page read, target write, target commit and state
+        commit (the intent log written ahead of a batch, the batch recorded, the job's
+        state). A target write is a batch its write session answered (for a deferred
+        session: staged, not yet committed)."""
+        read, open_writes = job.source.read, job.target.open_writes
 
         def pages(**kwargs: Any) -> Iterator[Any]:
             for page in read(**kwargs):
                 self.tick()
                 yield page
 
+        def counted_writes() -> WriteSession:
+            session = open_writes()
+            write = session.write
+            session.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
+            session.commit = self.after(session.commit)  # type: ignore[method-assign]
+            return session
+
         job.source.read = pages  # type: ignore[method-assign]
-        job.target.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
+        job.target.open_writes = counted_writes  # type: ignore[method-assign]
         store.write_ahead = self.after(store.write_ahead)  # type: ignore[method-assign]
         store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
         store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]

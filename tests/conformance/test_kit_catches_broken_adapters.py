@@ -118,6 +118,7 @@ CASES = {
         "test_update_changes_a_field",
         "test_delete",
         "test_incremental_cursor",
+        "test_write_session_takes_a_run_in_batches",
         says="ids must be stable",
     ),
     "loses-a-field-on-write": case(
@@ -200,6 +201,7 @@ CASES = {
         "test_update_changes_a_field",
         "test_delete",
         "test_incremental_cursor",
+        "test_write_session_takes_a_run_in_batches",
         says="written but not read back",
     ),
     "ignores-deletes": case(
@@ -213,6 +215,7 @@ CASES = {
                         yield from super().write([c])
         """,
         "test_delete",
+        "test_write_session_takes_a_run_in_batches",
         says="read() must return exactly the other records",
     ),
     "claims-write-but-not-implemented": case(
@@ -234,6 +237,8 @@ CASES = {
         "test_incremental_cursor",
         "test_available_fields_describe_what_a_read_fills",
         "test_count_matches_a_full_read",
+        "test_an_aborted_write_session_changes_nothing",
+        "test_write_session_takes_a_run_in_batches",
         says="although the adapter declares Capability.WRITE",
     ),
     "count-is-off-by-one": case(
@@ -268,6 +273,7 @@ CASES = {
         "test_update_changes_a_field",
         "test_delete",
         "test_incremental_cursor",
+        "test_write_session_takes_a_run_in_batches",
         says="must report unchanged",
     ),
     "results-out-of-order": case(
@@ -277,6 +283,7 @@ CASES = {
                 return reversed(list(super().write(changes)))
         """,
         "test_write_results_match_changes",
+        "test_write_session_takes_a_run_in_batches",
         says="in the same order",
     ),
     "read-only-but-stores-writes": case(

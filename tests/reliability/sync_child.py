@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import connector_csv.adapter
+import connector_csv.session
 from connector_csv import CsvAdapter
 
 from connector_core.config import load_config
@@ -38,12 +38,12 @@ class KillSwitch(crash.KillSwitch):
     def install(self, job: LoadedJob, store: StateStore) -> None:
         """Count every event of a run of `job`, including mid-file-write."""
         super().install(job, store)
-        replace = connector_csv.adapter.replace_file
+        replace = connector_csv.session.replace_file
 
         def mid_write(path: Path, dump: Callable[[Any], None], **kwargs: Any) -> None:
             replace(path, lambda out: (dump(out), self.tick()), **kwargs)
 
-        connector_csv.adapter.replace_file = mid_write  # type: ignore[assignment]
+        connector_csv.session.replace_file = mid_write  # type: ignore[assignment]
 
 
 def load(root: Path) -> LoadedJob:

@@ -287,3 +287,49 @@ def test_many_more_kill_points_converge(
     points = range(1, events + 1) if every else kill_points(events, SLOW_KILLS, seed=3)
     for kill_at in points:
         assert crash(root, [kill_at]) == expected, kill_at
+
+
+class KillBeforeCommit(child.KillSwitch):
+    """Kills the run when its write session is about to commit: every batch was written
+    ahead and answered by the (deferred) target, none is in the file or recorded."""
+
+    def install(self, job: Any, store: StateStore) -> None:
+        super().install(job, store)
+        open_writes = job.target.open_writes
+
+        def opened() -> Any:
+            session = open_writes()
+            session.commit = lambda: os.kill(os.getpid(), signal.SIGKILL)
+            return session
+
+        job.target.open_writes = opened
+
+
+def intents(root: Path) -> int:
+    """How many batches were written ahead and never recorded."""
+    with StateStore.open(url(root), ledger_key=TEST_LEDGER_KEY) as store:
+        return len(store.outstanding(child.JOB)) + store.adopt_intents(child.JOB)
+
+
+@pytest.mark.parametrize("scenario", ["first", "second"])
+def test_a_run_killed_before_its_commit_converges(
+    reference: dict[str, Any], root: Path, scenario: str
+) -> None:
+    """Many batches written ahead, the target file untouched, nothing recorded: the rerun
+    decides them all again and ends as the uninterrupted run."""
+    _, expected = reference[scenario]
+    network(root)
+    if scenario == "second":
+        finish(root)
+        change_source(root)
+    before = outcome(root) if scenario == "second" else None
+    doomed = lambda: child.run(root, url(root), BATCH, KillBeforeCommit(0))  # noqa: E731
+    assert crash.killed_in_fork(doomed)
+    if before is None:
+        assert not (root / "out.csv").exists()
+    else:
+        with StateStore.open(url(root), ledger_key=TEST_LEDGER_KEY) as store:
+            assert len(list(store.ledger_entries(job=child.JOB))) == len(before["ledger"])
+    assert intents(root) > 3  # several batches were written ahead
+    finish(root)
+    assert outcome(root) == expected

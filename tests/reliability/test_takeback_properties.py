@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 from connector_csv import CsvAdapter
-from connector_csv.adapter import Table
+from connector_csv.session import CsvWrites
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -83,11 +83,22 @@ class RejectingCsvAdapter(CsvAdapter):
 
     name: ClassVar[str] = "rejecting_csv"
 
-    def _apply(self, table: Table, change: Change) -> WriteResult:
-        listed = self.settings.path.with_name("reject.txt")
+    def open_writes(self) -> CsvWrites:
+        columns = self._columns
+        natives = (c.native for c in columns.columns)
+        return _RejectingWrites(
+            self.settings.path, self.settings, self._render, columns.default_header, natives
+        )
+
+
+class _RejectingWrites(CsvWrites):
+    """The CSV session, failing the changes of the keys listed in reject.txt."""
+
+    def _apply(self, change: Change) -> WriteResult:
+        listed = self.path.with_name("reject.txt")
         if listed.exists() and change.key in listed.read_text(encoding="utf-8").split():
             return WriteResult(change.key, "failed", error="rejected by the test target")
-        return super()._apply(table, change)
+        return super()._apply(change)
 
 
 ADAPTERS: dict[str, type[Adapter]] = {"csv": CsvAdapter, "rejecting_csv": RejectingCsvAdapter}

@@ -6,8 +6,9 @@ file is read again in full (every page is a snapshot). Malformed rows are report
 :class:`~connector_core.adapters.ReadProblem` with the line they start on, and skipped (or,
 with ``strict: true``, stop the read).
 
-Writing loads the table, applies the changes and replaces the file atomically (see
-:mod:`connector_csv.table`). Cells a spreadsheet would run as formulas are written with a
+Writing goes through a write session (:mod:`connector_csv.session`): a run's batches are
+answered from an index of the file read once, and the file is replaced atomically once, at
+the run's commit. Cells a spreadsheet would run as formulas are written with a
 leading single quote, which reading removes again (see :mod:`connector_csv.dialect`).
 """
 
@@ -28,11 +29,11 @@ from connector_core.adapters import (
     ReadProblem,
     SourceFields,
     WriteResult,
+    WriteSession,
 )
 from connector_core.consent import combine_blocks, merge_evidence
 from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError, ConfigError
-from connector_core.files import replace_file
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Expected, Record
 from connector_csv.columns import (
@@ -42,9 +43,9 @@ from connector_csv.columns import (
     RowInvalid,
     check_encodable,
 )
+from connector_csv.session import CsvWrites
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile, RawRow, file_cursor, file_errors
-from connector_csv.table import Table, load_table
 
 __all__ = ["CsvAdapter", "CsvSettings"]
 
@@ -299,30 +300,26 @@ class CsvAdapter(Adapter):
             raise AdapterError(str(problem), hint=_STRICT_HINT)
         return problem
 
+    def open_writes(self) -> WriteSession:
+        """A deferred session: batches answered at once, the file replaced once at commit."""
+        return CsvWrites(
+            self.settings.path,
+            self.settings,
+            self._render,
+            self._columns.default_header,
+            (c.native for c in self._columns.columns),
+        )
+
     def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
-        """Apply `changes` to the table and replace the file once; results follow the file.
+        """Apply `changes` and replace the file once; results follow the file.
 
         The work is done before this returns, so no result is seen before the file holds it.
+        A run writes through :meth:`open_writes` instead: once for all its batches.
         """
-        path = self.settings.path
-        with file_errors(path, "write"):
-            records = [c.record for c in changes if c.record is not None]
-            table = load_table(path, self.settings, self._columns.default_header(records))
-            results = [self._apply(table, change) for change in changes]
-            if table.changed:
-                replace_file(
-                    path, table.dump, encoding=self.settings.write_encoding, mode=table.mode
-                )
+        with self.open_writes() as session:
+            results = list(session.write(changes))
+            session.commit()
         return iter(results)
-
-    def _apply(self, table: Table, change: Change) -> WriteResult:
-        if change.action == "delete":
-            return WriteResult(change.key, table.delete(change.key))
-        try:
-            cells = self._render(change)
-        except RenderError as exc:
-            return WriteResult(change.key, "failed", error=str(exc))
-        return WriteResult(change.key, table.upsert(change.key, cells))
 
     def _render(self, change: Change) -> dict[str, str]:
         if change.record is None:

@@ -29,7 +29,7 @@ from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile
 
 Action = Literal["created", "updated", "unchanged", "deleted"]
-_DEFAULT_LINETERMINATOR = "\r\n"  # RFC 4180, and what spreadsheet programs write
+DEFAULT_LINETERMINATOR = "\r\n"  # RFC 4180, and what spreadsheet programs write
 
 
 @dataclasses.dataclass(slots=True)
@@ -41,7 +41,7 @@ class Table:
     keys: dict[str, list[int]]  # a repeated key lists every row holding it
     settings: CsvSettings
     bom: bool = False
-    lineterminator: str = _DEFAULT_LINETERMINATOR
+    lineterminator: str = DEFAULT_LINETERMINATOR
     mode: int | None = None  # the permissions of the existing file, kept on rewrite
     changed: bool = False
     width: int = dataclasses.field(init=False)  # rows this wide get new columns, others are left
@@ -141,7 +141,7 @@ def load_table(path: Path, settings: CsvSettings, new_header: list[str]) -> Tabl
             return Table(list(new_header), [], {}, settings, bom=settings.write_bom, mode=mode)
         table = Table(source.header, [], {}, settings, mode=mode)
         _load_rows(table, source)
-    table.bom, table.lineterminator = _sniff(path, settings)
+    table.bom, table.lineterminator = sniff(path, settings)
     return table
 
 
@@ -160,7 +160,7 @@ def _load_rows(table: Table, source: CsvFile) -> None:
         table.rows.append(row.cells)
 
 
-def _sniff(path: Path, settings: CsvSettings) -> tuple[bool, str]:
+def sniff(path: Path, settings: CsvSettings) -> tuple[bool, str]:
     """Whether the file starts with a UTF-8 byte order mark, and how its first line ends."""
     with read_nofollow(path) as raw:
         bom = settings.is_utf8 and raw.read(3) == codecs.BOM_UTF8
@@ -175,4 +175,4 @@ def _sniff(path: Path, settings: CsvSettings) -> tuple[bool, str]:
     for ending in ("\r\n", "\n", "\r"):
         if first.endswith(ending):
             return bom or settings.write_bom, ending
-    return bom or settings.write_bom, _DEFAULT_LINETERMINATOR
+    return bom or settings.write_bom, DEFAULT_LINETERMINATOR

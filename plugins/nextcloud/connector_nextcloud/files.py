@@ -24,6 +24,14 @@ With ``share_with_group`` the folder is shared through OCS before the first uplo
 OCS answer, the share itself, confirms it): a share that fails stops the write before any data
 reaches the folder, so nothing is written that the ledger would not record.
 
+A run writes through a deferred session (:meth:`NextcloudFilesAdapter.open_writes`): the file
+is downloaded once, at the first batch with changes, every batch is applied to that table and
+answered at once, and the commit uploads and MOVEs it once (steps 3-5), one GET and one PUT
+per run instead of one per batch. A 412 at the commit (someone changed the file since the
+download) fails the commit (retriable): the run records none of its batches, and the next
+run decides them again on the new content, so every result the ledger keeps is one the
+uploaded file shows.
+
 ``read()`` parses the file back (one snapshot, in pages). Optionally the folder is shared
 with a Nextcloud group through the OCS shares API (see :mod:`connector_nextcloud.ocs`).
 """
@@ -51,6 +59,7 @@ from connector_core.adapters import (
     Page,
     ReadProblem,
     WriteResult,
+    WriteSession,
     remote_place,
 )
 from connector_core.cells import neutralize, unneutralize
@@ -587,6 +596,10 @@ class NextcloudFilesAdapter(Adapter):
         self._ensure_share()  # a run with nothing to upload still keeps the share in place
         return iter(results)
 
+    def open_writes(self) -> WriteSession:
+        """A deferred session: one download, every batch answered, one upload at commit."""
+        return _FilesWrites(self)
+
     # -- writing -------------------------------------------------------------------------------
 
     def _download(self) -> _Remote:
@@ -696,3 +709,49 @@ class NextcloudFilesAdapter(Adapter):
         )
         client.ensure_group_share(self.settings.share_path(), group, permissions=1)
         self._shared = True
+
+
+class _FilesWrites(WriteSession):
+    """One run's writes to the export file: one GET at the first batch, one upload at commit."""
+
+    deferred: ClassVar[bool] = True
+
+    def __init__(self, adapter: NextcloudFilesAdapter) -> None:
+        self.adapter = adapter
+        self.remote: _Remote | None = None
+        self.table: _Table | None = None
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """Apply `changes` to the downloaded table; the results are what the upload holds."""
+        adapter = self.adapter
+        if self.remote is None:
+            self.remote = adapter._download()
+        if self.table is None or (self.remote.content is None and not self.table.changed):
+            # like a download per batch: a new file's header comes from the first batch
+            # that writes something
+            records = [c.record for c in changes if c.record is not None]
+            self.table = adapter._table(self.remote, records)
+        table = self.table
+        return iter([adapter._apply(table, change) for change in changes])
+
+    def commit(self) -> None:
+        """Upload the table once (temporary name, conditional MOVE); a 412 fails it."""
+        adapter, table, remote = self.adapter, self.table, self.remote
+        self.table = None
+        if table is None or remote is None:
+            return
+        if table.changed:
+            adapter._ensure_folder()
+            adapter._ensure_share()  # before any data is uploaded (see write())
+            body = table.render(adapter.settings.delimiter, adapter.settings.write_bom)
+            if not adapter._replace(body, remote):
+                raise AdapterUnavailable(
+                    f"{adapter._what}: {adapter.settings.file_name} changed while this run "
+                    "wrote it; nothing of this run was uploaded",
+                    hint="The next run writes again, keeping their edits.",
+                )
+        adapter._ensure_share()
+
+    def abort(self) -> None:
+        """Forget the table; nothing was uploaded."""
+        self.table = None

@@ -454,3 +454,62 @@ def test_a_malformed_cell_is_a_problem_naming_its_column_not_its_value(
         ("1", "id", Expected.UNIQUE_KEY),
     ]
     assert not any("Zq-" in str(q) or "Dup" in str(q) for q in problems)
+
+
+# -- a run's writes: one download, one upload -------------------------------------------------
+
+
+def test_a_run_downloads_once_and_uploads_once(
+    files: NextcloudFilesAdapter, dav: WebDavServer
+) -> None:
+    samples = sample_records(9)
+    list(files.write(upsert(samples[:2])))  # the file exists, with rows to update and delete
+    before = len(dav.requests_made())
+    batches = [
+        upsert(samples[2:5]),
+        [Change.upsert(samples[0]["id"], {**samples[0], "email": "new@example.net"})],
+        [Change.delete(samples[1]["id"]), Change.delete("never-there"), *upsert(samples[5:9])],
+    ]
+    with files.open_writes() as session:
+        answered = [[r.action for r in session.write(batch)] for batch in batches]
+        assert len(dav.requests_made()) == before + 1  # the GET; nothing uploaded yet
+        assert set(read_all(files)) == {samples[0]["id"], samples[1]["id"]}
+        mark = len(dav.requests_made())  # the test's own read above is not the run's
+        session.commit()
+    assert answered == [
+        ["created"] * 3,
+        ["updated"],
+        ["deleted", "unchanged", *["created"] * 4],
+    ]
+    made = [r.method for r in dav.requests_made()[before : before + 1] + dav.requests_made()[mark:]]
+    assert (made.count("GET"), made.count("PUT"), made.count("MOVE")) == (1, 1, 1)
+    got = read_all(files)
+    assert set(got) == {r["id"] for r in samples} - {samples[1]["id"]}
+    assert got[samples[0]["id"]]["email"] == "new@example.net"
+    assert leftovers(dav) == []
+
+
+def test_a_run_writes_the_bytes_a_write_per_batch_wrote(dav: WebDavServer) -> None:
+    samples = sample_records(6)
+    batches = [upsert(samples[:2]), [Change.delete("x")], upsert(samples[2:])]
+    per_batch, session_side = make(dav, "a"), make(dav, "b")
+    for batch in batches:
+        list(per_batch.write(batch))
+    with session_side.open_writes() as session:
+        for batch in batches:
+            list(session.write(batch))
+        session.commit()
+    assert final(dav, "b").read_bytes() == final(dav, "a").read_bytes()
+
+
+def test_an_edit_during_a_run_fails_its_commit_and_is_kept(
+    files: NextcloudFilesAdapter, dav: WebDavServer
+) -> None:
+    list(files.write(upsert(sample_records(2))))
+    _edit_when(files, dav, "PUT", times=1)
+    with files.open_writes() as session:
+        list(session.write([Change.delete("sample-0000")]))
+        with pytest.raises(AdapterUnavailable, match="changed while this run wrote it"):
+            session.commit()
+    assert {"sample-0000", "human-1"} <= set(read_all(files))
+    assert leftovers(dav) == []

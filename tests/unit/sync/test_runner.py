@@ -448,6 +448,33 @@ def test_a_failed_delete_stays_outstanding_and_is_retried(net: Network, store: S
     assert retried.exit_code == ExitCode.OK
 
 
+class Killed(BaseException):
+    """The process dying in the middle of a target write."""
+
+
+def test_a_failed_change_an_interrupted_run_sent_again_is_decided_again(
+    net: Network, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cursor passed a failed change; an interrupted run that sent it again leaves an
+    intent for it, which must not make the next run trust the cursor (a "sent" change)."""
+    net.configure(target="picky")
+    net.run(store)
+    net.put("p1", granted=False)
+    monkeypatch.setattr(PickyAdapter, "refuse_deletes", True)
+    assert net.run(store).counts.failed == 1
+    monkeypatch.setattr(PickyAdapter, "refuse_deletes", False)
+    job = net.job()
+    job.target.write = lambda changes: (_ for _ in ()).throw(Killed())  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        run_job(job, store)  # written ahead, then "killed" while writing
+    job.close()
+    after = net.run(store)
+    assert after.full_reasons == ["1 change(s) outstanding from an earlier run"]
+    assert after.counts.deleted == 1
+    assert key(store, "p1") not in net.target()
+    assert store.outstanding("north") == {}
+
+
 def test_logs_hold_no_field_values(
     net: Network, store: StateStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,405 @@
+"""A run's writes to the CSV file: every batch answered at once, the file replaced once.
+
+:class:`CsvWrites` is the CSV adapter's deferred write session
+(:class:`~connector_core.adapters.WriteSession`). Opening it reads the target once, as a
+stream, and keeps per row only its key, its position and a 16-byte digest of the cells a
+write can set (the key and the mapped columns). Each batch is answered from that index
+(created, updated, unchanged, deleted), exactly as :class:`connector_csv.table.Table` would
+answer it if the file were loaded and replaced after every batch, and is kept: updates as
+the cells they set, deletes as positions, new rows in a temporary spool on disk. Nothing
+reaches the file before :meth:`CsvWrites.commit`, which makes one pass: it copies the
+target's rows, applying updates and deletes, appends the new rows, and replaces the file
+atomically (:func:`connector_core.files.replace_file`: a temporary file beside it, synced,
+renamed; no symbolic link is followed). If the file changed since the session read it, the
+commit stops (nothing is replaced; the next run writes again).
+
+The cost of a run at the target: one read of the file when the run has changes (none
+otherwise), one write of it when something changed, memory for the index (~250 bytes a
+row) and for the updated rows' cells; new rows go to disk until the commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import operator
+import os
+import pickle
+import stat
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, ClassVar
+
+from connector_core.adapters import Change, WriteResult, WriteSession
+from connector_core.cells import neutralize, strip_controls, unneutralize
+from connector_core.errors import AdapterError
+from connector_core.files import replace_file
+from connector_core.records import Record
+from connector_csv.columns import RenderError
+from connector_csv.dialect import writable_rows, writer_options
+from connector_csv.settings import CsvSettings
+from connector_csv.source import CsvFile, file_errors
+from connector_csv.table import DEFAULT_LINETERMINATOR, Action, sniff
+
+#: Renders a change's record as cells by column name; raises RenderError.
+Render = Callable[[Change], dict[str, str]]
+#: Gives the header of a new file for a batch's records.
+NewHeader = Callable[[list[Record]], list[str]]
+
+
+def _digest(cells: Iterable[str]) -> bytes:
+    """16 bytes standing for `cells` (their repr is unambiguous, and ASCII-safe for
+    surrogates kept from undecodable bytes)."""
+    text = repr(tuple(cells)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def _stripped(cells: Sequence[str]) -> tuple[str, ...]:
+    end = len(cells)
+    while end and not cells[end - 1]:
+        end -= 1
+    return tuple(cells[:end])
+
+
+class _Row:
+    """What the session knows of one keyed row: where it is and what a write could change.
+
+    ``digest`` covers the cells at the base header's writable positions; ``extras`` the
+    cells past the base header (columns added by this run, a long row's tail)."""
+
+    __slots__ = ("digest", "extras", "ordinal")
+
+    def __init__(self, ordinal: int, digest: bytes, extras: tuple[str, ...] = ()) -> None:
+        self.ordinal = ordinal
+        self.digest = digest
+        self.extras = extras
+
+
+class CsvWrites(WriteSession):
+    """One run's writes to the CSV file at `path`: answered per batch, written at commit.
+
+    Args:
+        path: the target file.
+        settings: the connection's settings.
+        render: the adapter's rendering of a change (raises RenderError).
+        new_header: the header of a new file for a batch's records.
+        columns: the columns a write sets besides the key (the mapped ones).
+    """
+
+    deferred: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: Path,
+        settings: CsvSettings,
+        render: Render,
+        new_header: NewHeader,
+        columns: Iterable[str],
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self._render = render
+        self._new_header = new_header
+        self._columns = frozenset(columns) - {settings.key_column}
+        self.header: list[str] | None = None  # None: no file, or no header yet
+        self.base = 0  # the header's length when the index was built (or the file begun)
+        self.written: list[int] = []  # the base header's positions a write sets
+        self._pick: Callable[[Sequence[str]], tuple[str, ...]] = tuple
+        self._positions: dict[str, int] = {}  # the header's columns by name
+        self.bom = settings.write_bom
+        self.lineterminator = DEFAULT_LINETERMINATOR
+        self.mode: int | None = None
+        self.cursor: str | None = None  # the file's digest when read (None: no file)
+        self.rows: dict[str, _Row] = {}
+        self.repeats: dict[str, list[int]] = {}  # further rows holding a key, deleted with it
+        self.originals = 0  # rows in the file as read
+        self.next_ordinal = 0
+        self.deleted: set[int] = set()
+        self.updates: dict[int, tuple[int, dict[int, str]]] = {}  # ordinal -> (width, cells)
+        self.replaced: dict[int, list[str]] = {}  # new rows written again, by ordinal
+        self.widths: set[int] = set()  # the header's width at the start of each changing batch
+        self.changed = False
+        self.done = False
+        self._spool: IO[bytes] | None = None  # new rows, in order, until the commit
+        self._touched: list[str] = []  # keys the batch being written created or updated
+        self._batch_changed = False
+        self._new_rows: list[tuple[int, list[str]]] = []  # the batch's new rows
+        if settings.neutralize_formulas:
+            plain = settings.phone_numbers == "plain"
+            self._guard: Callable[[str], str] = lambda cell: neutralize(cell, plain_phones=plain)
+            self._unguard: Callable[[str], str] = unneutralize
+        else:
+            self._guard, self._unguard = strip_controls, _same
+        with file_errors(path, "write"):
+            self._index()
+
+    # -- reading the target once ---------------------------------------------------------------
+
+    def _index(self) -> None:
+        path = self.path
+        if not os.path.lexists(path):
+            if not path.parent.is_dir():
+                raise AdapterError(
+                    f"cannot create {path}: the folder {path.parent} does not exist",
+                    hint="Create the folder, or fix path: in connector.yaml.",
+                )
+            return
+        with CsvFile(path, self.settings, follow_links=False) as source:
+            self.mode = stat.S_IMODE(os.lstat(path).st_mode)
+            if source.header is not None:
+                self._begin(source.header)
+                self._index_rows(source)
+            else:
+                for _ in source.rows():
+                    pass
+            self.cursor = source.cursor
+        if self.header is not None:
+            self.bom, self.lineterminator = sniff(path, self.settings)
+
+    def _begin(self, header: list[str]) -> None:
+        self.header = list(header)
+        self.base = len(header)
+        self._positions = {}
+        key = self.settings.key_column
+        self.written = [i for i, name in enumerate(header) if name == key or name in self._columns]
+        pick = operator.itemgetter(*self.written)
+        self._pick = (lambda cells: (pick(cells),)) if len(self.written) == 1 else pick
+
+    def _index_rows(self, source: CsvFile) -> None:
+        assert self.header is not None
+        key_at = self.header.index(self.settings.key_column)
+        for row in source.rows():
+            if row.error is not None:
+                raise AdapterError(
+                    f"{source.path}:{row.line}: {row.error}",
+                    hint="Fix this row first: rewriting the file would lose it.",
+                )
+            cells = row.cells
+            ordinal = self.next_ordinal
+            self.next_ordinal += 1
+            key = self._unguard(cells[key_at]) if key_at < len(cells) else ""
+            if not key.strip():
+                continue
+            if key in self.rows:
+                self.repeats.setdefault(key, []).append(ordinal)
+                continue
+            self.rows[key] = _Row(ordinal, self._view_digest(cells), _stripped(cells[self.base :]))
+        self.originals = self.next_ordinal
+
+    def _view_digest(self, cells: Sequence[str]) -> bytes:
+        if len(cells) > self.written[-1]:
+            return _digest(self._pick(cells))
+        n = len(cells)
+        return _digest(cells[i] if i < n else "" for i in self.written)
+
+    # -- the batches ---------------------------------------------------------------------------
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        """Answer `changes` as the file will hold them after :meth:`commit`."""
+        if self.done:
+            raise RuntimeError("the write session is closed")
+        fresh = self.header is None
+        if fresh:
+            records = [c.record for c in changes if c.record is not None]
+            self._begin(self._new_header(records))
+        assert self.header is not None
+        width = len(self.header)
+        self._touched = []
+        self._batch_changed = False
+        self._new_rows = []
+        results = [self._apply(change) for change in changes]
+        if self._batch_changed:
+            self.changed = True
+            self.widths.add(width)
+            self._rekey()
+            if self._new_rows:
+                self._spill(self._new_rows)
+        elif fresh:
+            self.header = None  # like a table never written: the next batch starts anew
+        return iter(results)
+
+    def _apply(self, change: Change) -> WriteResult:
+        if change.action == "delete":
+            return WriteResult(change.key, self._delete(change.key))
+        try:
+            cells = self._render(change)
+        except RenderError as exc:
+            return WriteResult(change.key, "failed", error=str(exc))
+        return WriteResult(change.key, self._upsert(change.key, cells))
+
+    def _delete(self, key: str) -> Action:
+        row = self.rows.pop(key, None)
+        if row is None:
+            return "unchanged"
+        for ordinal in (row.ordinal, *self.repeats.pop(key, ())):
+            self.deleted.add(ordinal)
+            self.replaced.pop(ordinal, None)
+            self.updates.pop(ordinal, None)
+        self._batch_changed = True
+        return "deleted"
+
+    def _upsert(self, key: str, cells: Mapping[str, str]) -> Action:
+        header = self.header
+        assert header is not None
+        positions = self._positions
+        if len(positions) != len(header):
+            positions = self._positions = {name: i for i, name in enumerate(header)}
+        for name, cell in cells.items():
+            if cell and name not in positions:
+                header.append(name)
+                positions[name] = len(header) - 1
+        values: dict[int, str] = {}
+        guard = self._guard
+        for name, cell in cells.items():
+            if name in positions and name != self.settings.key_column:
+                values[positions[name]] = guard(cell)
+        values[positions[self.settings.key_column]] = guard(key)
+        digest = _digest(values.get(i, "") for i in self.written)
+        row = self.rows.get(key)
+        if row is None:
+            ordinal = self.next_ordinal
+            self.next_ordinal += 1
+            new = [""] * len(header)
+            for index, cell in values.items():
+                new[index] = cell
+            self.rows[key] = _Row(ordinal, digest, _stripped(new[self.base :]))
+            self._new_rows.append((ordinal, new))
+            self._touched.append(key)
+            self._batch_changed = True
+            return "created"
+        extras = list(row.extras)
+        extras += [""] * (len(header) - self.base - len(extras))
+        for index, cell in values.items():
+            if index >= self.base:
+                extras[index - self.base] = cell
+        new_extras = _stripped(extras)
+        if digest == row.digest and new_extras == row.extras:
+            return "unchanged"
+        row.digest, row.extras = digest, new_extras
+        self._keep(row.ordinal, len(header), values)
+        self._touched.append(key)
+        self._batch_changed = True
+        return "updated"
+
+    def _keep(self, ordinal: int, width: int, values: dict[int, str]) -> None:
+        """Remember an update: of a row read from the file, as the cells it sets; of a
+        new row, as the whole row (a new row holds nothing else)."""
+        if ordinal < self.originals:
+            self.updates[ordinal] = (width, values)
+            return
+        new = [""] * width
+        for index, cell in values.items():
+            new[index] = cell
+        self.replaced[ordinal] = new
+
+    def _rekey(self) -> None:
+        """File the rows this batch wrote under the key the file will give them when read
+        back (what a table loaded again after each batch would see)."""
+        for key in self._touched:
+            row = self.rows.get(key)
+            if row is None:
+                continue
+            again = self._unguard(self._guard(key))
+            if again == key:
+                continue
+            del self.rows[key]
+            if not again.strip():
+                continue
+            other = self.rows.get(again)
+            if other is None:
+                self.rows[again] = row
+            else:  # two rows now share a key: the first in the file answers for it
+                first, second = (other, row) if other.ordinal < row.ordinal else (row, other)
+                self.rows[again] = first
+                self.repeats.setdefault(again, []).append(second.ordinal)
+
+    def _spill(self, rows: list[tuple[int, list[str]]]) -> None:
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by abort)
+        pickle.dump(rows, self._spool, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _spilled(self) -> Iterator[tuple[int, list[str]]]:
+        if self._spool is None:
+            return
+        self._spool.flush()
+        self._spool.seek(0)
+        while True:
+            try:
+                rows: list[tuple[int, list[str]]] = pickle.load(self._spool)
+            except EOFError:
+                return
+            yield from rows
+
+    # -- the one write -------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Replace the file once with every change applied; nothing if nothing changed."""
+        if self.done:
+            return
+        if self.changed:
+            with file_errors(self.path, "write"):
+                replace_file(
+                    self.path, self._dump, encoding=self.settings.write_encoding, mode=self.mode
+                )
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the staged changes (the file is left as it is)."""
+        self.done = True
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def _dump(self, out: IO[str]) -> None:
+        header = self.header
+        assert header is not None
+        if self.bom:
+            out.write("\ufeff")
+        writer = csv.writer(out, **writer_options(self.settings, self.lineterminator))
+        writer.writerows(writable_rows(self.settings, self._rows_out(header)))
+
+    def _rows_out(self, header: list[str]) -> Iterator[list[str]]:
+        yield header
+        yield from self._old_rows()
+        for ordinal, row in self._spilled():
+            if ordinal not in self.deleted:
+                yield self._padded(self.replaced.get(ordinal, row))
+
+    def _old_rows(self) -> Iterator[list[str]]:
+        """The file's rows, read again, with this run's updates and deletes applied."""
+        if self.cursor is None:
+            if os.path.lexists(self.path):
+                raise self._changed()
+            return
+        with CsvFile(self.path, self.settings, follow_links=False) as source:
+            for ordinal, row in enumerate(source.rows()):
+                if ordinal in self.deleted:
+                    continue
+                cells = row.cells
+                if ordinal in self.updates:
+                    width, values = self.updates[ordinal]
+                    cells = cells + [""] * (width - len(cells))
+                    for index, cell in values.items():
+                        cells[index] = cell
+                yield self._padded(cells)
+            if source.cursor != self.cursor:
+                raise self._changed()
+
+    def _padded(self, row: list[str]) -> list[str]:
+        """A row as a table rewritten after every batch would have left it: a row as wide
+        as the header was when a batch changed the file is widened with the header."""
+        assert self.header is not None
+        if len(row) in self.widths:
+            return row + [""] * (len(self.header) - len(row))
+        return row
+
+    def _changed(self) -> AdapterError:
+        return AdapterError(
+            f"{self.path} changed while this run was writing it; it was left as it was",
+            hint="Run again once whatever else writes the file has finished.",
+        )
+
+
+def _same(cell: str) -> str:
+    return cell

@@ -1,0 +1,240 @@
+"""The write session: one file rewrite per run, with the results and bytes of a rewrite per batch.
+
+The reference is the whole-table path the adapter used before sessions: load the file as a
+:class:`~connector_csv.table.Table`, apply one batch, replace the file, for every batch. The
+session must answer every batch alike and leave the same bytes (and file mode) behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from connector_csv import CsvAdapter, CsvSettings
+from connector_csv.table import load_table
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from connector_core.adapters import Change, WriteResult
+from connector_core.errors import AdapterError
+from connector_core.files import replace_file
+from connector_core.records import FIELDS
+
+MAPPED = ("first_name", "city", "email", "phone")
+MAPPING: dict[str, str | None] = {name: None for name in FIELDS if name != "consent"}
+MAPPING.update({name: name for name in MAPPED})
+MAPPING["extra.csv.shirt"] = "Shirt"
+
+VALUES = [
+    "",
+    "Ann",
+    "=1+1",
+    "@cmd",
+    "+44 113 496 0000",
+    "-3",
+    "12",
+    "é",
+    "日本",
+    "a,b",
+    'say "hi"',
+    "two\nlines",
+    "tab\there",
+    "x\x01y",
+    "'quoted",
+]
+KEYS = ["k1", "k2", "k3", "=k4", "'k5", "k 6", "7", "k\x01", " "]
+
+
+def old_write(adapter: CsvAdapter, changes: list[Change]) -> list[WriteResult]:
+    """The adapter's write before sessions: load, apply, replace, per batch."""
+    path = adapter.settings.path
+    records = [c.record for c in changes if c.record is not None]
+    columns = adapter._columns
+    table = load_table(path, adapter.settings, columns.default_header(records))
+    results = []
+    for change in changes:
+        if change.action == "delete":
+            results.append(WriteResult(change.key, table.delete(change.key)))
+            continue
+        try:
+            cells = adapter._render(change)
+        except ValueError as exc:
+            results.append(WriteResult(change.key, "failed", error=str(exc)))
+            continue
+        results.append(WriteResult(change.key, table.upsert(change.key, cells)))
+    if table.changed:
+        replace_file(path, table.dump, encoding=adapter.settings.write_encoding, mode=table.mode)
+    return results
+
+
+def record(draw: Callable[..., Any], key: str) -> dict[str, Any]:
+    fields = draw(st.lists(st.sampled_from([*MAPPED, "extra.csv.shirt"]), unique=True))
+    values = {name: draw(st.sampled_from([None, *VALUES])) for name in fields}
+    return {"id": key, **values}
+
+
+@st.composite
+def batches(draw: Callable[..., Any]) -> list[list[Change]]:
+    out = []
+    for _ in range(draw(st.integers(1, 4))):
+        batch = []
+        for _ in range(draw(st.integers(0, 6))):
+            key = draw(st.sampled_from(KEYS))
+            if draw(st.booleans()) and draw(st.booleans()):
+                batch.append(Change.delete(key))
+            else:
+                batch.append(Change.upsert(key, record(draw, key)))
+        out.append(batch)
+    return out
+
+
+@st.composite
+def initial_files(draw: Callable[..., Any]) -> list[list[str]] | None:
+    """None (no file), [] (an empty file), or a header and rows."""
+    kind = draw(st.sampled_from(["none", "empty", "table"]))
+    if kind == "none":
+        return None
+    if kind == "empty":
+        return []
+    others = draw(st.lists(st.sampled_from(["first_name", "notes", "city", "Shirt"]), unique=True))
+    header = [*others[: len(others) // 2], "id", *others[len(others) // 2 :]]
+    rows = []
+    for _ in range(draw(st.integers(0, 5))):
+        width = draw(st.sampled_from([len(header), len(header), len(header) - 1, len(header) + 2]))
+        cells = [draw(st.sampled_from(VALUES)) for _ in range(max(width, 1))]
+        key_at = header.index("id")
+        if key_at < len(cells):
+            cells[key_at] = draw(st.sampled_from(KEYS))
+        rows.append(cells)
+    return [header, *rows]
+
+
+@st.composite
+def csv_settings(draw: Callable[..., Any]) -> dict[str, Any]:
+    encoding = draw(st.sampled_from(["utf-8", "latin-1"]))
+    return {
+        "encoding": encoding,
+        "write_bom": encoding == "utf-8" and draw(st.booleans()),
+        "neutralize_formulas": draw(st.booleans()),
+        "quoting": draw(st.sampled_from(["minimal", "all", "nonnumeric"])),
+        "delimiter": draw(st.sampled_from([",", ";"])),
+        "phone_numbers": draw(st.sampled_from(["prefixed", "plain"])),
+    }
+
+
+def put(path: Path, rows: list[list[str]] | None, options: dict[str, Any], crlf: bool) -> None:
+    if rows is None:
+        return
+    with path.open("w", encoding=options["encoding"], newline="") as out:
+        csv.writer(
+            out, delimiter=options["delimiter"], lineterminator="\r\n" if crlf else "\n"
+        ).writerows(rows)
+    os.chmod(path, 0o640)
+
+
+def outcome(path: Path) -> tuple[bytes, int] | None:
+    if not path.exists():
+        return None
+    return path.read_bytes(), stat.S_IMODE(path.stat().st_mode)
+
+
+def results(items: list[WriteResult]) -> list[tuple[str, str]]:
+    return [(r.key, r.action) for r in items]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(initial_files(), batches(), csv_settings(), st.booleans())
+def test_a_session_writes_what_a_rewrite_per_batch_wrote(
+    rows: list[list[str]] | None,
+    changes: list[list[Change]],
+    options: dict[str, Any],
+    crlf: bool,
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        old_path, new_path = Path(folder, "old.csv"), Path(folder, "new.csv")
+        try:
+            put(old_path, rows, options, crlf)
+            put(new_path, rows, options, crlf)
+        except UnicodeEncodeError:
+            assume(False)
+        old = CsvAdapter(CsvSettings(path=old_path, **options), mapping=MAPPING)
+        new = CsvAdapter(CsvSettings(path=new_path, **options), mapping=MAPPING)
+        expected = [results(old_write(old, batch)) for batch in changes]
+        with new.open_writes() as session:
+            got = [results(list(session.write(batch))) for batch in changes]
+            session.commit()
+        assert got == expected
+        assert outcome(new_path) == outcome(old_path)
+
+
+def test_a_run_replaces_the_file_once(csv_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import connector_csv.session
+
+    replaced: list[Path] = []
+    real = connector_csv.session.replace_file
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> None:
+        replaced.append(path)
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(connector_csv.session, "replace_file", counted)
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        for n in range(20):
+            list(session.write([Change.upsert(f"k{n}", {"id": f"k{n}", "city": "Leeds"})]))
+        assert not csv_path.exists()  # nothing is visible before the commit
+        session.commit()
+    assert replaced == [csv_path]
+    with adapter.open_writes() as session:
+        again = Change.upsert("k1", {"id": "k1", "city": "Leeds"})
+        assert [r.action for r in session.write([again])] == ["unchanged"]
+        session.commit()
+    assert replaced == [csv_path]  # an unchanged run rewrites nothing
+
+
+def test_an_aborted_session_leaves_the_file_and_no_temporary_file(csv_path: Path) -> None:
+    csv_path.write_bytes(b"id,city\r\nk1,York\r\n")
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        list(session.write([Change.upsert("k2", {"id": "k2", "city": "Leeds"})]))
+    assert csv_path.read_bytes() == b"id,city\r\nk1,York\r\n"
+    assert sorted(p.name for p in csv_path.parent.iterdir()) == [csv_path.name]
+
+
+def test_a_file_changed_during_the_session_is_not_replaced(csv_path: Path) -> None:
+    csv_path.write_bytes(b"id,city\r\nk1,York\r\n")
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        list(session.write([Change.upsert("k2", {"id": "k2", "city": "Leeds"})]))
+        csv_path.write_bytes(b"id,city\r\nk1,York\r\nk9,Hull\r\n")
+        with pytest.raises(AdapterError, match="changed while this run was writing it"):
+            session.commit()
+    assert csv_path.read_bytes().endswith(b"k9,Hull\r\n")
+    assert sorted(p.name for p in csv_path.parent.iterdir()) == [csv_path.name]
+
+
+def test_the_session_keeps_no_row_of_the_file_in_memory(csv_path: Path) -> None:
+    """The index holds a key, a position and a digest per row, not the row's cells."""
+    with csv_path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "city", "notes"])
+        writer.writerows([f"k{n}", "York", "x" * 200] for n in range(1000))
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        assert isinstance(session, connector_csv_session().CsvWrites)
+        row = session.rows["k5"]
+        assert set(row.__slots__) == {"digest", "extras", "ordinal"}
+        assert len(row.digest) == 16
+        assert row.extras == ()
+
+
+def connector_csv_session() -> Any:
+    import connector_csv.session
+
+    return connector_csv.session
