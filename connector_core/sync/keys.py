@@ -19,6 +19,8 @@ import hashlib
 import hmac
 import json
 import uuid
+from hashlib import sha256
+from json.encoder import encode_basestring
 from typing import Any
 
 from connector_core.records import Record
@@ -89,6 +91,45 @@ def field_hashes(projection: Record, salt: str = "") -> dict[str, str]:
         for field, value in projection.items()
         if value is not None
     }
+
+
+def projection_hashes(
+    projection: Record, salt: str = "", memo: dict[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
+    """``(projection_hash(projection, salt), field_hashes(projection, salt))``, with each
+    value encoded as JSON once for both (a projection's keys are canonical field names).
+
+    `memo` keeps field hashes by what they hash, for a caller that hashes many projections
+    whose fields often hold the same values (a city, a first name); it never grows past
+    :data:`MEMO_SIZE` entries."""
+    texts: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    memo = {} if memo is None else memo
+    try:
+        for name, value in projection.items():
+            if value is None:
+                texts[name] = "null"
+                continue
+            text = encode_basestring(value) if value.__class__ is str else canonical_json(value)
+            texts[name] = text
+            hashed = f"{salt}\n{name}\n{text}"
+            found = memo.get(hashed)
+            if found is None:
+                found = sha256(hashed.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()
+                memo[hashed] = found
+            hashes[name] = found
+        pairs = [f"{encode_basestring(n)}:{texts[n]}" for n in sorted(texts)]
+    except TypeError:  # a name that is not text: JSON has its own rules for those
+        return projection_hash(projection, salt), field_hashes(projection, salt)
+    whole = "{" + ",".join(pairs) + "}"
+    data = (f"{salt}\n{whole}" if salt else whole).encode("utf-8", "surrogatepass")
+    return sha256(data).hexdigest(), hashes
+
+
+#: The most field hashes a memo of :func:`projection_hashes` keeps.
+MEMO_SIZE = 65_536
 
 
 def projection_hash(projection: Any, salt: str = "") -> str:

@@ -37,7 +37,7 @@ from connector_core.cells import strip_controls_deep
 from connector_core.errors import RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.records import Record
-from connector_core.sync.keys import field_hashes, projection_hash
+from connector_core.sync.keys import projection_hashes
 from connector_core.sync.model import AppliedChange, Mapped
 
 MISSING_AT_SOURCE = "missing-at-source"
@@ -141,6 +141,7 @@ class Planner:
         self.salt = salt
         self.with_diff = with_diff
         self.labels = {name: outcome.label() for name, outcome in policy.outcomes.items()}
+        self._memo: dict[str, str] = {}  # field hashes by what they hash (see projection_hashes)
         self.purposes = tuple(
             dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
         )
@@ -148,10 +149,11 @@ class Planner:
     def plan_page(self, records: Iterable[Record], mapped: Mapping[str, Mapped]) -> PagePlan:
         """Decide every record of a page against the id map rows of its source ids."""
         plan = PagePlan()
+        evaluate, withheld, steps = self.policy.evaluate, plan.withheld, plan.steps
         for record in records:
             source_id = str(record["id"])
             try:
-                decision, projection = self.policy.evaluate(record)
+                decision, projection = evaluate(record)
             except RecordRejected as exc:  # a mask's fixed text; the runner scrubs it anyway
                 plan.rejected.append((source_id, str(exc), record))
                 continue
@@ -159,14 +161,16 @@ class Planner:
                 decision, projection = Decision(False, _deleted_reason(record)), None
             known = mapped.get(source_id)
             if projection is None:
-                plan.withheld[decision.reason] += 1
+                withheld[decision.reason] += 1
+                if known is None and not self.cleanup:
+                    continue  # nothing to take back: the common case, kept short
                 step = self._withheld(record, source_id, decision.reason, known)
             else:
                 plan.shared += 1
                 step = self._shared(record, source_id, decision, projection, known)
                 plan.unchanged += step is None or step.verify
             if step is not None:
-                plan.steps.append(dataclasses.replace(step, source=record))
+                steps.append(step)
         return plan
 
     def plan_missing(self, rows: Iterable[Mapped], reason: str = MISSING_AT_SOURCE) -> list[Step]:
@@ -183,8 +187,8 @@ class Planner:
     ) -> Step | None:
         # NUL and other control characters never reach a target: removed here, once for
         # every adapter, and before hashing, so the state holds the hash of what was sent.
-        projection = strip_controls_deep(projection)
-        digest = projection_hash(projection, self.salt)
+        projection = _without_controls(projection)
+        digest, hashes = projection_hashes(projection, self.salt, self._memo)
         same = known is not None and known.projection_hash == digest
         if same and not self.verify:
             return None
@@ -192,13 +196,12 @@ class Planner:
         key = self.keys(source_id) if known is None else known.target_key
         fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
         basis = self._basis(record, self.purposes)
-        hashes = field_hashes(projection, self.salt)
         applied = AppliedChange(
             action, source_id, key, digest, fields, basis, decision.reason, hashes
         )
         diff = self._diff(projection, hashes, known) if self.with_diff else {}
         planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
-        return Step(planned, Change.upsert(key, projection), applied, verify=same)
+        return Step(planned, Change.upsert(key, projection), applied, verify=same, source=record)
 
     def _withheld(
         self, record: Record, source_id: str, reason: str, known: Mapped | None
@@ -206,21 +209,35 @@ class Planner:
         purpose = reason.removeprefix("consent:") if reason.startswith("consent:") else None
         basis = self._basis(record, (purpose,) if purpose else ())
         if known is None:
-            return self._legacy_cleanup(source_id, reason, basis) if self.cleanup else None
+            if not self.cleanup:
+                return None
+            return self._legacy_cleanup(source_id, reason, basis, record)
         withdrawn = purpose is not None and _says_no(basis.get(purpose))
         if withdrawn:
             reason = f"{WITHDRAWN}{purpose}"
-        step = self._delete_known(known, reason, basis)
-        return dataclasses.replace(step, withdrawal=withdrawn)
+        return self._delete_known(known, reason, basis, withdrawal=withdrawn, source=record)
 
-    def _legacy_cleanup(self, source_id: str, reason: str, basis: dict[str, Any]) -> Step:
+    def _legacy_cleanup(
+        self, source_id: str, reason: str, basis: dict[str, Any], source: Record
+    ) -> Step:
         key = self.keys(source_id)
-        step = self.delete(source_id, key, f"{reason} {AFTER_INTERRUPTION}", None, basis)
-        return dataclasses.replace(step, cleanup=True)
+        reason = f"{reason} {AFTER_INTERRUPTION}"
+        return self.delete(source_id, key, reason, None, basis, cleanup=True, source=source)
 
-    def _delete_known(self, known: Mapped, reason: str, basis: dict[str, Any]) -> Step:
-        step = self.delete(known.source_id, known.target_key, reason, known, basis)
-        return step if known.recorded else dataclasses.replace(step, cleanup=True)
+    def _delete_known(
+        self,
+        known: Mapped,
+        reason: str,
+        basis: dict[str, Any],
+        *,
+        withdrawal: bool = False,
+        source: Record | None = None,
+    ) -> Step:
+        key, cleanup = known.target_key, not known.recorded
+        return self.delete(
+            known.source_id, key, reason, known, basis,
+            cleanup=cleanup, withdrawal=withdrawal, source=source,
+        )  # fmt: skip
 
     def delete(
         self,
@@ -229,6 +246,10 @@ class Planner:
         reason: str,
         known: Mapped | None,
         basis: dict[str, Any] | None = None,
+        *,
+        cleanup: bool = False,
+        withdrawal: bool = False,
+        source: Record | None = None,
     ) -> Step:
         """A step that takes a record back from the target."""
         diff: dict[str, tuple[Any, Any]] = {}
@@ -236,7 +257,10 @@ class Planner:
             diff = dict.fromkeys(known.fields, (None, None))
         planned = PlannedChange("delete", source_id, key, None, diff, reason)
         applied = AppliedChange("delete", source_id, key, None, {}, basis or {}, reason)
-        return Step(planned, Change.delete(key), applied)
+        return Step(
+            planned, Change.delete(key), applied,
+            cleanup=cleanup, withdrawal=withdrawal, source=source,
+        )  # fmt: skip
 
     @staticmethod
     def _diff(
@@ -259,6 +283,20 @@ class Planner:
         if not isinstance(consent, dict):
             return {}
         return {p: consent[p] for p in purposes if p in consent}
+
+
+_FLAT = frozenset({int, float, bool, type(None)})
+
+
+def _without_controls(projection: Record) -> Record:
+    """:func:`strip_controls_deep` of a projection (a new dict), without walking it when
+    there is nothing to strip: names and text values all printable (no control character
+    is), every other value a number, a boolean or None."""
+    for name, value in projection.items():
+        plain = (value.__class__ is str and value.isprintable()) or value.__class__ in _FLAT
+        if not (plain and name.__class__ is str and name.isprintable()):
+            return strip_controls_deep(projection)  # type: ignore[no-any-return]
+    return dict(projection)
 
 
 def _says_no(state: Any) -> bool:

@@ -5,11 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector_core.sync.keys import TargetKeys, legacy_target_key, target_key
+from connector_core.sync import keys
+from connector_core.sync.keys import (
+    TargetKeys,
+    field_hashes,
+    legacy_target_key,
+    projection_hash,
+    projection_hashes,
+    target_key,
+)
 
 names = st.text(min_size=1, max_size=40)
 ids = st.text(max_size=60)
@@ -46,3 +56,43 @@ def test_the_secret_never_shows() -> None:
     keys = TargetKeys("north", b"a very secret value")
     assert "secret value" not in repr(keys)
     assert repr(keys) == "TargetKeys(job='north', secret=<hidden>)"
+
+
+# Projections as the planner hashes them: canonical names to text (any, with escapes,
+# surrogates and controls), numbers, booleans, None, lists and the consent mapping.
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+field_names = st.sampled_from(["first_name", "city", "phone", "groups", "consent", "extra.a.b"])
+projections = st.dictionaries(field_names | st.text(max_size=6), values, max_size=6)
+
+
+@given(projection=projections, salt=st.sampled_from(["", "salt", "f" * 64, "é\n"]))
+def test_projection_hashes_equal_the_two_hashes_they_stand_for(
+    projection: dict[str, Any], salt: str
+) -> None:
+    """One pass over the projection, the very same hashes (stored states must still match),
+    also when a memo shared with other projections answers for some fields."""
+    expected = (projection_hash(projection, salt), list(field_hashes(projection, salt).items()))
+    for memo in (None, MEMO, MEMO):
+        digest, hashes = projection_hashes(projection, salt, memo)
+        assert (digest, list(hashes.items())) == expected
+
+
+MEMO: dict[str, str] = {}
+
+
+def test_the_memo_stays_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys, "MEMO_SIZE", 3)
+    memo: dict[str, str] = {}
+    for n in range(10):
+        projection = {"city": f"c{n}", "first_name": f"f{n}"}
+        assert projection_hashes(projection, "s", memo)[1] == field_hashes(projection, "s")
+        assert len(memo) <= 3
+
+
+def test_projection_hashes_of_names_that_are_not_text_fall_back_to_json() -> None:
+    projection: dict[Any, Any] = {1: "x", 2: None}
+    assert projection_hashes(projection) == (projection_hash(projection), field_hashes(projection))

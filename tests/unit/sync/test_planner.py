@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from connector_core.cells import strip_controls_deep
 from connector_core.masks import BUILTIN_MASKS, MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
@@ -30,6 +33,7 @@ from connector_core.sync.planner import (
     WITHDRAWN,
     Planner,
     Step,
+    _without_controls,
 )
 
 SECRET = b"planner test key secret"
@@ -337,3 +341,44 @@ def test_a_record_merged_at_the_source_is_taken_back_as_merged(planner: Planner)
     assert step.applied.reason == "merged-at-source:p9"
     (trashed,) = planner.plan_page([person("p1", deleted=True)], known).steps
     assert trashed.applied.reason == DELETED_AT_SOURCE
+
+
+def test_every_step_carries_the_record_it_was_planned_from(policy: CompiledPolicy) -> None:
+    """The runner scrubs a failed step's error of these values: shares, deletes, cleanups."""
+    planner = Planner("job", policy, keys=KEYS)
+    legacy = Planner("job", policy, keys=KEYS, cleanup=True)
+    shared, gone, unrecorded = person("p1"), person("p2", region="South"), person("p3", consent={})
+    known = {
+        "p2": mapped_as(planner, person("p2")),
+        "p3": dataclasses.replace(mapped_as(planner, person("p3")), recorded=False),
+    }
+    steps = planner.plan_page([shared, gone, unrecorded], known).steps
+    steps += legacy.plan_page([person("p4", region="South")], {}).steps
+    assert [(s.source or {}).get("id") for s in steps] == ["p1", "p2", "p3", "p4"]
+    assert [s.source for s in steps[:3]] == [shared, gone, unrecorded]
+    assert all(s.source is r for s, r in zip(steps, [shared, gone, unrecorded], strict=False))
+    assert [(s.cleanup, s.withdrawal) for s in steps] == [
+        (False, False),
+        (False, False),
+        (True, False),
+        (True, False),
+    ]
+
+
+# What a projection may hold: text with or without control characters, numbers, booleans,
+# None, lists and mappings (consent shown by name).
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=5,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _values, max_size=5))
+def test_a_projection_loses_exactly_what_strip_controls_deep_removes(
+    projection: dict[str, Any],
+) -> None:
+    cleaned = _without_controls(projection)
+    assert cleaned == strip_controls_deep(projection)
+    assert list(cleaned) == list(strip_controls_deep(projection))
+    assert cleaned is not projection  # a new dict, as before: a target may keep what it gets
