@@ -242,10 +242,24 @@ class _Decider:
         policies = [run.job.policy for run in runs]
         self.policies: list[CompiledPolicy] = policies
         self.set = PolicySet(policies)
-        keys: dict[str, int] = {}
-        self.gate_of = [keys.setdefault(p.gate_key, len(keys)) for p in policies]
-        firsts = {g: p for p, g in reversed(list(zip(policies, self.gate_of, strict=True)))}
-        self.gates = [firsts[g].gate for g in range(len(keys))]
+        # Policies whose gates check the same things share one gate call per record; each
+        # renames its reasons (a forbid's reason names its policy).
+        keys: dict[tuple[str, ...], int] = {}
+        self.gate_of: list[int] = []
+        self.gates: list[Callable[[Record], Decision | None]] = []
+        self.renames: list[dict[str, Decision]] = []
+        firsts: list[CompiledPolicy] = []
+        for policy in policies:
+            key = tuple(check for check, _ in policy.gate_checks)
+            group = keys.setdefault(key, len(keys))
+            if group == len(self.gates):
+                self.gates.append(policy.gate)
+                firsts.append(policy)
+            self.gate_of.append(group)
+            first = firsts[group].gate_checks
+            self.renames.append(
+                {a.reason: b for (_, a), (_, b) in zip(first, policy.gate_checks, strict=True)}
+            )
         #: every job plans every record (a legacy cleanup takes back withheld derived keys)
         self.everything = [run.planner.cleanup for run in runs]
         #: source id -> positions of the jobs whose id map or outstanding changes hold it
@@ -314,32 +328,38 @@ class _PageDecisions:
         policy = decider.policies[position]
         verdicts = self.verdicts[position]
         defaults = self.defaults[decider.gate_of[position]]
+        renames = decider.renames[position]
         if decider.everything[position]:
             chosen: Iterable[int] = range(len(self.records))
         else:
             chosen = sorted(verdicts.keys() | self.held[position] | self.deleted)
+        held = self.held[position]
+        unheld = set()
         table: dict[int, _Verdict] = {}
         withheld = self.counts[decider.gate_of[position]].copy()
         records = []
         for j in chosen:
             record = self.records[j]
             records.append(record)
+            if j not in held:
+                unheld.add(str(record["id"]))
             if j in self.deleted:
                 continue  # decided by the job itself, as alone
             default = defaults[j]
             withheld[None if default is None else default.reason] -= 1
             verdict = verdicts.get(j)
             if verdict is None:
-                verdict = (default or policy.no_allow, None)
+                verdict = (policy.no_allow if default is None else renames[default.reason], None)
             elif not isinstance(verdict, RecordRejected) and verdict[1] is not None:
                 self._shares(str(record["id"]), position)
             table[id(record)] = verdict
         counted = {
-            (policy.no_allow.reason if reason is None else reason): n
+            (policy.no_allow if reason is None else renames[reason]).reason: n
             for reason, n in withheld.items()
             if n
         }
-        return DecidedPage(self.records, records, _lookup(table, policy), counted)
+        decide = _lookup(table, policy)
+        return DecidedPage(self.records, records, decide, counted, frozenset(unheld))
 
     def _shares(self, source_id: str, position: int) -> None:
         """Job `position` shares `source_id` in this run: from now on it holds it."""

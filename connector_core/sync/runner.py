@@ -24,6 +24,12 @@
 - An adapter error (outage, refused credentials) stops the run: what was recorded stays
   recorded, and the next run resumes from the stored cursor.
 
+A run is a page consumer: :meth:`_Run.begin` (full or incremental, and from which cursor),
+:meth:`_Run.feed` per page, :meth:`_Run.end` after the last, :meth:`_Run.finish`.
+:func:`run_job` feeds a run from its own read; :func:`connector_core.sync.fanout.run_jobs`
+feeds the runs of many jobs from one read of their shared source, each page decided for all
+of them at once (:class:`DecidedPage`), every job keeping its own cursor, state and result.
+
 Field values never reach a log line, an exception or :class:`RunResult`; source ids are
 logged at DEBUG only.
 """
@@ -197,6 +203,8 @@ class DecidedPage:
     records: list[Record]
     decide: Callable[[Record], tuple[Decision, Record | None]]
     withheld: Mapping[str, int]
+    #: ids of `records` the job's id map cannot hold (no id map lookup needed)
+    unheld: frozenset[str] = frozenset()
 
 
 class _Run:
@@ -387,7 +395,8 @@ class _Run:
                 self.counts.withheld[reason] = self.counts.withheld.get(reason, 0) + n
         records += self._refused_while_held(page)
         ids = [str(r["id"]) for r in records]
-        mapped = self.store.mapped(self.job.name, ids) if ids else {}
+        lookup = ids if decided is None else [i for i in ids if i not in decided.unheld]
+        mapped = self.store.mapped(self.job.name, lookup) if lookup else {}
         owed = [sid for sid in ids if sid in self.owed]
         for source_id in owed:
             mapped[source_id] = self._uncertain(self.owed[source_id], mapped.get(source_id))
