@@ -329,3 +329,27 @@ def test_a_group_dry_run_writes_nothing_and_plans_what_each_job_would(tmp_path: 
         assert together == alone
         assert s.runs() == []
     assert CountingAdapter.reads.count(None) == len(JOBS) + 1
+
+
+def test_hard_deletes_found_by_a_forced_reconciliation_match_too(tmp_path: Path) -> None:
+    """Records removed at the source (which incremental reads cannot report) are taken back
+    alike when every job reconciles, grouped or one by one."""
+    results = {}
+    for mode in ("single", "group"):
+        reset_memory_stores()
+        root = tmp_path / mode
+        root.mkdir()
+        world = World(root)
+        run = world.one_by_one if mode == "single" else world.grouped
+        url = f"sqlite:///{root / 'state.db'}"
+        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
+            for n in range(30):
+                world.put(n)
+            run(s)
+            for n in (0, 1, 2, 6, 12):
+                list(world.source.write([Change.delete(f"P{n:03d}")]))
+            codes = run(s, reconcile=True)
+            results[mode] = (codes, outcome(s))
+    assert results["group"] == results["single"]
+    deletes = [e for e in results["group"][1]["north ledger"] if e[0] == "delete"]
+    assert {e[4] for e in deletes} == {"missing-at-source"}
