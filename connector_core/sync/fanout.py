@@ -48,7 +48,6 @@ from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
 from connector_core.records import Record
 from connector_core.sync.job import LoadedJob
-from connector_core.sync.locks import JobLocked, TargetLocked
 from connector_core.sync.runner import DecidedPage, JobRun, RunResult, new_run, seen_ids
 from connector_core.sync.state import StateStore
 
@@ -158,10 +157,7 @@ class _Group:
                     locks.enter_context(self.store.lock(job.name, target=job.config.target))
                 run = new_run(job, self.store, **self.options)
                 cursors.append(run.begin(reconcile))
-            except (JobLocked, TargetLocked) as exc:
-                out.refused.append((job.name, exc))
-                continue
-            except ConnectorError as exc:
+            except ConnectorError as exc:  # locked elsewhere (JobLocked, TargetLocked), ...
                 out.refused.append((job.name, exc))
                 continue
             self.runs.append(run)
