@@ -240,3 +240,29 @@ def test_run_all_reads_a_shared_source_once(
     assert again.exit_code == 0, again.output
     assert len(reads) == 2
     assert reads[1] is not None  # both at the same cursor: one incremental read
+
+
+def test_the_scheduler_runs_due_jobs_from_one_read(
+    demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connector_csv import CsvAdapter
+
+    from connector_core.cli.app import App
+    from connector_core.cli.sync import _run_due
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    reads: list[str | None] = []
+    read = CsvAdapter.read
+
+    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("cursor"))
+        return read(self, **kwargs)
+
+    monkeypatch.setattr(CsvAdapter, "read", counted)
+    ran = _run_due(App(demo / "connector.yaml"))
+    assert sorted(ran) == ["organizers-north", "partner-housing"]  # never ran: both due
+    assert reads == [None]
+    out = capsys.readouterr().out
+    assert "organizers-north: read" in out
+    assert "partner-housing: read" in out
