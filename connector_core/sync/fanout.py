@@ -48,11 +48,14 @@ from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
 from connector_core.records import Record
 from connector_core.sync.job import LoadedJob
+from connector_core.sync.model import Mapped
 from connector_core.sync.runner import DecidedPage, JobRun, RunResult, new_run, seen_ids
 from connector_core.sync.state import StateStore
 
 __all__ = ["GroupResult", "groups", "run_jobs"]
 
+#: At most this many id map rows (of all the group's jobs) are read ahead, once.
+_ROWS_AHEAD = 200_000
 #: A decision made ahead, or the error evaluating the record raised.
 _Verdict = tuple[Decision, Record | None] | RecordRejected
 
@@ -261,11 +264,24 @@ class _Decider:
         #: source id -> positions of the jobs whose id map or outstanding changes hold it
         #: (and, as the read goes on, that shared it in this run)
         self.holders: dict[str, list[int]] = collections.defaultdict(list)
+        held: list[list[str]] = []
         for position, run in enumerate(runs):
-            for source_id in store.source_ids(run.job.name):
+            held.append(list(store.source_ids(run.job.name)))
+            for source_id in held[-1]:
                 self.holders[source_id].append(position)
             for source_id in run.owed:
                 self.holders[source_id].append(position)
+        # A small group's id map rows are read once, not page by page and job by job: a
+        # row changes only when its job records a change it planned in this run, so a row
+        # serves until its id is handed to its job (then the job looks it up itself).
+        rows = sum(len(ids) for ids in held)
+        self.rows: list[dict[str, Mapped]] | None = None
+        if rows <= _ROWS_AHEAD:
+            self.rows = [
+                store.mapped(run.job.name, ids) for run, ids in zip(runs, held, strict=True)
+            ]
+        #: per job, the ids handed to it (and the page problems' keys) in this run
+        self.handed: list[set[str]] = [set() for _ in runs]
         # One set of ids read for the whole group (each job's own would repeat it).
         self.seen: set[str] | None = set()
         for run in runs:
@@ -277,6 +293,10 @@ class _Decider:
             self.seen = None
         elif self.seen is not None:
             self.seen.update(seen_ids(page))
+        keys = [p.key for p in page.problems if p.key is not None]
+        if keys:  # a job may decide a problem's record (a refusal while held): no row ahead
+            for handed in self.handed:
+                handed.update(keys)
         return _PageDecisions(self, page)
 
 
@@ -331,14 +351,25 @@ class _PageDecisions:
             chosen = sorted(verdicts.keys() | self.held[position] | self.deleted)
         held = self.held[position]
         unheld = set()
+        ahead: dict[str, Mapped] = {}
+        rows = None if decider.rows is None else decider.rows[position]
+        handed = decider.handed[position]
         table: dict[int, _Verdict] = {}
         withheld = self.counts[decider.gate_of[position]].copy()
         records = []
         for j in chosen:
             record = self.records[j]
             records.append(record)
+            source_id = str(record["id"])
             if j not in held:
-                unheld.add(str(record["id"]))
+                unheld.add(source_id)
+            elif rows is not None and source_id not in handed:
+                row = rows.get(source_id)
+                if row is None:
+                    unheld.add(source_id)
+                else:
+                    ahead[source_id] = row
+            handed.add(source_id)
             if j in self.deleted:
                 continue  # decided by the job itself, as alone
             default = defaults[j]
@@ -355,7 +386,7 @@ class _PageDecisions:
             if n
         }
         decide = _lookup(table, policy)
-        return DecidedPage(self.records, records, decide, counted, frozenset(unheld))
+        return DecidedPage(self.records, records, decide, counted, frozenset(unheld), ahead)
 
     def _shares(self, source_id: str, position: int) -> None:
         """Job `position` shares `source_id` in this run: from now on it holds it."""

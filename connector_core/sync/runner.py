@@ -205,6 +205,8 @@ class DecidedPage:
     withheld: Mapping[str, int]
     #: ids of `records` the job's id map cannot hold (no id map lookup needed)
     unheld: frozenset[str] = frozenset()
+    #: id map rows of `records` read ahead, current (no lookup needed either)
+    mapped: Mapping[str, Mapped] = dataclasses.field(default_factory=dict)
 
 
 class _Run:
@@ -395,8 +397,14 @@ class _Run:
                 self.counts.withheld[reason] = self.counts.withheld.get(reason, 0) + n
         records += self._refused_while_held(page)
         ids = [str(r["id"]) for r in records]
-        lookup = ids if decided is None else [i for i in ids if i not in decided.unheld]
-        mapped = self.store.mapped(self.job.name, lookup) if lookup else {}
+        if decided is not None:  # what the group knows of the id map needs no lookup
+            lookup = [i for i in ids if i not in decided.unheld and i not in decided.mapped]
+            mapped = {
+                **decided.mapped,
+                **(self.store.mapped(self.job.name, lookup) if lookup else {}),
+            }
+        else:
+            mapped = self.store.mapped(self.job.name, ids) if ids else {}
         owed = [sid for sid in ids if sid in self.owed]
         for source_id in owed:
             mapped[source_id] = self._uncertain(self.owed[source_id], mapped.get(source_id))
