@@ -26,7 +26,12 @@ time), and runs each group from one read of its source:
   result. A ConnectorError of one job (its target down, its lock lost) stops that job
   alone; a failing source stops every job of the group, each keeping what it recorded.
 - **Memory.** Pages flow: one page at a time, plus the group's set of the ids read (for
-  finding what is missing) and, per job, the source ids it holds.
+  finding what is missing), per job the source ids it holds and, for a group holding up to
+  200,000 records in all, their id map rows, read once instead of page by page and job by
+  job (larger groups look them up per page, as a single run does).
+- **Limits.** Every job of a group holds its two locks for the whole read: with PostgreSQL
+  each lock is a connection of its own, so a read serves at most 32 jobs there (256 with
+  SQLite, where a lock is an open file); more jobs on one source take more reads.
 
 A group of one job runs exactly as :func:`~connector_core.sync.runner.run_job` does
 (its own query, with pushdown).
@@ -54,6 +59,9 @@ from connector_core.sync.state import StateStore
 
 __all__ = ["GroupResult", "groups", "run_jobs"]
 
+#: Jobs one read serves at most: each holds two locks (PostgreSQL: a connection each).
+_PG_GROUP = 32
+_FILE_GROUP = 256
 #: At most this many id map rows (of all the group's jobs) are read ahead, once.
 _ROWS_AHEAD = 200_000
 #: A decision made ahead, or the error evaluating the record raised.
@@ -71,14 +79,19 @@ class GroupResult:
     reads: int = 0
 
 
-def groups(jobs: Sequence[LoadedJob]) -> list[list[LoadedJob]]:
-    """The jobs sorted into groups that share a source connection, in the order given; a
-    job whose target connection another job of its group writes starts a later group."""
+def groups(jobs: Sequence[LoadedJob], limit: int = 1_000_000) -> list[list[LoadedJob]]:
+    """The jobs sorted into groups that share a source connection, in the order given, of
+    at most `limit` jobs; a job whose target connection another job of its group writes
+    starts a later group."""
     found: list[list[LoadedJob]] = []
     for job in jobs:
         for group in found:
             same_source = group[0].config.source == job.config.source
-            if same_source and all(j.config.target != job.config.target for j in group):
+            if (
+                same_source
+                and len(group) < limit
+                and all(j.config.target != job.config.target for j in group)
+            ):
                 group.append(job)
                 break
         else:
@@ -96,13 +109,16 @@ def run_jobs(
     progress: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
     accept_deletes: int = 0,
+    group_size: int | None = None,
 ) -> GroupResult:
     """Run `jobs`, each group sharing a source from one read of it (see the module).
 
     The arguments are :func:`~connector_core.sync.runner.run_job`'s, for every job;
-    `progress` is called with the number of records of each page read. The adapters stay
-    open. An error other than a ConnectorError (a bug, an interrupt) is noted in the run
-    rows of the group's jobs and raised.
+    `progress` is called with the number of records of each page read. `group_size` caps
+    the jobs one read serves (each holds two locks meanwhile; default: 32 with a PostgreSQL
+    store, where a lock is a connection, else 256). The adapters stay open. An error other
+    than a ConnectorError (a bug, an interrupt) is noted in the run rows of the group's
+    jobs and raised.
     """
     out = GroupResult()
     options: dict[str, Any] = {
@@ -111,7 +127,10 @@ def run_jobs(
         "now": now,
         "accept_deletes": accept_deletes,
     }
-    for group in groups(jobs):
+    if group_size is None:
+        pg = str(store.url).startswith("postgresql")
+        group_size = _PG_GROUP if pg else _FILE_GROUP
+    for group in groups(jobs, group_size):
         _Group(group, store, options, progress).run(reconcile, out)
     order = {job.name: n for n, job in enumerate(jobs)}
     out.results.sort(key=lambda r: order[r.job])

@@ -353,3 +353,16 @@ def test_hard_deletes_found_by_a_forced_reconciliation_match_too(tmp_path: Path)
     assert results["group"] == results["single"]
     deletes = [e for e in results["group"][1]["north ledger"] if e[0] == "delete"]
     assert {e[4] for e in deletes} == {"missing-at-source"}
+
+
+def test_a_read_serves_at_most_group_size_jobs(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for n in range(10):
+        world.put(n)
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        jobs = world.load()
+        group = run_jobs(jobs, s, group_size=4)
+        for job in jobs:
+            job.close()
+    assert group.reads == len(CountingAdapter.reads) == 2
+    assert [r.job for r in group.results] == JOBS
