@@ -291,12 +291,13 @@ def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(tmp_path: Path) -> None
         assert together == alone, index
 
 
-def test_a_failing_target_stops_only_its_job(tmp_path: Path) -> None:
+def test_a_failing_target_stops_only_its_job(tmp_path: Path, store: StateStore) -> None:
+    """On SQLite and PostgreSQL (where each job's locks are connections of their own)."""
     world = World(tmp_path)
     for n in range(30):
         world.put(n)
     DownAdapter.down = True
-    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+    with store as s:
         jobs = world.load()
         group: GroupResult = run_jobs(jobs, s)
         by_job = {r.job: r for r in group.results}
