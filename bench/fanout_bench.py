@@ -331,13 +331,15 @@ def render(results: dict[str, Any]) -> str:
             )
     paired = results["paired"]["first"]
     grouped = statistics.median(paired)
-    verdict = "met" if grouped <= TARGET else "not met"
+    medians = results["ratios"]["first"]["grouped"]
+    verdict = "met" if max(grouped, medians) <= TARGET else "not met"
     lines += [
         "",
         f"Target (issue 13): {results['jobs']} jobs over one source ≤ {TARGET:g}x one job, "
-        f"the source read once: first run {grouped:.2f}x ({verdict}; the median of the "
-        f"rounds' own ratios, from {paired[0]:.2f} to {paired[-1]:.2f}; rerun after 1% "
-        f"changed: {statistics.median(results['paired']['changed']):.2f}x), "
+        f"the source read once: first run {grouped:.2f}x, the median of the rounds' own "
+        f"ratios (from {paired[0]:.2f} to {paired[-1]:.2f}), {medians:.2f}x the ratio of "
+        f"the medians: {verdict} (both must be); rerun after 1% "
+        f"changed: {statistics.median(results['paired']['changed']):.2f}x; "
         f"{results['table']['grouped']['first']['reads']} read(s).",
         "",
         "*without loading*: the wall time less loading connector.yaml (50 target "
