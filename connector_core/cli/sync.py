@@ -14,7 +14,8 @@ from connector_core.cli.app import App, emit_json
 from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConnectorError, ExitCode
-from connector_core.sync.job import load_job
+from connector_core.sync.fanout import run_jobs
+from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
@@ -183,24 +184,74 @@ def run(
             store.check_ledger_writable()  # before any target is written
         try:
             names = _select(app, job, run_all, due, store)
-            for name in names:
-                try:
-                    results.append(
-                        _run_one(
-                            app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes
-                        )
-                    )
-                except ConnectorError as err:
-                    if len(names) == 1:
-                        raise  # the CLI group reports it, with its exit code
-                    _report_refused(name, err)  # one broken job never stops the others
-                    refused.append(err.exit_code)
+            if job is not None:  # the CLI group reports its error, with its exit code
+                results.append(
+                    _run_one(app, job, dry_run, reconcile, quiet, store, as_json, accept_deletes)
+                )
+            else:  # jobs sharing a source read it once; one broken job never stops the others
+                ran, refused = _run_many(
+                    app,
+                    names,
+                    store,
+                    dry_run=dry_run,
+                    reconcile=reconcile,
+                    quiet=quiet,
+                    as_json=as_json,
+                    accept_deletes=accept_deletes,
+                )
+                results.extend(ran)
         finally:
             if not dry_run:
                 export_anchor(app, store, quiet=quiet or as_json)
     if as_json:
         emit_json([result_json(r) for r in results])
     ctx.exit(exit_code(results, refused))
+
+
+def _run_many(
+    app: App,
+    names: list[str],
+    store: StateStore,
+    *,
+    dry_run: bool = False,
+    reconcile: bool | None = None,
+    quiet: bool = False,
+    as_json: bool = False,
+    accept_deletes: int = 0,
+) -> tuple[list[RunResult], list[int]]:
+    """Load and run `names`, those sharing a source from one read (run_jobs); report each
+    job as _run_one does, in order. Returns the results and the exit codes of the jobs
+    that did not run."""
+    env = PolicyEnv.from_app(app)
+    loaded: list[LoadedJob] = []
+    failed: dict[str, ConnectorError] = {}
+    progress = Progress(f"{len(names)} jobs", not quiet)
+    try:
+        for name in names:
+            try:
+                loaded.append(load_job(app.config, name, masks=env.masks, context=env.context()))
+            except ConnectorError as err:
+                failed[name] = err
+        group = run_jobs(
+            loaded,
+            store,
+            dry_run=dry_run,
+            reconcile=reconcile,
+            progress=progress,
+            accept_deletes=accept_deletes,
+        )
+    finally:
+        progress.done()
+        for job in loaded:
+            job.close()
+    failed.update(group.refused)
+    results = {r.job: r for r in group.results}
+    for name in names:
+        if name in failed:
+            _report_refused(name, failed[name])
+        elif not as_json:
+            _report(results[name], dry_run, quiet)
+    return list(results.values()), [err.exit_code for err in failed.values()]
 
 
 def _report_refused(name: str, err: ConnectorError) -> None:
@@ -229,24 +280,30 @@ def _run_one(
         accept_deletes=accept_deletes,
     )
     if not as_json:
-        if not quiet:
-            click.echo(("(dry run) " if dry_run else "") + summary_line(result))
-        for problem in result.problems:
-            click.secho(f"  skipped: {problem}", fg="yellow", err=True)
-        for failure in result.failures:
-            click.secho(f"  failed: {failure}", fg="yellow", err=True)
-        if result.held:
-            click.secho(f"  held back: {result.held}", fg="red", err=True)
-            click.echo(
-                f"  hint: check them with `connector plan {name}`, then accept them with "
-                f"`connector run {name} --accept-deletes {result.counts.held}`",
-                err=True,
-            )
-        if result.aborted:
-            click.secho(f"  stopped: {result.aborted}", fg="red", err=True)
-            if result.error is not None and result.error.hint:
-                click.echo(f"  hint: {result.error.hint}", err=True)
+        _report(result, dry_run, quiet)
     return result
+
+
+def _report(result: RunResult, dry_run: bool, quiet: bool) -> None:
+    """Print one run's summary line (unless `quiet`), its problems, failures and stops."""
+    name = result.job
+    if not quiet:
+        click.echo(("(dry run) " if dry_run else "") + summary_line(result))
+    for problem in result.problems:
+        click.secho(f"  skipped: {problem}", fg="yellow", err=True)
+    for failure in result.failures:
+        click.secho(f"  failed: {failure}", fg="yellow", err=True)
+    if result.held:
+        click.secho(f"  held back: {result.held}", fg="red", err=True)
+        click.echo(
+            f"  hint: check them with `connector plan {name}`, then accept them with "
+            f"`connector run {name} --accept-deletes {result.counts.held}`",
+            err=True,
+        )
+    if result.aborted:
+        click.secho(f"  stopped: {result.aborted}", fg="red", err=True)
+        if result.error is not None and result.error.hint:
+            click.echo(f"  hint: {result.error.hint}", err=True)
 
 
 @click.command()
@@ -314,16 +371,11 @@ def schedule(ctx: click.Context) -> None:
 
 
 def _run_due(app: App) -> list[str]:
-    ran = []
     with open_store(app, keyed=True, create_key=True) as store:
         store.check_ledger_writable()
-        for name in _select(app, None, False, True, store):
-            try:
-                _run_one(app, name, False, None, False, store, False)
-            except ConnectorError as err:
-                click.secho(f"{name}: {err}", fg="red", err=True)
-            ran.append(name)
+        ran = _select(app, None, False, True, store)
         if ran:
+            _run_many(app, ran, store)  # reports each job; a failing one never stops it
             export_anchor(app, store, quiet=False)
     return ran
 

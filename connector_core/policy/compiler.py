@@ -28,7 +28,7 @@ import datetime as dt
 import difflib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from connector_core.errors import PolicyError
 from connector_core.hookspecs import MaskFactory
@@ -144,7 +144,14 @@ class CompiledPolicy:
         }
         self.no_allow = Decision(False, f"no-allow:{policy.name}")
         self.pushdown = _pushdown(links, resolutions)
-        functions, self.source = codegen.build(policy.name, self._plan(), self._fields())
+        plan = self._plan()
+        functions, self.source = codegen.build(policy.name, plan, self._fields())
+        #: what ``gate`` checks, in order (each consent purpose, then each forbid's
+        #: condition), with the decision it gives: policies with equal checks have gates
+        #: that differ only in the reasons' names
+        self.gate_checks: tuple[tuple[str, Decision], ...] = tuple(
+            (f"consent:{p}", cast(Decision, d)) for p, d in plan.consents
+        ) + tuple((f"forbid:{c!r}", cast(Decision, d)) for c, d in plan.forbids)
         self.decide = functions["decide"]
         self.evaluate = functions["evaluate"]
         self.project = functions["project"]

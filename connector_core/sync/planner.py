@@ -146,10 +146,20 @@ class Planner:
             dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
         )
 
-    def plan_page(self, records: Iterable[Record], mapped: Mapping[str, Mapped]) -> PagePlan:
-        """Decide every record of a page against the id map rows of its source ids."""
+    def plan_page(
+        self,
+        records: Iterable[Record],
+        mapped: Mapping[str, Mapped],
+        decide: Callable[[Record], tuple[Decision, Record | None]] | None = None,
+    ) -> PagePlan:
+        """Decide every record of a page against the id map rows of its source ids.
+
+        `decide` (default: the policy's own ``evaluate``) may give decisions made already,
+        for many jobs at once (:mod:`connector_core.sync.fanout`): it must equal ``evaluate``.
+        """
         plan = PagePlan()
-        evaluate, withheld, steps = self.policy.evaluate, plan.withheld, plan.steps
+        evaluate = self.policy.evaluate if decide is None else decide
+        withheld, steps = plan.withheld, plan.steps
         for record in records:
             source_id = str(record["id"])
             try:

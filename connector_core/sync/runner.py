@@ -31,6 +31,12 @@
   not in memory. A run stopped before the commit leaves them all outstanding, as a killed
   run leaves one batch.
 
+A run is a page consumer: :meth:`_Run.begin` (full or incremental, and from which cursor),
+:meth:`_Run.feed` per page, :meth:`_Run.end` after the last, :meth:`_Run.finish`.
+:func:`run_job` feeds a run from its own read; :func:`connector_core.sync.fanout.run_jobs`
+feeds the runs of many jobs from one read of their shared source, each page decided for all
+of them at once (:class:`DecidedPage`), every job keeping its own cursor, state and result.
+
 Field values never reach a log line, an exception or :class:`RunResult`; source ids are
 logged at DEBUG only.
 """
@@ -40,11 +46,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from connector_core.adapters import Capability, Page, WriteResult, WriteSession
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
+from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
@@ -68,7 +75,7 @@ from connector_core.sync.planner import (
 )
 from connector_core.sync.state import KEEP, StateStore
 
-__all__ = ["PlannedChange", "RunResult", "run_job"]
+__all__ = ["DecidedPage", "JobRun", "PlannedChange", "RunResult", "new_run", "run_job", "seen_ids"]
 
 log = logging.getLogger("connector.sync")
 
@@ -149,11 +156,11 @@ def run_job(
         JobLocked: another process is running this job.
         TargetLocked: another job is writing this job's target connection.
     """
-    run = _Run(
+    run = new_run(
         job,
         store,
         dry_run=dry_run,
-        batch_size=batch_size or job.options.batch_size or job.target.page_size,
+        batch_size=batch_size,
         progress=progress,
         now=now,
         accept_deletes=accept_deletes,
@@ -164,8 +171,61 @@ def run_job(
         return run.execute(reconcile)
 
 
+def new_run(
+    job: LoadedJob,
+    store: StateStore,
+    *,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    now: dt.datetime | None = None,
+    accept_deletes: int = 0,
+) -> JobRun:
+    """One run of `job`, not started: for a caller that feeds it pages itself (a group of
+    jobs sharing one read, :mod:`connector_core.sync.fanout`); the arguments are
+    :func:`run_job`'s. The caller holds the locks."""
+    return _Run(
+        job,
+        store,
+        dry_run=dry_run,
+        batch_size=batch_size or job.options.batch_size or job.target.page_size,
+        progress=progress,
+        now=now,
+        accept_deletes=accept_deletes,
+    )
+
+
+@dataclasses.dataclass
+class DecidedPage:
+    """One job's part of a page that a group of jobs decided at once (see
+    :mod:`connector_core.sync.fanout`).
+
+    ``identified`` holds the page's records that have an id (one list for the group);
+    ``records`` those of them this job must plan, in page order: the ones its policy may
+    share, the ones its id map or its outstanding changes hold, and records deleted at the
+    source; ``decide`` gives their decisions, equal to the job's own ``evaluate``; every
+    other record is withheld by the job, with no change, and ``withheld`` counts them by
+    reason."""
+
+    identified: list[Record]
+    records: list[Record]
+    decide: Callable[[Record], tuple[Decision, Record | None]]
+    withheld: Mapping[str, int]
+    #: ids of `records` the job's id map cannot hold (no id map lookup needed)
+    unheld: frozenset[str] = frozenset()
+    #: id map rows of `records` read ahead, current (no lookup needed either)
+    mapped: Mapping[str, Mapped] = dataclasses.field(default_factory=dict)
+
+
 class _Run:
-    """The mutable state of one run; :meth:`execute` is the whole of it."""
+    """The mutable state of one run; :meth:`execute` is the whole of it.
+
+    A run is also a page consumer, so that one read can feed several jobs: :meth:`begin`
+    (returns the cursor this job would read from, None for a full read), then
+    :meth:`feed` for each page, :meth:`end` after the last one (or :meth:`read_failed` when
+    the source failed), and :meth:`finish`, which records the run and returns its result.
+    A ConnectorError from any of them is the job's alone: pass it to :meth:`abort`.
+    """
 
     def __init__(
         self,
@@ -202,6 +262,12 @@ class _Run:
         self.touched: set[str] = set()  # owed source ids this run's read decided again
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
+        self.run_id: int | None = None
+        self.seen: set[str] | None = set()  # ids a complete read listed; None once it is not
+        self.own_seen = True  # False when a group keeps `seen` for all its jobs
+        self.filtered = False  # the read was filtered by the policy (pushdown)
+        self.pages = 0
+        self.held: str | None = None  # the last page's cursor waits for the deletes of missing ids
         self.unidentified = 0  # unreadable records without a key: nobody counts as missing
         #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
         self.own_words = (
@@ -221,6 +287,20 @@ class _Run:
 
     def execute(self, reconcile: bool | None) -> RunResult:
         """Run: decide full or incremental, sync, then record the run and the job's state."""
+        cursor = self.begin(reconcile)
+        try:
+            self._sync(cursor)
+        except ConnectorError as exc:
+            self.abort(exc)
+        except BaseException as exc:
+            self.crashed(exc)
+            raise
+        return self.finish()
+
+    def begin(self, reconcile: bool | None) -> str | None:
+        """Start: adopt interrupted intents, decide full or incremental, note the run.
+
+        Returns the cursor to read from, None when the whole source must be read."""
         state = self.store.job_state(self.job.name)
         self.owed = self.store.outstanding(self.job.name)
         # A batch sent but not recorded is read again from the cursor; failed and held
@@ -238,60 +318,77 @@ class _Run:
         )
         self.batches.saved = state.cursor
         self.holdings = self.store.mapped_count(self.job.name)
-        run_id = None if self.dry_run else self.store.start_run(self.job.name)
-        if run_id is not None:
+        self.run_id = None if self.dry_run else self.store.start_run(self.job.name)
+        if self.run_id is not None:
             self.store.set_job_state(dataclasses.replace(state, last_run_at=self.now))
-        try:
-            self._sync(None if reasons else state.cursor)
-        except ConnectorError as exc:
-            self._abort(exc)
-        except BaseException as exc:
-            if run_id is not None:
-                error = f"internal error: {type(exc).__name__}"
-                self.store.finish_run(run_id, status="aborted", counts=self.counts, error=error)
-            raise
-        finally:
-            self._close_writes()
-        if run_id is not None:
+        return None if reasons else state.cursor
+
+    def crashed(self, exc: BaseException) -> None:
+        """Note an unexpected error (a bug, an interrupt) in the run's row; the caller re-raises."""
+        self._close_writes()
+        if self.run_id is not None:
+            error = f"internal error: {type(exc).__name__}"
+            self.store.finish_run(self.run_id, status="aborted", counts=self.counts, error=error)
+
+    def finish(self) -> RunResult:
+        """Record the run (and, unless it was stopped, the job's state); return its result."""
+        self._close_writes()  # a session still open here was not committed: the run stopped
+        if self.run_id is not None:
             self.counts.outstanding = len(self.store.outstanding(self.job.name))
             if self.result.aborted is None:
                 self._save_state()
             self.store.finish_run(
-                run_id, status=self._status(), counts=self.counts, error=self.result.aborted
+                self.run_id, status=self._status(), counts=self.counts, error=self.result.aborted
             )
         self._log_summary()
         return self.result
 
     def _sync(self, cursor: str | None) -> None:
-        fields, where = self._query(cursor is None)
-        seen: set[str] | None = set()  # None once a page is not a snapshot
-        pages = 0
-        held: str | None = None  # the last page's cursor waits for the deletes of missing ids
+        fields, where = self.query(cursor is None)
+        self.filtered = where is not None
         reader = self.job.source.read(cursor=cursor, fields=fields, where=where)
-        while (page := self._next_page(reader, held)) is not None:
-            if held is not None:
-                self.batches.mark(held)
-            seen = seen if page.snapshot else None
-            self._page(page, seen)
-            held, pages = page.cursor, pages + 1
-        if seen is not None and pages and not self.unidentified:
-            self._missing(seen, MISSING_AT_SOURCE if where is None else MISSING_FROM_FILTERED_READ)
+        while (page := self._next_page(reader)) is not None:
+            self.feed(page)
+        self.end()
+
+    def feed(self, page: Page, decided: DecidedPage | None = None) -> None:
+        """Take one page of the read: decide it and queue its changes. Its cursor is stored
+        once they are recorded (and the last one once the whole read is settled)."""
+        if self.held is not None:
+            self.batches.mark(self.held)
+        if not page.snapshot:
+            self.seen = None
+        elif self.seen is not None and self.own_seen:
+            self.seen.update(seen_ids(page))
+        self._page(page, decided)
+        self.held, self.pages = page.cursor, self.pages + 1
+
+    def end(self) -> None:
+        """After the last page: take back what a complete read missed, settle what an
+        interrupted run left, let the mass-delete guard decide, write the rest."""
+        seen = self.seen
+        if seen is not None and self.pages and not self.unidentified:
+            self._missing(seen, MISSING_FROM_FILTERED_READ if self.filtered else MISSING_AT_SOURCE)
         self._untouched()
         self._guard(empty=self.counts.read == 0)
         if not self.dry_run:
             self.batches.unblock()
-            self._finish(held)
+            self._finish(self.held)
 
-    def _next_page(self, reader: Iterator[Page], held: str | None) -> Page | None:
+    def read_failed(self) -> None:
+        """The source failed: record the work of the pages read (then :meth:`abort`)."""
+        if not self.dry_run:
+            self._finish(self.held)
+
+    def _next_page(self, reader: Iterator[Page]) -> Page | None:
         """The next page; when the source fails, first record the work of the pages read."""
         try:
             return next(reader, None)
         except ConnectorError:
-            if not self.dry_run:
-                self._finish(held)
+            self.read_failed()
             raise
 
-    def _query(self, full: bool) -> tuple[frozenset[str], Condition | None]:
+    def query(self, full: bool) -> tuple[frozenset[str], Condition | None]:
         """The fields to fetch and, on a full read from a pushdown source, the filter."""
         pushdown = self.job.policy.pushdown
         fields = pushdown.decision_fields | pushdown.shared_fields | _ALWAYS_READ
@@ -299,24 +396,34 @@ class _Run:
         # An incremental read must see the records that left the scope, so it is not filtered.
         return fields, pushdown.condition if full and pushes else None
 
-    def _page(self, page: Page, seen: set[str] | None) -> None:
+    def _page(self, page: Page, decided: DecidedPage | None = None) -> None:
         self.counts.read += len(page.records)
-        self._problems(page, seen)
-        records = [r for r in page.records if r.get("id") not in (None, "")]
+        self._problems(page)
+        records = _identified(page) if decided is None else decided.identified
         if len(records) < len(page.records):
             self.counts.problems += len(page.records) - len(records)
             self.unidentified += len(page.records) - len(records)
             self.result.problems.append(f"{self.job.source.connection}: a record without an id")
+        if decided is not None:  # the group decided the page: plan only what may change
+            records = list(decided.records)
+            for reason, n in decided.withheld.items():
+                self.counts.withheld[reason] = self.counts.withheld.get(reason, 0) + n
         records += self._refused_while_held(page)
         ids = [str(r["id"]) for r in records]
-        if seen is not None:
-            seen.update(ids)
-        mapped = self.store.mapped(self.job.name, ids) if ids else {}
+        if decided is not None:  # what the group knows of the id map needs no lookup
+            lookup = [i for i in ids if i not in decided.unheld and i not in decided.mapped]
+            mapped = {
+                **decided.mapped,
+                **(self.store.mapped(self.job.name, lookup) if lookup else {}),
+            }
+        else:
+            mapped = self.store.mapped(self.job.name, ids) if ids else {}
         owed = [sid for sid in ids if sid in self.owed]
         for source_id in owed:
             mapped[source_id] = self._uncertain(self.owed[source_id], mapped.get(source_id))
         self.touched.update(owed)
-        plan = self.planner.plan_page(records, mapped)
+        decide = None if decided is None else decided.decide
+        plan = self.planner.plan_page(records, mapped, decide)
         self._count(plan)
         self._take(plan.steps)
         self._settle_held(owed, plan.steps)
@@ -335,7 +442,7 @@ class _Run:
             if p.key and p.consent and any(_refuses(p.consent.get(q)) for q in needed)
         ]
 
-    def _problems(self, page: Page, seen: set[str] | None) -> None:
+    def _problems(self, page: Page) -> None:
         """Report what the source could not read. Never delete on absent evidence: an
         unreadable record was seen (the target keeps what it has); one without a key could
         be anybody, so then no record counts as missing at the source in this run."""
@@ -344,8 +451,6 @@ class _Run:
             self.result.problems.append(str(problem))
             if problem.key is None:
                 self.unidentified += 1
-            elif seen is not None:
-                seen.add(problem.key)
             log.warning(
                 "job %s: could not read the record at %s",
                 self.job.name,
@@ -624,7 +729,8 @@ class _Run:
         else:
             self.counts.deleted += 1
 
-    def _abort(self, exc: ConnectorError) -> None:
+    def abort(self, exc: ConnectorError) -> None:
+        """Stop the run for `exc` (the job's own: other jobs of a group go on)."""
         self.result.aborted = str(exc)
         self.result.error = exc
         log.error(
@@ -669,6 +775,26 @@ class _Run:
                 "dry_run": self.dry_run,
             },
         )
+
+
+#: The page-consumer face of a run (see :func:`new_run`).
+JobRun = _Run
+
+
+def _identified(page: Page) -> list[Record]:
+    """The page's records that have an id."""
+    return [r for r in page.records if r.get("id") not in (None, "")]
+
+
+def seen_ids(page: Page) -> Iterator[str]:
+    """The ids a snapshot page lists: its records' and its unreadable records' keys (an
+    unreadable record was seen: the target keeps what it has)."""
+    for record in page.records:
+        if record.get("id") not in (None, ""):
+            yield str(record["id"])
+    for problem in page.problems:
+        if problem.key is not None:
+            yield problem.key
 
 
 _UNRECORDED = "(a create an interrupted run sent but did not record)"

@@ -6,7 +6,9 @@ import csv
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from connector_core.sync.state import StateStore
@@ -208,3 +210,59 @@ def test_two_jobs_writing_one_file_are_refused_with_exit_3(runner: CliRunner, de
     assert result.exit_code == 3, result.output
     assert "jobs 'organizers-north' (line " in result.output
     assert "and 'partner-housing' both write connection 'organizers-north'" in result.output
+
+
+def test_run_all_reads_a_shared_source_once(
+    runner: CliRunner, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both demo jobs share the members file: `run --all` reads it once, and each job
+    still gets its own summary, run row and state."""
+    from connector_csv import CsvAdapter
+
+    reads: list[str | None] = []
+    read = CsvAdapter.read
+
+    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("cursor"))
+        return read(self, **kwargs)
+
+    monkeypatch.setattr(CsvAdapter, "read", counted)
+    first = run(runner, "run", "--all", "--json", cwd=demo, env=ENV)
+    assert first.exit_code == 0, first.output
+    assert reads == [None]
+    summaries = {s["job"]: s["counts"] for s in json.loads(first.stdout)}
+    assert summaries["organizers-north"]["created"] == 7
+    assert summaries["partner-housing"]["created"] > 0
+    assert len(rows(demo / "out" / "organizers-north.csv")) == 7
+    history = json.loads(run(runner, "runs", "--json", cwd=demo).stdout)
+    assert sorted(r["job"] for r in history) == ["organizers-north", "partner-housing"]
+    again = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert again.exit_code == 0, again.output
+    assert len(reads) == 2
+    assert reads[1] is not None  # both at the same cursor: one incremental read
+
+
+def test_the_scheduler_runs_due_jobs_from_one_read(
+    demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connector_csv import CsvAdapter
+
+    from connector_core.cli.app import App
+    from connector_core.cli.sync import _run_due
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    reads: list[str | None] = []
+    read = CsvAdapter.read
+
+    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("cursor"))
+        return read(self, **kwargs)
+
+    monkeypatch.setattr(CsvAdapter, "read", counted)
+    ran = _run_due(App(demo / "connector.yaml"))
+    assert sorted(ran) == ["organizers-north", "partner-housing"]  # never ran: both due
+    assert reads == [None]
+    out = capsys.readouterr().out
+    assert "organizers-north: read" in out
+    assert "partner-housing: read" in out

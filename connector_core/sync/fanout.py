@@ -1,0 +1,430 @@
+"""Running many jobs that share a source: one read, every job decided from it.
+
+:func:`run_jobs` sorts the jobs into groups by source connection (a job whose target
+another job of the group writes waits for the next group: a target has one writer at a
+time), and runs each group from one read of its source:
+
+- **Locks.** Each job's lock and its target's are taken for the whole group read; a job
+  locked by another process is left out and reported (``refused``), the rest go on.
+- **The read.** When every job would read incrementally from the same cursor, the group
+  does (an incremental page is a snapshot only when the source says so, as for one job).
+  Otherwise the group reads everything, unfiltered (no pushdown), with the union of the
+  fields the jobs need; every page of that read is a snapshot for every job, so each takes
+  back what the source no longer lists (``missing-at-source``), as a full run would. A job
+  that alone would have read incrementally so sees deletions sooner; its own reasons for a
+  full read (``full_reasons``), its reconciliation time and its checks of the target's
+  content stay its own. A record unreadable with the union of fields (a bad value in a
+  field only another job needs) is unreadable for each job: kept, never taken back.
+- **Decisions.** The jobs' policies form one :class:`~connector_core.policy.fanout.PolicySet`;
+  for each record only the policies the index names are evaluated, and a policy's consent
+  and forbid checks run once per record for all policies sharing them. Each job then plans
+  only the records it may share, holds (id map, outstanding changes) or that were deleted
+  at the source; it withholds every other record with no change, counted by reason. So a
+  job's work is proportional to what it shares and holds, not to the source.
+- **Each job its own.** Cursor (advanced only past the changes it recorded), state,
+  intent log, outstanding changes, batches, ledger rows, mass-delete guard, counts and
+  result. A ConnectorError of one job (its target down, its lock lost) stops that job
+  alone; a failing source stops every job of the group, each keeping what it recorded.
+- **Memory.** Pages flow: one page at a time, plus the group's set of the ids read (for
+  finding what is missing), per job the source ids it holds and, for a group holding up to
+  200,000 records in all, their id map rows, read once instead of page by page and job by
+  job (larger groups look them up per page, as a single run does).
+- **Limits.** Every job of a group holds its two locks for the whole read: with PostgreSQL
+  each lock is a connection of its own, so a read serves at most 32 jobs there (256 with
+  SQLite, where a lock is an open file); more jobs on one source take more reads.
+
+A group of one job runs exactly as :func:`~connector_core.sync.runner.run_job` does
+(its own query, with pushdown).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from connector_core.adapters import Adapter, Page
+from connector_core.errors import ConnectorError, RecordRejected
+from connector_core.policy.compiler import CompiledPolicy, Decision
+from connector_core.policy.fanout import PolicySet
+from connector_core.records import Record
+from connector_core.sync.job import LoadedJob
+from connector_core.sync.model import Mapped
+from connector_core.sync.runner import DecidedPage, JobRun, RunResult, new_run, seen_ids
+from connector_core.sync.state import StateStore
+
+__all__ = ["GroupResult", "groups", "run_jobs"]
+
+#: Jobs one read serves at most: each holds two locks (PostgreSQL: a connection each).
+_PG_GROUP = 32
+_FILE_GROUP = 256
+#: At most this many id map rows (of all the group's jobs) are read ahead, once.
+_ROWS_AHEAD = 200_000
+#: A decision made ahead, or the error evaluating the record raised.
+_Verdict = tuple[Decision, Record | None] | RecordRejected
+
+
+@dataclasses.dataclass
+class GroupResult:
+    """What :func:`run_jobs` did: each run's result (in the order of the jobs given), the
+    jobs that did not run (``(name, error)``: locked elsewhere, or failing to start), and
+    how many reads of a source it started."""
+
+    results: list[RunResult] = dataclasses.field(default_factory=list)
+    refused: list[tuple[str, ConnectorError]] = dataclasses.field(default_factory=list)
+    reads: int = 0
+
+
+def groups(jobs: Sequence[LoadedJob], limit: int = 1_000_000) -> list[list[LoadedJob]]:
+    """The jobs sorted into groups that share a source connection, in the order given, of
+    at most `limit` jobs; a job whose target connection another job of its group writes
+    starts a later group."""
+    found: list[list[LoadedJob]] = []
+    for job in jobs:
+        for group in found:
+            same_source = group[0].config.source == job.config.source
+            if (
+                same_source
+                and len(group) < limit
+                and all(j.config.target != job.config.target for j in group)
+            ):
+                group.append(job)
+                break
+        else:
+            found.append([job])
+    return found
+
+
+def run_jobs(
+    jobs: Sequence[LoadedJob],
+    store: StateStore,
+    *,
+    dry_run: bool = False,
+    reconcile: bool | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    now: dt.datetime | None = None,
+    accept_deletes: int = 0,
+    group_size: int | None = None,
+) -> GroupResult:
+    """Run `jobs`, each group sharing a source from one read of it (see the module).
+
+    The arguments are :func:`~connector_core.sync.runner.run_job`'s, for every job;
+    `progress` is called with the number of records of each page read. `group_size` caps
+    the jobs one read serves (each holds two locks meanwhile; default: 32 with a PostgreSQL
+    store, where a lock is a connection, else 256). The adapters stay open. An error other
+    than a ConnectorError (a bug, an interrupt) is noted in the run rows of the group's
+    jobs and raised.
+    """
+    out = GroupResult()
+    options: dict[str, Any] = {
+        "dry_run": dry_run,
+        "batch_size": batch_size,
+        "now": now,
+        "accept_deletes": accept_deletes,
+    }
+    if group_size is None:
+        pg = str(store.url).startswith("postgresql")
+        group_size = _PG_GROUP if pg else _FILE_GROUP
+    for group in groups(jobs, group_size):
+        _Group(group, store, options, progress).run(reconcile, out)
+    order = {job.name: n for n, job in enumerate(jobs)}
+    out.results.sort(key=lambda r: order[r.job])
+    out.refused.sort(key=lambda refused: order[refused[0]])
+    return out
+
+
+class _Group:
+    """One read of a source feeding every job of a group."""
+
+    def __init__(
+        self,
+        jobs: Sequence[LoadedJob],
+        store: StateStore,
+        options: dict[str, Any],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.options = options
+        self.progress = progress
+        self.runs: list[JobRun] = []
+        self.live: list[JobRun] = []
+
+    def run(self, reconcile: bool | None, out: GroupResult) -> None:
+        """Lock, start, read once, feed every page to every job, finish each run."""
+        with contextlib.ExitStack() as locks:
+            cursors = self._start(reconcile, locks, out)
+            if not self.runs:
+                return
+            try:
+                self._read(cursors, out)
+            except BaseException as exc:
+                for run in self.runs:
+                    run.crashed(exc)
+                raise
+            out.results.extend(run.finish() for run in self.runs)
+
+    def _start(
+        self, reconcile: bool | None, locks: contextlib.ExitStack, out: GroupResult
+    ) -> list[str | None]:
+        cursors = []
+        for job in self.jobs:
+            try:
+                if not self.options["dry_run"]:
+                    locks.enter_context(self.store.lock(job.name, target=job.config.target))
+                run = new_run(job, self.store, **self.options)
+                cursors.append(run.begin(reconcile))
+            except ConnectorError as exc:  # locked elsewhere (JobLocked, TargetLocked), ...
+                out.refused.append((job.name, exc))
+                continue
+            self.runs.append(run)
+        self.live = list(self.runs)
+        return cursors
+
+    def _read(self, cursors: list[str | None], out: GroupResult) -> None:
+        shared = len(self.runs) > 1
+        cursor = cursors[0] if len(set(cursors)) == 1 else None
+        if shared:
+            fields = frozenset().union(*(run.query(False)[0] for run in self.runs))
+            where = None
+        else:
+            fields, where = self.runs[0].query(cursor is None)
+        self.runs[0].filtered = where is not None
+        decider = _Decider(self.runs, self.store) if shared else None
+        out.reads += 1
+        try:
+            reader = self.source().read(cursor=cursor, fields=fields, where=where)
+            pages: Iterator[Page] | None = iter(reader)
+        except ConnectorError as exc:
+            pages = None
+            self._source_failed(exc)
+        while pages is not None:
+            try:
+                page = next(pages, None)
+            except ConnectorError as exc:
+                self._source_failed(exc)
+                break
+            if page is None:
+                break
+            self._feed(page, decider)
+        for run in list(self.live):
+            self._each(run, run.end)
+
+    def source(self) -> Adapter:
+        """The source adapter the group reads through (its first job's)."""
+        return self.runs[0].job.source
+
+    def _feed(self, page: Page, decider: _Decider | None) -> None:
+        if decider is None:
+            for run in list(self.live):
+                self._each(run, functools.partial(run.feed, page))
+        else:
+            decided = decider.page(page)
+            live = set(self.live)
+            for position, run in enumerate(self.runs):
+                if run in live:
+                    self._each(run, functools.partial(run.feed, page, decided.view(position)))
+        if self.progress is not None:
+            self.progress(len(page.records))
+
+    def _each(self, run: JobRun, step: Callable[[], None]) -> None:
+        """Do `step` of `run`; a ConnectorError stops that job alone."""
+        try:
+            step()
+        except ConnectorError as exc:
+            run.abort(exc)
+            self.live.remove(run)
+
+    def _source_failed(self, exc: ConnectorError) -> None:
+        """The source failed: each job records what it did, then stops."""
+        for run in list(self.live):
+            try:
+                run.read_failed()
+            except ConnectorError as other:
+                run.abort(other)
+            else:
+                run.abort(exc)
+        self.live = []
+
+
+class _Decider:
+    """The group's policies as one indexed set, and the source ids each job holds."""
+
+    def __init__(self, runs: Sequence[JobRun], store: StateStore) -> None:
+        self.runs = runs
+        policies = [run.job.policy for run in runs]
+        self.policies: list[CompiledPolicy] = policies
+        self.set = PolicySet(policies)
+        # Policies whose gates check the same things share one gate call per record; each
+        # renames its reasons (a forbid's reason names its policy).
+        keys: dict[tuple[str, ...], int] = {}
+        self.gate_of: list[int] = []
+        self.gates: list[Callable[[Record], Decision | None]] = []
+        self.renames: list[dict[str, Decision]] = []
+        firsts: list[CompiledPolicy] = []
+        for policy in policies:
+            key = tuple(check for check, _ in policy.gate_checks)
+            group = keys.setdefault(key, len(keys))
+            if group == len(self.gates):
+                self.gates.append(policy.gate)
+                firsts.append(policy)
+            self.gate_of.append(group)
+            first = firsts[group].gate_checks
+            self.renames.append(
+                {a.reason: b for (_, a), (_, b) in zip(first, policy.gate_checks, strict=True)}
+            )
+        #: every job plans every record (a legacy cleanup takes back withheld derived keys)
+        self.everything = [run.planner.cleanup for run in runs]
+        #: source id -> positions of the jobs whose id map or outstanding changes hold it
+        #: (and, as the read goes on, that shared it in this run)
+        self.holders: dict[str, list[int]] = collections.defaultdict(list)
+        held: list[list[str]] = []
+        for position, run in enumerate(runs):
+            held.append(list(store.source_ids(run.job.name)))
+            for source_id in held[-1]:
+                self.holders[source_id].append(position)
+            for source_id in run.owed:
+                self.holders[source_id].append(position)
+        # A small group's id map rows are read once, not page by page and job by job: a
+        # row changes only when its job records a change it planned in this run, so a row
+        # serves until its id is handed to its job (then the job looks it up itself).
+        rows = sum(len(ids) for ids in held)
+        self.rows: list[dict[str, Mapped]] | None = None
+        if rows <= _ROWS_AHEAD:
+            self.rows = [
+                store.mapped(run.job.name, ids) for run, ids in zip(runs, held, strict=True)
+            ]
+        #: per job, the ids handed to it (and the page problems' keys) in this run
+        self.handed: list[set[str]] = [set() for _ in runs]
+        # One set of ids read for the whole group (each job's own would repeat it).
+        self.seen: set[str] | None = set()
+        for run in runs:
+            run.seen, run.own_seen = self.seen, False
+
+    def page(self, page: Page) -> _PageDecisions:
+        """Decide `page` for every job at once."""
+        if not page.snapshot:
+            self.seen = None
+        elif self.seen is not None:
+            self.seen.update(seen_ids(page))
+        keys = [p.key for p in page.problems if p.key is not None]
+        if keys:  # a job may decide a problem's record (a refusal while held): no row ahead
+            for handed in self.handed:
+                handed.update(keys)
+        return _PageDecisions(self, page)
+
+
+class _PageDecisions:
+    """One page decided for a group: each job's candidates evaluated, every other record's
+    default decision (its consent and forbid checks) made once per set of such checks."""
+
+    def __init__(self, decider: _Decider, page: Page) -> None:
+        self.decider = decider
+        records = [r for r in page.records if r.get("id") not in (None, "")]
+        self.records = records
+        positions = len(decider.policies)
+        self.verdicts: list[dict[int, _Verdict]] = [{} for _ in range(positions)]
+        self.deleted: set[int] = set()
+        gates = decider.gates
+        self.defaults: list[list[Decision | None]] = [[] for _ in gates]
+        self.counts: list[collections.Counter[str | None]] = [collections.Counter() for _ in gates]
+        candidates = decider.set.candidates
+        evaluate = [p.evaluate for p in decider.policies]
+        verdicts = self.verdicts
+        for j, record in enumerate(records):
+            deleted = record.get("deleted") is True
+            for g, gate in enumerate(gates):
+                default = gate(record)
+                self.defaults[g].append(default)
+                if not deleted:
+                    self.counts[g][None if default is None else default.reason] += 1
+            if deleted:  # every job decides it (a delete where it holds it)
+                self.deleted.add(j)
+                continue
+            for position in candidates(record):
+                try:
+                    verdicts[position][j] = evaluate[position](record)
+                except RecordRejected as exc:
+                    verdicts[position][j] = exc
+        self.held: list[set[int]] = [set() for _ in range(positions)]
+        holders = decider.holders
+        for j, record in enumerate(records):
+            for position in holders.get(str(record["id"]), ()):
+                self.held[position].add(j)
+
+    def view(self, position: int) -> DecidedPage:
+        """Job `position`'s part of the page."""
+        decider = self.decider
+        policy = decider.policies[position]
+        verdicts = self.verdicts[position]
+        defaults = self.defaults[decider.gate_of[position]]
+        renames = decider.renames[position]
+        if decider.everything[position]:
+            chosen: Iterable[int] = range(len(self.records))
+        else:
+            chosen = sorted(verdicts.keys() | self.held[position] | self.deleted)
+        held = self.held[position]
+        unheld = set()
+        ahead: dict[str, Mapped] = {}
+        rows = None if decider.rows is None else decider.rows[position]
+        handed = decider.handed[position]
+        table: dict[int, _Verdict] = {}
+        withheld = self.counts[decider.gate_of[position]].copy()
+        records = []
+        for j in chosen:
+            record = self.records[j]
+            records.append(record)
+            source_id = str(record["id"])
+            if j not in held:
+                unheld.add(source_id)
+            elif rows is not None and source_id not in handed:
+                row = rows.get(source_id)
+                if row is None:
+                    unheld.add(source_id)
+                else:
+                    ahead[source_id] = row
+            handed.add(source_id)
+            if j in self.deleted:
+                continue  # decided by the job itself, as alone
+            default = defaults[j]
+            withheld[None if default is None else default.reason] -= 1
+            verdict = verdicts.get(j)
+            if verdict is None:
+                verdict = (policy.no_allow if default is None else renames[default.reason], None)
+            elif not isinstance(verdict, RecordRejected) and verdict[1] is not None:
+                self._shares(str(record["id"]), position)
+            table[id(record)] = verdict
+        counted = {
+            (policy.no_allow if reason is None else renames[reason]).reason: n
+            for reason, n in withheld.items()
+            if n
+        }
+        decide = _lookup(table, policy)
+        return DecidedPage(self.records, records, decide, counted, frozenset(unheld), ahead)
+
+    def _shares(self, source_id: str, position: int) -> None:
+        """Job `position` shares `source_id` in this run: from now on it holds it."""
+        holders = self.decider.holders[source_id]
+        if position not in holders:
+            holders.append(position)
+
+
+def _lookup(
+    table: dict[int, _Verdict], policy: CompiledPolicy
+) -> Callable[[Record], tuple[Decision, Record | None]]:
+    """Decide a record from `table` (made for exactly these record objects), else alone."""
+
+    def decide(record: Record) -> tuple[Decision, Record | None]:
+        verdict = table.get(id(record))
+        if verdict is None:
+            return policy.evaluate(record)
+        if isinstance(verdict, RecordRejected):
+            raise verdict
+        return verdict
+
+    return decide

@@ -1,0 +1,369 @@
+"""A group of jobs sharing a source: one read, and each job ends as if it had run alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from connector_core.adapters import Adapter, Change, Page, WriteResult
+from connector_core.config import load_config
+from connector_core.errors import AdapterError, ExitCode
+from connector_core.masks import MaskContext
+from connector_core.query import Condition
+from connector_core.sync.fanout import GroupResult, run_jobs
+from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.locks import JobLocked
+from connector_core.sync.runner import run_job
+from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY, MemoryAdapter, reset_memory_stores
+
+
+class CountingAdapter(MemoryAdapter):
+    """A memory source that counts the reads started on any of its instances."""
+
+    name: ClassVar[str] = "counting"
+    reads: ClassVar[list[str | None]] = []
+
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        self.reads.append(cursor)
+        return super().read(cursor=cursor, fields=fields, where=where)
+
+
+class RejectingAdapter(MemoryAdapter):
+    """A memory target that refuses anyone called Reject (their change stays outstanding)."""
+
+    name: ClassVar[str] = "rejecting"
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        for change in changes:
+            if change.record is not None and change.record.get("first_name") == "Reject":
+                yield WriteResult(change.key, "failed", error="the target refused it")
+            else:
+                yield self._apply(change)
+
+
+class DownAdapter(MemoryAdapter):
+    """A memory target that is unreachable while `down` is set."""
+
+    name: ClassVar[str] = "down"
+    down: ClassVar[bool] = False
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        if self.down:
+            raise AdapterError("the target is down", hint="try later")
+        yield from super().write(changes)
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    cls.name: cls for cls in (MemoryAdapter, CountingAdapter, RejectingAdapter, DownAdapter)
+}
+
+CONFIG = """\
+version: 1
+network: {name: Fan-out network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm: {adapter: counting, settings: {store: crm, page_size: 7}}
+  out-north: {adapter: memory, settings: {store: out-north}}
+  out-south: {adapter: memory, settings: {store: out-south}}
+  out-group: {adapter: memory, settings: {store: out-group}}
+  out-mixed: {adapter: memory, settings: {store: out-mixed}}
+  out-picky: {adapter: rejecting, settings: {store: out-picky}}
+  out-down: {adapter: down, settings: {store: out-down}}
+jobs:
+  north: {source: crm, target: out-north, policy: north.yaml}
+  south: {source: crm, target: out-south, policy: south.yaml}
+  group: {source: crm, target: out-group, policy: group.yaml}
+  mixed: {source: crm, target: out-mixed, policy: mixed.yaml}
+  picky: {source: crm, target: out-picky, policy: north.yaml}
+  down: {source: crm, target: out-down, policy: south.yaml}
+"""
+
+TEMPLATE = """\
+policy: {name}
+require_consent: [local_organizing]
+rules:
+  - allow: chosen
+    when: {when}
+  - forbid: deceased
+    when: {{is_deceased: true}}
+fields:
+{fields}
+"""
+
+POLICIES = {
+    "north": ("{region: North}", "  first_name: show\n  city: show\n  phone: last4"),
+    "south": ("{region: South}", "  first_name: show\n  city: show"),
+    "group": ("{groups: {any_of: [local-1, local-2]}}", "  first_name: show"),
+    # not indexable: two allow-tests on different fields under any
+    "mixed": (
+        "{any: [{region: North}, {city: York}]}",
+        "  first_name: initial\n  city: show",
+    ),
+}
+
+JOBS = ["north", "south", "group", "mixed", "picky", "down"]
+OUTPUTS = ["out-north", "out-south", "out-group", "out-mixed", "out-picky", "out-down"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("CONNECTOR_TEST_KEY_SECRET", "fan-out tests' key secret 0123")
+    reset_memory_stores()
+    CountingAdapter.reads.clear()
+    DownAdapter.down = False
+    yield
+    reset_memory_stores()
+
+
+def person(n: int, version: int = 0) -> dict[str, Any]:
+    """Source record n; `version` moves some, withdraws some, renames one to Reject."""
+    shift = n + version
+    region = ("North", "South", "East")[shift % 3]
+    granted = (n * 7 + version) % 10 != 0
+    return {
+        "first_name": "Reject" if n == 3 and version == 0 else f"Name{n}",
+        "city": ("Leeds", "York", "Hull")[(n * 5 + version) % 3],
+        "phone": f"+44 113 496 {n:04d}",
+        "region": region,
+        "groups": [f"local-{shift % 4}"],
+        "is_deceased": n % 11 == 10,
+        "consent": {"local_organizing": {"granted": granted, "source": "crm", "at": None}},
+    }
+
+
+class World:
+    """The fan-out network in a folder; runs its jobs one by one or as a group."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "connector.yaml").write_text(CONFIG, encoding="utf-8")
+        for name, (when, fields) in POLICIES.items():
+            self.policy(name, when, fields)
+        self.source = CountingAdapter(CountingAdapter.settings_model(store="crm"))
+
+    def policy(self, name: str, when: str, fields: str) -> None:
+        text = TEMPLATE.format(name=name, when=when, fields=fields)
+        (self.root / f"{name}.yaml").write_text(text, encoding="utf-8")
+
+    def put(self, n: int, version: int = 0, **extra: Any) -> None:
+        list(self.source.write([Change.upsert(f"P{n:03d}", {**person(n, version), **extra})]))
+
+    def load(self, names: Sequence[str] = JOBS) -> list[LoadedJob]:
+        config = load_config(self.root / "connector.yaml", ADAPTERS)
+        context = MaskContext.with_key(b"key")
+        return [load_job(config, name, context=context) for name in names]
+
+    def one_by_one(self, store: StateStore, **options: Any) -> dict[str, int]:
+        codes = {}
+        for job in self.load():
+            try:
+                codes[job.name] = int(run_job(job, store, **options).exit_code)
+            except JobLocked as exc:
+                codes[job.name] = int(exc.exit_code)
+            finally:
+                job.close()
+        return codes
+
+    def grouped(self, store: StateStore, **options: Any) -> dict[str, int]:
+        jobs = self.load()
+        try:
+            group = run_jobs(jobs, store, **options)
+        finally:
+            for job in jobs:
+                job.close()
+        codes = {r.job: int(r.exit_code) for r in group.results}
+        codes.update({name: int(err.exit_code) for name, err in group.refused})
+        return codes
+
+
+def outcome(store: StateStore) -> dict[str, Any]:
+    """Targets, id maps, ledger rows and outstanding changes, without times or order."""
+    from connector_core.testing.memory import _STORES
+
+    found: dict[str, Any] = {
+        "targets": {
+            name: sorted(json.dumps(r, sort_keys=True) for r in _STORES[name].records.values())
+            for name in OUTPUTS
+            if name in _STORES
+        }
+    }
+    for job in JOBS:
+        ids = list(store.source_ids(job))
+        found[f"{job} id map"] = sorted(
+            (m.source_id, m.target_key, m.projection_hash, json.dumps(m.fields))
+            for m in store.mapped(job, ids).values()
+        )
+        found[f"{job} ledger"] = sorted(
+            (e.action, e.source_id, e.record_key, json.dumps(e.fields), e.reason)
+            for e in store.ledger_entries(job=job)
+        )
+        found[f"{job} outstanding"] = sorted(
+            (o.source_id, o.action, o.status, o.reason) for o in store.outstanding(job).values()
+        )
+        found[f"{job} cursor"] = store.job_state(job).cursor
+    assert store.verify_ledger().ok
+    return found
+
+
+def scenario(world: World, store: StateStore, mode: str) -> list[Any]:
+    """Three runs: a first run; a day of changes with one policy changed, one job locked
+    elsewhere and one target down; and the day after."""
+    run = world.one_by_one if mode == "single" else world.grouped
+    for n in range(30):
+        world.put(n)
+    seen = [run(store), outcome(store)]
+    for n in range(0, 30, 4):
+        world.put(n, version=1)
+    world.put(9, deleted=True)
+    world.put(31)
+    world.policy("south", "{region: South}", "  first_name: show")  # the policy changed
+    DownAdapter.down = True
+    other = StateStore.open(str(store.url), ledger_key=TEST_LEDGER_KEY)
+    with other.lock("north"):
+        seen += [run(store), outcome(store)]
+    other.close()
+    DownAdapter.down = False
+    world.put(5, version=2)
+    seen += [run(store), outcome(store)]
+    return seen
+
+
+def test_a_group_reads_its_source_once(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for n in range(30):
+        world.put(n)
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        codes = world.grouped(s)
+        assert CountingAdapter.reads == [None]
+        assert codes == dict.fromkeys(JOBS, 0) | {"picky": int(ExitCode.RECORDS_FAILED)}
+        world.put(3, version=1)
+        world.grouped(s)
+        # picky owes a change: the whole group reads everything, once
+        assert CountingAdapter.reads == [None, None]
+        world.put(3, version=1)  # no longer called Reject: picky's change goes through
+        world.grouped(s)
+        cursor = s.job_state("north").cursor
+        assert {s.job_state(job).cursor for job in JOBS} == {cursor}
+        world.put(7, version=1)
+        world.grouped(s)
+        assert CountingAdapter.reads[-1] == cursor is not None  # incremental, for all
+        assert len(CountingAdapter.reads) == 4
+
+
+def test_one_by_one_reads_once_per_job(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.put(1)
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        world.one_by_one(s)
+    assert len(CountingAdapter.reads) == len(JOBS)
+
+
+def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(tmp_path: Path) -> None:
+    """Different policies (indexed and not), a changed policy, an outstanding change, a job
+    locked by another process, a target down: targets, id maps, ledgers, outstanding changes,
+    cursors and exit codes equal those of running the jobs one after another."""
+    results = {}
+    for mode in ("single", "group"):
+        reset_memory_stores()
+        root = tmp_path / mode
+        root.mkdir()
+        world = World(root)
+        with StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+            results[mode] = scenario(world, s, mode)
+    single, group = results["single"], results["group"]
+    assert single[2]["north"] == int(ExitCode.UNAVAILABLE)  # locked elsewhere
+    assert single[2]["down"] == int(ExitCode.UNAVAILABLE)  # its target was down
+    assert single[0]["picky"] == int(ExitCode.RECORDS_FAILED)
+    for index, (alone, together) in enumerate(zip(single, group, strict=True)):
+        assert together == alone, index
+
+
+def test_a_failing_target_stops_only_its_job(tmp_path: Path, store: StateStore) -> None:
+    """On SQLite and PostgreSQL (where each job's locks are connections of their own)."""
+    world = World(tmp_path)
+    for n in range(30):
+        world.put(n)
+    DownAdapter.down = True
+    with store as s:
+        jobs = world.load()
+        group: GroupResult = run_jobs(jobs, s)
+        by_job = {r.job: r for r in group.results}
+        assert by_job["down"].exit_code == ExitCode.UNAVAILABLE
+        assert by_job["down"].aborted is not None
+        assert by_job["north"].exit_code == ExitCode.OK
+        assert by_job["north"].counts.created > 0
+        runs = {r["job"]: r["status"] for r in s.runs()}
+        assert runs["down"] == "aborted"
+        assert runs["north"] == "ok"
+        assert s.job_state("down").cursor is None
+        assert s.job_state("north").cursor is not None
+
+
+def test_a_group_dry_run_writes_nothing_and_plans_what_each_job_would(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for n in range(30):
+        world.put(n)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
+        alone = {}
+        for job in world.load():
+            alone[job.name] = sorted(
+                (c.action, c.source_id) for c in run_job(job, s, dry_run=True).planned
+            )
+        group = run_jobs(world.load(), s, dry_run=True)
+        together = {
+            r.job: sorted((c.action, c.source_id) for c in r.planned) for r in group.results
+        }
+        assert together == alone
+        assert s.runs() == []
+    assert CountingAdapter.reads.count(None) == len(JOBS) + 1
+
+
+def test_hard_deletes_found_by_a_forced_reconciliation_match_too(tmp_path: Path) -> None:
+    """Records removed at the source (which incremental reads cannot report) are taken back
+    alike when every job reconciles, grouped or one by one."""
+    results = {}
+    for mode in ("single", "group"):
+        reset_memory_stores()
+        root = tmp_path / mode
+        root.mkdir()
+        world = World(root)
+        run = world.one_by_one if mode == "single" else world.grouped
+        url = f"sqlite:///{root / 'state.db'}"
+        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
+            for n in range(30):
+                world.put(n)
+            run(s)
+            for n in (0, 1, 2, 6, 12):
+                list(world.source.write([Change.delete(f"P{n:03d}")]))
+            codes = run(s, reconcile=True)
+            results[mode] = (codes, outcome(s))
+    assert results["group"] == results["single"]
+    deletes = [e for e in results["group"][1]["north ledger"] if e[0] == "delete"]
+    assert {e[4] for e in deletes} == {"missing-at-source"}
+
+
+def test_a_read_serves_at_most_group_size_jobs(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for n in range(10):
+        world.put(n)
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        jobs = world.load()
+        group = run_jobs(jobs, s, group_size=4)
+        for job in jobs:
+            job.close()
+    assert group.reads == len(CountingAdapter.reads) == 2
+    assert [r.job for r in group.results] == JOBS
