@@ -64,19 +64,39 @@ job_state = sa.Table(
     sa.Column("last_reconciled_at", UtcDateTime()),
 )
 
+# Binary SHA-256 digests: 32 bytes where hex text took 64 (see connector_core.sync.terms).
+Digest = sa.LargeBinary()
+
+# Values many rows share, stored once (schema 0006): a canonical JSON text per row, found by
+# its SHA-256. `kind` says which: "map" (an id map row's fields, policy hash and field-hash
+# names), "entry" (a ledger row's job, target, action, fields, policy, reason, approvals) or
+# "consent" (a consent basis). Rows are only ever added, so their ids can be cached.
+terms = sa.Table(
+    "terms",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("digest", Digest, nullable=False),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.UniqueConstraint("digest"),
+    sa.Index(None, "kind"),
+)
+
+# One row per record a job holds in its target. `projection_hash` is NULL while what the
+# target holds is unknown (model.UNKNOWN_HASH); `field_hashes` packs the 8-byte field hashes
+# in the order of the names its `shape` term lists.
 id_map = sa.Table(
     "id_map",
     metadata,
     sa.Column("job", sa.String(), primary_key=True),
     sa.Column("source_id", Key, primary_key=True),
     sa.Column("target_key", Key, nullable=False),
-    sa.Column("projection_hash", Hash, nullable=False),
-    sa.Column("fields", sa.JSON(), nullable=False),
-    sa.Column("consent_basis", sa.JSON(), nullable=False),
-    sa.Column("policy_hash", Hash, nullable=False),
+    sa.Column("projection_hash", Digest, nullable=True),
+    sa.Column("shape", sa.Integer(), nullable=False),
+    sa.Column("consent", sa.Integer(), nullable=False),
+    sa.Column("field_hashes", sa.LargeBinary(), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
-    sa.Column("field_hashes", sa.JSON(), nullable=True),
     sa.UniqueConstraint("job", "target_key"),
     sa.Index(None, "source_id"),
 )
@@ -126,28 +146,24 @@ outstanding = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False),
 )
 
+# The hash chain (connector_core.sync.ledger): what a row's payload holds besides its own
+# columns (job, target, action, fields, policy, policy hash, approvals, reason) is its `entry`
+# term, its consent basis its `consent` term; the payload itself is unchanged (schema 0006).
 ledger = sa.Table(
     "ledger",
     metadata,
     sa.Column("seq", Serial, primary_key=True, autoincrement=True),
     sa.Column("at", UtcDateTime(), nullable=False),
-    sa.Column("job", sa.String(), nullable=False),
-    sa.Column("target", sa.String(), nullable=False),
     sa.Column("record_key", Key, nullable=False),
     sa.Column("source_id", Key, nullable=False),
-    sa.Column("action", sa.String(), nullable=False),
-    sa.Column("fields", sa.JSON(), nullable=False),
-    sa.Column("policy", sa.String(), nullable=False),
-    sa.Column("policy_hash", Hash, nullable=False),
-    sa.Column("consent_basis", sa.JSON(), nullable=False),
-    sa.Column("approvals", sa.JSON(), nullable=False),
-    sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("prev_hash", Hash, nullable=False),
-    sa.Column("row_hash", Hash, nullable=False),
+    sa.Column("entry", sa.Integer(), nullable=False),
+    sa.Column("consent", sa.Integer(), nullable=False),
+    sa.Column("prev_hash", Digest, nullable=False),
+    sa.Column("row_hash", Digest, nullable=False),
     # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256.
     sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
     sa.Index(None, "source_id"),
-    sa.Index(None, "job"),
+    sa.Index(None, "entry"),
 )
 
 # One row (id = 1) naming the last ledger row; updated in the same transaction as each append,
