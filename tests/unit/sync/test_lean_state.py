@@ -15,7 +15,7 @@ from connector_core.sync import ledger
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import UNKNOWN_HASH, LedgerEntry, Mapped, Outstanding
 from connector_core.sync.state import StateStore
-from connector_core.sync.tables import GENESIS_HASH
+from connector_core.sync.tables import GENESIS_HASH, from_micros, to_micros
 from connector_core.sync.terms import pack_field_hashes, unpack_field_hashes
 from connector_core.testing import TEST_LEDGER_KEY
 
@@ -232,3 +232,9 @@ def test_sqlite_syncs_every_commit_but_a_batch_its_intent_covers(
         "PRAGMA synchronous=FULL",
         "PRAGMA synchronous=FULL",
     ]
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_compact_times_round_trip_to_the_microsecond(value: dt.datetime) -> None:
+    assert from_micros(to_micros(value)) == value
+    assert from_micros(to_micros(value)).tzinfo == dt.UTC

@@ -16,6 +16,7 @@ connector_core.sync (the encodings match connector_core.sync.terms as of this re
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -33,6 +34,9 @@ depends_on = None
 KEY = sa.String().with_variant(sa.String(collation="C"), "postgresql")
 SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIME = sa.DateTime(timezone=True)
+# The id map's and ledger's times: microseconds since 1970 (UTC) on SQLite, 8 bytes.
+COMPACT_TIME = sa.BigInteger().with_variant(sa.DateTime(timezone=True), "postgresql")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _UNKNOWN = "?" * 64
@@ -47,6 +51,12 @@ def _canonical(value: Any) -> str:
 def _json(value: Any) -> Any:
     """A JSON column's value (always an object or array): parsed by the driver or still text."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _time(value: dt.datetime, pg: bool) -> Any:
+    """A time as COMPACT_TIME stores it (0005 kept naive UTC on SQLite)."""
+    aware = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+    return aware if pg else (aware - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def _digest(text: str) -> bytes:
@@ -64,6 +74,7 @@ class _Terms:
         self.table = table
         self.ids: dict[bytes, int] = {}
         self.new: list[dict[str, Any]] = []
+        self.seen: dict[Any, int] = {}  # what a term was made of, as stored before: its id
 
     def id(self, kind: str, value: Any) -> int:
         text = _canonical(value)
@@ -74,16 +85,29 @@ class _Terms:
             self.new.append({"id": found, "kind": kind, "digest": key, "value": text})
         return found
 
+    def of(self, kind: str, raw: Any, make: Any) -> int:
+        """The id of the term `make()` builds from `raw` (hashable: the stored texts), made
+        once per distinct `raw`."""
+        found = self.seen.get((kind, raw))
+        if found is None:
+            found = self.seen[(kind, raw)] = self.id(kind, make())
+        return found
+
     def flush(self, conn: sa.Connection) -> None:
         if self.new:
             conn.execute(sa.insert(self.table), self.new)
             self.new = []
 
 
+_JSON_COLUMNS = ("fields", "consent_basis", "approvals", "field_hashes")
+
+
 def _pages(conn: sa.Connection, table: str, order: str) -> Iterator[list[Any]]:
-    """Every row of `table` a page at a time (keyset on `order`), whatever the backend."""
+    """Every row of `table` a page at a time, its JSON columns as text (decoded only where a
+    value is new), whatever the backend."""
     old = sa.Table(table, sa.MetaData(), autoload_with=conn)
-    query = sa.select(old).order_by(*(old.c[name] for name in order.split(",")))
+    columns = [sa.cast(c, sa.Text()).label(c.name) if c.name in _JSON_COLUMNS else c for c in old.c]
+    query = sa.select(*columns).order_by(*(old.c[name] for name in order.split(",")))
     for partition in conn.execute(query.execution_options(yield_per=_PAGE)).partitions():
         yield list(partition)
 
@@ -124,13 +148,14 @@ def upgrade() -> None:
         sa.Column("shape", sa.Integer(), nullable=False),
         sa.Column("consent", sa.Integer(), nullable=False),
         sa.Column("field_hashes", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", TIME, nullable=False),
-        sa.Column("updated_at", TIME, nullable=False),
+        sa.Column("created_at", COMPACT_TIME, nullable=False),
+        sa.Column("updated_at", COMPACT_TIME, nullable=False),
         sa.PrimaryKeyConstraint("job", "source_id", name="pk_id_map"),
         sa.UniqueConstraint("job", "target_key", name="uq_id_map_job_target_key"),
+        sqlite_with_rowid=False,
     )
     for rows in _pages(conn, "id_map_0005", "job,source_id"):
-        new = [_id_row(row, made) for row in rows]
+        new = [_id_row(row, made, pg) for row in rows]
         made.flush(conn)
         conn.execute(sa.insert(id_map), new)
     op.create_index("ix_id_map_source_id", "id_map", ["source_id"])
@@ -139,7 +164,7 @@ def upgrade() -> None:
     ledger = op.create_table(
         "ledger",
         sa.Column("seq", SERIAL, autoincrement=True, nullable=False),
-        sa.Column("at", TIME, nullable=False),
+        sa.Column("at", COMPACT_TIME, nullable=False),
         sa.Column("record_key", KEY, nullable=False),
         sa.Column("source_id", KEY, nullable=False),
         sa.Column("entry", sa.Integer(), nullable=False),
@@ -150,7 +175,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name="pk_ledger"),
     )
     for rows in _pages(conn, "ledger_0005", "seq"):
-        new = [_ledger_row(row, made) for row in rows]
+        new = [_ledger_row(row, made, pg) for row in rows]
         made.flush(conn)
         conn.execute(sa.insert(ledger), new)
     op.create_index("ix_ledger_source_id", "ledger", ["source_id"])
@@ -164,17 +189,29 @@ def upgrade() -> None:
             )
 
 
-def _id_row(row: Any, made: _Terms) -> dict[str, Any]:
+def _id_row(row: Any, made: _Terms, pg: bool) -> dict[str, Any]:
     hashes = _json(row.field_hashes)
-    shape: dict[str, Any] = {"fields": _json(row.fields), "policy_hash": row.policy_hash}
+    names = None if hashes is None else tuple(sorted(hashes))
     blob: bytes | None = None
-    if hashes is None:
-        shape["hashed"] = None
-    elif all(isinstance(v, str) and _HEX16.fullmatch(v) for v in hashes.values()):
-        shape["hashed"] = sorted(hashes)
-        blob = b"".join(bytes.fromhex(hashes[n]) for n in shape["hashed"])
-    else:
-        shape["hashes"], blob = hashes, b""
+    packed = hashes is not None and all(
+        isinstance(v, str) and _HEX16.fullmatch(v) for v in hashes.values()
+    )
+    if packed:
+        blob = b"".join(bytes.fromhex(hashes[n]) for n in names or ())
+    elif hashes is not None:
+        blob = b""  # not 8-byte hashes: kept whole in the shape
+
+    def shape() -> dict[str, Any]:
+        made_shape: dict[str, Any] = {"fields": _json(row.fields), "policy_hash": row.policy_hash}
+        if hashes is None:
+            made_shape["hashed"] = None
+        elif packed:
+            made_shape["hashed"] = list(names or ())
+        else:
+            made_shape["hashes"] = hashes
+        return made_shape
+
+    raw_shape = (row.fields, row.policy_hash, names if packed else row.field_hashes, packed)
     digest = row.projection_hash
     return {
         "job": row.job,
@@ -182,25 +219,30 @@ def _id_row(row: Any, made: _Terms) -> dict[str, Any]:
         "target_key": row.target_key,
         # anything but a SHA-256 (the unknown mark) is unknown: the next run rewrites it
         "projection_hash": bytes.fromhex(digest) if _HEX64.fullmatch(digest) else None,
-        "shape": made.id("map", shape),
-        "consent": made.id("consent", _json(row.consent_basis)),
+        "shape": made.of("map", raw_shape, shape),
+        "consent": made.of("consent", row.consent_basis, lambda: _json(row.consent_basis)),
         "field_hashes": blob,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
+        "created_at": _time(row.created_at, pg),
+        "updated_at": _time(row.updated_at, pg),
     }
 
 
-def _ledger_row(row: Any, made: _Terms) -> dict[str, Any]:
+def _ledger_row(row: Any, made: _Terms, pg: bool) -> dict[str, Any]:
     values = row._mapping
-    entry = {name: values[name] for name in _ENTRY}
-    entry["fields"], entry["approvals"] = _json(row.fields), _json(row.approvals)
+
+    def entry() -> dict[str, Any]:
+        made_entry = {name: values[name] for name in _ENTRY}
+        made_entry["fields"], made_entry["approvals"] = _json(row.fields), _json(row.approvals)
+        return made_entry
+
+    raw_entry = tuple(values[name] for name in _ENTRY)
     return {
         "seq": row.seq,
-        "at": row.at,
+        "at": _time(row.at, pg),
         "record_key": row.record_key,
         "source_id": row.source_id,
-        "entry": made.id("entry", entry),
-        "consent": made.id("consent", _json(row.consent_basis)),
+        "entry": made.of("entry", raw_entry, entry),
+        "consent": made.of("consent", row.consent_basis, lambda: _json(row.consent_basis)),
         "prev_hash": _digest(row.prev_hash),
         "row_hash": _digest(row.row_hash),
         "version": row.version,
