@@ -138,8 +138,13 @@ def _wal(dbapi_conn: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
+    options = conn.get_execution_options()
+    # FULL syncs the WAL at each commit (a commit survives a power loss); a transaction that
+    # a durable earlier one covers (a batch after its write-ahead intent) may ask for NORMAL,
+    # which survives a crash of the process, and is synced by the next FULL commit.
+    conn.exec_driver_sql(f"PRAGMA synchronous={options.get('sqlite_sync', 'FULL')}")
     # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking.
-    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+    conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
 
 
 def _migrate(engine: Engine) -> None:

@@ -21,7 +21,6 @@ import collections
 import csv
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import hmac
 import json
@@ -37,6 +36,8 @@ from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.files import append_file
 from connector_core.sync.model import LedgerEntry
 from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
+from connector_core.sync.terms import Terms, ids_of_kind, pack_hash, unpack_hash
+from connector_core.sync.terms import canonical_json as canonical_json  # what is hashed
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
 CURRENT: Final = 2
@@ -67,6 +68,9 @@ _KEY_CHECK_LABEL = b"commons-connector ledger key check"
 _JSON_COLUMNS = ("fields", "consent_basis", "approvals")
 _REORDER_WINDOW = 16  # how far from its place a moved row is looked for
 _RECENT = 4096  # how many recent row hashes are kept to spot a row that moved forward
+# The columns a ledger row keeps in its "entry" term (see connector_core.sync.terms); the
+# payload is rebuilt from them, byte for byte as when they were columns of their own.
+ENTRY: Final = ("job", "target", "action", "fields", "policy", "policy_hash", "approvals", "reason")
 _HELD = frozenset({"create", "update"})  # actions after which the target holds the record
 _PAGE = 1000
 
@@ -94,18 +98,6 @@ class LedgerReport:
     problems: list[str]
     head_seq: int | None = None  # worth writing down: an anchor for a later verification
     head_hash: str | None = None
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-canonical_json = functools.partial(
-    json.dumps, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-)
-"""JSON with sorted keys and no whitespace: what is hashed, and how JSON columns are stored."""
 
 
 def timestamp(value: dt.datetime) -> str:
@@ -204,9 +196,11 @@ def check_writable(conn: Connection, key: bytes | None, *, lock: bool = True) ->
     return head
 
 
-def append(conn: Connection, rows: Sequence[dict[str, Any]], key: bytes | None) -> None:
+def append(
+    conn: Connection, rows: Sequence[dict[str, Any]], key: bytes | None, cache: Terms | None = None
+) -> None:
     """Chain and insert `rows` (all columns but seq, prev_hash, row_hash, version) in `conn`'s
-    transaction, keyed with `key`.
+    transaction, keyed with `key`; `cache` holds the store's terms.
 
     Locking the head row makes concurrent appenders on PostgreSQL take turns; on SQLite the
     caller's write transaction (BEGIN IMMEDIATE) already does.
@@ -220,8 +214,49 @@ def append(conn: Connection, rows: Sequence[dict[str, Any]], key: bytes | None) 
         seq += 1
         row["seq"], row["prev_hash"], row["version"] = seq, prev, CURRENT
         row["row_hash"] = prev = row_hash(row, key)
-    conn.execute(sa.insert(ledger), list(rows))
+    conn.execute(sa.insert(ledger), stored(conn, rows, cache or Terms()))
     _move_head(conn, seq, prev, key)
+
+
+def stored(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], cache: Terms
+) -> list[dict[str, Any]]:
+    """The ledger table's rows for ledger rows as hashed (their terms added as needed)."""
+    entries = cache.intern(conn, "entry", ({n: row[n] for n in ENTRY} for row in rows))
+    consents = cache.intern(conn, "consent", (row["consent_basis"] for row in rows))
+    return [
+        {
+            "seq": row["seq"],
+            "at": row["at"],
+            "record_key": row["record_key"],
+            "source_id": row["source_id"],
+            "entry": entry,
+            "consent": consent,
+            "prev_hash": pack_hash(row["prev_hash"]),
+            "row_hash": pack_hash(row["row_hash"]),
+            "version": row["version"],
+        }
+        for row, entry, consent in zip(rows, entries, consents, strict=True)
+    ]
+
+
+def logical(conn: Connection, rows: Sequence[Any], cache: Terms) -> list[dict[str, Any]]:
+    """The ledger rows (every column of LedgerEntry, as hashed) of the ledger table's `rows`."""
+    values = cache.values(conn, {r.entry for r in rows} | {r.consent for r in rows})
+    return [
+        {
+            "seq": r.seq,
+            "at": r.at,
+            **values[r.entry],
+            "record_key": r.record_key,
+            "source_id": r.source_id,
+            "consent_basis": values[r.consent],
+            "prev_hash": unpack_hash(r.prev_hash),
+            "row_hash": unpack_hash(r.row_hash),
+            "version": r.version,
+        }
+        for r in rows
+    ]
 
 
 def _move_head(conn: Connection, seq: int, digest: str, key: bytes) -> None:
@@ -290,7 +325,7 @@ def _rechain(conn: Connection, key: bytes) -> tuple[int, str]:
     )
     while True:
         query = sa.select(ledger).where(ledger.c.seq > seq).order_by(ledger.c.seq).limit(_PAGE)
-        rows = [dict(row) for row in conn.execute(query).mappings()]
+        rows = logical(conn, list(conn.execute(query)), Terms())
         if not rows:
             return seq, prev
         params = []
@@ -299,7 +334,12 @@ def _rechain(conn: Connection, key: bytes) -> tuple[int, str]:
             prev = row_hash(row, key)
             seq = row["seq"]
             params.append(
-                {"b_seq": seq, "b_version": CURRENT, "b_prev": row["prev_hash"], "b_hash": prev}
+                {
+                    "b_seq": seq,
+                    "b_version": CURRENT,
+                    "b_prev": pack_hash(row["prev_hash"]),
+                    "b_hash": pack_hash(prev),
+                }
             )
         conn.execute(update, params)
 
@@ -308,8 +348,10 @@ def page(conn: Connection, *, job: str | None, after_seq: int, size: int) -> lis
     """Up to `size` entries after `after_seq`, in order (one keyset page)."""
     query = sa.select(ledger).where(ledger.c.seq > after_seq).order_by(ledger.c.seq).limit(size)
     if job is not None:
-        query = query.where(ledger.c.job == job)
-    return [LedgerEntry(**row._mapping) for row in conn.execute(query)]
+        entries = [i for i, value in ids_of_kind(conn, "entry").items() if value["job"] == job]
+        query = query.where(ledger.c.entry.in_(entries))
+    rows = logical(conn, list(conn.execute(query)), Terms())
+    return [LedgerEntry(**row) for row in rows]
 
 
 def stream(conn: Connection) -> Iterator[LedgerEntry]:
@@ -319,10 +361,18 @@ def stream(conn: Connection) -> Iterator[LedgerEntry]:
 
 
 def _rows(conn: Connection) -> Iterator[dict[str, Any]]:
-    # On the statement: Connection.execution_options would change every later statement too
-    query = sa.select(ledger).order_by(ledger.c.seq).execution_options(yield_per=_PAGE)
-    for row in conn.execute(query).mappings():
-        yield dict(row)
+    """Every row in seq order, a keyset page at a time, its terms read fresh (no cache: a
+    verification must see an edited term)."""
+    seq: int | None = None
+    while True:
+        query = sa.select(ledger).order_by(ledger.c.seq).limit(_PAGE)
+        if seq is not None:
+            query = query.where(ledger.c.seq > seq)
+        rows = list(conn.execute(query))
+        yield from logical(conn, rows, Terms())
+        if len(rows) < _PAGE:
+            return
+        seq = rows[-1].seq
 
 
 def as_dict(entry: LedgerEntry) -> dict[str, Any]:

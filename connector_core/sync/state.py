@@ -44,6 +44,7 @@ from connector_core.sync.model import (
     RunCounts,
 )
 from connector_core.sync.tables import (
+    Key,
     id_map,
     intents,
     job_state,
@@ -51,11 +52,19 @@ from connector_core.sync.tables import (
     runs,
     store_secrets,
 )
+from connector_core.sync.terms import (
+    Terms,
+    pack_field_hashes,
+    pack_hash,
+    unpack_field_hashes,
+    unpack_hash,
+)
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
 
 _CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 _PAGE = 1000  # rows per keyset page when streaming
+_ANALYZE_FIRST = 2000  # PostgreSQL: rows a job's id map grows by before its first ANALYZE
 RUN_STATUSES = frozenset({"ok", "failed-records", "deletes-held", "aborted", "killed"})
 
 
@@ -76,6 +85,9 @@ class StateStore:
         self._pg = engine.dialect.name == "postgresql"
         self._lock_engine: Engine | None = None
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
+        self._terms = Terms()  # the terms this store has read or written (never change)
+        self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
+        self._analyze_at: dict[str, int] = {}
         self.url = url  #: the store's URL with any password hidden
 
     @classmethod
@@ -112,15 +124,28 @@ class StateStore:
     # -- transactions ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self, *, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
-        """A transaction; database failures become StateStoreError naming the store."""
+    def _transaction(
+        self, *, write: bool = False, snapshot: bool = False, covered: bool = False
+    ) -> Iterator[Connection]:
+        """A transaction; database failures become StateStoreError naming the store.
+
+        `covered`: a durable write-ahead intent covers this write should a power loss undo
+        it, so SQLite may commit it without syncing (it still survives a crash of the process).
+        """
         with failures(self._engine.url), self._engine.connect() as conn:
             if write:
-                conn.execution_options(sqlite_begin="IMMEDIATE")
+                conn.execution_options(
+                    sqlite_begin="IMMEDIATE", sqlite_sync="NORMAL" if covered else "FULL"
+                )
             elif snapshot and self._pg:
                 conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                self._terms.discard()  # what it wrote was rolled back
+                raise
+            self._terms.settle()
 
     def _insert(self, table: sa.Table) -> Any:
         return (postgresql.insert if self._pg else sqlite.insert)(table)
@@ -169,9 +194,25 @@ class StateStore:
         with self._transaction() as conn:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
-                query = _mapped_query().where(id_map.c.job == job, id_map.c.source_id.in_(chunk))
-                found.update((row.source_id, Mapped(**row._mapping)) for row in conn.execute(query))
+                query = _mapped_query().where(
+                    id_map.c.job == job, self._among(id_map.c.source_id, chunk)
+                )
+                rows = list(conn.execute(query))
+                found.update((m.source_id, m) for m in self._mapped_rows(conn, rows))
         return found
+
+    def _among(self, column: Any, values: Sequence[str]) -> Any:
+        """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter, one
+        statement text whatever the count, so the server's plan cache serves every page."""
+        if self._pg:
+            return column == sa.func.any(
+                sa.bindparam("among", list(values), type_=postgresql.ARRAY(Key))
+            )
+        return column.in_(values)
+
+    def _mapped_rows(self, conn: Connection, rows: Sequence[Any]) -> list[Mapped]:
+        values = self._terms.values(conn, {r.shape for r in rows} | {r.consent for r in rows})
+        return [_as_mapped(row, values[row.shape], values[row.consent]) for row in rows]
 
     def source_ids(self, job: str) -> Iterator[str]:
         """Every source id in `job`'s id map, in Python's str order, a page at a time."""
@@ -199,7 +240,7 @@ class StateStore:
         if job is not None:
             query = query.where(id_map.c.job == job)
         with self._transaction() as conn:
-            return [Mapped(**row._mapping) for row in conn.execute(query)]
+            return self._mapped_rows(conn, list(conn.execute(query)))
 
     # -- recording ---------------------------------------------------------------------
 
@@ -235,17 +276,23 @@ class StateStore:
         settled = {c.source_id for c in applied} | set(resolved)
         last = {change.source_id: change for change in applied}  # the last change of an id wins
         gone = [sid for sid, change in last.items() if change.action == "delete"]
-        kept = [_id_row(job, policy_hash, c, now) for c in last.values() if c.action != "delete"]
+        kept = [c for c in last.values() if c.action != "delete"]
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in ledgered]
-        with self._transaction(write=True) as conn:
+        # With an intent, a batch lost to a power loss is found again by the next run (its
+        # intent is synced, and this transaction deletes it): no sync of its own.
+        with self._transaction(write=True, covered=intent is not None) as conn:
             fences.check(conn, self._fences, job, target)
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
                 conn.execute(
-                    id_map.delete().where(id_map.c.job == job, id_map.c.source_id.in_(chunk))
+                    id_map.delete().where(
+                        id_map.c.job == job, self._among(id_map.c.source_id, chunk)
+                    )
                 )
             if kept:
-                conn.execute(self._upsert_mapped(), kept)
+                conn.execute(
+                    self._upsert_mapped(), self._id_rows(conn, job, policy_hash, kept, now)
+                )
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
             if intent is not None:
@@ -253,7 +300,43 @@ class StateStore:
             self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
             self._put_outstanding(conn, failed, now)  # their intents become failures
             # last: its head lock is held for the least time
-            ledger_rows.append(conn, entries, self._ledger_key)
+            ledger_rows.append(conn, entries, self._ledger_key, self._terms)
+        if self._pg:
+            self._analyze_when_grown(job, len(kept) + len(entries))
+
+    def _analyze_when_grown(self, job: str, added: int) -> None:
+        """ANALYZE the id map and ledger each time a job's recorded rows double (2,000 first):
+        a fresh table's planner statistics say "empty", and its plans scan whole tables."""
+        grown = self._grown[job] = self._grown.get(job, 0) + added
+        if grown < self._analyze_at.get(job, _ANALYZE_FIRST):
+            return
+        self._analyze_at[job] = 2 * grown
+        with failures(self._engine.url), self._engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sa.text("ANALYZE id_map, ledger, terms"))
+
+    def _id_rows(
+        self,
+        conn: Connection,
+        job: str,
+        policy_hash: str,
+        changes: Sequence[AppliedChange],
+        now: dt.datetime,
+    ) -> list[dict[str, Any]]:
+        packed = [pack_field_hashes(c.field_hashes) for c in changes]
+        shapes = self._terms.intern(
+            conn,
+            "map",
+            (
+                {"fields": c.fields, "policy_hash": policy_hash, **p[0]}
+                for c, p in zip(changes, packed, strict=True)
+            ),
+        )
+        consents = self._terms.intern(conn, "consent", (c.consent_basis for c in changes))
+        return [
+            _id_row(job, c, shape, consent, blob, now)
+            for c, shape, consent, (_, blob) in zip(changes, shapes, consents, packed, strict=True)
+        ]
 
     def _upsert_mapped(self) -> Any:
         stmt = self._insert(id_map)
@@ -341,8 +424,8 @@ class StateStore:
                 chunk = source_ids[start : start + _CHUNK]
                 conn.execute(
                     id_map.update()
-                    .where(id_map.c.job == job, id_map.c.source_id.in_(chunk))
-                    .values(projection_hash=UNKNOWN_HASH, field_hashes=None)
+                    .where(id_map.c.job == job, self._among(id_map.c.source_id, chunk))
+                    .values(projection_hash=None, field_hashes=None)
                 )
             self._clear_outstanding(conn, job, source_ids)
 
@@ -352,7 +435,7 @@ class StateStore:
             conn.execute(
                 outstanding.delete().where(
                     outstanding.c.job == job,
-                    outstanding.c.source_id.in_(ids[start : start + _CHUNK]),
+                    self._among(outstanding.c.source_id, ids[start : start + _CHUNK]),
                 )
             )
 
@@ -541,21 +624,44 @@ def _mapped_query() -> sa.Select[Any]:
     return sa.select(*(c for c in id_map.c if c.name != "created_at"))
 
 
-def _id_row(job: str, policy_hash: str, change: AppliedChange, now: dt.datetime) -> dict[str, Any]:
+def _id_row(
+    job: str,
+    change: AppliedChange,
+    shape: int,
+    consent: int,
+    field_hashes: bytes | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
     if change.projection_hash is None:
         raise ValueError(f"a {change.action} of {change.source_id!r} needs a projection_hash")
+    known = change.projection_hash != UNKNOWN_HASH
     return {
         "job": job,
         "source_id": change.source_id,
         "target_key": change.target_key,
-        "projection_hash": change.projection_hash,
-        "fields": change.fields,
-        "consent_basis": change.consent_basis,
-        "policy_hash": policy_hash,
+        "projection_hash": pack_hash(change.projection_hash) if known else None,
+        "shape": shape,
+        "consent": consent,
+        "field_hashes": field_hashes,
         "created_at": now,
         "updated_at": now,
-        "field_hashes": change.field_hashes,
     }
+
+
+def _as_mapped(row: Any, shape: dict[str, Any], consent: dict[str, Any]) -> Mapped:
+    """The id map row `row` (its `shape` and `consent` terms read) as the API gives it."""
+    digest = row.projection_hash
+    return Mapped(
+        job=row.job,
+        source_id=row.source_id,
+        target_key=row.target_key,
+        projection_hash=UNKNOWN_HASH if digest is None else unpack_hash(digest),
+        fields=dict(shape["fields"]),  # copies: the term's value is cached and shared
+        consent_basis={k: dict(v) if isinstance(v, dict) else v for k, v in consent.items()},
+        policy_hash=shape["policy_hash"],
+        updated_at=row.updated_at,
+        field_hashes=unpack_field_hashes(shape, row.field_hashes),
+    )
 
 
 def _ledger_row(

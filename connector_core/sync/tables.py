@@ -45,6 +45,50 @@ class UtcDateTime(sa.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+class CompactTime(sa.TypeDecorator[dt.datetime]):
+    """A UTC timestamp kept in 8 bytes: microseconds since 1970 on SQLite (where a
+    DateTime is 26 characters of text), ``timestamptz`` on PostgreSQL. For the tables with a
+    row per record (id map, ledger); lossless to the microsecond, as the ledger hashes it."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        """A BIGINT on SQLite."""
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.BigInteger())
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        """Refuse naive datetimes; microseconds since the epoch on SQLite."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"a naive datetime cannot be stored: {value!r}")
+        return to_micros(value) if dialect.name == "sqlite" else value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        """Read back an aware UTC datetime."""
+        if value is None:
+            return None
+        if isinstance(value, int):
+            return from_micros(value)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_micros(value: dt.datetime) -> int:
+    """Microseconds since 1970-01-01 UTC (exact: integer arithmetic on the timedelta)."""
+    return (value - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> dt.datetime:
+    """The aware UTC datetime :func:`to_micros` gave `value` for."""
+    return _EPOCH + dt.timedelta(microseconds=value)
+
+
 # Ids compare byte-wise on PostgreSQL (collation "C", as SQLite's BINARY does), so that "sorted"
 # means Python's str order on both backends and keyset pages can walk the primary-key index.
 Key = sa.String().with_variant(sa.String(collation="C"), "postgresql")
@@ -64,21 +108,42 @@ job_state = sa.Table(
     sa.Column("last_reconciled_at", UtcDateTime()),
 )
 
+# Binary SHA-256 digests: 32 bytes where hex text took 64 (see connector_core.sync.terms).
+Digest = sa.LargeBinary()
+
+# Values many rows share, stored once (schema 0006): a canonical JSON text per row, found by
+# its SHA-256. `kind` says which: "map" (an id map row's fields, policy hash and field-hash
+# names), "entry" (a ledger row's job, target, action, fields, policy, reason, approvals) or
+# "consent" (a consent basis). Rows are only ever added, so their ids can be cached.
+terms = sa.Table(
+    "terms",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("digest", Digest, nullable=False),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.UniqueConstraint("digest"),
+    sa.Index(None, "kind"),
+)
+
+# One row per record a job holds in its target. `projection_hash` is NULL while what the
+# target holds is unknown (model.UNKNOWN_HASH); `field_hashes` packs the 8-byte field hashes
+# in the order of the names its `shape` term lists.
 id_map = sa.Table(
     "id_map",
     metadata,
     sa.Column("job", sa.String(), primary_key=True),
     sa.Column("source_id", Key, primary_key=True),
     sa.Column("target_key", Key, nullable=False),
-    sa.Column("projection_hash", Hash, nullable=False),
-    sa.Column("fields", sa.JSON(), nullable=False),
-    sa.Column("consent_basis", sa.JSON(), nullable=False),
-    sa.Column("policy_hash", Hash, nullable=False),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("updated_at", UtcDateTime(), nullable=False),
-    sa.Column("field_hashes", sa.JSON(), nullable=True),
+    sa.Column("projection_hash", Digest, nullable=True),
+    sa.Column("shape", sa.Integer(), nullable=False),
+    sa.Column("consent", sa.Integer(), nullable=False),
+    sa.Column("field_hashes", sa.LargeBinary(), nullable=True),
+    sa.Column("created_at", CompactTime(), nullable=False),
+    sa.Column("updated_at", CompactTime(), nullable=False),
     sa.UniqueConstraint("job", "target_key"),
     sa.Index(None, "source_id"),
+    sqlite_with_rowid=False,  # the primary key is the table: no second copy of its columns
 )
 
 runs = sa.Table(
@@ -126,28 +191,24 @@ outstanding = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False),
 )
 
+# The hash chain (connector_core.sync.ledger): what a row's payload holds besides its own
+# columns (job, target, action, fields, policy, policy hash, approvals, reason) is its `entry`
+# term, its consent basis its `consent` term; the payload itself is unchanged (schema 0006).
 ledger = sa.Table(
     "ledger",
     metadata,
     sa.Column("seq", Serial, primary_key=True, autoincrement=True),
-    sa.Column("at", UtcDateTime(), nullable=False),
-    sa.Column("job", sa.String(), nullable=False),
-    sa.Column("target", sa.String(), nullable=False),
+    sa.Column("at", CompactTime(), nullable=False),
     sa.Column("record_key", Key, nullable=False),
     sa.Column("source_id", Key, nullable=False),
-    sa.Column("action", sa.String(), nullable=False),
-    sa.Column("fields", sa.JSON(), nullable=False),
-    sa.Column("policy", sa.String(), nullable=False),
-    sa.Column("policy_hash", Hash, nullable=False),
-    sa.Column("consent_basis", sa.JSON(), nullable=False),
-    sa.Column("approvals", sa.JSON(), nullable=False),
-    sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("prev_hash", Hash, nullable=False),
-    sa.Column("row_hash", Hash, nullable=False),
+    sa.Column("entry", sa.Integer(), nullable=False),
+    sa.Column("consent", sa.Integer(), nullable=False),
+    sa.Column("prev_hash", Digest, nullable=False),
+    sa.Column("row_hash", Digest, nullable=False),
     # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256.
     sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
     sa.Index(None, "source_id"),
-    sa.Index(None, "job"),
+    sa.Index(None, "entry"),
 )
 
 # One row (id = 1) naming the last ledger row; updated in the same transaction as each append,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import sys
@@ -10,11 +9,13 @@ from pathlib import Path
 
 import keyring
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connector_core.credentials import service_name
 from connector_core.sync import ledger
 from tests.integration.test_cli import run
+from tests.unit.sync.tamper import update_rows
 
 ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 KEY_ENV = "CONNECTOR_SECRET_NETWORK_LEDGER_KEY"
@@ -64,7 +65,9 @@ def test_the_first_run_generates_a_ledger_key_into_the_keyring(
     seq, digest = ledger.parse_anchor(head_anchor(verified.stdout))
     assert seq == 12
     with sqlite3.connect(demo / "state.db") as db:
-        assert db.execute("SELECT row_hash FROM ledger WHERE seq = 12").fetchone() == (digest,)
+        assert db.execute("SELECT row_hash FROM ledger WHERE seq = 12").fetchone() == (
+            bytes.fromhex(digest),
+        )
         assert key not in repr(db.execute("SELECT * FROM ledger_head").fetchall())
 
 
@@ -142,7 +145,8 @@ def test_runs_append_anchors_that_verify_checks(runner: CliRunner, demo: Path) -
         db.execute("DELETE FROM ledger WHERE seq > 7")
         db.execute("DELETE FROM id_map WHERE job = 'partner-housing'")
         db.execute(
-            "UPDATE ledger_head SET seq = 7, row_hash = (SELECT row_hash FROM ledger WHERE seq = 7)"
+            "UPDATE ledger_head SET seq = 7, "
+            "row_hash = (SELECT lower(hex(row_hash)) FROM ledger WHERE seq = 7)"
         )
     plain = run(
         runner, "ledger", "verify", "--anchors", str(anchors.with_name("none.log")), cwd=demo
@@ -201,28 +205,18 @@ def test_an_unkeyed_ledger_is_migrated_by_the_admin(
 
 def _make_unkeyed(path: Path) -> None:
     """Rewrite the ledger as the connector wrote it before the ledger key (format 1)."""
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        rows = [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY seq")]
+    engine = sa.create_engine(f"sqlite:///{path}", poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        rows = list(ledger.stream(conn))
         prev = "0" * 64
-        for row in rows:
-            row = {
-                **row,
-                **{k: json.loads(row[k]) for k in ("fields", "consent_basis", "approvals")},
-                "version": 1,
-                "prev_hash": prev,
-                "at": _aware(row["at"]),
-            }
-            prev = ledger.row_hash(row, None)
-            db.execute(
-                "UPDATE ledger SET version = 1, prev_hash = ?, row_hash = ? WHERE seq = ?",
-                (row["prev_hash"], prev, row["seq"]),
-            )
-        db.execute("UPDATE ledger_head SET row_hash = ?, key_check = NULL", (prev,))
-
-
-def _aware(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+        changed = []
+        for entry in rows:
+            row = {**ledger.as_dict(entry), "version": 1, "prev_hash": prev}
+            row["row_hash"] = prev = ledger.row_hash(row, None)
+            changed.append(row)
+        update_rows(conn, changed)
+        conn.execute(sa.text("UPDATE ledger_head SET row_hash = :h, key_check = NULL"), {"h": prev})
+    engine.dispose()
 
 
 def test_the_ledger_examples_of_the_operations_guide_run(runner: CliRunner, demo: Path) -> None:

@@ -83,7 +83,7 @@ def test_ledger_verify_and_export(runner: CliRunner, demo: Path, tmp_path: Path)
     assert len(entries) == 12
     assert "Wen" not in out.read_text()  # field names and masks, never values
     with sqlite3.connect(demo / "state.db") as db:
-        db.execute("UPDATE ledger SET action = 'delete' WHERE seq = 3")
+        db.execute("UPDATE ledger SET record_key = 'elsewhere' WHERE seq = 3")
     tampered = run(runner, "ledger", "verify", cwd=demo)
     assert tampered.exit_code == 3
     assert "seq 3" in tampered.stderr

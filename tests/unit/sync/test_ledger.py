@@ -18,6 +18,7 @@ from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH
 from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync import tamper
 
 if TYPE_CHECKING:
     from tests.unit.sync.conftest import Children
@@ -94,22 +95,20 @@ def _forge_after_last(engine: sa.Engine, store: StateStore) -> None:
     row = {**dataclasses.asdict(last), "seq": last.seq + 1, "prev_hash": last.row_hash}
     row["row_hash"] = ledger.row_hash(row, TEST_LEDGER_KEY)
     with engine.begin() as conn:
-        conn.execute(sa.insert(ledger.ledger), row)
+        tamper.insert_rows(conn, [row])
 
 
 def _edit_and_rehash(engine: sa.Engine, store: StateStore) -> None:
     """Edit row 3 and fix its own hash: only the link from row 4 can tell."""
     row = dataclasses.asdict(list(store.ledger_entries())[2])
     row["reason"] = "shared:nothing to see"
-    digest = ledger.row_hash(row, TEST_LEDGER_KEY)
-    _sql(
-        engine, f"UPDATE ledger SET reason = '{row['reason']}', row_hash = '{digest}' WHERE seq = 3"
-    )
+    row["row_hash"] = ledger.row_hash(row, TEST_LEDGER_KEY)
+    tamper.edit(engine, store, 3, reason=row["reason"], row_hash=row["row_hash"])
 
 
 def _copy(source: int, seq: int) -> Callable[[sa.Engine, StateStore], None]:
     """Insert a verbatim copy of row `source` as row `seq`."""
-    rest = ", ".join(ledger.COLUMNS[1:])
+    rest = tamper.STORED.removeprefix("seq, ")
     sql = f"INSERT INTO ledger SELECT {seq}, {rest} FROM ledger WHERE seq = {source}"
     return lambda engine, _store: _sql(engine, sql)
 
@@ -121,11 +120,11 @@ SWAP = (
 )
 TAMPERING: dict[str, tuple[Callable[[sa.Engine, StateStore], None], list[str]]] = {
     "edited text": (
-        lambda e, s: _sql(e, "UPDATE ledger SET target = 'elsewhere' WHERE seq = 2"),
+        lambda e, s: tamper.edit(e, s, 2, target="elsewhere"),
         ["seq 2: content does not match its row_hash (row edited)"],
     ),
     "edited json": (
-        lambda e, s: _sql(e, "UPDATE ledger SET fields = approvals WHERE seq = 4"),
+        lambda e, s: tamper.edit(e, s, 4, fields=[]),
         ["seq 4: content does not match its row_hash (row edited)"],
     ),
     "edited and rehashed": (
@@ -167,6 +166,18 @@ TAMPERING: dict[str, tuple[Callable[[sa.Engine, StateStore], None], list[str]]] 
     "head moved back": (
         lambda e, s: _sql(e, "UPDATE ledger_head SET seq = 4"),
         ["seq 5: after the recorded head seq 4 (rows inserted)"],
+    ),
+    "edited shared entry": (
+        lambda e, s: _sql(
+            e, "UPDATE terms SET value = replace(value, 'shared:', 'hidden:') WHERE kind = 'entry'"
+        ),
+        [f"seq {n}: content does not match its row_hash (row edited)" for n in range(1, 6)],
+    ),
+    "edited shared consent": (
+        lambda e, s: _sql(
+            e, "UPDATE terms SET value = replace(value, 'true', 'false') WHERE kind = 'consent'"
+        ),
+        [f"seq {n}: content does not match its row_hash (row edited)" for n in range(1, 6)],
     ),
     "head hash": (
         lambda e, s: _sql(e, f"UPDATE ledger_head SET row_hash = '{'f' * 64}'"),
@@ -270,6 +281,7 @@ import sys
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync import tamper
 
 url, job, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as store:

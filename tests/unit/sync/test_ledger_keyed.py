@@ -23,6 +23,7 @@ from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH
 from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync import tamper
 
 Change = Callable[..., AppliedChange]
 OTHER_KEY = b"another-ledger-key-of-some-other-network"
@@ -59,9 +60,7 @@ def _rechain(
         for row in rows:
             row["version"], row["prev_hash"] = version, prev
             row["row_hash"] = prev = ledger.row_hash(row, key)
-            conn.execute(
-                sa.update(ledger.ledger).where(ledger.ledger.c.seq == row["seq"]).values(row)
-            )
+        tamper.update_rows(conn, rows)
         conn.execute(sa.update(ledger.ledger_head).values(row_hash=prev, key_check=None))
 
 
@@ -133,9 +132,7 @@ ID_MAP_TAMPERING = {
         "(id map row deleted: a withdrawal would miss it)",
     ),
     "row inserted": (
-        "INSERT INTO id_map SELECT 'other', source_id, target_key, projection_hash, fields, "
-        "consent_basis, policy_hash, created_at, updated_at, field_hashes FROM id_map "
-        "WHERE job = 'members' AND source_id = '1'",
+        tamper.copy_id_map_row("other", "1", "key-1", "WHERE job = 'members' AND source_id = '1'"),
         "job other: id map holds '1', but no ledger row (id map row inserted)",
     ),
     "key edited": (
@@ -160,9 +157,9 @@ def test_a_record_taken_back_must_be_gone_from_the_id_map(
     assert five.verify_ledger().ok
     _sql(
         raw_engine,
-        "INSERT INTO id_map SELECT 'members', '2', 'key-2', projection_hash, fields, "
-        "consent_basis, policy_hash, created_at, updated_at, field_hashes FROM id_map "
-        "WHERE job = 'members' AND source_id = '1'",
+        tamper.copy_id_map_row(
+            "members", "2", "key-2", "WHERE job = 'members' AND source_id = '1'"
+        ),
     )
     assert five.verify_ledger().problems == [
         "job members: id map holds '2', but ledger seq 6 took it back (id map row inserted)"
@@ -354,7 +351,7 @@ def test_unkeyed_rows_next_to_keyed_ones_are_not_migrated(
     row.update(seq=6, prev_hash=row["row_hash"], version=1, reason="forged")
     row["row_hash"] = ledger.row_hash(row, None)
     with raw_engine.begin() as conn:
-        conn.execute(sa.insert(ledger.ledger), row)
+        tamper.insert_rows(conn, [row])
         conn.execute(sa.update(ledger.ledger_head).values(seq=6, row_hash=row["row_hash"]))
     problems = five.verify_ledger().problems
     assert any(p.startswith("seq 6: unkeyed (format 1) rows") for p in problems), problems
@@ -364,7 +361,7 @@ def test_unkeyed_rows_next_to_keyed_ones_are_not_migrated(
 
 def test_a_broken_unkeyed_ledger_is_not_migrated(five: StateStore, raw_engine: sa.Engine) -> None:
     _unkeyed(raw_engine, five)
-    _sql(raw_engine, "UPDATE ledger SET target = 'elsewhere' WHERE seq = 2")
+    tamper.edit(raw_engine, five, 2, target="elsewhere")
     with pytest.raises(ledger.LedgerBroken, match="does not verify, so it is not re-chained"):
         five.migrate_ledger()
     assert [e.version for e in five.ledger_entries()] == [1] * 5
@@ -395,8 +392,7 @@ def test_the_schema_migration_marks_old_rows_unkeyed(state_url: str, make_change
         # the id map row that the old connector wrote with the ledger row
         _sql(
             engine,
-            "INSERT INTO id_map SELECT 'members', '1', 'key-1', projection_hash, fields, "
-            "consent_basis, policy_hash, created_at, updated_at, field_hashes FROM id_map",
+            tamper.copy_id_map_row("members", "1", "key-1"),
         )
         report = store.verify_ledger()
         assert (report.ok, report.checked) == (True, 2), report.problems

@@ -18,7 +18,7 @@ from connector_core.errors import ConfigError, ExitCode
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import AppliedChange, JobState, RunCounts
 from connector_core.sync.state import KEEP, StateStore, StateStoreError
-from connector_core.sync.tables import id_map, job_state, metadata
+from connector_core.sync.tables import job_state, metadata
 from connector_core.testing import TEST_LEDGER_KEY
 
 Change = Callable[..., AppliedChange]
@@ -80,8 +80,9 @@ def test_an_upgraded_store_keeps_its_rows_and_gets_a_target_key_secret_of_its_ow
         alembic.command.upgrade(cfg, "0002")
         row: dict[str, Any] = {"job": "members", "source_id": "1", "target_key": "legacy-key"}
         row |= {"projection_hash": "a" * 64, "fields": {}, "consent_basis": {}}
+        old_map = sa.Table("id_map", sa.MetaData(), autoload_with=conn)  # as 0002 made it
         conn.execute(
-            id_map.insert().values(policy_hash="p" * 64, created_at=T0, updated_at=T0, **row)
+            old_map.insert().values(policy_hash="p" * 64, created_at=T0, updated_at=T0, **row)
         )
         interrupted = {"last_run_at": T0 + dt.timedelta(hours=1), "last_success_at": T0}
         conn.execute(job_state.insert().values(job="members", **interrupted))

@@ -1,0 +1,163 @@
+"""The state store's compact forms: binary hashes, and values many rows share stored once.
+
+An id map row holds its fields, policy hash and field-hash names as one ``map`` term, and a
+ledger row its job, target, action, fields, policy, approvals and reason as one ``entry`` term:
+a run writes a handful of distinct ones, however many records it shares. Consent bases are
+``consent`` terms. A term is canonical JSON, found by the SHA-256 of its kind and text, and is
+never changed or deleted, so a store caches what it has read or written (only once the
+transaction that wrote it has committed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from connector_core.sync.tables import terms
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+canonical_json = functools.partial(
+    json.dumps, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+)
+"""JSON with sorted keys and no whitespace: what the ledger hashes, and how terms are stored."""
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_CHUNK = 500
+
+
+def pack_hash(text: str) -> bytes:
+    """A SHA-256 hex digest as its 32 bytes; ValueError for anything else."""
+    if not _HEX64.fullmatch(text):
+        raise ValueError(f"not a SHA-256 hex digest: {text[:70]!r}")
+    return bytes.fromhex(text)
+
+
+def unpack_hash(raw: bytes) -> str:
+    """The hex form of a stored digest."""
+    return bytes(raw).hex()
+
+
+def pack_field_hashes(hashes: Mapping[str, str] | None) -> tuple[dict[str, Any], bytes | None]:
+    """The shape part (names, or the whole dict if a hash is not 16 hex digits) and the blob
+    of 8-byte hashes in name order, for an id map row's field hashes."""
+    if hashes is None:
+        return {"hashed": None}, None
+    names = sorted(hashes)
+    if all(_HEX16.fullmatch(hashes[n]) for n in names):
+        return {"hashed": names}, b"".join(bytes.fromhex(hashes[n]) for n in names)
+    return {"hashes": dict(hashes)}, b""  # not 8-byte hashes: kept whole in the shape
+
+
+def unpack_field_hashes(shape: Mapping[str, Any], blob: bytes | None) -> dict[str, str] | None:
+    """The field hashes :func:`pack_field_hashes` packed."""
+    names: list[str] | None = shape.get("hashed")
+    if blob is None:
+        return None  # none recorded, or forgotten (StateStore.forget_contents)
+    if "hashes" in shape:
+        return dict(shape["hashes"])
+    if names is None:
+        return None
+    raw = bytes(blob)
+    return {name: raw[8 * i : 8 * i + 8].hex() for i, name in enumerate(names)}
+
+
+def _key(kind: str, text: str) -> bytes:
+    return hashlib.sha256(f"{kind}\n{text}".encode("utf-8", "surrogatepass")).digest()
+
+
+class Terms:
+    """One store's cache of the terms table; :meth:`settle` or :meth:`discard` after each
+    transaction keeps what a rolled-back transaction wrote out of it."""
+
+    def __init__(self) -> None:
+        self._ids: dict[bytes, int] = {}
+        self._values: dict[int, Any] = {}
+        self._new_ids: dict[bytes, int] = {}
+        self._new_values: dict[int, Any] = {}
+
+    def settle(self) -> None:
+        """The transaction committed: keep what it read and wrote."""
+        self._ids.update(self._new_ids)
+        self._values.update(self._new_values)
+        self.discard()
+
+    def discard(self) -> None:
+        """The transaction failed: forget what it read and wrote."""
+        self._new_ids.clear()
+        self._new_values.clear()
+
+    def _id(self, key: bytes) -> int | None:
+        return self._ids.get(key) or self._new_ids.get(key)
+
+    def intern(self, conn: Connection, kind: str, values: Iterable[Any]) -> list[int]:
+        """The term ids of `values` (of `kind`), adding the missing ones, in order."""
+        texts = [canonical_json(v) for v in values]
+        keys = [_key(kind, t) for t in texts]
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if self._id(k) is None}
+        if missing:
+            self._fetch(conn, list(missing))
+            new: list[dict[str, Any]] = [
+                {"kind": kind, "digest": k, "value": t}
+                for k, t in missing.items()
+                if self._id(k) is None
+            ]
+            if new:
+                insert = (
+                    postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                )(terms)
+                conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), new)
+                self._fetch(conn, [row["digest"] for row in new])
+        found = [self._id(k) for k in keys]
+        if any(i is None for i in found):  # pragma: no cover - the insert above guarantees it
+            raise RuntimeError("a term was not stored")
+        return [int(i) for i in found if i is not None]
+
+    def _fetch(self, conn: Connection, keys: list[bytes]) -> None:
+        for start in range(0, len(keys), _CHUNK):
+            query = sa.select(terms.c.id, terms.c.digest, terms.c.value).where(
+                terms.c.digest.in_(keys[start : start + _CHUNK])
+            )
+            for id_, digest, value in conn.execute(query):
+                self._new_ids[bytes(digest)] = int(id_)
+                self._new_values[int(id_)] = json.loads(value)
+
+    def values(self, conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
+        """The values of term `ids` (read from the database when not cached)."""
+        wanted = set(ids)
+        found = {i: self._values[i] for i in wanted if i in self._values}
+        found.update((i, self._new_values[i]) for i in wanted if i in self._new_values)
+        missing = sorted(wanted - found.keys())
+        for start in range(0, len(missing), _CHUNK):
+            query = sa.select(terms.c.id, terms.c.value).where(
+                terms.c.id.in_(missing[start : start + _CHUNK])
+            )
+            for id_, value in conn.execute(query):
+                found[int(id_)] = self._new_values[int(id_)] = json.loads(value)
+        return found
+
+
+def read_values(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
+    """The values of term `ids`, read now (for verification: no cache)."""
+    return Terms().values(conn, ids)
+
+
+def ids_of_kind(conn: Connection, kind: str) -> dict[int, Any]:
+    """Every term of `kind`, by id."""
+    query = sa.select(terms.c.id, terms.c.value).where(terms.c.kind == kind)
+    return {int(i): json.loads(v) for i, v in conn.execute(query)}

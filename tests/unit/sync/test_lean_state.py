@@ -1,0 +1,247 @@
+"""Schema 0006 (lean state): a store written at 0005 keeps every row, its ledger verifies,
+and the API answers as before; the compact forms round-trip whatever they hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import alembic.command
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connector_core.sync import ledger
+from connector_core.sync.migrations import alembic_config
+from connector_core.sync.model import UNKNOWN_HASH, LedgerEntry, Mapped, Outstanding
+from connector_core.sync.state import StateStore
+from connector_core.sync.tables import GENESIS_HASH, from_micros, to_micros
+from connector_core.sync.terms import pack_field_hashes, unpack_field_hashes
+from connector_core.testing import TEST_LEDGER_KEY
+
+T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+CONSENT = {"contact_me": {"at": "2024-05-01", "granted": True, "source": "civicrm"}}
+ODD_CONSENT = {"local": {"at": None, "granted": True, "note": "ünïcode ✓", "n": 1.5}}
+FIELDS = {"email": "show", "phone": "mask:last4"}
+
+# The id map rows as 0005 stored them (JSON columns, hex hashes).
+OLD_MAP: list[dict[str, Any]] = [
+    {
+        "job": "members",
+        "source_id": "1",
+        "target_key": "0a1b2c3d-0000-8000-8000-000000000001",
+        "projection_hash": "a" * 64,
+        "fields": FIELDS,
+        "consent_basis": CONSENT,
+        "policy_hash": "p" * 64,
+        "field_hashes": {"email": "0123456789abcdef", "phone": "fedcba9876543210"},
+    },
+    {
+        "job": "members",
+        "source_id": "2",
+        "target_key": "legacy-key-2",
+        "projection_hash": UNKNOWN_HASH,  # forgotten: the next run rewrites it
+        "fields": FIELDS,
+        "consent_basis": ODD_CONSENT,
+        "policy_hash": "p" * 64,
+        "field_hashes": None,
+    },
+    {
+        "job": "partner",
+        "source_id": "1",
+        "target_key": "key-p1",
+        "projection_hash": "b" * 64,
+        "fields": {"email": "show"},
+        "consent_basis": {},
+        "policy_hash": "q" * 64,
+        "field_hashes": {"email": "not-16-hex"},  # kept whole, whatever it holds
+    },
+]
+
+
+def _ledger_rows() -> list[dict[str, Any]]:
+    """A keyed (format 2) chain as 0005 wrote it: shares, and a take-back."""
+    base = {"target": "nc", "policy": "members.yaml", "approvals": [], "version": 2}
+    rows: list[dict[str, Any]] = []
+    for n, (job, sid, key, action, fields, basis, reason) in enumerate(
+        [
+            ("members", "1", OLD_MAP[0]["target_key"], "create", FIELDS, CONSENT, "shared:all"),
+            ("members", "2", "legacy-key-2", "create", FIELDS, ODD_CONSENT, "shared:all"),
+            ("members", "3", "key-3", "create", FIELDS, CONSENT, "shared:all"),
+            ("members", "3", "key-3", "delete", {}, {}, "consent withdrawn: contact_me"),
+            ("partner", "1", "key-p1", "create", {"email": "show"}, {}, "shared:partner"),
+        ],
+        start=1,
+    ):
+        policy_hash = "q" * 64 if job == "partner" else "p" * 64
+        rows.append(
+            {
+                **base,
+                "seq": n,
+                "at": T0 + dt.timedelta(seconds=n),
+                "job": job,
+                "record_key": key,
+                "source_id": sid,
+                "action": action,
+                "fields": fields,
+                "policy_hash": policy_hash,
+                "consent_basis": basis,
+                "reason": reason,
+            }
+        )
+    prev = GENESIS_HASH
+    for row in rows:
+        row["prev_hash"] = prev
+        row["row_hash"] = prev = ledger.row_hash(row, TEST_LEDGER_KEY)
+    return rows
+
+
+def _store_at_0005(url: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    rows = _ledger_rows()
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0005")
+        old = sa.MetaData()
+        id_map, led, head, outstanding = (
+            sa.Table(name, old, autoload_with=conn)
+            for name in ("id_map", "ledger", "ledger_head", "outstanding")
+        )
+        times = {"created_at": T0, "updated_at": T1}
+        conn.execute(sa.insert(id_map), [{**row, **times} for row in OLD_MAP])
+        conn.execute(sa.insert(led), rows)
+        conn.execute(
+            sa.update(head).values(
+                seq=5, row_hash=rows[-1]["row_hash"], key_check=ledger.key_check(TEST_LEDGER_KEY)
+            )
+        )
+        conn.execute(
+            sa.insert(outstanding),
+            {
+                "job": "members",
+                "source_id": "4",
+                "target_key": "key-4",
+                "action": "create",
+                "status": "failed",
+                "reason": "shared:all",
+                "error": "HTTP 500",
+                "fields": FIELDS,
+                "since": T0,
+                "attempts": 2,
+            },
+        )
+    engine.dispose()
+    return rows
+
+
+def test_a_0005_store_keeps_every_row_and_its_ledger_verifies(state_url: str) -> None:
+    rows = _store_at_0005(state_url)
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        report = store.verify_ledger(expect=[(5, rows[-1]["row_hash"]), (2, rows[1]["row_hash"])])
+        assert (report.ok, report.checked, report.problems) == (True, 5, [])
+        assert list(store.ledger_entries()) == [LedgerEntry(**row) for row in rows]
+        assert [e.seq for e in store.ledger_entries(job="partner")] == [5]
+        mapped = [
+            *store.mapped("members", ["1", "2", "3"]).values(),
+            *store.mapped("partner", ["1", "2"]).values(),
+        ]
+        expected = [
+            Mapped(**{k: v for k, v in row.items() if k != "created_at"}, updated_at=T1)
+            for row in OLD_MAP
+        ]
+        assert sorted(mapped, key=lambda m: (m.job, m.source_id)) == expected
+        assert [m.job for m in store.who_has("1")] == ["members", "partner"]
+        assert store.outstanding("members") == {
+            "4": Outstanding(
+                "members",
+                "4",
+                "key-4",
+                "create",
+                "failed",
+                "shared:all",
+                FIELDS,
+                "HTTP 500",
+                T0,
+                2,
+            )
+        }
+        assert store.ledger_anchor() == (5, rows[-1]["row_hash"])
+
+
+def test_a_migrated_ledger_keeps_chaining(state_url: str, make_change: Any) -> None:
+    rows = _store_at_0005(state_url)
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        store.record_batch("members", "nc", "members.yaml", "p" * 64, [make_change("5")])
+        entries = list(store.ledger_entries())
+        assert entries[5].prev_hash == rows[-1]["row_hash"]
+        assert store.verify_ledger(expect=[(5, rows[-1]["row_hash"])]).ok
+
+
+HEX16 = st.text("0123456789abcdef", min_size=16, max_size=16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.none() | st.dictionaries(st.text(max_size=8), HEX16 | st.text(max_size=20), max_size=6))
+def test_field_hashes_round_trip_whatever_they_hold(hashes: dict[str, str] | None) -> None:
+    shape, blob = pack_field_hashes(hashes)
+    assert unpack_field_hashes(shape, blob) == hashes
+    assert unpack_field_hashes(shape, None) is None  # what forget_contents leaves
+
+
+def test_postgresql_statistics_follow_a_growing_id_map(state_url: str, make_change: Any) -> None:
+    """A fresh table's planner statistics say "empty": the store analyzes it as it grows."""
+    if not state_url.startswith("postgresql"):
+        return
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        store.record_batch(
+            "members", "nc", "m.yaml", "p" * 64, [make_change(str(i)) for i in range(600)]
+        )
+        engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+        query = sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass('id_map')")
+        with engine.connect() as conn:
+            assert conn.scalar(query) < 1  # never analyzed (-1) yet
+        store.record_batch(
+            "members", "nc", "m.yaml", "p" * 64, [make_change(str(i)) for i in range(600, 1200)]
+        )
+        with engine.connect() as conn:
+            assert conn.scalar(query) == 1200  # 2,400 rows recorded: id map and ledger
+        engine.dispose()
+
+
+def test_sqlite_syncs_every_commit_but_a_batch_its_intent_covers(
+    tmp_path: Any, make_change: Any
+) -> None:
+    """WAL with synchronous=FULL, except a batch recorded after its write-ahead intent
+    (NORMAL: it survives a crash of the process; a power loss leaves the synced intent)."""
+    with StateStore.open(f"sqlite:///{tmp_path / 's.db'}", ledger_key=TEST_LEDGER_KEY) as store:
+        seen: list[str] = []
+        sa.event.listen(
+            store._engine,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, *_a: seen.append(sql) if sql.startswith("PRAGMA sync") else None,
+        )
+        intent = store.write_ahead("members", [("1", "key-1", "create", "shared:all")])
+        store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("1")], intent=intent)
+        store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("2")])
+        store.mapped("members", ["1"])
+    assert seen == [
+        "PRAGMA synchronous=FULL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA synchronous=FULL",
+    ]
+
+
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1900, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.timezones(),
+    )
+)
+def test_compact_times_round_trip_to_the_microsecond(value: dt.datetime) -> None:
+    back = from_micros(to_micros(value))
+    # the same instant, in UTC (as the stored time is: equal even for a local time in a gap)
+    assert (back, back.tzinfo) == (value.astimezone(dt.UTC), dt.UTC)
