@@ -30,13 +30,14 @@ logged at DEBUG only.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
-from connector_core.adapters import Capability, Page, WriteResult
+from connector_core.adapters import Capability, KnownRows, Page, WriteResult
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
@@ -46,6 +47,7 @@ from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
     UNKNOWN_HASH,
     AppliedChange,
+    JobState,
     Mapped,
     Outstanding,
     OutstandingStatus,
@@ -178,6 +180,7 @@ class _Run:
         self.recorded_at = now  # None: the ledger notes when each batch is recorded
         self.result = RunResult(job.name, RunCounts(), dry_run=dry_run)
         legacy = store.legacy_keys(job.name)  # interrupted before keyed keys and intents
+        self.legacy = legacy
         self.planner = Planner(
             job.name,
             job.policy,
@@ -193,6 +196,11 @@ class _Run:
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
         self.unidentified = 0  # unreadable records without a key: nobody counts as missing
+        # row fingerprints (Capability.ROW_FINGERPRINTS), see _known_rows
+        self.known: KnownRows | None = None  # what the read may skip
+        self.fingerprints: array.array[int] | None = None  # this read's, for its last cursor
+        self.final_cursor: str | None = None  # the last cursor of a complete read
+        self.skipped = 0  # rows the read did not decode (unchanged since the cursor)
         #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
         self.own_words = (
             job.name,
@@ -219,6 +227,7 @@ class _Run:
         # changes were passed by the cursor, so only a full read decides them again.
         passed = sum(o.status != "sent" for o in self.owed.values())
         reasons = full_reasons(self.job, state, reconcile, self.now, passed)
+        reasons, selective = self._known_rows(state, reasons, reconcile)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
         # A full run to a target that compares before writing sends the unchanged shares too,
         # so that edits made at the target by others are put right (reconciliation).
@@ -231,7 +240,7 @@ class _Run:
         if run_id is not None:
             self.store.set_job_state(dataclasses.replace(state, last_run_at=self.now))
         try:
-            self._sync(None if reasons else state.cursor)
+            self._sync(None if reasons or selective else state.cursor)
         except ConnectorError as exc:
             self._abort(exc)
         except BaseException as exc:
@@ -254,7 +263,9 @@ class _Run:
         seen: set[str] | None = set()  # None once a page is not a snapshot
         pages = 0
         held: str | None = None  # the last page's cursor waits for the deletes of missing ids
-        reader = self.job.source.read(cursor=cursor, fields=fields, where=where)
+        read: Callable[..., Iterator[Page]] = self.job.source.read
+        known = {} if self.known is None else {"known": self.known}
+        reader = read(cursor=cursor, fields=fields, where=where, **known)
         while (page := self._next_page(reader, held)) is not None:
             if held is not None:
                 self.batches.mark(held)
@@ -264,9 +275,10 @@ class _Run:
         if seen is not None and pages and not self.unidentified:
             self._missing(seen, MISSING_AT_SOURCE if where is None else MISSING_FROM_FILTERED_READ)
         self._untouched()
-        self._guard(empty=self.counts.read == 0)
+        self._guard(empty=self.counts.read == 0 and not self.skipped)
         if not self.dry_run:
             self.batches.unblock()
+            self.final_cursor = held
             self.batches.finish(held)
 
     def _next_page(self, reader: Iterator[Page], held: str | None) -> Page | None:
@@ -298,6 +310,8 @@ class _Run:
         ids = [str(r["id"]) for r in records]
         if seen is not None:
             seen.update(ids)
+            seen.update(page.skipped)
+        self.skipped += len(page.skipped)
         mapped = self.store.mapped(self.job.name, ids) if ids else {}
         owed = [sid for sid in ids if sid in self.owed]
         for source_id in owed:
@@ -305,10 +319,48 @@ class _Run:
         self.touched.update(owed)
         plan = self.planner.plan_page(records, mapped)
         self._count(plan)
+        self._keep_fingerprints(page, plan)
         self._take(plan.steps)
         self._settle_held(owed, plan.steps)
         if self.progress is not None:
             self.progress(len(page.records))
+
+    # -- row fingerprints (Capability.ROW_FINGERPRINTS) ----------------------------------
+
+    def _known_rows(
+        self, state: JobState, reasons: list[str], reconcile: bool | None
+    ) -> tuple[list[str], bool]:
+        """What a ``row_fingerprints`` source may skip; returns the run's full reasons and
+        whether outstanding changes are decoded selectively instead of by a full read.
+
+        Rows decided at the job's cursor (their fingerprints, saved with it) are skipped when
+        unchanged, if the run is incremental or full only because changes are outstanding:
+        those are then decoded again whatever their fingerprint (``KnownRows.decode``), the
+        unchanged rest skipped. Any reason that changes decisions (first run, policy or
+        connections changed, reconciliation, unkeyed legacy keys) decodes every row; every
+        read reports the fingerprints, which the batch storing its last cursor saves.
+        """
+        if Capability.ROW_FINGERPRINTS not in self.job.source.capabilities:
+            return reasons, False
+        self.fingerprints = array.array("Q")
+        self.known = KnownRows()
+        decisive = full_reasons(self.job, state, reconcile, self.now)  # without the owed
+        if decisive or self.legacy:
+            return reasons, False
+        stored = self.store.fingerprints(self.job.name, state.cursor)
+        if stored is None:
+            return reasons, False
+        self.known = KnownRows(stored, frozenset(self.owed))
+        return [], bool(reasons)
+
+    def _keep_fingerprints(self, page: Page, plan: PagePlan) -> None:
+        """The page's fingerprints, but for records the policy could not decide."""
+        if self.fingerprints is None or not page.fingerprints:
+            return
+        rejected = {source_id for source_id, _, _ in plan.rejected}
+        self.fingerprints.extend(fp for sid, fp in page.fingerprints.items() if sid not in rejected)
+
+    # -- problems ------------------------------------------------------------------------
 
     def _refused_while_held(self, page: Page) -> list[Record]:
         """Held records (conflicting evidence) of which some piece refuses a purpose this job needs.
@@ -485,6 +537,7 @@ class _Run:
             failed=outcome.failed,
             ledgered=outcome.ledgered,
             intent=intent,
+            fingerprints=self.fingerprints if cursor == self.final_cursor else None,
         )
         self.counts.created += outcome.created
         self.counts.updated += outcome.updated
