@@ -10,7 +10,7 @@ import abc
 import dataclasses
 import enum
 import os
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -236,7 +236,7 @@ class KnownRows:
     record. Rows with read problems, and rows merged with others (a repeated key), get none.
     """
 
-    fingerprints: Container[int] = frozenset()
+    fingerprints: Collection[int] = frozenset()
     decode: Container[str] = frozenset()
 
 

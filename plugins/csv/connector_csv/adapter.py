@@ -196,15 +196,16 @@ class CsvAdapter(Adapter):
     def _fingerprinted(
         self, header: list[str], fields: frozenset[str] | None, known: KnownRows
     ) -> Iterator[Page]:
-        """Two passes over the raw rows: their keys (for repeated ones), then the pages.
+        """The pages, decoding only the rows whose fingerprint `known` lacks (or whose id it
+        names in ``decode``) and every row of a repeated key (merged as in :meth:`_snapshot`).
 
-        Neither pass decodes a row by itself: the first splits out key cells only, the
-        second decodes the rows whose fingerprint `known` lacks (or whose id it names in
-        ``decode``), and every row of a repeated key (merged as in :meth:`_snapshot`).
+        When `known` has fingerprints (an incremental read), one pass collects the pages;
+        it gives up when a key cell repeats or more rows than a few pages hold must be
+        decoded (their records would wait in memory). Otherwise, two passes: the key cells
+        (to find repeated keys), then the pages, streamed. Neither pass parses a row with
+        csv unless it has quotes, nor decodes a row it need not.
         """
         decoder = self._decoder(header, fields)
-        index = decoder.key[0]
-        duplicated, digest = self._repeated_keys(index)
         person = personalization(
             header,
             self.settings.model_dump(exclude=set(type(self.settings).neutral_settings)),
@@ -212,6 +213,56 @@ class CsvAdapter(Adapter):
             None if fields is None else sorted(fields),
             self.connection,
         )
+        if len(known.fingerprints):
+            pages = self._one_pass(decoder, person, known)
+            if pages is not None:
+                yield from pages
+                return
+        yield from self._two_passes(decoder, person, known)
+
+    def _one_pass(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> list[Page] | None:
+        """Every page of an incremental read, or None when a key cell repeats or too many
+        rows changed (then :meth:`_two_passes` reads the file)."""
+        index = decoder.key[0]
+        unguard = unneutralize if self.settings.neutralize_formulas else str
+        skip_limit, decode_limit = 20 * self.page_size, 50 * self.page_size
+        keys: set[str] = set()
+        first_lines: dict[str, int] = {}
+        pages: list[Page] = []
+        page = Page([], snapshot=True)
+        decoded = 0
+        with file_errors(self.settings.path), self._open_raw() as raw:
+            rows = RowSplitter(raw, self.settings)
+            records = iter(rows)
+            next(records, None)  # the header, checked by CsvFile
+            for row in records:
+                key = rows.key_cell(row, index)
+                if key is not None:
+                    if key in keys:
+                        return None  # a repeated key: its rows are merged, after a first pass
+                    keys.add(key)
+                mark = fingerprint(row.raw, person)
+                known_id = None if key is None or mark not in known.fingerprints else unguard(key)
+                if known_id is None or known_id in known.decode or known_id in first_lines:
+                    decoded += 1
+                    if decoded > decode_limit:
+                        return None
+                    self._add(page, rows, row, mark, decoder, first_lines)
+                else:  # decided at the cursor, unchanged since: listed, not decoded
+                    first_lines[known_id] = row.line
+                    page.skipped.append(known_id)
+                    page.fingerprints[known_id] = mark
+                full = max(len(page.records), len(page.problems)) >= self.page_size
+                if full or len(page.skipped) >= skip_limit:
+                    pages.append(page)
+                    page = Page([], snapshot=True)
+            page.cursor = CURSOR_PREFIX + rows.digest.hexdigest()
+        return [*pages, page]
+
+    def _two_passes(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> Iterator[Page]:
+        """The pages, streamed, once a first pass found the repeated key cells."""
+        index = decoder.key[0]
+        duplicated, digest = self._repeated_keys(index)
         unguard = unneutralize if self.settings.neutralize_formulas else str
         skip_limit = 20 * self.page_size
         groups: dict[str, list[tuple[int, Record | None]]] = {}

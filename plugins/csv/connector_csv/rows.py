@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import re
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -59,9 +60,10 @@ class RowSplitter:
         encoding = codecs.lookup(settings.read_encoding).name
         self.encoding = "utf-8" if encoding == "utf-8-sig" else encoding
         self.delimiter = settings.delimiter
-        self._special = [settings.quotechar.encode(self.encoding)]
+        special = [settings.quotechar.encode(self.encoding)]
         if settings.quoting == "none":
-            self._special.append(ESCAPECHAR.encode(self.encoding))
+            special.append(ESCAPECHAR.encode(self.encoding))
+        self._special = re.compile(b"|".join(re.escape(s) for s in special)).search
         self._lines = self._physical()
         self._feed = _Feed(self._lines, self.encoding)
         self._reader = csv.reader(self._feed, **reader_options(settings))
@@ -91,7 +93,7 @@ class RowSplitter:
         limit = self._limit
         blank = self._blank
         for physical in self._lines:
-            if len(physical) < limit and not any(s in physical for s in special):
+            if len(physical) < limit and not special(physical):
                 line += 1
                 body = physical.rstrip(b"\r\n")
                 # an ASCII byte that is neither blank nor the delimiter: a row with a value
