@@ -16,6 +16,7 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -224,38 +225,51 @@ class CsvAdapter(Adapter):
         """Every page of an incremental read, or None when a key cell repeats or too many
         rows changed (then :meth:`_two_passes` reads the file)."""
         index = decoder.key[0]
-        unguard = unneutralize if self.settings.neutralize_formulas else str
-        skip_limit, decode_limit = 20 * self.page_size, 50 * self.page_size
+        neutralized = self.settings.neutralize_formulas
+        unguard = unneutralize if neutralized else str
+        size = self.page_size
+        skip_limit, decode_limit = 20 * size, 50 * size
+        fingerprints, decode = known.fingerprints, known.decode
         keys: set[str] = set()
         first_lines: dict[str, int] = {}
         pages: list[Page] = []
         page = Page([], snapshot=True)
         decoded = 0
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
+            key_cell = rows.key_cell
             records = iter(rows)
             next(records, None)  # the header, checked by CsvFile
             for row in records:
-                key = rows.key_cell(row, index)
+                key = key_cell(row, index)
                 if key is not None:
                     if key in keys:
                         return None  # a repeated key: its rows are merged, after a first pass
                     keys.add(key)
-                mark = fingerprint(row.raw, person)
-                known_id = None if key is None or mark not in known.fingerprints else unguard(key)
-                if known_id is None or known_id in known.decode or known_id in first_lines:
+                mark = from_bytes(blake2b(row.raw, digest_size=8, person=person).digest(), "little")
+                known_id = None if key is None or mark not in fingerprints else unguard(key)
+                # without neutralization an id is its key cell: `keys` finds repeated ids
+                if (
+                    known_id is None
+                    or known_id in decode
+                    or (neutralized and known_id in first_lines)
+                ):
                     decoded += 1
                     if decoded > decode_limit:
                         return None
                     self._add(page, rows, row, mark, decoder, first_lines)
+                    if len(page.records) < size and len(page.problems) < size:
+                        continue
                 else:  # decided at the cursor, unchanged since: listed, not decoded
-                    first_lines[known_id] = row.line
+                    if neutralized:
+                        first_lines[known_id] = row.line
                     page.skipped.append(known_id)
                     page.fingerprints[known_id] = mark
-                full = max(len(page.records), len(page.problems)) >= self.page_size
-                if full or len(page.skipped) >= skip_limit:
-                    pages.append(page)
-                    page = Page([], snapshot=True)
+                    if len(page.skipped) < skip_limit:
+                        continue
+                pages.append(page)
+                page = Page([], snapshot=True)
             page.cursor = CURSOR_PREFIX + rows.digest.hexdigest()
         return [*pages, page]
 
