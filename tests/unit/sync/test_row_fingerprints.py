@@ -371,7 +371,9 @@ def test_random_edits_converge_to_a_full_run(
 
 # -- the adapter alone --------------------------------------------------------------------
 
-CELLS = st.sampled_from(["P1", "P2", "P3", "", " ", "a,b", 'say "hi"', "x\ny", "é", "=1+1"])
+CELLS = st.sampled_from(
+    ["P1", "P2", "P3", "", " ", "a,b", 'say "hi"', "x\ny", "é", "=1+1", "a\\b", "x;y", "\xa0"]
+)
 
 
 def _pages(adapter: CsvAdapter, **kwargs: Any) -> Iterator[Any]:
@@ -379,21 +381,36 @@ def _pages(adapter: CsvAdapter, **kwargs: Any) -> Iterator[Any]:
         yield [dict(r) for r in page.records], [str(p) for p in page.problems], page.skipped
 
 
-@settings(max_examples=60, deadline=None)
-@given(rows=st.lists(st.lists(CELLS, min_size=0, max_size=4), max_size=8), crlf=st.booleans())
-def test_fingerprinted_reads_list_what_plain_reads_list(rows: list[list[str]], crlf: bool) -> None:
+OPTIONS = st.sampled_from(
+    [{}, {"delimiter": ";"}, {"quoting": "none"}, {"encoding": "latin-1"}, {"encoding": "utf-16"}]
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(st.lists(CELLS, min_size=0, max_size=4), max_size=8),
+    crlf=st.booleans(),
+    options=OPTIONS,
+)
+def test_fingerprinted_reads_list_what_plain_reads_list(
+    rows: list[list[str]], crlf: bool, options: dict[str, str]
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fingerprint-read-"))
     try:
         path = tmp / "people.csv"
-        with path.open("w", encoding="utf-8", newline="") as out:
-            csv.writer(out, lineterminator="\r\n" if crlf else "\n").writerows(
-                [["id", "first_name", "city"], *rows]
-            )
+        encoding = options.get("encoding", "utf-8")
+        with path.open("w", encoding=encoding, newline="") as out:
+            csv.writer(
+                out,
+                delimiter=options.get("delimiter", ","),
+                lineterminator="\r\n" if crlf else "\n",
+            ).writerows([["id", "first_name", "city"], *rows])
         from connector_csv import CsvSettings
 
         from connector_core.adapters import KnownRows
 
-        adapter = CsvAdapter(CsvSettings(path=path, page_size=2), connection="people")
+        settings = CsvSettings(path=path, page_size=2, **options)  # type: ignore[arg-type]
+        adapter = CsvAdapter(settings, connection="people")
         plain = [(r, p) for page in _pages(adapter) for r, p, _ in [page]]
         pages = list(adapter.read(known=KnownRows()))
         listed = [([dict(r) for r in p.records], [str(q) for q in p.problems]) for p in pages]
