@@ -238,16 +238,38 @@ class CsvAdapter(Adapter):
         blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            key_cell = rows.key_cell
-            records = iter(rows)
-            next(records, None)  # the header, checked by CsvFile
-            for row in records:
-                key = key_cell(row, index)
+            simple, has_value = rows.simple, rows.has_value
+            delimiter, encoding = self.settings.delimiter.encode(rows.encoding), rows.encoding
+            line = rows.skip_header()  # checked by CsvFile
+            # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
+            # but their key
+            for physical in rows.lines():
+                body = simple(physical)
+                row: RawRecord | None = None
+                if body is not None:
+                    line += 1
+                    if not has_value(body):
+                        continue
+                    parts = body.split(delimiter, index + 1)
+                    key = (
+                        parts[index].decode(encoding, "surrogateescape")
+                        if index < len(parts)
+                        else None
+                    )
+                else:
+                    taken, row = rows.parsed(line, physical)
+                    line += taken
+                    if row is None:
+                        continue
+                    key = rows.key_cell(row, index)
+                    physical = row.raw
                 if key is not None:
                     if key in keys:
                         return None  # a repeated key: its rows are merged, after a first pass
                     keys.add(key)
-                mark = from_bytes(blake2b(row.raw, digest_size=8, person=person).digest(), "little")
+                mark = from_bytes(
+                    blake2b(physical, digest_size=8, person=person).digest(), "little"
+                )
                 known_id = None if key is None or mark not in fingerprints else unguard(key)
                 # without neutralization an id is its key cell: `keys` finds repeated ids
                 if (
@@ -258,12 +280,13 @@ class CsvAdapter(Adapter):
                     decoded += 1
                     if decoded > decode_limit:
                         return None
+                    row = row or RawRecord(line - 1, physical, None)
                     self._add(page, rows, row, mark, decoder, first_lines)
                     if len(page.records) < size and len(page.problems) < size:
                         continue
                 else:  # decided at the cursor, unchanged since: listed, not decoded
                     if neutralized:
-                        first_lines[known_id] = row.line
+                        first_lines[known_id] = line - 1 if row is None else row.line
                     page.skipped.append(known_id)
                     page.fingerprints[known_id] = mark
                     if len(page.skipped) < skip_limit:

@@ -89,28 +89,57 @@ class RowSplitter:
 
     def __iter__(self) -> Iterator[RawRecord]:
         line = 1
-        special = self._special
-        limit = self._limit
-        blank = self._blank
         for physical in self._lines:
-            if len(physical) < limit and not special(physical):
+            body = self.simple(physical)
+            if body is not None:
                 line += 1
-                body = physical.rstrip(b"\r\n")
-                # an ASCII byte that is neither blank nor the delimiter: a row with a value
-                if body.translate(None, blank) or self._has_value(body):
+                if self.has_value(body):
                     yield RawRecord(line - 1, physical, None)
                 continue
-            record = self._parsed(line, physical)
+            record = self.parsed(line, physical)
             line += record[0]
             if record[1] is not None:
                 yield record[1]
+
+    def lines(self) -> Iterator[bytes]:
+        """The physical lines not read yet (for a caller that splits them itself, with
+        :meth:`simple`, :meth:`has_value` and :meth:`parsed`)."""
+        return self._lines
+
+    def skip_header(self) -> int:
+        """Read past the header (the first row that is not blank); the next line's number."""
+        line = 1
+        for physical in self._lines:
+            body = self.simple(physical)
+            if body is not None:
+                line += 1
+                if self.has_value(body):
+                    return line
+                continue
+            taken, record = self.parsed(line, physical)
+            line += taken
+            if record is not None:
+                return line
+        return line
+
+    def simple(self, physical: bytes) -> bytes | None:
+        """The line without its line break when it is a whole row that needs no csv parsing
+        (no quote, no escape character, not too long); else None."""
+        if len(physical) < self._limit and not self._special(physical):
+            return physical.rstrip(b"\r\n")
+        return None
+
+    def has_value(self, body: bytes) -> bool:
+        """Whether a simple row holds a cell that is not blank (else csv readers skip it)."""
+        # an ASCII byte that is neither blank nor the delimiter: a row with a value
+        return bool(body.translate(None, self._blank)) or self._has_value(body)
 
     def _has_value(self, body: bytes) -> bool:
         """Whether a row holds a cell that is not blank, as csv readers here decide."""
         text = body.decode(self.encoding, "surrogateescape")
         return any(cell.strip() for cell in text.split(self.delimiter))
 
-    def _parsed(self, line: int, physical: bytes) -> tuple[int, RawRecord | None]:
+    def parsed(self, line: int, physical: bytes) -> tuple[int, RawRecord | None]:
         """A row csv must parse; (how many physical lines it took, the row or None if blank)."""
         feed = self._feed
         feed.pending, feed.taken = physical, []
