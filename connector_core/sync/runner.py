@@ -5,7 +5,10 @@
 - A run reads what changed since the job's cursor. It reads everything (a *full* run) on
   the first run, after the policy or either connection's mapping or settings changed, when
   changes are outstanding from an earlier run, and when reconciliation is due
-  (``options.reconcile_every``, default daily) or forced.
+  (``options.reconcile_every``, default daily) or forced. A source with row fingerprints
+  (``Capability.ROW_FINGERPRINTS``) lists every row on a changed read but decodes only the
+  rows that changed since the cursor, and decodes outstanding changes alone instead of a
+  full read; a full run decodes every row.
 - Changes go to the target in batches. Before a batch is sent, its keys and actions are
   written ahead (the intent log, :meth:`StateStore.write_ahead`) in their own transaction;
   after the target answered, what it acknowledged is recorded (id map, ledger, and the
