@@ -31,7 +31,7 @@ from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import id_map, row_fingerprints
-from connector_core.testing import TEST_LEDGER_KEY, crash
+from connector_core.testing import crash
 
 HEADER = ["id", "first_name", "city", "phone", "region", "local_ok"]
 CONFIG = """\
@@ -438,16 +438,15 @@ def test_dataclass_page_defaults_are_empty() -> None:
     assert page.fingerprints == {}
 
 
-def test_store_keeps_fingerprints_only_with_their_cursor(tmp_path: Path) -> None:
-    store = StateStore.open(f"sqlite:///{tmp_path / 's.db'}", ledger_key=TEST_LEDGER_KEY)
-    try:
-        store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[3, 1, 2])
-        assert store.fingerprints("j", "c1") == {1, 2, 3}
-        assert store.fingerprints("j", "c0") is None
-        store.record_batch("j", "t", "p", "h", [], cursor="c2")  # a cursor without them
-        assert store.fingerprints("j", "c1") is None
-        assert store.fingerprints("j", "c2") is None
-        store.record_batch("j", "t", "p", "h", [], fingerprints=[9])  # KEEP: nothing moves
-        assert store.fingerprints("j", "c2") is None
-    finally:
-        store.close()
+def test_store_keeps_fingerprints_only_with_their_cursor(store: StateStore) -> None:
+    """On SQLite and PostgreSQL: one blob per job, read back only for its own cursor."""
+    big = [2**64 - 1, 0, 2**63, 12345]
+    store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=big)
+    assert store.fingerprints("j", "c1") == set(big)
+    assert store.fingerprints("j", "c0") is None
+    assert store.fingerprints("other", "c1") is None
+    store.record_batch("j", "t", "p", "h", [], cursor="c2")  # a cursor without them
+    assert store.fingerprints("j", "c1") is None
+    assert store.fingerprints("j", "c2") is None
+    store.record_batch("j", "t", "p", "h", [], fingerprints=[9])  # KEEP: nothing moves
+    assert store.fingerprints("j", "c2") is None
