@@ -182,11 +182,11 @@ class CsvAdapter(Adapter):
         if cursor is not None and cursor == file_cursor(path):
             yield Page([], cursor=cursor)
             return
-        if known is not None and splittable(self.settings.read_encoding):
+        if splittable(self.settings.read_encoding):
             with file_errors(path), CsvFile(path, self.settings) as source:
                 header = source.header
             if header is not None:
-                yield from self._fingerprinted(header, fields, known)
+                yield from self._fingerprinted(header, fields, known or KnownRows())
                 return
         duplicated, digest = self._duplicated_keys()
         with file_errors(path), CsvFile(path, self.settings) as source:
