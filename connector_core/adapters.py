@@ -10,7 +10,7 @@ import abc
 import dataclasses
 import enum
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -43,6 +43,11 @@ class Capability(enum.StrEnum):
     #: every shared record, not only those whose projection changed, so that an edit someone
     #: made at the target (a full phone number where a masked one was shared) is put right.
     VERIFIES_CONTENT = "verifies_content"
+    #: read() takes ``known=`` (:class:`KnownRows`): the rows the engine decided at the
+    #: cursor it passes, as fingerprints. A row whose fingerprint is known is not decoded:
+    #: the page lists its id in ``skipped``. Every read given ``known`` reports the
+    #: fingerprints of the rows it lists (:attr:`Page.fingerprints`).
+    ROW_FINGERPRINTS = "row_fingerprints"
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -214,6 +219,27 @@ class ReadProblem:
         return f"{where}: expected {self.expected.value}{first}"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class KnownRows:
+    """What the engine tells a ``row_fingerprints`` adapter before a read.
+
+    ``fingerprints``: the rows decided at the cursor of this read, as the adapter
+    fingerprinted them then (:attr:`Page.fingerprints` of that read). A row whose fingerprint
+    is in it is unchanged: the adapter lists its id in :attr:`Page.skipped` instead of
+    decoding it. ``decode``: source ids to decode and return whatever their fingerprint (the
+    changes still outstanding at the target). Empty sets: decode every row (a full read
+    that reports fingerprints).
+
+    A fingerprint is a 64-bit number the adapter computes from a row's raw form and from
+    everything decoding depends on (the header, the settings, the mapping, the requested
+    fields), so that a known fingerprint means: decoding this row again gives the same
+    record. Rows with read problems, and rows merged with others (a repeated key), get none.
+    """
+
+    fingerprints: Collection[int] = frozenset()
+    decode: Container[str] = frozenset()
+
+
 @dataclasses.dataclass(slots=True)
 class Page:
     """One page of canonical records.
@@ -221,12 +247,19 @@ class Page:
     ``cursor`` is what the engine stores once this page is processed and hands back to the
     next :meth:`Adapter.read`. ``snapshot`` is true when the read lists every record of the
     source (so a missing id means the record was deleted).
+
+    With ``row_fingerprints`` (a read given ``known=``): ``skipped`` lists the ids of rows
+    not decoded because their fingerprint was known (they count as seen: a snapshot still
+    lists them), and ``fingerprints`` maps the source id of each row the engine may treat
+    as known at the read's last cursor (decoded rows and skipped ones) to its fingerprint.
     """
 
     records: list[Record]
     cursor: str | None = None
     problems: list[ReadProblem] = dataclasses.field(default_factory=list)
     snapshot: bool = False
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    fingerprints: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -419,6 +452,9 @@ class Adapter(abc.ABC):
             fields: canonical fields to fetch (``id`` is always included); None for all.
             where: a pushdown condition; adapters without ``pushdown`` may ignore it, since
                 the engine filters again locally.
+
+        Adapters with ``Capability.ROW_FINGERPRINTS`` also take ``known``
+        (:class:`KnownRows`, passed by keyword only to them).
 
         Returns:
             An iterator of :class:`Page`; a read with no changes yields one empty page whose

@@ -196,9 +196,15 @@ class _Group:
             fields, where = self.runs[0].query(cursor is None)
         self.runs[0].filtered = where is not None
         decider = _Decider(self.runs, self.store) if shared else None
+        known: dict[str, Any] = {}
+        if shared:  # row fingerprints are one job's: a shared read decodes every row
+            for run in self.runs:
+                run.known, run.fingerprints = None, None
+        elif self.runs[0].known is not None:
+            known["known"] = self.runs[0].known
         out.reads += 1
         try:
-            reader = self.source().read(cursor=cursor, fields=fields, where=where)
+            reader = self.source().read(cursor=cursor, fields=fields, where=where, **known)
             pages: Iterator[Page] | None = iter(reader)
         except ConnectorError as exc:
             pages = None

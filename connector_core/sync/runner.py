@@ -5,7 +5,10 @@
 - A run reads what changed since the job's cursor. It reads everything (a *full* run) on
   the first run, after the policy or either connection's mapping or settings changed, when
   changes are outstanding from an earlier run, and when reconciliation is due
-  (``options.reconcile_every``, default daily) or forced.
+  (``options.reconcile_every``, default daily) or forced. A source with row fingerprints
+  (``Capability.ROW_FINGERPRINTS``) lists every row on a changed read but decodes only the
+  rows that changed since the cursor, and decodes outstanding changes alone instead of a
+  full read; a full run decodes every row.
 - Changes go to the target in batches. Before a batch is sent, its keys and actions are
   written ahead (the intent log, :meth:`StateStore.write_ahead`) in their own transaction;
   after the target answered, what it acknowledged is recorded (id map, ledger, and the
@@ -43,13 +46,14 @@ logged at DEBUG only.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from connector_core.adapters import Capability, Page, WriteResult, WriteSession
+from connector_core.adapters import Capability, KnownRows, Page, WriteResult, WriteSession
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
@@ -61,6 +65,7 @@ from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
     UNKNOWN_HASH,
     AppliedChange,
+    JobState,
     Mapped,
     Outstanding,
     OutstandingStatus,
@@ -246,6 +251,7 @@ class _Run:
         self.recorded_at = now  # None: the ledger notes when each batch is recorded
         self.result = RunResult(job.name, RunCounts(), dry_run=dry_run)
         legacy = store.legacy_keys(job.name)  # interrupted before keyed keys and intents
+        self.legacy = legacy
         self.planner = Planner(
             job.name,
             job.policy,
@@ -269,6 +275,11 @@ class _Run:
         self.pages = 0
         self.held: str | None = None  # the last page's cursor waits for the deletes of missing ids
         self.unidentified = 0  # unreadable records without a key: nobody counts as missing
+        # row fingerprints (Capability.ROW_FINGERPRINTS), see _known_rows
+        self.known: KnownRows | None = None  # what the read may skip
+        self.fingerprints: array.array[int] | None = None  # this read's, for its last cursor
+        self.final_cursor: str | None = None  # the last cursor of a complete read
+        self.skipped = 0  # rows the read did not decode (unchanged since the cursor)
         #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
         self.own_words = (
             job.name,
@@ -310,6 +321,7 @@ class _Run:
         if not self.dry_run and self.store.adopt_intents(self.job.name):
             self.owed = self.store.outstanding(self.job.name)
         reasons = full_reasons(self.job, state, reconcile, self.now, passed)
+        reasons, selective = self._known_rows(state, reasons, reconcile)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
         # A full run to a target that compares before writing sends the unchanged shares too,
         # so that edits made at the target by others are put right (reconciliation).
@@ -321,7 +333,7 @@ class _Run:
         self.run_id = None if self.dry_run else self.store.start_run(self.job.name)
         if self.run_id is not None:
             self.store.set_job_state(dataclasses.replace(state, last_run_at=self.now))
-        return None if reasons else state.cursor
+        return None if reasons or selective else state.cursor
 
     def crashed(self, exc: BaseException) -> None:
         """Note an unexpected error (a bug, an interrupt) in the run's row; the caller re-raises."""
@@ -346,7 +358,9 @@ class _Run:
     def _sync(self, cursor: str | None) -> None:
         fields, where = self.query(cursor is None)
         self.filtered = where is not None
-        reader = self.job.source.read(cursor=cursor, fields=fields, where=where)
+        read: Callable[..., Iterator[Page]] = self.job.source.read
+        known = {} if self.known is None else {"known": self.known}
+        reader = read(cursor=cursor, fields=fields, where=where, **known)
         while (page := self._next_page(reader)) is not None:
             self.feed(page)
         self.end()
@@ -360,6 +374,7 @@ class _Run:
             self.seen = None
         elif self.seen is not None and self.own_seen:
             self.seen.update(seen_ids(page))
+        self.skipped += len(page.skipped)
         self._page(page, decided)
         self.held, self.pages = page.cursor, self.pages + 1
 
@@ -370,9 +385,10 @@ class _Run:
         if seen is not None and self.pages and not self.unidentified:
             self._missing(seen, MISSING_FROM_FILTERED_READ if self.filtered else MISSING_AT_SOURCE)
         self._untouched()
-        self._guard(empty=self.counts.read == 0)
+        self._guard(empty=self.counts.read == 0 and not self.skipped)
         if not self.dry_run:
             self.batches.unblock()
+            self.final_cursor = self.held
             self._finish(self.held)
 
     def read_failed(self) -> None:
@@ -425,10 +441,48 @@ class _Run:
         decide = None if decided is None else decided.decide
         plan = self.planner.plan_page(records, mapped, decide)
         self._count(plan)
+        self._keep_fingerprints(page, plan)
         self._take(plan.steps)
         self._settle_held(owed, plan.steps)
         if self.progress is not None:
             self.progress(len(page.records))
+
+    # -- row fingerprints (Capability.ROW_FINGERPRINTS) ----------------------------------
+
+    def _known_rows(
+        self, state: JobState, reasons: list[str], reconcile: bool | None
+    ) -> tuple[list[str], bool]:
+        """What a ``row_fingerprints`` source may skip; returns the run's full reasons and
+        whether outstanding changes are decoded selectively instead of by a full read.
+
+        Rows decided at the job's cursor (their fingerprints, saved with it) are skipped when
+        unchanged, if the run is incremental or full only because changes are outstanding:
+        those are then decoded again whatever their fingerprint (``KnownRows.decode``), the
+        unchanged rest skipped. Any reason that changes decisions (first run, policy or
+        connections changed, reconciliation, unkeyed legacy keys) decodes every row; every
+        read reports the fingerprints, which the batch storing its last cursor saves.
+        """
+        if Capability.ROW_FINGERPRINTS not in self.job.source.capabilities:
+            return reasons, False
+        self.fingerprints = array.array("Q")
+        self.known = KnownRows()
+        decisive = full_reasons(self.job, state, reconcile, self.now)  # without the owed
+        if decisive or self.legacy:
+            return reasons, False
+        stored = self.store.fingerprints(self.job.name, state.cursor)
+        if stored is None:
+            return reasons, False
+        self.known = KnownRows(stored, frozenset(self.owed))
+        return [], bool(reasons)
+
+    def _keep_fingerprints(self, page: Page, plan: PagePlan) -> None:
+        """The page's fingerprints, but for records the policy could not decide."""
+        if self.fingerprints is None or not page.fingerprints:
+            return
+        rejected = {source_id for source_id, _, _ in plan.rejected}
+        self.fingerprints.extend(fp for sid, fp in page.fingerprints.items() if sid not in rejected)
+
+    # -- problems ------------------------------------------------------------------------
 
     def _refused_while_held(self, page: Page) -> list[Record]:
         """Held records (conflicting evidence) of which some piece refuses a purpose this job needs.
@@ -612,6 +666,11 @@ class _Run:
             failed=outcome.failed,
             ledgered=outcome.ledgered,
             intent=outcome.intent,
+            fingerprints=(
+                self.fingerprints
+                if outcome.cursor is not None and outcome.cursor == self.final_cursor
+                else None
+            ),
         )
         for source_id, error in outcome.failures:
             self._count_failure(source_id, error)
@@ -795,6 +854,7 @@ def seen_ids(page: Page) -> Iterator[str]:
     for problem in page.problems:
         if problem.key is not None:
             yield problem.key
+    yield from page.skipped  # rows a fingerprinted read found unchanged: seen, not decoded
 
 
 _UNRECORDED = "(a create an interrupted run sent but did not record)"

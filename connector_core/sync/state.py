@@ -12,9 +12,11 @@ tokens this store took are still current, so a worker that lost its lock records
 
 from __future__ import annotations
 
+import array
 import contextlib
 import datetime as dt
 import enum
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
@@ -49,6 +51,7 @@ from connector_core.sync.tables import (
     intents,
     job_state,
     outstanding,
+    row_fingerprints,
     runs,
     store_secrets,
 )
@@ -258,14 +261,17 @@ class StateStore:
         failed: Sequence[Outstanding] = (),
         ledgered: Sequence[AppliedChange] | None = None,
         intent: int | None = None,
+        fingerprints: Iterable[int] | None = None,
     ) -> None:
         """Record a batch the target acknowledged: id map, ledger and cursor, all or nothing.
 
         Creates and updates upsert the id map, deletes remove from it; every change in
         `ledgered` (default: `applied`) appends one ledger row; unless `cursor` is KEEP, the
-        job's cursor becomes `cursor`. The batch's `intent` (from :meth:`write_ahead`) and the
-        outstanding rows of every applied change and of the `resolved` source ids are
-        cleared, and `failed` become outstanding "failed" rows, retried by the next run.
+        job's cursor becomes `cursor`, and the row `fingerprints` of the read that ended there
+        are kept with it (None: forgotten, see :meth:`fingerprints`). The batch's `intent`
+        (from :meth:`write_ahead`) and the outstanding rows of every applied change and of
+        the `resolved` source ids are cleared, and `failed` become outstanding "failed"
+        rows, retried by the next run.
 
         Raises:
             LockLost: this store holds `job`'s (or `target`'s) lock, and another holder has
@@ -295,6 +301,7 @@ class StateStore:
                 )
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
+                self._put_fingerprints(conn, job, cursor, fingerprints)
             if intent is not None:
                 conn.execute(intents.delete().where(intents.c.id == intent))
             self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
@@ -345,6 +352,39 @@ class StateStore:
             index_elements=["job", "source_id"],
             set_={name: stmt.excluded[name] for name in updated},
         )
+
+    # -- row fingerprints (Capability.ROW_FINGERPRINTS) ----------------------------------
+
+    def fingerprints(self, job: str, cursor: str | None) -> frozenset[int] | None:
+        """The fingerprints of the rows `job` decided at `cursor`, saved with that cursor by
+        :meth:`record_batch`; None when none are kept for this cursor."""
+        if cursor is None:
+            return None
+        query = sa.select(row_fingerprints.c.fingerprints).where(
+            row_fingerprints.c.job == job, row_fingerprints.c.cursor == cursor
+        )
+        with self._transaction() as conn:
+            blob = conn.scalar(query)
+        if blob is None:
+            return None
+        values = array.array("Q")
+        values.frombytes(bytes(blob))
+        if sys.byteorder == "big":
+            values.byteswap()
+        return frozenset(values)
+
+    def _put_fingerprints(
+        self, conn: Connection, job: str, cursor: str | None, fingerprints: Iterable[int] | None
+    ) -> None:
+        """Keep `fingerprints` with the job's new cursor, or forget the old ones."""
+        conn.execute(row_fingerprints.delete().where(row_fingerprints.c.job == job))
+        if fingerprints is None or cursor is None:
+            return
+        values = array.array("Q", fingerprints)  # compact: 8 bytes a row, in read order
+        if sys.byteorder == "big":
+            values.byteswap()
+        row = {"job": job, "cursor": cursor, "fingerprints": values.tobytes()}
+        conn.execute(sa.insert(row_fingerprints).values(row))
 
     # -- outstanding changes (the intent log, failures, held deletes) --------------------
 

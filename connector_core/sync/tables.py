@@ -267,3 +267,15 @@ store_secrets = sa.Table(
     sa.Column("name", sa.String(), primary_key=True),
     sa.Column("value", sa.String(), nullable=False),
 )
+
+# The row fingerprints of a job's last complete read (Capability.ROW_FINGERPRINTS): the 64-bit
+# fingerprints of the rows decided at `cursor`, as one blob of little-endian uint64
+# (8 bytes a row). Saved with the cursor, in record_batch's transaction; valid only while
+# the job's cursor is this one.
+row_fingerprints = sa.Table(
+    "row_fingerprints",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("cursor", sa.Text(), nullable=False),
+    sa.Column("fingerprints", sa.LargeBinary(), nullable=False),
+)

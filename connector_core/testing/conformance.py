@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +32,7 @@ from connector_core.adapters import (
     AdapterSettings,
     Capability,
     Change,
+    KnownRows,
     Page,
     SourceFields,
     WriteResult,
@@ -224,6 +225,31 @@ class AdapterConformance(KitBase):
         narrow = [r.get("id") for p in pages for r in p.records]
         assert None not in narrow, "read(fields=...) must still include `id` in every record"
         assert set(narrow) == full, "read(fields=...) must select fields, not records"
+
+    def test_row_fingerprints_skip_only_known_rows(self, adapter: Adapter) -> None:
+        """With ``row_fingerprints``: a read given no known rows lists what a plain read
+        lists, with fingerprints; given them all, it lists every id again, decoding none."""
+        self._require(adapter, Capability.ROW_FINGERPRINTS)
+        self._populate(adapter, self._count(adapter))
+        read: Callable[..., Iterator[Page]] = adapter.read
+        plain = sorted(str(r["id"]) for p in adapter.read() for r in p.records)
+        first = list(read(known=KnownRows()))
+        assert sorted(str(r["id"]) for p in first for r in p.records) == plain, (
+            "read(known=KnownRows()) must list the records a plain read lists"
+        )
+        marks = {sid: m for p in first for sid, m in p.fingerprints.items()}
+        assert set(marks) <= set(plain), "Page.fingerprints must be keyed by listed source ids"
+        again = list(read(known=KnownRows(frozenset(marks.values()))))
+        skipped = [sid for p in again for sid in p.skipped]
+        assert sorted(skipped) == sorted(marks), (
+            "a read given every fingerprint must list each such row in Page.skipped"
+        )
+        decoded = {str(r["id"]) for p in again for r in p.records}
+        assert not decoded & set(skipped), "a skipped row must not be decoded as well"
+        forced = list(read(known=KnownRows(frozenset(marks.values()), frozenset(marks))))
+        assert not [sid for p in forced for sid in p.skipped], (
+            "ids named in KnownRows.decode must be decoded whatever their fingerprint"
+        )
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The CSV adapter: a CSV file as a keyed table of contacts, read as a stream, written whole.
 
 Reading is lazy: rows are parsed and hashed as pages are consumed. The cursor is the SHA-256
-of the file's bytes, so an unchanged file costs one hashing pass and no parsing; a changed
-file is read again in full (every page is a snapshot). Malformed rows are reported as
+of the file's bytes, so an unchanged file costs one hashing pass and no parsing. A changed
+file is listed in full (every page is a snapshot), but given the fingerprints of the rows
+decided at the cursor (``Capability.ROW_FINGERPRINTS``), only its new and changed rows are
+decoded: the others are listed by id (see :mod:`connector_csv.rows`). Malformed rows are reported as
 :class:`~connector_core.adapters.ReadProblem` with the line they start on, and skipped (or,
 with ``strict: true``, stop the read).
 
@@ -15,15 +17,17 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 from connector_core.adapters import (
     Adapter,
     Capability,
     Change,
+    KnownRows,
     MissingField,
     Page,
     ReadProblem,
@@ -31,6 +35,7 @@ from connector_core.adapters import (
     WriteResult,
     WriteSession,
 )
+from connector_core.cells import unneutralize
 from connector_core.consent import combine_blocks, merge_evidence
 from connector_core.credentials import SecretLookup
 from connector_core.errors import AdapterError, ConfigError
@@ -43,9 +48,10 @@ from connector_csv.columns import (
     RowInvalid,
     check_encodable,
 )
+from connector_csv.rows import RawRecord, RowSplitter, fingerprint, personalization, splittable
 from connector_csv.session import CsvWrites
 from connector_csv.settings import CsvSettings
-from connector_csv.source import CsvFile, RawRow, file_cursor, file_errors
+from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, file_errors
 
 __all__ = ["CsvAdapter", "CsvSettings"]
 
@@ -70,7 +76,13 @@ class CsvAdapter(Adapter):
     description = "A CSV file as a keyed table of contacts"
     settings_model = CsvSettings
     capabilities = frozenset(
-        {Capability.READ, Capability.WRITE, Capability.DELETE, Capability.INCREMENTAL}
+        {
+            Capability.READ,
+            Capability.WRITE,
+            Capability.DELETE,
+            Capability.INCREMENTAL,
+            Capability.ROW_FINGERPRINTS,
+        }
     )
     default_mapping: ClassVar[Mapping[str, str]] = {
         name: name for name in FIELDS if name != "consent"
@@ -160,15 +172,225 @@ class CsvAdapter(Adapter):
         cursor: str | None = None,
         fields: frozenset[str] | None = None,
         where: Condition | None = None,
+        known: KnownRows | None = None,
     ) -> Iterator[Page]:
-        """Yield the file's records in pages, or one empty page if it has not changed."""
+        """Yield the file's records in pages, or one empty page if it has not changed.
+
+        With `known`, rows whose fingerprint it holds are listed by id, not decoded, and
+        every page reports the fingerprints of its rows (see :meth:`_fingerprinted`).
+        """
         path = self.settings.path
         if cursor is not None and cursor == file_cursor(path):
             yield Page([], cursor=cursor)
             return
+        if splittable(self.settings.read_encoding):
+            with file_errors(path), CsvFile(path, self.settings) as source:
+                header = source.header
+            if header is not None:
+                yield from self._fingerprinted(header, fields, known or KnownRows())
+                return
         duplicated, digest = self._duplicated_keys()
         with file_errors(path), CsvFile(path, self.settings) as source:
             yield from self._snapshot(source, fields, duplicated, digest)
+
+    # -- reading with row fingerprints ----------------------------------------------------
+
+    def _fingerprinted(
+        self, header: list[str], fields: frozenset[str] | None, known: KnownRows
+    ) -> Iterator[Page]:
+        """The pages, decoding only the rows whose fingerprint `known` lacks (or whose id it
+        names in ``decode``) and every row of a repeated key (merged as in :meth:`_snapshot`).
+
+        When `known` has fingerprints (an incremental read), one pass collects the pages;
+        it gives up when a key cell repeats or more rows than a few pages hold must be
+        decoded (their records would wait in memory). Otherwise, two passes: the key cells
+        (to find repeated keys), then the pages, streamed. Neither pass parses a row with
+        csv unless it has quotes, nor decodes a row it need not.
+        """
+        decoder = self._decoder(header, fields)
+        person = personalization(
+            header,
+            self.settings.model_dump(exclude=set(type(self.settings).neutral_settings)),
+            sorted(self.mapping.entries.items()),
+            None if fields is None else sorted(fields),
+            self.connection,
+        )
+        if len(known.fingerprints):
+            pages = self._one_pass(decoder, person, known)
+            if pages is not None:
+                yield from pages
+                return
+        yield from self._two_passes(decoder, person, known)
+
+    def _one_pass(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> list[Page] | None:
+        """Every page of an incremental read, or None when a key cell repeats or too many
+        rows changed (then :meth:`_two_passes` reads the file)."""
+        index = decoder.key[0]
+        neutralized = self.settings.neutralize_formulas
+        unguard = unneutralize if neutralized else str
+        size = self.page_size
+        skip_limit, decode_limit = 20 * size, 50 * size
+        fingerprints, decode = known.fingerprints, known.decode
+        keys: set[str] = set()
+        first_lines: dict[str, int] = {}
+        pages: list[Page] = []
+        page = Page([], snapshot=True)
+        decoded = 0
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        with file_errors(self.settings.path), self._open_raw() as raw:
+            rows = RowSplitter(raw, self.settings)
+            simple, has_value = rows.simple, rows.has_value
+            delimiter, encoding = self.settings.delimiter.encode(rows.encoding), rows.encoding
+            line = rows.skip_header()  # checked by CsvFile
+            # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
+            # but their key
+            for physical in rows.lines():
+                body = simple(physical)
+                row: RawRecord | None = None
+                if body is not None:
+                    line += 1
+                    if not has_value(body):
+                        continue
+                    parts = body.split(delimiter, index + 1)
+                    key = (
+                        parts[index].decode(encoding, "surrogateescape")
+                        if index < len(parts)
+                        else None
+                    )
+                else:
+                    taken, row = rows.parsed(line, physical)
+                    line += taken
+                    if row is None:
+                        continue
+                    key = rows.key_cell(row, index)
+                    physical = row.raw
+                if key is not None:
+                    if key in keys:
+                        return None  # a repeated key: its rows are merged, after a first pass
+                    keys.add(key)
+                mark = from_bytes(
+                    blake2b(physical, digest_size=8, person=person).digest(), "little"
+                )
+                known_id = None if key is None or mark not in fingerprints else unguard(key)
+                # without neutralization an id is its key cell: `keys` finds repeated ids
+                if (
+                    known_id is None
+                    or known_id in decode
+                    or (neutralized and known_id in first_lines)
+                ):
+                    decoded += 1
+                    if decoded > decode_limit:
+                        return None
+                    row = row or RawRecord(line - 1, physical, None)
+                    self._add(page, rows, row, mark, decoder, first_lines)
+                    if len(page.records) < size and len(page.problems) < size:
+                        continue
+                else:  # decided at the cursor, unchanged since: listed, not decoded
+                    if neutralized:
+                        first_lines[known_id] = line - 1 if row is None else row.line
+                    page.skipped.append(known_id)
+                    page.fingerprints[known_id] = mark
+                    if len(page.skipped) < skip_limit:
+                        continue
+                pages.append(page)
+                page = Page([], snapshot=True)
+            page.cursor = CURSOR_PREFIX + rows.digest.hexdigest()
+        return [*pages, page]
+
+    def _two_passes(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> Iterator[Page]:
+        """The pages, streamed, once a first pass found the repeated key cells."""
+        index = decoder.key[0]
+        duplicated, digest = self._repeated_keys(index)
+        unguard = unneutralize if self.settings.neutralize_formulas else str
+        skip_limit = 20 * self.page_size
+        groups: dict[str, list[tuple[int, Record | None]]] = {}
+        first_lines: dict[str, int] = {}
+        page = Page([], snapshot=True)
+        pending: Page | None = None
+        with file_errors(self.settings.path), self._open_raw() as raw:
+            rows = RowSplitter(raw, self.settings)
+            records = iter(rows)
+            next(records, None)  # the header, checked by CsvFile
+            for row in records:
+                key = rows.key_cell(row, index)
+                if key is not None and key in duplicated:
+                    groups.setdefault(key, []).append((row.line, self._decoded(rows, row, decoder)))
+                    continue
+                mark = fingerprint(row.raw, person)
+                known_id = None if key is None or mark not in known.fingerprints else unguard(key)
+                if known_id is None or known_id in known.decode or known_id in first_lines:
+                    self._add(page, rows, row, mark, decoder, first_lines)
+                else:  # decided at the cursor, unchanged since: listed, not decoded
+                    first_lines[known_id] = row.line
+                    page.skipped.append(known_id)
+                    page.fingerprints[known_id] = mark
+                full = max(len(page.records), len(page.problems)) >= self.page_size
+                if full or len(page.skipped) >= skip_limit:
+                    if pending is not None:
+                        yield pending
+                    pending, page = page, Page([], snapshot=True)
+            cursor = CURSOR_PREFIX + rows.digest.hexdigest()
+        if pending is not None:
+            if page.records or page.problems or page.skipped:
+                yield pending
+            else:
+                page = pending
+        if cursor != digest:
+            raise AdapterError(
+                f"{self.settings.path} changed while it was being read",
+                hint="Run again once whatever writes the file has finished.",
+            )
+        self._merged(groups, page)
+        page.cursor = cursor
+        yield page
+
+    def _add(
+        self,
+        page: Page,
+        rows: RowSplitter,
+        row: RawRecord,
+        mark: int,
+        decoder: RowDecoder,
+        first_lines: dict[str, int],
+    ) -> None:
+        """Decode `row` into `page`: a record with its fingerprint, or a problem."""
+        raw = RawRow(row.line, rows.cells(row), row.error)
+        try:
+            record = self._decode(raw, decoder, first_lines)
+        except RowInvalid as exc:
+            page.problems.append(self._problem(row.line, exc, first_lines))
+            return
+        page.records.append(record)
+        page.fingerprints[record["id"]] = mark
+
+    @staticmethod
+    def _decoded(rows: RowSplitter, row: RawRecord, decoder: RowDecoder) -> Record | None:
+        try:
+            return decoder.decode(rows.cells(row))
+        except RowInvalid:
+            return None
+
+    def _repeated_keys(self, index: int) -> tuple[frozenset[str], str]:
+        """A first pass over the raw rows: the key cells found on more than one row, and the
+        file's cursor. Only key cells are split out; no row is decoded."""
+        once: set[str] = set()
+        again: set[str] = set()
+        with file_errors(self.settings.path), self._open_raw() as raw:
+            rows = RowSplitter(raw, self.settings)
+            records = iter(rows)
+            next(records, None)
+            for row in records:
+                key = rows.key_cell(row, index)
+                if key is None:
+                    continue
+                if key in once:
+                    again.add(key)
+                else:
+                    once.add(key)
+            return frozenset(again), CURSOR_PREFIX + rows.digest.hexdigest()
+
+    def _open_raw(self) -> BinaryIO:
+        return self.settings.path.open("rb")
 
     def _duplicated_keys(self) -> tuple[frozenset[str], str]:
         """A first pass: the key cells found on more than one row, and the file's cursor.

@@ -1,0 +1,198 @@
+"""The rows of a CSV file as raw bytes, each with a fingerprint, read without decoding them.
+
+A row whose physical line holds no quote (nor, with ``quoting: none``, no escape character)
+is split on the delimiter directly; any other row goes through :mod:`csv`, which reads as
+many lines as its quoted cells span. Either way each row keeps its raw bytes, so that a
+row's fingerprint (8 bytes of BLAKE2b over those bytes, personalized with everything
+decoding depends on) tells whether it changed since an earlier read without decoding it.
+
+Only encodings in which a line break is one ASCII byte and no character's bytes contain
+one (UTF-8, Latin-1, cp1252, ASCII) can be split this way; :func:`splittable` says which.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+from connector_csv.dialect import reader_options
+from connector_csv.settings import ESCAPECHAR, CsvSettings
+
+_CHUNK = 1 << 20
+_SPLITTABLE = frozenset({"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252", "iso8859-15"})
+
+
+def splittable(encoding: str) -> bool:
+    """Whether rows in `encoding` can be found in the raw bytes (see the module)."""
+    return codecs.lookup(encoding).name in _SPLITTABLE
+
+
+def personalization(*parts: object) -> bytes:
+    """16 bytes naming everything a row's decoding depends on, to mix into fingerprints."""
+    text = "\x00".join(repr(part) for part in parts)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class RawRecord(NamedTuple):
+    """One row: the line it starts on, its bytes, and its cells (None: split `raw` on the
+    delimiter, as the row needs no csv parsing) or the error csv reported."""
+
+    line: int
+    raw: bytes
+    cells: list[str] | None
+    error: str | None = None
+
+
+class RowSplitter:
+    """The rows of one binary file, in order, with the SHA-256 of every byte read.
+
+    The first row is the header (see :class:`~connector_csv.source.CsvFile`, which checks
+    it). Blank rows are skipped, as :mod:`csv` readers here always skip them.
+    """
+
+    def __init__(self, raw: BinaryIO, settings: CsvSettings) -> None:
+        self.digest = hashlib.sha256()
+        self._raw = raw
+        encoding = codecs.lookup(settings.read_encoding).name
+        self.encoding = "utf-8" if encoding == "utf-8-sig" else encoding
+        self.delimiter = settings.delimiter
+        special = [settings.quotechar.encode(self.encoding)]
+        if settings.quoting == "none":
+            special.append(ESCAPECHAR.encode(self.encoding))
+        self._special = re.compile(b"|".join(re.escape(s) for s in special)).search
+        self._lines = self._physical()
+        self._feed = _Feed(self._lines, self.encoding)
+        self._reader = csv.reader(self._feed, **reader_options(settings))
+        self._limit = csv.field_size_limit()
+        self._bom = encoding == "utf-8-sig"
+        # bytes that cannot make a cell non-blank alone, and every non-ASCII byte
+        self._blank = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(128, 256))
+        self._blank += self.delimiter.encode(self.encoding)
+
+    def _physical(self) -> Iterator[bytes]:
+        carry = b""
+        first = True
+        while chunk := self._raw.read(_CHUNK):
+            self.digest.update(chunk)
+            if first and self._bom and chunk.startswith(codecs.BOM_UTF8):
+                chunk = chunk[len(codecs.BOM_UTF8) :]
+            first = False
+            lines = (carry + chunk).splitlines(keepends=True)
+            carry = lines.pop()  # maybe partial, or a "\r" before its "\n"
+            yield from lines
+        if carry:
+            yield carry
+
+    def __iter__(self) -> Iterator[RawRecord]:
+        line = 1
+        for physical in self._lines:
+            body = self.simple(physical)
+            if body is not None:
+                line += 1
+                if self.has_value(body):
+                    yield RawRecord(line - 1, physical, None)
+                continue
+            record = self.parsed(line, physical)
+            line += record[0]
+            if record[1] is not None:
+                yield record[1]
+
+    def lines(self) -> Iterator[bytes]:
+        """The physical lines not read yet (for a caller that splits them itself, with
+        :meth:`simple`, :meth:`has_value` and :meth:`parsed`)."""
+        return self._lines
+
+    def skip_header(self) -> int:
+        """Read past the header (the first row that is not blank); the next line's number."""
+        line = 1
+        for physical in self._lines:
+            body = self.simple(physical)
+            if body is not None:
+                line += 1
+                if self.has_value(body):
+                    return line
+                continue
+            taken, record = self.parsed(line, physical)
+            line += taken
+            if record is not None:
+                return line
+        return line
+
+    def simple(self, physical: bytes) -> bytes | None:
+        """The line without its line break when it is a whole row that needs no csv parsing
+        (no quote, no escape character, not too long); else None."""
+        if len(physical) < self._limit and not self._special(physical):
+            return physical.rstrip(b"\r\n")
+        return None
+
+    def has_value(self, body: bytes) -> bool:
+        """Whether a simple row holds a cell that is not blank (else csv readers skip it)."""
+        # an ASCII byte that is neither blank nor the delimiter: a row with a value
+        return bool(body.translate(None, self._blank)) or self._has_value(body)
+
+    def _has_value(self, body: bytes) -> bool:
+        """Whether a row holds a cell that is not blank, as csv readers here decide."""
+        text = body.decode(self.encoding, "surrogateescape")
+        return any(cell.strip() for cell in text.split(self.delimiter))
+
+    def parsed(self, line: int, physical: bytes) -> tuple[int, RawRecord | None]:
+        """A row csv must parse; (how many physical lines it took, the row or None if blank)."""
+        feed = self._feed
+        feed.pending, feed.taken = physical, []
+        try:
+            cells = next(self._reader)
+        except csv.Error as exc:  # the reader resumes at the next line
+            error = f"malformed CSV: {exc}"
+            return len(feed.taken), RawRecord(line, b"".join(feed.taken), [], error)
+        raw = b"".join(feed.taken)
+        if not any(cell.strip() for cell in cells):
+            return len(feed.taken), None
+        return len(feed.taken), RawRecord(line, raw, cells)
+
+    def cells(self, record: RawRecord) -> list[str]:
+        """The cells of `record`, decoded (undecodable bytes kept as lone surrogates)."""
+        if record.cells is not None:
+            return record.cells
+        text = record.raw.rstrip(b"\r\n").decode(self.encoding, "surrogateescape")
+        return text.split(self.delimiter)
+
+    def key_cell(self, record: RawRecord, index: int) -> str | None:
+        """The cell at `index` of `record`, or None when the row is shorter or unreadable."""
+        if record.error is not None:
+            return None
+        if record.cells is not None:
+            cells = record.cells
+            return cells[index] if index < len(cells) else None
+        body = record.raw.rstrip(b"\r\n")
+        parts = body.split(self.delimiter.encode(self.encoding), index + 1)
+        return parts[index].decode(self.encoding, "surrogateescape") if index < len(parts) else None
+
+
+class _Feed:
+    """The lines csv reads: the line pushed back first, then the file's; keeps their bytes."""
+
+    def __init__(self, lines: Iterator[bytes], encoding: str) -> None:
+        self._lines = lines
+        self._encoding = encoding
+        self.pending: bytes | None = None
+        self.taken: list[bytes] = []
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        if self.pending is not None:
+            line, self.pending = self.pending, None
+        else:
+            line = next(self._lines)
+        self.taken.append(line)
+        return line.decode(self._encoding, "surrogateescape")
+
+
+def fingerprint(raw: bytes, person: bytes) -> int:
+    """The 64-bit fingerprint of a row's raw bytes under `person` (see the module)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8, person=person).digest(), "little")
