@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from connector_csv import CsvAdapter
 from connector_csv.columns import RowDecoder
+from connector_csv.session import CsvWrites
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ from connector_core.records import Record
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
 from connector_core.sync.state import StateStore
-from connector_core.sync.tables import id_map, row_fingerprints
+from connector_core.sync.tables import row_fingerprints
 from connector_core.testing import crash
 
 HEADER = ["id", "first_name", "city", "phone", "region", "local_ok"]
@@ -99,14 +100,10 @@ class Side:
             return sorted(tuple(sorted(r.items())) for r in csv.DictReader(text))
 
     def id_map(self) -> list[tuple[Any, ...]]:
-        engine = sa.create_engine(self.url)
-        try:
-            with engine.connect() as conn:
-                # projection hashes are salted by each side's target path: keys and fields
-                columns = (id_map.c.source_id, id_map.c.target_key, id_map.c.fields)
-                return sorted((r[0], r[1], repr(r[2])) for r in conn.execute(sa.select(*columns)))
-        finally:
-            engine.dispose()
+        # projection hashes are salted by each side's target path: keys and fields
+        with StateStore.open(self.url) as store:
+            rows = store.mapped("north", list(store.source_ids("north")))
+        return sorted((sid, m.target_key, repr(m.fields)) for sid, m in rows.items())
 
 
 def row(sid: str, *, city: str = "Leeds", region: str = "North", ok: str = "yes") -> str:
@@ -232,22 +229,22 @@ def test_outstanding_changes_are_decoded_again_and_only_they(
     lines = people(20)
     side.write(lines)
     side.run()
-    original = CsvAdapter._apply
+    original = CsvWrites._apply
 
-    def refuse(self: CsvAdapter, table: Any, change: Any) -> Any:
+    def refuse(self: CsvWrites, change: Any) -> Any:
         if change.record is not None and change.record.get("city") == "York":
             from connector_core.adapters import WriteResult
 
             return WriteResult(change.key, "failed", error="refused by the test")
-        return original(self, table, change)
+        return original(self, change)
 
     lines[3] = row("P0002", city="York")
     side.write(lines)
-    CsvAdapter._apply = refuse  # type: ignore[method-assign]
+    CsvWrites._apply = refuse  # type: ignore[method-assign]
     try:
         failed = side.run()
     finally:
-        CsvAdapter._apply = original  # type: ignore[method-assign]
+        CsvWrites._apply = original  # type: ignore[method-assign]
     assert failed.counts.failed == 1
     decoded.clear()
     retried = side.run()  # the file is unchanged: the failed change alone is decoded again
