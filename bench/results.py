@@ -236,7 +236,11 @@ OTHER_BENCHMARKS = """\
   written by `uv run python -m bench.civicrm_bench --write-results`.
 - The write-ahead intent log's cost (a first run with and without it, SQLite and PostgreSQL):
   [RESULTS-intent.md](RESULTS-intent.md), written by
-  `uv run python -m bench.intent_bench --write-results`."""
+  `uv run python -m bench.intent_bench --write-results`.
+- CSV → policy → CSV end to end, `connector run` as a whole process against a stdlib `csv`
+  script, petl, csvkit, DuckDB and a Singer pipeline (first run, reruns, start-up, state
+  size, PostgreSQL/SQLite, 50 jobs over one source): [RESULTS-mirror.md](RESULTS-mirror.md),
+  written by `uv run python -m bench.mirror_bench --write-results`."""
 
 
 def render_markdown(results: dict[str, Any]) -> str:
