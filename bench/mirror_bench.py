@@ -53,6 +53,7 @@ RESULTS = BENCH / "RESULTS-mirror.md"
 PEERS = BENCH / ".peers"
 SINGER = PEERS / "singer"
 BIN = Path(sys.executable).parent
+SPAWN = (sys.executable, "-I", "-S", str(BENCH / "mirror" / "spawn.py"))
 JOB = "organizers-north"
 SECRET_ENV = "MIRROR_BENCH_KEY_SECRET"
 SECRET = "mirror-benchmark-target-key-secret"
@@ -115,6 +116,11 @@ class PeerMissing(RuntimeError):
 
 class OutputMismatch(AssertionError):
     """A contender wrote other rows than `connector run`."""
+
+
+def log(message: str) -> None:
+    """Progress on stderr (a full run takes a while)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the workload -----------------------------------------------------------------------------
@@ -223,18 +229,20 @@ def run_processes(
     env: dict[str, str] | None = None,
 ) -> Measure:
     """Run `stages` as a pipeline (each one's stdout into the next one's stdin), the last
-    one's stdout into `stdout`; each process reaped by os.wait4 for its own rusage."""
+    one's stdout into `stdout`. Each stage is started by bench/mirror/spawn.py, which reaps it
+    with os.wait4 and reports its own rusage (see there why not from here); wall time runs
+    from the first stage's start to the last one's end (CLOCK_MONOTONIC)."""
     full_env = {**os.environ, **ENV, **(env or {})}
     procs: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
         out: Any = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
         errors = stack.enter_context(tempfile.TemporaryFile())
-        start = time.perf_counter()
+        reports = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spawn-")))
         previous: Any = subprocess.DEVNULL
         for index, argv in enumerate(stages):
             last = index == len(stages) - 1
             proc = subprocess.Popen(
-                list(argv),
+                [*SPAWN, str(reports / f"{index}.json"), "--", *argv],
                 cwd=cwd,
                 env=full_env,
                 stdin=previous,
@@ -245,19 +253,15 @@ def run_processes(
                 previous.close()  # the next stage holds it now
             previous = subprocess.DEVNULL if last else proc.stdout
             procs.append(proc)
-        cpu = rss = 0.0
-        codes = []
-        for proc in procs:
-            _pid, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            codes.append(proc.returncode)
-            cpu += usage.ru_utime + usage.ru_stime
-            rss += usage.ru_maxrss / 1024
-        wall = time.perf_counter() - start
+        codes = [proc.wait() for proc in procs]
         if any(codes):
             errors.seek(0)
             tail = errors.read().decode("utf-8", "replace")[-3000:]
             raise RuntimeError(f"{[s[0] for s in stages]} exited {codes}:\n{tail}")
+        used = [json.loads((reports / f"{i}.json").read_text()) for i in range(len(stages))]
+    wall = max(u["end"] for u in used) - min(u["start"] for u in used)
+    cpu = sum(u["cpu"] for u in used)
+    rss = sum(u["maxrss_kib"] for u in used) / 1024
     return Measure(wall, cpu, rss)
 
 
@@ -477,6 +481,7 @@ def check_outputs(
     """Run every contender once on the source; assert each output equals `connector run`'s.
     Returns our rows and, per peer, why it was not measured (when not `strict`)."""
     ws.reset()
+    log("checking outputs: connector run")
     ws.run(JOB)
     ours = canonical(ws.target)
     keys = key_function()
@@ -494,6 +499,7 @@ def check_outputs(
                 raise
             skipped[name] = str(exc)
             continue
+        log(f"checking outputs: {name}")
         run_processes(stages, cwd=work, stdout=out if name == "csvkit" else None)
         rows = canonical(out) if name == "stdlib" else canonical(out, keys)
         assert_identical(name, ours, rows)
@@ -507,6 +513,7 @@ def time_first_runs(
     times: dict[str, list[Measure]] = {name: [] for name in contenders}
     for n in range(rounds):
         order = list(contenders[n % len(contenders) :]) + list(contenders[: n % len(contenders)])
+        log(f"first runs, round {n + 1}: {', '.join(order)}")
         for name in order:
             if name == "connector":
                 ws.reset()
@@ -546,7 +553,8 @@ def time_reruns(ws: Workspace, work: Path, rounds: int, records: int) -> dict[st
         "python -c pass": [],
         "connector --help": [],
     }
-    for _ in range(rounds):
+    for n in range(rounds):
+        log(f"reruns, round {n + 1}")
         for scenario in sources:
             restore(ws, base)
             shutil.copy2(files[scenario], ws.source)
@@ -584,6 +592,7 @@ def time_state_kinds(ws: Workspace, rounds: int) -> dict[str, list[Measure]] | s
     times: dict[str, list[Measure]] = {"sqlite": [], "postgresql": []}
     try:
         for n in range(rounds):
+            log(f"PostgreSQL and SQLite state, round {n + 1}")
             for kind in ("sqlite", "postgresql") if n % 2 == 0 else ("postgresql", "sqlite"):
                 ws.state = pg_url if kind == "postgresql" else sqlite_url
                 write_network(ws.root, ws.state)
@@ -633,6 +642,7 @@ def time_fanout(work: Path, records: int, jobs: int, rounds: int) -> dict[str, A
     ws = sqlite_workspace(work / "fanout", records, jobs)
     times: dict[str, list[Measure]] = {"one job": [], f"{jobs} jobs (run --all)": []}
     for n in range(rounds):
+        log(f"fan-out, round {n + 1}")
         for variant in list(times) if n % 2 == 0 else list(times)[::-1]:
             ws.reset()
             times[variant].append(ws.run(JOB) if variant == "one job" else ws.run("--all"))
@@ -892,8 +902,10 @@ METHOD = """\
   data holds none, so the outputs are equal); our consent and yes/no parsing of every
   spelling (the data uses `yes`, `no` and empty only).
 - Every contender is timed as whole processes (interpreter start-up and imports included),
-  reaped with `os.wait4`: wall time, CPU (user + system), peak RSS (a pipeline: the sum of
-  its processes' peaks). Rounds rotate the contenders' order. Ratios are of medians.
+  each started and reaped (`os.wait4`) by a small spawner (bench/mirror/spawn.py, so that
+  no process inherits the benchmark's own RSS high-water mark): wall time, CPU (user +
+  system), peak RSS (a pipeline: the sum of its processes' peaks). Rounds rotate the
+  contenders' order. Ratios are of medians.
 - Reruns start from a copy of the state and target a first run left; the source is replaced
   by one with no change, the first name of the first shared row changed, or the first name of
   every 100th row changed. The hash baseline is a whole Python process computing the
