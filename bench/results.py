@@ -239,7 +239,11 @@ OTHER_BENCHMARKS = """\
   `uv run python -m bench.intent_bench --write-results`.
 - Start-up cost (`connector --help`, an unchanged `connector run`, as whole processes against
   `python -c pass`): [RESULTS-startup.md](RESULTS-startup.md), written by
-  `uv run python -m bench.startup_bench --write-results`."""
+  `uv run python -m bench.startup_bench --write-results`.
+- CSV → policy → CSV end to end, `connector run` as a whole process against a stdlib `csv`
+  script, petl, csvkit, DuckDB and a Singer pipeline (first run, reruns, start-up, state
+  size, PostgreSQL/SQLite, 50 jobs over one source): [RESULTS-mirror.md](RESULTS-mirror.md),
+  written by `uv run python -m bench.mirror_bench --write-results`."""
 
 
 def render_markdown(results: dict[str, Any]) -> str:
