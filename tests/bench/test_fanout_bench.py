@@ -20,7 +20,9 @@ def test_the_group_reads_the_source_once(results: dict[str, Any]) -> None:
         assert table["grouped"][phase]["reads"] == 1
         assert table["one by one"][phase]["reads"] == 6
         assert table["one job"][phase]["reads"] == 1
-        assert table["grouped"][phase]["shared"] == table["one by one"][phase]["shared"]
+    # A job alone skips the CSV rows it decided before (row fingerprints), so on the rerun it
+    # counts as shared only the changed rows; a group decodes every row for all its jobs.
+    assert table["grouped"]["first"]["shared"] == table["one by one"]["first"]["shared"]
     assert table["grouped"]["first"]["written"] > table["one job"]["first"]["written"] > 0
 
 
