@@ -276,9 +276,16 @@ def scrub_values(text: str, values: Iterable[Any], keep: Iterable[str] = ()) -> 
     kept = sorted({k for k in keep if k}, key=len, reverse=True)
     if not kept:
         return pattern.sub(REDACTED, text)
-    pieces = re.split("(" + "|".join(map(re.escape, kept)) + ")", text)
-    # split with one group: the odd pieces are the kept words
-    return "".join(p if i % 2 else pattern.sub(REDACTED, p) for i, p in enumerate(pieces))
+    ours = [m.span() for m in re.finditer("|".join(map(re.escape, kept)), text)]
+
+    def redact(match: re.Match[str]) -> str:
+        # A value is left only where it lies wholly inside one of our words; a word of ours
+        # inside a value ("id" in a first name "Davida") does not save the value.
+        start, end = match.span()
+        inside = any(s <= start and end <= e for s, e in ours)
+        return match.group(0) if inside else REDACTED
+
+    return pattern.sub(redact, text)
 
 
 def scrub_data(data: Any) -> Any:

@@ -82,3 +82,28 @@ def test_our_own_words_are_not_taken_for_values() -> None:
     text = "civicrm connection 'organizers-north': Contact.save failed: 'North' is not valid"
     out = scrub_values(text, ["North", "city"], keep=["organizers-north", "city"])
     assert out == "civicrm connection 'organizers-north': Contact.save failed: '***' is not valid"
+
+
+def test_a_value_holding_one_of_our_words_is_scrubbed_whole() -> None:
+    """A first name "Davida" holds the field name "id": the kept word must not split it."""
+    text = "Duplicate entry 'ZqAidQz' for key 'UI' (id, city)"
+    out = scrub_values(text, ["ZqAidQz", "Davida"], keep=["id", "city", "organizers-north"])
+    assert out == "Duplicate entry '***' for key 'UI' (id, city)"
+    assert scrub_values("was: Davida", ["Davida"], keep=["id"]) == "was: ***"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.text(alphabet="abcdINORTHinorth- '", min_size=3, max_size=12),
+    before=st.text(alphabet="abc idnorth-:'", max_size=8),
+    after=st.text(alphabet="abc idnorth-:'", max_size=8),
+    keep=st.lists(st.sampled_from(["id", "north", "organizers-north", "city", "a", "b c"])),
+)
+def test_no_kept_word_lets_a_value_through(
+    value: str, before: str, after: str, keep: list[str]
+) -> None:
+    """Whatever our own words are, a value is gone from the text, unless the only place it
+    appears is inside one of those words (a region "North" in connection "organizers-north")."""
+    out = scrub_values(before + value + after, [value], keep=keep)
+    if value.strip() and not any(value.lower() in k.lower() for k in keep):
+        assert value.lower() not in out.lower(), (before, value, after, keep, out)
