@@ -24,7 +24,7 @@ from connector_core.cli import app as cli_app
 from connector_core.cli import build_cli
 from connector_core.cli.app import COMMANDS
 from connector_core.cli.commands import SCHEMA_COMMANDS
-from connector_core.cli.lazy import load
+from connector_core.cli.lazy import LazyGroup, load
 from connector_core.cli.sync import SYNC_COMMANDS
 from connector_core.plugins import make_plugin_manager, register_builtin
 from tests.integration.test_cli import run
@@ -124,7 +124,10 @@ def _module_commands() -> set[click.Command]:
                 continue  # the top-level group holds whatever commands were loaded so far
             found.add(value)
             if isinstance(value, click.Group):
-                children.update(value.commands.values())
+                # a lazy group's `commands` also holds the lazy ones earlier calls loaded:
+                # those are in its table, not its children defined here
+                lazy = value.lazy if isinstance(value, LazyGroup) else {}
+                children.update(c for n, c in value.commands.items() if n not in lazy)
     return found - children
 
 
