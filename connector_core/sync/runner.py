@@ -49,8 +49,9 @@ from __future__ import annotations
 import array
 import dataclasses
 import datetime as dt
+import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from connector_core.adapters import Capability, KnownRows, Page, WriteResult, WriteSession
@@ -469,9 +470,10 @@ class _Run:
         decisive = full_reasons(self.job, state, reconcile, self.now)  # without the owed
         if decisive or self.legacy:
             return reasons, False
-        stored = self.store.fingerprints(self.job.name, state.cursor)
-        if stored is None:
+        if not self.store.has_fingerprints(self.job.name, state.cursor):
             return reasons, False
+        # loaded only if the source asks: an unchanged file needs none of them
+        stored = _Loaded(functools.partial(self.store.fingerprints, self.job.name, state.cursor))
         self.known = KnownRows(stored, frozenset(self.owed))
         return [], bool(reasons)
 
@@ -843,6 +845,28 @@ JobRun = _Run
 def _identified(page: Page) -> list[Record]:
     """The page's records that have an id."""
     return [r for r in page.records if r.get("id") not in (None, "")]
+
+
+class _Loaded(Collection[int]):
+    """A collection loaded on first use (the stored row fingerprints of a job)."""
+
+    def __init__(self, load: Callable[[], Collection[int] | None]) -> None:
+        self._load: Callable[[], Collection[int] | None] | None = load
+        self._values: Collection[int] = frozenset()
+
+    def _get(self) -> Collection[int]:
+        if self._load is not None:
+            self._values, self._load = self._load() or frozenset(), None
+        return self._values
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._get()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def seen_ids(page: Page) -> Iterator[str]:

@@ -373,6 +373,16 @@ class StateStore:
             values.byteswap()
         return frozenset(values)
 
+    def has_fingerprints(self, job: str, cursor: str | None) -> bool:
+        """Whether :meth:`fingerprints` has any for `job` at `cursor` (without loading them)."""
+        if cursor is None:
+            return False
+        query = sa.select(row_fingerprints.c.job).where(
+            row_fingerprints.c.job == job, row_fingerprints.c.cursor == cursor
+        )
+        with self._transaction() as conn:
+            return conn.scalar(query) is not None
+
     def _put_fingerprints(
         self, conn: Connection, job: str, cursor: str | None, fingerprints: Iterable[int] | None
     ) -> None:

@@ -167,6 +167,32 @@ def test_an_unchanged_file_is_not_read_again(tmp_path: Path, decoded: list[str])
     assert result.counts.read == 0
 
 
+def test_fingerprints_are_loaded_only_when_the_file_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged file costs a hashing pass: the stored fingerprints (8 bytes a row, a set
+    in memory) are not even loaded."""
+    loads: list[str] = []
+    original = StateStore.fingerprints
+
+    def counting(self: StateStore, job: str, cursor: str | None) -> frozenset[int] | None:
+        loads.append(job)
+        return original(self, job, cursor)
+
+    monkeypatch.setattr(StateStore, "fingerprints", counting)
+    side = Side(tmp_path)
+    lines = people(10)
+    side.write(lines)
+    side.run()
+    assert side.run().counts.read == 0
+    assert loads == []
+    lines[2] = row("P0001", city="York")
+    side.write(lines)
+    changed = side.run()
+    assert changed.counts.read == 1
+    assert loads == ["north"]
+
+
 def test_a_deleted_row_is_taken_back_though_the_others_are_skipped(
     tmp_path: Path, decoded: list[str]
 ) -> None:
