@@ -207,7 +207,9 @@ def drop_lock_connections(state_url: str) -> None:
         ).all()
         assert pids, "no advisory lock is held"
         for pid in pids:
-            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            # wait (up to 5 s) until the session has ended: a signalled backend keeps its
+            # advisory locks for a moment, and the next holder would find them still taken
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
     engine.dispose()
 
 
