@@ -47,7 +47,10 @@ from connector_core.records import is_known_field
 SIGNATURE_HEADER = "X-Connector-Signature"
 #: Webhook attempts at most (the first and its retries), each within the hook's timeout.
 WEBHOOK_ATTEMPTS = 3
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")
+#: Job, policy and recipient names as connector.yaml may spell them (spaces allowed), but
+#: never an address, a phone number, markup or several lines.
+_NAME_RE = re.compile(r"^[^\W_][\w .:/()-]{0,199}$")
+_SET_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _COUNT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PERSON_RE = re.compile(r"^[^\W\d_][\w .'-]{0,99}$")
 _REVIEW_RE = re.compile(r"^[A-Za-z0-9 ._:/=?&#%+-]{1,300}$")
@@ -62,7 +65,12 @@ _SUBJECTS = {
 
 @dataclasses.dataclass(frozen=True)
 class Notice:
-    """What people are told about one approval set: names, counts and field names only."""
+    """What people are told about one approval set: names, counts and field names only.
+
+    Raises ValueError (quoting nothing) for a text that is not a name: an address, a phone
+    number, several lines. Names of jobs, policies, connections and people that
+    connector.yaml accepts always pass.
+    """
 
     kind: Literal["waiting", "escalated", "decided", "expired"]
     job: str
@@ -78,8 +86,9 @@ class Notice:
     def __post_init__(self) -> None:
         if self.kind not in NOTICE_KINDS:
             raise ValueError(f"a notice is one of {', '.join(NOTICE_KINDS)}")
-        for what in ("job", "policy", "recipient", "set_id"):
+        for what in ("job", "policy", "recipient"):
             _require(_NAME_RE, getattr(self, what), f"the notice's {what} must be a name")
+        _require(_SET_ID_RE, self.set_id, "the notice's set_id must be an id")
         for key, value in self.counts.items():
             _require(_COUNT_RE, key, "a notice's count names are lowercase identifiers")
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -6,7 +6,10 @@ the channel. The signature format is OpenSSH's SSHSIG (``PROTOCOL.sshsig`` in th
 sources), the one ``ssh-keygen -Y sign`` and ``git commit -S`` with ``gpg.format=ssh`` make,
 so an approver can sign with ``ssh-keygen`` alone and we can check what ``ssh-keygen -Y
 verify`` checks. We invent no cryptography: the primitives (Ed25519, ECDSA, RSA, key
-parsing) are ``cryptography``'s; this module only lays out the documented bytes.
+parsing) are ``cryptography``'s; this module only lays out the documented bytes. (The
+``sshsig`` package on PyPI verifies but cannot sign, and a second implementation of the
+format for signing would be two places to get it wrong; both directions are checked here
+against the real ``ssh-keygen`` in tests/unit/test_signing.py.)
 
 A namespace binds a signature to its use: an approval signed under
 :data:`NAMESPACE_APPROVAL` can never pass as a share request, nor a git commit signature as

@@ -371,6 +371,11 @@ def test_missing_secret_is_a_problem() -> None:
     assert "no secret is available" in problems[0]
 
 
+def test_names_from_connector_yaml_pass() -> None:
+    made = notice(job="North organizers (weekly)", recipient="organizers-north", policy="p_1")
+    assert made.job == "North organizers (weekly)"
+
+
 # --- no personal data, by construction ---------------------------------------------------
 
 
@@ -379,10 +384,11 @@ def test_missing_secret_is_a_problem() -> None:
     [
         {"fields": ("email", "jane.doe@example.org")},
         {"fields": ("Jane Doe",)},
-        {"job": "Jane Doe"},
+        {"job": "Jane\nDoe"},
+        {"job": "jane@example.org"},
         {"recipient": "jane@example.org"},
         {"set_id": "+1 555 0100"},
-        {"policy": "12 Main Street"},
+        {"policy": "<b>12 Main Street</b>"},
         {"review": "mail jane@example.org"},
         {"counts": {"Jane Doe": 1}},
         {"counts": {"first_shares": -1}},
