@@ -301,6 +301,19 @@ class NotificationsConfig(_Block):
         default_factory=list, description="Send notices as JSON POSTs to these URLs"
     )
 
+    def secret_refs(self) -> list[tuple[str, SecretRef]]:
+        """Every secret this section refers to, with its dotted setting name (the network's
+        secrets: `connector credentials set network KEY`)."""
+        found = []
+        if self.email is not None and self.email.password is not None:
+            found.append(("notifications.email.password", self.email.password))
+        for i, hook in enumerate(self.webhooks):
+            if isinstance(hook.url, SecretRef):
+                found.append((f"notifications.webhooks.{i}.url", hook.url))
+            if hook.secret is not None:
+                found.append((f"notifications.webhooks.{i}.secret", hook.secret))
+        return found
+
 
 class ConnectorConfig(_Block):
     """The whole of connector.yaml."""
@@ -517,6 +530,12 @@ def _check_secret_variables(
             for name, ref in secret_refs(model.network)
             if ref.secret is not None
         ]
+        if model.notifications is not None:
+            refs += [
+                (NETWORK, ref.secret, tuple(int(p) if p.isdigit() else p for p in name.split(".")))
+                for name, ref in model.notifications.secret_refs()
+                if ref.secret is not None
+            ]
     for connection, values in settings.items():
         refs += [
             (connection, ref.secret, ("connections", connection, "settings", *name.split(".")))

@@ -22,7 +22,7 @@ import re
 import smtplib
 import ssl
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -254,25 +254,84 @@ def _send_email(
     if not pairs:
         return problems
     where = f"email via {email.host}:{_port(email)}"
+
+    def deliver(smtp: smtplib.SMTP) -> None:
+        for who, address in pairs:
+            try:
+                smtp.send_message(_message(notice, email.sender, address, network))
+            except smtplib.SMTPRecipientsRefused:
+                problems.append(f"{where}: the server refused the address of {who!r}")
+            except smtplib.SMTPResponseException as exc:
+                problems.append(f"{where}: sending to {who!r} failed ({exc.smtp_code})")
+
+    failure = _with_smtp(email, secrets, deliver)
+    if failure is not None:
+        problems.append(f"{where}: {failure}; the notice was not sent")
+    return problems
+
+
+def _with_smtp(
+    email: EmailConfig, secrets: SecretLookup, action: Callable[[smtplib.SMTP], None]
+) -> str | None:
+    """Connect (TLS, login), run `action`, quit; what went wrong, or None."""
     try:
         with _connect(email, secrets) as smtp:
-            for who, address in pairs:
-                try:
-                    smtp.send_message(_message(notice, email.sender, address, network))
-                except smtplib.SMTPRecipientsRefused:
-                    problems.append(f"{where}: the server refused the address of {who!r}")
-                except smtplib.SMTPResponseException as exc:
-                    problems.append(f"{where}: sending to {who!r} failed ({exc.smtp_code})")
+            action(smtp)
     except smtplib.SMTPAuthenticationError as exc:
-        problems.append(
-            f"{where}: the server refused the login ({exc.smtp_code}); store the password "
-            "again with `connector credentials set network KEY --force`"
+        return (
+            f"the server refused the login ({exc.smtp_code}); check username:, and store the "
+            "password again with `connector credentials set network KEY --force`"
         )
     except (smtplib.SMTPException, OSError) as exc:
-        problems.append(f"{where}: {_describe(exc)}; the notice was not sent")
+        return _describe(exc)
     except Exception as exc:  # SecretMissing and the like: say what, keep the run going
-        problems.append(f"{where}: {exc}")
-    return problems
+        return str(exc)
+    return None
+
+
+def check(
+    config: Config | NotificationsConfig | None,
+    *,
+    secrets: SecretLookup | None = None,
+    network: str = "",
+) -> list[tuple[bool, str]]:
+    """Check each channel without telling anyone: the SMTP server answers, TLS and the login
+    work (then QUIT, nothing sent); each webhook's secrets resolve (nothing is posted).
+
+    Returns one (ok, text) per channel, scrubbed; never raises.
+    """
+    results: list[tuple[bool, str]] = []
+    try:
+        settings, lookup, network = _settings(config, secrets, network)
+        if settings is None:
+            return []
+        if settings.email is not None:
+            email = settings.email
+            where = f"email via {email.host}:{_port(email)}"
+            failure = _with_smtp(email, lookup, lambda smtp: None)
+            results.append((failure is None, f"{where}: {failure or 'connects, ' + _how(email)}"))
+        for number, hook in enumerate(settings.webhooks, 1):
+            results.append(_check_webhook(hook, number, lookup))
+    except Exception as exc:  # a check must report, not crash the doctor
+        results.append((False, f"notifications: unexpected {type(exc).__name__}"))
+    return [(ok, scrub.scrub(text)) for ok, text in results]
+
+
+def _how(email: EmailConfig) -> str:
+    tls = {"starttls": "STARTTLS", "ssl": "TLS", "none": "no TLS (local relay)"}[email.security]
+    return f"{tls}, " + ("login accepted" if email.username else "no login")
+
+
+def _check_webhook(hook: WebhookConfig, number: int, secrets: SecretLookup) -> tuple[bool, str]:
+    try:
+        parts = urlsplit(_resolve(hook.url, secrets))
+        if hook.secret is not None:
+            _resolve(hook.secret, secrets)
+    except Exception as exc:  # SecretMissing and the like
+        return False, f"webhook {number}: {exc}"
+    signed = "signed" if hook.secret is not None else "unsigned"
+    kinds = ", ".join(hook.kinds)
+    return True, f"webhook {number} ({parts.scheme}://{parts.hostname}): {signed}; {kinds}"
 
 
 def _port(email: EmailConfig) -> int:

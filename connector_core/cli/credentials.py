@@ -159,6 +159,8 @@ def _references(app: App, connection: str | None) -> list[tuple[str, str, Secret
     found = [(n, setting, ref) for n in names for setting, ref in secret_refs(config.settings[n])]
     if connection in (None, NETWORK):
         found += [(NETWORK, setting, ref) for setting, ref in secret_refs(config.model.network)]
+        if config.model.notifications is not None:
+            found += [(NETWORK, s, ref) for s, ref in config.model.notifications.secret_refs()]
     return found
 
 

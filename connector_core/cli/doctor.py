@@ -112,6 +112,15 @@ def check_network_secrets(app: App) -> Iterator[Finding]:
     yield Finding("network hash_key", True, "found")
 
 
+def check_notifications(app: App) -> Iterator[Finding]:
+    """Each notification channel works, without telling anyone (SMTP login, then QUIT)."""
+    from connector_core import notify  # smtplib, ssl: only for configs that notify
+
+    for ok, text in notify.check(app.config):
+        hint = None if ok else "See docs/notifications.md; a failing channel never stops a run."
+        yield Finding("notifications", ok, text, hint, ExitCode.OK if ok else ExitCode.CONFIG)
+
+
 def check_job(app: App, name: str) -> Iterator[Finding]:
     """The job loads (policy, masks, hash key), its source matches, and its record count."""
     subject = f"job {name}"
@@ -217,6 +226,7 @@ def run_checks(app: App) -> Iterator[Finding]:
     for name in config.model.connections:
         yield from check_connection(app, name)
     yield from check_network_secrets(app)
+    yield from check_notifications(app)
     for name in config.model.jobs:
         yield from check_job(app, name)
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from connector_core.config import EmailConfig, NotificationsConfig, WebhookConfig, load_config
 from connector_core.credentials import SecretRef, StaticSecrets
 from connector_core.errors import ConfigValidationError
-from connector_core.notify import SIGNATURE_HEADER, Notice, send
+from connector_core.notify import SIGNATURE_HEADER, Notice, check, send
 from connector_core.plugins import collect_adapters, make_plugin_manager
 from connector_core.testing.server import (
     LoopbackServer,
@@ -195,7 +195,11 @@ def email_settings(port: int, **changes: Any) -> NotificationsConfig:
 
 
 SECRETS = StaticSecrets(
-    {"smtp_password": SMTP_PASSWORD, "hook_key": HOOK_KEY, "hook_url": "http://placeholder/"}
+    {
+        "smtp_password": SMTP_PASSWORD,
+        "hook_key": HOOK_KEY,
+        "hook_url": "http://placeholder.example/hooks/tok-123456789",
+    }
 )
 
 
@@ -532,3 +536,76 @@ def test_documented_webhook_check_accepts_our_signature() -> None:
     header = "sha256=" + hmac.new(HOOK_KEY.encode(), body, hashlib.sha256).hexdigest()
     assert namespace["genuine"](body, header, HOOK_KEY.encode())
     assert not namespace["genuine"](body + b" ", header, HOOK_KEY.encode())
+
+
+# --- checking the channels (connector doctor) -----------------------------------------------
+
+
+def test_check_logs_in_and_sends_nothing(
+    smtp_starttls: tuple[Inbox, int], tls_files: tuple[Path, Path]
+) -> None:
+    inbox, port = smtp_starttls
+    settings = email_settings(
+        port,
+        security="starttls",
+        username="connector",
+        password=SecretRef(secret="smtp_password"),
+        ca_bundle=tls_files[0],
+    )
+    settings.webhooks.append(
+        WebhookConfig(url=SecretRef(secret="hook_url"), secret=SecretRef(secret="hook_key"))
+    )
+    (mail_ok, mail), (hook_ok, hook) = check(settings, secrets=SECRETS)
+    assert (mail_ok, mail) == (
+        True,
+        f"email via 127.0.0.1:{port}: connects, STARTTLS, login accepted",
+    )
+    assert hook_ok
+    assert hook.startswith("webhook 1 (")
+    assert hook.endswith("): signed; waiting, escalated, decided, expired")
+    assert "tok-" not in hook
+    wrong = StaticSecrets({"smtp_password": "not-the-password-at-all"})
+    [(ok, text)] = check(email_settings(port, **_tls_login(tls_files)), secrets=wrong)
+    assert not ok
+    assert "refused the login (535)" in text
+    assert inbox.messages == []
+
+
+def _tls_login(tls_files: tuple[Path, Path]) -> dict[str, Any]:
+    return {
+        "security": "starttls",
+        "username": "connector",
+        "password": SecretRef(secret="smtp_password"),
+        "ca_bundle": tls_files[0],
+    }
+
+
+def test_doctor_checks_notifications(
+    demo: Path, smtp: tuple[Inbox, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from connector_core.cli import build_cli
+
+    inbox, port = smtp
+    config = demo / "connector.yaml"
+    config.write_text(
+        config.read_text()
+        + "\nnotifications:\n  admin: admin@example.org\n"
+        + f"  email: {{host: 127.0.0.1, port: {port}, security: none, "
+        + "sender: connector@example.org}\n"
+        + "  webhooks:\n    - url: {secret: chat_hook}\n"
+    )
+    monkeypatch.setenv("CONNECTOR_DEMO_HASH_KEY", "demo-hash-key-for-tests")
+    monkeypatch.chdir(demo)
+    args = ["doctor"]
+    result = CliRunner().invoke(build_cli(args), args, prog_name="connector")
+    assert f"ok   notifications: email via 127.0.0.1:{port}: connects, no TLS" in result.stdout
+    assert "FAIL notifications: webhook 1: " in result.stdout
+    assert "chat_hook" in result.stdout
+    assert result.exit_code == 3
+    assert inbox.messages == []
+    listed = CliRunner().invoke(
+        build_cli(["credentials", "list"]), ["credentials", "list"], prog_name="connector"
+    )
+    assert "notifications.webhooks.0.url" in listed.stdout
