@@ -609,3 +609,12 @@ def test_doctor_checks_notifications(
         build_cli(["credentials", "list"]), ["credentials", "list"], prog_name="connector"
     )
     assert "notifications.webhooks.0.url" in listed.stdout
+
+
+def test_two_notification_secrets_cannot_share_a_variable(tmp_path: Path) -> None:
+    path = tmp_path / "connector.yaml"
+    path.write_text(CONFIG.replace("{env: HOOK_SIGNING_KEY}", "{secret: smtp.password}"))
+    with pytest.raises(ConfigValidationError) as err:
+        load_config(path, collect_adapters(make_plugin_manager()))
+    assert "connector.yaml:13:" in str(err.value)
+    assert "CONNECTOR_SECRET_NETWORK_SMTP_PASSWORD" in str(err.value)
