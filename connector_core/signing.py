@@ -60,6 +60,8 @@ _RSA_SIGNATURES: dict[str, hashes.HashAlgorithm] = {
     "rsa-sha2-512": hashes.SHA512(),
     "rsa-sha2-256": hashes.SHA256(),
 }
+#: Shorter RSA keys can be broken by a determined attacker.
+MIN_RSA_BITS = 2048
 #: Key kinds we can verify and sign with (RSA signatures never use SHA-1, like ssh-keygen).
 KINDS = ("ssh-ed25519", "ssh-rsa", *_ECDSA)
 _KEY_HINT = (
@@ -114,9 +116,14 @@ def load_public_key(text: str) -> PublicKey:
     if inner != kind.encode():
         raise SignatureError(f"the key says {kind} but holds another kind", hint=_KEY_HINT)
     try:
-        serialization.load_ssh_public_key(f"{kind} {encoded}".encode())
+        loaded = serialization.load_ssh_public_key(f"{kind} {encoded}".encode())
     except (ValueError, UnsupportedAlgorithm):
         raise SignatureError(f"the {kind} public key is damaged", hint=_KEY_HINT) from None
+    if isinstance(loaded, rsa.RSAPublicKey) and loaded.key_size < MIN_RSA_BITS:
+        raise SignatureError(
+            f"the RSA key has {loaded.key_size} bits, fewer than {MIN_RSA_BITS}: too weak",
+            hint="Create an Ed25519 key with `ssh-keygen -t ed25519` and use that.",
+        )
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return PublicKey(kind=kind, text=f"{kind} {encoded}", fingerprint=f"SHA256:{digest}")
 

@@ -313,3 +313,13 @@ def test_bad_public_keys(line: str, match: str) -> None:
 def test_signature_error_is_a_connector_error() -> None:
     assert issubclass(SignatureError, ConnectorError)
     assert signing.NAMESPACE_APPROVAL != signing.NAMESPACE_REQUEST
+
+
+def test_short_rsa_keys_are_refused(ssh_keygen: str, tmp_path: Path) -> None:
+    subprocess.run(
+        [ssh_keygen, "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(tmp_path / "weak")],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(SignatureError, match="1024 bits, fewer than 2048"):
+        load_public_key((tmp_path / "weak.pub").read_text())
