@@ -20,6 +20,7 @@ from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.schedule import Scheduler, due_jobs, local_now
+from connector_core.sync.schema_check import SourceChecks
 from connector_core.sync.state import StateStore
 
 
@@ -226,12 +227,23 @@ def _run_many(
     loaded: list[LoadedJob] = []
     failed: dict[str, ConnectorError] = {}
     progress = Progress(f"{len(names)} jobs", not quiet)
+    checks = SourceChecks(app.config)  # a source shared by many jobs is listed once
     try:
         for name in names:
             try:
-                loaded.append(load_job(app.config, name, masks=env.masks, context=env.context()))
+                job = load_job(
+                    app.config, name, masks=env.masks, context=env.context(), check_schema=False
+                )
             except ConnectorError as err:
                 failed[name] = err
+                continue
+            try:
+                checks.check(job.config.source, job.source, job.policy).raise_for_errors()
+            except ConnectorError as err:
+                job.close()
+                failed[name] = err
+                continue
+            loaded.append(job)
         group = run_jobs(
             loaded,
             store,
