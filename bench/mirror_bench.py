@@ -233,6 +233,9 @@ def run_processes(
     with os.wait4 and reports its own rusage (see there why not from here); wall time runs
     from the first stage's start to the last one's end (CLOCK_MONOTONIC)."""
     full_env = {**os.environ, **ENV, **(env or {})}
+    # As installed (pip compiles bytecode): imports read cached bytecode instead of compiling
+    # every module on every run, for every contender.
+    full_env.pop("PYTHONDONTWRITEBYTECODE", None)
     procs: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
         out: Any = stack.enter_context(stdout.open("wb")) if stdout else subprocess.DEVNULL
