@@ -19,7 +19,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -56,6 +57,12 @@ from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, fi
 __all__ = ["CsvAdapter", "CsvSettings"]
 
 _STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
+
+
+def _as_set(values: Collection[int]) -> AbstractSet[int]:
+    """`values` as a set, so that a million lookups each cost a hash probe, not a call into
+    whatever collection the engine passed (it may load its values on first use)."""
+    return values if isinstance(values, set | frozenset) else frozenset(values)
 
 
 def _header_source(path: Path, header: list[str] | None, plausible: bool) -> str:
@@ -230,7 +237,7 @@ class CsvAdapter(Adapter):
         unguard = unneutralize if neutralized else str
         size = self.page_size
         skip_limit, decode_limit = 20 * size, 50 * size
-        fingerprints, decode = known.fingerprints, known.decode
+        fingerprints, decode = _as_set(known.fingerprints), known.decode
         keys: set[str] = set()
         first_lines: dict[str, int] = {}
         pages: list[Page] = []
@@ -307,6 +314,7 @@ class CsvAdapter(Adapter):
         first_lines: dict[str, int] = {}
         page = Page([], snapshot=True)
         pending: Page | None = None
+        fingerprints = _as_set(known.fingerprints)
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
             records = iter(rows)
@@ -317,7 +325,7 @@ class CsvAdapter(Adapter):
                     groups.setdefault(key, []).append((row.line, self._decoded(rows, row, decoder)))
                     continue
                 mark = fingerprint(row.raw, person)
-                known_id = None if key is None or mark not in known.fingerprints else unguard(key)
+                known_id = None if key is None or mark not in fingerprints else unguard(key)
                 if known_id is None or known_id in known.decode or known_id in first_lines:
                     self._add(page, rows, row, mark, decoder, first_lines)
                 else:  # decided at the cursor, unchanged since: listed, not decoded
