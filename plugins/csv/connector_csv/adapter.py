@@ -17,7 +17,6 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -49,7 +48,13 @@ from connector_csv.columns import (
     RowInvalid,
     check_encodable,
 )
-from connector_csv.rows import RawRecord, RowSplitter, fingerprint, personalization, splittable
+from connector_csv.rows import (
+    RawRecord,
+    RowSplitter,
+    fingerprinter,
+    personalization,
+    splittable,
+)
 from connector_csv.session import CsvWrites
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, file_errors
@@ -243,20 +248,20 @@ class CsvAdapter(Adapter):
         pages: list[Page] = []
         page = Page([], snapshot=True)
         decoded = 0
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        mark_of = fingerprinter(person)
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            simple, has_value = rows.simple, rows.has_value
+            simple, has_value, blank = rows.simple, rows.has_value, rows.blank
             delimiter, encoding = self.settings.delimiter.encode(rows.encoding), rows.encoding
             line = rows.skip_header()  # checked by CsvFile
             # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
-            # but their key
+            # but their key; in a chunk of simple lines (rows.plain) none is asked about
             for physical in rows.lines():
-                body = simple(physical)
+                body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
                 row: RawRecord | None = None
                 if body is not None:
                     line += 1
-                    if not has_value(body):
+                    if not body.translate(None, blank) and not has_value(body):
                         continue
                     parts = body.split(delimiter, index + 1)
                     key = (
@@ -275,9 +280,7 @@ class CsvAdapter(Adapter):
                     if key in keys:
                         return None  # a repeated key: its rows are merged, after a first pass
                     keys.add(key)
-                mark = from_bytes(
-                    blake2b(physical, digest_size=8, person=person).digest(), "little"
-                )
+                mark = mark_of(physical)
                 known_id = None if key is None or mark not in fingerprints else unguard(key)
                 # without neutralization an id is its key cell: `keys` finds repeated ids
                 if (
@@ -314,7 +317,7 @@ class CsvAdapter(Adapter):
         first_lines: dict[str, int] = {}
         page = Page([], snapshot=True)
         pending: Page | None = None
-        fingerprints = _as_set(known.fingerprints)
+        fingerprints, mark_of = _as_set(known.fingerprints), fingerprinter(person)
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
             records = iter(rows)
@@ -324,7 +327,7 @@ class CsvAdapter(Adapter):
                 if key is not None and key in duplicated:
                     groups.setdefault(key, []).append((row.line, self._decoded(rows, row, decoder)))
                     continue
-                mark = fingerprint(row.raw, person)
+                mark = mark_of(row.raw)
                 known_id = None if key is None or mark not in fingerprints else unguard(key)
                 if known_id is None or known_id in known.decode or known_id in first_lines:
                     self._add(page, rows, row, mark, decoder, first_lines)
