@@ -17,6 +17,7 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -248,7 +249,8 @@ class CsvAdapter(Adapter):
         pages: list[Page] = []
         page = Page([], snapshot=True)
         decoded = 0
-        mark_of = fingerprinter(person)
+        prepared = hashlib.blake2b(digest_size=8, person=person)  # as fingerprint() does
+        copy, from_bytes = prepared.copy, int.from_bytes
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
             simple, has_value, blank = rows.simple, rows.has_value, rows.blank
@@ -280,7 +282,9 @@ class CsvAdapter(Adapter):
                     if key in keys:
                         return None  # a repeated key: its rows are merged, after a first pass
                     keys.add(key)
-                mark = mark_of(physical)
+                hashed = copy()  # a prepared hash's copy: half the cost of a new one
+                hashed.update(physical)
+                mark = from_bytes(hashed.digest(), "little")
                 known_id = None if key is None or mark not in fingerprints else unguard(key)
                 # without neutralization an id is its key cell: `keys` finds repeated ids
                 if (
