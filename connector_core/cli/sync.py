@@ -19,7 +19,6 @@ from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
-from connector_core.sync.schedule import Scheduler, due_jobs, local_now
 from connector_core.sync.schema_check import SourceChecks
 from connector_core.sync.state import StateStore
 
@@ -129,6 +128,8 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     if run_all:
         return list(enabled)
     last = {name: store.job_state(name).last_run_at for name in enabled}
+    from connector_core.sync.schedule import due_jobs, local_now  # croniter: for --due only
+
     return due_jobs({n: j.schedule for n, j in enabled.items()}, last, local_now())
 
 
@@ -368,6 +369,8 @@ def schedule(ctx: click.Context) -> None:
     app: App = ctx.obj
     jobs = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
     wake = threading.Event()  # a signal ends the wait at once (time.sleep would resume)
+    from connector_core.sync.schedule import Scheduler  # croniter: when scheduling only
+
     scheduler = Scheduler(jobs, lambda _now: _run_due(app), sleep=wake.wait)
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
