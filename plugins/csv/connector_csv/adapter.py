@@ -19,8 +19,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -63,12 +62,6 @@ from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, fi
 __all__ = ["CsvAdapter", "CsvSettings"]
 
 _STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
-
-
-def _as_set(values: Collection[int]) -> AbstractSet[int]:
-    """`values` as a set, so that a million lookups each cost a hash probe, not a call into
-    whatever collection the engine passed (it may load its values on first use)."""
-    return values if isinstance(values, set | frozenset) else frozenset(values)
 
 
 def _header_source(path: Path, header: list[str] | None, plausible: bool) -> str:
@@ -243,7 +236,7 @@ class CsvAdapter(Adapter):
         unguard = unneutralize if neutralized else str
         size = self.page_size
         skip_limit, decode_limit = 20 * size, 50 * size
-        fingerprints, decode = _as_set(known.fingerprints), known.decode
+        fingerprints, decode = known.fingerprints, known.decode
         keys: set[str] = set()
         first_lines: dict[str, int] = {}
         pages: list[Page] = []
@@ -321,7 +314,7 @@ class CsvAdapter(Adapter):
         first_lines: dict[str, int] = {}
         page = Page([], snapshot=True)
         pending: Page | None = None
-        fingerprints, mark_of = _as_set(known.fingerprints), fingerprinter(person)
+        fingerprints, mark_of = known.fingerprints, fingerprinter(person)
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
             records = iter(rows)
