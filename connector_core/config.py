@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -61,7 +60,11 @@ HINT = "Fix the lines above; `connector schema config` prints the JSON Schema fo
 
 
 def _check_schedule(value: str | None) -> str | None:
-    if value is not None and not croniter.is_valid(value):
+    if value is None:
+        return value
+    from croniter import croniter  # imported only for jobs that have a schedule
+
+    if not croniter.is_valid(value):
         raise ValueError(
             f"{value!r} is not a valid cron schedule; write five fields "
             "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *' for 02:00 daily"

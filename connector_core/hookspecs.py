@@ -22,8 +22,13 @@ MaskFactory = Callable[[Any, "MaskContext"], "MaskFunction"]
 
 
 @hookspec
-def register_adapters() -> list[type[Adapter]]:  # type: ignore[empty-body]
+def register_adapters(names: frozenset[str] | None) -> list[type[Adapter]]:  # type: ignore[empty-body]
     """Return the Adapter subclasses this plugin provides (classes, not instances).
+
+    Args:
+        names: the adapter names the engine needs now (those connector.yaml uses), or None
+            for every adapter. A plugin may leave out the others, so that a run does not
+            import their modules; it may also ignore `names` (or not take it at all).
 
     Returns:
         A list of :class:`connector_core.adapters.Adapter` subclasses.

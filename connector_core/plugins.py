@@ -11,7 +11,7 @@ import difflib
 import importlib.metadata
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -138,11 +138,12 @@ def register_builtin(pm: ConnectorPluginManager, plugin: object, name: str) -> N
     _check_pending(pm)
 
 
-def _call_each(pm: ConnectorPluginManager, hook: Any) -> Iterator[tuple[str, Any]]:
-    """Call a hook's implementations one by one so each result is tied to its plugin."""
+def _call_each(pm: ConnectorPluginManager, hook: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """Call a hook's implementations one by one so each result is tied to its plugin;
+    each gets those of `kwargs` it takes (pluggy's rule: an implementation may take fewer)."""
     for impl in reversed(hook.get_hookimpls()):
         try:
-            result = impl.function()
+            result = impl.function(**{name: kwargs[name] for name in impl.argnames})
         except Exception as exc:
             raise PluginError(
                 f"plugin {pm.distribution_of(impl.plugin_name)} failed in "
@@ -153,11 +154,48 @@ def _call_each(pm: ConnectorPluginManager, hook: Any) -> Iterator[tuple[str, Any
             yield impl.plugin_name, result
 
 
-def collect_adapters(pm: ConnectorPluginManager) -> dict[str, type[Adapter]]:
-    """Every adapter class the plugins provide, by name; a duplicate name is an error."""
+class Adapters(Mapping[str, "type[Adapter]"]):
+    """The installed adapters by name, found as they are asked for.
+
+    Looking one name up asks the plugins for that name only (``register_adapters(names=)``),
+    so a run imports the adapters its connector.yaml uses, not every installed one;
+    iterating (listing them, suggesting a name) asks for all of them. A duplicate name is
+    an error when the name is looked up or everything is listed.
+    """
+
+    def __init__(self, pm: ConnectorPluginManager) -> None:
+        self._pm = pm
+        self._found: dict[str, type[Adapter]] = {}
+        self._asked: set[str] = set()
+        self._complete = False
+
+    def __getitem__(self, name: str) -> type[Adapter]:
+        if name not in self._asked and not self._complete:
+            self._found.update(collect_adapters(self._pm, frozenset({name})))
+            self._asked.add(name)
+        return self._found[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._everything())
+
+    def __len__(self) -> int:
+        return len(self._everything())
+
+    def _everything(self) -> dict[str, type[Adapter]]:
+        if not self._complete:
+            self._found = collect_adapters(self._pm)
+            self._complete = True
+        return self._found
+
+
+def collect_adapters(
+    pm: ConnectorPluginManager, names: frozenset[str] | None = None
+) -> dict[str, type[Adapter]]:
+    """The adapter classes the plugins provide, by name: every one, or those named in
+    `names` (plugins may still return others); a duplicate name is an error."""
     found: dict[str, type[Adapter]] = {}
     owner: dict[str, str] = {}
-    for plugin_name, classes in _call_each(pm, pm.hook.register_adapters):
+    for plugin_name, classes in _call_each(pm, pm.hook.register_adapters, names=names):
         for cls in classes:
             _check_adapter_class(pm, plugin_name, cls)
             if cls.name in found:

@@ -73,26 +73,41 @@ _pattern: re.Pattern[str] | None = None
 #: Every MIN_RUN-character window of every secret (lower-cased), with where it starts in which.
 _windows: dict[str, list[tuple[str, int]]] = {}
 _window_pattern: re.Pattern[str] | None = None
+#: True when a secret was remembered since the patterns were last compiled.
+_stale = False
 
 
 def remember(value: str) -> None:
     """Scrub `value` (and every form of it) from everything that leaves from now on."""
-    global _pattern, _window_pattern
+    global _stale
     if len(value) < MIN_SECRET_LENGTH or value in _secrets:
         return
     with _lock:
         _secrets.add(value)
-        every = {re.escape(f) for s in _secrets for f in forms(s)}
-        every |= {_wrapped(core) for s in _secrets for core in _base64_forms(s)}
-        _pattern = re.compile("|".join(sorted(every, key=len, reverse=True)), re.IGNORECASE)
         run = value.strip()
         for start in range(len(run) - MIN_RUN + 1):
             if not _is_word(run[start : start + MIN_RUN]):
                 _windows.setdefault(run[start : start + MIN_RUN].lower(), []).append((run, start))
-        if _windows:
-            windows = sorted(_windows, key=len, reverse=True)
-            _window_pattern = re.compile("|".join(map(re.escape, windows)), re.IGNORECASE)
+        _stale = True  # the patterns are compiled once, when something is scrubbed next
     install_log_scrubber()
+
+
+def _patterns() -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """The patterns of every form and of every window of the secrets remembered so far,
+    compiled again only after :func:`remember` learnt one (a compile costs milliseconds)."""
+    global _pattern, _window_pattern, _stale
+    if _stale:
+        with _lock:
+            if _stale:
+                every = {re.escape(f) for s in _secrets for f in forms(s)}
+                every |= {_wrapped(core) for s in _secrets for core in _base64_forms(s)}
+                alternatives = "|".join(sorted(every, key=len, reverse=True))
+                _pattern = re.compile(alternatives, re.IGNORECASE) if every else None
+                windows = sorted(_windows, key=len, reverse=True)
+                joined = "|".join(map(re.escape, windows))
+                _window_pattern = re.compile(joined, re.IGNORECASE) if windows else None
+                _stale = False
+    return _pattern, _window_pattern
 
 
 def _is_word(window: str) -> bool:
@@ -116,11 +131,12 @@ def _encodings(value: str) -> set[bytes]:
 
 def forget_all() -> None:
     """Forget every remembered secret (for tests that need a clean slate)."""
-    global _pattern, _window_pattern
+    global _pattern, _window_pattern, _stale
     with _lock:
         _secrets.clear()
         _windows.clear()
         _pattern = _window_pattern = None
+        _stale = False
 
 
 @functools.lru_cache(maxsize=256)
@@ -169,19 +185,20 @@ def _base64_forms(value: str) -> frozenset[str]:
 def scrub(text: str) -> str:
     """`text` with every remembered secret, in any of its forms, and every run of
     :data:`MIN_RUN` of its characters, replaced by ``***`` (letter case does not matter)."""
-    pattern = _pattern
-    if pattern is None or not text:
+    if not text:
         return text
-    return _scrub_runs(pattern.sub(REDACTED, text))
+    pattern, windows = _patterns()
+    if pattern is None:
+        return text
+    return _scrub_runs(pattern.sub(REDACTED, text), windows)
 
 
-def _scrub_runs(text: str) -> str:
+def _scrub_runs(text: str, pattern: re.Pattern[str] | None) -> str:
     """`text` with every run of at least MIN_RUN consecutive characters of a secret replaced.
 
     A window of MIN_RUN characters is found by one regular expression; the run is then
     extended as far as the text keeps following the secret it came from.
     """
-    pattern = _window_pattern
     if pattern is None:
         return text
     parts: list[str] = []

@@ -14,11 +14,10 @@ from connector_core.cli.lazy import Lazy, LazyGroup
 from connector_core.errors import ConfigValidationError, ConnectorError
 from connector_core.files import write_output
 from connector_core.logs import configure
-from connector_core.plugins import ConnectorPluginManager, collect_adapters, make_plugin_manager
+from connector_core.plugins import Adapters, ConnectorPluginManager, make_plugin_manager
 from connector_core.scrub import scrub, scrubbed_streams
 
 if TYPE_CHECKING:
-    from connector_core.adapters import Adapter
     from connector_core.config import Config
 
 
@@ -35,9 +34,9 @@ class App:
         return make_plugin_manager(blocked=self.disabled)
 
     @functools.cached_property
-    def adapters(self) -> dict[str, type[Adapter]]:
-        """Installed adapters by name."""
-        return collect_adapters(self.pm)
+    def adapters(self) -> Adapters:
+        """Installed adapters by name, imported as they are looked up (see :class:`Adapters`)."""
+        return Adapters(self.pm)
 
     @functools.cached_property
     def config(self) -> Config:

@@ -19,7 +19,7 @@ from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
-from connector_core.sync.schedule import Scheduler, due_jobs, local_now
+from connector_core.sync.schema_check import SourceChecks
 from connector_core.sync.state import StateStore
 
 
@@ -128,6 +128,8 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     if run_all:
         return list(enabled)
     last = {name: store.job_state(name).last_run_at for name in enabled}
+    from connector_core.sync.schedule import due_jobs, local_now  # croniter: for --due only
+
     return due_jobs({n: j.schedule for n, j in enabled.items()}, last, local_now())
 
 
@@ -226,12 +228,23 @@ def _run_many(
     loaded: list[LoadedJob] = []
     failed: dict[str, ConnectorError] = {}
     progress = Progress(f"{len(names)} jobs", not quiet)
+    checks = SourceChecks(app.config)  # a source shared by many jobs is listed once
     try:
         for name in names:
             try:
-                loaded.append(load_job(app.config, name, masks=env.masks, context=env.context()))
+                job = load_job(
+                    app.config, name, masks=env.masks, context=env.context(), check_schema=False
+                )
             except ConnectorError as err:
                 failed[name] = err
+                continue
+            try:
+                checks.check(job.config.source, job.source, job.policy).raise_for_errors()
+            except ConnectorError as err:
+                job.close()
+                failed[name] = err
+                continue
+            loaded.append(job)
         group = run_jobs(
             loaded,
             store,
@@ -356,6 +369,8 @@ def schedule(ctx: click.Context) -> None:
     app: App = ctx.obj
     jobs = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
     wake = threading.Event()  # a signal ends the wait at once (time.sleep would resume)
+    from connector_core.sync.schedule import Scheduler  # croniter: when scheduling only
+
     scheduler = Scheduler(jobs, lambda _now: _run_due(app), sleep=wake.wait)
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

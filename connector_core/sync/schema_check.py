@@ -21,7 +21,7 @@ from pathlib import Path
 
 from connector_core.adapters import Adapter, MissingField, SourceFields
 from connector_core.config import Config
-from connector_core.errors import ConfigValidationError, Problem
+from connector_core.errors import AdapterError, ConfigValidationError, Problem
 from connector_core.policy.compiler import CompiledPolicy, Link
 from connector_core.query import All, AnyOf, Compare, Condition, Not, matches
 from connector_core.records import FIELDS, is_extra
@@ -82,7 +82,47 @@ def check_source(
     Raises:
         AdapterError: the source could not be reached to list its fields.
     """
-    found = adapter.available_fields()
+    return check_fields(config, connection, adapter.available_fields(), adapter.name, policy)
+
+
+class SourceChecks:
+    """:func:`check_source` for many jobs, listing each source connection's fields once.
+
+    Jobs sharing a source (``run --all``, ``--due``, the scheduler) so open it once for the
+    check, whatever their number; a source that cannot be listed fails each of its jobs
+    with the same error.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._found: dict[str, SourceFields | AdapterError | None] = {}
+
+    def check(self, connection: str, adapter: Adapter, policy: CompiledPolicy) -> SchemaReport:
+        """The report of :func:`check_source` for one job reading `connection`.
+
+        Raises:
+            AdapterError: the source could not be reached to list its fields.
+        """
+        if connection not in self._found:
+            try:
+                self._found[connection] = adapter.available_fields()
+            except AdapterError as exc:
+                self._found[connection] = exc
+        found = self._found[connection]
+        if isinstance(found, AdapterError):
+            raise found
+        return check_fields(self.config, connection, found, adapter.name, policy)
+
+
+def check_fields(
+    config: Config,
+    connection: str,
+    found: SourceFields | None,
+    adapter: str,
+    policy: CompiledPolicy,
+) -> SchemaReport:
+    """Check what a source listed (`found`, from its :meth:`Adapter.available_fields`;
+    None when it cannot tell) against connection `connection` and `policy`."""
     report = SchemaReport(connection, found)
     if found is None:
         return report
@@ -93,7 +133,7 @@ def check_source(
     for need in policy_needs(policy, config.model.network.floor):
         if _provided(need.field, found.provided) or need.field in reported:
             continue
-        problem = _policy_problem(need, connection, adapter.name, found, missing.get(need.field))
+        problem = _policy_problem(need, connection, adapter, found, missing.get(need.field))
         (report.errors if need.severity == "error" else report.warnings).append(problem)
     report.errors = _unique(report.errors)
     report.warnings = _unique(report.warnings)

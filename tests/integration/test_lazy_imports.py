@@ -182,3 +182,21 @@ def test_a_disabled_plugin_s_commands_are_gone(runner: CliRunner) -> None:
     assert result.exit_code == 2
     assert "No such command 'acme-status'" in result.output
     assert run(runner, "acme-status").exit_code == 0  # the next call finds it again
+
+
+def test_a_run_imports_only_the_adapters_its_config_uses(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo network has CSV connections only: a run does not import the CiviCRM or
+    Nextcloud adapters (nor requests), while `connector adapters` lists every one."""
+    monkeypatch.setenv("CONNECTOR_DEMO_HASH_KEY", "demo-hash-key-for-tests")
+    modules = imported_by("run", "organizers-north", "--dry-run", cwd=demo)
+    assert "connector_csv.adapter" in modules
+    unused = {
+        "connector_civicrm.adapter",
+        "connector_nextcloud.adapter",
+        "connector_nextcloud.files",
+    }
+    assert not unused & modules
+    assert "requests" not in modules
+    assert unused <= imported_by("adapters", cwd=demo)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +269,39 @@ def test_the_scheduler_runs_due_jobs_from_one_read(
     out = capsys.readouterr().out
     assert "organizers-north: read" in out
     assert "partner-housing: read" in out
+
+
+_OPENED: list[str] = []
+
+
+def _count_opens(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and isinstance(args[0], str | Path):
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_count_opens)  # for the process: a hook cannot be removed
+
+
+def _opens_of(path: Path, action: Callable[[], Any]) -> int:
+    _OPENED.clear()
+    action()
+    return sum(Path(p).resolve() == path.resolve() for p in _OPENED if p.endswith(path.name))
+
+
+def test_run_all_opens_a_shared_source_as_often_as_one_job(runner: CliRunner, demo: Path) -> None:
+    """Checking the jobs' fields against the source (schema drift) lists the source's
+    header once per source connection, not once per job: both demo jobs read members.csv."""
+    members = demo / "data" / "members.csv"
+
+    def run_all() -> None:
+        assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+
+    def run_one() -> None:
+        assert run(runner, "run", "organizers-north", cwd=demo, env=ENV).exit_code == 0
+
+    every_job = _opens_of(members, run_all)
+    for made in [*demo.glob("state.db*"), *demo.glob("out/*.csv")]:
+        shutil.rmtree(made) if made.is_dir() else made.unlink()
+    one_job = _opens_of(members, run_one)
+    assert one_job > 0
+    assert every_job == one_job

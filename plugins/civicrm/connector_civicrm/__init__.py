@@ -21,8 +21,10 @@ _HOMES = {"CivicrmAdapter": "adapter", "CivicrmSettings": "settings", "ConsentRu
 
 
 @hookimpl
-def register_adapters() -> list[type[Adapter]]:
+def register_adapters(names: frozenset[str] | None) -> list[type[Adapter]]:
     """Provide the CiviCRM adapter."""
+    if names is not None and "civicrm" not in names:
+        return []  # not imported when connector.yaml does not use it
     from connector_civicrm.adapter import CivicrmAdapter
 
     return [CivicrmAdapter]

@@ -18,8 +18,10 @@ __all__ = ["CsvAdapter", "CsvSettings", "register_adapters"]
 
 
 @hookimpl
-def register_adapters() -> list[type[Adapter]]:
+def register_adapters(names: frozenset[str] | None) -> list[type[Adapter]]:
     """Provide the CSV adapter."""
+    if names is not None and "csv" not in names:
+        return []  # not imported when connector.yaml does not use it
     from connector_csv.adapter import CsvAdapter
 
     return [CsvAdapter]

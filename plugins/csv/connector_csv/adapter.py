@@ -48,7 +48,13 @@ from connector_csv.columns import (
     RowInvalid,
     check_encodable,
 )
-from connector_csv.rows import RawRecord, RowSplitter, fingerprint, personalization, splittable
+from connector_csv.rows import (
+    RawRecord,
+    RowSplitter,
+    fingerprinter,
+    personalization,
+    splittable,
+)
 from connector_csv.session import CsvWrites
 from connector_csv.settings import CsvSettings
 from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, file_errors
@@ -236,20 +242,21 @@ class CsvAdapter(Adapter):
         pages: list[Page] = []
         page = Page([], snapshot=True)
         decoded = 0
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        prepared = hashlib.blake2b(digest_size=8, person=person)  # as fingerprint() does
+        copy, from_bytes = prepared.copy, int.from_bytes
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            simple, has_value = rows.simple, rows.has_value
+            simple, has_value, blank = rows.simple, rows.has_value, rows.blank
             delimiter, encoding = self.settings.delimiter.encode(rows.encoding), rows.encoding
             line = rows.skip_header()  # checked by CsvFile
             # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
-            # but their key
+            # but their key; in a chunk of simple lines (rows.plain) none is asked about
             for physical in rows.lines():
-                body = simple(physical)
+                body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
                 row: RawRecord | None = None
                 if body is not None:
                     line += 1
-                    if not has_value(body):
+                    if not body.translate(None, blank) and not has_value(body):
                         continue
                     parts = body.split(delimiter, index + 1)
                     key = (
@@ -268,9 +275,9 @@ class CsvAdapter(Adapter):
                     if key in keys:
                         return None  # a repeated key: its rows are merged, after a first pass
                     keys.add(key)
-                mark = from_bytes(
-                    blake2b(physical, digest_size=8, person=person).digest(), "little"
-                )
+                hashed = copy()  # a prepared hash's copy: half the cost of a new one
+                hashed.update(physical)
+                mark = from_bytes(hashed.digest(), "little")
                 known_id = None if key is None or mark not in fingerprints else unguard(key)
                 # without neutralization an id is its key cell: `keys` finds repeated ids
                 if (
@@ -307,6 +314,7 @@ class CsvAdapter(Adapter):
         first_lines: dict[str, int] = {}
         page = Page([], snapshot=True)
         pending: Page | None = None
+        fingerprints, mark_of = known.fingerprints, fingerprinter(person)
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
             records = iter(rows)
@@ -316,8 +324,8 @@ class CsvAdapter(Adapter):
                 if key is not None and key in duplicated:
                     groups.setdefault(key, []).append((row.line, self._decoded(rows, row, decoder)))
                     continue
-                mark = fingerprint(row.raw, person)
-                known_id = None if key is None or mark not in known.fingerprints else unguard(key)
+                mark = mark_of(row.raw)
+                known_id = None if key is None or mark not in fingerprints else unguard(key)
                 if known_id is None or known_id in known.decode or known_id in first_lines:
                     self._add(page, rows, row, mark, decoder, first_lines)
                 else:  # decided at the cursor, unchanged since: listed, not decoded

@@ -16,7 +16,7 @@ import codecs
 import csv
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from connector_csv.dialect import reader_options
@@ -64,14 +64,17 @@ class RowSplitter:
         if settings.quoting == "none":
             special.append(ESCAPECHAR.encode(self.encoding))
         self._special = re.compile(b"|".join(re.escape(s) for s in special)).search
+        #: True while the lines being yielded come from a chunk of simple lines only
+        #: (see :meth:`simple`), so a caller may skip asking line by line.
+        self.plain = False
         self._lines = self._physical()
         self._feed = _Feed(self._lines, self.encoding)
         self._reader = csv.reader(self._feed, **reader_options(settings))
         self._limit = csv.field_size_limit()
         self._bom = encoding == "utf-8-sig"
         # bytes that cannot make a cell non-blank alone, and every non-ASCII byte
-        self._blank = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(128, 256))
-        self._blank += self.delimiter.encode(self.encoding)
+        self.blank = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(128, 256))
+        self.blank += self.delimiter.encode(self.encoding)
 
     def _physical(self) -> Iterator[bytes]:
         carry = b""
@@ -81,11 +84,19 @@ class RowSplitter:
             if first and self._bom and chunk.startswith(codecs.BOM_UTF8):
                 chunk = chunk[len(codecs.BOM_UTF8) :]
             first = False
-            lines = (carry + chunk).splitlines(keepends=True)
+            data = carry + chunk
+            lines = data.splitlines(keepends=True)
             carry = lines.pop()  # maybe partial, or a "\r" before its "\n"
+            self.plain = self._plain(data, len(data) - len(carry), lines)
             yield from lines
+        self.plain = False
         if carry:
             yield carry
+
+    def _plain(self, data: bytes, end: int, lines: list[bytes]) -> bool:
+        """Whether every line of `lines` (the first `end` bytes of `data`) is simple: no
+        quote or escape character in any (one search of the chunk), none too long."""
+        return not self._special(data, 0, end) and max(map(len, lines), default=0) < self._limit
 
     def __iter__(self) -> Iterator[RawRecord]:
         line = 1
@@ -132,7 +143,7 @@ class RowSplitter:
     def has_value(self, body: bytes) -> bool:
         """Whether a simple row holds a cell that is not blank (else csv readers skip it)."""
         # an ASCII byte that is neither blank nor the delimiter: a row with a value
-        return bool(body.translate(None, self._blank)) or self._has_value(body)
+        return bool(body.translate(None, self.blank)) or self._has_value(body)
 
     def _has_value(self, body: bytes) -> bool:
         """Whether a row holds a cell that is not blank, as csv readers here decide."""
@@ -196,3 +207,17 @@ class _Feed:
 def fingerprint(raw: bytes, person: bytes) -> int:
     """The 64-bit fingerprint of a row's raw bytes under `person` (see the module)."""
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8, person=person).digest(), "little")
+
+
+def fingerprinter(person: bytes) -> Callable[[bytes], int]:
+    """:func:`fingerprint` under `person`, as a function: a copy of a hash already set up
+    costs half of setting one up per row."""
+    start = hashlib.blake2b(digest_size=8, person=person)
+    copy, from_bytes = start.copy, int.from_bytes
+
+    def mark(raw: bytes) -> int:
+        hashed = copy()
+        hashed.update(raw)
+        return from_bytes(hashed.digest(), "little")
+
+    return mark

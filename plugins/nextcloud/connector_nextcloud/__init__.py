@@ -32,12 +32,19 @@ _HOMES = {
 
 
 @hookimpl
-def register_adapters() -> list[type[Adapter]]:
-    """Provide the Nextcloud adapters: CardDAV address books and CSV file exports."""
-    from connector_nextcloud.adapter import NextcloudAdapter
-    from connector_nextcloud.files import NextcloudFilesAdapter
+def register_adapters(names: frozenset[str] | None) -> list[type[Adapter]]:
+    """Provide the Nextcloud adapters: CardDAV address books and CSV file exports (those
+    of them in `names`; each module is imported only when asked for)."""
+    found: list[type[Adapter]] = []
+    if names is None or "nextcloud" in names:
+        from connector_nextcloud.adapter import NextcloudAdapter
 
-    return [NextcloudAdapter, NextcloudFilesAdapter]
+        found.append(NextcloudAdapter)
+    if names is None or "nextcloud_files" in names:
+        from connector_nextcloud.files import NextcloudFilesAdapter
+
+        found.append(NextcloudFilesAdapter)
+    return found
 
 
 def __getattr__(name: str) -> Any:
