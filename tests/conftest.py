@@ -99,3 +99,19 @@ def pg_database() -> Iterator[str]:
     with server.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     server.dispose()
+
+
+@pytest.fixture(scope="session")
+def ssh_keygen() -> str:
+    """OpenSSH's ``ssh-keygen``, to check our signatures against the real tool.
+
+    Missing, the test is skipped on a developer's machine and fails in CI (CI=true), which
+    installs Debian's openssh-client with scripts/services.
+    """
+    found = shutil.which("ssh-keygen")
+    if found is None:
+        reason = "ssh-keygen is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must install openssh-client (scripts/services)")
+        pytest.skip(f"{reason}; apt-get install --no-install-recommends openssh-client")
+    return found
