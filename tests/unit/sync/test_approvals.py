@@ -1,0 +1,325 @@
+"""Approvals are enforced: held change sets, their binding, signed quorum, release, ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import alembic.command
+import pytest
+import sqlalchemy as sa
+
+from connector_core.adapters import Change, WriteResult
+from connector_core.errors import ConfigValidationError, ExitCode
+from connector_core.signing import NAMESPACE_APPROVAL, sign
+from connector_core.sync.approval_book import Statement
+from connector_core.sync.approvals import statement_digest, statement_text
+from connector_core.sync.migrations import alembic_config
+from connector_core.sync.state import StateStore
+from connector_core.testing import MemoryAdapter
+from tests.unit.sync.test_runner import ADAPTERS, POLICY, Network, key
+
+APPROVAL = """\
+approval:
+  required_for: [first_share]
+  approvers: [alice, bob, chidi]
+  quorum: 2
+  escalate_after: 2d
+  fallback_approvers: [data-team]
+  expire_after: 5d
+"""
+T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+
+
+class People:
+    """Approvers with real Ed25519 keys made by ssh-keygen, declared in connector.yaml."""
+
+    NAMES = (("alice", "North"), ("bob", "South"), ("chidi", "Partners"), ("dana", "Data"))
+
+    def __init__(self, root: Path) -> None:
+        self.keys: dict[str, Path] = {}
+        for name, _ in self.NAMES:
+            path = root / f"{name}_key"
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)],
+                check=True,
+            )
+            self.keys[name] = path
+
+    def yaml(self) -> str:
+        lines = ["approvers:"]
+        for name, org in self.NAMES:
+            public = self.keys[name].with_suffix(".pub").read_text().strip()
+            groups = "[data-team]" if name == "dana" else "[]"
+            lines.append(f"  {name}: {{organization: {org}, email: {name}@example.org, ")
+            lines[-1] += f"key: '{public}', groups: {groups}}}"
+        return "\n".join(lines) + "\n"
+
+    def statement(
+        self, set_id: int, set_hash: str, name: str, decision: str = "approve"
+    ) -> Statement:
+        signature = sign(statement_text(set_hash, decision), self.keys[name], NAMESPACE_APPROVAL)
+        return Statement(
+            set_id,
+            name,
+            decision,
+            T0,
+            signature,
+            statement_digest(signature),
+            "fp",  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> People:
+    return People(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def anet(net: Network, people: People) -> Network:
+    """The runner tests' network, whose policy needs 2 of 3 approvers for first shares."""
+    net.policy(POLICY + APPROVAL)
+    with (net.root / "connector.yaml").open("a", encoding="utf-8") as f:
+        f.write(people.yaml())
+    return net
+
+
+def approve(store: StateStore, people: People, *names: str, decision: str = "approve") -> None:
+    book = store.approvals()
+    (aset,) = book.sets("north", ["waiting", "approved"])
+    for name in names:
+        book.add_statement(people.statement(aset.id, aset.set_hash, name, decision))
+
+
+def test_a_first_share_waits_for_approval(anet: Network, store: StateStore) -> None:
+    result = anet.run(store, now=T0)
+    assert anet.target() == {}
+    assert result.counts.created == 0
+    assert result.counts.awaiting == 2
+    assert result.exit_code == ExitCode.OK
+    assert store.mapped("north", ["p1", "p2"]) == {}
+    assert list(store.ledger_entries(job="north")) == []
+    (aset,) = store.approvals().sets("north")
+    assert aset.status == "waiting"
+    assert aset.summary["changes"] == 2
+    assert any("wait for approval" in m for m in result.approvals)
+
+
+def test_a_rerun_keeps_the_same_set_and_writes_nothing(anet: Network, store: StateStore) -> None:
+    anet.run(store, now=T0)
+    result = anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+    assert result.full  # held records are decided again
+    (aset,) = store.approvals().sets("north")
+    assert aset.status == "waiting"
+
+
+def test_one_approval_of_two_is_not_enough(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice")
+    anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+
+
+def test_quorum_releases_exactly_the_approved_set_with_approvals_in_the_ledger(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    result = anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert result.counts.created == 2
+    assert set(anet.target()) == {key(store, "p1"), key(store, "p2")}
+    entries = list(store.ledger_entries(job="north"))
+    assert {e.source_id for e in entries} == {"p1", "p2"}
+    for entry in entries:
+        assert sorted(a["by"] for a in entry.approvals) == ["alice", "bob"]
+        assert all(len(a["statement"]) == 64 for a in entry.approvals)
+    (aset,) = store.approvals().sets("north")
+    assert aset.status == "released"
+    assert store.verify_ledger().ok
+    again = anet.run(store, now=T0 + dt.timedelta(hours=2))
+    assert again.counts.created == 0
+    assert not store.approvals().sets("north", ["waiting"])
+
+
+def test_the_same_person_twice_is_one_approval(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice")
+    approve(store, people, "alice")
+    anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+
+
+def test_a_change_before_quorum_lapses_the_approvals(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice")
+    anet.put("p1", first_name="Anabel")  # what the recipient would get changed
+    result = anet.run(store, now=T0 + dt.timedelta(hours=1))
+    old, new = store.approvals().sets("north")
+    assert old.status == "lapsed"
+    assert new.status == "waiting"
+    assert any("lapsed" in m for m in result.approvals)
+    approve(store, people, "bob")  # alice's approval was for the old set
+    anet.run(store, now=T0 + dt.timedelta(hours=2))
+    assert anet.target() == {}
+
+
+def test_an_approved_set_that_changed_since_is_not_written(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    anet.put("p2", first_name="Bruna")
+    anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+    statuses = [s.status for s in store.approvals().sets("north")]
+    assert statuses == ["lapsed", "waiting"]
+
+
+def test_a_policy_change_lapses_the_set(anet: Network, store: StateStore, people: People) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    anet.policy(POLICY.replace("phone: last4", "phone: absent") + APPROVAL)
+    anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+    assert [s.status for s in store.approvals().sets("north")] == ["lapsed", "waiting"]
+
+
+def test_a_statement_for_another_set_or_by_another_key_does_not_count(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    book = store.approvals()
+    (aset,) = book.sets("north")
+    book.add_statement(people.statement(aset.id, "0" * 64, "alice"))  # replayed from elsewhere
+    forged = people.statement(aset.id, aset.set_hash, "dana")  # dana's key, alice's name
+    book.add_statement(Statement(aset.id, "bob", "approve", T0, forged.signature, "x", "fp"))
+    anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+
+
+def test_withdrawals_pass_while_approvals_wait(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert len(anet.target()) == 2
+    anet.put("p4", first_name="Dora")  # a new first share: waits
+    anet.put("p1", granted=False)  # a withdrawal: goes at once
+    result = anet.run(store, now=T0 + dt.timedelta(hours=2))
+    assert set(anet.target()) == {key(store, "p2")}
+    assert result.counts.deleted == 1
+    assert result.counts.awaiting == 1
+
+
+def test_a_denial_denies_and_the_same_changes_are_not_asked_again(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice")
+    approve(store, people, "bob", decision="deny")
+    result = anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert anet.target() == {}
+    assert any("denied by bob" in m for m in result.approvals)
+    anet.run(store, now=T0 + dt.timedelta(hours=2))
+    assert [s.status for s in store.approvals().sets("north")] == ["denied"]
+
+
+def test_a_set_nobody_decides_expires_and_is_denied(anet: Network, store: StateStore) -> None:
+    anet.run(store, now=T0)
+    result = anet.run(store, now=T0 + dt.timedelta(days=5))
+    assert any("expired" in m for m in result.approvals)
+    assert anet.target() == {}
+    assert [s.status for s in store.approvals().sets("north")] == ["expired"]
+
+
+def test_after_escalation_a_fallback_approver_counts(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "dana")  # dana is data-team, a fallback approver
+    anet.run(store, now=T0 + dt.timedelta(days=1))
+    assert anet.target() == {}  # not escalated yet: dana does not count
+    result = anet.run(store, now=T0 + dt.timedelta(days=2, hours=1))
+    assert len(anet.target()) == 2
+    assert any("approved by alice, dana" in m for m in result.approvals)
+
+
+def test_a_dry_run_shows_what_waits_and_changes_nothing(anet: Network, store: StateStore) -> None:
+    result = anet.run(store, now=T0, dry_run=True)
+    assert {c.source_id for c in result.awaiting} == {"p1", "p2"}
+    assert result.planned == []
+    assert store.approvals().sets("north") == []
+
+
+def test_policy_approvers_must_be_declared(anet: Network) -> None:
+    anet.policy(POLICY + APPROVAL.replace("bob", "bobby"))
+    with pytest.raises(ConfigValidationError) as err:
+        anet.job()
+    assert "north.yaml:12:22:" in str(err.value)
+    assert "'bobby' is not a person or group" in str(err.value)
+
+
+def test_a_store_at_0007_migrates_to_the_approval_tables(state_url: str) -> None:
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:  # a store the previous version left
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0007_row_fingerprints")
+        assert sa.inspect(conn).has_table("approvals")
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        assert upgraded.approvals().sets() == []
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        assert not inspector.has_table("approvals")
+        assert {"approval_sets", "approval_members", "approval_statements"} <= set(
+            inspector.get_table_names()
+        )
+    engine.dispose()
+
+
+class DyingAdapter(MemoryAdapter):
+    """A memory target whose second write call dies (a power cut mid-run)."""
+
+    name: ClassVar[str] = "dying"
+    calls: ClassVar[int] = 0
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        DyingAdapter.calls += 1
+        if DyingAdapter.calls == 2:
+            raise RuntimeError("power cut")
+        return super().write(changes)
+
+
+def test_a_release_cut_short_is_finished_by_the_next_run_under_the_same_approvals(
+    anet: Network, store: StateStore, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(ADAPTERS, "dying", DyingAdapter)
+    anet.configure(target="dying", options={"batch_size": 1})
+    with (anet.root / "connector.yaml").open("a", encoding="utf-8") as f:
+        f.write(people.yaml())
+    DyingAdapter.calls = 0
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    with pytest.raises(RuntimeError, match="power cut"):
+        anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert len(anet.target()) == 1
+    DyingAdapter.calls = 10  # the power is back
+    anet.run(store, now=T0 + dt.timedelta(hours=2))
+    assert set(anet.target()) == {key(store, "p1"), key(store, "p2")}
+    entries = list(store.ledger_entries(job="north"))
+    assert sorted(e.source_id for e in entries) == ["p1", "p2"]
+    assert all(sorted(a["by"] for a in e.approvals) == ["alice", "bob"] for e in entries)
+    assert [s.status for s in store.approvals().sets("north")] == ["released"]
