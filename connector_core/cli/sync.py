@@ -64,6 +64,8 @@ def summary_line(result: RunResult) -> str:
         parts.append(f"held back {c.held}")
     if c.outstanding:
         parts.append(f"outstanding {c.outstanding}")
+    if c.awaiting:
+        parts.append(f"awaiting approval {c.awaiting}")
     return f"{result.job}: " + ", ".join(parts)
 
 
@@ -76,6 +78,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "problems": result.problems,
         "aborted": result.aborted,
         "held": result.held,
+        "approvals": result.approvals,
         "full": result.full,
         "exit_code": int(result.exit_code),
     }
@@ -293,6 +296,8 @@ def _report(result: RunResult, dry_run: bool, quiet: bool) -> None:
         click.secho(f"  skipped: {problem}", fg="yellow", err=True)
     for failure in result.failures:
         click.secho(f"  failed: {failure}", fg="yellow", err=True)
+    for line in result.approvals:
+        click.echo(f"  approvals: {line}", err=True)
     if result.held:
         click.secho(f"  held back: {result.held}", fg="red", err=True)
         click.echo(
@@ -323,6 +328,10 @@ def plan(ctx: click.Context, job: str, as_json: bool) -> None:
         return
     for change in result.planned:
         click.echo(_change_line(change))
+    for change in result.awaiting:
+        click.echo(_change_line(change).replace(" ", " (awaits approval) ", 1))
+    for line in result.approvals:
+        click.echo(f"approvals: {line}", err=True)
     click.echo(summary_line(result), err=True)
 
 

@@ -37,7 +37,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from connector_core.errors import ConfigError, ConfigValidationError
-from connector_core.sync.approval_book import ApprovalBook, ApprovalSet, Member, Statement
+from connector_core.sync.approval_book import (
+    ApprovalBook,
+    ApprovalSet,
+    Decision,
+    Member,
+    Statement,
+)
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.planner import PlannedChange, Step
 from connector_core.yaml_errors import load_yaml
@@ -62,7 +68,7 @@ log = logging.getLogger("connector.approvals")
 #: The SSHSIG namespace of approval statements (``ssh-keygen -Y sign -n ...``); equal to
 #: ``connector_core.signing.NAMESPACE_APPROVAL``.
 APPROVAL_NAMESPACE = "commons-connector-approval"
-_SAMPLE = 0  # the stage keeps no projections in a real run
+_DECISIONS: tuple[Decision, ...] = ("approve", "deny")
 
 
 def set_hash(job: str, policy_hash: str, members: Iterable[Member]) -> str:
@@ -409,7 +415,13 @@ class ApprovalStage:
 
     def _new_set(self, members: list[Member]) -> None:
         digest = set_hash(self.job, self.policy_hash, members)
-        summary = summarize(members)
+        summary = summarize(members) | {
+            "quorum": self.approval.quorum,
+            "approvers": list(self.approval.approvers),
+            "fallback_approvers": list(self.approval.fallback_approvers),
+            "escalate_after": self.approval.escalate_after,
+            "expire_after": self.approval.expire_after,
+        }
         if self.dry_run:
             self.messages.append(
                 f"{len(members)} change(s) would wait for approval in a new set ({digest[:12]})"
@@ -478,9 +490,124 @@ def _with_approvals(step: Step, entries: tuple[dict[str, Any], ...]) -> Step:
     return dataclasses.replace(step, applied=applied)
 
 
-def missing_config(name: str) -> ConfigError:
-    """The error for an approval command naming a person connector.yaml does not declare."""
-    return ConfigError(
-        f"{name!r} is not declared under approvers: in connector.yaml",
-        hint="Add the person with their organization, email and OpenSSH public key.",
+class StatementRefused(ConfigError):
+    """A statement that cannot count: wrong key, another set, a set no longer open, a person
+    who may not decide (yet). Nothing is stored."""
+
+
+def take_statement(
+    book: ApprovalBook,
+    aset: ApprovalSet,
+    *,
+    person: str,
+    decision: Decision,
+    signature: str,
+    approval: ApprovalModel,
+    policy_hash: str,
+    approvers: Mapping[str, ApproverConfig],
+    now: dt.datetime,
+) -> Statement:
+    """Verify a signed statement about `aset` and store it; return it.
+
+    Raises:
+        StatementRefused: the set is not open or its policy changed since; the person is not
+            declared or may not decide it (a fallback approver before escalation); the
+            signature is not the person's, or is over another set or decision.
+    """
+    from connector_core import signing  # only here and in tally: cryptography on use
+
+    where = f"set #{aset.id} (job {aset.job})"
+    if aset.status not in ("waiting", "approved"):
+        raise StatementRefused(
+            f"{where} is {aset.status}: it can no longer be decided",
+            hint="`connector approvals list` shows the sets waiting now.",
+        )
+    if aset.policy_hash != policy_hash:
+        raise StatementRefused(
+            f"{where} was held under another version of policy {aset.policy!r}; it lapses at "
+            "the next run",
+            hint="Run the job, then review the new set it holds.",
+        )
+    body = approvers.get(person)
+    if body is None:
+        raise StatementRefused(
+            f"{person!r} is not declared under approvers: in connector.yaml",
+            hint="Add the person with their organization, email and OpenSSH public key.",
+        )
+    allowed, escalated = eligible(aset, approval, approvers, now)
+    if person not in allowed:
+        later = person in people(approval.fallback_approvers, approvers) and not escalated
+        raise StatementRefused(
+            f"{person} may not decide {where}"
+            + (f" before it escalates (after {approval.escalate_after})" if later else ""),
+            hint=f"Its approvers: {', '.join(approval.approvers)}"
+            + (f"; after escalation also {', '.join(approval.fallback_approvers)}"
+               if approval.fallback_approvers else "")
+            + ".",
+        )  # fmt: skip
+    try:
+        key = signing.load_public_key(body.key)
+        signing.verify(
+            statement_text(aset.set_hash, decision), signature, key, signing.NAMESPACE_APPROVAL
+        )
+    except signing.SignatureError as exc:
+        raise StatementRefused(
+            f"the statement for {person} about {where} does not verify: {exc}", hint=exc.hint
+        ) from None
+    statement = Statement(
+        aset.id, person, decision, now, signature.strip() + "\n", statement_digest(signature),
+        key.fingerprint,
+    )  # fmt: skip
+    book.add_statement(statement)
+    return statement
+
+
+def match_statement(
+    signature: str, sets: Sequence[ApprovalSet], approvers: Mapping[str, ApproverConfig]
+) -> tuple[str, ApprovalSet, Decision]:
+    """Which declared person, open set and decision a bare signature file is about.
+
+    The signature names its key; the statement text is one of the open sets' two texts.
+
+    Raises:
+        StatementRefused: no declared approver holds the key, or it signs no open set's text.
+    """
+    from connector_core import signing
+
+    try:
+        key = signing.signer(signature)
+    except signing.SignatureError as exc:
+        raise StatementRefused(f"not a usable signature: {exc}", hint=exc.hint) from None
+    names = [
+        name for name, body in approvers.items()
+        if _fingerprint(body.key) == key.fingerprint
+    ]  # fmt: skip
+    if not names:
+        raise StatementRefused(
+            f"signed by {key.fingerprint}, the key of no approver declared in connector.yaml",
+            hint="Check who sent it; a person's current public key goes under approvers:.",
+        )
+    for aset in sets:
+        for decision in _DECISIONS:
+            try:
+                signing.verify(
+                    statement_text(aset.set_hash, decision), signature, key,
+                    signing.NAMESPACE_APPROVAL,
+                )  # fmt: skip
+            except signing.SignatureError:
+                continue
+            return names[0], aset, decision
+    raise StatementRefused(
+        f"the statement by {names[0]} is about no set waiting now (another set, one that "
+        "lapsed or was decided, or an altered text)",
+        hint="`connector approvals list` shows the sets waiting; export the current one again.",
     )
+
+
+def _fingerprint(text: str) -> str | None:
+    from connector_core import signing
+
+    try:
+        return signing.load_public_key(text).fingerprint
+    except signing.SignatureError:
+        return None
