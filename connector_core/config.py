@@ -247,6 +247,102 @@ class ApproverConfig(_Block):
         return value
 
 
+NoticeKind = Literal["waiting", "escalated", "decided", "expired"]
+#: What a notice can be about: a set waits for approvers, escalates to the fallback
+#: approvers, is decided, or expires undecided.
+NOTICE_KINDS: tuple[NoticeKind, ...] = ("waiting", "escalated", "decided", "expired")
+_EMAIL_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+
+
+def _check_email(value: str | None) -> str | None:
+    if value is not None and not _EMAIL_RE.match(value):
+        raise ValueError("must be one email address, e.g. connector@example.org")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_check_email)]
+
+
+class EmailConfig(_Block):
+    """How notifications are sent by email: an SMTP server the network already uses."""
+
+    host: str = Field(min_length=1, description="SMTP server, e.g. smtp.example.org")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Default: 587 with starttls, 465 with ssl, 25 with none",
+    )
+    security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls",
+        description="starttls (port 587), ssl (implicit TLS, port 465), or none (a relay on "
+        "this machine only: no password is ever sent without TLS)",
+    )
+    sender: Email = Field(description="The From address, e.g. connector@example.org")
+    username: str | None = Field(default=None, description="SMTP login, if the server wants one")
+    password: SecretRef | None = Field(
+        default=None,
+        description="The SMTP password, e.g. {secret: smtp_password} (stored with `connector "
+        "credentials set network smtp_password`); never written here",
+    )
+    ca_bundle: ConfigPath | None = Field(
+        default=None, description="CA certificates (PEM) to trust for a private CA"
+    )
+    timeout: float = Field(
+        default=10, gt=0, le=120, description="Seconds to wait for the server at each step"
+    )
+
+    @model_validator(mode="after")
+    def _password_needs_tls(self) -> EmailConfig:
+        if self.password is not None and self.security == "none":
+            raise ValueError("a password is only sent over TLS: use security: starttls or ssl")
+        if (self.password is None) != (self.username is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
+class WebhookConfig(_Block):
+    """A URL that receives each notification as a JSON POST (chat bridges, automations)."""
+
+    url: str | SecretRef = Field(
+        description="http(s) URL; one that holds a token (Mattermost, Matrix hookshot) is a "
+        "secret: write {secret: KEY} and store it with `connector credentials set network KEY`"
+    )
+    secret: SecretRef | None = Field(
+        default=None,
+        description="Key for an HMAC-SHA256 of the body, sent as X-Connector-Signature: "
+        "sha256=HEX so the receiver can check where it came from",
+    )
+    kinds: list[NoticeKind] = Field(
+        default_factory=lambda: list(NOTICE_KINDS),
+        description="Which notices to send here (default: all)",
+    )
+    timeout: float = Field(default=10, gt=0, le=60, description="Seconds per attempt")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | SecretRef) -> str | SecretRef:
+        if isinstance(value, str):
+            parts = _url_parts(value)
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+            if parts.username is not None or parts.password is not None:
+                raise ValueError("must not hold a user name or password: use {secret: KEY}")
+        return value
+
+
+class NotificationsConfig(_Block):
+    """Who is told when approvals wait, escalate, are decided or expire, and how."""
+
+    admin: Email | None = Field(
+        default=None, description="The admin's email: told when a set is decided or expires"
+    )
+    email: EmailConfig | None = Field(default=None, description="Send notices by email (SMTP)")
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="Send notices as JSON POSTs to these URLs"
+    )
+
+
 class ConnectorConfig(_Block):
     """The whole of connector.yaml."""
 
@@ -265,6 +361,9 @@ class ConnectorConfig(_Block):
         default_factory=dict,
         description="People who may approve change sets, by name (a policy's approval block "
         "names them or their groups)",
+    )
+    notifications: NotificationsConfig | None = Field(
+        default=None, description="Email and webhook notices about approvals"
     )
 
     @model_validator(mode="after")
