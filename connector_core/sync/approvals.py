@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from connector_core.errors import ConfigError, ConfigValidationError
+from connector_core.records import is_known_field
 from connector_core.sync.approval_book import (
     ApprovalBook,
     ApprovalSet,
@@ -49,7 +50,8 @@ from connector_core.sync.planner import PlannedChange, Step
 from connector_core.yaml_errors import load_yaml
 
 if TYPE_CHECKING:
-    from connector_core.config import ApproverConfig, Config
+    from connector_core.config import ApproverConfig, Config, NoticeKind
+    from connector_core.notify import Notice
     from connector_core.policy.models import ApprovalModel, Policy
     from connector_core.sync.model import Mapped
 
@@ -217,6 +219,9 @@ class ApprovalStage:
         lookup: the job's id map rows of some source ids (``StateStore.mapped``).
         now: the run's time (the clock escalation and expiry are measured with).
         dry_run: decide, but change nothing in the store; keep the held changes to show.
+        recipient: the job's target connection (named in notices).
+        notify: sends a notice (:func:`connector_core.notify.send` with connector.yaml),
+            returning its problems; None sends nothing.
     """
 
     def __init__(
@@ -231,8 +236,12 @@ class ApprovalStage:
         *,
         now: dt.datetime,
         dry_run: bool = False,
+        recipient: str = "",
+        notify: Callable[[Notice], list[str]] | None = None,
     ) -> None:
         self.lookup = lookup
+        self.recipient = recipient
+        self.notify = notify
         self.job, self.policy, self.policy_hash = job, policy, policy_hash
         self.approval = approval
         self.approvers = approvers
@@ -444,16 +453,45 @@ class ApprovalStage:
         if aset is not None:
             self._tell("waiting", aset)
 
-    def _tell(self, kind: str, aset: ApprovalSet, decision: str | None = None) -> None:
-        """THE call site for notifications (connector_core.notify, not merged yet): for now
-        the notice goes to the log, without personal data (counts, fields, the set)."""
+    def _tell(self, kind: NoticeKind, aset: ApprovalSet, decision: str | None = None) -> None:
+        """Tell people about `aset` (no personal data: counts, field names, the command that
+        reviews it): its approvers when it waits, the fallback approvers when it escalates,
+        the admin (``notifications.admin``) when it is decided or expires."""
         log.info(
             "job %s: approval set #%s %s",
             self.job,
             aset.id,
             decision or kind,
-            extra={"job": self.job, "set": aset.id, "kind": kind, "counts": aset.summary},
+            extra={"job": self.job, "set": aset.id, "kind": kind},
         )
+        if self.notify is None or self.dry_run:
+            return
+        from connector_core.notify import Notice  # requests and smtplib: only to tell someone
+
+        names = {
+            "waiting": self.approval.approvers,
+            "escalated": self.approval.fallback_approvers,
+        }.get(kind, [])
+        summary = aset.summary
+        counts = {"changes": int(summary.get("changes", 0))}
+        counts.update((k, int(v)) for k, v in summary.get("kinds", {}).items())
+        try:
+            notice = Notice(
+                kind=kind,
+                job=self.job,
+                policy=self.policy,
+                recipient=self.recipient or self.job,
+                set_id=str(aset.id),
+                counts=counts,
+                fields=tuple(f for f in summary.get("fields", {}) if is_known_field(f)),
+                review=f"connector approvals show {aset.id}",
+                to=tuple(sorted(people(names, self.approvers))),
+                decision=decision,
+            )
+        except ValueError as exc:  # the notice refused a text: never sent, said so
+            self.messages.append(f"set #{aset.id}: notice not sent: {exc}")
+            return
+        self.messages.extend(f"set #{aset.id}: {p}" for p in self.notify(notice))
 
 
 def summarize(members: Sequence[Member]) -> dict[str, Any]:

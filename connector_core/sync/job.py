@@ -14,7 +14,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,6 +31,9 @@ from connector_core.sync.keys import TargetKeys, canonical_json, legacy_target_k
 from connector_core.sync.model import JobState
 from connector_core.sync.schema_check import check_source
 from connector_core.yaml_errors import validate
+
+if TYPE_CHECKING:
+    from connector_core.notify import Notice
 
 #: A shorter network.key_secret could be found by trying every value.
 MIN_KEY_SECRET = 16
@@ -116,6 +119,8 @@ class LoadedJob:
     key_secret: bytes | None = dataclasses.field(default=None, repr=False)
     #: connector.yaml's declared approvers (people who may approve held change sets)
     approvers: Mapping[str, ApproverConfig] = dataclasses.field(default_factory=dict)
+    #: sends an approval notice with connector.yaml's notifications: (returns problems)
+    notify: Callable[[Notice], list[str]] | None = None
 
     def target_keys(
         self, store_secret: Callable[[], bytes], *, legacy: bool = False
@@ -188,7 +193,15 @@ def load_job(
         options=options,
         key_secret=key_secret(config),
         approvers=config.model.approvers,
+        notify=functools.partial(_send_notice, config),
     )
+
+
+def _send_notice(config: Config, notice: Notice) -> list[str]:
+    """Send `notice` by connector.yaml's notifications: channels; return the problems."""
+    from connector_core.notify import send  # requests and smtplib: only to tell someone
+
+    return send(notice, config)
 
 
 def key_secret(config: Config) -> bytes | None:

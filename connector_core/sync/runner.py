@@ -877,6 +877,8 @@ def _approval_stage(
         functools.partial(store.mapped, job.name),
         now=now,
         dry_run=dry_run,
+        recipient=job.config.target,
+        notify=job.notify,
     )
 
 

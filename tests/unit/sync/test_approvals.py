@@ -11,6 +11,7 @@ from typing import ClassVar
 import alembic.command
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 
 from connector_core.adapters import Change, WriteResult
 from connector_core.errors import ConfigValidationError, ExitCode
@@ -20,7 +21,8 @@ from connector_core.sync.approvals import statement_digest, statement_text
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.state import StateStore
 from connector_core.testing import MemoryAdapter
-from tests.unit.sync.test_runner import ADAPTERS, POLICY, Network, key
+from tests.unit.sync.test_runner import ADAPTERS, POLICY, SECRET_VALUES, Network, key
+from tests.unit.test_notify import Inbox, free_port
 
 APPROVAL = """\
 approval:
@@ -71,6 +73,16 @@ class People:
             statement_digest(signature),
             "fp",  # type: ignore[arg-type]
         )
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server on loopback."""
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +335,31 @@ def test_a_release_cut_short_is_finished_by_the_next_run_under_the_same_approval
     assert sorted(e.source_id for e in entries) == ["p1", "p2"]
     assert all(sorted(a["by"] for a in e.approvals) == ["alice", "bob"] for e in entries)
     assert [s.status for s in store.approvals().sets("north")] == ["released"]
+
+
+def test_approvers_are_emailed_when_a_set_waits_and_the_admin_when_it_expires(
+    anet: Network, store: StateStore, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    with (anet.root / "connector.yaml").open("a", encoding="utf-8") as f:
+        f.write(
+            "notifications:\n  admin: admin@example.org\n"
+            f"  email: {{host: 127.0.0.1, port: {port}, security: none, "
+            "sender: connector@example.org}\n"
+        )
+    result = anet.run(store, now=T0)
+    assert not [m for m in result.approvals if "notice" in m or "email" in m]
+    waiting = sorted(rcpt[0] for rcpt, _ in inbox.messages)
+    assert waiting == ["alice@example.org", "bob@example.org", "chidi@example.org"]
+    anet.run(store, now=T0 + dt.timedelta(days=2, hours=1))  # escalates to data-team: dana
+    anet.run(store, now=T0 + dt.timedelta(days=5))
+    told = [(rcpt[0], message["Subject"]) for rcpt, message in inbox.messages[3:]]
+    assert told[0][0] == "dana@example.org"
+    assert "waits for a fallback approver" in told[0][1]
+    assert told[1][0] == "admin@example.org"
+    assert "expired" in told[1][1]
+    for _, message in inbox.messages:
+        body = message.get_payload(decode=True).decode()
+        assert "connector approvals show 1" in body
+        for value in SECRET_VALUES:
+            assert value not in body
