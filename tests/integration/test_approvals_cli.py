@@ -129,3 +129,51 @@ def test_a_held_set_is_reviewed_signed_remotely_imported_and_released(
     assert replayed.exit_code == 3  # the set was released: nothing waits for it
     final = run(runner, "approvals", "list", "--all", cwd=network, env=ENV)
     assert "released" in final.stdout
+
+
+def test_run_all_holds_one_jobs_set_while_the_others_share(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    first = run(runner, "run", "--all", "--json", cwd=network, env=ENV)
+    assert first.exit_code == 0, first.output
+    counts = {s["job"]: s["counts"] for s in json.loads(first.stdout)}
+    assert counts["organizers-north"]["created"] > 0
+    assert counts["partner-housing"]["created"] == 0
+    waiting = counts["partner-housing"]["awaiting"]
+    assert waiting > 0
+    for name in ("alice", "bob"):
+        decided = run(
+            runner, "approvals", "approve", "1", "--as", name, "--key",
+            str(tmp_path / "keys" / name), cwd=network, env=ENV,
+        )  # fmt: skip
+        assert decided.exit_code == 0, decided.output
+    second = run(runner, "run", "--all", "--json", cwd=network, env=ENV)
+    counts = {s["job"]: s["counts"] for s in json.loads(second.stdout)}
+    assert counts["partner-housing"]["created"] == waiting
+    assert counts["organizers-north"]["created"] == 0
+    assert len(shared(network)) == waiting
+
+
+def test_a_fallback_approver_is_refused_before_escalation(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policies" / "partner-housing.yaml"
+    text = policy.read_text(encoding="utf-8").replace(
+        "  quorum: 2\n", "  quorum: 2\n  escalate_after: 2d\n  fallback_approvers: [bob]\n"
+    )
+    policy.write_text(text.replace("approvers: [alice, bob]", "approvers: [alice]", 1)
+                      .replace("quorum: 2", "quorum: 1"), encoding="utf-8")  # fmt: skip
+    assert run(runner, "run", "partner-housing", cwd=network, env=ENV).exit_code == 0
+    early = run(
+        runner, "approvals", "approve", "1", "--as", "bob", "--key", str(tmp_path / "keys" / "bob"),
+        cwd=network, env=ENV,
+    )  # fmt: skip
+    assert early.exit_code == 3
+    assert "bob may not decide set #1 (job partner-housing) before it escalates" in early.stderr
+    wrong_key = run(
+        runner, "approvals", "approve", "1", "--as", "alice", "--key",
+        str(tmp_path / "keys" / "mallory"), cwd=network, env=ENV,
+    )  # fmt: skip
+    assert wrong_key.exit_code == 3
+    assert "does not verify" in wrong_key.stderr
+    assert "Traceback" not in wrong_key.output
