@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import alembic.command
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connector_core.adapters import Change, WriteResult
 from connector_core.errors import ConfigValidationError, ExitCode
@@ -20,7 +23,7 @@ from connector_core.sync.approval_book import Statement
 from connector_core.sync.approvals import statement_digest, statement_text
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.state import StateStore
-from connector_core.testing import MemoryAdapter
+from connector_core.testing import MemoryAdapter, reset_memory_stores
 from tests.unit.sync.test_runner import ADAPTERS, POLICY, SECRET_VALUES, Network, key
 from tests.unit.test_notify import Inbox, free_port
 
@@ -363,3 +366,111 @@ def test_approvers_are_emailed_when_a_set_waits_and_the_admin_when_it_expires(
         assert "connector approvals show 1" in body
         for value in SECRET_VALUES:
             assert value not in body
+
+
+@pytest.mark.parametrize(
+    ("required", "edit", "waits"),
+    [
+        ("[new_fields]", {"first_name": "Anabel"}, False),  # a field shared before changed
+        ("[field_changes]", {"first_name": "Anabel"}, True),
+        ("[field_changes]", {"phone": None}, False),  # a field only taken away never waits
+        ("[new_fields]", "show-phone", True),  # phone shown where it was masked
+        ("[all]", {"first_name": "Anabel"}, True),
+    ],
+    ids=["new_fields-ignores-a-change", "field_changes", "removal", "new_fields", "all"],
+)
+def test_what_waits_after_the_first_share(
+    net: Network,
+    people: People,
+    store: StateStore,
+    required: str,
+    edit: dict[str, Any] | str,
+    waits: bool,
+) -> None:
+    with (net.root / "connector.yaml").open("a", encoding="utf-8") as f:
+        f.write(people.yaml())
+    approval = f"approval:\n  required_for: {required}\n  approvers: [alice]\n"
+    net.policy(POLICY + approval)
+    assert net.run(store, now=T0).counts.created == 2 - 2 * ("all" in required)
+    if "all" in required:  # the first shares waited too: approve them
+        approve(store, people, "alice")
+        net.run(store, now=T0)
+    if edit == "show-phone":
+        net.policy(POLICY.replace("phone: last4", "phone: show") + approval)
+    else:
+        assert isinstance(edit, dict)
+        net.put("p1", **edit)
+    result = net.run(store, now=T0 + dt.timedelta(hours=1))
+    assert result.counts.awaiting == (1 if edit != "show-phone" else 2) * waits
+    assert result.counts.updated == (0 if waits else 1 if edit != "show-phone" else 2)
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.sampled_from(["p1", "p2", "p4"]),
+                  st.sampled_from(["Ana", "Bo", "Cy"]), st.booleans()),
+        st.tuples(st.just("approve"), st.sampled_from(["alice", "bob", "dana"])),
+        st.tuples(st.just("deny"), st.just("chidi")),
+        st.tuples(st.just("run"), st.integers(0, 3)),
+    ),
+    max_size=6,
+)  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_nothing_reaches_the_target_unapproved_and_approving_everything_converges(
+    people: People, ops: list[tuple[Any, ...]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        reset_memory_stores()
+        root = Path(tmp)
+        net = Network(root)
+        net.put("p1")
+        net.put("p2", first_name="Bruno", city="York")
+        net.policy(POLICY + APPROVAL)
+        with (root / "connector.yaml").open("a", encoding="utf-8") as f:
+            f.write(people.yaml())
+        now = T0
+        with StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=b"k" * 32) as store:
+            for op in ops:
+                if op[0] == "put":
+                    net.put(op[1], first_name=op[2], granted=op[3])
+                elif op[0] in ("approve", "deny"):
+                    for aset in store.approvals().sets("north", ["waiting", "approved"]):
+                        statement = people.statement(aset.id, aset.set_hash, op[1], op[0])
+                        store.approvals().add_statement(statement)
+                else:
+                    now += dt.timedelta(days=op[1])
+                    net.run(store, now=now)
+                _check_every_share_was_approved(net, store)
+            for _ in range(3):  # approve whatever waits now, twice over
+                now += dt.timedelta(hours=1)
+                net.run(store, now=now)
+                for aset in store.approvals().sets("north", ["waiting", "approved"]):
+                    for name in ("alice", "bob"):
+                        statement = people.statement(aset.id, aset.set_hash, name)
+                        store.approvals().add_statement(statement)
+            _check_every_share_was_approved(net, store)
+            denied = {
+                m.source_id
+                for s in store.approvals().sets("north", ["denied", "expired"])
+                for m in store.approvals().members(s.id)
+            }
+            consenting = {
+                str(r["id"])
+                for page in net.crm.read()
+                for r in page.records
+                if r["consent"]["local_organizing"]["granted"]
+            }
+            mapped = set(store.mapped("north", consenting | denied))
+            assert mapped <= consenting  # withdrawals went through
+            assert consenting - mapped <= denied  # the rest was approved and written
+            assert len(net.target()) == len(mapped)
+
+
+def _check_every_share_was_approved(net: Network, store: StateStore) -> None:
+    creates = {e.record_key: e for e in store.ledger_entries(job="north") if e.action == "create"}
+    for target_key in net.target():
+        entry = creates[target_key]
+        assert len({a["by"] for a in entry.approvals}) >= 2
