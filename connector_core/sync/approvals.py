@@ -303,11 +303,12 @@ class ApprovalStage:
         unplanned = sorted(self._release_ids - set(current))
         mapped = self.lookup(unplanned) if unplanned else {}
         released: list[Step] = []
+        lapsed: list[tuple[ApprovalSet, str]] = []
         for aset in self.open:
             members = self.book.members(aset.id)
             why = self._changed(aset, members, current, mapped)
             if why is not None:
-                self._close(aset, "lapsed", f"lapsed: {why}; its changes are reviewed again")
+                lapsed.append((aset, why))
                 continue
             for m in members:
                 current.pop(m.source_id, None)
@@ -315,8 +316,10 @@ class ApprovalStage:
                 released += self._release(aset, members)
             else:
                 self._settle_waiting(aset, members)
-        if current:
+        if current:  # stored before the lapsed sets close: a killed run forgets nothing
             self._new_set(list(current.values()))
+        for aset, why in lapsed:
+            self._close(aset, "lapsed", f"lapsed: {why}; its changes are reviewed again")
         if self.denied_count:
             self.messages.append(
                 f"{self.denied_count} change(s) stay unshared: their set was denied or "

@@ -460,7 +460,7 @@ class _Run:
         plan = self.planner.plan_page(records, mapped, decide)
         self._count(plan)
         self._keep_fingerprints(page, plan)
-        steps = plan.steps if self.stage is None else self.stage.take(plan.steps)
+        steps = plan.steps if self.stage is None else self._approve(self.stage, plan.steps)
         self._take(steps)
         self._settle_held(owed, steps)
         if self.progress is not None:
@@ -570,6 +570,15 @@ class _Run:
                 [],
                 resolved=done,
             )
+
+    def _approve(self, stage: ApprovalStage, steps: Sequence[Step]) -> list[Step]:
+        """The steps the approval stage lets through; while it holds any, no cursor is stored
+        before the end of the run has kept them in a change set (a killed run forgets none)."""
+        before = len(stage.held)
+        passing = stage.take(steps)
+        if len(stage.held) > before:
+            self.batches.block()
+        return passing
 
     def _take(self, steps: Sequence[Step]) -> None:
         ready = []

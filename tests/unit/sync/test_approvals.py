@@ -474,3 +474,30 @@ def _check_every_share_was_approved(net: Network, store: StateStore) -> None:
     for target_key in net.target():
         entry = creates[target_key]
         assert len({a["by"] for a in entry.approvals}) >= 2
+
+
+def test_a_run_killed_after_holding_a_change_forgets_it_not(
+    anet: Network, store: StateStore, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(ADAPTERS, "dying", DyingAdapter)
+    anet.configure(target="dying", options={"batch_size": 1})
+    config = anet.root / "connector.yaml"
+    text = config.read_text(encoding="utf-8").replace("{store: crm}", "{store: crm, page_size: 1}")
+    config.write_text(text + people.yaml(), encoding="utf-8")
+    DyingAdapter.calls = -100
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    anet.run(store, now=T0)
+    assert len(anet.target()) == 2
+    anet.put("p4", first_name="Dora")  # a first share: held (page 1)
+    anet.put("p2", first_name="Bruna")  # an update: written (page 2)
+    anet.put("p1", first_name="Anabel")  # an update: the power is cut (page 3)
+    DyingAdapter.calls = 0
+    with pytest.raises(RuntimeError, match="power cut"):
+        anet.run(store, now=T0 + dt.timedelta(hours=1), reconcile=False)
+    assert store.mapped("north", ["p2"])["p2"].projection_hash != "?" * 64  # p2 recorded
+    DyingAdapter.calls = -100
+    result = anet.run(store, now=T0 + dt.timedelta(hours=2), reconcile=False)
+    assert result.counts.awaiting == 1
+    (waiting,) = store.approvals().sets("north", ["waiting"])
+    assert [m.source_id for m in store.approvals().members(waiting.id)] == ["p4"]
