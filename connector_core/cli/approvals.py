@@ -265,7 +265,8 @@ def _dry_run(app: App, store: StateStore, job: str) -> Iterator[RunResult]:
     env = PolicyEnv.from_app(app)
     loaded = load_job(app.config, job, masks=env.masks, context=env.context())
     try:
-        yield run_job(loaded, store, dry_run=True)
+        # a full read: what the policy withholds is counted over the whole source
+        yield run_job(loaded, store, dry_run=True, reconcile=True)
     finally:
         loaded.close()
 
