@@ -283,7 +283,8 @@ def _review(app: App, store: StateStore, set_id: int, sample: int) -> dict[str, 
     review = _set_json(aset, [f"{s.person} {s.decision}s" for s in book.statements(set_id)])
     review["counts"] = {k: aset.summary.get(k) for k in ("changes", "actions", "kinds")}
     review["fields"] = aset.summary.get("fields", {})
-    review["next_run"] = next_run or ["still waits, unchanged"]
+    still = "still waits, unchanged" if aset.status in OPEN else f"nothing: it is {aset.status}"
+    review["next_run"] = next_run or [still]
     review["withheld"] = withheld
     review["since_last"] = _since_last(store, aset)
     review["sample"] = [dict(c.projection or {}) for c in held[: max(sample, 0)]]

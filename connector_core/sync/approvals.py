@@ -253,6 +253,7 @@ class ApprovalStage:
         self.kept: dict[str, Step] = {}  # held steps of approved sets, to write if still equal
         self.awaiting: list[PlannedChange] = []  # a dry run's held changes, to show
         self.denied_count = 0
+        self.released = 0  # held changes written this run (approved sets)
         self.messages: list[str] = []  # for the run's output
         self.open: list[ApprovalSet] = []
         self.releasing: list[ApprovalSet] = []
@@ -325,6 +326,7 @@ class ApprovalStage:
                 f"{self.denied_count} change(s) stay unshared: their set was denied or "
                 "expired, and they have not changed since"
             )
+        self.released = len(released)
         return released
 
     def settle(self) -> None:

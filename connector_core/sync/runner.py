@@ -360,7 +360,7 @@ class _Run:
             if self.result.aborted is None:
                 self.stage.settle()
             self.result.approvals, self.result.awaiting = self.stage.messages, self.stage.awaiting
-            self.counts.awaiting = len(self.stage.held) - len(self.stage.kept)
+            self.counts.awaiting = len(self.stage.held) - self.stage.released
         if self.run_id is not None:
             self.counts.outstanding = len(self.store.outstanding(self.job.name))
             if self.result.aborted is None:
