@@ -250,14 +250,15 @@ def _policy_of(app: App, aset: ApprovalSet) -> tuple[ApprovalModel, str]:
     env = PolicyEnv.from_app(app)
     job = app.config.job(aset.job)
     policy = load_job_policy(app.config, job.policy, env.masks)
-    if policy.approval is None:
+    governing = policy.approver()
+    if governing is None or governing.approval is None:
         raise ConfigError(
             f"the policy of job {aset.job} no longer asks for approval; set #{aset.id} lapses "
             "at the next run",
             hint=f"Run `connector run {aset.job}`.",
         )
     compiled = compile_policy(policy, masks=env.masks, context=env.context())
-    return policy.approval, compiled.content_hash
+    return governing.approval, compiled.content_hash
 
 
 @contextmanager

@@ -217,6 +217,11 @@ class Policy:
     narrows: Policy | None = None
     warnings: tuple[Problem, ...] = ()
 
+    def approver(self) -> Policy | None:
+        """The policy whose ``approval:`` block governs this one: its own, else the nearest
+        policy it narrows that has one (a floor's approval binds the policies narrowing it)."""
+        return next((p for p in self.chain() if p.approval is not None), None)
+
     def chain(self) -> list[Policy]:
         """This policy and every policy it narrows, root (floor) last."""
         chain: list[Policy] = []

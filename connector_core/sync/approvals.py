@@ -103,6 +103,7 @@ def people(names: Iterable[str], approvers: Mapping[str, ApproverConfig]) -> set
 def check_approvers(config: Config, policy: Policy) -> None:
     """Every approver and fallback approver of `policy` names a person or a group declared
     in connector.yaml's ``approvers:``; a ConfigValidationError naming the line otherwise."""
+    policy = policy.approver() or policy  # the policy whose approval: block governs
     approval = policy.approval
     if approval is None:
         return

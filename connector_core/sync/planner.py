@@ -149,7 +149,7 @@ class Planner:
             dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
         )
         #: classify shares for the approval stage (only when the policy asks for approval)
-        self.classify = policy.policy.approval is not None
+        self.classify = policy.policy.approver() is not None
 
     def plan_page(
         self,

@@ -873,9 +873,10 @@ def _approval_stage(
     job: LoadedJob, store: StateStore, now: dt.datetime, dry_run: bool
 ) -> ApprovalStage | None:
     """The approval stage of a run whose policy has an ``approval:`` block."""
-    approval = job.policy.policy.approval
-    if approval is None:
+    governing = job.policy.policy.approver()
+    if governing is None or governing.approval is None:
         return None
+    approval = governing.approval
     return ApprovalStage(
         job.name,
         job.policy.name,

@@ -501,3 +501,22 @@ def test_a_run_killed_after_holding_a_change_forgets_it_not(
     assert result.counts.awaiting == 1
     (waiting,) = store.approvals().sets("north", ["waiting"])
     assert [m.source_id for m in store.approvals().members(waiting.id)] == ["p4"]
+
+
+def test_a_floors_approval_binds_the_policies_that_narrow_it(
+    net: Network, people: People, store: StateStore
+) -> None:
+    floor = "policy: floor\nrules:\n  - allow: everyone\nfields:\n  first_name: show\n"
+    floor += "  city: show\n  phone: show\n" + APPROVAL
+    (net.root / "floor.yaml").write_text(floor, encoding="utf-8")
+    config = net.root / "connector.yaml"
+    text = config.read_text(encoding="utf-8").replace(
+        "network: {name: Test network}", "network: {name: Test network, floor: floor.yaml}"
+    )
+    config.write_text(text + people.yaml(), encoding="utf-8")
+    result = net.run(store, now=T0)
+    assert net.target() == {}
+    assert result.counts.awaiting == 2
+    approve(store, people, "alice", "bob")
+    net.run(store, now=T0 + dt.timedelta(hours=1))
+    assert len(net.target()) == 2
