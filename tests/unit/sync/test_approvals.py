@@ -507,7 +507,7 @@ def test_a_floors_approval_binds_the_policies_that_narrow_it(
     net: Network, people: People, store: StateStore
 ) -> None:
     floor = "policy: floor\nrules:\n  - allow: everyone\nfields:\n  first_name: show\n"
-    floor += "  city: show\n  phone: show\n" + APPROVAL
+    floor += "  city: show\n  phone: show\n  region: absent\n" + APPROVAL
     (net.root / "floor.yaml").write_text(floor, encoding="utf-8")
     config = net.root / "connector.yaml"
     text = config.read_text(encoding="utf-8").replace(
