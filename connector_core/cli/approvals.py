@@ -28,6 +28,7 @@ from connector_core.errors import ConfigError, ExitCode
 from connector_core.files import write_output
 from connector_core.policy.compiler import compile_policy
 from connector_core.policy.models import ApprovalModel
+from connector_core.scrub import scrub
 from connector_core.sync.approval_book import OPEN, ApprovalSet, Decision
 from connector_core.sync.approvals import (
     APPROVAL_NAMESPACE,
@@ -164,7 +165,7 @@ def export_set(app: App, set_id: int, out_dir: Path, sample: int) -> None:
         path = out_dir / f"{decision}-{set_id}.txt"
         write_output(path, functools.partial(_write, text))
     path = out_dir / f"review-{set_id}.json"
-    body = json.dumps(exported, indent=2, ensure_ascii=False, default=str) + "\n"
+    body = scrub(json.dumps(exported, indent=2, ensure_ascii=False, default=str) + "\n")
     write_output(path, functools.partial(_write, body))
     click.echo(f"wrote {path}, approve-{set_id}.txt and deny-{set_id}.txt", err=True)
 

@@ -177,3 +177,35 @@ def test_a_fallback_approver_is_refused_before_escalation(
     assert wrong_key.exit_code == 3
     assert "does not verify" in wrong_key.stderr
     assert "Traceback" not in wrong_key.output
+
+
+def test_a_passphrase_protected_key_signs_with_the_passphrase_from_the_environment(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    locked = tmp_path / "keys" / "locked"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-words", "-f", str(locked)], check=True
+    )
+    public = locked.with_suffix(".pub").read_text().strip()
+    config = network / "connector.yaml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "approvers:\n", f"approvers:\n  carol: {{organization: Demo, key: '{public}'}}\n"
+        ),
+        encoding="utf-8",
+    )
+    policy = tmp_path / "policies" / "partner-housing.yaml"
+    policy.write_text(
+        policy.read_text(encoding="utf-8").replace("[alice, bob]", "[alice, bob, carol]"),
+        encoding="utf-8",
+    )
+    assert run(runner, "run", "partner-housing", cwd=network, env=ENV).exit_code == 0
+    args = ("approvals", "approve", "1", "--as", "carol", "--key", str(locked))
+    refused = run(runner, *args, cwd=network, env=ENV)
+    assert refused.exit_code == 3
+    assert "s3cret" not in refused.output
+    signed = run(
+        runner, *args, cwd=network, env={**ENV, "CONNECTOR_KEY_PASSPHRASE": "s3cret-words"}
+    )
+    assert signed.exit_code == 0, signed.output
+    assert "carol approved set #1 (1 of 2" in signed.stdout
