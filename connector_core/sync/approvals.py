@@ -500,6 +500,17 @@ class ApprovalStage:
         self.messages.extend(f"set #{aset.id}: {p}" for p in self.notify(notice))
 
 
+def lapse_open_sets(book: ApprovalBook, job: str, now: dt.datetime) -> list[str]:
+    """A job whose policy no longer asks for approval: its open sets lapse (their changes
+    are decided again under the policy as it is). Returns what the run says about it."""
+    note = "lapsed: the policy no longer asks for approval"
+    lines = []
+    for aset in book.sets(job, ("waiting", "approved")):
+        book.update(aset.id, status="lapsed", decided_at=now, note=note)
+        lines.append(f"set #{aset.id}: {note}")
+    return lines
+
+
 def summarize(members: Sequence[Member]) -> dict[str, Any]:
     """Counts by action and kind, and the field labels held: what a set's row keeps."""
     actions = collections.Counter(m.action for m in members)

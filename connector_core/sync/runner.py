@@ -60,7 +60,7 @@ from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
-from connector_core.sync.approvals import ApprovalStage
+from connector_core.sync.approvals import ApprovalStage, lapse_open_sets
 from connector_core.sync.batches import Batches
 from connector_core.sync.deferred import Spool
 from connector_core.sync.job import LoadedJob, full_reasons
@@ -330,6 +330,8 @@ class _Run:
             self.owed = self.store.outstanding(self.job.name)
         if self.stage is not None:  # held changes are decided again, like outstanding ones
             self.waiting = self.stage.begin()
+        elif not self.dry_run:  # no approval asked (any more): no set waits
+            self.result.approvals = lapse_open_sets(self.store.approvals(), self.job.name, self.now)
         waiting = len(self.waiting - self.owed.keys())
         reasons = full_reasons(self.job, state, reconcile, self.now, passed, waiting)
         reasons, selective = self._known_rows(state, reasons, reconcile)

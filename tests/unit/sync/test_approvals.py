@@ -520,3 +520,14 @@ def test_a_floors_approval_binds_the_policies_that_narrow_it(
     approve(store, people, "alice", "bob")
     net.run(store, now=T0 + dt.timedelta(hours=1))
     assert len(net.target()) == 2
+
+
+def test_removing_the_approval_block_lapses_the_open_sets_and_shares(
+    anet: Network, store: StateStore
+) -> None:
+    anet.run(store, now=T0)
+    anet.policy(POLICY)
+    result = anet.run(store, now=T0 + dt.timedelta(hours=1))
+    assert result.counts.created == 2
+    assert [s.status for s in store.approvals().sets("north")] == ["lapsed"]
+    assert result.approvals == ["set #1: lapsed: the policy no longer asks for approval"]
