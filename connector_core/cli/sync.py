@@ -469,6 +469,10 @@ def status(app: App, job: str | None, as_json: bool) -> None:
                         }
                         for o in owed
                     ],
+                    "approval_sets": [
+                        {"id": a.id, "status": a.status, "changes": a.summary.get("changes", 0)}
+                        for a in store.approvals().sets(name, ("waiting", "approved"))
+                    ],
                 }
             )
     if as_json:
@@ -495,6 +499,11 @@ def _status_lines(entry: dict[str, Any]) -> None:
     for o in owed:
         why = _STATUS_WORDS[o["status"]] + (f": {o['error']}" if o["error"] else "")
         click.echo(f"  {o['action']} {o['source_id']} ({o['reason']}): {why}")
+    for a in entry["approval_sets"]:
+        click.echo(
+            f"  approval set #{a['id']}: {a['changes']} change(s) {a['status']} "
+            f"(connector approvals show {a['id']})"
+        )
 
 
 @click.command("who-has")

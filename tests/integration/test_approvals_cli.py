@@ -64,6 +64,9 @@ def test_a_held_set_is_reviewed_signed_remotely_imported_and_released(
     assert "awaiting approval" in first.stdout
     assert "connector approvals show 1" in first.stderr
     assert shared(network) == []
+    status = run(runner, "status", "partner-housing", cwd=network, env=ENV)
+    assert "approval set #1: " in status.stdout
+    assert "waiting (connector approvals show 1)" in status.stdout
 
     listed = json.loads(run(runner, "approvals", "list", "--json", cwd=network, env=ENV).stdout)
     assert [(s["id"], s["status"]) for s in listed] == [(1, "waiting")]
