@@ -379,13 +379,16 @@ class ApprovalStage:
         self.messages.append(
             f"set #{aset.id}: approved by {names}; {len(steps)} change(s) written now"
         )
-        if aset.status != "approved" and not self.dry_run:
-            self.book.update(aset.id, status="approved")
         self.releasing.append(aset)
-        self._tell("decided", aset, decision="approved")
+        if aset.status != "approved":  # told once, not again when a cut-short release resumes
+            if not self.dry_run:
+                self.book.update(aset.id, status="approved")
+            self._tell("decided", aset, decision="approved")
         return steps
 
     def _settle_waiting(self, aset: ApprovalSet, members: Sequence[Member]) -> None:
+        if aset.status == "approved" and not self.dry_run:  # its statements count no more
+            self.book.update(aset.id, status="waiting")
         statements = self.book.statements(aset.id)
         counted = tally(aset, statements, self.approval, self.approvers, self.now) if (
             statements
@@ -582,6 +585,12 @@ def take_statement(
             f"{where} was held under another version of policy {aset.policy!r}; it lapses at "
             "the next run",
             hint="Run the job, then review the new set it holds.",
+        )
+    if now - aset.created_at >= approval.expiry():
+        raise StatementRefused(
+            f"{where} waited longer than {approval.expire_after}: it has expired, and the "
+            "next run denies it",
+            hint="Its changes are asked about again when they change.",
         )
     body = approvers.get(person)
     if body is None:

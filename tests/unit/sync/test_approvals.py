@@ -20,7 +20,12 @@ from connector_core.adapters import Change, WriteResult
 from connector_core.errors import ConfigValidationError, ExitCode
 from connector_core.signing import NAMESPACE_APPROVAL, sign
 from connector_core.sync.approval_book import Statement
-from connector_core.sync.approvals import statement_digest, statement_text
+from connector_core.sync.approvals import (
+    StatementRefused,
+    statement_digest,
+    statement_text,
+    take_statement,
+)
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.state import StateStore
 from connector_core.testing import MemoryAdapter, reset_memory_stores
@@ -531,3 +536,31 @@ def test_removing_the_approval_block_lapses_the_open_sets_and_shares(
     assert result.counts.created == 2
     assert [s.status for s in store.approvals().sets("north")] == ["lapsed"]
     assert result.approvals == ["set #1: lapsed: the policy no longer asks for approval"]
+
+
+def test_a_statement_after_expiry_or_by_a_stranger_is_refused(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    job = anet.job()
+    job.close()
+    anet.run(store, now=T0)
+    book = store.approvals()
+    (aset,) = book.sets("north")
+    approval = job.policy.policy.approval
+    assert approval is not None
+    made = people.statement(aset.id, aset.set_hash, "alice")
+    common = {
+        "decision": "approve",
+        "signature": made.signature,
+        "approval": approval,
+        "policy_hash": job.policy.content_hash,
+        "approvers": job.approvers,
+    }
+    with pytest.raises(StatementRefused, match="has expired"):
+        take_statement(book, aset, person="alice", now=T0 + dt.timedelta(days=5), **common)
+    with pytest.raises(StatementRefused, match="'zoe' is not declared"):
+        take_statement(book, aset, person="zoe", now=T0, **common)
+    with pytest.raises(StatementRefused, match="signed by another key"):
+        take_statement(book, aset, person="bob", now=T0, **common)
+    take_statement(book, aset, person="alice", now=T0, **common)
+    assert [s.person for s in book.statements(aset.id)] == ["alice"]
