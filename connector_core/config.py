@@ -209,6 +209,47 @@ class LedgerConfig(_Block):
     )
 
 
+_OPENSSH_KEY_RE = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+=*( .*)?$"
+)
+
+
+class ApproverConfig(_Block):
+    """A person who may approve or deny change sets, with the public key that signs."""
+
+    organization: str = Field(description="The organization this person speaks for")
+    email: str = Field(default="", description="Where notifications about change sets go")
+    key: str = Field(
+        description="The person's OpenSSH public key line, e.g. `ssh-ed25519 AAAA... name`; "
+        "they sign with the private half (`ssh-keygen -Y sign`)"
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="Groups this person belongs to (policies may name them)"
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _openssh_key(cls, value: str) -> str:
+        value = value.strip()
+        if not _OPENSSH_KEY_RE.match(value):
+            raise ValueError(
+                "not an OpenSSH public key line; paste the one line of the person's .pub file, "
+                "e.g. `ssh-ed25519 AAAAC3Nza... alice@example.org`"
+            )
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not CONNECTION_NAME_RE.match(name):
+                raise ValueError(
+                    f"{name!r} is not a group name; use lowercase letters, digits, '-' and '_'"
+                )
+        return value
+
+
 NoticeKind = Literal["waiting", "escalated", "decided", "expired"]
 #: What a notice can be about: a set waits for approvers, escalates to the fallback
 #: approvers, is decided, or expires undecided.
@@ -332,6 +373,11 @@ class ConnectorConfig(_Block):
     jobs: dict[str, JobConfig] = Field(default_factory=dict, description="Sync jobs by name")
     state: StateConfig = Field(default_factory=StateConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    approvers: dict[str, ApproverConfig] = Field(
+        default_factory=dict,
+        description="People who may approve change sets, by name (a policy's approval block "
+        "names them or their groups)",
+    )
     notifications: NotificationsConfig | None = Field(
         default=None, description="Email and webhook notices about approvals"
     )
@@ -358,6 +404,13 @@ class Config:
     def connection(self, name: str) -> ConnectionConfig:
         """The connection called `name`; a ConfigError with a suggestion if there is none."""
         return _lookup(self.model.connections, name, "connection", self.path)
+
+    def approver_names(self, name: str) -> list[str]:
+        """The people `name` stands for: the person, or the members of the group; [] if none."""
+        people = self.model.approvers
+        if name in people:
+            return [name]
+        return [person for person, body in people.items() if name in body.groups]
 
     def job(self, name: str) -> JobConfig:
         """The job called `name`; a ConfigError with a suggestion if there is none."""

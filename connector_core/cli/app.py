@@ -59,6 +59,10 @@ def report_error(err: ConnectorError) -> None:
 
 #: The built-in commands, imported when used (`connector --help` imports none of them).
 COMMANDS = {
+    "approvals": Lazy(
+        "connector_core.cli.approvals:approvals",
+        "Review, approve and deny the change sets held for approval.",
+    ),
     "adapters": Lazy(
         "connector_core.cli.commands:adapters",
         "List the adapters the installed plugins provide, with their capabilities.",

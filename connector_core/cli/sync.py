@@ -64,6 +64,8 @@ def summary_line(result: RunResult) -> str:
         parts.append(f"held back {c.held}")
     if c.outstanding:
         parts.append(f"outstanding {c.outstanding}")
+    if c.awaiting:
+        parts.append(f"awaiting approval {c.awaiting}")
     return f"{result.job}: " + ", ".join(parts)
 
 
@@ -76,6 +78,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "problems": result.problems,
         "aborted": result.aborted,
         "held": result.held,
+        "approvals": result.approvals,
         "full": result.full,
         "exit_code": int(result.exit_code),
     }
@@ -306,6 +309,8 @@ def _report(result: RunResult, dry_run: bool, quiet: bool) -> None:
         click.secho(f"  skipped: {problem}", fg="yellow", err=True)
     for failure in result.failures:
         click.secho(f"  failed: {failure}", fg="yellow", err=True)
+    for line in result.approvals:
+        click.echo(f"  approvals: {line}", err=True)
     if result.held:
         click.secho(f"  held back: {result.held}", fg="red", err=True)
         click.echo(
@@ -336,6 +341,10 @@ def plan(ctx: click.Context, job: str, as_json: bool) -> None:
         return
     for change in result.planned:
         click.echo(_change_line(change))
+    for change in result.awaiting:
+        click.echo(_change_line(change).replace(" ", " (awaits approval) ", 1))
+    for line in result.approvals:
+        click.echo(f"approvals: {line}", err=True)
     click.echo(summary_line(result), err=True)
 
 
@@ -475,6 +484,10 @@ def status(app: App, job: str | None, as_json: bool) -> None:
                         }
                         for o in owed
                     ],
+                    "approval_sets": [
+                        {"id": a.id, "status": a.status, "changes": a.summary.get("changes", 0)}
+                        for a in store.approvals().sets(name, ("waiting", "approved"))
+                    ],
                 }
             )
     if as_json:
@@ -501,6 +514,11 @@ def _status_lines(entry: dict[str, Any]) -> None:
     for o in owed:
         why = _STATUS_WORDS[o["status"]] + (f": {o['error']}" if o["error"] else "")
         click.echo(f"  {o['action']} {o['source_id']} ({o['reason']}): {why}")
+    for a in entry["approval_sets"]:
+        click.echo(
+            f"  approval set #{a['id']}: {a['changes']} change(s) {a['status']} "
+            f"(connector approvals show {a['id']})"
+        )
 
 
 @click.command("who-has")

@@ -24,7 +24,12 @@ NAME_RE = r"^[a-z][a-z0-9_-]*$"
 _DURATION_RE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
+#: ``deletes`` stays in the vocabulary only to be refused with a clear message (see
+#: :meth:`ApprovalModel._no_takebacks`): take-backs never wait for anyone.
 ApprovalTrigger = Literal["first_share", "new_fields", "field_changes", "deletes", "all"]
+#: What a planned change can be, for approval (see :mod:`connector_core.sync.approvals`).
+APPROVAL_KINDS = ("first_share", "new_fields", "field_changes")
+DEFAULT_EXPIRY = "14d"
 
 
 class _Block(BaseModel):
@@ -71,13 +76,43 @@ class ApprovalModel(_Block):
     fallback_approvers: list[str] = Field(
         default_factory=list, description="Who decides once escalate_after has passed"
     )
+    expire_after: str = Field(
+        DEFAULT_EXPIRY,
+        description="Duration (e.g. 14d) after which a change set nobody decided expires "
+        "and is denied",
+    )
 
-    @field_validator("escalate_after")
+    @field_validator("escalate_after", "expire_after")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
             parse_duration(value)
         return value
+
+    @field_validator("required_for")
+    @classmethod
+    def _no_takebacks(cls, value: list[str]) -> list[str]:
+        if "deletes" in value:
+            raise ValueError(
+                "`deletes` cannot need approval: take-backs (withdrawn consent, records that "
+                "left the policy's scope) never wait for anyone; remove `deletes` (the job's "
+                "max_delete option holds back unusually many deletes instead)"
+            )
+        return value
+
+    def kinds(self) -> frozenset[str]:
+        """The kinds of change that wait (``all`` spelled out)."""
+        if "all" in self.required_for:
+            return frozenset(APPROVAL_KINDS)
+        return frozenset(self.required_for) & frozenset(APPROVAL_KINDS)
+
+    def escalation(self) -> dt.timedelta | None:
+        """:attr:`escalate_after` as a timedelta."""
+        return None if self.escalate_after is None else parse_duration(self.escalate_after)
+
+    def expiry(self) -> dt.timedelta:
+        """:attr:`expire_after` as a timedelta."""
+        return parse_duration(self.expire_after)
 
     @model_validator(mode="after")
     def _consistent(self) -> ApprovalModel:
@@ -87,6 +122,12 @@ class ApprovalModel(_Block):
             )
         if self.escalate_after and not self.fallback_approvers:
             raise ValueError("escalate_after needs fallback_approvers to escalate to")
+        escalation, expiry = self.escalation(), self.expiry()
+        if escalation is not None and escalation >= expiry:
+            raise ValueError(
+                f"escalate_after ({self.escalate_after}) must be shorter than expire_after "
+                f"({self.expire_after}), or nobody is ever asked"
+            )
         return self
 
 
@@ -175,6 +216,11 @@ class Policy:
     content_hash: str
     narrows: Policy | None = None
     warnings: tuple[Problem, ...] = ()
+
+    def approver(self) -> Policy | None:
+        """The policy whose ``approval:`` block governs this one: its own, else the nearest
+        policy it narrows that has one (a floor's approval binds the policies narrowing it)."""
+        return next((p for p in self.chain() if p.approval is not None), None)
 
     def chain(self) -> list[Policy]:
         """This policy and every policy it narrows, root (floor) last."""

@@ -14,22 +14,26 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector_core.adapters import Adapter, Capability
-from connector_core.config import Config, JobConfig
+from connector_core.config import ApproverConfig, Config, JobConfig
 from connector_core.errors import ConfigError
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy, parse_duration
+from connector_core.sync.approvals import check_approvers
 from connector_core.sync.keys import TargetKeys, canonical_json, legacy_target_key
 from connector_core.sync.model import JobState
 from connector_core.sync.schema_check import check_source
 from connector_core.yaml_errors import validate
+
+if TYPE_CHECKING:
+    from connector_core.notify import Notice
 
 #: A shorter network.key_secret could be found by trying every value.
 MIN_KEY_SECRET = 16
@@ -113,6 +117,10 @@ class LoadedJob:
     target_hash: str = ""
     options: JobOptions = dataclasses.field(default_factory=lambda: JobOptions.model_validate({}))
     key_secret: bytes | None = dataclasses.field(default=None, repr=False)
+    #: connector.yaml's declared approvers (people who may approve held change sets)
+    approvers: Mapping[str, ApproverConfig] = dataclasses.field(default_factory=dict)
+    #: sends an approval notice with connector.yaml's notifications: (returns problems)
+    notify: Callable[[Notice], list[str]] | None = None
 
     def target_keys(
         self, store_secret: Callable[[], bytes], *, legacy: bool = False
@@ -162,9 +170,9 @@ def load_job(
     """
     job = config.job(name)
     options = validate(config.document, JobOptions, prefix=("jobs", name, "options"))
-    policy = compile_policy(
-        load_job_policy(config, job.policy, masks), masks=masks, context=context
-    )
+    loaded = load_job_policy(config, job.policy, masks)
+    check_approvers(config, loaded)
+    policy = compile_policy(loaded, masks=masks, context=context)
     _check_target(name, job, config.adapters[job.target])
     with contextlib.ExitStack() as opened:  # close what was opened if anything fails
         source = opened.enter_context(config.open_adapter(job.source))
@@ -184,7 +192,16 @@ def load_job(
         target_hash=_digest(fingerprint(config, target)),
         options=options,
         key_secret=key_secret(config),
+        approvers=config.model.approvers,
+        notify=functools.partial(_send_notice, config),
     )
+
+
+def _send_notice(config: Config, notice: Notice) -> list[str]:
+    """Send `notice` by connector.yaml's notifications: channels; return the problems."""
+    from connector_core.notify import send  # requests and smtplib: only to tell someone
+
+    return send(notice, config)
 
 
 def key_secret(config: Config) -> bytes | None:
@@ -251,16 +268,23 @@ def _check_target(name: str, job: JobConfig, target: type[Adapter]) -> None:
 
 
 def full_reasons(
-    job: LoadedJob, state: JobState, reconcile: bool | None, now: dt.datetime, owed: int = 0
+    job: LoadedJob,
+    state: JobState,
+    reconcile: bool | None,
+    now: dt.datetime,
+    owed: int = 0,
+    waiting: int = 0,
 ) -> list[str]:
     """Why the next run must read everything; empty when an incremental read will do.
 
     `owed` is how many changes are outstanding from earlier runs: a full read re-decides
-    them, whatever the source says by now.
+    them, whatever the source says by now; so are the `waiting` changes held for approval.
     """
     if state.policy_hash is None:
         return ["first run"]
     reasons = [f"{owed} change(s) outstanding from an earlier run"] if owed else []
+    if waiting:
+        reasons.append(f"{waiting} change(s) held for approval")
     if state.policy_hash != job.policy.content_hash:
         reasons.append("the policy changed")
     if state.config_hash != job.config_hash:

@@ -80,6 +80,8 @@ class AppliedChange:
     consent_basis: dict[str, Any]
     reason: str  # the decision's reason: "shared:<rule>", or why it was taken back
     field_hashes: dict[str, str] | None = None  # per shared field, for field-level plans
+    #: the signed approvals a share was made under (who, when, the statement's hash)
+    approvals: tuple[dict[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class RunCounts:
     problems: int = 0
     held: int = 0  # deletes the mass-delete guard held back
     outstanding: int = 0  # changes still owed to the target when the run ended
+    awaiting: int = 0  # changes held for approval (not written)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""

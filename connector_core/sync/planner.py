@@ -82,6 +82,9 @@ class Step:
     cleanup: bool = False
     withdrawal: bool = False
     verify: bool = False  #: an unchanged share sent again, for the target to compare
+    #: what the change is, for approval (only when the planner classifies): "first_share",
+    #: "new_fields" (a field, or a field's outcome, not shared before), "field_changes"
+    kinds: frozenset[str] = frozenset()
     #: the source record the step was planned from (None for records missing at the
     #: source): its values, with the projection's, are scrubbed from any error about it
     source: Record | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -145,6 +148,8 @@ class Planner:
         self.purposes = tuple(
             dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
         )
+        #: classify shares for the approval stage (only when the policy asks for approval)
+        self.classify = policy.policy.approver() is not None
 
     def plan_page(
         self,
@@ -211,7 +216,11 @@ class Planner:
         )
         diff = self._diff(projection, hashes, known) if self.with_diff else {}
         planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
-        return Step(planned, Change.upsert(key, projection), applied, verify=same, source=record)
+        kinds = _kinds(known, fields, hashes) if self.classify and not same else _NO_KINDS
+        return Step(
+            planned, Change.upsert(key, projection), applied,
+            verify=same, source=record, kinds=kinds,
+        )  # fmt: skip
 
     def _withheld(
         self, record: Record, source_id: str, reason: str, known: Mapped | None
@@ -293,6 +302,27 @@ class Planner:
         if not isinstance(consent, dict):
             return {}
         return {p: consent[p] for p in purposes if p in consent}
+
+
+_NO_KINDS: frozenset[str] = frozenset()
+_FIRST_SHARE = frozenset({"first_share"})
+
+
+def _kinds(
+    known: Mapped | None, fields: Mapping[str, str], hashes: Mapping[str, str]
+) -> frozenset[str]:
+    """What a share is, for approval: the first share of the person with this recipient, a
+    field (or a field's outcome: ``show`` where it was masked) not shared before, a change of
+    a field shared before. A field only taken away is none of them (take-backs never wait)."""
+    if known is None or not known.recorded:
+        return _FIRST_SHARE
+    before, old = known.fields, known.field_hashes
+    kinds = set()
+    if any(before.get(name) != label for name, label in fields.items()):
+        kinds.add("new_fields")
+    if old is None or any(name in before and old.get(name) != hashes.get(name) for name in fields):
+        kinds.add("field_changes")
+    return frozenset(kinds)
 
 
 _FLAT = frozenset({int, float, bool, type(None)})

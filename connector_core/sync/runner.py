@@ -60,6 +60,7 @@ from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
+from connector_core.sync.approvals import ApprovalStage, lapse_open_sets
 from connector_core.sync.batches import Batches
 from connector_core.sync.deferred import Spool
 from connector_core.sync.job import LoadedJob, full_reasons
@@ -114,6 +115,10 @@ class RunResult:
     dry_run: bool = False
     error: ConnectorError | None = None
     held: str | None = None  # why deletes were held back, and how to accept them
+    #: what the approval stage did: sets waiting, escalated, decided, expired, released
+    approvals: list[str] = dataclasses.field(default_factory=list)
+    #: a dry run's changes that would wait for approval (with their masked projections)
+    awaiting: list[PlannedChange] = dataclasses.field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -262,6 +267,8 @@ class _Run:
             cleanup=legacy and not dry_run,
         )
         self.batches = Batches(self.write, batch_size)
+        self.stage = _approval_stage(job, store, self.now, dry_run)  # None: nothing waits
+        self.waiting: frozenset[str] = frozenset()  # source ids held for approval
         self.session: WriteSession | None = None  # opened by the first batch with changes
         self.unrecorded: Spool[_Outcome] = Spool()  # a deferred session's uncommitted batches
         self.accept_deletes = accept_deletes
@@ -321,7 +328,12 @@ class _Run:
         passed = sum(o.status != "sent" for o in self.owed.values())
         if not self.dry_run and self.store.adopt_intents(self.job.name):
             self.owed = self.store.outstanding(self.job.name)
-        reasons = full_reasons(self.job, state, reconcile, self.now, passed)
+        if self.stage is not None:  # held changes are decided again, like outstanding ones
+            self.waiting = self.stage.begin()
+        elif not self.dry_run:  # no approval asked (any more): no set waits
+            self.result.approvals = lapse_open_sets(self.store.approvals(), self.job.name, self.now)
+        waiting = len(self.waiting - self.owed.keys())
+        reasons = full_reasons(self.job, state, reconcile, self.now, passed, waiting)
         reasons, selective = self._known_rows(state, reasons, reconcile)
         self.result.full, self.result.full_reasons = bool(reasons), reasons
         # A full run to a target that compares before writing sends the unchanged shares too,
@@ -346,6 +358,11 @@ class _Run:
     def finish(self) -> RunResult:
         """Record the run (and, unless it was stopped, the job's state); return its result."""
         self._close_writes()  # a session still open here was not committed: the run stopped
+        if self.stage is not None:
+            if self.result.aborted is None:
+                self.stage.settle()
+            self.result.approvals, self.result.awaiting = self.stage.messages, self.stage.awaiting
+            self.counts.awaiting = len(self.stage.held) - self.stage.released
         if self.run_id is not None:
             self.counts.outstanding = len(self.store.outstanding(self.job.name))
             if self.result.aborted is None:
@@ -386,6 +403,8 @@ class _Run:
         if seen is not None and self.pages and not self.unidentified:
             self._missing(seen, MISSING_FROM_FILTERED_READ if self.filtered else MISSING_AT_SOURCE)
         self._untouched()
+        if self.stage is not None:
+            self._take(self.stage.end())  # the approved sets' changes
         self._guard(empty=self.counts.read == 0 and not self.skipped)
         if not self.dry_run:
             self.batches.unblock()
@@ -443,8 +462,9 @@ class _Run:
         plan = self.planner.plan_page(records, mapped, decide)
         self._count(plan)
         self._keep_fingerprints(page, plan)
-        self._take(plan.steps)
-        self._settle_held(owed, plan.steps)
+        steps = plan.steps if self.stage is None else self._approve(self.stage, plan.steps)
+        self._take(steps)
+        self._settle_held(owed, steps)
         if self.progress is not None:
             self.progress(len(page.records))
 
@@ -474,7 +494,7 @@ class _Run:
             return reasons, False
         # loaded only if the source asks: an unchanged file needs none of them
         stored = _Loaded(functools.partial(self.store.fingerprints, self.job.name, state.cursor))
-        self.known = KnownRows(stored, frozenset(self.owed))
+        self.known = KnownRows(stored, frozenset(self.owed) | self.waiting)
         return [], bool(reasons)
 
     def _keep_fingerprints(self, page: Page, plan: PagePlan) -> None:
@@ -552,6 +572,15 @@ class _Run:
                 [],
                 resolved=done,
             )
+
+    def _approve(self, stage: ApprovalStage, steps: Sequence[Step]) -> list[Step]:
+        """The steps the approval stage lets through; while it holds any, no cursor is stored
+        before the end of the run has kept them in a change set (a killed run forgets none)."""
+        before = len(stage.held)
+        passing = stage.take(steps)
+        if len(stage.held) > before:
+            self.batches.block()
+        return passing
 
     def _take(self, steps: Sequence[Step]) -> None:
         ready = []
@@ -840,6 +869,29 @@ class _Run:
 
 #: The page-consumer face of a run (see :func:`new_run`).
 JobRun = _Run
+
+
+def _approval_stage(
+    job: LoadedJob, store: StateStore, now: dt.datetime, dry_run: bool
+) -> ApprovalStage | None:
+    """The approval stage of a run whose policy has an ``approval:`` block."""
+    governing = job.policy.policy.approver()
+    if governing is None or governing.approval is None:
+        return None
+    approval = governing.approval
+    return ApprovalStage(
+        job.name,
+        job.policy.name,
+        job.policy.content_hash,
+        approval,
+        job.approvers,
+        store.approvals(),
+        functools.partial(store.mapped, job.name),
+        now=now,
+        dry_run=dry_run,
+        recipient=job.config.target,
+        notify=job.notify,
+    )
 
 
 def _identified(page: Page) -> list[Record]:

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from connector_core.scrub import scrub
 from connector_core.sync import fences, locks
 from connector_core.sync import ledger as ledger_rows
+from connector_core.sync.approval_book import ApprovalBook
 from connector_core.sync.database import (
     StateStoreError,
     advisory_key,
@@ -489,6 +490,12 @@ class StateStore:
                 )
             )
 
+    # -- approvals ---------------------------------------------------------------------
+
+    def approvals(self) -> ApprovalBook:
+        """The held change sets and the signed statements about them."""
+        return ApprovalBook(self._transaction)
+
     # -- runs --------------------------------------------------------------------------
 
     def start_run(self, job: str, *, dry_run: bool = False) -> int:
@@ -728,7 +735,7 @@ def _ledger_row(
         "policy": policy,
         "policy_hash": policy_hash,
         "consent_basis": change.consent_basis,
-        "approvals": [],
+        "approvals": list(change.approvals),
         "reason": change.reason,
     }
 

@@ -224,21 +224,54 @@ ledger_head = sa.Table(
     sa.Column("key_check", Hash, nullable=True),
 )
 
-approvals = sa.Table(
-    "approvals",
+# Change sets waiting for people (connector_core.sync.approvals), schema 0010: one row per
+# set, bound to its job, its policy's content hash and `set_hash` (the hash of its members'
+# masked projections); `summary` holds counts, field labels and kinds (never a value).
+approval_sets = sa.Table(
+    "approval_sets",
     metadata,
     sa.Column("id", Serial, primary_key=True, autoincrement=True),
     sa.Column("job", sa.String(), nullable=False),
-    sa.Column("record_key", Key, nullable=False),
-    sa.Column("source_id", Key, nullable=False),
-    sa.Column("change", sa.JSON(), nullable=False),
+    sa.Column("policy", sa.String(), nullable=False),
+    sa.Column("policy_hash", Hash, nullable=False),
+    sa.Column("set_hash", Hash, nullable=False),
     sa.Column("status", sa.String(), nullable=False),
-    sa.Column("requested_at", UtcDateTime(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("escalated_at", UtcDateTime()),
     sa.Column("decided_at", UtcDateTime()),
-    sa.Column("decided_by", sa.String()),
-    sa.Column("quorum", sa.Integer(), nullable=False),
-    sa.Column("approvals", sa.JSON(), nullable=False),
+    sa.Column("summary", sa.JSON(), nullable=False),
+    sa.Column("note", sa.Text()),
     sa.Index(None, "job", "status"),
+)
+
+# The held changes of each set: a source id, what would be sent (its projection's hash and
+# field labels), never the values.
+approval_members = sa.Table(
+    "approval_members",
+    metadata,
+    sa.Column("set_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("source_id", Key, primary_key=True),
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("target_key", Key, nullable=False),
+    sa.Column("digest", Hash, nullable=False),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("kinds", sa.JSON(), nullable=False),
+)
+
+# Signed statements (SSHSIG) approving or denying a set: `digest` is the SHA-256 of the
+# armored signature, the statement's hash the ledger rows of its shares carry.
+approval_statements = sa.Table(
+    "approval_statements",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("set_id", sa.BigInteger(), nullable=False),
+    sa.Column("person", sa.String(), nullable=False),
+    sa.Column("decision", sa.String(), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("signature", sa.Text(), nullable=False),
+    sa.Column("digest", Hash, nullable=False),
+    sa.Column("fingerprint", sa.String(), nullable=False),
+    sa.UniqueConstraint("set_id", "person"),
 )
 
 GENESIS_HASH = "0" * 64

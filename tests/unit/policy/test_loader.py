@@ -612,6 +612,24 @@ CASES: list[tuple[str, str, list[str]]] = [
         ["6:3: approval: quorum 2 is more than the 1 approver(s) listed"],
     ),
     (
+        "approval-of-deletes",
+        """\
+        policy: p
+        require_consent: [contact_me]
+        rules:
+          - allow: x
+        approval:
+          required_for: [first_share, deletes]
+          approvers: [alice]
+        """,
+        [
+            "6:17: approval.required_for: `deletes` cannot need approval: take-backs "
+            "(withdrawn consent, records that left the policy's scope) never wait for anyone; "
+            "remove `deletes` (the job's max_delete option holds back unusually many deletes "
+            "instead)"
+        ],
+    ),
+    (
         "approval-bad-duration",
         """\
         policy: p
