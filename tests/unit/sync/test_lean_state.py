@@ -40,7 +40,7 @@ OLD_MAP: list[dict[str, Any]] = [
     {
         "job": "members",
         "source_id": "2",
-        "target_key": "legacy-key-2",
+        "target_key": "legacy-key-00002",  # 16 bytes of text: not a packed UUID
         "projection_hash": UNKNOWN_HASH,  # forgotten: the next run rewrites it
         "fields": FIELDS,
         "consent_basis": ODD_CONSENT,
@@ -50,7 +50,7 @@ OLD_MAP: list[dict[str, Any]] = [
     {
         "job": "partner",
         "source_id": "1",
-        "target_key": "key-p1",
+        "target_key": "clé-p1",
         "projection_hash": "b" * 64,
         "fields": {"email": "show"},
         "consent_basis": {},
@@ -67,10 +67,10 @@ def _ledger_rows() -> list[dict[str, Any]]:
     for n, (job, sid, key, action, fields, basis, reason) in enumerate(
         [
             ("members", "1", OLD_MAP[0]["target_key"], "create", FIELDS, CONSENT, "shared:all"),
-            ("members", "2", "legacy-key-2", "create", FIELDS, ODD_CONSENT, "shared:all"),
+            ("members", "2", "legacy-key-00002", "create", FIELDS, ODD_CONSENT, "shared:all"),
             ("members", "3", "key-3", "create", FIELDS, CONSENT, "shared:all"),
             ("members", "3", "key-3", "delete", {}, {}, "consent withdrawn: contact_me"),
-            ("partner", "1", "key-p1", "create", {"email": "show"}, {}, "shared:partner"),
+            ("partner", "1", "clé-p1", "create", {"email": "show"}, {}, "shared:partner"),
         ],
         start=1,
     ):
@@ -168,6 +168,41 @@ def test_a_0005_store_keeps_every_row_and_its_ledger_verifies(state_url: str) ->
             )
         }
         assert store.ledger_anchor() == (5, rows[-1]["row_hash"])
+
+
+def test_a_0007_store_becomes_compact_keeps_every_row_and_verifies(
+    state_url: str, make_change: Any
+) -> None:
+    """Schema 0008: job ids, binary keys, no stored previous hash, no unused index."""
+    rows = _store_at_0005(state_url)
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0007_row_fingerprints")
+        assert conn.scalar(sa.text("SELECT count(*) FROM id_map WHERE job = 'members'")) == 2
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        assert store.verify_ledger(expect=[(5, rows[-1]["row_hash"])]).ok
+        assert [e.prev_hash for e in store.ledger_entries()] == [r["prev_hash"] for r in rows]
+        assert {m.target_key for m in store.mapped("members", ["1", "2"]).values()} == {
+            OLD_MAP[0]["target_key"],
+            "legacy-key-00002",
+        }
+        assert [m.target_key for m in store.who_has("1", job="partner")] == ["clé-p1"]
+        store.record_batch("members", "nc", "members.yaml", "p" * 64, [make_change("5")])
+        store.record_batch("partner", "nc", "partner.yaml", "q" * 64, [make_change("5")])
+        entries = list(store.ledger_entries())
+        assert [e.version for e in entries] == [2] * 5 + [3, 3]
+        assert entries[5].prev_hash == rows[-1]["row_hash"]
+        assert [m.job for m in store.who_has("5")] == ["members", "partner"]
+        assert store.verify_ledger(expect=[(5, rows[-1]["row_hash"])]).ok
+    inspector = sa.inspect(engine)
+    assert "prev_hash" not in {c["name"] for c in inspector.get_columns("ledger")}
+    assert "created_at" not in {c["name"] for c in inspector.get_columns("id_map")}
+    assert [i["name"] for i in inspector.get_indexes("ledger")] == ["ix_ledger_entry"]
+    assert inspector.get_indexes("id_map") == []
+    assert inspector.get_unique_constraints("id_map") == []
+    engine.dispose()
 
 
 def test_a_migrated_ledger_keeps_chaining(state_url: str, make_change: Any) -> None:
