@@ -36,6 +36,7 @@ from sqlalchemy import Connection
 from connector_core.cells import neutralize
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.files import append_file
+from connector_core.sync import bulk
 from connector_core.sync.model import LedgerEntry
 from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
 from connector_core.sync.terms import (
@@ -277,7 +278,7 @@ def append(
                 "version": CURRENT,
             }
         )
-    conn.execute(sa.insert(ledger), stored)
+    bulk.insert_many(conn, ledger, stored)
     _move_head(conn, seq, prev, key)
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector_core.scrub import scrub
-from connector_core.sync import fences, locks
+from connector_core.sync import bulk, fences, locks
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.database import (
     StateStoreError,
@@ -327,10 +327,8 @@ class StateStore:
                         id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
                     )
                 )
-            if kept:
-                conn.execute(
-                    self._upsert_mapped(), self._id_rows(conn, job_id, policy_hash, kept, now)
-                )
+            rows = self._id_rows(conn, job_id, policy_hash, kept, now) if kept else []
+            bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
                 self._put_fingerprints(conn, job, cursor, fingerprints)
@@ -376,14 +374,6 @@ class StateStore:
             _id_row(job, c, shape, consent, blob, now)
             for c, shape, consent, (_, blob) in zip(changes, shapes, consents, packed, strict=True)
         ]
-
-    def _upsert_mapped(self) -> Any:
-        stmt = self._insert(id_map)
-        updated = [c.name for c in id_map.c if c.name not in ("job", "source_id")]
-        return stmt.on_conflict_do_update(
-            index_elements=["job", "source_id"],
-            set_={name: stmt.excluded[name] for name in updated},
-        )
 
     # -- row fingerprints (Capability.ROW_FINGERPRINTS) ----------------------------------
 
