@@ -16,7 +16,7 @@ from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import UNKNOWN_HASH, LedgerEntry, Mapped, Outstanding
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH, from_micros, to_micros
-from connector_core.sync.terms import pack_field_hashes, unpack_field_hashes
+from connector_core.sync.terms import pack_field_hashes, pack_key, unpack_field_hashes, unpack_key
 from connector_core.testing import TEST_LEDGER_KEY
 
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
@@ -280,3 +280,23 @@ def test_compact_times_round_trip_to_the_microsecond(value: dt.datetime) -> None
     back = from_micros(to_micros(value))
     # the same instant, in UTC (as the stored time is: equal even for a local time in a gap)
     assert (back, back.tzinfo) == (value.astimezone(dt.UTC), dt.UTC)
+
+
+KEYS = (
+    st.uuids().map(str)
+    | st.text(st.characters(codec="utf-8"), max_size=40)
+    | st.text("0123456789abcdef-", min_size=16, max_size=17)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(KEYS, KEYS)
+def test_target_keys_round_trip_and_never_share_a_packed_form(one: str, other: str) -> None:
+    """Schema 0008 packs a UUID key in 16 bytes and any other key as marked text."""
+    assert unpack_key(pack_key(one)) == one
+    assert (pack_key(one) == pack_key(other)) == (one == other)
+
+
+@given(st.uuids())
+def test_a_uuid_key_takes_16_bytes(key: Any) -> None:
+    assert len(pack_key(str(key))) == 16
