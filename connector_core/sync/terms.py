@@ -50,9 +50,9 @@ def pack_hash(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def unpack_hash(raw: bytes) -> str:
-    """The hex form of a stored digest."""
-    return bytes(raw).hex()
+def unpack_hash(raw: bytes | str) -> str:
+    """The hex form of a stored digest (text written into the column is given back as is)."""
+    return raw if isinstance(raw, str) else bytes(raw).hex()
 
 
 def pack_key(key: str) -> bytes:
@@ -64,8 +64,11 @@ def pack_key(key: str) -> bytes:
     return raw + _TEXT_MARK if len(raw) == 16 else raw
 
 
-def unpack_key(raw: bytes) -> str:
-    """The target key :func:`pack_key` packed."""
+def unpack_key(raw: bytes | str) -> str:
+    """The target key :func:`pack_key` packed (text that someone wrote into the column is
+    given back as it is: SQLite keeps what it is given, and verification reports it)."""
+    if isinstance(raw, str):
+        return raw
     raw = bytes(raw)
     if len(raw) == 16:
         h = raw.hex()
