@@ -41,6 +41,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _TEXT_MARK = b"\xff"  # never in UTF-8: tells a 16-byte text key from a packed UUID
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 _CHUNK = 500
+_SEEN_MAX = 65_536  # the most values a store finds again by repr (a memo, not the cache)
 
 
 def pack_hash(text: str) -> bytes:
@@ -127,6 +128,8 @@ class Terms:
         """The transaction committed: keep what it read and wrote."""
         self._ids.update(self._new_ids)
         self._values.update(self._new_values)
+        if len(self._seen) > _SEEN_MAX:  # values seldom repeated (per-record consent times)
+            self._seen.clear()
         self._seen.update(self._new_seen)
         self.discard()
 
