@@ -130,8 +130,9 @@ terms = sa.Table(
 # One row per record a job holds in its target (schema 0008: per record, only what differs
 # from record to record). `job` is the id of the job's name as a "job" term; `target_key` is
 # packed by terms.pack_key (a UUID in 16 bytes). `projection_hash` is NULL while what the
-# target holds is unknown (model.UNKNOWN_HASH); `field_hashes` packs the 8-byte field hashes
-# in the order of the names its `shape` term lists. No secondary index: every query names the
+# target holds is unknown (model.UNKNOWN_HASH), else 16 bytes (keys.PROJECTION_HASH_DIGITS);
+# `field_hashes` packs the 4-byte field hashes in the order of the names its `shape` term
+# lists. No secondary index: every query names the
 # job (who-has asks each job's primary key), and no query looks a record up by its target key
 # (target keys are HMACs, unique without an index to say so).
 id_map = sa.Table(

@@ -36,16 +36,17 @@ canonical_json = functools.partial(
 )
 """JSON with sorted keys and no whitespace: what the ledger hashes, and how terms are stored."""
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX64 = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TEXT_MARK = b"\xff"  # never in UTF-8: tells a 16-byte text key from a packed UUID
-_HEX16 = re.compile(r"[0-9a-f]{16}")
+_FIELD_HASH = re.compile(r"[0-9a-f]{8}|[0-9a-f]{16}")
 _CHUNK = 500
 _SEEN_MAX = 65_536  # the most values a store finds again by repr (a memo, not the cache)
 
 
 def pack_hash(text: str) -> bytes:
-    """A SHA-256 hex digest as its 32 bytes; ValueError for anything else."""
+    """A SHA-256 hex digest (whole, or its 128-bit prefix) as bytes; ValueError for anything
+    else."""
     if not _HEX64.fullmatch(text):
         raise ValueError(f"not a SHA-256 hex digest: {text[:70]!r}")
     return bytes.fromhex(text)
@@ -80,14 +81,16 @@ def unpack_key(raw: bytes | str) -> str:
 
 
 def pack_field_hashes(hashes: Mapping[str, str] | None) -> tuple[dict[str, Any], bytes | None]:
-    """The shape part (names, or the whole dict if a hash is not 16 hex digits) and the blob
-    of 8-byte hashes in name order, for an id map row's field hashes."""
+    """The shape part (names, or the whole dict unless every hash is 8 or every hash is 16
+    hex digits) and the blob of the hashes' bytes in name order, for an id map row's field
+    hashes."""
     if hashes is None:
         return {"hashed": None}, None
     names = sorted(hashes)
-    if all(_HEX16.fullmatch(hashes[n]) for n in names):
+    widths = {len(hashes[n]) for n in names}
+    if len(widths) <= 1 and all(_FIELD_HASH.fullmatch(hashes[n]) for n in names):
         return {"hashed": names}, b"".join(bytes.fromhex(hashes[n]) for n in names)
-    return {"hashes": dict(hashes)}, b""  # not 8-byte hashes: kept whole in the shape
+    return {"hashes": dict(hashes)}, b""  # not packable hashes: kept whole in the shape
 
 
 def unpack_field_hashes(shape: Mapping[str, Any], blob: bytes | None) -> dict[str, str] | None:
@@ -100,7 +103,8 @@ def unpack_field_hashes(shape: Mapping[str, Any], blob: bytes | None) -> dict[st
     if names is None:
         return None
     raw = bytes(blob)
-    return {name: raw[8 * i : 8 * i + 8].hex() for i, name in enumerate(names)}
+    width = len(raw) // len(names) if names else 0
+    return {name: raw[width * i : width * i + width].hex() for i, name in enumerate(names)}
 
 
 def _key(kind: str, text: str) -> bytes:

@@ -5,12 +5,14 @@ Revises: 0007_row_fingerprints
 Create Date: 2026-12-03
 
 The id map's job becomes the id of a "job" term (its name, stored once), its target keys
-bytes (a UUID in 16), its unread ``created_at`` goes, and so do its two secondary indexes:
-every query names the job (who-has asks each job's primary key) and none looks a record up
-by its target key. The ledger's record keys become bytes, its ``prev_hash`` column goes (it
-repeated the row before's ``row_hash``, which the chain is checked against instead) and so
-does its index on source ids, which no query used. Every row is kept, and every ledger row
-still hashes to what it hashed to.
+bytes (a UUID in 16), its projection hashes their first 16 bytes and its field hashes their
+first 4 (what the planner now computes: they only detect change), its unread
+``created_at`` goes, and so do its two secondary indexes: every query names the job
+(who-has asks each job's primary key) and none looks a record up by its target key. The
+ledger's record keys become bytes, its ``prev_hash`` column goes (it repeated the row
+before's ``row_hash``, which the chain is checked against instead) and so does its index on
+source ids, which no query used. Every row is kept, and every ledger row still hashes to
+what it hashed to.
 
 Frozen on purpose: it spells out its types and encodings instead of importing
 connector_core.sync (the encodings match connector_core.sync.terms as of this revision).
@@ -46,6 +48,20 @@ def _pack_key(key: str) -> bytes:
         return bytes.fromhex(key.replace("-", ""))
     raw = key.encode("utf-8", "surrogatepass")
     return raw + b"\xff" if len(raw) == 16 else raw
+
+
+def _prefix(digest: bytes | None, size: int) -> bytes | None:
+    """The first `size` bytes of a stored projection hash (the planner now keeps 128 bits)."""
+    return None if digest is None else bytes(digest)[:size]
+
+
+def _field_prefixes(blob: bytes | None) -> bytes | None:
+    """The packed 8-byte field hashes of a row cut to their first 4 bytes each (the planner
+    now keeps 32 bits); an empty blob (hashes kept whole in the shape term) stays as it is."""
+    if not blob:
+        return blob
+    raw = bytes(blob)
+    return b"".join(raw[i : i + 4] for i in range(0, len(raw), 8))
 
 
 def _pages(conn: sa.Connection, table: str, order: str) -> Iterator[list[Any]]:
@@ -105,10 +121,10 @@ def upgrade() -> None:
                 "job": jobs[row.job],
                 "source_id": row.source_id,
                 "target_key": _pack_key(row.target_key),
-                "projection_hash": row.projection_hash,
+                "projection_hash": _prefix(row.projection_hash, 16),
                 "shape": row.shape,
                 "consent": row.consent,
-                "field_hashes": row.field_hashes,
+                "field_hashes": _field_prefixes(row.field_hashes),
                 "updated_at": row.updated_at,
             }
             for row in rows
