@@ -81,13 +81,21 @@ def _uuid_shaped(h: str, version: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{version}{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
+#: Hex digits kept of a field hash (32 bits: they only tell `plan` which fields an update
+#: changes; what is written is decided by the projection hash) and of a projection hash (128
+#: bits: a change goes unseen only if two projections of one record collide). Schema 0008
+#: cut stored hashes to these prefixes, so stores keep matching.
+FIELD_HASH_DIGITS = 8
+PROJECTION_HASH_DIGITS = 32
+
+
 def field_hashes(projection: Record, salt: str = "") -> dict[str, str]:
     """A short salted hash per shared field, so a plan can say which fields an update
     changes without the state ever holding a recipient's values."""
     return {
         field: hashlib.sha256(
             f"{salt}\n{field}\n{canonical_json(value)}".encode("utf-8", "surrogatepass")
-        ).hexdigest()[:16]
+        ).hexdigest()[:FIELD_HASH_DIGITS]
         for field, value in projection.items()
         if value is not None
     }
@@ -115,7 +123,8 @@ def projection_hashes(
             hashed = f"{salt}\n{name}\n{text}"
             found = memo.get(hashed)
             if found is None:
-                found = sha256(hashed.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+                digest = sha256(hashed.encode("utf-8", "surrogatepass")).hexdigest()
+                found = digest[:FIELD_HASH_DIGITS]
                 if len(memo) >= MEMO_SIZE:
                     memo.clear()
                 memo[hashed] = found
@@ -125,7 +134,7 @@ def projection_hashes(
         return projection_hash(projection, salt), field_hashes(projection, salt)
     whole = "{" + ",".join(pairs) + "}"
     data = (f"{salt}\n{whole}" if salt else whole).encode("utf-8", "surrogatepass")
-    return sha256(data).hexdigest(), hashes
+    return sha256(data).hexdigest()[:PROJECTION_HASH_DIGITS], hashes
 
 
 #: The most field hashes a memo of :func:`projection_hashes` keeps.
@@ -133,11 +142,13 @@ MEMO_SIZE = 65_536
 
 
 def projection_hash(projection: Any, salt: str = "") -> str:
-    """SHA-256 (hex) of the canonical JSON of a projection, prefixed by `salt`.
+    """SHA-256 (the first 128 bits, as hex) of the canonical JSON of a projection, prefixed
+    by `salt`.
 
     The runner salts with the target's fingerprint, so that a change in how the target
     stores records (its mapping or settings) makes every record look changed and be written
     again.
     """
     text = f"{salt}\n{canonical_json(projection)}" if salt else canonical_json(projection)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:PROJECTION_HASH_DIGITS]

@@ -1,13 +1,14 @@
 """The keyed, hash-chained ledger: append a batch, read it back, verify the chain, export it.
 
 Each row's ``row_hash`` is an HMAC-SHA256, under the network's ledger key, of a frozen canonical
-payload (:data:`PAYLOADS`) of its other columns, ``seq`` and ``prev_hash`` included, so a row
-cannot be edited, moved, removed or slipped in without breaking either its own hash or the link
-from the row after it, and nobody without the key can compute a replacement chain. The key never
-enters the database: the ``ledger_head`` row keeps only a check value of it, so a store opened
-with another key says so. ``ledger_head`` names the last row; a written-down anchor (seq and
-hash, see :func:`export_anchor`) catches what no database-internal check can: rows cut from the
-end with the head moved back, or a ledger wiped and restarted.
+payload (:data:`PAYLOADS`) of its other columns, ``seq`` and the previous row's hash included,
+so a row cannot be edited, moved, removed or slipped in without breaking either its own hash or
+that of the row after it, and nobody without the key can compute a replacement chain. A row's
+previous hash is not stored with it (schema 0008): it is the ``row_hash`` of the row before.
+The key never enters the database: the ``ledger_head`` row keeps only a check value of it, so
+a store opened with another key says so. ``ledger_head`` names the last row; a written-down
+anchor (seq and hash, see :func:`export_anchor`) catches what no database-internal check can:
+rows cut from the end with the head moved back, or a ledger wiped and restarted.
 
 Rows written before the key (format 1, unkeyed SHA-256) verify as they are and are re-chained
 with the key by :func:`migrate`, an explicit admin step: automatic re-chaining would bless an
@@ -23,6 +24,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,13 +36,23 @@ from sqlalchemy import Connection
 from connector_core.cells import neutralize
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.files import append_file
+from connector_core.sync import bulk
 from connector_core.sync.model import LedgerEntry
 from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
-from connector_core.sync.terms import Terms, ids_of_kind, pack_hash, unpack_hash
+from connector_core.sync.terms import (
+    Terms,
+    ids_of_kind,
+    pack_hash,
+    pack_key,
+    unpack_hash,
+    unpack_key,
+)
 from connector_core.sync.terms import canonical_json as canonical_json  # what is hashed
 
+_string = json.encoder.encode_basestring  # a JSON string, as canonical_json writes one
+
 COLUMNS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
-CURRENT: Final = 2
+CURRENT: Final = 3
 """The format new rows are written in."""
 _V1: Final = (
     "seq",
@@ -58,9 +70,15 @@ _V1: Final = (
     "reason",
     "prev_hash",
 )
+# The columns a ledger row keeps in its "entry" term (see connector_core.sync.terms); the
+# payload is rebuilt from them, byte for byte as when they were columns of their own.
+ENTRY: Final = ("job", "target", "action", "fields", "policy", "policy_hash", "approvals", "reason")
 PAYLOADS: Final[Mapping[int, tuple[str, ...]]] = {
     1: _V1,  # unkeyed SHA-256, the rows written before the ledger key
     2: ("version", *_V1),  # HMAC-SHA256 under the ledger key
+    # HMAC-SHA256 of the JSON array of these, "entry" being the object of the ENTRY columns:
+    # the entry and consent parts are the texts of their terms, serialised once per batch.
+    3: ("version", "seq", "at", "record_key", "source_id", "entry", "consent_basis", "prev_hash"),
 }
 """The columns hashed by each format, frozen: a new column needs a new format, never an edit."""
 KEY_MIN_BYTES: Final = 16
@@ -68,9 +86,7 @@ _KEY_CHECK_LABEL = b"commons-connector ledger key check"
 _JSON_COLUMNS = ("fields", "consent_basis", "approvals")
 _REORDER_WINDOW = 16  # how far from its place a moved row is looked for
 _RECENT = 4096  # how many recent row hashes are kept to spot a row that moved forward
-# The columns a ledger row keeps in its "entry" term (see connector_core.sync.terms); the
-# payload is rebuilt from them, byte for byte as when they were columns of their own.
-ENTRY: Final = ("job", "target", "action", "fields", "policy", "policy_hash", "approvals", "reason")
+_DIAGNOSED = 64  # how many mismatching rows are searched for where they came from
 _HELD = frozenset({"create", "update"})  # actions after which the target holds the record
 _PAGE = 1000
 
@@ -129,13 +145,33 @@ def key_check(key: bytes) -> str:
 
 def payload(row: Mapping[str, Any], version: int) -> bytes:
     """The canonical bytes format `version` hashes: exactly the columns PAYLOADS names."""
+    if version == 3:
+        entry = canonical_json({name: row[name] for name in ENTRY})
+        at = timestamp(row["at"])
+        consent = canonical_json(row["consent_basis"])
+        return payload_v3(
+            row["seq"], at, row["record_key"], row["source_id"], entry, consent, row["prev_hash"]
+        )
     data = {name: row[name] for name in PAYLOADS[version]}
     data["at"] = timestamp(row["at"])
     return canonical_json(data).encode("utf-8")
 
 
+def payload_v3(
+    seq: int, at: str, record_key: str, source_id: str, entry: str, consent: str, prev: str
+) -> bytes:
+    """Format 3's payload from its parts (`entry` and `consent` as canonical JSON): the
+    canonical JSON of ``[3, seq, at, record_key, source_id, entry, consent, prev]``."""
+    text = (
+        f"[3,{seq},{_string(at)},{_string(record_key)},{_string(source_id)},"
+        f"{entry},{consent},{_string(prev)}]"
+    )
+    return text.encode("utf-8", "surrogatepass")
+
+
 def row_hash(row: Mapping[str, Any], key: bytes | None) -> str:
-    """The hash (hex) of `row` in its own format (``row["version"]``): format 2 needs `key`."""
+    """The hash (hex) of `row` in its own format (``row["version"]``): formats 2 and 3 need
+    `key`."""
     version = row["version"]
     if version == 1:
         return hashlib.sha256(payload(row, 1)).hexdigest()
@@ -209,30 +245,58 @@ def append(
         return
     key = check_key(key)
     head = check_writable(conn, key)
+    cache = cache or Terms()
+    entries = cache.intern_texts(conn, "entry", [{n: row[n] for n in ENTRY} for row in rows])
+    consents = cache.intern_texts(conn, "consent", [row["consent_basis"] for row in rows])
     seq, prev = int(head.seq), str(head.row_hash)
-    for row in rows:
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    times: dict[dt.datetime, str] = {}
+    stored = []
+    for row, (entry, entry_text), (consent, consent_text) in zip(
+        rows, entries, consents, strict=True
+    ):
         seq += 1
-        row["seq"], row["prev_hash"], row["version"] = seq, prev, CURRENT
-        row["row_hash"] = prev = row_hash(row, key)
-    conn.execute(sa.insert(ledger), stored(conn, rows, cache or Terms()))
+        at = row["at"]
+        when = times.get(at) or times.setdefault(at, timestamp(at))
+        mac = keyed.copy()
+        mac.update(
+            payload_v3(
+                seq, when, row["record_key"], row["source_id"], entry_text, consent_text, prev
+            )
+        )
+        digest = mac.digest()
+        prev = digest.hex()
+        stored.append(
+            {
+                "seq": seq,
+                "at": at,
+                "record_key": pack_key(row["record_key"]),
+                "source_id": row["source_id"],
+                "entry": entry,
+                "consent": consent,
+                "row_hash": digest,
+                "version": CURRENT,
+            }
+        )
+    bulk.insert_many(conn, ledger, stored)
     _move_head(conn, seq, prev, key)
 
 
 def stored(
     conn: Connection, rows: Sequence[Mapping[str, Any]], cache: Terms
 ) -> list[dict[str, Any]]:
-    """The ledger table's rows for ledger rows as hashed (their terms added as needed)."""
+    """The ledger table's rows for ledger rows as hashed (their terms added as needed; the
+    previous hash is not stored: it is the row before's)."""
     entries = cache.intern(conn, "entry", ({n: row[n] for n in ENTRY} for row in rows))
     consents = cache.intern(conn, "consent", (row["consent_basis"] for row in rows))
     return [
         {
             "seq": row["seq"],
             "at": row["at"],
-            "record_key": row["record_key"],
+            "record_key": pack_key(row["record_key"]),
             "source_id": row["source_id"],
             "entry": entry,
             "consent": consent,
-            "prev_hash": pack_hash(row["prev_hash"]),
             "row_hash": pack_hash(row["row_hash"]),
             "version": row["version"],
         }
@@ -240,23 +304,47 @@ def stored(
     ]
 
 
-def logical(conn: Connection, rows: Sequence[Any], cache: Terms) -> list[dict[str, Any]]:
-    """The ledger rows (every column of LedgerEntry, as hashed) of the ledger table's `rows`."""
+def logical(
+    conn: Connection, rows: Sequence[Any], cache: Terms, prev: str | None = None
+) -> list[dict[str, Any]]:
+    """The ledger rows (every column of LedgerEntry, as hashed) of the ledger table's `rows`
+    in seq order: each row's previous hash is the row before's, `prev` that of the row before
+    the first (None: the rows carry it, as a ``prev_hash`` column of the query)."""
     values = cache.values(conn, {r.entry for r in rows} | {r.consent for r in rows})
-    return [
-        {
-            "seq": r.seq,
-            "at": r.at,
-            **values[r.entry],
-            "record_key": r.record_key,
-            "source_id": r.source_id,
-            "consent_basis": values[r.consent],
-            "prev_hash": unpack_hash(r.prev_hash),
-            "row_hash": unpack_hash(r.row_hash),
-            "version": r.version,
-        }
-        for r in rows
-    ]
+    found = []
+    for r in rows:
+        this = unpack_hash(r.row_hash)
+        before = unpack_hash(r.prev_hash) if prev is None else prev
+        found.append(
+            {
+                "seq": r.seq,
+                "at": r.at,
+                **values[r.entry],
+                "record_key": unpack_key(r.record_key),
+                "source_id": r.source_id,
+                "consent_basis": values[r.consent],
+                "prev_hash": before,
+                "row_hash": this,
+                "version": r.version,
+            }
+        )
+        if prev is not None:
+            prev = this
+    return found
+
+
+def _with_prev(query: sa.Select[Any]) -> sa.Select[Any]:
+    """`query` of ledger rows with each row's previous hash (the genesis hash for the first)."""
+    before = sa.alias(ledger, "before")
+    prev = (
+        sa.select(before.c.row_hash)
+        .where(before.c.seq < ledger.c.seq)
+        .order_by(before.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    genesis = sa.literal(bytes.fromhex(GENESIS_HASH), sa.LargeBinary())
+    return query.add_columns(sa.func.coalesce(prev, genesis).label("prev_hash"))
 
 
 def _move_head(conn: Connection, seq: int, digest: str, key: bytes) -> None:
@@ -298,8 +386,8 @@ def migrate(conn: Connection, key: bytes | None) -> int:
             hint="Run `connector ledger verify` and restore the state store from a backup.",
         )
     chain = _Chain(None)
-    for row in _rows(conn):
-        chain.check(row)
+    for row, ahead in _ahead(_rows(conn)):
+        chain.check(row, ahead)
     chain.check_head(int(head.seq), str(head.row_hash))
     if chain.problems:
         raise LedgerBroken(
@@ -317,15 +405,11 @@ def _rechain(conn: Connection, key: bytes) -> tuple[int, str]:
     update = (
         sa.update(ledger)
         .where(ledger.c.seq == sa.bindparam("b_seq"))
-        .values(
-            version=sa.bindparam("b_version"),
-            prev_hash=sa.bindparam("b_prev"),
-            row_hash=sa.bindparam("b_hash"),
-        )
+        .values(version=sa.bindparam("b_version"), row_hash=sa.bindparam("b_hash"))
     )
     while True:
         query = sa.select(ledger).where(ledger.c.seq > seq).order_by(ledger.c.seq).limit(_PAGE)
-        rows = logical(conn, list(conn.execute(query)), Terms())
+        rows = logical(conn, list(conn.execute(query)), Terms(), prev)
         if not rows:
             return seq, prev
         params = []
@@ -333,14 +417,7 @@ def _rechain(conn: Connection, key: bytes) -> tuple[int, str]:
             row["version"], row["prev_hash"] = CURRENT, prev
             prev = row_hash(row, key)
             seq = row["seq"]
-            params.append(
-                {
-                    "b_seq": seq,
-                    "b_version": CURRENT,
-                    "b_prev": pack_hash(row["prev_hash"]),
-                    "b_hash": pack_hash(prev),
-                }
-            )
+            params.append({"b_seq": seq, "b_version": CURRENT, "b_hash": pack_hash(prev)})
         conn.execute(update, params)
 
 
@@ -350,7 +427,7 @@ def page(conn: Connection, *, job: str | None, after_seq: int, size: int) -> lis
     if job is not None:
         entries = [i for i, value in ids_of_kind(conn, "entry").items() if value["job"] == job]
         query = query.where(ledger.c.entry.in_(entries))
-    rows = logical(conn, list(conn.execute(query)), Terms())
+    rows = logical(conn, list(conn.execute(_with_prev(query))), Terms())
     return [LedgerEntry(**row) for row in rows]
 
 
@@ -364,15 +441,30 @@ def _rows(conn: Connection) -> Iterator[dict[str, Any]]:
     """Every row in seq order, a keyset page at a time, its terms read fresh (no cache: a
     verification must see an edited term)."""
     seq: int | None = None
+    prev = GENESIS_HASH
     while True:
         query = sa.select(ledger).order_by(ledger.c.seq).limit(_PAGE)
         if seq is not None:
             query = query.where(ledger.c.seq > seq)
         rows = list(conn.execute(query))
-        yield from logical(conn, rows, Terms())
+        found = logical(conn, rows, Terms(), prev)
+        yield from found
         if len(rows) < _PAGE:
             return
-        seq = rows[-1].seq
+        seq, prev = rows[-1].seq, found[-1]["row_hash"]
+
+
+def _ahead(
+    rows: Iterator[dict[str, Any]],
+) -> Iterator[tuple[dict[str, Any], collections.deque[dict[str, Any]]]]:
+    """Each row with the (up to _REORDER_WINDOW) rows after it: where a moved row came from."""
+    window = collections.deque(itertools.islice(rows, _REORDER_WINDOW + 1))
+    while window:
+        row = window.popleft()
+        following = next(rows, None)
+        if following is not None:
+            window.append(following)
+        yield row, window
 
 
 def as_dict(entry: LedgerEntry) -> dict[str, Any]:
@@ -392,8 +484,8 @@ def verify(
         problem = "the ledger key given is not the one this ledger was written with"
         return LedgerReport(False, 0, [problem], head_seq, head_hash)
     chain = _Chain(key, list(expect))
-    for row in _rows(conn):
-        chain.check(row)
+    for row, ahead in _ahead(_rows(conn)):
+        chain.check(row, ahead)
     chain.check_head(head_seq, head_hash)
     chain.check_unkeyed()
     chain.check_anchors()
@@ -413,8 +505,10 @@ def _id_map_problems(
     """What the id map and the ledger disagree on: the ledger's last action for each record
     says whether its target holds it, and under which key."""
     seen: set[tuple[str, str]] = set()
+    jobs = ids_of_kind(conn, "job")
     query = sa.select(id_map.c.job, id_map.c.source_id, id_map.c.target_key)
-    for job, source_id, target_key in conn.execute(query.execution_options(yield_per=_PAGE)):
+    for job_id, source_id, packed in conn.execute(query.execution_options(yield_per=_PAGE)):
+        job, target_key = jobs.get(job_id, f"#{job_id}"), unpack_key(packed)
         seen.add((job, source_id))
         held = holdings.get((job, source_id))
         if held is None or held[1] not in _HELD:
@@ -448,8 +542,9 @@ class _Chain:
         self.found: dict[int, str] = {}
         self.unkeyed: list[int] = []
         self.holdings: dict[tuple[str, str], tuple[int, str, str]] = {}
+        self.diagnosed = 0
 
-    def check(self, row: dict[str, Any]) -> None:
+    def check(self, row: dict[str, Any], ahead: Iterable[dict[str, Any]] = ()) -> None:
         seq = row["seq"]
         if seq < 1:
             self.problems.append(f"seq {seq}: comes before the first row (row inserted)")
@@ -460,7 +555,7 @@ class _Chain:
             self.problems.append(
                 f"seq {seq}: does not follow {after} (a row was inserted, replaced or reordered)"
             )
-        self._check_hash(row)
+        self._check_hash(row, ahead)
         self.seq, self.hash, self.count = seq, row["row_hash"], self.count + 1
         if seq in self.expect_seqs:
             self.found[seq] = row["row_hash"]
@@ -469,7 +564,7 @@ class _Chain:
         if len(self.recent) > _RECENT:
             self.recent.popitem(last=False)
 
-    def _check_hash(self, row: dict[str, Any]) -> None:
+    def _check_hash(self, row: dict[str, Any], ahead: Iterable[dict[str, Any]]) -> None:
         version = row["version"]
         if version not in PAYLOADS:
             self.problems.append(f"seq {row['seq']}: unknown row format {version} (row edited)")
@@ -477,17 +572,25 @@ class _Chain:
         if version == 1 and self.key is not None:
             self.unkeyed.append(row["seq"])
         if row_hash(row, self.key) != row["row_hash"]:
-            self.problems.append(self._mismatch(row))
+            self.problems.append(self._mismatch(row, ahead))
 
-    def _mismatch(self, row: dict[str, Any]) -> str:
+    def _mismatch(self, row: dict[str, Any], ahead: Iterable[dict[str, Any]]) -> str:
+        """Why `row` does not hash to its row_hash: moved from another seq (after which row?),
+        or edited (or the row before it replaced: the previous hash is the row before's)."""
         seq = row["seq"]
-        follows = 0 if row["prev_hash"] == GENESIS_HASH else self.recent.get(row["prev_hash"])
-        candidates = [] if follows is None else [follows + 1]
-        candidates += range(max(1, seq - _REORDER_WINDOW), seq + _REORDER_WINDOW + 1)
-        for original in candidates:
-            if original != seq and row_hash({**row, "seq": original}, self.key) == row["row_hash"]:
-                return f"seq {seq}: holds the row written as seq {original} (rows reordered)"
-        return f"seq {seq}: content does not match its row_hash (row edited)"
+        self.diagnosed += 1
+        if self.diagnosed <= _DIAGNOSED:
+            recent = list(itertools.islice(reversed(self.recent), _REORDER_WINDOW))
+            prevs = [*recent, GENESIS_HASH, *(r["row_hash"] for r in ahead)]
+            seqs = range(max(1, seq - _REORDER_WINDOW), seq + _REORDER_WINDOW + 1)
+            for original, prev in itertools.product(seqs, dict.fromkeys(prevs)):
+                moved = {**row, "seq": original, "prev_hash": prev}
+                if original != seq and row_hash(moved, self.key) == row["row_hash"]:
+                    return f"seq {seq}: holds the row written as seq {original} (rows reordered)"
+        return (
+            f"seq {seq}: content does not match its row_hash "
+            "(row edited, or the row before it replaced)"
+        )
 
     def check_head(self, seq: int | None, digest: str | None) -> None:
         if seq is None:

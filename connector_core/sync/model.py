@@ -103,7 +103,7 @@ class LedgerEntry:
     reason: str
     prev_hash: str
     row_hash: str
-    version: int = 2  # the hash format: 1 unkeyed SHA-256 (rows before the key), 2 HMAC
+    version: int = 3  # the hash format: 1 unkeyed SHA-256 (rows before the key), 2-3 HMAC
 
 
 @dataclasses.dataclass

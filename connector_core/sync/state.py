@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector_core.scrub import scrub
-from connector_core.sync import fences, locks
+from connector_core.sync import bulk, fences, locks
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.approval_book import ApprovalBook
 from connector_core.sync.database import (
@@ -58,10 +58,13 @@ from connector_core.sync.tables import (
 )
 from connector_core.sync.terms import (
     Terms,
+    ids_of_kind,
     pack_field_hashes,
     pack_hash,
+    pack_key,
     unpack_field_hashes,
     unpack_hash,
+    unpack_key,
 )
 
 __all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
@@ -196,14 +199,24 @@ class StateStore:
         ids = list(dict.fromkeys(source_ids))
         found: dict[str, Mapped] = {}
         with self._transaction() as conn:
+            job_id = self._job_id(conn, job)
+            if job_id is None:
+                return found
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
-                query = _mapped_query().where(
-                    id_map.c.job == job, self._among(id_map.c.source_id, chunk)
+                query = sa.select(id_map).where(
+                    id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
                 )
                 rows = list(conn.execute(query))
-                found.update((m.source_id, m) for m in self._mapped_rows(conn, rows))
+                found.update((m.source_id, m) for m in self._mapped_rows(conn, rows, {job_id: job}))
         return found
+
+    def _job_id(self, conn: Connection, job: str, *, add: bool = False) -> int | None:
+        """The id of `job`'s name (a "job" term); None if it was never recorded (`add`: add
+        it)."""
+        if add:
+            return self._terms.intern(conn, "job", [job])[0]
+        return self._terms.find(conn, "job", job)
 
     def _among(self, column: Any, values: Sequence[str]) -> Any:
         """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter, one
@@ -214,15 +227,23 @@ class StateStore:
             )
         return column.in_(values)
 
-    def _mapped_rows(self, conn: Connection, rows: Sequence[Any]) -> list[Mapped]:
+    def _mapped_rows(
+        self, conn: Connection, rows: Sequence[Any], jobs: dict[int, str]
+    ) -> list[Mapped]:
         values = self._terms.values(conn, {r.shape for r in rows} | {r.consent for r in rows})
-        return [_as_mapped(row, values[row.shape], values[row.consent]) for row in rows]
+        return [
+            _as_mapped(row, jobs[row.job], values[row.shape], values[row.consent]) for row in rows
+        ]
 
     def source_ids(self, job: str) -> Iterator[str]:
         """Every source id in `job`'s id map, in Python's str order, a page at a time."""
         last: str | None = None
+        with self._transaction() as conn:
+            job_id = self._job_id(conn, job)
+        if job_id is None:
+            return
         while True:
-            query = sa.select(id_map.c.source_id).where(id_map.c.job == job)
+            query = sa.select(id_map.c.source_id).where(id_map.c.job == job_id)
             if last is not None:
                 query = query.where(id_map.c.source_id > last)
             with self._transaction() as conn:
@@ -234,17 +255,26 @@ class StateStore:
 
     def mapped_count(self, job: str) -> int:
         """How many records `job` holds in its target."""
-        query = sa.select(sa.func.count()).select_from(id_map).where(id_map.c.job == job)
         with self._transaction() as conn:
+            job_id = self._job_id(conn, job)
+            if job_id is None:
+                return 0
+            query = sa.select(sa.func.count()).select_from(id_map).where(id_map.c.job == job_id)
             return int(conn.scalar(query) or 0)
 
     def who_has(self, source_id: str, *, job: str | None = None) -> list[Mapped]:
-        """Every job whose target currently holds the person `source_id` (by job name)."""
-        query = _mapped_query().where(id_map.c.source_id == source_id).order_by(id_map.c.job)
-        if job is not None:
-            query = query.where(id_map.c.job == job)
+        """Every job whose target currently holds the person `source_id` (by job name).
+
+        One primary-key lookup per job (the id map has no index on source ids alone)."""
         with self._transaction() as conn:
-            return self._mapped_rows(conn, list(conn.execute(query)))
+            jobs = {i: name for i, name in ids_of_kind(conn, "job").items() if job in (None, name)}
+            if not jobs:
+                return []
+            query = sa.select(id_map).where(
+                id_map.c.job.in_(sorted(jobs)), id_map.c.source_id == source_id
+            )
+            found = self._mapped_rows(conn, list(conn.execute(query)), jobs)
+        return sorted(found, key=lambda m: m.job)
 
     # -- recording ---------------------------------------------------------------------
 
@@ -284,22 +314,22 @@ class StateStore:
         last = {change.source_id: change for change in applied}  # the last change of an id wins
         gone = [sid for sid, change in last.items() if change.action == "delete"]
         kept = [c for c in last.values() if c.action != "delete"]
+        _check_keys(kept)
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in ledgered]
         # With an intent, a batch lost to a power loss is found again by the next run (its
         # intent is synced, and this transaction deletes it): no sync of its own.
         with self._transaction(write=True, covered=intent is not None) as conn:
             fences.check(conn, self._fences, job, target)
+            job_id = self._job_id(conn, job, add=True)
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
                 conn.execute(
                     id_map.delete().where(
-                        id_map.c.job == job, self._among(id_map.c.source_id, chunk)
+                        id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
                     )
                 )
-            if kept:
-                conn.execute(
-                    self._upsert_mapped(), self._id_rows(conn, job, policy_hash, kept, now)
-                )
+            rows = self._id_rows(conn, job_id, policy_hash, kept, now) if kept else []
+            bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
                 self._put_fingerprints(conn, job, cursor, fingerprints)
@@ -326,7 +356,7 @@ class StateStore:
     def _id_rows(
         self,
         conn: Connection,
-        job: str,
+        job: int | None,
         policy_hash: str,
         changes: Sequence[AppliedChange],
         now: dt.datetime,
@@ -345,14 +375,6 @@ class StateStore:
             _id_row(job, c, shape, consent, blob, now)
             for c, shape, consent, (_, blob) in zip(changes, shapes, consents, packed, strict=True)
         ]
-
-    def _upsert_mapped(self) -> Any:
-        stmt = self._insert(id_map)
-        updated = [c.name for c in id_map.c if c.name not in ("job", "source_id", "created_at")]
-        return stmt.on_conflict_do_update(
-            index_elements=["job", "source_id"],
-            set_={name: stmt.excluded[name] for name in updated},
-        )
 
     # -- row fingerprints (Capability.ROW_FINGERPRINTS) ----------------------------------
 
@@ -471,11 +493,12 @@ class StateStore:
         """Mark what the target holds for `source_ids` as unknown (their next decision
         rewrites or deletes them) and clear their outstanding rows, in one transaction."""
         with self._transaction(write=True) as conn:
-            for start in range(0, len(source_ids), _CHUNK):
+            job_id = self._job_id(conn, job)
+            for start in range(0, len(source_ids) if job_id is not None else 0, _CHUNK):
                 chunk = source_ids[start : start + _CHUNK]
                 conn.execute(
                     id_map.update()
-                    .where(id_map.c.job == job, self._among(id_map.c.source_id, chunk))
+                    .where(id_map.c.job == job_id, self._among(id_map.c.source_id, chunk))
                     .values(projection_hash=None, field_hashes=None)
                 )
             self._clear_outstanding(conn, job, source_ids)
@@ -677,12 +700,18 @@ def _intended(job: str, left: Iterable[Any]) -> list[Outstanding]:
     ]
 
 
-def _mapped_query() -> sa.Select[Any]:
-    return sa.select(*(c for c in id_map.c if c.name != "created_at"))
+def _check_keys(kept: Sequence[AppliedChange]) -> None:
+    """Refuse a batch that gives two records one target key (no index checks it: keys are
+    HMACs of job and source id, so only a bug could repeat one)."""
+    if len({c.target_key for c in kept}) < len(kept):
+        raise StateStoreError(
+            "two records of one batch have the same target key; nothing was recorded",
+            hint="This is a bug: please report it with the job's configuration.",
+        )
 
 
 def _id_row(
-    job: str,
+    job: int | None,
     change: AppliedChange,
     shape: int,
     consent: int,
@@ -695,23 +724,23 @@ def _id_row(
     return {
         "job": job,
         "source_id": change.source_id,
-        "target_key": change.target_key,
+        "target_key": pack_key(change.target_key),
         "projection_hash": pack_hash(change.projection_hash) if known else None,
         "shape": shape,
         "consent": consent,
         "field_hashes": field_hashes,
-        "created_at": now,
         "updated_at": now,
     }
 
 
-def _as_mapped(row: Any, shape: dict[str, Any], consent: dict[str, Any]) -> Mapped:
-    """The id map row `row` (its `shape` and `consent` terms read) as the API gives it."""
+def _as_mapped(row: Any, job: str, shape: dict[str, Any], consent: dict[str, Any]) -> Mapped:
+    """The id map row `row` of `job` (its `shape` and `consent` terms read) as the API gives
+    it."""
     digest = row.projection_hash
     return Mapped(
-        job=row.job,
+        job=job,
         source_id=row.source_id,
-        target_key=row.target_key,
+        target_key=unpack_key(row.target_key),
         projection_hash=UNKNOWN_HASH if digest is None else unpack_hash(digest),
         fields=dict(shape["fields"]),  # copies: the term's value is cached and shared
         consent_basis={k: dict(v) if isinstance(v, dict) else v for k, v in consent.items()},

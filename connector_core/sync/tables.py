@@ -112,9 +112,10 @@ job_state = sa.Table(
 Digest = sa.LargeBinary()
 
 # Values many rows share, stored once (schema 0006): a canonical JSON text per row, found by
-# its SHA-256. `kind` says which: "map" (an id map row's fields, policy hash and field-hash
-# names), "entry" (a ledger row's job, target, action, fields, policy, reason, approvals) or
-# "consent" (a consent basis). Rows are only ever added, so their ids can be cached.
+# its SHA-256. `kind` says which: "job" (a job's name, schema 0008), "map" (an id map row's
+# fields, policy hash and field-hash names), "entry" (a ledger row's job, target, action,
+# fields, policy, reason, approvals) or "consent" (a consent basis). Rows are only ever
+# added, so their ids can be cached.
 terms = sa.Table(
     "terms",
     metadata,
@@ -126,23 +127,25 @@ terms = sa.Table(
     sa.Index(None, "kind"),
 )
 
-# One row per record a job holds in its target. `projection_hash` is NULL while what the
-# target holds is unknown (model.UNKNOWN_HASH); `field_hashes` packs the 8-byte field hashes
-# in the order of the names its `shape` term lists.
+# One row per record a job holds in its target (schema 0008: per record, only what differs
+# from record to record). `job` is the id of the job's name as a "job" term; `target_key` is
+# packed by terms.pack_key (a UUID in 16 bytes). `projection_hash` is NULL while what the
+# target holds is unknown (model.UNKNOWN_HASH), else 16 bytes (keys.PROJECTION_HASH_DIGITS);
+# `field_hashes` packs the 4-byte field hashes in the order of the names its `shape` term
+# lists. No secondary index: every query names the
+# job (who-has asks each job's primary key), and no query looks a record up by its target key
+# (target keys are HMACs, unique without an index to say so).
 id_map = sa.Table(
     "id_map",
     metadata,
-    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("job", sa.Integer(), primary_key=True),
     sa.Column("source_id", Key, primary_key=True),
-    sa.Column("target_key", Key, nullable=False),
+    sa.Column("target_key", sa.LargeBinary(), nullable=False),
     sa.Column("projection_hash", Digest, nullable=True),
     sa.Column("shape", sa.Integer(), nullable=False),
     sa.Column("consent", sa.Integer(), nullable=False),
     sa.Column("field_hashes", sa.LargeBinary(), nullable=True),
-    sa.Column("created_at", CompactTime(), nullable=False),
     sa.Column("updated_at", CompactTime(), nullable=False),
-    sa.UniqueConstraint("job", "target_key"),
-    sa.Index(None, "source_id"),
     sqlite_with_rowid=False,  # the primary key is the table: no second copy of its columns
 )
 
@@ -193,21 +196,22 @@ outstanding = sa.Table(
 
 # The hash chain (connector_core.sync.ledger): what a row's payload holds besides its own
 # columns (job, target, action, fields, policy, policy hash, approvals, reason) is its `entry`
-# term, its consent basis its `consent` term; the payload itself is unchanged (schema 0006).
+# term, its consent basis its `consent` term (schema 0006); `record_key` is packed by
+# terms.pack_key. A row's previous hash is the row_hash of the row before it (schema 0008
+# dropped the copy each row kept). `entry` is indexed for the entries of one job.
 ledger = sa.Table(
     "ledger",
     metadata,
     sa.Column("seq", Serial, primary_key=True, autoincrement=True),
     sa.Column("at", CompactTime(), nullable=False),
-    sa.Column("record_key", Key, nullable=False),
+    sa.Column("record_key", sa.LargeBinary(), nullable=False),
     sa.Column("source_id", Key, nullable=False),
     sa.Column("entry", sa.Integer(), nullable=False),
     sa.Column("consent", sa.Integer(), nullable=False),
-    sa.Column("prev_hash", Digest, nullable=False),
     sa.Column("row_hash", Digest, nullable=False),
-    # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256.
+    # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256,
+    # 3 HMAC-SHA256 of a compact payload.
     sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
-    sa.Index(None, "source_id"),
     sa.Index(None, "entry"),
 )
 

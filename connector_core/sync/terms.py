@@ -36,32 +36,61 @@ canonical_json = functools.partial(
 )
 """JSON with sorted keys and no whitespace: what the ledger hashes, and how terms are stored."""
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX16 = re.compile(r"[0-9a-f]{16}")
+_HEX64 = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TEXT_MARK = b"\xff"  # never in UTF-8: tells a 16-byte text key from a packed UUID
+_FIELD_HASH = re.compile(r"[0-9a-f]{8}|[0-9a-f]{16}")
 _CHUNK = 500
+_SEEN_MAX = 65_536  # the most values a store finds again by repr (a memo, not the cache)
 
 
 def pack_hash(text: str) -> bytes:
-    """A SHA-256 hex digest as its 32 bytes; ValueError for anything else."""
+    """A SHA-256 hex digest (whole, or its 128-bit prefix) as bytes; ValueError for anything
+    else."""
     if not _HEX64.fullmatch(text):
         raise ValueError(f"not a SHA-256 hex digest: {text[:70]!r}")
     return bytes.fromhex(text)
 
 
-def unpack_hash(raw: bytes) -> str:
-    """The hex form of a stored digest."""
-    return bytes(raw).hex()
+def unpack_hash(raw: bytes | str) -> str:
+    """The hex form of a stored digest (text written into the column is given back as is)."""
+    return raw if isinstance(raw, str) else bytes(raw).hex()
+
+
+def pack_key(key: str) -> bytes:
+    """A target key as stored (schema 0008): a lowercase UUID as its 16 bytes, anything else
+    as its UTF-8 text, marked with a 0xFF byte when that text is itself 16 bytes long."""
+    if len(key) == 36 and _UUID.fullmatch(key):
+        return bytes.fromhex(key.replace("-", ""))
+    raw = key.encode("utf-8", "surrogatepass")
+    return raw + _TEXT_MARK if len(raw) == 16 else raw
+
+
+def unpack_key(raw: bytes | str) -> str:
+    """The target key :func:`pack_key` packed (text that someone wrote into the column is
+    given back as it is: SQLite keeps what it is given, and verification reports it)."""
+    if isinstance(raw, str):
+        return raw
+    raw = bytes(raw)
+    if len(raw) == 16:
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if len(raw) == 17 and raw.endswith(_TEXT_MARK):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "surrogatepass")
 
 
 def pack_field_hashes(hashes: Mapping[str, str] | None) -> tuple[dict[str, Any], bytes | None]:
-    """The shape part (names, or the whole dict if a hash is not 16 hex digits) and the blob
-    of 8-byte hashes in name order, for an id map row's field hashes."""
+    """The shape part (names, or the whole dict unless every hash is 8 or every hash is 16
+    hex digits) and the blob of the hashes' bytes in name order, for an id map row's field
+    hashes."""
     if hashes is None:
         return {"hashed": None}, None
     names = sorted(hashes)
-    if all(_HEX16.fullmatch(hashes[n]) for n in names):
+    widths = {len(hashes[n]) for n in names}
+    if len(widths) <= 1 and all(_FIELD_HASH.fullmatch(hashes[n]) for n in names):
         return {"hashed": names}, b"".join(bytes.fromhex(hashes[n]) for n in names)
-    return {"hashes": dict(hashes)}, b""  # not 8-byte hashes: kept whole in the shape
+    return {"hashes": dict(hashes)}, b""  # not packable hashes: kept whole in the shape
 
 
 def unpack_field_hashes(shape: Mapping[str, Any], blob: bytes | None) -> dict[str, str] | None:
@@ -74,7 +103,8 @@ def unpack_field_hashes(shape: Mapping[str, Any], blob: bytes | None) -> dict[st
     if names is None:
         return None
     raw = bytes(blob)
-    return {name: raw[8 * i : 8 * i + 8].hex() for i, name in enumerate(names)}
+    width = len(raw) // len(names) if names else 0
+    return {name: raw[width * i : width * i + width].hex() for i, name in enumerate(names)}
 
 
 def _key(kind: str, text: str) -> bytes:
@@ -83,50 +113,91 @@ def _key(kind: str, text: str) -> bytes:
 
 class Terms:
     """One store's cache of the terms table; :meth:`settle` or :meth:`discard` after each
-    transaction keeps what a rolled-back transaction wrote out of it."""
+    transaction keeps what a rolled-back transaction wrote out of it.
+
+    Values already interned are found again by their ``repr`` (a third of the cost of
+    canonical JSON, and a value's repr tells its types apart as JSON does): a batch of
+    records sharing a handful of terms serialises each of them once per process.
+    """
 
     def __init__(self) -> None:
         self._ids: dict[bytes, int] = {}
         self._values: dict[int, Any] = {}
+        self._seen: dict[tuple[str, str], tuple[int, str]] = {}
         self._new_ids: dict[bytes, int] = {}
         self._new_values: dict[int, Any] = {}
+        self._new_seen: dict[tuple[str, str], tuple[int, str]] = {}
 
     def settle(self) -> None:
         """The transaction committed: keep what it read and wrote."""
         self._ids.update(self._new_ids)
         self._values.update(self._new_values)
+        if len(self._seen) > _SEEN_MAX:  # values seldom repeated (per-record consent times)
+            self._seen.clear()
+        self._seen.update(self._new_seen)
         self.discard()
 
     def discard(self) -> None:
         """The transaction failed: forget what it read and wrote."""
         self._new_ids.clear()
         self._new_values.clear()
+        self._new_seen.clear()
 
     def _id(self, key: bytes) -> int | None:
         return self._ids.get(key) or self._new_ids.get(key)
 
     def intern(self, conn: Connection, kind: str, values: Iterable[Any]) -> list[int]:
         """The term ids of `values` (of `kind`), adding the missing ones, in order."""
-        texts = [canonical_json(v) for v in values]
-        keys = [_key(kind, t) for t in texts]
-        missing = {k: t for k, t in zip(keys, texts, strict=True) if self._id(k) is None}
-        if missing:
-            self._fetch(conn, list(missing))
-            new: list[dict[str, Any]] = [
-                {"kind": kind, "digest": k, "value": t}
-                for k, t in missing.items()
-                if self._id(k) is None
-            ]
-            if new:
-                insert = (
-                    postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-                )(terms)
-                conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), new)
-                self._fetch(conn, [row["digest"] for row in new])
-        found = [self._id(k) for k in keys]
-        if any(i is None for i in found):  # pragma: no cover - the insert above guarantees it
+        return [found[0] for found in self.intern_texts(conn, kind, values)]
+
+    def intern_texts(
+        self, conn: Connection, kind: str, values: Iterable[Any]
+    ) -> list[tuple[int, str]]:
+        """The term id and canonical JSON text of each of `values` (of `kind`), in order,
+        adding the missing terms."""
+        seen, new_seen = self._seen, self._new_seen
+        values = values if isinstance(values, list) else list(values)
+        marks = [(kind, repr(v)) for v in values]
+        todo = {
+            mark: value
+            for mark, value in zip(marks, values, strict=True)
+            if mark not in seen and mark not in new_seen
+        }
+        if todo:
+            texts = {mark: canonical_json(value) for mark, value in todo.items()}
+            keys = {mark: _key(kind, text) for mark, text in texts.items()}
+            self._store(conn, kind, {keys[m]: texts[m] for m in todo})
+            for mark in todo:
+                new_seen[mark] = (self._found(keys[mark]), texts[mark])
+        return [seen.get(mark) or new_seen[mark] for mark in marks]
+
+    def find(self, conn: Connection, kind: str, value: Any) -> int | None:
+        """The id of the term `value` (of `kind`) if it is stored; None otherwise."""
+        key = _key(kind, canonical_json(value))
+        if self._id(key) is None:
+            self._fetch(conn, [key])
+        return self._id(key)
+
+    def _store(self, conn: Connection, kind: str, texts: dict[bytes, str]) -> None:
+        """Make sure the terms `texts` (by key) are stored and their ids known."""
+        missing = [k for k in texts if self._id(k) is None]
+        if not missing:
+            return
+        self._fetch(conn, missing)
+        new = [k for k in missing if not self._id(k)]
+        if new:
+            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+                terms
+            )
+            rows = [{"kind": kind, "digest": k, "value": texts[k]} for k in new]
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), rows)
+            self._fetch(conn, new)
+
+    def _found(self, key: bytes) -> int:
+        found = self._id(key)
+        if found is None:  # pragma: no cover - _store guarantees it
             raise RuntimeError("a term was not stored")
-        return [int(i) for i in found if i is not None]
+        return found
 
     def _fetch(self, conn: Connection, keys: list[bytes]) -> None:
         for start in range(0, len(keys), _CHUNK):

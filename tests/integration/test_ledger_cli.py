@@ -143,7 +143,10 @@ def test_runs_append_anchors_that_verify_checks(runner: CliRunner, demo: Path) -
     # cut the tail and move the head back: only the anchors can tell
     with sqlite3.connect(demo / "state.db") as db:
         db.execute("DELETE FROM ledger WHERE seq > 7")
-        db.execute("DELETE FROM id_map WHERE job = 'partner-housing'")
+        db.execute(
+            "DELETE FROM id_map WHERE job = (SELECT id FROM terms "
+            """WHERE kind = 'job' AND value = '"partner-housing"')"""
+        )
         db.execute(
             "UPDATE ledger_head SET seq = 7, "
             "row_hash = (SELECT lower(hex(row_hash)) FROM ledger WHERE seq = 7)"

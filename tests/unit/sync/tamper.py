@@ -6,13 +6,14 @@ helpers take rows as LedgerEntry spells them and write them in the stored form.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from connector_core.sync import ledger
-from connector_core.sync.terms import Terms
+from connector_core.sync.terms import Terms, pack_key
 
 STORED = ", ".join(c.name for c in ledger.ledger.c)
 """The ledger table's columns, in order (for INSERT ... SELECT)."""
@@ -37,9 +38,23 @@ def edit(engine: sa.Engine, store: Any, seq: int, **changes: Any) -> dict[str, A
     return row
 
 
-def copy_id_map_row(job: str, source_id: str, key: str, where: str = "") -> str:
-    """SQL that copies an id map row under another job, source id and key."""
-    return (
-        f"INSERT INTO id_map SELECT '{job}', '{source_id}', '{key}', projection_hash, shape, "
-        f"consent, field_hashes, created_at, updated_at FROM id_map {where}"
+def job_id(name: str) -> str:
+    """SQL for the id the id map knows job `name` by (its "job" term)."""
+    return f"(SELECT id FROM terms WHERE kind = 'job' AND value = '{json.dumps(name)}')"
+
+
+def copy_id_map_row(engine: sa.Engine, job: str, source_id: str, key: str, where: str = "") -> None:
+    """Copy an id map row under another job, source id and key (`where` picks the row)."""
+    sql = (
+        f"INSERT INTO id_map SELECT {job_id(job)}, :source_id, :key, projection_hash, shape, "
+        f"consent, field_hashes, updated_at FROM id_map {where}"
     )
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), {"source_id": source_id, "key": pack_key(key)})
+
+
+def set_target_key(engine: sa.Engine, job: str, source_id: str, key: str) -> None:
+    """Overwrite the target key of an id map row."""
+    sql = f"UPDATE id_map SET target_key = :key WHERE job = {job_id(job)} AND source_id = :sid"
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), {"key": pack_key(key), "sid": source_id})

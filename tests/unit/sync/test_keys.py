@@ -96,3 +96,20 @@ def test_the_memo_stays_small(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_projection_hashes_of_names_that_are_not_text_fall_back_to_json() -> None:
     projection: dict[Any, Any] = {1: "x", 2: None}
     assert projection_hashes(projection) == (projection_hash(projection), field_hashes(projection))
+
+
+def test_hashes_are_prefixes_of_what_stores_before_schema_0008_hold() -> None:
+    """Schema 0008 cut stored hashes to these prefixes: a migrated record stays unchanged."""
+    projection = {"city": "York", "email": "a@example.org", "phone": None}
+    text = keys.canonical_json(projection)
+    old = hashlib.sha256(f"salt\n{text}".encode()).hexdigest()  # as earlier versions hashed
+    old_fields = {
+        name: hashlib.sha256(f"salt\n{name}\n{keys.canonical_json(v)}".encode()).hexdigest()[:16]
+        for name, v in projection.items()
+        if v is not None
+    }
+    assert projection_hash(projection, "salt") == old[:32]
+    assert projection_hashes(projection, "salt") == (
+        old[:32],
+        {name: h[:8] for name, h in old_fields.items()},
+    )

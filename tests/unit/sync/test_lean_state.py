@@ -16,7 +16,7 @@ from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import UNKNOWN_HASH, LedgerEntry, Mapped, Outstanding
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH, from_micros, to_micros
-from connector_core.sync.terms import pack_field_hashes, unpack_field_hashes
+from connector_core.sync.terms import pack_field_hashes, pack_key, unpack_field_hashes, unpack_key
 from connector_core.testing import TEST_LEDGER_KEY
 
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
@@ -40,7 +40,7 @@ OLD_MAP: list[dict[str, Any]] = [
     {
         "job": "members",
         "source_id": "2",
-        "target_key": "legacy-key-2",
+        "target_key": "legacy-key-00002",  # 16 bytes of text: not a packed UUID
         "projection_hash": UNKNOWN_HASH,  # forgotten: the next run rewrites it
         "fields": FIELDS,
         "consent_basis": ODD_CONSENT,
@@ -50,7 +50,7 @@ OLD_MAP: list[dict[str, Any]] = [
     {
         "job": "partner",
         "source_id": "1",
-        "target_key": "key-p1",
+        "target_key": "clé-p1",
         "projection_hash": "b" * 64,
         "fields": {"email": "show"},
         "consent_basis": {},
@@ -67,10 +67,10 @@ def _ledger_rows() -> list[dict[str, Any]]:
     for n, (job, sid, key, action, fields, basis, reason) in enumerate(
         [
             ("members", "1", OLD_MAP[0]["target_key"], "create", FIELDS, CONSENT, "shared:all"),
-            ("members", "2", "legacy-key-2", "create", FIELDS, ODD_CONSENT, "shared:all"),
+            ("members", "2", "legacy-key-00002", "create", FIELDS, ODD_CONSENT, "shared:all"),
             ("members", "3", "key-3", "create", FIELDS, CONSENT, "shared:all"),
             ("members", "3", "key-3", "delete", {}, {}, "consent withdrawn: contact_me"),
-            ("partner", "1", "key-p1", "create", {"email": "show"}, {}, "shared:partner"),
+            ("partner", "1", "clé-p1", "create", {"email": "show"}, {}, "shared:partner"),
         ],
         start=1,
     ):
@@ -136,6 +136,18 @@ def _store_at_0005(url: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _as_migrated(row: dict[str, Any]) -> dict[str, Any]:
+    """An OLD_MAP row as schema 0008 keeps it: the planner's 128-bit projection hash and
+    32-bit field hashes are prefixes of what earlier versions stored."""
+    digest, hashes = row["projection_hash"], row["field_hashes"]
+    packed = hashes is not None and all(len(h) == 16 for h in hashes.values())
+    return {
+        **row,
+        "projection_hash": digest if digest == UNKNOWN_HASH else digest[:32],
+        "field_hashes": {k: h[:8] for k, h in hashes.items()} if packed else hashes,
+    }
+
+
 def test_a_0005_store_keeps_every_row_and_its_ledger_verifies(state_url: str) -> None:
     rows = _store_at_0005(state_url)
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
@@ -147,10 +159,7 @@ def test_a_0005_store_keeps_every_row_and_its_ledger_verifies(state_url: str) ->
             *store.mapped("members", ["1", "2", "3"]).values(),
             *store.mapped("partner", ["1", "2"]).values(),
         ]
-        expected = [
-            Mapped(**{k: v for k, v in row.items() if k != "created_at"}, updated_at=T1)
-            for row in OLD_MAP
-        ]
+        expected = [Mapped(**_as_migrated(row), updated_at=T1) for row in OLD_MAP]
         assert sorted(mapped, key=lambda m: (m.job, m.source_id)) == expected
         assert [m.job for m in store.who_has("1")] == ["members", "partner"]
         assert store.outstanding("members") == {
@@ -170,6 +179,41 @@ def test_a_0005_store_keeps_every_row_and_its_ledger_verifies(state_url: str) ->
         assert store.ledger_anchor() == (5, rows[-1]["row_hash"])
 
 
+def test_a_0007_store_becomes_compact_keeps_every_row_and_verifies(
+    state_url: str, make_change: Any
+) -> None:
+    """Schema 0008: job ids, binary keys, no stored previous hash, no unused index."""
+    rows = _store_at_0005(state_url)
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0007_row_fingerprints")
+        assert conn.scalar(sa.text("SELECT count(*) FROM id_map WHERE job = 'members'")) == 2
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        assert store.verify_ledger(expect=[(5, rows[-1]["row_hash"])]).ok
+        assert [e.prev_hash for e in store.ledger_entries()] == [r["prev_hash"] for r in rows]
+        assert {m.target_key for m in store.mapped("members", ["1", "2"]).values()} == {
+            OLD_MAP[0]["target_key"],
+            "legacy-key-00002",
+        }
+        assert [m.target_key for m in store.who_has("1", job="partner")] == ["clé-p1"]
+        store.record_batch("members", "nc", "members.yaml", "p" * 64, [make_change("5")])
+        store.record_batch("partner", "nc", "partner.yaml", "q" * 64, [make_change("5")])
+        entries = list(store.ledger_entries())
+        assert [e.version for e in entries] == [2] * 5 + [3, 3]
+        assert entries[5].prev_hash == rows[-1]["row_hash"]
+        assert [m.job for m in store.who_has("5")] == ["members", "partner"]
+        assert store.verify_ledger(expect=[(5, rows[-1]["row_hash"])]).ok
+    inspector = sa.inspect(engine)
+    assert "prev_hash" not in {c["name"] for c in inspector.get_columns("ledger")}
+    assert "created_at" not in {c["name"] for c in inspector.get_columns("id_map")}
+    assert [i["name"] for i in inspector.get_indexes("ledger")] == ["ix_ledger_entry"]
+    assert inspector.get_indexes("id_map") == []
+    assert inspector.get_unique_constraints("id_map") == []
+    engine.dispose()
+
+
 def test_a_migrated_ledger_keeps_chaining(state_url: str, make_change: Any) -> None:
     rows = _store_at_0005(state_url)
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
@@ -180,10 +224,15 @@ def test_a_migrated_ledger_keeps_chaining(state_url: str, make_change: Any) -> N
 
 
 HEX16 = st.text("0123456789abcdef", min_size=16, max_size=16)
+HEX8 = st.text("0123456789abcdef", min_size=8, max_size=8)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.none() | st.dictionaries(st.text(max_size=8), HEX16 | st.text(max_size=20), max_size=6))
+@given(
+    st.none()
+    | st.dictionaries(st.text(max_size=8), HEX8, max_size=6)
+    | st.dictionaries(st.text(max_size=8), HEX16 | HEX8 | st.text(max_size=20), max_size=6)
+)
 def test_field_hashes_round_trip_whatever_they_hold(hashes: dict[str, str] | None) -> None:
     shape, blob = pack_field_hashes(hashes)
     assert unpack_field_hashes(shape, blob) == hashes
@@ -245,3 +294,23 @@ def test_compact_times_round_trip_to_the_microsecond(value: dt.datetime) -> None
     back = from_micros(to_micros(value))
     # the same instant, in UTC (as the stored time is: equal even for a local time in a gap)
     assert (back, back.tzinfo) == (value.astimezone(dt.UTC), dt.UTC)
+
+
+KEYS = (
+    st.uuids().map(str)
+    | st.text(st.characters(codec="utf-8"), max_size=40)
+    | st.text("0123456789abcdef-", min_size=16, max_size=17)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(KEYS, KEYS)
+def test_target_keys_round_trip_and_never_share_a_packed_form(one: str, other: str) -> None:
+    """Schema 0008 packs a UUID key in 16 bytes and any other key as marked text."""
+    assert unpack_key(pack_key(one)) == one
+    assert (pack_key(one) == pack_key(other)) == (one == other)
+
+
+@given(st.uuids())
+def test_a_uuid_key_takes_16_bytes(key: Any) -> None:
+    assert len(pack_key(str(key))) == 16

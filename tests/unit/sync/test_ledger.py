@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import itertools
 import json
+import tempfile
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector_core.sync import ledger
 from connector_core.sync.model import AppliedChange
@@ -19,6 +23,7 @@ from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH
 from connector_core.testing import TEST_LEDGER_KEY
 from tests.unit.sync import tamper
+from tests.unit.sync.conftest import change
 
 if TYPE_CHECKING:
     from tests.unit.sync.conftest import Children
@@ -113,6 +118,7 @@ def _copy(source: int, seq: int) -> Callable[[sa.Engine, StateStore], None]:
     return lambda engine, _store: _sql(engine, sql)
 
 
+EDITED = "content does not match its row_hash (row edited, or the row before it replaced)"
 SWAP = (
     "UPDATE ledger SET seq = -2 WHERE seq = 2",
     "UPDATE ledger SET seq = 2 WHERE seq = 3",
@@ -121,15 +127,15 @@ SWAP = (
 TAMPERING: dict[str, tuple[Callable[[sa.Engine, StateStore], None], list[str]]] = {
     "edited text": (
         lambda e, s: tamper.edit(e, s, 2, target="elsewhere"),
-        ["seq 2: content does not match its row_hash (row edited)"],
+        [f"seq 2: {EDITED}"],
     ),
     "edited json": (
         lambda e, s: tamper.edit(e, s, 4, fields=[]),
-        ["seq 4: content does not match its row_hash (row edited)"],
+        [f"seq 4: {EDITED}"],
     ),
     "edited and rehashed": (
         _edit_and_rehash,
-        ["seq 4: does not follow seq 3 (a row was inserted, replaced or reordered)"],
+        [f"seq 4: {EDITED}"],  # row 4 is hashed after the original row 3
     ),
     "deleted middle": (
         lambda e, s: _sql(e, "DELETE FROM ledger WHERE seq = 3"),
@@ -171,13 +177,13 @@ TAMPERING: dict[str, tuple[Callable[[sa.Engine, StateStore], None], list[str]]] 
         lambda e, s: _sql(
             e, "UPDATE terms SET value = replace(value, 'shared:', 'hidden:') WHERE kind = 'entry'"
         ),
-        [f"seq {n}: content does not match its row_hash (row edited)" for n in range(1, 6)],
+        [f"seq {n}: {EDITED}" for n in range(1, 6)],
     ),
     "edited shared consent": (
         lambda e, s: _sql(
             e, "UPDATE terms SET value = replace(value, 'true', 'false') WHERE kind = 'consent'"
         ),
-        [f"seq {n}: content does not match its row_hash (row edited)" for n in range(1, 6)],
+        [f"seq {n}: {EDITED}" for n in range(1, 6)],
     ),
     "head hash": (
         lambda e, s: _sql(e, f"UPDATE ledger_head SET row_hash = '{'f' * 64}'"),
@@ -306,3 +312,73 @@ def test_concurrent_appends_from_several_processes_keep_one_chain(
     jobs = [e.job for e in store.ledger_entries()]
     assert sorted(set(jobs)) == ["job0", "job1", "job2"]
     assert all(store.mapped_count(f"job{n}") == 250 for n in range(3))
+
+
+# -- any tampering, on any ledger (format 3: no stored previous hash) ----------------------
+
+TAMPER_KINDS = st.sampled_from(["edit", "delete", "swap", "copy", "rehash"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=3),
+    kind=TAMPER_KINDS,
+    picks=st.tuples(st.integers(min_value=0), st.integers(min_value=0)),
+    column=st.sampled_from(["reason", "source_id", "record_key", "target", "fields", "at"]),
+)
+def test_verify_detects_any_edit_deletion_reordering_or_insertion(
+    sizes: list[int], kind: str, picks: tuple[int, int], column: str
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/state.db"
+        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as store:
+            for n, size in enumerate(sizes):
+                changes = [change(f"{n}-{i}", key=f"k{n}-{i}") for i in range(size)]
+                store.record_batch(f"job{n % 2}", "nc", "p.yaml", "p" * 64, changes)
+            assert store.verify_ledger().ok
+            rows = [ledger.as_dict(e) for e in store.ledger_entries()]
+            first, second = (p % len(rows) + 1 for p in picks)
+            engine = sa.create_engine(url, poolclass=sa.NullPool)
+            _tamper(engine, store, rows, kind, first, second, column)
+            engine.dispose()
+            report = store.verify_ledger()
+            if kind == "swap" and first == second:
+                assert report.ok  # nothing moved
+            else:
+                assert not report.ok, (kind, first, second, column)
+
+
+def _tamper(
+    engine: sa.Engine,
+    store: StateStore,
+    rows: list[dict[str, Any]],
+    kind: str,
+    first: int,
+    second: int,
+    column: str,
+) -> None:
+    last = len(rows)
+    if kind in ("edit", "rehash"):
+        row = rows[first - 1]
+        value: Any = {"fields": {"email": "show"}, "at": row["at"] + dt.timedelta(seconds=1)}.get(
+            column, f"{row[column]}x"
+        )
+        edited = {**row, column: value}
+        if kind == "rehash":  # a forger who has the key fixes the row's own hash
+            edited["row_hash"] = ledger.row_hash(edited, TEST_LEDGER_KEY)
+            if first == last:  # and the head's, so only anchors could tell
+                return _tamper(engine, store, rows, "edit", first, second, column)
+        with engine.begin() as conn:
+            tamper.update_rows(conn, [edited])
+    elif kind == "delete":
+        _sql(engine, f"DELETE FROM ledger WHERE seq = {first}")
+    elif kind == "swap":
+        _sql(
+            engine,
+            f"UPDATE ledger SET seq = -1 WHERE seq = {first}",
+            f"UPDATE ledger SET seq = {first} WHERE seq = {second}",
+            f"UPDATE ledger SET seq = {second} WHERE seq = -1",
+        )
+    else:  # a verbatim copy of a row, after the end or before the start
+        _copy(first, last + 1 if second % 2 else 0)(engine, store)
+    return None

@@ -85,7 +85,7 @@ def test_a_cut_tail_with_the_head_moved_back_fails_against_an_anchor(
     _sql(
         raw_engine,
         "DELETE FROM ledger WHERE seq > 3",
-        "DELETE FROM id_map WHERE job = 'partner'",
+        f"DELETE FROM id_map WHERE job = {tamper.job_id('partner')}",
         "UPDATE ledger_head SET seq = 3, row_hash = :digest",
         digest=third.row_hash,
     )
@@ -125,18 +125,20 @@ def test_an_anchor_that_still_holds_passes(five: StateStore, make_change: Change
     assert five.verify_ledger(expect=[anchor, (0, GENESIS_HASH)]).ok
 
 
-ID_MAP_TAMPERING = {
+ID_MAP_TAMPERING: dict[str, tuple[Callable[[sa.Engine], None], str]] = {
     "row deleted": (
-        "DELETE FROM id_map WHERE job = 'members' AND source_id = '2'",
+        lambda e: _sql(
+            e, f"DELETE FROM id_map WHERE job = {tamper.job_id('members')} AND source_id = '2'"
+        ),
         "job members: ledger seq 2 shared '2' and nothing took it back, but the id map lacks it "
         "(id map row deleted: a withdrawal would miss it)",
     ),
     "row inserted": (
-        tamper.copy_id_map_row("other", "1", "key-1", "WHERE job = 'members' AND source_id = '1'"),
-        "job other: id map holds '1', but no ledger row (id map row inserted)",
+        lambda e: tamper.copy_id_map_row(e, "members", "7", "key-7", "WHERE source_id = '3'"),
+        "job members: id map holds '7', but no ledger row (id map row inserted)",
     ),
     "key edited": (
-        "UPDATE id_map SET target_key = 'elsewhere' WHERE job = 'partner' AND source_id = '1'",
+        lambda e: tamper.set_target_key(e, "partner", "1", "elsewhere"),
         "job partner: id map holds '1' under another key than ledger seq 4 (id map row edited)",
     ),
 }
@@ -144,8 +146,8 @@ ID_MAP_TAMPERING = {
 
 @pytest.mark.parametrize("kind", list(ID_MAP_TAMPERING))
 def test_verify_cross_checks_the_id_map(five: StateStore, raw_engine: sa.Engine, kind: str) -> None:
-    statement, problem = ID_MAP_TAMPERING[kind]
-    _sql(raw_engine, statement)
+    edit, problem = ID_MAP_TAMPERING[kind]
+    edit(raw_engine)
     report = five.verify_ledger()
     assert (report.ok, report.problems) == (False, [problem])
 
@@ -155,12 +157,8 @@ def test_a_record_taken_back_must_be_gone_from_the_id_map(
 ) -> None:
     five.record_batch("members", "nc", "members.yaml", "p" * 64, [make_change("2", "delete")])
     assert five.verify_ledger().ok
-    _sql(
-        raw_engine,
-        tamper.copy_id_map_row(
-            "members", "2", "key-2", "WHERE job = 'members' AND source_id = '1'"
-        ),
-    )
+    where = f"WHERE job = {tamper.job_id('members')} AND source_id = '1'"
+    tamper.copy_id_map_row(raw_engine, "members", "2", "key-2", where)
     assert five.verify_ledger().problems == [
         "job members: id map holds '2', but ledger seq 6 took it back (id map row inserted)"
     ]
@@ -233,6 +231,79 @@ def test_the_keyed_format_is_frozen() -> None:
     )
 
 
+GOLDEN_V3 = "bfba0afc9535a400318fd9436408a77224ac52e0e93d4131ab58b1d0f69ea7d1"
+
+
+def test_the_compact_format_is_frozen() -> None:
+    """Format 3 (schema 0008): the JSON array of its parts, the entry's columns one object."""
+    row = {**FIXED_ROW, "version": 3}
+    assert ledger.row_hash(row, TEST_LEDGER_KEY) == GOLDEN_V3
+    assert ledger.PAYLOADS[3] == (
+        "version",
+        "seq",
+        "at",
+        "record_key",
+        "source_id",
+        "entry",
+        "consent_basis",
+        "prev_hash",
+    )
+    assert ledger.ENTRY == (
+        "job",
+        "target",
+        "action",
+        "fields",
+        "policy",
+        "policy_hash",
+        "approvals",
+        "reason",
+    )
+    covered = {*ledger.PAYLOADS[3], *ledger.ENTRY} - {"entry"}
+    assert covered == set(ledger.COLUMNS) - {"row_hash"}
+
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(min_value=0, max_value=2**62),
+    record_key=TEXT,
+    source_id=TEXT,
+    fields=st.dictionaries(TEXT, TEXT, max_size=4),
+    basis=st.dictionaries(TEXT, JSONISH, max_size=3),
+    reason=TEXT,
+)
+def test_the_compact_payload_is_the_canonical_json_of_its_parts(
+    seq: int,
+    record_key: str,
+    source_id: str,
+    fields: dict[str, str],
+    basis: dict[str, Any],
+    reason: str,
+) -> None:
+    """What append writes from its parts is what a verifier rebuilds with plain JSON."""
+    row = {
+        **FIXED_ROW,
+        "version": 3,
+        "seq": seq,
+        "record_key": record_key,
+        "source_id": source_id,
+        "fields": fields,
+        "consent_basis": basis,
+        "reason": reason,
+    }
+    entry = {name: row[name] for name in ledger.ENTRY}
+    parts = [3, seq, ledger.timestamp(T0), record_key, source_id, entry, basis, row["prev_hash"]]
+    expected = ledger.canonical_json(parts).encode("utf-8", "surrogatepass")
+    assert ledger.payload(row, 3) == expected
+
+
 def test_the_unkeyed_format_is_frozen() -> None:
     row = {**FIXED_ROW, "version": 1}
     assert ledger.row_hash(row, None) == GOLDEN_V1
@@ -250,8 +321,8 @@ def test_a_new_column_changes_no_hash() -> None:
 
 def test_the_hash_is_keyed() -> None:
     assert ledger.row_hash(FIXED_ROW, OTHER_KEY) != ledger.row_hash(FIXED_ROW, TEST_LEDGER_KEY)
-    with pytest.raises(ValueError, match="unknown ledger row format 3"):
-        ledger.row_hash({**FIXED_ROW, "version": 3}, TEST_LEDGER_KEY)
+    with pytest.raises(ValueError, match="unknown ledger row format 4"):
+        ledger.row_hash({**FIXED_ROW, "version": 4}, TEST_LEDGER_KEY)
 
 
 # -- the key -----------------------------------------------------------------------------
@@ -301,7 +372,7 @@ def test_a_fresh_ledger_is_not_keyed_until_written(store: StateStore, make_chang
     store.check_ledger_writable()
     store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("1")])
     assert store.ledger_keyed()
-    assert next(store.ledger_entries()).version == 2
+    assert next(store.ledger_entries()).version == ledger.CURRENT == 3
 
 
 # -- upgrading an unkeyed ledger -----------------------------------------------------------
@@ -326,7 +397,7 @@ def test_an_unkeyed_ledger_is_migrated_once_by_an_admin(
     with pytest.raises(ledger.LedgerNeedsMigration):
         five.check_ledger_writable()
     assert five.migrate_ledger() == 5
-    assert [e.version for e in five.ledger_entries()] == [2] * 5
+    assert [e.version for e in five.ledger_entries()] == [3] * 5
     assert five.verify_ledger().ok
     assert five.migrate_ledger() == 0
     five.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("9")])
@@ -390,10 +461,7 @@ def test_the_schema_migration_marks_old_rows_unkeyed(state_url: str, make_change
         assert store.migrate_ledger() == 1
         store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("2")])
         # the id map row that the old connector wrote with the ledger row
-        _sql(
-            engine,
-            tamper.copy_id_map_row("members", "1", "key-1"),
-        )
+        tamper.copy_id_map_row(engine, "members", "1", "key-1")
         report = store.verify_ledger()
         assert (report.ok, report.checked) == (True, 2), report.problems
     engine.dispose()

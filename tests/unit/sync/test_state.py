@@ -157,9 +157,9 @@ def test_a_batch_creates_updates_and_deletes_id_map_rows(
 
 def test_a_failing_batch_records_nothing_at_all(store: StateStore, make_change: Change) -> None:
     record(store, [make_change("1")], cursor="c1")
-    clash = [make_change("2"), make_change("3", key="key-1")]  # key-1 belongs to record 1
+    broken = [make_change("2"), make_change(None)]  # a source id the database refuses
     with pytest.raises(StateStoreError) as failed:
-        record(store, clash, cursor="c2")
+        record(store, broken, cursor="c2")
     assert failed.value.exit_code == ExitCode.UNAVAILABLE
     assert store.job_state("members").cursor == "c1"
     assert list(store.source_ids("members")) == ["1"]

@@ -1,7 +1,7 @@
 """Approval sets: change sets held for people, their members and signed statements.
 
 Revision ID: 0010_approval_sets
-Revises: 0007_row_fingerprints
+Revises: 0008_compact_state
 Create Date: 2026-12-03
 
 Frozen on purpose: it spells out its types instead of importing connector_core.sync.tables.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_approval_sets"
-down_revision = "0007_row_fingerprints"
+down_revision = "0008_compact_state"
 branch_labels = None
 depends_on = None
 
