@@ -51,6 +51,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import operator
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -373,7 +374,7 @@ class _Run:
             self.batches.mark(self.held)
         if not page.snapshot:
             self.seen = None
-        elif self.seen is not None and self.own_seen:
+        elif self.seen is not None and self.own_seen and self._may_miss():
             self.seen.update(seen_ids(page))
         self.skipped += len(page.skipped)
         self._page(page, decided)
@@ -383,7 +384,7 @@ class _Run:
         """After the last page: take back what a complete read missed, settle what an
         interrupted run left, let the mass-delete guard decide, write the rest."""
         seen = self.seen
-        if seen is not None and self.pages and not self.unidentified:
+        if seen is not None and self.pages and not self.unidentified and self._may_miss():
             self._missing(seen, MISSING_FROM_FILTERED_READ if self.filtered else MISSING_AT_SOURCE)
         self._untouched()
         self._guard(empty=self.counts.read == 0 and not self.skipped)
@@ -391,6 +392,12 @@ class _Run:
             self.batches.unblock()
             self.final_cursor = self.held
             self._finish(self.held)
+
+    def _may_miss(self) -> bool:
+        """Whether a complete read may miss a record the id map holds: not when the job held
+        nothing when the run began (a first run), as every record it maps since was listed
+        by this read; then its own `seen` is not kept (a million ids, on a first run)."""
+        return self.holdings > 0 or not self.own_seen
 
     def read_failed(self) -> None:
         """The source failed: record the work of the pages read (then :meth:`abort`)."""
@@ -754,7 +761,9 @@ class _Run:
         action: Literal["create", "update"] = "create" if created else "update"
         out.created += result.action == "created"  # the counts say what the target did
         out.updated += result.action == "updated"
-        out.record(dataclasses.replace(applied, action=action), ledger=True)
+        if applied.action != action:
+            applied = dataclasses.replace(applied, action=action)
+        out.record(applied, ledger=True)
 
     def fail(self, source_id: str, error: str, values: Iterable[Any] = ()) -> str:
         """Count and report a record that could not be shared or taken back.
@@ -909,6 +918,28 @@ class _Outcome:
         self.applied.append(change)
         if ledger:
             self.ledgered.append(change)
+
+    # Spooled by the hundred thousand: each change pickled as a tuple of its fields (a
+    # slotted dataclass pickles through dataclasses.fields, twice per change), and the
+    # ledgered changes, which are mostly the applied ones, as their places among them.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        places = {id(change): n for n, change in enumerate(self.applied)}
+        state["applied"] = [_APPLIED_FIELDS(c) for c in self.applied]
+        state["ledgered"] = [places.get(id(c), _APPLIED_FIELDS(c)) for c in self.ledgered]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        applied = [AppliedChange(*values) for values in state["applied"]]
+        state["applied"] = applied
+        state["ledgered"] = [
+            applied[c] if isinstance(c, int) else AppliedChange(*c) for c in state["ledgered"]
+        ]
+        self.__dict__.update(state)
+
+
+#: The fields of an AppliedChange in order, as a tuple (see :meth:`_Outcome.__getstate__`).
+_APPLIED_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(AppliedChange)))
 
 
 def _applied(steps: Sequence[Step]) -> Iterator[AppliedChange]:

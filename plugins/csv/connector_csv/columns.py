@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from connector_core.cells import unneutralize
@@ -132,12 +133,30 @@ class ColumnMap:
     def render(self, record: Record, encoding: str) -> dict[str, str]:
         """The cells of `record` by column name (without the key); raises RenderError."""
         cells: dict[str, str] = {}
-        for column in self.columns:
-            text = _render(column, record)
-            check_encodable(column.canonical, text, encoding)
+        get = record.get
+        for column, plain in self._plain:
+            # the common cases inline: an absent value, and text in a text column
+            value = get(column.canonical) if plain else _MISSING
+            if value is None:
+                text = ""
+            elif plain and value.__class__ is str:
+                text = value
+                if not text.isascii():
+                    check_encodable(column.canonical, text, encoding)
+            else:
+                text = _render(column, record)
+                check_encodable(column.canonical, text, encoding)
             if text or column.native not in cells:
                 cells[column.native] = text
         return cells
+
+    @functools.cached_property
+    def _plain(self) -> tuple[tuple[Column, bool], ...]:
+        """Each column, and whether it holds text as it is (no consent, no typed field)."""
+        return tuple(
+            (c, c.purpose is None and (c.field is None or c.field.type is FieldType.STRING))
+            for c in self.columns
+        )
 
 
 _FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
@@ -213,11 +232,17 @@ class RowDecoder:
         init=False, repr=False
     )
 
+    #: the generated straight-line reading of the steps (see :func:`_straight`)
+    _fast: Callable[[list[str], Record, dict[str, Any]], bool] = dataclasses.field(
+        init=False, repr=False
+    )
+
     def __post_init__(self) -> None:
         consent = any(column.purpose is not None for _, column in self.plan)
         object.__setattr__(self, "has_consent", consent)  # frozen: set once, here
         steps = tuple((index, column, *_reading(column)) for index, column in self.plan)
         object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_fast", _straight(steps, self.source))
 
     def decode(self, cells: list[str]) -> Record:
         """The record in `cells`, with formula protection undone if the file uses it.
@@ -234,8 +259,17 @@ class RowDecoder:
         text = cells[index]
         if not text.strip():
             raise RowInvalid(Expected.KEY, name)
-        record: Record = {"id": unneutralize(text) if guarded and text[:1] == "'" else text}
+        key: Any = unneutralize(text) if guarded and text[:1] == "'" else text
+        record: Record = {"id": key}
         given: dict[str, Any] = {}
+        if self.has_consent:
+            record["consent"] = given
+        quoted = guarded and "'" in joined and any(cell[:1] == "'" for cell in cells)
+        if not quoted and self._fast(cells, record, given):
+            return record
+        # a guarded cell, an unusual spelling or a bad value: cell by cell, from the start
+        record = {"id": key}
+        given = {}
         if self.has_consent:
             record["consent"] = given
         source = self.source
@@ -260,6 +294,57 @@ class RowDecoder:
             except ValueInvalid as exc:
                 raise RowInvalid(exc.expected, column.native, key=record["id"]) from None
         return record
+
+
+def _straight(
+    steps: tuple[tuple[int, Column, str, int, Mapping[str, Any]], ...], source: str
+) -> Callable[[list[str], Record, dict[str, Any]], bool]:
+    """:meth:`RowDecoder.decode`'s loop unrolled for its steps, for rows without a guarded
+    cell: it fills `record` (and `given`, the consent) and returns True, or returns False
+    at the first unusual spelling or bad value (the loop then reads the row again).
+
+    The generated source holds only generated names and cell indexes: every key, spelling
+    table and field is a constant the function closes over."""
+    constants: list[Any] = []
+
+    def const(value: Any) -> str:
+        constants.append(value)
+        return f"k{len(constants) - 1}"
+
+    lines: list[str] = []
+    for index, column, key, reading, spellings in steps:
+        name, cell = const(key), f"cells[{index}]"
+        if reading == _TEXT:
+            lines.append(f"record[{name}] = {cell} or None")
+        elif reading == _COERCE:
+            lines.append(f"record[{name}] = coerce({const(column.field)}, {cell})")
+        else:
+            lines += [f"v = {const(spellings)}.get({cell}, MISSING)", "if v is MISSING:"]
+            lines.append("    return False")
+            if reading == _LOOKUP:
+                lines.append(f"record[{name}] = v")
+            else:
+                state = f"{{'granted': v, 'source': {const(source)}, 'at': None}}"
+                lines += ["if v is not None:", f"    given[{name}] = {state}"]
+    body = "".join(f"\n            {line}" for line in lines) or "\n            pass"
+    code = (
+        f"def factory({', '.join(f'k{n}' for n in range(len(constants)))}):\n"
+        "    def fast(cells, record, given):\n"
+        f"        try:{body}\n"
+        "        except ValueInvalid:\n"
+        "            return False\n"
+        "        return True\n"
+        "    return fast\n"
+    )
+    namespace: dict[str, Any] = {
+        "coerce": coerce,
+        "MISSING": _MISSING,
+        "ValueInvalid": ValueInvalid,
+    }
+    # Safe to exec: the source holds only generated names, indexes and fixed text.
+    exec(compile(code, "<csv row decoder>", "exec"), namespace)
+    fast: Callable[[list[str], Record, dict[str, Any]], bool] = namespace["factory"](*constants)
+    return fast
 
 
 def _reading(column: Column) -> tuple[str, int, Mapping[str, Any]]:

@@ -251,10 +251,11 @@ class CsvWrites(WriteSession):
                 positions[name] = len(header) - 1
         values: dict[int, str] = {}
         guard = self._guard
+        key_column = self.settings.key_column
         for name, cell in cells.items():
-            if name in positions and name != self.settings.key_column:
-                values[positions[name]] = guard(cell)
-        values[positions[self.settings.key_column]] = guard(key)
+            if name in positions and name != key_column:
+                values[positions[name]] = guard(cell) if cell else cell  # guard("") is ""
+        values[positions[key_column]] = guard(key)
         digest = _digest(values.get(i, "") for i in self.written)
         row = self.rows.get(key)
         if row is None:
