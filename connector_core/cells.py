@@ -93,6 +93,8 @@ def neutralize(cell: str, *, plain_phones: bool = False) -> str:
     Returns:
         The cell to write; :func:`unneutralize` gives back `cell` without its controls.
     """
+    if cell[:1].isalnum() and cell.isprintable():
+        return cell  # no control character, and a letter or digit starts no formula
     cell = strip_controls(cell)
     if not _runs_as_formula(cell.lstrip("'")) or _NUMBER.fullmatch(cell):
         return cell

@@ -270,6 +270,7 @@ class _Run:
         self.touched: set[str] = set()  # owed source ids this run's read decided again
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
         self.holdings = 0  # records the job held in its target when the run started
+        self.recorded = False  # this run recorded changes in the id map
         self.run_id: int | None = None
         self.seen: set[str] | None = set()  # ids a complete read listed; None once it is not
         self.own_seen = True  # False when a group keeps `seen` for all its jobs
@@ -393,6 +394,14 @@ class _Run:
             self.final_cursor = self.held
             self._finish(self.held)
 
+    def _mapped(self, ids: list[str]) -> dict[str, Mapped]:
+        """The id map rows of `ids`; none looked up while the id map holds nothing but what
+        this run recorded, and it recorded nothing yet (a first run to a deferred target:
+        a lookup per page of a million records, all in vain)."""
+        if not ids or (self.holdings == 0 and not self.recorded):
+            return {}
+        return self.store.mapped(self.job.name, ids)
+
     def _may_miss(self) -> bool:
         """Whether a complete read may miss a record the id map holds: not when the job held
         nothing when the run began (a first run), as every record it maps since was listed
@@ -436,12 +445,9 @@ class _Run:
         ids = [str(r["id"]) for r in records]
         if decided is not None:  # what the group knows of the id map needs no lookup
             lookup = [i for i in ids if i not in decided.unheld and i not in decided.mapped]
-            mapped = {
-                **decided.mapped,
-                **(self.store.mapped(self.job.name, lookup) if lookup else {}),
-            }
+            mapped = {**decided.mapped, **self._mapped(lookup)}
         else:
-            mapped = self.store.mapped(self.job.name, ids) if ids else {}
+            mapped = self._mapped(ids)
         owed = [sid for sid in ids if sid in self.owed]
         for source_id in owed:
             mapped[source_id] = self._uncertain(self.owed[source_id], mapped.get(source_id))
@@ -663,6 +669,7 @@ class _Run:
 
     def _record(self, outcome: _Outcome) -> None:
         """Record one batch the target acknowledged (and committed), and count it."""
+        self.recorded = self.recorded or bool(outcome.applied)
         self.store.record_batch(
             self.job.name,
             self.job.config.target,

@@ -134,10 +134,10 @@ class ColumnMap:
         """The cells of `record` by column name (without the key); raises RenderError."""
         cells: dict[str, str] = {}
         get = record.get
-        for column, plain in self._plain:
+        for column, name, plain in self._plain:
             # the common cases inline: an absent value, and text in a text column
-            value = get(column.canonical) if plain else _MISSING
-            if value is None:
+            value = get(name)
+            if value is None:  # a consent column's, too, when the record has no consent
                 text = ""
             elif plain and value.__class__ is str:
                 text = value
@@ -151,10 +151,15 @@ class ColumnMap:
         return cells
 
     @functools.cached_property
-    def _plain(self) -> tuple[tuple[Column, bool], ...]:
-        """Each column, and whether it holds text as it is (no consent, no typed field)."""
+    def _plain(self) -> tuple[tuple[Column, str, bool], ...]:
+        """Each column, the record key its value is under, and whether it holds text as it
+        is (no consent, no typed field)."""
         return tuple(
-            (c, c.purpose is None and (c.field is None or c.field.type is FieldType.STRING))
+            (
+                c,
+                c.canonical if c.purpose is None else "consent",
+                c.purpose is None and (c.field is None or c.field.type is FieldType.STRING),
+            )
             for c in self.columns
         )
 
