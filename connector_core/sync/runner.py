@@ -47,9 +47,11 @@ logged at DEBUG only.
 from __future__ import annotations
 
 import array
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import logging
 import operator
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -303,7 +305,8 @@ class _Run:
         """Run: decide full or incremental, sync, then record the run and the job's state."""
         cursor = self.begin(reconcile)
         try:
-            self._sync(cursor)
+            with fewer_collections():
+                self._sync(cursor)
         except ConnectorError as exc:
             self.abort(exc)
         except BaseException as exc:
@@ -852,6 +855,26 @@ class _Run:
                 "dry_run": self.dry_run,
             },
         )
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the body with the cyclic garbage collector mostly out of the way.
+
+    A run allocates a few dicts per record read (records, projections, changes), freed by
+    reference counting; the collector would still scan the young ones every 700
+    allocations and, now and then, every object the process holds (SQLAlchemy's, the
+    policy's): 15% of a first run. So what exists when the run starts is frozen (never
+    scanned again until the run ends) and the young generation is collected 14 times less
+    often; memory is unaffected, as records hold no cycles."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 #: The page-consumer face of a run (see :func:`new_run`).
