@@ -308,6 +308,7 @@ class CsvAdapter(Adapter):
         first_lines = _MayRepeat(self.settings.neutralize_formulas)
         page = Page([], snapshot=True)
         pending: Page | None = None
+        fingerprints = known.fingerprints if len(known.fingerprints) else None
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
             for row in _split(rows):
@@ -317,11 +318,13 @@ class CsvAdapter(Adapter):
                     groups.setdefault(key, []).append((row.line, self._decoded(row, decoder)))
                     continue
                 mark = fingerprint(row.raw, person)
-                known_id = None if key is None or mark not in known.fingerprints else unguard(key)
+                known_id = (
+                    None
+                    if key is None or fingerprints is None or mark not in fingerprints
+                    else unguard(key)
+                )
                 if known_id is None or known_id in known.decode or known_id in first_lines:
-                    self._add_row(
-                        page, RawRow(row.line, cells, row.error), mark, decoder, first_lines
-                    )
+                    self._add_row(page, row.line, cells, row.error, mark, decoder, first_lines)
                 else:  # decided at the cursor, unchanged since: listed, not decoded
                     first_lines[known_id] = row.line
                     page.skipped.append(known_id)
@@ -356,20 +359,33 @@ class CsvAdapter(Adapter):
         first_lines: dict[str, int],
     ) -> None:
         """Decode `row` into `page`: a record with its fingerprint, or a problem."""
-        raw = RawRow(row.line, rows.cells(row), row.error)
-        self._add_row(page, raw, mark, decoder, first_lines)
+        self._add_row(page, row.line, rows.cells(row), row.error, mark, decoder, first_lines)
 
     def _add_row(
-        self, page: Page, raw: RawRow, mark: int, decoder: RowDecoder, first_lines: dict[str, int]
+        self,
+        page: Page,
+        line: int,
+        cells: list[str],
+        error: str | None,
+        mark: int,
+        decoder: RowDecoder,
+        first_lines: dict[str, int],
     ) -> None:
-        """Decode the cells of `raw` into `page`: a record with its fingerprint, or a problem."""
+        """Decode a row's cells into `page`: a record with its fingerprint, or a problem
+        (:meth:`_decode`, inlined)."""
         try:
-            record = self._decode(raw, decoder, first_lines)
+            if error is not None:
+                raise RowInvalid(Expected.CSV_ROW)
+            record = decoder.decode(cells)
+            key: str = record["id"]
+            if key in first_lines:
+                raise RowInvalid(Expected.UNIQUE_KEY, self.settings.key_column, key=key)
         except RowInvalid as exc:
-            page.problems.append(self._problem(raw.line, exc, first_lines))
+            page.problems.append(self._problem(line, exc, first_lines))
             return
+        first_lines[key] = line
         page.records.append(record)
-        page.fingerprints[record["id"]] = mark
+        page.fingerprints[key] = mark
 
     @staticmethod
     def _decoded(row: RawRecord, decoder: RowDecoder) -> Record | None:
