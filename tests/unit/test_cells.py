@@ -136,10 +136,6 @@ def test_the_fast_path_of_neutralize_changes_nothing(cell: str, plain_phones: bo
     from connector_core import cells
 
     text = strip_controls(cell)
-    if not cells._runs_as_formula(text.lstrip("'")) or cells._NUMBER.fullmatch(text):
-        expected = text
-    elif plain_phones and is_plain_phone(text):
-        expected = text
-    else:
-        expected = "'" + text
+    formula = cells._runs_as_formula(text.lstrip("'")) and not cells._NUMBER.fullmatch(text)
+    expected = "'" + text if formula and not (plain_phones and is_plain_phone(text)) else text
     assert neutralize(cell, plain_phones=plain_phones) == expected
