@@ -54,6 +54,7 @@ import functools
 import gc
 import logging
 import operator
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -867,14 +868,28 @@ def fewer_collections() -> Iterator[None]:
     policy's): 15% of a first run. So what exists when the run starts is frozen (never
     scanned again until the run ends) and the young generation is collected 14 times less
     often; memory is unaffected, as records hold no cycles."""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(10_000, *thresholds[1:])
+    with _COLLECTIONS_LOCK:  # runs in several threads: the first in sets, the last out resets
+        if not _COLLECTIONS_HELD:
+            thresholds = gc.get_threshold()
+            _COLLECTIONS_HELD.append(thresholds)
+            gc.freeze()
+            gc.set_threshold(10_000, *thresholds[1:])
+        _COLLECTIONS_HELD.append(None)
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _COLLECTIONS_LOCK:
+            _COLLECTIONS_HELD.pop()
+            if len(_COLLECTIONS_HELD) == 1:
+                before = _COLLECTIONS_HELD.pop()
+                assert before is not None
+                gc.set_threshold(*before)
+                gc.unfreeze()
+
+
+_COLLECTIONS_LOCK = threading.Lock()
+#: the collector's thresholds before the first run in, then one entry per run in progress
+_COLLECTIONS_HELD: list[tuple[int, ...] | None] = []
 
 
 #: The page-consumer face of a run (see :func:`new_run`).

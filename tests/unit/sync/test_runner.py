@@ -688,6 +688,9 @@ def test_a_run_restores_the_garbage_collector() -> None:
     with runner.fewer_collections():
         assert gc.get_threshold()[0] > thresholds[0]
         assert gc.get_freeze_count() > 0
+        with runner.fewer_collections():  # another run (another thread) at the same time
+            pass
+        assert gc.get_threshold()[0] > thresholds[0]
     assert gc.get_threshold() == thresholds
     assert gc.get_freeze_count() == 0
 
