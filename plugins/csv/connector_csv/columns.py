@@ -238,16 +238,14 @@ class RowDecoder:
     )
 
     #: the generated straight-line reading of the steps (see :func:`_straight`)
-    _fast: Callable[[list[str], Record, dict[str, Any]], bool] = dataclasses.field(
-        init=False, repr=False
-    )
+    _fast: Callable[[list[str], str], Record | None] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         consent = any(column.purpose is not None for _, column in self.plan)
         object.__setattr__(self, "has_consent", consent)  # frozen: set once, here
         steps = tuple((index, column, *_reading(column)) for index, column in self.plan)
         object.__setattr__(self, "_steps", steps)
-        object.__setattr__(self, "_fast", _straight(steps, self.source))
+        object.__setattr__(self, "_fast", _straight(steps, self.source, consent))
 
     def decode(self, cells: list[str]) -> Record:
         """The record in `cells`, with formula protection undone if the file uses it.
@@ -265,16 +263,13 @@ class RowDecoder:
         if not text.strip():
             raise RowInvalid(Expected.KEY, name)
         key: Any = unneutralize(text) if guarded and text[:1] == "'" else text
+        if not (guarded and "'" in joined and any(cell[:1] == "'" for cell in cells)):
+            fast = self._fast(cells, key)
+            if fast is not None:
+                return fast
+        # a guarded cell, an unusual spelling or a bad value: cell by cell
         record: Record = {"id": key}
         given: dict[str, Any] = {}
-        if self.has_consent:
-            record["consent"] = given
-        quoted = guarded and "'" in joined and any(cell[:1] == "'" for cell in cells)
-        if not quoted and self._fast(cells, record, given):
-            return record
-        # a guarded cell, an unusual spelling or a bad value: cell by cell, from the start
-        record = {"id": key}
-        given = {}
         if self.has_consent:
             record["consent"] = given
         source = self.source
@@ -302,11 +297,14 @@ class RowDecoder:
 
 
 def _straight(
-    steps: tuple[tuple[int, Column, str, int, Mapping[str, Any]], ...], source: str
-) -> Callable[[list[str], Record, dict[str, Any]], bool]:
+    steps: tuple[tuple[int, Column, str, int, Mapping[str, Any]], ...],
+    source: str,
+    has_consent: bool,
+) -> Callable[[list[str], str], Record | None]:
     """:meth:`RowDecoder.decode`'s loop unrolled for its steps, for rows without a guarded
-    cell: it fills `record` (and `given`, the consent) and returns True, or returns False
-    at the first unusual spelling or bad value (the loop then reads the row again).
+    cell: ``fast(cells, id)`` is the record, built in one dict display with the keys in the
+    loop's order, or None at the first unusual spelling or bad value (the loop then reads
+    the row).
 
     The generated source holds only generated names and cell indexes: every key, spelling
     table and field is a constant the function closes over."""
@@ -316,29 +314,32 @@ def _straight(
         constants.append(value)
         return f"k{len(constants) - 1}"
 
-    lines: list[str] = []
-    for index, column, key, reading, spellings in steps:
+    looked: list[str] = []  # statements before the record (spellings looked up)
+    items = ["'id': key", *(["'consent': given"] if has_consent else [])]
+    consents: list[str] = []  # statements after it
+    for n, (index, column, key, reading, spellings) in enumerate(steps):
         name, cell = const(key), f"cells[{index}]"
         if reading == _TEXT:
-            lines.append(f"record[{name}] = {cell} or None")
+            items.append(f"{name}: {cell} or None")
         elif reading == _COERCE:
-            lines.append(f"record[{name}] = coerce({const(column.field)}, {cell})")
+            items.append(f"{name}: coerce({const(column.field)}, {cell})")
         else:
-            lines += [f"v = {const(spellings)}.get({cell}, MISSING)", "if v is MISSING:"]
-            lines.append("    return False")
+            looked += [f"v{n} = {const(spellings)}.get({cell}, MISSING)", f"if v{n} is MISSING:"]
+            looked.append("    return None")
             if reading == _LOOKUP:
-                lines.append(f"record[{name}] = v")
+                items.append(f"{name}: v{n}")
             else:
-                state = f"{{'granted': v, 'source': {const(source)}, 'at': None}}"
-                lines += ["if v is not None:", f"    given[{name}] = {state}"]
-    body = "".join(f"\n            {line}" for line in lines) or "\n            pass"
+                state = f"{{'granted': v{n}, 'source': {const(source)}, 'at': None}}"
+                consents += [f"if v{n} is not None:", f"    given[{name}] = {state}"]
+    lines = ["given = {}", *looked, f"record = {{{', '.join(items)}}}", *consents]
+    body = "".join(f"\n            {line}" for line in lines)
     code = (
         f"def factory({', '.join(f'k{n}' for n in range(len(constants)))}):\n"
-        "    def fast(cells, record, given):\n"
+        "    def fast(cells, key):\n"
         f"        try:{body}\n"
         "        except ValueInvalid:\n"
-        "            return False\n"
-        "        return True\n"
+        "            return None\n"
+        "        return record\n"
         "    return fast\n"
     )
     namespace: dict[str, Any] = {
@@ -348,7 +349,7 @@ def _straight(
     }
     # Safe to exec: the source holds only generated names, indexes and fixed text.
     exec(compile(code, "<csv row decoder>", "exec"), namespace)
-    fast: Callable[[list[str], Record, dict[str, Any]], bool] = namespace["factory"](*constants)
+    fast: Callable[[list[str], str], Record | None] = namespace["factory"](*constants)
     return fast
 
 
