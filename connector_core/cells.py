@@ -51,6 +51,9 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _STARTS = frozenset("=+-@")
 _ALSO_STARTS = frozenset("\u2212")  # MINUS SIGN: no NFKC form of '-', yet parsed as one
+#: The printable ASCII characters a formula (or a quote before one) may start with: any other
+#: starts none (NFKC keeps ASCII as it is, and only the space is skipped before a formula)
+_ASCII_STARTS = frozenset(" '=+-@")
 _RAW_STARTS = frozenset("\t\r")  # formula starts in their own right (OWASP), kept as before
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PHONE = re.compile(r"\+[0-9][0-9 ()./-]*")
@@ -93,6 +96,9 @@ def neutralize(cell: str, *, plain_phones: bool = False) -> str:
     Returns:
         The cell to write; :func:`unneutralize` gives back `cell` without its controls.
     """
+    first = cell[:1]
+    if first.isascii() and first not in _ASCII_STARTS and cell.isprintable():
+        return cell  # no control character, and no formula or quote starts it
     cell = strip_controls(cell)
     if not _runs_as_formula(cell.lstrip("'")) or _NUMBER.fullmatch(cell):
         return cell

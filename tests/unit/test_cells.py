@@ -123,3 +123,19 @@ def test_round_trips_on_the_characters_that_matter(cell: str) -> None:
         written = neutralize(cell, plain_phones=phones)
         assert unneutralize(written) == cell
         assert not could_run(written) or (phones and is_plain_phone(written))
+
+
+@given(st.text(max_size=6), st.booleans())
+@example("*1234", False)
+@example(" =x", False)
+@example("'x", False)
+@example("", True)
+def test_the_fast_path_of_neutralize_changes_nothing(cell: str, plain_phones: bool) -> None:
+    """A printable cell starting with an ASCII character that starts no formula is returned
+    as it is; every cell gets what the rule itself gives."""
+    from connector_core import cells
+
+    text = strip_controls(cell)
+    formula = cells._runs_as_formula(text.lstrip("'")) and not cells._NUMBER.fullmatch(text)
+    expected = "'" + text if formula and not (plain_phones and is_plain_phone(text)) else text
+    assert neutralize(cell, plain_phones=plain_phones) == expected

@@ -311,23 +311,28 @@ class CsvAdapter(Adapter):
         unguard = unneutralize if self.settings.neutralize_formulas else str
         skip_limit = 20 * self.page_size
         groups: dict[str, list[tuple[int, Record | None]]] = {}
-        first_lines: dict[str, int] = {}
+        # the other key cells are unique: only ids that neutralization can make equal repeat
+        first_lines = _MayRepeat(self.settings.neutralize_formulas)
         page = Page([], snapshot=True)
         pending: Page | None = None
-        fingerprints, mark_of = known.fingerprints, fingerprinter(person)
+        fingerprints = known.fingerprints if len(known.fingerprints) else None
+        mark_of = fingerprinter(person)
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            records = iter(rows)
-            next(records, None)  # the header, checked by CsvFile
-            for row in records:
-                key = rows.key_cell(row, index)
+            for row in _split(rows):
+                cells = row.cells or []  # split by _split: None only in its type
+                key = cells[index] if row.error is None and index < len(cells) else None
                 if key is not None and key in duplicated:
-                    groups.setdefault(key, []).append((row.line, self._decoded(rows, row, decoder)))
+                    groups.setdefault(key, []).append((row.line, self._decoded(row, decoder)))
                     continue
                 mark = mark_of(row.raw)
-                known_id = None if key is None or mark not in fingerprints else unguard(key)
+                known_id = (
+                    None
+                    if key is None or fingerprints is None or mark not in fingerprints
+                    else unguard(key)
+                )
                 if known_id is None or known_id in known.decode or known_id in first_lines:
-                    self._add(page, rows, row, mark, decoder, first_lines)
+                    self._add_row(page, row.line, cells, row.error, mark, decoder, first_lines)
                 else:  # decided at the cursor, unchanged since: listed, not decoded
                     first_lines[known_id] = row.line
                     page.skipped.append(known_id)
@@ -362,40 +367,79 @@ class CsvAdapter(Adapter):
         first_lines: dict[str, int],
     ) -> None:
         """Decode `row` into `page`: a record with its fingerprint, or a problem."""
-        raw = RawRow(row.line, rows.cells(row), row.error)
+        self._add_row(page, row.line, rows.cells(row), row.error, mark, decoder, first_lines)
+
+    def _add_row(
+        self,
+        page: Page,
+        line: int,
+        cells: list[str],
+        error: str | None,
+        mark: int,
+        decoder: RowDecoder,
+        first_lines: dict[str, int],
+    ) -> None:
+        """Decode a row's cells into `page`: a record with its fingerprint, or a problem
+        (:meth:`_decode`, inlined)."""
         try:
-            record = self._decode(raw, decoder, first_lines)
+            if error is not None:
+                raise RowInvalid(Expected.CSV_ROW)
+            record = decoder.decode(cells)
+            key: str = record["id"]
+            if key in first_lines:
+                raise RowInvalid(Expected.UNIQUE_KEY, self.settings.key_column, key=key)
         except RowInvalid as exc:
-            page.problems.append(self._problem(row.line, exc, first_lines))
+            page.problems.append(self._problem(line, exc, first_lines))
             return
+        first_lines[key] = line
         page.records.append(record)
-        page.fingerprints[record["id"]] = mark
+        page.fingerprints[key] = mark
 
     @staticmethod
-    def _decoded(rows: RowSplitter, row: RawRecord, decoder: RowDecoder) -> Record | None:
+    def _decoded(row: RawRecord, decoder: RowDecoder) -> Record | None:
+        """The record of a row whose cells are split (see :func:`_split`), or None."""
+        if row.error is not None or row.cells is None:
+            return None
         try:
-            return decoder.decode(rows.cells(row))
+            return decoder.decode(row.cells)
         except RowInvalid:
             return None
 
     def _repeated_keys(self, index: int) -> tuple[frozenset[str], str]:
         """A first pass over the raw rows: the key cells found on more than one row, and the
-        file's cursor. Only key cells are split out; no row is decoded."""
-        once: set[str] = set()
-        again: set[str] = set()
+        file's cursor. Only key cells are split out, as bytes; no row is decoded."""
+        once: set[bytes] = set()
+        again: set[bytes] = set()
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            records = iter(rows)
-            next(records, None)
-            for row in records:
-                key = rows.key_cell(row, index)
-                if key is None:
-                    continue
+            simple, has_value = rows.simple, rows.has_value
+            encoding = rows.encoding
+            delimiter = rows.delimiter.encode(encoding)
+            line = rows.skip_header()  # checked by CsvFile
+            # the splitter's loop, inlined, as in _one_pass: a million rows, one key each
+            for physical in rows.lines():
+                body = simple(physical)
+                if body is not None:
+                    line += 1
+                    if not has_value(body):
+                        continue
+                    parts = body.split(delimiter, index + 1)
+                    if index >= len(parts):
+                        continue
+                    key = parts[index]
+                else:
+                    taken, row = rows.parsed(line, physical)
+                    line += taken
+                    cell = None if row is None else rows.key_cell(row, index)
+                    if cell is None:
+                        continue
+                    key = cell.encode(encoding, "surrogateescape")  # as a simple row holds it
                 if key in once:
                     again.add(key)
                 else:
                     once.add(key)
-            return frozenset(again), CURSOR_PREFIX + rows.digest.hexdigest()
+            repeated = frozenset(k.decode(encoding, "surrogateescape") for k in again)
+            return repeated, CURSOR_PREFIX + rows.digest.hexdigest()
 
     def _open_raw(self) -> BinaryIO:
         return self.settings.path.open("rb")
@@ -558,3 +602,38 @@ class CsvAdapter(Adapter):
             raise RenderError("the key is empty")
         check_encodable("id", change.key, self.settings.write_encoding)
         return self._columns.render(change.record, self.settings.write_encoding)
+
+
+class _MayRepeat(dict[str, int]):
+    """The first line of each id, for a read whose repeated key cells were set aside: the
+    other key cells are unique, so only ids that undoing the formula guard can make equal
+    (``'=x`` and ``=x``) may repeat; only those are kept (not a million ids)."""
+
+    def __init__(self, neutralized: bool) -> None:
+        super().__init__()
+        self.neutralized = neutralized
+
+    def __setitem__(self, key: str, line: int) -> None:
+        # an id starting with a letter or digit runs as no formula, so no quote came off it
+        if self.neutralized and not key[:1].isalnum():
+            super().__setitem__(key, line)
+
+
+def _split(rows: RowSplitter) -> Iterator[RawRecord]:
+    """The rows after the header, their cells split (:meth:`RowSplitter.__iter__` and
+    :meth:`RowSplitter.cells` in one loop: a row without quotes is decoded and split once)."""
+    simple, has_value = rows.simple, rows.has_value
+    encoding, delimiter = rows.encoding, rows.delimiter
+    line = rows.skip_header()  # checked by CsvFile
+    for physical in rows.lines():
+        body = simple(physical)
+        if body is not None:
+            line += 1
+            if has_value(body):
+                cells = body.decode(encoding, "surrogateescape").split(delimiter)
+                yield RawRecord(line - 1, physical, cells)
+            continue
+        taken, row = rows.parsed(line, physical)
+        line += taken
+        if row is not None:
+            yield row

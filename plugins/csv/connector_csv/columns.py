@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from connector_core.cells import unneutralize
@@ -132,12 +133,35 @@ class ColumnMap:
     def render(self, record: Record, encoding: str) -> dict[str, str]:
         """The cells of `record` by column name (without the key); raises RenderError."""
         cells: dict[str, str] = {}
-        for column in self.columns:
-            text = _render(column, record)
-            check_encodable(column.canonical, text, encoding)
+        get = record.get
+        for column, name, plain in self._plain:
+            # the common cases inline: an absent value, and text in a text column
+            value = get(name)
+            if value is None:  # a consent column's, too, when the record has no consent
+                text = ""
+            elif plain and value.__class__ is str:
+                text = value
+                if not text.isascii():
+                    check_encodable(column.canonical, text, encoding)
+            else:
+                text = _render(column, record)
+                check_encodable(column.canonical, text, encoding)
             if text or column.native not in cells:
                 cells[column.native] = text
         return cells
+
+    @functools.cached_property
+    def _plain(self) -> tuple[tuple[Column, str, bool], ...]:
+        """Each column, the record key its value is under, and whether it holds text as it
+        is (no consent, no typed field)."""
+        return tuple(
+            (
+                c,
+                c.canonical if c.purpose is None else "consent",
+                c.purpose is None and (c.field is None or c.field.type is FieldType.STRING),
+            )
+            for c in self.columns
+        )
 
 
 _FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
@@ -213,11 +237,15 @@ class RowDecoder:
         init=False, repr=False
     )
 
+    #: the generated straight-line reading of the steps (see :func:`_straight`)
+    _fast: Callable[[list[str], str], Record | None] = dataclasses.field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         consent = any(column.purpose is not None for _, column in self.plan)
         object.__setattr__(self, "has_consent", consent)  # frozen: set once, here
         steps = tuple((index, column, *_reading(column)) for index, column in self.plan)
         object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_fast", _straight(steps, self.source, consent))
 
     def decode(self, cells: list[str]) -> Record:
         """The record in `cells`, with formula protection undone if the file uses it.
@@ -234,7 +262,13 @@ class RowDecoder:
         text = cells[index]
         if not text.strip():
             raise RowInvalid(Expected.KEY, name)
-        record: Record = {"id": unneutralize(text) if guarded and text[:1] == "'" else text}
+        key: Any = unneutralize(text) if guarded and text[:1] == "'" else text
+        if not (guarded and "'" in joined and any(cell[:1] == "'" for cell in cells)):
+            fast = self._fast(cells, key)
+            if fast is not None:
+                return fast
+        # a guarded cell, an unusual spelling or a bad value: cell by cell
+        record: Record = {"id": key}
         given: dict[str, Any] = {}
         if self.has_consent:
             record["consent"] = given
@@ -260,6 +294,63 @@ class RowDecoder:
             except ValueInvalid as exc:
                 raise RowInvalid(exc.expected, column.native, key=record["id"]) from None
         return record
+
+
+def _straight(
+    steps: tuple[tuple[int, Column, str, int, Mapping[str, Any]], ...],
+    source: str,
+    has_consent: bool,
+) -> Callable[[list[str], str], Record | None]:
+    """:meth:`RowDecoder.decode`'s loop unrolled for its steps, for rows without a guarded
+    cell: ``fast(cells, id)`` is the record, built in one dict display with the keys in the
+    loop's order, or None at the first unusual spelling or bad value (the loop then reads
+    the row).
+
+    The generated source holds only generated names and cell indexes: every key, spelling
+    table and field is a constant the function closes over."""
+    constants: list[Any] = []
+
+    def const(value: Any) -> str:
+        constants.append(value)
+        return f"k{len(constants) - 1}"
+
+    looked: list[str] = []  # statements before the record (spellings looked up)
+    items = ["'id': key", *(["'consent': given"] if has_consent else [])]
+    consents: list[str] = []  # statements after it
+    for n, (index, column, key, reading, spellings) in enumerate(steps):
+        name, cell = const(key), f"cells[{index}]"
+        if reading == _TEXT:
+            items.append(f"{name}: {cell} or None")
+        elif reading == _COERCE:
+            items.append(f"{name}: coerce({const(column.field)}, {cell})")
+        else:
+            looked += [f"v{n} = {const(spellings)}.get({cell}, MISSING)", f"if v{n} is MISSING:"]
+            looked.append("    return None")
+            if reading == _LOOKUP:
+                items.append(f"{name}: v{n}")
+            else:
+                state = f"{{'granted': v{n}, 'source': {const(source)}, 'at': None}}"
+                consents += [f"if v{n} is not None:", f"    given[{name}] = {state}"]
+    lines = ["given = {}", *looked, f"record = {{{', '.join(items)}}}", *consents]
+    body = "".join(f"\n            {line}" for line in lines)
+    code = (
+        f"def factory({', '.join(f'k{n}' for n in range(len(constants)))}):\n"
+        "    def fast(cells, key):\n"
+        f"        try:{body}\n"
+        "        except ValueInvalid:\n"
+        "            return None\n"
+        "        return record\n"
+        "    return fast\n"
+    )
+    namespace: dict[str, Any] = {
+        "coerce": coerce,
+        "MISSING": _MISSING,
+        "ValueInvalid": ValueInvalid,
+    }
+    # Safe to exec: the source holds only generated names, indexes and fixed text.
+    exec(compile(code, "<csv row decoder>", "exec"), namespace)
+    fast: Callable[[list[str], str], Record | None] = namespace["factory"](*constants)
+    return fast
 
 
 def _reading(column: Column) -> tuple[str, int, Mapping[str, Any]]:

@@ -21,6 +21,7 @@ row) and for the updated rows' cells; new rows go to disk until the commit.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import operator
 import os
@@ -127,7 +128,7 @@ class CsvWrites(WriteSession):
         self._new_rows: list[tuple[int, list[str]]] = []  # the batch's new rows
         if settings.neutralize_formulas:
             plain = settings.phone_numbers == "plain"
-            self._guard: Callable[[str], str] = lambda cell: neutralize(cell, plain_phones=plain)
+            self._guard: Callable[[str], str] = functools.partial(neutralize, plain_phones=plain)
             self._unguard: Callable[[str], str] = unneutralize
         else:
             self._guard, self._unguard = strip_controls, _same
@@ -251,10 +252,11 @@ class CsvWrites(WriteSession):
                 positions[name] = len(header) - 1
         values: dict[int, str] = {}
         guard = self._guard
+        key_column = self.settings.key_column
         for name, cell in cells.items():
-            if name in positions and name != self.settings.key_column:
-                values[positions[name]] = guard(cell)
-        values[positions[self.settings.key_column]] = guard(key)
+            if name in positions and name != key_column:
+                values[positions[name]] = guard(cell) if cell else cell  # guard("") is ""
+        values[positions[key_column]] = guard(key)
         digest = _digest(values.get(i, "") for i in self.written)
         row = self.rows.get(key)
         if row is None:

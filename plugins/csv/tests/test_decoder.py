@@ -117,3 +117,26 @@ def test_consent_states_are_new_dicts_for_every_record() -> None:
     first, second = decoder.decode(row), decoder.decode(row)
     assert first == second
     assert first["consent"]["contact_me"] is not second["consent"]["contact_me"]
+
+
+USUAL_ROWS = st.tuples(
+    *(st.sampled_from(VALUES.get(column, ["", "Ana", "é", "x y", "'q"])) for column in HEADER)
+).map(list)
+
+
+@settings(max_examples=300)
+@given(
+    cells=USUAL_ROWS,
+    fields=st.none() | st.frozensets(st.sampled_from([*MAPPING, "consent"])),
+    neutralized=st.booleans(),
+)
+def test_usual_rows_decode_as_the_reference(
+    cells: list[str], fields: frozenset[str] | None, neutralized: bool
+) -> None:
+    """Rows of the usual spellings, most of which the generated straight-line code reads."""
+    decoder = ColumnMap(FieldMapping(MAPPING), "id").decoder(
+        HEADER, fields, encoding="utf-8", source="csv:members", neutralized=neutralized
+    )
+    found = outcome(decoder.decode, cells)
+    assert repr(found) == repr(outcome(lambda c: reference(decoder, c), cells))
+    event("decoded" if isinstance(found, list) else f"invalid: {found[1].name}")

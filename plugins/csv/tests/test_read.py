@@ -388,3 +388,25 @@ def test_check(csv_path: Path, tmp_path: Path, make_adapter: MakeAdapter) -> Non
     with pytest.raises(AdapterError, match="nor does its folder") as info:
         make_adapter(path=tmp_path / "missing" / "people.csv").check()
     assert info.value.hint
+
+
+# -- keys made equal by the formula guard -----------------------------------------------------
+
+
+@pytest.mark.parametrize("neutralize", [True, False])
+def test_key_cells_the_guard_makes_equal_are_one_key_read_twice(
+    csv_path: Path, make_adapter: MakeAdapter, read_all: ReadAll, neutralize: bool
+) -> None:
+    """A full read keeps the first line of only the ids that undoing the guard can make
+    equal (``'=x`` and ``=x``); those still repeat, and say where the key was first seen."""
+    lines(csv_path, "id,first_name", "'=x,Ana", "a1,Bo", "=x,Cy", "' =y,Di", " =y,Ed", "1,Fe")
+    records, problems = read_all(make_adapter(neutralize_formulas=neutralize))
+    if not neutralize:  # every key cell is its own id
+        assert [r["id"] for r in records] == ["'=x", "a1", "=x", "' =y", " =y", "1"]
+        assert problems == []
+        return
+    assert [r["id"] for r in records] == ["=x", "a1", " =y", "1"]
+    assert [(p.location, p.expected, p.key, p.first_at) for p in problems] == [
+        (f"{csv_path}:4", Expected.UNIQUE_KEY, "=x", "line 2"),
+        (f"{csv_path}:6", Expected.UNIQUE_KEY, " =y", "line 5"),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import gc
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ from connector_core.config import load_config
 from connector_core.errors import ConfigError, ConfigValidationError, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.query import Condition
+from connector_core.sync import runner
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.keys import legacy_target_key, target_key
 from connector_core.sync.locks import JobLocked, TargetLocked
@@ -658,6 +660,39 @@ def test_an_unchanged_csv_file_costs_one_hash_and_no_transaction(
     monkeypatch.setattr(store, "record_batch", counting)
     assert run_csv(csv_net, store).counts.read == 0
     assert batches == []
+
+
+def test_a_first_run_asks_the_id_map_nothing_and_keeps_no_ids(
+    csv_net: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job held nothing and a CSV target records at its commit: no lookups, no set of
+    the ids seen; a later run that misses a record still takes it back."""
+    asked: list[str] = []
+    mapped, source_ids = store.mapped, store.source_ids
+    monkeypatch.setattr(store, "mapped", lambda job, ids: asked.extend(ids) or mapped(job, ids))
+    monkeypatch.setattr(store, "source_ids", lambda job: asked.append("*") or source_ids(job))
+    seen: list[set[str] | None] = []
+    end = runner._Run.end
+    monkeypatch.setattr(runner._Run, "end", lambda run: seen.append(run.seen) or end(run))
+    assert run_csv(csv_net, store).counts.created == 2
+    assert (asked, seen) == ([], [set()])
+    lines = CSV_SOURCE.splitlines(keepends=True)
+    (csv_net / "crm.csv").write_text("".join(lines[:1] + lines[2:]), encoding="utf-8")
+    assert run_csv(csv_net, store, reconcile=True).counts.deleted == 1
+    assert "*" in asked
+    assert seen[-1] == {"p2", "p3"}
+
+
+def test_a_run_restores_the_garbage_collector() -> None:
+    thresholds = gc.get_threshold()
+    with runner.fewer_collections():
+        assert gc.get_threshold()[0] > thresholds[0]
+        assert gc.get_freeze_count() > 0
+        with runner.fewer_collections():  # another run (another thread) at the same time
+            pass
+        assert gc.get_threshold()[0] > thresholds[0]
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == 0
 
 
 def test_csv_deletes_propagate_because_every_read_is_a_snapshot(
