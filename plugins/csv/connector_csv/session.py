@@ -113,7 +113,9 @@ class CsvWrites(WriteSession):
         self.mode: int | None = None
         self.cursor: str | None = None  # the file's digest when read (None: no file)
         self.rows: dict[str, _Row] = {}
-        self.repeats: dict[str, list[int]] = {}  # further rows holding a key, deleted with it
+        # further rows holding a key, in file order: deleted with it, and the next answers for
+        # the key once the first is written under another (a key cell a write cleans)
+        self.repeats: dict[str, list[_Row]] = {}
         self.originals = 0  # rows in the file as read
         self.next_ordinal = 0
         self.deleted: set[int] = set()
@@ -182,10 +184,11 @@ class CsvWrites(WriteSession):
             key = self._unguard(cells[key_at]) if key_at < len(cells) else ""
             if not key.strip():
                 continue
+            found = _Row(ordinal, self._view_digest(cells), _stripped(cells[self.base :]))
             if key in self.rows:
-                self.repeats.setdefault(key, []).append(ordinal)
+                self.repeats.setdefault(key, []).append(found)
                 continue
-            self.rows[key] = _Row(ordinal, self._view_digest(cells), _stripped(cells[self.base :]))
+            self.rows[key] = found
         self.originals = self.next_ordinal
 
     def _view_digest(self, cells: Sequence[str]) -> bytes:
@@ -233,7 +236,7 @@ class CsvWrites(WriteSession):
         row = self.rows.pop(key, None)
         if row is None:
             return "unchanged"
-        for ordinal in (row.ordinal, *self.repeats.pop(key, ())):
+        for ordinal in (row.ordinal, *(r.ordinal for r in self.repeats.pop(key, ()))):
             self.deleted.add(ordinal)
             self.replaced.pop(ordinal, None)
             self.updates.pop(ordinal, None)
@@ -306,6 +309,11 @@ class CsvWrites(WriteSession):
             if again == key:
                 continue
             del self.rows[key]
+            waiting = self.repeats.get(key)
+            if waiting:  # the next row holding the old key answers for it now
+                self.rows[key] = waiting.pop(0)
+                if not waiting:
+                    del self.repeats[key]
             if not again.strip():
                 continue
             other = self.rows.get(again)
@@ -314,7 +322,9 @@ class CsvWrites(WriteSession):
             else:  # two rows now share a key: the first in the file answers for it
                 first, second = (other, row) if other.ordinal < row.ordinal else (row, other)
                 self.rows[again] = first
-                self.repeats.setdefault(again, []).append(second.ordinal)
+                later = self.repeats.setdefault(again, [])
+                later.append(second)
+                later.sort(key=operator.attrgetter("ordinal"))
 
     def _spill(self, rows: list[tuple[int, list[str]]]) -> None:
         if self._spool is None:
