@@ -54,7 +54,14 @@ from connector_core.policy.fanout import PolicySet
 from connector_core.records import Record
 from connector_core.sync.job import LoadedJob
 from connector_core.sync.model import Mapped
-from connector_core.sync.runner import DecidedPage, JobRun, RunResult, new_run, seen_ids
+from connector_core.sync.runner import (
+    DecidedPage,
+    JobRun,
+    RunResult,
+    fewer_collections,
+    new_run,
+    seen_ids,
+)
 from connector_core.sync.state import StateStore
 
 __all__ = ["GroupResult", "groups", "run_jobs"]
@@ -130,8 +137,9 @@ def run_jobs(
     if group_size is None:
         pg = str(store.url).startswith("postgresql")
         group_size = _PG_GROUP if pg else _FILE_GROUP
-    for group in groups(jobs, group_size):
-        _Group(group, store, options, progress).run(reconcile, out)
+    with fewer_collections():  # as one job's run: the group's read is as hot
+        for group in groups(jobs, group_size):
+            _Group(group, store, options, progress).run(reconcile, out)
     order = {job.name: n for n, job in enumerate(jobs)}
     out.results.sort(key=lambda r: order[r.job])
     out.refused.sort(key=lambda refused: order[refused[0]])

@@ -367,3 +367,26 @@ def test_a_read_serves_at_most_group_size_jobs(tmp_path: Path) -> None:
             job.close()
     assert group.reads == len(CountingAdapter.reads) == 2
     assert [r.job for r in group.results] == JOBS
+
+
+def test_a_group_keeps_the_garbage_collector_out_of_the_way_and_restores_it(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """As one job's run does (runner.fewer_collections): a group's read is as hot."""
+    import gc
+
+    world = World(tmp_path)
+    for n in range(5):
+        world.put(n)
+    thresholds = gc.get_threshold()
+    during: list[int] = []
+    with store as s:
+        jobs = world.load()
+        try:
+            run_jobs(jobs, s, progress=lambda _n: during.append(gc.get_threshold()[0]))
+        finally:
+            for job in jobs:
+                job.close()
+    assert during
+    assert all(t > thresholds[0] for t in during)
+    assert gc.get_threshold() == thresholds
