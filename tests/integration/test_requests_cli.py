@@ -8,15 +8,19 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
 from connector_core.policy.share_requests import load_request, sign_request
 from tests.integration.test_cli import run
+from tests.postgres import _admin
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 REQUESTS = """
@@ -42,8 +46,25 @@ def env(at: dt.datetime) -> dict[str, str]:
     return {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests", "CONNECTOR_NOW": at.isoformat()}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request: pytest.FixtureRequest) -> Iterator[str]:
+    """connector.yaml's state: section: the default SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    base: str = request.getfixturevalue("pg_database")
+    schema = f"test_{secrets.token_hex(6)}"
+    admin = _admin(base.rsplit("/", 1)[1])
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"state: {{url: '{base}?options=-csearch_path%3D{schema}'}}\n"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
 @pytest.fixture
-def network(demo: Path, tmp_path: Path) -> Path:
+def network(demo: Path, tmp_path: Path, state: str) -> Path:
     """The demo network with three approvers of two organizations, answering requests."""
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -54,7 +75,7 @@ def network(demo: Path, tmp_path: Path) -> Path:
         lines.append(f"  {name}: {{organization: {org}, email: {name}@example.org, ")
         lines[-1] += f"key: '{public}'}}"
     with (demo / "connector.yaml").open("a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n" + REQUESTS)
+        f.write("\n".join(lines) + "\n" + REQUESTS + state)
     return demo
 
 
@@ -187,9 +208,9 @@ def test_a_request_is_received_decided_shared_expired_and_taken_back(
 def _first_shared(network: Path, at: dt.datetime) -> str:
     with (network / "data" / "members.csv").open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
-            if "climate-campaign" in row["Groups"] and row["Partner sharing OK"] == "yes":
-                if row["Contact OK"] == "yes":
-                    return row["Contact ID"]
+            ok = row["Partner sharing OK"] == "yes" and row["Contact OK"] == "yes"
+            if "climate-campaign" in row["Groups"] and ok:
+                return row["Contact ID"]
     raise AssertionError("no member shared")
 
 
