@@ -285,8 +285,9 @@ def end(
     if stored.set_id is not None and stored.status == "received":
         store.approvals().update(stored.set_id, status="expired", decided_at=now, note=note)
     store.record_events([_event(stored, f"request-{status}", note, now)])
-    _tell_requester(config, stored, "expired" if status == "expired" else "decided", status)
-    return [f"request {stored.id}: {note}"]
+    kind = "expired" if status == "expired" else "decided"
+    problems = _tell_requester(config, stored, kind, status)
+    return [f"request {stored.id}: {note}", *(f"request {stored.id}: {p}" for p in problems)]
 
 
 def _rewrite_ended(config: Config, stored: StoredRequest, status: str, now: dt.datetime) -> None:
@@ -324,7 +325,7 @@ def after_run(store: StateStore, config: Config, job: str, now: dt.datetime) -> 
     note = f"everything shared under request {stored.id} was taken back ({stored.status})"
     store.share_requests().update(stored.id, status="ended", note=note)
     store.record_events([_event(stored, "request-taken-back", note, now)])
-    problems = _tell_requester(config, stored, "decided", "taken back")
+    problems = _tell_requester(config, stored, "decided", "taken_back")
     return [f"request {stored.id}: {note}", *(f"request {stored.id}: {p}" for p in problems)]
 
 

@@ -274,3 +274,97 @@ def test_a_denial_denies_and_the_requester_can_revoke(
     assert ran.exit_code == 0, ran.output
     assert received(tmp_path) == []
     assert "was taken back (revoked)" in ran.stderr
+
+
+def approve_by_two(runner: CliRunner, network: Path, tmp_path: Path, at: dt.datetime) -> None:
+    keys = tmp_path / "keys"
+    for name in ("alice", "bob"):
+        done = run(
+            runner, "requests", "decide", "sunrise-march", "approve", "--as", name,
+            "--key", str(keys / name), cwd=network, env=env(at),
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+
+
+def test_one_denial_denies_and_nothing_is_shared(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    denied = run(
+        runner, "requests", "decide", "sunrise-march", "deny", "--as", "bob",
+        "--key", str(keys / "bob"), cwd=network, env=env(T0),
+    )  # fmt: skip
+    assert denied.exit_code == 0, denied.output
+    assert "denied by bob" in denied.stdout
+    late = run(
+        runner, "requests", "decide", "sunrise-march", "approve", "--as", "alice",
+        "--key", str(keys / "alice"), cwd=network, env=env(T0),
+    )  # fmt: skip
+    assert late.exit_code == 3
+    assert not (network / "requests" / "sunrise-march.job.yaml").exists()
+    assert run(runner, "run", "--all", cwd=network, env=env(T0)).exit_code == 0
+    assert received(tmp_path) == []
+
+
+def test_a_request_nobody_decides_lapses(runner: CliRunner, network: Path, tmp_path: Path) -> None:
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    later = T0 + dt.timedelta(days=15)
+    listed = run(runner, "requests", "list", "--json", cwd=network, env=env(later))
+    assert "nobody decided within 14d" in listed.stderr
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["lapsed"]
+
+
+def test_an_interrupted_take_back_ends_only_when_complete_and_tells_the_requester(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.unit.test_notify import Inbox, free_port
+
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with (network / "connector.yaml").open("a", encoding="utf-8") as f:
+            f.write(
+                f"notifications:\n  email: {{host: 127.0.0.1, port: {port}, security: none, "
+                "sender: connector@example.org}\n"
+            )
+        request = write_request(tmp_path, ["first_name", "email"])
+        assert (
+            run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code
+            == 0
+        )
+        approve_by_two(runner, network, tmp_path, T0)
+        assert run(runner, "run", "request-sunrise-march", cwd=network, env=env(T0)).exit_code == 0
+        shared = received(tmp_path)
+        assert shared
+        held = (tmp_path / "partner.csv").read_bytes()
+        (tmp_path / "partner.csv").unlink()
+        (tmp_path / "partner.csv").mkdir()  # the target cannot be written: the take-back fails
+        after = T0 + dt.timedelta(days=91)
+        failed = run(runner, "run", "request-sunrise-march", cwd=network, env=env(after))
+        assert failed.exit_code != 0
+        assert "request sunrise-march: expired" in failed.stderr
+        assert "was taken back" not in failed.stderr
+        listed = json.loads(
+            run(runner, "requests", "list", "--json", cwd=network, env=env(after)).stdout
+        )
+        assert listed[0]["status"] == "expired"  # not ended while the requester holds data
+        (tmp_path / "partner.csv").rmdir()
+        (tmp_path / "partner.csv").write_bytes(held)
+        rerun = run(runner, "run", "request-sunrise-march", cwd=network, env=env(after))
+        assert rerun.exit_code == 0, rerun.output
+        assert "was taken back (expired)" in rerun.stderr
+        assert received(tmp_path) == []
+    finally:
+        controller.stop()
+    to_requester = [m for rcpt, m in inbox.messages if rcpt == ["ana@sunrise.example.org"]]
+    assert len(to_requester) == 2  # expired, then taken back
+    bodies = "".join(str(m) for m in to_requester)
+    assert "sunrise-march" in bodies
+    for row in shared:  # no personal data in a notice
+        assert row.get("email", "@@") not in bodies
