@@ -252,6 +252,7 @@ def materialise(config: Config, stored: StoredRequest, expires: dt.datetime) -> 
             "source": _settings(config).source,
             "target": stored.job,
             "policy": f"{stored.id}.policy.yaml",
+            "schedule": "0 * * * *",  # hourly for `run --due`: an ended request's data goes soon
         },
     }
     _write_yaml(where / f"{stored.id}.job.yaml", stored, job)
