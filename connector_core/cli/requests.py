@@ -181,6 +181,7 @@ def decide(
                 f"request {stored.id} is {stored.status}: it can no longer be decided",
                 hint="`connector requests list` shows where each request stands.",
             )
+        _check_review(app, stored)
         take_statement(
             store.approvals(), aset, person=person, decision=decision, signature=signature,
             approval=approval, policy_hash=aset.policy_hash,
@@ -239,6 +240,21 @@ def _floor(app: App) -> Any:
     if floor is None:
         return None
     return load_job_policy(app.config, floor, PolicyEnv.from_app(app).masks)
+
+
+def _check_review(app: App, stored: StoredRequest) -> None:
+    """Refuse to decide a request whose review the network floor has changed since."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "request.json"
+        path.write_text(json.dumps(stored.document), encoding="utf-8")
+        request = load_request(path, purposes=list(app.config.model.consent.purposes))
+    if flow.review_json(request, _floor(app))["set_hash"] != stored.request_hash:
+        raise flow.RequestRefused(
+            f"the network floor changed since request {stored.id} was received, so what it "
+            "would be given changed; its statements no longer fit",
+            hint="Receive the request again (`connector requests receive FILE`): it is "
+            "reviewed under the floor as it is now, and decided anew.",
+        )
 
 
 def _get(store: StateStore, request_id: str) -> StoredRequest:

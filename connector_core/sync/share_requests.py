@@ -114,6 +114,8 @@ def receive(
     if known is not None:
         if known.request_hash == digest:
             return known, False
+        if known.status == "received" and known.document == _document(request):
+            return _review_again(store, known, review, now), True
         raise RequestRefused(
             f"a different request named {request.model.id!r} was received on "
             f"{known.received_at:%Y-%m-%d} ({known.status})",
@@ -147,6 +149,30 @@ def receive(
         reason += f"; cut by the floor: {', '.join(sorted(review['cut']))}"
     store.record_events([_event(stored, "request-received", reason, now)])
     return stored, True
+
+
+def _review_again(
+    store: StateStore, known: StoredRequest, review: Mapping[str, Any], now: dt.datetime
+) -> StoredRequest:
+    """The same request under a changed floor: its old approval set lapses, a new one waits."""
+    note = "lapsed: the network floor changed; the request is reviewed again"
+    if known.set_id is not None:
+        store.approvals().update(known.set_id, status="lapsed", decided_at=now, note=note)
+    set_id = store.approvals().create(
+        job=SET_JOB + known.id,
+        policy=known.job,
+        policy_hash=review["policy_hash"],
+        set_hash=review["set_hash"],
+        members=[],
+        summary={"changes": 0, "fields": dict(review["allowed"]), "request": known.id},
+        now=now,
+    )
+    values = {"request_hash": review["set_hash"], "review": dict(review), "set_id": set_id}
+    store.share_requests().update(known.id, **values)
+    again = dataclasses.replace(known, **values)
+    reason = f"share request {known.id} reviewed again: the network floor changed"
+    store.record_events([_event(again, "request-received", reason, now)])
+    return again
 
 
 def _document(request: ShareRequest) -> dict[str, Any]:

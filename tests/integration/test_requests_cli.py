@@ -368,3 +368,34 @@ def test_an_interrupted_take_back_ends_only_when_complete_and_tells_the_requeste
     assert "sunrise-march" in bodies
     for row in shared:  # no personal data in a notice
         assert row.get("email", "@@") not in bodies
+
+
+def test_a_floor_change_after_receiving_needs_a_new_review(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    request = write_request(tmp_path, ["first_name", "email", "city"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    alice = run(
+        runner, "requests", "decide", "sunrise-march", "approve", "--as", "alice",
+        "--key", str(keys / "alice"), cwd=network, env=env(T0),
+    )  # fmt: skip
+    assert alice.exit_code == 0, alice.output
+    floor = tmp_path / "policies" / "network-floor.yaml"
+    floor.write_text(
+        floor.read_text(encoding="utf-8").replace("  pii.location.coarse: show\n", ""),
+        encoding="utf-8",
+    )  # the floor no longer lets cities out
+    bob = run(
+        runner, "requests", "decide", "sunrise-march", "approve", "--as", "bob",
+        "--key", str(keys / "bob"), cwd=network, env=env(T0),
+    )  # fmt: skip
+    assert bob.exit_code == 3
+    assert "the network floor changed" in bob.stderr
+    again = run(runner, "requests", "receive", str(request), cwd=network, env=env(T0))
+    assert again.exit_code == 0, again.output
+    assert "cut: city" in again.stdout
+    approve_by_two(runner, network, tmp_path, T0)  # alice's first statement no longer counts
+    assert run(runner, "run", "request-sunrise-march", cwd=network, env=env(T0)).exit_code == 0
+    assert received(tmp_path)
+    assert all("city" not in row for row in received(tmp_path))
