@@ -47,8 +47,20 @@ def requests() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def receive(app: App, file: Path) -> None:
-    """Receive the signed share request FILE: check it and its signature, and store it."""
+    """Receive the signed share request FILE: check it and its signature, and store it.
+
+    FILE may also be a requester's signed revocation (kind: share-request-revocation): the
+    request's job then takes back everything it shared."""
     config = app.config
+    revocation = _revocation(file)
+    if revocation is not None:
+        with open_store(app, keyed=True, create_key=True) as store:
+            stored = _get(store, revocation[0])
+            flow.verify_revocation(stored, revocation[1])
+            notes = flow.end(store, config, stored, "revoked", "revoked by the requester", _now())
+        for note in notes:
+            click.echo(note)
+        return
     request = load_request(
         file, purposes=list(config.model.consent.purposes), adapters=list(app.adapters)
     )
@@ -240,6 +252,26 @@ def _floor(app: App) -> Any:
     if floor is None:
         return None
     return load_job_policy(app.config, floor, PolicyEnv.from_app(app).masks)
+
+
+def _revocation(file: Path) -> tuple[str, str] | None:
+    """(request id, signature) of a revocation document; None for anything else."""
+    import yaml
+
+    try:
+        body = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None  # load_request reports it with its line
+    if not isinstance(body, dict) or body.get("kind") != "share-request-revocation":
+        return None
+    request, signature = body.get("request"), body.get("signature")
+    if not isinstance(request, str) or not isinstance(signature, str):
+        raise flow.RequestRefused(
+            f"{file}: a revocation names its request (request: ID) and carries the "
+            "requester's signature (signature: |)",
+            hint="docs/request-format.md, 'After sending it', shows one.",
+        )
+    return request, signature
 
 
 def _check_review(app: App, stored: StoredRequest) -> None:

@@ -399,3 +399,37 @@ def test_a_floor_change_after_receiving_needs_a_new_review(
     assert run(runner, "run", "request-sunrise-march", cwd=network, env=env(T0)).exit_code == 0
     assert received(tmp_path)
     assert all("city" not in row for row in received(tmp_path))
+
+
+def test_a_revocation_document_is_received_and_takes_everything_back(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    approve_by_two(runner, network, tmp_path, T0)
+    assert run(runner, "run", "request-sunrise-march", cwd=network, env=env(T0)).exit_code == 0
+    assert received(tmp_path)
+    shown = json.loads(
+        run(runner, "requests", "show", "sunrise-march", "--json", cwd=network, env=env(T0)).stdout
+    )
+    text = tmp_path / "revoke.txt"
+    text.write_text(shown["revocation_text"], encoding="utf-8")
+    subprocess.run(
+        ["ssh-keygen", "-Y", "sign", "-f", str(tmp_path / "keys" / "partner"), "-n",
+         "commons-connector-request", str(text)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    doc = tmp_path / "revocation.yaml"
+    body = {
+        "version": 1,
+        "kind": "share-request-revocation",
+        "request": "sunrise-march",
+        "signature": (tmp_path / "revoke.txt.sig").read_text(encoding="utf-8"),
+    }
+    doc.write_text(yaml.safe_dump(body), encoding="utf-8")
+    got = run(runner, "requests", "receive", str(doc), cwd=network, env=env(T0))
+    assert got.exit_code == 0, got.output
+    assert "revoked by the requester" in got.stdout
+    ran = run(runner, "run", "--all", cwd=network, env=env(T0))
+    assert ran.exit_code == 0, ran.output
+    assert received(tmp_path) == []
