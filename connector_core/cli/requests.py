@@ -74,6 +74,8 @@ def receive(app: App, file: Path) -> None:
     review = flow.review_json(request, _floor(app))
     with open_store(app, keyed=True, create_key=True) as store:
         stored, new = flow.receive(store, request, review, _now())
+    for problem in flow.announce(config, stored) if new else []:
+        click.echo(f"request {stored.id}: {problem}", err=True)
     if not new:
         click.echo(f"request {stored.id} was received before ({stored.status})")
         return

@@ -37,7 +37,7 @@ from connector_core.policy.share_requests import (
     policy_data,
     review_request,
 )
-from connector_core.sync.approvals import approval_entries, tally
+from connector_core.sync.approvals import approval_entries, people, tally
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.request_book import StoredRequest
 
@@ -222,8 +222,34 @@ def settle(store: StateStore, config: Config, stored: StoredRequest, now: dt.dat
     if now - aset.created_at >= approval.expiry():
         note = f"nobody decided within {approval.expire_after}, so it is denied"
         return _close(store, stored, aset, "lapsed", note, now, [])
+    notes: list[str] = []
+    if counted.escalated and aset.escalated_at is None:
+        store.approvals().update(aset.id, escalated_at=now)
+        notes.append(
+            f"request {stored.id}: no quorum after {approval.escalate_after}; the fallback "
+            f"approvers ({', '.join(approval.fallback_approvers)}) may decide now"
+        )
+        fallback = approval.fallback_approvers
+        problems = tell_approvers(config, stored, "escalated", fallback)
+        notes += [f"request {stored.id}: {p}" for p in problems]
     have = len({s.person for s in counted.approvals})
-    return [f"request {stored.id}: waits for approval ({have} of {approval.quorum})"]
+    return [*notes, f"request {stored.id}: waits for approval ({have} of {approval.quorum})"]
+
+
+def tell_approvers(
+    config: Config, stored: StoredRequest, kind: str, names: Sequence[str]
+) -> list[str]:
+    """Tell approvers (by name or group) that request `stored` waits for them (no personal
+    data: the request's id, its field names, the command that reviews it)."""
+    if config.model.notifications is None:
+        return []
+    return _notify(config, stored, kind, None, tuple(sorted(people(names, config.model.approvers))))
+
+
+def announce(config: Config, stored: StoredRequest) -> list[str]:
+    """Tell the request's approvers that a newly received request waits for them."""
+    approval = request_approval(_settings(config).approval)
+    return tell_approvers(config, stored, "waiting", approval.approvers)
 
 
 def _close(
@@ -414,6 +440,18 @@ def _tell_requester(config: Config, stored: StoredRequest, kind: str, decision: 
     no personal data: the request's id, its field names and what happened."""
     if config.model.notifications is None:
         return []
+    contact = str(stored.document["requester"]["contact"])
+    return _notify(config, stored, kind, decision, ("requester",), {"requester": contact})
+
+
+def _notify(
+    config: Config,
+    stored: StoredRequest,
+    kind: str,
+    decision: str | None,
+    to: tuple[str, ...],
+    emails: Mapping[str, str] | None = None,
+) -> list[str]:
     from connector_core.notify import Notice, send
     from connector_core.records import is_known_field
 
@@ -427,10 +465,9 @@ def _tell_requester(config: Config, stored: StoredRequest, kind: str, decision: 
             counts={"requests": 1},
             fields=tuple(f for f in stored.review.get("allowed", {}) if is_known_field(f)),
             review=f"connector requests show {stored.id}",
-            to=("requester",),
+            to=to,
             decision=decision,
         )
     except ValueError as exc:
         return [f"notice not sent: {exc}"]
-    contact = str(stored.document["requester"]["contact"])
-    return send(notice, config, emails={"requester": contact})
+    return send(notice, config, emails=emails)

@@ -433,3 +433,37 @@ def test_a_revocation_document_is_received_and_takes_everything_back(
     ran = run(runner, "run", "--all", cwd=network, env=env(T0))
     assert ran.exit_code == 0, ran.output
     assert received(tmp_path) == []
+
+
+def test_approvers_are_told_when_a_request_waits_and_the_fallback_when_it_escalates(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.unit.test_notify import Inbox, free_port
+
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with (network / "connector.yaml").open("a", encoding="utf-8") as f:
+            f.write(
+                f"notifications:\n  email: {{host: 127.0.0.1, port: {port}, security: none, "
+                "sender: connector@example.org}\n"
+            )
+        request = write_request(tmp_path, ["email"])
+        got = run(runner, "requests", "receive", str(request), cwd=network, env=env(T0))
+        assert got.exit_code == 0, got.output
+        waiting = sorted(r for rcpt, _m in inbox.messages for r in rcpt)
+        assert waiting == ["alice@example.org", "bob@example.org"]
+        later = T0 + dt.timedelta(days=3)
+        listed = run(runner, "requests", "list", cwd=network, env=env(later))
+        assert "fallback approvers (carol) may decide now" in listed.stderr
+        again = run(runner, "requests", "list", cwd=network, env=env(later))
+        assert "may decide now" not in again.stderr  # said once
+    finally:
+        controller.stop()
+    escalated = [rcpt for rcpt, _m in inbox.messages[2:]]
+    assert escalated == [["carol@example.org"]]
+    bodies = "".join(str(m) for _r, m in inbox.messages)
+    assert "connector requests show sunrise-march" in bodies
