@@ -467,3 +467,17 @@ def test_approvers_are_told_when_a_request_waits_and_the_fallback_when_it_escala
     assert escalated == [["carol@example.org"]]
     bodies = "".join(str(m) for _r, m in inbox.messages)
     assert "connector requests show sunrise-march" in bodies
+
+
+def test_a_request_statement_given_to_approvals_import_says_where_it_goes(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    shown = json.loads(
+        run(runner, "requests", "show", "sunrise-march", "--json", cwd=network, env=env(T0)).stdout
+    )
+    signed = sign_remote(tmp_path, "alice", shown["approve_text"])
+    got = run(runner, "approvals", "import", str(signed), cwd=network, env=env(T0))
+    assert got.exit_code == 3
+    assert "connector requests decide sunrise-march approve --statement" in got.stderr
