@@ -52,6 +52,7 @@ def receive(app: App, file: Path) -> None:
     FILE may also be a requester's signed revocation (kind: share-request-revocation): the
     request's job then takes back everything it shared."""
     config = app.config
+    flow.approval_of(config)  # a mistake in requests: is found before anything is stored
     revocation = _revocation(file)
     if revocation is not None:
         with open_store(app, keyed=True, create_key=True) as store:
@@ -178,7 +179,7 @@ def decide(
     """Approve or deny request REQUEST_ID with a signed statement (yours, with --as and --key,
     or a remote approver's, with --statement); quorum approves it, one denial denies it."""
     config = app.config
-    approval = flow.request_approval(flow._settings(config).approval)
+    approval = flow.approval_of(config)
     now = _now()
     with open_store(app, keyed=True, create_key=True) as store:
         stored = _get(store, request_id)

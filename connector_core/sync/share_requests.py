@@ -75,6 +75,33 @@ def request_approval(raw: Mapping[str, Any]) -> ApprovalModel:
         ) from None
 
 
+def approval_of(config: Config) -> ApprovalModel:
+    """connector.yaml's ``requests: approval:``, checked: every approver and fallback approver
+    is a person or group declared under ``approvers:`` (else an error naming the line)."""
+    from connector_core.errors import ConfigValidationError
+
+    approval = request_approval(_settings(config).approval)
+    declared = config.model.approvers
+    groups = {g for body in declared.values() for g in body.groups}
+    problems = [
+        config.document.problem(
+            ("requests", "approval", key, index),
+            f"requests.approval.{key}: {name!r} is not a person or group declared under "
+            f"approvers: (declared: {', '.join(sorted({*declared, *groups})) or 'none yet'})",
+        )
+        for key in ("approvers", "fallback_approvers")
+        for index, name in enumerate(getattr(approval, key))
+        if name not in declared and name not in groups
+    ]
+    if problems:
+        raise ConfigValidationError(
+            problems,
+            hint="Declare each approver under approvers: with their organization, email and "
+            "OpenSSH public key (docs/approvals.md), or fix the name.",
+        )
+    return approval
+
+
 def bound_hash(request: ShareRequest, review: RequestReview) -> tuple[str, str]:
     """(the hash approvers sign, the hash of the policy the request would become)."""
     policy = hashlib.sha256(canonical_json(policy_data(request, review)).encode()).hexdigest()
@@ -196,8 +223,7 @@ def settle(store: StateStore, config: Config, stored: StoredRequest, now: dt.dat
         return end(store, config, stored, "expired", "its duration is over", now)
     if stored.status != "received":
         return []
-    settings = _settings(config)
-    approval = request_approval(settings.approval)
+    approval = approval_of(config)
     aset = decision_set(store, stored)
     counted = tally(
         aset, store.approvals().statements(aset.id), approval, config.model.approvers, now
@@ -248,8 +274,7 @@ def tell_approvers(
 
 def announce(config: Config, stored: StoredRequest) -> list[str]:
     """Tell the request's approvers that a newly received request waits for them."""
-    approval = request_approval(_settings(config).approval)
-    return tell_approvers(config, stored, "waiting", approval.approvers)
+    return tell_approvers(config, stored, "waiting", approval_of(config).approvers)
 
 
 def _close(

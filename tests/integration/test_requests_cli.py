@@ -481,3 +481,20 @@ def test_a_request_statement_given_to_approvals_import_says_where_it_goes(
     got = run(runner, "approvals", "import", str(signed), cwd=network, env=env(T0))
     assert got.exit_code == 3
     assert "connector requests decide sunrise-march approve --statement" in got.stderr
+
+
+def test_an_undeclared_request_approver_is_an_error_naming_the_line(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    config = network / "connector.yaml"
+    text = config.read_text(encoding="utf-8").replace(
+        "fallback_approvers: [carol]", "fallback_approvers: [karol]"
+    )
+    config.write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "[karol]" in row)
+    got = run(runner, "requests", "receive", str(write_request(tmp_path, ["email"])),
+              cwd=network, env=env(T0))  # fmt: skip
+    assert got.exit_code == 3
+    assert f"connector.yaml:{line}:" in got.stderr
+    assert "'karol' is not a person or group" in got.stderr
+    assert "Traceback" not in got.output
