@@ -330,7 +330,7 @@ def _preview(app: App, store: StateStore, stored: StoredRequest, sample: int) ->
     from connector_core.sync.runner import run_job
 
     config = app.config
-    source = flow._settings(config).source
+    source = flow.settings_of(config).source
     env = PolicyEnv.from_app(app)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -80,7 +80,7 @@ def approval_of(config: Config) -> ApprovalModel:
     is a person or group declared under ``approvers:`` (else an error naming the line)."""
     from connector_core.errors import ConfigValidationError
 
-    approval = request_approval(_settings(config).approval)
+    approval = request_approval(settings_of(config).approval)
     declared = config.model.approvers
     groups = {g for body in declared.values() for g in body.groups}
     problems = [
@@ -301,7 +301,8 @@ def _duration(stored: StoredRequest) -> dt.timedelta:
     return parse_duration(str(stored.document["duration"]))
 
 
-def _settings(config: Config) -> RequestsConfig:
+def settings_of(config: Config) -> RequestsConfig:
+    """connector.yaml's ``requests:`` section; a ConfigError saying how to add one."""
     if config.model.requests is None:
         raise ConfigError(
             f"{config.path} has no requests: section, so share requests cannot be decided here",
@@ -313,7 +314,7 @@ def _settings(config: Config) -> RequestsConfig:
 
 def folder(config: Config) -> Path:
     """Where approved requests' policies and jobs are written."""
-    return config.base_dir / _settings(config).folder
+    return config.base_dir / settings_of(config).folder
 
 
 def materialise(config: Config, stored: StoredRequest, expires: dt.datetime) -> None:
@@ -326,7 +327,7 @@ def materialise(config: Config, stored: StoredRequest, expires: dt.datetime) -> 
         "expires": expires.isoformat(timespec="seconds"),
         "connection": stored.document["delivery"],
         "job": {
-            "source": _settings(config).source,
+            "source": settings_of(config).source,
             "target": stored.job,
             "policy": f"{stored.id}.policy.yaml",
             "schedule": "0 * * * *",  # hourly for `run --due`: an ended request's data goes soon
