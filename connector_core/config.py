@@ -359,6 +359,23 @@ class NotificationsConfig(_Block):
         return found
 
 
+class RequestsConfig(_Block):
+    """How this network answers share requests (docs/approvals.md, "Share requests")."""
+
+    source: str = Field(
+        description="The connection an approved request's job reads from (e.g. members)"
+    )
+    folder: str = Field(
+        default="requests",
+        description="Folder (relative to connector.yaml) where each approved request's policy "
+        "and job are written, and read back as jobs named request-<id>",
+    )
+    approval: dict[str, Any] = Field(
+        description="Who decides requests: an approval block as in a policy (approvers, "
+        "quorum, fallback_approvers, escalate_after, expire_after)"
+    )
+
+
 class ConnectorConfig(_Block):
     """The whole of connector.yaml."""
 
@@ -380,6 +397,9 @@ class ConnectorConfig(_Block):
     )
     notifications: NotificationsConfig | None = Field(
         default=None, description="Email and webhook notices about approvals"
+    )
+    requests: RequestsConfig | None = Field(
+        default=None, description="How share requests from other groups are answered"
     )
 
     @model_validator(mode="after")
@@ -481,6 +501,8 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     problems += _check_secret_variables(doc, model, settings)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
+    if model.requests is not None:
+        model = _with_request_jobs(model, base_dir / model.requests.folder, adapters, settings)
     return Config(
         path=path,
         base_dir=base_dir,
@@ -837,3 +859,58 @@ def _connection_schema(name: str, cls: type[Adapter], defs: dict[str, Any]) -> d
     if settings.get("required"):
         branch["required"] = [*branch.get("required", []), "settings"]
     return branch
+
+
+#: The name of an approved share request's job and of its delivery connection.
+REQUEST_PREFIX = "request-"
+
+
+class RequestJobFile(_Block):
+    """An approved share request's job, as `connector requests decide` writes it."""
+
+    request: str = Field(description="The share request's id")
+    expires: str = Field(description="When the share ends (ISO time, UTC)")
+    connection: ConnectionConfig = Field(description="The requester's delivery connection")
+    job: JobConfig
+
+
+def _with_request_jobs(
+    model: ConnectorConfig,
+    folder: Path,
+    adapters: Mapping[str, type[Adapter]],
+    settings: dict[str, AdapterSettings],
+) -> ConnectorConfig:
+    """`model` with the job and connection of each approved request in `folder` added
+    (files ``<id>.job.yaml``); a generated file that does not load is an error naming it."""
+    if not folder.is_dir():
+        return model
+    connections, jobs = dict(model.connections), dict(model.jobs)
+    problems: list[Problem] = []
+    for path in sorted(folder.glob("*.job.yaml")):
+        doc = load_yaml(path)
+        try:
+            body = validate(doc, RequestJobFile, context={"base_dir": folder})
+            name = REQUEST_PREFIX + body.request
+            cls = adapters.get(body.connection.adapter)
+            if cls is None:
+                raise ConfigValidationError(
+                    [doc.problem(("connection", "adapter"), "connection.adapter: not installed")]
+                )
+            settings[name] = validate(
+                doc,
+                cls.settings_model,
+                context={"base_dir": folder},
+                prefix=("connection", "settings"),
+            )
+        except ConfigValidationError as err:
+            problems += err.problems
+            continue
+        connections[name] = body.connection
+        jobs[name] = body.job
+    if problems:
+        raise ConfigValidationError(
+            sorted_problems(problems),
+            hint="These files are written by `connector requests decide`; write them again "
+            "with `connector requests decide ID approve` or remove the request's files.",
+        )
+    return model.model_copy(update={"connections": connections, "jobs": jobs})

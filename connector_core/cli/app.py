@@ -114,6 +114,10 @@ COMMANDS = {
         "connector_core.cli.sync:status",
         "Show each job's last run and the changes it still owes its target, and why.",
     ),
+    "requests": Lazy(
+        "connector_core.cli.requests:requests",
+        "Receive, review, decide and revoke share requests from other groups.",
+    ),
     "who-has": Lazy(
         "connector_core.cli.sync:who_has",
         "List every target that currently holds the person with source id RECORD, and why.",

@@ -190,6 +190,11 @@ def import_statements(app: App, files: tuple[Path, ...]) -> None:
                 person, aset, decision = match_statement(
                     signature, book.sets(None, OPEN), app.config.model.approvers
                 )
+                if aset.job.startswith("request:"):
+                    raise ConfigError(
+                        f"this statement decides share request {aset.job[8:]}: run `connector "
+                        f"requests decide {aset.job[8:]} {decision} --statement {path}`"
+                    )
                 approval, policy_hash = _policy_of(app, aset)
                 take_statement(
                     book, aset, person=person, decision=decision, signature=signature,

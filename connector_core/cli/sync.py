@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import signal
 import sys
 import threading
@@ -187,6 +189,7 @@ def run(
     with open_store(app, keyed=not dry_run, create_key=True, read_only=dry_run) as store:
         if not dry_run:
             store.check_ledger_writable()  # before any target is written
+            _requests_before(app, store)
         try:
             names = _select(app, job, run_all, due, store)
             if job is not None:  # the CLI group reports its error, with its exit code
@@ -205,12 +208,47 @@ def run(
                     accept_deletes=accept_deletes,
                 )
                 results.extend(ran)
+            if not dry_run:
+                _requests_after(app, store, results)
         finally:
             if not dry_run:
                 export_anchor(app, store, quiet=quiet or as_json)
     if as_json:
         emit_json([result_json(r) for r in results])
     ctx.exit(exit_code(results, refused))
+
+
+def _requests_before(app: App, store: StateStore) -> None:
+    """End the share requests whose time is over before their jobs run (they take back)."""
+    if app.config.model.requests is None:
+        return
+    from connector_core.sync import share_requests
+
+    notes = share_requests.expire_due(store, app.config, share_requests_now())
+    for note in notes:
+        click.echo(note, err=True)
+    if notes:  # an ended request rewrote its policy and job files: read them again
+        app.__dict__.pop("config", None)
+
+
+def _requests_after(app: App, store: StateStore, results: list[RunResult]) -> None:
+    """A request's job that took back everything: the request ends, the requester is told."""
+    if app.config.model.requests is None:
+        return
+    from connector_core.sync import share_requests
+
+    for result in results:
+        if result.job.startswith("request-") and result.error is None:
+            for note in share_requests.after_run(
+                store, app.config, result.job, share_requests_now()
+            ):
+                click.echo(note, err=True)
+
+
+def share_requests_now() -> dt.datetime:
+    """The time share requests expire by (CONNECTOR_NOW, an ISO time, in tests and examples)."""
+    fixed = os.environ.get("CONNECTOR_NOW")
+    return dt.datetime.fromisoformat(fixed) if fixed else dt.datetime.now(dt.UTC)
 
 
 def _run_many(
@@ -538,6 +576,7 @@ def who_has(app: App, record: str, as_json: bool) -> None:
             "fields": m.fields,
             "consent": sorted(m.consent_basis),
             "since": m.updated_at,
+            "request": _request_of(app, m.job),
         }
         for m in holders
     ]
@@ -549,10 +588,19 @@ def who_has(app: App, record: str, as_json: bool) -> None:
     for m in holders:
         fields = ", ".join(f if o == "show" else f"{f} ({o})" for f, o in m.fields.items())
         target = jobs[m.job].target if m.job in jobs else "?"
+        request = _request_of(app, m.job)
+        under = f", under share request {request}" if request else ""
         click.echo(
-            f"{target} (job {m.job}, consent: {', '.join(sorted(m.consent_basis))}, "
+            f"{target} (job {m.job}{under}, consent: {', '.join(sorted(m.consent_basis))}, "
             f"since {m.updated_at}): {fields}"
         )
+
+
+def _request_of(app: App, job: str) -> str | None:
+    """The share request job `job` shares under (an approved request's job), if any."""
+    if app.config.model.requests is None or not job.startswith("request-"):
+        return None
+    return job.removeprefix("request-")
 
 
 SYNC_COMMANDS: tuple[click.Command, ...] = (run, plan, schedule, runs, status, ledger, who_has)

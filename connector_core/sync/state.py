@@ -46,6 +46,7 @@ from connector_core.sync.model import (
     Outstanding,
     RunCounts,
 )
+from connector_core.sync.request_book import RequestBook
 from connector_core.sync.tables import (
     Key,
     id_map,
@@ -518,6 +519,16 @@ class StateStore:
     def approvals(self) -> ApprovalBook:
         """The held change sets and the signed statements about them."""
         return ApprovalBook(self._transaction)
+
+    def share_requests(self) -> RequestBook:
+        """The share requests received, and where each stands."""
+        return RequestBook(self._transaction)
+
+    def record_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ledger rows that record no share of a record: a share request received,
+        decided, ended or taken back (``source_id`` and ``record_key`` empty)."""
+        with self._transaction(write=True) as conn:
+            ledger_rows.append(conn, [dict(r) for r in rows], self._ledger_key, self._terms)
 
     # -- runs --------------------------------------------------------------------------
 

@@ -278,6 +278,26 @@ approval_statements = sa.Table(
     sa.UniqueConstraint("set_id", "person"),
 )
 
+# Share requests received (connector_core.sync.share_requests), schema 0011: the signed
+# document as received (the requester's own name, contact and key, never a shared record),
+# what the floor cut, and where the request stands; `set_id` is the approval set its
+# decision is taken in (statements of the owner's approvers, as for any held change set).
+share_requests = sa.Table(
+    "share_requests",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("request_hash", Hash, nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("document", sa.JSON(), nullable=False),
+    sa.Column("review", sa.JSON(), nullable=False),
+    sa.Column("set_id", sa.BigInteger()),
+    sa.Column("received_at", UtcDateTime(), nullable=False),
+    sa.Column("decided_at", UtcDateTime()),
+    sa.Column("expires_at", UtcDateTime()),
+    sa.Column("ended_at", UtcDateTime()),
+    sa.Column("note", sa.Text()),
+)
+
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first ledger row, and the head's hash while the ledger is empty."""
 
