@@ -246,9 +246,17 @@ def _requests_after(app: App, store: StateStore, results: list[RunResult]) -> No
 
 
 def share_requests_now() -> dt.datetime:
-    """The time share requests expire by (CONNECTOR_NOW, an ISO time, in tests and examples)."""
+    """The time share requests expire by: now, or CONNECTOR_NOW (an ISO time, for tests and
+    examples) when that is later. The override only moves the clock forward, so one left set
+    on a real install can bring an expiry sooner but never keep a request alive past it."""
+    real = dt.datetime.now(dt.UTC)
     fixed = os.environ.get("CONNECTOR_NOW")
-    return dt.datetime.fromisoformat(fixed) if fixed else dt.datetime.now(dt.UTC)
+    if not fixed:
+        return real
+    moved = dt.datetime.fromisoformat(fixed)
+    if moved.tzinfo is None:
+        moved = moved.replace(tzinfo=dt.UTC)
+    return max(real, moved)
 
 
 def _run_many(

@@ -24,7 +24,7 @@ from connector_core.policy.share_requests import load_request, sign_request
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
+T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=5)  # CONNECTOR_NOW only moves time forward
 PEOPLE = {  # name: organization
     "alice": "Demo Climate Network",
     "bob": "Sunrise Housing Co-op",

@@ -22,7 +22,8 @@ from connector_core.policy.share_requests import load_request, sign_request
 from tests.integration.test_cli import run
 from tests.postgres import _admin
 
-T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+# ahead of the real clock: CONNECTOR_NOW only moves time forward
+T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
 REQUESTS = """
 requests:
   source: members
@@ -498,3 +499,16 @@ def test_an_undeclared_request_approver_is_an_error_naming_the_line(
     assert f"connector.yaml:{line}:" in got.stderr
     assert "'karol' is not a person or group" in got.stderr
     assert "Traceback" not in got.output
+
+
+def test_the_clock_override_never_postpones_an_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONNECTOR_NOW (tests, the example) may move the clock forward, never back: left set on
+    a real install, it could otherwise keep a request alive past its expiry."""
+    from connector_core.cli.sync import share_requests_now
+
+    real = dt.datetime.now(dt.UTC)
+    monkeypatch.setenv("CONNECTOR_NOW", (real - dt.timedelta(days=30)).isoformat())
+    assert share_requests_now() >= real
+    ahead = real + dt.timedelta(days=30)
+    monkeypatch.setenv("CONNECTOR_NOW", ahead.isoformat())
+    assert share_requests_now() == ahead

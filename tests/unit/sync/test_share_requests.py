@@ -24,7 +24,8 @@ from tests.postgres import REPO
 
 FLOOR = REPO / "policies" / "network-floor.yaml"
 PURPOSES = ["contact_me", "local_organizing", "share_with_partners", "public_map"]
-T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+# ahead of the real clock: CONNECTOR_NOW only moves time forward
+T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIInCxHinnCSdEKYi8QBMNbgPfATm9vdmhEI3GSiEyGUA ana"
 RECORD: dict[str, Any] = {
     "id": "M1",
