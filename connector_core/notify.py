@@ -61,6 +61,12 @@ _SUBJECTS = {
     "decided": "was decided",
     "expired": "expired undecided",
 }
+_ASKED = {  # a share request's notices without a decision word
+    "waiting": "waits for your approval",
+    "escalated": "waits for a fallback approver",
+    "decided": "was decided",
+    "expired": "expired",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +88,15 @@ class Notice:
     review: str
     to: tuple[str, ...]
     decision: str | None = None
+    #: what the notice is about: an approval set, or a share request (then ``job`` is the
+    #: request's job, and the requester or its approvers are told about the request)
+    about: Literal["set", "request"] = "set"
 
     def __post_init__(self) -> None:
         if self.kind not in NOTICE_KINDS:
             raise ValueError(f"a notice is one of {', '.join(NOTICE_KINDS)}")
+        if self.about not in ("set", "request"):
+            raise ValueError("a notice is about a set or a request")
         for what in ("job", "policy", "recipient"):
             _require(_NAME_RE, getattr(self, what), f"the notice's {what} must be a name")
         _require(_SET_ID_RE, self.set_id, "the notice's set_id must be an id")
@@ -109,6 +120,9 @@ class Notice:
     def subject(self, network: str = "") -> str:
         """The one-line summary: the email's subject, a chat message's first line."""
         prefix = f"[{network}] " if network else ""
+        if self.about == "request":
+            said = self.decision.replace("_", " ") if self.decision else _ASKED[self.kind]
+            return f"{prefix}Share request {self.job}: {said}"
         return (
             f"{prefix}Approval set {self.set_id} ({self.job} -> {self.recipient}) "
             f"{_SUBJECTS[self.kind]}" + (f": {self.decision}" if self.decision else "")
@@ -145,6 +159,7 @@ class Notice:
             "review": self.review,
             "to": list(self.to),
             "decision": self.decision,
+            "about": self.about,
             "text": f"{self.subject(network)}. Review: {self.review}",
         }
 

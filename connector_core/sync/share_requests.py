@@ -493,6 +493,7 @@ def _notify(
             review=f"connector requests show {stored.id}",
             to=to,
             decision=decision,
+            about="request",
         )
     except ValueError as exc:
         return [f"notice not sent: {exc}"]

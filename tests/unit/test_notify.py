@@ -618,3 +618,21 @@ def test_two_notification_secrets_cannot_share_a_variable(tmp_path: Path) -> Non
         load_config(path, collect_adapters(make_plugin_manager()))
     assert "connector.yaml:13:" in str(err.value)
     assert "CONNECTOR_SECRET_NETWORK_SMTP_PASSWORD" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "decision", "said"),
+    [
+        ("waiting", None, "waits for your approval"),
+        ("expired", "expired", "expired"),
+        ("decided", "taken_back", "taken back"),
+        ("decided", "revoked", "revoked"),
+    ],
+)
+def test_a_share_request_notice_speaks_of_the_request(
+    kind: str, decision: str | None, said: str
+) -> None:
+    """A requester is told about their request, not about an "approval set ... undecided"."""
+    told = notice(kind, about="request", job="request-sunrise", decision=decision)
+    assert told.subject("North") == f"[North] Share request request-sunrise: {said}"
+    assert "Approval set" not in told.text("North")
