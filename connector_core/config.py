@@ -450,6 +450,8 @@ class Config:
     document: LocatedDocument
     #: the jobs expanded from job templates (also in model.jobs), by job name
     partner_jobs: dict[str, PartnerJob] = dataclasses.field(default_factory=dict)
+    #: every installed adapter by adapter name (a retired partner's target may need one)
+    installed: Mapping[str, type[Adapter]] = dataclasses.field(default_factory=dict)
 
     def connection(self, name: str) -> ConnectionConfig:
         """The connection called `name`; a ConfigError with a suggestion if there is none."""
@@ -546,6 +548,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
         adapters={name: adapters[c.adapter] for name, c in model.connections.items()},
         document=doc,
         partner_jobs=partner_jobs,
+        installed=adapters,
     )
 
 

@@ -19,7 +19,13 @@ from connector_core.plugins import collect_adapters, make_plugin_manager
 from connector_core.policy.compiler import compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.query import Compare
+from connector_core.sync.state import StateStore
 from tests.integration.test_cli import run
+
+
+def held_ids(store: StateStore, job: str) -> list[str]:
+    return list(store.source_ids(job))
+
 
 ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
 REGIONS = ("North", "South East", "South West")
@@ -238,3 +244,61 @@ def test_run_all_shares_with_50_partners_from_one_read(
     assert {regions[r["first_name"], r["last_name"]] for r in north} == {"North"}
     one = run(runner, "plan", "local.p004", cwd=network, env=ENV)
     assert one.exit_code == 0, one.output
+
+
+def test_a_partner_removed_from_the_registry_is_retired_and_its_data_taken_back(
+    runner: CliRunner, network: Path
+) -> None:
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    held = rows(network / "out" / "local" / "p001.csv")
+    assert held
+    write_registry(network / "partners.csv", 50)  # unchanged: nothing retired
+    again = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert "retired" not in again.output
+    lines = (network / "partners.csv").read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not line.startswith(("p001,", "p002,"))]
+    (network / "partners.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    result = run(runner, "run", "--all", "--json", cwd=network, env=ENV)
+    assert result.exit_code == 0, result.output
+    summaries = {s["job"]: s["counts"] for s in json.loads(result.stdout)}
+    assert summaries["local.p001"]["deleted"] == len(held)
+    assert rows(network / "out" / "local" / "p001.csv") == []
+    assert "local.p001" not in json.loads(run(runner, "jobs", "--json", cwd=network).stdout)
+    with StateStore.open(f"sqlite:///{network / 'state.db'}") as store:
+        assert store.mapped_count("local.p001") == 0
+        assert store.who_has(held_ids(store, "local.p003")[0], job="local.p003")
+    quiet = run(runner, "run", "--all", cwd=network, env=ENV)  # retired once, not again
+    assert quiet.exit_code == 0, quiet.output
+    assert "retired" not in quiet.output
+
+
+def test_many_partners_leaving_at_once_wait_for_a_person(runner: CliRunner, network: Path) -> None:
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    write_registry(network / "partners.csv", 30)  # 20 of 50 gone: more than 5 and 10%
+    held = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert held.exit_code == 5, held.output
+    assert "20 of its 50 partners left the registry at once" in held.output
+    assert "--accept-retire 20" in held.output
+    assert rows(network / "out" / "local" / "p040.csv")  # nothing taken back
+    accepted = run(runner, "run", "--all", "--accept-retire", "20", cwd=network, env=ENV)
+    assert accepted.exit_code == 0, accepted.output
+    assert rows(network / "out" / "local" / "p040.csv") == []
+    assert rows(network / "out" / "local" / "p029.csv")
+
+
+def test_a_changed_region_re_decides_the_partner(runner: CliRunner, network: Path) -> None:
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    before = rows(network / "out" / "local" / "p000.csv")
+    text = (network / "partners.csv").read_text(encoding="utf-8")
+    (network / "partners.csv").write_text(text.replace("p000,North", "p000,South West"))
+    result = run(runner, "run", "local.p000", "--json", cwd=network, env=ENV)
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)[0]["counts"]
+    assert counts["deleted"] == len(before)
+    regions = {
+        (m["First Name"], m["Last Name"]): m["Region"]
+        for m in rows(network / "data" / "members.csv")
+    }
+    after = rows(network / "out" / "local" / "p000.csv")
+    assert after
+    assert {regions[r["first_name"], r["last_name"]] for r in after} == {"South West"}
