@@ -302,3 +302,23 @@ def test_a_changed_region_re_decides_the_partner(runner: CliRunner, network: Pat
     after = rows(network / "out" / "local" / "p000.csv")
     assert after
     assert {regions[r["first_name"], r["last_name"]] for r in after} == {"South West"}
+
+
+def test_a_yaml_registry_gives_typed_values_and_refuses_structure(network: Path) -> None:
+    config_path = network / "connector.yaml"
+    config_path.write_text(
+        config_path.read_text(encoding="utf-8").replace("partners.csv", "partners.yaml")
+    )
+    registry = network / "partners.yaml"
+    registry.write_text(
+        "partners:\n  - name: leeds\n    region: North\n  - name: york\n    region: {ne: null}\n"
+    )
+    with pytest.raises(ConfigValidationError) as err:
+        load_config(config_path, adapters())
+    assert [str(p) for p in err.value.problems] == [
+        f"{registry}:5:13: column 'region': a partner's value is text, a number, true/false or "
+        "a list of them"
+    ]
+    registry.write_text("partners:\n  - name: leeds\n    region: North\n")
+    config = load_config(config_path, adapters())
+    assert list(config.partner_jobs) == ["local.leeds"]
