@@ -302,4 +302,15 @@ def _text(row: PartnerRow, column: str, used_at: str, problems: list[Problem]) -
     if not isinstance(value, _SCALARS) or isinstance(value, bool):
         problems.append(row.cells[column].problem(f"column {column!r}: text is needed here"))
         return ""
-    return str(value)
+    text = str(value)
+    if "/" in text or "\\" in text or ".." in text or not text.isprintable():
+        # inside a path, such a value would leave the folder the template chose
+        problems.append(
+            row.cells[column].problem(
+                f"partner {row.name!r}, column {column!r}: a value put inside a text of "
+                f"{used_at} cannot hold '/', '\\', '..' or control characters; write "
+                f"{{partner: {column}}} as the whole value for a path or URL"
+            )
+        )
+        return ""
+    return text

@@ -322,3 +322,15 @@ def test_a_yaml_registry_gives_typed_values_and_refuses_structure(network: Path)
     registry.write_text("partners:\n  - name: leeds\n    region: North\n")
     config = load_config(config_path, adapters())
     assert list(config.partner_jobs) == ["local.leeds"]
+
+
+def test_a_value_inside_a_target_path_cannot_leave_its_folder(network: Path) -> None:
+    config_path = network / "connector.yaml"
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(text.replace("out/local/{partner.name}.csv", "out/{partner.region}.csv"))
+    write_registry(network / "partners.csv", 1, [["evil", "../../etc/x", "c"]])
+    with pytest.raises(ConfigValidationError) as err:
+        load_config(config_path, adapters())
+    assert str(err.value.problems[0]).startswith(
+        f"{network / 'partners.csv'}:3:2: partner 'evil', column 'region': a value put inside"
+    )

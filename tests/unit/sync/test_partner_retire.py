@@ -63,3 +63,22 @@ def test_more_than_the_limit_at_once_is_held(folder: Path, store: StateStore) ->
     assert plan.held_count == 7
     assert len(plan_partners(load(folder, 53), store, accept=7).retire) == 7
     assert len(plan_partners(load(folder, 54), store).retire) == 6
+
+
+def test_a_store_at_0010_migrates_and_keeps_its_jobs(state_url: str) -> None:
+    import alembic.command
+    import sqlalchemy as sa
+
+    from connector_core.sync.migrations import alembic_config
+    from connector_core.sync.tables import job_state
+
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:  # a store of the version before partner jobs
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0010_approval_sets")
+        conn.execute(job_state.insert().values(job="members", cursor="c1"))
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        assert upgraded.job_state("members").cursor == "c1"
+        assert remembered(upgraded) == {}
