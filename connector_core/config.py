@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
@@ -49,6 +49,9 @@ from connector_core.yaml_errors import (
     validate,
     without_credentials,
 )
+
+if TYPE_CHECKING:
+    from connector_core.templates import PartnerJob
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
 DEFAULT_FILE = "connector.yaml"
@@ -172,6 +175,47 @@ class JobConfig(_Block):
     )
     enabled: bool = Field(default=True, description="false keeps the job defined but never runs it")
     options: dict[str, Any] = Field(default_factory=dict, description="Job options")
+
+
+class PartnerTargetConfig(_Block):
+    """The target connection each partner gets: adapter, settings with partner values."""
+
+    adapter: str = Field(description="Name of an installed adapter, e.g. csv")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The adapter's settings; `{partner.COLUMN}` inside a text is the partner's "
+        "value (e.g. out/{partner.name}.csv) and `{partner: COLUMN}` a whole value",
+    )
+    mapping: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Canonical field -> the tool's field name; null removes a default entry",
+    )
+
+
+class PartnerTemplateConfig(_Block):
+    """A job template: one job per partner of its registry, named TEMPLATE.PARTNER."""
+
+    registry: ConfigPath = Field(
+        description="The partner registry: a .csv or .yaml file with a `name` per partner and "
+        "the columns the policy and the target settings use (relative to connector.yaml)"
+    )
+    source: str = Field(description="The connection every partner's records are read from")
+    policy: Annotated[ConfigPath, AfterValidator(_check_policy_file)] = Field(
+        description="Policy file; `{partner: COLUMN}` in its conditions is the partner's value"
+    )
+    target: PartnerTargetConfig = Field(description="Each partner's target connection")
+    schedule: Annotated[str | None, AfterValidator(_check_schedule)] = Field(
+        default=None, description="Cron expression for every partner's job"
+    )
+    mode: Literal["mirror"] = Field(default="mirror", description="mirror (the only mode)")
+    enabled: bool = Field(default=True, description="false keeps the jobs but never runs them")
+    options: dict[str, Any] = Field(default_factory=dict, description="Job options")
+    max_retire: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most partners one run may retire (take all their data back) without "
+        "`connector run --accept-retire N`; default: 5, or 10% of the partners if more",
+    )
 
 
 class StateConfig(_Block):
@@ -388,6 +432,10 @@ class ConnectorConfig(_Block):
         description="Connections by name (lowercase letters, digits, '_' and '-')"
     )
     jobs: dict[str, JobConfig] = Field(default_factory=dict, description="Sync jobs by name")
+    partners: dict[str, PartnerTemplateConfig] = Field(
+        default_factory=dict,
+        description="Job templates by name: one job per partner of a registry",
+    )
     state: StateConfig = Field(default_factory=StateConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     approvers: dict[str, ApproverConfig] = Field(
@@ -420,6 +468,10 @@ class Config:
     settings: dict[str, AdapterSettings]
     adapters: dict[str, type[Adapter]]
     document: LocatedDocument
+    #: the jobs expanded from job templates (also in model.jobs), by job name
+    partner_jobs: dict[str, PartnerJob] = dataclasses.field(default_factory=dict)
+    #: every installed adapter by adapter name (a retired partner's target may need one)
+    installed: Mapping[str, type[Adapter]] = dataclasses.field(default_factory=dict)
 
     def connection(self, name: str) -> ConnectionConfig:
         """The connection called `name`; a ConfigError with a suggestion if there is none."""
@@ -445,9 +497,11 @@ class Config:
         """Construct the adapter of `connection` with its settings, secrets and mapping."""
         mapping = self.connection(connection).mapping
         adapter_cls = self.adapters[connection]
+        partner = self.partner_jobs.get(connection)
         return adapter_cls(
             self.settings[connection],
-            self.secrets(connection),
+            # a partner's target reads its template's secrets: one set for all partners
+            self.secrets(connection if partner is None else partner.template),
             mapping=mapping,
             connection=connection,
         )
@@ -499,6 +553,11 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     problems += _check_shared_targets(doc, adapters, settings)
     problems += path_problems(doc, settings, model)
     problems += _check_secret_variables(doc, model, settings)
+    partner_jobs: dict[str, PartnerJob] = {}
+    if model is not None and model.partners and not problems:
+        from connector_core.templates import expand_templates  # only with job templates
+
+        partner_jobs = expand_templates(doc, model, adapters, settings, base_dir, problems)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
     if model.requests is not None:
@@ -510,6 +569,8 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
         settings=settings,
         adapters={name: adapters[c.adapter] for name, c in model.connections.items()},
         document=doc,
+        partner_jobs=partner_jobs,
+        installed=adapters,
     )
 
 

@@ -149,3 +149,24 @@ def test_writing_adapters_python_examples_compile_and_name_real_api() -> None:
                 assert hasattr(crash, node.attr), f"crash.{node.attr}"
     assert hasattr(crash.KillSwitch, "after")
     assert hasattr(crash.KillSwitch, "install")
+
+
+def test_the_partners_example_expands_with_its_registry_and_policy(tmp_path: Path) -> None:
+    """docs/partners.md: the template, its CSV registry and its policy load as documented."""
+    text = (REPO / "docs" / "partners.md").read_text(encoding="utf-8")
+    config_text, policy_text = yaml_blocks("partners.md")[:2]
+    registry = re.search(r"```\n(name,.*?)```", text, re.S)
+    assert registry is not None
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "partners.csv").write_text(registry.group(1), encoding="utf-8")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "partner-local.yaml").write_text(policy_text, encoding="utf-8")
+    path = _prepare(tmp_path, config_text)
+    config = load_config(path, collect_adapters(make_plugin_manager()))
+    assert sorted(config.partner_jobs) == ["local.bristol", "local.leeds-north"]
+    from connector_core.query import Compare
+    from connector_core.sync.job import load_job_policy
+
+    partner = config.partner_jobs["local.leeds-north"]
+    policy = load_job_policy(config, partner.job.policy, partner=partner.row)
+    assert policy.rules[0].condition == Compare("region", "eq", "North")

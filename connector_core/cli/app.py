@@ -75,6 +75,10 @@ COMMANDS = {
         "connector_core.cli.doctor:doctor",
         "Check the config, plugins, credentials, each connection and each job; list problems.",
     ),
+    "jobs": Lazy(
+        "connector_core.cli.jobs:jobs",
+        "List the jobs: hand-written ones and one per partner of each job template.",
+    ),
     "ledger": Lazy(
         "connector_core.cli.ledger:ledger",
         "Check, export and migrate the tamper-evident ledger of every share.",

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from connector_core.cli.app import App, emit_json
+from connector_core.cli.jobs import sync_partners
 from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConnectorError, ExitCode
@@ -161,6 +162,14 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     help="Take back up to N records that the mass-delete guard held back (check them first "
     "with `connector plan JOB`).",
 )
+@click.option(
+    "--accept-retire",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Retire up to N partners that left their registry at once (more than the "
+    "template's max_retire), taking their data back.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run summaries as JSON.")
 @click.pass_context
 def run(
@@ -171,6 +180,7 @@ def run(
     dry_run: bool,
     reconcile: bool | None,
     accept_deletes: int,
+    accept_retire: int,
     as_json: bool,
 ) -> None:
     """Run the sync job JOB (or --all, or --due) defined in connector.yaml.
@@ -192,12 +202,18 @@ def run(
             _requests_before(app, store)
         try:
             names = _select(app, job, run_all, due, store)
+            if not dry_run:  # partners that left their registry: taken back (--all, --due)
+                retired, codes = sync_partners(
+                    app, store, retire=job is None, accept=accept_retire, quiet=quiet or as_json
+                )
+                results.extend(retired)
+                refused.extend(codes)
             if job is not None:  # the CLI group reports its error, with its exit code
                 results.append(
                     _run_one(app, job, dry_run, reconcile, quiet, store, as_json, accept_deletes)
                 )
             else:  # jobs sharing a source read it once; one broken job never stops the others
-                ran, refused = _run_many(
+                ran, not_run = _run_many(
                     app,
                     names,
                     store,
@@ -208,6 +224,7 @@ def run(
                     accept_deletes=accept_deletes,
                 )
                 results.extend(ran)
+                refused.extend(not_run)
             if not dry_run:
                 _requests_after(app, store, results)
         finally:
@@ -444,6 +461,7 @@ def _run_due(app: App) -> list[str]:
     with open_store(app, keyed=True, create_key=True) as store:
         store.check_ledger_writable()
         ran = _select(app, None, False, True, store)
+        sync_partners(app, store, retire=True)
         if ran:
             _run_many(app, ran, store)  # reports each job; a failing one never stops it
             export_anchor(app, store, quiet=False)

@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 from connector_core.errors import ConfigValidationError, PolicyError, Problem
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import BUILTIN_MASKS
+from connector_core.partners import PartnerRow, param_column, substitute
 from connector_core.policy.conditions import ConditionParser, warning
 from connector_core.policy.models import NAME_RE, Policy, PolicyFile, Rule
 from connector_core.policy.outcomes import OutcomeParser
@@ -46,6 +47,7 @@ class _Options:
     masks: Mapping[str, MaskFactory]
     extra_fields: frozenset[str] | None
     floor: Path | None
+    partner: PartnerRow | None = None
 
 
 def load_policy(
@@ -55,6 +57,7 @@ def load_policy(
     masks: Mapping[str, MaskFactory] | None = None,
     extra_fields: Collection[str] | None = None,
     floor: Path | None = None,
+    partner: PartnerRow | None = None,
 ) -> Policy:
     """Load and check the policy at `path`, with the policies it narrows.
 
@@ -67,6 +70,9 @@ def load_policy(
             accepts any well-formed one.
         floor: the network floor policy; it becomes the root of every ``narrows`` chain
             (the floor itself narrows nothing).
+        partner: the registry row of a partner job: each ``{partner: COLUMN}`` operand in
+            the policy's conditions becomes the row's typed value (not in the policies it
+            narrows); its content hash covers the values used.
 
     Raises:
         PolicyValidationError: every error of the file and of the files it narrows.
@@ -76,6 +82,7 @@ def load_policy(
         masks=BUILTIN_MASKS if masks is None else masks,
         extra_fields=None if extra_fields is None else frozenset(extra_fields),
         floor=floor,
+        partner=partner,
     )
     return _load(path, options, ())
 
@@ -86,13 +93,43 @@ def _load(path: Path, options: _Options, stack: tuple[Path, ...]) -> Policy:
     except ConfigValidationError as err:
         raise PolicyValidationError(err.problems, hint=err.hint) from None
     problems: list[Problem] = []
+    params: dict[str, Any] = {}
+    original = doc
+    if not stack:
+        doc = _with_partner(doc, options.partner, problems, params)
     parent = _parent(doc, options, (*stack, path.resolve()), problems)
-    checker = _Checker(doc, options, parent)
+    checker = _Checker(doc, options, parent, params)
     policy = checker.run()
     problems += checker.problems
     if problems or policy is None:
+        if not stack and options.partner is not None:
+            problems = _relocated(original, options.partner, problems)
         raise PolicyValidationError(sorted_problems(problems), hint=HINT)
     return policy
+
+
+def _relocated(doc: LocatedDocument, partner: PartnerRow, problems: list[Problem]) -> list[Problem]:
+    """Problems about a partner's value, moved to where the registry holds it."""
+    marks: dict[tuple[int, int], str] = {}
+    for loc in doc.marks:
+        if loc[-1:] == ("partner",) and len(loc) > 1:
+            parent = doc.marks.get(loc[:-1])
+            if parent is not None:
+                marks[parent] = str(doc.get(loc))
+    out = []
+    for problem in problems:
+        column = marks.get((problem.line or 0, problem.col or 0))
+        cell = partner.cells.get(column) if column is not None else None
+        if cell is None or problem.path != str(doc.path):
+            out.append(problem)
+            continue
+        out.append(
+            cell.problem(
+                f"partner {partner.name!r}, column {column!r}: not a valid value for "
+                f"{doc.path.name}:{problem.line}: {problem.message}"
+            )
+        )
+    return out
 
 
 def _parent(
@@ -135,8 +172,15 @@ def _parent(
 class _Checker:
     """Checks one policy file and builds its Policy; the parent chain is already loaded."""
 
-    def __init__(self, doc: LocatedDocument, options: _Options, parent: Policy | None) -> None:
+    def __init__(
+        self,
+        doc: LocatedDocument,
+        options: _Options,
+        parent: Policy | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         self.doc = doc
+        self.params = dict(params or {})
         self.options = options
         self.parent = parent
         self.problems: list[Problem] = []
@@ -290,6 +334,51 @@ class _Checker:
 
     def _content_hash(self) -> str:
         digest = hashlib.sha256(self.doc.path.read_bytes())
+        if self.params:  # a partner's values: another value, another policy
+            digest.update(b"\0partner\0" + repr(sorted(self.params.items())).encode())
         if self.parent is not None:
             digest.update(b"\0narrows\0" + self.parent.content_hash.encode())
         return digest.hexdigest()
+
+
+def _with_partner(
+    doc: LocatedDocument,
+    partner: PartnerRow | None,
+    problems: list[Problem],
+    params: dict[str, Any],
+) -> LocatedDocument:
+    """`doc` with its conditions' ``{partner: COLUMN}`` operands replaced by the partner's
+    typed values (parsed YAML in, parsed YAML out: a value is never read as YAML again)."""
+    rules = doc.get(("rules",))
+    if not isinstance(rules, list):
+        return doc
+    data = dict(doc.data)
+    data["rules"] = new_rules = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or "when" not in rule:
+            new_rules.append(rule)
+            continue
+        if partner is None:
+            problems += _unfilled(doc, rule["when"], ("rules", i, "when"))
+            new_rules.append(rule)
+            continue
+        used_at = f"{doc.path.name} rules[{i}]"
+        when = substitute(rule["when"], partner, used_at, problems, params)
+        new_rules.append({**rule, "when": when})
+    return LocatedDocument(doc.path, data, doc.marks, doc.key_marks)
+
+
+def _unfilled(doc: LocatedDocument, node: Any, loc: tuple[str | int, ...]) -> list[Problem]:
+    """``{partner: COLUMN}`` in a policy loaded for no partner."""
+    if param_column(node) is not None:
+        message = (
+            "{partner: ...} is a partner's value: this policy is a job template's, filled in "
+            "for each partner of its registry (connector.yaml `partners:`); check it through "
+            "a partner's job, e.g. `connector plan TEMPLATE.PARTNER`"
+        )
+        return [doc.problem(loc, message)]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _unfilled(doc, v, (*loc, k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _unfilled(doc, v, (*loc, i))]
+    return []

@@ -23,6 +23,7 @@ from connector_core.config import ApproverConfig, Config, JobConfig
 from connector_core.errors import ConfigError
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
+from connector_core.partners import PartnerRow
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy, parse_duration
@@ -169,8 +170,12 @@ def load_job(
         AdapterError: the source could not be reached to list its fields.
     """
     job = config.job(name)
-    options = validate(config.document, JobOptions, prefix=("jobs", name, "options"))
-    loaded = load_job_policy(config, job.policy, masks)
+    partner = config.partner_jobs.get(name)
+    where = ("jobs", name) if partner is None else ("partners", partner.template)
+    options = validate(config.document, JobOptions, prefix=(*where, "options"))
+    loaded = load_job_policy(
+        config, job.policy, masks, partner=None if partner is None else partner.row
+    )
     check_approvers(config, loaded)
     policy = compile_policy(loaded, masks=masks, context=context)
     _check_target(name, job, config.adapters[job.target])
@@ -225,9 +230,14 @@ def key_secret(config: Config) -> bytes | None:
 
 
 def load_job_policy(
-    config: Config, path: Path, masks: Mapping[str, MaskFactory] | None = None
+    config: Config,
+    path: Path,
+    masks: Mapping[str, MaskFactory] | None = None,
+    *,
+    partner: PartnerRow | None = None,
 ) -> Policy:
-    """Load a policy as connector.yaml's network sees it: floor, purposes, mapped extras."""
+    """Load a policy as connector.yaml's network sees it: floor, purposes, mapped extras;
+    for a partner's job, with the partner's values (see :mod:`connector_core.templates`)."""
     model = config.model
     extras = [f for c in model.connections.values() for f in c.mapping if f.startswith("extra.")]
     extras += [f for settings in config.settings.values() for f in settings.extra_fields()]
@@ -237,6 +247,7 @@ def load_job_policy(
         masks=masks,
         extra_fields=extras,
         floor=model.network.floor,
+        partner=partner,
     )
 
 

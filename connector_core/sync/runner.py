@@ -665,6 +665,19 @@ class _Run:
             ]
             self._take(self.planner.plan_missing(found, reason))
 
+    def take_back_everything(self, reason: str) -> None:
+        """Queue a delete of every record the job holds (a retired partner's), as explicit
+        take-backs: a person decided them, so the mass-delete guard does not hold them."""
+        ids = list(self.store.source_ids(self.job.name))
+        for start in range(0, len(ids), _ID_CHUNK):
+            rows = self.store.mapped(self.job.name, ids[start : start + _ID_CHUNK])
+            self.touched.update(sid for sid in rows if sid in self.owed)
+            found = [
+                self._uncertain(self.owed[s], r) if s in self.owed else r for s, r in rows.items()
+            ]
+            steps = self.planner.plan_missing(found, reason)
+            self._take([dataclasses.replace(s, withdrawal=True) for s in steps])
+
     def _untouched(self) -> None:
         """Settle the changes an interrupted run sent that this complete read did not list.
 

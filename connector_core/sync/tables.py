@@ -336,3 +336,18 @@ row_fingerprints = sa.Table(
     sa.Column("cursor", sa.Text(), nullable=False),
     sa.Column("fingerprints", sa.LargeBinary(), nullable=False),
 )
+
+# The partners of job templates (connector_core.templates) as the last run saw them, schema
+# 0015: a partner job's registry row (what renders its target and its policy), so that a
+# partner removed from its registry can still be taken back from; status "active" or
+# "retired" (its data taken back).
+partner_jobs = sa.Table(
+    "partner_jobs",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("template", sa.String(), nullable=False),
+    sa.Column("partner", sa.String(), nullable=False),
+    sa.Column("row", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)

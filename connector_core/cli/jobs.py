@@ -1,0 +1,94 @@
+"""`connector jobs`: every job of connector.yaml, those expanded from job templates too."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from connector_core.cli.app import App, emit_json
+from connector_core.errors import ConnectorError, ExitCode
+
+if TYPE_CHECKING:
+    from connector_core.sync.runner import RunResult
+    from connector_core.sync.state import StateStore
+
+
+@click.command()
+@click.option("--template", metavar="NAME", help="Only the partner jobs of this job template.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def jobs(app: App, template: str | None, as_json: bool) -> None:
+    """List the jobs: hand-written ones and one per partner of each job template.
+
+    \b
+    A partner's job is named TEMPLATE.PARTNER; every command that takes a
+    job takes it, e.g. `connector plan local.leeds-north`.
+    """
+    config = app.config
+    rows: list[dict[str, Any]] = []
+    for name, job in config.model.jobs.items():
+        partner = config.partner_jobs.get(name)
+        if template is not None and (partner is None or partner.template != template):
+            continue
+        rows.append(
+            {
+                "job": name,
+                "template": None if partner is None else partner.template,
+                "partner": None if partner is None else partner.row.name,
+                "source": job.source,
+                "target": job.target,
+                "policy": str(job.policy),
+                "schedule": job.schedule,
+                "enabled": job.enabled,
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        origin = f"  (template {row['template']})" if row["template"] else ""
+        off = "" if row["enabled"] else "  [disabled]"
+        click.echo(f"{row['job']}: {row['source']} -> {row['target']}{origin}{off}")
+
+
+def sync_partners(
+    app: App, store: StateStore, *, retire: bool, accept: int = 0, quiet: bool = False
+) -> tuple[list[RunResult], list[int]]:
+    """Remember the registries' partners; with `retire`, take back the data of those that
+    left (see :mod:`connector_core.sync.partners`). Returns the retirements' results and
+    the exit codes of what could not be done."""
+    if not app.config.model.partners:
+        return [], []
+    from connector_core.cli.policy import PolicyEnv
+    from connector_core.sync.partners import plan_partners, remember
+    from connector_core.sync.partners import retire as retire_job
+
+    plan = plan_partners(app.config, store, accept) if retire else None
+    remember(app.config, store)
+    if plan is None:
+        return [], []
+    codes: list[int] = []
+    for line in plan.held:
+        click.secho(f"partners: {line}", fg="red", err=True)
+        click.echo(
+            "  hint: check the registry; if they really left, run `connector run --all "
+            f"--accept-retire {plan.held_count}`",
+            err=True,
+        )
+        codes.append(ExitCode.DELETES_HELD)
+    env = PolicyEnv.from_app(app)
+    results = []
+    for name, (template, row) in plan.retire.items():
+        try:
+            result = retire_job(
+                app.config, store, name, template, row, masks=env.masks, context=env.context()
+            )
+        except ConnectorError as err:
+            click.secho(f"{name}: not retired: {err}", fg="red", err=True)
+            codes.append(err.exit_code)
+            continue
+        if not quiet:
+            click.echo(f"{name}: retired (left the registry), took back {result.counts.deleted}")
+        results.append(result)
+    return results, codes

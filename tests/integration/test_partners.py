@@ -1,0 +1,336 @@
+"""Partners as data: a job template plus a partner registry expands to one job per partner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector_core.config import load_config
+from connector_core.errors import ConfigValidationError
+from connector_core.partners import PartnerRow
+from connector_core.plugins import collect_adapters, make_plugin_manager
+from connector_core.policy.compiler import compile_policy
+from connector_core.policy.loader import load_policy
+from connector_core.query import Compare
+from connector_core.sync.state import StateStore
+from tests.integration.test_cli import run
+
+
+def held_ids(store: StateStore, job: str) -> list[str]:
+    return list(store.source_ids(job))
+
+
+ENV = {"CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests"}
+REGIONS = ("North", "South East", "South West")
+
+PARTNER_POLICY = """\
+policy: partner-local
+description: A local partner sees the supporters of its own region.
+require_consent: [local_organizing]
+rules:
+  - allow: supporters in the partner's region
+    when: {region: {partner: region}}
+fields:
+  first_name: show
+  last_name: show
+  city: show
+"""
+
+TEMPLATE = """
+partners:
+  local:
+    registry: partners.csv
+    source: members
+    policy: ../../policies/partner-local.yaml
+    schedule: "0 * * * *"
+    target:
+      adapter: csv
+      settings:
+        path: out/local/{partner.name}.csv
+"""
+
+
+def write_registry(path: Path, count: int, extra: list[list[str]] | None = None) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["name", "region", "contact"])
+        for i in range(count):
+            out.writerow([f"p{i:03d}", REGIONS[i % 3], f"contact{i}@example.org"])
+        for row in extra or []:
+            out.writerow(row)
+
+
+@pytest.fixture
+def network(demo: Path) -> Path:
+    """The demo network plus a template `local` with 50 partners."""
+    (demo.parent.parent / "policies" / "partner-local.yaml").write_text(PARTNER_POLICY)
+    config = demo / "connector.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + TEMPLATE, encoding="utf-8")
+    write_registry(demo / "partners.csv", 50)
+    (demo / "out" / "local").mkdir()
+    return demo
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def adapters() -> Any:
+    return collect_adapters(make_plugin_manager())
+
+
+def test_a_template_expands_to_one_job_per_partner(network: Path) -> None:
+    config = load_config(network / "connector.yaml", adapters())
+    partner_jobs = sorted(n for n in config.model.jobs if n.startswith("local."))
+    assert len(partner_jobs) == 50
+    assert config.job("local.p007").target == "local.p007"
+    assert config.partner_jobs["local.p007"].row.values()["region"] == REGIONS[7 % 3]
+    settings = config.settings["local.p007"]
+    assert str(settings.path).endswith("out/local/p007.csv")  # type: ignore[attr-defined]
+
+
+def test_the_partner_value_is_a_typed_operand(network: Path) -> None:
+    config = load_config(network / "connector.yaml", adapters())
+    from connector_core.sync.job import load_job_policy
+
+    policy = load_job_policy(
+        config, config.job("local.p001").policy, partner=config.partner_jobs["local.p001"].row
+    )
+    assert policy.rules[0].condition == Compare("region", "eq", "South East")
+    other = load_job_policy(
+        config, config.job("local.p002").policy, partner=config.partner_jobs["local.p002"].row
+    )
+    assert policy.content_hash != other.content_hash
+
+
+def _row(region: Any) -> PartnerRow:
+    from connector_core.partners import Cell
+
+    return PartnerRow(
+        "p",
+        {"name": Cell("p", "reg.csv", 2, 1), "region": Cell(region, "reg.csv", 2, 2)},
+        "reg.csv",
+        2,
+    )
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.one_of(
+        st.text(min_size=1),
+        st.sampled_from(
+            [
+                "North'} or {region: {ne: null",
+                "North\n  - allow: everyone",
+                "{partner: region}",
+                "*",
+                "%",
+                "null",
+                "~",
+            ]
+        ),
+    )
+)
+def test_no_partner_value_can_widen_the_policy(tmp_path_factory: Any, value: str) -> None:
+    folder = tmp_path_factory.mktemp("p")
+    path = folder / "partner.yaml"
+    path.write_text(PARTNER_POLICY, encoding="utf-8")
+    policy = load_policy(path, partner=_row(value))
+    assert [r.condition for r in policy.rules] == [Compare("region", "eq", value)]
+    compiled = compile_policy(policy)
+    others = [
+        {"id": "1", "region": r, "consent": {"local_organizing": {"granted": True}}}
+        for r in ("North", "South", "", value + "x")
+    ]
+    for record in others:
+        decision, _ = compiled.evaluate(record)
+        assert decision.share == (record["region"] == value)
+
+
+def test_a_partner_value_that_is_not_valid_names_the_registry_cell(tmp_path: Path) -> None:
+    path = tmp_path / "partner.yaml"
+    path.write_text(
+        PARTNER_POLICY.replace("{region: {partner: region}}", "{is_deceased: {partner: region}}"),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigValidationError) as err:
+        load_policy(path, partner=_row("North"))
+    assert str(err.value.problems[0]).startswith("reg.csv:2:2: partner 'p', column 'region'")
+
+
+def test_a_policy_with_partner_values_loaded_for_nobody_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "partner.yaml"
+    path.write_text(PARTNER_POLICY, encoding="utf-8")
+    with pytest.raises(ConfigValidationError) as err:
+        load_policy(path)
+    assert "is a partner's value" in str(err.value.problems[0])
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            [["p001", "North", "x"]],
+            "partners.csv:52:1: partner 'p001' is listed twice (first on line 3)",
+        ),
+        ([["Bad Name", "North", "x"]], "partners.csv:52:1: name 'Bad Name' is not a partner name"),
+        (
+            [["p900", "", "x"]],
+            "partners.csv:52:2: partner 'p900', column 'region': a value is needed",
+        ),
+    ],
+    ids=["duplicate", "bad-name", "empty-value"],
+)
+def test_bad_registry_rows_are_named_by_line_and_column(
+    runner: CliRunner, network: Path, extra: list[list[str]], expected: str
+) -> None:
+    write_registry(network / "partners.csv", 50, extra)
+    result = run(runner, "jobs", cwd=network, env=ENV)
+    assert result.exit_code == 3
+    assert expected in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_empty_registry_stops(runner: CliRunner, network: Path) -> None:
+    write_registry(network / "partners.csv", 0)
+    result = run(runner, "jobs", cwd=network, env=ENV)
+    assert result.exit_code == 3
+    assert "lists no partner" in result.output
+
+
+def test_jobs_lists_partner_jobs_with_their_template(runner: CliRunner, network: Path) -> None:
+    result = run(runner, "jobs", "--json", cwd=network, env=ENV)
+    assert result.exit_code == 0, result.output
+    jobs = {j["job"]: j for j in json.loads(result.stdout)}
+    assert len(jobs) == 52
+    assert jobs["local.p003"]["template"] == "local"
+    assert jobs["local.p003"]["partner"] == "p003"
+    assert jobs["organizers-north"]["template"] is None
+
+
+def test_run_all_shares_with_50_partners_from_one_read(
+    runner: CliRunner, network: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector_csv import CsvAdapter
+
+    reads: list[str] = []
+    read = CsvAdapter.read
+
+    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
+        reads.append(self.connection)
+        return read(self, **kwargs)
+
+    monkeypatch.setattr(CsvAdapter, "read", counted)
+    result = run(runner, "run", "--all", "--json", cwd=network, env=ENV)
+    assert result.exit_code == 0, result.output
+    assert reads == ["members"]
+    summaries = {s["job"]: s["counts"] for s in json.loads(result.stdout)}
+    assert len(summaries) == 52
+    north = rows(network / "out" / "local" / "p000.csv")
+    assert north
+    assert summaries["local.p000"]["created"] == len(north)
+    regions = {
+        (m["First Name"], m["Last Name"]): m["Region"]
+        for m in rows(network / "data" / "members.csv")
+    }
+    assert {regions[r["first_name"], r["last_name"]] for r in north} == {"North"}
+    one = run(runner, "plan", "local.p004", cwd=network, env=ENV)
+    assert one.exit_code == 0, one.output
+
+
+def test_a_partner_removed_from_the_registry_is_retired_and_its_data_taken_back(
+    runner: CliRunner, network: Path
+) -> None:
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    held = rows(network / "out" / "local" / "p001.csv")
+    assert held
+    write_registry(network / "partners.csv", 50)  # unchanged: nothing retired
+    again = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert "retired" not in again.output
+    lines = (network / "partners.csv").read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not line.startswith(("p001,", "p002,"))]
+    (network / "partners.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    result = run(runner, "run", "--all", "--json", cwd=network, env=ENV)
+    assert result.exit_code == 0, result.output
+    summaries = {s["job"]: s["counts"] for s in json.loads(result.stdout)}
+    assert summaries["local.p001"]["deleted"] == len(held)
+    assert rows(network / "out" / "local" / "p001.csv") == []
+    assert "local.p001" not in json.loads(run(runner, "jobs", "--json", cwd=network).stdout)
+    with StateStore.open(f"sqlite:///{network / 'state.db'}") as store:
+        assert store.mapped_count("local.p001") == 0
+        assert store.who_has(held_ids(store, "local.p003")[0], job="local.p003")
+    quiet = run(runner, "run", "--all", cwd=network, env=ENV)  # retired once, not again
+    assert quiet.exit_code == 0, quiet.output
+    assert "retired" not in quiet.output
+
+
+def test_many_partners_leaving_at_once_wait_for_a_person(runner: CliRunner, network: Path) -> None:
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    write_registry(network / "partners.csv", 30)  # 20 of 50 gone: more than 5 and 10%
+    held = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert held.exit_code == 5, held.output
+    assert "20 of its 50 partners left the registry at once" in held.output
+    assert "--accept-retire 20" in held.output
+    assert rows(network / "out" / "local" / "p040.csv")  # nothing taken back
+    accepted = run(runner, "run", "--all", "--accept-retire", "20", cwd=network, env=ENV)
+    assert accepted.exit_code == 0, accepted.output
+    assert rows(network / "out" / "local" / "p040.csv") == []
+    assert rows(network / "out" / "local" / "p029.csv")
+
+
+def test_a_changed_region_re_decides_the_partner(runner: CliRunner, network: Path) -> None:
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    before = rows(network / "out" / "local" / "p000.csv")
+    text = (network / "partners.csv").read_text(encoding="utf-8")
+    (network / "partners.csv").write_text(text.replace("p000,North", "p000,South West"))
+    result = run(runner, "run", "local.p000", "--json", cwd=network, env=ENV)
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)[0]["counts"]
+    assert counts["deleted"] == len(before)
+    regions = {
+        (m["First Name"], m["Last Name"]): m["Region"]
+        for m in rows(network / "data" / "members.csv")
+    }
+    after = rows(network / "out" / "local" / "p000.csv")
+    assert after
+    assert {regions[r["first_name"], r["last_name"]] for r in after} == {"South West"}
+
+
+def test_a_yaml_registry_gives_typed_values_and_refuses_structure(network: Path) -> None:
+    config_path = network / "connector.yaml"
+    config_path.write_text(
+        config_path.read_text(encoding="utf-8").replace("partners.csv", "partners.yaml")
+    )
+    registry = network / "partners.yaml"
+    registry.write_text(
+        "partners:\n  - name: leeds\n    region: North\n  - name: york\n    region: {ne: null}\n"
+    )
+    with pytest.raises(ConfigValidationError) as err:
+        load_config(config_path, adapters())
+    assert [str(p) for p in err.value.problems] == [
+        f"{registry}:5:13: column 'region': a partner's value is text, a number, true/false or "
+        "a list of them"
+    ]
+    registry.write_text("partners:\n  - name: leeds\n    region: North\n")
+    config = load_config(config_path, adapters())
+    assert list(config.partner_jobs) == ["local.leeds"]
+
+
+def test_a_value_inside_a_target_path_cannot_leave_its_folder(network: Path) -> None:
+    config_path = network / "connector.yaml"
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(text.replace("out/local/{partner.name}.csv", "out/{partner.region}.csv"))
+    write_registry(network / "partners.csv", 1, [["evil", "../../etc/x", "c"]])
+    with pytest.raises(ConfigValidationError) as err:
+        load_config(config_path, adapters())
+    assert str(err.value.problems[0]).startswith(
+        f"{network / 'partners.csv'}:3:2: partner 'evil', column 'region': a value put inside"
+    )
