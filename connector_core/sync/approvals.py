@@ -287,6 +287,8 @@ class ApprovalStage:
             if step.verify or not (step.kinds & self.kinds):
                 passing.append(step)
                 continue
+            if step.takeback is not None:  # take-backs never wait: that part goes on now
+                passing.append(step.takeback)
             member = _member(step)
             if (member.source_id, member.digest) in self._denied:
                 self.denied_count += 1  # denied before, unchanged since: not asked again

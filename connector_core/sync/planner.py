@@ -85,6 +85,11 @@ class Step:
     #: what the change is, for approval (only when the planner classifies): "first_share",
     #: "new_fields" (a field, or a field's outcome, not shared before), "field_changes"
     kinds: frozenset[str] = frozenset()
+    #: for an update the approval stage holds that also takes fields back: the record as the
+    #: recipient holds it now minus what is taken back, with every field whose change waits
+    #: cleared (the state keeps no copy of old values); written at once, so that a take-back
+    #: never waits (docs/approvals.md)
+    takeback: Step | None = dataclasses.field(default=None, repr=False, compare=False)
     #: the source record the step was planned from (None for records missing at the
     #: source): its values, with the projection's, are scrubbed from any error about it
     source: Record | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -149,7 +154,14 @@ class Planner:
             dict.fromkeys(p for link in policy.links for p in link.policy.require_consent)
         )
         #: classify shares for the approval stage (only when the policy asks for approval)
-        self.classify = policy.policy.approver() is not None
+        governing = policy.policy.approver()
+        self.classify = governing is not None
+        #: the kinds of change that wait (for the take-back of a held update)
+        self.held_kinds = (
+            governing.approval.kinds()
+            if governing is not None and governing.approval is not None
+            else frozenset()
+        )
 
     def plan_page(
         self,
@@ -217,10 +229,53 @@ class Planner:
         diff = self._diff(projection, hashes, known) if self.with_diff else {}
         planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
         kinds = _kinds(known, fields, hashes) if self.classify and not same else _NO_KINDS
+        takeback = None
+        if kinds & self.held_kinds and known is not None and known.recorded:
+            takeback = self._takeback(record, applied, projection, known)
         return Step(
             planned, Change.upsert(key, projection), applied,
-            verify=same, source=record, kinds=kinds,
+            verify=same, source=record, kinds=kinds, takeback=takeback,
         )  # fmt: skip
+
+    def _takeback(
+        self, record: Record, applied: AppliedChange, projection: Record, known: Mapped
+    ) -> Step | None:
+        """The take-back part of a held update (:attr:`Step.takeback`), or None when it takes
+        nothing back. A field keeps its value only if the recipient holds it already, or if
+        its change is of a kind that does not wait; every other field is cleared (None). The
+        cleared fields' old hashes stay in the recorded field hashes, so that their change
+        is still a change (and still waits) in the runs after it."""
+        shared = known.fields
+        if not any(name not in applied.fields for name in shared):
+            return None  # nothing taken back: the whole update waits
+        old = known.field_hashes or {}
+        hashes = applied.field_hashes or {}
+        kept: dict[str, Any] = {}
+        for name, value in projection.items():
+            label = self.labels.get(name)
+            if value is None:
+                kept[name] = None
+                continue
+            kinds = set()
+            if shared.get(name) != label:
+                kinds.add("new_fields")
+            if known.field_hashes is None or (name in shared and old.get(name) != hashes.get(name)):
+                kinds.add("field_changes")
+            kept[name] = None if kinds & self.held_kinds else value
+        digest, narrowed = projection_hashes(kept, self.salt, self._memo)
+        fields = {f: self.labels[f] for f, v in kept.items() if v is not None}
+        for name, value in projection.items():  # cleared, shared before: remember its hash
+            if value is not None and kept.get(name) is None and name in old:
+                narrowed[name] = old[name]
+        key = applied.target_key
+        reason = f"{applied.reason} (taken back while a change waits for approval)"
+        change = AppliedChange(
+            "update", applied.source_id, key, digest, fields, applied.consent_basis, reason,
+            narrowed,
+        )  # fmt: skip
+        diff = self._diff(kept, narrowed, known) if self.with_diff else {}
+        planned = PlannedChange("update", applied.source_id, key, kept, diff, reason)
+        return Step(planned, Change.upsert(key, kept), change, source=record)
 
     def _withheld(
         self, record: Record, source_id: str, reason: str, known: Mapped | None
@@ -320,7 +375,9 @@ def _kinds(
     kinds = set()
     if any(before.get(name) != label for name, label in fields.items()):
         kinds.add("new_fields")
-    if old is None or any(name in before and old.get(name) != hashes.get(name) for name in fields):
+    if old is None or any(
+        (name in before or name in old) and old.get(name) != hashes.get(name) for name in fields
+    ):
         kinds.add("field_changes")
     return frozenset(kinds)
 

@@ -29,7 +29,7 @@ from connector_core.sync.approvals import (
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.state import StateStore
 from connector_core.testing import MemoryAdapter, reset_memory_stores
-from tests.unit.sync.test_runner import ADAPTERS, POLICY, SECRET_VALUES, Network, key
+from tests.unit.sync.test_runner import ADAPTERS, MASKED_PHONE, POLICY, SECRET_VALUES, Network, key
 from tests.unit.test_notify import Inbox, free_port
 
 APPROVAL = """\
@@ -564,3 +564,53 @@ def test_a_statement_after_expiry_or_by_a_stranger_is_refused(
         take_statement(book, aset, person="bob", now=T0, **common)
     take_statement(book, aset, person="alice", now=T0, **common)
     assert [s.person for s in book.statements(aset.id)] == ["alice"]
+
+
+@pytest.mark.parametrize("required", ["[field_changes]", "[all]"])
+def test_a_held_update_that_also_takes_a_field_back_takes_it_back_at_once(
+    net: Network, people: People, store: StateStore, required: str
+) -> None:
+    with (net.root / "connector.yaml").open("a", encoding="utf-8") as f:
+        f.write(people.yaml())
+    approval = f"approval:\n  required_for: {required}\n  approvers: [alice]\n"
+    net.policy(POLICY + approval)
+    net.run(store, now=T0)
+    if "all" in required:
+        approve(store, people, "alice")
+        net.run(store, now=T0)
+    assert net.target()[key(store, "p1")]["phone"] == MASKED_PHONE
+    net.put("p1", first_name="Anabel", phone=None)  # a change that waits, a take-back
+    result = net.run(store, now=T0 + dt.timedelta(hours=1))
+    assert result.counts.awaiting == 1
+    held = net.target()[key(store, "p1")]
+    assert held.get("phone") is None  # the take-back did not wait
+    assert held.get("first_name") is None  # the change waits (no copy of the old value)
+    assert held.get("city") == "Leeds"  # what was approved and is unchanged stays
+    again = net.run(store, now=T0 + dt.timedelta(hours=2))  # still held, same set
+    assert again.counts.awaiting == 1
+    assert again.counts.updated == 0
+    assert len(store.approvals().sets("north", ["waiting"])) == 1
+    approve(store, people, "alice")
+    net.run(store, now=T0 + dt.timedelta(hours=3))
+    assert net.target()[key(store, "p1")]["first_name"] == "Anabel"
+    last = [e for e in store.ledger_entries(job="north") if e.source_id == "p1"][-1]
+    assert [a["by"] for a in last.approvals] == ["alice"]
+    assert store.verify_ledger().ok
+
+
+def test_a_take_back_keeps_a_held_field_change_held(
+    net: Network, people: People, store: StateStore
+) -> None:
+    """After the take-back cleared a field whose change waits, that field is still a change
+    (not a new field) for a policy that holds field changes only: it never passes."""
+    with (net.root / "connector.yaml").open("a", encoding="utf-8") as f:
+        f.write(people.yaml())
+    approval = "approval:\n  required_for: [field_changes]\n  approvers: [alice]\n"
+    net.policy(POLICY + approval)
+    net.run(store, now=T0)
+    net.put("p1", first_name="Anabel", phone=None)
+    net.run(store, now=T0 + dt.timedelta(hours=1))
+    net.put("p1", first_name="Annie", phone=None)  # changes again: the set lapses
+    result = net.run(store, now=T0 + dt.timedelta(hours=2))
+    assert result.counts.awaiting == 1
+    assert net.target()[key(store, "p1")].get("first_name") is None
