@@ -591,8 +591,15 @@ def _status_lines(entry: dict[str, Any]) -> None:
 @click.pass_obj
 def who_has(app: App, record: str, as_json: bool) -> None:
     """List every target that currently holds the person with source id RECORD, and why."""
+    from connector_core.sync.approvals import request_approvals
+
     with open_store(app) as store:
         holders = store.who_has(record)
+        approvals = {  # a share request's job shares under the request's approvals
+            m.job: request_approvals(store.approvals(), store.share_requests(), m.job)
+            for m in holders
+            if _request_of(app, m.job)
+        }
     jobs = app.config.model.jobs
     rows = [
         {
@@ -603,6 +610,7 @@ def who_has(app: App, record: str, as_json: bool) -> None:
             "consent": sorted(m.consent_basis),
             "since": m.updated_at,
             "request": _request_of(app, m.job),
+            "approvals": list(approvals.get(m.job, ())),
         }
         for m in holders
     ]
@@ -616,9 +624,12 @@ def who_has(app: App, record: str, as_json: bool) -> None:
         target = jobs[m.job].target if m.job in jobs else "?"
         request = _request_of(app, m.job)
         under = f", under share request {request}" if request else ""
+        names = sorted({str(a["by"]) for a in approvals.get(m.job, ())})
+        if names:
+            under += f" approved by {', '.join(names)}"
         click.echo(
             f"{target} (job {m.job}{under}, consent: {', '.join(sorted(m.consent_basis))}, "
-            f"since {m.updated_at}): {fields}"
+            f"since {m.updated_at:%Y-%m-%d %H:%M}): {fields}"
         )
 
 

@@ -47,6 +47,7 @@ from connector_core.sync.approval_book import (
 )
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.planner import PlannedChange, Step
+from connector_core.sync.request_book import RequestBook
 from connector_core.yaml_errors import load_yaml
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ __all__ = [
     "ApprovalStage",
     "Tally",
     "check_approvers",
+    "request_approvals",
     "set_hash",
     "statement_text",
     "tally",
@@ -71,6 +73,8 @@ log = logging.getLogger("connector.approvals")
 #: ``connector_core.signing.NAMESPACE_APPROVAL``.
 APPROVAL_NAMESPACE = "commons-connector-approval"
 _DECISIONS: tuple[Decision, ...] = ("approve", "deny")
+#: the name prefix of an approved share request's job (``connector_core.config.REQUEST_PREFIX``)
+REQUEST_JOB = "request-"
 
 
 def set_hash(job: str, policy_hash: str, members: Iterable[Member]) -> str:
@@ -207,6 +211,24 @@ def approval_entries(
         }
         for s in statements
     )
+
+
+def request_approvals(
+    book: ApprovalBook, requests: RequestBook, job: str
+) -> tuple[dict[str, Any], ...]:
+    """What each ledger row of a share made by an approved share request's job (``request-
+    <id>``) carries: the approving statements of the set that approved the request. Empty
+    for any other job, and for a request not (or no longer) approved."""
+    if not job.startswith(REQUEST_JOB):
+        return ()
+    stored = requests.get(job.removeprefix(REQUEST_JOB))
+    if stored is None or stored.status != "approved" or stored.set_id is None:
+        return ()
+    aset = book.get(stored.set_id)
+    if aset is None or aset.status != "released":
+        return ()
+    statements = [s for s in book.statements(aset.id) if s.decision == "approve"]
+    return approval_entries(aset, statements)
 
 
 class ApprovalStage:

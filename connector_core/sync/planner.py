@@ -124,6 +124,8 @@ class Planner:
             target key of a source id not yet in the id map.
         salt: the target's fingerprint, mixed into projection hashes.
         with_diff: fill :attr:`PlannedChange.diff` (dry runs); real runs skip the work.
+        approvals: what each share's ledger row carries about the approvals it is made
+            under (a share request's job: :func:`~connector_core.sync.approvals.request_approvals`).
         cleanup: also take back the derived key of every withheld record the id map does not
             hold: only for a job whose run was interrupted before the connector kept an
             intent log (then nothing says which creates the target acknowledged).
@@ -139,8 +141,11 @@ class Planner:
         with_diff: bool = False,
         cleanup: bool = False,
         verify: bool = False,
+        approvals: tuple[dict[str, Any], ...] = (),
     ) -> None:
         self.job = job
+        #: the approvals every share of this job is made under (a share request's job)
+        self.approvals = approvals
         self.cleanup = cleanup
         #: Send unchanged shares too (a full run to a target that compares before writing).
         self.verify = verify
@@ -224,8 +229,9 @@ class Planner:
         fields = {f: self.labels[f] for f, v in projection.items() if v is not None}
         basis = self._basis(record, self.purposes)
         applied = AppliedChange(
-            action, source_id, key, digest, fields, basis, decision.reason, hashes
-        )
+            action, source_id, key, digest, fields, basis, decision.reason, hashes,
+            self.approvals,
+        )  # fmt: skip
         diff = self._diff(projection, hashes, known) if self.with_diff else {}
         planned = PlannedChange(action, source_id, key, projection, diff, decision.reason)
         kinds = _kinds(known, fields, hashes) if self.classify and not same else _NO_KINDS
@@ -271,7 +277,7 @@ class Planner:
         reason = f"{applied.reason} (taken back while a change waits for approval)"
         change = AppliedChange(
             "update", applied.source_id, key, digest, fields, applied.consent_basis, reason,
-            narrowed,
+            narrowed, self.approvals,
         )  # fmt: skip
         diff = self._diff(kept, narrowed, known) if self.with_diff else {}
         planned = PlannedChange("update", applied.source_id, key, kept, diff, reason)

@@ -64,7 +64,7 @@ from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
 from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
-from connector_core.sync.approvals import ApprovalStage, lapse_open_sets
+from connector_core.sync.approvals import ApprovalStage, lapse_open_sets, request_approvals
 from connector_core.sync.batches import Batches
 from connector_core.sync.deferred import Spool
 from connector_core.sync.job import LoadedJob, full_reasons
@@ -269,6 +269,7 @@ class _Run:
             salt=job.target_hash,
             with_diff=dry_run,
             cleanup=legacy and not dry_run,
+            approvals=request_approvals(store.approvals(), store.share_requests(), job.name),
         )
         self.batches = Batches(self.write, batch_size)
         self.stage = _approval_stage(job, store, self.now, dry_run)  # None: nothing waits

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -184,6 +185,22 @@ def test_a_request_is_received_decided_shared_expired_and_taken_back(
     first = _first_shared(network, later)
     who = run(runner, "who-has", first, cwd=network, env=env(later))
     assert "under share request sunrise-march" in who.stdout
+    assert "approved by alice, carol" in who.stdout  # the request's approvals
+    assert re.search(r"since \d{4}-\d\d-\d\d \d\d:\d\d\)", who.stdout), who.stdout
+    who_json = json.loads(
+        run(runner, "who-has", first, "--json", cwd=network, env=env(later)).stdout
+    )
+    assert sorted(a["by"] for a in who_json[0]["approvals"]) == ["alice", "carol"]
+    shares = [
+        row
+        for line in run(runner, "ledger", "export", cwd=network, env=env(later)).stdout.splitlines()
+        if (row := json.loads(line))["job"] == "request-sunrise-march"
+        and row["action"] in ("create", "update")
+    ]
+    assert shares
+    for row in shares:  # every share made under the request carries its approvals
+        assert sorted(a["by"] for a in row["approvals"]) == ["alice", "carol"]
+        assert all(len(a["statement"]) == 64 for a in row["approvals"])
 
     after = later + dt.timedelta(days=91)
     ended = run(runner, "run", "--all", cwd=network, env=env(after))
