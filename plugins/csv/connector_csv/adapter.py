@@ -312,6 +312,7 @@ class CsvAdapter(Adapter):
         groups: dict[str, list[tuple[int, Record | None]]] = {}
         # the other key cells are unique: only ids that neutralization can make equal repeat
         first_lines = _MayRepeat(self.settings.neutralize_formulas)
+        guarded = first_lines.neutralized
         page = Page([], snapshot=True)
         pending: Page | None = None
         fingerprints = known.fingerprints if len(known.fingerprints) else None
@@ -344,7 +345,8 @@ class CsvAdapter(Adapter):
                     if sid is None or sid in first_lines:
                         self._add_row(page, line, cells, error, mark, decoder, first_lines)
                     else:
-                        first_lines[sid] = line
+                        if guarded and not sid[:1].isalnum():  # _MayRepeat's test, inline
+                            first_lines[sid] = line
                         page.records.append(record)
                         page.fingerprints[sid] = mark
                         if len(page.records) < size:
