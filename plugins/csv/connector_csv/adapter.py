@@ -341,8 +341,8 @@ class CsvAdapter(Adapter):
                         record = decode(cells) if error is None else None
                     except RowInvalid:
                         record = None  # _add_row reports it
-                    sid = None if record is None else record["id"]
-                    if sid is None or sid in first_lines:
+                    sid: str = "" if record is None else record["id"]
+                    if record is None or sid in first_lines:
                         self._add_row(page, line, cells, error, mark, decoder, first_lines)
                     else:
                         if guarded and not sid[:1].isalnum():  # _MayRepeat's test, inline
