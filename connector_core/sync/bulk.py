@@ -41,15 +41,19 @@ def insert_many(
     if conflict:
         assignments = ", ".join(f"{n} = excluded.{n}" for n in updated)
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
-    binds = [_binder(table.c[n]) for n in names]
-    if any(binds):
-        params = [
-            tuple(row[n] if b is None else b(row[n]) for n, b in zip(names, binds, strict=True))
-            for row in rows
-        ]
-    else:
-        params = [tuple(row[n] for n in names) for row in rows]
-    conn.exec_driver_sql(sql, params)
+    # column by column, then zipped: a comprehension per column, not a generator per row
+    columns = [_bound(table.c[n], [row[n] for row in rows]) for n in names]
+    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+
+
+def _bound(column: sa.Column[Any], values: list[Any]) -> list[Any]:
+    """`values` as SQLite takes them for `column` (only CompactTime needs anything done;
+    a batch's rows mostly share one time, converted once)."""
+    bind = _binder(column)
+    if bind is None:
+        return values
+    done: dict[Any, Any] = {}
+    return [done[v] if v in done else done.setdefault(v, bind(v)) for v in values]
 
 
 def _binder(column: sa.Column[Any]) -> Callable[[Any], Any] | None:

@@ -39,7 +39,8 @@ canonical_json = functools.partial(
 _HEX64 = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TEXT_MARK = b"\xff"  # never in UTF-8: tells a 16-byte text key from a packed UUID
-_FIELD_HASH = re.compile(r"[0-9a-f]{8}|[0-9a-f]{16}")
+_FIELD_HASH_WIDTHS = frozenset({8, 16})  # a packable field hash: 8 or 16 lowercase hex digits
+_HEX = re.compile(r"[0-9a-f]*")
 _CHUNK = 500
 _SEEN_MAX = 65_536  # the most values a store finds again by repr (a memo, not the cache)
 
@@ -87,9 +88,11 @@ def pack_field_hashes(hashes: Mapping[str, str] | None) -> tuple[dict[str, Any],
     if hashes is None:
         return {"hashed": None}, None
     names = sorted(hashes)
-    widths = {len(hashes[n]) for n in names}
-    if len(widths) <= 1 and all(_FIELD_HASH.fullmatch(hashes[n]) for n in names):
-        return {"hashed": names}, b"".join(bytes.fromhex(hashes[n]) for n in names)
+    values = list(map(hashes.__getitem__, names))
+    widths = set(map(len, values))
+    joined = "".join(values)  # one check and one conversion for all of them
+    if len(widths) <= 1 and widths <= _FIELD_HASH_WIDTHS and _HEX.fullmatch(joined):
+        return {"hashed": names}, bytes.fromhex(joined)
     return {"hashes": dict(hashes)}, b""  # not packable hashes: kept whole in the shape
 
 

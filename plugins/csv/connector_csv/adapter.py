@@ -51,7 +51,6 @@ from connector_csv.columns import (
 from connector_csv.rows import (
     RawRecord,
     RowSplitter,
-    fingerprinter,
     personalization,
     splittable,
 )
@@ -309,35 +308,54 @@ class CsvAdapter(Adapter):
         index = decoder.key[0]
         duplicated, digest = self._repeated_keys(index)
         unguard = unneutralize if self.settings.neutralize_formulas else str
-        skip_limit = 20 * self.page_size
+        size, skip_limit = self.page_size, 20 * self.page_size
         groups: dict[str, list[tuple[int, Record | None]]] = {}
         # the other key cells are unique: only ids that neutralization can make equal repeat
         first_lines = _MayRepeat(self.settings.neutralize_formulas)
+        guarded = first_lines.neutralized
         page = Page([], snapshot=True)
         pending: Page | None = None
         fingerprints = known.fingerprints if len(known.fingerprints) else None
-        mark_of = fingerprinter(person)
+        prepared = hashlib.blake2b(digest_size=8, person=person)  # as fingerprint() does
+        copy, from_bytes, decode = prepared.copy, int.from_bytes, decoder.decode
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            for row in _split(rows):
-                cells = row.cells or []  # split by _split: None only in its type
-                key = cells[index] if row.error is None and index < len(cells) else None
+            # a million rows: the per-row steps inlined (_split's loop, the fingerprint, and
+            # _add_row's common case), every name local
+            for line, physical, cells, error in _split(rows):
+                key = cells[index] if error is None and index < len(cells) else None
                 if key is not None and key in duplicated:
-                    groups.setdefault(key, []).append((row.line, self._decoded(row, decoder)))
+                    row = RawRecord(line, physical, cells, error)
+                    groups.setdefault(key, []).append((line, self._decoded(row, decoder)))
                     continue
-                mark = mark_of(row.raw)
+                hashed = copy()  # a prepared hash's copy: half the cost of a new one
+                hashed.update(physical)
+                mark = from_bytes(hashed.digest(), "little")
                 known_id = (
                     None
                     if key is None or fingerprints is None or mark not in fingerprints
                     else unguard(key)
                 )
                 if known_id is None or known_id in known.decode or known_id in first_lines:
-                    self._add_row(page, row.line, cells, row.error, mark, decoder, first_lines)
+                    try:
+                        record = decode(cells) if error is None else None
+                    except RowInvalid:
+                        record = None  # _add_row reports it
+                    sid: str = "" if record is None else record["id"]
+                    if record is None or sid in first_lines:
+                        self._add_row(page, line, cells, error, mark, decoder, first_lines)
+                    else:
+                        if guarded and not sid[:1].isalnum():  # _MayRepeat's test, inline
+                            first_lines[sid] = line
+                        page.records.append(record)
+                        page.fingerprints[sid] = mark
+                        if len(page.records) < size:
+                            continue
                 else:  # decided at the cursor, unchanged since: listed, not decoded
-                    first_lines[known_id] = row.line
+                    first_lines[known_id] = line
                     page.skipped.append(known_id)
                     page.fingerprints[known_id] = mark
-                full = max(len(page.records), len(page.problems)) >= self.page_size
+                full = max(len(page.records), len(page.problems)) >= size
                 if full or len(page.skipped) >= skip_limit:
                     if pending is not None:
                         yield pending
@@ -412,16 +430,16 @@ class CsvAdapter(Adapter):
         again: set[bytes] = set()
         with file_errors(self.settings.path), self._open_raw() as raw:
             rows = RowSplitter(raw, self.settings)
-            simple, has_value = rows.simple, rows.has_value
+            simple, has_value, blank = rows.simple, rows.has_value, rows.blank
             encoding = rows.encoding
             delimiter = rows.delimiter.encode(encoding)
             line = rows.skip_header()  # checked by CsvFile
             # the splitter's loop, inlined, as in _one_pass: a million rows, one key each
             for physical in rows.lines():
-                body = simple(physical)
+                body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
                 if body is not None:
                     line += 1
-                    if not has_value(body):
+                    if not body.translate(None, blank) and not has_value(body):
                         continue
                     parts = body.split(delimiter, index + 1)
                     if index >= len(parts):
@@ -619,21 +637,24 @@ class _MayRepeat(dict[str, int]):
             super().__setitem__(key, line)
 
 
-def _split(rows: RowSplitter) -> Iterator[RawRecord]:
-    """The rows after the header, their cells split (:meth:`RowSplitter.__iter__` and
-    :meth:`RowSplitter.cells` in one loop: a row without quotes is decoded and split once)."""
-    simple, has_value = rows.simple, rows.has_value
+def _split(rows: RowSplitter) -> Iterator[tuple[int, bytes, list[str], str | None]]:
+    """The rows after the header, their cells split: (line, raw bytes, cells, csv's error)
+    (:meth:`RowSplitter.__iter__` and :meth:`RowSplitter.cells` in one loop: a row without
+    quotes is decoded and split once; in a chunk of simple lines (``rows.plain``) no line is
+    asked whether it is simple)."""
+    simple, has_value, blank = rows.simple, rows.has_value, rows.blank
     encoding, delimiter = rows.encoding, rows.delimiter
     line = rows.skip_header()  # checked by CsvFile
     for physical in rows.lines():
-        body = simple(physical)
+        body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
         if body is not None:
             line += 1
-            if has_value(body):
+            # has_value(), its common answer inline: an ASCII byte neither blank nor delimiter
+            if body.translate(None, blank) or has_value(body):
                 cells = body.decode(encoding, "surrogateescape").split(delimiter)
-                yield RawRecord(line - 1, physical, cells)
+                yield line - 1, physical, cells, None
             continue
         taken, row = rows.parsed(line, physical)
         line += taken
         if row is not None:
-            yield row
+            yield row.line, row.raw, row.cells or [], row.error

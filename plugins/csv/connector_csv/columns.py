@@ -132,36 +132,42 @@ class ColumnMap:
 
     def render(self, record: Record, encoding: str) -> dict[str, str]:
         """The cells of `record` by column name (without the key); raises RenderError."""
-        cells: dict[str, str] = {}
-        get = record.get
-        for column, name, plain in self._plain:
+        cells = self._blank.copy()  # every column, in order, empty: most fields are absent
+        # the columns of the record's fields, in column order (a column's error comes first)
+        spots = [spot for name in record for spot in self._spots.get(name, ())]
+        if len(spots) > 1:
+            spots.sort()
+        for _, column, name, plain in spots:
             # the common cases inline: an absent value, and text in a text column
-            value = get(name)
+            value = record[name]
             if value is None:  # a consent column's, too, when the record has no consent
-                text = ""
-            elif plain and value.__class__ is str:
+                continue
+            if plain and value.__class__ is str:
                 text = value
                 if not text.isascii():
                     check_encodable(column.canonical, text, encoding)
             else:
                 text = _render(column, record)
                 check_encodable(column.canonical, text, encoding)
-            if text or column.native not in cells:
+            if text:  # of two columns with one name, the last with a value wins
                 cells[column.native] = text
         return cells
 
     @functools.cached_property
-    def _plain(self) -> tuple[tuple[Column, str, bool], ...]:
-        """Each column, the record key its value is under, and whether it holds text as it
-        is (no consent, no typed field)."""
-        return tuple(
-            (
-                c,
-                c.canonical if c.purpose is None else "consent",
-                c.purpose is None and (c.field is None or c.field.type is FieldType.STRING),
-            )
-            for c in self.columns
-        )
+    def _blank(self) -> dict[str, str]:
+        """Each column's name once, in column order, with an empty cell."""
+        return dict.fromkeys((c.native for c in self.columns), "")
+
+    @functools.cached_property
+    def _spots(self) -> dict[str, tuple[tuple[int, Column, str, bool], ...]]:
+        """By record key: the columns filled from it, with their rank and whether they hold
+        text as it is (no consent, no typed field)."""
+        spots: dict[str, list[tuple[int, Column, str, bool]]] = {}
+        for rank, c in enumerate(self.columns):
+            name = c.canonical if c.purpose is None else "consent"
+            plain = c.purpose is None and (c.field is None or c.field.type is FieldType.STRING)
+            spots.setdefault(name, []).append((rank, c, name, plain))
+        return {name: tuple(found) for name, found in spots.items()}
 
 
 _FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}

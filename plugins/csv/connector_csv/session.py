@@ -249,19 +249,22 @@ class CsvWrites(WriteSession):
         positions = self._positions
         if len(positions) != len(header):
             positions = self._positions = {name: i for i, name in enumerate(header)}
-        for name, cell in cells.items():
-            if cell and name not in positions:
-                header.append(name)
-                positions[name] = len(header) - 1
+        row = self.rows.get(key)
         values: dict[int, str] = {}
         guard = self._guard
         key_column = self.settings.key_column
         for name, cell in cells.items():
-            if name in positions and name != key_column:
-                values[positions[name]] = guard(cell) if cell else cell  # guard("") is ""
+            if cell:
+                if name not in positions:
+                    header.append(name)
+                    positions[name] = len(header) - 1
+                if name != key_column:
+                    values[positions[name]] = guard(cell)
+            # an empty cell only matters to a row already there (a new row's cells are "")
+            elif row is not None and name in positions and name != key_column:
+                values[positions[name]] = cell  # guard("") is ""
         values[positions[key_column]] = guard(key)
         digest = _digest(values.get(i, "") for i in self.written)
-        row = self.rows.get(key)
         if row is None:
             ordinal = self.next_ordinal
             self.next_ordinal += 1
