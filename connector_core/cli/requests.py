@@ -23,6 +23,7 @@ from connector_core.cli.ledger import open_store
 from connector_core.cli.policy import PolicyEnv
 from connector_core.cli.sync import share_requests_now as _now
 from connector_core.errors import ConfigError
+from connector_core.files import write_output
 from connector_core.policy.share_requests import load_request, verify_request
 from connector_core.sync import share_requests as flow
 from connector_core.sync.approval_book import Decision
@@ -281,7 +282,8 @@ def _check_review(app: App, stored: StoredRequest) -> None:
     """Refuse to decide a request whose review the network floor has changed since."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "request.json"
-        path.write_text(json.dumps(stored.document), encoding="utf-8")
+        document = json.dumps(stored.document)
+        write_output(path, lambda out: out.write(document))
         request = load_request(path, purposes=list(app.config.model.consent.purposes))
     if flow.review_json(request, _floor(app))["set_hash"] != stored.request_hash:
         raise flow.RequestRefused(
@@ -334,9 +336,8 @@ def _preview(app: App, store: StateStore, stored: StoredRequest, sample: int) ->
     env = PolicyEnv.from_app(app)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        (base / "policy.yaml").write_text(
-            yaml.safe_dump(stored.review["policy"], sort_keys=False), encoding="utf-8"
-        )
+        policy_text = yaml.safe_dump(stored.review["policy"], sort_keys=False)
+        write_output(base / "policy.yaml", lambda out: out.write(policy_text))
         name = f"{stored.job}-preview"
         job = JobConfig.model_validate(
             {"source": source, "target": source, "policy": "policy.yaml"},
