@@ -286,6 +286,7 @@ class BlockCutter:
         self._partial = b""  # a line without its line feed yet
         self._block: list[bytes] = []  # the lines of the block being cut
         self._size = 0
+        self._lines = 0
         self._line = 1
         self._first = True
         self._tail = False
@@ -304,17 +305,16 @@ class BlockCutter:
         if self._tail:
             return []
         pieces = []
-        self._block.append(self._partial)
-        self._partial = b""
-        last = b"".join(self._block)
+        last = b"".join([*self._block, self._partial])
         if last:
-            pieces.append(last)
-        self._block, self._size = [], 0
+            pieces.append((last, self._lines + bool(self._partial)))
+        self._block, self._size, self._lines, self._partial = [], 0, 0, b""
         return self._blocks(pieces)
 
-    def _cut(self, data: bytes) -> list[bytes]:
-        """The blocks that whole lines `data` complete; the rest waits in the block."""
-        pieces: list[bytes] = []
+    def _cut(self, data: bytes) -> list[tuple[bytes, int]]:
+        """The blocks that whole lines `data` complete, each with its number of lines; the
+        rest waits in the block."""
+        pieces: list[tuple[bytes, int]] = []
         lines = data.split(b"\n")
         lines.pop()  # data ends with a line feed
         sums = array.array("I", map(zlib.adler32, lines))
@@ -330,30 +330,32 @@ class BlockCutter:
             elif mark < 0:
                 self._block.append(data[at:])
                 self._size += size
+                self._lines += stop - line
                 break
             else:
                 end = at + size
             self._block.append(data[at:end])
-            pieces.append(b"".join(self._block))
-            self._block, self._size = [], 0
+            pieces.append((b"".join(self._block), self._lines + stop - line))
+            self._block, self._size, self._lines = [], 0, 0
             at, line = end, stop
         return pieces
 
     def _plain(self, piece: bytes) -> bool:
-        if self._special(piece) or piece.count(b"\r") != piece.count(b"\r\n"):
+        if self._special(piece):
+            return False
+        if b"\r" in piece and piece.count(b"\r") != piece.count(b"\r\n"):
             return False
         return len(piece) < self._limit or max(map(len, piece.split(b"\n"))) + 2 < self._limit
 
-    def _blocks(self, pieces: list[bytes]) -> list[CutBlock]:
+    def _blocks(self, pieces: list[tuple[bytes, int]]) -> list[CutBlock]:
         blocks = []
-        for at, piece in enumerate(pieces):
+        for at, (piece, lines) in enumerate(pieces):
             if not self._plain(piece):
                 self._tail = True
-                rest = b"".join([*pieces[at:], *self._block, self._partial])
-                self._block, self._size, self._partial = [], 0, b""
+                rest = b"".join([*(p for p, _ in pieces[at:]), *self._block, self._partial])
+                self._block, self._size, self._lines, self._partial = [], 0, 0, b""
                 blocks.append(CutBlock(self._line, TAIL, b"", rest))
                 return blocks
-            lines = piece.count(b"\n") + (not piece.endswith(b"\n"))
             digest = b""
             if not self._first:
                 named = self._named.copy()

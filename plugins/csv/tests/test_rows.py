@@ -232,3 +232,56 @@ def test_an_unchanged_block_is_neither_split_nor_decoded(tmp_path: Path) -> None
     skipped = [sid for page in again for sid in page.skipped]
     assert len(skipped) + len(blocks.ids(unchanged)) == 2999
     assert len(skipped) < 1000  # the rows of the header's block and of the changed one
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    table=TABLES,
+    crlf=st.booleans(),
+    chunks=st.lists(st.integers(1, 50), min_size=1, max_size=5),
+    every=st.integers(1, 4),
+    longest=st.integers(1, 90),
+)
+def test_blocks_do_not_depend_on_chunks(
+    table: list[list[str]], crlf: bool, chunks: list[int], every: int, longest: int
+) -> None:
+    """Blocks are whole lines, cover the file in order, and fall where the bytes say
+    whatever the chunks they came in; after a block that is not plain, one run to the end."""
+    data = _written(table, crlf)
+    saved = rows_module._MARKS, rows_module._BLOCK_MAX
+    rows_module._MARKS = bytes(byte % every != 0 for byte in range(256))
+    rows_module._BLOCK_MAX = longest
+    try:
+        special = RowSplitter(io.BytesIO(), CsvSettings(path=Path("x.csv"))).special
+
+        def cut(sizes: list[int]) -> list[tuple[int, int, bytes, bytes]]:
+            cutter = rows_module.BlockCutter(b"p" * 16, special, 1000)
+            out, at, turn = [], 0, 0
+            while at < len(data):
+                size = sizes[turn % len(sizes)]
+                out += cutter.feed(data[at : at + size])
+                at, turn = at + size, turn + 1
+            out += cutter.close()
+            runs: list[tuple[int, int, bytes, bytes]] = []
+            for block in out:  # a run's chunks joined
+                if runs and runs[-1][1] == rows_module.TAIL:
+                    first, end, name, got = runs.pop()
+                    runs.append((first, end, name, got + block.data))
+                else:
+                    runs.append(tuple(block))  # type: ignore[arg-type]
+            return runs
+
+        whole = cut([len(data) or 1])
+        assert cut(chunks) == whole
+        assert b"".join(b[3] for b in whole) == data
+        line = 1
+        for first, end, name, got in whole:
+            assert first == line
+            if end == rows_module.TAIL:
+                assert not name
+                break
+            assert got.endswith(b"\n") or got == whole[-1][3]
+            assert end - first == len(got.splitlines())
+            line = end
+    finally:
+        rows_module._MARKS, rows_module._BLOCK_MAX = saved

@@ -32,7 +32,7 @@ from connector_core.records import Record
 from connector_core.sync.blocks import BlockKeeper
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
-from connector_core.sync.state import StateStore, split_ids
+from connector_core.sync.state import SavedBlocks, StateStore, split_ids
 from connector_core.sync.tables import fingerprint_blocks, row_fingerprints
 from connector_core.testing import crash
 
@@ -549,3 +549,49 @@ def test_store_keeps_fingerprints_only_with_their_cursor(store: StateStore) -> N
     assert store.fingerprints("j", "c2") is None
     store.record_batch("j", "t", "p", "h", [], fingerprints=[9])  # KEEP: nothing moves
     assert store.fingerprints("j", "c2") is None
+
+
+def test_store_keeps_blocks_with_their_cursor(store: StateStore) -> None:
+    """On SQLite and PostgreSQL: blocks found unchanged stay, gone ones go, new ones come;
+    a cursor saved without fingerprints forgets them all."""
+    first = SavedBlocks()
+    first.add(b"A" * 16, ["a1", "a2"], [1, 2])
+    first.add(b"B" * 16, ["b1"], [3])
+    store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[7], blocks=first)
+    assert store.block_digests("j") == {b"A" * 16, b"B" * 16}
+    assert split_ids(store.block_ids("j", [b"A" * 16])[b"A" * 16]) == ["a1", "a2"]
+    assert store.fingerprints("j", "c1") == {1, 2, 3, 7}
+    assert set(store.block_fingerprints("j", [b"B" * 16])) == {3, 7}
+    second = SavedBlocks()
+    second.kept.append(b"A" * 16)
+    second.add(b"C" * 16, ["c1"], [4])
+    store.record_batch("j", "t", "p", "h", [], cursor="c2", fingerprints=[], blocks=second)
+    assert store.block_digests("j") == {b"A" * 16, b"C" * 16}
+    assert store.fingerprints("j", "c2") == {1, 2, 4}
+    store.record_batch("j", "t", "p", "h", [], cursor="c3")  # a cursor without them
+    assert store.block_digests("j") == set()
+    assert store.fingerprints("j", "c3") is None
+
+
+def test_a_store_at_0010_migrates_keeping_its_row_fingerprints(state_url: str) -> None:
+    """A store the previous version left keeps its row fingerprints (the next changed read
+    skips rows one by one and saves blocks for the reads after it)."""
+    import alembic.command
+
+    from connector_core.sync.migrations import alembic_config
+
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0010_approval_sets")
+        conn.execute(
+            sa.insert(row_fingerprints).values(
+                job="j", cursor="c1", fingerprints=(5).to_bytes(8, "little")
+            )
+        )
+        assert not sa.inspect(conn).has_table("fingerprint_blocks")
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        assert upgraded.fingerprints("j", "c1") == {5}
+        assert upgraded.block_digests("j") == set()
