@@ -284,6 +284,7 @@ class _Run:
         self.recorded = False  # this run recorded changes in the id map
         self.run_id: int | None = None
         self.seen: set[str] | None = set()  # ids a complete read listed; None once it is not
+        self.seen_whole: list[Collection[str]] = []  # and those of its unchanged blocks
         self.own_seen = True  # False when a group keeps `seen` for all its jobs
         self.filtered = False  # the read was filtered by the policy (pushdown)
         self.pages = 0
@@ -401,7 +402,7 @@ class _Run:
         elif self.seen is not None and self.own_seen and self._may_miss():
             self.seen.update(seen_ids(page))
             if page.unchanged and self.known is not None and self.known.blocks is not None:
-                self.seen.update(self.known.blocks.ids(page.unchanged))
+                self.seen_whole.append(self.known.blocks.ids(page.unchanged))  # not copied
         self.skipped += len(page.skipped)
         self._page(page, decided)
         self.held, self.pages = page.cursor, self.pages + 1
@@ -668,6 +669,8 @@ class _Run:
     def _missing(self, seen: set[str], reason: str) -> None:
         """Take back the mapped records that a complete listing of the source did not show."""
         missing = [sid for sid in self.store.source_ids(self.job.name) if sid not in seen]
+        for whole in self.seen_whole:
+            missing = [sid for sid in missing if sid not in whole]
         for start in range(0, len(missing), _ID_CHUNK):
             rows = self.store.mapped(self.job.name, missing[start : start + _ID_CHUNK])
             self.touched.update(sid for sid in rows if sid in self.owed)

@@ -250,6 +250,7 @@ def fingerprinter(person: bytes) -> Callable[[bytes], int]:
 #: row moves no boundary but at its own line.
 _BYTE = 2 if sys.byteorder == "little" else 1  # bits 16-23 of each uint32 in a buffer
 _MARKS = bytes(byte != 0 for byte in range(256))  # those bytes that end a block: 0
+_LONE_CR = re.compile(rb"\r(?!\n)").search  # a line break splitlines() sees, not ours
 #: A block longer than this ends at its next line feed (lines that never mark).
 _BLOCK_MAX = 1 << 17
 #: The end line of the rest of a file after a block that is not plain (see BlockCutter).
@@ -324,7 +325,7 @@ class BlockCutter:
             mark = low.find(0, line)
             stop = len(lines) if mark < 0 else mark + 1
             size = sum(map(len, lines[line:stop])) + stop - line
-            if self._size + size > _BLOCK_MAX:  # forced: at the first line end past the limit
+            if self._size + size >= _BLOCK_MAX:  # forced: at the first line end at the limit
                 end = data.find(b"\n", at + max(_BLOCK_MAX - self._size, 1) - 1) + 1
                 stop = line + data.count(b"\n", at, end)
             elif mark < 0:
@@ -343,7 +344,7 @@ class BlockCutter:
     def _plain(self, piece: bytes) -> bool:
         if self._special(piece):
             return False
-        if b"\r" in piece and piece.count(b"\r") != piece.count(b"\r\n"):
+        if _LONE_CR(piece):
             return False
         return len(piece) < self._limit or max(map(len, piece.split(b"\n"))) + 2 < self._limit
 
