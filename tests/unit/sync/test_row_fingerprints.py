@@ -29,7 +29,7 @@ from connector_core.adapters import Capability, Page
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.records import Record
-from connector_core.sync.blocks import BlockKeeper
+from connector_core.sync.blocks import BlockKeeper, StoredBlocks
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
 from connector_core.sync.state import SavedBlocks, StateStore, split_ids
@@ -595,3 +595,21 @@ def test_a_store_at_0010_migrates_keeping_its_row_fingerprints(state_url: str) -
     with StateStore.open(state_url) as upgraded:
         assert upgraded.fingerprints("j", "c1") == {5}
         assert upgraded.block_digests("j") == set()
+
+
+def test_a_block_holding_an_id_to_decode_is_not_skipped(store: StateStore) -> None:
+    """Blocks holding an outstanding change or a row held for approval (KnownRows.decode)
+    are not offered as unchanged: they are split, so that row is decoded again; the rows of
+    every block not found unchanged may be skipped one by one."""
+    saved = SavedBlocks()
+    saved.add(b"A" * 16, ["a1", "a2"], [1, 2])
+    saved.add(b"B" * 16, ["b1"], [3])
+    store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[7], blocks=saved)
+    everything = StoredBlocks(store, "j", frozenset())
+    assert b"A" * 16 in everything
+    assert b"B" * 16 in everything
+    held = StoredBlocks(store, "j", frozenset({"a2"}))
+    assert b"A" * 16 not in held
+    assert b"B" * 16 in held
+    assert held.ids([b"B" * 16]) == {"b1"}
+    assert set(held.rows([b"B" * 16])) == {1, 2, 7}
