@@ -260,7 +260,8 @@ class KnownBlocks(abc.ABC):
 
     @abc.abstractmethod
     def ids(self, digests: Collection[bytes]) -> Collection[str]:
-        """The source ids of the rows of the blocks `digests` (all held)."""
+        """The source ids of the rows of the blocks `digests` (all held); maybe a list, so
+        test many ids against it with a set of those (``set.isdisjoint``)."""
 
     @abc.abstractmethod
     def rows(self, unchanged: Collection[bytes]) -> Collection[int]:

@@ -30,7 +30,7 @@ class StoredBlocks(KnownBlocks):
         self._job = job
         self._decode = decode
         self._digests: set[bytes] | None = None
-        self._ids: tuple[frozenset[bytes], set[str]] | None = None
+        self._ids: tuple[frozenset[bytes], list[str]] | None = None
 
     def _held(self) -> set[bytes]:
         if self._digests is None:
@@ -48,15 +48,14 @@ class StoredBlocks(KnownBlocks):
     def __contains__(self, digest: object) -> bool:
         return digest in self._held()
 
-    def ids(self, digests: Collection[bytes]) -> set[str]:
-        """The ids of the blocks `digests`; the last answer is kept (the adapter and the
-        runner both ask for those of the read's unchanged blocks)."""
+    def ids(self, digests: Collection[bytes]) -> list[str]:
+        """The ids of the blocks `digests`, as a list (a set of a million ids costs more
+        than its few lookups); the last answer is kept (the adapter and the runner both ask
+        for those of the read's unchanged blocks)."""
         key = frozenset(digests)
         if self._ids is None or self._ids[0] != key:
-            ids: set[str] = set()
-            for joined in self._store.block_ids(self._job, key).values():
-                ids.update(split_ids(joined))
-            self._ids = (key, ids)
+            joined = self._store.block_ids(self._job, key).values()
+            self._ids = (key, split_ids(b"\n".join(j for j in joined if j)))
         return self._ids[1]
 
     def rows(self, unchanged: Collection[bytes]) -> Collection[int]:

@@ -288,7 +288,7 @@ class CsvAdapter(Adapter):
                 if not chunk:
                     break
         scan = _Scan(self, decoder, person, known, blocks.rows(unchanged), start)
-        scan.taken = blocks.ids(unchanged)
+        scan.taken = set(blocks.ids(unchanged)) if unchanged else frozenset()
         for first, data, segment in _segments(changed):
             rows = RowSplitter(io.BytesIO(data), self.settings, start=first == 1)
             line = rows.skip_header() if first == 1 else first
@@ -722,7 +722,7 @@ class _Scan:
         self.fingerprints = fingerprints
         self.decode = known.decode
         self.track = _BlockRows(start)
-        self.taken: Collection[str] = ()  # ids of rows not split (unchanged blocks)
+        self.taken: Collection[str] = frozenset()  # ids of rows not split (unchanged blocks)
         self.keys: set[str] = set()
         self.first_lines: dict[str, int] = {}
         self.pages: list[Page] = []
