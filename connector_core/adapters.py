@@ -238,6 +238,45 @@ class KnownRows:
 
     fingerprints: Collection[int] = frozenset()
     decode: Container[str] = frozenset()
+    blocks: KnownBlocks | None = None
+
+
+class KnownBlocks(abc.ABC):
+    """The blocks of rows a ``row_fingerprints`` adapter reported at the cursor of a read
+    (:attr:`Page.blocks`), as the engine kept them: what lets a read skip a whole unchanged
+    block without splitting it into rows.
+
+    A block is a run of whole rows, cut where the adapter's content says (so that an
+    inserted or deleted row changes its own block only), named by a digest of its bytes
+    and of everything decoding depends on. A digest this holds (``digest in blocks``) names
+    rows the engine decided at the cursor and may skip now: the adapter lists such a block
+    in :attr:`Page.unchanged` instead of its rows. Blocks holding an id the engine asked to
+    decode (``KnownRows.decode``) are not held.
+    """
+
+    @abc.abstractmethod
+    def __contains__(self, digest: object) -> bool:
+        """Whether the block named `digest` was decided at the cursor and may be skipped."""
+
+    @abc.abstractmethod
+    def ids(self, digests: Collection[bytes]) -> Collection[str]:
+        """The source ids of the rows of the blocks `digests` (all held); maybe a list, so
+        test many ids against it with a set of those (``set.isdisjoint``)."""
+
+    @abc.abstractmethod
+    def rows(self, unchanged: Collection[bytes]) -> Collection[int]:
+        """The fingerprints of the rows decided at the cursor, but those of the blocks
+        `unchanged`: the rows a read that skipped those blocks may skip one by one."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Block:
+    """A block of rows a read decoded or listed (see :class:`KnownBlocks`): its digest, and
+    the source id and fingerprint of each of its rows, in order."""
+
+    digest: bytes
+    ids: list[str]
+    fingerprints: list[int]
 
 
 @dataclasses.dataclass(slots=True)
@@ -252,6 +291,10 @@ class Page:
     not decoded because their fingerprint was known (they count as seen: a snapshot still
     lists them), and ``fingerprints`` maps the source id of each row the engine may treat
     as known at the read's last cursor (decoded rows and skipped ones) to its fingerprint.
+    ``blocks`` gives the same for rows the adapter cut into blocks (their fingerprints are in
+    a block instead of ``fingerprints``, maybe on a later page than their record), and
+    ``unchanged`` names the known blocks (``KnownRows.blocks``) found whole and unchanged:
+    their rows count as seen and stay known, neither decoded nor listed one by one.
     """
 
     records: list[Record]
@@ -260,6 +303,8 @@ class Page:
     snapshot: bool = False
     skipped: list[str] = dataclasses.field(default_factory=list)
     fingerprints: dict[str, int] = dataclasses.field(default_factory=dict)
+    blocks: list[Block] = dataclasses.field(default_factory=list)
+    unchanged: list[bytes] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

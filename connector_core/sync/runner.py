@@ -66,6 +66,7 @@ from connector_core.records import FIELDS, Record
 from connector_core.scrub import scrub_values
 from connector_core.sync.approvals import ApprovalStage, lapse_open_sets, request_approvals
 from connector_core.sync.batches import Batches
+from connector_core.sync.blocks import BlockKeeper, StoredBlocks
 from connector_core.sync.deferred import Spool
 from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
@@ -284,6 +285,7 @@ class _Run:
         self.recorded = False  # this run recorded changes in the id map
         self.run_id: int | None = None
         self.seen: set[str] | None = set()  # ids a complete read listed; None once it is not
+        self.seen_whole: list[Collection[str]] = []  # and those of its unchanged blocks
         self.own_seen = True  # False when a group keeps `seen` for all its jobs
         self.filtered = False  # the read was filtered by the policy (pushdown)
         self.pages = 0
@@ -292,6 +294,7 @@ class _Run:
         # row fingerprints (Capability.ROW_FINGERPRINTS), see _known_rows
         self.known: KnownRows | None = None  # what the read may skip
         self.fingerprints: array.array[int] | None = None  # this read's, for its last cursor
+        self.blocks: BlockKeeper | None = None  # this read's blocks (and loose fingerprints)
         self.final_cursor: str | None = None  # the last cursor of a complete read
         self.skipped = 0  # rows the read did not decode (unchanged since the cursor)
         #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
@@ -399,6 +402,8 @@ class _Run:
             self.seen = None
         elif self.seen is not None and self.own_seen and self._may_miss():
             self.seen.update(seen_ids(page))
+            if page.unchanged and self.known is not None and self.known.blocks is not None:
+                self.seen_whole.append(self.known.blocks.ids(page.unchanged))  # not copied
         self.skipped += len(page.skipped)
         self._page(page, decided)
         self.held, self.pages = page.cursor, self.pages + 1
@@ -503,7 +508,8 @@ class _Run:
         """
         if Capability.ROW_FINGERPRINTS not in self.job.source.capabilities:
             return reasons, False
-        self.fingerprints = array.array("Q")
+        self.blocks = BlockKeeper()
+        self.fingerprints = self.blocks.loose
         self.known = KnownRows()
         decisive = full_reasons(self.job, state, reconcile, self.now)  # without the owed
         if decisive or self.legacy:
@@ -512,15 +518,21 @@ class _Run:
             return reasons, False
         # loaded only if the source asks: an unchanged file needs none of them
         stored = _Loaded(functools.partial(self.store.fingerprints, self.job.name, state.cursor))
-        self.known = KnownRows(stored, frozenset(self.owed) | self.waiting)
+        decode = frozenset(self.owed) | self.waiting
+        blocks = StoredBlocks(self.store, self.job.name, decode)
+        self.known = KnownRows(stored, decode, blocks)
         return [], bool(reasons)
 
     def _keep_fingerprints(self, page: Page, plan: PagePlan) -> None:
-        """The page's fingerprints, but for records the policy could not decide."""
-        if self.fingerprints is None or not page.fingerprints:
+        """The page's fingerprints and blocks, but for records the policy could not decide;
+        the rows of its unchanged blocks count as read without decoding (skipped)."""
+        if self.blocks is None or self.fingerprints is None:
             return
-        rejected = {source_id for source_id, _, _ in plan.rejected}
-        self.fingerprints.extend(fp for sid, fp in page.fingerprints.items() if sid not in rejected)
+        known = None if self.known is None else self.known.blocks
+        unchanged = page.unchanged
+        count = None if known is None else (lambda: len(known.ids(unchanged)))
+        rejected = (source_id for source_id, _, _ in plan.rejected)
+        self.skipped += self.blocks.keep(page, rejected, count)
 
     # -- problems ------------------------------------------------------------------------
 
@@ -658,6 +670,11 @@ class _Run:
     def _missing(self, seen: set[str], reason: str) -> None:
         """Take back the mapped records that a complete listing of the source did not show."""
         missing = [sid for sid in self.store.source_ids(self.job.name) if sid not in seen]
+        if self.seen_whole and missing:  # a million ids each: scanned, not made a set
+            left = set(missing)
+            for whole in self.seen_whole:
+                left.difference_update(whole)
+            missing = [sid for sid in missing if sid in left]
         for start in range(0, len(missing), _ID_CHUNK):
             rows = self.store.mapped(self.job.name, missing[start : start + _ID_CHUNK])
             self.touched.update(sid for sid in rows if sid in self.owed)
@@ -717,6 +734,7 @@ class _Run:
     def _record(self, outcome: _Outcome) -> None:
         """Record one batch the target acknowledged (and committed), and count it."""
         self.recorded = self.recorded or bool(outcome.applied)
+        final = outcome.cursor is not None and outcome.cursor == self.final_cursor
         self.store.record_batch(
             self.job.name,
             self.job.config.target,
@@ -729,11 +747,8 @@ class _Run:
             failed=outcome.failed,
             ledgered=outcome.ledgered,
             intent=outcome.intent,
-            fingerprints=(
-                self.fingerprints
-                if outcome.cursor is not None and outcome.cursor == self.final_cursor
-                else None
-            ),
+            fingerprints=(self.fingerprints if final else None),
+            blocks=None if self.blocks is None or not final else self.blocks.saved,
         )
         for source_id, error in outcome.failures:
             self._count_failure(source_id, error)

@@ -49,6 +49,7 @@ from connector_core.sync.model import (
 from connector_core.sync.request_book import RequestBook
 from connector_core.sync.tables import (
     Key,
+    fingerprint_blocks,
     id_map,
     intents,
     job_state,
@@ -68,7 +69,7 @@ from connector_core.sync.terms import (
     unpack_key,
 )
 
-__all__ = ["KEEP", "LedgerReport", "StateStore", "StateStoreError"]
+__all__ = ["KEEP", "LedgerReport", "SavedBlocks", "StateStore", "StateStoreError", "split_ids"]
 
 _CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 _PAGE = 1000  # rows per keyset page when streaming
@@ -294,13 +295,15 @@ class StateStore:
         ledgered: Sequence[AppliedChange] | None = None,
         intent: int | None = None,
         fingerprints: Iterable[int] | None = None,
+        blocks: SavedBlocks | None = None,
     ) -> None:
         """Record a batch the target acknowledged: id map, ledger and cursor, all or nothing.
 
         Creates and updates upsert the id map, deletes remove from it; every change in
         `ledgered` (default: `applied`) appends one ledger row; unless `cursor` is KEEP, the
         job's cursor becomes `cursor`, and the row `fingerprints` of the read that ended there
-        are kept with it (None: forgotten, see :meth:`fingerprints`). The batch's `intent`
+        are kept with it (None: forgotten, see :meth:`fingerprints`), with the read's
+        `blocks` (see :class:`SavedBlocks`). The batch's `intent`
         (from :meth:`write_ahead`) and the outstanding rows of every applied change and of
         the `resolved` source ids are cleared, and `failed` become outstanding "failed"
         rows, retried by the next run.
@@ -333,7 +336,7 @@ class StateStore:
             bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
-                self._put_fingerprints(conn, job, cursor, fingerprints)
+                self._put_fingerprints(conn, job, cursor, fingerprints, blocks)
             if intent is not None:
                 conn.execute(intents.delete().where(intents.c.id == intent))
             self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
@@ -381,7 +384,8 @@ class StateStore:
 
     def fingerprints(self, job: str, cursor: str | None) -> frozenset[int] | None:
         """The fingerprints of the rows `job` decided at `cursor`, saved with that cursor by
-        :meth:`record_batch`; None when none are kept for this cursor."""
+        :meth:`record_batch` (those of its blocks' rows included); None when none are kept
+        for this cursor."""
         if cursor is None:
             return None
         query = sa.select(row_fingerprints.c.fingerprints).where(
@@ -389,13 +393,14 @@ class StateStore:
         )
         with self._transaction() as conn:
             blob = conn.scalar(query)
-        if blob is None:
-            return None
-        values = array.array("Q")
-        values.frombytes(bytes(blob))
-        if sys.byteorder == "big":
-            values.byteswap()
-        return frozenset(values)
+            if blob is None:
+                return None
+            blobs = [bytes(blob)]
+            blocks = sa.select(fingerprint_blocks.c.fingerprints).where(
+                fingerprint_blocks.c.job == job
+            )
+            blobs += [bytes(b) for b in conn.scalars(blocks)]
+        return frozenset(_unpacked(b"".join(blobs)))
 
     def has_fingerprints(self, job: str, cursor: str | None) -> bool:
         """Whether :meth:`fingerprints` has any for `job` at `cursor` (without loading them)."""
@@ -407,18 +412,71 @@ class StateStore:
         with self._transaction() as conn:
             return conn.scalar(query) is not None
 
+    def block_digests(self, job: str) -> set[bytes]:
+        """The digests of the blocks kept with `job`'s fingerprints (see :class:`SavedBlocks`);
+        valid while :meth:`has_fingerprints` says so for the job's cursor."""
+        query = sa.select(fingerprint_blocks.c.digest).where(fingerprint_blocks.c.job == job)
+        with self._transaction() as conn:
+            return {bytes(d) for d in conn.scalars(query)}
+
+    def block_ids(self, job: str, digests: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
+        """The ids of the rows of `job`'s blocks `digests` (None: all), by digest, as kept:
+        joined by newlines, UTF-8 with surrogates escaped (see :func:`split_ids`)."""
+        return self._block_column(job, fingerprint_blocks.c.ids, digests)
+
+    def block_fingerprints(self, job: str, digests: Iterable[bytes]) -> array.array[int]:
+        """The row fingerprints of `job`'s blocks `digests`, and of its rows in no block."""
+        found = self._block_column(job, fingerprint_blocks.c.fingerprints, digests)
+        query = sa.select(row_fingerprints.c.fingerprints).where(row_fingerprints.c.job == job)
+        with self._transaction() as conn:
+            loose = conn.scalar(query)
+        return _unpacked(b"".join([bytes(loose or b""), *found.values()]))
+
+    def _block_column(
+        self, job: str, column: sa.Column[Any], digests: Iterable[bytes] | None
+    ) -> dict[bytes, bytes]:
+        table = fingerprint_blocks
+        query = sa.select(table.c.digest, column).where(table.c.job == job)
+        with self._transaction() as conn:
+            if digests is None:
+                return {bytes(d): bytes(v) for d, v in conn.execute(query)}
+            wanted = list(digests)
+            found: dict[bytes, bytes] = {}
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                rows = conn.execute(query.where(table.c.digest.in_(chunk)))
+                found.update((bytes(d), bytes(v)) for d, v in rows)
+            return found
+
     def _put_fingerprints(
-        self, conn: Connection, job: str, cursor: str | None, fingerprints: Iterable[int] | None
+        self,
+        conn: Connection,
+        job: str,
+        cursor: str | None,
+        fingerprints: Iterable[int] | None,
+        blocks: SavedBlocks | None = None,
     ) -> None:
-        """Keep `fingerprints` with the job's new cursor, or forget the old ones."""
+        """Keep `fingerprints` and `blocks` with the job's new cursor, or forget the old ones."""
         conn.execute(row_fingerprints.delete().where(row_fingerprints.c.job == job))
+        table = fingerprint_blocks
         if fingerprints is None or cursor is None:
+            conn.execute(table.delete().where(table.c.job == job))
             return
-        values = array.array("Q", fingerprints)  # compact: 8 bytes a row, in read order
-        if sys.byteorder == "big":
-            values.byteswap()
-        row = {"job": job, "cursor": cursor, "fingerprints": values.tobytes()}
+        row = {"job": job, "cursor": cursor, "fingerprints": _packed(fingerprints)}
         conn.execute(sa.insert(row_fingerprints).values(row))
+        kept = set() if blocks is None else set(blocks.kept)
+        query = sa.select(table.c.digest).where(table.c.job == job)
+        gone = [d for d in (bytes(d) for d in conn.scalars(query)) if d not in kept]
+        for start in range(0, len(gone), _CHUNK):
+            chunk = gone[start : start + _CHUNK]
+            conn.execute(table.delete().where(table.c.job == job, table.c.digest.in_(chunk)))
+        new = [
+            {"job": job, "digest": d, "ids": ids, "fingerprints": marks}
+            for d, ids, marks in ([] if blocks is None else blocks.new)
+            if d not in kept
+        ]
+        for start in range(0, len(new), _CHUNK):
+            conn.execute(sa.insert(table), new[start : start + _CHUNK])
 
     # -- outstanding changes (the intent log, failures, held deletes) --------------------
 
@@ -788,3 +846,39 @@ def _aware(value: dt.datetime | None) -> Any:
     if value is not None and value.tzinfo is None:
         raise ValueError(f"a naive datetime cannot be stored: {value!r} (give it a time zone)")
     return value
+
+
+class SavedBlocks:
+    """The blocks of rows a complete read left (:class:`~connector_core.adapters.KnownBlocks`),
+    to keep with its cursor: the digests of kept blocks (found unchanged: their stored rows
+    stay) and the new ones, each (digest, ids joined by newlines, packed fingerprints)."""
+
+    def __init__(self) -> None:
+        self.kept: list[bytes] = []
+        self.new: list[tuple[bytes, bytes, bytes]] = []
+
+    def add(self, digest: bytes, ids: Sequence[str], fingerprints: Iterable[int]) -> None:
+        """Keep a new block: its rows' ids and fingerprints, in order."""
+        joined = "\n".join(ids).encode("utf-8", "surrogateescape")
+        self.new.append((digest, joined, _packed(fingerprints)))
+
+
+def split_ids(joined: bytes) -> list[str]:
+    """The ids of a block as :meth:`StateStore.block_ids` gives them."""
+    return joined.decode("utf-8", "surrogateescape").split("\n") if joined else []
+
+
+def _packed(values: Iterable[int]) -> bytes:
+    """Fingerprints as little-endian uint64, 8 bytes each, in order."""
+    packed = array.array("Q", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpacked(blob: bytes) -> array.array[int]:
+    values = array.array("Q")
+    values.frombytes(blob)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values

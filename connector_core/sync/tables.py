@@ -351,3 +351,16 @@ partner_jobs = sa.Table(
     sa.Column("status", sa.String(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
+
+# The blocks of rows of a job's last complete read (KnownBlocks): for each block, its digest,
+# the source ids of its rows joined by "\n" (UTF-8, surrogates escaped) and their
+# fingerprints (little-endian uint64, in the same order). Kept with row_fingerprints (the
+# rows in no block), in the same transaction; valid only while that row's cursor is the job's.
+fingerprint_blocks = sa.Table(
+    "fingerprint_blocks",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("digest", sa.LargeBinary(), primary_key=True),
+    sa.Column("ids", sa.LargeBinary(), nullable=False),
+    sa.Column("fingerprints", sa.LargeBinary(), nullable=False),
+)

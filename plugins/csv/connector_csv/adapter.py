@@ -17,16 +17,20 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
+import io
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from connector_core.adapters import (
     Adapter,
+    Block,
     Capability,
     Change,
+    KnownBlocks,
     KnownRows,
     MissingField,
     Page,
@@ -49,6 +53,10 @@ from connector_csv.columns import (
     check_encodable,
 )
 from connector_csv.rows import (
+    _CHUNK,
+    TAIL,
+    BlockCutter,
+    CutBlock,
     RawRecord,
     RowSplitter,
     personalization,
@@ -61,6 +69,7 @@ from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, fi
 __all__ = ["CsvAdapter", "CsvSettings"]
 
 _STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
+csv_limit = csv.field_size_limit
 
 
 def _header_source(path: Path, header: list[str] | None, plausible: bool) -> str:
@@ -206,11 +215,14 @@ class CsvAdapter(Adapter):
         """The pages, decoding only the rows whose fingerprint `known` lacks (or whose id it
         names in ``decode``) and every row of a repeated key (merged as in :meth:`_snapshot`).
 
-        When `known` has fingerprints (an incremental read), one pass collects the pages;
-        it gives up when a key cell repeats or more rows than a few pages hold must be
-        decoded (their records would wait in memory). Otherwise, two passes: the key cells
-        (to find repeated keys), then the pages, streamed. Neither pass parses a row with
-        csv unless it has quotes, nor decodes a row it need not.
+        Given known blocks (``known.blocks``), one pass cuts the file into blocks and names
+        each by a digest, without splitting it; a known block is listed as unchanged, the
+        others are split as below (see :meth:`_blocked`). Else, when `known` has
+        fingerprints (an incremental read), one pass collects the pages; it gives up when a
+        key cell repeats or more rows than a few pages hold must be decoded (their records
+        would wait in memory). Otherwise, two passes: the key cells (to find repeated keys),
+        then the pages, streamed. No pass parses a row with csv unless it has quotes, nor
+        decodes a row it need not; every pass reports the blocks its rows form.
         """
         decoder = self._decoder(header, fields)
         person = personalization(
@@ -220,6 +232,11 @@ class CsvAdapter(Adapter):
             None if fields is None else sorted(fields),
             self.connection,
         )
+        if known.blocks is not None:
+            pages = self._blocked(decoder, person, known, known.blocks)
+            if pages is not None:
+                yield from pages
+                return
         if len(known.fingerprints):
             pages = self._one_pass(decoder, person, known)
             if pages is not None:
@@ -227,81 +244,70 @@ class CsvAdapter(Adapter):
                 return
         yield from self._two_passes(decoder, person, known)
 
+    def _cutter(self, person: bytes, rows: RowSplitter | None = None) -> BlockCutter:
+        probe = rows or RowSplitter(io.BytesIO(), self.settings)
+        return BlockCutter(person, probe.special, csv_limit())
+
+    def _blocked(
+        self, decoder: RowDecoder, person: bytes, known: KnownRows, blocks: KnownBlocks
+    ) -> list[Page] | None:
+        """Every page of a read given known blocks, or None when a key cell repeats or too
+        much changed (then :meth:`_one_pass` or :meth:`_two_passes` reads the file).
+
+        The file is cut into blocks (:class:`~connector_csv.rows.BlockCutter`) and each is
+        named by its digest, in C: a known block is listed in the last page's ``unchanged``
+        and never split. The other blocks (and the rest of a file after its first quoted
+        row) are kept, then split and fingerprinted as :meth:`_one_pass` does, skipping a
+        row whose fingerprint is known (the rows of known blocks that are gone now)."""
+        unchanged: list[bytes] = []
+        changed: list[CutBlock] = []
+        held = 0
+        limit = 64 * 1024 * self.page_size  # bytes of changed blocks kept: 32 MB by default
+        digest = hashlib.sha256()
+        with file_errors(self.settings.path), self._open_raw() as raw:
+            probe = RowSplitter(raw, self.settings)
+            start = probe.skip_header()  # checked by CsvFile
+            raw.seek(0)
+            cutter = self._cutter(person, probe)
+            found: set[bytes] = set()
+            while True:
+                chunk = raw.read(_CHUNK)
+                cut = cutter.feed(chunk) if chunk else cutter.close()
+                digest.update(chunk)
+                for block in cut:
+                    name = block.digest
+                    if name and block.first_line >= start and name not in found and name in blocks:
+                        found.add(name)
+                        unchanged.append(name)
+                        continue
+                    changed.append(block)
+                    held += len(block.data)
+                if held > limit:
+                    return None
+                if not chunk:
+                    break
+        scan = _Scan(self, decoder, person, known, blocks.rows(unchanged), start)
+        scan.taken = set(blocks.ids(unchanged)) if unchanged else frozenset()
+        for first, data, segment in _segments(changed):
+            rows = RowSplitter(io.BytesIO(data), self.settings, start=first == 1)
+            line = rows.skip_header() if first == 1 else first
+            scan.track.cut(segment)
+            if not scan.lines(rows, line):
+                return None
+        return scan.finish(CURSOR_PREFIX + digest.hexdigest(), unchanged)
+
     def _one_pass(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> list[Page] | None:
         """Every page of an incremental read, or None when a key cell repeats or too many
         rows changed (then :meth:`_two_passes` reads the file)."""
-        index = decoder.key[0]
-        neutralized = self.settings.neutralize_formulas
-        unguard = unneutralize if neutralized else str
-        size = self.page_size
-        skip_limit, decode_limit = 20 * size, 50 * size
-        fingerprints, decode = known.fingerprints, known.decode
-        keys: set[str] = set()
-        first_lines: dict[str, int] = {}
-        pages: list[Page] = []
-        page = Page([], snapshot=True)
-        decoded = 0
-        prepared = hashlib.blake2b(digest_size=8, person=person)  # as fingerprint() does
-        copy, from_bytes = prepared.copy, int.from_bytes
         with file_errors(self.settings.path), self._open_raw() as raw:
-            rows = RowSplitter(raw, self.settings)
-            simple, has_value, blank = rows.simple, rows.has_value, rows.blank
-            delimiter, encoding = self.settings.delimiter.encode(rows.encoding), rows.encoding
+            rows = RowSplitter(raw, self.settings, cutter=self._cutter(person))
             line = rows.skip_header()  # checked by CsvFile
-            # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
-            # but their key; in a chunk of simple lines (rows.plain) none is asked about
-            for physical in rows.lines():
-                body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
-                row: RawRecord | None = None
-                if body is not None:
-                    line += 1
-                    if not body.translate(None, blank) and not has_value(body):
-                        continue
-                    parts = body.split(delimiter, index + 1)
-                    key = (
-                        parts[index].decode(encoding, "surrogateescape")
-                        if index < len(parts)
-                        else None
-                    )
-                else:
-                    taken, row = rows.parsed(line, physical)
-                    line += taken
-                    if row is None:
-                        continue
-                    key = rows.key_cell(row, index)
-                    physical = row.raw
-                if key is not None:
-                    if key in keys:
-                        return None  # a repeated key: its rows are merged, after a first pass
-                    keys.add(key)
-                hashed = copy()  # a prepared hash's copy: half the cost of a new one
-                hashed.update(physical)
-                mark = from_bytes(hashed.digest(), "little")
-                known_id = None if key is None or mark not in fingerprints else unguard(key)
-                # without neutralization an id is its key cell: `keys` finds repeated ids
-                if (
-                    known_id is None
-                    or known_id in decode
-                    or (neutralized and known_id in first_lines)
-                ):
-                    decoded += 1
-                    if decoded > decode_limit:
-                        return None
-                    row = row or RawRecord(line - 1, physical, None)
-                    self._add(page, rows, row, mark, decoder, first_lines)
-                    if len(page.records) < size and len(page.problems) < size:
-                        continue
-                else:  # decided at the cursor, unchanged since: listed, not decoded
-                    if neutralized:
-                        first_lines[known_id] = line - 1 if row is None else row.line
-                    page.skipped.append(known_id)
-                    page.fingerprints[known_id] = mark
-                    if len(page.skipped) < skip_limit:
-                        continue
-                pages.append(page)
-                page = Page([], snapshot=True)
-            page.cursor = CURSOR_PREFIX + rows.digest.hexdigest()
-        return [*pages, page]
+            scan = _Scan(self, decoder, person, known, known.fingerprints, line)
+            scan.track.blocks = rows.blocks
+            if not scan.lines(rows, line):
+                return None
+            cursor = CURSOR_PREFIX + rows.digest.hexdigest()
+        return scan.finish(cursor, [])
 
     def _two_passes(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> Iterator[Page]:
         """The pages, streamed, once a first pass found the repeated key cells."""
@@ -319,14 +325,20 @@ class CsvAdapter(Adapter):
         prepared = hashlib.blake2b(digest_size=8, person=person)  # as fingerprint() does
         copy, from_bytes, decode = prepared.copy, int.from_bytes, decoder.decode
         with file_errors(self.settings.path), self._open_raw() as raw:
-            rows = RowSplitter(raw, self.settings)
+            rows = RowSplitter(raw, self.settings, cutter=self._cutter(person))
+            track = _BlockRows(1)
+            track.blocks = rows.blocks
+            add = track.add
             # a million rows: the per-row steps inlined (_split's loop, the fingerprint, and
             # _add_row's common case), every name local
             for line, physical, cells, error in _split(rows):
+                if track.start == 1:
+                    track.start = line  # the first row after the header
                 key = cells[index] if error is None and index < len(cells) else None
                 if key is not None and key in duplicated:
                     row = RawRecord(line, physical, cells, error)
                     groups.setdefault(key, []).append((line, self._decoded(row, decoder)))
+                    track.bad(line)
                     continue
                 hashed = copy()  # a prepared hash's copy: half the cost of a new one
                 hashed.update(physical)
@@ -343,20 +355,21 @@ class CsvAdapter(Adapter):
                         record = None  # _add_row reports it
                     sid: str = "" if record is None else record["id"]
                     if record is None or sid in first_lines:
-                        self._add_row(page, line, cells, error, mark, decoder, first_lines)
+                        self._add_row(page, line, cells, error, mark, decoder, first_lines, track)
                     else:
                         if guarded and not sid[:1].isalnum():  # _MayRepeat's test, inline
                             first_lines[sid] = line
                         page.records.append(record)
-                        page.fingerprints[sid] = mark
+                        add(line, sid, mark)
                         if len(page.records) < size:
                             continue
                 else:  # decided at the cursor, unchanged since: listed, not decoded
                     first_lines[known_id] = line
                     page.skipped.append(known_id)
-                    page.fingerprints[known_id] = mark
+                    add(line, known_id, mark)
                 full = max(len(page.records), len(page.problems)) >= size
                 if full or len(page.skipped) >= skip_limit:
+                    track.flush(page, line + 1)
                     if pending is not None:
                         yield pending
                     pending, page = page, Page([], snapshot=True)
@@ -365,27 +378,18 @@ class CsvAdapter(Adapter):
             if page.records or page.problems or page.skipped:
                 yield pending
             else:
+                pending.fingerprints.update(page.fingerprints)
+                pending.blocks += page.blocks
                 page = pending
         if cursor != digest:
             raise AdapterError(
                 f"{self.settings.path} changed while it was being read",
                 hint="Run again once whatever writes the file has finished.",
             )
+        track.flush(page, TAIL)
         self._merged(groups, page)
         page.cursor = cursor
         yield page
-
-    def _add(
-        self,
-        page: Page,
-        rows: RowSplitter,
-        row: RawRecord,
-        mark: int,
-        decoder: RowDecoder,
-        first_lines: dict[str, int],
-    ) -> None:
-        """Decode `row` into `page`: a record with its fingerprint, or a problem."""
-        self._add_row(page, row.line, rows.cells(row), row.error, mark, decoder, first_lines)
 
     def _add_row(
         self,
@@ -396,6 +400,7 @@ class CsvAdapter(Adapter):
         mark: int,
         decoder: RowDecoder,
         first_lines: dict[str, int],
+        track: _BlockRows,
     ) -> None:
         """Decode a row's cells into `page`: a record with its fingerprint, or a problem
         (:meth:`_decode`, inlined)."""
@@ -408,10 +413,11 @@ class CsvAdapter(Adapter):
                 raise RowInvalid(Expected.UNIQUE_KEY, self.settings.key_column, key=key)
         except RowInvalid as exc:
             page.problems.append(self._problem(line, exc, first_lines))
+            track.bad(line)
             return
         first_lines[key] = line
         page.records.append(record)
-        page.fingerprints[key] = mark
+        track.add(line, key, mark)
 
     @staticmethod
     def _decoded(row: RawRecord, decoder: RowDecoder) -> Record | None:
@@ -658,3 +664,181 @@ def _split(rows: RowSplitter) -> Iterator[tuple[int, bytes, list[str], str | Non
         line += taken
         if row is not None:
             yield row.line, row.raw, row.cells or [], row.error
+
+
+class _BlockRows:
+    """The blocks a read's rows form: each row's id and fingerprint, held until the block
+    holding it is complete, then given to a page as a :class:`Block` (a block whose rows
+    all have one) or as loose fingerprints (else: a row with a problem, a repeated key, the
+    header's block, the rest of a file after a quoted row). ``start``: the first line after
+    the header; ``blocks``: the blocks cut so far, in order (grows as the file is read)."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.blocks: list[CutBlock] = []
+        self._next = 0
+        self._rows: collections.deque[tuple[int, str | None, int]] = collections.deque()
+        self._named: set[bytes] = set()
+
+    def cut(self, blocks: list[CutBlock]) -> None:
+        """Blocks cut elsewhere (the changed ones of :meth:`CsvAdapter._blocked`)."""
+        self.blocks.extend(blocks)
+
+    def add(self, line: int, source_id: str, mark: int) -> None:
+        """A row with a fingerprint."""
+        self._rows.append((line, source_id, mark))
+
+    def bad(self, line: int) -> None:
+        """A row that gets no fingerprint: its block is not kept as a block."""
+        self._rows.append((line, None, 0))
+
+    def flush(self, page: Page, upto: int) -> None:
+        """Give `page` the blocks that end at or before line `upto` (all lines before it
+        are read), and the rows of blocks that cannot be kept."""
+        rows, blocks = self._rows, self.blocks
+        while self._next < len(blocks):
+            first, end, digest, _ = blocks[self._next]
+            whole = bool(digest) and first >= self.start and digest not in self._named
+            if end > upto and whole:
+                return  # rows may follow
+            ids: list[str] = []
+            marks: list[int] = []
+            while rows and rows[0][0] < end:
+                _, source_id, mark = rows.popleft()
+                if source_id is None:
+                    whole = False
+                else:
+                    ids.append(source_id)
+                    marks.append(mark)
+            if whole:
+                self._named.add(digest)
+                page.blocks.append(Block(digest, ids, marks))
+            else:
+                page.fingerprints.update(zip(ids, marks, strict=True))
+            if end > upto:
+                return
+            self._next += 1
+        if upto >= TAIL:  # rows past every block cut: none, unless the file changed
+            page.fingerprints.update((sid, mark) for _, sid, mark in rows if sid is not None)
+            rows.clear()
+
+
+class _Scan:
+    """The row by row part of an incremental read (:meth:`CsvAdapter._one_pass`, and the
+    changed blocks of :meth:`CsvAdapter._blocked`): pages collected in memory."""
+
+    def __init__(
+        self,
+        adapter: CsvAdapter,
+        decoder: RowDecoder,
+        person: bytes,
+        known: KnownRows,
+        fingerprints: Collection[int],
+        start: int,
+    ) -> None:
+        self.adapter = adapter
+        self.decoder = decoder
+        self.person = person
+        self.fingerprints = fingerprints
+        self.decode = known.decode
+        self.track = _BlockRows(start)
+        self.taken: Collection[str] = frozenset()  # ids of rows not split (unchanged blocks)
+        self.keys: set[str] = set()
+        self.first_lines: dict[str, int] = {}
+        self.pages: list[Page] = []
+        self.page = Page([], snapshot=True)
+        self.decoded = 0
+
+    def lines(self, rows: RowSplitter, line: int) -> bool:
+        """Split the rows of `rows` from `line` on; False when a key cell repeats (here or
+        among the ids ``taken``) or too many rows must be decoded."""
+        adapter, settings = self.adapter, self.adapter.settings
+        index = self.decoder.key[0]
+        neutralized = settings.neutralize_formulas
+        unguard = unneutralize if neutralized else str
+        size = adapter.page_size
+        skip_limit, decode_limit = 20 * size, 50 * size
+        fingerprints, decode, keys, taken = self.fingerprints, self.decode, self.keys, self.taken
+        first_lines, track = self.first_lines, self.track
+        prepared = hashlib.blake2b(digest_size=8, person=self.person)  # as fingerprint() does
+        copy, from_bytes = prepared.copy, int.from_bytes
+        simple, has_value, blank = rows.simple, rows.has_value, rows.blank
+        delimiter, encoding = settings.delimiter.encode(rows.encoding), rows.encoding
+        # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
+        # but their key; in a chunk of simple lines (rows.plain) none is asked about
+        for physical in rows.lines():
+            body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
+            row: RawRecord | None = None
+            if body is not None:
+                line += 1
+                if not body.translate(None, blank) and not has_value(body):
+                    continue
+                parts = body.split(delimiter, index + 1)
+                key = (
+                    parts[index].decode(encoding, "surrogateescape") if index < len(parts) else None
+                )
+            else:
+                taken_lines, row = rows.parsed(line, physical)
+                line += taken_lines
+                if row is None:
+                    continue
+                key = rows.key_cell(row, index)
+                physical = row.raw
+            if key is not None:
+                if key in keys or (taken and (key in taken or unguard(key) in taken)):
+                    return False  # a repeated key: its rows are merged, after a first pass
+                keys.add(key)
+            hashed = copy()  # a prepared hash's copy: half the cost of a new one
+            hashed.update(physical)
+            mark = from_bytes(hashed.digest(), "little")
+            known_id = None if key is None or mark not in fingerprints else unguard(key)
+            # without neutralization an id is its key cell: `keys` finds repeated ids
+            page = self.page
+            if known_id is None or known_id in decode or (neutralized and known_id in first_lines):
+                self.decoded += 1
+                if self.decoded > decode_limit:
+                    return False
+                row = row or RawRecord(line - 1, physical, None)
+                adapter._add_row(
+                    page,
+                    row.line,
+                    rows.cells(row),
+                    row.error,
+                    mark,
+                    self.decoder,
+                    first_lines,
+                    track,
+                )
+                if len(page.records) < size and len(page.problems) < size:
+                    continue
+            else:  # decided at the cursor, unchanged since: listed, not decoded
+                if neutralized:
+                    first_lines[known_id] = line - 1 if row is None else row.line
+                page.skipped.append(known_id)
+                track.add(line - 1 if row is None else row.line, known_id, mark)
+                if len(page.skipped) < skip_limit:
+                    continue
+            track.flush(page, line)
+            self.pages.append(page)
+            self.page = Page([], snapshot=True)
+        return True
+
+    def finish(self, cursor: str, unchanged: list[bytes]) -> list[Page]:
+        """The pages, the last one with the read's cursor and its unchanged blocks."""
+        page = self.page
+        self.track.flush(page, TAIL)
+        page.cursor = cursor
+        page.unchanged = unchanged
+        return [*self.pages, page]
+
+
+def _segments(blocks: list[CutBlock]) -> Iterator[tuple[int, bytes, list[CutBlock]]]:
+    """Runs of consecutive blocks: (first line, their bytes, the blocks)."""
+    run: list[CutBlock] = []
+    for block in blocks:
+        if run and run[-1].end_line != block.first_line and run[-1].end_line != TAIL:
+            yield run[0].first_line, b"".join(b.data for b in run), run
+            run = []
+        run.append(block)
+    if run:
+        yield run[0].first_line, b"".join(b.data for b in run), run

@@ -12,10 +12,13 @@ one (UTF-8, Latin-1, cp1252, ASCII) can be split this way; :func:`splittable` sa
 
 from __future__ import annotations
 
+import array
 import codecs
 import csv
 import hashlib
 import re
+import sys
+import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -54,8 +57,18 @@ class RowSplitter:
     it). Blank rows are skipped, as :mod:`csv` readers here always skip them.
     """
 
-    def __init__(self, raw: BinaryIO, settings: CsvSettings) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        settings: CsvSettings,
+        *,
+        start: bool = True,
+        cutter: BlockCutter | None = None,
+    ) -> None:
         self.digest = hashlib.sha256()
+        #: with a `cutter`, the blocks of the chunks read so far (their bytes left out)
+        self.blocks: list[CutBlock] = []
+        self._cutter = cutter
         self._raw = raw
         encoding = codecs.lookup(settings.read_encoding).name
         self.encoding = "utf-8" if encoding == "utf-8-sig" else encoding
@@ -64,6 +77,7 @@ class RowSplitter:
         if settings.quoting == "none":
             special.append(ESCAPECHAR.encode(self.encoding))
         self._special = re.compile(b"|".join(re.escape(s) for s in special)).search
+        self.special = self._special  # finds a quote (or escape character) in bytes
         #: True while the lines being yielded come from a chunk of simple lines only
         #: (see :meth:`simple`), so a caller may skip asking line by line.
         self.plain = False
@@ -71,7 +85,7 @@ class RowSplitter:
         self._feed = _Feed(self._lines, self.encoding)
         self._reader = csv.reader(self._feed, **reader_options(settings))
         self._limit = csv.field_size_limit()
-        self._bom = encoding == "utf-8-sig"
+        self._bom = encoding == "utf-8-sig" and start  # `start`: `raw` is a file's start
         # bytes that cannot make a cell non-blank alone, and every non-ASCII byte
         self.blank = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(128, 256))
         self.blank += self.delimiter.encode(self.encoding)
@@ -79,8 +93,11 @@ class RowSplitter:
     def _physical(self) -> Iterator[bytes]:
         carry = b""
         first = True
+        cutter = self._cutter
         while chunk := self._raw.read(_CHUNK):
             self.digest.update(chunk)
+            if cutter is not None:
+                self.blocks += [b._replace(data=b"") for b in cutter.feed(chunk)]
             if first and self._bom and chunk.startswith(codecs.BOM_UTF8):
                 chunk = chunk[len(codecs.BOM_UTF8) :]
             first = False
@@ -90,6 +107,8 @@ class RowSplitter:
             self.plain = self._plain(data, len(data) - len(carry), lines)
             yield from lines
         self.plain = False
+        if cutter is not None:
+            self.blocks += [b._replace(data=b"") for b in cutter.close()]
         if carry:
             yield carry
 
@@ -221,3 +240,129 @@ def fingerprinter(person: bytes) -> Callable[[bytes], int]:
         return from_bytes(hashed.digest(), "little")
 
     return mark
+
+
+# -- blocks: runs of whole rows, cut where the content says --------------------------------
+
+#: A block ends after a line whose Adler-32 has a zero in bits 16-23 (the low byte of its
+#: position-weighted sum): about one line in 256, decided by that line's bytes alone
+#: (computed in C for a chunk's lines at once), so that inserting, deleting or editing a
+#: row moves no boundary but at its own line.
+_BYTE = 2 if sys.byteorder == "little" else 1  # bits 16-23 of each uint32 in a buffer
+_MARKS = bytes(byte != 0 for byte in range(256))  # those bytes that end a block: 0
+_LONE_CR = re.compile(rb"\r(?!\n)").search  # a line break splitlines() sees, not ours
+#: A block longer than this ends at its next line feed (lines that never mark).
+_BLOCK_MAX = 1 << 17
+#: The end line of the rest of a file after a block that is not plain (see BlockCutter).
+TAIL = 1 << 62
+
+
+class CutBlock(NamedTuple):
+    """A run of whole physical lines: its first line, the line after its last, its digest
+    (b"" for the first block, which holds the header, and for the rest of a file after a
+    block that is not plain) and its bytes."""
+
+    first_line: int
+    end_line: int
+    digest: bytes
+    data: bytes
+
+
+class BlockCutter:
+    """A file's bytes, fed chunk by chunk, cut into blocks of whole lines (see :data:`_BYTE`).
+
+    Each block is named by 16 bytes of SHA-256 over the personalization and its bytes.
+    Blocks are cut while every block so far is *plain*: no quote (nor escape character),
+    no line break but line feeds (and CR LF pairs), no over-long line, so that its lines
+    are its rows and a boundary is never inside a quoted cell. From the first block that
+    is not plain on, the rest of the file is one run (``end_line`` :data:`TAIL`, no
+    digest), handed on chunk by chunk, for the row splitter. Where blocks end depends on
+    the bytes only, not on how they came in chunks.
+    """
+
+    def __init__(self, person: bytes, special: Callable[[bytes], object], limit: int) -> None:
+        self._named = hashlib.sha256(person)
+        self._special = special
+        self._limit = limit
+        self._partial = b""  # a line without its line feed yet
+        self._block: list[bytes] = []  # the lines of the block being cut
+        self._size = 0
+        self._lines = 0
+        self._line = 1
+        self._first = True
+        self._tail = False
+
+    def feed(self, chunk: bytes) -> list[CutBlock]:
+        """The blocks `chunk` completes."""
+        if self._tail:
+            return [CutBlock(self._line, TAIL, b"", chunk)]
+        data = self._partial + chunk
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        return self._blocks(self._cut(data[:end])) if end else []
+
+    def close(self) -> list[CutBlock]:
+        """The last blocks, at the end of the file."""
+        if self._tail:
+            return []
+        pieces = []
+        last = b"".join([*self._block, self._partial])
+        if last:
+            pieces.append((last, self._lines + bool(self._partial)))
+        self._block, self._size, self._lines, self._partial = [], 0, 0, b""
+        return self._blocks(pieces)
+
+    def _cut(self, data: bytes) -> list[tuple[bytes, int]]:
+        """The blocks that whole lines `data` complete, each with its number of lines; the
+        rest waits in the block."""
+        pieces: list[tuple[bytes, int]] = []
+        lines = data.split(b"\n")
+        lines.pop()  # data ends with a line feed
+        sums = array.array("I", map(zlib.adler32, lines))
+        low = sums.tobytes()[_BYTE::4].translate(_MARKS)
+        at = line = 0  # the byte and line where the lines not in a block start
+        while line < len(lines):
+            mark = low.find(0, line)
+            stop = len(lines) if mark < 0 else mark + 1
+            size = sum(map(len, lines[line:stop])) + stop - line
+            if self._size + size >= _BLOCK_MAX:  # forced: at the first line end at the limit
+                end = data.find(b"\n", at + max(_BLOCK_MAX - self._size, 1) - 1) + 1
+                stop = line + data.count(b"\n", at, end)
+            elif mark < 0:
+                self._block.append(data[at:])
+                self._size += size
+                self._lines += stop - line
+                break
+            else:
+                end = at + size
+            self._block.append(data[at:end])
+            pieces.append((b"".join(self._block), self._lines + stop - line))
+            self._block, self._size, self._lines = [], 0, 0
+            at, line = end, stop
+        return pieces
+
+    def _plain(self, piece: bytes) -> bool:
+        if self._special(piece):
+            return False
+        if _LONE_CR(piece):
+            return False
+        return len(piece) < self._limit or max(map(len, piece.split(b"\n"))) + 2 < self._limit
+
+    def _blocks(self, pieces: list[tuple[bytes, int]]) -> list[CutBlock]:
+        blocks = []
+        for at, (piece, lines) in enumerate(pieces):
+            if not self._plain(piece):
+                self._tail = True
+                rest = b"".join([*(p for p, _ in pieces[at:]), *self._block, self._partial])
+                self._block, self._size, self._lines, self._partial = [], 0, 0, b""
+                blocks.append(CutBlock(self._line, TAIL, b"", rest))
+                return blocks
+            digest = b""
+            if not self._first:
+                named = self._named.copy()
+                named.update(piece)
+                digest = named.digest()[:16]
+            self._first = False
+            blocks.append(CutBlock(self._line, self._line + lines, digest, piece))
+            self._line += lines
+        return blocks

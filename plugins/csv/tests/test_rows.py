@@ -11,6 +11,7 @@ import csv
 import io
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from connector_csv.rows import RowSplitter, fingerprint, fingerprinter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector_core.adapters import KnownRows
+from connector_core.adapters import KnownBlocks, KnownRows, Page
 
 CELLS = st.sampled_from(["P1", "P2", "", " ", "a,b", 'say "hi"', "x\ny", "x\r\ny", "é", "=1"])
 TABLES = st.lists(st.lists(CELLS, min_size=0, max_size=4), max_size=10)
@@ -99,3 +100,188 @@ def test_incremental_reads_across_small_chunks_match_a_full_read(
     finally:
         rows_module._CHUNK = saved
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Blocks(KnownBlocks):
+    """Known blocks as the engine keeps them, from the pages of an earlier read."""
+
+    def __init__(self, pages: list[Page]) -> None:
+        self.blocks = {b.digest: b for page in pages for b in page.blocks}
+        self.loose = {m for page in pages for m in page.fingerprints.values()}
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self.blocks
+
+    def ids(self, digests: Collection[bytes]) -> set[str]:
+        return {sid for d in digests for sid in self.blocks[d].ids}
+
+    def rows(self, unchanged: Collection[bytes]) -> set[int]:
+        skip = set(unchanged)
+        inside = {m for d, b in self.blocks.items() if d not in skip for m in b.fingerprints}
+        return self.loose | inside
+
+
+def _known_map(pages: list[Page], blocks: _Blocks | None = None) -> dict[str, int]:
+    """Source id -> fingerprint of every row a read leaves known at its cursor."""
+    known: dict[str, int] = {}
+    for page in pages:
+        known.update(page.fingerprints)
+        for block in page.blocks:
+            known.update(zip(block.ids, block.fingerprints, strict=True))
+        for digest in page.unchanged:
+            assert blocks is not None
+            old = blocks.blocks[digest]
+            known.update(zip(old.ids, old.fingerprints, strict=True))
+    return known
+
+
+EDITS = st.lists(
+    st.tuples(st.sampled_from(["edit", "insert", "delete"]), st.integers(0, 60), CELLS),
+    max_size=4,
+)
+ROWS = st.lists(
+    st.one_of(
+        st.lists(st.sampled_from(["P1", "P2", "", "=1", "é"]), min_size=1, max_size=3),
+        st.lists(CELLS, min_size=0, max_size=3),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    table=ROWS,
+    crlf=st.booleans(),
+    edits=EDITS,
+    chunk=st.integers(5, 60),
+    cut=st.tuples(st.integers(1, 4), st.integers(8, 80)),
+    neutralize=st.booleans(),
+)
+def test_a_read_given_blocks_lists_what_a_full_read_lists(
+    table: list[list[str]],
+    crlf: bool,
+    edits: list[tuple[str, int, str]],
+    chunk: int,
+    cut: tuple[int, int],
+    neutralize: bool,
+) -> None:
+    """Read (blocks reported), edit, insert and delete rows, read again given the first
+    read's blocks: what is decoded, skipped and left in unchanged blocks is what a full
+    read of the edited file lists, with the same problems, cursor and known rows."""
+    # unique keys mostly, so that blocks form; quoted cells, blank rows, repeats sometimes
+    table = [[f"K{n}", *row[1:]] if n % 7 else row for n, row in enumerate(table)]
+    tmp = Path(tempfile.mkdtemp(prefix="blocks-"))
+    saved = rows_module._CHUNK, rows_module._MARKS, rows_module._BLOCK_MAX
+    rows_module._CHUNK = chunk
+    rows_module._MARKS = bytes(byte % cut[0] != 0 for byte in range(256))  # 1 line in cut[0]
+    rows_module._BLOCK_MAX = cut[1]
+    try:
+        path = tmp / "people.csv"
+        path.write_bytes(_written(table, crlf))
+        adapter = CsvAdapter(
+            CsvSettings(path=path, page_size=3, neutralize_formulas=neutralize),
+            connection="people",
+        )
+        first = list(adapter.read(known=KnownRows()))
+        blocks = _Blocks(first)
+        marks = frozenset(_known_map(first).values())
+        for action, at, value in edits:
+            where = at % (len(table) + 1)
+            if action == "insert":
+                table.insert(where, [f"N{at}", value])
+            elif table and action == "delete":
+                del table[where % len(table)]
+            elif table:
+                row = table[where % len(table)]
+                row[1:] = [value]
+        path.write_bytes(_written(table, crlf))
+        full = list(adapter.read(known=KnownRows()))
+        again = list(adapter.read(known=KnownRows(marks, frozenset(), blocks)))
+        problems = lambda pages: [str(p) for page in pages for p in page.problems]  # noqa: E731
+        assert problems(again) == problems(full)
+        listed = [str(r["id"]) for page in again for r in page.records]
+        listed += [sid for page in again for sid in page.skipped]
+        listed += [sid for page in again for sid in blocks.ids(page.unchanged)]
+        assert sorted(listed) == sorted(str(r["id"]) for page in full for r in page.records)
+        decoded = {str(r["id"]): dict(r) for page in again for r in page.records}
+        by_id = {str(r["id"]): dict(r) for page in full for r in page.records}
+        assert all(by_id[sid] == record for sid, record in decoded.items())
+        assert again[-1].cursor == full[-1].cursor
+        assert _known_map(again, blocks) == _known_map(full)
+    finally:
+        rows_module._CHUNK, rows_module._MARKS, rows_module._BLOCK_MAX = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_an_unchanged_block_is_neither_split_nor_decoded(tmp_path: Path) -> None:
+    """A 1-row edit in a file of many blocks decodes that row alone; every other row is in
+    a block listed as unchanged or skipped by its fingerprint."""
+    path = tmp_path / "people.csv"
+    table = [[f"{n * 7919 % 100003:05d}", f"name{n}", "Leeds"] for n in range(3000)]
+    path.write_bytes(_written(table, False))
+    adapter = CsvAdapter(CsvSettings(path=path), connection="people")
+    first = list(adapter.read(known=KnownRows()))
+    blocks = _Blocks(first)
+    assert len(blocks.blocks) > 3
+    table[1500][1] = "changed"
+    path.write_bytes(_written(table, False))
+    again = list(adapter.read(known=KnownRows(frozenset(), frozenset(), blocks)))
+    assert [r["id"] for page in again for r in page.records] == [table[1500][0]]
+    unchanged = [d for page in again for d in page.unchanged]
+    assert len(unchanged) == len(blocks.blocks) - 1
+    skipped = [sid for page in again for sid in page.skipped]
+    assert len(skipped) + len(blocks.ids(unchanged)) == 2999
+    assert len(skipped) < 1000  # the rows of the header's block and of the changed one
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    table=TABLES,
+    crlf=st.booleans(),
+    chunks=st.lists(st.integers(1, 50), min_size=1, max_size=5),
+    every=st.integers(1, 4),
+    longest=st.integers(1, 90),
+)
+def test_blocks_do_not_depend_on_chunks(
+    table: list[list[str]], crlf: bool, chunks: list[int], every: int, longest: int
+) -> None:
+    """Blocks are whole lines, cover the file in order, and fall where the bytes say
+    whatever the chunks they came in; after a block that is not plain, one run to the end."""
+    data = _written(table, crlf)
+    saved = rows_module._MARKS, rows_module._BLOCK_MAX
+    rows_module._MARKS = bytes(byte % every != 0 for byte in range(256))
+    rows_module._BLOCK_MAX = longest
+    try:
+        special = RowSplitter(io.BytesIO(), CsvSettings(path=Path("x.csv"))).special
+
+        def cut(sizes: list[int]) -> list[tuple[int, int, bytes, bytes]]:
+            cutter = rows_module.BlockCutter(b"p" * 16, special, 1000)
+            out, at, turn = [], 0, 0
+            while at < len(data):
+                size = sizes[turn % len(sizes)]
+                out += cutter.feed(data[at : at + size])
+                at, turn = at + size, turn + 1
+            out += cutter.close()
+            runs: list[tuple[int, int, bytes, bytes]] = []
+            for block in out:  # a run's chunks joined
+                if runs and runs[-1][1] == rows_module.TAIL:
+                    first, end, name, got = runs.pop()
+                    runs.append((first, end, name, got + block.data))
+                else:
+                    runs.append(tuple(block))  # type: ignore[arg-type]
+            return runs
+
+        whole = cut([len(data) or 1])
+        assert cut(chunks) == whole
+        assert b"".join(b[3] for b in whole) == data
+        line = 1
+        for first, end, name, got in whole:
+            assert first == line
+            if end == rows_module.TAIL:
+                assert not name
+                break
+            assert got.endswith(b"\n") or got == whole[-1][3]
+            assert end - first == len(got.splitlines())
+            line = end
+    finally:
+        rows_module._MARKS, rows_module._BLOCK_MAX = saved

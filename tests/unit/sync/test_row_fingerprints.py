@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import connector_csv.rows as rows_module
 import pytest
 import sqlalchemy as sa
 from connector_csv import CsvAdapter
@@ -24,14 +25,15 @@ from connector_csv.session import CsvWrites
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector_core.adapters import Capability
+from connector_core.adapters import Capability, Page
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.records import Record
+from connector_core.sync.blocks import BlockKeeper, StoredBlocks
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
-from connector_core.sync.state import StateStore
-from connector_core.sync.tables import row_fingerprints
+from connector_core.sync.state import SavedBlocks, StateStore, split_ids
+from connector_core.sync.tables import fingerprint_blocks, row_fingerprints
 from connector_core.testing import crash
 
 HEADER = ["id", "first_name", "city", "phone", "region", "local_ok"]
@@ -65,6 +67,17 @@ fields:
   city: show
   phone: last4
 """
+
+
+@pytest.fixture(autouse=True, params=["blocks of 256 lines", "small blocks"])
+def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: with the CSV adapter's blocks as they are (too big for these files:
+    every row is in the header's block, split row by row) and with blocks of a few lines
+    (most rows in blocks kept whole, found unchanged or changed)."""
+    if request.param == "small blocks":
+        monkeypatch.setattr(rows_module, "_MARKS", bytes(b % 3 != 0 for b in range(256)))
+        monkeypatch.setattr(rows_module, "_BLOCK_MAX", 120)
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -171,15 +184,22 @@ def test_fingerprints_are_loaded_only_when_the_file_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unchanged file costs a hashing pass: the stored fingerprints (8 bytes a row, a set
-    in memory) are not even loaded."""
+    in memory) are not even loaded; a changed one loads those of the rows outside the
+    blocks found unchanged (all of them at most once)."""
     loads: list[str] = []
     original = StateStore.fingerprints
+    in_blocks = StateStore.block_fingerprints
 
     def counting(self: StateStore, job: str, cursor: str | None) -> frozenset[int] | None:
         loads.append(job)
         return original(self, job, cursor)
 
+    def counting_blocks(self: StateStore, job: str, digests: Any) -> Any:
+        loads.append(job)
+        return in_blocks(self, job, digests)
+
     monkeypatch.setattr(StateStore, "fingerprints", counting)
+    monkeypatch.setattr(StateStore, "block_fingerprints", counting_blocks)
     side = Side(tmp_path)
     lines = people(10)
     side.write(lines)
@@ -219,9 +239,52 @@ def test_fingerprints_are_kept_with_the_cursor_as_one_blob(tmp_path: Path) -> No
         rows = list(conn.execute(sa.select(row_fingerprints)))
         cursor = conn.scalar(sa.text("SELECT cursor FROM job_state WHERE job = 'north'"))
     engine.dispose()
+    with engine.connect() as conn:
+        blocks = list(conn.execute(sa.select(fingerprint_blocks)))
+    engine.dispose()
     assert len(rows) == 1
     assert rows[0].cursor == cursor
-    assert len(rows[0].fingerprints) == 8 * 25
+    # the rows in no block in row_fingerprints, the others with their blocks
+    assert len(rows[0].fingerprints) + sum(len(b.fingerprints) for b in blocks) == 8 * 25
+    ids = sorted(sid for b in blocks for sid in split_ids(b.ids))
+    assert len(ids) == len(set(ids)) == sum(len(b.fingerprints) for b in blocks) // 8
+
+
+def test_unchanged_blocks_are_seen_whole_and_a_deleted_row_taken_back(
+    tmp_path: Path, decoded: list[str], block_size: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1-row change decodes that row; the other rows' blocks are listed unchanged (not
+    split), count as seen, and a row deleted with its block is taken back, as a full run
+    would: the same target and id map."""
+    unchanged: list[int] = []
+    keep = BlockKeeper.keep
+
+    def counting(self: BlockKeeper, page: Page, *args: Any) -> int:
+        unchanged.append(len(page.unchanged))
+        return keep(self, page, *args)
+
+    monkeypatch.setattr(BlockKeeper, "keep", counting)
+    side = Side(tmp_path / "incremental")
+    lines = people(60)
+    side.write(lines)
+    side.run()
+    decoded.clear()
+    unchanged.clear()
+    lines[30] = row("P0029", city="York")  # one row changed
+    del lines[50]  # one row deleted
+    side.write(lines)
+    again = side.run()
+    assert decoded == ["P0029"]
+    assert again.counts.updated == 1
+    assert again.counts.deleted == 1
+    assert again.counts.held == 0
+    if block_size == "small blocks":
+        assert sum(unchanged) > 5
+    fresh = Side(tmp_path / "fresh")
+    fresh.write(lines)
+    fresh.run()
+    assert side.target() == fresh.target()
+    assert side.id_map() == fresh.id_map()
 
 
 @pytest.mark.parametrize("reason", ["reconcile", "policy", "mapping"])
@@ -360,7 +423,11 @@ def _converges(tmp: Path, steps: list[tuple[list[str], int | None]], lines: list
         assert side.id_map() == reference.id_map()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     draw=st.data(),
     n=st.integers(2, 12),
@@ -409,7 +476,9 @@ OPTIONS = st.sampled_from(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     rows=st.lists(st.lists(CELLS, min_size=0, max_size=4), max_size=8),
     crlf=st.booleans(),
@@ -480,3 +549,67 @@ def test_store_keeps_fingerprints_only_with_their_cursor(store: StateStore) -> N
     assert store.fingerprints("j", "c2") is None
     store.record_batch("j", "t", "p", "h", [], fingerprints=[9])  # KEEP: nothing moves
     assert store.fingerprints("j", "c2") is None
+
+
+def test_store_keeps_blocks_with_their_cursor(store: StateStore) -> None:
+    """On SQLite and PostgreSQL: blocks found unchanged stay, gone ones go, new ones come;
+    a cursor saved without fingerprints forgets them all."""
+    first = SavedBlocks()
+    first.add(b"A" * 16, ["a1", "a2"], [1, 2])
+    first.add(b"B" * 16, ["b1"], [3])
+    store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[7], blocks=first)
+    assert store.block_digests("j") == {b"A" * 16, b"B" * 16}
+    assert split_ids(store.block_ids("j", [b"A" * 16])[b"A" * 16]) == ["a1", "a2"]
+    assert store.fingerprints("j", "c1") == {1, 2, 3, 7}
+    assert set(store.block_fingerprints("j", [b"B" * 16])) == {3, 7}
+    second = SavedBlocks()
+    second.kept.append(b"A" * 16)
+    second.add(b"C" * 16, ["c1"], [4])
+    store.record_batch("j", "t", "p", "h", [], cursor="c2", fingerprints=[], blocks=second)
+    assert store.block_digests("j") == {b"A" * 16, b"C" * 16}
+    assert store.fingerprints("j", "c2") == {1, 2, 4}
+    store.record_batch("j", "t", "p", "h", [], cursor="c3")  # a cursor without them
+    assert store.block_digests("j") == set()
+    assert store.fingerprints("j", "c3") is None
+
+
+def test_a_store_at_0010_migrates_keeping_its_row_fingerprints(state_url: str) -> None:
+    """A store the previous version left keeps its row fingerprints (the next changed read
+    skips rows one by one and saves blocks for the reads after it)."""
+    import alembic.command
+
+    from connector_core.sync.migrations import alembic_config
+
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0010_approval_sets")
+        conn.execute(
+            sa.insert(row_fingerprints).values(
+                job="j", cursor="c1", fingerprints=(5).to_bytes(8, "little")
+            )
+        )
+        assert not sa.inspect(conn).has_table("fingerprint_blocks")
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        assert upgraded.fingerprints("j", "c1") == {5}
+        assert upgraded.block_digests("j") == set()
+
+
+def test_a_block_holding_an_id_to_decode_is_not_skipped(store: StateStore) -> None:
+    """Blocks holding an outstanding change or a row held for approval (KnownRows.decode)
+    are not offered as unchanged: they are split, so that row is decoded again; the rows of
+    every block not found unchanged may be skipped one by one."""
+    saved = SavedBlocks()
+    saved.add(b"A" * 16, ["a1", "a2"], [1, 2])
+    saved.add(b"B" * 16, ["b1"], [3])
+    store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[7], blocks=saved)
+    everything = StoredBlocks(store, "j", frozenset())
+    assert b"A" * 16 in everything
+    assert b"B" * 16 in everything
+    held = StoredBlocks(store, "j", frozenset({"a2"}))
+    assert b"A" * 16 not in held
+    assert b"B" * 16 in held
+    assert list(held.ids([b"B" * 16])) == ["b1"]
+    assert set(held.rows([b"B" * 16])) == {1, 2, 7}

@@ -1,0 +1,98 @@
+"""Blocks of rows a job decided at its cursor (:class:`~connector_core.adapters.KnownBlocks`).
+
+A ``row_fingerprints`` source may cut its rows into blocks (:attr:`Page.blocks`); the
+engine keeps each block's digest with the ids and fingerprints of its rows, in the state
+store with the cursor. The next read names the blocks it found whole and unchanged
+(:attr:`Page.unchanged`) instead of listing their rows: their ids count as seen (for
+missing-row detection), and the blocks stay kept. What a read found changed is split and
+fingerprinted row by row, as before.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Callable, Collection, Container, Iterable
+
+from connector_core.adapters import KnownBlocks, Page
+from connector_core.sync.state import SavedBlocks, StateStore, split_ids
+
+__all__ = ["BlockKeeper", "StoredBlocks"]
+
+
+class StoredBlocks(KnownBlocks):
+    """A job's blocks at its cursor, loaded from the state store on first use.
+
+    Blocks holding an id the read must decode (``decode``: outstanding changes, held
+    approval sets) are left out, so that their rows are split and decoded."""
+
+    def __init__(self, store: StateStore, job: str, decode: Container[str]) -> None:
+        self._store = store
+        self._job = job
+        self._decode = decode
+        self._digests: set[bytes] | None = None
+        self._ids: tuple[frozenset[bytes], list[str]] | None = None
+
+    def _held(self) -> set[bytes]:
+        if self._digests is None:
+            if isinstance(self._decode, Collection) and not len(self._decode):
+                self._digests = self._store.block_digests(self._job)
+            else:
+                decode = self._decode
+                self._digests = {
+                    digest
+                    for digest, ids in self._store.block_ids(self._job).items()
+                    if not any(sid in decode for sid in split_ids(ids))
+                }
+        return self._digests
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._held()
+
+    def ids(self, digests: Collection[bytes]) -> list[str]:
+        """The ids of the blocks `digests`, as a list (a set of a million ids costs more
+        than its few lookups); the last answer is kept (the adapter and the runner both ask
+        for those of the read's unchanged blocks)."""
+        key = frozenset(digests)
+        if self._ids is None or self._ids[0] != key:
+            joined = self._store.block_ids(self._job, key).values()
+            self._ids = (key, split_ids(b"\n".join(j for j in joined if j)))
+        return self._ids[1]
+
+    def rows(self, unchanged: Collection[bytes]) -> Collection[int]:
+        skip = frozenset(unchanged)
+        others = [d for d in self._store.block_digests(self._job) if d not in skip]
+        return frozenset(self._store.block_fingerprints(self._job, others))
+
+
+class BlockKeeper:
+    """What a read leaves to keep with its last cursor: the fingerprints of rows in no block
+    (``loose``) and the blocks (``saved``), but rows the policy could not decide."""
+
+    def __init__(self) -> None:
+        self.loose: array.array[int] = array.array("Q")
+        self.saved = SavedBlocks()
+        self.rejected: set[str] = set()  # this run's, over all pages
+        self._digests: set[bytes] = set()
+
+    def keep(self, page: Page, rejected: Iterable[str], ids: Callable[[], int] | None) -> int:
+        """Keep the page's fingerprints and blocks; returns how many rows its unchanged
+        blocks hold (`ids` counts them), 0 without any."""
+        self.rejected.update(rejected)
+        refused = self.rejected
+        if page.fingerprints:
+            self.loose.extend(fp for sid, fp in page.fingerprints.items() if sid not in refused)
+        for block in page.blocks:
+            clean = block.digest not in self._digests and not any(
+                sid in refused or "\n" in sid for sid in block.ids
+            )
+            if clean:
+                self._digests.add(block.digest)
+                self.saved.add(block.digest, block.ids, block.fingerprints)
+            else:
+                keep = zip(block.ids, block.fingerprints, strict=True)
+                self.loose.extend(fp for sid, fp in keep if sid not in refused)
+        if not page.unchanged:
+            return 0
+        self.saved.kept.extend(page.unchanged)
+        self._digests.update(page.unchanged)
+        return ids() if ids is not None else 0
