@@ -202,15 +202,17 @@ def test_a_run_imports_only_the_adapters_its_config_uses(
     assert unused <= imported_by("adapters", cwd=demo)
 
 
-def test_an_unchanged_run_on_sqlite_loads_no_postgresql_dialect(
+def test_an_unchanged_run_on_sqlite_loads_only_what_it_uses(
     demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A SQLite store never needs PostgreSQL's statement classes (about 17 ms to import)."""
+    """A SQLite store never needs PostgreSQL's statement classes (about 17 ms to import),
+    and a run needs no policy tests."""
     monkeypatch.setenv("CONNECTOR_DEMO_HASH_KEY", "demo-hash-key-for-tests")
     imported_by("run", "organizers-north", cwd=demo)  # the first run shares
     modules = imported_by("run", "organizers-north", cwd=demo)
     assert "connector_core.sync.state" in modules
     assert not {m for m in modules if m.startswith("sqlalchemy.dialects.postgresql")}
+    assert "connector_core.policy.policytest" not in modules  # `connector policy test`'s
 
 
 def _backend_chosen(home: Path, *imports: str) -> list[str]:
