@@ -18,8 +18,16 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+if sys.platform != "darwin":
+    # keyring's macOS backend, whose priority refuses every other system, binds Apple's
+    # libraries on import: ctypes.util.find_library runs ldconfig or gcc (25-110 ms of every
+    # command that reads a secret). Without its bindings it refuses alike, so the same
+    # backend is chosen.
+    sys.modules.setdefault("keyring.backends.macOS.api", None)  # type: ignore[arg-type]
 
 import keyring
 import keyring.errors

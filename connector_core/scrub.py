@@ -70,6 +70,11 @@ _B64_GAP = r"(?:\s|\\[rn])*"
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+#: Every form but Base64: what a text that cannot hold a secret's Base64 is scrubbed with.
+_plain_pattern: re.Pattern[str] | None = None
+#: What is left of each Base64 core without the characters a gap between its characters may
+#: hold (see :func:`_squeeze`); a text holding none of these cannot hold a core.
+_base64_traces: frozenset[str] = frozenset()
 #: Every MIN_RUN-character window of every secret (lower-cased), with where it starts in which.
 _windows: dict[str, list[tuple[str, int]]] = {}
 _window_pattern: re.Pattern[str] | None = None
@@ -92,22 +97,55 @@ def remember(value: str) -> None:
     install_log_scrubber()
 
 
-def _patterns() -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
-    """The patterns of every form and of every window of the secrets remembered so far,
-    compiled again only after :func:`remember` learnt one (a compile costs milliseconds)."""
-    global _pattern, _window_pattern, _stale
+def _patterns(text: str) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """The patterns for `text` of every form and of every window of the secrets remembered
+    so far, compiled again only after :func:`remember` learnt one (a compile costs
+    milliseconds).
+
+    The pattern of every form is compiled only for a text that may hold a secret's Base64
+    (its wrapped cores are most of the compile); any other text matches no core, so the
+    pattern of the other forms finds exactly what the whole one would."""
+    global _pattern, _plain_pattern, _base64_traces, _window_pattern, _stale
     if _stale:
         with _lock:
             if _stale:
-                every = {re.escape(f) for s in _secrets for f in forms(s)}
-                every |= {_wrapped(core) for s in _secrets for core in _base64_forms(s)}
-                alternatives = "|".join(sorted(every, key=len, reverse=True))
-                _pattern = re.compile(alternatives, re.IGNORECASE) if every else None
+                plain = {re.escape(f) for s in _secrets for f in forms(s)}
+                cores = {core for s in _secrets for core in _base64_forms(s)}
+                _plain_pattern = _alternation(plain)
+                _base64_traces = frozenset(_squeeze(core) for core in cores)
+                _pattern = None if cores else _plain_pattern
                 windows = sorted(_windows, key=len, reverse=True)
                 joined = "|".join(map(re.escape, windows))
                 _window_pattern = re.compile(joined, re.IGNORECASE) if windows else None
                 _stale = False
+    if _pattern is None and _base64_traces:
+        squeezed = _squeeze(text)
+        if any(trace in squeezed for trace in _base64_traces):
+            with _lock:
+                if _pattern is None:
+                    every = {re.escape(f) for s in _secrets for f in forms(s)}
+                    every |= {_wrapped(core) for s in _secrets for core in _base64_forms(s)}
+                    _pattern = _alternation(every)
+            return _pattern, _window_pattern
+        return _plain_pattern, _window_pattern
     return _pattern, _window_pattern
+
+
+def _alternation(patterns: set[str]) -> re.Pattern[str] | None:
+    """One pattern trying the longest of `patterns` first (letter case does not matter)."""
+    alternatives = "|".join(sorted(patterns, key=len, reverse=True))
+    return re.compile(alternatives, re.IGNORECASE) if patterns else None
+
+
+#: What a gap of :data:`_B64_GAP` consists of (whitespace, ``\``, ``r`` and ``n``), and
+#: ``r`` and ``n`` wherever they are: deleting these from a text deletes every gap, so a
+#: core matched with gaps leaves its own squeezed form in the squeezed text.
+_SQUEEZED = re.compile(r"[\s\\rn]+")
+
+
+def _squeeze(text: str) -> str:
+    """`text` without whitespace, backslashes, ``r`` and ``n`` (see :data:`_SQUEEZED`)."""
+    return _SQUEEZED.sub("", text)
 
 
 def _is_word(window: str) -> bool:
@@ -131,11 +169,12 @@ def _encodings(value: str) -> set[bytes]:
 
 def forget_all() -> None:
     """Forget every remembered secret (for tests that need a clean slate)."""
-    global _pattern, _window_pattern, _stale
+    global _pattern, _plain_pattern, _base64_traces, _window_pattern, _stale
     with _lock:
         _secrets.clear()
         _windows.clear()
-        _pattern = _window_pattern = None
+        _pattern = _plain_pattern = _window_pattern = None
+        _base64_traces = frozenset()
         _stale = False
 
 
@@ -187,7 +226,7 @@ def scrub(text: str) -> str:
     :data:`MIN_RUN` of its characters, replaced by ``***`` (letter case does not matter)."""
     if not text:
         return text
-    pattern, windows = _patterns()
+    pattern, windows = _patterns(text)
     if pattern is None:
         return text
     return _scrub_runs(pattern.sub(REDACTED, text), windows)

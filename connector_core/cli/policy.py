@@ -31,12 +31,6 @@ from connector_core.policy.compiler import CompiledPolicy, compile_policy
 from connector_core.policy.explain import explain
 from connector_core.policy.loader import load_policy
 from connector_core.policy.models import Policy
-from connector_core.policy.policytest import (
-    LOADING,
-    collect_results,
-    find_test_files,
-    normalize_record,
-)
 from connector_core.policy.schema import policy_json_schema
 from connector_core.records import Expected, Record, ValueInvalid
 from connector_core.sync.job import load_job_policy
@@ -172,6 +166,8 @@ def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
     Exits 1 when a case fails, printing what was expected and what the policy did, and 3
     when a test file or its policy cannot be loaded (a configuration error).
     """
+    from connector_core.policy.policytest import LOADING, collect_results, find_test_files
+
     env = PolicyEnv.from_app(app)
     files = find_test_files(paths or (Path.cwd(),))
     if not files:
@@ -199,6 +195,8 @@ def test(app: App, paths: tuple[Path, ...], as_json: bool) -> None:
 
 def read_record_file(path: Path) -> Record:
     """A record from a YAML or JSON file (consent shorthand allowed)."""
+    from connector_core.policy.policytest import normalize_record  # not needed by a run
+
     data = load_yaml(path).data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a record file holds one mapping of fields to values")
@@ -250,6 +248,8 @@ def _json_lines(path: Path, problems: list[ReadProblem]) -> Iterator[Record]:
     """One record per line; lines sharing an id are merged as sync merges a source's rows
     (:func:`~connector_core.consent.merge_evidence`). A line that is not a JSON object, or
     whose consent is neither yes, no nor empty, is reported and skipped."""
+    from connector_core.policy.policytest import normalize_record  # not needed by a run
+
     rows: dict[str, list[tuple[int, Record]]] = {}
     with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, start=1):

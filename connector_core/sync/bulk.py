@@ -11,8 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql
 
+from connector_core.sync import dialect
 from connector_core.sync.tables import CompactTime, to_micros
 
 
@@ -30,7 +30,7 @@ def insert_many(
     names = list(rows[0])
     updated = [n for n in names if n not in conflict]
     if conn.dialect.name != "sqlite":
-        stmt = postgresql.insert(table)
+        stmt = dialect.insert(table, pg=True)
         if conflict:
             stmt = stmt.on_conflict_do_update(
                 index_elements=list(conflict), set_={n: stmt.excluded[n] for n in updated}

@@ -19,8 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
+from connector_core.sync import dialect
 from connector_core.sync.locks import LockLost
 from connector_core.sync.tables import lock_fences
 
@@ -40,8 +40,7 @@ def take(conn: Connection, name: str, job: str) -> int:
         "holder": f"pid {os.getpid()} on host {socket.gethostname()}",
         "acquired_at": dt.datetime.now(dt.UTC),
     }
-    pg = conn.dialect.name == "postgresql"
-    stmt = (postgresql.insert if pg else sqlite.insert)(lock_fences)
+    stmt = dialect.insert(lock_fences, pg=conn.dialect.name == "postgresql")
     stmt = stmt.values(name=name, token=1, **holder).on_conflict_do_update(
         index_elements=["name"], set_={"token": lock_fences.c.token + 1, **holder}
     )

@@ -281,7 +281,7 @@ class _Run:
         self.owed: dict[str, Outstanding] = {}  # outstanding from earlier runs, by source id
         self.touched: set[str] = set()  # owed source ids this run's read decided again
         self.deferred: list[Step] = []  # deletes the mass-delete guard decides on at the end
-        self.holdings = 0  # records the job held in its target when the run started
+        self._holdings: int | None = None  # see `holdings`
         self.recorded = False  # this run recorded changes in the id map
         self.run_id: int | None = None
         self.seen: set[str] | None = set()  # ids a complete read listed; None once it is not
@@ -352,11 +352,21 @@ class _Run:
             Capability.VERIFIES_CONTENT in self.job.target.capabilities
         )
         self.batches.saved = state.cursor
-        self.holdings = self.store.mapped_count(self.job.name)
         self.run_id = None if self.dry_run else self.store.start_run(self.job.name)
         if self.run_id is not None:
             self.store.set_job_state(dataclasses.replace(state, last_run_at=self.now))
         return None if reasons or selective else state.cursor
+
+    @property
+    def holdings(self) -> int:
+        """How many records the job held in its target when the run began.
+
+        Counted when first asked (a scan of the job's id map, which a run reading nothing
+        new never needs), at the latest just before the run records anything (the job's
+        lock keeps other runs from changing its id map meanwhile)."""
+        if self._holdings is None:
+            self._holdings = self.store.mapped_count(self.job.name)
+        return self._holdings
 
     def crashed(self, exc: BaseException) -> None:
         """Note an unexpected error (a bug, an interrupt) in the run's row; the caller re-raises."""
@@ -594,6 +604,7 @@ class _Run:
         stepped = {s.applied.source_id for s in steps}
         done = [sid for sid in owed if sid not in stepped and self.owed[sid].status == "held"]
         if done and not self.dry_run:
+            _ = self.holdings  # counted before this run changes the id map
             self.store.record_batch(
                 self.job.name,
                 self.job.config.target,
@@ -733,6 +744,7 @@ class _Run:
 
     def _record(self, outcome: _Outcome) -> None:
         """Record one batch the target acknowledged (and committed), and count it."""
+        _ = self.holdings  # counted before this run changes the id map
         self.recorded = self.recorded or bool(outcome.applied)
         final = outcome.cursor is not None and outcome.cursor == self.final_cursor
         self.store.record_batch(

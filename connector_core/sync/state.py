@@ -23,10 +23,9 @@ from typing import Any, Final, Literal, TextIO
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
 from connector_core.scrub import scrub
-from connector_core.sync import bulk, fences, locks
+from connector_core.sync import bulk, dialect, fences, locks
 from connector_core.sync import ledger as ledger_rows
 from connector_core.sync.approval_book import ApprovalBook
 from connector_core.sync.database import (
@@ -157,7 +156,7 @@ class StateStore:
             self._terms.settle()
 
     def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if self._pg else sqlite.insert)(table)
+        return dialect.insert(table, pg=self._pg)
 
     # -- job state ---------------------------------------------------------------------
 
@@ -225,7 +224,7 @@ class StateStore:
         statement text whatever the count, so the server's plan cache serves every page."""
         if self._pg:
             return column == sa.func.any(
-                sa.bindparam("among", list(values), type_=postgresql.ARRAY(Key))
+                sa.bindparam("among", list(values), type_=dialect.pg_array(Key))
             )
         return column.in_(values)
 

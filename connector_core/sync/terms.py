@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
+from connector_core.sync import dialect
 from connector_core.sync.tables import terms
 
 
@@ -189,9 +189,7 @@ class Terms:
         self._fetch(conn, missing)
         new = [k for k in missing if not self._id(k)]
         if new:
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-                terms
-            )
+            insert = dialect.insert(terms, pg=conn.dialect.name == "postgresql")
             rows = [{"kind": kind, "digest": k, "value": texts[k]} for k in new]
             conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), rows)
             self._fetch(conn, new)

@@ -200,3 +200,47 @@ def test_a_run_imports_only_the_adapters_its_config_uses(
     assert not unused & modules
     assert "requests" not in modules
     assert unused <= imported_by("adapters", cwd=demo)
+
+
+def test_an_unchanged_run_on_sqlite_loads_only_what_it_uses(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite store never needs PostgreSQL's statement classes (about 17 ms to import),
+    and a run needs no policy tests."""
+    monkeypatch.setenv("CONNECTOR_DEMO_HASH_KEY", "demo-hash-key-for-tests")
+    imported_by("run", "organizers-north", cwd=demo)  # the first run shares
+    modules = imported_by("run", "organizers-north", cwd=demo)
+    assert "connector_core.sync.state" in modules
+    assert not {m for m in modules if m.startswith("sqlalchemy.dialects.postgresql")}
+    assert "connector_core.policy.policytest" not in modules  # `connector policy test`'s
+
+
+def _backend_chosen(home: Path, *imports: str) -> list[str]:
+    """The keyring backend a fresh interpreter detects after `imports`, and whether it
+    looked for Apple's libraries (keyring's macOS bindings do on import, running ldconfig or
+    gcc to do so)."""
+    probe = "; ".join(
+        [
+            "import ctypes.util, os, sys",
+            "looked = []",
+            "find = ctypes.util.find_library",
+            "ctypes.util.find_library = lambda name: looked.append(name) or find(name)",
+            "os.environ.pop('PYTHON_KEYRING_BACKEND', None)",
+            "os.environ['XDG_CONFIG_HOME'] = os.environ['XDG_DATA_HOME'] = sys.argv[1]",
+            *(f"import {name}" for name in imports),
+            "import keyring",
+            "b = keyring.get_keyring()",
+            "print(type(b).__module__ + '.' + type(b).__qualname__)",
+            "print(bool(looked))",
+        ]
+    )
+    return subprocess.run(
+        [sys.executable, "-c", probe, str(home)], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS uses the Security bindings")
+def test_the_keyring_backend_is_found_without_the_macos_bindings(tmp_path: Path) -> None:
+    chosen, bindings = _backend_chosen(tmp_path, "connector_core.credentials")
+    assert bindings == "False"
+    assert chosen == _backend_chosen(tmp_path)[0]  # the backend keyring alone picks

@@ -819,3 +819,24 @@ def test_an_interrupted_run_before_the_upgrade_leaves_no_duplicate_and_no_orphan
         net.put("p6")
         net.run(upgraded)
         assert key(upgraded, "p6") in net.target()
+
+
+def test_an_unchanged_run_does_not_count_what_the_job_holds(
+    net: Network, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a job's id map scans it (tens of ms at a million records); a run that reads
+    nothing new needs no count, and one that reads a change counts before recording it."""
+    net.run(store)
+    counted: list[int] = []
+    count = store.mapped_count
+
+    def counting(job: str) -> int:
+        counted.append(count(job))
+        return counted[-1]
+
+    monkeypatch.setattr(store, "mapped_count", counting)
+    result = net.run(store)
+    assert (result.full, result.counts.created, counted) == (False, 0, [])
+    net.put("p3", region="North")
+    assert net.run(store).counts.created == 1
+    assert counted == [2]  # what it held when the run began
