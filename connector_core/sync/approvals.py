@@ -77,10 +77,16 @@ _DECISIONS: tuple[Decision, ...] = ("approve", "deny")
 REQUEST_JOB = "request-"
 
 
-def set_hash(job: str, policy_hash: str, members: Iterable[Member]) -> str:
-    """The hash a set is bound to (and approvers sign): job, policy hash, members."""
+def set_hash(
+    job: str, policy_hash: str, members: Iterable[Member], created: dt.datetime
+) -> str:
+    """The hash a set is bound to (and approvers sign): job, policy hash, members, and the
+    instant the set was made, so that a statement about one set never decides a later set
+    holding the same changes (a person approved, withdrew and consented again: the approvers
+    are asked again, and the old statements cannot be replayed)."""
     lines = sorted(canonical_json(m.line()) for m in members)
-    body = {"v": 1, "job": job, "policy_hash": policy_hash, "members": lines}
+    made = created.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    body = {"v": 2, "job": job, "policy_hash": policy_hash, "members": lines, "created": made}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
@@ -387,7 +393,7 @@ class ApprovalStage:
             if aset.id in self._approved and row is not None and row.projection_hash == m.digest:
                 continue  # written already by an interrupted release
             return "the records or fields it holds changed"
-        if set_hash(self.job, self.policy_hash, members) != aset.set_hash:
+        if set_hash(self.job, self.policy_hash, members, aset.created_at) != aset.set_hash:
             return "its members no longer match its hash"
         return None
 
@@ -456,7 +462,7 @@ class ApprovalStage:
             self.book.update(aset.id, status=status, decided_at=self.now, note=note)
 
     def _new_set(self, members: list[Member]) -> None:
-        digest = set_hash(self.job, self.policy_hash, members)
+        digest = set_hash(self.job, self.policy_hash, members, self.now)
         summary = summarize(members) | {
             "quorum": self.approval.quorum,
             "approvers": list(self.approval.approvers),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import tempfile
@@ -614,3 +615,33 @@ def test_a_take_back_keeps_a_held_field_change_held(
     result = net.run(store, now=T0 + dt.timedelta(hours=2))
     assert result.counts.awaiting == 1
     assert net.target()[key(store, "p1")].get("first_name") is None
+
+
+def test_statements_for_an_earlier_set_never_approve_a_later_one_with_the_same_changes(
+    anet: Network, store: StateStore, people: People
+) -> None:
+    """A replay: p3 is approved, withdraws, consents again; the new set holds exactly what the
+    old one held, but the old set's signed statements must not decide it."""
+    hour = dt.timedelta(hours=1)
+    anet.run(store, now=T0)
+    approve(store, people, "alice", "bob")
+    anet.run(store, now=T0 + hour)
+    anet.put("p3")
+    anet.run(store, now=T0 + 2 * hour)
+    book = store.approvals()
+    (first,) = book.sets("north", ["waiting"])
+    approve(store, people, "alice", "bob")
+    anet.run(store, now=T0 + 3 * hour)
+    assert key(store, "p3") in anet.target()
+    old = book.statements(first.id)
+    anet.put("p3", granted=False)
+    anet.run(store, now=T0 + 4 * hour)
+    assert key(store, "p3") not in anet.target()
+    anet.put("p3")
+    anet.run(store, now=T0 + 5 * hour)
+    (again,) = book.sets("north", ["waiting"])
+    assert again.id != first.id
+    for statement in old:
+        book.add_statement(dataclasses.replace(statement, set_id=again.id))
+    anet.run(store, now=T0 + 6 * hour)
+    assert key(store, "p3") not in anet.target()
