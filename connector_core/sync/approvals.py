@@ -77,9 +77,7 @@ _DECISIONS: tuple[Decision, ...] = ("approve", "deny")
 REQUEST_JOB = "request-"
 
 
-def set_hash(
-    job: str, policy_hash: str, members: Iterable[Member], created: dt.datetime
-) -> str:
+def set_hash(job: str, policy_hash: str, members: Iterable[Member], created: dt.datetime) -> str:
     """The hash a set is bound to (and approvers sign): job, policy hash, members, and the
     instant the set was made, so that a statement about one set never decides a later set
     holding the same changes (a person approved, withdrew and consented again: the approvers
