@@ -198,7 +198,7 @@ outstanding = sa.Table(
 # columns (job, target, action, fields, policy, policy hash, approvals, reason) is its `entry`
 # term, its consent basis its `consent` term (schema 0006); `record_key` is packed by
 # terms.pack_key. A row's previous hash is the row_hash of the row before it (schema 0008
-# dropped the copy each row kept). `entry` is indexed for the entries of one job.
+# dropped the copy each row kept).
 ledger = sa.Table(
     "ledger",
     metadata,
@@ -210,9 +210,9 @@ ledger = sa.Table(
     sa.Column("consent", sa.Integer(), nullable=False),
     sa.Column("row_hash", Digest, nullable=False),
     # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256,
-    # 3 HMAC-SHA256 of a compact payload.
+    # 3 HMAC-SHA256 of a compact payload, 4 the same cut to 128 bits (16 bytes in row_hash).
+    # No index but the primary key (schema 0018): every read of the ledger goes in seq order.
     sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
-    sa.Index(None, "entry"),
 )
 
 # One row (id = 1) naming the last ledger row; updated in the same transaction as each append,
