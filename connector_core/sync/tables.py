@@ -79,6 +79,28 @@ class CompactTime(sa.TypeDecorator[dt.datetime]):
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+class SecondTime(CompactTime):
+    """A UTC timestamp to the second: seconds since 1970 on SQLite (4 bytes until 2038, then
+    6), ``timestamptz`` on PostgreSQL read back without its fraction. For the id map's
+    `updated_at`, which says since when a target holds a record (schema 0018)."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        """Whole seconds since the epoch on SQLite; the time cut to its second elsewhere."""
+        stored = super().process_bind_param(value, dialect)
+        if isinstance(stored, int):
+            return stored // 1_000_000
+        return None if stored is None else stored.replace(microsecond=0)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        """Read back an aware UTC datetime, to the second."""
+        if isinstance(value, int):
+            return from_micros(value * 1_000_000)
+        read = super().process_result_value(value, dialect)
+        return None if read is None else read.replace(microsecond=0)
+
+
 def to_micros(value: dt.datetime) -> int:
     """Microseconds since 1970-01-01 UTC (exact: integer arithmetic on the timedelta)."""
     return (value - _EPOCH) // dt.timedelta(microseconds=1)
@@ -145,7 +167,7 @@ id_map = sa.Table(
     sa.Column("shape", sa.Integer(), nullable=False),
     sa.Column("consent", sa.Integer(), nullable=False),
     sa.Column("field_hashes", sa.LargeBinary(), nullable=True),
-    sa.Column("updated_at", CompactTime(), nullable=False),
+    sa.Column("updated_at", SecondTime(), nullable=False),  # to the second (schema 0018)
     sqlite_with_rowid=False,  # the primary key is the table: no second copy of its columns
 )
 
