@@ -7,9 +7,9 @@ Create Date: 2026-12-04
 Frozen on purpose: it names the index and spells out the conversion instead of importing
 connector_core.sync.tables.
 
-- The ledger loses ``ix_ledger_entry`` (11 bytes per shared record): `ledger show --job` reads
-  the ledger in seq order and keeps the job's rows, as every other ledger read does. Rows are
-  not touched: they verify as before; new ones are written in format 4 (128-bit hashes).
+- The ledger loses ``ix_ledger_entry`` (11 bytes per shared record), which no command read
+  by: reading one job's rows goes through the ledger in seq order, as every ledger read does.
+  Rows are not touched: they verify as before; new ones are written in format 4 (128-bit hashes).
 - The id map's ``updated_at`` (since when a target holds the record; shown by `who-has`) is
   kept to the second: on SQLite, seconds since 1970 instead of microseconds (4 bytes instead
   of 8), every row converted in place; PostgreSQL keeps its ``timestamptz`` (same size either
