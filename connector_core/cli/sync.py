@@ -97,8 +97,10 @@ def execute(
     store: StateStore,
     accept_deletes: int = 0,
 ) -> RunResult:
-    """Load, lock and run one job."""
+    """Load, lock and run one job (or fan-in)."""
     env = PolicyEnv.from_app(app)
+    if job in app.config.fan_ins:
+        return execute_fan_in(app, job, env, dry_run=dry_run, store=store, accept=accept_deletes)
     loaded = load_job(app.config, job, masks=env.masks, context=env.context())
     progress = Progress(job, not quiet)
     try:
@@ -115,6 +117,19 @@ def execute(
         loaded.close()
 
 
+def execute_fan_in(
+    app: App, name: str, env: PolicyEnv, *, dry_run: bool, store: StateStore, accept: int
+) -> RunResult:
+    """Load, lock and run one fan-in (many partners' sources into one target)."""
+    from connector_core.sync.fanin import load_fan_in, run_fan_in
+
+    loaded = load_fan_in(app.config, name, masks=env.masks, context=env.context())
+    try:
+        return run_fan_in(loaded, store, dry_run=dry_run, accept_deletes=accept)
+    finally:
+        loaded.close()
+
+
 def exit_code(results: list[RunResult], refused: list[int] | None = None) -> int:
     """The most urgent exit status of the runs and of the jobs `refused` before they
     started: 3, 4 or 5 when one stopped, 1 when records failed, else 0."""
@@ -128,15 +143,17 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     if sum((job is not None, run_all, due)) != 1:
         raise click.UsageError("give one of JOB, --all or --due")
     if job is not None:
-        app.config.job(job)  # a clear error, with a suggestion, for a misspelled name
+        if job not in app.config.fan_ins:
+            app.config.job(job)  # a clear error, with a suggestion, for a misspelled name
         return [job]
-    enabled = {name: j for name, j in jobs.items() if j.enabled}
+    enabled = {name: j.schedule for name, j in jobs.items() if j.enabled}
+    enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
     if run_all:
         return list(enabled)
     last = {name: store.job_state(name).last_run_at for name in enabled}
     from connector_core.sync.schedule import due_jobs, local_now  # croniter: for --due only
 
-    return due_jobs({n: j.schedule for n, j in enabled.items()}, last, local_now())
+    return due_jobs(enabled, last, local_now())
 
 
 @click.command()
@@ -213,9 +230,10 @@ def run(
                     _run_one(app, job, dry_run, reconcile, quiet, store, as_json, accept_deletes)
                 )
             else:  # jobs sharing a source read it once; one broken job never stops the others
+                fan_ins = [n for n in names if n in app.config.fan_ins]  # after the jobs
                 ran, not_run = _run_many(
                     app,
-                    names,
+                    [n for n in names if n not in app.config.fan_ins],
                     store,
                     dry_run=dry_run,
                     reconcile=reconcile,
@@ -225,6 +243,16 @@ def run(
                 )
                 results.extend(ran)
                 refused.extend(not_run)
+                for name in fan_ins:
+                    try:
+                        results.append(
+                            _run_one(
+                                app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes
+                            )
+                        )
+                    except ConnectorError as err:
+                        _report_refused(name, err)
+                        refused.append(err.exit_code)
             if not dry_run:
                 _requests_after(app, store, results)
         finally:
