@@ -48,7 +48,7 @@ connections:
     adapter: csv
     settings: {path: out/national.csv}
 fan_in:
-  national:
+  %(name)s:
     target: national_crm
     policy: policies/national.yaml
     purpose: national
@@ -117,8 +117,10 @@ class FanInNetwork:
         state_url: str | None = None,
         partners: Iterable[str] = ("leeds", "york", "hull"),
         where: Mapping[str, str] | None = None,
+        name: str = "national",
     ) -> None:
         self.root = root
+        self.name = name
         self.state_url = state_url or f"sqlite:///{root / 'state.db'}"
         self.partners = list(partners)
         self.where = dict(where or {})
@@ -142,6 +144,7 @@ class FanInNetwork:
             "connections": "".join(CONNECTION % {"name": n} for n in ALLOWED),
             "sources": "".join(SOURCE % {"name": n} for n in names),
             "state": self.state_url,
+            "name": self.name,
         }
         self.config_path.write_text(text, encoding="utf-8")
 
@@ -165,7 +168,7 @@ class FanInNetwork:
 
     def run(self, *, now: dt.datetime | None = None, dry_run: bool = False) -> RunResult:
         """Run the fan-in in-process."""
-        loaded = load_fan_in(self.config(), "national")
+        loaded = load_fan_in(self.config(), self.name)
         try:
             with self.store() as store:
                 return run_fan_in(loaded, store, now=now, dry_run=dry_run)
