@@ -184,8 +184,9 @@ class FanInNetwork:
         return read_csv(self.root / "out" / "national.csv")
 
     def by_email(self) -> dict[str, dict[str, str]]:
-        """The national target's rows by email (rows without one under their phone)."""
-        return {r["email"] or r["phone"]: r for r in self.national()}
+        """The national target's rows by email, trimmed and lower-cased (rows without one
+        under their phone)."""
+        return {r["email"].strip().lower() or r["phone"]: r for r in self.national()}
 
 
 def cli(runner: CliRunner, net: FanInNetwork, *args: str) -> Result:

@@ -393,6 +393,9 @@ def _read_partner(
         return read
     if read.read == 0 and not read.pinned and stored.get(source.partner):
         read.failed = _failure(source, "its source read empty; its contributions are kept")
+    elif read.read and not read.keys:
+        reason = f"none of its {read.read} record(s) has an email or phone to match people by"
+        read.failed = _failure(source, reason + " (check its mapping)")
     return read
 
 

@@ -209,3 +209,39 @@ def test_phones_become_their_international_digits(
     value: str, country: str | None, expected: str | None
 ) -> None:
     assert normal_phone(value, country) == expected
+
+
+def test_while_a_partner_fails_a_change_elsewhere_rewrites_narrower_and_a_no_goes_through(
+    net: FanInNetwork,
+) -> None:
+    dan = {"id": "y3", "email": "dan@example.org", "last_name": "Brown"}
+    net.partner("leeds", agreed(ANN_L, BOB_L, {"id": "l3", "email": "dan@example.org"}))
+    net.partner("york", agreed(ANN_Y, dan))
+    net.run()
+    (net.root / "data" / "leeds.csv").write_text("garbage\n", encoding="utf-8")  # drifted
+    net.partner("york", [*agreed(ANN_Y | {"last_name": "Smyth"}), dan | {"national": "no"}])
+    result = net.run()
+    assert result.exit_code == 1
+    rows = net.by_email()
+    assert "dan@example.org" not in rows  # a no goes through while leeds fails
+    assert rows["ann@example.org"]["last_name"] == "Smyth"  # york changed: rewritten...
+    assert rows["ann@example.org"]["city"] == ""  # ...from york alone until leeds is back
+    assert rows["bob@example.org"]["first_name"] == "Bob"  # only leeds's: kept as it was
+    net.partner("leeds", agreed(ANN_L, BOB_L))
+    assert net.run().exit_code == 0
+    assert net.by_email()["ann@example.org"]["city"] == "Leeds"
+
+
+def test_without_the_suppression_list_nothing_is_written(net: FanInNetwork) -> None:
+    net.partner("leeds", agreed(ANN_L))
+    (net.root / "data" / "nono.csv").unlink()
+    result = net.run()
+    assert result.exit_code == 4
+    assert net.national() == []
+
+
+def test_a_partner_without_emails_or_phones_is_reported(net: FanInNetwork) -> None:
+    net.partner("leeds", agreed({"id": "l1", "first_name": "Ann"}))
+    result = net.run()
+    assert result.exit_code == 1
+    assert "has an email or phone" in " ".join(result.problems)
