@@ -114,6 +114,8 @@ class _Partner:
     )
     refused: set[str] = dataclasses.field(default_factory=set)  # said no to the purpose
     pinned: set[str] = dataclasses.field(default_factory=set)  # unreadable, with a key
+    #: records its policy could not be applied to: (source id, error, the record's values)
+    rejected: list[tuple[str, str, list[Any]]] = dataclasses.field(default_factory=list)
     read: int = 0
 
 
@@ -291,6 +293,8 @@ def _execute(loaded: LoadedFanIn, store: StateStore, run: JobRun, dry_run: bool)
             for read in reads:
                 if read.failed is not None:
                     _report(run, loaded, read.failed)
+                for source_id, error, values in read.rejected:  # scrubbed of the values
+                    run.fail(f"{read.source.partner}:{source_id}", error, values)
             merger = _Merger(loaded, reads, stored, suppressed, keys)
             for page in merger.pages():
                 run.feed(page)
@@ -446,8 +450,9 @@ def _take_page(
             continue
         try:
             _, projection = policy.evaluate(record)
-        except RecordRejected:  # a mask could not apply: held, as an unreadable record
+        except RecordRejected as exc:  # a mask could not apply: held, as an unreadable record
             read.pinned.add(source_id)
+            read.rejected.append((source_id, str(exc), list(record.values())))
             continue
         if projection is None:
             continue
