@@ -5,12 +5,13 @@ who may go up, and nothing else:
 - no field value a partner's policy does not allow (Leeds's last names, York's cities…);
 - no value from a record without the national purpose's consent;
 - nobody who said no at any partner, nobody on the suppression list, nobody without a
-  contribution; and no email or phone number in the state store.
+  contribution; and no email, phone number or other value in the state store or a log.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connector_core.fanin import normal_email, normal_phone
+from connector_core.testing.checks import log_text
 from tests.fanin import ALLOWED, COLUMNS, FanInNetwork
 from tests.leaks import database_text, values_in
 
@@ -103,7 +105,7 @@ def record(partner: str, data: dict[str, Any]) -> dict[str, str]:
     return {**marks, **data}
 
 
-FILLER = {"email": "", "phone": "", "national": "yes", "first_name": "Nobody"}
+FILLER = {"phone": "", "national": "yes", "first_name": "Always"}
 
 
 @EXAMPLES
@@ -121,12 +123,14 @@ FILLER = {"email": "", "phone": "", "national": "yes", "first_name": "Nobody"}
 def test_the_national_target_holds_only_allowed_fields_of_people_who_may_go_up(
     edits: list[tuple[str, str, str, dict[str, Any]]],
     tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     root: Path = tmp_path_factory.mktemp("fanin")
     net = FanInNetwork(root)
-    # A record without email or phone goes nowhere, and keeps every read non-empty (an empty
-    # read of a partner that gave before keeps its people: not what this test is about).
-    sources = {p: {"0": {"id": f"{p}0", **FILLER}} for p in PARTNERS}
+    # Someone always at each partner keeps every read non-empty (an empty read of a partner
+    # that gave before keeps its people: not what this test is about).
+    sources = {p: {"0": {"id": f"{p}0", "email": f"{p}@example.net", **FILLER}} for p in PARTNERS}
     suppressed: list[str] = []
     everything: set[str] = set()
     for kind, partner, number, data in [*edits, ("run", "", "", {})]:
@@ -151,4 +155,5 @@ def test_the_national_target_holds_only_allowed_fields_of_people_who_may_go_up(
                     if field != "id" and value:
                         assert (field, value.lstrip("'")) in allowed, field
     stored = "\n".join(database_text(net.state_url))
-    assert values_in(stored, [*everything, "example.org", "7700"]) == []
+    assert values_in(stored, [*everything, "example.", "7700"]) == []
+    assert values_in(log_text(caplog.records), [*everything, "example.", "7700"]) == []
