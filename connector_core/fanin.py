@@ -41,6 +41,7 @@ from connector_core.yaml_errors import LocatedDocument, did_you_mean
 __all__ = ["FanIn", "FanInSource", "expand_fan_ins", "normal_email", "normal_phone"]
 
 _SPACES = re.compile(r"[\s\-().\/]")
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def normal_email(value: Any) -> str | None:
         return None
     text = value.strip().lower()
     local, at, domain = text.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() for c in text):
+    if not at or not local or not domain or _WHITESPACE.search(text):
         return None
     return text
 
