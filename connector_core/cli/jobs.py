@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def jobs(app: App, template: str | None, as_json: bool) -> None:
-    """List the jobs: hand-written ones and one per partner of each job template.
+    """List the jobs: hand-written ones, one per partner of each job template, fan-ins.
 
     \b
     A partner's job is named TEMPLATE.PARTNER; every command that takes a
@@ -43,6 +43,8 @@ def jobs(app: App, template: str | None, as_json: bool) -> None:
                 "enabled": job.enabled,
             }
         )
+    if template is None:
+        rows += _fan_ins(app)
     if as_json:
         emit_json(rows)
         return
@@ -50,6 +52,24 @@ def jobs(app: App, template: str | None, as_json: bool) -> None:
         origin = f"  (template {row['template']})" if row["template"] else ""
         off = "" if row["enabled"] else "  [disabled]"
         click.echo(f"{row['job']}: {row['source']} -> {row['target']}{origin}{off}")
+
+
+def _fan_ins(app: App) -> list[dict[str, Any]]:
+    """The fan-in jobs, each with its partners' sources (``source``: their connections)."""
+    return [
+        {
+            "job": name,
+            "template": None,
+            "partner": None,
+            "source": ", ".join(s.connection for s in fan_in.sources),
+            "target": fan_in.body.target,
+            "policy": str(fan_in.body.policy),
+            "schedule": fan_in.body.schedule,
+            "enabled": fan_in.body.enabled,
+            "fan_in": list(fan_in.partners),
+        }
+        for name, fan_in in app.config.fan_ins.items()
+    ]
 
 
 def sync_partners(

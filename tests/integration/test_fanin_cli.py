@@ -136,3 +136,13 @@ def test_partners_from_a_registry_feed_the_fan_in(runner: CliRunner, net: FanInN
     ran = cli(runner, net, "run", "national")  # sheffield left the registry: Eve goes
     assert ran.exit_code == 0, ran.output
     assert sorted(net.by_email()) == ["ann@example.org"]
+
+
+def test_jobs_lists_a_fan_in_with_its_partners(runner: CliRunner, net: FanInNetwork) -> None:
+    listed = cli(runner, net, "jobs", "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = [r for r in json.loads(listed.stdout) if r["job"] == "national"]
+    assert row["fan_in"] == ["hull", "leeds", "york"]
+    assert row["target"] == "national_crm"
+    text = cli(runner, net, "jobs").output
+    assert "national: hull, leeds, york -> national_crm" in text
