@@ -113,8 +113,14 @@ def expand_fan_ins(
     """Check every fan-in; add the registry partners' source connections to `model` and
     `settings`; return the fan-ins by name. Problems go to `problems`."""
     found: dict[str, FanIn] = {}
+    targets: dict[str, str] = {}
     for name, body in model.fan_in.items():
         mine = _check(doc, model, adapters, name, body)
+        earlier = targets.setdefault(body.target, name)
+        if earlier != name:
+            message = f"fan_in.{name}.target: fan-in {earlier!r} writes connection "
+            message += f"{body.target!r} too; a target has one writer: give each its own"
+            mine.append(doc.problem(("fan_in", name, "target"), message))
         sources = [
             FanInSource(s.partner, s.source, s.policy)
             for s in body.sources

@@ -46,6 +46,7 @@ id, as the person's key, the fields and a salted hash; never a value.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
@@ -183,9 +184,16 @@ def load_fan_in(
             f"{body.purpose!r}",
             hint=f"Add `require_consent: [{body.purpose}]` to {body.policy.name}.",
         )
-    partners = [_load_partner(config, source, masks, context) for source in fan_in.sources]
-    suppress = None if body.suppress is None else config.open_adapter(body.suppress)
-    target = config.open_adapter(body.target)
+    with contextlib.ExitStack() as opened:  # close what was opened if anything fails
+        partners = [_load_partner(config, source, masks, context) for source in fan_in.sources]
+        for _, adapter, _, _ in partners:
+            if adapter is not None:
+                opened.callback(adapter.close)
+        suppress = None if body.suppress is None else config.open_adapter(body.suppress)
+        if suppress is not None:
+            opened.callback(suppress.close)
+        target = config.open_adapter(body.target)
+        opened.pop_all()
     job_config = JobConfig(
         source=f"fan-in:{name}", target=body.target, policy=body.policy, schedule=body.schedule
     )

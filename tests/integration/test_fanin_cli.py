@@ -146,3 +146,15 @@ def test_jobs_lists_a_fan_in_with_its_partners(runner: CliRunner, net: FanInNetw
     assert row["target"] == "national_crm"
     text = cli(runner, net, "jobs").output
     assert "national: hull, leeds, york -> national_crm" in text
+
+
+def test_two_fan_ins_writing_one_target_are_refused(runner: CliRunner, net: FanInNetwork) -> None:
+    text = net.config_path.read_text(encoding="utf-8")
+    block = text[text.index("  national:\n") : text.index("state:")]
+    second = block.replace("  national:\n", "  regional:\n", 1)
+    net.config_path.write_text(text.replace("state:", second + "state:"), encoding="utf-8")
+    ran = cli(runner, net, "run", "national")
+    assert ran.exit_code == 3, ran.output
+    assert "fan_in.regional.target: fan-in 'national' writes connection 'national_crm'" in (
+        ran.output
+    )
