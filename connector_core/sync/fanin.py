@@ -101,6 +101,7 @@ class Contribution:
     fields: Mapping[str, str]  # field -> outcome label
     consent: Mapping[str, Any]
     digest: str
+    keys: tuple[str, ...] = ()  # the record's match keys
 
 
 @dataclasses.dataclass
@@ -379,18 +380,13 @@ def _suppressed(loaded: LoadedFanIn, keys: _Keys) -> frozenset[str]:
 def _stored(store: StateStore, name: str) -> dict[str, dict[str, dict[str, Any]]]:
     """The stored contributions of fan-in `name`: partner -> source id -> row."""
     table = fan_in_contributions
-    columns = (table.c.partner, table.c.source_id, table.c.person, table.c.fields, table.c.digest)
-    query = sa.select(*columns).where(table.c.job == name)
+    names = ("partner", "source_id", "person", "fields", "keys", "digest")
+    query = sa.select(*(table.c[n] for n in names)).where(table.c.job == name)
     found: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
     with store._transaction() as conn:
-        for partner, source_id, person, fields, digest in conn.execute(query):
-            found[partner][source_id] = {
-                "partner": partner,
-                "source_id": source_id,
-                "person": person,
-                "fields": fields,
-                "digest": digest,
-            }
+        for values in conn.execute(query):
+            row = dict(zip(names, values, strict=True))
+            found[row["partner"]][row["source_id"]] = row
     return found
 
 
@@ -509,12 +505,15 @@ class _Merger:
         pins = {r.source.partner: r.pinned for r in self.reads}
         #: people a partner that could not be read (or a record of it) contributed to
         self.pinned: set[str] = set()
+        #: their match keys, as stored (for the suppression list while they cannot be read)
+        self.pinned_keys: dict[str, set[str]] = collections.defaultdict(set)
         #: per person, what the partners that could be read (or left) gave before
         self.before: dict[str, set[tuple[str, str, str]]] = collections.defaultdict(set)
         for partner, rows in stored.items():
             for source_id, row in rows.items():
                 if partner in failed or source_id in pins.get(partner, ()):
                     self.pinned.add(row["person"])
+                    self.pinned_keys[row["person"]].update(row["keys"])
                 else:
                     self.before[row["person"]].add((partner, source_id, row["digest"]))
         required = self.loaded.job.policy.links
@@ -536,7 +535,7 @@ class _Merger:
                 yield Page(records, cursor=CURSOR, snapshot=True)
                 records = []
         for person in sorted(self.pinned - people):
-            if person in self.suppressed:
+            if self.pinned_keys[person] & self.suppressed:
                 records.append(self._withdrawal(person, "suppression-list"))
             elif not self.before.get(person):
                 kept.append(person)  # as the target holds it, until its partner is read
@@ -586,6 +585,7 @@ class _Merger:
                     person,
                     *read.given[source_id],
                     digest=self.keys.digest(read.given[source_id][0]),
+                    keys=tuple(read.keys[source_id]),
                 )
                 for read, source_id in members
                 if source_id in read.given
@@ -593,7 +593,7 @@ class _Merger:
             key=lambda c: (c.partner, c.source_id),
         )
         self.rows.extend(_row(c) for c in used)
-        if keys & self.suppressed:
+        if (keys | self.pinned_keys.get(person, set())) & self.suppressed:
             return self._withdrawal(person, "suppression-list")
         refused = sorted(read.source.partner for read, sid in members if sid in read.refused)
         if refused:
@@ -632,6 +632,7 @@ def _row(c: Contribution) -> dict[str, Any]:
         "source_id": c.source_id,
         "person": c.person,
         "fields": dict(c.fields),
+        "keys": list(c.keys),
         "digest": c.digest,
     }
 

@@ -245,3 +245,15 @@ def test_a_partner_without_emails_or_phones_is_reported(net: FanInNetwork) -> No
     result = net.run()
     assert result.exit_code == 1
     assert "has an email or phone" in " ".join(result.problems)
+
+
+def test_the_suppression_list_finds_people_of_a_partner_that_cannot_be_read(
+    net: FanInNetwork,
+) -> None:
+    net.partner("leeds", agreed(ANN_L | {"phone": "07700 900123"}, BOB_L))
+    net.run()
+    (net.root / "data" / "leeds.csv").unlink()
+    net.suppress([{"phone": "+44 7700 900123"}])  # Ann's phone: kept only as a keyed hash
+    result = net.run()
+    assert result.exit_code == 1
+    assert [r["first_name"] for r in net.national()] == ["Bob"]

@@ -5,9 +5,9 @@ Revises: 0016_fingerprint_blocks
 Create Date: 2026-12-04
 
 Frozen on purpose: it spells out its types instead of importing connector_core.sync.tables.
-One row per (fan-in job, partner, partner's source id): the person it was matched to (a keyed
-hash, never an email or a phone number), the fields the partner's policy let it give and a
-salted hash of what it gave. No value is kept.
+One row per (fan-in job, partner, partner's source id): the person it was matched to and the
+record's match keys (keyed hashes, never an email or a phone number), the fields the
+partner's policy let it give and a keyed hash of what it gave. No value is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("source_id", sa.String(), nullable=False),
         sa.Column("person", sa.String(), nullable=False),
         sa.Column("fields", sa.JSON(), nullable=False),
+        sa.Column("keys", sa.JSON(), nullable=False),
         sa.Column("digest", sa.String(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("job", "partner", "source_id", name="pk_fan_in_contributions"),
