@@ -268,8 +268,13 @@ def _registry_sources(
                     values, context={"base_dir": base_dir}
                 )
             except ValueError as err:
+                from connector_core.templates import _plain_errors
+
                 message = f"partner {row.name!r}: the source settings of fan-in {name!r} are "
-                found.append(row.cells["name"].problem(message + f"not valid: {err}"))
+                found += [
+                    row.cells["name"].problem(f"{message}not valid for this partner: {line}")
+                    for line in _plain_errors(err)
+                ]
         problems += found
         if found:
             continue

@@ -158,3 +158,25 @@ def test_two_fan_ins_writing_one_target_are_refused(runner: CliRunner, net: FanI
     assert "fan_in.regional.target: fan-in 'national' writes connection 'national_crm'" in (
         ran.output
     )
+
+
+def test_registry_mistakes_name_the_registry_line(runner: CliRunner, net: FanInNetwork) -> None:
+    write_csv(
+        net.root / "data" / "partners.csv",
+        [{"name": "bradford"}, {"name": "Bad Name"}],
+        ["name"],
+    )
+    (net.root / "policies" / "partner-up.yaml").write_text(
+        "policy: partner-up\nrequire_consent: [national]\nrules:\n  - allow: everyone\n"
+        "fields:\n  email: show\n",
+        encoding="utf-8",
+    )
+    registry = """    partners:
+      registry: data/partners.csv
+      policy: policies/partner-up.yaml
+      source: {adapter: csv, settings: {path: "data/up/{partner.name}.csv"}}
+"""
+    _break(net, "    sources:\n", registry + "    sources:\n")
+    ran = cli(runner, net, "run", "national")
+    assert ran.exit_code == 3, ran.output
+    assert "partners.csv:3:1: name 'Bad Name' is not a partner name" in ran.output
