@@ -20,8 +20,9 @@ The rules (docs/partners.md, "Fan-in"):
 - **Consent.** A person goes up only if some record contributes, no partner's record of them
   says no to the purpose and they are not on the suppression list. Otherwise they are
   taken back at once, as a withdrawal (a stated no, or the national list, is evidence).
-  The merged consent per purpose is yes only if every contribution used says yes, no if one
-  says no, else absent: the target's policy (which must require the purpose) then decides.
+  The merged consent per purpose is no if any record of the person (at any partner read)
+  says no, else yes only if every contribution used says yes, else absent: the target's
+  policy (which must require the purpose) then decides.
 - **Fields.** The merged record holds the union of the contributions' fields; each field's
   value comes from the first contribution (by partner name, then source id) that has it.
   The ledger's reason names, for every shared field, the partner it came from.
@@ -52,7 +53,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -79,7 +80,7 @@ from connector_core.sync.state import StateStore
 from connector_core.sync.tables import fan_in_contributions
 from connector_core.yaml_errors import validate
 
-__all__ = ["Contribution", "load_fan_in", "run_fan_in"]
+__all__ = ["Contribution", "load_fan_in", "run_fan_in", "strictest"]
 
 log = logging.getLogger("connector.sync")
 
@@ -115,6 +116,8 @@ class _Partner:
         dataclasses.field(default_factory=dict)
     )
     refused: set[str] = dataclasses.field(default_factory=set)  # said no to the purpose
+    #: the purposes each record says no to (any purpose: the strictest consent counts them)
+    refusals: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
     pinned: set[str] = dataclasses.field(default_factory=set)  # unreadable, with a key
     #: records its policy could not be applied to: (source id, error, the record's values)
     rejected: list[tuple[str, str, list[Any]]] = dataclasses.field(default_factory=list)
@@ -462,6 +465,9 @@ def _take_page(
         consent = consent if isinstance(consent, dict) else {}
         if _refuses(consent.get(purpose)):
             read.refused.add(source_id)
+        said_no = frozenset(p for p, state in consent.items() if _refuses(state))
+        if said_no:
+            read.refusals[source_id] = said_no
         if record.get("deleted") is True or not _granted(consent.get(purpose)):
             continue
         try:
@@ -605,9 +611,12 @@ class _Merger:
                 return None
         if not used:
             return None  # no contribution left: taken back as missing (mass-delete guard)
-        return self._merged(person, used)
+        said_no = set().union(*(read.refusals.get(sid, ()) for read, sid in members))
+        return self._merged(person, used, said_no)
 
-    def _merged(self, person: str, used: Sequence[Contribution]) -> Record:
+    def _merged(
+        self, person: str, used: Sequence[Contribution], said_no: Collection[str]
+    ) -> Record:
         merged: dict[str, Any] = {"id": person}
         given: dict[str, str] = {}
         for contribution in used:
@@ -615,7 +624,7 @@ class _Merger:
                 if field not in merged:
                     merged[field] = value
                     given[field] = contribution.partner
-        merged["consent"] = strictest(used)
+        merged["consent"] = strictest(used, said_no)
         self.loaded.sources[person] = given
         return merged
 
@@ -637,14 +646,15 @@ def _row(c: Contribution) -> dict[str, Any]:
     }
 
 
-def strictest(used: Sequence[Contribution]) -> dict[str, Any]:
-    """The merged consent of the contributions used: per purpose, yes only if every one says
-    yes (the oldest ``at``), no if any says no, else no evidence (absent)."""
-    purposes = sorted({p for c in used for p in c.consent})
+def strictest(used: Sequence[Contribution], said_no: Collection[str] = ()) -> dict[str, Any]:
+    """The merged consent of a person: per purpose, no if any of their records at any
+    partner says no (`said_no`, and the contributions' own), else yes if every contribution
+    used says yes (with the oldest ``at``), else no evidence (absent)."""
+    purposes = sorted({p for c in used for p in c.consent} | set(said_no))
     merged: dict[str, Any] = {}
     for purpose in purposes:
         states = [c.consent.get(purpose) for c in used]
-        if any(_refuses(s) for s in states):
+        if purpose in said_no or any(_refuses(s) for s in states):
             merged[purpose] = {"granted": False, "source": "fan-in", "at": None}
         elif all(_granted(s) for s in states):
             times = [str(s["at"]) for s in states if isinstance(s, dict) and s.get("at")]

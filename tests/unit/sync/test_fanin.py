@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector_core.fanin import normal_email, normal_phone
+from connector_core.sync.fanin import Contribution, strictest
 from connector_core.sync.tables import metadata
 from tests.fanin import FanInNetwork
 
@@ -257,3 +258,32 @@ def test_the_suppression_list_finds_people_of_a_partner_that_cannot_be_read(
     result = net.run()
     assert result.exit_code == 1
     assert [r["first_name"] for r in net.national()] == ["Bob"]
+
+
+def _given(partner: str, **consent: bool | None) -> Contribution:
+    states = {p: {"granted": g, "source": partner, "at": f"2026-0{len(partner) % 9}-01"}
+              for p, g in consent.items() if g is not None}  # fmt: skip
+    return Contribution(partner, "1", "person", {}, {}, states, "digest")
+
+
+@pytest.mark.parametrize(
+    ("used", "said_no", "expected"),
+    [
+        ([_given("a", contact=True), _given("b", contact=True)], (), True),
+        ([_given("a", contact=True), _given("b", contact=None)], (), None),  # no evidence at b
+        ([_given("a", contact=True), _given("b", contact=False)], (), False),
+        ([_given("a", contact=True)], ("contact",), False),  # a record not used says no
+    ],
+    ids=["all-yes", "one-silent", "one-no", "no-elsewhere"],
+)
+def test_the_merged_consent_is_the_strictest(
+    used: list[Contribution], said_no: tuple[str, ...], expected: bool | None
+) -> None:
+    merged = strictest(used, said_no).get("contact")
+    assert (None if merged is None else merged["granted"]) is expected
+
+
+def test_a_merged_yes_carries_the_oldest_time() -> None:
+    merged = strictest([_given("abc", contact=True), _given("a", contact=True)])
+    assert merged["contact"]["at"] == "2026-01-01"
+    assert merged["contact"]["source"] == "fan-in:abc,a"
