@@ -180,3 +180,34 @@ def test_registry_mistakes_name_the_registry_line(runner: CliRunner, net: FanInN
     ran = cli(runner, net, "run", "national")
     assert ran.exit_code == 3, ran.output
     assert "partners.csv:3:1: name 'Bad Name' is not a partner name" in ran.output
+
+
+def test_registry_partners_with_equal_values_share_one_compiled_policy(
+    net: FanInNetwork,
+) -> None:
+    from connector_core.sync.fanin import load_fan_in
+
+    write_csv(
+        net.root / "data" / "partners.csv",
+        [{"name": n, "region": r} for n, r in [("a", "North"), ("b", "South"), ("c", "North")]],
+        ["name", "region"],
+    )
+    (net.root / "policies" / "partner-up.yaml").write_text(
+        "policy: partner-up\nrequire_consent: [national]\nrules:\n  - allow: the region\n"
+        "    when: {city: {partner: region}}\nfields:\n  email: show\n",
+        encoding="utf-8",
+    )
+    registry = """    partners:
+      registry: data/partners.csv
+      policy: policies/partner-up.yaml
+      source: {adapter: csv, settings: {path: "data/up/{partner.name}.csv"}}
+"""
+    _break(net, "    sources:\n", registry + "    sources:\n")
+    loaded = load_fan_in(net.config(), "national")
+    try:
+        policies = {s.partner: p for s, _, p, _ in loaded.partners}
+    finally:
+        loaded.close()
+    assert policies["a"] is policies["c"]
+    assert policies["a"] is not policies["b"]
+    assert policies["leeds"] is not policies["york"]
