@@ -381,5 +381,4 @@ fan_in_contributions = sa.Table(
     sa.Column("keys", sa.JSON(), nullable=False),
     sa.Column("digest", sa.String(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
-    sa.Index("ix_fan_in_contributions_person", "job", "person"),
 )

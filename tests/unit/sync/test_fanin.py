@@ -287,3 +287,27 @@ def test_a_merged_yes_carries_the_oldest_time() -> None:
     merged = strictest([_given("abc", contact=True), _given("a", contact=True)])
     assert merged["contact"]["at"] == "2026-01-01"
     assert merged["contact"]["source"] == "fan-in:abc,a"
+
+
+def test_a_store_at_0016_gains_the_contributions_table_and_loses_it_on_downgrade(
+    state_url: str,
+) -> None:
+    import alembic.command
+
+    from connector_core.sync.migrations import alembic_config
+    from connector_core.sync.state import StateStore
+
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0016_fingerprint_blocks")
+        assert not sa.inspect(conn).has_table("fan_in_contributions")
+    StateStore.open(state_url).close()  # migrates to the head
+    with engine.begin() as conn:
+        assert sa.inspect(conn).has_table("fan_in_contributions")
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.downgrade(cfg, "0016_fingerprint_blocks")
+        assert not sa.inspect(conn).has_table("fan_in_contributions")
+    engine.dispose()

@@ -35,10 +35,8 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("job", "partner", "source_id", name="pk_fan_in_contributions"),
     )
-    op.create_index("ix_fan_in_contributions_person", "fan_in_contributions", ["job", "person"])
 
 
 def downgrade() -> None:
     """Drop fan_in_contributions."""
-    op.drop_index("ix_fan_in_contributions_person", table_name="fan_in_contributions")
     op.drop_table("fan_in_contributions")
