@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def jobs(app: App, template: str | None, as_json: bool) -> None:
-    """List the jobs: hand-written ones, one per partner of each job template, fan-ins.
+    """List the jobs: hand-written ones and one per partner of each job template.
 
     \b
     A partner's job is named TEMPLATE.PARTNER; every command that takes a
-    job takes it, e.g. `connector plan local.leeds-north`.
+    job takes it, e.g. `connector plan local.leeds-north`. Fan-ins are
+    listed too, with their partners' sources.
     """
     config = app.config
     rows: list[dict[str, Any]] = []
