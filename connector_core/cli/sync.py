@@ -16,7 +16,7 @@ from connector_core.cli.app import App, emit_json
 from connector_core.cli.jobs import sync_partners
 from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
-from connector_core.errors import ConnectorError, ExitCode
+from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.fanout import run_jobs
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
@@ -24,6 +24,7 @@ from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.schema_check import SourceChecks
 from connector_core.sync.state import StateStore
+from connector_core.yaml_errors import did_you_mean
 
 
 class Progress:
@@ -144,7 +145,7 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
         raise click.UsageError("give one of JOB, --all or --due")
     if job is not None:
         if job not in app.config.fan_ins:
-            app.config.job(job)  # a clear error, with a suggestion, for a misspelled name
+            _job_or_fan_in(app, job)  # a clear error, with a suggestion, for a misspelled name
         return [job]
     enabled = {name: j.schedule for name, j in jobs.items() if j.enabled}
     enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
@@ -154,6 +155,19 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     from connector_core.sync.schedule import due_jobs, local_now  # croniter: for --due only
 
     return due_jobs(enabled, last, local_now())
+
+
+def _job_or_fan_in(app: App, name: str) -> None:
+    """Raise ConfigError, with a suggestion among jobs and fan-ins, unless `name` is a job."""
+    fan_ins = app.config.fan_ins
+    if not fan_ins or name in app.config.model.jobs:
+        app.config.job(name)
+        return
+    names = [*app.config.model.jobs, *fan_ins]
+    raise ConfigError(
+        f"no job or fan-in named {name!r} in {app.config.path}{did_you_mean(name, names)}",
+        hint=f"Defined jobs and fan-ins: {', '.join(names)}.",
+    )
 
 
 @click.command()

@@ -211,3 +211,10 @@ def test_registry_partners_with_equal_values_share_one_compiled_policy(
     assert policies["a"] is policies["c"]
     assert policies["a"] is not policies["b"]
     assert policies["leeds"] is not policies["york"]
+
+
+def test_a_misspelled_fan_in_gets_a_suggestion(runner: CliRunner, net: FanInNetwork) -> None:
+    ran = cli(runner, net, "run", "nationl")
+    assert ran.exit_code == 3, ran.output
+    assert "no job or fan-in named 'nationl'" in ran.output
+    assert "did you mean 'national'" in ran.output.lower()
