@@ -637,16 +637,21 @@ def who_has(app: App, record: str, as_json: bool) -> None:
 
     with open_store(app) as store:
         holders = store.who_has(record)
+        if app.config.fan_ins:  # what went up from a partner's record, merged into a person
+            from connector_core.sync.fanin import people_of
+
+            holders += [h for p in people_of(store, record) for h in store.who_has(p)]
         approvals = {  # a share request's job shares under the request's approvals
             m.job: request_approvals(store.approvals(), store.share_requests(), m.job)
             for m in holders
             if _request_of(app, m.job)
         }
-    jobs = app.config.model.jobs
+    targets = {n: j.target for n, j in app.config.model.jobs.items()}
+    targets.update((n, f.body.target) for n, f in app.config.fan_ins.items())
     rows = [
         {
             "job": m.job,
-            "target": jobs[m.job].target if m.job in jobs else None,
+            "target": targets.get(m.job),
             "target_key": m.target_key,
             "fields": m.fields,
             "consent": sorted(m.consent_basis),
@@ -663,7 +668,7 @@ def who_has(app: App, record: str, as_json: bool) -> None:
         click.echo(f"no target holds {record}")
     for m in holders:
         fields = ", ".join(f if o == "show" else f"{f} ({o})" for f, o in m.fields.items())
-        target = jobs[m.job].target if m.job in jobs else "?"
+        target = targets.get(m.job, "?")
         request = _request_of(app, m.job)
         under = f", under share request {request}" if request else ""
         names = sorted({str(a["by"]) for a in approvals.get(m.job, ())})

@@ -81,7 +81,7 @@ from connector_core.sync.state import StateStore
 from connector_core.sync.tables import fan_in_contributions
 from connector_core.yaml_errors import validate
 
-__all__ = ["Contribution", "load_fan_in", "run_fan_in", "strictest"]
+__all__ = ["Contribution", "load_fan_in", "people_of", "run_fan_in", "strictest"]
 
 log = logging.getLogger("connector.sync")
 
@@ -423,6 +423,15 @@ def _stored(store: StateStore, name: str) -> dict[str, dict[str, dict[str, Any]]
             row = dict(zip(names, values, strict=True))
             found[row["partner"]][row["source_id"]] = row
     return found
+
+
+def people_of(store: StateStore, source_id: str) -> list[str]:
+    """The people (their keys, the fan-ins' source ids) a partner record `source_id` of any
+    fan-in contributed to: so that ``connector who-has`` finds what went up from it."""
+    table = fan_in_contributions
+    query = sa.select(table.c.person).where(table.c.source_id == source_id).distinct()
+    with store._transaction() as conn:
+        return sorted(conn.scalars(query))
 
 
 def _read_partner(

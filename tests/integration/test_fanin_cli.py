@@ -218,3 +218,16 @@ def test_a_misspelled_fan_in_gets_a_suggestion(runner: CliRunner, net: FanInNetw
     assert ran.exit_code == 3, ran.output
     assert "no job or fan-in named 'nationl'" in ran.output
     assert "did you mean 'national'" in ran.output.lower()
+
+
+def test_who_has_follows_a_partner_record_into_the_national_target(
+    runner: CliRunner, net: FanInNetwork
+) -> None:
+    assert cli(runner, net, "run", "national").exit_code == 0
+    found = cli(runner, net, "who-has", "l1", "--json")
+    assert found.exit_code == 0, found.output
+    (row,) = json.loads(found.stdout)
+    assert row["job"] == "national"
+    assert row["target"] == "national_crm"
+    assert sorted(row["fields"]) == ["city", "email", "first_name", "last_name"]
+    assert "national_crm (job national" in cli(runner, net, "who-has", "y1").output
