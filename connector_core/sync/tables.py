@@ -386,3 +386,21 @@ fingerprint_blocks = sa.Table(
     sa.Column("ids", sa.LargeBinary(), nullable=False),
     sa.Column("fingerprints", sa.LargeBinary(), nullable=False),
 )
+
+# What each partner of a fan-in job contributed (connector_core.sync.fanin): one row per
+# partner source record, with the person it was matched to and the record's match keys
+# (keyed hashes of a normalised email or phone, never the value), the fields the partner's
+# policy let it give (field -> outcome label) and a keyed hash of what it gave. Rewritten
+# after each run where they changed; a partner whose read failed keeps its rows.
+fan_in_contributions = sa.Table(
+    "fan_in_contributions",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("partner", sa.String(), primary_key=True),
+    sa.Column("source_id", sa.String(), primary_key=True),
+    sa.Column("person", sa.String(), nullable=False),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("keys", sa.JSON(), nullable=False),
+    sa.Column("digest", sa.String(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)

@@ -1,7 +1,7 @@
 """Lean state, third step: no index on the ledger's entry term; id map times to the second.
 
 Revision ID: 0018_lean_state_v3
-Revises: 0016_fingerprint_blocks
+Revises: 0017_fan_in
 Create Date: 2026-12-04
 
 Frozen on purpose: it names the index and spells out the conversion instead of importing
@@ -21,7 +21,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0018_lean_state_v3"
-down_revision = "0016_fingerprint_blocks"
+down_revision = "0017_fan_in"
 branch_labels = None
 depends_on = None
 
