@@ -55,6 +55,5 @@ def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[An
         return values
     done: dict[Any, Any] = {}
     return [
-        done[v] if v in done else done.setdefault(v, kind.process_bind_param(v, on))
-        for v in values
+        done[v] if v in done else done.setdefault(v, kind.process_bind_param(v, on)) for v in values
     ]
