@@ -44,8 +44,15 @@ class Batches:
             self._flush()
 
     def mark(self, cursor: str) -> None:
-        """`cursor` may be stored once every step queued so far is recorded."""
-        self.marks.append((self.enqueued, cursor))
+        """`cursor` may be stored once every step queued so far is recorded.
+
+        A cursor covered by the same steps as the mark before it replaces that mark (the
+        later cursor is the one stored): a job of a group with nothing to write in most of
+        the pages of a long read keeps one mark, not one per page."""
+        if self.marks and self.marks[-1][0] == self.enqueued:
+            self.marks[-1] = (self.enqueued, cursor)
+        else:
+            self.marks.append((self.enqueued, cursor))
 
     def block(self) -> None:
         """Store no cursor until :meth:`unblock`: steps were set aside to be added later,

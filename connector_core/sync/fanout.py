@@ -241,7 +241,12 @@ class _Group:
             decided = decider.page(page)
             live = set(self.live)
             for position, run in enumerate(self.runs):
-                if run in live:
+                if run not in live:
+                    continue
+                withheld = decided.idle(position)
+                if withheld is not None:  # most pages, for a job of many: nothing to plan
+                    self._each(run, functools.partial(run.pass_page, page, withheld))
+                else:
                     self._each(run, functools.partial(run.feed, page, decided.view(position)))
         if self.progress is not None:
             self.progress(len(page.records))
@@ -341,6 +346,8 @@ class _PageDecisions:
         self.decider = decider
         records = [r for r in page.records if r.get("id") not in (None, "")]
         self.records = records
+        #: every record has an id and none is a problem: a job may pass the page unplanned
+        self.plain = not page.problems and len(records) == len(page.records)
         positions = len(decider.policies)
         self.verdicts: list[dict[int, _Verdict]] = [{} for _ in range(positions)]
         self.deleted: set[int] = set()
@@ -370,6 +377,26 @@ class _PageDecisions:
         for j, record in enumerate(records):
             for position in holders.get(str(record["id"]), ()):
                 self.held[position].add(j)
+
+    def idle(self, position: int) -> dict[str, int] | None:
+        """Job `position`'s withheld counts by reason if it has nothing to plan in the page
+        (no record it may share, holds or owes, none deleted, no problem), else None."""
+        decider = self.decider
+        if (
+            self.verdicts[position]
+            or self.held[position]
+            or self.deleted
+            or not self.plain
+            or decider.everything[position]
+        ):
+            return None
+        policy = decider.policies[position]
+        renames = decider.renames[position]
+        return {
+            (policy.no_allow if reason is None else renames[reason]).reason: n
+            for reason, n in self.counts[decider.gate_of[position]].items()
+            if n
+        }
 
     def view(self, position: int) -> DecidedPage:
         """Job `position`'s part of the page."""

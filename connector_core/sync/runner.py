@@ -406,6 +406,12 @@ class _Run:
     def feed(self, page: Page, decided: DecidedPage | None = None) -> None:
         """Take one page of the read: decide it and queue its changes. Its cursor is stored
         once they are recorded (and the last one once the whole read is settled)."""
+        self._enter(page)
+        self._page(page, decided)
+        self.held, self.pages = page.cursor, self.pages + 1
+
+    def _enter(self, page: Page) -> None:
+        """The previous page's cursor may be stored; the page's ids are seen."""
         if self.held is not None:
             self.batches.mark(self.held)
         if not page.snapshot:
@@ -415,7 +421,19 @@ class _Run:
             if page.unchanged and self.known is not None and self.known.blocks is not None:
                 self.seen_whole.append(self.known.blocks.ids(page.unchanged))  # not copied
         self.skipped += len(page.skipped)
-        self._page(page, decided)
+
+    def pass_page(self, page: Page, withheld: Mapping[str, int]) -> None:
+        """Take a page of a group's read in which this job has nothing to plan (it may
+        share, holds and owes none of its records, none was deleted, and the page reports no
+        problem; see :mod:`connector_core.sync.fanout`): what :meth:`feed` does with such a
+        page, without planning it. `withheld` counts its records by reason."""
+        self._enter(page)
+        self.counts.read += len(page.records)
+        counted = self.counts.withheld
+        for reason, n in withheld.items():
+            counted[reason] = counted.get(reason, 0) + n
+        if self.progress is not None:
+            self.progress(len(page.records))
         self.held, self.pages = page.cursor, self.pages + 1
 
     def end(self) -> None:

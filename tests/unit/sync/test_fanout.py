@@ -390,3 +390,70 @@ def test_a_group_keeps_the_garbage_collector_out_of_the_way_and_restores_it(
     assert during
     assert all(t > thresholds[0] for t in during)
     assert gc.get_threshold() == thresholds
+
+
+def test_a_job_with_nothing_in_a_page_passes_it_unplanned_and_ends_as_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of 2 records: most hold nothing a given job may share, holds or owes, so it
+    passes them without planning (the cost of a page for each of 15,000 partner jobs).
+    Every count, target, id map, ledger, outstanding change and cursor equals that of the
+    same group planning every page, and all but the counts those of one-by-one runs (a
+    group reads everything when one job owes a change; a job alone reads incrementally)."""
+    from connector_core.sync import fanout, runner
+
+    passed: list[str] = []
+    original = runner.JobRun.pass_page
+
+    def counting(run: runner.JobRun, page: Page, withheld: Any) -> None:
+        passed.append(run.job.name)
+        original(run, page, withheld)
+
+    monkeypatch.setattr(runner.JobRun, "pass_page", counting)
+    idle = fanout._PageDecisions.idle
+    results = {}
+    for mode in ("single", "planned", "group"):
+        monkeypatch.setattr(
+            fanout._PageDecisions, "idle", (lambda *_: None) if mode == "planned" else idle
+        )
+        reset_memory_stores()
+        root = tmp_path / mode
+        root.mkdir()
+        world = World(root)
+        (root / "connector.yaml").write_text(CONFIG.replace("page_size: 7", "page_size: 2"))
+        url = f"sqlite:///{root / 'state.db'}"
+        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
+            seen: list[Any] = []
+            for version in (0, 1):
+                for n in range(0, 30, 1 + version * 3):
+                    world.put(n, version)
+                jobs = world.load()
+                try:
+                    if mode == "single":
+                        done = [run_job(job, s) for job in jobs]
+                    else:
+                        done = run_jobs(jobs, s).results
+                finally:
+                    for job in jobs:
+                        job.close()
+                seen.append({r.job: (int(r.exit_code), r.counts.as_dict()) for r in done})
+                seen.append(outcome(s))
+            results[mode] = seen
+        if mode == "planned":
+            assert not passed
+    assert results["group"] == results["planned"]
+    assert results["group"][1::2] == results["single"][1::2]
+    assert {"north", "south", "picky", "down"} <= set(passed)  # indexed policies pass pages
+    assert "mixed" not in passed  # a policy the index cannot narrow plans every page
+
+
+def test_a_cursor_covered_by_the_same_steps_replaces_the_mark_before_it() -> None:
+    from connector_core.sync.batches import Batches
+
+    written: list[tuple[int, str | None]] = []
+    batches = Batches(lambda steps, cursor: written.append((len(steps), cursor)), size=10)
+    for page in range(1000):  # a long read with nothing to write
+        batches.mark(f"c{page}")
+    assert len(batches.marks) == 1
+    batches.finish("end")
+    assert written == [(0, "end")]

@@ -1,0 +1,496 @@
+"""The users' scale: one national source of N people, P partner jobs from a template.
+
+A national CSV of N people (1,000,000 at full size), each living in one of P areas, and a
+partner registry of P partners (15,000 at full size), one per area, expanded by one job
+template (``partners:`` in connector.yaml) whose policy takes the partner's area
+(``{partner: region}``) and narrows the network floor; each partner's target is a CSV file
+of its own. Against it, measured in the same run, the **baseline**: ONE job sharing the same
+records (the same consent, fields and floor, every area) into one CSV target. Both are
+``connector`` processes started as a user starts them (``connector run --all`` for the
+network, ``connector run everyone`` for the baseline), each measured by ``os.wait4`` (wall,
+CPU, peak RSS), with a fresh state store per mode and store kind: PostgreSQL (a fresh
+database per run, at ``CONNECTOR_TEST_POSTGRES`` or the machine's 127.0.0.1:5432) and
+SQLite.
+
+Each mode does a first run (empty state, no target files) and an incremental run after 1%
+of the people changed (half moved city, half withdrew their local organizing consent). It
+counts how many times the source was read (calls of the CSV adapter's ``read`` on the
+national connection) and opened (Python's ``open`` audit event on the file) in the process,
+the state database's size, and it checks the targets before anything counts: every
+partner's file holds exactly the consented, living people of its area with only the
+allowed columns, and the partners' files together hold exactly the baseline's rows.
+
+    uv run python -m bench.scale_bench --people 100000 --partners 1500 [--stores postgresql,sqlite]
+                                       [--write-results] [--json] [--note TEXT]
+
+``--write-results`` writes bench/RESULTS-scale.md. The network runs in one process
+(:func:`network_run`); worker processes are a mode to add there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.mirror_bench import PG_SERVER, Measure, run_processes
+from bench.results import cpu_model
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "RESULTS-scale.md"
+PG_DATABASE = "connector_scale_bench"
+TEMPLATE = "local"
+BASELINE = "everyone"
+FIELDS = ("first_name", "last_name", "email", "city")
+HEADER = (
+    "Person ID", "First Name", "Last Name", "Email", "Phone", "Street", "City", "Area",
+    "Deceased", "Contact OK", "Local organizing OK",
+)  # fmt: skip
+FIRST = ("Ana", "Bruno", "Chloé", "Dmitri", "Efua", "Farid", "Grace", "Hiro", "Ines", "Jonas")
+LAST = ("Diallo", "Okafor", "Nowak", "García", "Smith", "Chen", "Haddad", "Evans", "Kaur", "Berg")
+CITIES = ("Leeds", "York", "Hull", "Durham", "Bradford", "Sheffield", "Newcastle", "Carlisle")
+#: Targets of issue 15 (in the benchmark, never in timed tests)
+TARGET_FIRST = 5.0  # P jobs / one job sharing the same records
+TARGET_INCREMENTAL = 0.10  # incremental run after 1% changed / first run
+ENV = {
+    "SCALE_BENCH_KEY_SECRET": "scale-benchmark-target-key-secret",
+    "CONNECTOR_SECRET_NETWORK_LEDGER_KEY": "scale-benchmark-ledger-key",
+    "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+}
+COUNTS = "SCALE_BENCH_COUNTS"
+
+CONFIG = """\
+version: 1
+network:
+  name: Scale benchmark
+  floor: network-floor.yaml
+  key_secret: {env: SCALE_BENCH_KEY_SECRET}
+consent:
+  purposes:
+    contact_me: {description: May be contacted by the group that collected their details.}
+    local_organizing: {description: May be contacted by local organizers near them.}
+state: {url: "%(state)s"}
+connections:
+  national:
+    adapter: csv
+    settings: {path: people.csv, key_column: Person ID}
+    mapping:
+      first_name: First Name
+      last_name: Last Name
+      email: Email
+      phone: Phone
+      street_address: Street
+      city: City
+      region: Area
+      is_deceased: Deceased
+      consent.contact_me: Contact OK
+      consent.local_organizing: Local organizing OK
+%(rest)s"""
+NETWORK = """\
+jobs: {}
+partners:
+  local:  # TEMPLATE
+    registry: partners.csv
+    source: national
+    policy: partner-local.yaml
+    target:
+      adapter: csv
+      settings: {path: {partner: target}}
+"""
+ONE_JOB = """\
+  everyone-out:  # BASELINE
+    adapter: csv
+    settings: {path: out/everyone.csv}
+jobs:
+  everyone: {source: national, target: everyone-out, policy: everyone.yaml}
+"""
+POLICY = """\
+policy: %(name)s
+description: Local organizers see the consented people of %(whom)s.
+require_consent: [local_organizing]
+rules:
+  - allow: people %(whom)s
+%(when)sfields:
+  first_name: show
+  last_name: show
+  email: show
+  city: show
+"""
+PARTNER_POLICY = POLICY % {
+    "name": "partner-local",
+    "whom": "in the partner's area",
+    "when": "    when: {region: {partner: region}}\n",
+}
+BASELINE_POLICY = POLICY % {"name": BASELINE, "whom": "in every area", "when": ""}
+
+#: Run in the measured process: counts the source's reads and opens, then `connector ...`.
+CHILD = """\
+import atexit, json, os, sys
+_source = os.path.realpath(sys.argv.pop(1))
+_counts = {"opens": 0, "reads": 0}
+def _hook(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        try:
+            if os.path.realpath(os.fsdecode(args[0])) == _source:
+                _counts["opens"] += 1
+        except (TypeError, ValueError):
+            pass
+sys.addaudithook(_hook)
+from connector_csv import CsvAdapter
+_read = CsvAdapter.read
+def _counted(self, **kwargs):
+    if self.connection == "national":
+        _counts["reads"] += 1
+    return _read(self, **kwargs)
+CsvAdapter.read = _counted
+atexit.register(lambda: open(os.environ["SCALE_BENCH_COUNTS"], "w").write(json.dumps(_counts)))
+from connector_core.cli import main
+sys.argv[0] = "connector"
+main()
+"""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def area(index: int) -> str:
+    return f"area-{index:05d}"
+
+
+def partner(index: int) -> str:
+    return f"p{index:05d}"
+
+
+def people(count: int, areas: int, changed: float = 0.0) -> Iterator[list[str]]:
+    """The national CSV's rows, the same every time; `changed` of them (a fixed choice)
+    moved city (half) or withdrew their local organizing consent (half)."""
+    rng = random.Random(15)
+    change = random.Random(16)
+    for n in range(count):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        row = [
+            f"P{n:07d}", first, last, f"{first.lower()}.{last.lower()}{n}@example.org",
+            f"+44 113 496 {rng.randrange(10000):04d}", f"{rng.randrange(1, 200)} Mill Lane",
+            rng.choice(CITIES), area(rng.randrange(areas)),
+            "yes" if rng.random() < 0.02 else "no",
+            "yes" if rng.random() < 0.9 else "no",
+            "yes" if rng.random() < 0.6 else rng.choice(("no", "")),
+        ]  # fmt: skip
+        if changed and change.random() < changed:
+            if change.random() < 0.5:
+                row[6] = "Elsewhere"
+            else:
+                row[10] = "no"
+        yield row
+
+
+def write_people(path: Path, count: int, areas: int, changed: float = 0.0) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(HEADER)
+        out.writerows(people(count, areas, changed))
+
+
+def write_registry(path: Path, partners: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["name", "region", "target", "contact"])
+        for i in range(partners):
+            name = partner(i)
+            out.writerow([name, area(i), f"out/{name}.csv", f"organizers@{name}.example.org"])
+
+
+class Workspace:
+    """One mode's network folder (baseline or network) on one state store kind."""
+
+    def __init__(self, root: Path, mode: str, store: str, partners: int) -> None:
+        self.root, self.mode, self.store, self.partners = root, mode, store, partners
+        root.mkdir(parents=True)
+        if store == "postgresql":
+            self.database: str | None = f"{PG_DATABASE}_{mode}_{os.getpid()}"
+            self.url = f"{PG_SERVER}/{self.database}"
+        else:
+            self.database = None
+            self.url = f"sqlite:///{root / 'state.db'}"
+        shutil.copy(ROOT / "policies" / "network-floor.yaml", root / "network-floor.yaml")
+        if mode == "network":
+            rest = NETWORK
+            (root / "partner-local.yaml").write_text(PARTNER_POLICY, encoding="utf-8")
+            write_registry(root / "partners.csv", partners)
+        else:
+            rest = ONE_JOB
+            (root / f"{BASELINE}.yaml").write_text(BASELINE_POLICY, encoding="utf-8")
+        config = CONFIG % {"state": self.url, "rest": rest}
+        (root / "connector.yaml").write_text(config, encoding="utf-8")
+        (root / "out").mkdir()
+        if self.database is not None:
+            recreate_pg(self.database)
+
+    @property
+    def source(self) -> Path:
+        return self.root / "people.csv"
+
+    def run(self) -> dict[str, Any]:
+        """One run of the mode, measured, with the source's reads and opens counted."""
+        counts = self.root / "counts.json"
+        args = ["run", "--all"] if self.mode == "network" else ["run", BASELINE]
+        argv = [sys.executable, "-c", CHILD, str(self.source), "--quiet", *args]
+        if self.mode == "network":
+            measure = network_run(self, argv, counts)
+        else:
+            measure = run_processes([argv], cwd=self.root, env={**ENV, COUNTS: str(counts)})
+        found = json.loads(counts.read_text(encoding="utf-8"))
+        return {
+            "seconds": measure.wall,
+            "cpu": measure.cpu,
+            "rss_mb": measure.rss_mb,
+            "reads": found["reads"],
+            "opens": found["opens"],
+            "state_bytes": self.state_bytes(),
+        }
+
+    def state_bytes(self) -> int:
+        if self.database is None:
+            return sum(p.stat().st_size for p in self.root.glob("state.db*") if p.is_file())
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(f"{PG_SERVER}/{self.database}", poolclass=sa.NullPool)
+        with engine.connect() as conn:
+            size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar()
+        engine.dispose()
+        return int(size or 0)
+
+    def drop(self) -> None:
+        if self.database is not None:
+            recreate_pg(self.database, create=False)
+
+
+def network_run(ws: Workspace, argv: list[str], counts: Path) -> Measure:
+    """The network's run: `connector run --all` in one process. (A mode with worker
+    processes would start them here, enqueue with `run --all --queue`, wait for the queue
+    to drain, and report each worker's peak RSS.)"""
+    return run_processes([argv], cwd=ws.root, env={**ENV, COUNTS: str(counts)})
+
+
+def recreate_pg(database: str, *, create: bool = True) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        if create:
+            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    admin.dispose()
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def expected(source: Path) -> dict[str, collections.Counter[tuple[str, ...]]]:
+    """What each area's partner must hold: the consented, living people of the area."""
+    found: dict[str, collections.Counter[tuple[str, ...]]] = collections.defaultdict(
+        collections.Counter
+    )
+    for p in read_csv(source):
+        if (p["Contact OK"], p["Local organizing OK"], p["Deceased"]) == ("yes", "yes", "no"):
+            found[p["Area"]][p["First Name"], p["Last Name"], p["Email"], p["City"]] += 1
+    return found
+
+
+def held(path: Path) -> collections.Counter[tuple[str, ...]]:
+    rows = read_csv(path)
+    for row in rows:
+        if set(row) != {"id", *FIELDS}:
+            raise AssertionError(f"{path.name}: columns {sorted(row)}, expected id, {FIELDS}")
+    return collections.Counter(tuple(row[f] for f in FIELDS) for row in rows)
+
+
+def check_targets(network: Workspace, baseline: Workspace) -> int:
+    """Every partner holds exactly its area's consented people, with only the allowed
+    columns; together they hold exactly what the one job holds. Returns the rows held."""
+    want = expected(network.source)
+    union: collections.Counter[tuple[str, ...]] = collections.Counter()
+    for i in range(network.partners):
+        got = held(network.root / "out" / f"{partner(i)}.csv")
+        if got != want.get(area(i), collections.Counter()):
+            raise AssertionError(f"partner {partner(i)} does not hold exactly its area's people")
+        union += got
+    everyone = held(baseline.root / "out" / f"{BASELINE}.csv")
+    if union != everyone:
+        raise AssertionError("the partners together do not hold what the one job holds")
+    return sum(everyone.values())
+
+
+def run_bench(
+    people_count: int, partners: int, stores: list[str], changed: float = 0.01
+) -> dict[str, Any]:
+    """Both modes on each store kind: a first run, then an incremental run after `changed`
+    of the people changed; targets checked after each."""
+    base = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    source, source_changed = base / "people.csv", base / "people-changed.csv"
+    log(f"writing {people_count:,} people over {partners:,} areas")
+    write_people(source, people_count, partners)
+    write_people(source_changed, people_count, partners, changed)
+    results: dict[str, Any] = {}
+    spaces: dict[str, Workspace] = {}
+    try:
+        for store in stores:
+            spaces = {}
+            for mode in ("baseline", "network"):
+                spaces[mode] = Workspace(base / store / mode, mode, store, partners)
+            found: dict[str, dict[str, Any]] = {mode: {} for mode in spaces}
+            for phase, data in (("first", source), ("incremental", source_changed)):
+                for mode, ws in spaces.items():
+                    shutil.copy(data, ws.source)
+                    log(f"{store} {mode} {phase} run")
+                    found[mode][phase] = ws.run()
+                    log(f"  {_short(found[mode][phase])}")
+                found["network"][phase]["rows"] = check_targets(
+                    spaces["network"], spaces["baseline"]
+                )
+            results[store] = found
+            for ws in spaces.values():
+                ws.drop()
+    finally:
+        for ws in spaces.values():
+            ws.drop()
+        shutil.rmtree(base, ignore_errors=True)
+    return summarize(results, people_count, partners, changed)
+
+
+def _short(run: dict[str, Any]) -> str:
+    return (
+        f"{run['seconds']:.2f} s, cpu {run['cpu']:.2f} s, {run['rss_mb']:.0f} MB, "
+        f"{run['reads']} read(s), {run['opens']} open(s), state {run['state_bytes']:,} B"
+    )
+
+
+def summarize(
+    results: dict[str, Any], people_count: int, partners: int, changed: float
+) -> dict[str, Any]:
+    """Ratios against the baseline and the per-job overhead, per store kind."""
+    for found in results.values():
+        net, one = found["network"], found["baseline"]
+        found["ratios"] = {
+            "first": net["first"]["seconds"] / one["first"]["seconds"],
+            "incremental": net["incremental"]["seconds"] / one["incremental"]["seconds"],
+            "incremental/first": net["incremental"]["seconds"] / net["first"]["seconds"],
+            "baseline incremental/first": one["incremental"]["seconds"] / one["first"]["seconds"],
+        }
+        found["per_job_ms"] = {
+            phase: 1000 * (net[phase]["seconds"] - one[phase]["seconds"]) / partners
+            for phase in ("first", "incremental")
+        }
+    return {
+        "people": people_count,
+        "partners": partners,
+        "changed": changed,
+        "stores": results,
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        },
+    }
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
+    """A section of bench/RESULTS-scale.md for one run."""
+    m = results["machine"]
+    p, n = results["partners"], results["people"]
+    lines = [
+        f"## {n:,} people, {p:,} partner jobs ({m['date']})",
+        "",
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, Python {m['python']}), a "
+        "machine shared with other work; one process (`connector run --all`), no workers. "
+        f"Produced by `python -m bench.scale_bench --people {n} --partners {p}`.",
+        "",
+        "| store | mode | phase | wall | x one job | CPU | x one job | peak RSS | source reads "
+        "| opens | state size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for store, found in results["stores"].items():
+        for phase in ("first", "incremental"):
+            for mode, label in (("baseline", "one job"), ("network", f"{p:,} jobs")):
+                row = found[mode][phase]
+                ratio = row["seconds"] / found["baseline"][phase]["seconds"]
+                cpu = row["cpu"] / found["baseline"][phase]["cpu"]
+                lines.append(
+                    f"| {store} | {label} | {phase} | {row['seconds']:.1f} s | {ratio:.2f} "
+                    f"| {row['cpu']:.1f} s | {cpu:.2f} | {row['rss_mb']:.0f} MB "
+                    f"| {row['reads']} | {row['opens']} | {row['state_bytes'] / 1e6:.1f} MB |"
+                )
+    lines += ["", "Targets (issue 15):", ""]
+    for store, found in results["stores"].items():
+        r, net = found["ratios"], found["network"]
+        reads = net["first"]["reads"]
+        cpu = net["first"]["cpu"] / found["baseline"]["first"]["cpu"]
+        lines.append(
+            f"- {store}: first run {r['first']:.2f}x one job, {cpu:.2f}x in CPU time "
+            f"(≤ {TARGET_FIRST:g}x: "
+            f"{verdict(r['first'] <= TARGET_FIRST)}); incremental run after "
+            f"{results['changed']:.0%} changed {r['incremental/first']:.1%} of the first run "
+            f"(≤ {TARGET_INCREMENTAL:.0%}: {verdict(r['incremental/first'] <= TARGET_INCREMENTAL)};"
+            f" one job alone: {r['baseline incremental/first']:.1%}); source read {reads} "
+            f"time(s) (once: {verdict(reads == 1)}); per-job overhead "
+            f"{found['per_job_ms']['first']:.1f} ms first, "
+            f"{found['per_job_ms']['incremental']:.1f} ms incremental; "
+            f"{net['first']['rows']:,} rows shared in all, "
+            f"{net['first']['state_bytes'] / max(net['first']['rows'], 1):,.0f} B of state "
+            "per row."
+        )
+    lines += [""] + [f"- {note}" for note in notes or []]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=1_000_000)
+    parser.add_argument("--partners", type=int, default=15_000)
+    parser.add_argument("--stores", default="postgresql,sqlite")
+    parser.add_argument("--changed", type=float, default=0.01)
+    parser.add_argument("--note", action="append", default=[])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--from-json", type=Path)
+    parser.add_argument("--write-results", action="store_true", help="append to RESULTS-scale.md")
+    args = parser.parse_args()
+    if args.from_json:
+        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+    else:
+        stores = [s for s in args.stores.split(",") if s]
+        results = run_bench(args.people, args.partners, stores, args.changed)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    page = render(results, args.note)
+    print(page)
+    if args.write_results:
+        with RESULTS.open("a", encoding="utf-8") as f:
+            f.write("\n" + page)
+
+
+if __name__ == "__main__":
+    main()
