@@ -77,6 +77,7 @@ __all__ = [
     "run_task",
     "settings_for",
     "task_groups",
+    "transport_options",
     "wait_drained",
 ]
 
@@ -247,7 +248,7 @@ def celery_app(settings: QueueSettings, runner: JobRunner | None = None) -> Cele
         task_ignore_result=True,  # outcomes live in the state store (runs, job state)
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         worker_hijack_root_logger=False,
@@ -256,6 +257,18 @@ def celery_app(settings: QueueSettings, runner: JobRunner | None = None) -> Cele
     if runner is not None:
         _register(app, settings, runner)
     return app
+
+
+def transport_options(settings: QueueSettings) -> dict[str, float]:
+    """Redis: a task a worker took and never acknowledged (the worker died) returns to the
+    queue `visibility_timeout` seconds after it was taken, looked for every quarter of that
+    (at least every second, at most every minute; kombu's default is every 100 s)."""
+    sweep = min(60.0, max(1.0, settings.visibility_timeout / 4))
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": sweep,
+        "unacked_restore_throttle": 1,
+    }
 
 
 def _register(app: Celery, settings: QueueSettings, runner: JobRunner) -> None:
@@ -415,10 +428,20 @@ def queue_report(
         report.messages = _message_count(channel, settings.queue)
         if settings.is_redis:
             report.queued, report.unacked = _redis_jobs(channel.client, settings.queue)
-        inspect = app.control.inspect(timeout=inspect_timeout, connection=conn)
-        active = inspect.active() or {}
-        waiting = [inspect.reserved() or {}, inspect.scheduled() or {}]
-    report.workers = sorted(active)
+        # who answers, in one wait; then each question returns once they all have
+        found = app.control.inspect(timeout=inspect_timeout, connection=conn).ping() or {}
+        report.workers = sorted(found)
+        active: dict[str, list[dict[str, Any]]] = {}
+        waiting: list[dict[str, list[dict[str, Any]]]] = []
+        if found:
+            inspect = app.control.inspect(
+                destination=report.workers,
+                limit=len(found),
+                timeout=inspect_timeout,
+                connection=conn,
+            )
+            active = inspect.active() or {}
+            waiting = [inspect.reserved() or {}, inspect.scheduled() or {}]
     for worker, tasks in active.items():
         for task in tasks:
             for job in _task_jobs(task):

@@ -196,3 +196,13 @@ def test_queued_jobs_are_read_from_the_messages_headers() -> None:
     task = {"args": [[["a", T0.isoformat()], ["b", T0.isoformat()]]]}
     assert queue._task_jobs(task) == ["a", "b"]
     assert queue._task_jobs({"args": []}) == []
+
+
+def test_a_dead_worker_s_task_is_looked_for_often_enough() -> None:
+    quick = dataclasses.replace(SETTINGS, visibility_timeout=2)
+    assert queue.transport_options(quick) == {
+        "visibility_timeout": 2,
+        "unacked_restore_interval": 1.0,
+        "unacked_restore_throttle": 1,
+    }
+    assert queue.transport_options(SETTINGS)["unacked_restore_interval"] == 60

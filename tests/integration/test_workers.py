@@ -1,0 +1,359 @@
+"""Worker mode with its real parts: `connector worker` processes started by the tests, the
+machine's Redis (or a private redis-server the test restarts) as broker, and the machine's
+PostgreSQL as the state store all workers share.
+
+Each test ends in the state a single-process `connector run --all` reaches on a twin of
+the network (the same key secret, so the same target keys): the same target files and the
+same id map. A missing Redis or PostgreSQL fails, never skips. Small data, a short
+visibility timeout and retry backoff keep the whole file well under a minute and a half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
+
+from connector_core.sync import queue
+from connector_core.sync.state import StateStore
+from tests.brokers import PrivateRedis, machine_redis
+from tests.integration.test_cli import run
+from tests.postgres import _admin
+
+ENV = {
+    "CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests",
+    "CONNECTOR_SECRET_NETWORK_LEDGER_KEY": "ledger-key-for-the-worker-tests",
+    "CONNECTOR_TEST_KEY_SECRET": "key-secret-shared-by-both-twins",
+}
+JOBS = ("organizers-north", "partner-housing")
+
+#: `connector worker` in a fresh interpreter; with CONNECTOR_TEST_SLOW_WRITE=S each batch
+#: written to a CSV target first waits S seconds, so that a test can kill a worker mid-job.
+WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    slow = float(os.environ.get("CONNECTOR_TEST_SLOW_WRITE") or 0)
+    if slow:
+        from connector_csv.session import CsvWrites
+        original = CsvWrites.write
+        def write(self, changes):
+            time.sleep(slow)
+            return original(self, changes)
+        CsvWrites.write = write
+    from connector_core.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> str:
+    """The machine's PostgreSQL: a database for this module (fails when unreachable)."""
+    server = _admin("postgres")
+    try:
+        with server.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {server.url} ({exc.orig}); workers need it")
+    name = f"connector_workers_{secrets.token_hex(4)}"
+    with server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield str(server.url.set(database=name).render_as_string(hide_password=False))
+    with server.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+def pg_schema(database_url: str) -> str:
+    """A fresh schema in the module's database, as a state store URL."""
+    schema = f"w_{secrets.token_hex(6)}"
+    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    return f"{database_url}?options=-csearch_path%3D{schema}"
+
+
+class Network:
+    """A copy of the demo network on PostgreSQL, with a queue on `broker`."""
+
+    def __init__(self, folder: Path, state_url: str, broker: str | None, **queue: Any) -> None:
+        self.folder = folder
+        self.config = folder / "connector.yaml"
+        self.state_url = state_url
+        doc = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        doc["state"] = {"url": state_url}
+        doc["network"]["key_secret"] = {"env": "CONNECTOR_TEST_KEY_SECRET"}
+        for job in doc["jobs"].values():
+            job["options"] = {"batch_size": 2}
+        if broker is not None:
+            doc["queue"] = {
+                "broker": broker,
+                "queue": f"test-{secrets.token_hex(4)}",
+                "visibility_timeout": 2,
+                "retry_backoff": 0.5,
+                "backoff_max": 2,
+                "max_retries": 3,
+                **queue,
+            }
+        self.doc = doc
+        self.save()
+        self.workers: list[Worker] = []
+
+    def save(self) -> None:
+        self.config.write_text(yaml.safe_dump(self.doc, sort_keys=False), encoding="utf-8")
+
+    def connector(self, runner: CliRunner, *args: str) -> Any:
+        return run(runner, "--config", str(self.config), *args, cwd=self.folder, env=ENV)
+
+    def worker(self, *, slow: float = 0) -> Worker:
+        started = Worker(self, len(self.workers), slow)
+        self.workers.append(started)
+        return started
+
+    def settings(self) -> queue.QueueSettings:
+        return queue.QueueSettings(
+            url=self.doc["queue"]["broker"],
+            shown=self.doc["queue"]["broker"],
+            queue=self.doc["queue"]["queue"],
+            visibility_timeout=2,
+        )
+
+    def drain(self, timeout: float = 40) -> None:
+        assert queue.wait_drained(self.settings(), timeout, poll=0.3), self.logs()
+
+    def logs(self) -> str:
+        return "\n".join(w.log() for w in self.workers)
+
+    def outcome(self) -> dict[str, Any]:
+        """What the targets hold (rows, any order) and each job's id map."""
+        files = {
+            p.name: sorted(p.read_text(encoding="utf-8").splitlines())
+            for p in sorted((self.folder / "out").glob("*.csv"))
+        }
+        store = StateStore.open(self.state_url)
+        try:
+            mapped = {
+                job: {  # (projection hashes are keyed by each store's own secret)
+                    sid: m.target_key
+                    for sid, m in store.mapped(job, list(store.source_ids(job))).items()
+                }
+                for job in JOBS
+            }
+            runs = {job: [r["status"] for r in store.runs(job)] for job in JOBS}
+        finally:
+            store.close()
+        return {"files": files, "mapped": mapped, "runs": runs}
+
+
+class Worker:
+    """A `connector worker` process (in a session of its own, so it dies with its pool)."""
+
+    def __init__(self, network: Network, n: int, slow: float) -> None:
+        self.path = network.folder / f"worker-{n}.log"
+        env = {**os.environ, **ENV, "CONNECTOR_TEST_SLOW_WRITE": str(slow)}
+        args = ["--config", str(network.config), "-v", "worker", "-c", "1", "-n", f"test-{n}@%h"]
+        with self.path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", WORKER, *args],
+                cwd=network.folder,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 20
+        while b" ready." not in self.path.read_bytes():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def make_network(demo: Path, tmp_path: Path, pg_server: str) -> Iterator[Any]:
+    made: list[Network] = []
+
+    def make(name: str, broker: str | None, **queue: Any) -> Network:
+        folder = tmp_path / name
+        folder.mkdir()
+        for item in demo.iterdir():
+            (folder / item.name).symlink_to(item) if item.name == "data" else None
+        (folder / "out").mkdir()
+        text = (demo / "connector.yaml").read_text(encoding="utf-8")
+        (folder / "connector.yaml").write_text(
+            text.replace("../../policies/", str(demo.parent.parent / "policies") + "/"),
+            encoding="utf-8",
+        )
+        made.append(Network(folder, pg_schema(pg_server), broker, **queue))
+        return made[-1]
+
+    yield make
+    for network in made:
+        for worker in network.workers:
+            worker.kill()
+
+
+def reference(make_network: Any, runner: CliRunner) -> dict[str, Any]:
+    """The end state of a single-process `connector run --all` on a twin network."""
+    twin = make_network("single", None)
+    result = twin.connector(runner, "run", "--all")
+    assert result.exit_code == 0, result.output
+    return twin.outcome()
+
+
+def wait_for_running(network: Network, timeout: float = 20) -> None:
+    """Until a run is under way (a run row says running and a batch was recorded)."""
+    engine = sa.create_engine(network.state_url, poolclass=sa.NullPool)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                running = conn.execute(
+                    sa.text("SELECT count(*) FROM runs WHERE status = 'running'")
+                ).scalar_one()
+                ledger = conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar_one()
+            if running and ledger:
+                return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    pytest.fail("no run started: " + network.logs())
+
+
+def test_a_worker_killed_mid_job_leaves_it_to_another(make_network: Any, runner: CliRunner) -> None:
+    expected = reference(make_network, runner)
+    network = make_network("queued", machine_redis())
+    doomed = network.worker(slow=0.4)
+    queued = network.connector(runner, "run", "--all", "--queue")
+    assert queued.exit_code == 0, queued.output
+    assert "queued 2 job(s) in 1 task(s)" in queued.stderr
+    wait_for_running(network)
+    doomed.kill(signal.SIGKILL)
+    network.worker()  # takes the task back after the visibility timeout
+    network.drain()
+    got = network.outcome()
+    assert got["files"] == expected["files"]
+    assert got["mapped"] == expected["mapped"]
+    # the killed run shows as killed or stopped; the job ran to its end once afterwards
+    for job in JOBS:
+        assert got["runs"][job][0] == "ok", network.logs()
+        assert got["runs"][job].count("ok") == 1
+    verify = network.connector(runner, "ledger", "verify")
+    assert verify.exit_code == 0, verify.output
+
+
+def test_the_broker_restarted_mid_run(make_network: Any, runner: CliRunner, tmp_path: Path) -> None:
+    expected = reference(make_network, runner)
+    broker = PrivateRedis(tmp_path / "redis")
+    broker.start()
+    try:
+        network = make_network("queued", broker.url, group_limit=1)  # two tasks
+        network.worker(slow=0.3)
+        queued = network.connector(runner, "run", "--all", "--queue")
+        assert queued.exit_code == 0, queued.output
+        assert "in 2 task(s)" in queued.stderr
+        wait_for_running(network)
+        broker.stop()
+        time.sleep(1)
+        broker.start()
+        network.drain(timeout=45)
+    finally:
+        broker.stop()
+    got = network.outcome()
+    assert got["files"] == expected["files"]
+    assert got["mapped"] == expected["mapped"]
+    assert all("ok" in got["runs"][job] for job in JOBS), network.logs()
+
+
+def test_a_failing_job_fails_at_once_and_holds_up_no_other(
+    make_network: Any, runner: CliRunner
+) -> None:
+    expected = reference(make_network, runner)
+    network = make_network("queued", machine_redis())
+    broken = network.folder / "broken.yaml"
+    housing = network.folder.parent / "policies" / "partner-housing.yaml"
+    policy = yaml.safe_load(housing.read_text(encoding="utf-8"))
+    policy["fields"]["shoe_size"] = "show"  # no such field: a policy error
+    broken.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    network.doc["connections"]["partner-broken"] = {
+        "adapter": "csv",
+        "settings": {"path": "out/broken.csv"},
+    }
+    network.doc["jobs"]["broken"] = {
+        "source": "members",
+        "target": "partner-broken",
+        "policy": str(broken),
+    }
+    network.save()
+    network.worker()
+    queued = network.connector(runner, "run", "--all", "--queue")
+    assert queued.exit_code == 0, queued.output
+    assert "queued 3 job(s) in 1 task(s)" in queued.stderr  # one read for the three
+    network.drain()
+    got = network.outcome()
+    assert got["files"] == expected["files"]  # no broken.csv either
+    assert got["mapped"] == expected["mapped"]
+    status = network.connector(runner, "status", "--json")
+    states = {entry["job"]: entry["state"] for entry in json.loads(status.stdout)}
+    assert states == {"organizers-north": "ok", "partner-housing": "ok", "broken": "failed"}
+    text = network.connector(runner, "status")
+    assert "3 job(s): 0 queued, 0 running, 1 failed, 0 with changes outstanding" in text.stdout
+    log = network.logs()
+    assert "job broken failed and is not retried" in log
+    assert "retrying" not in log
+    assert "Traceback" not in log
+
+
+def test_status_shows_jobs_queued_at_the_broker(make_network: Any, runner: CliRunner) -> None:
+    network = make_network("queued", machine_redis())
+    assert network.connector(runner, "run", "partner-housing", "--queue").exit_code == 0
+    status = network.connector(runner, "status", "--json")
+    states = {entry["job"]: entry["state"] for entry in json.loads(status.stdout)}
+    assert states == {"organizers-north": "never-run", "partner-housing": "queued"}
+    text = network.connector(runner, "status").stdout
+    assert "partner-housing: never run, queued" in text
+    assert "2 job(s): 1 queued, 0 running, 0 failed" in text
+    # the same job asked for twice runs once
+    assert network.connector(runner, "run", "partner-housing", "--queue").exit_code == 0
+    network.worker()
+    network.drain()
+    assert network.outcome()["runs"]["partner-housing"] == ["ok"]
+
+
+def test_a_missing_broker_is_exit_4_with_a_clear_message(
+    make_network: Any, runner: CliRunner
+) -> None:
+    from tests.brokers import free_port
+
+    network = make_network("queued", f"redis://127.0.0.1:{free_port()}/0")
+    for args in (("run", "--all", "--queue"), ("worker",)):
+        result = network.connector(runner, *args)
+        assert result.exit_code == 4, result.output
+        assert "the queue broker at redis://127.0.0.1:" in result.stderr
+        assert "cannot be reached" in result.stderr
+        assert "Hint: Start the broker" in result.stderr
+        assert "Traceback" not in result.output
+    status = network.connector(runner, "status")
+    assert status.exit_code == 0
+    assert "warning: the queue broker" in status.stderr
