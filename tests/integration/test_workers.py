@@ -10,6 +10,7 @@ visibility timeout and retry backoff keep the whole file well under a minute and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -120,6 +121,7 @@ class Network:
         return run(runner, "--config", str(self.config), *args, cwd=self.folder, env=ENV)
 
     def worker(self, *, slow: float = 0) -> Worker:
+        """Start a worker (call its ready() before counting on it)."""
         started = Worker(self, len(self.workers), slow)
         self.workers.append(started)
         return started
@@ -175,11 +177,15 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 20
+
+    def ready(self) -> Worker:
+        """Wait until the worker takes tasks."""
+        deadline = time.monotonic() + 30
         while b" ready." not in self.path.read_bytes():
             assert self.proc.poll() is None, self.log()
             assert time.monotonic() < deadline, self.log()
             time.sleep(0.1)
+        return self
 
     def log(self) -> str:
         return self.path.read_text(encoding="utf-8", errors="replace")
@@ -214,12 +220,18 @@ def make_network(demo: Path, tmp_path: Path, pg_server: str) -> Iterator[Any]:
             worker.kill()
 
 
+_REFERENCE: dict[str, Any] = {}
+
+
 def reference(make_network: Any, runner: CliRunner) -> dict[str, Any]:
-    """The end state of a single-process `connector run --all` on a twin network."""
-    twin = make_network("single", None)
-    result = twin.connector(runner, "run", "--all")
-    assert result.exit_code == 0, result.output
-    return twin.outcome()
+    """The end state of a single-process `connector run --all` on a twin network (made
+    once: it does not depend on where the twin lives)."""
+    if not _REFERENCE:
+        twin = make_network("single", None)
+        result = twin.connector(runner, "run", "--all")
+        assert result.exit_code == 0, result.output
+        _REFERENCE.update(twin.outcome())
+    return _REFERENCE
 
 
 def wait_for_running(network: Network, timeout: float = 20) -> None:
@@ -241,16 +253,40 @@ def wait_for_running(network: Network, timeout: float = 20) -> None:
     pytest.fail("no run started: " + network.logs())
 
 
+def lock_holders(network: Network) -> set[int]:
+    """The worker processes (the parents of the pool processes) holding a job's lock: the
+    lock connections name their process (locks.py), and /proc names its parent."""
+    engine = sa.create_engine(network.state_url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        names = conn.execute(
+            sa.text(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+                "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                "AND a.datname = current_database()"
+            )
+        ).scalars()
+        pids = {int(n.split()[1].split("@")[0]) for n in names if n.startswith("connector ")}
+    engine.dispose()
+    parents = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):  # a process that ended meanwhile
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+            parents.add(int(stat.rsplit(")", 1)[1].split()[1]))
+    return parents
+
+
 def test_a_worker_killed_mid_job_leaves_it_to_another(make_network: Any, runner: CliRunner) -> None:
-    expected = reference(make_network, runner)
     network = make_network("queued", machine_redis())
-    doomed = network.worker(slow=0.4)
+    workers = [network.worker(slow=0.3), network.worker(slow=0.3)]
+    expected = reference(make_network, runner)  # meanwhile the workers start
+    for worker in workers:
+        worker.ready()
     queued = network.connector(runner, "run", "--all", "--queue")
     assert queued.exit_code == 0, queued.output
     assert "queued 2 job(s) in 1 task(s)" in queued.stderr
     wait_for_running(network)
-    doomed.kill(signal.SIGKILL)
-    network.worker()  # takes the task back after the visibility timeout
+    (doomed,) = [w for w in workers if w.proc.pid in lock_holders(network)]
+    doomed.kill(signal.SIGKILL)  # the other takes the task after the visibility timeout
     network.drain()
     got = network.outcome()
     assert got["files"] == expected["files"]
@@ -264,12 +300,13 @@ def test_a_worker_killed_mid_job_leaves_it_to_another(make_network: Any, runner:
 
 
 def test_the_broker_restarted_mid_run(make_network: Any, runner: CliRunner, tmp_path: Path) -> None:
-    expected = reference(make_network, runner)
     broker = PrivateRedis(tmp_path / "redis")
     broker.start()
     try:
         network = make_network("queued", broker.url, group_limit=1)  # two tasks
-        network.worker(slow=0.3)
+        started = network.worker(slow=0.3)
+        expected = reference(make_network, runner)
+        started.ready()
         queued = network.connector(runner, "run", "--all", "--queue")
         assert queued.exit_code == 0, queued.output
         assert "in 2 task(s)" in queued.stderr
@@ -289,7 +326,7 @@ def test_the_broker_restarted_mid_run(make_network: Any, runner: CliRunner, tmp_
 def test_a_failing_job_fails_at_once_and_holds_up_no_other(
     make_network: Any, runner: CliRunner
 ) -> None:
-    expected = reference(make_network, runner)
+    """Also: status shows what is queued at the broker, and a job queued twice runs once."""
     network = make_network("queued", machine_redis())
     broken = network.folder / "broken.yaml"
     housing = network.folder.parent / "policies" / "partner-housing.yaml"
@@ -306,39 +343,33 @@ def test_a_failing_job_fails_at_once_and_holds_up_no_other(
         "policy": str(broken),
     }
     network.save()
-    network.worker()
     queued = network.connector(runner, "run", "--all", "--queue")
     assert queued.exit_code == 0, queued.output
     assert "queued 3 job(s) in 1 task(s)" in queued.stderr  # one read for the three
+    assert network.connector(runner, "run", "partner-housing", "--queue").exit_code == 0
+    status = network.connector(runner, "status", "--json")
+    states = {entry["job"]: entry["state"] for entry in json.loads(status.stdout)}
+    assert set(states.values()) == {"queued"}
+    text = network.connector(runner, "status").stdout
+    assert "partner-housing: never run, queued, 0 change(s) outstanding" in text
+    assert "3 job(s): 3 queued, 0 running, 0 failed, 0 with changes outstanding" in text
+    assert "(2 task(s) waiting at the broker)" in text
+    network.worker()
+    expected = reference(make_network, runner)
     network.drain()
     got = network.outcome()
     assert got["files"] == expected["files"]  # no broken.csv either
     assert got["mapped"] == expected["mapped"]
+    assert got["runs"] == {job: ["ok"] for job in JOBS}  # queued twice, run once
     status = network.connector(runner, "status", "--json")
     states = {entry["job"]: entry["state"] for entry in json.loads(status.stdout)}
     assert states == {"organizers-north": "ok", "partner-housing": "ok", "broken": "failed"}
-    text = network.connector(runner, "status")
-    assert "3 job(s): 0 queued, 0 running, 1 failed, 0 with changes outstanding" in text.stdout
+    text = network.connector(runner, "status").stdout
+    assert "3 job(s): 0 queued, 0 running, 1 failed, 0 with changes outstanding" in text
     log = network.logs()
     assert "job broken failed and is not retried" in log
     assert "retrying" not in log
     assert "Traceback" not in log
-
-
-def test_status_shows_jobs_queued_at_the_broker(make_network: Any, runner: CliRunner) -> None:
-    network = make_network("queued", machine_redis())
-    assert network.connector(runner, "run", "partner-housing", "--queue").exit_code == 0
-    status = network.connector(runner, "status", "--json")
-    states = {entry["job"]: entry["state"] for entry in json.loads(status.stdout)}
-    assert states == {"organizers-north": "never-run", "partner-housing": "queued"}
-    text = network.connector(runner, "status").stdout
-    assert "partner-housing: never run, queued" in text
-    assert "2 job(s): 1 queued, 0 running, 0 failed" in text
-    # the same job asked for twice runs once
-    assert network.connector(runner, "run", "partner-housing", "--queue").exit_code == 0
-    network.worker()
-    network.drain()
-    assert network.outcome()["runs"]["partner-housing"] == ["ok"]
 
 
 def test_a_missing_broker_is_exit_4_with_a_clear_message(
