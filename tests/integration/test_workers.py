@@ -61,20 +61,27 @@ WORKER = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def pg_server() -> str:
-    """The machine's PostgreSQL: a database for this module (fails when unreachable)."""
+def pg_server() -> Iterator[dict[str, str]]:
+    """The machine's PostgreSQL (fails when unreachable): a database for the queued
+    networks and one for their single-process twin (advisory locks, which name jobs, are
+    per database: the twin must not share them)."""
     server = _admin("postgres")
     try:
         with server.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable at {server.url} ({exc.orig}); workers need it")
-    name = f"connector_workers_{secrets.token_hex(4)}"
+    names = {kind: f"connector_workers_{secrets.token_hex(4)}" for kind in ("queued", "single")}
     with server.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield str(server.url.set(database=name).render_as_string(hide_password=False))
+        for name in names.values():
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield {
+        kind: server.url.set(database=name).render_as_string(hide_password=False)
+        for kind, name in names.items()
+    }
     with server.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        for name in names.values():
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     server.dispose()
 
 
@@ -197,21 +204,22 @@ class Worker:
 
 
 @pytest.fixture
-def make_network(demo: Path, tmp_path: Path, pg_server: str) -> Iterator[Any]:
+def make_network(demo: Path, tmp_path: Path, pg_server: dict[str, str]) -> Iterator[Any]:
+    """Make a network `name` (``single`` for the twin) in a folder of its own."""
     made: list[Network] = []
 
     def make(name: str, broker: str | None, **queue: Any) -> Network:
         folder = tmp_path / name
         folder.mkdir()
-        for item in demo.iterdir():
-            (folder / item.name).symlink_to(item) if item.name == "data" else None
+        (folder / "data").symlink_to(demo / "data")
         (folder / "out").mkdir()
         text = (demo / "connector.yaml").read_text(encoding="utf-8")
         (folder / "connector.yaml").write_text(
             text.replace("../../policies/", str(demo.parent.parent / "policies") + "/"),
             encoding="utf-8",
         )
-        made.append(Network(folder, pg_schema(pg_server), broker, **queue))
+        database = pg_server["single" if name == "single" else "queued"]
+        made.append(Network(folder, pg_schema(database), broker, **queue))
         return made[-1]
 
     yield make
@@ -326,7 +334,8 @@ def test_the_broker_restarted_mid_run(make_network: Any, runner: CliRunner, tmp_
 def test_a_failing_job_fails_at_once_and_holds_up_no_other(
     make_network: Any, runner: CliRunner
 ) -> None:
-    """Also: status shows what is queued at the broker, and a job queued twice runs once."""
+    """A broken job fails at once, a locked one is retried; the others run. Also: status
+    shows what is queued at the broker, and a job queued twice runs once."""
     network = make_network("queued", machine_redis())
     broken = network.folder / "broken.yaml"
     housing = network.folder.parent / "policies" / "partner-housing.yaml"
@@ -354,8 +363,17 @@ def test_a_failing_job_fails_at_once_and_holds_up_no_other(
     assert "partner-housing: never run, queued, 0 change(s) outstanding" in text
     assert "3 job(s): 3 queued, 0 running, 0 failed, 0 with changes outstanding" in text
     assert "(2 task(s) waiting at the broker)" in text
-    network.worker()
+    worker = network.worker()
     expected = reference(make_network, runner)
+    held = StateStore.open(network.state_url)
+    try:
+        with held.lock("partner-housing"):  # a passing failure: retried with backoff
+            deadline = time.monotonic() + 30
+            while "retrying partner-housing" not in worker.log():
+                assert time.monotonic() < deadline, worker.log()
+                time.sleep(0.1)
+    finally:
+        held.close()
     network.drain()
     got = network.outcome()
     assert got["files"] == expected["files"]  # no broken.csv either
@@ -368,7 +386,7 @@ def test_a_failing_job_fails_at_once_and_holds_up_no_other(
     assert "3 job(s): 0 queued, 0 running, 1 failed, 0 with changes outstanding" in text
     log = network.logs()
     assert "job broken failed and is not retried" in log
-    assert "retrying" not in log
+    assert "retrying broken" not in log
     assert "Traceback" not in log
 
 

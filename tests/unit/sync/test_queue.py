@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from connector_core.config import QueueConfig
+from connector_core.config import QueueConfig, load_config
 from connector_core.credentials import KeyringSecrets, SecretRef
 from connector_core.errors import (
     AdapterUnavailable,
@@ -206,3 +206,43 @@ def test_a_dead_worker_s_task_is_looked_for_often_enough() -> None:
         "unacked_restore_throttle": 1,
     }
     assert queue.transport_options(SETTINGS)["unacked_restore_interval"] == 60
+
+
+def test_a_password_in_the_queue_block_is_refused_with_its_line_and_never_shown(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.test_config import ADAPTERS, VALID, write
+
+    text = VALID + (
+        "queue:\n  broker: redis://user:hunter2-secret@127.0.0.1:6379/0\n"
+        "  password: hunter3-secret\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), ADAPTERS)
+    message = str(caught.value)
+    assert "queue.broker: must not hold a user name, password" in message
+    assert "queue.password: secrets never live in connector.yaml" in message
+    assert "hunter" not in message
+    lines = len(VALID.splitlines())
+    assert f"connector.yaml:{lines + 2}:" in message
+    assert f"connector.yaml:{lines + 3}:" in message
+
+
+def test_settings_need_a_queue_block(tmp_path: Path) -> None:
+    from tests.unit.test_config import ADAPTERS, VALID, write
+
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "north.yaml").write_text("rules: []\n")
+    config = load_config(write(tmp_path, VALID), ADAPTERS)
+    with pytest.raises(ConfigError, match="there is no `queue:` block"):
+        queue.settings_for(config)
+    config = load_config(
+        write(tmp_path, VALID + "queue:\n  broker: redis://127.0.0.1:6379/4\n  queue: n1\n"),
+        ADAPTERS,
+    )
+    settings = queue.settings_for(config)
+    assert (settings.url, settings.queue, settings.group_limit) == (
+        "redis://127.0.0.1:6379/4",
+        "n1",
+        32,
+    )
