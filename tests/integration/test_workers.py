@@ -11,6 +11,7 @@ visibility timeout and retry backoff keep the whole file well under a minute and
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -406,3 +407,24 @@ def test_a_missing_broker_is_exit_4_with_a_clear_message(
     status = network.connector(runner, "status")
     assert status.exit_code == 0
     assert "warning: the queue broker" in status.stderr
+
+
+def test_schedule_queue_queues_a_due_job_once(
+    make_network: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`connector schedule --queue`'s tick: a job queued and not run since is not due."""
+    from connector_core.cli.app import App
+    from connector_core.cli.sync import _enqueue_due
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    network = make_network("queued", machine_redis())
+    app = App(network.config)
+    asked: dict[str, dt.datetime] = {}
+    now = dt.datetime(2026, 12, 4, 10, 5).astimezone()
+    assert _enqueue_due(app, asked, now) == list(JOBS)  # never run: due
+    assert _enqueue_due(app, asked, now + dt.timedelta(minutes=1)) == []
+    assert _enqueue_due(app, asked, now + dt.timedelta(hours=1)) == ["organizers-north"]
+    report = queue.queue_report(network.settings(), inspect_timeout=0.2)
+    assert report.messages == 2
+    assert report.queued == {"organizers-north": 2, "partner-housing": 1}
