@@ -207,27 +207,27 @@ class TaskOutcome:
     retry: list[tuple[str, dt.datetime]] = dataclasses.field(default_factory=list)
 
 
-def run_task(
-    runner: JobRunner, jobs: Sequence[tuple[str, dt.datetime]], now: dt.datetime | None = None
-) -> TaskOutcome:
-    """Run the jobs of one task that have not run since they were asked for."""
-    started = now or _utc_now()
+def run_task(runner: JobRunner, jobs: Sequence[tuple[str, dt.datetime]]) -> TaskOutcome:
+    """Run the jobs of one task that have not run since they were asked for. A job to
+    retry keeps the time it was asked for: a stopped run never counts as done (its job's
+    ``last_success_at`` stays), a run finished since by anyone does."""
     out = TaskOutcome()
-    with runner.store() as store:
-        todo: list[str] = []
-        for name, since in jobs:
-            (out.skipped if ran_since(store, name, since) else todo).append(name)
-        errors = runner.run(store, todo) if todo else {}
     asked = dict(jobs)
+    todo: list[str] = []
+    try:
+        with runner.store() as store:
+            for name, since in jobs:
+                (out.skipped if ran_since(store, name, since) else todo).append(name)
+            errors = runner.run(store, todo) if todo else {}
+    except ConnectorError as exc:  # the state store itself: every job not yet decided
+        todo = [name for name, _ in jobs if name not in out.skipped]
+        errors = dict.fromkeys(todo, exc)
     for name in todo:
         err = errors.get(name)
         if err is None:
             out.ran.append(name)
         elif is_transient(err):
-            # held by another run: that run counts if it started after we were asked;
-            # our own run that stopped: only a later one counts
-            again = asked[name] if isinstance(err, JobLocked) else started
-            out.retry.append((name, again))
+            out.retry.append((name, asked[name]))
         else:
             out.failed[name] = str(err)
     return out

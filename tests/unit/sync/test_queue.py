@@ -23,6 +23,7 @@ from connector_core.errors import (
     PolicyError,
 )
 from connector_core.sync import queue
+from connector_core.sync.database import StateStoreError
 from connector_core.sync.locks import JobLocked, LockLost, TargetLocked
 from connector_core.sync.model import JobState
 from connector_core.sync.state import StateStore
@@ -102,9 +103,9 @@ class FakeRunner:
 def test_a_task_runs_its_jobs_once_then_does_nothing(sqlite_store: StateStore) -> None:
     runner = FakeRunner(sqlite_store, {})
     asked = [("a", T0 - dt.timedelta(seconds=1)), ("b", T0 - dt.timedelta(seconds=1))]
-    first = queue.run_task(runner, asked, now=T0)
+    first = queue.run_task(runner, asked)
     assert (first.ran, first.skipped, first.retry, first.failed) == (["a", "b"], [], [], {})
-    again = queue.run_task(runner, asked, now=T0 + dt.timedelta(minutes=1))  # redelivered
+    again = queue.run_task(runner, asked)  # redelivered
     assert (again.ran, again.skipped) == ([], ["a", "b"])
     assert runner.asked == [["a", "b"]]
     later = queue.run_task(runner, [("a", T0 + dt.timedelta(seconds=1))])  # asked again
@@ -121,11 +122,23 @@ def test_a_failing_job_fails_alone_and_a_passing_failure_is_retried(
         "busy": JobLocked("busy", "pid 1 on host h"),
     }
     runner = FakeRunner(sqlite_store, errors)
-    out = queue.run_task(runner, [(n, since) for n in ("ok", "broken", "down", "busy")], now=T0)
+    out = queue.run_task(runner, [(n, since) for n in ("ok", "broken", "down", "busy")])
     assert out.ran == ["ok"]
     assert out.failed == {"broken": "p.yaml:3: no such field"}
-    # a locked job counts another run started since it was asked; a stopped one, a later
-    assert out.retry == [("down", T0), ("busy", since)]
+    assert out.retry == [("down", since), ("busy", since)]
+
+
+class BrokenStore(FakeRunner):
+    @contextlib.contextmanager
+    def store(self) -> Iterator[StateStore]:
+        raise StateStoreError("the state store at postgresql://db/x failed: gone")
+        yield self.opened
+
+
+def test_a_state_store_down_retries_every_job(sqlite_store: StateStore) -> None:
+    out = queue.run_task(BrokenStore(sqlite_store, {}), [("a", T0), ("b", T0)])
+    assert out.retry == [("a", T0), ("b", T0)]
+    assert (out.ran, out.failed) == ([], {})
 
 
 def test_a_run_that_stopped_does_not_count_as_done(sqlite_store: StateStore) -> None:
