@@ -678,6 +678,8 @@ def _job_state(entry: dict[str, Any], queued: Any) -> str:
 def _totals_line(report: list[dict[str, Any]], queued: Any) -> str:
     counts = collections.Counter(entry["state"] for entry in report)
     waiting = f"{queued.messages} task(s) waiting at the broker"
+    if queued.queued is None and queued.messages:
+        waiting += ", for jobs it does not name (RabbitMQ)"
     if queued.unacked:
         waiting += f", {queued.unacked} taken by a worker"
     workers = f", {len(queued.workers)} worker(s) answering" if queued.workers else ""

@@ -329,6 +329,19 @@ def check_broker(app: Celery, settings: QueueSettings) -> None:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
 
 
+@contextlib.contextmanager
+def _app(settings: QueueSettings, app: Celery | None) -> Iterator[Celery]:
+    """`app`, or a Celery app of our own, closed (its broker connections) afterwards."""
+    if app is not None:
+        yield app
+        return
+    own = celery_app(settings)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
 @dataclasses.dataclass
 class Enqueued:
     """The tasks sent: each task's jobs, and when they were asked for."""
@@ -350,10 +363,9 @@ def enqueue(
     now: dt.datetime | None = None,
 ) -> Enqueued:
     """Put `jobs` (name -> source connection) on the queue, one task per source group."""
-    app = app or celery_app(settings)
     at = now or _utc_now()
     tasks = task_groups(jobs, settings.group_limit)
-    with broker_errors(settings), app.connection_for_write() as conn:
+    with _app(settings, app) as app, broker_errors(settings), app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
         for names in tasks:
             app.send_task(
@@ -420,9 +432,8 @@ def queue_report(
 ) -> QueueReport:
     """Ask the broker and the workers what is queued and running (BrokerUnavailable when
     the broker cannot be reached)."""
-    app = app or celery_app(settings)
     report = QueueReport()
-    with broker_errors(settings), app.connection_for_read() as conn:
+    with _app(settings, app) as app, broker_errors(settings), app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
         channel = conn.default_channel
         report.messages = _message_count(channel, settings.queue)
@@ -499,14 +510,15 @@ def wait_drained(
     settings = (
         config_path if isinstance(config_path, QueueSettings) else settings_for(_load(config_path))
     )
-    app = celery_app(settings)
     deadline = time.monotonic() + timeout
     calm = 0
-    while time.monotonic() < deadline:
-        calm = calm + 1 if queue_report(settings, app=app, inspect_timeout=poll).drained else 0
-        if calm >= 2:
-            return True
-        sleep(poll)
+    with _app(settings, None) as app:
+        while time.monotonic() < deadline:
+            report = queue_report(settings, app=app, inspect_timeout=poll)
+            calm = calm + 1 if report.drained else 0
+            if calm >= 2:
+                return True
+            sleep(poll)
     return False
 
 

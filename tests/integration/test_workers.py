@@ -11,6 +11,7 @@ visibility timeout and retry backoff keep the whole file well under a minute and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -428,3 +429,21 @@ def test_schedule_queue_queues_a_due_job_once(
     report = queue.queue_report(network.settings(), inspect_timeout=0.2)
     assert report.messages == 2
     assert report.queued == {"organizers-north": 2, "partner-housing": 1}
+
+
+def test_rabbitmq_as_the_broker(make_network: Any, runner: CliRunner) -> None:
+    """The machine's RabbitMQ (its local guest account) takes tasks as Redis does; status
+    counts them (RabbitMQ cannot be looked into without taking them)."""
+    network = make_network("queued", "amqp://127.0.0.1:5672//")
+    queued = network.connector(runner, "run", "--all", "--queue")
+    assert queued.exit_code == 0, queued.output
+    assert "queued 2 job(s) in 1 task(s) on amqp://127.0.0.1:5672//" in queued.stderr
+    text = network.connector(runner, "status").stdout
+    assert "(1 task(s) waiting at the broker, for jobs it does not name (RabbitMQ)" in text
+    settings = dataclasses.replace(network.settings(), url="amqp://127.0.0.1:5672//")
+    app = queue.celery_app(settings)
+    try:
+        with app.connection_for_write() as conn:  # leave the shared broker as it was
+            conn.default_channel.queue_delete(settings.queue)
+    finally:
+        app.close()
