@@ -49,8 +49,8 @@ class CliJobRunner:
         outcome: dict[str, ConnectorError | None] = {r.job: r.error for r in results}
         for name, err in refused.items():
             outcome[name] = err
-            if not queue.is_transient(err):
-                note_failed(store, name, err)
+            if not queue.is_transient(err) and name in self.app.config.model.jobs:
+                note_failed(store, name, err)  # (a job no longer defined: nothing to note)
         export_anchor(self.app, store, quiet=True)
         return outcome
 

@@ -25,6 +25,7 @@ The API for scripts and benchmarks (no CLI needed)::
     from connector_core.sync import queue
     sent = queue.enqueue_jobs(Path("connector.yaml"))           # every enabled job, or names=
     queue.wait_drained(Path("connector.yaml"), timeout=600)     # True once nothing is left
+    queue.purge(Path("connector.yaml"))                         # drop what waits (benchmarks)
 
 Celery is imported here only, and only when a broker is used.
 """
@@ -72,6 +73,7 @@ __all__ = [
     "enqueue",
     "enqueue_jobs",
     "is_transient",
+    "purge",
     "queue_report",
     "ran_since",
     "run_task",
@@ -498,6 +500,21 @@ def _task_jobs(task: Mapping[str, Any]) -> list[str]:
     return [str(pair[0]) for pair in args[0] if isinstance(pair, list | tuple) and pair]
 
 
+def purge(config_path: Path | QueueSettings) -> int:
+    """Drop every task waiting on the queue of `config_path` (or of these settings), e.g.
+    before a benchmark; return how many. Tasks a worker has taken are not touched."""
+    settings = _settings(config_path)
+    with _app(settings, None) as app, broker_errors(settings), app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
+        return int(conn.default_channel.queue_purge(settings.queue) or 0)
+
+
+def _settings(config_path: Path | QueueSettings) -> QueueSettings:
+    if isinstance(config_path, QueueSettings):
+        return config_path
+    return settings_for(_load(config_path))
+
+
 def wait_drained(
     config_path: Path | QueueSettings,
     timeout: float = 600,
@@ -507,9 +524,7 @@ def wait_drained(
 ) -> bool:
     """Wait until the queue of `config_path` (or of these settings) is drained: nothing
     waiting, taken or running, seen twice in a row `poll` seconds apart. False on timeout."""
-    settings = (
-        config_path if isinstance(config_path, QueueSettings) else settings_for(_load(config_path))
-    )
+    settings = _settings(config_path)
     deadline = time.monotonic() + timeout
     calm = 0
     with _app(settings, None) as app:

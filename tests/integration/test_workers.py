@@ -413,7 +413,8 @@ def test_a_missing_broker_is_exit_4_with_a_clear_message(
 def test_schedule_queue_queues_a_due_job_once(
     make_network: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`connector schedule --queue`'s tick: a job queued and not run since is not due."""
+    """`connector schedule --queue`'s tick: a job queued and not run since is not due.
+    Also the API for scripts: enqueue_jobs and purge."""
     from connector_core.cli.app import App
     from connector_core.cli.sync import _enqueue_due
 
@@ -429,6 +430,10 @@ def test_schedule_queue_queues_a_due_job_once(
     report = queue.queue_report(network.settings(), inspect_timeout=0.2)
     assert report.messages == 2
     assert report.queued == {"organizers-north": 2, "partner-housing": 1}
+    sent = queue.enqueue_jobs(network.config, ["partner-housing"])  # the scripts' API
+    assert (sent.jobs, sent.tasks) == (1, [["partner-housing"]])
+    assert queue.purge(network.config) == 3
+    assert queue.queue_report(network.settings(), inspect_timeout=0.2).drained
 
 
 def test_rabbitmq_as_the_broker(make_network: Any, runner: CliRunner) -> None:
