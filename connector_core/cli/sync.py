@@ -635,6 +635,8 @@ def status(app: App, job: str | None, as_json: bool) -> None:
                 }
             )
             report[-1]["state"] = _job_state(report[-1], queued)
+            if queued is not None and name in queued.active:
+                report[-1]["worker"] = queued.active[name]
     if as_json:
         emit_json(report)
     else:
@@ -702,6 +704,8 @@ def _status_lines(entry: dict[str, Any]) -> None:
     when = f"last run {last['started_at']:%Y-%m-%d %H:%M} {last['status']}" if last else "never run"
     owed = entry["outstanding"]
     queued = ", queued" if entry.get("state") == "queued" else ""
+    if "worker" in entry:
+        queued = f", running on {entry['worker']}"
     click.echo(f"{entry['job']}: {when}{queued}, {len(owed)} change(s) outstanding")
     for o in owed:
         why = _STATUS_WORDS[o["status"]] + (f": {o['error']}" if o["error"] else "")

@@ -89,7 +89,8 @@ def enqueue_names(app: App, names: Sequence[str]) -> queue.Enqueued:
     "-n",
     "--hostname",
     default=None,
-    help="This worker's name in `connector status` (default: connector-PID@HOST).",
+    help="This worker's name at the broker and in `connector status` (default: "
+    "connector-PID@HOST).",
 )
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, hostname: str | None) -> None:
@@ -103,6 +104,10 @@ def worker(ctx: click.Context, concurrency: int, hostname: str | None) -> None:
     \b
     Example:
       connector worker -c 2
+
+    \b
+    Exit status: 0 stopped, 3 a configuration problem, 4 the broker or the
+    state store cannot be reached.
     """
     app: App = ctx.obj
     verbose = int(ctx.find_root().params.get("verbose") or 0)

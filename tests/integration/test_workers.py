@@ -245,7 +245,7 @@ def reference(make_network: Any, runner: CliRunner) -> dict[str, Any]:
 
 
 def wait_for_running(network: Network, timeout: float = 20) -> None:
-    """Until a run is under way (a run row says running and a batch was recorded)."""
+    """Until a run is under way: a run row says running, a batch is being written."""
     engine = sa.create_engine(network.state_url, poolclass=sa.NullPool)
     deadline = time.monotonic() + timeout
     try:
@@ -254,8 +254,10 @@ def wait_for_running(network: Network, timeout: float = 20) -> None:
                 running = conn.execute(
                     sa.text("SELECT count(*) FROM runs WHERE status = 'running'")
                 ).scalar_one()
-                ledger = conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar_one()
-            if running and ledger:
+                # a batch is in the intent log before it is written (a CSV target's
+                # batches are recorded together when its file is committed)
+                sent = conn.execute(sa.text("SELECT count(*) FROM intents")).scalar_one()
+            if running and sent:
                 return
             time.sleep(0.05)
     finally:
@@ -287,7 +289,7 @@ def lock_holders(network: Network) -> set[int]:
 
 def test_a_worker_killed_mid_job_leaves_it_to_another(make_network: Any, runner: CliRunner) -> None:
     network = make_network("queued", machine_redis())
-    workers = [network.worker(slow=0.3), network.worker(slow=0.3)]
+    workers = [network.worker(slow=0.5), network.worker(slow=0.5)]
     expected = reference(make_network, runner)  # meanwhile the workers start
     for worker in workers:
         worker.ready()
@@ -295,6 +297,10 @@ def test_a_worker_killed_mid_job_leaves_it_to_another(make_network: Any, runner:
     assert queued.exit_code == 0, queued.output
     assert "queued 2 job(s) in 1 task(s)" in queued.stderr
     wait_for_running(network)
+    out = network.connector(runner, "status", "--json")
+    status = json.loads(out.stdout)
+    assert {entry["state"] for entry in status} == {"running"}, out.output  # one task, both
+    assert all(entry["worker"].startswith("test-") for entry in status)
     (doomed,) = [w for w in workers if w.proc.pid in lock_holders(network)]
     doomed.kill(signal.SIGKILL)  # the other takes the task after the visibility timeout
     network.drain()
