@@ -51,6 +51,7 @@ from connector_core.yaml_errors import (
 )
 
 if TYPE_CHECKING:
+    from connector_core.fanin import FanIn
     from connector_core.templates import PartnerJob
 
 CONFIG_ENV = "CONNECTOR_CONFIG"
@@ -216,6 +217,75 @@ class PartnerTemplateConfig(_Block):
         description="Most partners one run may retire (take all their data back) without "
         "`connector run --accept-retire N`; default: 5, or 10% of the partners if more",
     )
+
+
+# -- fan-in (connector_core.fanin): many partners' sources into one target ----------------
+
+
+class FanInSourceConfig(_Block):
+    """One partner feeding a fan-in: its name, its source connection and its policy."""
+
+    partner: str = Field(description="The partner's name (lowercase letters, digits, '-', '_')")
+    source: str = Field(description="The connection the partner's records are read from")
+    policy: Annotated[ConfigPath, AfterValidator(_check_policy_file)] = Field(
+        description="The partner's policy: which of its people and fields go up"
+    )
+
+
+class FanInPartnersConfig(_Block):
+    """A partner registry whose every partner's source feeds a fan-in."""
+
+    registry: ConfigPath = Field(
+        description="The partner registry (.csv or .yaml, a `name` per partner), relative "
+        "to connector.yaml"
+    )
+    source: PartnerTargetConfig = Field(
+        description="Each partner's source connection: adapter, settings (with "
+        "`{partner.COLUMN}` / `{partner: COLUMN}`), mapping"
+    )
+    policy: Annotated[ConfigPath, AfterValidator(_check_policy_file)] = Field(
+        description="The partners' policy; `{partner: COLUMN}` in its conditions is the "
+        "partner's value"
+    )
+
+
+class FanInConfig(_Block):
+    """A fan-in job: many partners' sources into one target, one record per person."""
+
+    target: str = Field(description="The one connection every partner's people go to")
+    policy: Annotated[ConfigPath, AfterValidator(_check_policy_file)] = Field(
+        description="The target's policy; it must require the fan-in's purpose"
+    )
+    purpose: str = Field(
+        description="The consent purpose of the fan-in (e.g. national): a person goes up "
+        "only with it, and a 'no' stated by any partner takes the person back"
+    )
+    match: list[Literal["email", "phone"]] = Field(
+        default=["email", "phone"],
+        min_length=1,
+        description="How people are matched across partners (keyed hashes, never values)",
+    )
+    phone_country: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]{0,2}$",
+        description="Country calling code for phone numbers written without one, e.g. '44'",
+    )
+    suppress: str | None = Field(
+        default=None,
+        description="A connection listing people who said no to the target's group "
+        "(matched by email or phone); they never go up and are taken back",
+    )
+    sources: list[FanInSourceConfig] = Field(
+        default_factory=list, description="The partners feeding the fan-in, one by one"
+    )
+    partners: FanInPartnersConfig | None = Field(
+        default=None, description="A partner registry whose partners feed the fan-in"
+    )
+    schedule: Annotated[str | None, AfterValidator(_check_schedule)] = Field(
+        default=None, description="Cron expression, e.g. '0 * * * *' for hourly"
+    )
+    enabled: bool = Field(default=True, description="false keeps it defined but never runs it")
+    options: dict[str, Any] = Field(default_factory=dict, description="Job options")
 
 
 class StateConfig(_Block):
@@ -509,6 +579,10 @@ class ConnectorConfig(_Block):
         default_factory=dict,
         description="Job templates by name: one job per partner of a registry",
     )
+    fan_in: dict[str, FanInConfig] = Field(
+        default_factory=dict,
+        description="Fan-in jobs by name: many partners' sources into one target",
+    )
     state: StateConfig = Field(default_factory=StateConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     approvers: dict[str, ApproverConfig] = Field(
@@ -550,6 +624,8 @@ class Config:
     partner_jobs: dict[str, PartnerJob] = dataclasses.field(default_factory=dict)
     #: every installed adapter by adapter name (a retired partner's target may need one)
     installed: Mapping[str, type[Adapter]] = dataclasses.field(default_factory=dict)
+    #: the fan-in jobs with their partners' sources (see connector_core.fanin), by name
+    fan_ins: dict[str, FanIn] = dataclasses.field(default_factory=dict)
 
     def connection(self, name: str) -> ConnectionConfig:
         """The connection called `name`; a ConfigError with a suggestion if there is none."""
@@ -636,6 +712,11 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
         from connector_core.templates import expand_templates  # only with job templates
 
         partner_jobs = expand_templates(doc, model, adapters, settings, base_dir, problems)
+    fan_ins: dict[str, FanIn] = {}
+    if model is not None and model.fan_in and not problems:
+        from connector_core.fanin import expand_fan_ins  # only with fan-in jobs
+
+        fan_ins = expand_fan_ins(doc, model, adapters, settings, base_dir, problems)
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
     if model.requests is not None:
@@ -649,6 +730,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
         document=doc,
         partner_jobs=partner_jobs,
         installed=adapters,
+        fan_ins=fan_ins,
     )
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from connector_core.config import load_config
 from connector_core.plugins import collect_adapters, make_plugin_manager
+from tests.integration.test_cli import run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -170,3 +174,24 @@ def test_the_partners_example_expands_with_its_registry_and_policy(tmp_path: Pat
     partner = config.partner_jobs["local.leeds-north"]
     policy = load_job_policy(config, partner.job.policy, partner=partner.row)
     assert policy.rules[0].condition == Compare("region", "eq", "North")
+
+
+def test_the_fan_in_example_runs_as_documented(tmp_path: Path, runner: CliRunner) -> None:
+    """docs/partners.md, "Fan-in": its files, run with `connector run national`, give the
+    documented national file (one row per person; the said-no list and a partner's no)."""
+    text = (REPO / "docs" / "partners.md").read_text(encoding="utf-8")
+    section = text[text.index("## Fan-in") :]
+    files = re.findall(r"`([\w./-]+)`:\n\n```(?:yaml|csv)\n(.*?)```", section, re.S)
+    assert [name for name, _ in files][:2] == ["connector.yaml", "policies/leeds-up.yaml"]
+    for name, body in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body, encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    result = run(runner, "--config", str(tmp_path / "connector.yaml"), "run", "national")
+    assert result.exit_code == 0, result.output
+    expected = re.search(r"writes one row per person:\n\n```text\n(.*?)```", section, re.S)
+    assert expected is not None
+    documented = list(csv.DictReader(io.StringIO(expected.group(1))))
+    with (tmp_path / "out" / "national.csv").open(encoding="utf-8", newline="") as f:
+        written = [{k: v for k, v in row.items() if k != "id"} for row in csv.DictReader(f)]
+    assert written == documented

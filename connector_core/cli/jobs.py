@@ -23,7 +23,8 @@ def jobs(app: App, template: str | None, as_json: bool) -> None:
 
     \b
     A partner's job is named TEMPLATE.PARTNER; every command that takes a
-    job takes it, e.g. `connector plan local.leeds-north`.
+    job takes it, e.g. `connector plan local.leeds-north`. Fan-ins are
+    listed too, with their partners' sources.
     """
     config = app.config
     rows: list[dict[str, Any]] = []
@@ -43,6 +44,8 @@ def jobs(app: App, template: str | None, as_json: bool) -> None:
                 "enabled": job.enabled,
             }
         )
+    if template is None:
+        rows += _fan_ins(app)
     if as_json:
         emit_json(rows)
         return
@@ -50,6 +53,24 @@ def jobs(app: App, template: str | None, as_json: bool) -> None:
         origin = f"  (template {row['template']})" if row["template"] else ""
         off = "" if row["enabled"] else "  [disabled]"
         click.echo(f"{row['job']}: {row['source']} -> {row['target']}{origin}{off}")
+
+
+def _fan_ins(app: App) -> list[dict[str, Any]]:
+    """The fan-in jobs, each with its partners' sources (``source``: their connections)."""
+    return [
+        {
+            "job": name,
+            "template": None,
+            "partner": None,
+            "source": ", ".join(s.connection for s in fan_in.sources),
+            "target": fan_in.body.target,
+            "policy": str(fan_in.body.policy),
+            "schedule": fan_in.body.schedule,
+            "enabled": fan_in.body.enabled,
+            "fan_in": list(fan_in.partners),
+        }
+        for name, fan_in in app.config.fan_ins.items()
+    ]
 
 
 def sync_partners(

@@ -17,7 +17,7 @@ from connector_core.cli.app import App, emit_json
 from connector_core.cli.jobs import sync_partners
 from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
-from connector_core.errors import ConnectorError, ExitCode
+from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.fanout import run_jobs
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
@@ -25,6 +25,7 @@ from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
 from connector_core.sync.schema_check import SourceChecks
 from connector_core.sync.state import StateStore
+from connector_core.yaml_errors import did_you_mean
 
 
 class Progress:
@@ -98,8 +99,10 @@ def execute(
     store: StateStore,
     accept_deletes: int = 0,
 ) -> RunResult:
-    """Load, lock and run one job."""
+    """Load, lock and run one job (or fan-in)."""
     env = PolicyEnv.from_app(app)
+    if job in app.config.fan_ins:
+        return execute_fan_in(app, job, env, dry_run=dry_run, store=store, accept=accept_deletes)
     loaded = load_job(app.config, job, masks=env.masks, context=env.context())
     progress = Progress(job, not quiet)
     try:
@@ -116,6 +119,19 @@ def execute(
         loaded.close()
 
 
+def execute_fan_in(
+    app: App, name: str, env: PolicyEnv, *, dry_run: bool, store: StateStore, accept: int
+) -> RunResult:
+    """Load, lock and run one fan-in (many partners' sources into one target)."""
+    from connector_core.sync.fanin import load_fan_in, run_fan_in
+
+    loaded = load_fan_in(app.config, name, masks=env.masks, context=env.context())
+    try:
+        return run_fan_in(loaded, store, dry_run=dry_run, accept_deletes=accept)
+    finally:
+        loaded.close()
+
+
 def exit_code(results: list[RunResult], refused: list[int] | None = None) -> int:
     """The most urgent exit status of the runs and of the jobs `refused` before they
     started: 3, 4 or 5 when one stopped, 1 when records failed, else 0."""
@@ -129,15 +145,30 @@ def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateSto
     if sum((job is not None, run_all, due)) != 1:
         raise click.UsageError("give one of JOB, --all or --due")
     if job is not None:
-        app.config.job(job)  # a clear error, with a suggestion, for a misspelled name
+        if job not in app.config.fan_ins:
+            _job_or_fan_in(app, job)  # a clear error, with a suggestion, for a misspelled name
         return [job]
-    enabled = {name: j for name, j in jobs.items() if j.enabled}
+    enabled = {name: j.schedule for name, j in jobs.items() if j.enabled}
+    enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
     if run_all:
         return list(enabled)
     last = {name: store.job_state(name).last_run_at for name in enabled}
     from connector_core.sync.schedule import due_jobs, local_now  # croniter: for --due only
 
-    return due_jobs({n: j.schedule for n, j in enabled.items()}, last, local_now())
+    return due_jobs(enabled, last, local_now())
+
+
+def _job_or_fan_in(app: App, name: str) -> None:
+    """Raise ConfigError, with a suggestion among jobs and fan-ins, unless `name` is a job."""
+    fan_ins = app.config.fan_ins
+    if not fan_ins or name in app.config.model.jobs:
+        app.config.job(name)
+        return
+    names = [*app.config.model.jobs, *fan_ins]
+    raise ConfigError(
+        f"no job or fan-in named {name!r} in {app.config.path}{did_you_mean(name, names)}",
+        hint=f"Defined jobs and fan-ins: {', '.join(names)}.",
+    )
 
 
 @click.command()
@@ -232,9 +263,10 @@ def run(
                     _run_one(app, job, dry_run, reconcile, quiet, store, as_json, accept_deletes)
                 )
             else:  # jobs sharing a source read it once; one broken job never stops the others
+                fan_ins = [n for n in names if n in app.config.fan_ins]  # after the jobs
                 ran, not_run = _run_many(
                     app,
-                    names,
+                    [n for n in names if n not in app.config.fan_ins],
                     store,
                     dry_run=dry_run,
                     reconcile=reconcile,
@@ -244,6 +276,16 @@ def run(
                 )
                 results.extend(ran)
                 refused.extend(err.exit_code for err in not_run.values())
+                for name in fan_ins:
+                    try:
+                        results.append(
+                            _run_one(
+                                app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes
+                            )
+                        )
+                    except ConnectorError as err:
+                        _report_refused(name, err)
+                        refused.append(err.exit_code)
             if not dry_run:
                 _requests_after(app, store, results)
         finally:
@@ -530,6 +572,7 @@ def _enqueue_due(app: App, asked: dict[str, dt.datetime], now: dt.datetime) -> l
     from connector_core.sync.schedule import due_jobs
 
     enabled = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
+    enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
     with open_store(app, keyed=True, create_key=True) as store:
         last = {}
         for name in enabled:
@@ -727,16 +770,21 @@ def who_has(app: App, record: str, as_json: bool) -> None:
 
     with open_store(app) as store:
         holders = store.who_has(record)
+        if app.config.fan_ins:  # what went up from a partner's record, merged into a person
+            from connector_core.sync.fanin import people_of
+
+            holders += [h for p in people_of(store, record) for h in store.who_has(p)]
         approvals = {  # a share request's job shares under the request's approvals
             m.job: request_approvals(store.approvals(), store.share_requests(), m.job)
             for m in holders
             if _request_of(app, m.job)
         }
-    jobs = app.config.model.jobs
+    targets = {n: j.target for n, j in app.config.model.jobs.items()}
+    targets.update((n, f.body.target) for n, f in app.config.fan_ins.items())
     rows = [
         {
             "job": m.job,
-            "target": jobs[m.job].target if m.job in jobs else None,
+            "target": targets.get(m.job),
             "target_key": m.target_key,
             "fields": m.fields,
             "consent": sorted(m.consent_basis),
@@ -753,7 +801,7 @@ def who_has(app: App, record: str, as_json: bool) -> None:
         click.echo(f"no target holds {record}")
     for m in holders:
         fields = ", ".join(f if o == "show" else f"{f} ({o})" for f, o in m.fields.items())
-        target = jobs[m.job].target if m.job in jobs else "?"
+        target = targets.get(m.job, "?")
         request = _request_of(app, m.job)
         under = f", under share request {request}" if request else ""
         names = sorted({str(a["by"]) for a in approvals.get(m.job, ())})

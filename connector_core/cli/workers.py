@@ -43,13 +43,24 @@ class CliJobRunner:
     def run(self, store: StateStore, jobs: Sequence[str]) -> dict[str, ConnectorError | None]:
         """Run `jobs`; note a job that could not start for good in its run rows."""
         from connector_core.cli.ledger import export_anchor
-        from connector_core.cli.sync import _run_many
+        from connector_core.cli.sync import _run_many, execute
 
-        results, refused = _run_many(self.app, list(jobs), store, quiet=True)
+        fan_ins = [name for name in jobs if name in self.app.config.fan_ins]
+        plain = [name for name in jobs if name not in self.app.config.fan_ins]
+        results, refused = _run_many(self.app, plain, store, quiet=True) if plain else ([], {})
+        for name in fan_ins:  # a fan-in reads its partners' sources itself
+            try:
+                app = self.app
+                results.append(
+                    execute(app, name, dry_run=False, reconcile=None, quiet=True, store=store)
+                )
+            except ConnectorError as exc:
+                refused[name] = exc
         outcome: dict[str, ConnectorError | None] = {r.job: r.error for r in results}
         for name, err in refused.items():
             outcome[name] = err
-            if not queue.is_transient(err) and name in self.app.config.model.jobs:
+            known = name in self.app.config.model.jobs or name in self.app.config.fan_ins
+            if not queue.is_transient(err) and known:
                 note_failed(store, name, err)  # (a job no longer defined: nothing to note)
         export_anchor(self.app, store, quiet=True)
         return outcome
@@ -66,8 +77,7 @@ def note_failed(store: StateStore, job: str, err: ConnectorError) -> None:
 def enqueue_names(app: App, names: Sequence[str]) -> queue.Enqueued:
     """Put the jobs `names` of connector.yaml on its queue; say so on stderr."""
     settings = queue.settings_for(app.config)
-    jobs = app.config.model.jobs
-    sent = queue.enqueue(settings, {name: jobs[name].source for name in names})
+    sent = queue.enqueue(settings, queue.sources(app.config, names))
     click.echo(
         f"queued {sent.jobs} job(s) in {len(sent.tasks)} task(s) on {settings.shown} "
         f"(queue {settings.queue})",

@@ -6,14 +6,14 @@ PostgreSQL keeps SQLAlchemy's statements, whose driver batching is already what 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from connector_core.sync import dialect
-from connector_core.sync.tables import CompactTime, to_micros
+from connector_core.sync.tables import CompactTime
 
 
 def insert_many(
@@ -42,30 +42,18 @@ def insert_many(
         assignments = ", ".join(f"{n} = excluded.{n}" for n in updated)
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
     # column by column, then zipped: a comprehension per column, not a generator per row
-    columns = [_bound(table.c[n], [row[n] for row in rows]) for n in names]
+    columns = [_bound(table.c[n], [row[n] for row in rows], conn.dialect) for n in names]
     conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
 
 
-def _bound(column: sa.Column[Any], values: list[Any]) -> list[Any]:
-    """`values` as SQLite takes them for `column` (only CompactTime needs anything done;
-    a batch's rows mostly share one time, converted once)."""
-    bind = _binder(column)
-    if bind is None:
+def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[Any]:
+    """`values` as SQLite takes them for `column`: times through their column type's own
+    conversion (CompactTime, SecondTime: the one place that says how a time is stored), the
+    rest as they are; a batch's rows mostly share one time, converted once."""
+    kind = column.type
+    if not isinstance(kind, CompactTime):
         return values
     done: dict[Any, Any] = {}
-    return [done[v] if v in done else done.setdefault(v, bind(v)) for v in values]
-
-
-def _binder(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
-    """What SQLite needs done to a column's values (only CompactTime needs anything)."""
-    if isinstance(column.type, CompactTime):
-        return _micros
-    return None
-
-
-def _micros(value: Any) -> Any:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"a naive datetime cannot be stored: {value!r}")
-    return to_micros(value)
+    return [
+        done[v] if v in done else done.setdefault(v, kind.process_bind_param(v, on)) for v in values
+    ]

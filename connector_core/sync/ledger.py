@@ -52,7 +52,7 @@ from connector_core.sync.terms import canonical_json as canonical_json  # what i
 _string = json.encoder.encode_basestring  # a JSON string, as canonical_json writes one
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
-CURRENT: Final = 3
+CURRENT: Final = 4
 """The format new rows are written in."""
 _V1: Final = (
     "seq",
@@ -79,8 +79,14 @@ PAYLOADS: Final[Mapping[int, tuple[str, ...]]] = {
     # HMAC-SHA256 of the JSON array of these, "entry" being the object of the ENTRY columns:
     # the entry and consent parts are the texts of their terms, serialised once per batch.
     3: ("version", "seq", "at", "record_key", "source_id", "entry", "consent_basis", "prev_hash"),
+    # Format 3's payload (with 4 as its version), hashed with HMAC-SHA256 truncated to its
+    # first 128 bits, as HMAC-SHA-256-128 of RFC 4868: half the bytes per row to store.
+    4: ("version", "seq", "at", "record_key", "source_id", "entry", "consent_basis", "prev_hash"),
 }
 """The columns hashed by each format, frozen: a new column needs a new format, never an edit."""
+_COMPACT: Final = frozenset({3, 4})  # the formats of payload_v3
+SHORT: Final = frozenset({4})  # the formats whose hash is a 128-bit prefix
+SHORT_BYTES: Final = 16
 KEY_MIN_BYTES: Final = 16
 _KEY_CHECK_LABEL = b"commons-connector ledger key check"
 _JSON_COLUMNS = ("fields", "consent_basis", "approvals")
@@ -145,12 +151,19 @@ def key_check(key: bytes) -> str:
 
 def payload(row: Mapping[str, Any], version: int) -> bytes:
     """The canonical bytes format `version` hashes: exactly the columns PAYLOADS names."""
-    if version == 3:
+    if version in _COMPACT:
         entry = canonical_json({name: row[name] for name in ENTRY})
         at = timestamp(row["at"])
         consent = canonical_json(row["consent_basis"])
         return payload_v3(
-            row["seq"], at, row["record_key"], row["source_id"], entry, consent, row["prev_hash"]
+            row["seq"],
+            at,
+            row["record_key"],
+            row["source_id"],
+            entry,
+            consent,
+            row["prev_hash"],
+            version=version,
         )
     data = {name: row[name] for name in PAYLOADS[version]}
     data["at"] = timestamp(row["at"])
@@ -158,26 +171,35 @@ def payload(row: Mapping[str, Any], version: int) -> bytes:
 
 
 def payload_v3(
-    seq: int, at: str, record_key: str, source_id: str, entry: str, consent: str, prev: str
+    seq: int,
+    at: str,
+    record_key: str,
+    source_id: str,
+    entry: str,
+    consent: str,
+    prev: str,
+    *,
+    version: int = 3,
 ) -> bytes:
-    """Format 3's payload from its parts (`entry` and `consent` as canonical JSON): the
-    canonical JSON of ``[3, seq, at, record_key, source_id, entry, consent, prev]``."""
+    """Format 3's (or 4's) payload from its parts (`entry` and `consent` as canonical JSON):
+    the canonical JSON of ``[version, seq, at, record_key, source_id, entry, consent, prev]``."""
     text = (
-        f"[3,{seq},{_string(at)},{_string(record_key)},{_string(source_id)},"
+        f"[{version},{seq},{_string(at)},{_string(record_key)},{_string(source_id)},"
         f"{entry},{consent},{_string(prev)}]"
     )
     return text.encode("utf-8", "surrogatepass")
 
 
 def row_hash(row: Mapping[str, Any], key: bytes | None) -> str:
-    """The hash (hex) of `row` in its own format (``row["version"]``): formats 2 and 3 need
-    `key`."""
+    """The hash (hex) of `row` in its own format (``row["version"]``): formats 2 to 4 need
+    `key`; format 4's is the first 128 bits of the HMAC."""
     version = row["version"]
     if version == 1:
         return hashlib.sha256(payload(row, 1)).hexdigest()
     if version not in PAYLOADS:
         raise ValueError(f"unknown ledger row format {version!r}")
-    return hmac.new(check_key(key), payload(row, version), hashlib.sha256).hexdigest()
+    digest = hmac.new(check_key(key), payload(row, version), hashlib.sha256).digest()
+    return (digest[:SHORT_BYTES] if version in SHORT else digest).hex()
 
 
 def _head(conn: Connection, *, lock: bool) -> Any:
@@ -261,10 +283,17 @@ def append(
         mac = keyed.copy()
         mac.update(
             payload_v3(
-                seq, when, row["record_key"], row["source_id"], entry_text, consent_text, prev
+                seq,
+                when,
+                row["record_key"],
+                row["source_id"],
+                entry_text,
+                consent_text,
+                prev,
+                version=CURRENT,
             )
         )
-        digest = mac.digest()
+        digest = mac.digest()[:SHORT_BYTES]
         prev = digest.hex()
         stored.append(
             {
@@ -656,8 +685,8 @@ def format_anchor(seq: int, digest: str) -> str:
 def parse_anchor(text: str) -> tuple[int, str]:
     """Read ``SEQ:HASH``; ValueError saying what is wrong otherwise."""
     seq, sep, digest = text.strip().partition(":")
-    if not sep or not seq.isdigit() or len(digest) != 64 or not _is_hex(digest):
-        raise ValueError(f"{text.strip()!r} is not SEQ:HASH (a number, ':', 64 hex digits)")
+    if not sep or not seq.isdigit() or len(digest) not in (32, 64) or not _is_hex(digest):
+        raise ValueError(f"{text.strip()!r} is not SEQ:HASH (a number, ':', 32 or 64 hex digits)")
     return int(seq), digest.lower()
 
 

@@ -78,6 +78,7 @@ __all__ = [
     "ran_since",
     "run_task",
     "settings_for",
+    "sources",
     "task_groups",
     "transport_options",
     "wait_drained",
@@ -383,15 +384,26 @@ def enqueue(
 
 
 def enqueue_jobs(config_path: Path, names: Iterable[str] | None = None) -> Enqueued:
-    """Load `config_path` and put its jobs `names` (default: every enabled job) on its
-    queue; for scripts and benchmarks (the CLI's `run --queue` also takes back retired
-    partners and ends expired share requests first)."""
+    """Load `config_path` and put its jobs `names` (default: every enabled job and fan-in)
+    on its queue; for scripts and benchmarks (the CLI's `run --queue` also takes back
+    retired partners and ends expired share requests first)."""
     config = _load(config_path)
-    jobs = config.model.jobs
-    chosen = [n for n, j in jobs.items() if j.enabled] if names is None else list(names)
+    if names is None:
+        chosen = [n for n, j in config.model.jobs.items() if j.enabled]
+        chosen += [n for n, f in config.model.fan_in.items() if f.enabled]
+    else:
+        chosen = list(names)
     for name in chosen:
-        config.job(name)  # a clear error for a misspelled name
-    return enqueue(settings_for(config), {n: jobs[n].source for n in chosen})
+        if name not in config.fan_ins:
+            config.job(name)  # a clear error for a misspelled name
+    return enqueue(settings_for(config), sources(config, chosen))
+
+
+def sources(config: Config, names: Iterable[str]) -> dict[str, str]:
+    """What each job of `names` reads, for :func:`task_groups`: a job's source connection;
+    a fan-in (which reads many sources itself) a group of its own."""
+    jobs = config.model.jobs
+    return {n: f"fan-in:{n}" if n in config.fan_ins else jobs[n].source for n in names}
 
 
 def _load(config_path: Path) -> Config:

@@ -79,6 +79,28 @@ class CompactTime(sa.TypeDecorator[dt.datetime]):
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+class SecondTime(CompactTime):
+    """A UTC timestamp to the second: seconds since 1970 on SQLite (4 bytes until 2038, then
+    6), ``timestamptz`` on PostgreSQL read back without its fraction. For the id map's
+    `updated_at`, which says since when a target holds a record (schema 0018)."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        """Whole seconds since the epoch on SQLite; the time cut to its second elsewhere."""
+        stored = super().process_bind_param(value, dialect)
+        if isinstance(stored, int):
+            return stored // 1_000_000
+        return None if stored is None else stored.replace(microsecond=0)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        """Read back an aware UTC datetime, to the second."""
+        if isinstance(value, int):
+            return from_micros(value * 1_000_000)
+        read = super().process_result_value(value, dialect)
+        return None if read is None else read.replace(microsecond=0)
+
+
 def to_micros(value: dt.datetime) -> int:
     """Microseconds since 1970-01-01 UTC (exact: integer arithmetic on the timedelta)."""
     return (value - _EPOCH) // dt.timedelta(microseconds=1)
@@ -145,7 +167,7 @@ id_map = sa.Table(
     sa.Column("shape", sa.Integer(), nullable=False),
     sa.Column("consent", sa.Integer(), nullable=False),
     sa.Column("field_hashes", sa.LargeBinary(), nullable=True),
-    sa.Column("updated_at", CompactTime(), nullable=False),
+    sa.Column("updated_at", SecondTime(), nullable=False),  # to the second (schema 0018)
     sqlite_with_rowid=False,  # the primary key is the table: no second copy of its columns
 )
 
@@ -198,7 +220,7 @@ outstanding = sa.Table(
 # columns (job, target, action, fields, policy, policy hash, approvals, reason) is its `entry`
 # term, its consent basis its `consent` term (schema 0006); `record_key` is packed by
 # terms.pack_key. A row's previous hash is the row_hash of the row before it (schema 0008
-# dropped the copy each row kept). `entry` is indexed for the entries of one job.
+# dropped the copy each row kept).
 ledger = sa.Table(
     "ledger",
     metadata,
@@ -210,9 +232,9 @@ ledger = sa.Table(
     sa.Column("consent", sa.Integer(), nullable=False),
     sa.Column("row_hash", Digest, nullable=False),
     # The hash format (connector_core.sync.ledger.PAYLOADS): 1 unkeyed SHA-256, 2 HMAC-SHA256,
-    # 3 HMAC-SHA256 of a compact payload.
+    # 3 HMAC-SHA256 of a compact payload, 4 the same cut to 128 bits (16 bytes in row_hash).
+    # No index but the primary key (schema 0018): every read of the ledger goes in seq order.
     sa.Column("version", sa.Integer(), nullable=False, server_default="1"),
-    sa.Index(None, "entry"),
 )
 
 # One row (id = 1) naming the last ledger row; updated in the same transaction as each append,
@@ -363,4 +385,22 @@ fingerprint_blocks = sa.Table(
     sa.Column("digest", sa.LargeBinary(), primary_key=True),
     sa.Column("ids", sa.LargeBinary(), nullable=False),
     sa.Column("fingerprints", sa.LargeBinary(), nullable=False),
+)
+
+# What each partner of a fan-in job contributed (connector_core.sync.fanin): one row per
+# partner source record, with the person it was matched to and the record's match keys
+# (keyed hashes of a normalised email or phone, never the value), the fields the partner's
+# policy let it give (field -> outcome label) and a keyed hash of what it gave. Rewritten
+# after each run where they changed; a partner whose read failed keeps its rows.
+fan_in_contributions = sa.Table(
+    "fan_in_contributions",
+    metadata,
+    sa.Column("job", sa.String(), primary_key=True),
+    sa.Column("partner", sa.String(), primary_key=True),
+    sa.Column("source_id", sa.String(), primary_key=True),
+    sa.Column("person", sa.String(), nullable=False),
+    sa.Column("fields", sa.JSON(), nullable=False),
+    sa.Column("keys", sa.JSON(), nullable=False),
+    sa.Column("digest", sa.String(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
 )

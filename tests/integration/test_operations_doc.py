@@ -66,7 +66,7 @@ def test_the_guard_example_is_what_a_run_prints(runner: CliRunner, demo: Path) -
     result = run(runner, "run", "organizers-north", cwd=demo, env=ENV)
     assert str(result.exit_code) in block
     printed = [
-        re.sub(r"^(ledger anchor \d+:)[0-9a-f]{64} appended to .*/", r"\1… appended to ", line)
+        re.sub(r"^(ledger anchor \d+:)[0-9a-f]{32,64} appended to .*/", r"\1… appended to ", line)
         for line in result.stdout.splitlines() + result.stderr.splitlines()
     ]
     assert sorted(printed) == sorted(shown)  # stdout and stderr interleave on a terminal

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,47 @@ def test_the_compact_format_is_frozen() -> None:
     assert covered == set(ledger.COLUMNS) - {"row_hash"}
 
 
+GOLDEN_V4 = "220c3c2ff15b50a18f94453ce2a415dd"
+
+
+def test_the_short_format_is_frozen() -> None:
+    """Format 4: format 3's payload with 4 as its version, HMAC-SHA256 cut to 128 bits."""
+    row = {**FIXED_ROW, "version": 4}
+    assert ledger.PAYLOADS[4] == ledger.PAYLOADS[3]
+    assert ledger.payload(row, 4) == b"[4" + ledger.payload({**row, "version": 3}, 3)[2:]
+    assert ledger.row_hash(row, TEST_LEDGER_KEY) == GOLDEN_V4
+    full = hmac.new(TEST_LEDGER_KEY, ledger.payload(row, 4), hashlib.sha256).hexdigest()
+    assert full[:32] == GOLDEN_V4
+
+
+def test_new_rows_are_short_and_chain_on_from_full_length_ones(
+    store: StateStore, make_change: Change, raw_engine: sa.Engine
+) -> None:
+    """A store upgraded with format 3 rows goes on with format 4 rows: the chain verifies
+    across the seam, and an edit on either side of it is still caught."""
+    store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change(str(i)) for i in (1, 2)])
+    rows = [dataclasses.asdict(e) for e in store.ledger_entries()]
+    assert {r["version"] for r in rows} == {4}
+    assert {len(r["row_hash"]) for r in rows} == {32}
+    prev = GENESIS_HASH
+    with raw_engine.begin() as conn:  # as a store written before format 4 holds them
+        for row in rows:
+            row["version"], row["prev_hash"] = 3, prev
+            row["row_hash"] = prev = ledger.row_hash(row, TEST_LEDGER_KEY)
+        tamper.update_rows(conn, rows)
+        conn.execute(sa.update(ledger.ledger_head).values(row_hash=prev))
+    store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change(str(i)) for i in (3, 4)])
+    entries = list(store.ledger_entries())
+    assert [e.version for e in entries] == [3, 3, 4, 4]
+    assert [len(e.row_hash) for e in entries] == [64, 64, 32, 32]
+    assert entries[2].prev_hash == entries[1].row_hash
+    report = store.verify_ledger(expect=[store.ledger_anchor()])
+    assert report.ok, report.problems
+    for seq in (2, 3):
+        tamper.edit(raw_engine, store, seq, source_id="forged")
+        assert not store.verify_ledger().ok
+
+
 TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | TEXT,
@@ -321,8 +363,8 @@ def test_a_new_column_changes_no_hash() -> None:
 
 def test_the_hash_is_keyed() -> None:
     assert ledger.row_hash(FIXED_ROW, OTHER_KEY) != ledger.row_hash(FIXED_ROW, TEST_LEDGER_KEY)
-    with pytest.raises(ValueError, match="unknown ledger row format 4"):
-        ledger.row_hash({**FIXED_ROW, "version": 4}, TEST_LEDGER_KEY)
+    with pytest.raises(ValueError, match="unknown ledger row format 5"):
+        ledger.row_hash({**FIXED_ROW, "version": 5}, TEST_LEDGER_KEY)
 
 
 # -- the key -----------------------------------------------------------------------------
@@ -372,7 +414,7 @@ def test_a_fresh_ledger_is_not_keyed_until_written(store: StateStore, make_chang
     store.check_ledger_writable()
     store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("1")])
     assert store.ledger_keyed()
-    assert next(store.ledger_entries()).version == ledger.CURRENT == 3
+    assert next(store.ledger_entries()).version == ledger.CURRENT == 4
 
 
 # -- upgrading an unkeyed ledger -----------------------------------------------------------
@@ -397,7 +439,7 @@ def test_an_unkeyed_ledger_is_migrated_once_by_an_admin(
     with pytest.raises(ledger.LedgerNeedsMigration):
         five.check_ledger_writable()
     assert five.migrate_ledger() == 5
-    assert [e.version for e in five.ledger_entries()] == [3] * 5
+    assert [e.version for e in five.ledger_entries()] == [ledger.CURRENT] * 5
     assert five.verify_ledger().ok
     assert five.migrate_ledger() == 0
     five.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("9")])
@@ -484,7 +526,9 @@ def test_anchors_are_appended_and_read_back(tmp_path: Path, five: StateStore) ->
     assert five.verify_ledger(expect=ledger.read_anchors(path)).ok
 
 
-@pytest.mark.parametrize("bad", ["5", "x:" + "a" * 64, "5:" + "a" * 63, "5:" + "g" * 64])
+@pytest.mark.parametrize(
+    "bad", ["5", "x:" + "a" * 64, "5:" + "a" * 63, "5:" + "a" * 48, "5:" + "g" * 64]
+)
 def test_a_malformed_anchor_line_names_its_place(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "anchors.log"
     path.write_text(f"# anchors\n\n2024-05-01T10:00:00+00:00 5:{'a' * 64}\n2024 {bad}\n")
@@ -492,6 +536,9 @@ def test_a_malformed_anchor_line_names_its_place(tmp_path: Path, bad: str) -> No
         ledger.read_anchors(path)
 
 
-@given(seq=st.integers(min_value=0, max_value=2**62), digest=st.binary(min_size=32, max_size=32))
+@given(
+    seq=st.integers(min_value=0, max_value=2**62),
+    digest=st.binary(min_size=16, max_size=16) | st.binary(min_size=32, max_size=32),
+)
 def test_anchors_round_trip(seq: int, digest: bytes) -> None:
     assert ledger.parse_anchor(ledger.format_anchor(seq, digest.hex())) == (seq, digest.hex())
