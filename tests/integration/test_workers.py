@@ -458,3 +458,52 @@ def test_rabbitmq_as_the_broker(make_network: Any, runner: CliRunner) -> None:
             conn.default_channel.queue_delete(settings.queue)
     finally:
         app.close()
+
+
+def test_a_fan_in_runs_on_a_worker(
+    tmp_path: Path, pg_server: dict[str, str], runner: CliRunner
+) -> None:
+    """A fan-in (many partners' sources into one national target) is a task of its own;
+    a worker runs it to the state a single-process run reaches."""
+    from tests.fanin import FanInNetwork, cli
+
+    ann = {"id": "l1", "email": "ann@example.org", "first_name": "Ann", "national": "yes"}
+    ann_y = {"id": "y1", "email": "ANN@example.org", "last_name": "Smith", "national": "yes"}
+    nets = {}
+    for kind in ("single", "queued"):
+        net = FanInNetwork(tmp_path / kind, pg_schema(pg_server[kind]))
+        net.partner("leeds", [ann])
+        net.partner("york", [ann_y])
+        nets[kind] = net
+    queued = nets["queued"]
+    broker = machine_redis()
+    with queued.config_path.open("a", encoding="utf-8") as out:
+        out.write(f"queue: {{broker: '{broker}', queue: fan-in-test, visibility_timeout: 2}}\n")
+    env = {**os.environ, **ENV}
+    args = ["--config", str(queued.config_path), "worker", "-n", "fan-in@%h"]
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER, *args],
+            cwd=queued.root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        single = cli(runner, nets["single"], "run", "--all")
+        assert single.exit_code == 0, single.output
+        sent = cli(runner, queued, "run", "--all", "--queue")
+        assert sent.exit_code == 0, sent.output
+        assert "queued 1 job(s) in 1 task(s)" in sent.stderr
+        settings = queue.settings_for(queued.config())
+        assert queue.wait_drained(settings, 40, poll=0.3), log.read_text(encoding="utf-8")
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    def rows(net: FanInNetwork) -> list[dict[str, str]]:  # keys: each store's own secret
+        return [{k: v for k, v in row.items() if k != "id"} for row in net.national()]
+
+    assert rows(queued) == rows(nets["single"]) != []
