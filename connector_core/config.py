@@ -490,6 +490,79 @@ class RequestsConfig(_Block):
     )
 
 
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
+
+
+class QueueConfig(_Block):
+    """Worker mode: jobs run as Celery tasks taken from a Redis or RabbitMQ broker."""
+
+    broker: str = Field(
+        description="Broker URL without user or password: redis://HOST:6379/DB or "
+        "amqp://HOST:5672/VHOST (rediss:// and amqps:// for TLS)"
+    )
+    username: str | SecretRef | None = Field(
+        default=None,
+        description="Broker user: a name, or {secret: KEY} / {env: VARIABLE} (stored with "
+        "`connector credentials set network KEY`)",
+    )
+    password: SecretRef | None = Field(
+        default=None,
+        description="Broker password, e.g. {secret: broker_password} (stored with `connector "
+        "credentials set network broker_password`) or {env: VARIABLE}; never written here",
+    )
+    queue: str = Field(
+        default="connector",
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="The queue's name; networks sharing one broker give each its own",
+    )
+    retry_backoff: float = Field(
+        default=30,
+        gt=0,
+        le=86400,
+        description="Seconds before the first retry of a job that met a passing failure (a "
+        "remote down, its lock held); each further retry waits twice as long",
+    )
+    backoff_max: float = Field(
+        default=900, gt=0, le=86400, description="The longest wait between two retries, seconds"
+    )
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Retries of a passing failure before the job is left to its next run",
+    )
+    visibility_timeout: float = Field(
+        default=3600,
+        gt=0,
+        le=7 * 86400,
+        description="Redis: seconds after which a task a worker took and never acknowledged "
+        "(the worker died) goes to another worker; longer than your longest job",
+    )
+    group_limit: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Most jobs sharing a source that one task runs from one read; more jobs "
+        "on a source are spread over more tasks (and workers)",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = _url_parts(value)
+        if parts is None or parts.scheme not in _BROKER_SCHEMES or not parts.hostname:
+            raise ValueError(
+                "must be a redis://HOST:PORT/DB or amqp://HOST:PORT/VHOST URL "
+                "(rediss:// and amqps:// with TLS)"
+            )
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError(
+                "must not hold a user name, password or query: write the user in `username` "
+                "and the password as `password: {secret: KEY}`"
+            )
+        return value
+
+
 class ConnectorConfig(_Block):
     """The whole of connector.yaml."""
 
@@ -522,6 +595,11 @@ class ConnectorConfig(_Block):
     )
     requests: RequestsConfig | None = Field(
         default=None, description="How share requests from other groups are answered"
+    )
+    queue: QueueConfig | None = Field(
+        default=None,
+        description="Worker mode: the broker `connector worker` takes jobs from and "
+        "`connector run --queue` puts them on",
     )
 
     @model_validator(mode="after")
@@ -756,6 +834,13 @@ def _check_secret_variables(
                 (NETWORK, ref.secret, tuple(int(p) if p.isdigit() else p for p in name.split(".")))
                 for name, ref in model.notifications.secret_refs()
                 if ref.secret is not None
+            ]
+        if model.queue is not None:
+            refs += [
+                (NETWORK, ref.secret, ("queue", name))
+                for name in ("username", "password")
+                if isinstance(ref := getattr(model.queue, name), SecretRef)
+                and ref.secret is not None
             ]
     for connection, values in settings.items():
         refs += [

@@ -122,6 +122,10 @@ COMMANDS = {
         "connector_core.cli.requests:requests",
         "Receive, review, decide and revoke share requests from other groups.",
     ),
+    "worker": Lazy(
+        "connector_core.cli.workers:worker",
+        "Take jobs from the queue (`queue:` in connector.yaml) and run them, until stopped.",
+    ),
     "who-has": Lazy(
         "connector_core.cli.sync:who_has",
         "List every target that currently holds the person with source id RECORD, and why.",

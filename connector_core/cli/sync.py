@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import os
 import signal
@@ -201,6 +202,13 @@ def _job_or_fan_in(app: App, name: str) -> None:
     help="Retire up to N partners that left their registry at once (more than the "
     "template's max_retire), taking their data back.",
 )
+@click.option(
+    "--queue",
+    "use_queue",
+    is_flag=True,
+    help="Put the jobs on the queue for `connector worker` processes instead of running "
+    "them here (`queue:` in connector.yaml).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run summaries as JSON.")
 @click.pass_context
 def run(
@@ -212,6 +220,7 @@ def run(
     reconcile: bool | None,
     accept_deletes: int,
     accept_retire: int,
+    use_queue: bool,
     as_json: bool,
 ) -> None:
     """Run the sync job JOB (or --all, or --due) defined in connector.yaml.
@@ -222,9 +231,19 @@ def run(
     configuration or policy problem, 4 a remote tool was unavailable (what
     was done is kept; the next run resumes), 5 deletes held back by the
     mass-delete guard (accept them with --accept-deletes N).
+
+    With --queue the jobs are put on the queue (one task per group of jobs sharing a
+    source) and `connector worker` processes run them; `connector status` shows them.
     """
     app: App = ctx.obj
     quiet = bool(ctx.find_root().params.get("quiet"))
+    if use_queue:
+        if dry_run or reconcile or accept_deletes or as_json:
+            raise click.UsageError(
+                "--queue puts jobs on the queue: it cannot be combined with --dry-run, "
+                "--reconcile, --accept-deletes or --json (run those here, without --queue)"
+            )
+        ctx.exit(_enqueue(app, job, run_all, due, accept_retire, quiet))
     results: list[RunResult] = []
     refused: list[int] = []  # exit codes of jobs that could not even start
     with open_store(app, keyed=not dry_run, create_key=True, read_only=dry_run) as store:
@@ -256,7 +275,7 @@ def run(
                     accept_deletes=accept_deletes,
                 )
                 results.extend(ran)
-                refused.extend(not_run)
+                refused.extend(err.exit_code for err in not_run.values())
                 for name in fan_ins:
                     try:
                         results.append(
@@ -275,6 +294,29 @@ def run(
     if as_json:
         emit_json([result_json(r) for r in results])
     ctx.exit(exit_code(results, refused))
+
+
+def _enqueue(
+    app: App, job: str | None, run_all: bool, due: bool, accept_retire: int, quiet: bool
+) -> int:
+    """`run --queue`: what a run does first here (expired share requests, retired
+    partners), then the jobs go on the queue; the exit status of what was done here."""
+    from connector_core.cli.workers import enqueue_names  # celery: with --queue only
+
+    with open_store(app, keyed=True, create_key=True) as store:
+        store.check_ledger_writable()
+        _requests_before(app, store)
+        names = _select(app, job, run_all, due, store)
+        retired, codes = sync_partners(app, store, retire=job is None, accept=accept_retire)
+        for result in retired:
+            _report(result, False, quiet)
+        if retired:
+            export_anchor(app, store, quiet=quiet)
+    if names:
+        enqueue_names(app, names)
+    elif not quiet:
+        click.echo("no job to queue", err=True)
+    return exit_code(retired, codes)
 
 
 def _requests_before(app: App, store: StateStore) -> None:
@@ -328,10 +370,10 @@ def _run_many(
     quiet: bool = False,
     as_json: bool = False,
     accept_deletes: int = 0,
-) -> tuple[list[RunResult], list[int]]:
+) -> tuple[list[RunResult], dict[str, ConnectorError]]:
     """Load and run `names`, those sharing a source from one read (run_jobs); report each
-    job as _run_one does, in order. Returns the results and the exit codes of the jobs
-    that did not run."""
+    job as _run_one does, in order. Returns the results and why each job that did not run
+    did not."""
     env = PolicyEnv.from_app(app)
     loaded: list[LoadedJob] = []
     failed: dict[str, ConnectorError] = {}
@@ -372,7 +414,7 @@ def _run_many(
             _report_refused(name, failed[name])
         elif not as_json:
             _report(results[name], dry_run, quiet)
-    return list(results.values()), [err.exit_code for err in failed.values()]
+    return list(results.values()), failed
 
 
 def _report_refused(name: str, err: ConnectorError) -> None:
@@ -473,19 +515,33 @@ def _change_line(change: Any) -> str:
 
 
 @click.command()
+@click.option(
+    "--queue",
+    "use_queue",
+    is_flag=True,
+    help="Put due jobs on the queue for `connector worker` processes instead of running them here.",
+)
 @click.pass_context
-def schedule(ctx: click.Context) -> None:
+def schedule(ctx: click.Context, use_queue: bool) -> None:
     """Stay running and run each job when its cron schedule says it is due.
 
     A failing job is reported and never stops the scheduler. Stop it with Ctrl-C or
-    SIGTERM: the job running then finishes first.
+    SIGTERM: the job running then finishes first. With --queue, due jobs go on the queue
+    and workers run them (a job queued and not yet run is not queued again).
     """
     app: App = ctx.obj
     jobs = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
     wake = threading.Event()  # a signal ends the wait at once (time.sleep would resume)
     from connector_core.sync.schedule import Scheduler  # croniter: when scheduling only
 
-    scheduler = Scheduler(jobs, lambda _now: _run_due(app), sleep=wake.wait)
+    if use_queue:
+        from connector_core.sync import queue
+
+        queue.settings_for(app.config)  # no queue block: said now, not at the first tick
+        asked: dict[str, dt.datetime] = {}
+        scheduler = Scheduler(jobs, lambda now: _enqueue_due(app, asked, now), sleep=wake.wait)
+    else:
+        scheduler = Scheduler(jobs, lambda _now: _run_due(app), sleep=wake.wait)
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
         scheduler.stop_requested = True
@@ -508,6 +564,26 @@ def _run_due(app: App) -> list[str]:
             _run_many(app, ran, store)  # reports each job; a failing one never stops it
             export_anchor(app, store, quiet=False)
     return ran
+
+
+def _enqueue_due(app: App, asked: dict[str, dt.datetime], now: dt.datetime) -> list[str]:
+    """Queue the jobs that are due, counting a job queued earlier (in `asked`) as run then."""
+    from connector_core.cli.workers import enqueue_names
+    from connector_core.sync.schedule import due_jobs
+
+    enabled = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
+    enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
+    with open_store(app, keyed=True, create_key=True) as store:
+        last = {}
+        for name in enabled:
+            times = [store.job_state(name).last_run_at, asked.get(name)]
+            last[name] = max((t for t in times if t is not None), default=None)
+        due = due_jobs(enabled, last, now)
+        sync_partners(app, store, retire=True)
+    if due:
+        enqueue_names(app, due)
+        asked.update(dict.fromkeys(due, now))
+    return due
 
 
 @click.command()
@@ -561,6 +637,10 @@ def _show_killed(store: StateStore, row: dict[str, Any]) -> None:
 def status(app: App, job: str | None, as_json: bool) -> None:
     """Show each job's last run and the changes it still owes its target, and why.
 
+    With a `queue:` in connector.yaml it also shows, across workers, the jobs queued at
+    the broker or taken by a worker, and a totals line: queued, running, failed, with
+    changes outstanding. With --json each job has a "state".
+
     \b
     Exit status: 0 nothing outstanding, 1 some changes are outstanding.
     """
@@ -568,6 +648,7 @@ def status(app: App, job: str | None, as_json: bool) -> None:
     if job is not None:
         app.config.job(job)
     report = []
+    queued = _queue_report(app)
     with open_store(app) as store:
         for name in names:
             last = store.runs(name, limit=1)
@@ -596,13 +677,62 @@ def status(app: App, job: str | None, as_json: bool) -> None:
                     ],
                 }
             )
+            report[-1]["state"] = _job_state(report[-1], queued)
+            if queued is not None and name in queued.active:
+                report[-1]["worker"] = queued.active[name]
     if as_json:
         emit_json(report)
     else:
         for entry in report:
             _status_lines(entry)
+        if queued is not None:
+            click.echo(_totals_line(report, queued))
     if any(entry["outstanding"] for entry in report):
         raise SystemExit(ExitCode.RECORDS_FAILED)
+
+
+def _queue_report(app: App) -> Any:
+    """What the broker and the workers say, when connector.yaml has a queue (else None);
+    a broker that cannot be reached is said on stderr, and the rest is shown."""
+    if app.config.model.queue is None:
+        return None
+    from connector_core.sync import queue  # celery: with a queue only
+
+    try:
+        return queue.queue_report(queue.settings_for(app.config))
+    except queue.BrokerUnavailable as err:
+        click.secho(f"warning: {err}; queued jobs are not shown", fg="yellow", err=True)
+        return queue.QueueReport()
+
+
+def _job_state(entry: dict[str, Any], queued: Any) -> str:
+    """One word for a job: running, queued, failed, outstanding, ok or never-run."""
+    last = entry["last_run"]
+    if last is not None and last["status"] == "running":
+        return "running"
+    in_queue = None if queued is None else queued.state(entry["job"])
+    if in_queue is not None:
+        return str(in_queue)
+    if last is not None and last["status"] in ("aborted", "killed"):
+        return "failed"
+    if entry["outstanding"]:
+        return "outstanding"
+    return "never-run" if last is None else "ok"
+
+
+def _totals_line(report: list[dict[str, Any]], queued: Any) -> str:
+    counts = collections.Counter(entry["state"] for entry in report)
+    waiting = f"{queued.messages} task(s) waiting at the broker"
+    if queued.queued is None and queued.messages:
+        waiting += ", for jobs it does not name (RabbitMQ)"
+    if queued.unacked:
+        waiting += f", {queued.unacked} taken by a worker"
+    workers = f", {len(queued.workers)} worker(s) answering" if queued.workers else ""
+    return (
+        f"{len(report)} job(s): {counts['queued']} queued, {counts['running']} running, "
+        f"{counts['failed']} failed, {counts['outstanding']} with changes outstanding "
+        f"({waiting}{workers})"
+    )
 
 
 _STATUS_WORDS = {
@@ -616,7 +746,10 @@ def _status_lines(entry: dict[str, Any]) -> None:
     last = entry["last_run"]
     when = f"last run {last['started_at']:%Y-%m-%d %H:%M} {last['status']}" if last else "never run"
     owed = entry["outstanding"]
-    click.echo(f"{entry['job']}: {when}, {len(owed)} change(s) outstanding")
+    queued = ", queued" if entry.get("state") == "queued" else ""
+    if "worker" in entry:
+        queued = f", running on {entry['worker']}"
+    click.echo(f"{entry['job']}: {when}{queued}, {len(owed)} change(s) outstanding")
     for o in owed:
         why = _STATUS_WORDS[o["status"]] + (f": {o['error']}" if o["error"] else "")
         click.echo(f"  {o['action']} {o['source_id']} ({o['reason']}): {why}")

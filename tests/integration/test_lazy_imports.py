@@ -30,7 +30,8 @@ from connector_core.plugins import make_plugin_manager, register_builtin
 from tests.integration.test_cli import run
 
 #: What `connector --help` and `--version` must not import: the state store, HTTP, the
-#: keyring, pydantic (config, policies), the policy engine, and the plugins' adapters.
+#: keyring, pydantic (config, policies), the policy engine, the queue (Celery, kombu, the
+#: Redis client), and the plugins' adapters.
 HEAVY = (
     "sqlalchemy",
     "alembic",
@@ -40,6 +41,9 @@ HEAVY = (
     "pydantic",
     "yaml",
     "croniter",
+    "celery",
+    "kombu",
+    "redis",
     "connector_core.adapters",
     "connector_core.config",
     "connector_core.credentials",
@@ -199,6 +203,7 @@ def test_a_run_imports_only_the_adapters_its_config_uses(
     }
     assert not unused & modules
     assert "requests" not in modules
+    assert "celery" not in modules  # worker mode's: with a queue only
     assert unused <= imported_by("adapters", cwd=demo)
 
 
