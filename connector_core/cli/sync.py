@@ -141,15 +141,13 @@ def exit_code(results: list[RunResult], refused: list[int] | None = None) -> int
 
 
 def _select(app: App, job: str | None, run_all: bool, due: bool, store: StateStore) -> list[str]:
-    jobs = app.config.model.jobs
     if sum((job is not None, run_all, due)) != 1:
         raise click.UsageError("give one of JOB, --all or --due")
     if job is not None:
         if job not in app.config.fan_ins:
             _job_or_fan_in(app, job)  # a clear error, with a suggestion, for a misspelled name
         return [job]
-    enabled = {name: j.schedule for name, j in jobs.items() if j.enabled}
-    enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
+    enabled = scheduled(app)
     if run_all:
         return list(enabled)
     last = {name: store.job_state(name).last_run_at for name in enabled}
@@ -263,10 +261,9 @@ def run(
                     _run_one(app, job, dry_run, reconcile, quiet, store, as_json, accept_deletes)
                 )
             else:  # jobs sharing a source read it once; one broken job never stops the others
-                fan_ins = [n for n in names if n in app.config.fan_ins]  # after the jobs
-                ran, not_run = _run_many(
+                ran, codes = _run_names(
                     app,
-                    [n for n in names if n not in app.config.fan_ins],
+                    names,
                     store,
                     dry_run=dry_run,
                     reconcile=reconcile,
@@ -275,17 +272,7 @@ def run(
                     accept_deletes=accept_deletes,
                 )
                 results.extend(ran)
-                refused.extend(err.exit_code for err in not_run.values())
-                for name in fan_ins:
-                    try:
-                        results.append(
-                            _run_one(
-                                app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes
-                            )
-                        )
-                    except ConnectorError as err:
-                        _report_refused(name, err)
-                        refused.append(err.exit_code)
+                refused.extend(codes)
             if not dry_run:
                 _requests_after(app, store, results)
         finally:
@@ -358,6 +345,43 @@ def share_requests_now() -> dt.datetime:
     if moved.tzinfo is None:
         moved = moved.replace(tzinfo=dt.UTC)
     return max(real, moved)
+
+
+def _run_names(
+    app: App,
+    names: list[str],
+    store: StateStore,
+    *,
+    dry_run: bool = False,
+    reconcile: bool | None = None,
+    quiet: bool = False,
+    as_json: bool = False,
+    accept_deletes: int = 0,
+) -> tuple[list[RunResult], list[int]]:
+    """Run `names` (jobs and fan-ins): the jobs through :func:`_run_many` (one read per
+    source), then each fan-in on its own; a refused one is reported and never stops the
+    rest. Returns the results and the exit codes of what could not start."""
+    fan_ins = [n for n in names if n in app.config.fan_ins]
+    results, not_run = _run_many(
+        app,
+        [n for n in names if n not in app.config.fan_ins],
+        store,
+        dry_run=dry_run,
+        reconcile=reconcile,
+        quiet=quiet,
+        as_json=as_json,
+        accept_deletes=accept_deletes,
+    )
+    refused: list[int] = [err.exit_code for err in not_run.values()]
+    for name in fan_ins:
+        try:
+            results.append(
+                _run_one(app, name, dry_run, reconcile, quiet, store, as_json, accept_deletes)
+            )
+        except ConnectorError as err:
+            _report_refused(name, err)
+            refused.append(err.exit_code)
+    return results, refused
 
 
 def _run_many(
@@ -530,7 +554,7 @@ def schedule(ctx: click.Context, use_queue: bool) -> None:
     and workers run them (a job queued and not yet run is not queued again).
     """
     app: App = ctx.obj
-    jobs = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
+    jobs = scheduled(app)
     wake = threading.Event()  # a signal ends the wait at once (time.sleep would resume)
     from connector_core.sync.schedule import Scheduler  # croniter: when scheduling only
 
@@ -555,13 +579,22 @@ def schedule(ctx: click.Context, use_queue: bool) -> None:
         click.echo("stopped", err=True)
 
 
+def scheduled(app: App) -> dict[str, str | None]:
+    """The cron schedule (None: none) of every enabled job and fan-in, by name: what `run
+    --all` runs, what `--due` and `schedule` check."""
+    model = app.config.model
+    entries: dict[str, str | None] = {n: j.schedule for n, j in model.jobs.items() if j.enabled}
+    entries.update((n, f.schedule) for n, f in model.fan_in.items() if f.enabled)
+    return entries
+
+
 def _run_due(app: App) -> list[str]:
     with open_store(app, keyed=True, create_key=True) as store:
         store.check_ledger_writable()
         ran = _select(app, None, False, True, store)
         sync_partners(app, store, retire=True)
         if ran:
-            _run_many(app, ran, store)  # reports each job; a failing one never stops it
+            _run_names(app, ran, store)  # reports each; a failing one never stops the rest
             export_anchor(app, store, quiet=False)
     return ran
 
@@ -571,8 +604,7 @@ def _enqueue_due(app: App, asked: dict[str, dt.datetime], now: dt.datetime) -> l
     from connector_core.cli.workers import enqueue_names
     from connector_core.sync.schedule import due_jobs
 
-    enabled = {n: j.schedule for n, j in app.config.model.jobs.items() if j.enabled}
-    enabled.update((n, f.schedule) for n, f in app.config.model.fan_in.items() if f.enabled)
+    enabled = scheduled(app)
     with open_store(app, keyed=True, create_key=True) as store:
         last = {}
         for name in enabled:

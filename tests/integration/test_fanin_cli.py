@@ -231,3 +231,27 @@ def test_who_has_follows_a_partner_record_into_the_national_target(
     assert row["target"] == "national_crm"
     assert sorted(row["fields"]) == ["city", "email", "first_name", "last_name"]
     assert "national_crm (job national" in cli(runner, net, "who-has", "y1").output
+
+
+def test_the_in_process_scheduler_runs_a_due_fan_in(
+    net: FanInNetwork, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`connector schedule` (no --queue) runs a due fan-in like `run --due` does: after
+    the jobs, as a fan-in (it was handed to the jobs' one-read runner, which knows no
+    fan-in, and refused)."""
+    from connector_core.cli.app import App
+    from connector_core.cli.sync import _run_due, scheduled
+
+    text = net.config_path.read_text(encoding="utf-8")
+    net.config_path.write_text(
+        text.replace(
+            "    purpose: national\n", "    purpose: national\n    schedule: '*/5 * * * *'\n"
+        ),
+        encoding="utf-8",
+    )
+    app = App(net.config_path)
+    assert scheduled(app) == {"national": "*/5 * * * *"}  # the scheduler wakes for it
+    assert _run_due(app) == ["national"]
+    (row,) = net.national()
+    assert (row["first_name"], row["last_name"]) == ("Ann", "Smith")
+    assert "national: read" in capsys.readouterr().out
