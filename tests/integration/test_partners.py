@@ -116,6 +116,19 @@ def test_partners_with_equal_values_share_one_compiled_policy(network: Path) -> 
         patch.setattr(jobs, "load_job_policy", counted)
         loaded = [jobs.load_job(config, n, check_schema=False, policies=policies) for n in names]
     try:
+        from connector_core.sync import schema_check
+
+        checks, checked = schema_check.SourceChecks(config), []
+        with pytest.MonkeyPatch.context() as patch:
+            real_check = schema_check.check_fields
+            patch.setattr(
+                schema_check,
+                "check_fields",
+                lambda *a, **k: checked.append(a[1]) or real_check(*a, **k),
+            )
+            for job in loaded:  # the schema check too: once per source and shared policy
+                checks.check(job.config.source, job.source, job.policy).raise_for_errors()
+        assert checked == ["members"] * 3
         assert len(calls) == 3
         assert loaded[0].policy is loaded[3].policy
         assert loaded[0].policy is not loaded[1].policy
