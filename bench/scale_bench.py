@@ -21,10 +21,17 @@ partner's file holds exactly the consented, living people of its area with only 
 allowed columns, and the partners' files together hold exactly the baseline's rows.
 
     uv run python -m bench.scale_bench --people 100000 --partners 1500 [--stores postgresql,sqlite]
+                                       [--workers 1,2,4 [--no-in-process]]
                                        [--write-results] [--json] [--note TEXT]
 
-``--write-results`` writes bench/RESULTS-scale.md. The network runs in one process
-(:func:`network_run`); worker processes are a mode to add there.
+``--write-results`` writes bench/RESULTS-scale.md. ``--workers 1,2,4`` also runs the network
+on N `connector worker -c 1` processes (:func:`network_run`; PostgreSQL state only, broker
+a queue of its own on the machine's Redis, database 12 or ``SCALE_BENCH_BROKER``): the
+workers are started and ready first, then `connector run --all --queue` is measured from
+its start to the end of the last job's run (the state store's runs), with the CPU of that
+process and of every worker and pool process between ready and drained (from /proc), the
+peak RSS of each worker (the larger of its main and pool process), and the source's reads
+counted in every process. The speed-up is one worker's wall over N workers'.
 """
 
 from __future__ import annotations
@@ -118,7 +125,7 @@ partners:
       settings: {path: {partner: target}}
 """
 QUEUE = """\
-queue: {broker: "%(broker)s", queue: %(queue)s}
+queue: {broker: "%(broker)s", queue: %(queue)s, group_limit: %(group_limit)d}
 """
 ONE_JOB = """\
   everyone-out:  # BASELINE
@@ -241,7 +248,9 @@ class Workspace:
     ``network`` (the partner jobs in one process) or ``workers-N`` (the partner jobs on N
     `connector worker` processes, PostgreSQL only)."""
 
-    def __init__(self, root: Path, mode: str, store: str, partners: int) -> None:
+    def __init__(
+        self, root: Path, mode: str, store: str, partners: int, group_limit: int = 32
+    ) -> None:
         self.root, self.mode, self.store, self.partners = root, mode, store, partners
         self.workers = int(mode.split("-")[1]) if mode.startswith("workers-") else 0
         self.queue = f"sb-q-{os.getpid()}-{mode}"
@@ -258,7 +267,11 @@ class Workspace:
         if mode != "baseline":
             rest = NETWORK
             if self.workers:
-                rest += QUEUE % {"broker": BROKER, "queue": self.queue}
+                rest += QUEUE % {
+                    "broker": BROKER,
+                    "queue": self.queue,
+                    "group_limit": group_limit,
+                }
             (root / "partner-local.yaml").write_text(PARTNER_POLICY, encoding="utf-8")
             write_registry(root / "partners.csv", partners)
         else:
@@ -305,6 +318,7 @@ class Workspace:
         if isinstance(measure, WorkersMeasure):
             result["worker_rss_mb"] = measure.worker_rss_mb
             result["tasks"] = measure.tasks
+            result["retries"] = measure.retries
         return result
 
     def state_bytes(self) -> int:
@@ -345,6 +359,7 @@ class WorkersMeasure(Measure):
 
     worker_rss_mb: list[float] = dataclasses.field(default_factory=list)
     tasks: int = 0
+    retries: int = 0  # tasks retried (a job that could not run: e.g. too many connections)
 
 
 def network_run(ws: Workspace, argv: list[str], counts: Path) -> Measure:
@@ -371,6 +386,7 @@ def network_run(ws: Workspace, argv: list[str], counts: Path) -> Measure:
         cpu = sum(worker.cpu() - before for worker, before in zip(workers, used, strict=True))
         rss = [worker.peak_rss_mb() for worker in workers]
         tasks = sum(worker.tasks() for worker in workers)
+        retries = sum(worker.log().count("connector.queue: retrying") for worker in workers)
     except BaseException:
         for worker in workers:
             log(f"worker {worker.n} log:\n{worker.log()[-3000:]}")
@@ -380,7 +396,7 @@ def network_run(ws: Workspace, argv: list[str], counts: Path) -> Measure:
             worker.stop()
     last = ws.last_finished()
     wall = (last if last and start < last <= drained else drained) - start
-    return WorkersMeasure(wall, enqueue.cpu + cpu, max(rss), rss, tasks)
+    return WorkersMeasure(wall, enqueue.cpu + cpu, max(rss), rss, tasks, retries)
 
 
 class BenchWorker:
@@ -525,9 +541,13 @@ def run_bench(
     changed: float = 0.01,
     workers: Sequence[int] = (),
     in_process: bool = True,
+    group_limit: int | None = None,
 ) -> dict[str, Any]:
     """Every mode on each store kind: a first run, then an incremental run after `changed`
-    of the people changed; targets checked after each."""
+    of the people changed; targets checked after each. `group_limit`: jobs per task on the
+    workers (default: what PostgreSQL's max_connections allows the most workers)."""
+    if workers and group_limit is None:
+        group_limit = fitting_group_limit(max(workers))
     base = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     source, source_changed = base / "people.csv", base / "people-changed.csv"
     log(f"writing {people_count:,} people over {partners:,} areas")
@@ -539,7 +559,9 @@ def run_bench(
         for store in stores:
             spaces = {}
             for mode in modes_for(store, workers, in_process):
-                spaces[mode] = Workspace(base / store / mode, mode, store, partners)
+                spaces[mode] = Workspace(
+                    base / store / mode, mode, store, partners, group_limit or 32
+                )
             found: dict[str, dict[str, Any]] = {mode: {} for mode in spaces}
             for phase, data in (("first", source), ("incremental", source_changed)):
                 for mode, ws in spaces.items():
@@ -556,7 +578,24 @@ def run_bench(
         for ws in spaces.values():
             ws.drop()
         shutil.rmtree(base, ignore_errors=True)
-    return summarize(results, people_count, partners, changed)
+    summary = summarize(results, people_count, partners, changed)
+    if workers:
+        summary["group_limit"] = group_limit
+    return summary
+
+
+def fitting_group_limit(workers: int, spare: int = 20) -> int:
+    """The most jobs per task (at most 32) for which `workers` busy workers stay within
+    PostgreSQL's max_connections, `spare` left for others: a task holds two lock
+    connections per job (docs/operations.md, Workers). Too many, and jobs fail with "too
+    many clients" and wait for their retry (30 s), which a benchmark must not measure."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(f"{PG_SERVER}/postgres", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        limit = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
+    admin.dispose()
+    return max(1, min(32, (limit - spare - 2 * workers) // (2 * workers)))
 
 
 def _short(run: dict[str, Any]) -> str:
@@ -611,8 +650,10 @@ def summarize(
 
 
 def primary(found: dict[str, Any]) -> str:
-    """The network mode the targets are read from: in one process, else one worker."""
-    return "network" if "network" in found else "workers-1"
+    """The network mode the targets are read from: in one process, else the fewest workers."""
+    if "network" in found:
+        return "network"
+    return min((m for m in found if m.startswith("workers-")), key=lambda m: int(m[8:]))
 
 
 def measured_modes(found: dict[str, Any]) -> list[str]:
@@ -684,7 +725,9 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
                 f"- {store}: {w} workers {first['wall']:.2f}x one worker's speed on the first "
                 f"run{target if w == 2 else ''}, {incr['wall']:.2f}x on the incremental run; "
                 f"CPU {first['cpu']:.2f}x / {incr['cpu']:.2f}x one worker's; "
-                f"{found[mode]['first']['tasks']} task(s); peak RSS per worker {rss} MB."
+                f"{found[mode]['first']['tasks']} task(s) (group_limit "
+                f"{results.get('group_limit')}), {found[mode]['first']['retries']} retried; "
+                f"peak RSS per worker {rss} MB."
             )
     lines += [""] + [f"- {note}" for note in notes or []]
     return "\n".join(lines).rstrip() + "\n"
@@ -717,6 +760,11 @@ def main() -> None:
         "(PostgreSQL state, Redis broker at $SCALE_BENCH_BROKER or redis://127.0.0.1:6379/12)",
     )  # fmt: skip
     parser.add_argument(
+        "--group-limit", type=int,
+        help="jobs per task on the workers (default: the most that PostgreSQL's "
+        "max_connections allows the largest number of workers, at most 32)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-in-process", action="store_true",
         help="with --workers: skip the in-process network run on PostgreSQL",
     )  # fmt: skip
@@ -730,7 +778,13 @@ def main() -> None:
         stores = [s for s in args.stores.split(",") if s]
         workers = [int(n) for n in args.workers.split(",") if n]
         results = run_bench(
-            args.people, args.partners, stores, args.changed, workers, not args.no_in_process
+            args.people,
+            args.partners,
+            stores,
+            args.changed,
+            workers,
+            not args.no_in_process,
+            args.group_limit,
         )
     if args.json:
         print(json.dumps(results, indent=1))
