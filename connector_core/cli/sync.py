@@ -19,7 +19,7 @@ from connector_core.cli.ledger import export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.fanout import run_jobs
-from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.job import LoadedJob, PolicyCache, load_job
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.model import RunCounts
 from connector_core.sync.runner import RunResult, run_job
@@ -403,12 +403,11 @@ def _run_many(
     failed: dict[str, ConnectorError] = {}
     progress = Progress(f"{len(names)} jobs", not quiet)
     checks = SourceChecks(app.config)  # a source shared by many jobs is listed once
+    policies = PolicyCache(app.config, env.masks, env.context())  # a template's, once
     try:
         for name in names:
             try:
-                job = load_job(
-                    app.config, name, masks=env.masks, context=env.context(), check_schema=False
-                )
+                job = load_job(app.config, name, check_schema=False, policies=policies)
             except ConnectorError as err:
                 failed[name] = err
                 continue

@@ -54,7 +54,6 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -70,6 +69,7 @@ from connector_core.records import Record
 from connector_core.sync.job import (
     JobOptions,
     LoadedJob,
+    PolicyCache,
     fingerprint,
     key_secret,
     load_job_policy,
@@ -190,7 +190,7 @@ def load_fan_in(
             hint=f"Add `require_consent: [{body.purpose}]` to {body.policy.name}.",
         )
     with contextlib.ExitStack() as opened:  # close what was opened if anything fails
-        policies = _Policies(config, masks, context)
+        policies = PolicyCache(config, masks, context)
         partners = [_load_partner(config, source, policies) for source in fan_in.sources]
         for _, adapter, _, _ in partners:
             if adapter is not None:
@@ -223,46 +223,12 @@ def load_fan_in(
     return loaded
 
 
-class _Policies:
-    """The partners' compiled policies of one load: partners whose policy is one file with
-    the same values in the columns it uses share one (thousands of registry partners
-    compile it once, or once per region)."""
-
-    def __init__(
-        self, config: Config, masks: Mapping[str, MaskFactory] | None, context: MaskContext | None
-    ) -> None:
-        self.config, self.masks, self.context = config, masks, context
-        self.compiled: dict[tuple[Any, ...], CompiledPolicy] = {}
-        self.columns: dict[Path, list[str]] = {}
-
-    def __call__(self, source: FanInSource) -> CompiledPolicy:
-        """The compiled policy of `source`'s partner (ConnectorError if it does not load)."""
-        key = self._key(source)
-        policy = self.compiled.get(key)
-        if policy is None:
-            loaded = load_job_policy(self.config, source.policy, self.masks, partner=source.row)
-            policy = compile_policy(loaded, masks=self.masks, context=self.context)
-            self.compiled[key] = policy
-        return policy
-
-    def _key(self, source: FanInSource) -> tuple[Any, ...]:
-        if source.row is None:
-            return (source.policy,)
-        columns = self.columns.get(source.policy)
-        if columns is None:
-            from connector_core.templates import policy_columns
-
-            columns = self.columns[source.policy] = policy_columns(source.policy)
-        values = source.row.values()
-        return (source.policy, *((c, repr(values.get(c))) for c in columns))
-
-
 def _load_partner(
-    config: Config, source: FanInSource, policies: _Policies
+    config: Config, source: FanInSource, policies: PolicyCache
 ) -> tuple[FanInSource, Adapter | None, CompiledPolicy | None, str | None]:
     """A partner's source and compiled policy, or why it cannot be read this run."""
     try:
-        policy = policies(source)
+        policy = policies.compiled(source.policy, source.row)
         adapter = config.open_adapter(source.connection)
     except ConnectorError as exc:
         return source, None, None, str(exc)

@@ -29,9 +29,9 @@ time), and runs each group from one read of its source:
   finding what is missing), per job the source ids it holds and, for a group holding up to
   200,000 records in all, their id map rows, read once instead of page by page and job by
   job (larger groups look them up per page, as a single run does).
-- **Limits.** Every job of a group holds its two locks for the whole read: with PostgreSQL
-  each lock is a connection of its own, so a read serves at most 32 jobs there (256 with
-  SQLite, where a lock is an open file); more jobs on one source take more reads.
+- **Limits.** Every job of a group holds its two locks for the whole read (with SQLite two
+  open lock files, with PostgreSQL two advisory locks on the process's one lock
+  connection), so a read serves at most 256 jobs; more jobs on one source take more reads.
 
 A group of one job runs exactly as :func:`~connector_core.sync.runner.run_job` does
 (its own query, with pushdown).
@@ -66,9 +66,9 @@ from connector_core.sync.state import StateStore
 
 __all__ = ["GroupResult", "groups", "run_jobs"]
 
-#: Jobs one read serves at most: each holds two locks (PostgreSQL: a connection each).
-_PG_GROUP = 32
-_FILE_GROUP = 256
+#: Jobs one read serves at most: each holds two locks meanwhile (SQLite: two open lock
+#: files; PostgreSQL: two advisory locks on the process's one lock connection).
+_GROUP = 256
 #: At most this many id map rows (of all the group's jobs) are read ahead, once.
 _ROWS_AHEAD = 200_000
 #: A decision made ahead, or the error evaluating the record raised.
@@ -122,8 +122,8 @@ def run_jobs(
 
     The arguments are :func:`~connector_core.sync.runner.run_job`'s, for every job;
     `progress` is called with the number of records of each page read. `group_size` caps
-    the jobs one read serves (each holds two locks meanwhile; default: 32 with a PostgreSQL
-    store, where a lock is a connection, else 256). The adapters stay open. An error other
+    the jobs one read serves (each holds two locks meanwhile; default 256). The adapters
+    stay open. An error other
     than a ConnectorError (a bug, an interrupt) is noted in the run rows of the group's
     jobs and raised.
     """
@@ -135,8 +135,7 @@ def run_jobs(
         "accept_deletes": accept_deletes,
     }
     if group_size is None:
-        pg = str(store.url).startswith("postgresql")
-        group_size = _PG_GROUP if pg else _FILE_GROUP
+        group_size = _GROUP
     with fewer_collections():  # as one job's run: the group's read is as hot
         for group in groups(jobs, group_size):
             _Group(group, store, options, progress).run(reconcile, out)

@@ -142,6 +142,46 @@ class LoadedJob:
             self.target.close()
 
 
+class PolicyCache:
+    """The policies of one load, loaded and compiled once: jobs (and fan-in partners) whose
+    policy is one file with the same values in the registry columns it uses share one, so
+    thousands of partners from one template compile it once, or once per region. Only what
+    loaded is kept: a partner whose values break the policy gets its own error."""
+
+    def __init__(
+        self, config: Config, masks: Mapping[str, MaskFactory] | None, context: MaskContext | None
+    ) -> None:
+        self.config, self.masks, self.context = config, masks, context
+        self._done: dict[tuple[Any, ...], tuple[Policy, CompiledPolicy]] = {}
+        self._columns: dict[Path, list[str]] = {}
+
+    def load(self, path: Path, partner: PartnerRow | None) -> tuple[Policy, CompiledPolicy]:
+        """The policy at `path` for `partner` (None: not a partner's), loaded and compiled;
+        ConfigError/PolicyError as :func:`load_job_policy` and compile_policy raise them."""
+        key = self._key(path, partner)
+        found = self._done.get(key)
+        if found is None:
+            loaded = load_job_policy(self.config, path, self.masks, partner=partner)
+            found = (loaded, compile_policy(loaded, masks=self.masks, context=self.context))
+            self._done[key] = found
+        return found
+
+    def compiled(self, path: Path, partner: PartnerRow | None) -> CompiledPolicy:
+        """The compiled policy of :meth:`load`."""
+        return self.load(path, partner)[1]
+
+    def _key(self, path: Path, partner: PartnerRow | None) -> tuple[Any, ...]:
+        if partner is None:
+            return (path,)
+        columns = self._columns.get(path)
+        if columns is None:
+            from connector_core.templates import policy_columns
+
+            columns = self._columns[path] = policy_columns(path)
+        values = partner.values()
+        return (path, *((c, repr(values.get(c))) for c in columns))
+
+
 def load_job(
     config: Config,
     name: str,
@@ -149,6 +189,7 @@ def load_job(
     masks: Mapping[str, MaskFactory] | None = None,
     context: MaskContext | None = None,
     check_schema: bool = True,
+    policies: PolicyCache | None = None,
 ) -> LoadedJob:
     """Load the job `name` of `config`: options, compiled policy, open source and target.
 
@@ -160,6 +201,8 @@ def load_job(
         check_schema: check the source against its mapping and the policy (False only
             for a caller that runs :func:`~connector_core.sync.schema_check.check_source`
             itself to show its warnings, as ``connector doctor`` does).
+        policies: policies already compiled for other jobs of this load (many partner
+            jobs share one); None compiles this job's own.
 
     Raises:
         ConfigError: an unknown job, bad options, a policy error, a target that cannot
@@ -173,11 +216,9 @@ def load_job(
     partner = config.partner_jobs.get(name)
     where = ("jobs", name) if partner is None else ("partners", partner.template)
     options = validate(config.document, JobOptions, prefix=(*where, "options"))
-    loaded = load_job_policy(
-        config, job.policy, masks, partner=None if partner is None else partner.row
-    )
+    policies = policies or PolicyCache(config, masks, context)
+    loaded, policy = policies.load(job.policy, None if partner is None else partner.row)
     check_approvers(config, loaded)
-    policy = compile_policy(loaded, masks=masks, context=context)
     _check_target(name, job, config.adapters[job.target])
     with contextlib.ExitStack() as opened:  # close what was opened if anything fails
         source = opened.enter_context(config.open_adapter(job.source))

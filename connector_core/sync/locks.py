@@ -3,8 +3,9 @@ overlap; never waiting, always recovered.
 
 Both kinds are owned by something the operating system or the database server cleans up when
 the holder dies: a SQLite store uses ``flock`` on a file beside the database (released by the
-kernel with the process), a PostgreSQL store a session advisory lock on a connection of its own
-(released by the server when that connection drops), so a killed run leaves no stale lock.
+kernel with the process), a PostgreSQL store a session advisory lock on the process's lock
+connection (released by the server when that connection drops; one connection holds all of a
+process's locks, :class:`AdvisorySession`), so a killed run leaves no stale lock.
 """
 
 from __future__ import annotations
@@ -164,34 +165,98 @@ def advisory_key(job: str) -> int:
     return database.advisory_key(f"job:{job}")
 
 
-@contextlib.contextmanager
-def advisory_lock(engine: Engine, job: str, *, key: int | None = None) -> Iterator[None]:
-    """Hold ``pg_try_advisory_lock`` on a dedicated connection for the block; else JobLocked.
-
-    `key` defaults to `job`'s :func:`advisory_key`. `engine` should not pool connections:
-    closing the connection must end the session.
-    """
-    key = advisory_key(job) if key is None else key
-    with database.failures(engine.url):
-        conn = engine.connect()
-    with conn:
-        with database.failures(engine.url):
-            acquired = _try_lock(conn, key)
-        if not acquired:
-            raise JobLocked(job, _pg_holder(conn, key))
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sa.exc.DBAPIError):  # a dropped connection freed it already
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
-
-
-def _try_lock(conn: sa.Connection, key: int) -> bool:
+def _prepare(conn: sa.Connection) -> None:
     conn.execution_options(isolation_level="AUTOCOMMIT")
     # Our name in pg_stat_activity is how a refused worker learns who holds the lock.
     name = f"connector {os.getpid()}@{socket.gethostname()}"[:63]
     conn.execute(sa.select(sa.func.set_config("application_name", name, False)))
-    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one())
+
+
+class AdvisorySession:
+    """Many advisory locks on one PostgreSQL session: a process holding the locks of many
+    jobs at once (one read for a group of partner jobs) uses one connection, not one per
+    lock (the server's connection limit would cap the group).
+
+    Advisory locks are re-entrant within a session, so the session itself refuses a key it
+    already holds: two jobs of one process writing one target, or two threads running one
+    job, are refused as two processes would be. The connection is opened for the first
+    lock and closed when the last is released; if it drops, the server frees every lock it
+    held (the fence tokens tell each run, see :mod:`connector_core.sync.fences`).
+
+    `engine` should not pool connections: closing the connection must end the session.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: sa.Connection | None = None
+        self._held: dict[int, str] = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, job: str, key: int) -> Iterator[None]:
+        """Hold advisory lock `key` for `job` for the block; else JobLocked, at once."""
+        with self._guard:
+            if key in self._held:
+                raise JobLocked(job, describe(os.getpid(), socket.gethostname(), None))
+            with database.failures(self._engine.url):
+                try:
+                    conn, acquired = self._try(key)
+                except sa.exc.DBAPIError:
+                    if self._conn is None:  # a new session failed: the server is away
+                        raise
+                    self._drop()  # the session dropped meanwhile (its locks are free)
+                    conn, acquired = self._try(key)
+            if not acquired:
+                holder = _pg_holder(conn, key)
+                self._close_if_idle()
+                raise JobLocked(job, holder)
+            self._held[key] = job
+        try:
+            yield
+        finally:
+            with self._guard:
+                del self._held[key]
+                if self._conn is conn:  # else the session dropped, freeing every lock it held
+                    try:
+                        conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                    except sa.exc.DBAPIError:
+                        self._drop()
+                self._close_if_idle()
+
+    def _try(self, key: int) -> tuple[sa.Connection, bool]:
+        fresh = self._conn is None
+        conn = self._connection()
+        try:
+            return conn, bool(
+                conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+            )
+        except sa.exc.DBAPIError:
+            if fresh:
+                self._drop()
+            raise
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None:
+            with database.failures(self._engine.url):
+                conn = self._engine.connect()
+                try:
+                    _prepare(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+            self._conn = conn
+        return self._conn
+
+    def _close_if_idle(self) -> None:
+        if not self._held:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Close the session (a new lock opens another)."""
+        if self._conn is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._conn.close()
+            self._conn = None
 
 
 _HOLDER_SQL = sa.text("""

@@ -96,6 +96,8 @@ class SourceChecks:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._found: dict[str, SourceFields | AdapterError | None] = {}
+        # by connection and policy object: partner jobs sharing a compiled policy share it
+        self._reports: dict[tuple[str, CompiledPolicy], SchemaReport] = {}
 
     def check(self, connection: str, adapter: Adapter, policy: CompiledPolicy) -> SchemaReport:
         """The report of :func:`check_source` for one job reading `connection`.
@@ -111,7 +113,10 @@ class SourceChecks:
         found = self._found[connection]
         if isinstance(found, AdapterError):
             raise found
-        return check_fields(self.config, connection, found, adapter.name, policy)
+        key = (connection, policy)
+        if key not in self._reports:
+            self._reports[key] = check_fields(self.config, connection, found, adapter.name, policy)
+        return self._reports[key]
 
 
 def check_fields(

@@ -92,6 +92,7 @@ class StateStore:
         self._ledger_key = ledger_key  # never stored in the database, never shown
         self._pg = engine.dialect.name == "postgresql"
         self._lock_engine: Engine | None = None
+        self._locks: locks.AdvisorySession | None = None  # every lock on one session
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
@@ -712,9 +713,10 @@ class StateStore:
     def _os_lock(self, name: str, job: str) -> contextlib.AbstractContextManager[None]:
         """The lock the server or the kernel frees when its holder dies."""
         if self._pg:
-            if self._lock_engine is None:
-                self._lock_engine = connect_engine(self._engine.url, for_locks=True)
-            return locks.advisory_lock(self._lock_engine, job, key=advisory_key(name))
+            if self._locks is None:
+                engine = connect_engine(self._engine.url, for_locks=True)
+                self._lock_engine, self._locks = engine, locks.AdvisorySession(engine)
+            return self._locks.hold(job, advisory_key(name))
         database = self._engine.url.database
         if not database or database == ":memory:" or database.startswith("file:"):
             return locks.memory_lock(f"{id(self)}:{name}", job)

@@ -97,6 +97,48 @@ def test_a_template_expands_to_one_job_per_partner(network: Path) -> None:
     assert str(settings.path).endswith("out/local/p007.csv")  # type: ignore[attr-defined]
 
 
+def test_partners_with_equal_values_share_one_compiled_policy(network: Path) -> None:
+    """50 partners in 3 regions: the template's policy is loaded and compiled 3 times (once
+    per region), not 50, and each job still decides with its own region."""
+    from connector_core.sync import job as jobs
+
+    config = load_config(network / "connector.yaml", adapters())
+    calls: list[Path] = []
+    real = jobs.load_job_policy
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    policies = jobs.PolicyCache(config, None, None)
+    names = [f"local.p{i:03d}" for i in range(50)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobs, "load_job_policy", counted)
+        loaded = [jobs.load_job(config, n, check_schema=False, policies=policies) for n in names]
+    try:
+        from connector_core.sync import schema_check
+
+        checks, checked = schema_check.SourceChecks(config), []
+        with pytest.MonkeyPatch.context() as patch:
+            real_check = schema_check.check_fields
+            patch.setattr(
+                schema_check,
+                "check_fields",
+                lambda *a, **k: checked.append(a[1]) or real_check(*a, **k),
+            )
+            for job in loaded:  # the schema check too: once per source and shared policy
+                checks.check(job.config.source, job.source, job.policy).raise_for_errors()
+        assert checked == ["members"] * 3
+        assert len(calls) == 3
+        assert loaded[0].policy is loaded[3].policy
+        assert loaded[0].policy is not loaded[1].policy
+        for n, job in enumerate(loaded):
+            assert job.policy.policy.rules[0].condition == Compare("region", "eq", REGIONS[n % 3])
+    finally:
+        for job in loaded:
+            job.close()
+
+
 def test_the_partner_value_is_a_typed_operand(network: Path) -> None:
     config = load_config(network / "connector.yaml", adapters())
     from connector_core.sync.job import load_job_policy

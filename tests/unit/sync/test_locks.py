@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -245,3 +246,52 @@ def test_record_batch_without_a_lock_is_not_fenced(store: StateStore, state_url:
     ):
         record(store, "a")  # the caller says it holds the lock some other way
     assert list(store.mapped("north", ["a"])) == ["a"]
+
+
+def _lock_sessions(url: str) -> int:
+    """How many server sessions this process holds locks on (PostgreSQL)."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        found = conn.scalar(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": f"connector {os.getpid()}@{socket.gethostname()}"[:63]},
+        )
+    engine.dispose()
+    return int(found or 0)
+
+
+def test_a_process_holds_many_jobs_locks_on_one_postgresql_session(state_url: str) -> None:
+    """A group of partner jobs holds two locks per job for one read: on PostgreSQL all on one
+    connection (one per lock hit the server's connection limit at 32 jobs a read), and
+    still exclusive: inside the process as across processes."""
+    pg = state_url.startswith("postgresql")
+    with StateStore.open(state_url) as store, StateStore.open(state_url) as other:
+        with contextlib.ExitStack() as held:
+            for n in range(120):
+                held.enter_context(store.lock(f"partner.p{n:03d}", target=f"out.p{n:03d}"))
+            if pg:
+                assert _lock_sessions(state_url) == 1
+            with pytest.raises(JobLocked, match=f"pid {os.getpid()} "), store.lock("partner.p007"):
+                pass
+            with pytest.raises(TargetLocked), store.lock("another", target="out.p007"):
+                pass
+            with pytest.raises(JobLocked), other.lock("partner.p119"):
+                pass
+            with store.lock("partner.p200", target="out.p200"):  # a new one beside them
+                pass
+        if pg:
+            assert _lock_sessions(state_url) == 0  # the last release closes the session
+        with other.lock("partner.p119", target="out.p119"):
+            pass
+
+
+def test_locks_are_taken_again_after_the_lock_session_dropped(state_url: str) -> None:
+    """A dropped lock session (a network cut, a server restart) frees what it held; the
+    process's next lock opens a new one, even while it still thinks it holds others."""
+    with StateStore.open(state_url) as store, StateStore.open(state_url) as other:
+        with store.lock("north", target="book"):
+            drop_lock_connections(state_url)
+            with store.lock("south", target="map"), other.lock("north"):
+                pass  # freed by the drop: taken by another holder
+        with store.lock("north", target="book"):
+            pass
