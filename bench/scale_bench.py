@@ -125,7 +125,7 @@ partners:
       settings: {path: {partner: target}}
 """
 QUEUE = """\
-queue: {broker: "%(broker)s", queue: %(queue)s, group_limit: %(group_limit)d}
+queue: {broker: "%(broker)s", queue: %(queue)s%(group_limit)s}
 """
 ONE_JOB = """\
   everyone-out:  # BASELINE
@@ -249,7 +249,7 @@ class Workspace:
     `connector worker` processes, PostgreSQL only)."""
 
     def __init__(
-        self, root: Path, mode: str, store: str, partners: int, group_limit: int = 32
+        self, root: Path, mode: str, store: str, partners: int, group_limit: int | None = None
     ) -> None:
         self.root, self.mode, self.store, self.partners = root, mode, store, partners
         self.workers = int(mode.split("-")[1]) if mode.startswith("workers-") else 0
@@ -270,7 +270,7 @@ class Workspace:
                 rest += QUEUE % {
                     "broker": BROKER,
                     "queue": self.queue,
-                    "group_limit": group_limit,
+                    "group_limit": f", group_limit: {group_limit}" if group_limit else "",
                 }
             (root / "partner-local.yaml").write_text(PARTNER_POLICY, encoding="utf-8")
             write_registry(root / "partners.csv", partners)
@@ -545,9 +545,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Every mode on each store kind: a first run, then an incremental run after `changed`
     of the people changed; targets checked after each. `group_limit`: jobs per task on the
-    workers (default: what PostgreSQL's max_connections allows the most workers)."""
-    if workers and group_limit is None:
-        group_limit = fitting_group_limit(max(workers))
+    workers (default: the queue's, 32)."""
     base = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     source, source_changed = base / "people.csv", base / "people-changed.csv"
     log(f"writing {people_count:,} people over {partners:,} areas")
@@ -559,9 +557,7 @@ def run_bench(
         for store in stores:
             spaces = {}
             for mode in modes_for(store, workers, in_process):
-                spaces[mode] = Workspace(
-                    base / store / mode, mode, store, partners, group_limit or 32
-                )
+                spaces[mode] = Workspace(base / store / mode, mode, store, partners, group_limit)
             found: dict[str, dict[str, Any]] = {mode: {} for mode in spaces}
             for phase, data in (("first", source), ("incremental", source_changed)):
                 for mode, ws in spaces.items():
@@ -580,22 +576,8 @@ def run_bench(
         shutil.rmtree(base, ignore_errors=True)
     summary = summarize(results, people_count, partners, changed)
     if workers:
-        summary["group_limit"] = group_limit
+        summary["group_limit"] = group_limit or 32
     return summary
-
-
-def fitting_group_limit(workers: int, spare: int = 20) -> int:
-    """The most jobs per task (at most 32) for which `workers` busy workers stay within
-    PostgreSQL's max_connections, `spare` left for others: a task holds two lock
-    connections per job (docs/operations.md, Workers). Too many, and jobs fail with "too
-    many clients" and wait for their retry (30 s), which a benchmark must not measure."""
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(f"{PG_SERVER}/postgres", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        limit = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
-    admin.dispose()
-    return max(1, min(32, (limit - spare - 2 * workers) // (2 * workers)))
 
 
 def _short(run: dict[str, Any]) -> str:
@@ -761,8 +743,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--group-limit", type=int,
-        help="jobs per task on the workers (default: the most that PostgreSQL's "
-        "max_connections allows the largest number of workers, at most 32)",
+        help="jobs per task on the workers (default: the queue's, 32)",
     )  # fmt: skip
     parser.add_argument(
         "--no-in-process", action="store_true",
