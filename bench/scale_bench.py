@@ -21,26 +21,37 @@ partner's file holds exactly the consented, living people of its area with only 
 allowed columns, and the partners' files together hold exactly the baseline's rows.
 
     uv run python -m bench.scale_bench --people 100000 --partners 1500 [--stores postgresql,sqlite]
+                                       [--workers 1,2,4 [--no-in-process]]
                                        [--write-results] [--json] [--note TEXT]
 
-``--write-results`` writes bench/RESULTS-scale.md. The network runs in one process
-(:func:`network_run`); worker processes are a mode to add there.
+``--write-results`` writes bench/RESULTS-scale.md. ``--workers 1,2,4`` also runs the network
+on N `connector worker -c 1` processes (:func:`network_run`; PostgreSQL state only, broker
+a queue of its own on the machine's Redis, database 12 or ``SCALE_BENCH_BROKER``): the
+workers are started and ready first, then `connector run --all --queue` is measured from
+its start to the end of the last job's run (the state store's runs), with the CPU of that
+process and of every worker and pool process between ready and drained (from /proc), the
+peak RSS of each worker (the larger of its main and pool process), and the source's reads
+counted in every process. The speed-up is one worker's wall over N workers'.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
+import dataclasses
 import json
 import os
 import platform
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +82,9 @@ ENV = {
     "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
 }
 COUNTS = "SCALE_BENCH_COUNTS"
+#: The workers' broker: a database number of its own on the machine's Redis, a queue per mode
+BROKER = os.environ.get("SCALE_BENCH_BROKER", "redis://127.0.0.1:6379/12")
+TARGET_WORKERS = 1.7  # 2 worker processes / 1 (wall)
 
 CONFIG = """\
 version: 1
@@ -110,6 +124,9 @@ partners:
       adapter: csv
       settings: {path: {partner: target}}
 """
+QUEUE = """\
+queue: {broker: "%(broker)s", queue: %(queue)s%(group_limit)s}
+"""
 ONE_JOB = """\
   everyone-out:  # BASELINE
     adapter: csv
@@ -136,16 +153,23 @@ PARTNER_POLICY = POLICY % {
 }
 BASELINE_POLICY = POLICY % {"name": BASELINE, "whom": "in every area", "when": ""}
 
-#: Run in the measured process: counts the source's reads and opens, then `connector ...`.
+#: Run in each measured process (the one of `connector run --all`, or each worker and its pool
+#: processes): counts the source's reads and opens, one character each ("r", "o") appended
+#: to a file per process in the folder $SCALE_BENCH_COUNTS (a worker's pool processes end
+#: without atexit handlers), then `connector ...`.
 CHILD = """\
-import atexit, json, os, sys
+import os, sys
 _source = os.path.realpath(sys.argv.pop(1))
-_counts = {"opens": 0, "reads": 0}
+_folder = os.environ["SCALE_BENCH_COUNTS"]
+def _note(what):
+    fd = os.open(os.path.join(_folder, str(os.getpid())), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, what)
+    os.close(fd)
 def _hook(event, args):
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
         try:
             if os.path.realpath(os.fsdecode(args[0])) == _source:
-                _counts["opens"] += 1
+                _note(b"o")
         except (TypeError, ValueError):
             pass
 sys.addaudithook(_hook)
@@ -153,14 +177,19 @@ from connector_csv import CsvAdapter
 _read = CsvAdapter.read
 def _counted(self, **kwargs):
     if self.connection == "national":
-        _counts["reads"] += 1
+        _note(b"r")
     return _read(self, **kwargs)
 CsvAdapter.read = _counted
-atexit.register(lambda: open(os.environ["SCALE_BENCH_COUNTS"], "w").write(json.dumps(_counts)))
 from connector_core.cli import main
 sys.argv[0] = "connector"
 main()
 """
+
+
+def tally(folder: Path) -> dict[str, int]:
+    """The reads and opens of the source that the processes noted in `folder`."""
+    text = "".join(p.read_text(encoding="ascii") for p in folder.iterdir())
+    return {"reads": text.count("r"), "opens": text.count("o")}
 
 
 def log(message: str) -> None:
@@ -215,20 +244,34 @@ def write_registry(path: Path, partners: int) -> None:
 
 
 class Workspace:
-    """One mode's network folder (baseline or network) on one state store kind."""
+    """One mode's network folder on one state store kind: ``baseline`` (one job),
+    ``network`` (the partner jobs in one process) or ``workers-N`` (the partner jobs on N
+    `connector worker` processes, PostgreSQL only)."""
 
-    def __init__(self, root: Path, mode: str, store: str, partners: int) -> None:
+    def __init__(
+        self, root: Path, mode: str, store: str, partners: int, group_limit: int | None = None
+    ) -> None:
         self.root, self.mode, self.store, self.partners = root, mode, store, partners
+        self.workers = int(mode.split("-")[1]) if mode.startswith("workers-") else 0
+        self.queue = f"sb-q-{os.getpid()}-{mode}"
+        if self.workers and store != "postgresql":
+            raise ValueError("worker processes share a PostgreSQL state store, not SQLite")
         root.mkdir(parents=True)
         if store == "postgresql":
-            self.database: str | None = f"{PG_DATABASE}_{mode}_{os.getpid()}"
+            self.database: str | None = f"{PG_DATABASE}_{mode.replace('-', '')}_{os.getpid()}"
             self.url = f"{PG_SERVER}/{self.database}"
         else:
             self.database = None
             self.url = f"sqlite:///{root / 'state.db'}"
         shutil.copy(ROOT / "policies" / "network-floor.yaml", root / "network-floor.yaml")
-        if mode == "network":
+        if mode != "baseline":
             rest = NETWORK
+            if self.workers:
+                rest += QUEUE % {
+                    "broker": BROKER,
+                    "queue": self.queue,
+                    "group_limit": f", group_limit: {group_limit}" if group_limit else "",
+                }
             (root / "partner-local.yaml").write_text(PARTNER_POLICY, encoding="utf-8")
             write_registry(root / "partners.csv", partners)
         else:
@@ -244,17 +287,27 @@ class Workspace:
     def source(self) -> Path:
         return self.root / "people.csv"
 
+    @property
+    def is_network(self) -> bool:
+        return self.mode != "baseline"
+
+    def child(self, *args: str) -> list[str]:
+        """The command line of a measured `connector ARGS...` process."""
+        return [sys.executable, "-c", CHILD, str(self.source), *args]
+
     def run(self) -> dict[str, Any]:
         """One run of the mode, measured, with the source's reads and opens counted."""
-        counts = self.root / "counts.json"
-        args = ["run", "--all"] if self.mode == "network" else ["run", BASELINE]
-        argv = [sys.executable, "-c", CHILD, str(self.source), "--quiet", *args]
-        if self.mode == "network":
+        counts = self.root / "counts"
+        shutil.rmtree(counts, ignore_errors=True)
+        counts.mkdir()
+        args = ["run", "--all"] if self.is_network else ["run", BASELINE]
+        argv = self.child("--quiet", *args)
+        if self.is_network:
             measure = network_run(self, argv, counts)
         else:
             measure = run_processes([argv], cwd=self.root, env={**ENV, COUNTS: str(counts)})
-        found = json.loads(counts.read_text(encoding="utf-8"))
-        return {
+        found = tally(counts)
+        result: dict[str, Any] = {
             "seconds": measure.wall,
             "cpu": measure.cpu,
             "rss_mb": measure.rss_mb,
@@ -262,6 +315,11 @@ class Workspace:
             "opens": found["opens"],
             "state_bytes": self.state_bytes(),
         }
+        if isinstance(measure, WorkersMeasure):
+            result["worker_rss_mb"] = measure.worker_rss_mb
+            result["tasks"] = measure.tasks
+            result["retries"] = measure.retries
+        return result
 
     def state_bytes(self) -> int:
         if self.database is None:
@@ -274,16 +332,142 @@ class Workspace:
         engine.dispose()
         return int(size or 0)
 
+    def last_finished(self) -> float | None:
+        """When the last run ended (epoch seconds), from the state store's runs."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url, poolclass=sa.NullPool)
+        with engine.connect() as conn:
+            last = conn.execute(sa.text("SELECT max(finished_at) FROM runs")).scalar()
+        engine.dispose()
+        if last is None:
+            return None
+        if isinstance(last, str):
+            last = datetime.fromisoformat(last)
+        return float((last if last.tzinfo else last.replace(tzinfo=UTC)).timestamp())
+
     def drop(self) -> None:
         if self.database is not None:
             recreate_pg(self.database, create=False)
 
 
+@dataclasses.dataclass
+class WorkersMeasure(Measure):
+    """A run on worker processes: wall from `run --all --queue`'s start to the last job's
+    end; CPU of that process plus what the workers (and their pool processes) used between
+    ready and drained; peak RSS of each worker (the larger of its main and pool process)."""
+
+    worker_rss_mb: list[float] = dataclasses.field(default_factory=list)
+    tasks: int = 0
+    retries: int = 0  # tasks retried (a job that could not run: e.g. too many connections)
+
+
 def network_run(ws: Workspace, argv: list[str], counts: Path) -> Measure:
-    """The network's run: `connector run --all` in one process. (A mode with worker
-    processes would start them here, enqueue with `run --all --queue`, wait for the queue
-    to drain, and report each worker's peak RSS.)"""
-    return run_processes([argv], cwd=ws.root, env={**ENV, COUNTS: str(counts)})
+    """The network's run: `connector run --all` in one process; or, for ``workers-N``,
+    N `connector worker` processes started (and ready), `connector run --all --queue`,
+    a wait until the queue is drained, and the workers stopped by their process ids."""
+    env = {**ENV, COUNTS: str(counts)}
+    if not ws.workers:
+        return run_processes([argv], cwd=ws.root, env=env)
+    from connector_core.sync import queue
+
+    settings = queue.QueueSettings(url=BROKER, shown=BROKER, queue=ws.queue)
+    queue.purge(settings)
+    workers = [BenchWorker(ws, n, env) for n in range(ws.workers)]
+    try:
+        for worker in workers:
+            worker.ready()
+        used = [worker.cpu() for worker in workers]
+        start = time.time()
+        enqueue = run_processes([[*argv, "--queue"]], cwd=ws.root, env=env)
+        if not queue.wait_drained(settings, timeout=24 * 3600, poll=0.2):
+            raise RuntimeError("the queue did not drain")
+        drained = time.time()
+        cpu = sum(worker.cpu() - before for worker, before in zip(workers, used, strict=True))
+        rss = [worker.peak_rss_mb() for worker in workers]
+        tasks = sum(worker.tasks() for worker in workers)
+        retries = sum(worker.log().count("connector.queue: retrying") for worker in workers)
+    except BaseException:
+        for worker in workers:
+            log(f"worker {worker.n} log:\n{worker.log()[-3000:]}")
+        raise
+    finally:
+        for worker in workers:
+            worker.stop()
+    last = ws.last_finished()
+    wall = (last if last and start < last <= drained else drained) - start
+    return WorkersMeasure(wall, enqueue.cpu + cpu, max(rss), rss, tasks, retries)
+
+
+class BenchWorker:
+    """`connector worker -c 1` (counting the source's reads) in a session of its own."""
+
+    def __init__(self, ws: Workspace, n: int, env: dict[str, str]) -> None:
+        self.n, self.path = n, ws.root / f"worker-{n}.log"
+        full = {**os.environ, **env}
+        full.pop("PYTHONDONTWRITEBYTECODE", None)
+        argv = ws.child("-v", "worker", "-c", "1", "-n", f"bench-{n}@%h")
+        with self.path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                argv, cwd=ws.root, env=full, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        return self.path.read_text(encoding="utf-8", errors="replace")
+
+    def tasks(self) -> int:
+        """How many tasks the worker took (its log says so at -v)."""
+        return sum(
+            1
+            for line in self.log().splitlines()
+            if "connector.run_jobs[" in line and "received" in line
+        )
+
+    def ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while " ready." not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {self.n} did not start")
+            time.sleep(0.1)
+
+    def pids(self) -> list[int]:
+        """The worker's process and its children (the pool)."""
+        found = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    found.append(int(stat.parent.name))
+        return found
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by the worker and its children, live and ended."""
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        """The largest peak RSS (VmHWM) among the worker's processes."""
+        peak = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        return peak / 1024
+
+    def stop(self) -> None:
+        """SIGTERM to the worker's own process group (by its id), SIGKILL if it hangs."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
 
 
 def recreate_pg(database: str, *, create: bool = True) -> None:
@@ -339,11 +523,29 @@ def check_targets(network: Workspace, baseline: Workspace) -> int:
     return sum(everyone.values())
 
 
+def modes_for(store: str, workers: Sequence[int], in_process: bool) -> list[str]:
+    """The modes measured on `store`: the one job, the network in one process, and (on
+    PostgreSQL) the network on each number of worker processes."""
+    chosen = ["baseline"]
+    if in_process or store != "postgresql" or not workers:
+        chosen.append("network")
+    if store == "postgresql":
+        chosen += [f"workers-{n}" for n in workers]
+    return chosen
+
+
 def run_bench(
-    people_count: int, partners: int, stores: list[str], changed: float = 0.01
+    people_count: int,
+    partners: int,
+    stores: list[str],
+    changed: float = 0.01,
+    workers: Sequence[int] = (),
+    in_process: bool = True,
+    group_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Both modes on each store kind: a first run, then an incremental run after `changed`
-    of the people changed; targets checked after each."""
+    """Every mode on each store kind: a first run, then an incremental run after `changed`
+    of the people changed; targets checked after each. `group_limit`: jobs per task on the
+    workers (default: the queue's, 32)."""
     base = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     source, source_changed = base / "people.csv", base / "people-changed.csv"
     log(f"writing {people_count:,} people over {partners:,} areas")
@@ -354,8 +556,8 @@ def run_bench(
     try:
         for store in stores:
             spaces = {}
-            for mode in ("baseline", "network"):
-                spaces[mode] = Workspace(base / store / mode, mode, store, partners)
+            for mode in modes_for(store, workers, in_process):
+                spaces[mode] = Workspace(base / store / mode, mode, store, partners, group_limit)
             found: dict[str, dict[str, Any]] = {mode: {} for mode in spaces}
             for phase, data in (("first", source), ("incremental", source_changed)):
                 for mode, ws in spaces.items():
@@ -363,9 +565,8 @@ def run_bench(
                     log(f"{store} {mode} {phase} run")
                     found[mode][phase] = ws.run()
                     log(f"  {_short(found[mode][phase])}")
-                found["network"][phase]["rows"] = check_targets(
-                    spaces["network"], spaces["baseline"]
-                )
+                    if ws.is_network:
+                        found[mode][phase]["rows"] = check_targets(ws, spaces["baseline"])
             results[store] = found
             for ws in spaces.values():
                 ws.drop()
@@ -373,7 +574,10 @@ def run_bench(
         for ws in spaces.values():
             ws.drop()
         shutil.rmtree(base, ignore_errors=True)
-    return summarize(results, people_count, partners, changed)
+    summary = summarize(results, people_count, partners, changed)
+    if workers:
+        summary["group_limit"] = group_limit or 32
+    return summary
 
 
 def _short(run: dict[str, Any]) -> str:
@@ -386,9 +590,10 @@ def _short(run: dict[str, Any]) -> str:
 def summarize(
     results: dict[str, Any], people_count: int, partners: int, changed: float
 ) -> dict[str, Any]:
-    """Ratios against the baseline and the per-job overhead, per store kind."""
+    """Ratios against the baseline and the per-job overhead, per store kind (of the
+    network in one process, else on one worker); the speed-up of N workers over one."""
     for found in results.values():
-        net, one = found["network"], found["baseline"]
+        net, one = found[primary(found)], found["baseline"]
         found["ratios"] = {
             "first": net["first"]["seconds"] / one["first"]["seconds"],
             "incremental": net["incremental"]["seconds"] / one["incremental"]["seconds"],
@@ -399,6 +604,19 @@ def summarize(
             phase: 1000 * (net[phase]["seconds"] - one[phase]["seconds"]) / partners
             for phase in ("first", "incremental")
         }
+        if "workers-1" in found:
+            one_worker = found["workers-1"]
+            found["speedup"] = {
+                mode: {
+                    phase: {
+                        "wall": one_worker[phase]["seconds"] / found[mode][phase]["seconds"],
+                        "cpu": found[mode][phase]["cpu"] / one_worker[phase]["cpu"],
+                    }
+                    for phase in ("first", "incremental")
+                }
+                for mode in found
+                if mode.startswith("workers-")
+            }
     return {
         "people": people_count,
         "partners": partners,
@@ -413,6 +631,17 @@ def summarize(
     }
 
 
+def primary(found: dict[str, Any]) -> str:
+    """The network mode the targets are read from: in one process, else the fewest workers."""
+    if "network" in found:
+        return "network"
+    return min((m for m in found if m.startswith("workers-")), key=lambda m: int(m[8:]))
+
+
+def measured_modes(found: dict[str, Any]) -> list[str]:
+    return [m for m in found if m == "baseline" or m == "network" or m.startswith("workers-")]
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -425,8 +654,12 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
         f"## {n:,} people, {p:,} partner jobs ({m['date']})",
         "",
         f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, Python {m['python']}), a "
-        "machine shared with other work; one process (`connector run --all`), no workers. "
-        f"Produced by `python -m bench.scale_bench --people {n} --partners {p}`.",
+        "machine shared with other work. Produced by `python -m bench.scale_bench "
+        f"--people {n} --partners {p}{workers_flag(results)}`. Modes: one job; "
+        f"{p:,} jobs in one process (`connector run --all`); {p:,} jobs on N `connector "
+        "worker -c 1` processes (`run --all --queue`, wall from its start to the last job's "
+        "end, CPU of it and of the workers from ready to drained, peak RSS: the largest "
+        "worker's).",
         "",
         "| store | mode | phase | wall | x one job | CPU | x one job | peak RSS | source reads "
         "| opens | state size |",
@@ -434,7 +667,8 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
     ]
     for store, found in results["stores"].items():
         for phase in ("first", "incremental"):
-            for mode, label in (("baseline", "one job"), ("network", f"{p:,} jobs")):
+            for mode in measured_modes(found):
+                label = mode_label(mode, p)
                 row = found[mode][phase]
                 ratio = row["seconds"] / found["baseline"][phase]["seconds"]
                 cpu = row["cpu"] / found["baseline"][phase]["cpu"]
@@ -445,7 +679,7 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
                 )
     lines += ["", "Targets (issue 15):", ""]
     for store, found in results["stores"].items():
-        r, net = found["ratios"], found["network"]
+        r, net = found["ratios"], found[primary(found)]
         reads = net["first"]["reads"]
         cpu = net["first"]["cpu"] / found["baseline"]["first"]["cpu"]
         lines.append(
@@ -460,10 +694,40 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
             f"{found['per_job_ms']['incremental']:.1f} ms incremental; "
             f"{net['first']['rows']:,} rows shared in all, "
             f"{net['first']['state_bytes'] / max(net['first']['rows'], 1):,.0f} B of state "
-            "per row."
+            f"per row ({mode_label(primary(found), p)})."
         )
+        for mode, phases in found.get("speedup", {}).items():
+            if mode == "workers-1":
+                continue
+            w = int(mode.split("-")[1])
+            first, incr = phases["first"], phases["incremental"]
+            target = f" (≥ {TARGET_WORKERS:g}x: {verdict(first['wall'] >= TARGET_WORKERS)})"
+            rss = ", ".join(f"{r:.0f}" for r in found[mode]["first"]["worker_rss_mb"])
+            lines.append(
+                f"- {store}: {w} workers {first['wall']:.2f}x one worker's speed on the first "
+                f"run{target if w == 2 else ''}, {incr['wall']:.2f}x on the incremental run; "
+                f"CPU {first['cpu']:.2f}x / {incr['cpu']:.2f}x one worker's; "
+                f"{found[mode]['first']['tasks']} task(s) (group_limit "
+                f"{results.get('group_limit')}), {found[mode]['first']['retries']} retried; "
+                f"peak RSS per worker {rss} MB."
+            )
     lines += [""] + [f"- {note}" for note in notes or []]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def mode_label(mode: str, partners: int) -> str:
+    if mode == "baseline":
+        return "one job"
+    if mode == "network":
+        return f"{partners:,} jobs"
+    return f"{partners:,} jobs, {mode.split('-')[1]} worker(s)"
+
+
+def workers_flag(results: dict[str, Any]) -> str:
+    counts = sorted(
+        {int(m.split("-")[1]) for f in results["stores"].values() for m in f if "workers-" in m}
+    )
+    return f" --workers {','.join(map(str, counts))}" if counts else ""
 
 
 def main() -> None:
@@ -473,6 +737,18 @@ def main() -> None:
     parser.add_argument("--stores", default="postgresql,sqlite")
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--note", action="append", default=[])
+    parser.add_argument(
+        "--workers", default="", help="e.g. 1,2,4: the network also on N worker processes "
+        "(PostgreSQL state, Redis broker at $SCALE_BENCH_BROKER or redis://127.0.0.1:6379/12)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--group-limit", type=int,
+        help="jobs per task on the workers (default: the queue's, 32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-in-process", action="store_true",
+        help="with --workers: skip the in-process network run on PostgreSQL",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--from-json", type=Path)
     parser.add_argument("--write-results", action="store_true", help="append to RESULTS-scale.md")
@@ -481,7 +757,16 @@ def main() -> None:
         results = json.loads(args.from_json.read_text(encoding="utf-8"))
     else:
         stores = [s for s in args.stores.split(",") if s]
-        results = run_bench(args.people, args.partners, stores, args.changed)
+        workers = [int(n) for n in args.workers.split(",") if n]
+        results = run_bench(
+            args.people,
+            args.partners,
+            stores,
+            args.changed,
+            workers,
+            not args.no_in_process,
+            args.group_limit,
+        )
     if args.json:
         print(json.dumps(results, indent=1))
         return

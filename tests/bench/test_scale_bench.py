@@ -54,3 +54,36 @@ def test_a_partner_holding_someone_else_is_caught(tmp_path: Any) -> None:
     )
     with pytest.raises(AssertionError, match="p00000 does not hold exactly its area's people"):
         scale_bench.check_targets(network, baseline)
+
+
+@pytest.fixture(scope="module")
+def on_workers() -> dict[str, Any]:
+    # The same network on two `connector worker` processes (the machine's PostgreSQL and
+    # Redis; a missing one fails): 8 partners on one source are one task, so one read.
+    return scale_bench.run_bench(
+        300, 8, ["postgresql"], changed=0.05, workers=[2], in_process=False
+    )
+
+
+def test_the_network_on_two_workers(on_workers: dict[str, Any]) -> None:
+    found = on_workers["stores"]["postgresql"]
+    assert set(found) >= {"baseline", "workers-2"}
+    assert "network" not in found
+    for phase in ("first", "incremental"):
+        run = found["workers-2"][phase]
+        # check_targets passed: every partner holds exactly its area's people
+        assert run["rows"] > 50
+        assert run["reads"] == 1  # counted in the workers' pool processes
+        assert run["tasks"] == 1
+        assert len(run["worker_rss_mb"]) == 2
+        assert all(rss > 20 for rss in run["worker_rss_mb"])
+        assert run["cpu"] > 0
+        assert run["seconds"] > 0
+    assert found["workers-2"]["incremental"]["rows"] < found["workers-2"]["first"]["rows"]
+    # the speed-up line, from a copy standing in for one worker
+    found["workers-1"] = found["workers-2"]
+    scale_bench.summarize(on_workers["stores"], 300, 8, 0.05)
+    page = scale_bench.render(on_workers)
+    assert "| postgresql | 8 jobs, 2 worker(s) | first |" in page
+    assert "- postgresql: 2 workers 1.00x one worker's speed on the first run" in page
+    assert "--workers 1,2" in page
