@@ -44,7 +44,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from connector_core.adapters import Adapter, Page
@@ -389,11 +389,16 @@ class _PageDecisions:
             or decider.everything[position]
         ):
             return None
-        policy = decider.policies[position]
-        renames = decider.renames[position]
+        return self._named(position, self.counts[decider.gate_of[position]])
+
+    def _named(self, position: int, counts: Mapping[str | None, int]) -> dict[str, int]:
+        """Withheld `counts` by the shared gate's reasons, under job `position`'s own names
+        (a forbid's reason names its policy; None is "allowed by no rule")."""
+        policy = self.decider.policies[position]
+        renames = self.decider.renames[position]
         return {
             (policy.no_allow if reason is None else renames[reason]).reason: n
-            for reason, n in self.counts[decider.gate_of[position]].items()
+            for reason, n in counts.items()
             if n
         }
 
@@ -439,12 +444,8 @@ class _PageDecisions:
             elif not isinstance(verdict, RecordRejected) and verdict[1] is not None:
                 self._shares(str(record["id"]), position)
             table[id(record)] = verdict
-        counted = {
-            (policy.no_allow if reason is None else renames[reason]).reason: n
-            for reason, n in withheld.items()
-            if n
-        }
         decide = _lookup(table, policy)
+        counted = self._named(position, withheld)
         return DecidedPage(self.records, records, decide, counted, frozenset(unheld), ahead)
 
     def _shares(self, source_id: str, position: int) -> None:

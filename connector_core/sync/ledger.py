@@ -198,8 +198,13 @@ def row_hash(row: Mapping[str, Any], key: bytes | None) -> str:
         return hashlib.sha256(payload(row, 1)).hexdigest()
     if version not in PAYLOADS:
         raise ValueError(f"unknown ledger row format {version!r}")
-    digest = hmac.new(check_key(key), payload(row, version), hashlib.sha256).digest()
-    return (digest[:SHORT_BYTES] if version in SHORT else digest).hex()
+    return _kept(version, hmac.new(check_key(key), payload(row, version), hashlib.sha256)).hex()
+
+
+def _kept(version: int, mac: hmac.HMAC) -> bytes:
+    """What a row of format `version` keeps of its HMAC: a 128-bit prefix (SHORT) or all."""
+    digest = mac.digest()
+    return digest[:SHORT_BYTES] if version in SHORT else digest
 
 
 def _head(conn: Connection, *, lock: bool) -> Any:
@@ -293,7 +298,7 @@ def append(
                 version=CURRENT,
             )
         )
-        digest = mac.digest()[:SHORT_BYTES]
+        digest = _kept(CURRENT, mac)
         prev = digest.hex()
         stored.append(
             {
