@@ -199,13 +199,7 @@ class AdvisorySession:
             if key in self._held:
                 raise JobLocked(job, describe(os.getpid(), socket.gethostname(), None))
             with database.failures(self._engine.url):
-                try:
-                    conn, acquired = self._try(key)
-                except sa.exc.DBAPIError:
-                    if self._conn is None:  # a new session failed: the server is away
-                        raise
-                    self._drop()  # the session dropped meanwhile (its locks are free)
-                    conn, acquired = self._try(key)
+                conn, acquired = self._try(key)
             if not acquired:
                 holder = _pg_holder(conn, key)
                 self._close_if_idle()
@@ -224,28 +218,38 @@ class AdvisorySession:
                 self._close_if_idle()
 
     def _try(self, key: int) -> tuple[sa.Connection, bool]:
-        fresh = self._conn is None
-        conn = self._connection()
-        try:
-            return conn, bool(
-                conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
-            )
-        except sa.exc.DBAPIError:
-            if fresh:
+        """``pg_try_advisory_lock(key)`` on the session; a session that dropped meanwhile
+        (its locks are free) is replaced once, a new one that fails is the server away."""
+        reused = self._conn is not None
+        while True:
+            conn = self._connection()
+            try:
+                return conn, bool(
+                    conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+                )
+            except sa.exc.DBAPIError:
                 self._drop()
-            raise
+                if not reused:
+                    raise
+                reused = False
 
     def _connection(self) -> sa.Connection:
         if self._conn is None:
-            with database.failures(self._engine.url):
-                conn = self._engine.connect()
-                try:
-                    _prepare(conn)
-                except BaseException:
-                    conn.close()
-                    raise
+            conn = self._engine.connect()
+            try:
+                _prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
+
+    def close(self) -> None:
+        """Close the session if no lock is held (a held one lasts until its block ends, as
+        before), and the engine's pool."""
+        with self._guard:
+            self._close_if_idle()
+        self._engine.dispose()
 
     def _close_if_idle(self) -> None:
         if not self._held:

@@ -91,8 +91,7 @@ class StateStore:
         self._engine = engine
         self._ledger_key = ledger_key  # never stored in the database, never shown
         self._pg = engine.dialect.name == "postgresql"
-        self._lock_engine: Engine | None = None
-        self._locks: locks.AdvisorySession | None = None  # every lock on one session
+        self._locks: locks.AdvisorySession | None = None  # PostgreSQL: every lock, one session
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
@@ -118,8 +117,8 @@ class StateStore:
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
-        if self._lock_engine is not None:
-            self._lock_engine.dispose()
+        if self._locks is not None:
+            self._locks.close()
 
     def __enter__(self) -> StateStore:
         return self
@@ -715,7 +714,7 @@ class StateStore:
         if self._pg:
             if self._locks is None:
                 engine = connect_engine(self._engine.url, for_locks=True)
-                self._lock_engine, self._locks = engine, locks.AdvisorySession(engine)
+                self._locks = locks.AdvisorySession(engine)
             return self._locks.hold(job, advisory_key(name))
         database = self._engine.url.database
         if not database or database == ":memory:" or database.startswith("file:"):
