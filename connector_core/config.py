@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -626,6 +627,14 @@ class Config:
     installed: Mapping[str, type[Adapter]] = dataclasses.field(default_factory=dict)
     #: the fan-in jobs with their partners' sources (see connector_core.fanin), by name
     fan_ins: dict[str, FanIn] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def extra_fields(self) -> list[str]:
+        """The ``extra.*`` fields the connections map or their adapters add (computed once:
+        with a partner registry there is a target connection per partner)."""
+        extras = [f for c in self.model.connections.values() for f in c.mapping]
+        extras += [f for settings in self.settings.values() for f in settings.extra_fields()]
+        return list(dict.fromkeys(f for f in extras if f.startswith("extra.")))
 
     def connection(self, name: str) -> ConnectionConfig:
         """The connection called `name`; a ConfigError with a suggestion if there is none."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import types
@@ -134,6 +135,14 @@ def load_yaml(path: Path, *, max_bytes: int = POLICY_MAX_BYTES) -> LocatedDocume
     `max_bytes` is the file's size limit unless ``CONNECTOR_MAX_YAML_BYTES`` sets another.
     """
     text = _read_text(path, _size_limit(max_bytes))
+    return _parsed(path, text) if len(text) <= _CACHED_TEXT else _parse(path, text)
+
+
+#: Files up to this many characters are parsed once per distinct text (see :func:`_parsed`).
+_CACHED_TEXT = 256 * 1024
+
+
+def _parse(path: Path, text: str) -> LocatedDocument:
     node = _compose(path, text)
     if node is None or (isinstance(node, yaml.ScalarNode) and node.value == ""):
         raise _fail(path, None, "the file is empty", "Write the settings as `key: value` lines.")
@@ -146,6 +155,12 @@ def load_yaml(path: Path, *, max_bytes: int = POLICY_MAX_BYTES) -> LocatedDocume
     if builder.problems:
         raise ConfigValidationError(sorted_problems(builder.problems), hint=builder.hint)
     return LocatedDocument(path, data, builder.marks, builder.key_marks)
+
+
+#: :func:`_parse` once per distinct text of a file: thousands of partner jobs load the same
+#: policy and floor files. Callers share the document, so none changes it (they build a new
+#: LocatedDocument instead, as the partner substitution does).
+_parsed = functools.lru_cache(maxsize=64)(_parse)
 
 
 def _fail(path: Path, mark: Mark | None, message: str, hint: str) -> ConfigValidationError:

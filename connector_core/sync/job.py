@@ -280,13 +280,11 @@ def load_job_policy(
     """Load a policy as connector.yaml's network sees it: floor, purposes, mapped extras;
     for a partner's job, with the partner's values (see :mod:`connector_core.templates`)."""
     model = config.model
-    extras = [f for c in model.connections.values() for f in c.mapping if f.startswith("extra.")]
-    extras += [f for settings in config.settings.values() for f in settings.extra_fields()]
     return load_policy(
         path,
         purposes=list(model.consent.purposes),
         masks=masks,
-        extra_fields=extras,
+        extra_fields=config.extra_fields,
         floor=model.network.floor,
         partner=partner,
     )

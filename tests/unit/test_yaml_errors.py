@@ -454,3 +454,36 @@ def test_deep_aliases_count_their_own_levels(tmp_path: Path) -> None:
     assert load_problems(path) == [
         f"{path}:2:30: the lists and mappings here nest more than 64 levels deep"
     ]
+
+
+def test_a_file_is_parsed_once_per_text_and_a_shared_document_stays_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Thousands of partner jobs load one policy: it is parsed once, and loading it for
+    each partner (which substitutes the partner's values) never changes the shared copy."""
+    from connector_core.partners import PartnerRow
+    from connector_core.policy.loader import load_policy
+    from connector_core.yaml_errors import _parse
+
+    path = tmp_path / "local.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+            policy: local
+            require_consent: [contact_me]
+            rules:
+              - allow: near
+                when: {region: {partner: region}}
+            fields: {email: show}
+            """),
+        encoding="utf-8",
+    )
+    first = load_yaml(path)
+    for region in ("north", "south"):
+        row = PartnerRow.remembered({"region": region}, "registry")
+        policy = load_policy(path, purposes=["contact_me"], partner=row)
+        assert region in repr(policy.rules[0].condition)
+    again = load_yaml(path)
+    assert again is first  # parsed once for this text
+    assert again == _parse(path, path.read_text(encoding="utf-8"))  # and unchanged
+    path.write_text(path.read_text(encoding="utf-8").replace("show", "hide"), encoding="utf-8")
+    assert load_yaml(path).get(("fields", "email")) == "hide"  # a new text
