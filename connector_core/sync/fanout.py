@@ -174,22 +174,30 @@ class _Group:
                 for run in self.runs:
                     run.crashed(exc)
                 raise
-            out.results.extend(run.finish() for run in self.runs)
+            with self._joined():  # every job's run and state noted in one transaction
+                results = [run.finish() for run in self.runs]
+            out.results.extend(results)
+
+    def _joined(self) -> contextlib.AbstractContextManager[None]:
+        """The store's :meth:`~StateStore.joined` block for the group's bookkeeping (none in
+        a dry run, which writes nothing)."""
+        return contextlib.nullcontext() if self.options["dry_run"] else self.store.joined()
 
     def _start(
         self, reconcile: bool | None, locks: contextlib.ExitStack, out: GroupResult
     ) -> list[str | None]:
         cursors = []
-        for job in self.jobs:
-            try:
-                if not self.options["dry_run"]:
-                    locks.enter_context(self.store.lock(job.name, target=job.config.target))
-                run = new_run(job, self.store, **self.options)
-                cursors.append(run.begin(reconcile))
-            except ConnectorError as exc:  # locked elsewhere (JobLocked, TargetLocked), ...
-                out.refused.append((job.name, exc))
-                continue
-            self.runs.append(run)
+        with self._joined():  # the jobs' fences, runs and states: one commit for all
+            for job in self.jobs:
+                try:
+                    if not self.options["dry_run"]:
+                        locks.enter_context(self.store.lock(job.name, target=job.config.target))
+                    run = new_run(job, self.store, **self.options)
+                    cursors.append(run.begin(reconcile))
+                except ConnectorError as exc:  # locked elsewhere (JobLocked, TargetLocked), ...
+                    out.refused.append((job.name, exc))
+                    continue
+                self.runs.append(run)
         self.live = list(self.runs)
         return cursors
 
@@ -202,7 +210,10 @@ class _Group:
         else:
             fields, where = self.runs[0].query(cursor is None)
         self.runs[0].filtered = where is not None
-        decider = _Decider(self.runs, self.store) if shared else None
+        decider = None
+        if shared:
+            with self._joined():  # each job's id map: reads in one transaction
+                decider = _Decider(self.runs, self.store)
         known: dict[str, Any] = {}
         if shared:  # row fingerprints are one job's: a shared read decodes every row
             for run in self.runs:

@@ -93,6 +93,7 @@ class StateStore:
         self._pg = engine.dialect.name == "postgresql"
         self._locks: locks.AdvisorySession | None = None  # PostgreSQL: every lock, one session
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
+        self._joined: Connection | None = None  # the transaction of a joined() block
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
         self._analyze_at: dict[str, int] = {}
@@ -140,6 +141,14 @@ class StateStore:
         `covered`: a durable write-ahead intent covers this write should a power loss undo
         it, so SQLite may commit it without syncing (it still survives a crash of the process).
         """
+        if self._joined is not None:  # a part of the one transaction of a joined block
+            with failures(self._engine.url), self._joined.begin_nested():
+                try:
+                    yield self._joined
+                except BaseException:
+                    self._terms.discard()  # a cache: what the rest wrote is read again
+                    raise
+            return
         with failures(self._engine.url), self._engine.connect() as conn:
             if write:
                 conn.execution_options(
@@ -154,6 +163,27 @@ class StateStore:
                 self._terms.discard()  # what it wrote was rolled back
                 raise
             self._terms.settle()
+
+    @contextlib.contextmanager
+    def joined(self) -> Iterator[None]:
+        """Run every call of the store in the block in one write transaction, committed when
+        the block ends (rolled back, with all of it, if the block raises); each call is a
+        savepoint of it, so a call that fails undoes only its own part.
+
+        For the bookkeeping of many jobs at once (a group's runs starting, or finishing): one
+        commit instead of a dozen per job. Never around a write to a target: what must be
+        durable before a target is written (an intent) or after it (a recorded batch) has
+        its own transaction. Nested blocks join the outer one.
+        """
+        if self._joined is not None:
+            yield
+            return
+        with self._transaction(write=True) as conn:
+            self._joined = conn
+            try:
+                yield
+            finally:
+                self._joined = None
 
     def _insert(self, table: sa.Table) -> Any:
         return dialect.insert(table, pg=self._pg)

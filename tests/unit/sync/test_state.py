@@ -255,6 +255,52 @@ def test_runs_are_listed_newest_first_with_their_counts(store: StateStore) -> No
     assert store.runs("partner")[0]["error"] == "target unavailable"
 
 
+def test_a_joined_block_commits_every_call_at_its_end(store: StateStore, state_url: str) -> None:
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other:
+        with store.joined():
+            run = store.start_run("members")
+            store.set_job_state(JobState("members", last_run_at=T0))
+            assert [r["id"] for r in store.runs()] == [run]  # the block sees its own writes
+            assert other.runs() == []  # nobody else does before the commit
+            assert other.job_state("members").last_run_at is None
+        assert [r["id"] for r in other.runs()] == [run]
+        assert other.job_state("members").last_run_at == T0
+
+
+def test_a_joined_block_that_raises_keeps_nothing(store: StateStore) -> None:
+    def interrupted() -> None:
+        with store.joined():
+            store.start_run("members")
+            with store.joined():  # a nested block joins the outer one
+                store.set_job_state(JobState("members", last_run_at=T0))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert store.runs() == []
+    assert store.job_state("members").last_run_at is None
+
+
+def test_a_failing_call_in_a_joined_block_undoes_only_its_own_part(
+    store: StateStore, make_change: Change
+) -> None:
+    with store.joined():
+        run = store.start_run("members")
+        broken = [make_change("2"), make_change(None)]  # interns terms, then fails
+        with pytest.raises(StateStoreError):
+            record(store, broken, cursor="c2")
+        record(store, [make_change("1")], cursor="c1")  # the same terms again
+    assert [r["id"] for r in store.runs()] == [run]
+    assert store.job_state("members").cursor == "c1"
+    assert list(store.source_ids("members")) == ["1"]
+    assert [e.source_id for e in store.ledger_entries()] == ["1"]
+    assert store.verify_ledger().ok
+    with StateStore.open(
+        store._engine.url.render_as_string(False), ledger_key=TEST_LEDGER_KEY
+    ) as fresh:
+        assert fresh.who_has("1")[0].fields == store.who_has("1")[0].fields
+
+
 def test_an_unknown_run_status_is_refused(store: StateStore) -> None:
     with pytest.raises(ValueError, match="unknown run status"):
         store.finish_run(store.start_run("members"), status="done", counts=RunCounts())
