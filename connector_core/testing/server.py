@@ -21,6 +21,7 @@ def dispatching_handler(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out at once, as a real server's
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

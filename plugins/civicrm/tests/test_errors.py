@@ -59,7 +59,9 @@ def test_persistent_unavailability_is_retriable(
 
     from connector_core.http import make_retry
 
-    monkeypatch.setattr(client_module, "make_retry", lambda: make_retry(total=2, backoff=0))
+    # the retries are built when the module loads: replace the one reads use
+    quick = make_retry(total=2, backoff=0).new(connect=1, read=2)
+    monkeypatch.setattr(client_module, "_READ_RETRY", quick)
     fake_civicrm.faults = Faults(retry_after=0, rules=[FaultRule("503")])
     with pytest.raises(AdapterUnavailable, match="HTTP 503"):
         make_adapter().check()

@@ -65,6 +65,7 @@ def route_for(style: str, path: str, query: dict[str, str]) -> tuple[str | None,
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, as a real server's
     fake: FakeCiviCRM  # set on a subclass per server
 
     def log_message(self, format: str, *args: Any) -> None:
