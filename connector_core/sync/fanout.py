@@ -29,9 +29,13 @@ time), and runs each group from one read of its source:
   finding what is missing), per job the source ids it holds and, for a group holding up to
   200,000 records in all, their id map rows, read once instead of page by page and job by
   job (larger groups look them up per page, as a single run does).
-- **Limits.** Every job of a group holds its two locks for the whole read (with SQLite two
-  open lock files, with PostgreSQL two advisory locks on the process's one lock
-  connection), so a read serves at most 256 jobs; more jobs on one source take more reads.
+- **Limits, and one read for all groups.** Every job of a group holds its two locks for
+  the whole read (with SQLite two open lock files, with PostgreSQL two advisory locks on the
+  process's one lock connection), so a group holds at most 256 jobs. The first group's read
+  of a source is kept (its pages pickled and compressed, in memory) for the later groups of
+  the run that read the same source from the same cursor with the same fields: they are
+  fed that read's pages, and the source is read once per run. A read that failed is not
+  kept (the next group reads again); the pages go when the last group of the source ran.
 
 A group of one job runs exactly as :func:`~connector_core.sync.runner.run_job` does
 (its own query, with pushdown).
@@ -44,6 +48,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import pickle
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +66,7 @@ from connector_core.sync.runner import (
     RunResult,
     fewer_collections,
     new_run,
+    read_fields,
     seen_ids,
 )
 from connector_core.sync.state import StateStore
@@ -136,9 +143,12 @@ def run_jobs(
     }
     if group_size is None:
         group_size = _GROUP
+    found = groups(jobs, group_size)
+    reads = _Reads(found)
     with fewer_collections():  # as one job's run: the group's read is as hot
-        for group in groups(jobs, group_size):
-            _Group(group, store, options, progress).run(reconcile, out)
+        for group in found:
+            _Group(group, store, options, progress, reads).run(reconcile, out)
+            reads.done(group[0].config.source)
     order = {job.name: n for n, job in enumerate(jobs)}
     out.results.sort(key=lambda r: order[r.job])
     out.refused.sort(key=lambda refused: order[refused[0]])
@@ -154,11 +164,13 @@ class _Group:
         store: StateStore,
         options: dict[str, Any],
         progress: Callable[[int], None] | None,
+        reads: _Reads | None = None,
     ) -> None:
         self.jobs = jobs
         self.store = store
         self.options = options
         self.progress = progress
+        self.reads = reads or _Reads([list(jobs)])
         self.runs: list[JobRun] = []
         self.live: list[JobRun] = []
 
@@ -204,8 +216,8 @@ class _Group:
     def _read(self, cursors: list[str | None], out: GroupResult) -> None:
         shared = len(self.runs) > 1
         cursor = cursors[0] if len(set(cursors)) == 1 else None
-        if shared:
-            fields = frozenset().union(*(run.query(False)[0] for run in self.runs))
+        if shared:  # what every job of the source in this run needs: one read serves all
+            fields = self.reads.fields[self.jobs[0].config.source]
             where = None
         else:
             fields, where = self.runs[0].query(cursor is None)
@@ -220,13 +232,21 @@ class _Group:
                 run.known, run.fingerprints = None, None
         elif self.runs[0].known is not None:
             known["known"] = self.runs[0].known
-        out.reads += 1
-        try:
-            reader = self.source().read(cursor=cursor, fields=fields, where=where, **known)
-            pages: Iterator[Page] | None = iter(reader)
-        except ConnectorError as exc:
-            pages = None
-            self._source_failed(exc)
+        key = (self.jobs[0].config.source, cursor, fields)
+        kept = self.reads.kept(key) if shared else None
+        pages: Iterator[Page] | None
+        if kept is not None:  # an earlier group's read of the same source: not read again
+            pages = iter(kept)
+        else:
+            out.reads += 1
+            try:
+                reader = self.source().read(cursor=cursor, fields=fields, where=where, **known)
+                pages = iter(reader)
+            except ConnectorError as exc:
+                pages = None
+                self._source_failed(exc)
+            if pages is not None and shared:
+                pages = self.reads.keep(key, pages)
         while pages is not None:
             try:
                 page = next(pages, None)
@@ -279,6 +299,64 @@ class _Group:
             else:
                 run.abort(exc)
         self.live = []
+
+
+_ReadKey = tuple[str, str | None, frozenset[str]]  # source connection, cursor, fields
+
+
+class _Read:
+    """The pages of one complete read of a source, pickled and compressed."""
+
+    def __init__(self) -> None:
+        self.pages: list[bytes] = []
+        self.complete = False
+
+    def __iter__(self) -> Iterator[Page]:
+        for blob in self.pages:
+            page: Page = pickle.loads(zlib.decompress(blob))
+            yield page
+
+
+class _Reads:
+    """The reads of a run's `groups` kept for the later groups of the same source (see the
+    module)."""
+
+    def __init__(self, groups: Sequence[Sequence[LoadedJob]]) -> None:
+        #: per source connection, the groups still to run
+        self.remaining = collections.Counter(group[0].config.source for group in groups)
+        #: per source connection, the fields a shared read fetches: every job's
+        self.fields: dict[str, frozenset[str]] = collections.defaultdict(frozenset)
+        for group in groups:
+            source = group[0].config.source
+            self.fields[source] = self.fields[source].union(*map(read_fields, group))
+        self.reads: dict[_ReadKey, _Read] = {}
+
+    def kept(self, key: _ReadKey) -> _Read | None:
+        """The complete read of `key`, if one was kept."""
+        found = self.reads.get(key)
+        return found if found is not None and found.complete else None
+
+    def keep(self, key: _ReadKey, pages: Iterator[Page]) -> Iterator[Page]:
+        """`pages`, kept as they pass when a later group reads the same source; the read is
+        kept only when all of it passed (a failed read is read again)."""
+        if self.remaining[key[0]] <= 1:
+            yield from pages
+            return
+        read = self.reads[key] = _Read()
+        for page in pages:
+            # The rows' fingerprints serve a job's own read only (a shared read drops them,
+            # see _Group._read): not kept.
+            plain = dataclasses.replace(page, fingerprints={}, blocks=[])
+            read.pages.append(zlib.compress(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL), 1))
+            yield page
+        read.complete = True
+
+    def done(self, source: str) -> None:
+        """A group of `source` ran: its kept reads go when it was the last."""
+        self.remaining[source] -= 1
+        if self.remaining[source] <= 0:
+            for key in [k for k in self.reads if k[0] == source]:
+                del self.reads[key]
 
 
 class _Decider:

@@ -98,6 +98,12 @@ _ID_CHUNK = 500
 _ALWAYS_READ = frozenset({"id", "deleted"})
 
 
+def read_fields(job: LoadedJob) -> frozenset[str]:
+    """The fields a read for `job` fetches: what its policy tests and shares, id, deleted."""
+    pushdown = job.policy.pushdown
+    return pushdown.decision_fields | pushdown.shared_fields | _ALWAYS_READ
+
+
 @dataclasses.dataclass
 class RunResult:
     """What one run did.
@@ -481,10 +487,9 @@ class _Run:
     def query(self, full: bool) -> tuple[frozenset[str], Condition | None]:
         """The fields to fetch and, on a full read from a pushdown source, the filter."""
         pushdown = self.job.policy.pushdown
-        fields = pushdown.decision_fields | pushdown.shared_fields | _ALWAYS_READ
         pushes = Capability.PUSHDOWN in self.job.source.capabilities
         # An incremental read must see the records that left the scope, so it is not filtered.
-        return fields, pushdown.condition if full and pushes else None
+        return read_fields(self.job), pushdown.condition if full and pushes else None
 
     def _page(self, page: Page, decided: DecidedPage | None = None) -> None:
         self.counts.read += len(page.records)

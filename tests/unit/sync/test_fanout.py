@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from connector_core.adapters import Adapter, Change, Page, WriteResult
 from connector_core.config import load_config
-from connector_core.errors import AdapterError, ExitCode
+from connector_core.errors import AdapterError, AdapterUnavailable, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.query import Condition
 from connector_core.sync.fanout import GroupResult, run_jobs
@@ -27,6 +28,7 @@ class CountingAdapter(MemoryAdapter):
 
     name: ClassVar[str] = "counting"
     reads: ClassVar[list[str | None]] = []
+    fail_after: ClassVar[int | None] = None  # pages a read gives before the source fails
 
     def read(
         self,
@@ -36,7 +38,16 @@ class CountingAdapter(MemoryAdapter):
         where: Condition | None = None,
     ) -> Iterator[Page]:
         self.reads.append(cursor)
-        return super().read(cursor=cursor, fields=fields, where=where)
+        pages = super().read(cursor=cursor, fields=fields, where=where)
+        return pages if self.fail_after is None else self._failing(pages, self.fail_after)
+
+    @staticmethod
+    def _failing(pages: Iterator[Page], count: int) -> Iterator[Page]:
+        for n, page in enumerate(pages):
+            if n == count:
+                break
+            yield page
+        raise AdapterUnavailable("the source went away")
 
 
 class RejectingAdapter(MemoryAdapter):
@@ -123,6 +134,7 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CONNECTOR_TEST_KEY_SECRET", "fan-out tests' key secret 0123")
     reset_memory_stores()
     CountingAdapter.reads.clear()
+    CountingAdapter.fail_after = None
     DownAdapter.down = False
     yield
     reset_memory_stores()
@@ -220,8 +232,12 @@ def outcome(store: StateStore) -> dict[str, Any]:
 
 def scenario(world: World, store: StateStore, mode: str) -> list[Any]:
     """Three runs: a first run; a day of changes with one policy changed, one job locked
-    elsewhere and one target down; and the day after."""
-    run = world.one_by_one if mode == "single" else world.grouped
+    elsewhere and one target down; and the day after. Modes: "single" (one job after the
+    other), "group" (one read for all), "pairs" (groups of two jobs fed one read)."""
+    if mode == "single":
+        run = world.one_by_one
+    else:
+        run = functools.partial(world.grouped, group_size=2 if mode == "pairs" else None)
     for n in range(30):
         world.put(n)
     seen = [run(store), outcome(store)]
@@ -271,19 +287,21 @@ def test_one_by_one_reads_once_per_job(tmp_path: Path) -> None:
     assert len(CountingAdapter.reads) == len(JOBS)
 
 
-def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grouped", ["group", "pairs"])
+def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(tmp_path: Path, grouped: str) -> None:
     """Different policies (indexed and not), a changed policy, an outstanding change, a job
     locked by another process, a target down: targets, id maps, ledgers, outstanding changes,
-    cursors and exit codes equal those of running the jobs one after another."""
+    cursors and exit codes equal those of running the jobs one after another; also when
+    groups of two are fed the first group's read."""
     results = {}
-    for mode in ("single", "group"):
+    for mode in ("single", grouped):
         reset_memory_stores()
         root = tmp_path / mode
         root.mkdir()
         world = World(root)
         with StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
             results[mode] = scenario(world, s, mode)
-    single, group = results["single"], results["group"]
+    single, group = results["single"], results[grouped]
     assert single[2]["north"] == int(ExitCode.UNAVAILABLE)  # locked elsewhere
     assert single[2]["down"] == int(ExitCode.UNAVAILABLE)  # its target was down
     assert single[0]["picky"] == int(ExitCode.RECORDS_FAILED)
@@ -356,17 +374,41 @@ def test_hard_deletes_found_by_a_forced_reconciliation_match_too(tmp_path: Path)
     assert {e[4] for e in deletes} == {"missing-at-source"}
 
 
-def test_a_read_serves_at_most_group_size_jobs(tmp_path: Path) -> None:
+def test_groups_of_one_source_are_fed_one_read(tmp_path: Path) -> None:
+    """Groups of at most `group_size` jobs; the later groups of the same source, reading
+    from the same cursor, are fed the first group's read instead of reading again."""
     world = World(tmp_path)
     for n in range(10):
         world.put(n)
     with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
         jobs = world.load()
-        group = run_jobs(jobs, s, group_size=4)
+        first = run_jobs(jobs, s, group_size=2)
+        world.put(3, version=1)
+        again = run_jobs(jobs, s, group_size=2)
+        alone = run_jobs(jobs[:5], s, group_size=4)  # a group of 4, then one job's own read
         for job in jobs:
             job.close()
-    assert group.reads == len(CountingAdapter.reads) == 2
-    assert [r.job for r in group.results] == JOBS
+    assert [r.job for r in first.results] == [r.job for r in again.results] == JOBS
+    assert first.reads == 1
+    # picky owes a change (its first run failed one): its group reads everything, the
+    # other groups read from their common cursor, once for all of them
+    assert again.reads == 2
+    assert alone.reads == 2  # a group of four, then one job's own read (with pushdown)
+    assert len(CountingAdapter.reads) == 5
+
+
+def test_a_failed_read_is_not_fed_to_the_next_group(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    for n in range(10):
+        world.put(n)
+    CountingAdapter.fail_after = 1  # the source fails after its first page
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        jobs = world.load()
+        failed = run_jobs(jobs, s, group_size=2)
+        for job in jobs:
+            job.close()
+    assert failed.reads == 3  # each group read again
+    assert {r.aborted is not None for r in failed.results} == {True}
 
 
 def test_a_group_keeps_the_garbage_collector_out_of_the_way_and_restores_it(
