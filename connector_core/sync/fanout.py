@@ -200,13 +200,17 @@ class _Group:
     ) -> list[str | None]:
         cursors = []
         with self._joined():  # the jobs' fences, runs and states: one commit for all
+            refused: dict[str, ConnectorError] = {}
+            if not self.options["dry_run"]:
+                pairs = [(job.name, job.config.target) for job in self.jobs]
+                refused = locks.enter_context(self.store.lock_many(pairs))
             for job in self.jobs:
                 try:
-                    if not self.options["dry_run"]:
-                        locks.enter_context(self.store.lock(job.name, target=job.config.target))
+                    if job.name in refused:  # locked elsewhere (JobLocked, TargetLocked), ...
+                        raise refused[job.name]
                     run = new_run(job, self.store, **self.options)
                     cursors.append(run.begin(reconcile))
-                except ConnectorError as exc:  # locked elsewhere (JobLocked, TargetLocked), ...
+                except ConnectorError as exc:
                     out.refused.append((job.name, exc))
                     continue
                 self.runs.append(run)

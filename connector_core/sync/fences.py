@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +24,7 @@ from connector_core.sync import dialect
 from connector_core.sync.locks import LockLost
 from connector_core.sync.tables import lock_fences
 
+_CHUNK = 500  # locks per statement: well under every backend's parameter limit
 JOB = "job:"
 TARGET = "target:"
 
@@ -35,17 +36,35 @@ def lock_names(job: str, target: str | None) -> list[str]:
 
 def take(conn: Connection, name: str, job: str) -> int:
     """Give lock `name` a new token for its new holder `job`; return the token."""
-    holder = {
-        "job": job,
-        "holder": f"pid {os.getpid()} on host {socket.gethostname()}",
-        "acquired_at": dt.datetime.now(dt.UTC),
-    }
-    stmt = dialect.insert(lock_fences, pg=conn.dialect.name == "postgresql")
-    stmt = stmt.values(name=name, token=1, **holder).on_conflict_do_update(
-        index_elements=["name"], set_={"token": lock_fences.c.token + 1, **holder}
-    )
-    conn.execute(stmt)
-    return int(conn.execute(_query(name)).one().token)
+    return take_many(conn, [(name, job)])[name]
+
+
+def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Give each lock (name, its new holder job) a new token, in one statement per 500 locks
+    (a group of jobs starting); return the tokens by lock name."""
+    holder = f"pid {os.getpid()} on host {socket.gethostname()}"
+    now = dt.datetime.now(dt.UTC)
+    tokens: dict[str, int] = {}
+    for start in range(0, len(locks), _CHUNK):
+        chunk = locks[start : start + _CHUNK]
+        rows = [
+            {"name": name, "token": 1, "job": job, "holder": holder, "acquired_at": now}
+            for name, job in chunk
+        ]
+        stmt = dialect.insert(lock_fences, pg=conn.dialect.name == "postgresql").values(rows)
+        new = {c: stmt.excluded[c] for c in ("job", "holder", "acquired_at")}
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["name"], set_={"token": lock_fences.c.token + 1, **new}
+            )
+        )
+        names = [name for name, _ in chunk]
+        query = sa.select(lock_fences.c.name, lock_fences.c.token)
+        tokens.update(
+            (str(name), int(token))
+            for name, token in conn.execute(query.where(lock_fences.c.name.in_(names)))
+        )
+    return tokens
 
 
 def check(conn: Connection, held: Mapping[str, int], job: str, target: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal, TextIO
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from connector_core.errors import ConnectorError
 from connector_core.scrub import scrub
 from connector_core.sync import bulk, dialect, fences, locks
 from connector_core.sync import ledger as ledger_rows
@@ -623,6 +624,9 @@ class StateStore:
         """Note that a run of `job` started; return its id for :meth:`finish_run`."""
         row = {"job": job, "started_at": _utc(None), "status": "running", "dry_run": dry_run}
         with self._transaction(write=True) as conn:
+            # The job's name as a term now: its id map and ledger are looked up by its id,
+            # and a job not yet recorded is otherwise looked for again and again in vain.
+            self._job_id(conn, job, add=True)
             # The caller holds the job's lock: an earlier run still "running" was killed.
             conn.execute(
                 runs.update()
@@ -717,14 +721,50 @@ class StateStore:
 
     @contextlib.contextmanager
     def _locked(self, job: str, target: str | None) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for name in fences.lock_names(job, target):
-                stack.enter_context(self._held(name, job))
+        with self.lock_many([(job, target)]) as refused:
+            if refused:
+                raise refused[job]
             yield
 
     @contextlib.contextmanager
-    def _held(self, name: str, job: str) -> Iterator[None]:
-        """Hold the lock `name` for `job`, with a fresh fence token while it is held."""
+    def lock_many(
+        self, jobs: Sequence[tuple[str, str | None]]
+    ) -> Iterator[dict[str, ConnectorError]]:
+        """Hold the locks :meth:`lock` takes for each of `jobs` (``(job, target)`` pairs) for
+        a with-block, their fence tokens all bumped in one transaction (a group of jobs
+        starting). Yields the jobs refused, by name, with the error :meth:`lock` would raise
+        (JobLocked, TargetLocked, a failing lock server): they hold no lock.
+        """
+        with contextlib.ExitStack() as stack:
+            refused: dict[str, ConnectorError] = {}
+            taken: list[tuple[str, str]] = []
+            for job, target in jobs:
+                names = fences.lock_names(job, target)
+                held = contextlib.ExitStack()
+                try:
+                    for name in names:
+                        held.enter_context(self._os_held(name, job))
+                except ConnectorError as exc:
+                    held.close()
+                    refused[job] = exc
+                    continue
+                stack.enter_context(held)
+                taken += [(name, job) for name in names]
+            if taken:
+                with self._transaction(write=True) as conn:
+                    tokens = fences.take_many(conn, taken)
+                self._fences.update(tokens)
+                stack.callback(self._drop_fences, list(tokens))  # before the locks go
+            yield refused
+
+    def _drop_fences(self, names: list[str]) -> None:
+        for name in names:
+            self._fences.pop(name, None)
+
+    @contextlib.contextmanager
+    def _os_held(self, name: str, job: str) -> Iterator[None]:
+        """Hold the operating-system or server lock `name` for `job` (see :meth:`_os_lock`);
+        JobLocked for a job's lock held elsewhere, TargetLocked for a target's."""
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(self._os_lock(name, job))
@@ -732,12 +772,7 @@ class StateStore:
                 if name.startswith(fences.JOB):
                     raise
                 raise self._target_locked(name, refused.holder) from None
-            with self._transaction(write=True) as conn:
-                self._fences[name] = fences.take(conn, name, job)
-            try:
-                yield
-            finally:
-                self._fences.pop(name, None)
+            yield
 
     def _os_lock(self, name: str, job: str) -> contextlib.AbstractContextManager[None]:
         """The lock the server or the kernel frees when its holder dies."""

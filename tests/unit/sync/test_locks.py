@@ -295,3 +295,24 @@ def test_locks_are_taken_again_after_the_lock_session_dropped(state_url: str) ->
                 pass  # freed by the drop: taken by another holder
         with store.lock("north", target="book"):
             pass
+
+
+def test_many_jobs_locked_at_once_refuse_only_those_held_elsewhere(
+    store: StateStore, state_url: str
+) -> None:
+    """A group's locks (one fence transaction for all): a job locked elsewhere is refused
+    and holds nothing (not its target either); the others hold both locks, fenced."""
+    jobs = [("north", "book"), ("held", "shelf"), ("south", "tray")]
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other, other.lock("held"):
+        with store.lock_many(jobs) as refused:
+            assert list(refused) == ["held"]
+            assert isinstance(refused["held"], JobLocked)
+            record(store, "a")  # north's fence tokens are current
+            for job, target in [("south", None), ("x", "book"), ("y", "tray")]:
+                with pytest.raises((JobLocked, TargetLocked)), other.lock(job, target=target):
+                    pass
+            with other.lock("y", target="shelf"):  # the refused job took no lock
+                pass
+        with other.lock("north", target="book"), other.lock("south", target="tray"):
+            pass  # all released
+    assert list(store.mapped("north", ["a"])) == ["a"]
