@@ -25,6 +25,12 @@ time), and runs each group from one read of its source:
   intent log, outstanding changes, batches, ledger rows, mass-delete guard, counts and
   result. A ConnectorError of one job (its target down, its lock lost) stops that job
   alone; a failing source stops every job of the group, each keeping what it recorded.
+- **Unchanged rows.** A source with row fingerprints (a CSV file) reports them on a shared
+  read; they are kept once per source (under :func:`fingerprints_name`), each job noting
+  only that it read to the end. The next group read skips the rows found unchanged when
+  every job of the group read to the end at the same cursor and nothing but the rows
+  decides for any of them (see :meth:`_Group._known`); a job's owed changes are decoded
+  whatever their fingerprint. Else every row is decoded, as before.
 - **Memory.** Pages flow: one page at a time, plus the group's set of the ids read (for
   finding what is missing), per job the source ids it holds and, for a group holding up to
   200,000 records in all, their id map rows, read once instead of page by page and job by
@@ -43,6 +49,7 @@ A group of one job runs exactly as :func:`~connector_core.sync.runner.run_job` d
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import dataclasses
@@ -53,7 +60,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from connector_core.adapters import Adapter, Page
+from connector_core.adapters import Adapter, Capability, KnownRows, Page
 from connector_core.errors import ConnectorError, RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
@@ -63,6 +70,7 @@ from connector_core.sync.model import Mapped
 from connector_core.sync.runner import (
     DecidedPage,
     JobRun,
+    Loaded,
     RunResult,
     fewer_collections,
     new_run,
@@ -144,7 +152,7 @@ def run_jobs(
     if group_size is None:
         group_size = _GROUP
     found = groups(jobs, group_size)
-    reads = _Reads(found)
+    reads = _Reads(found, None if dry_run else store)
     with fewer_collections():  # as one job's run: the group's read is as hot
         for group in found:
             _Group(group, store, options, progress, reads).run(reconcile, out)
@@ -171,6 +179,7 @@ class _Group:
         self.options = options
         self.progress = progress
         self.reads = reads or _Reads([list(jobs)])
+        self.final: str | None = None  # the cursor of the read's last page
         self.runs: list[JobRun] = []
         self.live: list[JobRun] = []
 
@@ -231,14 +240,22 @@ class _Group:
             with self._joined():  # each job's id map: reads in one transaction
                 decider = _Decider(self.runs, self.store)
         known: dict[str, Any] = {}
-        if shared:  # row fingerprints are one job's: a shared read decodes every row
+        skipping = False
+        if shared:  # the group's fingerprints, not each job's (see _known)
+            group_known, skipping = self._known()
             for run in self.runs:
-                run.known, run.fingerprints = None, None
+                run.known, run.blocks, run.rejected = None, None, self.reads.rejected
+                # a job keeps none of its own, but notes that it read to the end
+                run.fingerprints = None if group_known is None else array.array("Q")
+            if group_known is not None:
+                known["known"] = group_known
         elif self.runs[0].known is not None:
             known["known"] = self.runs[0].known
-        key = (self.jobs[0].config.source, cursor, fields)
+        source = self.jobs[0].config.source
+        key = (source, cursor, fields, skipping)
         kept = self.reads.kept(key) if shared else None
         pages: Iterator[Page] | None
+        collect = None  # the row fingerprints this read reports, by source id
         if kept is not None:  # an earlier group's read of the same source: not read again
             pages = iter(kept)
         else:
@@ -251,6 +268,8 @@ class _Group:
                 self._source_failed(exc)
             if pages is not None and shared:
                 pages = self.reads.keep(key, pages)
+                if "known" in known:
+                    collect = self.reads.collecting(source)
         while pages is not None:
             try:
                 page = next(pages, None)
@@ -258,14 +277,45 @@ class _Group:
                 self._source_failed(exc)
                 break
             if page is None:
+                if collect is not None and self.final != cursor:  # else nothing new was read:
+                    self.reads.collected(source, self.final)  # the kept ones stay
                 break
             self._feed(page, decider)
+            if page.cursor is not None:
+                self.final = page.cursor
+            if collect is not None:
+                _collect(page, collect, self.reads.rejected)
         for run in list(self.live):
             self._each(run, run.end)
 
     def source(self) -> Adapter:
         """The source adapter the group reads through (its first job's)."""
         return self.runs[0].job.source
+
+    def _known(self) -> tuple[KnownRows | None, bool]:
+        """What the group's read of a ``row_fingerprints`` source may skip, and whether it
+        skips anything (None: the source has no fingerprints, or a dry run).
+
+        The rows decided at a cursor are kept once per source, not per job (see
+        :class:`_Reads`). They are skipped when unchanged if every job of the group read to
+        the end at that cursor in its last run and nothing but the rows decides for any of
+        them (no first run, no changed policy or connection, no reconciliation: see the
+        runner's ``_known_rows``); the changes any job still owes, or holds for approval,
+        are decoded whatever their fingerprint. Otherwise every row is decoded, and the read
+        reports the fingerprints to keep.
+        """
+        if Capability.ROW_FINGERPRINTS not in self.source().capabilities:
+            return None, False
+        if self.options["dry_run"]:
+            return None, False
+        starts = {run.skip_from for run in self.runs}  # None: a job decodes every row
+        start = starts.pop() if len(starts) == 1 else None
+        name = fingerprints_name(self.jobs[0].config.source)
+        if start is None or not self.store.has_fingerprints(name, start):
+            return KnownRows(), False
+        decode = frozenset().union(*(frozenset(run.owed) | run.waiting for run in self.runs))
+        stored = Loaded(functools.partial(self.store.fingerprints, name, start))
+        return KnownRows(stored, decode), True
 
     def _feed(self, page: Page, decider: _Decider | None) -> None:
         if decider is None:
@@ -305,7 +355,23 @@ class _Group:
         self.live = []
 
 
-_ReadKey = tuple[str, str | None, frozenset[str]]  # source connection, cursor, fields
+#: source connection, cursor, fields, whether the read skips known rows
+_ReadKey = tuple[str, str | None, frozenset[str], bool]
+
+
+def fingerprints_name(source: str) -> str:
+    """The name the row fingerprints of the shared reads of `source` are kept under (where
+    one job's are kept under its name; no job name has spaces)."""
+    return f"shared read of {source}"
+
+
+def _collect(page: Page, into: dict[str, int], rejected: set[str]) -> None:
+    """Note the page's row fingerprints; the keys of its unreadable records are rejected
+    (never skipped later, as for one job)."""
+    into.update(page.fingerprints)
+    for block in page.blocks:
+        into.update(zip(block.ids, block.fingerprints, strict=True))
+    rejected.update(p.key for p in page.problems if p.key is not None)
 
 
 class _Read:
@@ -325,9 +391,17 @@ class _Reads:
     """The reads of a run's `groups` kept for the later groups of the same source (see the
     module)."""
 
-    def __init__(self, groups: Sequence[Sequence[LoadedJob]]) -> None:
+    def __init__(
+        self, groups: Sequence[Sequence[LoadedJob]], store: StateStore | None = None
+    ) -> None:
+        self.store = store
         #: per source connection, the groups still to run
         self.remaining = collections.Counter(group[0].config.source for group in groups)
+        #: the records some job could not decide, or the source not read (run-wide)
+        self.rejected: set[str] = set()
+        #: per source connection, the row fingerprints of its last read, by source id, and
+        #: the cursor it ended at once it is complete
+        self.fingerprints: dict[str, tuple[dict[str, int], str | None]] = {}
         #: per source connection, the fields a shared read fetches: every job's
         self.fields: dict[str, frozenset[str]] = collections.defaultdict(frozenset)
         for group in groups:
@@ -355,12 +429,29 @@ class _Reads:
             yield page
         read.complete = True
 
+    def collecting(self, source: str) -> dict[str, int]:
+        """A fresh set of fingerprints for a read of `source` starting (not yet complete)."""
+        found: dict[str, int] = {}
+        self.fingerprints[source] = (found, None)
+        return found
+
+    def collected(self, source: str, final: str | None) -> None:
+        """The read of `source` is complete and ended at `final`."""
+        self.fingerprints[source] = (self.fingerprints[source][0], final)
+
     def done(self, source: str) -> None:
-        """A group of `source` ran: its kept reads go when it was the last."""
+        """A group of `source` ran: when it was the last, its kept reads go and the row
+        fingerprints of its last complete read are kept in the state store, but for the
+        records some job could not decide (they are decoded again next time)."""
         self.remaining[source] -= 1
-        if self.remaining[source] <= 0:
-            for key in [k for k in self.reads if k[0] == source]:
-                del self.reads[key]
+        if self.remaining[source] > 0:
+            return
+        for key in [k for k in self.reads if k[0] == source]:
+            del self.reads[key]
+        found, final = self.fingerprints.pop(source, ({}, None))
+        if final is not None and self.store is not None:
+            kept = (fp for sid, fp in found.items() if sid not in self.rejected)
+            self.store.keep_fingerprints(fingerprints_name(source), final, kept)
 
 
 class _Decider:

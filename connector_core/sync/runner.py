@@ -303,6 +303,12 @@ class _Run:
         self.blocks: BlockKeeper | None = None  # this read's blocks (and loose fingerprints)
         self.final_cursor: str | None = None  # the last cursor of a complete read
         self.skipped = 0  # rows the read did not decode (unchanged since the cursor)
+        #: the cursor whose decided rows a group's read may skip for this job: its cursor,
+        #: when its last run read to the end and nothing but the rows themselves decides
+        #: (see _known_rows); None: decode every row
+        self.skip_from: str | None = None
+        #: ids of the records the policy could not decide (a group shares one set)
+        self.rejected: set[str] = set()
         #: our own words in errors, never scrubbed as record values (see :meth:`fail`)
         self.own_words = (
             job.name,
@@ -549,8 +555,11 @@ class _Run:
             return reasons, False
         if not self.store.has_fingerprints(self.job.name, state.cursor):
             return reasons, False
+        # Its last run read the source to its end at this cursor (its fingerprints, or the
+        # empty ones a group's job keeps: the group's are kept once for all).
+        self.skip_from = state.cursor
         # loaded only if the source asks: an unchanged file needs none of them
-        stored = _Loaded(functools.partial(self.store.fingerprints, self.job.name, state.cursor))
+        stored = Loaded(functools.partial(self.store.fingerprints, self.job.name, state.cursor))
         decode = frozenset(self.owed) | self.waiting
         blocks = StoredBlocks(self.store, self.job.name, decode)
         self.known = KnownRows(stored, decode, blocks)
@@ -603,6 +612,7 @@ class _Run:
         for reason, n in plan.withheld.items():
             self.counts.withheld[reason] = self.counts.withheld.get(reason, 0) + n
         for source_id, error, record in plan.rejected:
+            self.rejected.add(source_id)
             self.fail(source_id, error, record.values())
 
     def _uncertain(self, owed: Outstanding, known: Mapped | None) -> Mapped:
@@ -1017,7 +1027,7 @@ def _identified(page: Page) -> list[Record]:
     return [r for r in page.records if r.get("id") not in (None, "")]
 
 
-class _Loaded(Collection[int]):
+class Loaded(Collection[int]):
     """A collection loaded on first use (the stored row fingerprints of a job)."""
 
     def __init__(self, load: Callable[[], Collection[int] | None]) -> None:

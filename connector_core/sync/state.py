@@ -432,6 +432,12 @@ class StateStore:
             blobs += [bytes(b) for b in conn.scalars(blocks)]
         return frozenset(_unpacked(b"".join(blobs)))
 
+    def keep_fingerprints(self, job: str, cursor: str, fingerprints: Iterable[int]) -> None:
+        """Keep the row `fingerprints` of a read that ended at `cursor` under `job` (a name
+        of a shared read's, see :mod:`connector_core.sync.fanout`), replacing any."""
+        with self._transaction(write=True) as conn:
+            self._put_fingerprints(conn, job, cursor, fingerprints)
+
     def has_fingerprints(self, job: str, cursor: str | None) -> bool:
         """Whether :meth:`fingerprints` has any for `job` at `cursor` (without loading them)."""
         if cursor is None:

@@ -1,0 +1,195 @@
+"""A group's shared read of a CSV source skips the rows every job of it decided (issue 15).
+
+The row fingerprints of a shared read are kept once per source, not per job; a later
+group read skips the unchanged rows when every job of the group read to the end at the
+same cursor and nothing but the rows decides (no first run, no changed policy, no
+reconciliation), and decodes the changes any job still owes. Whatever the edits, the jobs
+end as each job alone reading every row would leave them.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from connector_csv import CsvAdapter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector_core.config import load_config
+from connector_core.masks import MaskContext
+from connector_core.sync.fanout import GroupResult, run_jobs
+from connector_core.sync.job import LoadedJob, load_job
+from connector_core.sync.runner import run_job
+from connector_core.sync.state import StateStore
+from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync.test_row_fingerprints import EDITS, _edit, people, row
+
+JOBS = ("north", "south", "anywhere", "leeds")
+CONFIG = """\
+version: 1
+network: {name: Shared fingerprints, key_secret: {env: FINGERPRINT_KEY_SECRET}}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm:
+    adapter: csv
+    settings: {path: crm.csv, page_size: 3}
+    mapping: {consent.local_organizing: local_ok}
+  out-north: {adapter: csv, settings: {path: out-north.csv}}
+  out-south: {adapter: csv, settings: {path: out-south.csv}}
+  out-anywhere: {adapter: csv, settings: {path: out-anywhere.csv}}
+  out-leeds: {adapter: csv, settings: {path: out-leeds.csv}}
+jobs:
+"""
+JOB = """\
+  %(name)s:
+    source: crm
+    target: out-%(name)s
+    policy: %(name)s.yaml
+    options: {batch_size: 2, max_delete: 100%%}
+"""
+POLICY = """\
+policy: %(name)s
+require_consent: [local_organizing]
+rules:
+  - allow: in scope
+    when: %(when)s
+fields:
+  first_name: show
+  city: show
+  %(more)s
+"""
+WHEN = {
+    "north": ("{region: {in: [North]}}", "phone: last4"),
+    "south": ("{region: {in: [South]}}", "region: show"),
+    "anywhere": ("{city: {in: [Leeds, York, Hull]}}", "phone: show"),
+    "leeds": ("{city: Leeds}", "phone: absent"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _key_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINGERPRINT_KEY_SECRET", "fingerprint test target-key secret")
+
+
+class Network:
+    """Four jobs on one CSV source, each into a CSV file of its own, with a state store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.url = f"sqlite:///{root / 'state.db'}"
+        jobs = "".join(JOB % {"name": name} for name in JOBS)
+        (root / "connector.yaml").write_text(CONFIG + jobs, encoding="utf-8")
+        for name, (when, more) in WHEN.items():
+            policy = POLICY % {"name": name, "when": when, "more": more}
+            (root / f"{name}.yaml").write_text(policy, encoding="utf-8")
+
+    def write(self, lines: list[str]) -> None:
+        (self.root / "crm.csv").write_text("".join(lines), encoding="utf-8", newline="")
+
+    def load(self) -> list[LoadedJob]:
+        config = load_config(self.root / "connector.yaml", {"csv": CsvAdapter})
+        context = MaskContext.with_key(b"fingerprint-key")
+        return [load_job(config, name, context=context) for name in JOBS]
+
+    def grouped(self, **options: Any) -> GroupResult:
+        """The jobs in groups of two: the second group is fed the first one's read."""
+        jobs = self.load()
+        try:
+            with StateStore.open(self.url, ledger_key=TEST_LEDGER_KEY) as store:
+                return run_jobs(jobs, store, group_size=2, accept_deletes=1000, **options)
+        finally:
+            for job in jobs:
+                job.close()
+
+    def alone(self) -> None:
+        """Each job alone, reading and deciding every row (a forced reconciliation)."""
+        for job in self.load():
+            try:
+                with StateStore.open(self.url, ledger_key=TEST_LEDGER_KEY) as store:
+                    result = run_job(job, store, reconcile=True, accept_deletes=1000)
+                assert result.aborted is None, result.aborted
+            finally:
+                job.close()
+
+    def targets(self) -> dict[str, list[tuple[tuple[str, str], ...]]]:
+        found = {}
+        for name in JOBS:
+            path = self.root / f"out-{name}.csv"
+            rows: list[tuple[tuple[str, str], ...]] = []
+            if path.exists():
+                with path.open(encoding="utf-8", newline="") as text:
+                    rows = sorted(tuple(sorted(r.items())) for r in csv.DictReader(text))
+            found[name] = rows
+        return found
+
+
+def decoded(result: GroupResult) -> dict[str, int]:
+    return {r.job: r.counts.read for r in result.results}
+
+
+def test_an_unchanged_file_and_a_changed_row_decode_only_what_changed(tmp_path: Path) -> None:
+    network = Network(tmp_path)
+    lines = people(12)
+    network.write(lines)
+    first = network.grouped()
+    assert first.reads == 1
+    assert decoded(first) == dict.fromkeys(JOBS, 12)
+    assert decoded(network.grouped()) == dict.fromkeys(JOBS, 0)  # nothing changed
+    lines[4] = row("P0003", city="York", region="South")
+    network.write(lines)
+    moved = network.grouped()
+    assert decoded(moved) == dict.fromkeys(JOBS, 1)  # the moved person alone, for every job
+    reference = Network(tmp_path / "reference")
+    reference.write(lines)
+    reference.alone()
+    assert network.targets() == reference.targets()
+
+
+def test_a_changed_policy_decodes_every_row_for_the_whole_group(tmp_path: Path) -> None:
+    network = Network(tmp_path)
+    network.write(people(9))
+    network.grouped()
+    north = (tmp_path / "north.yaml").read_text(encoding="utf-8")
+    (tmp_path / "north.yaml").write_text(north.replace("last4", "show"), encoding="utf-8")
+    # north decides every row again; south shares its group: the group reads every row
+    assert decoded(network.grouped())["north"] == 9
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    draw=st.data(),
+    n=st.integers(2, 10),
+    rounds=st.lists(st.lists(st.sampled_from(EDITS), min_size=1, max_size=4), max_size=3),
+)
+def test_random_edits_end_as_each_job_alone_reading_every_row(
+    draw: st.DataObject, n: int, rounds: list[list[str]]
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="shared-fingerprints-"))
+    try:
+        network, reference = Network(tmp / "group"), Network(tmp / "reference")
+        lines = people(n)
+        serial = [0]
+        for edits in [[], *rounds]:
+            lines = list(lines)
+            for edit in edits:
+                _edit(lines, edit, draw, serial)
+            for side in (network, reference):
+                side.write(lines)
+            result = network.grouped()
+            assert all(r.aborted is None for r in result.results)
+            reference.alone()
+            assert network.targets() == reference.targets()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
