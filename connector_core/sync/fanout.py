@@ -485,22 +485,26 @@ class _Decider:
         #: source id -> positions of the jobs whose id map or outstanding changes hold it
         #: (and, as the read goes on, that shared it in this run)
         self.holders: dict[str, list[int]] = collections.defaultdict(list)
-        held: list[list[str]] = []
+        names = [run.job.name for run in runs]
+        counts = store.mapped_counts(names)
+        for run in runs:  # what each holds as its run begins (nothing is recorded yet)
+            run.holdings_are(counts[run.job.name])
+        # A small group's id map rows are read at once, not page by page and job by job: a
+        # row changes only when its job records a change it planned in this run, so a row
+        # serves until its id is handed to its job (then the job looks it up itself).
+        self.rows: list[dict[str, Mapped]] | None = None
+        held: list[Iterable[str]]
+        if sum(counts.values()) <= _ROWS_AHEAD:
+            everything = store.mapped_all(names)
+            self.rows = [everything[name] for name in names]
+            held = list(self.rows)
+        else:
+            held = [store.source_ids(name) for name in names]
         for position, run in enumerate(runs):
-            held.append(list(store.source_ids(run.job.name)))
-            for source_id in held[-1]:
+            for source_id in held[position]:
                 self.holders[source_id].append(position)
             for source_id in run.owed:
                 self.holders[source_id].append(position)
-        # A small group's id map rows are read once, not page by page and job by job: a
-        # row changes only when its job records a change it planned in this run, so a row
-        # serves until its id is handed to its job (then the job looks it up itself).
-        rows = sum(len(ids) for ids in held)
-        self.rows: list[dict[str, Mapped]] | None = None
-        if rows <= _ROWS_AHEAD:
-            self.rows = [
-                store.mapped(run.job.name, ids) for run, ids in zip(runs, held, strict=True)
-            ]
         #: per job, the ids handed to it (and the page problems' keys) in this run
         self.handed: list[set[str]] = [set() for _ in runs]
         # One set of ids read for the whole group (each job's own would repeat it).

@@ -380,6 +380,12 @@ class _Run:
             self._holdings = self.store.mapped_count(self.job.name)
         return self._holdings
 
+    def holdings_are(self, count: int) -> None:
+        """What :attr:`holdings` counts, counted for many jobs at once before this run
+        recorded anything."""
+        if self._holdings is None and not self.recorded:
+            self._holdings = count
+
     def crashed(self, exc: BaseException) -> None:
         """Note an unexpected error (a bug, an interrupt) in the run's row; the caller re-raises."""
         self._close_writes()

@@ -255,6 +255,17 @@ def test_runs_are_listed_newest_first_with_their_counts(store: StateStore) -> No
     assert store.runs("partner")[0]["error"] == "target unavailable"
 
 
+def test_many_jobs_id_maps_are_read_at_once(store: StateStore, make_change: Change) -> None:
+    record(store, [make_change("1"), make_change("2")])
+    store.record_batch("south", "t", "p.yaml", "p" * 64, [make_change("2")])
+    jobs = ["members", "south", "never-ran"]
+    assert store.mapped_counts(jobs) == {"members": 2, "south": 1, "never-ran": 0}
+    everything = store.mapped_all(jobs)
+    assert everything["members"] == store.mapped("members", ["1", "2"])
+    assert everything["south"] == store.mapped("south", ["2"])
+    assert everything["never-ran"] == {}
+
+
 def test_a_joined_block_commits_every_call_at_its_end(store: StateStore, state_url: str) -> None:
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other:
         with store.joined():
