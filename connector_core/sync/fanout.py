@@ -196,6 +196,7 @@ class _Group:
                     run.crashed(exc)
                 raise
             with self._joined():  # every job's run and state noted in one transaction
+                self.store.read_ahead([run.job.name for run in self.runs])
                 results = [run.finish() for run in self.runs]
             out.results.extend(results)
 
@@ -213,6 +214,7 @@ class _Group:
             if not self.options["dry_run"]:
                 pairs = [(job.name, job.config.target) for job in self.jobs]
                 refused = locks.enter_context(self.store.lock_many(pairs))
+                self.store.read_ahead([job.name for job in self.jobs if job.name not in refused])
             for job in self.jobs:
                 try:
                     if job.name in refused:  # locked elsewhere (JobLocked, TargetLocked), ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import sys
@@ -95,6 +96,7 @@ class StateStore:
         self._locks: locks.AdvisorySession | None = None  # PostgreSQL: every lock, one session
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self._joined: Connection | None = None  # the transaction of a joined() block
+        self._ahead: _Ahead | None = None  # rows read ahead for a joined() block
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
         self._analyze_at: dict[str, int] = {}
@@ -184,7 +186,43 @@ class StateStore:
             try:
                 yield
             finally:
-                self._joined = None
+                self._joined, self._ahead = None, None
+
+    def read_ahead(self, jobs: Sequence[str]) -> None:
+        """In a :meth:`joined` block: read the job states, outstanding changes, intents and
+        fingerprint marks of `jobs` now, in one query each per 500 jobs, for the block's
+        calls of :meth:`job_state`, :meth:`outstanding`, :meth:`adopt_intents` and
+        :meth:`has_fingerprints` (a write through the store drops what it may change).
+        Outside a block it does nothing."""
+        conn = self._joined
+        if conn is None:
+            return
+        ahead = _Ahead(set(jobs))
+        names = list(jobs)
+        for start in range(0, len(names), _CHUNK):
+            chunk = names[start : start + _CHUNK]
+            for row in conn.execute(sa.select(job_state).where(job_state.c.job.in_(chunk))):
+                ahead.states[row.job] = JobState(**row._mapping)
+            for row in conn.execute(sa.select(outstanding).where(outstanding.c.job.in_(chunk))):
+                ahead.owed.setdefault(row.job, []).append(row)
+            for row in conn.execute(sa.select(intents).where(intents.c.job.in_(chunk))):
+                ahead.left.setdefault(row.job, []).append(row)
+            marks = sa.select(row_fingerprints.c.job, row_fingerprints.c.cursor)
+            found = conn.execute(marks.where(row_fingerprints.c.job.in_(chunk)))
+            ahead.fingerprinted.update((job, cursor) for job, cursor in found)
+        self._ahead = ahead
+
+    def _known_ahead(self, job: str) -> _Ahead | None:
+        ahead = self._ahead
+        return ahead if ahead is not None and job in ahead.jobs else None
+
+    def _forget_ahead(self, job: str | None = None) -> None:
+        """Drop what was read ahead of `job` (of every job: None)."""
+        if self._ahead is not None:
+            if job is None:
+                self._ahead = None
+            else:
+                self._ahead.jobs.discard(job)
 
     def _insert(self, table: sa.Table) -> Any:
         return dialect.insert(table, pg=self._pg)
@@ -193,6 +231,9 @@ class StateStore:
 
     def job_state(self, job: str) -> JobState:
         """What the store remembers about `job`; a blank JobState when it never ran."""
+        ahead = self._known_ahead(job)
+        if ahead is not None:
+            return ahead.states.get(job) or JobState(job)
         with self._transaction() as conn:
             row = conn.execute(sa.select(job_state).where(job_state.c.job == job)).first()
         return JobState(job) if row is None else JobState(**row._mapping)
@@ -213,6 +254,7 @@ class StateStore:
             "last_reconciled_at": _aware(state.last_reconciled_at),
         }
         finished = state.last_success_at is not None and state.last_success_at == state.last_run_at
+        self._forget_ahead(state.job)
         with self._transaction(write=True) as conn:
             self._upsert_job(conn, state.job, values)
             if finished:
@@ -376,6 +418,7 @@ class StateStore:
             LockLost: this store holds `job`'s (or `target`'s) lock, and another holder has
                 taken it since (checked in the same transaction; nothing is recorded).
         """
+        self._forget_ahead()
         now = _utc(now)
         ledgered = applied if ledgered is None else ledgered
         settled = {c.source_id for c in applied} | set(resolved)
@@ -476,6 +519,9 @@ class StateStore:
         """Whether :meth:`fingerprints` has any for `job` at `cursor` (without loading them)."""
         if cursor is None:
             return False
+        ahead = self._known_ahead(job)
+        if ahead is not None:
+            return (job, cursor) in ahead.fingerprinted
         query = sa.select(row_fingerprints.c.job).where(
             row_fingerprints.c.job == job, row_fingerprints.c.cursor == cursor
         )
@@ -527,6 +573,7 @@ class StateStore:
         blocks: SavedBlocks | None = None,
     ) -> None:
         """Keep `fingerprints` and `blocks` with the job's new cursor, or forget the old ones."""
+        self._forget_ahead(job)
         conn.execute(row_fingerprints.delete().where(row_fingerprints.c.job == job))
         table = fingerprint_blocks
         if fingerprints is None or cursor is None:
@@ -553,20 +600,25 @@ class StateStore:
     def outstanding(self, job: str) -> dict[str, Outstanding]:
         """Every change still owed to `job`'s target, by source id: the outstanding rows,
         and the changes of intents an interrupted run left (as "sent")."""
+        ahead = self._known_ahead(job)
+        if ahead is not None:
+            return _owed(job, ahead.owed.get(job, []), ahead.left.get(job, []))
         query = sa.select(outstanding).where(outstanding.c.job == job)
         with self._transaction() as conn:
-            found = {row.source_id: Outstanding(**row._mapping) for row in conn.execute(query)}
-            left = conn.execute(sa.select(intents).where(intents.c.job == job))
-            for sent in _intended(job, left):
-                found.setdefault(sent.source_id, sent)
-        return found
+            rows = list(conn.execute(query))
+            left = list(conn.execute(sa.select(intents).where(intents.c.job == job)))
+        return _owed(job, rows, left)
 
     def adopt_intents(self, job: str) -> int:
         """Turn the intents an interrupted run of `job` left into outstanding "sent" rows,
         so that each is cleared as soon as its record is settled; return how many changes."""
+        ahead = self._known_ahead(job)
+        if ahead is not None and not ahead.left.get(job):
+            return 0  # the last run ended as it should (nearly always)
+        self._forget_ahead(job)
         with self._transaction(write=True) as conn:
             left = list(conn.execute(sa.select(intents).where(intents.c.job == job)))
-            if not left:  # the last run ended as it should (nearly always)
+            if not left:
                 return 0
             rows = _intended(job, left)
             self._put_outstanding(conn, rows, _utc(None), attempt=True)
@@ -579,6 +631,7 @@ class StateStore:
         """Record a batch's (source id, target key, action, reason) before it is sent, in a
         transaction of its own; return the intent's id for :meth:`record_batch`."""
         row = {"job": job, "at": _utc(now), "changes": [list(c) for c in changes]}
+        self._forget_ahead(job)
         with self._transaction(write=True) as conn:
             key = conn.execute(sa.insert(intents).values(row)).inserted_primary_key
         if key is None:
@@ -587,6 +640,7 @@ class StateStore:
 
     def hold(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
         """Record deletes the mass-delete guard held back (status "held")."""
+        self._forget_ahead()
         if rows:
             with self._transaction(write=True) as conn:
                 self._put_outstanding(conn, rows, _utc(now))
@@ -989,3 +1043,23 @@ def _unpacked(blob: bytes) -> array.array[int]:
     if sys.byteorder == "big":
         values.byteswap()
     return values
+
+
+@dataclasses.dataclass
+class _Ahead:
+    """What :meth:`StateStore.read_ahead` read, for the jobs still in `jobs`."""
+
+    jobs: set[str]
+    states: dict[str, JobState] = dataclasses.field(default_factory=dict)
+    owed: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    left: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    fingerprinted: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+
+
+def _owed(job: str, rows: Iterable[Any], left: Iterable[Any]) -> dict[str, Outstanding]:
+    """The outstanding changes of `job`: its outstanding `rows`, and the changes of the
+    intents an interrupted run `left` (as "sent")."""
+    found = {row.source_id: Outstanding(**row._mapping) for row in rows}
+    for sent in _intended(job, left):
+        found.setdefault(sent.source_id, sent)
+    return found

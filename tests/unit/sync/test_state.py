@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 
 from connector_core.errors import ConfigError, ExitCode
 from connector_core.sync.migrations import alembic_config
-from connector_core.sync.model import AppliedChange, JobState, RunCounts
+from connector_core.sync.model import AppliedChange, JobState, Outstanding, RunCounts
 from connector_core.sync.state import KEEP, StateStore, StateStoreError
 from connector_core.sync.tables import job_state, metadata
 from connector_core.testing import TEST_LEDGER_KEY
@@ -264,6 +264,30 @@ def test_many_jobs_id_maps_are_read_at_once(store: StateStore, make_change: Chan
     assert everything["members"] == store.mapped("members", ["1", "2"])
     assert everything["south"] == store.mapped("south", ["2"])
     assert everything["never-ran"] == {}
+
+
+def test_what_a_joined_block_reads_ahead_is_what_the_store_holds(store: StateStore) -> None:
+    """read_ahead serves job states, outstanding changes, intents and fingerprint marks as
+    the queries would, and a write drops what it changes."""
+    store.set_job_state(JobState("members", last_run_at=T0))
+    store.write_ahead("members", [("7", "key-7", "create", "shared:members")])
+    store.hold([Outstanding("south", "9", "key-9", "delete", "held", "consent withdrawn")])
+    store.keep_fingerprints("south", "c1", [1, 2])
+    jobs = ["members", "south", "new"]
+    plain = {job: (store.job_state(job), store.outstanding(job)) for job in jobs}
+    marks = {(job, c): store.has_fingerprints(job, c) for job in jobs for c in ("c1", "c2")}
+    with store.joined():
+        store.read_ahead(jobs)
+        assert {job: (store.job_state(job), store.outstanding(job)) for job in jobs} == plain
+        assert {(j, c): store.has_fingerprints(j, c) for j in jobs for c in ("c1", "c2")} == marks
+        assert store.adopt_intents("south") == 0
+        assert store.adopt_intents("members") == 1  # read as the query would
+        assert store.outstanding("members")["7"].status == "sent"
+        later = T0 + dt.timedelta(hours=1)
+        store.set_job_state(JobState("south", last_run_at=later))
+        assert store.job_state("south").last_run_at == later
+    assert store.outstanding("members")["7"].status == "sent"
+    assert store.job_state("south").last_run_at == later
 
 
 def test_a_joined_block_commits_every_call_at_its_end(store: StateStore, state_url: str) -> None:
