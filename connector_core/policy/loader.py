@@ -48,6 +48,23 @@ class _Options:
     extra_fields: frozenset[str] | None
     floor: Path | None
     partner: PartnerRow | None = None
+    #: what earlier loads of the same files found (see :class:`PolicyMemo`)
+    memo: PolicyMemo | None = dataclasses.field(default=None, compare=False)
+
+
+class PolicyMemo:
+    """What loading a policy finds that a partner's values cannot change, kept for the
+    other partners of the same template in one load of connector.yaml: the policies it
+    narrows (the network floor...), and its ``fields:`` checked against them (a partner's
+    value appears only in rule conditions). The files must not change while it is in use:
+    make one per load."""
+
+    def __init__(self) -> None:
+        #: (policy file, the chain loading it) -> the policy, or the problems it raised
+        self.parents: dict[tuple[Path, tuple[Path, ...]], Policy | ConfigValidationError] = {}
+        #: (policy file, its parent) -> fields, classes, problems, warnings (the parent is
+        #: kept in `parents`, so its id is not reused while the memo lives)
+        self.outcomes: dict[tuple[Path, int], tuple[Any, Any, list[Problem], list[Problem]]] = {}
 
 
 def load_policy(
@@ -58,6 +75,7 @@ def load_policy(
     extra_fields: Collection[str] | None = None,
     floor: Path | None = None,
     partner: PartnerRow | None = None,
+    memo: PolicyMemo | None = None,
 ) -> Policy:
     """Load and check the policy at `path`, with the policies it narrows.
 
@@ -73,6 +91,8 @@ def load_policy(
         partner: the registry row of a partner job: each ``{partner: COLUMN}`` operand in
             the policy's conditions becomes the row's typed value (not in the policies it
             narrows); its content hash covers the values used.
+        memo: what loading other partners' policies from the same files found (pass
+            one :class:`PolicyMemo` for the partners of one load).
 
     Raises:
         PolicyValidationError: every error of the file and of the files it narrows.
@@ -83,6 +103,7 @@ def load_policy(
         extra_fields=None if extra_fields is None else frozenset(extra_fields),
         floor=floor,
         partner=partner,
+        memo=memo,
     )
     return _load(path, options, ())
 
@@ -162,11 +183,20 @@ def _parent(
             )
         )
         return None
-    try:
-        return _load(target, options, stack)
-    except ConfigValidationError as err:
-        problems.extend(err.problems)
+    memo = options.memo
+    key = (target.resolve(), stack)
+    found = None if memo is None else memo.parents.get(key)
+    if found is None:
+        try:
+            found = _load(target, options, stack)
+        except ConfigValidationError as err:
+            found = err
+        if memo is not None:
+            memo.parents[key] = found
+    if isinstance(found, ConfigValidationError):
+        problems.extend(found.problems)
         return None
+    return found
 
 
 class _Checker:
@@ -191,15 +221,11 @@ class _Checker:
         model = self._structure()
         require = self._require_consent()
         rules = self._rules(require)
-        outcomes = OutcomeParser(
-            self.doc, masks=self.options.masks, extra_fields=self.options.extra_fields
-        )
-        fields, classes = outcomes.parse()
+        fields, classes, problems, warnings = self._outcomes()
         if self.parent is not None:
-            outcomes.check_chain(fields, classes, self.parent)
             self.problems += check_reads(self.doc, fields, classes, self.parent, self.options.masks)
-        self.problems += outcomes.problems
-        self.warnings += outcomes.warnings
+        self.problems += problems
+        self.warnings += warnings
         self._policy_warnings(rules, require)
         if model is None or self.problems:
             return None
@@ -216,6 +242,26 @@ class _Checker:
             narrows=self.parent,
             warnings=tuple(sorted_problems(self.warnings)),
         )
+
+    def _outcomes(self) -> tuple[Any, Any, list[Problem], list[Problem]]:
+        """The ``fields:`` block parsed and checked against the policies it narrows: fields,
+        classes, problems and warnings (from the memo for a file already checked against
+        the same parent)."""
+        memo = self.options.memo
+        key = (self.doc.path.resolve(), id(self.parent))
+        found = None if memo is None else memo.outcomes.get(key)
+        if found is None:
+            outcomes = OutcomeParser(
+                self.doc, masks=self.options.masks, extra_fields=self.options.extra_fields
+            )
+            fields, classes = outcomes.parse()
+            if self.parent is not None:
+                outcomes.check_chain(fields, classes, self.parent)
+            found = (fields, classes, outcomes.problems, outcomes.warnings)
+            if memo is not None:
+                memo.outcomes[key] = found
+        fields, classes, problems, warnings = found
+        return fields, classes, list(problems), list(warnings)
 
     def _structure(self) -> PolicyFile | None:
         """Validate the structure with pydantic, after the checks it would word poorly."""

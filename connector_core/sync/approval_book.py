@@ -20,6 +20,9 @@ from sqlalchemy import Connection
 
 from connector_core.sync.tables import approval_members, approval_sets, approval_statements
 
+#: The statuses of a set still open: a run of its job settles it (or lets it lapse).
+OPEN_STATUSES = ("waiting", "approved")
+
 #: waiting (for quorum), approved (quorum reached, not yet written), released (written),
 #: denied, expired (nobody decided in time: denied), lapsed (what it covered changed)
 SetStatus = Literal["waiting", "approved", "released", "denied", "expired", "lapsed"]

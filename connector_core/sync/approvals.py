@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from connector_core.errors import ConfigError, ConfigValidationError
 from connector_core.records import is_known_field
 from connector_core.sync.approval_book import (
+    OPEN_STATUSES,
     ApprovalBook,
     ApprovalSet,
     Decision,
@@ -536,7 +537,7 @@ def lapse_open_sets(book: ApprovalBook, job: str, now: dt.datetime) -> list[str]
     are decided again under the policy as it is). Returns what the run says about it."""
     note = "lapsed: the policy no longer asks for approval"
     lines = []
-    for aset in book.sets(job, ("waiting", "approved")):
+    for aset in book.sets(job, OPEN_STATUSES):
         book.update(aset.id, status="lapsed", decided_at=now, note=note)
         lines.append(f"set #{aset.id}: {note}")
     return lines

@@ -500,6 +500,8 @@ class _Decider:
             everything = store.mapped_all(names)
             self.rows = [everything[name] for name in names]
             held = list(self.rows)
+            for run, rows in zip(runs, self.rows, strict=True):
+                run.held_ahead = rows.keys()
         else:
             held = [store.source_ids(name) for name in names]
         for position, run in enumerate(runs):

@@ -25,7 +25,7 @@ from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.partners import PartnerRow
 from connector_core.policy.compiler import CompiledPolicy, compile_policy
-from connector_core.policy.loader import load_policy
+from connector_core.policy.loader import PolicyMemo, load_policy
 from connector_core.policy.models import Policy, parse_duration
 from connector_core.sync.approvals import check_approvers
 from connector_core.sync.keys import TargetKeys, canonical_json, legacy_target_key
@@ -154,6 +154,7 @@ class PolicyCache:
         self.config, self.masks, self.context = config, masks, context
         self._done: dict[tuple[Any, ...], tuple[Policy, CompiledPolicy]] = {}
         self._columns: dict[Path, list[str]] = {}
+        self._memo = PolicyMemo()  # the floor and a template's fields, checked once
 
     def load(self, path: Path, partner: PartnerRow | None) -> tuple[Policy, CompiledPolicy]:
         """The policy at `path` for `partner` (None: not a partner's), loaded and compiled;
@@ -161,7 +162,8 @@ class PolicyCache:
         key = self._key(path, partner)
         found = self._done.get(key)
         if found is None:
-            loaded = load_job_policy(self.config, path, self.masks, partner=partner)
+            memo = self._memo
+            loaded = load_job_policy(self.config, path, self.masks, partner=partner, memo=memo)
             found = (loaded, compile_policy(loaded, masks=self.masks, context=self.context))
             self._done[key] = found
         return found
@@ -276,9 +278,11 @@ def load_job_policy(
     masks: Mapping[str, MaskFactory] | None = None,
     *,
     partner: PartnerRow | None = None,
+    memo: PolicyMemo | None = None,
 ) -> Policy:
     """Load a policy as connector.yaml's network sees it: floor, purposes, mapped extras;
-    for a partner's job, with the partner's values (see :mod:`connector_core.templates`)."""
+    for a partner's job, with the partner's values (see :mod:`connector_core.templates`);
+    `memo` keeps what one load's partners share (see :class:`PolicyMemo`)."""
     model = config.model
     return load_policy(
         path,
@@ -287,6 +291,7 @@ def load_job_policy(
         extra_fields=config.extra_fields,
         floor=model.network.floor,
         partner=partner,
+        memo=memo,
     )
 
 

@@ -297,6 +297,9 @@ class _Run:
         self.pages = 0
         self.held: str | None = None  # the last page's cursor waits for the deletes of missing ids
         self.unidentified = 0  # unreadable records without a key: nobody counts as missing
+        #: the source ids the id map held as the run began, when a group read them ahead (the
+        #: ones a complete read did not list are taken back; ids mapped since were listed)
+        self.held_ahead: Collection[str] | None = None
         # row fingerprints (Capability.ROW_FINGERPRINTS), see _known_rows
         self.known: KnownRows | None = None  # what the read may skip
         self.fingerprints: array.array[int] | None = None  # this read's, for its last cursor
@@ -352,7 +355,8 @@ class _Run:
             self.owed = self.store.outstanding(self.job.name)
         if self.stage is not None:  # held changes are decided again, like outstanding ones
             self.waiting = self.stage.begin()
-        elif not self.dry_run:  # no approval asked (any more): no set waits
+        elif not self.dry_run and self.store.has_open_sets(self.job.name):
+            # no approval asked (any more): no set waits
             self.result.approvals = lapse_open_sets(self.store.approvals(), self.job.name, self.now)
         waiting = len(self.waiting - self.owed.keys())
         reasons = full_reasons(self.job, state, reconcile, self.now, passed, waiting)
@@ -719,7 +723,12 @@ class _Run:
 
     def _missing(self, seen: set[str], reason: str) -> None:
         """Take back the mapped records that a complete listing of the source did not show."""
-        missing = [sid for sid in self.store.source_ids(self.job.name) if sid not in seen]
+        held: Iterable[str] = (
+            self.store.source_ids(self.job.name)
+            if self.held_ahead is None
+            else sorted(self.held_ahead)
+        )
+        missing = [sid for sid in held if sid not in seen]
         if self.seen_whole and missing:  # a million ids each: scanned, not made a set
             left = set(missing)
             for whole in self.seen_whole:

@@ -29,7 +29,7 @@ from connector_core.errors import ConnectorError
 from connector_core.scrub import scrub
 from connector_core.sync import bulk, dialect, fences, locks
 from connector_core.sync import ledger as ledger_rows
-from connector_core.sync.approval_book import ApprovalBook
+from connector_core.sync.approval_book import OPEN_STATUSES, ApprovalBook
 from connector_core.sync.database import (
     StateStoreError,
     advisory_key,
@@ -50,6 +50,7 @@ from connector_core.sync.model import (
 from connector_core.sync.request_book import RequestBook
 from connector_core.sync.tables import (
     Key,
+    approval_sets,
     fingerprint_blocks,
     id_map,
     intents,
@@ -189,11 +190,13 @@ class StateStore:
                 self._joined, self._ahead = None, None
 
     def read_ahead(self, jobs: Sequence[str]) -> None:
-        """In a :meth:`joined` block: read the job states, outstanding changes, intents and
-        fingerprint marks of `jobs` now, in one query each per 500 jobs, for the block's
-        calls of :meth:`job_state`, :meth:`outstanding`, :meth:`adopt_intents` and
-        :meth:`has_fingerprints` (a write through the store drops what it may change).
-        Outside a block it does nothing."""
+        """In a :meth:`joined` block: read the job states, outstanding changes, intents,
+        fingerprint marks, unkeyed-key marks, unfinished runs, open approval sets and name
+        ids of `jobs` now, in one query each per 500 jobs, for the block's calls of
+        :meth:`job_state`, :meth:`outstanding`, :meth:`adopt_intents`,
+        :meth:`has_fingerprints`, :meth:`legacy_keys`, :meth:`has_open_sets`,
+        :meth:`start_run` and :meth:`set_job_state` (a write through the store drops what
+        it may change). Outside a block it does nothing."""
         conn = self._joined
         if conn is None:
             return
@@ -210,6 +213,16 @@ class StateStore:
             marks = sa.select(row_fingerprints.c.job, row_fingerprints.c.cursor)
             found = conn.execute(marks.where(row_fingerprints.c.job.in_(chunk)))
             ahead.fingerprinted.update((job, cursor) for job, cursor in found)
+            legacy = {_legacy(job): job for job in chunk}
+            marked = sa.select(store_secrets.c.name).where(store_secrets.c.name.in_(list(legacy)))
+            ahead.legacy.update(legacy[name] for name in conn.scalars(marked))
+            running = sa.select(runs.c.job).where(runs.c.job.in_(chunk), runs.c.status == "running")
+            ahead.running.update(conn.scalars(running.distinct()))
+            open_sets = sa.select(approval_sets.c.job).where(
+                approval_sets.c.job.in_(chunk), approval_sets.c.status.in_(OPEN_STATUSES)
+            )
+            ahead.open_sets.update(conn.scalars(open_sets.distinct()))
+            self._terms.find_many(conn, "job", chunk)  # their ids, for start_run and the rest
         self._ahead = ahead
 
     def _known_ahead(self, job: str) -> _Ahead | None:
@@ -254,6 +267,8 @@ class StateStore:
             "last_reconciled_at": _aware(state.last_reconciled_at),
         }
         finished = state.last_success_at is not None and state.last_success_at == state.last_run_at
+        ahead = self._known_ahead(state.job)
+        finished = finished and (ahead is None or state.job in ahead.legacy)  # else none to end
         self._forget_ahead(state.job)
         with self._transaction(write=True) as conn:
             self._upsert_job(conn, state.job, values)
@@ -719,16 +734,20 @@ class StateStore:
     def start_run(self, job: str, *, dry_run: bool = False) -> int:
         """Note that a run of `job` started; return its id for :meth:`finish_run`."""
         row = {"job": job, "started_at": _utc(None), "status": "running", "dry_run": dry_run}
+        ahead = self._known_ahead(job)
         with self._transaction(write=True) as conn:
             # The job's name as a term now: its id map and ledger are looked up by its id,
             # and a job not yet recorded is otherwise looked for again and again in vain.
             self._job_id(conn, job, add=True)
             # The caller holds the job's lock: an earlier run still "running" was killed.
-            conn.execute(
-                runs.update()
-                .where(runs.c.job == job, runs.c.status == "running")
-                .values(status="killed")
-            )
+            if ahead is None or job in ahead.running:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.job == job, runs.c.status == "running")
+                    .values(status="killed")
+                )
+            if ahead is not None:
+                ahead.running.add(job)  # this one, from now on
             # inserted_primary_key rather than RETURNING, which SQLite has only since 3.35
             key = conn.execute(sa.insert(runs).values(row)).inserted_primary_key
         if key is None:  # only for multi-row inserts, never here
@@ -896,9 +915,23 @@ class StateStore:
         """True while `job` must create under unkeyed keys: its last run before the upgrade
         to keyed keys was interrupted, and no run has finished since (the interrupted run may
         have left records under unkeyed keys that only those keys find)."""
+        ahead = self._known_ahead(job)
+        if ahead is not None:
+            return job in ahead.legacy
         query = sa.select(store_secrets.c.name).where(store_secrets.c.name == _legacy(job))
         with self._transaction() as conn:
             return conn.scalar(query) is not None
+
+    def has_open_sets(self, job: str) -> bool:
+        """Whether `job` has approval sets still open (waiting or approved)."""
+        ahead = self._known_ahead(job)
+        if ahead is not None:
+            return job in ahead.open_sets
+        query = sa.select(approval_sets.c.id).where(
+            approval_sets.c.job == job, approval_sets.c.status.in_(OPEN_STATUSES)
+        )
+        with self._transaction() as conn:
+            return conn.scalar(query.limit(1)) is not None
 
     def key_secret(self) -> bytes:
         """The secret this store generated for target keys (see :mod:`.keys`)."""
@@ -1054,6 +1087,9 @@ class _Ahead:
     owed: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     left: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     fingerprinted: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    legacy: set[str] = dataclasses.field(default_factory=set)  # see legacy_keys
+    running: set[str] = dataclasses.field(default_factory=set)  # with a run "running"
+    open_sets: set[str] = dataclasses.field(default_factory=set)  # see has_open_sets
 
 
 def _owed(job: str, rows: Iterable[Any], left: Iterable[Any]) -> dict[str, Outstanding]:

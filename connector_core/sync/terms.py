@@ -181,6 +181,11 @@ class Terms:
             self._fetch(conn, [key])
         return self._id(key)
 
+    def find_many(self, conn: Connection, kind: str, values: Iterable[Any]) -> None:
+        """Look up the stored terms among `values` (of `kind`) at once, for :meth:`find`."""
+        keys = [_key(kind, canonical_json(v)) for v in values]
+        self._fetch(conn, [k for k in keys if self._id(k) is None])
+
     def _store(self, conn: Connection, kind: str, texts: dict[bytes, str]) -> None:
         """Make sure the terms `texts` (by key) are stored and their ids known."""
         missing = [k for k in texts if self._id(k) is None]

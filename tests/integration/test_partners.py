@@ -197,6 +197,41 @@ def test_no_partner_value_can_widen_the_policy(tmp_path_factory: Any, value: str
         assert decision.share == (record["region"] == value)
 
 
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(
+        st.one_of(
+            st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.lists(st.text())
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    test=st.sampled_from(["region", "is_deceased", "city"]),
+)
+def test_partners_loaded_through_one_memo_equal_each_loaded_alone(
+    tmp_path_factory: Any, values: list[Any], test: str
+) -> None:
+    """What PolicyMemo keeps (the floor, the fields checked against it) changes no
+    partner's policy, error or warning, whatever its value."""
+    from connector_core.policy.loader import PolicyMemo
+
+    folder = tmp_path_factory.mktemp("m")
+    path = folder / "partner.yaml"
+    text = PARTNER_POLICY.replace("{region: {partner: region}}", f"{{{test}: {{partner: region}}}}")
+    path.write_text(text + "  street_address: show\n", encoding="utf-8")
+    floor = Path(__file__).parents[2] / "policies" / "network-floor.yaml"
+
+    def load(value: Any, memo: PolicyMemo | None) -> Any:
+        try:
+            return load_policy(path, partner=_row(value), floor=floor, memo=memo)
+        except ConfigValidationError as err:
+            return [str(p) for p in err.problems]
+
+    memo = PolicyMemo()
+    for value in values:
+        assert load(value, memo) == load(value, None)
+
+
 def test_a_partner_value_that_is_not_valid_names_the_registry_cell(tmp_path: Path) -> None:
     path = tmp_path / "partner.yaml"
     path.write_text(

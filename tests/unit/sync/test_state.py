@@ -290,6 +290,45 @@ def test_what_a_joined_block_reads_ahead_is_what_the_store_holds(store: StateSto
     assert store.job_state("south").last_run_at == later
 
 
+def test_read_ahead_knows_unkeyed_keys_unfinished_runs_and_open_sets_as_the_queries(
+    store: StateStore, state_url: str
+) -> None:
+    """legacy_keys, has_open_sets, start_run (marking an unfinished run killed) and
+    set_job_state (ending unkeyed keys) answer and write the same with what read_ahead read."""
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO store_secrets (name, value) VALUES ('legacy_keys:a', 'x')")
+        )
+    engine.dispose()
+    store.start_run("b")  # never finished: killed, as the next run of b starts
+    book = store.approvals()
+    for job, status in (("c", "waiting"), ("d", "lapsed")):
+        set_id = book.create(
+            job=job, policy="p", policy_hash="h", set_hash=job, members=[], summary={}, now=T0
+        )
+        book.update(set_id, status=status)
+    jobs = ["a", "b", "c", "d", "e"]
+    plain = {job: (store.legacy_keys(job), store.has_open_sets(job)) for job in jobs}
+    assert plain == {
+        "a": (True, False),
+        "b": (False, False),
+        "c": (False, True),
+        "d": (False, False),
+        "e": (False, False),
+    }
+    with store.joined():
+        store.read_ahead(jobs)
+        assert {job: (store.legacy_keys(job), store.has_open_sets(job)) for job in jobs} == plain
+        started = {job: store.start_run(job) for job in jobs}
+        for job in jobs:
+            store.set_job_state(JobState(job, last_run_at=T0, last_success_at=T0))
+    statuses = {(r["job"], r["id"]): r["status"] for r in store.runs(limit=100)}
+    assert sorted(s for (job, _), s in statuses.items() if job == "b") == ["killed", "running"]
+    assert all(statuses[(job, run)] == "running" for job, run in started.items())
+    assert not any(store.legacy_keys(job) for job in jobs)  # a finished run ends them
+
+
 def test_a_joined_block_commits_every_call_at_its_end(store: StateStore, state_url: str) -> None:
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other:
         with store.joined():
