@@ -234,6 +234,7 @@ def compile_policy(
     masks: Mapping[str, MaskFactory] | None = None,
     context: MaskContext | None = None,
     now: dt.datetime | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> CompiledPolicy:
     """Compile `policy` and the chain it narrows.
 
@@ -244,6 +245,10 @@ def compile_policy(
             ``hash`` raises PolicyError here, before any record is read.
         now: the time ``{days_ago: N}`` conditions are relative to (default: now, UTC);
             it is fixed at compile time, so compile once per run.
+        memo: the fields' resolutions of earlier policies compiled with it, by the identity
+            of their chain's ``fields`` and ``classes`` (a template's partners share them:
+            see :class:`~connector_core.policy.loader.PolicyMemo`); they depend on nothing
+            else, so a partner's policy takes them instead of resolving its fields again.
 
     Raises:
         PolicyError: an unknown mask, a bad mask parameter, or a missing hash key.
@@ -254,11 +259,30 @@ def compile_policy(
         for p in policy.chain()
     )
     factories = BUILTIN_MASKS if masks is None else masks
+    keyed = None if context is None else id(context)  # every keyless context is alike
     context = MaskContext.without_key() if context is None else context
-    resolutions = {
-        name: _resolve_field(name, links, factories, context) for name in _field_names(links)
-    }
+    chain = tuple(link.policy for link in links)
+    key = (*((id(p.fields), id(p.classes)) for p in chain), id(factories), keyed)
+    found = None if memo is None else memo.get(key)
+    if found is None:
+        resolutions = {
+            name: _resolve_field(name, links, factories, context) for name in _field_names(links)
+        }
+        if memo is not None:  # what the key's ids are of stays alive with the entry
+            held = tuple((p.fields, p.classes) for p in chain)
+            memo[key] = (held, factories, context, resolutions)
+    else:
+        resolutions = {name: _rebound(r, chain) for name, r in found[3].items()}
     return CompiledPolicy(policy, links, resolutions, now)
+
+
+def _rebound(resolution: Resolution, chain: tuple[Policy, ...]) -> Resolution:
+    """`resolution`, made for a chain of policies with the same fields and classes, for
+    `chain`: each source names its policy of `chain`."""
+    sources = tuple(
+        dataclasses.replace(s, policy=p) for s, p in zip(resolution.sources, chain, strict=True)
+    )
+    return dataclasses.replace(resolution, sources=sources)
 
 
 def resolve(condition: Condition | None, now: dt.datetime) -> Condition | None:

@@ -65,6 +65,8 @@ class PolicyMemo:
         #: (policy file, its parent) -> fields, classes, problems, warnings (the parent is
         #: kept in `parents`, so its id is not reused while the memo lives)
         self.outcomes: dict[tuple[Path, int], tuple[Any, Any, list[Problem], list[Problem]]] = {}
+        #: for compile_policy: the fields' resolutions, by the chain's fields and classes
+        self.resolutions: dict[Any, Any] = {}
 
 
 def load_policy(

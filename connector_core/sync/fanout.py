@@ -287,7 +287,13 @@ class _Group:
                 self.final = page.cursor
             if collect is not None:
                 _collect(page, collect, self.reads.rejected)
-        for run in list(self.live):
+        # Each job's last batches recorded in one transaction (an intent commits what came
+        # before it: see StateStore.joined). A job whose approval stage may notify someone
+        # ends on its own, its held sets committed before anyone is told of them.
+        with self._joined():
+            for run in [run for run in self.live if run.stage is None]:
+                self._each(run, run.end)
+        for run in [run for run in self.live if run.stage is not None]:
             self._each(run, run.end)
 
     def source(self) -> Adapter:

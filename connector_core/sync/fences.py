@@ -69,16 +69,16 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
 
 def check(conn: Connection, held: Mapping[str, int], job: str, target: str) -> None:
     """Raise LockLost if a lock in `held` (name -> token) for `job` or `target` has a newer
-    holder. Locks not in `held` are not checked (their caller holds them some other way)."""
-    for name in lock_names(job, target):
-        token = held.get(name)
-        if token is None:
-            continue
-        query = _query(name)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).first()
-        if row is None or row.token != token:
+    holder. Locks not in `held` are not checked (their caller holds them some other way).
+    One statement for both, built once (it runs for every batch recorded)."""
+    names = [name for name in lock_names(job, target) if name in held]
+    if not names:
+        return
+    query = _CHECK_PG if conn.dialect.name == "postgresql" else _CHECK
+    rows = {row.name: row for row in conn.execute(query, {"names": names})}
+    for name in names:
+        row = rows.get(name)
+        if row is None or row.token != held[name]:
             what = f"job {job!r}" if name.startswith(JOB) else f"target {target!r}"
             raise LockLost(what, None if row is None else f"job {row.job!r} ({row.holder})")
 
@@ -91,3 +91,8 @@ def writer(conn: Connection, name: str) -> str | None:
 
 def _query(name: str) -> sa.Select[Any]:
     return sa.select(lock_fences).where(lock_fences.c.name == name)
+
+
+_CHECK = sa.select(lock_fences).where(lock_fences.c.name.in_(sa.bindparam("names", expanding=True)))
+#: PostgreSQL: the rows read FOR UPDATE (a new holder's bump waits for the batch being recorded)
+_CHECK_PG = _CHECK.with_for_update()

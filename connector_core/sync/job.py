@@ -164,7 +164,10 @@ class PolicyCache:
         if found is None:
             memo = self._memo
             loaded = load_job_policy(self.config, path, self.masks, partner=partner, memo=memo)
-            found = (loaded, compile_policy(loaded, masks=self.masks, context=self.context))
+            compiled = compile_policy(
+                loaded, masks=self.masks, context=self.context, memo=memo.resolutions
+            )
+            found = (loaded, compiled)
             self._done[key] = found
         return found
 

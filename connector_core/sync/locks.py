@@ -19,7 +19,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,60 @@ class AdvisorySession:
                         self._drop()
                 self._close_if_idle()
 
+    def try_many(self, wanted: Sequence[tuple[str, int]]) -> dict[int, str | None]:
+        """Try to take advisory lock `key` for `job`, for each ``(job, key)`` of `wanted`,
+        in one statement (a group of jobs starting); return the refused keys with their
+        holder (None if not visible). A key this session holds already, or one that comes
+        twice, is refused as :meth:`hold` refuses it. Each key taken is held until
+        :meth:`release`."""
+        refused: dict[int, str | None] = {}
+        with self._guard:
+            fresh: dict[int, str] = {}
+            for job, key in wanted:
+                if key in self._held or key in fresh:
+                    refused[key] = describe(os.getpid(), socket.gethostname(), None)
+                else:
+                    fresh[key] = job
+            if not fresh:
+                return refused
+            keys = list(fresh)
+            with database.failures(self._engine.url):
+                conn, taken = self._try_keys(keys)
+                for key, ok in zip(keys, taken, strict=True):
+                    if ok:
+                        self._held[key] = fresh[key]
+                    else:
+                        refused[key] = _pg_holder(conn, key)
+                self._close_if_idle()
+        return refused
+
+    def release(self, keys: Collection[int]) -> None:
+        """Release the advisory locks `keys` that :meth:`try_many` took, in one statement."""
+        with self._guard:
+            mine = [key for key in keys if self._held.pop(key, None) is not None]
+            conn = self._conn
+            if mine and conn is not None:  # else the session dropped, freeing them all
+                try:
+                    conn.execute(_UNLOCK_MANY, {"keys": mine})
+                except sa.exc.DBAPIError:
+                    self._drop()
+            self._close_if_idle()
+
+    def _try_keys(self, keys: list[int]) -> tuple[sa.Connection, list[bool]]:
+        """``pg_try_advisory_lock`` of each of `keys`, in order, in one statement (a session
+        that dropped meanwhile is replaced once, as in :meth:`_try`)."""
+        reused = self._conn is not None
+        while True:
+            conn = self._connection()
+            try:
+                rows = conn.execute(_TRY_MANY, {"keys": keys}).all()
+                return conn, [bool(row.taken) for row in sorted(rows, key=lambda r: r.n)]
+            except sa.exc.DBAPIError:
+                self._drop()
+                if not reused:
+                    raise
+                reused = False
+
     def _try(self, key: int) -> tuple[sa.Connection, bool]:
         """``pg_try_advisory_lock(key)`` on the session; a session that dropped meanwhile
         (its locks are free) is replaced once, a new one that fails is the server away."""
@@ -262,6 +316,13 @@ class AdvisorySession:
                 self._conn.close()
             self._conn = None
 
+
+# One statement for the locks of a group of jobs: tried in the order given (WITH ORDINALITY).
+_TRY_MANY = sa.text(
+    "SELECT k.n, pg_try_advisory_lock(k.key) AS taken "
+    "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS k(key, n) ORDER BY k.n"
+)
+_UNLOCK_MANY = sa.text("SELECT pg_advisory_unlock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
 
 _HOLDER_SQL = sa.text("""
     SELECT a.pid, a.application_name, a.backend_start

@@ -100,6 +100,7 @@ class StateStore:
         self._ahead: _Ahead | None = None  # rows read ahead for a joined() block
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
+        self._upserts: dict[tuple[str, ...], Any] = {}  # see _upsert_job
         self._analyze_at: dict[str, int] = {}
         self.url = url  #: the store's URL with any password hidden
 
@@ -174,25 +175,45 @@ class StateStore:
         the block ends (rolled back, with all of it, if the block raises); each call is a
         savepoint of it, so a call that fails undoes only its own part.
 
-        For the bookkeeping of many jobs at once (a group's runs starting, or finishing): one
-        commit instead of a dozen per job. Never around a write to a target: what must be
-        durable before a target is written (an intent) or after it (a recorded batch) has
-        its own transaction. Nested blocks join the outer one.
+        For the bookkeeping of many jobs at once (a group's runs starting, recording their
+        last batches, finishing): one commit instead of a dozen per job. A write ahead
+        (:meth:`write_ahead`, an intent that must be durable before a target is written)
+        commits what the block did so far and itself at once; the block goes on in a new
+        transaction. So a batch recorded in a block, after its target acknowledged it, is
+        committed at the next intent or at the block's end: a crash before that loses the
+        record, not the intent, and the next run decides those records again (as after a
+        crash between a target's write and its record). Nested blocks join the outer one.
         """
         if self._joined is not None:
             yield
             return
-        with self._transaction(write=True) as conn:
+        with failures(self._engine.url), self._engine.connect() as conn:
+            conn.execution_options(sqlite_begin="IMMEDIATE", sqlite_sync="FULL")
             self._joined = conn
             try:
                 yield
+                if conn.in_transaction():
+                    conn.commit()
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                self._terms.discard()  # what it wrote was rolled back
+                raise
             finally:
                 self._joined, self._ahead = None, None
+            self._terms.settle()
+
+    def _commit_joined(self) -> None:
+        """In a :meth:`joined` block: commit what it did so far (it goes on afresh)."""
+        conn = self._joined
+        if conn is not None and conn.in_transaction():
+            conn.commit()
+            self._terms.settle()
 
     def read_ahead(self, jobs: Sequence[str]) -> None:
         """In a :meth:`joined` block: read the job states, outstanding changes, intents,
         fingerprint marks, unkeyed-key marks, unfinished runs, open approval sets and name
-        ids of `jobs` now, in one query each per 500 jobs, for the block's calls of
+        ids (added if new) of `jobs` now, in one query each per 500 jobs, for the block's calls of
         :meth:`job_state`, :meth:`outstanding`, :meth:`adopt_intents`,
         :meth:`has_fingerprints`, :meth:`legacy_keys`, :meth:`has_open_sets`,
         :meth:`start_run` and :meth:`set_job_state` (a write through the store drops what
@@ -222,7 +243,7 @@ class StateStore:
                 approval_sets.c.job.in_(chunk), approval_sets.c.status.in_(OPEN_STATUSES)
             )
             ahead.open_sets.update(conn.scalars(open_sets.distinct()))
-            self._terms.find_many(conn, "job", chunk)  # their ids, for start_run and the rest
+            self._terms.intern(conn, "job", chunk)  # their ids (start_run would add them)
         self._ahead = ahead
 
     def _known_ahead(self, job: str) -> _Ahead | None:
@@ -278,8 +299,18 @@ class StateStore:
                 )
 
     def _upsert_job(self, conn: Connection, job: str, values: dict[str, Any]) -> None:
-        stmt = self._insert(job_state).values(job=job, **values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["job"], set_=values))
+        """Insert or update `job`'s row with `values` (one statement per set of columns,
+        built once: it runs as every job starts, records its cursor and finishes)."""
+        columns = tuple(values)
+        stmt = self._upserts.get(columns)
+        if stmt is None:
+            params = {c: sa.bindparam(f"v_{c}", type_=job_state.c[c].type) for c in columns}
+            insert = self._insert(job_state).values(job=sa.bindparam("v_job"), **params)
+            stmt = insert.on_conflict_do_update(
+                index_elements=["job"], set_={c: insert.excluded[c] for c in columns}
+            )
+            self._upserts[columns] = stmt
+        conn.execute(stmt, {"v_job": job, **{f"v_{c}": v for c, v in values.items()}})
 
     # -- id map ------------------------------------------------------------------------
 
@@ -589,16 +620,16 @@ class StateStore:
     ) -> None:
         """Keep `fingerprints` and `blocks` with the job's new cursor, or forget the old ones."""
         self._forget_ahead(job)
-        conn.execute(row_fingerprints.delete().where(row_fingerprints.c.job == job))
+        conn.execute(_FINGERPRINTS_OF, {"v_job": job})
         table = fingerprint_blocks
         if fingerprints is None or cursor is None:
-            conn.execute(table.delete().where(table.c.job == job))
+            conn.execute(_DROP_BLOCKS, {"v_job": job})
             return
         row = {"job": job, "cursor": cursor, "fingerprints": _packed(fingerprints)}
-        conn.execute(sa.insert(row_fingerprints).values(row))
+        conn.execute(_NEW_FINGERPRINTS, row)
         kept = set() if blocks is None else set(blocks.kept)
-        query = sa.select(table.c.digest).where(table.c.job == job)
-        gone = [d for d in (bytes(d) for d in conn.scalars(query)) if d not in kept]
+        found = conn.scalars(_BLOCKS_OF, {"v_job": job})
+        gone = [d for d in (bytes(d) for d in found) if d not in kept]
         for start in range(0, len(gone), _CHUNK):
             chunk = gone[start : start + _CHUNK]
             conn.execute(table.delete().where(table.c.job == job, table.c.digest.in_(chunk)))
@@ -644,14 +675,19 @@ class StateStore:
         self, job: str, changes: Sequence[tuple[str, str, str, str]], now: dt.datetime | None = None
     ) -> int:
         """Record a batch's (source id, target key, action, reason) before it is sent, in a
-        transaction of its own; return the intent's id for :meth:`record_batch`."""
+        transaction of its own (in a :meth:`joined` block: after committing the block's work
+        so far); return the intent's id for :meth:`record_batch`."""
         row = {"job": job, "at": _utc(now), "changes": [list(c) for c in changes]}
         self._forget_ahead(job)
+        joined = self._joined
+        if joined is not None:  # durable now, with what the block did before it
+            self._commit_joined()
+            with failures(self._engine.url), joined.begin():
+                key = joined.execute(_NEW_INTENT, row).inserted_primary_key
+            return _new_id(key)
         with self._transaction(write=True) as conn:
-            key = conn.execute(sa.insert(intents).values(row)).inserted_primary_key
-        if key is None:
-            raise RuntimeError("the database returned no id for the intent")
-        return int(key[0])
+            key = conn.execute(_NEW_INTENT, row).inserted_primary_key
+        return _new_id(key)
 
     def hold(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
         """Record deletes the mass-delete guard held back (status "held")."""
@@ -749,10 +785,8 @@ class StateStore:
             if ahead is not None:
                 ahead.running.add(job)  # this one, from now on
             # inserted_primary_key rather than RETURNING, which SQLite has only since 3.35
-            key = conn.execute(sa.insert(runs).values(row)).inserted_primary_key
-        if key is None:  # only for multi-row inserts, never here
-            raise RuntimeError("the database returned no id for the new run")
-        return int(key[0])
+            key = conn.execute(_NEW_RUN, row).inserted_primary_key
+        return _new_id(key)
 
     def finish_run(
         self, run_id: int, *, status: str, counts: RunCounts, error: str | None = None
@@ -760,13 +794,15 @@ class StateStore:
         """Close run `run_id` with its status ("ok", "failed-records" or "aborted") and counts."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}: use one of {sorted(RUN_STATUSES)}")
-        values = {"finished_at": _utc(None), "status": status, "counts": counts.as_dict()}
+        values = {
+            "v_id": run_id,
+            "v_finished_at": _utc(None),
+            "v_status": status,
+            "v_counts": counts.as_dict(),
+            "v_error": error and scrub(error),
+        }
         with self._transaction(write=True) as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id)
-                .values(error=error and scrub(error), **values)
-            )
+            conn.execute(_FINISH_RUN, values)
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs (of `job`, or of every job), newest first."""
@@ -853,7 +889,9 @@ class StateStore:
         with contextlib.ExitStack() as stack:
             refused: dict[str, ConnectorError] = {}
             taken: list[tuple[str, str]] = []
-            for job, target in jobs:
+            if self._pg:  # every advisory lock tried in one statement, released in one
+                taken = self._advisory_many(jobs, refused, stack)
+            for job, target in [] if self._pg else jobs:
                 names = fences.lock_names(job, target)
                 held = contextlib.ExitStack()
                 try:
@@ -871,6 +909,45 @@ class StateStore:
                 self._fences.update(tokens)
                 stack.callback(self._drop_fences, list(tokens))  # before the locks go
             yield refused
+
+    def _advisory_many(
+        self,
+        jobs: Sequence[tuple[str, str | None]],
+        refused: dict[str, ConnectorError],
+        stack: contextlib.ExitStack,
+    ) -> list[tuple[str, str]]:
+        """PostgreSQL's part of :meth:`lock_many`: the locks of `jobs` tried at once; a job
+        refused either lock (added to `refused`, with the error :meth:`lock` would raise)
+        keeps neither. Returns the (lock name, job) pairs held until `stack` closes."""
+        session = self._advisory_session()
+        wanted = [(job, name) for job, target in jobs for name in fences.lock_names(job, target)]
+        keys = {name: advisory_key(name) for _, name in wanted}
+        with failures(self._engine.url):
+            denied = session.try_many([(job, keys[name]) for job, name in wanted])
+        taken: list[tuple[str, str]] = []
+        free: list[int] = []
+        for job, target in jobs:
+            names = fences.lock_names(job, target)
+            lost = [name for name in names if keys[name] in denied]
+            if not lost:
+                taken += [(name, job) for name in names]
+                continue
+            free += [keys[name] for name in names if keys[name] not in denied]
+            name = lost[0]
+            holder = denied[keys[name]]
+            if name.startswith(fences.JOB):
+                refused[job] = locks.JobLocked(job, holder)
+            else:
+                refused[job] = self._target_locked(name, holder)
+        session.release(free)
+        stack.callback(session.release, [keys[name] for name, _ in taken])
+        return taken
+
+    def _advisory_session(self) -> locks.AdvisorySession:
+        if self._locks is None:
+            engine = connect_engine(self._engine.url, for_locks=True)
+            self._locks = locks.AdvisorySession(engine)
+        return self._locks
 
     def _drop_fences(self, names: list[str]) -> None:
         for name in names:
@@ -892,10 +969,7 @@ class StateStore:
     def _os_lock(self, name: str, job: str) -> contextlib.AbstractContextManager[None]:
         """The lock the server or the kernel frees when its holder dies."""
         if self._pg:
-            if self._locks is None:
-                engine = connect_engine(self._engine.url, for_locks=True)
-                self._locks = locks.AdvisorySession(engine)
-            return self._locks.hold(job, advisory_key(name))
+            return self._advisory_session().hold(job, advisory_key(name))
         database = self._engine.url.database
         if not database or database == ":memory:" or database.startswith("file:"):
             return locks.memory_lock(f"{id(self)}:{name}", job)
@@ -948,6 +1022,34 @@ class StateStore:
 
 
 _TARGET_KEYS = "target_keys"
+
+
+def _new_id(key: Any) -> int:
+    """The id of the row an insert of one row added."""
+    if key is None:  # only for multi-row inserts, never here
+        raise RuntimeError("the database returned no id for the new row")
+    return int(key[0])
+
+
+# Statements run for every job of a run, built once.
+_NEW_RUN = sa.insert(runs)
+_NEW_INTENT = sa.insert(intents)
+_FINISH_RUN = (
+    runs.update()
+    .where(runs.c.id == sa.bindparam("v_id"))
+    .values(
+        {
+            c: sa.bindparam(f"v_{c}", type_=runs.c[c].type)
+            for c in ("finished_at", "status", "counts", "error")
+        }
+    )
+)
+_FINGERPRINTS_OF = row_fingerprints.delete().where(row_fingerprints.c.job == sa.bindparam("v_job"))
+_NEW_FINGERPRINTS = sa.insert(row_fingerprints)
+_BLOCKS_OF = sa.select(fingerprint_blocks.c.digest).where(
+    fingerprint_blocks.c.job == sa.bindparam("v_job")
+)
+_DROP_BLOCKS = fingerprint_blocks.delete().where(fingerprint_blocks.c.job == sa.bindparam("v_job"))
 
 
 def _legacy(job: str) -> str:

@@ -181,11 +181,6 @@ class Terms:
             self._fetch(conn, [key])
         return self._id(key)
 
-    def find_many(self, conn: Connection, kind: str, values: Iterable[Any]) -> None:
-        """Look up the stored terms among `values` (of `kind`) at once, for :meth:`find`."""
-        keys = [_key(kind, canonical_json(v)) for v in values]
-        self._fetch(conn, [k for k in keys if self._id(k) is None])
-
     def _store(self, conn: Connection, kind: str, texts: dict[bytes, str]) -> None:
         """Make sure the terms `texts` (by key) are stored and their ids known."""
         missing = [k for k in texts if self._id(k) is None]
@@ -195,9 +190,21 @@ class Terms:
         new = [k for k in missing if not self._id(k)]
         if new:
             insert = dialect.insert(terms, pg=conn.dialect.name == "postgresql")
-            rows = [{"kind": kind, "digest": k, "value": texts[k]} for k in new]
-            conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), rows)
-            self._fetch(conn, new)
+            stmt = insert.on_conflict_do_nothing(index_elements=["digest"]).returning(
+                terms.c.id, terms.c.digest
+            )
+            for start in range(0, len(new), _CHUNK):
+                rows = [
+                    {"kind": kind, "digest": k, "value": texts[k]}
+                    for k in new[start : start + _CHUNK]
+                ]
+                for id_, digest in conn.execute(stmt, rows):
+                    key = bytes(digest)
+                    self._new_ids[key] = int(id_)
+                    self._new_values[int(id_)] = json.loads(texts[key])
+            raced = [k for k in new if self._id(k) is None]  # another writer stored them first
+            if raced:
+                self._fetch(conn, raced)
 
     def _found(self, key: bytes) -> int:
         found = self._id(key)

@@ -207,9 +207,10 @@ def test_no_partner_value_can_widen_the_policy(tmp_path_factory: Any, value: str
         max_size=6,
     ),
     test=st.sampled_from(["region", "is_deceased", "city"]),
+    extra=st.sampled_from(["", "  street_address: show\n", "  phone: last4\n"]),
 )
 def test_partners_loaded_through_one_memo_equal_each_loaded_alone(
-    tmp_path_factory: Any, values: list[Any], test: str
+    tmp_path_factory: Any, values: list[Any], test: str, extra: str
 ) -> None:
     """What PolicyMemo keeps (the floor, the fields checked against it) changes no
     partner's policy, error or warning, whatever its value."""
@@ -218,7 +219,7 @@ def test_partners_loaded_through_one_memo_equal_each_loaded_alone(
     folder = tmp_path_factory.mktemp("m")
     path = folder / "partner.yaml"
     text = PARTNER_POLICY.replace("{region: {partner: region}}", f"{{{test}: {{partner: region}}}}")
-    path.write_text(text + "  street_address: show\n", encoding="utf-8")
+    path.write_text(text + extra, encoding="utf-8")
     floor = Path(__file__).parents[2] / "policies" / "network-floor.yaml"
 
     def load(value: Any, memo: PolicyMemo | None) -> Any:
@@ -227,9 +228,26 @@ def test_partners_loaded_through_one_memo_equal_each_loaded_alone(
         except ConfigValidationError as err:
             return [str(p) for p in err.problems]
 
+    def compiled(policy: Any, memo: PolicyMemo | None) -> Any:
+        made = compile_policy(policy, memo=None if memo is None else memo.resolutions)
+        chain = policy.chain()
+        for resolution in made.resolutions.values():  # each source is of this policy's chain
+            assert all(s.policy is p for s, p in zip(resolution.sources, chain, strict=True))
+        records = [
+            {"id": "1", test: v, "consent": {"local_organizing": {"granted": True}}}
+            for v in (value, "North", None)
+        ]
+        return made.source, made.outcomes, made.content_hash, [made.evaluate(r) for r in records]
+
     memo = PolicyMemo()
+    loaded = 0
     for value in values:
-        assert load(value, memo) == load(value, None)
+        policy = load(value, memo)
+        assert policy == load(value, None)
+        if not isinstance(policy, list):
+            assert compiled(policy, memo) == compiled(policy, None)
+            loaded += 1
+    assert len(memo.resolutions) == (loaded > 0)  # one chain of fields for every partner
 
 
 def test_a_partner_value_that_is_not_valid_names_the_registry_cell(tmp_path: Path) -> None:

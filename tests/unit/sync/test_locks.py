@@ -302,11 +302,19 @@ def test_many_jobs_locked_at_once_refuse_only_those_held_elsewhere(
 ) -> None:
     """A group's locks (one fence transaction for all): a job locked elsewhere is refused
     and holds nothing (not its target either); the others hold both locks, fenced."""
-    jobs = [("north", "book"), ("held", "shelf"), ("south", "tray")]
-    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other, other.lock("held"):
+    jobs = [("north", "book"), ("held", "shelf"), ("south", "tray"), ("late", "taken")]
+    with (
+        StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other,
+        other.lock("held"),
+        other.lock("writer", target="taken"),
+    ):
         with store.lock_many(jobs) as refused:
-            assert list(refused) == ["held"]
+            assert sorted(refused) == ["held", "late"]
             assert isinstance(refused["held"], JobLocked)
+            assert isinstance(refused["late"], TargetLocked)
+            assert "writer" in str(refused["late"])
+            with other.lock("late"):  # the job refused its target kept no lock of its own
+                pass
             record(store, "a")  # north's fence tokens are current
             for job, target in [("south", None), ("x", "book"), ("y", "tray")]:
                 with pytest.raises((JobLocked, TargetLocked)), other.lock(job, target=target):
