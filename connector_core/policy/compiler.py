@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
@@ -102,6 +103,16 @@ class Link:
         """The forbid rules, in file order."""
         return tuple(r for r in self.rules if r.kind == "forbid")
 
+    @functools.cached_property
+    def forbid_texts(self) -> tuple[tuple[str, str], ...]:
+        """Each forbid rule's name and its condition's repr (what policies compare)."""
+        return tuple((r.name, repr(r.condition)) for r in self.forbids())
+
+    @functools.cached_property
+    def allow_texts(self) -> frozenset[str]:
+        """The repr of each allow rule's condition."""
+        return frozenset(repr(r.condition) for r in self.allows())
+
 
 _STRICTNESS = {"show": 0, "mask": 1, "absent": 2, "forbid": 3}
 
@@ -175,9 +186,9 @@ class CompiledPolicy:
 
     def _forbid_key(self) -> list[tuple[str, str, str]]:
         return [
-            (link.policy.name, r.name, repr(r.condition))
+            (link.policy.name, name, text)
             for link in self.links
-            for r in link.forbids()
+            for name, text in link.forbid_texts
         ]
 
     def _share_key(self) -> tuple[Any, ...]:
@@ -185,8 +196,8 @@ class CompiledPolicy:
         links = self.links
         return (
             frozenset(p for link in links for p in link.policy.require_consent),
-            frozenset(repr(r.condition) for link in links for r in link.forbids()),
-            tuple(frozenset(repr(r.condition) for r in link.allows()) for link in links[1:]),
+            frozenset(text for link in links for _, text in link.forbid_texts),
+            tuple(link.allow_texts for link in links[1:]),
             tuple(
                 (f, r.outcome.kind, r.mask_keys)
                 for f, r in self.resolutions.items()
@@ -245,19 +256,17 @@ def compile_policy(
             ``hash`` raises PolicyError here, before any record is read.
         now: the time ``{days_ago: N}`` conditions are relative to (default: now, UTC);
             it is fixed at compile time, so compile once per run.
-        memo: the fields' resolutions of earlier policies compiled with it, by the identity
+        memo: what earlier compiles with it made: the fields' resolutions, by the identity
             of their chain's ``fields`` and ``classes`` (a template's partners share them:
-            see :class:`~connector_core.policy.loader.PolicyMemo`); they depend on nothing
-            else, so a partner's policy takes them instead of resolving its fields again.
+            see :class:`~connector_core.policy.loader.PolicyMemo`; they depend on nothing
+            else), and the links of policies without relative times (the floor); a
+            partner's policy takes them instead of making them again.
 
     Raises:
         PolicyError: an unknown mask, a bad mask parameter, or a missing hash key.
     """
     now = dt.datetime.now(dt.UTC) if now is None else now
-    links = tuple(
-        Link(p, tuple(dataclasses.replace(r, condition=resolve(r.condition, now)) for r in p.rules))
-        for p in policy.chain()
-    )
+    links = tuple(_link(p, now, memo) for p in policy.chain())
     factories = BUILTIN_MASKS if masks is None else masks
     keyed = None if context is None else id(context)  # every keyless context is alike
     context = MaskContext.without_key() if context is None else context
@@ -276,11 +285,31 @@ def compile_policy(
     return CompiledPolicy(policy, links, resolutions, now)
 
 
+def _link(policy: Policy, now: dt.datetime, memo: dict[Any, Any] | None) -> Link:
+    """`policy` with its rules' relative times resolved at `now`; a policy with none is one
+    Link for every compile sharing `memo` (a template's partners share their floor)."""
+    rules = tuple(_resolved_rule(r, now) for r in policy.rules)
+    timeless = all(new is old for new, old in zip(rules, policy.rules, strict=True))
+    if memo is None or not timeless:
+        return Link(policy, rules)
+    key = ("link", id(policy))
+    found: tuple[Policy, Link] | None = memo.get(key)
+    if found is None:
+        found = memo[key] = (policy, Link(policy, rules))  # the policy kept: its id stays
+    return found[1]
+
+
+def _resolved_rule(rule: Rule, now: dt.datetime) -> Rule:
+    condition = resolve(rule.condition, now)
+    return rule if condition is rule.condition else dataclasses.replace(rule, condition=condition)
+
+
 def _rebound(resolution: Resolution, chain: tuple[Policy, ...]) -> Resolution:
     """`resolution`, made for a chain of policies with the same fields and classes, for
     `chain`: each source names its policy of `chain`."""
     sources = tuple(
-        dataclasses.replace(s, policy=p) for s, p in zip(resolution.sources, chain, strict=True)
+        s if s.policy is p else dataclasses.replace(s, policy=p)
+        for s, p in zip(resolution.sources, chain, strict=True)
     )
     return dataclasses.replace(resolution, sources=sources)
 
@@ -291,15 +320,18 @@ def resolve(condition: Condition | None, now: dt.datetime) -> Condition | None:
 
 
 def _resolved(condition: Condition, now: dt.datetime) -> Condition:
+    """`condition` resolved; the same object when it has no relative time."""
     match condition:
         case Compare(field, op, RelativeTime() as relative):
             return Compare(field, op, relative.resolve(now))
-        case All(items):
-            return All(tuple(_resolved(c, now) for c in items))
-        case AnyOf(items):
-            return AnyOf(tuple(_resolved(c, now) for c in items))
+        case All(items) | AnyOf(items):
+            resolved = tuple(_resolved(c, now) for c in items)
+            if all(new is old for new, old in zip(resolved, items, strict=True)):
+                return condition
+            return All(resolved) if isinstance(condition, All) else AnyOf(resolved)
         case Not(item):
-            return Not(_resolved(item, now))
+            inner = _resolved(item, now)
+            return condition if inner is item else Not(inner)
     return condition
 
 

@@ -219,18 +219,18 @@ class AdvisorySession:
 
     def try_many(self, wanted: Sequence[tuple[str, int]]) -> dict[int, str | None]:
         """Try to take advisory lock `key` for `job`, for each ``(job, key)`` of `wanted`,
-        in one statement (a group of jobs starting); return the refused keys with their
-        holder (None if not visible). A key this session holds already, or one that comes
-        twice, is refused as :meth:`hold` refuses it. Each key taken is held until
-        :meth:`release`."""
+        in one statement (a group of jobs starting); return the positions in `wanted` of
+        those refused, with the holder (None if not visible). A key this session holds
+        already, or one that comes twice, is refused as :meth:`hold` refuses it. Each key
+        taken is held until :meth:`release`."""
         refused: dict[int, str | None] = {}
         with self._guard:
-            fresh: dict[int, str] = {}
-            for job, key in wanted:
+            fresh: dict[int, int] = {}  # key -> its position in `wanted`
+            for n, (_, key) in enumerate(wanted):
                 if key in self._held or key in fresh:
-                    refused[key] = describe(os.getpid(), socket.gethostname(), None)
+                    refused[n] = describe(os.getpid(), socket.gethostname(), None)
                 else:
-                    fresh[key] = job
+                    fresh[key] = n
             if not fresh:
                 return refused
             keys = list(fresh)
@@ -238,9 +238,9 @@ class AdvisorySession:
                 conn, taken = self._try_keys(keys)
                 for key, ok in zip(keys, taken, strict=True):
                     if ok:
-                        self._held[key] = fresh[key]
+                        self._held[key] = wanted[fresh[key]][0]
                     else:
-                        refused[key] = _pg_holder(conn, key)
+                        refused[fresh[key]] = _pg_holder(conn, key)
                 self._close_if_idle()
         return refused
 

@@ -921,26 +921,28 @@ class StateStore:
         keeps neither. Returns the (lock name, job) pairs held until `stack` closes."""
         session = self._advisory_session()
         wanted = [(job, name) for job, target in jobs for name in fences.lock_names(job, target)]
-        keys = {name: advisory_key(name) for _, name in wanted}
         with failures(self._engine.url):
-            denied = session.try_many([(job, keys[name]) for job, name in wanted])
+            denied = session.try_many([(job, advisory_key(name)) for job, name in wanted])
+        got = [advisory_key(name) for n, (_, name) in enumerate(wanted) if n not in denied]
+        stack.callback(session.release, got)  # whatever follows: released as the stack closes
         taken: list[tuple[str, str]] = []
         free: list[int] = []
+        position = 0
         for job, target in jobs:
             names = fences.lock_names(job, target)
-            lost = [name for name in names if keys[name] in denied]
+            places = range(position, position + len(names))
+            position += len(names)
+            lost = [(names[n - places[0]], denied[n]) for n in places if n in denied]
             if not lost:
                 taken += [(name, job) for name in names]
                 continue
-            free += [keys[name] for name in names if keys[name] not in denied]
-            name = lost[0]
-            holder = denied[keys[name]]
+            free += [advisory_key(wanted[n][1]) for n in places if n not in denied]
+            name, holder = lost[0]
             if name.startswith(fences.JOB):
                 refused[job] = locks.JobLocked(job, holder)
             else:
                 refused[job] = self._target_locked(name, holder)
-        session.release(free)
-        stack.callback(session.release, [keys[name] for name, _ in taken])
+        session.release(free)  # at once: those jobs do not run
         return taken
 
     def _advisory_session(self) -> locks.AdvisorySession:

@@ -188,7 +188,12 @@ class Terms:
             return
         self._fetch(conn, missing)
         new = [k for k in missing if not self._id(k)]
-        if new:
+        if new and not conn.dialect.insert_executemany_returning:  # SQLite before 3.35
+            insert = dialect.insert(terms, pg=False)
+            rows = [{"kind": kind, "digest": k, "value": texts[k]} for k in new]
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), rows)
+            self._fetch(conn, new)
+        elif new:  # the ids come back with the insert
             insert = dialect.insert(terms, pg=conn.dialect.name == "postgresql")
             stmt = insert.on_conflict_do_nothing(index_elements=["digest"]).returning(
                 terms.c.id, terms.c.digest

@@ -247,7 +247,8 @@ def test_partners_loaded_through_one_memo_equal_each_loaded_alone(
         if not isinstance(policy, list):
             assert compiled(policy, memo) == compiled(policy, None)
             loaded += 1
-    assert len(memo.resolutions) == (loaded > 0)  # one chain of fields for every partner
+    chains = [key for key in memo.resolutions if key[0] != "link"]
+    assert len(chains) == (loaded > 0)  # one chain of fields for every partner
 
 
 def test_a_partner_value_that_is_not_valid_names_the_registry_cell(tmp_path: Path) -> None:

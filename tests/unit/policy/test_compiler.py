@@ -428,6 +428,31 @@ def test_relative_times_resolve_against_now() -> None:
     assert compiled.pushdown.condition == Compare("modified_at", "gt", "2025-05-02T00:00:00+00:00")
 
 
+def test_a_condition_without_relative_times_resolves_to_itself() -> None:
+    """compile_policy shares the links of such rules between compiles (a template's floor)."""
+    now = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    plain = All((Compare("region", "eq", "North"), Not(AnyOf((Compare("city", "eq", "X"),)))))
+    assert resolve(plain, now) is plain
+    nested = All(
+        (Compare("region", "eq", "North"), Not(Compare("modified_at", "gt", RelativeTime(1))))
+    )
+    resolved = resolve(nested, now)
+    assert resolved == All(
+        (
+            Compare("region", "eq", "North"),
+            Not(Compare("modified_at", "gt", "2025-05-31T00:00:00+00:00")),
+        )
+    )
+    memo: dict[Any, Any] = {}
+    policy = make_policy(rules=(allow("a", plain),))
+    first, again = (compile_policy(policy, memo=memo) for _ in range(2))
+    assert first.links[0] is again.links[0]
+    timed = make_policy(rules=(allow("a", nested),))
+    assert (
+        compile_policy(timed, memo=memo).links[0] is not compile_policy(timed, memo=memo).links[0]
+    )
+
+
 INJECTION = '"); import os; os.system("echo pwned"); ("'
 
 

@@ -297,6 +297,21 @@ def test_locks_are_taken_again_after_the_lock_session_dropped(state_url: str) ->
             pass
 
 
+def test_two_jobs_of_one_lock_call_writing_one_target_take_it_once(
+    store: StateStore, state_url: str
+) -> None:
+    with store.lock_many([("a", "same"), ("b", "same")]) as refused:
+        assert list(refused) == ["b"]
+        assert isinstance(refused["b"], TargetLocked)
+        with StateStore.open(state_url) as other:
+            with other.lock("b"):  # b kept no lock of its own
+                pass
+            with pytest.raises(JobLocked), other.lock("a"):
+                pass
+    with StateStore.open(state_url) as other, other.lock("a", target="same"), other.lock("b"):
+        pass  # all released
+
+
 def test_many_jobs_locked_at_once_refuse_only_those_held_elsewhere(
     store: StateStore, state_url: str
 ) -> None:
