@@ -182,6 +182,7 @@ class _Group:
         self.final: str | None = None  # the cursor of the read's last page
         self.runs: list[JobRun] = []
         self.live: list[JobRun] = []
+        self.passed: _Passed | None = None  # a shared read's pages, for the jobs passing them
 
     def run(self, reconcile: bool | None, out: GroupResult) -> None:
         """Lock, start, read once, feed every page to every job, finish each run."""
@@ -241,6 +242,7 @@ class _Group:
         if shared:
             with self._joined():  # each job's id map: reads in one transaction
                 decider = _Decider(self.runs, self.store)
+            self.passed = _Passed(decider)
         known: dict[str, Any] = {}
         skipping = False
         if shared:  # the group's fingerprints, not each job's (see _known)
@@ -259,7 +261,9 @@ class _Group:
         pages: Iterator[Page] | None
         collect = None  # the row fingerprints this read reports, by source id
         if kept is not None:  # an earlier group's read of the same source: not read again
-            pages = iter(kept)
+            assert decider is not None  # a kept read feeds a shared one
+            self._replay(kept, decider)
+            pages = None
         else:
             out.reads += 1
             try:
@@ -282,11 +286,14 @@ class _Group:
                 if collect is not None and self.final != cursor:  # else nothing new was read:
                     self.reads.collected(source, self.final)  # the kept ones stay
                 break
-            self._feed(page, decider)
+            decided = self._feed(page, decider)
+            if decided is not None and decider is not None:
+                self.reads.note_counts(key, decider, decided)
             if page.cursor is not None:
                 self.final = page.cursor
             if collect is not None:
                 _collect(page, collect, self.reads.rejected)
+        self._catch_up_all()
         # Each job's last batches recorded in one transaction (an intent commits what came
         # before it: see StateStore.joined). A job whose approval stage may notify someone
         # ends on its own, its held sets committed before anyone is told of them.
@@ -325,23 +332,107 @@ class _Group:
         stored = Loaded(functools.partial(self.store.fingerprints, name, start))
         return KnownRows(stored, decode), True
 
-    def _feed(self, page: Page, decider: _Decider | None) -> None:
+    def _replay(self, kept: _Read, decider: _Decider) -> None:
+        """Feed the group an earlier group's read of the same source: only the pages that
+        may hold something for one of its jobs are unpickled and decided (see
+        :class:`_PageMeta`); each job passes the others with the counts kept for them."""
+        number = self.reads.group_of[self.jobs[0].name]
+        held: set[int] = set()
+        if decider.holders:
+            where = kept.page_of()
+            held = {where[i] for i in decider.holders if i in where}
+        gates = decider.gate_keys
+        decider.seen = kept.seen  # the ids of every page (a set the groups share)
+        for run in self.runs:
+            run.seen = kept.seen
+        for n, meta in enumerate(kept.metas):
+            if (
+                meta.busy
+                or number in meta.groups
+                or n in held
+                or decider.always
+                or any(gate not in meta.counts for gate in gates)
+            ):
+                self._feed(kept.page(n), decider)
+            else:  # nothing for any job of the group: each passes it
+                passed = self.passed
+                assert passed is not None  # made with the decider
+                counts = [
+                    collections.Counter(
+                        {None if c is None else reasons[c]: n for c, n in meta.counts[gate].items()}
+                    )
+                    for gate, reasons in zip(gates, decider.gate_reasons, strict=True)
+                ]
+                passed.add(meta.cursor, meta.records, meta.skipped, meta.snapshot, counts)
+                if self.progress is not None:
+                    self.progress(meta.records)
+            if meta.cursor is not None:
+                self.final = meta.cursor
+
+    def _feed(self, page: Page, decider: _Decider | None) -> _PageDecisions | None:
+        """Feed `page` to the group's jobs (decided at once, with a decider); returns the
+        decisions."""
+        decided = None
         if decider is None:
             for run in list(self.live):
                 self._each(run, functools.partial(run.feed, page))
         else:
             decided = decider.page(page)
-            live = set(self.live)
-            for position, run in enumerate(self.runs):
-                if run not in live:
+            passed = self.passed
+            assert passed is not None  # made with the decider
+            here = passed.pages  # this page's place in the read
+            everyone = range(len(self.runs))
+            for position in everyone if decided.active is None else decided.active:
+                run = self.runs[position]
+                if run.result.error is not None:  # stopped
                     continue
+                self._catch_up(position, here)
                 withheld = decided.idle(position)
-                if withheld is not None:  # most pages, for a job of many: nothing to plan
+                if withheld is not None:  # nothing to plan after all
                     self._each(run, functools.partial(run.pass_page, page, withheld))
                 else:
                     self._each(run, functools.partial(run.feed, page, decided.view(position)))
+                passed.synced[position] = here + 1
+            passed.add(
+                page.cursor, len(page.records), len(page.skipped), page.snapshot, decided.counts
+            )
         if self.progress is not None:
             self.progress(len(page.records))
+        return decided
+
+    def _catch_up(self, position: int, upto: int) -> None:
+        """Job `position` passes, at once, the pages of the read before page `upto` that held
+        nothing for it since it last planned one (see :class:`_Passed`)."""
+        passed = self.passed
+        assert passed is not None  # a shared read's
+        start = passed.synced[position]
+        if start >= upto:
+            return
+        run = self.runs[position]
+        counts = passed.counts_between(passed.decider.gate_of[position], start, upto)
+        withheld = passed.decider.named(position, counts)
+        mark = passed.last_cursor(start, upto - 1)  # the marks pass_page would leave
+        step = functools.partial(
+            run.pass_pages,
+            upto - start,
+            mark,
+            passed.cursors[upto - 1],
+            passed.read[upto] - passed.read[start],
+            passed.skipped[upto] - passed.skipped[start],
+            withheld,
+            snapshot=passed.partial[upto] == passed.partial[start],
+        )
+        passed.synced[position] = upto
+        self._each(run, step)
+
+    def _catch_up_all(self) -> None:
+        """Every job still running passes the pages left (after the read, or as it fails)."""
+        passed = self.passed
+        if passed is None:
+            return
+        for position, run in enumerate(self.runs):
+            if run in self.live:
+                self._catch_up(position, passed.pages)
 
     def _each(self, run: JobRun, step: Callable[[], None]) -> None:
         """Do `step` of `run`; a ConnectorError stops that job alone."""
@@ -353,6 +444,7 @@ class _Group:
 
     def _source_failed(self, exc: ConnectorError) -> None:
         """The source failed: each job records what it did, then stops."""
+        self._catch_up_all()
         for run in list(self.live):
             try:
                 run.read_failed()
@@ -363,8 +455,71 @@ class _Group:
         self.live = []
 
 
+class _Passed:
+    """The pages of a group's read so far, summed (prefix sums by page), so that a job with
+    nothing to plan in a run of pages passes them in one step (:meth:`JobRun.pass_pages`)
+    when it next has something, or at the end, instead of one call per page and job."""
+
+    def __init__(self, decider: _Decider) -> None:
+        self.decider = decider
+        self.pages = 0
+        self.cursors: list[str | None] = []
+        self.read = [0]  # records read before page n
+        self.skipped = [0]  # rows skipped unchanged before page n
+        self.partial = [0]  # pages before page n that were not snapshots
+        self.last = [-1]  # the last page before page n with a cursor (-1: none)
+        #: per gate group, the withheld counts by reason before page n
+        self.counts: list[list[collections.Counter[str | None]]] = [
+            [collections.Counter()] for _ in decider.gates
+        ]
+        #: per job, the pages it has passed or planned
+        self.synced = [0] * len(decider.policies)
+
+    def add(
+        self,
+        cursor: str | None,
+        records: int,
+        skipped: int,
+        snapshot: bool,
+        counts: Sequence[collections.Counter[str | None]],
+    ) -> None:
+        """Page `pages` was read (or passed): its cursor, records read and skipped, whether
+        it was a snapshot, and its withheld counts by gate group."""
+        self.cursors.append(cursor)
+        self.read.append(self.read[-1] + records)
+        self.skipped.append(self.skipped[-1] + skipped)
+        self.partial.append(self.partial[-1] + (not snapshot))
+        self.last.append(self.pages if cursor is not None else self.last[-1])
+        for prefix, found in zip(self.counts, counts, strict=True):
+            prefix.append(prefix[-1] + found if found else prefix[-1])
+        self.pages += 1
+
+    def counts_between(self, gate: int, start: int, end: int) -> collections.Counter[str | None]:
+        """Gate group `gate`'s withheld counts of pages `start` to `end` (excluded)."""
+        prefix = self.counts[gate]
+        return prefix[end] - prefix[start]
+
+    def last_cursor(self, start: int, end: int) -> str | None:
+        """The cursor of the last page with one in pages `start` to `end` (excluded)."""
+        last = self.last[end]
+        return self.cursors[last] if last >= start else None
+
+
 #: source connection, cursor, fields, whether the read skips known rows
 _ReadKey = tuple[str, str | None, frozenset[str], bool]
+
+
+def _meta(page: Page, index: PolicySet, group_of: Sequence[int]) -> _PageMeta:
+    """A kept page's :class:`_PageMeta` (the counts come from the group reading it)."""
+    busy = bool(page.problems)
+    groups: set[int] = set()
+    candidates = index.candidates
+    for record in page.records:
+        if record.get("id") in (None, "") or record.get("deleted") is True:
+            busy = True
+            break
+        groups.update(group_of[position] for position in candidates(record))
+    return _PageMeta(page.cursor, len(page.records), len(page.skipped), page.snapshot, busy, groups)
 
 
 def fingerprints_name(source: str) -> str:
@@ -382,17 +537,56 @@ def _collect(page: Page, into: dict[str, int], rejected: set[str]) -> None:
     rejected.update(p.key for p in page.problems if p.key is not None)
 
 
+@dataclasses.dataclass
+class _PageMeta:
+    """What a later group needs of a kept page that holds nothing for any of its jobs."""
+
+    cursor: str | None
+    records: int
+    skipped: int
+    snapshot: bool
+    #: a deleted record, a problem or a record without an id: every job plans the page
+    busy: bool
+    #: the groups (by number) with a job whose policy may share one of its records
+    groups: set[int]
+    #: withheld counts by the check that withheld them (None: no rule allowed), by the
+    #: gate's checks (filled by the group reading it)
+    counts: dict[tuple[str, ...], collections.Counter[str | None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+
 class _Read:
-    """The pages of one complete read of a source, pickled and compressed."""
+    """The pages of one complete read of a source, pickled and compressed, each with what
+    a later group needs to pass it without unpickling it (:class:`_PageMeta`)."""
 
     def __init__(self) -> None:
         self.pages: list[bytes] = []
+        self.metas: list[_PageMeta] = []
         self.complete = False
+        #: the ids the read listed (None: a page was not a snapshot), for every group
+        self.seen: set[str] | None = set()
+        self._where: dict[str, int] | None = None  # source id -> page (see page_of)
 
     def __iter__(self) -> Iterator[Page]:
-        for blob in self.pages:
-            page: Page = pickle.loads(zlib.decompress(blob))
-            yield page
+        for n in range(len(self.pages)):
+            yield self.page(n)
+
+    def page(self, n: int) -> Page:
+        """Page `n`, unpickled."""
+        page: Page = pickle.loads(zlib.decompress(self.pages[n]))
+        return page
+
+    def page_of(self) -> dict[str, int]:
+        """The page of each source id the read listed (its records' and problems' keys),
+        made when a group first asks: a group that holds records needs the pages where they
+        are."""
+        if self._where is None:
+            where: dict[str, int] = {}
+            for n, page in enumerate(self):
+                where.update(dict.fromkeys(seen_ids(page), n))
+            self._where = where
+        return self._where
 
 
 class _Reads:
@@ -416,6 +610,14 @@ class _Reads:
             source = group[0].config.source
             self.fields[source] = self.fields[source].union(*map(read_fields, group))
         self.reads: dict[_ReadKey, _Read] = {}
+        self.groups = groups
+        #: each job's group, by number in `groups`
+        self.group_of = {job.name: n for n, group in enumerate(groups) for job in group}
+
+    def _index(self, source: str) -> tuple[PolicySet, list[int]]:
+        """Every job of `source` as one PolicySet, and the group of each of its positions."""
+        jobs = [job for group in self.groups if group[0].config.source == source for job in group]
+        return PolicySet([job.policy for job in jobs]), [self.group_of[j.name] for j in jobs]
 
     def kept(self, key: _ReadKey) -> _Read | None:
         """The complete read of `key`, if one was kept."""
@@ -429,13 +631,31 @@ class _Reads:
             yield from pages
             return
         read = self.reads[key] = _Read()
+        index, group_of = self._index(key[0])
         for page in pages:
             # The rows' fingerprints serve a job's own read only (a shared read drops them,
             # see _Group._read): not kept.
             plain = dataclasses.replace(page, fingerprints={}, blocks=[])
             read.pages.append(zlib.compress(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL), 1))
+            read.metas.append(_meta(page, index, group_of))
+            if not page.snapshot:
+                read.seen = None
+            elif read.seen is not None:
+                read.seen.update(seen_ids(page))
             yield page
         read.complete = True
+
+    def note_counts(self, key: _ReadKey, decider: _Decider, decided: _PageDecisions) -> None:
+        """The group reading `key` decided its latest page: keep its withheld counts by gate."""
+        read = self.reads.get(key)
+        if read is not None and not read.complete and read.metas:
+            counts = read.metas[-1].counts
+            for g, gate in enumerate(decider.gate_keys):
+                checks = {reason: check for check, reason in decider.gate_reasons[g].items()}
+                # by check, not by reason: another group's gate names its reasons its own way
+                counts[gate] = collections.Counter(
+                    {None if r is None else checks[r]: n for r, n in decided.counts[g].items()}
+                )
 
     def collecting(self, source: str) -> dict[str, int]:
         """A fresh set of fingerprints for a read of `source` starting (not yet complete)."""
@@ -488,8 +708,15 @@ class _Decider:
             self.renames.append(
                 {a.reason: b for (_, a), (_, b) in zip(first, policy.gate_checks, strict=True)}
             )
+        #: the checks of each shared gate (what a kept page's counts are filed under), and
+        #: the reasons its decisions give (its first policy's)
+        self.gate_keys = list(keys)
+        self.gate_reasons = [
+            {check: decision.reason for check, decision in first.gate_checks} for first in firsts
+        ]
         #: every job plans every record (a legacy cleanup takes back withheld derived keys)
         self.everything = [run.planner.cleanup for run in runs]
+        self.always = {position for position, every in enumerate(self.everything) if every}
         #: source id -> positions of the jobs whose id map or outstanding changes hold it
         #: (and, as the read goes on, that shared it in this run)
         self.holders: dict[str, list[int]] = collections.defaultdict(list)
@@ -522,6 +749,17 @@ class _Decider:
         for run in runs:
             run.seen, run.own_seen = self.seen, False
 
+    def named(self, position: int, counts: Mapping[str | None, int]) -> dict[str, int]:
+        """Withheld `counts` by the shared gate's reasons, under job `position`'s own names
+        (a forbid's reason names its policy; None is "allowed by no rule")."""
+        policy = self.policies[position]
+        renames = self.renames[position]
+        return {
+            (policy.no_allow if reason is None else renames[reason]).reason: n
+            for reason, n in counts.items()
+            if n
+        }
+
     def page(self, page: Page) -> _PageDecisions:
         """Decide `page` for every job at once."""
         if not page.snapshot:
@@ -545,8 +783,9 @@ class _PageDecisions:
         self.records = records
         #: every record has an id and none is a problem: a job may pass the page unplanned
         self.plain = not page.problems and len(records) == len(page.records)
-        positions = len(decider.policies)
-        self.verdicts: list[dict[int, _Verdict]] = [{} for _ in range(positions)]
+        self.verdicts: collections.defaultdict[int, dict[int, _Verdict]] = collections.defaultdict(
+            dict
+        )
         self.deleted: set[int] = set()
         gates = decider.gates
         self.defaults: list[list[Decision | None]] = [[] for _ in gates]
@@ -569,49 +808,44 @@ class _PageDecisions:
                     verdicts[position][j] = evaluate[position](record)
                 except RecordRejected as exc:
                     verdicts[position][j] = exc
-        self.held: list[set[int]] = [set() for _ in range(positions)]
+        self.held: collections.defaultdict[int, set[int]] = collections.defaultdict(set)
         holders = decider.holders
         for j, record in enumerate(records):
             for position in holders.get(str(record["id"]), ()):
                 self.held[position].add(j)
+        #: the jobs that may have something to plan in the page (None: every job)
+        self.active: list[int] | None = (
+            None
+            if self.deleted or not self.plain
+            else sorted(self.verdicts.keys() | self.held.keys() | decider.always)
+        )
 
     def idle(self, position: int) -> dict[str, int] | None:
         """Job `position`'s withheld counts by reason if it has nothing to plan in the page
         (no record it may share, holds or owes, none deleted, no problem), else None."""
         decider = self.decider
         if (
-            self.verdicts[position]
-            or self.held[position]
+            self.verdicts.get(position)
+            or self.held.get(position)
             or self.deleted
             or not self.plain
             or decider.everything[position]
         ):
             return None
-        return self._named(position, self.counts[decider.gate_of[position]])
-
-    def _named(self, position: int, counts: Mapping[str | None, int]) -> dict[str, int]:
-        """Withheld `counts` by the shared gate's reasons, under job `position`'s own names
-        (a forbid's reason names its policy; None is "allowed by no rule")."""
-        policy = self.decider.policies[position]
-        renames = self.decider.renames[position]
-        return {
-            (policy.no_allow if reason is None else renames[reason]).reason: n
-            for reason, n in counts.items()
-            if n
-        }
+        return decider.named(position, self.counts[decider.gate_of[position]])
 
     def view(self, position: int) -> DecidedPage:
         """Job `position`'s part of the page."""
         decider = self.decider
         policy = decider.policies[position]
-        verdicts = self.verdicts[position]
+        verdicts = self.verdicts.get(position, {})
         defaults = self.defaults[decider.gate_of[position]]
         renames = decider.renames[position]
+        held = self.held.get(position, set())
         if decider.everything[position]:
             chosen: Iterable[int] = range(len(self.records))
         else:
-            chosen = sorted(verdicts.keys() | self.held[position] | self.deleted)
-        held = self.held[position]
+            chosen = sorted(verdicts.keys() | held | self.deleted)
         unheld = set()
         ahead: dict[str, Mapped] = {}
         rows = None if decider.rows is None else decider.rows[position]
@@ -643,7 +877,7 @@ class _PageDecisions:
                 self._shares(str(record["id"]), position)
             table[id(record)] = verdict
         decide = _lookup(table, policy)
-        counted = self._named(position, withheld)
+        counted = decider.named(position, withheld)
         return DecidedPage(self.records, records, decide, counted, frozenset(unheld), ahead)
 
     def _shares(self, source_id: str, position: int) -> None:

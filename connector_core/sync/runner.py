@@ -458,6 +458,36 @@ class _Run:
             self.progress(len(page.records))
         self.held, self.pages = page.cursor, self.pages + 1
 
+    def pass_pages(
+        self,
+        pages: int,
+        mark: str | None,
+        cursor: str | None,
+        read: int,
+        skipped: int,
+        withheld: Mapping[str, int],
+        *,
+        snapshot: bool,
+    ) -> None:
+        """:meth:`pass_page` for `pages` pages in a row at once (a group's job that had
+        nothing in any of them): `mark` the cursor of the last of them but the final one
+        that had a cursor (None: none had), `cursor` the final one's, `read` and `skipped`
+        their records, `withheld` their counts by reason; `snapshot` False when one of
+        them was not a snapshot."""
+        mark = self.held if mark is None else mark
+        if mark is not None:  # the marks of the pages in turn: each later one replaces
+            self.batches.mark(mark)
+        if not snapshot:
+            self.seen = None
+        self.skipped += skipped
+        self.counts.read += read
+        counted = self.counts.withheld
+        for reason, n in withheld.items():
+            counted[reason] = counted.get(reason, 0) + n
+        if self.progress is not None:
+            self.progress(read)
+        self.held, self.pages = cursor, self.pages + pages
+
     def end(self) -> None:
         """After the last page: take back what a complete read missed, settle what an
         interrupted run left, let the mass-delete guard decide, write the rest."""

@@ -288,11 +288,29 @@ def test_one_by_one_reads_once_per_job(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("grouped", ["group", "pairs"])
-def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(tmp_path: Path, grouped: str) -> None:
+def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(
+    tmp_path: Path, grouped: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Different policies (indexed and not), a changed policy, an outstanding change, a job
     locked by another process, a target down: targets, id maps, ledgers, outstanding changes,
     cursors and exit codes equal those of running the jobs one after another; also when
-    groups of two are fed the first group's read."""
+    groups of two are fed the first group's read (and pass its pages that hold nothing for
+    them without unpickling them)."""
+    from connector_core.sync import fanout
+
+    replayed = {"pages": 0, "unpickled": 0}
+    page, replay = fanout._Read.page, fanout._Group._replay
+
+    def counted_page(read: Any, n: int) -> Page:
+        replayed["unpickled"] += 1
+        return page(read, n)
+
+    def counted_replay(group: Any, kept: Any, decider: Any) -> None:
+        replayed["pages"] += len(kept.metas)
+        replay(group, kept, decider)
+
+    monkeypatch.setattr(fanout._Read, "page", counted_page)
+    monkeypatch.setattr(fanout._Group, "_replay", counted_replay)
     results = {}
     for mode in ("single", grouped):
         reset_memory_stores()
@@ -307,6 +325,8 @@ def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(tmp_path: Path, grouped
     assert single[0]["picky"] == int(ExitCode.RECORDS_FAILED)
     for index, (alone, together) in enumerate(zip(single, group, strict=True)):
         assert together == alone, index
+    if grouped == "pairs":
+        assert replayed["pages"] > 0  # fed the first group's read
 
 
 def test_a_failing_target_stops_only_its_job(tmp_path: Path, store: StateStore) -> None:
@@ -445,18 +465,30 @@ def test_a_job_with_nothing_in_a_page_passes_it_unplanned_and_ends_as_alone(
     from connector_core.sync import fanout, runner
 
     passed: list[str] = []
-    original = runner.JobRun.pass_page
+    original, in_a_row = runner.JobRun.pass_page, runner.JobRun.pass_pages
 
     def counting(run: runner.JobRun, page: Page, withheld: Any) -> None:
         passed.append(run.job.name)
         original(run, page, withheld)
 
+    def counting_many(run: runner.JobRun, *args: Any, **kwargs: Any) -> None:
+        passed.append(run.job.name)
+        in_a_row(run, *args, **kwargs)
+
     monkeypatch.setattr(runner.JobRun, "pass_page", counting)
-    idle = fanout._PageDecisions.idle
+    monkeypatch.setattr(runner.JobRun, "pass_pages", counting_many)
+    idle, decide = fanout._PageDecisions.idle, fanout._PageDecisions.__init__
+
+    def everyone_active(self: Any, decider: Any, page: Page) -> None:
+        decide(self, decider, page)
+        self.active = None  # every job visits every page, and plans it
+
     results = {}
     for mode in ("single", "planned", "group"):
+        planned = mode == "planned"
+        monkeypatch.setattr(fanout._PageDecisions, "idle", (lambda *_: None) if planned else idle)
         monkeypatch.setattr(
-            fanout._PageDecisions, "idle", (lambda *_: None) if mode == "planned" else idle
+            fanout._PageDecisions, "__init__", everyone_active if planned else decide
         )
         reset_memory_stores()
         root = tmp_path / mode
@@ -499,3 +531,112 @@ def test_a_cursor_covered_by_the_same_steps_replaces_the_mark_before_it() -> Non
     assert len(batches.marks) == 1
     batches.finish("end")
     assert written == [(0, "end")]
+
+
+REGIONS_CONFIG = """\
+version: 1
+network: {name: Fan-out network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm: {adapter: counting, settings: {store: crm, page_size: 4}}
+%(targets)s
+jobs:
+%(jobs)s
+"""
+
+
+def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six regional jobs in groups of two, the people sorted by region: the second and
+    third groups, fed the first group's read, unpickle only the pages with someone of their
+    regions (or someone they hold); each policy names its reasons its own way. Counts,
+    targets, id maps, ledgers and cursors equal those of groups that each read the source,
+    and all but the counts those of one-by-one runs; over a first run, an incremental run
+    (people moved, one deleted, one withdrew, one added) and a reconciliation."""
+    from connector_core.sync import fanout
+
+    names = [f"r{i}" for i in range(6)]
+    config = REGIONS_CONFIG % {
+        "targets": "\n".join(
+            f"  out-{n}: {{adapter: memory, settings: {{store: out-{n}}}}}" for n in names
+        ),
+        "jobs": "\n".join(
+            f"  {n}: {{source: crm, target: out-{n}, policy: {n}.yaml}}" for n in names
+        ),
+    }
+    replayed = {"pages": 0, "unpickled": 0}
+    page, replay, kept = fanout._Read.page, fanout._Group._replay, fanout._Reads.kept
+
+    def counted_page(read: Any, n: int) -> Page:
+        replayed["unpickled"] += 1
+        return page(read, n)
+
+    def counted_replay(group: Any, read: Any, decider: Any) -> None:
+        replayed["pages"] += len(read.metas)
+        replay(group, read, decider)
+
+    monkeypatch.setattr(fanout._Read, "page", counted_page)
+    monkeypatch.setattr(fanout._Group, "_replay", counted_replay)
+
+    def resident(n: int, region: int, **extra: Any) -> dict[str, Any]:
+        record = {**person(n), "region": f"R{region}", "is_deceased": n == 13, **extra}
+        record["consent"] = {"local_organizing": {"granted": n % 7 != 5, "source": "crm"}}
+        return record
+
+    results: dict[str, list[Any]] = {}
+    for mode in ("single", "pairs", "pairs-read"):
+        reset_memory_stores()
+        monkeypatch.setattr(
+            fanout._Reads, "kept", (lambda *_: None) if mode == "pairs-read" else kept
+        )
+        root = tmp_path / mode
+        root.mkdir()
+        (root / "connector.yaml").write_text(config, encoding="utf-8")
+        for i, name in enumerate(names):
+            text = TEMPLATE.format(name=name, when=f"{{region: R{i}}}", fields="  first_name: show")
+            (root / f"{name}.yaml").write_text(text, encoding="utf-8")
+        source = CountingAdapter(CountingAdapter.settings_model(store="crm"))
+
+        def put(n: int, region: int, into: Adapter = source, **extra: Any) -> None:
+            list(into.write([Change.upsert(f"P{n:03d}", resident(n, region, **extra))]))
+
+        for n in range(36):
+            put(n, n // 6)
+        seen: list[Any] = []
+        with StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+            for step in range(3):
+                if step == 1:
+                    put(2, 5)  # moved from R0 to R5
+                    put(20, 3, deleted=True)
+                    put(31, 5, consent={"local_organizing": {"granted": False}})
+                    put(40, 1)  # new, in R1
+                config_ = load_config(root / "connector.yaml", ADAPTERS)
+                jobs = [load_job(config_, n, context=MaskContext.with_key(b"key")) for n in names]
+                options: dict[str, Any] = {"reconcile": True} if step == 2 else {}
+                try:
+                    if mode == "single":
+                        done = [run_job(job, s, **options) for job in jobs]
+                    else:
+                        done = run_jobs(jobs, s, group_size=2, **options).results
+                finally:
+                    for job in jobs:
+                        job.close()
+                counts = {r.job: (int(r.exit_code), r.counts.as_dict()) for r in done}
+                state = {}
+                for name in names:
+                    ids = list(s.source_ids(name))
+                    state[name] = (
+                        sorted((m.source_id, m.target_key) for m in s.mapped(name, ids).values()),
+                        sorted(
+                            (e.action, e.source_id, e.reason) for e in s.ledger_entries(job=name)
+                        ),
+                        s.job_state(name).cursor,
+                    )
+                seen.append((counts, state))
+        results[mode] = seen
+    assert results["pairs"] == results["pairs-read"]
+    assert [state for _, state in results["pairs"]] == [state for _, state in results["single"]]
+    assert 0 < replayed["unpickled"] < replayed["pages"], replayed
