@@ -367,7 +367,10 @@ class _Group:
                 assert passed is not None  # made with the decider
                 counts = [
                     collections.Counter(
-                        {None if c is None else reasons[c]: n for c, n in meta.counts[gate].items()}
+                        {
+                            None if check is None else reasons[check]: count
+                            for check, count in meta.counts[gate].items()
+                        }
                     )
                     for gate, reasons in zip(gates, decider.gate_reasons, strict=True)
                 ]
@@ -586,13 +589,14 @@ class _Read:
         return page
 
     def page_of(self) -> dict[str, int]:
-        """The page of each source id the read listed (its records' and problems' keys),
-        made when a group first asks: a group that holds records needs the pages where they
-        are."""
+        """The page of each record the read decoded, by source id (not the rows it skipped
+        unchanged: nobody plans them), made when a group first asks: a group that holds
+        records needs the pages where they are."""
         if self._where is None:
             where: dict[str, int] = {}
             for n, page in enumerate(self):
-                where.update(dict.fromkeys(seen_ids(page), n))
+                ids = (r["id"] for r in page.records if r.get("id") not in (None, ""))
+                where.update(dict.fromkeys(map(str, ids), n))
             self._where = where
         return self._where
 
