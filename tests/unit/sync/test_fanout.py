@@ -287,15 +287,8 @@ def test_one_by_one_reads_once_per_job(tmp_path: Path) -> None:
     assert len(CountingAdapter.reads) == len(JOBS)
 
 
-@pytest.mark.parametrize("grouped", ["group", "pairs"])
-def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(
-    tmp_path: Path, grouped: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Different policies (indexed and not), a changed policy, an outstanding change, a job
-    locked by another process, a target down: targets, id maps, ledgers, outstanding changes,
-    cursors and exit codes equal those of running the jobs one after another; also when
-    groups of two are fed the first group's read (and pass its pages that hold nothing for
-    them without unpickling them)."""
+def count_replays(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the pages of kept reads fed to later groups, and those of them unpickled."""
     from connector_core.sync import fanout
 
     replayed = {"pages": 0, "unpickled": 0}
@@ -311,6 +304,19 @@ def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(
 
     monkeypatch.setattr(fanout._Read, "page", counted_page)
     monkeypatch.setattr(fanout._Group, "_replay", counted_replay)
+    return replayed
+
+
+@pytest.mark.parametrize("grouped", ["group", "pairs"])
+def test_a_group_ends_exactly_as_its_jobs_run_one_by_one(
+    tmp_path: Path, grouped: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Different policies (indexed and not), a changed policy, an outstanding change, a job
+    locked by another process, a target down: targets, id maps, ledgers, outstanding changes,
+    cursors and exit codes equal those of running the jobs one after another; also when
+    groups of two are fed the first group's read (and pass its pages that hold nothing for
+    them without unpickling them)."""
+    replayed = count_replays(monkeypatch)
     results = {}
     for mode in ("single", grouped):
         reset_memory_stores()
@@ -567,19 +573,8 @@ def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
             f"  {n}: {{source: crm, target: out-{n}, policy: {n}.yaml}}" for n in names
         ),
     }
-    replayed = {"pages": 0, "unpickled": 0}
-    page, replay, kept = fanout._Read.page, fanout._Group._replay, fanout._Reads.kept
-
-    def counted_page(read: Any, n: int) -> Page:
-        replayed["unpickled"] += 1
-        return page(read, n)
-
-    def counted_replay(group: Any, read: Any, decider: Any) -> None:
-        replayed["pages"] += len(read.metas)
-        replay(group, read, decider)
-
-    monkeypatch.setattr(fanout._Read, "page", counted_page)
-    monkeypatch.setattr(fanout._Group, "_replay", counted_replay)
+    kept = fanout._Reads.kept
+    replayed = count_replays(monkeypatch)
 
     def resident(n: int, region: int, **extra: Any) -> dict[str, Any]:
         record = {**person(n), "region": f"R{region}", "is_deceased": n == 13, **extra}
