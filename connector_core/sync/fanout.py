@@ -341,54 +341,62 @@ class _Group:
         return KnownRows(stored, decode), True
 
     def _replay(self, kept: _Read, decider: _Decider) -> None:
-        """Feed the group an earlier group's read of the same source: only the pages that
-        may hold something for one of its jobs are unpickled and decided (see
-        :class:`_PageMeta`); each job passes the others with the counts kept for them."""
+        """Feed the group an earlier group's read of the same source: of each page, only the
+        records that a job of the group may share or holds are decided (see
+        :class:`_PageMeta`); the others, and the pages with none of them, are passed with
+        the counts kept for them. A page with a deletion or a problem is decided whole."""
         number = self.reads.group_of[self.jobs[0].name]
-        held: set[int] = set()
+        held: dict[int, set[int]] = collections.defaultdict(set)  # page -> places
         if decider.holders:
             where = kept.page_of()
-            held = {where[i] for i in decider.holders if i in where}
+            for source_id in decider.holders:
+                if source_id in where:
+                    n, at = where[source_id]
+                    held[n].add(at)
         gates = decider.gate_keys
         decider.seen = kept.seen  # the ids of every page (a set the groups share)
         for run in self.runs:
             run.seen = kept.seen
+        passed = self.passed
+        assert passed is not None  # made with the decider
         for n, meta in enumerate(kept.metas):
-            if (
-                meta.busy
-                or number in meta.groups
-                or n in held
-                or decider.always
-                or any(gate not in meta.counts for gate in gates)
-            ):
-                self._feed(kept.page(n), decider)
-            else:  # nothing for any job of the group: each passes it
-                passed = self.passed
-                assert passed is not None  # made with the decider
-                counts = [
-                    collections.Counter(
-                        {
-                            None if check is None else reasons[check]: count
-                            for check, count in meta.counts[gate].items()
-                        }
+            if meta.busy or decider.always or any(gate not in meta.counts for gate in gates):
+                self._feed(kept.page(n), decider)  # decided whole
+            elif number in meta.members or n in held:
+                page = kept.page(n)
+                places = sorted(set(meta.members.get(number, ())) | held.get(n, set()))
+                part = dataclasses.replace(page, records=[page.records[at] for at in places])
+                decided = decider.page(part)
+                rest = [  # the other records, withheld by each gate as the page's counts say
+                    meta.counts[gate] - _by_check(found, reasons)
+                    for gate, found, reasons in zip(
+                        gates, decided.counts, decider.gate_reasons, strict=True
                     )
-                    for gate, reasons in zip(gates, decider.gate_reasons, strict=True)
                 ]
+                others = meta.records - len(places)
+                # passed first as a page without a cursor, then the part, with the cursor
+                passed.add(None, others, 0, page.snapshot, _by_reason(rest, decider))
+                if self.progress is not None:
+                    self.progress(others)
+                self._feed(part, decider, decided)
+            else:  # nothing for any job of the group: each passes it
+                counts = _by_reason([meta.counts[gate] for gate in gates], decider)
                 passed.add(meta.cursor, meta.records, meta.skipped, meta.snapshot, counts)
                 if self.progress is not None:
                     self.progress(meta.records)
             if meta.cursor is not None:
                 self.final = meta.cursor
 
-    def _feed(self, page: Page, decider: _Decider | None) -> _PageDecisions | None:
-        """Feed `page` to the group's jobs (decided at once, with a decider); returns the
-        decisions."""
-        decided = None
+    def _feed(
+        self, page: Page, decider: _Decider | None, decided: _PageDecisions | None = None
+    ) -> _PageDecisions | None:
+        """Feed `page` to the group's jobs (decided at once, with a decider, unless
+        `decided` already); returns the decisions."""
         if decider is None:
             for run in list(self.live):
                 self._each(run, functools.partial(run.feed, page))
         else:
-            decided = decider.page(page)
+            decided = decided or decider.page(page)
             passed = self.passed
             assert passed is not None  # made with the decider
             here = passed.pages  # this page's place in the read
@@ -523,14 +531,36 @@ _ReadKey = tuple[str, str | None, frozenset[str], bool]
 def _meta(page: Page, index: PolicySet, group_of: Sequence[int]) -> _PageMeta:
     """A kept page's :class:`_PageMeta` (the counts come from the group reading it)."""
     busy = bool(page.problems)
-    groups: set[int] = set()
+    members: dict[int, list[int]] = {}
     candidates = index.candidates
-    for record in page.records:
+    for n, record in enumerate(page.records):
         if record.get("id") in (None, "") or record.get("deleted") is True:
             busy = True
             break
-        groups.update(group_of[position] for position in candidates(record))
-    return _PageMeta(page.cursor, len(page.records), len(page.skipped), page.snapshot, busy, groups)
+        for group in {group_of[position] for position in candidates(record)}:
+            members.setdefault(group, []).append(n)
+    return _PageMeta(
+        page.cursor, len(page.records), len(page.skipped), page.snapshot, busy, members
+    )
+
+
+def _by_check(
+    counts: collections.Counter[str | None], reasons: Mapping[str, str]
+) -> collections.Counter[str | None]:
+    """Withheld `counts` by reason, by the gate check that gave it (`reasons`: check ->
+    reason; None stays None: no rule allowed)."""
+    checks = {reason: check for check, reason in reasons.items()}
+    return collections.Counter({None if r is None else checks[r]: n for r, n in counts.items()})
+
+
+def _by_reason(
+    counts: Sequence[collections.Counter[str | None]], decider: _Decider
+) -> list[collections.Counter[str | None]]:
+    """Withheld counts by check, per gate group of `decider`, by its gates' reasons."""
+    return [
+        collections.Counter({None if c is None else reasons[c]: n for c, n in found.items()})
+        for found, reasons in zip(counts, decider.gate_reasons, strict=True)
+    ]
 
 
 def fingerprints_name(source: str) -> str:
@@ -558,8 +588,9 @@ class _PageMeta:
     snapshot: bool
     #: a deleted record, a problem or a record without an id: every job plans the page
     busy: bool
-    #: the groups (by number) with a job whose policy may share one of its records
-    groups: set[int]
+    #: per group (by number) with a job whose policy may share one of its records, the
+    #: places of those records in the page
+    members: dict[int, list[int]]
     #: withheld counts by the check that withheld them (None: no rule allowed), by the
     #: gate's checks (filled by the group reading it)
     counts: dict[tuple[str, ...], collections.Counter[str | None]] = dataclasses.field(
@@ -577,7 +608,7 @@ class _Read:
         self.complete = False
         #: the ids the read listed (None: a page was not a snapshot), for every group
         self.seen: set[str] | None = set()
-        self._where: dict[str, int] | None = None  # source id -> page (see page_of)
+        self._where: dict[str, tuple[int, int]] | None = None  # see page_of
 
     def __iter__(self) -> Iterator[Page]:
         for n in range(len(self.pages)):
@@ -588,15 +619,16 @@ class _Read:
         page: Page = pickle.loads(zlib.decompress(self.pages[n]))
         return page
 
-    def page_of(self) -> dict[str, int]:
-        """The page of each record the read decoded, by source id (not the rows it skipped
+    def page_of(self) -> dict[str, tuple[int, int]]:
+        """The page and place of each record the read decoded, by source id (not the rows it skipped
         unchanged: nobody plans them), made when a group first asks: a group that holds
         records needs the pages where they are."""
         if self._where is None:
-            where: dict[str, int] = {}
+            where: dict[str, tuple[int, int]] = {}
             for n, page in enumerate(self):
-                ids = (r["id"] for r in page.records if r.get("id") not in (None, ""))
-                where.update(dict.fromkeys(map(str, ids), n))
+                for at, record in enumerate(page.records):
+                    if record.get("id") not in (None, ""):
+                        where[str(record["id"])] = (n, at)
             self._where = where
         return self._where
 
@@ -662,12 +694,11 @@ class _Reads:
         read = self.reads.get(key)
         if read is not None and not read.complete and read.metas:
             counts = read.metas[-1].counts
-            for g, gate in enumerate(decider.gate_keys):
-                checks = {reason: check for check, reason in decider.gate_reasons[g].items()}
+            for gate, found, reasons in zip(
+                decider.gate_keys, decided.counts, decider.gate_reasons, strict=True
+            ):
                 # by check, not by reason: another group's gate names its reasons its own way
-                counts[gate] = collections.Counter(
-                    {None if r is None else checks[r]: n for r, n in decided.counts[g].items()}
-                )
+                counts[gate] = _by_check(found, reasons)
 
     def collecting(self, source: str) -> dict[str, int]:
         """A fresh set of fingerprints for a read of `source` starting (not yet complete)."""

@@ -599,7 +599,7 @@ def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
             list(into.write([Change.upsert(f"P{n:03d}", resident(n, region, **extra))]))
 
         for n in range(36):
-            put(n, n // 6)
+            put(n, n // 3 % 6)  # three of a region in a row: pages of 4 mix groups
         seen: list[Any] = []
         with StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
             for step in range(3):
