@@ -42,11 +42,11 @@ time), and runs each group from one read of its source:
   the run that read the same source from the same cursor with the same fields: they are
   fed that read's pages, and the source is read once per run. A read that failed is not
   kept (the next group reads again); the pages go when the last group of the source ran.
-  Each kept page notes (:class:`_PageMeta`) which groups have a job whose policy may share
-  one of its records (one :class:`PolicySet` of every job of the source), whether it has a
-  deletion or a problem, and its withheld counts: a later group unpickles and decides only
-  the pages that may hold something for one of its jobs (and those of records they hold),
-  and passes the others with their counts.
+  Each kept page notes (:class:`_PageMeta`) which of its records a job of each group may
+  share (one :class:`PolicySet` of every job of the source), whether it has a deletion or
+  a problem, and its withheld counts: a later group decides only those records and the
+  ones its jobs hold (a page with a deletion or a problem whole), and passes the others
+  with the counts kept for them.
 - **Passing.** A job passes the pages with nothing for it (no record it may share, holds
   or owes) in one step when it next has something, or at the end (:class:`_Passed`: the
   pages' counts and cursors summed as the read goes), not one call per page and job.
