@@ -368,19 +368,17 @@ class _Group:
                 part = dataclasses.replace(page, records=[page.records[at] for at in places])
                 decided = decider.page(part)
                 rest = [  # the other records, withheld by each gate as the page's counts say
-                    meta.counts[gate] - _by_check(found, reasons)
-                    for gate, found, reasons in zip(
-                        gates, decided.counts, decider.gate_reasons, strict=True
-                    )
+                    meta.counts[gate] - decider.by_check(g, found)
+                    for g, (gate, found) in enumerate(zip(gates, decided.counts, strict=True))
                 ]
                 others = meta.records - len(places)
                 # passed first as a page without a cursor, then the part, with the cursor
-                passed.add(None, others, 0, page.snapshot, _by_reason(rest, decider))
+                passed.add(None, others, 0, page.snapshot, decider.by_reason(rest))
                 if self.progress is not None:
                     self.progress(others)
                 self._feed(part, decider, decided)
             else:  # nothing for any job of the group: each passes it
-                counts = _by_reason([meta.counts[gate] for gate in gates], decider)
+                counts = decider.by_reason([meta.counts[gate] for gate in gates])
                 passed.add(meta.cursor, meta.records, meta.skipped, meta.snapshot, counts)
                 if self.progress is not None:
                     self.progress(meta.records)
@@ -544,25 +542,6 @@ def _meta(page: Page, index: PolicySet, group_of: Sequence[int]) -> _PageMeta:
     )
 
 
-def _by_check(
-    counts: collections.Counter[str | None], reasons: Mapping[str, str]
-) -> collections.Counter[str | None]:
-    """Withheld `counts` by reason, by the gate check that gave it (`reasons`: check ->
-    reason; None stays None: no rule allowed)."""
-    checks = {reason: check for check, reason in reasons.items()}
-    return collections.Counter({None if r is None else checks[r]: n for r, n in counts.items()})
-
-
-def _by_reason(
-    counts: Sequence[collections.Counter[str | None]], decider: _Decider
-) -> list[collections.Counter[str | None]]:
-    """Withheld counts by check, per gate group of `decider`, by its gates' reasons."""
-    return [
-        collections.Counter({None if c is None else reasons[c]: n for c, n in found.items()})
-        for found, reasons in zip(counts, decider.gate_reasons, strict=True)
-    ]
-
-
 def fingerprints_name(source: str) -> str:
     """The name the row fingerprints of the shared reads of `source` are kept under (where
     one job's are kept under its name; no job name has spaces)."""
@@ -694,11 +673,9 @@ class _Reads:
         read = self.reads.get(key)
         if read is not None and not read.complete and read.metas:
             counts = read.metas[-1].counts
-            for gate, found, reasons in zip(
-                decider.gate_keys, decided.counts, decider.gate_reasons, strict=True
-            ):
+            for g, (gate, found) in enumerate(zip(decider.gate_keys, decided.counts, strict=True)):
                 # by check, not by reason: another group's gate names its reasons its own way
-                counts[gate] = _by_check(found, reasons)
+                counts[gate] = decider.by_check(g, found)
 
     def collecting(self, source: str) -> dict[str, int]:
         """A fresh set of fingerprints for a read of `source` starting (not yet complete)."""
@@ -754,9 +731,10 @@ class _Decider:
         #: the checks of each shared gate (what a kept page's counts are filed under), and
         #: the reasons its decisions give (its first policy's)
         self.gate_keys = list(keys)
-        self.gate_reasons = [
+        self._reasons = [
             {check: decision.reason for check, decision in first.gate_checks} for first in firsts
         ]
+        self._checks = [{reason: check for check, reason in r.items()} for r in self._reasons]
         #: every job plans every record (a legacy cleanup takes back withheld derived keys)
         self.everything = [run.planner.cleanup for run in runs]
         self.always = {position for position, every in enumerate(self.everything) if every}
@@ -791,6 +769,23 @@ class _Decider:
         self.seen: set[str] | None = set()
         for run in runs:
             run.seen, run.own_seen = self.seen, False
+
+    def by_check(
+        self, gate: int, counts: collections.Counter[str | None]
+    ) -> collections.Counter[str | None]:
+        """Gate group `gate`'s withheld `counts` by reason, by the check that gave each
+        (None stays None: no rule allowed): what a kept page files them under."""
+        checks = self._checks[gate]
+        return collections.Counter({None if r is None else checks[r]: n for r, n in counts.items()})
+
+    def by_reason(
+        self, counts: Sequence[collections.Counter[str | None]]
+    ) -> list[collections.Counter[str | None]]:
+        """Withheld counts by check, one per gate group, by each gate's own reasons."""
+        return [
+            collections.Counter({None if c is None else reasons[c]: n for c, n in found.items()})
+            for found, reasons in zip(counts, self._reasons, strict=True)
+        ]
 
     def named(self, position: int, counts: Mapping[str | None, int]) -> dict[str, int]:
         """Withheld `counts` by the shared gate's reasons, under job `position`'s own names

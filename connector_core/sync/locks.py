@@ -257,8 +257,9 @@ class AdvisorySession:
             self._close_if_idle()
 
     def _try_keys(self, keys: list[int]) -> tuple[sa.Connection, list[bool]]:
-        """``pg_try_advisory_lock`` of each of `keys`, in order, in one statement (a session
-        that dropped meanwhile is replaced once, as in :meth:`_try`)."""
+        """``pg_try_advisory_lock`` of each of `keys`, in order, in one statement; a session
+        that dropped meanwhile (its locks are free) is replaced once, a new one that fails is
+        the server away."""
         reused = self._conn is not None
         while True:
             conn = self._connection()
@@ -272,20 +273,9 @@ class AdvisorySession:
                 reused = False
 
     def _try(self, key: int) -> tuple[sa.Connection, bool]:
-        """``pg_try_advisory_lock(key)`` on the session; a session that dropped meanwhile
-        (its locks are free) is replaced once, a new one that fails is the server away."""
-        reused = self._conn is not None
-        while True:
-            conn = self._connection()
-            try:
-                return conn, bool(
-                    conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
-                )
-            except sa.exc.DBAPIError:
-                self._drop()
-                if not reused:
-                    raise
-                reused = False
+        """``pg_try_advisory_lock(key)`` on the session (see :meth:`_try_keys`)."""
+        conn, (taken,) = self._try_keys([key])
+        return conn, taken
 
     def _connection(self) -> sa.Connection:
         if self._conn is None:

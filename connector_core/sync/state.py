@@ -921,9 +921,11 @@ class StateStore:
         keeps neither. Returns the (lock name, job) pairs held until `stack` closes."""
         session = self._advisory_session()
         wanted = [(job, name) for job, target in jobs for name in fences.lock_names(job, target)]
+        keys = [advisory_key(name) for _, name in wanted]
         with failures(self._engine.url):
-            denied = session.try_many([(job, advisory_key(name)) for job, name in wanted])
-        got = [advisory_key(name) for n, (_, name) in enumerate(wanted) if n not in denied]
+            pairs = [(job, key) for (job, _), key in zip(wanted, keys, strict=True)]
+            denied = session.try_many(pairs)
+        got = [key for n, key in enumerate(keys) if n not in denied]
         stack.callback(session.release, got)  # whatever follows: released as the stack closes
         taken: list[tuple[str, str]] = []
         free: list[int] = []
@@ -936,7 +938,7 @@ class StateStore:
             if not lost:
                 taken += [(name, job) for name in names]
                 continue
-            free += [advisory_key(wanted[n][1]) for n in places if n not in denied]
+            free += [keys[n] for n in places if n not in denied]
             name, holder = lost[0]
             if name.startswith(fences.JOB):
                 refused[job] = locks.JobLocked(job, holder)

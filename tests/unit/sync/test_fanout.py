@@ -539,18 +539,16 @@ def test_a_cursor_covered_by_the_same_steps_replaces_the_mark_before_it() -> Non
     assert written == [(0, "end")]
 
 
-REGIONS_CONFIG = """\
-version: 1
-network: {name: Fan-out network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
-consent:
-  purposes:
-    local_organizing: {description: Local organizers may contact me}
-connections:
+#: CONFIG's network and consent, with a source of pages of 4 and no jobs yet
+REGIONS_CONFIG = (
+    CONFIG.split("connections:\n")[0]
+    + """connections:
   crm: {adapter: counting, settings: {store: crm, page_size: 4}}
 %(targets)s
 jobs:
 %(jobs)s
 """
+)
 
 
 def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
