@@ -229,11 +229,17 @@ class _Group:
                     if job.name in refused:  # locked elsewhere (JobLocked, TargetLocked), ...
                         raise refused[job.name]
                     run = new_run(job, self.store, **self.options)
-                    cursors.append(run.begin(reconcile))
+                    cursors.append(run.begin(reconcile, start=False))
                 except ConnectorError as exc:
                     out.refused.append((job.name, exc))
                     continue
                 self.runs.append(run)
+            if self.options["dry_run"]:
+                ids: list[int | None] = [None] * len(self.runs)
+            else:  # every run noted at once
+                ids = list(self.store.start_runs([run.job.name for run in self.runs]))
+            for run, run_id in zip(self.runs, ids, strict=True):
+                run.started(run_id)
         self.live = list(self.runs)
         return cursors
 

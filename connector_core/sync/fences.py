@@ -72,11 +72,28 @@ def check(conn: Connection, held: Mapping[str, int], job: str, target: str) -> N
     holder. Locks not in `held` are not checked (their caller holds them some other way).
     One statement for both, built once (it runs for every batch recorded)."""
     names = [name for name in lock_names(job, target) if name in held]
-    if not names:
-        return
+    if names:
+        verify(read(conn, names), held, job, target)
+
+
+def read(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
+    """The rows of locks `names` (None for a lock never taken), read ``FOR UPDATE`` on
+    PostgreSQL: the transaction that read them keeps them until it ends (a new holder's
+    bump waits for it), so that a check of them in that transaction holds until then."""
     query = _CHECK_PG if conn.dialect.name == "postgresql" else _CHECK
-    rows = {row.name: row for row in conn.execute(query, {"names": names})}
-    for name in names:
+    rows: dict[str, Any] = dict.fromkeys(names)
+    for start in range(0, len(names), _CHUNK):
+        chunk = list(names[start : start + _CHUNK])
+        rows.update((row.name, row) for row in conn.execute(query, {"names": chunk}))
+    return rows
+
+
+def verify(rows: Mapping[str, Any], held: Mapping[str, int], job: str, target: str) -> None:
+    """Raise LockLost if `rows` (see :func:`read`) show a newer holder of a lock of `job`
+    or `target` that `held` holds."""
+    for name in lock_names(job, target):
+        if name not in held:
+            continue
         row = rows.get(name)
         if row is None or row.token != held[name]:
             what = f"job {job!r}" if name.startswith(JOB) else f"target {target!r}"

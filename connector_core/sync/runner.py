@@ -290,6 +290,7 @@ class _Run:
         self._holdings: int | None = None  # see `holdings`
         self.recorded = False  # this run recorded changes in the id map
         self.run_id: int | None = None
+        self._begun: JobState | None = None  # the job's state as the run began
         self.seen: set[str] | None = set()  # ids a complete read listed; None once it is not
         self.seen_whole: list[Collection[str]] = []  # and those of its unchanged blocks
         self.own_seen = True  # False when a group keeps `seen` for all its jobs
@@ -341,8 +342,10 @@ class _Run:
             raise
         return self.finish()
 
-    def begin(self, reconcile: bool | None) -> str | None:
-        """Start: adopt interrupted intents, decide full or incremental, note the run.
+    def begin(self, reconcile: bool | None, *, start: bool = True) -> str | None:
+        """Start: adopt interrupted intents, decide full or incremental, note the run
+        (unless not `start`: then the caller notes it with :meth:`started`, as a group
+        notes all its runs at once).
 
         Returns the cursor to read from, None when the whole source must be read."""
         state = self.store.job_state(self.job.name)
@@ -368,10 +371,18 @@ class _Run:
             Capability.VERIFIES_CONTENT in self.job.target.capabilities
         )
         self.batches.saved = state.cursor
-        self.run_id = None if self.dry_run else self.store.start_run(self.job.name)
-        if self.run_id is not None:
-            self.store.set_job_state(dataclasses.replace(state, last_run_at=self.now))
+        self._begun = state
+        if start:
+            self.started(None if self.dry_run else self.store.start_run(self.job.name))
         return None if reasons or selective else state.cursor
+
+    def started(self, run_id: int | None) -> None:
+        """The run was noted as `run_id` (None: a dry run, noted nowhere): note when it
+        began in the job's state."""
+        self.run_id = run_id
+        if run_id is not None:
+            assert self._begun is not None, "started before begin"
+            self.store.set_job_state(dataclasses.replace(self._begun, last_run_at=self.now))
 
     @property
     def holdings(self) -> int:

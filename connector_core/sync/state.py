@@ -17,8 +17,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import functools
+import itertools
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -74,6 +76,7 @@ from connector_core.sync.terms import (
 __all__ = ["KEEP", "LedgerReport", "SavedBlocks", "StateStore", "StateStoreError", "split_ids"]
 
 _CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
+_FENCES_AHEAD = 32  # locks whose fences one check in a joined block reads (see _check_fences)
 _PAGE = 1000  # rows per keyset page when streaming
 _ANALYZE_FIRST = 2000  # PostgreSQL: rows a job's id map grows by before its first ANALYZE
 RUN_STATUSES = frozenset({"ok", "failed-records", "deletes-held", "aborted", "killed"})
@@ -97,10 +100,16 @@ class StateStore:
         self._locks: locks.AdvisorySession | None = None  # PostgreSQL: every lock, one session
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self._joined: Connection | None = None  # the transaction of a joined() block
+        self._broken: StateStoreError | None = None  # the database error that broke it
+        self._behind = _Behind()  # the block's writes held back (see _defer)
+        #: in a joined block, the fence rows read FOR UPDATE since its last commit (see
+        #: _check_fences), by lock name
+        self._fenced: dict[str, Any] = {}
+        self._fence_order: dict[str, int] | None = None  # see _fence_at
         self._ahead: _Ahead | None = None  # rows read ahead for a joined() block
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
-        self._upserts: dict[tuple[str, ...], Any] = {}  # see _upsert_job
+        self._upserts: dict[str, Any] = {}  # the deferred writes' statements (see _deferred)
         self._analyze_at: dict[str, int] = {}
         self.url = url  #: the store's URL with any password hidden
 
@@ -139,20 +148,52 @@ class StateStore:
 
     @contextlib.contextmanager
     def _transaction(
-        self, *, write: bool = False, snapshot: bool = False, covered: bool = False
+        self,
+        *,
+        write: bool = False,
+        snapshot: bool = False,
+        covered: bool = False,
+        atomic: bool = False,
+        behind: bool = False,
     ) -> Iterator[Connection]:
         """A transaction; database failures become StateStoreError naming the store.
 
         `covered`: a durable write-ahead intent covers this write should a power loss undo
         it, so SQLite may commit it without syncing (it still survives a crash of the process).
+
+        In a :meth:`joined` block the call runs in the block's transaction. `atomic`: in a
+        savepoint of its own, so that whatever it raises undoes only its part (for a call
+        that may raise something other than a database error after it wrote, such as a
+        ledger append without its key). Otherwise directly (a savepoint costs two round
+        trips: on PostgreSQL nearly half the statements of a group's bookkeeping): such a
+        call raises nothing of its own after its first write, and a database error in it
+        breaks the block (see :meth:`joined`).
+
+        `behind`: the call's own statements commute with the writes the block holds back
+        (:meth:`_defer`), which it leaves held; any other call writes them first.
         """
-        if self._joined is not None:  # a part of the one transaction of a joined block
-            with failures(self._engine.url), self._joined.begin_nested():
-                try:
-                    yield self._joined
-                except BaseException:
-                    self._terms.discard()  # a cache: what the rest wrote is read again
-                    raise
+        joined = self._joined
+        if joined is not None:  # a part of the one transaction of a joined block
+            if self._broken is not None:
+                raise self._broken_block()
+            if not behind:
+                self._flush_behind(joined)
+            if atomic:
+                with failures(self._engine.url), joined.begin_nested():
+                    try:
+                        yield joined
+                    except BaseException:
+                        self._terms.discard()  # a cache: what the rest wrote is read again
+                        self._fenced = {}  # row locks taken in the savepoint go with it
+                        raise
+                return
+            try:
+                with failures(self._engine.url):
+                    yield joined
+            except StateStoreError as exc:
+                self._broken = exc  # PostgreSQL aborted the transaction: nothing more goes in
+                self._terms.discard()
+                raise
             return
         with failures(self._engine.url), self._engine.connect() as conn:
             if write:
@@ -169,29 +210,47 @@ class StateStore:
                 raise
             self._terms.settle()
 
+    def _broken_block(self) -> StateStoreError:
+        """The error a joined block raises once a database error broke it."""
+        return StateStoreError(
+            f"the state store at {self.url} failed in the middle of recording a group of jobs "
+            f"({self._broken}); what the group did since its last commit was not kept",
+            hint="What was recorded before is kept; the next run resumes from there.",
+        )
+
     @contextlib.contextmanager
     def joined(self) -> Iterator[None]:
         """Run every call of the store in the block in one write transaction, committed when
-        the block ends (rolled back, with all of it, if the block raises); each call is a
-        savepoint of it, so a call that fails undoes only its own part.
+        the block ends (rolled back, with all of it, if the block raises).
 
         For the bookkeeping of many jobs at once (a group's runs starting, recording their
-        last batches, finishing): one commit instead of a dozen per job. A write ahead
-        (:meth:`write_ahead`, an intent that must be durable before a target is written)
-        commits what the block did so far and itself at once; the block goes on in a new
-        transaction. So a batch recorded in a block, after its target acknowledged it, is
-        committed at the next intent or at the block's end: a crash before that loses the
-        record, not the intent, and the next run decides those records again (as after a
-        crash between a target's write and its record). Nested blocks join the outer one.
+        last batches, finishing): one commit instead of a dozen per job. A call that may
+        raise after it wrote (a batch with ledger rows) runs in a savepoint, so that its
+        error (a lost lock, a missing ledger key) undoes only its own part and the block
+        goes on; the others run without one (see :meth:`_transaction`), and a database
+        error in one of them breaks the block: every later call raises, and the block
+        rolls back and raises when it ends, keeping nothing since its last commit (as a
+        crash there would: the next run resumes from what was committed).
+
+        A write ahead (:meth:`write_ahead`, an intent that must be durable before a target
+        is written) commits what the block did so far and itself at once; the block goes
+        on in a new transaction. So a batch recorded in a block, after its target
+        acknowledged it, is committed at the next intent or at the block's end: a crash
+        before that loses the record, not the intent, and the next run decides those
+        records again (as after a crash between a target's write and its record). Nested
+        blocks join the outer one.
         """
         if self._joined is not None:
             yield
             return
         with failures(self._engine.url), self._engine.connect() as conn:
             conn.execution_options(sqlite_begin="IMMEDIATE", sqlite_sync="FULL")
-            self._joined = conn
+            self._joined, self._broken = conn, None
             try:
                 yield
+                if self._broken is not None:
+                    raise self._broken_block()
+                self._flush_behind(conn)
                 if conn.in_transaction():
                     conn.commit()
             except BaseException:
@@ -200,15 +259,88 @@ class StateStore:
                 self._terms.discard()  # what it wrote was rolled back
                 raise
             finally:
-                self._joined, self._ahead = None, None
+                self._joined, self._ahead, self._broken = None, None, None
+                self._behind, self._fenced = _Behind(), {}
             self._terms.settle()
 
     def _commit_joined(self) -> None:
         """In a :meth:`joined` block: commit what it did so far (it goes on afresh)."""
         conn = self._joined
+        if self._broken is not None:
+            raise self._broken_block()
+        if conn is not None:
+            self._flush_behind(conn)
         if conn is not None and conn.in_transaction():
             conn.commit()
             self._terms.settle()
+        self._fenced = {}  # their row locks went with the commit
+
+    def _check_fences(self, conn: Connection, job: str, target: str) -> None:
+        """Raise LockLost if this store no longer holds `job`'s lock or `target`'s (see
+        :mod:`~connector_core.sync.fences`). In a joined block a check reads the rows of
+        the job's locks and of the next ones the store holds (up to :data:`_FENCES_AHEAD`,
+        in the order taken: the next jobs of the group) at once, ``FOR UPDATE``: they stay
+        checked until the block commits, so the next jobs' batches need no statement."""
+        if conn is not self._joined:
+            fences.check(conn, self._fences, job, target)
+            return
+        names = [n for n in fences.lock_names(job, target) if n in self._fences]
+        if any(name not in self._fenced for name in names):
+            wanted = dict.fromkeys(names)
+            for name in itertools.islice(self._fences, self._fence_at(names[0]), None):
+                if len(wanted) >= _FENCES_AHEAD:
+                    break
+                if name not in self._fenced:
+                    wanted[name] = None
+            self._fenced.update(fences.read(conn, list(wanted)))
+        fences.verify(self._fenced, self._fences, job, target)
+
+    def _fence_at(self, name: str) -> int:
+        """The place of lock `name` among the locks this store holds, in the order taken."""
+        order = self._fence_order
+        if order is None:
+            order = self._fence_order = {n: i for i, n in enumerate(self._fences)}
+        return order[name]
+
+    def _defer(
+        self, conn: Connection, kind: str, key: Any, params: dict[str, Any], replaces: str = ""
+    ) -> None:
+        """Write `params` with the statement of `kind` (see :data:`_DEFERRED`): in a joined
+        block, held back until the block's next call that is not ``behind`` (or its commit),
+        then written with every other write of its kind in one statement (``executemany``);
+        outside one, now. A later write of the same kind and `key` replaces an earlier one
+        (each sets the same columns of the same row), as does one of the kind it `replaces`
+        (a delete of the row it upserts, or the reverse).
+
+        Only writes to tables no ``behind`` call otherwise touches (job states, a run's
+        end, fingerprint marks) are held back: so holding them back reorders nothing that
+        a statement of the block could see."""
+        if conn is not self._joined:
+            conn.execute(self._deferred(kind), params)
+            return
+        self._behind.add(kind, key, params, replaces)
+
+    def _flush_behind(self, conn: Connection) -> None:
+        """Write what the joined block holds back (a failure breaks the block)."""
+        if not self._behind.writes:
+            return
+        writes, self._behind = self._behind.writes, _Behind()
+        try:
+            with failures(self._engine.url):
+                for kind, rows in writes.items():
+                    if rows:
+                        conn.execute(self._deferred(kind), list(rows.values()))
+        except StateStoreError as exc:
+            self._broken = exc
+            self._terms.discard()
+            raise
+
+    def _deferred(self, kind: str) -> Any:
+        """The statement of a deferred write's `kind` (built once per store)."""
+        stmt = self._upserts.get(kind)
+        if stmt is None:
+            stmt = self._upserts[kind] = _DEFERRED[kind](self._insert)
+        return stmt
 
     def read_ahead(self, jobs: Sequence[str]) -> None:
         """In a :meth:`joined` block: read the job states, outstanding changes, intents,
@@ -291,7 +423,7 @@ class StateStore:
         ahead = self._known_ahead(state.job)
         finished = finished and (ahead is None or state.job in ahead.legacy)  # else none to end
         self._forget_ahead(state.job)
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, behind=True) as conn:
             self._upsert_job(conn, state.job, values)
             if finished:
                 conn.execute(
@@ -299,18 +431,12 @@ class StateStore:
                 )
 
     def _upsert_job(self, conn: Connection, job: str, values: dict[str, Any]) -> None:
-        """Insert or update `job`'s row with `values` (one statement per set of columns,
-        built once: it runs as every job starts, records its cursor and finishes)."""
-        columns = tuple(values)
-        stmt = self._upserts.get(columns)
-        if stmt is None:
-            params = {c: sa.bindparam(f"v_{c}", type_=job_state.c[c].type) for c in columns}
-            insert = self._insert(job_state).values(job=sa.bindparam("v_job"), **params)
-            stmt = insert.on_conflict_do_update(
-                index_elements=["job"], set_={c: insert.excluded[c] for c in columns}
-            )
-            self._upserts[columns] = stmt
-        conn.execute(stmt, {"v_job": job, **{f"v_{c}": v for c, v in values.items()}})
+        """Insert or update `job`'s row with `values`: the job's state (every column but the
+        cursor) or its cursor (two sets of columns that never overlap, so the two kinds of
+        write commute); held back in a joined block (see :meth:`_defer`)."""
+        kind = "cursor" if "cursor" in values else "job state"
+        assert set(values) == _JOB_COLUMNS[kind], values
+        self._defer(conn, kind, job, {"v_job": job, **{f"v_{c}": v for c, v in values.items()}})
 
     # -- id map ------------------------------------------------------------------------
 
@@ -475,8 +601,15 @@ class StateStore:
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in ledgered]
         # With an intent, a batch lost to a power loss is found again by the next run (its
         # intent is synced, and this transaction deletes it): no sync of its own.
-        with self._transaction(write=True, covered=intent is not None) as conn:
-            fences.check(conn, self._fences, job, target)
+        # In a joined block: a savepoint when the batch may raise after writing (its ledger
+        # rows, its id map rows); a batch that only moves the cursor needs none (a lost lock
+        # is raised before anything is written).
+        atomic = bool(entries or kept or gone or failed)
+        behind = not atomic and blocks is None and not settled  # only the cursor moves
+        with self._transaction(
+            write=True, covered=intent is not None, atomic=atomic, behind=behind
+        ) as conn:
+            self._check_fences(conn, job, target)
             job_id = self._job_id(conn, job, add=True)
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
@@ -620,14 +753,17 @@ class StateStore:
     ) -> None:
         """Keep `fingerprints` and `blocks` with the job's new cursor, or forget the old ones."""
         self._forget_ahead(job)
-        conn.execute(_FINGERPRINTS_OF, {"v_job": job})
         table = fingerprint_blocks
         if fingerprints is None or cursor is None:
-            conn.execute(_DROP_BLOCKS, {"v_job": job})
+            self._defer(conn, "no fingerprints", job, {"v_job": job}, replaces="fingerprints")
+            self._defer(conn, "no blocks", job, {"v_job": job})
             return
-        row = {"job": job, "cursor": cursor, "fingerprints": _packed(fingerprints)}
-        conn.execute(_NEW_FINGERPRINTS, row)
-        kept = set() if blocks is None else set(blocks.kept)
+        row = {"v_job": job, "v_cursor": cursor, "v_fingerprints": _packed(fingerprints)}
+        self._defer(conn, "fingerprints", job, row, replaces="no fingerprints")
+        if blocks is None:  # none kept: every block goes
+            self._defer(conn, "no blocks", job, {"v_job": job})
+            return
+        kept = set(blocks.kept)
         found = conn.scalars(_BLOCKS_OF, {"v_job": job})
         gone = [d for d in (bytes(d) for d in found) if d not in kept]
         for start in range(0, len(gone), _CHUNK):
@@ -635,7 +771,7 @@ class StateStore:
             conn.execute(table.delete().where(table.c.job == job, table.c.digest.in_(chunk)))
         new = [
             {"job": job, "digest": d, "ids": ids, "fingerprints": marks}
-            for d, ids, marks in ([] if blocks is None else blocks.new)
+            for d, ids, marks in blocks.new
             if d not in kept
         ]
         for start in range(0, len(new), _CHUNK):
@@ -753,16 +889,16 @@ class StateStore:
 
     def approvals(self) -> ApprovalBook:
         """The held change sets and the signed statements about them."""
-        return ApprovalBook(self._transaction)
+        return ApprovalBook(functools.partial(self._transaction, atomic=True))
 
     def share_requests(self) -> RequestBook:
         """The share requests received, and where each stands."""
-        return RequestBook(self._transaction)
+        return RequestBook(functools.partial(self._transaction, atomic=True))
 
     def record_events(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append ledger rows that record no share of a record: a share request received,
         decided, ended or taken back (``source_id`` and ``record_key`` empty)."""
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, atomic=True) as conn:
             ledger_rows.append(conn, [dict(r) for r in rows], self._ledger_key, self._terms)
 
     # -- runs --------------------------------------------------------------------------
@@ -771,7 +907,8 @@ class StateStore:
         """Note that a run of `job` started; return its id for :meth:`finish_run`."""
         row = {"job": job, "started_at": _utc(None), "status": "running", "dry_run": dry_run}
         ahead = self._known_ahead(job)
-        with self._transaction(write=True) as conn:
+        # behind: a run killed here is one still "running", which no held end touches
+        with self._transaction(write=True, behind=True) as conn:
             # The job's name as a term now: its id map and ledger are looked up by its id,
             # and a job not yet recorded is otherwise looked for again and again in vain.
             self._job_id(conn, job, add=True)
@@ -788,6 +925,38 @@ class StateStore:
             key = conn.execute(_NEW_RUN, row).inserted_primary_key
         return _new_id(key)
 
+    def start_runs(self, jobs: Sequence[str]) -> list[int]:
+        """:meth:`start_run` for each of `jobs` (a group's, each locked by the caller), in
+        one statement each where the database returns the ids of many rows inserted at once
+        in their order (PostgreSQL, SQLite ≥ 3.35); their ids, in that order."""
+        conn_dialect = self._engine.dialect
+        if len(jobs) < 2 or not conn_dialect.insert_executemany_returning_sort_by_parameter_order:
+            return [self.start_run(job) for job in jobs]
+        now = _utc(None)
+        rows = [
+            {"job": job, "started_at": now, "status": "running", "dry_run": False} for job in jobs
+        ]
+        ahead = self._ahead
+        known = ahead is not None and all(job in ahead.jobs for job in jobs)
+        killed = [job for job in jobs if ahead is None or not known or job in ahead.running]
+        with self._transaction(write=True, behind=True) as conn:  # as start_run
+            self._terms.intern(conn, "job", list(jobs))
+            for start in range(0, len(killed), _CHUNK):
+                conn.execute(
+                    runs.update()
+                    .where(
+                        runs.c.job.in_(killed[start : start + _CHUNK]), runs.c.status == "running"
+                    )
+                    .values(status="killed")
+                )
+            if ahead is not None:
+                ahead.running.update(jobs)
+            ids: list[int] = []
+            for start in range(0, len(rows), _CHUNK):
+                found = conn.execute(_NEW_RUNS, rows[start : start + _CHUNK])
+                ids.extend(int(row[0]) for row in found)
+        return ids
+
     def finish_run(
         self, run_id: int, *, status: str, counts: RunCounts, error: str | None = None
     ) -> None:
@@ -801,8 +970,8 @@ class StateStore:
             "v_counts": counts.as_dict(),
             "v_error": error and scrub(error),
         }
-        with self._transaction(write=True) as conn:
-            conn.execute(_FINISH_RUN, values)
+        with self._transaction(write=True, behind=True) as conn:
+            self._defer(conn, "run end", run_id, values)
 
     def runs(self, job: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs (of `job`, or of every job), newest first."""
@@ -850,7 +1019,7 @@ class StateStore:
 
     def migrate_ledger(self) -> int:
         """Re-chain the rows written before the ledger key with it; return how many."""
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, atomic=True) as conn:
             return ledger_rows.migrate(conn, self._ledger_key)
 
     def export_ledger(self, out: TextIO, *, fmt: Literal["jsonl", "csv"] = "jsonl") -> int:
@@ -907,6 +1076,7 @@ class StateStore:
                 with self._transaction(write=True) as conn:
                     tokens = fences.take_many(conn, taken)
                 self._fences.update(tokens)
+                self._fence_order = None
                 stack.callback(self._drop_fences, list(tokens))  # before the locks go
             yield refused
 
@@ -956,6 +1126,7 @@ class StateStore:
     def _drop_fences(self, names: list[str]) -> None:
         for name in names:
             self._fences.pop(name, None)
+        self._fence_order = None
 
     @contextlib.contextmanager
     def _os_held(self, name: str, job: str) -> Iterator[None]:
@@ -1037,6 +1208,7 @@ def _new_id(key: Any) -> int:
 
 # Statements run for every job of a run, built once.
 _NEW_RUN = sa.insert(runs)
+_NEW_RUNS = sa.insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
 _NEW_INTENT = sa.insert(intents)
 _FINISH_RUN = (
     runs.update()
@@ -1049,11 +1221,62 @@ _FINISH_RUN = (
     )
 )
 _FINGERPRINTS_OF = row_fingerprints.delete().where(row_fingerprints.c.job == sa.bindparam("v_job"))
-_NEW_FINGERPRINTS = sa.insert(row_fingerprints)
 _BLOCKS_OF = sa.select(fingerprint_blocks.c.digest).where(
     fingerprint_blocks.c.job == sa.bindparam("v_job")
 )
 _DROP_BLOCKS = fingerprint_blocks.delete().where(fingerprint_blocks.c.job == sa.bindparam("v_job"))
+#: The columns of a job's row each kind of :meth:`StateStore._upsert_job` sets.
+_JOB_COLUMNS = {
+    "job state": {
+        "policy_hash",
+        "config_hash",
+        "last_run_at",
+        "last_success_at",
+        "last_reconciled_at",
+    },
+    "cursor": {"cursor"},
+}
+
+
+def _upsert(table: sa.Table, key: str, columns: Iterable[str]) -> Callable[[Any], Any]:
+    """An insert of `columns` into `table` (bound as ``v_<column>``) that updates them
+    where the row of `key` is there already (for the backend's insert)."""
+
+    def build(insert: Callable[[sa.Table], Any]) -> Any:
+        names = [key, *columns]
+        params = {c: sa.bindparam(f"v_{c}", type_=table.c[c].type) for c in names}
+        stmt = insert(table).values(**params)
+        return stmt.on_conflict_do_update(
+            index_elements=[key], set_={c: stmt.excluded[c] for c in names if c != key}
+        )
+
+    return build
+
+
+#: The writes a joined block may hold back (see StateStore._defer), by kind: each built
+#: from the backend's insert. Fingerprint marks are upserted (a job's row replaced).
+_DEFERRED: dict[str, Callable[[Callable[[sa.Table], Any]], Any]] = {
+    "job state": _upsert(job_state, "job", sorted(_JOB_COLUMNS["job state"])),
+    "cursor": _upsert(job_state, "job", ["cursor"]),
+    "run end": lambda _: _FINISH_RUN,
+    "fingerprints": _upsert(row_fingerprints, "job", ["cursor", "fingerprints"]),
+    "no fingerprints": lambda _: _FINGERPRINTS_OF,
+    "no blocks": lambda _: _DROP_BLOCKS,
+}
+
+
+class _Behind:
+    """The writes a joined block holds back: by kind, by key (see StateStore._defer)."""
+
+    def __init__(self) -> None:
+        self.writes: dict[str, dict[Any, dict[str, Any]]] = {}
+
+    def add(self, kind: str, key: Any, params: dict[str, Any], replaces: str = "") -> None:
+        if replaces and replaces in self.writes:
+            self.writes[replaces].pop(key, None)
+        rows = self.writes.setdefault(kind, {})
+        rows.pop(key, None)  # the latest last (its place among its kind's rows is moot)
+        rows[key] = params
 
 
 def _legacy(job: str) -> str:

@@ -239,6 +239,34 @@ def test_a_worker_whose_lock_was_taken_over_records_nothing(
     assert store.job_state("north").cursor == "c"
 
 
+@pytest.mark.parametrize("south_first", [False, True])
+def test_in_a_joined_block_only_the_job_whose_lock_was_taken_over_records_nothing(
+    store: StateStore, state_url: str, south_first: bool
+) -> None:
+    """A joined block reads every fence the store holds at its first check (and keeps them
+    locked until it commits): a lock taken over before that is refused to its job alone,
+    whichever job records first."""
+    with store.lock_many([("north", "book"), ("south", "tray")]) as refused:
+        assert not refused
+        drop_lock_connections(state_url)
+        with (
+            StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other,
+            other.lock("north", target="book"),
+            store.joined(),
+        ):
+            if south_first:
+                store.record_batch("south", "tray", "p", "h" * 64, [change("s")], cursor="s")
+            with pytest.raises(LockLost, match="job 'north' lost its lock"):
+                record(store, "b")
+            if not south_first:
+                store.record_batch("south", "tray", "p", "h" * 64, [change("s")], cursor="s")
+            with pytest.raises(LockLost):  # still refused, from what the block read
+                record(store, "c")
+    assert store.job_state("south").cursor == "s"
+    assert store.job_state("north").cursor is None
+    assert list(store.mapped("north", ["b", "c"])) == []
+
+
 def test_record_batch_without_a_lock_is_not_fenced(store: StateStore, state_url: str) -> None:
     with (
         StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as other,

@@ -13,12 +13,20 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from connector_core.errors import ConfigError, ExitCode
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import AppliedChange, JobState, Outstanding, RunCounts
-from connector_core.sync.state import KEEP, StateStore, StateStoreError
-from connector_core.sync.tables import job_state, metadata
+from connector_core.sync.state import KEEP, SavedBlocks, StateStore, StateStoreError
+from connector_core.sync.tables import (
+    fingerprint_blocks,
+    job_state,
+    metadata,
+    row_fingerprints,
+    runs,
+)
 from connector_core.testing import TEST_LEDGER_KEY
 
 Change = Callable[..., AppliedChange]
@@ -375,6 +383,34 @@ def test_a_failing_call_in_a_joined_block_undoes_only_its_own_part(
         assert fresh.who_has("1")[0].fields == store.who_has("1")[0].fields
 
 
+def test_a_database_error_outside_a_savepoint_breaks_the_whole_joined_block(
+    store: StateStore,
+) -> None:
+    """Calls without a savepoint of their own (most: see StateStore._transaction) run
+    straight in the block's transaction, which a database error aborts on PostgreSQL: the
+    block keeps nothing since its last commit, refuses every later call and raises at its
+    end, on every backend alike."""
+    store.set_job_state(JobState("members", last_run_at=T0))
+    T1 = T0 + dt.timedelta(hours=1)
+
+    def broken() -> None:
+        with store.joined():
+            store.start_run("members")
+            with pytest.raises(StateStoreError), store._transaction() as conn:
+                conn.execute(sa.text("SELECT * FROM no_such_table"))
+            with pytest.raises(StateStoreError, match="failed in the middle"):
+                store.set_job_state(JobState("members", last_run_at=T1))
+
+    with pytest.raises(StateStoreError, match="was not kept") as failed:
+        broken()
+    assert "no_such_table" in str(failed.value)
+    assert store.runs() == []
+    assert store.job_state("members").last_run_at == T0
+    with store.joined():  # the next block starts afresh
+        store.set_job_state(JobState("members", last_run_at=T1))
+    assert store.job_state("members").last_run_at == T1
+
+
 def test_an_unknown_run_status_is_refused(store: StateStore) -> None:
     with pytest.raises(ValueError, match="unknown run status"):
         store.finish_run(store.start_run("members"), status="done", counts=RunCounts())
@@ -424,3 +460,118 @@ def test_a_store_failure_names_the_store_and_what_to_do() -> None:
         store.job_state("members")
     assert str(failed.value).startswith(f"the state store at {gone} failed: ")
     assert "next run resumes" in (failed.value.hint or "")
+
+
+# -- writes a joined block holds back ----------------------------------------------------
+
+_JOBS = st.sampled_from(["a", "b"])
+_CURSORS = st.sampled_from(["c1", "c2"])
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("state"), _JOBS, st.integers(0, 3)),
+        st.tuples(
+            st.just("cursor"),
+            _JOBS,
+            st.sampled_from(["c1", "c2", None]),
+            st.none() | st.lists(st.integers(0, 2**64 - 1), max_size=3),
+        ),
+        st.tuples(
+            st.just("blocks"),
+            _JOBS,
+            st.sampled_from(["c1", "c2"]),
+            st.binary(min_size=1, max_size=2),
+        ),
+        st.tuples(st.just("start"), _JOBS),
+        st.tuples(st.just("finish"), _JOBS, st.sampled_from(["ok", "aborted"])),
+        st.tuples(st.just("read"), _JOBS),
+    ),
+    max_size=14,
+)
+_EXAMPLES = iter(range(1_000_000))
+
+
+def _steps(store: StateStore, steps: list[tuple[Any, ...]], prefix: str) -> list[Any]:
+    """Apply `steps` to jobs named with `prefix`; return what each read saw."""
+    seen: list[Any] = []
+    started: dict[str, list[int]] = {}
+    for step in steps:
+        kind, job = step[0], prefix + step[1]
+        if kind == "state":
+            at = T0 + dt.timedelta(hours=step[2])
+            store.set_job_state(JobState(job, last_run_at=at, last_success_at=at))
+        elif kind in ("cursor", "blocks"):
+            blocks = None
+            if kind == "blocks":
+                blocks = SavedBlocks()
+                blocks.add(step[3], ["1", "2"], [7, 8])
+            prints = [] if kind == "blocks" else step[3]
+            store.record_batch(job, "t", "p.yaml", "p" * 64, [], cursor=step[2],
+                               fingerprints=prints, blocks=blocks)  # fmt: skip
+        elif kind == "start":
+            started.setdefault(job, []).append(store.start_run(job))
+        elif kind == "finish" and started.get(job):
+            store.finish_run(started[job][-1], status=step[2], counts=RunCounts(read=1))
+        elif kind == "read":
+            state = store.job_state(job)
+            seen.append((state.cursor, state.last_run_at, store.has_fingerprints(job, "c1")))
+            seen.append(sorted(store.block_digests(job)))
+            seen.append([(r["status"], r["counts"]) for r in store.runs(job)])
+    return seen
+
+
+def _rows(store: StateStore, prefix: str) -> list[Any]:
+    """Every row of the jobs named with `prefix` in the tables a block may hold writes for
+    (the prefix cut off; not the times of the calls themselves)."""
+    moot = ("id", "started_at", "finished_at")
+    found: list[Any] = []
+    with store._engine.connect() as conn:
+        for table in (job_state, runs, row_fingerprints, fingerprint_blocks):
+            rows = conn.execute(sa.select(table).where(table.c.job.startswith(prefix)))
+            values = [
+                tuple(v.removeprefix(prefix) if k == "job" else v for k, v in r._mapping.items()
+                      if k not in moot)
+                for r in rows
+            ]  # fmt: skip
+            found.append(sorted(values, key=repr))
+    return found
+
+
+@given(steps=_STEPS)
+@example(
+    steps=[("cursor", "a", "c1", [1]), ("cursor", "a", "c1", None), ("cursor", "a", "c2", [2])]
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_a_joined_block_ends_as_the_same_calls_one_by_one(
+    store: StateStore, steps: list[tuple[Any, ...]]
+) -> None:
+    """Whatever a joined block holds back (job states, cursors, fingerprint marks, runs'
+    ends) its reads see, and it ends in the rows the same calls leave one by one."""
+    n = next(_EXAMPLES)
+    alone, together = f"x{n}-", f"y{n}-"
+    seen_alone = _steps(store, steps, alone)
+    with store.joined():
+        seen_together = _steps(store, steps, together)
+    assert seen_together == seen_alone
+    assert _rows(store, together) == _rows(store, alone)
+
+
+def test_a_group_s_runs_start_at_once_as_one_by_one(store: StateStore) -> None:
+    """start_runs: each job's run noted (in the order given) and any run of theirs left
+    "running" killed, as start_run does job by job; inside a joined block as outside."""
+    left = store.start_run("b")  # a run a crash left "running"
+    first = store.start_runs(["a", "b", "c"])
+    with store.joined():
+        store.read_ahead(["a", "d"])
+        second = store.start_runs(["a", "d"])
+    statuses = {r["id"]: (r["job"], r["status"]) for r in store.runs(limit=100)}
+    assert statuses == {
+        left: ("b", "killed"),
+        first[0]: ("a", "killed"),  # the next start found it running
+        first[1]: ("b", "running"),
+        first[2]: ("c", "running"),
+        second[0]: ("a", "running"),
+        second[1]: ("d", "running"),
+    }
+    assert first + second == sorted(first + second)
