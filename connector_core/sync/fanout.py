@@ -311,9 +311,14 @@ class _Group:
         # Each job's last batches recorded in one transaction (an intent commits what came
         # before it: see StateStore.joined). A job whose approval stage may notify someone
         # ends on its own, its held sets committed before anyone is told of them.
+        # Every job's writes first, then their commits: the intents of the jobs whose
+        # targets write nothing before they commit (a CSV file) become durable at once.
         with self._joined():
-            for run in [run for run in self.live if run.stage is None]:
-                self._each(run, run.end)
+            ending = [run for run in self.live if run.stage is None]
+            for run in ending:
+                self._each(run, functools.partial(run.end, commit=False))
+            for run in [run for run in ending if run in self.live]:
+                self._each(run, run.commit)
         for run in [run for run in self.live if run.stage is not None]:
             self._each(run, run.end)
 

@@ -499,9 +499,11 @@ class _Run:
             self.progress(read)
         self.held, self.pages = cursor, self.pages + pages
 
-    def end(self) -> None:
+    def end(self, *, commit: bool = True) -> None:
         """After the last page: take back what a complete read missed, settle what an
-        interrupted run left, let the mass-delete guard decide, write the rest."""
+        interrupted run left, let the mass-delete guard decide, write the rest (unless not
+        `commit`: then all but the target's commit and what waits for it, left to
+        :meth:`commit`, as a group ends all its jobs' writes before it commits any)."""
         seen = self.seen
         if seen is not None and self.pages and not self.unidentified and self._may_miss():
             self._missing(seen, MISSING_FROM_FILTERED_READ if self.filtered else MISSING_AT_SOURCE)
@@ -512,7 +514,14 @@ class _Run:
         if not self.dry_run:
             self.batches.unblock()
             self.final_cursor = self.held
-            self._finish(self.held)
+            self.batches.finish(self.held)
+            if commit:
+                self._commit()
+
+    def commit(self) -> None:
+        """After :meth:`end` without its commit: commit the target's writes, record them."""
+        if not self.dry_run:
+            self._commit()
 
     def _mapped(self, ids: list[str]) -> dict[str, Mapped]:
         """The id map rows of `ids`; none looked up while the id map holds nothing but what
@@ -819,8 +828,15 @@ class _Run:
         deferred target: once it committed, see :meth:`_commit`)."""
         intent = None
         if steps:
+            if self.session is None:
+                self.session = self.job.target.open_writes()
             changes = [(a.source_id, a.target_key, a.action, a.reason) for a in _applied(steps)]
-            intent = self.store.write_ahead(self.job.name, changes, self.recorded_at)
+            # A deferred session writes nothing before its commit: its intents need to be
+            # durable only then (see _commit), so a group makes all its jobs' durable at once.
+            durable = not self.session.deferred
+            intent = self.store.write_ahead(
+                self.job.name, changes, self.recorded_at, durable=durable
+            )
         results = self._send(steps) if steps else []
         outcome = _Outcome(cursor=cursor, intent=intent)
         for step, result in zip(steps, results[: len(steps)], strict=True):
@@ -881,6 +897,7 @@ class _Run:
         session = self.session
         if session is None:
             return
+        self.store.durable()  # the intents of its batches, before the target is written
         session.commit()
         self.session = None
         session.abort()  # releases what it held; a no-op once committed

@@ -100,12 +100,14 @@ class StateStore:
         self._locks: locks.AdvisorySession | None = None  # PostgreSQL: every lock, one session
         self._fences: dict[str, int] = {}  # lock name -> the fence token this store took
         self._joined: Connection | None = None  # the transaction of a joined() block
-        self._broken: StateStoreError | None = None  # the database error that broke it
+        self._broken: Exception | None = None  # the error that broke it (see joined)
+        self._ledger_checked = False  # in a joined block: see _check_ledger
         self._behind = _Behind()  # the block's writes held back (see _defer)
         #: in a joined block, the fence rows read FOR UPDATE since its last commit (see
         #: _check_fences), by lock name
         self._fenced: dict[str, Any] = {}
         self._fence_order: dict[str, int] | None = None  # see _fence_at
+        self._undurable = False  # a joined block holds intents not yet committed
         self._ahead: _Ahead | None = None  # rows read ahead for a joined() block
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
@@ -211,10 +213,12 @@ class StateStore:
             self._terms.settle()
 
     def _broken_block(self) -> StateStoreError:
-        """The error a joined block raises once a database error broke it."""
+        """The error a joined block raises once an error broke it (see :meth:`joined`)."""
+        broken = self._broken
+        what = str(broken) if isinstance(broken, StateStoreError) else repr(broken)
         return StateStoreError(
-            f"the state store at {self.url} failed in the middle of recording a group of jobs "
-            f"({self._broken}); what the group did since its last commit was not kept",
+            f"{what} (in the middle of recording a group of jobs: what the group did since "
+            "its last commit was not kept)",
             hint="What was recorded before is kept; the next run resumes from there.",
         )
 
@@ -224,21 +228,22 @@ class StateStore:
         the block ends (rolled back, with all of it, if the block raises).
 
         For the bookkeeping of many jobs at once (a group's runs starting, recording their
-        last batches, finishing): one commit instead of a dozen per job. A call that may
-        raise after it wrote (a batch with ledger rows) runs in a savepoint, so that its
-        error (a lost lock, a missing ledger key) undoes only its own part and the block
-        goes on; the others run without one (see :meth:`_transaction`), and a database
-        error in one of them breaks the block: every later call raises, and the block
-        rolls back and raises when it ends, keeping nothing since its last commit (as a
-        crash there would: the next run resumes from what was committed).
+        last batches, finishing): one commit instead of a dozen per job, and the writes
+        every job makes sent for all of them at once (:meth:`_defer`: job states, cursors,
+        run ends, fingerprint marks, ledger rows). What a call raises of its own (a lost
+        lock, a missing ledger key) it raises before it writes, or in a savepoint (see
+        :meth:`_transaction`): that call alone fails, the block goes on. A database error
+        breaks the block: every later call raises, and the block rolls back and raises
+        when it ends, keeping nothing since its last commit (as a crash there would: the
+        next run resumes from what was committed).
 
         A write ahead (:meth:`write_ahead`, an intent that must be durable before a target
         is written) commits what the block did so far and itself at once; the block goes
-        on in a new transaction. So a batch recorded in a block, after its target
-        acknowledged it, is committed at the next intent or at the block's end: a crash
-        before that loses the record, not the intent, and the next run decides those
-        records again (as after a crash between a target's write and its record). Nested
-        blocks join the outer one.
+        on in a new transaction (one not `durable` waits for :meth:`durable`). So a batch
+        recorded in a block, after its target acknowledged it, is committed at the next
+        intent or at the block's end: a crash before that loses the record, not the
+        intent, and the next run decides those records again (as after a crash between a
+        target's write and its record). Nested blocks join the outer one.
         """
         if self._joined is not None:
             yield
@@ -260,7 +265,8 @@ class StateStore:
                 raise
             finally:
                 self._joined, self._ahead, self._broken = None, None, None
-                self._behind, self._fenced = _Behind(), {}
+                self._behind, self._fenced, self._undurable = _Behind(), {}, False
+                self._ledger_checked = False
             self._terms.settle()
 
     def _commit_joined(self) -> None:
@@ -274,6 +280,7 @@ class StateStore:
             conn.commit()
             self._terms.settle()
         self._fenced = {}  # their row locks went with the commit
+        self._undurable = False
 
     def _check_fences(self, conn: Connection, job: str, target: str) -> None:
         """Raise LockLost if this store no longer holds `job`'s lock or `target`'s (see
@@ -313,8 +320,8 @@ class StateStore:
         (a delete of the row it upserts, or the reverse).
 
         Only writes to tables no ``behind`` call otherwise touches (job states, a run's
-        end, fingerprint marks) are held back: so holding them back reorders nothing that
-        a statement of the block could see."""
+        end, fingerprint marks; ledger rows, see :meth:`_append_ledger`) are held back: so
+        holding them back reorders nothing that a statement of the block could see."""
         if conn is not self._joined:
             conn.execute(self._deferred(kind), params)
             return
@@ -322,15 +329,17 @@ class StateStore:
 
     def _flush_behind(self, conn: Connection) -> None:
         """Write what the joined block holds back (a failure breaks the block)."""
-        if not self._behind.writes:
+        if not self._behind.writes and not self._behind.ledger:
             return
-        writes, self._behind = self._behind.writes, _Behind()
+        behind, self._behind = self._behind, _Behind()
         try:
             with failures(self._engine.url):
-                for kind, rows in writes.items():
+                for kind, rows in behind.writes.items():
                     if rows:
                         conn.execute(self._deferred(kind), list(rows.values()))
-        except StateStoreError as exc:
+                if behind.ledger:
+                    ledger_rows.append(conn, behind.ledger, self._ledger_key, self._terms)
+        except Exception as exc:  # the block holds part of them: it keeps none
             self._broken = exc
             self._terms.discard()
             raise
@@ -601,16 +610,17 @@ class StateStore:
         entries = [_ledger_row(job, target, policy, policy_hash, c, now) for c in ledgered]
         # With an intent, a batch lost to a power loss is found again by the next run (its
         # intent is synced, and this transaction deletes it): no sync of its own.
-        # In a joined block: a savepoint when the batch may raise after writing (its ledger
-        # rows, its id map rows); a batch that only moves the cursor needs none (a lost lock
-        # is raised before anything is written).
-        atomic = bool(entries or kept or gone or failed)
-        behind = not atomic and blocks is None and not settled  # only the cursor moves
+        # In a joined block no savepoint: whatever it raises of its own (a lost lock, a
+        # missing ledger key, a change without a projection hash) it raises before it
+        # writes a row of the job's; its ledger rows are held back (see _append_ledger).
         with self._transaction(
-            write=True, covered=intent is not None, atomic=atomic, behind=behind
+            write=True, covered=intent is not None, behind=blocks is None
         ) as conn:
             self._check_fences(conn, job, target)
+            if entries:
+                self._check_ledger(conn)
             job_id = self._job_id(conn, job, add=True)
+            rows = self._id_rows(conn, job_id, policy_hash, kept, now) if kept else []
             for start in range(0, len(gone), _CHUNK):
                 chunk = gone[start : start + _CHUNK]
                 conn.execute(
@@ -618,7 +628,6 @@ class StateStore:
                         id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
                     )
                 )
-            rows = self._id_rows(conn, job_id, policy_hash, kept, now) if kept else []
             bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
@@ -627,10 +636,30 @@ class StateStore:
                 conn.execute(intents.delete().where(intents.c.id == intent))
             self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
             self._put_outstanding(conn, failed, now)  # their intents become failures
-            # last: its head lock is held for the least time
-            ledger_rows.append(conn, entries, self._ledger_key, self._terms)
+            self._append_ledger(conn, entries)  # last: its head is locked the least time
         if self._pg:
             self._analyze_when_grown(job, len(kept) + len(entries))
+
+    def _check_ledger(self, conn: Connection) -> None:
+        """Raise what appending to the ledger would (no key, another key, rows to migrate),
+        before a batch writes anything; in a joined block once."""
+        if conn is self._joined:
+            if not self._ledger_checked:
+                ledger_rows.check_writable(conn, self._ledger_key, lock=False)
+                self._ledger_checked = True
+            return
+        ledger_rows.check_writable(conn, self._ledger_key, lock=False)
+
+    def _append_ledger(self, conn: Connection, entries: list[dict[str, Any]]) -> None:
+        """Append `entries` to the ledger: in a joined block held back and appended with the
+        block's others in one go, in order (before its next call that is not ``behind``, or
+        its commit; its ledger was checked by :meth:`_check_ledger`), else now."""
+        if not entries:
+            return
+        if conn is self._joined:
+            self._behind.ledger.extend(entries)
+        else:
+            ledger_rows.append(conn, entries, self._ledger_key, self._terms)
 
     def _analyze_when_grown(self, job: str, added: int) -> None:
         """ANALYZE the id map and ledger each time a job's recorded rows double (2,000 first):
@@ -808,14 +837,28 @@ class StateStore:
         return len(rows)
 
     def write_ahead(
-        self, job: str, changes: Sequence[tuple[str, str, str, str]], now: dt.datetime | None = None
+        self,
+        job: str,
+        changes: Sequence[tuple[str, str, str, str]],
+        now: dt.datetime | None = None,
+        *,
+        durable: bool = True,
     ) -> int:
         """Record a batch's (source id, target key, action, reason) before it is sent, in a
         transaction of its own (in a :meth:`joined` block: after committing the block's work
-        so far); return the intent's id for :meth:`record_batch`."""
+        so far); return the intent's id for :meth:`record_batch`.
+
+        In a joined block, not `durable`: written in the block's transaction, durable at
+        the next :meth:`durable` (for a target that writes nothing before its commit: a
+        group's jobs make their intents durable with one commit)."""
         row = {"job": job, "at": _utc(now), "changes": [list(c) for c in changes]}
         self._forget_ahead(job)
         joined = self._joined
+        if joined is not None and not durable:
+            with self._transaction(write=True, behind=True) as conn:  # an intent is new
+                key = conn.execute(_NEW_INTENT, row).inserted_primary_key
+            self._undurable = True
+            return _new_id(key)
         if joined is not None:  # durable now, with what the block did before it
             self._commit_joined()
             with failures(self._engine.url), joined.begin():
@@ -824,6 +867,12 @@ class StateStore:
         with self._transaction(write=True) as conn:
             key = conn.execute(_NEW_INTENT, row).inserted_primary_key
         return _new_id(key)
+
+    def durable(self) -> None:
+        """Make durable the intents written ahead without being so (in a joined block: commit
+        what the block did so far, once for all of them; elsewhere every intent is)."""
+        if self._joined is not None and self._undurable:
+            self._commit_joined()
 
     def hold(self, rows: Sequence[Outstanding], now: dt.datetime | None = None) -> None:
         """Record deletes the mass-delete guard held back (status "held")."""
@@ -1270,6 +1319,7 @@ class _Behind:
 
     def __init__(self) -> None:
         self.writes: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.ledger: list[dict[str, Any]] = []  # ledger rows to append, in order
 
     def add(self, kind: str, key: Any, params: dict[str, Any], replaces: str = "") -> None:
         if replaces and replaces in self.writes:

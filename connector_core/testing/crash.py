@@ -73,6 +73,7 @@ class KillSwitch:
         job.source.read = pages  # type: ignore[method-assign]
         job.target.open_writes = counted_writes  # type: ignore[method-assign]
         store.write_ahead = self.after(store.write_ahead)  # type: ignore[method-assign]
+        store.durable = self.after(store.durable)  # type: ignore[method-assign]
         store.record_batch = self.after(store.record_batch)  # type: ignore[method-assign]
         store.set_job_state = self.after(store.set_job_state)  # type: ignore[method-assign]
 

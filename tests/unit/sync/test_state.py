@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connector_core.errors import ConfigError, ExitCode
+from connector_core.sync.ledger import LedgerKeyError
 from connector_core.sync.migrations import alembic_config
 from connector_core.sync.model import AppliedChange, JobState, Outstanding, RunCounts
 from connector_core.sync.state import KEEP, SavedBlocks, StateStore, StateStoreError
@@ -28,6 +29,7 @@ from connector_core.sync.tables import (
     runs,
 )
 from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync.conftest import change
 
 Change = Callable[..., AppliedChange]
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
@@ -363,14 +365,30 @@ def test_a_joined_block_that_raises_keeps_nothing(store: StateStore) -> None:
     assert store.job_state("members").last_run_at is None
 
 
-def test_a_failing_call_in_a_joined_block_undoes_only_its_own_part(
+def test_a_failing_batch_in_a_joined_block_keeps_nothing_of_the_block(
     store: StateStore, make_change: Change
 ) -> None:
+    """A batch's database error (after it interned terms) breaks the block: the block keeps
+    nothing since its last commit, as a crash there would; the next block starts afresh,
+    and the terms the failed one interned are not believed to be stored."""
+
+    def broken() -> None:
+        with store.joined():
+            store.start_run("members")
+            record(store, [make_change("1")], cursor="c1")
+            with pytest.raises(StateStoreError):
+                record(store, [make_change("2"), make_change(None)], cursor="c2")
+            with pytest.raises(StateStoreError, match="in the middle of recording"):
+                record(store, [make_change("3")], cursor="c3")
+
+    with pytest.raises(StateStoreError, match="was not kept"):
+        broken()
+    assert store.runs() == []
+    assert store.job_state("members").cursor is None
+    assert list(store.source_ids("members")) == []
+    assert list(store.ledger_entries()) == []
     with store.joined():
         run = store.start_run("members")
-        broken = [make_change("2"), make_change(None)]  # interns terms, then fails
-        with pytest.raises(StateStoreError):
-            record(store, broken, cursor="c2")
         record(store, [make_change("1")], cursor="c1")  # the same terms again
     assert [r["id"] for r in store.runs()] == [run]
     assert store.job_state("members").cursor == "c1"
@@ -381,6 +399,25 @@ def test_a_failing_call_in_a_joined_block_undoes_only_its_own_part(
         store._engine.url.render_as_string(False), ledger_key=TEST_LEDGER_KEY
     ) as fresh:
         assert fresh.who_has("1")[0].fields == store.who_has("1")[0].fields
+
+
+def test_a_batch_refused_in_a_joined_block_leaves_the_rest_of_it(
+    store: StateStore, make_change: Change
+) -> None:
+    """What a batch raises of its own (here: no ledger key) it raises before writing: the
+    block goes on and keeps the other batches."""
+    keyless = StateStore.open(store._engine.url.render_as_string(False))
+    try:
+        with keyless.joined():
+            keyless.set_job_state(JobState("members", last_run_at=T0))
+            with pytest.raises(LedgerKeyError):
+                record(keyless, [make_change("1")], cursor="c1")
+            record(keyless, [], cursor="c0")  # no ledger rows: no key needed
+    finally:
+        keyless.close()
+    state = store.job_state("members")
+    assert (state.cursor, state.last_run_at) == ("c0", T0)
+    assert list(store.source_ids("members")) == []
 
 
 def test_a_database_error_outside_a_savepoint_breaks_the_whole_joined_block(
@@ -398,7 +435,7 @@ def test_a_database_error_outside_a_savepoint_breaks_the_whole_joined_block(
             store.start_run("members")
             with pytest.raises(StateStoreError), store._transaction() as conn:
                 conn.execute(sa.text("SELECT * FROM no_such_table"))
-            with pytest.raises(StateStoreError, match="failed in the middle"):
+            with pytest.raises(StateStoreError, match="in the middle of recording"):
                 store.set_job_state(JobState("members", last_run_at=T1))
 
     with pytest.raises(StateStoreError, match="was not kept") as failed:
@@ -466,6 +503,7 @@ def test_a_store_failure_names_the_store_and_what_to_do() -> None:
 
 _JOBS = st.sampled_from(["a", "b"])
 _CURSORS = st.sampled_from(["c1", "c2"])
+_ACTIONS = st.sampled_from(["create", "delete"])
 _STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("state"), _JOBS, st.integers(0, 3)),
@@ -484,6 +522,12 @@ _STEPS = st.lists(
         st.tuples(st.just("start"), _JOBS),
         st.tuples(st.just("finish"), _JOBS, st.sampled_from(["ok", "aborted"])),
         st.tuples(st.just("read"), _JOBS),
+        st.tuples(
+            st.just("share"),
+            _JOBS,
+            st.sampled_from(["1", "2"]),
+            st.sampled_from(["create", "delete"]),
+        ),
     ),
     max_size=14,
 )
@@ -511,7 +555,10 @@ def _steps(store: StateStore, steps: list[tuple[Any, ...]], prefix: str) -> list
             started.setdefault(job, []).append(store.start_run(job))
         elif kind == "finish" and started.get(job):
             store.finish_run(started[job][-1], status=step[2], counts=RunCounts(read=1))
+        elif kind == "share":  # an id map row and a ledger row
+            store.record_batch(job, "t", "p.yaml", "p" * 64, [change(step[2], step[3])])
         elif kind == "read":
+            seen.append(sorted(store.source_ids(job)))
             state = store.job_state(job)
             seen.append((state.cursor, state.last_run_at, store.has_fingerprints(job, "c1")))
             seen.append(sorted(store.block_digests(job)))
@@ -533,6 +580,10 @@ def _rows(store: StateStore, prefix: str) -> list[Any]:
                 for r in rows
             ]  # fmt: skip
             found.append(sorted(values, key=repr))
+    for job in ("a", "b"):
+        found.append(sorted(store.source_ids(prefix + job)))
+    shares = [e for e in store.ledger_entries() if e.job.startswith(prefix)]
+    found.append([(e.job.removeprefix(prefix), e.source_id, e.action) for e in shares])
     return found
 
 
@@ -547,7 +598,8 @@ def test_a_joined_block_ends_as_the_same_calls_one_by_one(
     store: StateStore, steps: list[tuple[Any, ...]]
 ) -> None:
     """Whatever a joined block holds back (job states, cursors, fingerprint marks, runs'
-    ends) its reads see, and it ends in the rows the same calls leave one by one."""
+    ends, ledger rows) its reads see, and it ends in the rows the same calls leave one by
+    one (the ledger rows in the same order, its chain whole)."""
     n = next(_EXAMPLES)
     alone, together = f"x{n}-", f"y{n}-"
     seen_alone = _steps(store, steps, alone)
@@ -555,6 +607,7 @@ def test_a_joined_block_ends_as_the_same_calls_one_by_one(
         seen_together = _steps(store, steps, together)
     assert seen_together == seen_alone
     assert _rows(store, together) == _rows(store, alone)
+    assert store.verify_ledger().ok
 
 
 def test_a_group_s_runs_start_at_once_as_one_by_one(store: StateStore) -> None:
