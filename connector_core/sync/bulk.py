@@ -1,7 +1,10 @@
 """Many-row inserts for the tables with a row per record, without SQLAlchemy's per-row
 parameter processing on SQLite (a third of the cost of recording a batch there).
 
-PostgreSQL keeps SQLAlchemy's statements, whose driver batching is already what it wants.
+On PostgreSQL, rows that cannot conflict (the ledger's) go in with ``COPY`` (psycopg's
+:meth:`~psycopg.Cursor.copy`, in the caller's transaction), each value first through its
+column type's own bind processing, as SQLAlchemy's INSERT would send it; an upsert keeps
+SQLAlchemy's statement (the driver pipelines its rows).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from connector_core.sync import dialect
 from connector_core.sync.tables import CompactTime
 
 
@@ -30,12 +32,19 @@ def insert_many(
     names = list(rows[0])
     updated = [n for n in names if n not in conflict]
     if conn.dialect.name != "sqlite":
-        stmt = dialect.insert(table, pg=True)
-        if conflict:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(conflict), set_={n: stmt.excluded[n] for n in updated}
-            )
-        conn.execute(stmt, list(rows))
+        if not conflict:
+            _copy(conn, table, names, rows)
+            return
+        _copy(conn, _staging(conn, table), names, rows)
+        quote = conn.dialect.identifier_preparer
+        listed = ", ".join(quote.quote(n) for n in names)
+        keys = ", ".join(quote.quote(n) for n in conflict)
+        assignments = ", ".join(f"{quote.quote(n)} = excluded.{quote.quote(n)}" for n in updated)
+        staged = _STAGING + table.name
+        conn.exec_driver_sql(
+            f"INSERT INTO {quote.format_table(table)} ({listed}) SELECT {listed} FROM {staged} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}; TRUNCATE {staged}"
+        )
         return
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     if conflict:
@@ -57,3 +66,54 @@ def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[An
     return [
         done[v] if v in done else done.setdefault(v, kind.process_bind_param(v, on)) for v in values
     ]
+
+
+def _copy(
+    conn: Connection, table: sa.Table, names: list[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """``COPY`` `rows` into `table` (PostgreSQL), in `conn`'s transaction."""
+    import psycopg  # the PostgreSQL driver: imported only for a PostgreSQL store
+
+    on = conn.dialect
+    processors = []
+    for name in names:
+        kind = table.c[name].type
+        processors.append(kind.dialect_impl(on).bind_processor(on))
+    columns = [[row[n] for row in rows] for n in names]
+    for index, process in enumerate(processors):
+        if process is not None:
+            columns[index] = [None if v is None else process(v) for v in columns[index]]
+    quote = on.identifier_preparer
+    listed = ", ".join(quote.quote(n) for n in names)
+    sql = f"COPY {quote.format_table(table)} ({listed}) FROM STDIN"
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for values in zip(*columns, strict=True):
+                copy.write_row(values)
+    except psycopg.Error as exc:  # as SQLAlchemy raises a driver's error (see failures())
+        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
+#: The prefix of the temporary tables an upsert is copied into first (PostgreSQL).
+_STAGING = "staging_"
+
+
+def _staging(conn: Connection, table: sa.Table) -> sa.Table:
+    """The session's temporary table for upserts into `table`, made if need be (in the
+    caller's transaction: one rolled back takes it along), emptied at every commit and
+    after each upsert."""
+    staged = _STAGED.get(table.name)
+    if staged is None:
+        columns = (sa.Column(c.name, c.type) for c in table.columns)
+        staged = _STAGED[table.name] = sa.Table(_STAGING + table.name, sa.MetaData(), *columns)
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {staged.name} "
+        f"(LIKE {conn.dialect.identifier_preparer.format_table(table)} INCLUDING DEFAULTS) "
+        "ON COMMIT DELETE ROWS"
+    )
+    return staged
+
+
+_STAGED: dict[str, sa.Table] = {}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from connector_core.sync import bulk
-from connector_core.sync.tables import CompactTime, SecondTime
+from connector_core.sync.tables import CompactTime, SecondTime, id_map, ledger
 
 metadata = sa.MetaData()
 times = sa.Table(
@@ -43,3 +45,113 @@ def test_bulk_inserts_store_times_as_their_column_types_do(when: list[dt.datetim
     for n, w in enumerate(when):
         assert raw[n] == raw[n + 100]
         assert back[n] == ((None, None) if w is None else (w, w.replace(microsecond=0)))
+
+
+# -- PostgreSQL: COPY ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_engine(pg_database: str) -> Any:
+    engine = sa.create_engine(pg_database, poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()
+
+
+#: any text PostgreSQL stores (not NUL, which it refuses on either path), controls included
+KEYS = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=6)
+LEDGER_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "at": WHEN,
+            "record_key": st.binary(min_size=1, max_size=20),
+            "source_id": KEYS,
+            "entry": st.integers(0, 2**31 - 1),
+            "consent": st.integers(0, 2**31 - 1),
+            "row_hash": st.binary(min_size=16, max_size=16),
+            "version": st.integers(1, 4),
+        }
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=LEDGER_ROWS)
+def test_a_copy_to_postgresql_stores_what_an_insert_stores(
+    pg_engine: sa.Engine, rows: list[dict[str, Any]]
+) -> None:
+    """Rows that cannot conflict (the ledger's) go in with COPY on PostgreSQL: each value
+    through its column type's bind processing, as SQLAlchemy's INSERT sends it."""
+    copied, inserted = _tables(pg_engine, ledger)
+    numbered = [{"seq": n, **row} for n, row in enumerate(rows, start=1)]
+    with pg_engine.begin() as conn:
+        bulk.insert_many(conn, copied, numbered)
+        conn.execute(inserted.insert(), numbered)
+        raw = [
+            conn.execute(sa.text(f"SELECT * FROM {t.schema}.ledger ORDER BY seq")).all()
+            for t in (copied, inserted)
+        ]
+        back = conn.execute(sa.select(copied).order_by(copied.c.seq)).all()
+    assert raw[0] == raw[1]
+    assert [r._asdict() for r in back] == numbered
+
+
+def _tables(engine: sa.Engine, table: sa.Table) -> tuple[sa.Table, sa.Table]:
+    """Two empty copies of `table`, each in a schema of its own."""
+    found = sa.MetaData()
+    tables = []
+    with engine.begin() as conn:
+        for schema in ("copied", "inserted"):
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+            tables.append(table.to_metadata(found, schema=schema))
+    found.create_all(engine)
+    return tables[0], tables[1]
+
+
+ID_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "job": st.integers(1, 2),
+            "source_id": st.sampled_from(["1", "2", "é", "x\\ty"]),
+            "target_key": st.binary(min_size=1, max_size=8),
+            "projection_hash": st.none() | st.binary(min_size=16, max_size=16),
+            "shape": st.integers(0, 9),
+            "consent": st.integers(0, 9),
+            "field_hashes": st.none() | st.binary(max_size=8),
+            "updated_at": WHEN,
+        }
+    ),
+    min_size=1,
+    max_size=6,
+    unique_by=lambda row: (row["job"], row["source_id"]),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(first=ID_ROWS, second=ID_ROWS)
+def test_an_upsert_through_a_copy_on_postgresql_stores_what_an_upsert_stores(
+    pg_engine: sa.Engine, first: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> None:
+    """Upserts (id map rows) on PostgreSQL: copied into a temporary table, then inserted
+    from it, replacing the rows already there; as SQLAlchemy's own upsert would, batch
+    after batch in one transaction."""
+    copied, inserted = _tables(pg_engine, id_map)
+    key = ("job", "source_id")
+    with pg_engine.begin() as conn:
+        for rows in (first, second):
+            bulk.insert_many(conn, copied, rows, conflict=key)
+            stmt = pg_insert(inserted)
+            excluded = {c: stmt.excluded[c] for c in rows[0] if c not in key}
+            conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=excluded), rows)
+        raw = [
+            conn.execute(sa.text(f"SELECT * FROM {t.schema}.id_map ORDER BY 1, 2")).all()
+            for t in (copied, inserted)
+        ]
+    assert raw[0] == raw[1]
+    assert len(raw[0]) == len({(r["job"], r["source_id"]) for r in first + second})
