@@ -15,7 +15,8 @@ commit stops (nothing is replaced; the next run writes again).
 
 The cost of a run at the target: one read of the file when the run has changes (none
 otherwise), one write of it when something changed, memory for the index (~250 bytes a
-row) and for the updated rows' cells; new rows go to disk until the commit.
+row) and for the updated rows' cells; new rows stay in memory up to 1 MB, then go to a
+temporary file until the commit.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from connector_csv.settings import CsvSettings
 from connector_csv.source import CsvFile, file_errors
 from connector_csv.table import DEFAULT_LINETERMINATOR, Action, sniff
 
+#: Bytes of new rows a session keeps in memory before it spools them to a temporary file.
+_SPOOL_IN_MEMORY = 1 << 20
 #: Renders a change's record as cells by column name; raises RenderError.
 Render = Callable[[Change], dict[str, str]]
 #: Gives the header of a new file for a batch's records.
@@ -331,7 +334,8 @@ class CsvWrites(WriteSession):
 
     def _spill(self, rows: list[tuple[int, list[str]]]) -> None:
         if self._spool is None:
-            self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by abort)
+            # in memory up to 1 MB (no open file: a group stages many jobs' writes at once)
+            self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (closed by abort)
         pickle.dump(rows, self._spool, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _spilled(self) -> Iterator[tuple[int, list[str]]]:
