@@ -875,9 +875,9 @@ class _Run:
         self.counts.unchanged += outcome.unchanged
 
     def _send(self, steps: Sequence[Step]) -> list[WriteResult | None]:
-        """One result per step; None where the target gave none."""
-        if self.session is None:
-            self.session = self.job.target.open_writes()
+        """One result per step; None where the target gave none (the session is open:
+        :meth:`write` opened it before writing the batch's intent)."""
+        assert self.session is not None
         try:
             results: list[WriteResult | None] = list(self.session.write([s.change for s in steps]))
         except RecordRejected as exc:  # the adapter refused the batch as a whole
