@@ -121,7 +121,7 @@ def timed_run(root: Path, url: str, *, intent_log: bool) -> tuple[float, dict[st
     job = load_job(config, "share", context=MaskContext.with_key(b"bench"))
     store = StateStore.open(url, ledger_key=b"intent-benchmark-ledger-key")
     if not intent_log:
-        store.write_ahead = lambda job, changes, now=None: None  # type: ignore[method-assign]
+        store.write_ahead = lambda job, changes, now=None, durable=True: None  # type: ignore[method-assign]
     try:
         gc.collect()
         start = time.perf_counter()
