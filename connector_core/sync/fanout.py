@@ -46,7 +46,9 @@ time), and runs each group from one read of its source:
   share (one :class:`PolicySet` of every job of the source), whether it has a deletion or
   a problem, and its withheld counts: a later group decides only those records and the
   ones its jobs hold (a page with a deletion or a problem whole), and passes the others
-  with the counts kept for them.
+  with the counts kept for them. A kept page's records are pickled in parts, by the groups
+  that may share them (:class:`_Read`): a later group unpickles its own records of a page,
+  not all of them.
 - **Passing.** A job passes the pages with nothing for it (no record it may share, holds
   or owes) in one step when it next has something, or at the end (:class:`_Passed`: the
   pages' counts and cursors summed as the read goes), not one call per page and job.
@@ -374,17 +376,20 @@ class _Group:
             if meta.busy or decider.always or any(gate not in meta.counts for gate in gates):
                 self._feed(kept.page(n), decider)  # decided whole
             elif number in meta.members or n in held:
-                page = kept.page(n)
-                places = sorted(set(meta.members.get(number, ())) | held.get(n, set()))
-                part = dataclasses.replace(page, records=[page.records[at] for at in places])
+                if n in held:  # its held records may be anywhere on the page
+                    page = kept.page(n)
+                    places = sorted(set(meta.members.get(number, ())) | held[n])
+                    part = dataclasses.replace(page, records=[page.records[at] for at in places])
+                else:  # only the group's own part of the page is unpickled
+                    part = kept.part(n, number)
                 decided = decider.page(part)
                 rest = [  # the other records, withheld by each gate as the page's counts say
                     meta.counts[gate] - decider.by_check(g, found)
                     for g, (gate, found) in enumerate(zip(gates, decided.counts, strict=True))
                 ]
-                others = meta.records - len(places)
+                others = meta.records - len(part.records)
                 # passed first as a page without a cursor, then the part, with the cursor
-                passed.add(None, others, 0, page.snapshot, decider.by_reason(rest))
+                passed.add(None, others, 0, part.snapshot, decider.by_reason(rest))
                 if self.progress is not None:
                     self.progress(others)
                 self._feed(part, decider, decided)
@@ -590,24 +595,70 @@ class _PageMeta:
 
 class _Read:
     """The pages of one complete read of a source, pickled and compressed, each with what
-    a later group needs to pass it without unpickling it (:class:`_PageMeta`)."""
+    a later group needs to pass it without unpickling it (:class:`_PageMeta`).
+
+    A page is kept in parts: its fields but the records (the skeleton), then its records
+    cut by the set of groups that may share each (a part per set, with the records' places
+    in the page). A later group unpickles the skeleton and the parts of its own records
+    (:meth:`part`, about 1/k of the page with k groups); :meth:`page` puts a whole page
+    back together. Each record is pickled once, whatever the number of groups.
+    """
 
     def __init__(self) -> None:
-        self.pages: list[bytes] = []
+        #: per page, the skeleton then each part, pickled and compressed
+        self.pages: list[list[bytes]] = []
+        #: per page, each part's groups and the places of its records
+        self.layouts: list[list[tuple[frozenset[int], array.array[int]]]] = []
         self.metas: list[_PageMeta] = []
         self.complete = False
         #: the ids the read listed (None: a page was not a snapshot), for every group
         self.seen: set[str] | None = set()
         self._where: dict[str, tuple[int, int]] | None = None  # see page_of
 
+    def add(self, page: Page, meta: _PageMeta) -> None:
+        """Keep `page` (its row fingerprints dropped: they serve a job's own read only)."""
+        by_groups: dict[frozenset[int], list[int]] = {}
+        if meta.busy:  # decided whole by every group: one part
+            by_groups[frozenset()] = list(range(len(page.records)))
+        else:
+            groups_of: list[set[int]] = [set() for _ in page.records]
+            for group, places in meta.members.items():
+                for at in places:
+                    groups_of[at].add(group)
+            for at, of in enumerate(groups_of):
+                by_groups.setdefault(frozenset(of), []).append(at)
+        skeleton = dataclasses.replace(page, records=[], fingerprints={}, blocks=[])
+        blobs = [_pack(skeleton)]
+        layout = []
+        for groups, places in by_groups.items():
+            blobs.append(_pack([page.records[at] for at in places]))
+            layout.append((groups, array.array("I", places)))
+        self.pages.append(blobs)
+        self.layouts.append(layout)
+        self.metas.append(meta)
+
     def __iter__(self) -> Iterator[Page]:
         for n in range(len(self.pages)):
             yield self.page(n)
 
     def page(self, n: int) -> Page:
-        """Page `n`, unpickled."""
-        page: Page = pickle.loads(zlib.decompress(self.pages[n]))
-        return page
+        """Page `n`, unpickled whole."""
+        return self._unpack(n, lambda groups: True)
+
+    def part(self, n: int, group: int) -> Page:
+        """Page `n` with only the records group `group` may share (in page order)."""
+        return self._unpack(n, lambda groups: group in groups)
+
+    def _unpack(self, n: int, wanted: Callable[[frozenset[int]], bool]) -> Page:
+        blobs = self.pages[n]
+        skeleton: Page = pickle.loads(zlib.decompress(blobs[0]))
+        found: list[tuple[int, Record]] = []
+        for (groups, places), blob in zip(self.layouts[n], blobs[1:], strict=True):
+            if wanted(groups):
+                found.extend(zip(places, pickle.loads(zlib.decompress(blob)), strict=True))
+        found.sort(key=lambda placed: placed[0])
+        skeleton.records = [record for _, record in found]
+        return skeleton
 
     def page_of(self) -> dict[str, tuple[int, int]]:
         """The page and place of each record the read decoded, by source id (not the rows it skipped
@@ -621,6 +672,11 @@ class _Read:
                         where[str(record["id"])] = (n, at)
             self._where = where
         return self._where
+
+
+def _pack(value: object) -> bytes:
+    """`value` pickled and compressed (fast: a kept read lives for one run)."""
+    return zlib.compress(pickle.dumps(value, pickle.HIGHEST_PROTOCOL), 1)
 
 
 class _Reads:
@@ -667,11 +723,7 @@ class _Reads:
         read = self.reads[key] = _Read()
         index, group_of = self._index(key[0])
         for page in pages:
-            # The rows' fingerprints serve a job's own read only (a shared read drops them,
-            # see _Group._read): not kept.
-            plain = dataclasses.replace(page, fingerprints={}, blocks=[])
-            read.pages.append(zlib.compress(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL), 1))
-            read.metas.append(_meta(page, index, group_of))
+            read.add(page, _meta(page, index, group_of))
             if not page.snapshot:
                 read.seen = None
             elif read.seen is not None:

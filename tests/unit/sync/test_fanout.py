@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Iterator, Sequence
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector_core.adapters import Adapter, Change, Page, WriteResult
 from connector_core.config import load_config
@@ -292,17 +295,17 @@ def count_replays(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     from connector_core.sync import fanout
 
     replayed = {"pages": 0, "unpickled": 0}
-    page, replay = fanout._Read.page, fanout._Group._replay
+    unpack, replay = fanout._Read._unpack, fanout._Group._replay
 
-    def counted_page(read: Any, n: int) -> Page:
-        replayed["unpickled"] += 1
-        return page(read, n)
+    def counted_unpack(read: Any, n: int, wanted: Any) -> Page:
+        replayed["unpickled"] += 1  # whole, or a group's part of it
+        return unpack(read, n, wanted)
 
     def counted_replay(group: Any, kept: Any, decider: Any) -> None:
         replayed["pages"] += len(kept.metas)
         replay(group, kept, decider)
 
-    monkeypatch.setattr(fanout._Read, "page", counted_page)
+    monkeypatch.setattr(fanout._Read, "_unpack", counted_unpack)
     monkeypatch.setattr(fanout._Group, "_replay", counted_replay)
     return replayed
 
@@ -633,3 +636,42 @@ def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
     assert results["pairs"] == results["pairs-read"]
     assert [state for _, state in results["pairs"]] == [state for _, state in results["single"]]
     assert 0 < replayed["unpickled"] < replayed["pages"], replayed
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.frozensets(st.integers(0, 3), max_size=3)),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_a_kept_page_comes_back_whole_or_as_each_groups_part(
+    records: list[tuple[int, frozenset[int]]], busy: bool
+) -> None:
+    """A kept page is pickled in parts by the groups that may share each record: put back
+    together it equals the page read (without its row fingerprints), and a group's part
+    holds exactly its records, in page order, with the page's other fields."""
+    from connector_core.sync import fanout
+
+    page = Page(
+        records=[{"id": f"P{n}", "region": region} for n, (region, _) in enumerate(records)],
+        cursor="c9",
+        snapshot=True,
+        skipped=["S1", "S2"],
+        fingerprints={"P0": 7},
+    )
+    members: dict[int, list[int]] = {}
+    for at, (_, groups) in enumerate(records):
+        for group in sorted(groups):
+            members.setdefault(group, []).append(at)
+    meta = fanout._PageMeta("c9", len(records), 2, True, busy, {} if busy else members)
+    read = fanout._Read()
+    read.add(page, meta)
+    whole = read.page(0)
+    assert whole == dataclasses.replace(page, fingerprints={})
+    assert [p.records for p in read] == [page.records]
+    for group in range(4) if not busy else ():
+        part = read.part(0, group)
+        assert part.records == [page.records[at] for at in members.get(group, [])]
+        assert (part.cursor, part.snapshot, part.skipped) == ("c9", True, ["S1", "S2"])
