@@ -644,9 +644,11 @@ class StateStore:
         """Raise what appending to the ledger would (no key, another key, rows to migrate),
         before a batch writes anything; in a joined block once."""
         joined = conn is self._joined
-        if not (joined and self._ledger_checked):
-            ledger_rows.check_writable(conn, self._ledger_key, lock=False)
-            self._ledger_checked = joined
+        if joined and self._ledger_checked:
+            return
+        ledger_rows.check_writable(conn, self._ledger_key, lock=False)
+        if joined:
+            self._ledger_checked = True
 
     def _append_ledger(self, conn: Connection, entries: list[dict[str, Any]]) -> None:
         """Append `entries` to the ledger: in a joined block held back and appended with the
