@@ -727,7 +727,14 @@ def workers_flag(results: dict[str, Any]) -> str:
     counts = sorted(
         {int(m.split("-")[1]) for f in results["stores"].values() for m in f if "workers-" in m}
     )
-    return f" --workers {','.join(map(str, counts))}" if counts else ""
+    if not counts:
+        return ""
+    flags = f" --workers {','.join(map(str, counts))}"
+    if results.get("group_limit", 32) != 32:
+        flags += f" --group-limit {results['group_limit']}"
+    if not any("network" in found for found in results["stores"].values()):
+        flags += " --no-in-process"
+    return flags
 
 
 def main() -> None:

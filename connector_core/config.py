@@ -542,9 +542,10 @@ class QueueConfig(_Block):
     group_limit: int = Field(
         default=32,
         ge=1,
-        le=256,
-        description="Most jobs sharing a source that one task runs from one read; more jobs "
-        "on a source are spread over more tasks (and workers)",
+        le=100_000,
+        description="Most jobs sharing a source that one task runs from one read (in "
+        "groups of up to 256 jobs holding their locks at a time); more jobs on a source are "
+        "spread over more tasks (and workers)",
     )
 
     @field_validator("broker")

@@ -7,8 +7,9 @@ retries with a countdown); this module decides what a task is and what it does:
 
 - **One task per source group.** Jobs sharing a source connection go into one task, up to
   ``group_limit`` jobs, so fan-out (:mod:`connector_core.sync.fanout`) still reads the source
-  once for them, and a large network spreads over many tasks and workers. A fan-in (which
-  reads its partners' sources itself) is a task of its own.
+  once for them (in groups of up to 256 jobs holding their locks, every group fed from the
+  task's one read), and a large network spreads over many tasks and workers. A fan-in
+  (which reads its partners' sources itself) is a task of its own.
 - **Late acknowledgement.** A task is acknowledged when it ends; a worker killed mid-task
   leaves it unacknowledged, and the broker hands it to another worker (Redis: after
   ``visibility_timeout``). The job's lock died with the killed worker's database connection;

@@ -86,4 +86,6 @@ def test_the_network_on_two_workers(on_workers: dict[str, Any]) -> None:
     page = scale_bench.render(on_workers)
     assert "| postgresql | 8 jobs, 2 worker(s) | first |" in page
     assert "- postgresql: 2 workers 1.00x one worker's speed on the first run" in page
-    assert "--workers 1,2" in page
+    assert "--workers 1,2 --no-in-process" in page  # the command that reproduces it
+    assert "--group-limit" not in page  # the default
+    assert "--group-limit 1875" in scale_bench.render({**on_workers, "group_limit": 1875})

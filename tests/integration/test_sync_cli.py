@@ -271,6 +271,58 @@ def test_the_scheduler_runs_due_jobs_from_one_read(
     assert "partner-housing: read" in out
 
 
+def test_a_worker_task_larger_than_a_group_reads_its_source_once(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker runs a task as `run --all` does: in groups that hold their locks (here two
+    jobs each), every group fed from the task's one read; so `group_limit` may exceed the
+    256 jobs a group holds without more reads."""
+    from connector_csv import CsvAdapter
+
+    from connector_core.cli.app import App
+    from connector_core.cli.workers import CliJobRunner
+    from connector_core.sync import fanout
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    config = demo / "connector.yaml"
+    text, copies = config.read_text(encoding="utf-8"), {"north": "organizers", "housing": "partner"}
+    targets = "".join(
+        f"  {c}-copy:\n    adapter: csv\n    settings: {{path: out/{c}.csv}}\n" for c in copies
+    )
+    jobs = "".join(
+        f"  {c}-copy:\n    source: members\n    target: {c}-copy\n"
+        f"    policy: ../../policies/{p}-{c}.yaml\n"
+        for c, p in copies.items()
+    )
+    text = text.replace("\njobs:\n", f"\n{targets}\njobs:\n").replace(
+        "\nledger:", f"{jobs}\nledger:"
+    )
+    config.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(fanout, "_GROUP", 2)
+    reads: list[str | None] = []
+    read = CsvAdapter.read
+
+    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("cursor"))
+        return read(self, **kwargs)
+
+    monkeypatch.setattr(CsvAdapter, "read", counted)
+    runner = CliJobRunner(App(config))
+    jobs = ["organizers-north", "partner-housing", "north-copy", "housing-copy"]
+    with runner.store() as store:
+        outcome = runner.run(store, jobs)
+        assert outcome == dict.fromkeys(jobs)
+        assert reads == [None]
+        assert all(store.job_state(job).last_success_at is not None for job in jobs)
+
+    def unkeyed(name: str) -> list[dict[str, str]]:  # a target key is per job
+        return [{k: v for k, v in r.items() if k != "id"} for r in rows(demo / "out" / name)]
+
+    assert unkeyed("north.csv") == unkeyed("organizers-north.csv")
+    assert len(rows(demo / "out" / "organizers-north.csv")) == 7
+
+
 _OPENED: list[str] = []
 
 

@@ -259,3 +259,23 @@ def test_settings_need_a_queue_block(tmp_path: Path) -> None:
         "n1",
         32,
     )
+
+
+def test_a_task_may_hold_more_jobs_than_a_group(tmp_path: Path) -> None:
+    """group_limit is bounded by what a task's one read serves (its groups of 256 hold
+    their locks in turn), not by a group: 1,875 is taken, 100,001 is refused with its line."""
+    from tests.unit.test_config import ADAPTERS, VALID, write
+
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "north.yaml").write_text("rules: []\n")
+    block = "queue:\n  broker: redis://127.0.0.1:6379/4\n  group_limit: %d\n"
+    config = load_config(write(tmp_path, VALID + block % 1875), ADAPTERS)
+    assert queue.settings_for(config).group_limit == 1875
+    assert [
+        len(t) for t in queue.task_groups(dict.fromkeys(map(str, range(15000)), "m"), 1875)
+    ] == [1875] * 8
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, VALID + block % 100_001), ADAPTERS)
+    lines = len(VALID.splitlines())
+    assert f"connector.yaml:{lines + 3}:" in str(caught.value)
+    assert "queue.group_limit" in str(caught.value)
