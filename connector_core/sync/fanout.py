@@ -26,11 +26,15 @@ time), and runs each group from one read of its source:
   result. A ConnectorError of one job (its target down, its lock lost) stops that job
   alone; a failing source stops every job of the group, each keeping what it recorded.
 - **Unchanged rows.** A source with row fingerprints (a CSV file) reports them on a shared
-  read; they are kept once per source (under :func:`fingerprints_name`), each job noting
-  only that it read to the end. The next group read skips the rows found unchanged when
-  every job of the group read to the end at the same cursor and nothing but the rows
-  decides for any of them (see :meth:`_Group._known`); a job's owed changes are decoded
-  whatever their fingerprint. Else every row is decoded, as before.
+  read; they are kept once per source, field set and cursor (under
+  :func:`fingerprints_name`), each job noting only that it read to the end. A read keeps
+  its fingerprints beside those its jobs started from (the jobs of the source in another
+  task of a queue, still at that cursor, skip the unchanged rows too), and forgets the
+  source's others (see :meth:`_Reads.done`). The next group
+  read skips the rows found unchanged when every job of the group read to the end at the
+  same cursor and nothing but the rows decides for any of them (see
+  :meth:`_Group._known`); a job's owed changes are decoded whatever their fingerprint.
+  Else every row is decoded, as before.
 - **Memory.** Pages flow: one page at a time, plus the group's set of the ids read (for
   finding what is missing), per job the source ids it holds and, for a group holding up to
   200,000 records in all, their id map rows, read once instead of page by page and job by
@@ -65,6 +69,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import pickle
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -291,7 +296,9 @@ class _Group:
             if pages is not None and shared:
                 pages = self.reads.keep(key, pages)
                 if "known" in known:
-                    collect = self.reads.collecting(source)
+                    starts = (cursor, *(run.skip_from for run in self.runs))
+                    protect = {c for c in starts if c is not None}
+                    collect = self.reads.collecting(source, protect)
         while pages is not None:
             try:
                 page = next(pages, None)
@@ -346,8 +353,11 @@ class _Group:
             return None, False
         starts = {run.skip_from for run in self.runs}  # None: a job decodes every row
         start = starts.pop() if len(starts) == 1 else None
-        name = fingerprints_name(self.jobs[0].config.source)
-        if start is None or not self.store.has_fingerprints(name, start):
+        source = self.jobs[0].config.source
+        if start is None:
+            return KnownRows(), False
+        name = fingerprints_name(source, self.reads.fields[source], start)
+        if not self.store.has_fingerprints(name, start):
             return KnownRows(), False
         decode = frozenset().union(*(frozenset(run.owed) | run.waiting for run in self.runs))
         stored = Loaded(functools.partial(self.store.fingerprints, name, start))
@@ -558,10 +568,18 @@ def _meta(page: Page, index: PolicySet, group_of: Sequence[int]) -> _PageMeta:
     )
 
 
-def fingerprints_name(source: str) -> str:
-    """The name the row fingerprints of the shared reads of `source` are kept under (where
-    one job's are kept under its name; no job name has spaces)."""
-    return f"shared read of {source}"
+def fingerprints_name(source: str, fields: frozenset[str], cursor: str) -> str:
+    """The name the row fingerprints of a shared read of `source` with `fields` that ended
+    at `cursor` are kept under (where one job's are kept under its name; no job name has
+    spaces). A row's fingerprint depends on the fields read (a CSV file's does): jobs
+    reading other fields find none of theirs here. One name per cursor, so that a read
+    ending at a new cursor keeps those its jobs started from for the jobs still there."""
+    text = repr((sorted(fields), cursor)).encode("utf-8", "surrogatepass")
+    return _SHARED % source + hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
+#: the names of a source's shared read fingerprints: this, then 16 hexadecimal digits
+_SHARED = "shared read of %s "
 
 
 def _collect(page: Page, into: dict[str, int], rejected: set[str]) -> None:
@@ -691,9 +709,9 @@ class _Reads:
         self.remaining = collections.Counter(group[0].config.source for group in groups)
         #: the records some job could not decide, or the source not read (run-wide)
         self.rejected: set[str] = set()
-        #: per source connection, the row fingerprints of its last read, by source id, and
-        #: the cursor it ended at once it is complete
-        self.fingerprints: dict[str, tuple[dict[str, int], str | None]] = {}
+        #: per source connection, the row fingerprints of its last read, by source id, the
+        #: cursor it ended at once it is complete, and the cursors its jobs started from
+        self.fingerprints: dict[str, tuple[dict[str, int], str | None, set[str]]] = {}
         #: per source connection, the fields a shared read fetches: every job's
         self.fields: dict[str, frozenset[str]] = collections.defaultdict(frozenset)
         for group in groups:
@@ -740,29 +758,40 @@ class _Reads:
                 # by check, not by reason: another group's gate names its reasons its own way
                 counts[gate] = decider.by_check(g, found)
 
-    def collecting(self, source: str) -> dict[str, int]:
-        """A fresh set of fingerprints for a read of `source` starting (not yet complete)."""
+    def collecting(self, source: str, protect: set[str]) -> dict[str, int]:
+        """A fresh set of fingerprints for a read of `source` starting (not yet complete),
+        its jobs at the cursors `protect`."""
         found: dict[str, int] = {}
-        self.fingerprints[source] = (found, None)
+        self.fingerprints[source] = (found, None, protect)
         return found
 
     def collected(self, source: str, final: str | None) -> None:
         """The read of `source` is complete and ended at `final`."""
-        self.fingerprints[source] = (self.fingerprints[source][0], final)
+        found, _, protect = self.fingerprints[source]
+        self.fingerprints[source] = (found, final, protect)
 
     def done(self, source: str) -> None:
         """A group of `source` ran: when it was the last, its kept reads go and the row
         fingerprints of its last complete read are kept in the state store, but for the
-        records some job could not decide (they are decoded again next time)."""
+        records some job could not decide (they are decoded again next time); the source's
+        other fingerprints go, but those at a cursor the read's jobs started from."""
         self.remaining[source] -= 1
         if self.remaining[source] > 0:
             return
         for key in [k for k in self.reads if k[0] == source]:
             del self.reads[key]
-        found, final = self.fingerprints.pop(source, ({}, None))
+        found, final, protect = self.fingerprints.pop(source, ({}, None, set()))
         if final is not None and self.store is not None:
             kept = (fp for sid, fp in found.items() if sid not in self.rejected)
-            self.store.keep_fingerprints(fingerprints_name(source), final, kept)
+            self.store.keep_fingerprints(
+                fingerprints_name(source, self.fields[source], final), final, kept
+            )
+            # the source's others go, but at a cursor the read's jobs started from (another
+            # task's jobs may still be there) and those of before the names had field sets
+            prefix = _SHARED % source
+            self.store.prune_fingerprints(
+                prefix, len(prefix) + 16, {final, *protect}, also=prefix.rstrip()
+            )
 
 
 class _Decider:
@@ -811,7 +840,7 @@ class _Decider:
         # A small group's id map rows are read at once, not page by page and job by job: a
         # row changes only when its job records a change it planned in this run, so a row
         # serves until its id is handed to its job (then the job looks it up itself).
-        self.rows: list[dict[str, Mapped]] | None = None
+        self.rows: list[Mapping[str, Mapped]] | None = None
         held: list[Iterable[str]]
         if sum(counts.values()) <= _ROWS_AHEAD:
             everything = store.mapped_all(names)

@@ -20,7 +20,7 @@ import enum
 import functools
 import itertools
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -482,18 +482,23 @@ class StateStore:
                 found.update((ids[job_id], int(n)) for job_id, n in conn.execute(query))
         return found
 
-    def mapped_all(self, jobs: Sequence[str]) -> dict[str, dict[str, Mapped]]:
+    def mapped_all(self, jobs: Sequence[str]) -> dict[str, Mapping[str, Mapped]]:
         """Every id map row of `jobs`, by job and source id, in one read (for a group of
-        jobs holding a few records each; see :meth:`mapped_counts`)."""
-        found: dict[str, dict[str, Mapped]] = {job: {} for job in jobs}
+        jobs holding a few records each; see :meth:`mapped_counts`). A row becomes a
+        :class:`Mapped` when it is first looked up (:class:`MappedRows`): a run that
+        decides few of them (an incremental one) makes few."""
+        found: dict[str, dict[str, Any]] = {job: {} for job in jobs}
+        values: dict[int, Any] = {}
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
             for start in range(0, len(ids), _CHUNK):
                 chunk = list(ids)[start : start + _CHUNK]
                 rows = list(conn.execute(sa.select(id_map).where(id_map.c.job.in_(chunk))))
-                for mapped in self._mapped_rows(conn, rows, ids):
-                    found[mapped.job][mapped.source_id] = mapped
-        return found
+                terms_of = {r.shape for r in rows} | {r.consent for r in rows}
+                values.update(self._terms.values(conn, terms_of - values.keys()))
+                for row in rows:
+                    found[ids[row.job]][row.source_id] = row
+        return {job: MappedRows(job, rows, values) for job, rows in found.items()}
 
     def _job_ids(self, conn: Connection, jobs: Sequence[str]) -> dict[int, str]:
         """The ids of those of `jobs` ever recorded, as {id: name}."""
@@ -722,6 +727,31 @@ class StateStore:
         of a shared read's, see :mod:`connector_core.sync.fanout`), replacing any."""
         with self._transaction(write=True) as conn:
             self._put_fingerprints(conn, job, cursor, fingerprints)
+
+    def prune_fingerprints(
+        self, prefix: str, length: int, keep: Iterable[str], *, also: str | None = None
+    ) -> None:
+        """Forget the fingerprints (and blocks) kept under the names of `length` characters
+        that start with `prefix`, and under `also`, unless at a cursor of `keep` (the names
+        of a shared read's, see :func:`connector_core.sync.fanout.fingerprints_name`)."""
+        table = row_fingerprints
+        named = sa.and_(
+            sa.func.substr(table.c.job, 1, len(prefix)) == prefix,
+            sa.func.length(table.c.job) == length,
+        )
+        if also is not None:
+            named = sa.or_(named, table.c.job == also)
+        query = sa.select(table.c.job).where(named, table.c.cursor.not_in(sorted(keep)))
+        with self._transaction(write=True) as conn:
+            doomed = list(conn.scalars(query))
+            for start in range(0, len(doomed), _CHUNK):
+                chunk = doomed[start : start + _CHUNK]
+                conn.execute(sa.delete(table).where(table.c.job.in_(chunk)))
+                conn.execute(
+                    sa.delete(fingerprint_blocks).where(fingerprint_blocks.c.job.in_(chunk))
+                )
+            for job in doomed:
+                self._forget_ahead(job)
 
     def has_fingerprints(self, job: str, cursor: str | None) -> bool:
         """Whether :meth:`fingerprints` has any for `job` at `cursor` (without loading them)."""
@@ -1373,6 +1403,35 @@ def _id_row(
         "field_hashes": field_hashes,
         "updated_at": now,
     }
+
+
+class MappedRows(Mapping[str, Mapped]):
+    """One job's id map rows as read, by source id: each made a :class:`Mapped` when first
+    looked up, then kept (the same object on every look-up, as a dict of them would give)."""
+
+    __slots__ = ("_job", "_made", "_rows", "_values")
+
+    def __init__(self, job: str, rows: dict[str, Any], values: dict[int, Any]) -> None:
+        self._job, self._rows, self._values = job, rows, values
+        self._made: dict[str, Mapped] = {}
+
+    def __getitem__(self, source_id: str) -> Mapped:
+        made = self._made.get(source_id)
+        if made is None:
+            row = self._rows[source_id]
+            values = self._values
+            made = _as_mapped(row, self._job, values[row.shape], values[row.consent])
+            self._made[source_id] = made
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, source_id: object) -> bool:
+        return source_id in self._rows
 
 
 def _as_mapped(row: Any, job: str, shape: dict[str, Any], consent: dict[str, Any]) -> Mapped:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,17 @@ class Network:
             for job in jobs:
                 job.close()
 
+    def tasks(self) -> list[GroupResult]:
+        """The jobs as two tasks of a queue: the first two, then the last two, each task a
+        run of its own (its own read) on the same state store."""
+        jobs = self.load()
+        try:
+            with StateStore.open(self.url, ledger_key=TEST_LEDGER_KEY) as store:
+                return [run_jobs(part, store, accept_deletes=1000) for part in (jobs[:2], jobs[2:])]
+        finally:
+            for job in jobs:
+                job.close()
+
     def alone(self) -> None:
         """Each job alone, reading and deciding every row (a forced reconciliation) with the
         fields the group reads: a record whose rows disagree only in a field another job
@@ -163,6 +175,42 @@ def test_an_unchanged_file_and_a_changed_row_decode_only_what_changed(tmp_path: 
     assert network.targets() == reference.targets()
 
 
+def test_each_task_of_a_run_skips_the_unchanged_rows(tmp_path: Path) -> None:
+    """Tasks on workers read the source each: the first task's read of a changed file keeps
+    the new fingerprints without dropping those the later tasks' jobs start from."""
+    network = Network(tmp_path)
+    lines = people(12)
+    network.write(lines)
+    with StateStore.open(network.url, ledger_key=TEST_LEDGER_KEY) as store:
+        store.keep_fingerprints("shared read of crm", "sha256:old", [1, 2])  # an older name
+    assert [decoded(t) for t in network.tasks()] == [
+        {"north": 12, "south": 12},
+        {"anywhere": 12, "leeds": 12},
+    ]
+    for change in (1, 2):
+        lines[4] = row("P0003", city="York" if change == 1 else "Leeds", region="South")
+        network.write(lines)
+        assert [decoded(t) for t in network.tasks()] == [
+            {"north": 1, "south": 1},
+            {"anywhere": 1, "leeds": 1},
+        ]
+    unchanged = [dict.fromkeys(JOBS[:2], 0), dict.fromkeys(JOBS[2:], 0)]
+    assert [decoded(t) for t in network.tasks()] == unchanged
+    # kept: each task's field set at the last two cursors; the others (and the old name) went
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        kept = db.execute(
+            "SELECT job, cursor FROM row_fingerprints WHERE job LIKE 'shared read of %'"
+        ).fetchall()
+    assert len(kept) == 4
+    assert len({job for job, _ in kept}) == 4
+    assert len({cursor for _, cursor in kept}) == 2
+    assert "sha256:old" not in {cursor for _, cursor in kept}
+    reference = Network(tmp_path / "reference")
+    reference.write(lines)
+    reference.alone()
+    assert network.targets() == reference.targets()
+
+
 def test_a_changed_policy_decodes_every_row_for_the_whole_group(tmp_path: Path) -> None:
     network = Network(tmp_path)
     network.write(people(9))
@@ -192,10 +240,11 @@ class _Draws:
     draw=st.data(),
     n=st.integers(2, 10),
     rounds=st.lists(st.lists(st.sampled_from(EDITS), min_size=1, max_size=4), max_size=3),
+    as_tasks=st.booleans(),  # the jobs as two tasks of a queue, each its own read
 )
-@example(draw=_Draws([1, 1, 1, ""]), n=2, rounds=[["duplicate", "move"]])
+@example(draw=_Draws([1, 1, 1, ""]), n=2, rounds=[["duplicate", "move"]], as_tasks=False)
 def test_random_edits_end_as_each_job_alone_reading_every_row(
-    draw: st.DataObject, n: int, rounds: list[list[str]]
+    draw: st.DataObject, n: int, rounds: list[list[str]], as_tasks: bool
 ) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="shared-fingerprints-"))
     try:
@@ -208,8 +257,8 @@ def test_random_edits_end_as_each_job_alone_reading_every_row(
                 _edit(lines, edit, draw, serial)
             for side in (network, reference):
                 side.write(lines)
-            result = network.grouped()
-            assert all(r.aborted is None for r in result.results)
+            results = network.tasks() if as_tasks else [network.grouped()]
+            assert all(r.aborted is None for result in results for r in result.results)
             reference.alone()
             assert network.targets() == reference.targets()
     finally:
