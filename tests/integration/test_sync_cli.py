@@ -215,11 +215,8 @@ def test_two_jobs_writing_one_file_are_refused_with_exit_3(runner: CliRunner, de
     assert "and 'partner-housing' both write connection 'organizers-north'" in result.output
 
 
-def test_run_all_reads_a_shared_source_once(
-    runner: CliRunner, demo: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Both demo jobs share the members file: `run --all` reads it once, and each job
-    still gets its own summary, run row and state."""
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The cursor of each CSV read from now on (None: a full read)."""
     from connector_csv import CsvAdapter
 
     reads: list[str | None] = []
@@ -230,6 +227,16 @@ def test_run_all_reads_a_shared_source_once(
         return read(self, **kwargs)
 
     monkeypatch.setattr(CsvAdapter, "read", counted)
+    return reads
+
+
+def test_run_all_reads_a_shared_source_once(
+    runner: CliRunner, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both demo jobs share the members file: `run --all` reads it once, and each job
+    still gets its own summary, run row and state."""
+
+    reads = count_reads(monkeypatch)
     first = run(runner, "run", "--all", "--json", cwd=demo, env=ENV)
     assert first.exit_code == 0, first.output
     assert reads == [None]
@@ -248,21 +255,13 @@ def test_run_all_reads_a_shared_source_once(
 def test_the_scheduler_runs_due_jobs_from_one_read(
     demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from connector_csv import CsvAdapter
 
     from connector_core.cli.app import App
     from connector_core.cli.sync import _run_due
 
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    reads: list[str | None] = []
-    read = CsvAdapter.read
-
-    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
-        reads.append(kwargs.get("cursor"))
-        return read(self, **kwargs)
-
-    monkeypatch.setattr(CsvAdapter, "read", counted)
+    reads = count_reads(monkeypatch)
     ran = _run_due(App(demo / "connector.yaml"))
     assert sorted(ran) == ["organizers-north", "partner-housing"]  # never ran: both due
     assert reads == [None]
@@ -277,7 +276,6 @@ def test_a_worker_task_larger_than_a_group_reads_its_source_once(
     """A worker runs a task as `run --all` does: in groups that hold their locks (here two
     jobs each), every group fed from the task's one read; so `group_limit` may exceed the
     256 jobs a group holds without more reads."""
-    from connector_csv import CsvAdapter
 
     from connector_core.cli.app import App
     from connector_core.cli.workers import CliJobRunner
@@ -290,24 +288,17 @@ def test_a_worker_task_larger_than_a_group_reads_its_source_once(
     targets = "".join(
         f"  {c}-copy:\n    adapter: csv\n    settings: {{path: out/{c}.csv}}\n" for c in copies
     )
-    jobs = "".join(
+    blocks = "".join(
         f"  {c}-copy:\n    source: members\n    target: {c}-copy\n"
         f"    policy: ../../policies/{p}-{c}.yaml\n"
         for c, p in copies.items()
     )
     text = text.replace("\njobs:\n", f"\n{targets}\njobs:\n").replace(
-        "\nledger:", f"{jobs}\nledger:"
+        "\nledger:", f"{blocks}\nledger:"
     )
     config.write_text(text, encoding="utf-8")
     monkeypatch.setattr(fanout, "_GROUP", 2)
-    reads: list[str | None] = []
-    read = CsvAdapter.read
-
-    def counted(self: CsvAdapter, **kwargs: Any) -> Any:
-        reads.append(kwargs.get("cursor"))
-        return read(self, **kwargs)
-
-    monkeypatch.setattr(CsvAdapter, "read", counted)
+    reads = count_reads(monkeypatch)
     runner = CliJobRunner(App(config))
     jobs = ["organizers-north", "partner-housing", "north-copy", "housing-copy"]
     with runner.store() as store:
