@@ -30,11 +30,10 @@ time), and runs each group from one read of its source:
   :func:`fingerprints_name`), each job noting only that it read to the end. A read keeps
   its fingerprints beside those its jobs started from (the jobs of the source in another
   task of a queue, still at that cursor, skip the unchanged rows too), and forgets the
-  source's others (see :meth:`_Reads.done`). The next group
-  read skips the rows found unchanged when every job of the group read to the end at the
-  same cursor and nothing but the rows decides for any of them (see
-  :meth:`_Group._known`); a job's owed changes are decoded whatever their fingerprint.
-  Else every row is decoded, as before.
+  source's others (see :meth:`_Reads.done`). The next group read skips the rows found
+  unchanged when every job of the group read to the end at the same cursor and nothing
+  but the rows decides for any of them (see :meth:`_Group._known`); a job's owed changes
+  are decoded whatever their fingerprint. Else every row is decoded, as before.
 - **Memory.** Pages flow: one page at a time, plus the group's set of the ids read (for
   finding what is missing), per job the source ids it holds and, for a group holding up to
   200,000 records in all, their id map rows, read once instead of page by page and job by

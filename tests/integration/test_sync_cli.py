@@ -235,7 +235,6 @@ def test_run_all_reads_a_shared_source_once(
 ) -> None:
     """Both demo jobs share the members file: `run --all` reads it once, and each job
     still gets its own summary, run row and state."""
-
     reads = count_reads(monkeypatch)
     first = run(runner, "run", "--all", "--json", cwd=demo, env=ENV)
     assert first.exit_code == 0, first.output
@@ -255,7 +254,6 @@ def test_run_all_reads_a_shared_source_once(
 def test_the_scheduler_runs_due_jobs_from_one_read(
     demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-
     from connector_core.cli.app import App
     from connector_core.cli.sync import _run_due
 
@@ -276,7 +274,6 @@ def test_a_worker_task_larger_than_a_group_reads_its_source_once(
     """A worker runs a task as `run --all` does: in groups that hold their locks (here two
     jobs each), every group fed from the task's one read; so `group_limit` may exceed the
     256 jobs a group holds without more reads."""
-
     from connector_core.cli.app import App
     from connector_core.cli.workers import CliJobRunner
     from connector_core.sync import fanout

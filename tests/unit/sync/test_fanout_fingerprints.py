@@ -104,21 +104,20 @@ class Network:
 
     def grouped(self, **options: Any) -> GroupResult:
         """The jobs in groups of two: the second group is fed the first one's read."""
-        jobs = self.load()
-        try:
-            with StateStore.open(self.url, ledger_key=TEST_LEDGER_KEY) as store:
-                return run_jobs(jobs, store, group_size=2, accept_deletes=1000, **options)
-        finally:
-            for job in jobs:
-                job.close()
+        (result,) = self._runs([slice(None)], group_size=2, **options)
+        return result
 
     def tasks(self) -> list[GroupResult]:
         """The jobs as two tasks of a queue: the first two, then the last two, each task a
         run of its own (its own read) on the same state store."""
+        return self._runs([slice(0, 2), slice(2, None)])
+
+    def _runs(self, parts: list[slice], **options: Any) -> list[GroupResult]:
+        """One run_jobs of each part of the jobs, in turn, on one state store."""
         jobs = self.load()
         try:
             with StateStore.open(self.url, ledger_key=TEST_LEDGER_KEY) as store:
-                return [run_jobs(part, store, accept_deletes=1000) for part in (jobs[:2], jobs[2:])]
+                return [run_jobs(jobs[p], store, accept_deletes=1000, **options) for p in parts]
         finally:
             for job in jobs:
                 job.close()
