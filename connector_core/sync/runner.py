@@ -806,22 +806,25 @@ class _Run:
             self._take([dataclasses.replace(s, withdrawal=True) for s in steps])
 
     def _untouched(self) -> None:
-        """Settle the changes an interrupted run sent that this complete read did not list.
+        """Settle the outstanding changes this read did not list.
 
-        Their pages were read again (the cursor never passed them), so the source no longer
-        lists them: a create the id map does not hold is taken back in case the target got
-        it (a cleanup delete, recorded only if it did); a recorded one keeps its id map row,
-        marked unknown, so it is rewritten or taken back when the source shows it again, and
-        the periodic reconciliation finds it if it is gone.
+        Their records were read again (the cursor never passed a change an interrupted run
+        sent; one that failed or was held makes the run read everything or decode it), so
+        the source no longer lists them: a create the id map does not hold, sent or refused,
+        is taken back in case the target got it (a cleanup delete, recorded only if it did),
+        and is then owed no more; a recorded change an interrupted run sent keeps its id map
+        row, marked unknown, so it is rewritten or taken back when the source shows it again,
+        and the periodic reconciliation finds it if it is gone. (A recorded change that
+        failed or was held stays owed: a complete read took it back as missing already.)
         """
         left = [o for sid, o in self.owed.items() if sid not in self.touched]
-        sent = [o for o in left if o.status == "sent"]
-        known = self.store.mapped(self.job.name, [o.source_id for o in sent]) if sent else {}
-        rows = [self._uncertain(o, None) for o in sent if o.source_id not in known]
+        known = self.store.mapped(self.job.name, [o.source_id for o in left]) if left else {}
+        rows = [self._uncertain(o, None) for o in left if o.source_id not in known]
         self.touched.update(r.source_id for r in rows)
         self._take(self.planner.plan_missing(rows, MISSING_AT_SOURCE))
-        if known and not self.dry_run:
-            self.store.forget_contents(self.job.name, list(known))
+        sent = [o.source_id for o in left if o.status == "sent" and o.source_id in known]
+        if sent and not self.dry_run:
+            self.store.forget_contents(self.job.name, sent)
 
     def write(self, steps: Sequence[Step], cursor: str | None) -> None:
         """Write one batch ahead, send it, and record what the target acknowledged (for a

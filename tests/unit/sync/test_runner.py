@@ -433,6 +433,27 @@ def test_a_rejected_record_is_reported_and_skipped(net: Network, store: StateSto
     assert store.mapped("north", ["p4"]) == {}
 
 
+@pytest.mark.parametrize("gone", ["removed", "withheld"])
+def test_a_rejected_create_whose_record_is_gone_is_settled(
+    net: Network, store: StateStore, gone: str
+) -> None:
+    """A create the target refused stays outstanding; once the source no longer lists the
+    record (a hard delete) or the policy withholds it, the next run settles it (a cleanup
+    delete, in case the target kept part of it) instead of owing it for ever."""
+    net.configure(target="picky")
+    net.put("p4", first_name="Reject")
+    assert net.run(store).counts.failed == 1
+    if gone == "removed":
+        net.remove("p4")
+    else:
+        net.put("p4", first_name="Reject", granted=False)
+    settled = net.run(store)
+    assert (settled.counts.failed, settled.counts.outstanding) == (0, 0)
+    assert store.outstanding("north") == {}
+    assert settled.exit_code == ExitCode.OK
+    assert "p4" not in {source_id for _, source_id, _ in ledger(store)}  # never shared
+
+
 def test_a_failed_delete_stays_outstanding_and_is_retried(net: Network, store: StateStore) -> None:
     net.configure(target="picky")
     net.run(store)
