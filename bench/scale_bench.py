@@ -160,6 +160,7 @@ BASELINE_POLICY = POLICY % {"name": BASELINE, "whom": "in every area", "when": "
 CHILD = """\
 import os, sys
 _source = os.path.realpath(sys.argv.pop(1))
+_name = os.path.basename(_source).encode()
 _folder = os.environ["SCALE_BENCH_COUNTS"]
 def _note(what):
     fd = os.open(os.path.join(_folder, str(os.getpid())), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -167,8 +168,10 @@ def _note(what):
     os.close(fd)
 def _hook(event, args):
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        # the name first: a realpath of every file opened (policies...) weighs on the jobs
         try:
-            if os.path.realpath(os.fsdecode(args[0])) == _source:
+            name = os.fsencode(args[0])
+            if name.endswith(_name) and os.path.realpath(os.fsdecode(name)) == _source:
                 _note(b"o")
         except (TypeError, ValueError):
             pass

@@ -29,6 +29,7 @@ import difflib
 import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from connector_core.errors import PolicyError
@@ -68,9 +69,12 @@ class Pushdown:
 
 @dataclasses.dataclass(frozen=True)
 class FieldSource:
-    """Where one policy's outcome for a field came from (``key`` None: not listed)."""
+    """Where one policy's outcome for a field came from (``key`` None: not listed): the
+    policy's name and file, not the policy, so that the partners of a job template, whose
+    policies differ only in their rules' values, share their fields' resolutions."""
 
-    policy: Policy
+    policy: str
+    path: Path
     outcome: FieldOutcome | None
     key: str | None
 
@@ -257,10 +261,11 @@ def compile_policy(
         now: the time ``{days_ago: N}`` conditions are relative to (default: now, UTC);
             it is fixed at compile time, so compile once per run.
         memo: what earlier compiles with it made: the fields' resolutions, by the identity
-            of their chain's ``fields`` and ``classes`` (a template's partners share them:
-            see :class:`~connector_core.policy.loader.PolicyMemo`; they depend on nothing
+            of their chain's ``fields`` and ``classes`` and its policies' names and files (a
+            template's partners share them: see
+            :class:`~connector_core.policy.loader.PolicyMemo`; they depend on nothing
             else), and the links of policies without relative times (the floor); a
-            partner's policy takes them instead of making them again.
+            partner's policy shares them instead of making them again.
 
     Raises:
         PolicyError: an unknown mask, a bad mask parameter, or a missing hash key.
@@ -271,7 +276,7 @@ def compile_policy(
     keyed = None if context is None else id(context)  # every keyless context is alike
     context = MaskContext.without_key() if context is None else context
     chain = tuple(link.policy for link in links)
-    key = (*((id(p.fields), id(p.classes)) for p in chain), id(factories), keyed)
+    key = (*((id(p.fields), id(p.classes), p.name, p.path) for p in chain), id(factories), keyed)
     found = None if memo is None else memo.get(key)
     if found is None:
         resolutions = {
@@ -281,7 +286,7 @@ def compile_policy(
             held = tuple((p.fields, p.classes) for p in chain)
             memo[key] = (held, factories, context, resolutions)
     else:
-        resolutions = {name: _rebound(r, chain) for name, r in found[3].items()}
+        resolutions = found[3]  # they name the policies of `chain` by name and file
     return CompiledPolicy(policy, links, resolutions, now)
 
 
@@ -302,16 +307,6 @@ def _link(policy: Policy, now: dt.datetime, memo: dict[Any, Any] | None) -> Link
 def _resolved_rule(rule: Rule, now: dt.datetime) -> Rule:
     condition = resolve(rule.condition, now)
     return rule if condition is rule.condition else dataclasses.replace(rule, condition=condition)
-
-
-def _rebound(resolution: Resolution, chain: tuple[Policy, ...]) -> Resolution:
-    """`resolution`, made for a chain of policies with the same fields and classes, for
-    `chain`: each source names its policy of `chain`."""
-    sources = tuple(
-        s if s.policy is p else dataclasses.replace(s, policy=p)
-        for s, p in zip(resolution.sources, chain, strict=True)
-    )
-    return dataclasses.replace(resolution, sources=sources)
 
 
 def resolve(condition: Condition | None, now: dt.datetime) -> Condition | None:
@@ -361,16 +356,16 @@ def policy_outcome(policy: Policy, field: str) -> FieldSource:
         and (known.classification == prefix or known.classification.startswith(prefix + "."))
     ]
     if entry is not None and entry.kind == "forbid":
-        return FieldSource(policy, entry, field)
+        return FieldSource(policy.name, policy.path, entry, field)
     forbidding = [p for p in covering if policy.classes[p].kind == "forbid"]
     if forbidding:
-        return FieldSource(policy, policy.classes[forbidding[0]], forbidding[0])
+        return FieldSource(policy.name, policy.path, policy.classes[forbidding[0]], forbidding[0])
     if entry is not None:
-        return FieldSource(policy, entry, field)
+        return FieldSource(policy.name, policy.path, entry, field)
     if not covering or field == "consent":  # consent is projected only when named
-        return FieldSource(policy, None, None)
+        return FieldSource(policy.name, policy.path, None, None)
     best = max(covering, key=len)
-    return FieldSource(policy, policy.classes[best], best)
+    return FieldSource(policy.name, policy.path, policy.classes[best], best)
 
 
 def _resolve_field(
@@ -406,7 +401,7 @@ def _make_mask(
     outcome = source.outcome
     assert outcome is not None
     assert outcome.mask is not None
-    where = f"{source.policy.path}:{outcome.line}" if outcome.line else str(source.policy.path)
+    where = f"{source.path}:{outcome.line}" if outcome.line else str(source.path)
     factory = factories.get(outcome.mask)
     if factory is None:
         close = difflib.get_close_matches(outcome.mask, list(factories), n=1)

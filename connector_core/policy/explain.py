@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import reprlib
+from pathlib import Path
 from typing import Any
 
 from connector_core.errors import RecordRejected
@@ -23,7 +24,7 @@ from connector_core.policy.compiler import (
     Resolution,
 )
 from connector_core.policy.conditions import show
-from connector_core.policy.models import Policy, Rule
+from connector_core.policy.models import Rule
 from connector_core.query import All, AnyOf, Compare, Condition, Not, lookup
 from connector_core.records import Record
 
@@ -127,7 +128,9 @@ def _consent_steps(compiled: CompiledPolicy, record: Record) -> list[Step]:
 
 
 def _rule_step(link: Link, rule: Rule, ok: bool, why: str) -> Step:
-    detail = ("matched" if ok else "did not match") + f" ({_where(link.policy, rule.line)}): {why}"
+    detail = (
+        "matched" if ok else "did not match"
+    ) + f" ({_where(link.policy.path, rule.line)}): {why}"
     return Step("rule", f"{rule.kind} {rule.name}", ok, detail, link.policy.name, rule.line)
 
 
@@ -189,13 +192,13 @@ def _show(value: Any) -> str:
     return show(value)
 
 
-def _where(policy: Policy, line: int | None) -> str:
-    return f"{policy.path.name}:{line}" if line else policy.path.name
+def _where(path: Path, line: int | None) -> str:
+    return f"{path.name}:{line}" if line else path.name
 
 
 def _by(source: FieldSource) -> str:
     assert source.outcome is not None
-    return f"fields.{source.key} ({_where(source.policy, source.outcome.line)})"
+    return f"fields.{source.key} ({_where(source.path, source.outcome.line)})"
 
 
 def _field_step(compiled: CompiledPolicy, resolution: Resolution) -> Step:
@@ -219,11 +222,11 @@ def _field_step(compiled: CompiledPolicy, resolution: Resolution) -> Step:
     source = (deciding or resolution.sources)[0]
     line = source.outcome.line if source.outcome else None
     ok = kind in ("show", "mask")
-    return Step("field", resolution.field, ok, detail, source.policy.name, line)
+    return Step("field", resolution.field, ok, detail, source.policy, line)
 
 
 def _not_listed(compiled: CompiledPolicy, field: str, source: FieldSource) -> str:
-    where = f" in {source.policy.name}" if len(compiled.links) > 1 else ""
+    where = f" in {source.policy}" if len(compiled.links) > 1 else ""
     if field == "consent":
         return f"absent: consent is shared only when listed by name{where}"
     return f"absent: not listed{where}"

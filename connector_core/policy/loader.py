@@ -67,6 +67,40 @@ class PolicyMemo:
         self.outcomes: dict[tuple[Path, int], tuple[Any, Any, list[Problem], list[Problem]]] = {}
         #: for compile_policy: the fields' resolutions, by the chain's fields and classes
         self.resolutions: dict[Any, Any] = {}
+        #: each file read once: its document, its real path, the hash of its bytes
+        self.documents: dict[Path, LocatedDocument] = {}
+        self.resolved: dict[Path, Path] = {}
+        self.digests: dict[Path, hashlib._Hash] = {}
+
+
+def _document(path: Path, memo: PolicyMemo | None) -> LocatedDocument:
+    """The policy file at `path` (read once per memo)."""
+    if memo is None:
+        return load_yaml(path)
+    found = memo.documents.get(path)
+    if found is None:
+        found = memo.documents[path] = load_yaml(path)
+    return found
+
+
+def _resolved(path: Path, memo: PolicyMemo | None) -> Path:
+    """`path` made absolute, links resolved (once per memo)."""
+    if memo is None:
+        return path.resolve()
+    found = memo.resolved.get(path)
+    if found is None:
+        found = memo.resolved[path] = path.resolve()
+    return found
+
+
+def _file_digest(path: Path, memo: PolicyMemo | None) -> hashlib._Hash:
+    """A sha256 of the bytes of the file at `path` (read once per memo), to update."""
+    found = None if memo is None else memo.digests.get(path)
+    if found is None:
+        found = hashlib.sha256(path.read_bytes())
+        if memo is not None:
+            memo.digests[path] = found
+    return found.copy()
 
 
 def load_policy(
@@ -112,7 +146,7 @@ def load_policy(
 
 def _load(path: Path, options: _Options, stack: tuple[Path, ...]) -> Policy:
     try:
-        doc = load_yaml(path)
+        doc = _document(path, options.memo)
     except ConfigValidationError as err:
         raise PolicyValidationError(err.problems, hint=err.hint) from None
     problems: list[Problem] = []
@@ -120,7 +154,7 @@ def _load(path: Path, options: _Options, stack: tuple[Path, ...]) -> Policy:
     original = doc
     if not stack:
         doc = _with_partner(doc, options.partner, problems, params)
-    parent = _parent(doc, options, (*stack, path.resolve()), problems)
+    parent = _parent(doc, options, (*stack, _resolved(path, options.memo)), problems)
     checker = _Checker(doc, options, parent, params)
     policy = checker.run()
     problems += checker.problems
@@ -171,12 +205,13 @@ def _parent(
                 )
             )
             return None
-    elif options.floor is not None and stack[-1] != options.floor.resolve():
+    elif options.floor is not None and stack[-1] != _resolved(options.floor, options.memo):
         target = options.floor
     else:
         return None
-    if target.resolve() in stack:
-        cycle = [p.name for p in stack[stack.index(target.resolve()) :]] + [target.name]
+    real = _resolved(target, options.memo)
+    if real in stack:
+        cycle = [p.name for p in stack[stack.index(real) :]] + [target.name]
         problems.append(
             doc.problem(
                 ("narrows",),
@@ -186,7 +221,7 @@ def _parent(
         )
         return None
     memo = options.memo
-    key = (target.resolve(), stack)
+    key = (real, stack)
     found = None if memo is None else memo.parents.get(key)
     if found is None:
         try:
@@ -250,7 +285,7 @@ class _Checker:
         classes, problems and warnings (from the memo for a file already checked against
         the same parent)."""
         memo = self.options.memo
-        key = (self.doc.path.resolve(), id(self.parent))
+        key = (_resolved(self.doc.path, memo), id(self.parent))
         found = None if memo is None else memo.outcomes.get(key)
         if found is None:
             outcomes = OutcomeParser(
@@ -381,7 +416,7 @@ class _Checker:
         self.warnings.append(warning(self.doc, loc, message, key=True))
 
     def _content_hash(self) -> str:
-        digest = hashlib.sha256(self.doc.path.read_bytes())
+        digest = _file_digest(self.doc.path, self.options.memo)
         if self.params:  # a partner's values: another value, another policy
             digest.update(b"\0partner\0" + repr(sorted(self.params.items())).encode())
         if self.parent is not None:

@@ -98,6 +98,7 @@ class SourceChecks:
         self._found: dict[str, SourceFields | AdapterError | None] = {}
         # by connection and policy object: partner jobs sharing a compiled policy share it
         self._reports: dict[tuple[str, CompiledPolicy], SchemaReport] = {}
+        self._files = PolicyFiles(config.model.network.floor)  # each partner's: one file
 
     def check(self, connection: str, adapter: Adapter, policy: CompiledPolicy) -> SchemaReport:
         """The report of :func:`check_source` for one job reading `connection`.
@@ -115,7 +116,9 @@ class SourceChecks:
             raise found
         key = (connection, policy)
         if key not in self._reports:
-            self._reports[key] = check_fields(self.config, connection, found, adapter.name, policy)
+            self._reports[key] = check_fields(
+                self.config, connection, found, adapter.name, policy, self._files
+            )
         return self._reports[key]
 
 
@@ -125,9 +128,11 @@ def check_fields(
     found: SourceFields | None,
     adapter: str,
     policy: CompiledPolicy,
+    files: PolicyFiles | None = None,
 ) -> SchemaReport:
     """Check what a source listed (`found`, from its :meth:`Adapter.available_fields`;
-    None when it cannot tell) against connection `connection` and `policy`."""
+    None when it cannot tell) against connection `connection` and `policy` (`files`: see
+    :func:`policy_needs`)."""
     report = SchemaReport(connection, found)
     if found is None:
         return report
@@ -135,7 +140,7 @@ def check_fields(
     report.errors += [_mapping_problem(config, connection, found, m) for m in wrong]
     reported = {m.canonical for m in wrong}
     missing = {m.canonical: m for m in found.missing}
-    for need in policy_needs(policy, config.model.network.floor):
+    for need in policy_needs(policy, config.model.network.floor, files):
         if _provided(need.field, found.provided) or need.field in reported:
             continue
         problem = _policy_problem(need, connection, adapter, found, missing.get(need.field))
@@ -151,17 +156,46 @@ def _provided(field: str, provided: frozenset[str]) -> bool:
     return field.startswith("consent.") and "consent" in provided  # one property, any purpose
 
 
-def policy_needs(policy: CompiledPolicy, floor: Path | None = None) -> Iterator[Need]:
+class PolicyFiles:
+    """What checking policies reads from their files, read once per file for many checks
+    (thousands of partner jobs share one template's policy and the network floor): whether
+    a file is the floor, and the lines of its ``require_consent`` entries."""
+
+    def __init__(self, floor: Path | None) -> None:
+        self._floor = None if floor is None else floor.resolve()
+        self._is_floor: dict[Path, bool] = {}
+        self._consents: dict[tuple[Path, tuple[str, ...]], tuple[Need, ...]] = {}
+
+    def is_floor(self, path: Path) -> bool:
+        """True when `path` is the network floor's file."""
+        found = self._is_floor.get(path)
+        if found is None:
+            found = self._is_floor[path] = self._floor is not None and path.resolve() == self._floor
+        return found
+
+    def consent_needs(self, link: Link) -> tuple[Need, ...]:
+        """The consent purposes `link` requires, with their lines."""
+        key = (link.policy.path, tuple(link.policy.require_consent))
+        found = self._consents.get(key)
+        if found is None:
+            found = self._consents[key] = tuple(_consent_needs(link))
+        return found
+
+
+def policy_needs(
+    policy: CompiledPolicy, floor: Path | None = None, files: PolicyFiles | None = None
+) -> Iterator[Need]:
     """What a compiled policy (and its chain) tests, requires and shows, with locations.
 
     A forbid rule of the network `floor` that can only fire when its field has a value is
     a warning when the source lacks the field (it withholds nobody from that source): the
-    floor is written once for every source of the network.
+    floor is written once for every source of the network. `files` keeps what the policy
+    files said for later calls (it must be made for the same `floor`).
     """
+    files = PolicyFiles(floor) if files is None else files
     for link in policy.links:
-        is_floor = floor is not None and _same_file(link.policy.path, floor)
-        yield from _consent_needs(link)
-        yield from _rule_needs(link, is_floor)
+        yield from files.consent_needs(link)
+        yield from _rule_needs(link, files.is_floor(link.policy.path))
     for name, resolution in policy.resolutions.items():
         if resolution.outcome.kind not in ("show", "mask") or name in _ALWAYS:
             continue
@@ -169,7 +203,7 @@ def policy_needs(policy: CompiledPolicy, floor: Path | None = None) -> Iterator[
             outcome = source.outcome
             if outcome is not None and outcome.kind in ("show", "mask") and source.key == name:
                 verb = "shows" if outcome.kind == "show" else "masks"
-                yield Need(name, source.policy.path, outcome.line, f"{verb} {name}")
+                yield Need(name, source.path, outcome.line, f"{verb} {name}")
 
 
 def _consent_needs(link: Link) -> Iterator[Need]:
@@ -314,7 +348,3 @@ def _existing(found: SourceFields) -> str:
 
 def _unique(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()

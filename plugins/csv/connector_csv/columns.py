@@ -87,8 +87,7 @@ class ColumnMap:
 
     def __init__(self, mapping: FieldMapping, key_column: str) -> None:
         self.key_column = key_column
-        columns = [_column(name, native) for name, native in mapping.entries.items()]
-        self.columns = tuple(sorted((c for c in columns if c.canonical != "id"), key=_rank))
+        self.columns = _columns(tuple(mapping.entries.items()))
 
     def default_header(self, records: Iterable[Mapping[str, Any]] | None = None) -> list[str]:
         """The header of a new file: the key column, then each mapped column once, in
@@ -171,6 +170,14 @@ class ColumnMap:
 
 
 _FIELD_ORDER = {name: index for index, name in enumerate(FIELDS)}
+
+
+@functools.lru_cache(maxsize=64)
+def _columns(entries: tuple[tuple[str, str], ...]) -> tuple[Column, ...]:
+    """A mapping's columns but id, ordered; once per mapping (thousands of partners' target
+    connections share their template's)."""
+    columns = [_column(name, native) for name, native in entries]
+    return tuple(sorted((c for c in columns if c.canonical != "id"), key=_rank))
 
 
 def _rank(column: Column) -> tuple[int, int]:
