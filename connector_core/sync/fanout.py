@@ -115,22 +115,39 @@ class GroupResult:
     reads: int = 0
 
 
+def even_sizes(count: int, limit: int) -> list[int]:
+    """The sizes of the fewest groups of at most `limit` that hold `count` jobs, at most
+    one apart: 257 jobs at 256 a group are 129 + 128, not 256 + 1 (a group of one job reads
+    the source on its own, and a task of one job makes a worker wait for little)."""
+    parts = -(-count // max(limit, 1))
+    if not parts:
+        return []
+    size, larger = divmod(count, parts)
+    return [size + 1] * larger + [size] * (parts - larger)
+
+
 def groups(jobs: Sequence[LoadedJob], limit: int = 1_000_000) -> list[list[LoadedJob]]:
     """The jobs sorted into groups that share a source connection, in the order given, of
-    at most `limit` jobs; a job whose target connection another job of its group writes
-    starts a later group."""
+    at most `limit` jobs (as even as can be: see :func:`even_sizes`); a job whose target
+    connection another job of its group writes starts a later group."""
+    sources = collections.Counter(job.config.source for job in jobs)
+    sizes = {source: even_sizes(n, limit) for source, n in sources.items()}
     found: list[list[LoadedJob]] = []
+    caps: list[int] = []
     for job in jobs:
-        for group in found:
-            same_source = group[0].config.source == job.config.source
+        source = job.config.source
+        for group, cap in zip(found, caps, strict=True):
             if (
-                same_source
-                and len(group) < limit
+                group[0].config.source == source
+                and len(group) < cap
                 and all(j.config.target != job.config.target for j in group)
             ):
                 group.append(job)
                 break
         else:
+            planned = sizes[source]
+            made = sum(g[0].config.source == source for g in found)
+            caps.append(planned[made] if made < len(planned) else limit)
             found.append([job])
     return found
 

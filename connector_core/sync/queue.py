@@ -34,6 +34,7 @@ Celery is imported here only, and only when a broker is used.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -156,12 +157,17 @@ def broker_url(block: QueueConfig, secrets: KeyringSecrets) -> str:
 
 def task_groups(jobs: Mapping[str, str], limit: int) -> list[list[str]]:
     """The tasks for `jobs` (name -> source connection), in order: the jobs of one source
-    together, at most `limit` per task."""
+    together, at most `limit` per task, in tasks as even as can be (see
+    :func:`~connector_core.sync.fanout.even_sizes`)."""
+    from connector_core.sync.fanout import even_sizes  # as run --all's groups are made
+
+    sources = collections.Counter(jobs.values())
+    sizes = {source: even_sizes(n, limit) for source, n in sources.items()}
     by_source: dict[str, list[list[str]]] = {}
     tasks: list[list[str]] = []
     for name, source in jobs.items():
         open_tasks = by_source.setdefault(source, [])
-        if not open_tasks or len(open_tasks[-1]) >= limit:
+        if not open_tasks or len(open_tasks[-1]) >= sizes[source][len(open_tasks) - 1]:
             open_tasks.append([])
             tasks.append(open_tasks[-1])
         open_tasks[-1].append(name)

@@ -18,6 +18,7 @@ from connector_core.config import load_config
 from connector_core.errors import AdapterError, AdapterUnavailable, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.query import Condition
+from connector_core.sync import fanout
 from connector_core.sync.fanout import GroupResult, run_jobs
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
@@ -414,7 +415,7 @@ def test_groups_of_one_source_are_fed_one_read(tmp_path: Path) -> None:
         first = run_jobs(jobs, s, group_size=2)
         world.put(3, version=1)
         again = run_jobs(jobs, s, group_size=2)
-        alone = run_jobs(jobs[:5], s, group_size=4)  # a group of 4, then one job's own read
+        evenly = run_jobs(jobs[:5], s, group_size=4)  # groups of 3 and 2 (not 4 and 1)
         for job in jobs:
             job.close()
     assert [r.job for r in first.results] == [r.job for r in again.results] == JOBS
@@ -422,8 +423,47 @@ def test_groups_of_one_source_are_fed_one_read(tmp_path: Path) -> None:
     # picky owes a change (its first run failed one): its group reads everything, the
     # other groups read from their common cursor, once for all of them
     assert again.reads == 2
-    assert alone.reads == 2  # a group of four, then one job's own read (with pushdown)
-    assert len(CountingAdapter.reads) == 5
+    assert evenly.reads == 1  # a group of one would have read on its own
+    assert len(CountingAdapter.reads) == 4
+
+
+@given(
+    sources=st.lists(st.sampled_from("abc"), max_size=60),
+    limit=st.integers(1, 20),
+    shared=st.integers(0, 3),
+)
+def test_groups_are_as_few_and_as_even_as_the_limit_allows(
+    sources: list[str], limit: int, shared: int
+) -> None:
+    """Each source's jobs in the fewest groups of at most `limit`, sizes at most one apart,
+    in order; a job whose target its group writes already (the first `shared` jobs write
+    one target) goes to a later group."""
+    jobs = [
+        _Job(f"j{n}", source, "same" if n < shared else f"t{n}") for n, source in enumerate(sources)
+    ]
+    found = fanout.groups(jobs, limit)  # type: ignore[arg-type]
+    assert sorted(j.name for g in found for j in g) == sorted(j.name for j in jobs)
+    for group in found:
+        assert len({j.config.source for j in group}) == 1
+        assert len({j.config.target for j in group}) == len(group)
+        assert [jobs.index(j) for j in group] == sorted(jobs.index(j) for j in group)
+    if shared <= 1:  # no target shared: exactly the even sizes
+        for source in "abc":
+            sizes = [len(g) for g in found if g[0].config.source == source]
+            assert sizes == fanout.even_sizes(sources.count(source), limit)
+
+
+@dataclasses.dataclass
+class _Job:
+    """What groups() looks at of a job."""
+
+    name: str
+    source: str
+    target: str
+
+    @property
+    def config(self) -> _Job:
+        return self
 
 
 def test_a_failed_read_is_not_fed_to_the_next_group(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connector_core.config import QueueConfig, load_config
 from connector_core.credentials import KeyringSecrets, SecretRef
@@ -38,6 +40,23 @@ def test_jobs_sharing_a_source_share_a_task_up_to_the_limit() -> None:
     assert queue.task_groups(jobs, 2) == [["a1", "a2"], ["b1", "b2"], ["a3"], ["c1"]]
     assert queue.task_groups(jobs, 32) == [["a1", "a2", "a3"], ["b1", "b2"], ["c1"]]
     assert queue.task_groups({}, 5) == []
+
+
+@given(count=st.integers(0, 3000), limit=st.integers(1, 300), other=st.integers(0, 40))
+def test_tasks_are_as_few_and_as_even_as_the_limit_allows(
+    count: int, limit: int, other: int
+) -> None:
+    """However many jobs a source has: the fewest tasks of at most `limit` jobs, their sizes
+    at most one apart (257 jobs at 256 a task: 129 + 128, not 256 + 1), in order."""
+    jobs = {f"a{i}": "a" for i in range(count)} | {f"b{i}": "b" for i in range(other)}
+    tasks = queue.task_groups(jobs, limit)
+    for source, n in (("a", count), ("b", other)):
+        sizes = [len(t) for t in tasks if t[0].startswith(source)]
+        assert len(sizes) == -(-n // limit)
+        assert all(size <= limit for size in sizes)
+        assert not sizes or max(sizes) - min(sizes) <= 1
+    assert sorted(j for t in tasks for j in t) == sorted(jobs)
+    assert [j for t in tasks for j in t if j[0] == "a"] == [j for j in jobs if j[0] == "a"]
 
 
 def test_15000_partner_jobs_spread_over_bounded_tasks() -> None:
