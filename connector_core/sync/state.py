@@ -235,7 +235,9 @@ class StateStore:
         :meth:`_transaction`): that call alone fails, the block goes on. A database error
         breaks the block: every later call raises, and the block rolls back and raises
         when it ends, keeping nothing since its last commit (as a crash there would: the
-        next run resumes from what was committed).
+        next run resumes from what was committed). Writes held back (see :meth:`_defer`
+        and :meth:`_Behind.record`) meet their database errors when written: at the next
+        call that is not ``behind``, or at the block's end.
 
         A write ahead (:meth:`write_ahead`, an intent that must be durable before a target
         is written) commits what the block did so far and itself at once; the block goes
@@ -253,9 +255,11 @@ class StateStore:
             self._joined, self._broken = conn, None
             try:
                 yield
+                if self._broken is None:
+                    with contextlib.suppress(Exception):  # a failure breaks the block
+                        self._flush_behind(conn)
                 if self._broken is not None:
                     raise self._broken_block()
-                self._flush_behind(conn)
                 if conn.in_transaction():
                     conn.commit()
             except BaseException:
@@ -329,11 +333,12 @@ class StateStore:
 
     def _flush_behind(self, conn: Connection) -> None:
         """Write what the joined block holds back (a failure breaks the block)."""
-        if not self._behind.writes and not self._behind.ledger:
+        if self._behind.empty():
             return
         behind, self._behind = self._behind, _Behind()
         try:
             with failures(self._engine.url):
+                self._flush_records(conn, behind)
                 for kind, rows in behind.writes.items():
                     if rows:
                         conn.execute(self._deferred(kind), list(rows.values()))
@@ -343,6 +348,20 @@ class StateStore:
             self._broken = exc
             self._terms.discard()
             raise
+
+    def _flush_records(self, conn: Connection, behind: _Behind) -> None:
+        """Write the id map rows, outstanding rows and intent deletes that the batches
+        recorded in a joined block hold back (see :meth:`_Behind.record`): each kind for
+        every job at once, deletes before the writes they may precede."""
+        if behind.id_gone:
+            conn.execute(_DROP_ID_ROW, [{"v_job": j, "v_id": s} for j, s in behind.id_gone])
+        bulk.insert_many(conn, id_map, list(behind.id_rows.values()), conflict=("job", "source_id"))
+        if behind.owed_gone:
+            conn.execute(_DROP_OWED, [{"v_job": j, "v_id": s} for j, s in behind.owed_gone])
+        self._put_outstanding(conn, list(behind.owed.values()), _utc(None))
+        gone = behind.intents_gone
+        for start in range(0, len(gone), _CHUNK):
+            conn.execute(intents.delete().where(intents.c.id.in_(gone[start : start + _CHUNK])))
 
     def _deferred(self, kind: str) -> Any:
         """The statement of a deferred write's `kind` (built once per store)."""
@@ -618,6 +637,7 @@ class StateStore:
         # In a joined block no savepoint: whatever it raises of its own (a lost lock, a
         # missing ledger key, a change without a projection hash) it raises before it
         # writes a row of the job's; its ledger rows are held back (see _append_ledger).
+        cleared = settled - {f.source_id for f in failed}
         with self._transaction(
             write=True, covered=intent is not None, behind=blocks is None
         ) as conn:
@@ -626,21 +646,24 @@ class StateStore:
                 self._check_ledger(conn)
             job_id = self._job_id(conn, job, add=True)
             rows = self._id_rows(conn, job_id, policy_hash, kept, now) if kept else []
-            for start in range(0, len(gone), _CHUNK):
-                chunk = gone[start : start + _CHUNK]
-                conn.execute(
-                    id_map.delete().where(
-                        id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
+            if conn is self._joined:  # written with the other jobs' at the block's next flush
+                self._behind.record(job, job_id, rows, gone, intent, cleared, failed, now)
+            else:
+                for start in range(0, len(gone), _CHUNK):
+                    chunk = gone[start : start + _CHUNK]
+                    conn.execute(
+                        id_map.delete().where(
+                            id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
+                        )
                     )
-                )
-            bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
+                bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
+                if intent is not None:
+                    conn.execute(intents.delete().where(intents.c.id == intent))
+                self._clear_outstanding(conn, job, cleared)
+                self._put_outstanding(conn, failed, now)  # their intents become failures
             if cursor is not KEEP:
                 self._upsert_job(conn, job, {"cursor": cursor})
                 self._put_fingerprints(conn, job, cursor, fingerprints, blocks)
-            if intent is not None:
-                conn.execute(intents.delete().where(intents.c.id == intent))
-            self._clear_outstanding(conn, job, settled - {f.source_id for f in failed})
-            self._put_outstanding(conn, failed, now)  # their intents become failures
             self._append_ledger(conn, entries)  # last: its head is locked the least time
         if self._pg:
             self._analyze_when_grown(job, len(kept) + len(entries))
@@ -1344,12 +1367,78 @@ _DEFERRED: dict[str, Callable[[Callable[[sa.Table], Any]], Any]] = {
 }
 
 
+_DROP_ID_ROW = id_map.delete().where(
+    id_map.c.job == sa.bindparam("v_job"), id_map.c.source_id == sa.bindparam("v_id")
+)
+_DROP_OWED = outstanding.delete().where(
+    outstanding.c.job == sa.bindparam("v_job"), outstanding.c.source_id == sa.bindparam("v_id")
+)
+
+
 class _Behind:
-    """The writes a joined block holds back: by kind, by key (see StateStore._defer)."""
+    """The writes a joined block holds back: by kind, by key (see StateStore._defer); and
+    the rows its recorded batches write (see :meth:`record`)."""
 
     def __init__(self) -> None:
         self.writes: dict[str, dict[Any, dict[str, Any]]] = {}
         self.ledger: list[dict[str, Any]] = []  # ledger rows to append, in order
+        #: by (job id, source id): id map rows to delete, then rows to upsert
+        self.id_gone: dict[tuple[int | None, str], None] = {}
+        self.id_rows: dict[tuple[int | None, str], dict[str, Any]] = {}
+        #: by (job, source id): outstanding rows to delete, then rows to upsert
+        self.owed_gone: dict[tuple[str, str], None] = {}
+        self.owed: dict[tuple[str, str], Outstanding] = {}
+        self.intents_gone: list[int] = []  # the intents of the recorded batches
+
+    def empty(self) -> bool:
+        """Whether nothing is held back."""
+        return not (
+            self.writes
+            or self.ledger
+            or self.id_gone
+            or self.id_rows
+            or self.owed_gone
+            or self.owed
+            or self.intents_gone
+        )
+
+    def record(
+        self,
+        job: str,
+        job_id: int | None,
+        rows: Sequence[dict[str, Any]],
+        gone: Sequence[str],
+        intent: int | None,
+        cleared: Iterable[str],
+        failed: Sequence[Outstanding],
+        now: dt.datetime,
+    ) -> None:
+        """Hold back what :meth:`StateStore.record_batch` writes of one batch: the id map
+        rows it `gone`s and upserts (`rows`), its `intent`'s delete, the outstanding rows it
+        `cleared` and those of the changes that `failed`.
+
+        Flushed as deletes first, then upserts, each the latest write of its row; so the
+        rows end as the batches' statements in turn would leave them: a row deleted then
+        written is written afresh, a row written then deleted is deleted, a row written
+        twice holds the second write (an outstanding row keeps the time it was first owed,
+        as the upsert of the second would keep it)."""
+        for source_id in gone:
+            key = (job_id, source_id)
+            self.id_rows.pop(key, None)
+            self.id_gone[key] = None
+        for row in rows:
+            self.id_rows[(job_id, row["source_id"])] = row
+        if intent is not None:
+            self.intents_gone.append(intent)
+        for source_id in cleared:
+            owed_key = (job, source_id)
+            self.owed.pop(owed_key, None)
+            self.owed_gone[owed_key] = None
+        for owed in failed:
+            owed_key = (job, owed.source_id)
+            earlier = self.owed.get(owed_key)
+            since = earlier.since if earlier is not None else (owed.since or now)
+            self.owed[owed_key] = dataclasses.replace(owed, since=since)
 
     def add(self, kind: str, key: Any, params: dict[str, Any], replaces: str = "") -> None:
         if replaces and replaces in self.writes:
