@@ -1008,7 +1008,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.from_json:
-        page = render(json.loads(args.from_json.read_text(encoding="utf-8")))
+        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+        if args.note:  # a note written once the figures are known
+            results["note"] = args.note
+        page = render(results)
         print(page)
         if args.write_results:
             RESULTS.write_text(page, encoding="utf-8")
