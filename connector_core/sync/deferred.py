@@ -8,7 +8,9 @@ So each batch's outcome, already sorted for the state store (id map rows, ledger
 and resolved changes, its intent and cursor: hashes, field labels and reasons, never a
 record's values), is pickled to an anonymous temporary file, and read back in order once the
 commit succeeded. The file is owner-only and unlinked from the start: nothing is left behind
-when the process dies, and the intents written ahead of each batch say what was sent.
+when the process dies, and the intents written ahead of each batch say what was sent. Up to
+:data:`IN_MEMORY` bytes stay in memory (most partner jobs of a group send a handful of
+changes: a file each cost them more than their writes); beyond, they go to the file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from collections.abc import Iterator
 from typing import IO, Generic, TypeVar
 
 T = TypeVar("T")
+
+#: the bytes of pickled outcomes a spool keeps in memory before it moves them to its file
+IN_MEMORY = 256 * 1024
 
 
 class Spool(Generic[T]):
@@ -34,7 +39,7 @@ class Spool(Generic[T]):
     def add(self, item: T) -> None:
         """Append `item`."""
         if self._file is None:
-            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by drain/close)
+            self._file = tempfile.SpooledTemporaryFile(IN_MEMORY)  # noqa: SIM115 (drain/close)
         pickle.dump(item, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self.count += 1
 
