@@ -1,5 +1,5 @@
 """`python -m connector_core` runs the `connector` command."""
 
-from connector_core.cli import main
+from connector_core.cli import console
 
-main()
+console()

@@ -7,6 +7,7 @@ everything already); no timing here, bench/startup_bench.py measures the time.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import pkgutil
 import subprocess
@@ -249,3 +250,27 @@ def test_the_keyring_backend_is_found_without_the_macos_bindings(tmp_path: Path)
     chosen, bindings = _backend_chosen(tmp_path, "connector_core.credentials")
     assert bindings == "False"
     assert chosen == _backend_chosen(tmp_path)[0]  # the backend keyring alone picks
+
+
+def test_the_console_script_exits_as_main_does_with_its_objects_frozen() -> None:
+    """`connector` (and `python -m connector_core`) is console(): main's exit status, every
+    object still alive frozen on the way out (the interpreter's last collections skip them)."""
+    probe = textwrap.dedent(
+        """
+        import gc, json, sys
+        from connector_core.cli import console
+        try:
+            console()
+        except SystemExit as exit_:
+            print(json.dumps([exit_.code, gc.get_freeze_count() > 0]))
+        """
+    )
+    for args, code in ((["--help"], 0), (["no-such-command"], 2)):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True
+        )
+        assert json.loads(done.stdout.splitlines()[-1]) == [code, True]
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="connector")
+    assert [e.value for e in scripts] == ["connector_core.cli:console"]
+    main_module = Path(__file__).parents[2] / "connector_core" / "__main__.py"
+    assert "console()" in main_module.read_text(encoding="utf-8")
