@@ -156,7 +156,7 @@ BASELINE_POLICY = POLICY % {"name": BASELINE, "whom": "in every area", "when": "
 #: Run in each measured process (the one of `connector run --all`, or each worker and its pool
 #: processes): counts the source's reads and opens, one character each ("r", "o") appended
 #: to a file per process in the folder $SCALE_BENCH_COUNTS (a worker's pool processes end
-#: without atexit handlers), then `connector ...`.
+#: without atexit handlers), then `connector ...` as its console script runs it.
 CHILD = """\
 import os, sys
 _source = os.path.realpath(sys.argv.pop(1))
@@ -183,9 +183,9 @@ def _counted(self, **kwargs):
         _note(b"r")
     return _read(self, **kwargs)
 CsvAdapter.read = _counted
-from connector_core.cli import main
+from connector_core.cli import console
 sys.argv[0] = "connector"
-main()
+console()
 """
 
 
