@@ -40,8 +40,8 @@ def take(conn: Connection, name: str, job: str) -> int:
 
 
 def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, int]:
-    """Give each lock (name, its new holder job) a new token, in one statement per 500 locks
-    (a group of jobs starting); return the tokens by lock name."""
+    """Give each lock (name, its new holder job) a new token, in one statement of many rows
+    per 500 locks (a group of jobs starting); return the tokens by lock name."""
     holder = f"pid {os.getpid()} on host {socket.gethostname()}"
     now = dt.datetime.now(dt.UTC)
     tokens: dict[str, int] = {}
@@ -51,13 +51,9 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
             {"name": name, "token": 1, "job": job, "holder": holder, "acquired_at": now}
             for name, job in chunk
         ]
-        stmt = dialect.insert(lock_fences, pg=conn.dialect.name == "postgresql").values(rows)
-        new = {c: stmt.excluded[c] for c in ("job", "holder", "acquired_at")}
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["name"], set_={"token": lock_fences.c.token + 1, **new}
-            )
-        )
+        # executemany of one statement (its compiled form cached; SQLAlchemy sends the rows
+        # in multi-row INSERTs): not a VALUES list of 500 rows compiled for every group
+        conn.execute(_bump(conn.dialect.name == "postgresql"), rows)
         names = [name for name, _ in chunk]
         query = sa.select(lock_fences.c.name, lock_fences.c.token)
         tokens.update(
@@ -65,6 +61,21 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
             for name, token in conn.execute(query.where(lock_fences.c.name.in_(names)))
         )
     return tokens
+
+
+def _bump(pg: bool) -> Any:
+    """The upsert that gives a lock a new token (built once per backend)."""
+    found = _BUMPS.get(pg)
+    if found is None:
+        stmt = dialect.insert(lock_fences, pg=pg)
+        new = {c: stmt.excluded[c] for c in ("job", "holder", "acquired_at")}
+        found = _BUMPS[pg] = stmt.on_conflict_do_update(
+            index_elements=["name"], set_={"token": lock_fences.c.token + 1, **new}
+        )
+    return found
+
+
+_BUMPS: dict[bool, Any] = {}
 
 
 def check(conn: Connection, held: Mapping[str, int], job: str, target: str) -> None:
