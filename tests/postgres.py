@@ -7,6 +7,7 @@ session; tests then make a schema of their own in it.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -26,3 +27,15 @@ def _admin(database: str) -> sa.Engine:
         poolclass=sa.NullPool,
         connect_args={"connect_timeout": 5},
     )
+
+
+def new_schema(database_url: str, prefix: str = "test") -> tuple[str, str]:
+    """A fresh schema in the database at `database_url`: its name, and the URL of a store in
+    it (chosen through the URL's search_path, so child processes given the URL land in the
+    same schema)."""
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    admin = _admin(database_url.rsplit("/", 1)[1])
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    return schema, f"{database_url}?options=-csearch_path%3D{schema}"

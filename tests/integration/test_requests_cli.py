@@ -9,7 +9,6 @@ import csv
 import datetime as dt
 import json
 import re
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from click.testing import CliRunner
 
 from connector_core.policy.share_requests import load_request, sign_request
 from tests.integration.test_cli import run
-from tests.postgres import _admin
+from tests.postgres import _admin, new_schema
 
 # ahead of the real clock: CONNECTOR_NOW only moves time forward
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
@@ -55,11 +54,9 @@ def state(request: pytest.FixtureRequest) -> Iterator[str]:
         yield ""
         return
     base: str = request.getfixturevalue("pg_database")
-    schema = f"test_{secrets.token_hex(6)}"
+    schema, url = new_schema(base)
+    yield f"state: {{url: '{url}'}}\n"
     admin = _admin(base.rsplit("/", 1)[1])
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    yield f"state: {{url: '{base}?options=-csearch_path%3D{schema}'}}\n"
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()

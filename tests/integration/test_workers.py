@@ -34,7 +34,7 @@ from connector_core.sync import queue
 from connector_core.sync.state import StateStore
 from tests.brokers import PrivateRedis, machine_redis
 from tests.integration.test_cli import run
-from tests.postgres import _admin
+from tests.postgres import _admin, new_schema
 
 ENV = {
     "CONNECTOR_DEMO_HASH_KEY": "demo-hash-key-for-tests",
@@ -89,12 +89,7 @@ def pg_server() -> Iterator[dict[str, str]]:
 
 def pg_schema(database_url: str) -> str:
     """A fresh schema in the module's database, as a state store URL."""
-    schema = f"w_{secrets.token_hex(6)}"
-    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    admin.dispose()
-    return f"{database_url}?options=-csearch_path%3D{schema}"
+    return new_schema(database_url, "w")[1]
 
 
 class Network:

@@ -16,14 +16,12 @@ It runs on SQLite and PostgreSQL: a few examples in CI, many more under ``-m slo
 from __future__ import annotations
 
 import csv
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import sqlalchemy as sa
 from connector_csv import CsvAdapter
 from connector_csv.session import CsvWrites
 from hypothesis import settings
@@ -37,7 +35,7 @@ from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.keys import target_key
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, crash
-from tests.postgres import PG_SERVER, _admin
+from tests.postgres import PG_SERVER, new_schema
 
 KEY_SECRET = "property test target-key secret"  # both sides: their targets compare key by key
 HEADER = ["id", "first_name", "city", "phone", "region", "local_ok"]
@@ -136,13 +134,7 @@ class Side:
 def _url(kind: str, root: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{root / 'state.db'}"
-    schema = f"prop_{secrets.token_hex(6)}"
-    database = Machine.pg_database
-    admin = _admin(database)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    admin.dispose()
-    return f"{PG_SERVER}/{database}?options=-csearch_path%3D{schema}"
+    return new_schema(f"{PG_SERVER}/{Machine.pg_database}", "prop")[1]
 
 
 class Machine(RuleBasedStateMachine):

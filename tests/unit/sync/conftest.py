@@ -7,7 +7,6 @@ reachable server the PostgreSQL half is skipped locally and fails in CI (env CI 
 
 from __future__ import annotations
 
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
-from tests.postgres import REPO, _admin
+from tests.postgres import REPO, _admin, new_schema
 from tests.unit.sync.test_runner import Network, PickyAdapter, PushdownAdapter
 
 
@@ -31,11 +30,9 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
     base: str = request.getfixturevalue("pg_database")
-    schema = f"test_{secrets.token_hex(6)}"
+    schema, url = new_schema(base)
+    yield url
     admin = _admin(base.rsplit("/", 1)[1])
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    yield f"{base}?options=-csearch_path%3D{schema}"
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()

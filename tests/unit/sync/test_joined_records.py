@@ -24,7 +24,7 @@ from connector_core.sync.model import Outstanding
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import intents
 from connector_core.testing import TEST_LEDGER_KEY
-from tests.postgres import _admin
+from tests.postgres import new_schema
 from tests.unit.sync.conftest import change
 
 IDS = ("p1", "p2", "p3", "p4")
@@ -63,13 +63,7 @@ class Stores:
         if backend == "sqlite":
             url = f"sqlite:///{tmp / f'{secrets.token_hex(4)}.db'}"
         else:
-            base: str = request.getfixturevalue("pg_database")
-            schema = f"joined_{secrets.token_hex(6)}"
-            admin = _admin(base.rsplit("/", 1)[1])
-            with admin.connect() as conn:
-                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-            admin.dispose()
-            url = f"{base}?options=-csearch_path%3D{schema}"
+            url = new_schema(request.getfixturevalue("pg_database"), "joined")[1]
         return StateStore.open(url, ledger_key=TEST_LEDGER_KEY)
 
     def close(self) -> None:
