@@ -128,9 +128,8 @@ def _consent_steps(compiled: CompiledPolicy, record: Record) -> list[Step]:
 
 
 def _rule_step(link: Link, rule: Rule, ok: bool, why: str) -> Step:
-    detail = (
-        "matched" if ok else "did not match"
-    ) + f" ({_where(link.policy.path, rule.line)}): {why}"
+    where = _where(link.policy.path, rule.line)
+    detail = ("matched" if ok else "did not match") + f" ({where}): {why}"
     return Step("rule", f"{rule.kind} {rule.name}", ok, detail, link.policy.name, rule.line)
 
 

@@ -133,7 +133,8 @@ def groups(jobs: Sequence[LoadedJob], limit: int = 1_000_000) -> list[list[Loade
     sources = collections.Counter(job.config.source for job in jobs)
     sizes = {source: even_sizes(n, limit) for source, n in sources.items()}
     found: list[list[LoadedJob]] = []
-    caps: list[int] = []
+    caps: list[int] = []  # the most jobs each group of `found` takes
+    made: collections.Counter[str] = collections.Counter()  # groups by source so far
     for job in jobs:
         source = job.config.source
         for group, cap in zip(found, caps, strict=True):
@@ -146,8 +147,8 @@ def groups(jobs: Sequence[LoadedJob], limit: int = 1_000_000) -> list[list[Loade
                 break
         else:
             planned = sizes[source]
-            made = sum(g[0].config.source == source for g in found)
-            caps.append(planned[made] if made < len(planned) else limit)
+            caps.append(planned[made[source]] if made[source] < len(planned) else limit)
+            made[source] += 1
             found.append([job])
     return found
 

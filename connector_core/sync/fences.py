@@ -12,6 +12,7 @@ recorded, and every batch recorded after it is the new holder's.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -63,19 +64,14 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
     return tokens
 
 
+@functools.cache
 def _bump(pg: bool) -> Any:
     """The upsert that gives a lock a new token (built once per backend)."""
-    found = _BUMPS.get(pg)
-    if found is None:
-        stmt = dialect.insert(lock_fences, pg=pg)
-        new = {c: stmt.excluded[c] for c in ("job", "holder", "acquired_at")}
-        found = _BUMPS[pg] = stmt.on_conflict_do_update(
-            index_elements=["name"], set_={"token": lock_fences.c.token + 1, **new}
-        )
-    return found
-
-
-_BUMPS: dict[bool, Any] = {}
+    stmt = dialect.insert(lock_fences, pg=pg)
+    new = {c: stmt.excluded[c] for c in ("job", "holder", "acquired_at")}
+    return stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"token": lock_fences.c.token + 1, **new}
+    )
 
 
 def check(conn: Connection, held: Mapping[str, int], job: str, target: str) -> None:
