@@ -14,7 +14,10 @@ time), and runs each group from one read of its source:
   that alone would have read incrementally so sees deletions sooner; its own reasons for a
   full read (``full_reasons``), its reconciliation time and its checks of the target's
   content stay its own. A record unreadable with the union of fields (a bad value in a
-  field only another job needs) is unreadable for each job: kept, never taken back.
+  field only another job needs, rows of a repeated key that disagree in such a field) is
+  unreadable for each job: kept, never taken back. The union is the read's: a task of a
+  queue reads for its own jobs, so a job's outcome for such a record follows its task's
+  fields (rows that agree in all of them but consent merge with the strictest consent).
 - **Decisions.** The jobs' policies form one :class:`~connector_core.policy.fanout.PolicySet`;
   for each record only the policies the index names are evaluated, and a policy's consent
   and forbid checks run once per record for all policies sharing them. Each job then plans
