@@ -26,6 +26,7 @@ from typing import Any, Final, Literal, TextIO
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import Dialect
 
 from connector_core.errors import ConnectorError
 from connector_core.scrub import scrub
@@ -52,6 +53,7 @@ from connector_core.sync.model import (
 from connector_core.sync.request_book import RequestBook
 from connector_core.sync.tables import (
     Key,
+    SecondTime,
     approval_sets,
     fingerprint_blocks,
     id_map,
@@ -355,7 +357,8 @@ class StateStore:
         every job at once, deletes before the writes they may precede."""
         if behind.id_gone:
             conn.execute(_DROP_ID_ROW, [{"v_job": j, "v_id": s} for j, s in behind.id_gone])
-        bulk.insert_many(conn, id_map, list(behind.id_rows.values()), conflict=("job", "source_id"))
+        rows = self._interned(conn, list(behind.id_rows.values()))
+        bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
         if behind.owed_gone:
             conn.execute(_DROP_OWED, [{"v_job": j, "v_id": s} for j, s in behind.owed_gone])
         self._put_outstanding(conn, list(behind.owed.values()), _utc(None))
@@ -508,16 +511,21 @@ class StateStore:
         decides few of them (an incremental one) makes few."""
         found: dict[str, dict[str, Any]] = {job: {} for job in jobs}
         values: dict[int, Any] = {}
+        # the columns untyped: no result processing for rows never looked up (most, in an
+        # incremental run); MappedRows reads `updated_at` as its column type would
+        columns: list[sa.ColumnClause[Any]] = [sa.literal_column(c.name) for c in id_map.c]
+        query: sa.Select[Any] = sa.select(*columns).select_from(id_map)
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
             for start in range(0, len(ids), _CHUNK):
                 chunk = list(ids)[start : start + _CHUNK]
-                rows = list(conn.execute(sa.select(id_map).where(id_map.c.job.in_(chunk))))
+                rows = conn.execute(query.where(id_map.c.job.in_(chunk))).all()
                 terms_of = {r.shape for r in rows} | {r.consent for r in rows}
                 values.update(self._terms.values(conn, terms_of - values.keys()))
                 for row in rows:
                     found[ids[row.job]][row.source_id] = row
-        return {job: MappedRows(job, rows, values) for job, rows in found.items()}
+            read_time = _time_reader(conn.dialect)
+        return {job: MappedRows(job, rows, values, read_time) for job, rows in found.items()}
 
     def _job_ids(self, conn: Connection, jobs: Sequence[str]) -> dict[int, str]:
         """The ids of those of `jobs` ever recorded, as {id: name}."""
@@ -645,8 +653,11 @@ class StateStore:
             if entries:
                 self._check_ledger(conn)
             job_id = self._job_id(conn, job, add=True)
-            rows = self._id_rows(conn, job_id, policy_hash, kept, now) if kept else []
-            if conn is self._joined:  # written with the other jobs' at the block's next flush
+            joined = conn is self._joined
+            # in a joined block the rows' terms are interned at the flush, for every job at
+            # once (one look-up of the terms this process has not seen, not one per job)
+            rows = self._id_rows(conn, job_id, policy_hash, kept, now, intern=not joined)
+            if joined:  # written with the other jobs' at the block's next flush
                 self._behind.record(job, job_id, rows, gone, intent, cleared, failed, now)
             else:
                 for start in range(0, len(gone), _CHUNK):
@@ -707,21 +718,34 @@ class StateStore:
         policy_hash: str,
         changes: Sequence[AppliedChange],
         now: dt.datetime,
+        *,
+        intern: bool = True,
     ) -> list[dict[str, Any]]:
+        """The id map rows of `changes`; with `intern` False their ``shape`` and
+        ``consent`` hold the terms' values, not their ids (see :meth:`_interned`)."""
+        if not changes:
+            return []
         packed = [pack_field_hashes(c.field_hashes) for c in changes]
-        shapes = self._terms.intern(
-            conn,
-            "map",
-            (
-                {"fields": c.fields, "policy_hash": policy_hash, **p[0]}
-                for c, p in zip(changes, packed, strict=True)
-            ),
-        )
-        consents = self._terms.intern(conn, "consent", (c.consent_basis for c in changes))
-        return [
+        shapes: list[Any] = [
+            {"fields": c.fields, "policy_hash": policy_hash, **p[0]}
+            for c, p in zip(changes, packed, strict=True)
+        ]
+        consents: list[Any] = [c.consent_basis for c in changes]
+        rows = [
             _id_row(job, c, shape, consent, blob, now)
             for c, shape, consent, (_, blob) in zip(changes, shapes, consents, packed, strict=True)
         ]
+        return self._interned(conn, rows) if intern else rows
+
+    def _interned(self, conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`rows` (id map rows whose ``shape`` and ``consent`` hold values) with the ids of
+        those terms, added if new."""
+        if rows:
+            shapes = self._terms.intern(conn, "map", [r["shape"] for r in rows])
+            consents = self._terms.intern(conn, "consent", [r["consent"] for r in rows])
+            for row, shape, consent in zip(rows, shapes, consents, strict=True):
+                row["shape"], row["consent"] = shape, consent
+        return rows
 
     # -- row fingerprints (Capability.ROW_FINGERPRINTS) ----------------------------------
 
@@ -1414,7 +1438,8 @@ class _Behind:
         now: dt.datetime,
     ) -> None:
         """Hold back what :meth:`StateStore.record_batch` writes of one batch: the id map
-        rows it `gone`s and upserts (`rows`), its `intent`'s delete, the outstanding rows it
+        rows it `gone`s and upserts (`rows`, their terms interned at the flush), its
+        `intent`'s delete, the outstanding rows it
         `cleared` and those of the changes that `failed`.
 
         Flushed as deletes first, then upserts, each the latest write of its row; so the
@@ -1474,8 +1499,8 @@ def _check_keys(kept: Sequence[AppliedChange]) -> None:
 def _id_row(
     job: int | None,
     change: AppliedChange,
-    shape: int,
-    consent: int,
+    shape: Any,
+    consent: Any,
     field_hashes: bytes | None,
     now: dt.datetime,
 ) -> dict[str, Any]:
@@ -1498,10 +1523,16 @@ class MappedRows(Mapping[str, Mapped]):
     """One job's id map rows as read, by source id: each made a :class:`Mapped` when first
     looked up, then kept (the same object on every look-up, as a dict of them would give)."""
 
-    __slots__ = ("_job", "_made", "_rows", "_values")
+    __slots__ = ("_job", "_made", "_read_time", "_rows", "_values")
 
-    def __init__(self, job: str, rows: dict[str, Any], values: dict[int, Any]) -> None:
-        self._job, self._rows, self._values = job, rows, values
+    def __init__(
+        self,
+        job: str,
+        rows: dict[str, Any],
+        values: dict[int, Any],
+        read_time: Callable[[Any], dt.datetime],
+    ) -> None:
+        self._job, self._rows, self._values, self._read_time = job, rows, values, read_time
         self._made: dict[str, Mapped] = {}
 
     def __getitem__(self, source_id: str) -> Mapped:
@@ -1509,7 +1540,8 @@ class MappedRows(Mapping[str, Mapped]):
         if made is None:
             row = self._rows[source_id]
             values = self._values
-            made = _as_mapped(row, self._job, values[row.shape], values[row.consent])
+            shape, consent = values[row.shape], values[row.consent]
+            made = _as_mapped(row, self._job, shape, consent, self._read_time)
             self._made[source_id] = made
         return made
 
@@ -1523,9 +1555,28 @@ class MappedRows(Mapping[str, Mapped]):
         return source_id in self._rows
 
 
-def _as_mapped(row: Any, job: str, shape: dict[str, Any], consent: dict[str, Any]) -> Mapped:
+def _time_reader(dialect: Dialect) -> Callable[[Any], dt.datetime]:
+    """What the id map's `updated_at` column type makes of a value read untyped."""
+    return functools.partial(_read_second_time, dialect)
+
+
+def _read_second_time(dialect: Dialect, value: Any) -> dt.datetime:
+    read: dt.datetime = _SECOND_TIME.process_result_value(value, dialect)
+    return read
+
+
+_SECOND_TIME = SecondTime()  # the type of id_map.updated_at
+
+
+def _as_mapped(
+    row: Any,
+    job: str,
+    shape: dict[str, Any],
+    consent: dict[str, Any],
+    read_time: Callable[[Any], dt.datetime] | None = None,
+) -> Mapped:
     """The id map row `row` of `job` (its `shape` and `consent` terms read) as the API gives
-    it."""
+    it; `read_time` reads `updated_at` when the row was read untyped."""
     digest = row.projection_hash
     return Mapped(
         job=job,
@@ -1535,7 +1586,7 @@ def _as_mapped(row: Any, job: str, shape: dict[str, Any], consent: dict[str, Any
         fields=dict(shape["fields"]),  # copies: the term's value is cached and shared
         consent_basis={k: dict(v) if isinstance(v, dict) else v for k, v in consent.items()},
         policy_hash=shape["policy_hash"],
-        updated_at=row.updated_at,
+        updated_at=row.updated_at if read_time is None else read_time(row.updated_at),
         field_hashes=unpack_field_hashes(shape, row.field_hashes),
     )
 

@@ -276,6 +276,30 @@ def test_many_jobs_id_maps_are_read_at_once(store: StateStore, make_change: Chan
     assert everything["never-ran"] == {}
 
 
+def test_a_joined_block_looks_up_its_jobs_id_map_terms_once(
+    state_url: str, make_change: Change
+) -> None:
+    """Twenty jobs with a policy each (a partner's own hash): their id map rows' terms are
+    interned when the block writes them, in one look-up for all (not one per job: 20,000
+    partners would make 20,000 round trips), and read back as recorded one by one."""
+    jobs = [f"partner-{n:02d}" for n in range(20)]
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        looked_up: list[str] = []
+        sa.event.listen(
+            store._engine,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, *_a: looked_up.append(sql) if "FROM terms" in sql else None,
+        )
+        with store.joined():
+            store.read_ahead(jobs)
+            for n, job in enumerate(jobs):
+                store.record_batch(job, f"out-{job}", "p.yaml", f"{n:064x}", [make_change("1")])
+        # one each: the job names (read ahead), the map and consent terms, the ledger entries
+        assert len(looked_up) <= 4
+        for n, job in enumerate(jobs):
+            assert store.mapped(job, ["1"])["1"].policy_hash == f"{n:064x}"
+
+
 def test_what_a_joined_block_reads_ahead_is_what_the_store_holds(store: StateStore) -> None:
     """read_ahead serves job states, outstanding changes, intents and fingerprint marks as
     the queries would, and a write drops what it changes."""
