@@ -519,7 +519,7 @@ def check_targets(network: Workspace, baseline: Workspace) -> int:
         got = held(network.root / "out" / f"{partner(i)}.csv")
         if got != want.get(area(i), collections.Counter()):
             raise AssertionError(f"partner {partner(i)} does not hold exactly its area's people")
-        union += got
+        union.update(got)  # (not +=: it rescans the whole union for each partner)
     everyone = held(baseline.root / "out" / f"{BASELINE}.csv")
     if union != everyone:
         raise AssertionError("the partners together do not hold what the one job holds")
