@@ -110,6 +110,9 @@ class StateStore:
         self._fenced: dict[str, Any] = {}
         self._fence_order: dict[str, int] | None = None  # see _fence_at
         self._undurable = False  # a joined block holds intents not yet committed
+        #: in a joined block, the ids of the intents written ahead not durable, by the
+        #: provisional (negative) id write_ahead gave (see _flush_intents)
+        self._intent_ids: dict[int, int] = {}
         self._ahead: _Ahead | None = None  # rows read ahead for a joined() block
         self._terms = Terms()  # the terms this store has read or written (never change)
         self._grown: dict[str, int] = {}  # PostgreSQL: rows recorded per job since ANALYZE
@@ -272,7 +275,7 @@ class StateStore:
             finally:
                 self._joined, self._ahead, self._broken = None, None, None
                 self._behind, self._fenced, self._undurable = _Behind(), {}, False
-                self._ledger_checked = False
+                self._intent_ids, self._ledger_checked = {}, False
             self._terms.settle()
 
     def _commit_joined(self) -> None:
@@ -340,6 +343,7 @@ class StateStore:
         behind, self._behind = self._behind, _Behind()
         try:
             with failures(self._engine.url):
+                self._flush_intents(conn, behind.intents)
                 self._flush_records(conn, behind)
                 for kind, rows in behind.writes.items():
                     if rows:
@@ -350,6 +354,17 @@ class StateStore:
             self._broken = exc
             self._terms.discard()
             raise
+
+    def _flush_intents(self, conn: Connection, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        """Insert the intents written ahead in the block (not durable: see
+        :meth:`write_ahead`), all in one statement per 500, and note their ids."""
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            found = conn.execute(_NEW_INTENTS, [row for _, row in chunk])
+            ids = [int(row[0]) for row in found]
+            if len(ids) != len(chunk):  # pragma: no cover - the database returns one each
+                raise RuntimeError("the database returned no id for a new intent")
+            self._intent_ids.update(zip((p for p, _ in chunk), ids, strict=True))
 
     def _flush_records(self, conn: Connection, behind: _Behind) -> None:
         """Write the id map rows, outstanding rows and intent deletes that the batches
@@ -362,7 +377,7 @@ class StateStore:
         if behind.owed_gone:
             conn.execute(_DROP_OWED, [{"v_job": j, "v_id": s} for j, s in behind.owed_gone])
         self._put_outstanding(conn, list(behind.owed.values()), _utc(None))
-        gone = behind.intents_gone
+        gone = [self._intent_ids.get(i, i) for i in behind.intents_gone]
         for start in range(0, len(gone), _CHUNK):
             conn.execute(intents.delete().where(intents.c.id.in_(gone[start : start + _CHUNK])))
 
@@ -669,6 +684,7 @@ class StateStore:
                     )
                 bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
                 if intent is not None:
+                    intent = self._intent_ids.get(intent, intent)
                     conn.execute(intents.delete().where(intents.c.id == intent))
                 self._clear_outstanding(conn, job, cleared)
                 self._put_outstanding(conn, failed, now)  # their intents become failures
@@ -925,17 +941,22 @@ class StateStore:
         transaction of its own (in a :meth:`joined` block: after committing the block's work
         so far); return the intent's id for :meth:`record_batch`.
 
-        In a joined block, not `durable`: written in the block's transaction, durable at
-        the next :meth:`durable` (for a target that writes nothing before its commit: a
-        group's jobs make their intents durable with one commit)."""
+        In a joined block, not `durable`: held back and inserted with the block's other
+        intents at its next flush (one statement for every job's), durable at the next
+        :meth:`durable` (for a target that writes nothing before its commit: a group's
+        jobs make their intents durable with one commit). The id returned is then a
+        provisional one (negative), which :meth:`record_batch` takes as the real one."""
         row = {"job": job, "at": _utc(now), "changes": [list(c) for c in changes]}
         self._forget_ahead(job)
         joined = self._joined
         if joined is not None and not durable:
-            with self._transaction(write=True, behind=True) as conn:  # an intent is new
-                key = conn.execute(_NEW_INTENT, row).inserted_primary_key
+            # held back: inserted with the block's others at its next flush (an intent is
+            # new: nothing reads it before), under the id this provisional one stands for
+            with self._transaction(write=True, behind=True):
+                provisional = -1 - len(self._intent_ids) - len(self._behind.intents)
+                self._behind.intents.append((provisional, row))
             self._undurable = True
-            return _new_id(key)
+            return provisional
         if joined is not None:  # durable now, with what the block did before it
             self._commit_joined()
             with failures(self._engine.url), joined.begin():
@@ -1336,6 +1357,7 @@ def _new_id(key: Any) -> int:
 _NEW_RUN = sa.insert(runs)
 _NEW_RUNS = sa.insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
 _NEW_INTENT = sa.insert(intents)
+_NEW_INTENTS = sa.insert(intents).returning(intents.c.id, sort_by_parameter_order=True)
 _FINISH_RUN = (
     runs.update()
     .where(runs.c.id == sa.bindparam("v_id"))
@@ -1413,6 +1435,8 @@ class _Behind:
         self.owed_gone: dict[tuple[str, str], None] = {}
         self.owed: dict[tuple[str, str], Outstanding] = {}
         self.intents_gone: list[int] = []  # the intents of the recorded batches
+        #: intents written ahead, to insert (provisional id, row), in order
+        self.intents: list[tuple[int, dict[str, Any]]] = []
 
     def empty(self) -> bool:
         """Whether nothing is held back."""
@@ -1424,6 +1448,7 @@ class _Behind:
             or self.owed_gone
             or self.owed
             or self.intents_gone
+            or self.intents
         )
 
     def record(

@@ -23,6 +23,7 @@ from connector_core.sync.model import AppliedChange, JobState, Outstanding, RunC
 from connector_core.sync.state import KEEP, SavedBlocks, StateStore, StateStoreError
 from connector_core.sync.tables import (
     fingerprint_blocks,
+    intents,
     job_state,
     metadata,
     row_fingerprints,
@@ -298,6 +299,41 @@ def test_a_joined_block_looks_up_its_jobs_id_map_terms_once(
         assert len(looked_up) <= 4
         for n, job in enumerate(jobs):
             assert store.mapped(job, ["1"])["1"].policy_hash == f"{n:064x}"
+
+
+def test_a_joined_block_writes_its_jobs_intents_in_one_statement(
+    state_url: str, make_change: Change
+) -> None:
+    """Intents written ahead not durable (a deferred target's) are inserted together at the
+    block's next flush, durable at durable(), and deleted by the batches they cover, which
+    name them by the provisional ids write_ahead gave."""
+    jobs = [f"partner-{n:02d}" for n in range(20)]
+    count = sa.select(sa.func.count()).select_from(intents)
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        inserts: list[str] = []
+        sa.event.listen(
+            store._engine,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, *_a: inserts.append(sql) if "INTO intents" in sql else None,
+        )
+        with store.joined():
+            ahead = [("1", "key-1", "create", "shared:members")]
+            ids = [store.write_ahead(job, ahead, durable=False) for job in jobs]
+            assert len(set(ids)) == len(jobs)
+            store.durable()
+            with engine.connect() as conn:  # committed: another connection sees them
+                assert conn.scalar(count) == len(jobs)
+            for job, intent in zip(jobs, ids, strict=True):
+                store.record_batch(job, f"out-{job}", "p.yaml", "p" * 64, [make_change("1")],
+                                   intent=intent)  # fmt: skip
+        # one statement on PostgreSQL (on SQLite, in process, SQLAlchemy keeps RETURNING in
+        # order with one execute per row)
+        assert len(inserts) == 1 or state_url.startswith("sqlite")
+        assert all(store.mapped(job, ["1"]) for job in jobs)
+    with engine.connect() as conn:
+        assert conn.scalar(count) == 0
+    engine.dispose()
 
 
 def test_what_a_joined_block_reads_ahead_is_what_the_store_holds(store: StateStore) -> None:
