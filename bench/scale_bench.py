@@ -154,9 +154,10 @@ PARTNER_POLICY = POLICY % {
 BASELINE_POLICY = POLICY % {"name": BASELINE, "whom": "in every area", "when": ""}
 
 #: Run in each measured process (the one of `connector run --all`, or each worker and its pool
-#: processes): counts the source's reads and opens, one character each ("r", "o") appended
-#: to a file per process in the folder $SCALE_BENCH_COUNTS (a worker's pool processes end
-#: without atexit handlers), then `connector ...` as its console script runs it.
+#: processes): counts the source's reads and opens and the statements sent to the state
+#: store, one character each ("r", "o", "s") appended to a file per process in the folder
+#: $SCALE_BENCH_COUNTS (a worker's pool processes end without atexit handlers), then
+#: `connector ...` as its console script runs it.
 CHILD = """\
 import os, sys
 _source = os.path.realpath(sys.argv.pop(1))
@@ -183,6 +184,8 @@ def _counted(self, **kwargs):
         _note(b"r")
     return _read(self, **kwargs)
 CsvAdapter.read = _counted
+import sqlalchemy as _sa
+_sa.event.listen(_sa.engine.Engine, "before_cursor_execute", lambda *_: _note(b"s"))
 from connector_core.cli import console
 sys.argv[0] = "connector"
 console()
@@ -190,9 +193,10 @@ console()
 
 
 def tally(folder: Path) -> dict[str, int]:
-    """The reads and opens of the source that the processes noted in `folder`."""
+    """The reads and opens of the source, and the statements sent to the state store, that
+    the processes noted in `folder`."""
     text = "".join(p.read_text(encoding="ascii") for p in folder.iterdir())
-    return {"reads": text.count("r"), "opens": text.count("o")}
+    return {"reads": text.count("r"), "opens": text.count("o"), "statements": text.count("s")}
 
 
 def log(message: str) -> None:
@@ -316,6 +320,7 @@ class Workspace:
             "rss_mb": measure.rss_mb,
             "reads": found["reads"],
             "opens": found["opens"],
+            "statements": found["statements"],
             "state_bytes": self.state_bytes(),
         }
         if isinstance(measure, WorkersMeasure):
@@ -586,7 +591,8 @@ def run_bench(
 def _short(run: dict[str, Any]) -> str:
     return (
         f"{run['seconds']:.2f} s, cpu {run['cpu']:.2f} s, {run['rss_mb']:.0f} MB, "
-        f"{run['reads']} read(s), {run['opens']} open(s), state {run['state_bytes']:,} B"
+        f"{run['reads']} read(s), {run['opens']} open(s), {run.get('statements', '?')} "
+        f"statement(s), state {run['state_bytes']:,} B"
     )
 
 
@@ -665,8 +671,8 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
         "worker's).",
         "",
         "| store | mode | phase | wall | x one job | CPU | x one job | peak RSS | source reads "
-        "| opens | state size |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| opens | statements | state size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for store, found in results["stores"].items():
         for phase in ("first", "incremental"):
@@ -678,7 +684,8 @@ def render(results: dict[str, Any], notes: list[str] | None = None) -> str:
                 lines.append(
                     f"| {store} | {label} | {phase} | {row['seconds']:.1f} s | {ratio:.2f} "
                     f"| {row['cpu']:.1f} s | {cpu:.2f} | {row['rss_mb']:.0f} MB "
-                    f"| {row['reads']} | {row['opens']} | {row['state_bytes'] / 1e6:.1f} MB |"
+                    f"| {row['reads']} | {row['opens']} | {row.get('statements', '-')} "
+                    f"| {row['state_bytes'] / 1e6:.1f} MB |"
                 )
     lines += ["", "Targets (issue 15):", ""]
     for store, found in results["stores"].items():

@@ -1464,8 +1464,8 @@ class _Behind:
     ) -> None:
         """Hold back what :meth:`StateStore.record_batch` writes of one batch: the id map
         rows it `gone`s and upserts (`rows`, their terms interned at the flush), its
-        `intent`'s delete, the outstanding rows it
-        `cleared` and those of the changes that `failed`.
+        `intent`'s delete, the outstanding rows it `cleared` and those of the changes that
+        `failed`.
 
         Flushed as deletes first, then upserts, each the latest write of its row; so the
         rows end as the batches' statements in turn would leave them: a row deleted then

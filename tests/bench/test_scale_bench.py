@@ -26,6 +26,7 @@ def test_every_partner_is_decided_from_one_read(results: dict[str, Any], store: 
         assert found["baseline"][phase]["reads"] == 1
         assert found["network"][phase]["rows"] > 50
         assert found["network"][phase]["state_bytes"] > 0
+        assert found["network"][phase]["statements"] > 0  # counted in the measured process
     # the network opens the file no more often than one job does, but for the check of the
     # partner registry's targets: at most once more
     assert found["network"]["first"]["opens"] <= found["baseline"]["first"]["opens"] + 1
