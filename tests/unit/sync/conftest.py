@@ -75,6 +75,19 @@ def make_change() -> Callable[..., AppliedChange]:
     return change
 
 
+def statements(store: StateStore, containing: str) -> list[str]:
+    """The SQL statements `store` sends from now on that contain `containing` (a list that
+    grows as they are sent)."""
+    seen: list[str] = []
+
+    def note(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        if containing in sql:
+            seen.append(sql)
+
+    sa.event.listen(store._engine, "before_cursor_execute", note)
+    return seen
+
+
 class Children:
     """Python child processes started by a test; any still running are killed at its end."""
 

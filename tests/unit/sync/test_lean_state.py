@@ -18,6 +18,7 @@ from connector_core.sync.state import StateStore
 from connector_core.sync.tables import GENESIS_HASH, from_micros, to_micros
 from connector_core.sync.terms import pack_field_hashes, pack_key, unpack_field_hashes, unpack_key
 from connector_core.testing import TEST_LEDGER_KEY
+from tests.unit.sync.conftest import statements
 
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
@@ -267,12 +268,7 @@ def test_sqlite_syncs_every_commit_but_a_batch_its_intent_covers(
     """WAL with synchronous=FULL, except a batch recorded after its write-ahead intent
     (NORMAL: it survives a crash of the process; a power loss leaves the synced intent)."""
     with StateStore.open(f"sqlite:///{tmp_path / 's.db'}", ledger_key=TEST_LEDGER_KEY) as store:
-        seen: list[str] = []
-        sa.event.listen(
-            store._engine,
-            "before_cursor_execute",
-            lambda _c, _cur, sql, *_a: seen.append(sql) if sql.startswith("PRAGMA sync") else None,
-        )
+        seen = statements(store, "PRAGMA sync")
         intent = store.write_ahead("members", [("1", "key-1", "create", "shared:all")])
         store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("1")], intent=intent)
         store.record_batch("members", "nc", "m.yaml", "p" * 64, [make_change("2")])

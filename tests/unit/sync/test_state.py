@@ -30,7 +30,7 @@ from connector_core.sync.tables import (
     runs,
 )
 from connector_core.testing import TEST_LEDGER_KEY
-from tests.unit.sync.conftest import change
+from tests.unit.sync.conftest import change, statements
 
 Change = Callable[..., AppliedChange]
 T0 = dt.datetime(2024, 5, 1, 10, 2, 3, 456789, tzinfo=dt.UTC)
@@ -285,12 +285,7 @@ def test_a_joined_block_looks_up_its_jobs_id_map_terms_once(
     partners would make 20,000 round trips), and read back as recorded one by one."""
     jobs = [f"partner-{n:02d}" for n in range(20)]
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
-        looked_up: list[str] = []
-        sa.event.listen(
-            store._engine,
-            "before_cursor_execute",
-            lambda _c, _cur, sql, *_a: looked_up.append(sql) if "FROM terms" in sql else None,
-        )
+        looked_up = statements(store, "FROM terms")
         with store.joined():
             store.read_ahead(jobs)
             for n, job in enumerate(jobs):
@@ -311,12 +306,7 @@ def test_a_joined_block_writes_its_jobs_intents_in_one_statement(
     count = sa.select(sa.func.count()).select_from(intents)
     engine = sa.create_engine(state_url, poolclass=sa.NullPool)
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
-        inserts: list[str] = []
-        sa.event.listen(
-            store._engine,
-            "before_cursor_execute",
-            lambda _c, _cur, sql, *_a: inserts.append(sql) if "INTO intents" in sql else None,
-        )
+        inserts = statements(store, "INTO intents")
         with store.joined():
             ahead = [("1", "key-1", "create", "shared:members")]
             ids = [store.write_ahead(job, ahead, durable=False) for job in jobs]
