@@ -22,11 +22,10 @@ import itertools
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO
+from typing import Any, Final, Literal, TextIO, cast
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.engine import Dialect
 
 from connector_core.errors import ConnectorError
 from connector_core.scrub import scrub
@@ -358,13 +357,8 @@ class StateStore:
     def _flush_intents(self, conn: Connection, rows: list[tuple[int, dict[str, Any]]]) -> None:
         """Insert the intents written ahead in the block (not durable: see
         :meth:`write_ahead`), all in one statement per 500, and note their ids."""
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            found = conn.execute(_NEW_INTENTS, [row for _, row in chunk])
-            ids = [int(row[0]) for row in found]
-            if len(ids) != len(chunk):  # pragma: no cover - the database returns one each
-                raise RuntimeError("the database returned no id for a new intent")
-            self._intent_ids.update(zip((p for p, _ in chunk), ids, strict=True))
+        ids = _new_ids(conn, _NEW_INTENTS, [row for _, row in rows])
+        self._intent_ids.update(zip((p for p, _ in rows), ids, strict=True))
 
     def _flush_records(self, conn: Connection, behind: _Behind) -> None:
         """Write the id map rows, outstanding rows and intent deletes that the batches
@@ -526,20 +520,16 @@ class StateStore:
         decides few of them (an incremental one) makes few."""
         found: dict[str, dict[str, Any]] = {job: {} for job in jobs}
         values: dict[int, Any] = {}
-        # the columns untyped: no result processing for rows never looked up (most, in an
-        # incremental run); MappedRows reads `updated_at` as its column type would
-        columns: list[sa.ColumnClause[Any]] = [sa.literal_column(c.name) for c in id_map.c]
-        query: sa.Select[Any] = sa.select(*columns).select_from(id_map)
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
             for start in range(0, len(ids), _CHUNK):
                 chunk = list(ids)[start : start + _CHUNK]
-                rows = conn.execute(query.where(id_map.c.job.in_(chunk))).all()
+                rows = conn.execute(_ID_MAP_UNTYPED.where(id_map.c.job.in_(chunk))).all()
                 terms_of = {r.shape for r in rows} | {r.consent for r in rows}
                 values.update(self._terms.values(conn, terms_of - values.keys()))
                 for row in rows:
                     found[ids[row.job]][row.source_id] = row
-            read_time = _time_reader(conn.dialect)
+            read_time = functools.partial(_UPDATED_AT.process_result_value, dialect=conn.dialect)
         return {job: MappedRows(job, rows, values, read_time) for job, rows in found.items()}
 
     def _job_ids(self, conn: Connection, jobs: Sequence[str]) -> dict[int, str]:
@@ -684,7 +674,6 @@ class StateStore:
                     )
                 bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
                 if intent is not None:
-                    intent = self._intent_ids.get(intent, intent)
                     conn.execute(intents.delete().where(intents.c.id == intent))
                 self._clear_outstanding(conn, job, cleared)
                 self._put_outstanding(conn, failed, now)  # their intents become failures
@@ -1098,10 +1087,7 @@ class StateStore:
                 )
             if ahead is not None:
                 ahead.running.update(jobs)
-            ids: list[int] = []
-            for start in range(0, len(rows), _CHUNK):
-                found = conn.execute(_NEW_RUNS, rows[start : start + _CHUNK])
-                ids.extend(int(row[0]) for row in found)
+            ids = _new_ids(conn, _NEW_RUNS, rows)
         return ids
 
     def finish_run(
@@ -1346,6 +1332,15 @@ class StateStore:
 _TARGET_KEYS = "target_keys"
 
 
+def _new_ids(conn: Connection, insert: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """The ids of `rows`, in order, inserted by `insert` (RETURNING the id in parameter
+    order), one statement per 500 rows."""
+    ids: list[int] = []
+    for start in range(0, len(rows), _CHUNK):
+        ids.extend(int(row[0]) for row in conn.execute(insert, rows[start : start + _CHUNK]))
+    return ids
+
+
 def _new_id(key: Any) -> int:
     """The id of the row an insert of one row added."""
     if key is None:  # only for multi-row inserts, never here
@@ -1358,6 +1353,12 @@ _NEW_RUN = sa.insert(runs)
 _NEW_RUNS = sa.insert(runs).returning(runs.c.id, sort_by_parameter_order=True)
 _NEW_INTENT = sa.insert(intents)
 _NEW_INTENTS = sa.insert(intents).returning(intents.c.id, sort_by_parameter_order=True)
+#: the id map's rows with their columns untyped (:meth:`StateStore.mapped_all`): no result
+#: processing for rows never looked up (most, in an incremental run); MappedRows reads
+#: `updated_at` with the column's own type (_UPDATED_AT)
+_UNTYPED: list[sa.ColumnClause[Any]] = [sa.literal_column(c.name) for c in id_map.c]
+_ID_MAP_UNTYPED: sa.Select[Any] = sa.select(*_UNTYPED).select_from(id_map)
+_UPDATED_AT = cast(SecondTime, id_map.c.updated_at.type)
 _FINISH_RUN = (
     runs.update()
     .where(runs.c.id == sa.bindparam("v_id"))
@@ -1578,19 +1579,6 @@ class MappedRows(Mapping[str, Mapped]):
 
     def __contains__(self, source_id: object) -> bool:
         return source_id in self._rows
-
-
-def _time_reader(dialect: Dialect) -> Callable[[Any], dt.datetime]:
-    """What the id map's `updated_at` column type makes of a value read untyped."""
-    return functools.partial(_read_second_time, dialect)
-
-
-def _read_second_time(dialect: Dialect, value: Any) -> dt.datetime:
-    read: dt.datetime = _SECOND_TIME.process_result_value(value, dialect)
-    return read
-
-
-_SECOND_TIME = SecondTime()  # the type of id_map.updated_at
 
 
 def _as_mapped(
