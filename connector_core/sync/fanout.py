@@ -74,7 +74,7 @@ import functools
 import hashlib
 import pickle
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set
 from typing import Any
 
 from connector_core.adapters import Adapter, Capability, KnownRows, Page
@@ -398,6 +398,7 @@ class _Group:
                     held[n].add(at)
         gates = decider.gate_keys
         decider.seen = kept.seen  # the ids of every page (a set the groups share)
+        decider.listed = True  # ... complete already: the pages' ids are not added again
         for run in self.runs:
             run.seen = kept.seen
         passed = self.passed
@@ -406,12 +407,9 @@ class _Group:
             if meta.busy or decider.always or any(gate not in meta.counts for gate in gates):
                 self._feed(kept.page(n), decider)  # decided whole
             elif number in meta.members or n in held:
-                if n in held:  # its held records may be anywhere on the page
-                    page = kept.page(n)
-                    places = sorted(set(meta.members.get(number, ())) | held[n])
-                    part = dataclasses.replace(page, records=[page.records[at] for at in places])
-                else:  # only the group's own part of the page is unpickled
-                    part = kept.part(n, number)
+                # only the group's own part of the page is unpickled, and of the other
+                # parts those holding its held records (they may be anywhere on the page)
+                part = kept.places(n, number, held.get(n, ()))
                 decided = decider.page(part)
                 rest = [  # the other records, withheld by each gate as the page's counts say
                     meta.counts[gate] - decider.by_check(g, found)
@@ -635,11 +633,15 @@ class _Read:
     """The pages of one complete read of a source, pickled and compressed, each with what
     a later group needs to pass it without unpickling it (:class:`_PageMeta`).
 
-    A page is kept in parts: its fields but the records (the skeleton), then its records
-    cut by the set of groups that may share each (a part per set, with the records' places
-    in the page). A later group unpickles the skeleton and the parts of its own records
-    (:meth:`part`, about 1/k of the page with k groups); :meth:`page` puts a whole page
-    back together. Each record is pickled once, whatever the number of groups.
+    A page is kept in parts: its fields but the records and the ids of the rows it skipped
+    unchanged (the skeleton), then its records cut by the set of groups that may share each
+    (a part per set, with the records' places in the page). A later group unpickles the
+    skeleton and the parts of its own records (:meth:`part`, about 1/k of the page with k
+    groups; :meth:`places` adds the parts holding given places); :meth:`page` puts a whole
+    page back together. Each record is pickled once, whatever the number of groups. The
+    skipped ids (most of an incremental read's) are kept as they are, one list per page
+    that every replayed page shares (read, never changed), not unpickled once per group:
+    they are in :attr:`seen` too, the same strings.
     """
 
     def __init__(self) -> None:
@@ -648,6 +650,8 @@ class _Read:
         #: per page, each part's groups and the places of its records
         self.layouts: list[list[tuple[frozenset[int], array.array[int]]]] = []
         self.metas: list[_PageMeta] = []
+        #: per page, the ids of the rows it skipped unchanged
+        self.skipped: list[list[str]] = []
         self.complete = False
         #: the ids the read listed (None: a page was not a snapshot), for every group
         self.seen: set[str] | None = set()
@@ -665,7 +669,7 @@ class _Read:
                     groups_of[at].add(group)
             for at, of in enumerate(groups_of):
                 by_groups.setdefault(frozenset(of), []).append(at)
-        skeleton = dataclasses.replace(page, records=[], fingerprints={}, blocks=[])
+        skeleton = dataclasses.replace(page, records=[], fingerprints={}, blocks=[], skipped=[])
         blobs = [_pack(skeleton)]
         layout = []
         for groups, places in by_groups.items():
@@ -674,6 +678,7 @@ class _Read:
         self.pages.append(blobs)
         self.layouts.append(layout)
         self.metas.append(meta)
+        self.skipped.append(list(page.skipped))  # a copy: the adapter's page is its own
 
     def __iter__(self) -> Iterator[Page]:
         for n in range(len(self.pages)):
@@ -681,21 +686,37 @@ class _Read:
 
     def page(self, n: int) -> Page:
         """Page `n`, unpickled whole."""
-        return self._unpack(n, lambda groups: True)
+        return self._unpack(n, lambda groups, places: True)
 
     def part(self, n: int, group: int) -> Page:
         """Page `n` with only the records group `group` may share (in page order)."""
-        return self._unpack(n, lambda groups: group in groups)
+        return self._unpack(n, lambda groups, places: group in groups)
 
-    def _unpack(self, n: int, wanted: Callable[[frozenset[int]], bool]) -> Page:
+    def places(self, n: int, group: int, places: Collection[int]) -> Page:
+        """Page `n` with the records group `group` may share and those at `places` (in page
+        order): only the parts holding them are unpickled, not the whole page."""
+        return self._unpack(n, lambda groups, at: group in groups, set(places))
+
+    def _unpack(
+        self,
+        n: int,
+        whole: Callable[[frozenset[int], array.array[int]], bool],
+        places: Set[int] = frozenset(),
+    ) -> Page:
+        """Page `n` with the records of the parts `whole` accepts (by their groups and
+        places) and those at `places` (in page order)."""
         blobs = self.pages[n]
         skeleton: Page = pickle.loads(zlib.decompress(blobs[0]))
         found: list[tuple[int, Record]] = []
-        for (groups, places), blob in zip(self.layouts[n], blobs[1:], strict=True):
-            if wanted(groups):
-                found.extend(zip(places, pickle.loads(zlib.decompress(blob)), strict=True))
+        for (groups, at), blob in zip(self.layouts[n], blobs[1:], strict=True):
+            if whole(groups, at):
+                found.extend(zip(at, pickle.loads(zlib.decompress(blob)), strict=True))
+            elif not places.isdisjoint(at):
+                records = pickle.loads(zlib.decompress(blob))
+                found.extend(p for p in zip(at, records, strict=True) if p[0] in places)
         found.sort(key=lambda placed: placed[0])
         skeleton.records = [record for _, record in found]
+        skeleton.skipped = self.skipped[n]
         return skeleton
 
     def page_of(self) -> dict[str, tuple[int, int]]:
@@ -879,6 +900,8 @@ class _Decider:
         self.handed: list[set[str]] = [set() for _ in runs]
         # One set of ids read for the whole group (each job's own would repeat it).
         self.seen: set[str] | None = set()
+        #: `seen` holds the whole read's ids already (a kept read's: see _Group._replay)
+        self.listed = False
         for run in runs:
             run.seen, run.own_seen = self.seen, False
 
@@ -912,7 +935,9 @@ class _Decider:
 
     def page(self, page: Page) -> _PageDecisions:
         """Decide `page` for every job at once."""
-        if not page.snapshot:
+        if self.listed:  # a kept read's page: its ids are in `seen` already
+            pass
+        elif not page.snapshot:
             self.seen = None
         elif self.seen is not None:
             self.seen.update(seen_ids(page))

@@ -298,9 +298,9 @@ def count_replays(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     replayed = {"pages": 0, "unpickled": 0}
     unpack, replay = fanout._Read._unpack, fanout._Group._replay
 
-    def counted_unpack(read: Any, n: int, wanted: Any) -> Page:
+    def counted_unpack(read: Any, n: int, *args: Any) -> Page:
         replayed["unpickled"] += 1  # whole, or a group's part of it
-        return unpack(read, n, wanted)
+        return unpack(read, n, *args)
 
     def counted_replay(group: Any, kept: Any, decider: Any) -> None:
         replayed["pages"] += len(kept.metas)
@@ -685,13 +685,15 @@ def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
         max_size=12,
     ),
     st.booleans(),
+    st.frozensets(st.integers(0, 11)),
 )
 def test_a_kept_page_comes_back_whole_or_as_each_groups_part(
-    records: list[tuple[int, frozenset[int]]], busy: bool
+    records: list[tuple[int, frozenset[int]]], busy: bool, held: frozenset[int]
 ) -> None:
     """A kept page is pickled in parts by the groups that may share each record: put back
     together it equals the page read (without its row fingerprints), and a group's part
-    holds exactly its records, in page order, with the page's other fields."""
+    holds exactly its records, in page order, with the page's other fields; with the
+    places of records it holds, exactly those too."""
     from connector_core.sync import fanout
 
     page = Page(
@@ -715,3 +717,7 @@ def test_a_kept_page_comes_back_whole_or_as_each_groups_part(
         part = read.part(0, group)
         assert part.records == [page.records[at] for at in members.get(group, [])]
         assert (part.cursor, part.snapshot, part.skipped) == ("c9", True, ["S1", "S2"])
+        with_held = read.places(0, group, held)
+        wanted = set(members.get(group, [])) | {at for at in held if at < len(records)}
+        assert with_held.records == [page.records[at] for at in sorted(wanted)]
+        assert with_held.skipped == ["S1", "S2"]
