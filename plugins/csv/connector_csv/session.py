@@ -16,7 +16,9 @@ commit stops (nothing is replaced; the next run writes again).
 The cost of a run at the target: one read of the file when the run has changes (none
 otherwise), one write of it when something changed, memory for the index (~250 bytes a
 row) and for the updated rows' cells; new rows stay in memory up to 1 MB, then go to a
-temporary file until the commit.
+temporary file until the commit. A file of at most 32 KiB (a partner's few hundred rows)
+is read once into memory and its rows kept: the commit hashes the file again to see it did
+not change, instead of parsing it again.
 """
 
 from __future__ import annotations
@@ -36,16 +38,19 @@ from typing import IO, ClassVar
 from connector_core.adapters import Change, WriteResult, WriteSession
 from connector_core.cells import neutralize, strip_controls, unneutralize
 from connector_core.errors import AdapterError
-from connector_core.files import replace_file
+from connector_core.files import read_nofollow, replace_file
 from connector_core.records import Record
 from connector_csv.columns import RenderError
 from connector_csv.dialect import writable_rows, writer_options
 from connector_csv.settings import CsvSettings
-from connector_csv.source import CsvFile, file_errors
+from connector_csv.source import CsvFile, data_cursor, file_errors
 from connector_csv.table import DEFAULT_LINETERMINATOR, Action, sniff
 
 #: Bytes of new rows a session keeps in memory before it spools them to a temporary file.
 _SPOOL_IN_MEMORY = 1 << 20
+#: A target file this small is read whole and its rows kept until the commit (a group of
+#: 256 jobs holds them all at once: at most ~8 MB of files, a few times that as rows).
+_KEEP_IN_MEMORY = 32 << 10
 #: Renders a change's record as cells by column name; raises RenderError.
 Render = Callable[[Change], dict[str, str]]
 #: Gives the header of a new file for a batch's records.
@@ -116,6 +121,7 @@ class CsvWrites(WriteSession):
         self.mode: int | None = None
         self.cursor: str | None = None  # the file's digest when read (None: no file)
         self.rows: dict[str, _Row] = {}
+        self._kept: list[list[str]] | None = None  # a small file's rows, as read (see _index)
         # further rows holding a key, in file order: deleted with it, and the next answers for
         # the key once the first is written under another (a key cell a write cleans)
         self.repeats: dict[str, list[_Row]] = {}
@@ -151,7 +157,15 @@ class CsvWrites(WriteSession):
                     hint="Create the folder, or fix path: in connector.yaml.",
                 )
             return
-        with CsvFile(path, self.settings, follow_links=False) as source:
+        data = None
+        if os.lstat(path).st_size <= _KEEP_IN_MEMORY:  # read whole, once (a link is refused)
+            with read_nofollow(path) as raw:
+                data = raw.read(_KEEP_IN_MEMORY + 1)
+            if len(data) > _KEEP_IN_MEMORY:  # it grew meanwhile: read it as a stream
+                data = None
+            else:
+                self._kept = []
+        with CsvFile(path, self.settings, follow_links=False, data=data) as source:
             self.mode = stat.S_IMODE(os.lstat(path).st_mode)
             if source.header is not None:
                 self._begin(source.header)
@@ -161,7 +175,7 @@ class CsvWrites(WriteSession):
                     pass
             self.cursor = source.cursor
         if self.header is not None:
-            self.bom, self.lineterminator = sniff(path, self.settings)
+            self.bom, self.lineterminator = sniff(path, self.settings, data)
 
     def _begin(self, header: list[str]) -> None:
         self.header = list(header)
@@ -182,6 +196,8 @@ class CsvWrites(WriteSession):
                     hint="Fix this row first: rewriting the file would lose it.",
                 )
             cells = row.cells
+            if self._kept is not None:
+                self._kept.append(cells)
             ordinal = self.next_ordinal
             self.next_ordinal += 1
             key = self._unguard(cells[key_at]) if key_at < len(cells) else ""
@@ -391,19 +407,28 @@ class CsvWrites(WriteSession):
             if os.path.lexists(self.path):
                 raise self._changed()
             return
+        if self._kept is not None:  # a small file's rows, kept: the file must be as read
+            with read_nofollow(self.path) as raw:
+                if data_cursor(raw.read()) != self.cursor:
+                    raise self._changed()
+            yield from self._applied(self._kept)
+            return
         with CsvFile(self.path, self.settings, follow_links=False) as source:
-            for ordinal, row in enumerate(source.rows()):
-                if ordinal in self.deleted:
-                    continue
-                cells = row.cells
-                if ordinal in self.updates:
-                    width, values = self.updates[ordinal]
-                    cells = cells + [""] * (width - len(cells))
-                    for index, cell in values.items():
-                        cells[index] = cell
-                yield self._padded(cells)
+            yield from self._applied(row.cells for row in source.rows())
             if source.cursor != self.cursor:
                 raise self._changed()
+
+    def _applied(self, rows: Iterable[list[str]]) -> Iterator[list[str]]:
+        """The file's `rows` (in order, from the first) with this run's updates and deletes."""
+        for ordinal, cells in enumerate(rows):
+            if ordinal in self.deleted:
+                continue
+            if ordinal in self.updates:
+                width, values = self.updates[ordinal]
+                cells = cells + [""] * (width - len(cells))
+                for index, cell in values.items():
+                    cells[index] = cell
+            yield self._padded(cells)
 
     def _padded(self, row: list[str]) -> list[str]:
         """A row as a table rewritten after every batch would have left it: a row as wide

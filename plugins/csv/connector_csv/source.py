@@ -65,10 +65,15 @@ def file_cursor(path: Path) -> str:
         return CURSOR_PREFIX + hashlib.file_digest(raw, "sha256").hexdigest()
 
 
+def data_cursor(data: bytes) -> str:
+    """The cursor of a file holding `data` (as :func:`file_cursor` gives it)."""
+    return CURSOR_PREFIX + hashlib.sha256(data).hexdigest()
+
+
 class _HashingReader(io.RawIOBase):
     """A binary file that feeds every byte read through it into a SHA-256 digest."""
 
-    def __init__(self, raw: io.FileIO) -> None:
+    def __init__(self, raw: io.RawIOBase | io.BytesIO) -> None:
         super().__init__()
         self._raw = raw
         self.digest = hashlib.sha256()
@@ -88,7 +93,8 @@ class CsvFile:
 
     Use it as a context manager. :attr:`cursor` is complete once :meth:`rows` is exhausted.
     The writer reads its target with ``follow_links=False``: a symbolic link anywhere on the
-    path is refused, never read through.
+    path is refused, never read through; or it gives the file's bytes, read already
+    (`data`), and nothing is opened.
     """
 
     def __init__(
@@ -98,8 +104,10 @@ class CsvFile:
         *,
         key_required: bool = True,
         follow_links: bool = True,
+        data: bytes | None = None,
     ) -> None:
         self.path = path
+        self._data = data
         self._settings = settings
         self._key_required = key_required
         self._follow_links = follow_links
@@ -112,9 +120,13 @@ class CsvFile:
             raise
 
     def _open(self) -> None:
-        with file_errors(self.path):
-            opened = self.path.open("rb", buffering=0) if self._follow_links else None
-            raw = self._stack.enter_context(opened or read_nofollow(self.path))
+        raw: io.RawIOBase | io.BytesIO
+        if self._data is not None:
+            raw = io.BytesIO(self._data)
+        else:
+            with file_errors(self.path):
+                opened = self.path.open("rb", buffering=0) if self._follow_links else None
+                raw = self._stack.enter_context(opened or read_nofollow(self.path))
         self._hashing = _HashingReader(raw)
         text = io.TextIOWrapper(
             io.BufferedReader(self._hashing),

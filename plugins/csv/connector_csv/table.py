@@ -160,13 +160,14 @@ def _load_rows(table: Table, source: CsvFile) -> None:
         table.rows.append(row.cells)
 
 
-def sniff(path: Path, settings: CsvSettings) -> tuple[bool, str]:
-    """Whether the file starts with a UTF-8 byte order mark, and how its first line ends."""
-    with read_nofollow(path) as raw:
+def sniff(path: Path, settings: CsvSettings, data: bytes | None = None) -> tuple[bool, str]:
+    """Whether the file starts with a UTF-8 byte order mark, and how its first line ends
+    (from its bytes `data` when given, read already)."""
+    with read_nofollow(path) if data is None else io.BytesIO(data) as raw:
         bom = settings.is_utf8 and raw.read(3) == codecs.BOM_UTF8
         raw.seek(0)
         text = io.TextIOWrapper(
-            io.BufferedReader(raw),
+            io.BufferedReader(raw) if isinstance(raw, io.FileIO) else raw,
             encoding=settings.read_encoding,
             errors="surrogateescape",
             newline="",

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from connector_csv import CsvAdapter, CsvSettings
@@ -149,7 +150,7 @@ def results(items: list[WriteResult]) -> list[tuple[str, str]]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(initial_files(), batches(), csv_settings(), st.booleans())
+@given(initial_files(), batches(), csv_settings(), st.booleans(), st.sampled_from([0, 32 << 10]))
 # Two rows share a key whose control character the write strips: once the first is written
 # under its new key, the second answers for the old one (found by hypothesis in CI order).
 @example(
@@ -164,14 +165,21 @@ def results(items: list[WriteResult]) -> list[tuple[str, str]]:
         "phone_numbers": "prefixed",
     },
     crlf=False,
+    keep=32 << 10,
 )
 def test_a_session_writes_what_a_rewrite_per_batch_wrote(
     rows: list[list[str]] | None,
     changes: list[list[Change]],
     options: dict[str, Any],
     crlf: bool,
+    keep: int,
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
+    """`keep`: the size up to which a file's rows are kept in memory (0: read again at the
+    commit, as a large file is)."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(connector_csv_session(), "_KEEP_IN_MEMORY", keep),
+    ):
         old_path, new_path = Path(folder, "old.csv"), Path(folder, "new.csv")
         try:
             put(old_path, rows, options, crlf)
@@ -222,7 +230,12 @@ def test_an_aborted_session_leaves_the_file_and_no_temporary_file(csv_path: Path
     assert sorted(p.name for p in csv_path.parent.iterdir()) == [csv_path.name]
 
 
-def test_a_file_changed_during_the_session_is_not_replaced(csv_path: Path) -> None:
+@pytest.mark.parametrize("keep", [0, 32 << 10])
+def test_a_file_changed_during_the_session_is_not_replaced(
+    csv_path: Path, keep: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the commit reads the file again or only hashes it (a small file's rows kept)."""
+    monkeypatch.setattr(connector_csv_session(), "_KEEP_IN_MEMORY", keep)
     csv_path.write_bytes(b"id,city\r\nk1,York\r\n")
     adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
     with adapter.open_writes() as session:
@@ -247,6 +260,29 @@ def test_the_session_keeps_no_row_of_the_file_in_memory(csv_path: Path) -> None:
         assert set(row.__slots__) == {"digest", "extras", "ordinal"}
         assert len(row.digest) == 16
         assert row.extras == ()
+        assert session._kept is None  # a file this large is read again at the commit
+
+
+def test_a_small_file_is_parsed_once(csv_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partner's small file: its rows are kept from the session's one read, the commit
+    checks its bytes and parses nothing (the rewrite is the same as from a second read)."""
+    module = connector_csv_session()
+    csv_path.write_bytes(b"\xef\xbb\xbfid,city\nk1,York\nk2,Hull\n")
+    parsed: list[Path] = []
+    real = module.CsvFile
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, "CsvFile", counted)
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        list(session.write([Change.upsert("k2", {"id": "k2", "city": "Leeds"})]))
+        list(session.write([Change.delete("k1"), Change.upsert("k3", {"id": "k3"})]))
+        session.commit()
+    assert parsed == [csv_path]
+    assert csv_path.read_bytes() == b"\xef\xbb\xbfid,city\nk2,Leeds\nk3,\n"
 
 
 def connector_csv_session() -> Any:
