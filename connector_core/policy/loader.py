@@ -71,6 +71,9 @@ class PolicyMemo:
         self.documents: dict[Path, LocatedDocument] = {}
         self.resolved: dict[Path, Path] = {}
         self.digests: dict[Path, hashlib._Hash] = {}
+        #: for check_reads: why the policies a parent narrows refuse a read (None: they do
+        #: not), by (id of the parent, kept in `parents`; field; for a mask; operators)
+        self.refusals: dict[tuple[int, str, bool, tuple[str, ...]], str | None] = {}
 
 
 def _document(path: Path, memo: PolicyMemo | None) -> LocatedDocument:
@@ -260,7 +263,15 @@ class _Checker:
         rules = self._rules(require)
         fields, classes, problems, warnings = self._outcomes()
         if self.parent is not None:
-            self.problems += check_reads(self.doc, fields, classes, self.parent, self.options.masks)
+            memo = self.options.memo
+            self.problems += check_reads(
+                self.doc,
+                fields,
+                classes,
+                self.parent,
+                self.options.masks,
+                refusals=None if memo is None else memo.refusals,
+            )
         self.problems += problems
         self.warnings += warnings
         self._policy_warnings(rules, require)

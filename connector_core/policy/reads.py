@@ -49,14 +49,29 @@ def check_reads(
     classes: Mapping[str, FieldOutcome],
     parent: Policy,
     masks: Mapping[str, MaskFactory],
+    *,
+    refusals: dict[tuple[int, str, bool, tuple[str, ...]], str | None] | None = None,
 ) -> list[Problem]:
-    """Every read of the policy in `doc` that a policy it narrows does not allow."""
+    """Every read of the policy in `doc` that a policy it narrows does not allow.
+
+    `refusals` keeps what the chain above `parent` answered, for the next policy loaded
+    under the same parent object (the partners of a template: one answer for all); the
+    caller keeps `parent` alive as long as `refusals` (its id is in the keys)."""
     ancestors = parent.chain()
     problems = []
+
+    def _first_refusal(field: str, *, for_mask: bool, ops: tuple[str, ...]) -> str | None:
+        if refusals is None:
+            return _first_refused(ancestors, field, for_mask=for_mask, ops=ops)
+        key = (id(parent), field, for_mask, ops)
+        if key not in refusals:
+            refusals[key] = _first_refused(ancestors, field, for_mask=for_mask, ops=ops)
+        return refusals[key]
+
     for key, outcome in [*fields.items(), *classes.items()]:
         factory = masks.get(outcome.mask or "") if outcome.kind == "mask" else None
         for read in sorted(mask_reads(factory, outcome.param)) if factory else ():
-            why = _first_refusal(ancestors, read, for_mask=True, ops=())
+            why = _first_refusal(read, for_mask=True, ops=())
             if why is not None:
                 message = (
                     f"fields: {key}: the {outcome.mask} mask reads {read}, which {why}, and "
@@ -65,7 +80,7 @@ def check_reads(
                 )
                 problems.append(doc.problem(("fields", key), message, key=True))
     for field, ops, loc in _rule_tests(doc):
-        why = _first_refusal(ancestors, field, for_mask=False, ops=ops)
+        why = _first_refusal(field, for_mask=False, ops=ops)
         if why is not None:
             message = (
                 f"rules: this rule tests {field}, which {why}, and this policy narrows it; "
@@ -76,7 +91,7 @@ def check_reads(
     return problems
 
 
-def _first_refusal(
+def _first_refused(
     ancestors: list[Policy], field: str, *, for_mask: bool, ops: tuple[str, ...]
 ) -> str | None:
     reasons = (_unreadable(a, field, for_mask=for_mask, ops=ops) for a in ancestors)

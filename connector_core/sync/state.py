@@ -77,7 +77,9 @@ from connector_core.sync.terms import (
 __all__ = ["KEEP", "LedgerReport", "SavedBlocks", "StateStore", "StateStoreError", "split_ids"]
 
 _CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
-_FENCES_AHEAD = 32  # locks whose fences one check in a joined block reads (see _check_fences)
+#: locks whose fences one check in a joined block reads (see _check_fences): a whole group's
+#: (256 jobs, two locks each), so its jobs' checks take one statement, not one per 16 jobs
+_FENCES_AHEAD = 512
 _PAGE = 1000  # rows per keyset page when streaming
 _ANALYZE_FIRST = 2000  # PostgreSQL: rows a job's id map grows by before its first ANALYZE
 RUN_STATUSES = frozenset({"ok", "failed-records", "deletes-held", "aborted", "killed"})

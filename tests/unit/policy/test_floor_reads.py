@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from connector_core.errors import Problem
 from connector_core.masks import BUILTIN_MASKS, MaskContext, MaskFunction
-from connector_core.policy.loader import PolicyValidationError, load_policy
+from connector_core.policy.loader import PolicyMemo, PolicyValidationError, load_policy
 from connector_core.records import FIELDS, Record
 
 FIELD_NAMES = ("city", "region", "street_address", "email", "groups", "latitude", "is_deceased")
@@ -92,9 +92,9 @@ def _may_read(floor: dict[str, Any], field: str, *, for_mask: bool, op: str = "e
     return tested or (outcome == "absent" and named)
 
 
-def _load_problems(path: Path, floor: Path) -> list[Problem]:
+def _load_problems(path: Path, floor: Path, memo: PolicyMemo | None = None) -> list[Problem]:
     try:
-        load_policy(path, masks=MASKS, floor=floor)
+        load_policy(path, masks=MASKS, floor=floor, memo=memo)
     except PolicyValidationError as err:
         return list(err.problems)
     return []
@@ -144,6 +144,11 @@ def test_no_loaded_chapter_reads_what_the_floor_keeps_back(
     with tempfile.TemporaryDirectory() as folder:
         path = _write(Path(folder), floor, chapter)
         problems = _load_problems(path, Path(folder) / "floor.yaml")
+        # as the partners of a template load: the floor's answers kept in a memo, reused
+        memo = PolicyMemo()
+        for _ in range(2):
+            again = _load_problems(path, Path(folder) / "floor.yaml", memo)
+            assert [str(p) for p in again] == [str(p) for p in problems]
     if any(p.path.endswith("floor.yaml") for p in problems):
         return  # a floor that does not load itself: nothing to narrow
     refused_for_reads = [

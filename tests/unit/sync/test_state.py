@@ -266,6 +266,25 @@ def test_runs_are_listed_newest_first_with_their_counts(store: StateStore) -> No
     assert store.runs("partner")[0]["error"] == "target unavailable"
 
 
+@given(
+    st.builds(
+        RunCounts,
+        read=st.integers(0, 10**6),
+        withheld=st.dictionaries(st.text(max_size=8), st.integers(0, 99), max_size=3),
+        created=st.integers(0, 9),
+        held=st.integers(0, 9),
+    )
+)
+def test_counts_as_stored_are_the_dataclass_fields(counts: RunCounts) -> None:
+    """RunCounts.as_dict, made at every run's end without asdict's deep copy, is asdict's;
+    the withheld counts are a copy (the stored dict does not follow the run's)."""
+    import dataclasses
+
+    found = counts.as_dict()
+    assert found == dataclasses.asdict(counts)
+    assert found["withheld"] is not counts.withheld
+
+
 def test_many_jobs_id_maps_are_read_at_once(store: StateStore, make_change: Change) -> None:
     record(store, [make_change("1"), make_change("2")])
     store.record_batch("south", "t", "p.yaml", "p" * 64, [make_change("2")])
@@ -294,6 +313,25 @@ def test_a_joined_block_looks_up_its_jobs_id_map_terms_once(
         assert len(looked_up) <= 4
         for n, job in enumerate(jobs):
             assert store.mapped(job, ["1"])["1"].policy_hash == f"{n:064x}"
+
+
+def test_a_joined_block_checks_a_whole_groups_fences_in_one_read(
+    state_url: str, make_change: Change
+) -> None:
+    """A group of 200 jobs, each holding its two locks, records a batch each in a joined
+    block: the first check reads every fence the store holds (400 rows, one statement), the
+    others need none (they stay locked FOR UPDATE on PostgreSQL until the block commits)."""
+    jobs = [f"partner-{n:03d}" for n in range(200)]
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        pairs = [(job, f"out-{job}") for job in jobs]
+        with store.lock_many(pairs) as refused:
+            assert refused == {}
+            read = statements(store, "FROM lock_fences")
+            with store.joined():
+                for job in jobs:
+                    store.record_batch(job, f"out-{job}", "p.yaml", "p" * 64, [make_change("1")])
+            assert len(read) == 1
+        assert all(store.mapped(job, ["1"]) for job in jobs)
 
 
 def test_a_joined_block_writes_its_jobs_intents_in_one_statement(
