@@ -121,6 +121,10 @@ class Link:
 _STRICTNESS = {"show": 0, "mask": 1, "absent": 2, "forbid": 3}
 
 
+#: CompiledPolicy's generated functions, then their source (made on first use)
+_GENERATED = ("decide", "evaluate", "project", "gate", "allow", "passes", "source")
+
+
 class CompiledPolicy:
     """A policy compiled into generated functions; build one with :func:`compile_policy`.
 
@@ -140,6 +144,7 @@ class CompiledPolicy:
     gate: Callable[[Record], Decision | None]
     allow: Callable[[Record], Decision | None]
     passes: Callable[[Record], bool]
+    source: str  # the generated functions' source
 
     def __init__(
         self,
@@ -160,19 +165,16 @@ class CompiledPolicy:
         self.no_allow = Decision(False, f"no-allow:{policy.name}")
         self.pushdown = _pushdown(links, resolutions)
         plan = self._plan()
-        functions, self.source = codegen.build(policy.name, plan, self._fields())
+        self._build: tuple[codegen.DecisionPlan, list[codegen.FieldPlan]] | None = (
+            plan,
+            self._fields(),
+        )
         #: what ``gate`` checks, in order (each consent purpose, then each forbid's
         #: condition), with the decision it gives: policies with equal checks have gates
         #: that differ only in the reasons' names
         self.gate_checks: tuple[tuple[str, Decision], ...] = tuple(
             (f"consent:{p}", cast(Decision, d)) for p, d in plan.consents
         ) + tuple((f"forbid:{c!r}", cast(Decision, d)) for c, d in plan.forbids)
-        self.decide = functions["decide"]
-        self.evaluate = functions["evaluate"]
-        self.project = functions["project"]
-        self.gate = functions["gate"]
-        self.allow = functions["allow"]
-        self.passes = functions["passes"]
         self.gate_key = repr(
             ([p for link in links for p in link.policy.require_consent], self._forbid_key())
         )
@@ -180,6 +182,24 @@ class CompiledPolicy:
 
     def __repr__(self) -> str:
         return f"CompiledPolicy({self.name!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        """The generated functions (and their ``source``), made when one is first asked for.
+
+        Everything that can fail (the plan, the fields' masks) was done by ``__init__``;
+        generating the code cannot. So a policy never used to decide a record costs no code
+        generation: of a network's 15,000 partner policies, an incremental run uses those
+        of the partners with a changed record."""
+        built = self.__dict__.get("_build")
+        if name not in _GENERATED or built is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        plan, fields = built
+        functions, source = codegen.build(self.name, plan, fields)
+        for generated in _GENERATED[:-1]:
+            setattr(self, generated, functions[generated])
+        self.source = source
+        self._build = None
+        return getattr(self, name)
 
     def apply(self, records: Iterable[Record]) -> Iterator[tuple[Record, Decision, Record | None]]:
         """Stream ``(record, decision, projection or None)`` for each record."""

@@ -145,10 +145,9 @@ class PolicySet:
     """Many compiled policies evaluated together; ``shared`` is the fast path."""
 
     def __init__(self, policies: Sequence[CompiledPolicy]) -> None:
+        # A policy's generated functions are made when first used (see CompiledPolicy):
+        # only those of the policies a record is a candidate for, and one per group here.
         self.policies = tuple(policies)
-        self._evaluate: list[Callable[[Record], tuple[Decision, Record | None]]] = [
-            p.evaluate for p in self.policies
-        ]
         self._allow: list[Callable[[Record], Decision | None] | None] = []
         self._group: list[int] = []
         self._passes: list[Callable[[Record], bool]] = []
@@ -242,7 +241,7 @@ class PolicySet:
         gates: dict[str, Decision | None] = {}
         for position, policy in enumerate(self.policies):
             if position in candidates or position not in self.indexed:
-                yield policy, *self._evaluate[position](record)
+                yield policy, *policy.evaluate(record)
                 continue
             if policy.gate_key not in gates:
                 gates[policy.gate_key] = policy.gate(record)

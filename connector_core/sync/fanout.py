@@ -966,7 +966,7 @@ class _PageDecisions:
         self.defaults: list[list[Decision | None]] = [[] for _ in gates]
         self.counts: list[collections.Counter[str | None]] = [collections.Counter() for _ in gates]
         candidates = decider.set.candidates
-        evaluate = [p.evaluate for p in decider.policies]
+        policies = decider.policies  # each one's code is generated when first evaluated
         verdicts = self.verdicts
         for j, record in enumerate(records):
             deleted = record.get("deleted") is True
@@ -980,7 +980,7 @@ class _PageDecisions:
                 continue
             for position in candidates(record):
                 try:
-                    verdicts[position][j] = evaluate[position](record)
+                    verdicts[position][j] = policies[position].evaluate(record)
                 except RecordRejected as exc:
                     verdicts[position][j] = exc
         self.held: collections.defaultdict[int, set[int]] = collections.defaultdict(set)

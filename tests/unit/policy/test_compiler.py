@@ -500,6 +500,32 @@ def test_generated_code_is_shared_by_policies_that_differ_only_in_values() -> No
     assert not south.decide({"region": "North"}).share
 
 
+def test_code_is_generated_when_a_policy_is_first_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy compiled but never asked to decide (an idle partner's, in an incremental
+    run) generates no code; the first function asked for generates all of them, once."""
+    from connector_core.policy import codegen
+
+    built: list[str] = []
+    real = codegen.build
+
+    def counted(name: str, *args: Any) -> Any:
+        built.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(codegen, "build", counted)
+    policy = compile_policy(make_policy(rules=(allow("North", Compare("region", "eq", "N")),)))
+    assert built == []
+    assert policy.gate_checks == ()
+    assert policy.share_key
+    assert policy.evaluate({"region": "N"})[0].share
+    assert built == ["p"]
+    assert policy.decide({"region": "S"}).reason == "no-allow:p"
+    assert "def " in policy.source
+    assert built == ["p"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        policy.nothing  # noqa: B018
+
+
 # --- errors at compile time --------------------------------------------------------------
 
 
