@@ -117,6 +117,12 @@ class Link:
         """The repr of each allow rule's condition."""
         return frozenset(repr(r.condition) for r in self.allows())
 
+    @functools.cached_property
+    def tested(self) -> frozenset[str]:
+        """Every field the rules' conditions test (see :func:`tested_fields`): found once
+        for a Link that many compiles share (a template's partners share their floor's)."""
+        return frozenset(f for r in self.rules for f in tested_fields(r.condition))
+
 
 _STRICTNESS = {"show": 0, "mask": 1, "absent": 2, "forbid": 3}
 
@@ -464,7 +470,7 @@ def _pushdown(links: tuple[Link, ...], resolutions: dict[str, Resolution]) -> Pu
     elif forbids:
         parts.append(Not(_any([c for c in forbids if c is not None])))
     decision = {"id", *(["consent"] if purposes else [])}
-    decision.update(f for link in links for r in link.rules for f in tested_fields(r.condition))
+    decision.update(*(link.tested for link in links))
     shared: set[str] = set()
     for name, resolution in resolutions.items():
         if resolution.outcome.kind in ("show", "mask"):

@@ -46,6 +46,7 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
     holder = f"pid {os.getpid()} on host {socket.gethostname()}"
     now = dt.datetime.now(dt.UTC)
     tokens: dict[str, int] = {}
+    locks = list(dict(locks).items())  # a lock once (a multi-row upsert takes a row once)
     for start in range(0, len(locks), _CHUNK):
         chunk = locks[start : start + _CHUNK]
         rows = [
@@ -53,25 +54,28 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
             for name, job in chunk
         ]
         # executemany of one statement (its compiled form cached; SQLAlchemy sends the rows
-        # in multi-row INSERTs): not a VALUES list of 500 rows compiled for every group
-        conn.execute(_bump(conn.dialect.name == "postgresql"), rows)
-        names = [name for name, _ in chunk]
-        query = sa.select(lock_fences.c.name, lock_fences.c.token)
-        tokens.update(
-            (str(name), int(token))
-            for name, token in conn.execute(query.where(lock_fences.c.name.in_(names)))
-        )
+        # in multi-row INSERTs): not a VALUES list of 500 rows compiled for every group;
+        # each row's new token comes back with it (RETURNING), where the driver can
+        returning = conn.dialect.insert_executemany_returning
+        found = conn.execute(_bump(conn.dialect.name == "postgresql", returning), rows)
+        if not returning:
+            names = [name for name, _ in chunk]
+            query = sa.select(lock_fences.c.name, lock_fences.c.token)
+            found = conn.execute(query.where(lock_fences.c.name.in_(names)))
+        tokens.update((str(name), int(token)) for name, token in found)
     return tokens
 
 
 @functools.cache
-def _bump(pg: bool) -> Any:
-    """The upsert that gives a lock a new token (built once per backend)."""
+def _bump(pg: bool, returning: bool) -> Any:
+    """The upsert that gives a lock a new token (built once per backend), returning the
+    lock's name and new token if `returning`."""
     stmt = dialect.insert(lock_fences, pg=pg)
     new = {c: stmt.excluded[c] for c in ("job", "holder", "acquired_at")}
-    return stmt.on_conflict_do_update(
+    bump = stmt.on_conflict_do_update(
         index_elements=["name"], set_={"token": lock_fences.c.token + 1, **new}
     )
+    return bump.returning(lock_fences.c.name, lock_fences.c.token) if returning else bump
 
 
 def check(conn: Connection, held: Mapping[str, int], job: str, target: str) -> None:

@@ -386,43 +386,27 @@ class StateStore:
 
     def read_ahead(self, jobs: Sequence[str]) -> None:
         """In a :meth:`joined` block: read the job states, outstanding changes, intents,
-        fingerprint marks, unkeyed-key marks, unfinished runs, open approval sets and name
-        ids (added if new) of `jobs` now, in one query each per 500 jobs, for the block's calls of
-        :meth:`job_state`, :meth:`outstanding`, :meth:`adopt_intents`,
-        :meth:`has_fingerprints`, :meth:`legacy_keys`, :meth:`has_open_sets`,
-        :meth:`start_run` and :meth:`set_job_state` (a write through the store drops what
-        it may change). Outside a block it does nothing."""
+        fingerprint marks, unkeyed-key marks, unfinished runs and open approval sets of
+        `jobs` for the block's calls of :meth:`job_state`, :meth:`outstanding`,
+        :meth:`adopt_intents`, :meth:`has_fingerprints`, :meth:`legacy_keys`,
+        :meth:`has_open_sets`, :meth:`start_run` and :meth:`set_job_state` (a write through
+        the store drops what it may change), each kind in one query per 500 jobs when the
+        block first asks for it (a block that ends runs asks for states and outstanding
+        changes, not for intents or fingerprints); their name ids now (added if new).
+        Outside a block it does nothing."""
         conn = self._joined
         if conn is None:
             return
-        ahead = _Ahead(set(jobs))
         names = list(jobs)
-        for start in range(0, len(names), _CHUNK):
-            chunk = names[start : start + _CHUNK]
-            for row in conn.execute(sa.select(job_state).where(job_state.c.job.in_(chunk))):
-                ahead.states[row.job] = JobState(**row._mapping)
-            for row in conn.execute(sa.select(outstanding).where(outstanding.c.job.in_(chunk))):
-                ahead.owed.setdefault(row.job, []).append(row)
-            for row in conn.execute(sa.select(intents).where(intents.c.job.in_(chunk))):
-                ahead.left.setdefault(row.job, []).append(row)
-            marks = sa.select(row_fingerprints.c.job, row_fingerprints.c.cursor)
-            found = conn.execute(marks.where(row_fingerprints.c.job.in_(chunk)))
-            ahead.fingerprinted.update((job, cursor) for job, cursor in found)
-            legacy = {_legacy(job): job for job in chunk}
-            marked = sa.select(store_secrets.c.name).where(store_secrets.c.name.in_(list(legacy)))
-            ahead.legacy.update(legacy[name] for name in conn.scalars(marked))
-            running = sa.select(runs.c.job).where(runs.c.job.in_(chunk), runs.c.status == "running")
-            ahead.running.update(conn.scalars(running.distinct()))
-            open_sets = sa.select(approval_sets.c.job).where(
-                approval_sets.c.job.in_(chunk), approval_sets.c.status.in_(OPEN_STATUSES)
-            )
-            ahead.open_sets.update(conn.scalars(open_sets.distinct()))
-            self._terms.intern(conn, "job", chunk)  # their ids (start_run would add them)
-        self._ahead = ahead
+        for start in range(0, len(names), _CHUNK):  # their ids (start_run would add them)
+            self._terms.intern(conn, "job", names[start : start + _CHUNK])
+        self._ahead = _Ahead(conn, names)
 
     def _known_ahead(self, job: str) -> _Ahead | None:
         ahead = self._ahead
-        return ahead if ahead is not None and job in ahead.jobs else None
+        if ahead is None or job not in ahead.jobs or self._broken is not None:
+            return None  # (a broken block: the call raises as any other does)
+        return ahead
 
     def _forget_ahead(self, job: str | None = None) -> None:
         """Drop what was read ahead of `job` (of every job: None)."""
@@ -1671,18 +1655,127 @@ def _unpacked(blob: bytes) -> array.array[int]:
     return values
 
 
-@dataclasses.dataclass
 class _Ahead:
-    """What :meth:`StateStore.read_ahead` read, for the jobs still in `jobs`."""
+    """What :meth:`StateStore.read_ahead` reads, for the jobs still in `jobs`: each kind
+    read for all of them on `conn` (the joined block's) when first asked for. A job leaves
+    `jobs` when a write through the store may change what was, or would be, read of it, so
+    what is read later is what would have been read at once."""
 
-    jobs: set[str]
-    states: dict[str, JobState] = dataclasses.field(default_factory=dict)
-    owed: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    left: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    fingerprinted: set[tuple[str, str]] = dataclasses.field(default_factory=set)
-    legacy: set[str] = dataclasses.field(default_factory=set)  # see legacy_keys
-    running: set[str] = dataclasses.field(default_factory=set)  # with a run "running"
-    open_sets: set[str] = dataclasses.field(default_factory=set)  # see has_open_sets
+    def __init__(self, conn: Connection, names: list[str]) -> None:
+        self.jobs = set(names)
+        self._conn = conn
+        self._names = names
+        self._read: dict[str, Any] = {}
+
+    def _get(self, kind: str) -> Any:
+        found = self._read.get(kind)
+        if found is None:
+            found = self._read[kind] = _AHEAD_READS[kind](self._conn, self._names)
+        return found
+
+    @property
+    def states(self) -> dict[str, JobState]:
+        return cast(dict[str, JobState], self._get("states"))
+
+    @property
+    def owed(self) -> dict[str, list[Any]]:
+        return cast(dict[str, list[Any]], self._get("owed"))
+
+    @property
+    def left(self) -> dict[str, list[Any]]:
+        """The intents each job's interrupted runs left."""
+        return cast(dict[str, list[Any]], self._get("left"))
+
+    @property
+    def fingerprinted(self) -> set[tuple[str, str]]:
+        return cast(set[tuple[str, str]], self._get("fingerprinted"))
+
+    @property
+    def legacy(self) -> set[str]:
+        """The jobs using unkeyed keys (see :meth:`StateStore.legacy_keys`)."""
+        return cast(set[str], self._get("legacy"))
+
+    @property
+    def running(self) -> set[str]:
+        """The jobs with a run "running"."""
+        return cast(set[str], self._get("running"))
+
+    @property
+    def open_sets(self) -> set[str]:
+        """The jobs with open approval sets (see :meth:`StateStore.has_open_sets`)."""
+        return cast(set[str], self._get("open_sets"))
+
+
+def _chunks(names: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(names), _CHUNK):
+        yield names[start : start + _CHUNK]
+
+
+def _read_states(conn: Connection, names: list[str]) -> dict[str, JobState]:
+    return {
+        row.job: JobState(**row._mapping)
+        for chunk in _chunks(names)
+        for row in conn.execute(sa.select(job_state).where(job_state.c.job.in_(chunk)))
+    }
+
+
+def _read_by_job(table: sa.Table) -> Callable[[Connection, list[str]], dict[str, list[Any]]]:
+    def read(conn: Connection, names: list[str]) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        for chunk in _chunks(names):
+            for row in conn.execute(sa.select(table).where(table.c.job.in_(chunk))):
+                found.setdefault(row.job, []).append(row)
+        return found
+
+    return read
+
+
+def _read_fingerprinted(conn: Connection, names: list[str]) -> set[tuple[str, str]]:
+    marks = sa.select(row_fingerprints.c.job, row_fingerprints.c.cursor)
+    return {
+        (job, cursor)
+        for chunk in _chunks(names)
+        for job, cursor in conn.execute(marks.where(row_fingerprints.c.job.in_(chunk)))
+    }
+
+
+def _read_legacy(conn: Connection, names: list[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(names):
+        legacy = {_legacy(job): job for job in chunk}
+        marked = sa.select(store_secrets.c.name).where(store_secrets.c.name.in_(list(legacy)))
+        found.update(legacy[name] for name in conn.scalars(marked))
+    return found
+
+
+def _read_running(conn: Connection, names: list[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(names):
+        running = sa.select(runs.c.job).where(runs.c.job.in_(chunk), runs.c.status == "running")
+        found.update(conn.scalars(running.distinct()))
+    return found
+
+
+def _read_open_sets(conn: Connection, names: list[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(names):
+        open_sets = sa.select(approval_sets.c.job).where(
+            approval_sets.c.job.in_(chunk), approval_sets.c.status.in_(OPEN_STATUSES)
+        )
+        found.update(conn.scalars(open_sets.distinct()))
+    return found
+
+
+#: how :class:`_Ahead` reads each kind, for many jobs
+_AHEAD_READS: dict[str, Callable[[Connection, list[str]], Any]] = {
+    "states": _read_states,
+    "owed": _read_by_job(outstanding),
+    "left": _read_by_job(intents),
+    "fingerprinted": _read_fingerprinted,
+    "legacy": _read_legacy,
+    "running": _read_running,
+    "open_sets": _read_open_sets,
+}
 
 
 def _owed(job: str, rows: Iterable[Any], left: Iterable[Any]) -> dict[str, Outstanding]:

@@ -74,12 +74,14 @@ def _stripped(cells: Sequence[str]) -> tuple[str, ...]:
 class _Row:
     """What the session knows of one keyed row: where it is and what a write could change.
 
-    ``digest`` covers the cells at the base header's writable positions; ``extras`` the
-    cells past the base header (columns added by this run, a long row's tail)."""
+    ``digest`` covers the cells at the base header's writable positions (None: not made
+    yet, for a row of a small file whose cells the session keeps; see
+    :meth:`CsvWrites._digest_of`); ``extras`` the cells past the base header (columns added
+    by this run, a long row's tail)."""
 
     __slots__ = ("digest", "extras", "ordinal")
 
-    def __init__(self, ordinal: int, digest: bytes, extras: tuple[str, ...] = ()) -> None:
+    def __init__(self, ordinal: int, digest: bytes | None, extras: tuple[str, ...] = ()) -> None:
         self.ordinal = ordinal
         self.digest = digest
         self.extras = extras
@@ -203,12 +205,21 @@ class CsvWrites(WriteSession):
             key = self._unguard(cells[key_at]) if key_at < len(cells) else ""
             if not key.strip():
                 continue
-            found = _Row(ordinal, self._view_digest(cells), _stripped(cells[self.base :]))
+            # a kept row's digest is made when a write first compares it (few are written)
+            digest = None if self._kept is not None else self._view_digest(cells)
+            found = _Row(ordinal, digest, _stripped(cells[self.base :]))
             if key in self.rows:
                 self.repeats.setdefault(key, []).append(found)
                 continue
             self.rows[key] = found
         self.originals = self.next_ordinal
+
+    def _digest_of(self, row: _Row) -> bytes:
+        """`row`'s digest, made from the kept cells of the file when first asked for."""
+        if row.digest is None:
+            assert self._kept is not None  # only a kept row has none yet
+            row.digest = self._view_digest(self._kept[row.ordinal])
+        return row.digest
 
     def _view_digest(self, cells: Sequence[str]) -> bytes:
         if len(cells) > self.written[-1]:
@@ -301,7 +312,7 @@ class CsvWrites(WriteSession):
             if index >= self.base:
                 extras[index - self.base] = cell
         new_extras = _stripped(extras)
-        if digest == row.digest and new_extras == row.extras:
+        if digest == self._digest_of(row) and new_extras == row.extras:
             return "unchanged"
         row.digest, row.extras = digest, new_extras
         self._keep(row.ordinal, len(header), values)

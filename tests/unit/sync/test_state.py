@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,7 @@ from connector_core.sync.tables import (
     fingerprint_blocks,
     intents,
     job_state,
+    lock_fences,
     metadata,
     row_fingerprints,
     runs,
@@ -334,6 +337,30 @@ def test_a_joined_block_checks_a_whole_groups_fences_in_one_read(
         assert all(store.mapped(job, ["1"]) for job in jobs)
 
 
+def test_taking_a_groups_locks_returns_each_new_token_from_its_own_upsert(
+    store: StateStore, raw_engine: sa.Engine
+) -> None:
+    """take_many gives each lock a new token and reads it back from the upsert itself
+    (RETURNING): one statement per 500 locks, none reading lock_fences again; the tokens
+    are the table's; a lock named twice is taken once, by its last holder."""
+    from connector_core.sync import fences
+
+    locks = [(f"job:p{n}", f"p{n}") for n in range(600)] + [("target:t", "p1"), ("target:t", "p2")]
+    sent: list[str] = []
+    sa.event.listen(raw_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    with raw_engine.begin() as conn:
+        first = fences.take_many(conn, locks)
+        again = fences.take_many(conn, locks[:3])
+        assert len(sent) == 3  # 601 locks, then 3: two statements and one, all upserts
+        assert all(sql.lstrip().upper().startswith("INSERT") for sql in sent)
+        assert fences.writer(conn, "target:t") == "p2"
+    with raw_engine.connect() as conn:
+        held = dict(conn.execute(sa.select(lock_fences.c.name, lock_fences.c.token)).all())
+    assert first == dict.fromkeys(dict(locks), 1)
+    assert again == dict.fromkeys(dict(locks[:3]), 2)
+    assert held == {**first, **again}
+
+
 def test_a_joined_block_writes_its_jobs_intents_in_one_statement(
     state_url: str, make_change: Change
 ) -> None:
@@ -386,6 +413,29 @@ def test_what_a_joined_block_reads_ahead_is_what_the_store_holds(store: StateSto
         assert store.job_state("south").last_run_at == later
     assert store.outstanding("members")["7"].status == "sent"
     assert store.job_state("south").last_run_at == later
+
+
+def test_a_joined_block_reads_ahead_each_kind_when_it_first_asks_for_it(
+    state_url: str,
+) -> None:
+    """read_ahead reads a kind of row for all its jobs when the block first asks for it, in
+    one statement per 500 jobs, and none the block never asks for: a block ending 600
+    jobs' runs reads their states and outstanding changes (with the intents those count),
+    not their fingerprints, unfinished runs or approval sets."""
+    jobs = [f"partner-{n:03d}" for n in range(600)]
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        store.set_job_state(JobState(jobs[1], last_run_at=T0))
+        sent = statements(store, "FROM ")
+        with store.joined():
+            store.read_ahead(jobs)
+            assert not [sql for sql in sent if "FROM terms" not in sql]  # nothing asked yet
+            assert store.job_state(jobs[1]).last_run_at == T0
+            assert all(store.job_state(job) == JobState(job) for job in jobs[2:])
+            assert not any(store.outstanding(job) for job in jobs)
+    read = collections.Counter(
+        table for sql in sent for table in re.findall(r"FROM (\w+)", sql) if table != "terms"
+    )
+    assert read == {"job_state": 2, "outstanding": 2, "intents": 2}
 
 
 def test_read_ahead_knows_unkeyed_keys_unfinished_runs_and_open_sets_as_the_queries(
