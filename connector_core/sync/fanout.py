@@ -279,11 +279,6 @@ class _Group:
         else:
             fields, where = self.runs[0].query(cursor is None)
         self.runs[0].filtered = where is not None
-        decider = None
-        if shared:
-            with self._joined():  # each job's id map: reads in one transaction
-                decider = _Decider(self.runs, self.store)
-            self.passed = _Passed(decider)
         known: dict[str, Any] = {}
         skipping = False
         if shared:  # the group's fingerprints, not each job's (see _known)
@@ -299,6 +294,13 @@ class _Group:
         source = self.jobs[0].config.source
         key = (source, cursor, fields, skipping)
         kept = self.reads.kept(key) if shared else None
+        decider = None
+        if shared:
+            # a kept read: only the id map rows of the records it decoded can be asked for
+            among = None if kept is None else kept.page_of
+            with self._joined():  # each job's id map: reads in one transaction
+                decider = _Decider(self.runs, self.store, among)
+            self.passed = _Passed(decider)
         pages: Iterator[Page] | None
         collect = None  # the row fingerprints this read reports, by source id
         if kept is not None:  # an earlier group's read of the same source: not read again
@@ -838,7 +840,15 @@ class _Reads:
 class _Decider:
     """The group's policies as one indexed set, and the source ids each job holds."""
 
-    def __init__(self, runs: Sequence[JobRun], store: StateStore) -> None:
+    def __init__(
+        self,
+        runs: Sequence[JobRun],
+        store: StateStore,
+        among: Callable[[], Collection[str]] | None = None,
+    ) -> None:
+        """`among` gives the source ids of every record the group's pages will hold (a kept
+        read's), if known: only their id map rows are read (with every held id). It is
+        called only if the group's jobs hold something."""
         self.runs = runs
         policies = [run.job.policy for run in runs]
         self.policies: list[CompiledPolicy] = policies
@@ -883,7 +893,19 @@ class _Decider:
         # serves until its id is handed to its job (then the job looks it up itself).
         self.rows: list[Mapping[str, Mapped]] | None = None
         held: list[Iterable[str]]
-        if sum(counts.values()) <= _ROWS_AHEAD:
+        holding = sum(counts.values())
+        if 0 < holding <= _ROWS_AHEAD and among is not None:
+            # a kept read: every held id (a complete read takes back those it did not list),
+            # and the rows of those among its records (an incremental read's are few)
+            by_job = store.mapped_ids(names)
+            held = [by_job[name] for name in names]
+            listed = among()
+            wanted = {source_id for ids in held for source_id in ids if source_id in listed}
+            everything = store.mapped_all(names, among=wanted)
+            self.rows = [_RowsAmong(everything[name], listed) for name in names]
+            for run, name in zip(runs, names, strict=True):
+                run.held_ahead = by_job[name]
+        elif holding <= _ROWS_AHEAD:
             everything = store.mapped_all(names)
             self.rows = [everything[name] for name in names]
             held = list(self.rows)
@@ -946,6 +968,25 @@ class _Decider:
             for handed in self.handed:
                 handed.update(keys)
         return _PageDecisions(self, page)
+
+
+class _RowsAmong(Mapping[str, Mapped]):
+    """A job's id map rows read for the source ids `among` only (see :class:`_Decider`):
+    asked for another id, it raises rather than answer that the job does not hold it."""
+
+    def __init__(self, rows: Mapping[str, Mapped], among: Collection[str]) -> None:
+        self._rows, self._among = rows, among
+
+    def __getitem__(self, source_id: str) -> Mapped:
+        if source_id not in self._among:
+            raise RuntimeError(f"id map row of {source_id!r} asked for, not read ahead")
+        return self._rows[source_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 class _PageDecisions:

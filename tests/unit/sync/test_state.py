@@ -299,6 +299,28 @@ def test_many_jobs_id_maps_are_read_at_once(store: StateStore, make_change: Chan
     assert everything["never-ran"] == {}
 
 
+def test_many_jobs_id_map_ids_and_the_rows_of_some_ids_are_read_at_once(
+    store: StateStore, make_change: Change
+) -> None:
+    """mapped_ids lists every id each job holds (the ids alone); mapped_all `among` some
+    ids reads only their rows, the same rows as a whole read (600 ids: two statements)."""
+    record(store, [make_change(str(n)) for n in range(700)])
+    store.record_batch("south", "t", "p.yaml", "p" * 64, [make_change("2")])
+    jobs = ["members", "south", "never-ran"]
+    ids = store.mapped_ids(jobs)
+    assert {job: sorted(found) for job, found in ids.items()} == {
+        "members": sorted(str(n) for n in range(700)),
+        "south": ["2"],
+        "never-ran": [],
+    }
+    whole = store.mapped_all(jobs)
+    among = [str(n) for n in range(0, 1200, 2)]
+    some = store.mapped_all(jobs, among=among)
+    assert dict(some["members"]) == {sid: whole["members"][sid] for sid in among if int(sid) < 700}
+    assert dict(some["south"]) == {"2": whole["south"]["2"]}
+    assert some["never-ran"] == {}
+
+
 def test_a_joined_block_looks_up_its_jobs_id_map_terms_once(
     state_url: str, make_change: Change
 ) -> None:
