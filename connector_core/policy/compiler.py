@@ -118,6 +118,16 @@ class Link:
         return frozenset(repr(r.condition) for r in self.allows())
 
     @functools.cached_property
+    def forbid_plan(self) -> tuple[tuple[Condition | None, Decision, str], ...]:
+        """Each forbid rule's condition, the decision it gives, and its condition's repr
+        (what a plan and a gate's checks are made of), in file order: made once for a
+        Link that many compiles share (a template's partners share their floor's)."""
+        return tuple(
+            (r.condition, Decision(False, f"forbid:{self.policy.name}:{r.name}"), text)
+            for r, (_, text) in zip(self.forbids(), self.forbid_texts, strict=True)
+        )
+
+    @functools.cached_property
     def tested(self) -> frozenset[str]:
         """Every field the rules' conditions test (see :func:`tested_fields`): found once
         for a Link that many compiles share (a template's partners share their floor's)."""
@@ -180,7 +190,7 @@ class CompiledPolicy:
         #: that differ only in the reasons' names
         self.gate_checks: tuple[tuple[str, Decision], ...] = tuple(
             (f"consent:{p}", cast(Decision, d)) for p, d in plan.consents
-        ) + tuple((f"forbid:{c!r}", cast(Decision, d)) for c, d in plan.forbids)
+        ) + tuple((f"forbid:{text}", d) for link in links for _, d, text in link.forbid_plan)
         self.gate_key = repr(
             ([p for link in links for p in link.policy.require_consent], self._forbid_key())
         )
@@ -240,11 +250,7 @@ class CompiledPolicy:
         leaf, *parents = self.links
         return codegen.DecisionPlan(
             consents=[(p, Decision(False, f"consent:{p}")) for p in purposes],
-            forbids=[
-                (r.condition, Decision(False, f"forbid:{link.policy.name}:{r.name}"))
-                for link in self.links
-                for r in link.forbids()
-            ],
+            forbids=[(c, d) for link in self.links for c, d, _ in link.forbid_plan],
             leaf_allows=[
                 (r.condition, Decision(True, f"shared:{r.name}", r.name)) for r in leaf.allows()
             ],

@@ -882,7 +882,8 @@ class _Decider:
         self.everything = [run.planner.cleanup for run in runs]
         self.always = {position for position, every in enumerate(self.everything) if every}
         #: source id -> positions of the jobs whose id map or outstanding changes hold it
-        #: (and, as the read goes on, that shared it in this run)
+        #: (and, as the read goes on, that shared it in this run); of a kept read, only
+        #: the ids it lists are looked up, and only theirs are kept
         self.holders: dict[str, list[int]] = collections.defaultdict(list)
         names = [run.job.name for run in runs]
         counts = store.mapped_counts(names)
@@ -898,9 +899,10 @@ class _Decider:
             # a kept read: every held id (a complete read takes back those it did not list),
             # and the rows of those among its records (an incremental read's are few)
             by_job = store.mapped_ids(names)
-            held = [by_job[name] for name in names]
             listed = among()
-            wanted = {source_id for ids in held for source_id in ids if source_id in listed}
+            # only the records of the read are ever looked up as held (here and in _replay)
+            held = [[sid for sid in by_job[name] if sid in listed] for name in names]
+            wanted = {source_id for ids in held for source_id in ids}
             everything = store.mapped_all(names, among=wanted)
             self.rows = [_RowsAmong(everything[name], listed) for name in names]
             for run, name in zip(runs, names, strict=True):

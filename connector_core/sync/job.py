@@ -155,6 +155,9 @@ class PolicyCache:
         self._done: dict[tuple[Any, ...], tuple[Policy, CompiledPolicy]] = {}
         self._columns: dict[Path, list[str]] = {}
         self._memo = PolicyMemo()  # the floor and a template's fields, checked once
+        #: each connection's fingerprint as canonical JSON (see :func:`connection_json`):
+        #: a network's national source, printed once for its 15,000 partners' config hashes
+        self.prints: dict[str, str] = {}
 
     def load(self, path: Path, partner: PartnerRow | None) -> tuple[Policy, CompiledPolicy]:
         """The policy at `path` for `partner` (None: not a partner's), loaded and compiled;
@@ -231,16 +234,16 @@ def load_job(
         if check_schema:
             check_source(config, job.source, source, policy).raise_for_errors()
         opened.pop_all()
+    source_json = connection_json(config, source, policies.prints)
+    target_json = connection_json(config, target, policies.prints)
     return LoadedJob(
         name=name,
         config=job,
         source=source,
         target=target,
         policy=policy,
-        config_hash=_digest(
-            {"source": fingerprint(config, source), "target": fingerprint(config, target)}
-        ),
-        target_hash=_digest(fingerprint(config, target)),
+        config_hash=config_digest(source_json, target_json),
+        target_hash=hashlib.sha256(target_json.encode()).hexdigest(),
         options=options,
         key_secret=key_secret(config),
         approvers=config.model.approvers,
@@ -308,6 +311,24 @@ def fingerprint(config: Config, adapter: Adapter) -> dict[str, Any]:
         "mapping": dict(adapter.mapping.entries),
         "settings": {k: v for k, v in settings.items() if k not in neutral},
     }
+
+
+def connection_json(config: Config, adapter: Adapter, prints: dict[str, str]) -> str:
+    """:func:`fingerprint` of `adapter`'s connection as canonical JSON, kept in `prints`
+    (a load's: its connections do not change) for the other jobs of the connection."""
+    found = prints.get(adapter.connection)
+    if found is None:
+        found = prints[adapter.connection] = canonical_json(fingerprint(config, adapter))
+    return found
+
+
+def config_digest(source_json: str, target_json: str) -> str:
+    """A job's config hash: the sha256 of ``{"source": ..., "target": ...}`` as canonical
+    JSON, made of its connections' canonical JSON (`source_json`, `target_json`, see
+    :func:`connection_json`) without encoding them again: the same text, as sorted keys
+    and no whitespace nest the same way."""
+    text = '{"source":' + source_json + ',"target":' + target_json + "}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _digest(value: Any) -> str:
