@@ -251,6 +251,31 @@ def test_run_all_reads_a_shared_source_once(
     assert reads[1] is not None  # both at the same cursor: one incremental read
 
 
+def test_run_all_loads_its_jobs_with_the_collector_out_of_the_way(
+    runner: CliRunner, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading many jobs (a network's partners) makes as many objects as running them:
+    `run --all` loads them as a run runs (runner.fewer_collections), then restores the
+    collector."""
+    import gc
+
+    from connector_core.cli import sync as cli_sync
+
+    thresholds = gc.get_threshold()
+    during: list[int] = []
+    load = cli_sync.load_job
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        during.append(gc.get_threshold()[0])
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(cli_sync, "load_job", spied)
+    result = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert result.exit_code == 0, result.output
+    assert len(during) == 2 and all(t > thresholds[0] for t in during)
+    assert gc.get_threshold() == thresholds
+
+
 def test_the_scheduler_runs_due_jobs_from_one_read(
     demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
