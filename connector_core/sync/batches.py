@@ -73,6 +73,11 @@ class Batches:
         if last is not None:  # nothing left to write, but a cursor to store
             self.write([], last)
 
+    def close(self) -> None:
+        """Drop the writer: the run is done and writes nothing more. (A run's own method,
+        it makes a cycle run -> batches -> run that only the cyclic collector would free.)"""
+        self.write = _closed
+
     def _flush(self) -> None:
         batch, self.pending = self.pending[: self.size], self.pending[self.size :]
         self.write(batch, self._cursor_for(self.done + len(batch)))
@@ -87,3 +92,7 @@ class Batches:
             return None
         self.saved = cursor
         return cursor
+
+
+def _closed(steps: Sequence[Step], cursor: str | None) -> None:
+    raise RuntimeError("a finished run's batches were written")

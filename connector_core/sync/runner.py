@@ -424,6 +424,7 @@ class _Run:
                 self.run_id, status=self._status(), counts=self.counts, error=self.result.aborted
             )
         self._log_summary()
+        self.batches.close()  # reference counting frees the run once it is dropped
         return self.result
 
     def _sync(self, cursor: str | None) -> None:

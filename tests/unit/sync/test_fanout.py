@@ -503,6 +503,40 @@ def test_a_group_keeps_the_garbage_collector_out_of_the_way_and_restores_it(
     assert gc.get_threshold() == thresholds
 
 
+def test_a_groups_finished_runs_are_freed_without_the_cyclic_collector(
+    tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each job's run of a group is freed by reference counting once the group is done
+    (no cycle holds it: see runner's test of one run), not left to the collector."""
+    import gc
+    import weakref
+
+    from connector_core.sync import runner
+
+    world = World(tmp_path)
+    for n in range(5):
+        world.put(n)
+    refs: list[weakref.ref[Any]] = []
+    finish = runner._Run.finish
+    monkeypatch.setattr(
+        runner._Run, "finish", lambda run: refs.append(weakref.ref(run)) or finish(run)
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        with store as s:
+            jobs = world.load()
+            try:
+                run_jobs(jobs, s)
+            finally:
+                for job in jobs:
+                    job.close()
+        assert len(refs) == len(jobs) > 1
+        assert all(ref() is None for ref in refs)
+    finally:
+        gc.enable()
+
+
 def test_a_job_with_nothing_in_a_page_passes_it_unplanned_and_ends_as_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
