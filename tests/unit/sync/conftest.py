@@ -7,11 +7,15 @@ reachable server the PostgreSQL half is skipped locally and fails in CI (env CI 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import signal
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -140,3 +144,24 @@ def net(tmp_path: Path) -> Network:
     network.put("p2", first_name="Bruno", city="York")
     network.put("p3", region="South")
     return network
+
+
+@contextlib.contextmanager
+def finished_runs_uncollected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[list[weakref.ref[Any]]]:
+    """A weak reference to each run as it finishes, with the cyclic collector off for the
+    block: a run still alive after its caller dropped it is held by a reference cycle."""
+    from connector_core.sync import runner
+
+    refs: list[weakref.ref[Any]] = []
+    finish = runner._Run.finish
+    monkeypatch.setattr(
+        runner._Run, "finish", lambda run: refs.append(weakref.ref(run)) or finish(run)
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        yield refs
+    finally:
+        gc.enable()

@@ -25,6 +25,7 @@ from connector_core.sync.locks import JobLocked
 from connector_core.sync.runner import run_job
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, MemoryAdapter, reset_memory_stores
+from tests.unit.sync.conftest import finished_runs_uncollected
 
 
 class CountingAdapter(MemoryAdapter):
@@ -508,22 +509,10 @@ def test_a_groups_finished_runs_are_freed_without_the_cyclic_collector(
 ) -> None:
     """Each job's run of a group is freed by reference counting once the group is done
     (no cycle holds it: see runner's test of one run), not left to the collector."""
-    import gc
-    import weakref
-
-    from connector_core.sync import runner
-
     world = World(tmp_path)
     for n in range(5):
         world.put(n)
-    refs: list[weakref.ref[Any]] = []
-    finish = runner._Run.finish
-    monkeypatch.setattr(
-        runner._Run, "finish", lambda run: refs.append(weakref.ref(run)) or finish(run)
-    )
-    gc.collect()
-    gc.disable()
-    try:
+    with finished_runs_uncollected(monkeypatch) as refs:
         with store as s:
             jobs = world.load()
             try:
@@ -533,8 +522,6 @@ def test_a_groups_finished_runs_are_freed_without_the_cyclic_collector(
                     job.close()
         assert len(refs) == len(jobs) > 1
         assert all(ref() is None for ref in refs)
-    finally:
-        gc.enable()
 
 
 def test_a_job_with_nothing_in_a_page_passes_it_unplanned_and_ends_as_alone(

@@ -760,21 +760,12 @@ def test_a_finished_run_is_freed_without_the_cyclic_collector(
     """A run holds nothing in a reference cycle once it finished (its batches drop their
     writer): reference counting frees it and all it holds as soon as it is dropped, not
     the collector, which a group of 15,000 partners' runs would keep busy."""
-    import weakref
+    from tests.unit.sync.conftest import finished_runs_uncollected
 
-    refs: list[weakref.ref[Any]] = []
-    finish = runner._Run.finish
-    monkeypatch.setattr(
-        runner._Run, "finish", lambda run: refs.append(weakref.ref(run)) or finish(run)
-    )
-    gc.collect()
-    gc.disable()
-    try:
+    with finished_runs_uncollected(monkeypatch) as refs:
         assert run_csv(csv_net, store).counts.created == 2
         assert refs
         assert all(ref() is None for ref in refs)
-    finally:
-        gc.enable()
 
 
 def test_csv_deletes_propagate_because_every_read_is_a_snapshot(
