@@ -398,8 +398,8 @@ class StateStore:
         if conn is None:
             return
         names = list(jobs)
-        for start in range(0, len(names), _CHUNK):  # their ids (start_run would add them)
-            self._terms.intern(conn, "job", names[start : start + _CHUNK])
+        for chunk in _chunks(names):  # their ids (start_run would add them)
+            self._terms.intern(conn, "job", chunk)
         self._ahead = _Ahead(conn, names)
 
     def _known_ahead(self, job: str) -> _Ahead | None:
@@ -1775,22 +1775,17 @@ def _read_legacy(conn: Connection, names: list[str]) -> set[str]:
     return found
 
 
-def _read_running(conn: Connection, names: list[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(names):
-        running = sa.select(runs.c.job).where(runs.c.job.in_(chunk), runs.c.status == "running")
-        found.update(conn.scalars(running.distinct()))
-    return found
+def _read_jobs_with(table: sa.Table, row: Any) -> Callable[[Connection, list[str]], set[str]]:
+    """A reader of those jobs that have a row of `table` matching `row` (a condition)."""
 
+    def read(conn: Connection, names: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(names):
+            query = sa.select(table.c.job).where(table.c.job.in_(chunk), row).distinct()
+            found.update(conn.scalars(query))
+        return found
 
-def _read_open_sets(conn: Connection, names: list[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(names):
-        open_sets = sa.select(approval_sets.c.job).where(
-            approval_sets.c.job.in_(chunk), approval_sets.c.status.in_(OPEN_STATUSES)
-        )
-        found.update(conn.scalars(open_sets.distinct()))
-    return found
+    return read
 
 
 #: how :class:`_Ahead` reads each kind, for many jobs
@@ -1800,8 +1795,8 @@ _AHEAD_READS: dict[str, Callable[[Connection, list[str]], Any]] = {
     "left": _read_by_job(intents),
     "fingerprinted": _read_fingerprinted,
     "legacy": _read_legacy,
-    "running": _read_running,
-    "open_sets": _read_open_sets,
+    "running": _read_jobs_with(runs, runs.c.status == "running"),
+    "open_sets": _read_jobs_with(approval_sets, approval_sets.c.status.in_(OPEN_STATUSES)),
 }
 
 
