@@ -243,7 +243,7 @@ def load_job(
         target=target,
         policy=policy,
         config_hash=config_digest(source_json, target_json),
-        target_hash=hashlib.sha256(target_json.encode()).hexdigest(),
+        target_hash=_text_digest(target_json),
         options=options,
         key_secret=key_secret(config),
         approvers=config.model.approvers,
@@ -327,12 +327,15 @@ def config_digest(source_json: str, target_json: str) -> str:
     JSON, made of its connections' canonical JSON (`source_json`, `target_json`, see
     :func:`connection_json`) without encoding them again: the same text, as sorted keys
     and no whitespace nest the same way."""
-    text = '{"source":' + source_json + ',"target":' + target_json + "}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _text_digest('{"source":' + source_json + ',"target":' + target_json + "}")
 
 
 def _digest(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    return _text_digest(canonical_json(value))
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _check_target(name: str, job: JobConfig, target: type[Adapter]) -> None:
