@@ -1050,7 +1050,7 @@ def fewer_collections() -> Iterator[None]:
     allocations, not 700: most of a run's objects are freed by reference counting before
     a collection would scan them (at 10,000, the young collections of a 15,000-partner
     network's first run still took 12% of it). Memory is unaffected, as records hold no
-    cycles; what does (a run and its batches) waits a little longer to be freed."""
+    cycles, and neither does a finished run (see :meth:`_Run.finish`)."""
     with _COLLECTIONS_LOCK:  # runs in several threads: the first in sets, the last out resets
         if not _COLLECTIONS_HELD:
             thresholds = gc.get_threshold()
