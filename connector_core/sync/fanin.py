@@ -714,6 +714,6 @@ def _write(
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 where = (table.c.job == name, table.c.partner == partner)
-                conn.execute(table.delete().where(*where, table.c.source_id.in_(chunk)))
+                conn.execute(table.delete().where(*where, store._among(table.c.source_id, chunk)))
         for start in range(0, len(add), 1000):
             conn.execute(table.insert(), add[start : start + 1000])

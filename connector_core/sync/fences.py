@@ -57,7 +57,7 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
         # in multi-row INSERTs): not a VALUES list of 500 rows compiled for every group;
         # each row's new token comes back with it (RETURNING), where the driver can
         returning = conn.dialect.insert_executemany_returning
-        found = conn.execute(_bump(conn.dialect.name == "postgresql", returning), rows)
+        found = conn.execute(_bump(dialect.is_pg(conn), returning), rows)
         if not returning:
             names = [name for name, _ in chunk]
             query = sa.select(lock_fences.c.name, lock_fences.c.token)
@@ -91,7 +91,7 @@ def read(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
     """The rows of locks `names` (None for a lock never taken), read ``FOR UPDATE`` on
     PostgreSQL: the transaction that read them keeps them until it ends (a new holder's
     bump waits for it), so that a check of them in that transaction holds until then."""
-    query = _CHECK_PG if conn.dialect.name == "postgresql" else _CHECK
+    query = _checks(dialect.is_pg(conn))
     rows: dict[str, Any] = dict.fromkeys(names)
     for start in range(0, len(names), _CHUNK):
         chunk = list(names[start : start + _CHUNK])
@@ -121,6 +121,16 @@ def _query(name: str) -> sa.Select[Any]:
     return sa.select(lock_fences).where(lock_fences.c.name == name)
 
 
-_CHECK = sa.select(lock_fences).where(lock_fences.c.name.in_(sa.bindparam("names", expanding=True)))
-#: PostgreSQL: the rows read FOR UPDATE (a new holder's bump waits for the batch being recorded)
-_CHECK_PG = _CHECK.with_for_update()
+@functools.cache
+def _checks(pg: bool) -> Any:
+    """The read of the rows of the locks ``:names`` (built once per backend). PostgreSQL:
+    ``= ANY`` of one array (see :func:`~connector_core.sync.dialect.among`), the rows read
+    FOR UPDATE (a new holder's bump waits for the batch being recorded)."""
+    if pg:
+        names = sa.bindparam("names", type_=dialect.pg_array(lock_fences.c.name.type))
+        return (
+            sa.select(lock_fences).where(lock_fences.c.name == sa.func.any(names)).with_for_update()
+        )
+    return sa.select(lock_fences).where(
+        lock_fences.c.name.in_(sa.bindparam("names", expanding=True))
+    )

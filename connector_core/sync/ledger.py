@@ -36,7 +36,7 @@ from sqlalchemy import Connection
 from connector_core.cells import neutralize
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.files import append_file
-from connector_core.sync import bulk
+from connector_core.sync import bulk, dialect
 from connector_core.sync.model import LedgerEntry
 from connector_core.sync.tables import GENESIS_HASH, id_map, ledger, ledger_head
 from connector_core.sync.terms import (
@@ -460,7 +460,7 @@ def page(conn: Connection, *, job: str | None, after_seq: int, size: int) -> lis
     query = sa.select(ledger).where(ledger.c.seq > after_seq).order_by(ledger.c.seq).limit(size)
     if job is not None:
         entries = [i for i, value in ids_of_kind(conn, "entry").items() if value["job"] == job]
-        query = query.where(ledger.c.entry.in_(entries))
+        query = query.where(dialect.among(ledger.c.entry, entries, pg=dialect.is_pg(conn)))
     rows = logical(conn, list(conn.execute(_with_prev(query))), Terms())
     return [LedgerEntry(**row) for row in rows]
 

@@ -73,7 +73,8 @@ def remember(config: Config, store: StateStore, now: dt.datetime | None = None) 
     if not fresh:
         return
     with store._transaction(write=True) as conn:
-        conn.execute(partner_jobs.delete().where(partner_jobs.c.job.in_([f["job"] for f in fresh])))
+        names = [f["job"] for f in fresh]
+        conn.execute(partner_jobs.delete().where(store._among(partner_jobs.c.job, names)))
         conn.execute(partner_jobs.insert(), fresh)
 
 

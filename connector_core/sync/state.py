@@ -51,7 +51,6 @@ from connector_core.sync.model import (
 )
 from connector_core.sync.request_book import RequestBook
 from connector_core.sync.tables import (
-    Key,
     SecondTime,
     approval_sets,
     fingerprint_blocks,
@@ -375,7 +374,9 @@ class StateStore:
         self._put_outstanding(conn, list(behind.owed.values()), _utc(None))
         gone = [self._intent_ids.get(i, i) for i in behind.intents_gone]
         for start in range(0, len(gone), _CHUNK):
-            conn.execute(intents.delete().where(intents.c.id.in_(gone[start : start + _CHUNK])))
+            conn.execute(
+                intents.delete().where(self._among(intents.c.id, gone[start : start + _CHUNK]))
+            )
 
     def _deferred(self, kind: str) -> Any:
         """The statement of a deferred write's `kind` (built once per store)."""
@@ -493,7 +494,7 @@ class StateStore:
                 chunk = list(ids)[start : start + _CHUNK]
                 query = (
                     sa.select(id_map.c.job, sa.func.count())
-                    .where(id_map.c.job.in_(chunk))
+                    .where(self._among(id_map.c.job, chunk))
                     .group_by(id_map.c.job)
                 )
                 found.update((ids[job_id], int(n)) for job_id, n in conn.execute(query))
@@ -513,7 +514,7 @@ class StateStore:
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
             for chunk in _chunks(list(ids)):
-                query = _ID_MAP_UNTYPED.where(id_map.c.job.in_(chunk))
+                query = _ID_MAP_UNTYPED.where(self._among(id_map.c.job, chunk))
                 queries = (
                     [query]
                     if wanted is None
@@ -536,7 +537,9 @@ class StateStore:
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
             for chunk in _chunks(list(ids)):
-                for job_id, source_id in conn.execute(_ID_MAP_IDS.where(id_map.c.job.in_(chunk))):
+                for job_id, source_id in conn.execute(
+                    _ID_MAP_IDS.where(self._among(id_map.c.job, chunk))
+                ):
                     found[ids[job_id]].append(source_id)
         return found
 
@@ -552,14 +555,10 @@ class StateStore:
             return self._terms.intern(conn, "job", [job])[0]
         return self._terms.find(conn, "job", job)
 
-    def _among(self, column: Any, values: Sequence[str]) -> Any:
-        """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter, one
-        statement text whatever the count, so the server's plan cache serves every page."""
-        if self._pg:
-            return column == sa.func.any(
-                sa.bindparam("among", list(values), type_=dialect.pg_array(Key))
-            )
-        return column.in_(values)
+    def _among(self, column: Any, values: Iterable[Any]) -> Any:
+        """``column IN (values)``, as :func:`~connector_core.sync.dialect.among` writes it
+        for this store's backend."""
+        return dialect.among(column, values, pg=self._pg)
 
     def _mapped_rows(
         self, conn: Connection, rows: Sequence[Any], jobs: dict[int, str]
@@ -806,9 +805,11 @@ class StateStore:
             doomed = list(conn.scalars(query))
             for start in range(0, len(doomed), _CHUNK):
                 chunk = doomed[start : start + _CHUNK]
-                conn.execute(sa.delete(table).where(table.c.job.in_(chunk)))
+                conn.execute(sa.delete(table).where(self._among(table.c.job, chunk)))
                 conn.execute(
-                    sa.delete(fingerprint_blocks).where(fingerprint_blocks.c.job.in_(chunk))
+                    sa.delete(fingerprint_blocks).where(
+                        self._among(fingerprint_blocks.c.job, chunk)
+                    )
                 )
             for job in doomed:
                 self._forget_ahead(job)
@@ -858,7 +859,7 @@ class StateStore:
             found: dict[bytes, bytes] = {}
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                rows = conn.execute(query.where(table.c.digest.in_(chunk)))
+                rows = conn.execute(query.where(self._among(table.c.digest, chunk)))
                 found.update((bytes(d), bytes(v)) for d, v in rows)
             return found
 
@@ -887,7 +888,9 @@ class StateStore:
         gone = [d for d in (bytes(d) for d in found) if d not in kept]
         for start in range(0, len(gone), _CHUNK):
             chunk = gone[start : start + _CHUNK]
-            conn.execute(table.delete().where(table.c.job == job, table.c.digest.in_(chunk)))
+            conn.execute(
+                table.delete().where(table.c.job == job, self._among(table.c.digest, chunk))
+            )
         new = [
             {"job": job, "digest": d, "ids": ids, "fingerprints": marks}
             for d, ids, marks in blocks.new
@@ -1089,7 +1092,8 @@ class StateStore:
                 conn.execute(
                     runs.update()
                     .where(
-                        runs.c.job.in_(killed[start : start + _CHUNK]), runs.c.status == "running"
+                        self._among(runs.c.job, killed[start : start + _CHUNK]),
+                        runs.c.status == "running",
                     )
                     .values(status="killed")
                 )
@@ -1738,11 +1742,16 @@ def _chunks(items: list[_T]) -> Iterator[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
+def _among(conn: Connection, column: Any, values: Iterable[Any]) -> Any:
+    """:func:`~connector_core.sync.dialect.among` for `conn`'s backend."""
+    return dialect.among(column, values, pg=dialect.is_pg(conn))
+
+
 def _read_states(conn: Connection, names: list[str]) -> dict[str, JobState]:
     return {
         row.job: JobState(**row._mapping)
         for chunk in _chunks(names)
-        for row in conn.execute(sa.select(job_state).where(job_state.c.job.in_(chunk)))
+        for row in conn.execute(sa.select(job_state).where(_among(conn, job_state.c.job, chunk)))
     }
 
 
@@ -1750,7 +1759,7 @@ def _read_by_job(table: sa.Table) -> Callable[[Connection, list[str]], dict[str,
     def read(conn: Connection, names: list[str]) -> dict[str, list[Any]]:
         found: dict[str, list[Any]] = {}
         for chunk in _chunks(names):
-            for row in conn.execute(sa.select(table).where(table.c.job.in_(chunk))):
+            for row in conn.execute(sa.select(table).where(_among(conn, table.c.job, chunk))):
                 found.setdefault(row.job, []).append(row)
         return found
 
@@ -1762,7 +1771,7 @@ def _read_fingerprinted(conn: Connection, names: list[str]) -> set[tuple[str, st
     return {
         (job, cursor)
         for chunk in _chunks(names)
-        for job, cursor in conn.execute(marks.where(row_fingerprints.c.job.in_(chunk)))
+        for job, cursor in conn.execute(marks.where(_among(conn, row_fingerprints.c.job, chunk)))
     }
 
 
@@ -1770,7 +1779,7 @@ def _read_legacy(conn: Connection, names: list[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(names):
         legacy = {_legacy(job): job for job in chunk}
-        marked = sa.select(store_secrets.c.name).where(store_secrets.c.name.in_(list(legacy)))
+        marked = sa.select(store_secrets.c.name).where(_among(conn, store_secrets.c.name, legacy))
         found.update(legacy[name] for name in conn.scalars(marked))
     return found
 
@@ -1781,7 +1790,7 @@ def _read_jobs_with(table: sa.Table, row: Any) -> Callable[[Connection, list[str
     def read(conn: Connection, names: list[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(names):
-            query = sa.select(table.c.job).where(table.c.job.in_(chunk), row).distinct()
+            query = sa.select(table.c.job).where(_among(conn, table.c.job, chunk), row).distinct()
             found.update(conn.scalars(query))
         return found
 

@@ -194,7 +194,7 @@ class Terms:
             conn.execute(insert.on_conflict_do_nothing(index_elements=["digest"]), rows)
             self._fetch(conn, new)
         elif new:  # the ids come back with the insert
-            insert = dialect.insert(terms, pg=conn.dialect.name == "postgresql")
+            insert = dialect.insert(terms, pg=dialect.is_pg(conn))
             stmt = insert.on_conflict_do_nothing(index_elements=["digest"]).returning(
                 terms.c.id, terms.c.digest
             )
@@ -220,7 +220,7 @@ class Terms:
     def _fetch(self, conn: Connection, keys: list[bytes]) -> None:
         for start in range(0, len(keys), _CHUNK):
             query = sa.select(terms.c.id, terms.c.digest, terms.c.value).where(
-                terms.c.digest.in_(keys[start : start + _CHUNK])
+                dialect.among(terms.c.digest, keys[start : start + _CHUNK], pg=dialect.is_pg(conn))
             )
             for id_, digest, value in conn.execute(query):
                 self._new_ids[bytes(digest)] = int(id_)
@@ -234,7 +234,7 @@ class Terms:
         missing = sorted(wanted - found.keys())
         for start in range(0, len(missing), _CHUNK):
             query = sa.select(terms.c.id, terms.c.value).where(
-                terms.c.id.in_(missing[start : start + _CHUNK])
+                dialect.among(terms.c.id, missing[start : start + _CHUNK], pg=dialect.is_pg(conn))
             )
             for id_, value in conn.execute(query):
                 found[int(id_)] = self._new_values[int(id_)] = json.loads(value)
