@@ -886,7 +886,13 @@ class _Decider:
         #: the ids it lists are looked up, and only theirs are kept
         self.holders: dict[str, list[int]] = collections.defaultdict(list)
         names = [run.job.name for run in runs]
-        counts = store.mapped_counts(names)
+        # a kept read: every held id is read (a complete read takes back those it did not
+        # list), and each job's count is how many it read
+        by_job = None if among is None else store.mapped_ids(names)
+        if by_job is None:
+            counts = store.mapped_counts(names)
+        else:
+            counts = {name: len(ids) for name, ids in by_job.items()}
         for run in runs:  # what each holds as its run begins (nothing is recorded yet)
             run.holdings_are(counts[run.job.name])
         # A small group's id map rows are read at once, not page by page and job by job: a
@@ -896,9 +902,8 @@ class _Decider:
         held: list[Iterable[str]]
         holding = sum(counts.values())
         if 0 < holding <= _ROWS_AHEAD and among is not None:
-            # a kept read: every held id (a complete read takes back those it did not list),
-            # and the rows of those among its records (an incremental read's are few)
-            by_job = store.mapped_ids(names)
+            # the rows of the held ids among the read's records (an incremental read's are few)
+            assert by_job is not None
             listed = among()
             # only the records of the read are ever looked up as held (here and in _replay)
             held = [[sid for sid in by_job[name] if sid in listed] for name in names]
@@ -913,6 +918,8 @@ class _Decider:
             held = list(self.rows)
             for run, rows in zip(runs, self.rows, strict=True):
                 run.held_ahead = rows.keys()
+        elif by_job is not None:  # many: no rows ahead, but the ids are read already
+            held = [by_job[name] for name in names]
         else:
             held = [store.source_ids(name) for name in names]
         for position, run in enumerate(runs):

@@ -347,13 +347,21 @@ class StateStore:
                 self._flush_records(conn, behind)
                 for kind, rows in behind.writes.items():
                     if rows:
-                        conn.execute(self._deferred(kind), list(rows.values()))
+                        self._write_deferred(conn, kind, list(rows.values()))
                 if behind.ledger:
                     ledger_rows.append(conn, behind.ledger, self._ledger_key, self._terms)
         except Exception as exc:  # the block holds part of them: it keeps none
             self._broken = exc
             self._terms.discard()
             raise
+
+    def _write_deferred(self, conn: Connection, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Write the `rows` held back of `kind`: on PostgreSQL, the deletes of many jobs
+        (a group's) by one statement (see :data:`_SET_WRITES`), not one per job."""
+        if self._pg and len(rows) >= _SET_WRITE and kind in _SET_WRITES:
+            _SET_WRITES[kind](conn, rows)
+        else:
+            conn.execute(self._deferred(kind), rows)
 
     def _flush_intents(self, conn: Connection, rows: list[tuple[int, dict[str, Any]]]) -> None:
         """Insert the intents written ahead in the block (not durable: see
@@ -1424,6 +1432,29 @@ _DEFERRED: dict[str, Callable[[Callable[[sa.Table], Any]], Any]] = {
     "fingerprints": _upsert(row_fingerprints, "job", ["cursor", "fingerprints"]),
     "no fingerprints": lambda _: _FINGERPRINTS_OF,
     "no blocks": lambda _: _DROP_BLOCKS,
+}
+
+
+#: From this many rows up, a PostgreSQL store deletes the rows of many jobs held back of a
+#: kind by one statement (``job = ANY(:jobs)``), not one per job. (Measured, 15,000 jobs in
+#: groups of 256: 0.56 s -> 0.18 s. Upserts and run ends through a temporary table were no
+#: faster than the driver's pipelined rows, 1.48 s against 1.58 s: they stay row by row.)
+_SET_WRITE = 16
+
+
+def _set_delete(table: sa.Table) -> Callable[[Connection, list[dict[str, Any]]], None]:
+    def write(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        jobs = [row["v_job"] for row in rows]
+        conn.execute(table.delete().where(dialect.among(table.c.job, jobs, pg=True)))
+
+    return write
+
+
+#: The kinds of :data:`_DEFERRED` a PostgreSQL store writes for many jobs at once: the same
+#: rows deleted as by the kind's statement once per job.
+_SET_WRITES: dict[str, Callable[[Connection, list[dict[str, Any]]], None]] = {
+    "no fingerprints": _set_delete(row_fingerprints),
+    "no blocks": _set_delete(fingerprint_blocks),
 }
 
 

@@ -646,6 +646,14 @@ def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
         return mapped_all(store, jobs, among)
 
     monkeypatch.setattr(StateStore, "mapped_all", spied)
+    counted: list[str] = []  # a group counts its jobs' holdings by a query (the first groups)
+    mapped_counts = StateStore.mapped_counts
+
+    def counting(store: StateStore, jobs: Any) -> Any:
+        counted.append(mode)
+        return mapped_counts(store, jobs)
+
+    monkeypatch.setattr(StateStore, "mapped_counts", counting)
 
     def resident(n: int, region: int, **extra: Any) -> dict[str, Any]:
         record = {**person(n), "region": f"R{region}", "is_deceased": n == 13, **extra}
@@ -707,6 +715,10 @@ def test_later_groups_pass_the_pages_that_hold_nothing_for_them(
     assert [state for _, state in results["pairs"]] == [state for _, state in results["single"]]
     assert 0 < replayed["unpickled"] < replayed["pages"], replayed
     assert among_reads  # and gave the same results
+    # fed a kept read, a group counts its jobs' holdings from the ids it reads: only the
+    # first group of each of the three steps counts them by a query (reading alone, each)
+    assert counted.count("pairs") == 3
+    assert counted.count("pairs-read") == 9
 
 
 @settings(max_examples=60, deadline=None)

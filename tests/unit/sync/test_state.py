@@ -797,3 +797,71 @@ def test_a_group_s_runs_start_at_once_as_one_by_one(store: StateStore) -> None:
         second[1]: ("d", "running"),
     }
     assert first + second == sorted(first + second)
+
+
+@pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
+def test_a_groups_held_back_deletes_go_by_one_statement_as_job_by_job(
+    state_url: str, make_change: Change, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL deletes the fingerprint marks and blocks that a joined block of many jobs
+    held back by one statement per kind (``job = ANY``): with the job states, cursors and
+    run ends written beside them, the tables end as when each job's rows are deleted by a
+    statement of their own (a block of fewer jobs than _SET_WRITE)."""
+    from connector_core.sync import state as state_module
+
+    when = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+    def scenario(store: StateStore, prefix: str) -> dict[str, list[Any]]:
+        jobs = [f"{prefix}{n:02d}" for n in range(40)]
+        with store.joined():
+            ids = store.start_runs(jobs)
+            for n, job in enumerate(jobs):  # marks for all, then for every other one
+                store.record_batch(
+                    job, f"out-{job}", "p.yaml", "p" * 64, [], cursor="a", fingerprints=[n]
+                )
+        with store.joined():
+            for n, (job, run_id) in enumerate(zip(jobs, ids, strict=True)):
+                store.record_batch(
+                    job, f"out-{job}", "p.yaml", "p" * 64, [make_change(str(n))],
+                    cursor=f"c{n}", now=when, fingerprints=[n, n + 1] if n % 2 else None,
+                )  # fmt: skip
+                store.set_job_state(
+                    JobState(job, policy_hash=f"h{n}", config_hash="c", last_run_at=when,
+                             last_success_at=None if n % 5 else when)
+                )  # fmt: skip
+                counts = RunCounts(read=n, withheld={"consent:x": n})
+                error = None if n % 3 else f"error {n}"
+                store.finish_run(
+                    run_id, status="aborted" if error else "ok", counts=counts, error=error
+                )
+        with store._engine.connect() as conn:
+            found: dict[str, list[Any]] = {}
+            for table, order in ((job_state, "job"), (runs, "job"), (row_fingerprints, "job")):
+                rows = conn.execute(
+                    sa.select(table).where(table.c.job.startswith(prefix)).order_by(order)
+                )
+                found[table.name] = [
+                    {
+                        k: v
+                        for k, v in row._mapping.items()
+                        if k not in ("id", "started_at", "finished_at")
+                    }
+                    | {"job": row.job[len(prefix) :]}
+                    for row in rows
+                ]
+            finished = sa.select(sa.func.count()).where(
+                runs.c.job.startswith(prefix), runs.c.finished_at.is_not(None)
+            )
+            assert conn.scalar(finished) == 40
+        return found
+
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        deletes = statements(store, "DELETE FROM row_fingerprints WHERE row_fingerprints.job = any")
+        by_set = scenario(store, "set-")
+        assert len(deletes) == 1
+        monkeypatch.setattr(state_module, "_SET_WRITE", 1_000_000)
+        by_row = scenario(store, "row-")
+        assert len(deletes) == 1
+    assert by_set == by_row
+    assert [r["cursor"] for r in by_set["row_fingerprints"]] == [f"c{n}" for n in range(1, 40, 2)]
+    assert [r["status"] for r in by_set["runs"]][:4] == ["aborted", "ok", "ok", "aborted"]
