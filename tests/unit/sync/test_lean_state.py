@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import alembic.command
+import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -260,6 +261,28 @@ def test_postgresql_statistics_follow_a_growing_id_map(state_url: str, make_chan
         with engine.connect() as conn:
             assert conn.scalar(query) == 1200  # 2,400 rows recorded: id map and ledger
         engine.dispose()
+
+
+@pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
+def test_postgresql_statistics_follow_an_id_map_grown_by_many_small_jobs(
+    state_url: str, make_change: Any
+) -> None:
+    """Rows are counted for the store, not per job: 90 partner jobs recording 15 records
+    each in a group's joined block (2,700 rows with their ledger entries, none of a job
+    near 2,000) have the id map analyzed once the block committed (ANALYZE sees committed
+    rows only); unanalyzed, every later group's id map read scanned the whole table."""
+    query = sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass('id_map')")
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        with store.joined():
+            for n in range(90):
+                changes = [make_change(f"{n}-{i}") for i in range(15)]
+                store.record_batch(f"p{n:02d}", f"out-{n}", "p.yaml", "p" * 64, changes)
+            with engine.connect() as conn:
+                assert conn.scalar(query) < 1  # not yet: nothing committed
+        with engine.connect() as conn:
+            assert conn.scalar(query) == 1350
+    engine.dispose()
 
 
 def test_sqlite_syncs_every_commit_but_a_batch_its_intent_covers(
