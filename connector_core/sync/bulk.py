@@ -3,8 +3,9 @@ parameter processing on SQLite (a third of the cost of recording a batch there).
 
 On PostgreSQL, rows that cannot conflict (the ledger's) go in with ``COPY`` (psycopg's
 :meth:`~psycopg.Cursor.copy`, in the caller's transaction), each value first through its
-column type's own bind processing, as SQLAlchemy's INSERT would send it; an upsert keeps
-SQLAlchemy's statement (the driver pipelines its rows).
+column type's own bind processing, as SQLAlchemy's INSERT would send it; an upsert's rows
+are copied into a temporary table first, then written by one ``INSERT ... SELECT ... ON
+CONFLICT`` from it.
 """
 
 from __future__ import annotations

@@ -335,3 +335,21 @@ def test_target_keys_round_trip_and_never_share_a_packed_form(one: str, other: s
 @given(st.uuids())
 def test_a_uuid_key_takes_16_bytes(key: Any) -> None:
     assert len(pack_key(str(key))) == 16
+
+
+@pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
+def test_id_map_reads_by_arrays_are_planned_for_their_arrays(state_url: str) -> None:
+    """A group's id map reads (``= ANY`` of jobs and of source ids) are planned for their
+    own arrays, prepared or not, in their transaction only: a generic plan, blind to an
+    array's length, read a group's rows five times slower; the session keeps the server's
+    default for everything else (a batch's rows would each be planned again)."""
+    show = sa.text("SHOW plan_cache_mode")
+    with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
+        with store.joined():
+            assert store.mapped_ids(["members"]) == {"members": []}
+            assert store._joined is not None
+            assert store._joined.scalar(show) == "force_custom_plan"
+        with store._engine.connect() as conn:
+            assert conn.scalar(show) == "auto"
+        with store._transaction() as conn:
+            assert conn.scalar(show) == "auto"
