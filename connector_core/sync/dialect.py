@@ -31,13 +31,14 @@ def pg_array(item: Any) -> Any:
     return postgresql.ARRAY(item)
 
 
-def among(column: Any, values: Iterable[Any], *, pg: bool) -> Any:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter and one
-    statement text whatever the count. An ``IN`` of 500 values costs SQLAlchemy and the
-    driver 500 placeholders rendered and converted on every execution (about 3x the time of
-    the array's round trip, measured), and the server a new plan per count."""
+def among(conn: sa.Connection, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN (values)`` for `conn`'s backend; on PostgreSQL ``column = ANY(:array)``:
+    one parameter and one statement text whatever the count. An ``IN`` of 500 values costs
+    SQLAlchemy and the driver 500 placeholders rendered and converted on every execution
+    (about 3x the time of the array's round trip, measured), and the server a new plan per
+    count."""
     values = list(values)
-    if pg:
+    if is_pg(conn):
         array = sa.bindparam(None, values, type_=pg_array(column.type), unique=True)
         return column == sa.func.any(array)
     return column.in_(values)

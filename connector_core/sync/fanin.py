@@ -66,6 +66,7 @@ from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, Decision, compile_policy
 from connector_core.records import Record
+from connector_core.sync import dialect
 from connector_core.sync.job import (
     JobOptions,
     LoadedJob,
@@ -714,6 +715,8 @@ def _write(
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 where = (table.c.job == name, table.c.partner == partner)
-                conn.execute(table.delete().where(*where, store._among(table.c.source_id, chunk)))
+                conn.execute(
+                    table.delete().where(*where, dialect.among(conn, table.c.source_id, chunk))
+                )
         for start in range(0, len(add), 1000):
             conn.execute(table.insert(), add[start : start + 1000])

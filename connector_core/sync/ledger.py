@@ -460,7 +460,7 @@ def page(conn: Connection, *, job: str | None, after_seq: int, size: int) -> lis
     query = sa.select(ledger).where(ledger.c.seq > after_seq).order_by(ledger.c.seq).limit(size)
     if job is not None:
         entries = [i for i, value in ids_of_kind(conn, "entry").items() if value["job"] == job]
-        query = query.where(dialect.among(ledger.c.entry, entries, pg=dialect.is_pg(conn)))
+        query = query.where(dialect.among(conn, ledger.c.entry, entries))
     rows = logical(conn, list(conn.execute(_with_prev(query))), Terms())
     return [LedgerEntry(**row) for row in rows]
 

@@ -28,6 +28,7 @@ from connector_core.errors import ConfigError, ConnectorError, Problem
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.partners import PartnerRow
+from connector_core.sync import dialect
 from connector_core.sync.job import load_job
 from connector_core.sync.runner import RunResult, new_run
 from connector_core.sync.state import StateStore
@@ -74,7 +75,7 @@ def remember(config: Config, store: StateStore, now: dt.datetime | None = None) 
         return
     with store._transaction(write=True) as conn:
         names = [f["job"] for f in fresh]
-        conn.execute(partner_jobs.delete().where(store._among(partner_jobs.c.job, names)))
+        conn.execute(partner_jobs.delete().where(dialect.among(conn, partner_jobs.c.job, names)))
         conn.execute(partner_jobs.insert(), fresh)
 
 

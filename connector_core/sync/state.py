@@ -386,7 +386,9 @@ class StateStore:
         gone = [self._intent_ids.get(i, i) for i in behind.intents_gone]
         for start in range(0, len(gone), _CHUNK):
             conn.execute(
-                intents.delete().where(self._among(intents.c.id, gone[start : start + _CHUNK]))
+                intents.delete().where(
+                    dialect.among(conn, intents.c.id, gone[start : start + _CHUNK])
+                )
             )
 
     def _deferred(self, kind: str) -> Any:
@@ -489,7 +491,7 @@ class StateStore:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 query = sa.select(id_map).where(
-                    id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
+                    id_map.c.job == job_id, dialect.among(conn, id_map.c.source_id, chunk)
                 )
                 rows = list(conn.execute(query))
                 found.update((m.source_id, m) for m in self._mapped_rows(conn, rows, {job_id: job}))
@@ -501,11 +503,10 @@ class StateStore:
         found = dict.fromkeys(jobs, 0)
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = list(ids)[start : start + _CHUNK]
+            for chunk in _chunks(list(ids)):
                 query = (
                     sa.select(id_map.c.job, sa.func.count())
-                    .where(self._among(id_map.c.job, chunk))
+                    .where(dialect.among(conn, id_map.c.job, chunk))
                     .group_by(id_map.c.job)
                 )
                 found.update((ids[job_id], int(n)) for job_id, n in conn.execute(query))
@@ -526,11 +527,14 @@ class StateStore:
             self._plan_for_arrays(conn)
             ids = self._job_ids(conn, jobs)
             for chunk in _chunks(list(ids)):
-                query = _ID_MAP_UNTYPED.where(self._among(id_map.c.job, chunk))
+                query = _ID_MAP_UNTYPED.where(dialect.among(conn, id_map.c.job, chunk))
                 queries = (
                     [query]
                     if wanted is None
-                    else [query.where(self._among(id_map.c.source_id, w)) for w in _chunks(wanted)]
+                    else [
+                        query.where(dialect.among(conn, id_map.c.source_id, w))
+                        for w in _chunks(wanted)
+                    ]
                 )
                 for one in queries:
                     rows = conn.execute(one).all()
@@ -551,7 +555,7 @@ class StateStore:
             ids = self._job_ids(conn, jobs)
             for chunk in _chunks(list(ids)):
                 for job_id, source_id in conn.execute(
-                    _ID_MAP_IDS.where(self._among(id_map.c.job, chunk))
+                    _ID_MAP_IDS.where(dialect.among(conn, id_map.c.job, chunk))
                 ):
                     found[ids[job_id]].append(source_id)
         return found
@@ -577,11 +581,6 @@ class StateStore:
         if add:
             return self._terms.intern(conn, "job", [job])[0]
         return self._terms.find(conn, "job", job)
-
-    def _among(self, column: Any, values: Iterable[Any]) -> Any:
-        """``column IN (values)``, as :func:`~connector_core.sync.dialect.among` writes it
-        for this store's backend."""
-        return dialect.among(column, values, pg=self._pg)
 
     def _mapped_rows(
         self, conn: Connection, rows: Sequence[Any], jobs: dict[int, str]
@@ -699,7 +698,7 @@ class StateStore:
                     chunk = gone[start : start + _CHUNK]
                     conn.execute(
                         id_map.delete().where(
-                            id_map.c.job == job_id, self._among(id_map.c.source_id, chunk)
+                            id_map.c.job == job_id, dialect.among(conn, id_map.c.source_id, chunk)
                         )
                     )
                 bulk.insert_many(conn, id_map, rows, conflict=("job", "source_id"))
@@ -839,10 +838,10 @@ class StateStore:
             doomed = list(conn.scalars(query))
             for start in range(0, len(doomed), _CHUNK):
                 chunk = doomed[start : start + _CHUNK]
-                conn.execute(sa.delete(table).where(self._among(table.c.job, chunk)))
+                conn.execute(sa.delete(table).where(dialect.among(conn, table.c.job, chunk)))
                 conn.execute(
                     sa.delete(fingerprint_blocks).where(
-                        self._among(fingerprint_blocks.c.job, chunk)
+                        dialect.among(conn, fingerprint_blocks.c.job, chunk)
                     )
                 )
             for job in doomed:
@@ -893,7 +892,7 @@ class StateStore:
             found: dict[bytes, bytes] = {}
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                rows = conn.execute(query.where(self._among(table.c.digest, chunk)))
+                rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
                 found.update((bytes(d), bytes(v)) for d, v in rows)
             return found
 
@@ -923,7 +922,7 @@ class StateStore:
         for start in range(0, len(gone), _CHUNK):
             chunk = gone[start : start + _CHUNK]
             conn.execute(
-                table.delete().where(table.c.job == job, self._among(table.c.digest, chunk))
+                table.delete().where(table.c.job == job, dialect.among(conn, table.c.digest, chunk))
             )
         new = [
             {"job": job, "digest": d, "ids": ids, "fingerprints": marks}
@@ -1051,7 +1050,7 @@ class StateStore:
                 chunk = source_ids[start : start + _CHUNK]
                 conn.execute(
                     id_map.update()
-                    .where(id_map.c.job == job_id, self._among(id_map.c.source_id, chunk))
+                    .where(id_map.c.job == job_id, dialect.among(conn, id_map.c.source_id, chunk))
                     .values(projection_hash=None, field_hashes=None)
                 )
             self._clear_outstanding(conn, job, source_ids)
@@ -1062,7 +1061,7 @@ class StateStore:
             conn.execute(
                 outstanding.delete().where(
                     outstanding.c.job == job,
-                    self._among(outstanding.c.source_id, ids[start : start + _CHUNK]),
+                    dialect.among(conn, outstanding.c.source_id, ids[start : start + _CHUNK]),
                 )
             )
 
@@ -1126,7 +1125,7 @@ class StateStore:
                 conn.execute(
                     runs.update()
                     .where(
-                        self._among(runs.c.job, killed[start : start + _CHUNK]),
+                        dialect.among(conn, runs.c.job, killed[start : start + _CHUNK]),
                         runs.c.status == "running",
                     )
                     .values(status="killed")
@@ -1471,7 +1470,7 @@ _SET_WRITE = 16
 def _set_delete(table: sa.Table) -> Callable[[Connection, list[dict[str, Any]]], None]:
     def write(conn: Connection, rows: list[dict[str, Any]]) -> None:
         jobs = [row["v_job"] for row in rows]
-        conn.execute(table.delete().where(dialect.among(table.c.job, jobs, pg=True)))
+        conn.execute(table.delete().where(dialect.among(conn, table.c.job, jobs)))
 
     return write
 
@@ -1799,16 +1798,13 @@ def _chunks(items: list[_T]) -> Iterator[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
-def _among(conn: Connection, column: Any, values: Iterable[Any]) -> Any:
-    """:func:`~connector_core.sync.dialect.among` for `conn`'s backend."""
-    return dialect.among(column, values, pg=dialect.is_pg(conn))
-
-
 def _read_states(conn: Connection, names: list[str]) -> dict[str, JobState]:
     return {
         row.job: JobState(**row._mapping)
         for chunk in _chunks(names)
-        for row in conn.execute(sa.select(job_state).where(_among(conn, job_state.c.job, chunk)))
+        for row in conn.execute(
+            sa.select(job_state).where(dialect.among(conn, job_state.c.job, chunk))
+        )
     }
 
 
@@ -1816,7 +1812,9 @@ def _read_by_job(table: sa.Table) -> Callable[[Connection, list[str]], dict[str,
     def read(conn: Connection, names: list[str]) -> dict[str, list[Any]]:
         found: dict[str, list[Any]] = {}
         for chunk in _chunks(names):
-            for row in conn.execute(sa.select(table).where(_among(conn, table.c.job, chunk))):
+            for row in conn.execute(
+                sa.select(table).where(dialect.among(conn, table.c.job, chunk))
+            ):
                 found.setdefault(row.job, []).append(row)
         return found
 
@@ -1828,7 +1826,9 @@ def _read_fingerprinted(conn: Connection, names: list[str]) -> set[tuple[str, st
     return {
         (job, cursor)
         for chunk in _chunks(names)
-        for job, cursor in conn.execute(marks.where(_among(conn, row_fingerprints.c.job, chunk)))
+        for job, cursor in conn.execute(
+            marks.where(dialect.among(conn, row_fingerprints.c.job, chunk))
+        )
     }
 
 
@@ -1836,7 +1836,9 @@ def _read_legacy(conn: Connection, names: list[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(names):
         legacy = {_legacy(job): job for job in chunk}
-        marked = sa.select(store_secrets.c.name).where(_among(conn, store_secrets.c.name, legacy))
+        marked = sa.select(store_secrets.c.name).where(
+            dialect.among(conn, store_secrets.c.name, legacy)
+        )
         found.update(legacy[name] for name in conn.scalars(marked))
     return found
 
@@ -1847,7 +1849,11 @@ def _read_jobs_with(table: sa.Table, row: Any) -> Callable[[Connection, list[str
     def read(conn: Connection, names: list[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(names):
-            query = sa.select(table.c.job).where(_among(conn, table.c.job, chunk), row).distinct()
+            query = (
+                sa.select(table.c.job)
+                .where(dialect.among(conn, table.c.job, chunk), row)
+                .distinct()
+            )
             found.update(conn.scalars(query))
         return found
 

@@ -220,7 +220,7 @@ class Terms:
     def _fetch(self, conn: Connection, keys: list[bytes]) -> None:
         for start in range(0, len(keys), _CHUNK):
             query = sa.select(terms.c.id, terms.c.digest, terms.c.value).where(
-                dialect.among(terms.c.digest, keys[start : start + _CHUNK], pg=dialect.is_pg(conn))
+                dialect.among(conn, terms.c.digest, keys[start : start + _CHUNK])
             )
             for id_, digest, value in conn.execute(query):
                 self._new_ids[bytes(digest)] = int(id_)
@@ -234,7 +234,7 @@ class Terms:
         missing = sorted(wanted - found.keys())
         for start in range(0, len(missing), _CHUNK):
             query = sa.select(terms.c.id, terms.c.value).where(
-                dialect.among(terms.c.id, missing[start : start + _CHUNK], pg=dialect.is_pg(conn))
+                dialect.among(conn, terms.c.id, missing[start : start + _CHUNK])
             )
             for id_, value in conn.execute(query):
                 found[int(id_)] = self._new_values[int(id_)] = json.loads(value)

@@ -69,7 +69,7 @@ def test_among_selects_exactly_the_rows_listed(
                 _probe.insert(),
                 [{"n": n, "text": t, "number": i, "blob": b} for n, (t, i, b) in enumerate(rows)],
             )
-        where = dialect.among(_probe.c[column], values, pg=dialect.is_pg(conn))
+        where = dialect.among(conn, _probe.c[column], values)
         found = sorted(conn.scalars(sa.select(_probe.c.n).where(where)))
     assert found == [n for n, row in enumerate(rows) if row[at] in set(values)]
 
