@@ -337,9 +337,14 @@ FUNCTIONS = (*DECISIONS, "project")
 
 
 def build(
-    label: str, plan: DecisionPlan, fields: Sequence[FieldPlan]
+    label: str,
+    plan: DecisionPlan,
+    fields: Sequence[FieldPlan],
+    names: Sequence[str] = FUNCTIONS,
 ) -> tuple[dict[str, Any], str]:
-    """Generate and compile a policy's functions (see :func:`_function`, and ``project``).
+    """Generate and compile those of a policy's functions named in `names` (of
+    :data:`FUNCTIONS`; a decision function comes with its safe variant, see
+    :func:`_function`).
 
     The functions are closures over the policy's constants, made by a generated factory.
     Policies with the same structure share the factory's code object, which keeps a
@@ -347,17 +352,19 @@ def build(
     stay warm); the code's file name is then that of the first such policy compiled.
     Returns the functions by name, and the generated source."""
     src = Source()
-    for kind in DECISIONS:
-        _function(src, f"_safe_{kind}", plan, fields, safe=True, kind=kind)
-        _function(src, kind, plan, fields, safe=False, kind=kind)
-    src.emit(0, "def project(r):")
-    src.emit(1, f"return {_projection(src, fields, 1)}")
+    for name in names:
+        if name == "project":
+            src.emit(0, "def project(r):")
+            src.emit(1, f"return {_projection(src, fields, 1)}")
+        elif name in DECISIONS:
+            _function(src, f"_safe_{name}", plan, fields, safe=True, kind=name)
+            _function(src, name, plan, fields, safe=False, kind=name)
+        else:
+            raise ValueError(f"no generated function {name!r}")
     body = "\n".join("    " + line if line else "" for line in src.lines)
-    source = (
-        f"def _factory({', '.join(src.constants)}):\n{body}\n    return {', '.join(FUNCTIONS)}\n"
-    )
+    source = f"def _factory({', '.join(src.constants)}):\n{body}\n    return {', '.join(names)},\n"
     functions = _factory(source, label)(*src.constants.values())
-    return dict(zip(FUNCTIONS, functions, strict=True)), source
+    return dict(zip(names, functions, strict=True)), source
 
 
 _Factory = Callable[..., tuple[Callable[..., Any], ...]]

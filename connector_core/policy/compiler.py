@@ -200,21 +200,27 @@ class CompiledPolicy:
         return f"CompiledPolicy({self.name!r})"
 
     def __getattr__(self, name: str) -> Any:
-        """The generated functions (and their ``source``), made when one is first asked for.
+        """A generated function, made when it is first asked for (with its safe variant);
+        ``source``: every function's, made then.
 
         Everything that can fail (the plan, the fields' masks) was done by ``__init__``;
         generating the code cannot. So a policy never used to decide a record costs no code
-        generation: of a network's 15,000 partner policies, an incremental run uses those
-        of the partners with a changed record."""
+        generation (of a network's 15,000 partner policies, an incremental run uses those
+        of the partners with a changed record), and one used costs only the functions its
+        caller uses (a group's read asks a changed partner's policy for ``evaluate`` alone:
+        2 of the 11 functions)."""
         built = self.__dict__.get("_build")
         if name not in _GENERATED or built is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         plan, fields = built
-        functions, source = codegen.build(self.name, plan, fields)
-        for generated in _GENERATED[:-1]:
-            setattr(self, generated, functions[generated])
-        self.source = source
-        self._build = None
+        names = codegen.FUNCTIONS if name == "source" else (name,)
+        functions, source = codegen.build(self.name, plan, fields, names)
+        made = vars(self)
+        for generated, function in functions.items():
+            made.setdefault(generated, function)  # one made before stays
+        if name == "source":
+            self.source = source
+            self._build = None  # every function is made
         return getattr(self, name)
 
     def apply(self, records: Iterable[Record]) -> Iterator[tuple[Record, Decision, Record | None]]:

@@ -502,14 +502,15 @@ def test_generated_code_is_shared_by_policies_that_differ_only_in_values() -> No
 
 def test_code_is_generated_when_a_policy_is_first_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """A policy compiled but never asked to decide (an idle partner's, in an incremental
-    run) generates no code; the first function asked for generates all of them, once."""
+    run) generates no code; each function is generated when first asked for, once, and
+    ``source`` generates the whole (keeping the functions made before)."""
     from connector_core.policy import codegen
 
-    built: list[str] = []
+    built: list[tuple[str, tuple[str, ...]]] = []
     real = codegen.build
 
     def counted(name: str, *args: Any) -> Any:
-        built.append(name)
+        built.append((name, tuple(args[2])))
         return real(name, *args)
 
     monkeypatch.setattr(codegen, "build", counted)
@@ -518,10 +519,18 @@ def test_code_is_generated_when_a_policy_is_first_used(monkeypatch: pytest.Monke
     assert policy.gate_checks == ()
     assert policy.share_key
     assert policy.evaluate({"region": "N"})[0].share
-    assert built == ["p"]
+    assert built == [("p", ("evaluate",))]
+    evaluate = policy.evaluate
+    assert policy.evaluate({"region": "S"})[0].reason == "no-allow:p"
     assert policy.decide({"region": "S"}).reason == "no-allow:p"
-    assert "def " in policy.source
-    assert built == ["p"]
+    assert built == [("p", ("evaluate",)), ("p", ("decide",))]
+    assert "def evaluate(r):" in policy.source
+    assert "def project(r):" in policy.source
+    assert built[-1] == ("p", codegen.FUNCTIONS)
+    assert policy.evaluate is evaluate
+    assert policy.project({"region": "N"}) == {}
+    assert policy.gate({"region": "N"}) is None
+    assert len(built) == 3
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         policy.nothing  # noqa: B018
 

@@ -13,7 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector_core.errors import RecordRejected
 from connector_core.masks import BUILTIN_MASKS
+from connector_core.policy import codegen
 from connector_core.policy.compiler import Decision, compile_policy
 from connector_core.policy.explain import explain
 from connector_core.policy.models import FieldOutcome, Policy, RelativeTime
@@ -156,6 +158,32 @@ def test_nothing_outside_the_allowed_set_ever_leaves(policy: Policy, batch: list
         for field, value in projection.items():
             if compiled.outcomes[field].kind == "mask":
                 assert value is None or value != record.get(field)
+
+
+def _outcome(function: Any, record: Any) -> Any:
+    try:
+        return function(record)
+    except RecordRejected as exc:
+        return ("rejected", str(exc))
+
+
+@settings(max_examples=200, deadline=None)
+@given(policies(), RECORDS)
+def test_a_function_made_alone_gives_what_it_gives_made_with_the_rest(
+    policy: Policy, batch: list[Any]
+) -> None:
+    """Each generated function made alone (as a group's read asks a changed partner's
+    policy for ``evaluate`` only) gives what it gives when every function is made at once
+    (``source`` makes them all)."""
+    whole = compile_policy(policy, context=KEY, now=NOW)
+    assert "def passes(r):" in whole.source
+    for name in codegen.FUNCTIONS:
+        alone = compile_policy(policy, context=KEY, now=NOW)
+        for record in batch:
+            assert _outcome(getattr(alone, name), record) == _outcome(
+                getattr(whole, name), record
+            ), name
+        assert [n for n in codegen.FUNCTIONS if n in vars(alone)] == [name]
 
 
 @settings(max_examples=200, deadline=None)
