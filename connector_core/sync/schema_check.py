@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from connector_core.adapters import Adapter, MissingField, SourceFields
 from connector_core.config import Config
 from connector_core.errors import AdapterError, ConfigValidationError, Problem
-from connector_core.policy.compiler import CompiledPolicy, Link
+from connector_core.policy.compiler import CompiledPolicy, Link, Resolution
 from connector_core.query import All, AnyOf, Compare, Condition, Not, matches
 from connector_core.records import FIELDS, is_extra
 from connector_core.yaml_errors import load_yaml
@@ -96,9 +97,13 @@ class SourceChecks:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._found: dict[str, SourceFields | AdapterError | None] = {}
-        # by connection and policy object: partner jobs sharing a compiled policy share it
+        # by connection and policy object: partner jobs sharing a compiled policy share it;
+        # and by connection and what the policy needs: a template's partners, whose policies
+        # differ in their values alone, need the same
         self._reports: dict[tuple[str, CompiledPolicy], SchemaReport] = {}
-        self._files = PolicyFiles(config.model.network.floor)  # each partner's: one file
+        self._by_needs: dict[tuple[str, tuple[Need, ...]], SchemaReport] = {}
+        self._floor = config.model.network.floor
+        self._files = PolicyFiles(self._floor)  # each partner's: one file
 
     def check(self, connection: str, adapter: Adapter, policy: CompiledPolicy) -> SchemaReport:
         """The report of :func:`check_source` for one job reading `connection`.
@@ -115,11 +120,15 @@ class SourceChecks:
         if isinstance(found, AdapterError):
             raise found
         key = (connection, policy)
-        if key not in self._reports:
-            self._reports[key] = check_fields(
-                self.config, connection, found, adapter.name, policy, self._files
-            )
-        return self._reports[key]
+        report = self._reports.get(key)
+        if report is None:
+            needs = () if found is None else tuple(policy_needs(policy, self._floor, self._files))
+            report = self._by_needs.get((connection, needs))
+            if report is None:
+                report = _check_needs(self.config, connection, found, adapter.name, needs)
+                self._by_needs[connection, needs] = report
+            self._reports[key] = report
+        return report
 
 
 def check_fields(
@@ -133,6 +142,18 @@ def check_fields(
     """Check what a source listed (`found`, from its :meth:`Adapter.available_fields`;
     None when it cannot tell) against connection `connection` and `policy` (`files`: see
     :func:`policy_needs`)."""
+    needs = () if found is None else policy_needs(policy, config.model.network.floor, files)
+    return _check_needs(config, connection, found, adapter, needs)
+
+
+def _check_needs(
+    config: Config,
+    connection: str,
+    found: SourceFields | None,
+    adapter: str,
+    needs: Iterable[Need],
+) -> SchemaReport:
+    """:func:`check_fields` of a policy that needs `needs` (see :func:`policy_needs`)."""
     report = SchemaReport(connection, found)
     if found is None:
         return report
@@ -140,7 +161,7 @@ def check_fields(
     report.errors += [_mapping_problem(config, connection, found, m) for m in wrong]
     reported = {m.canonical for m in wrong}
     missing = {m.canonical: m for m in found.missing}
-    for need in policy_needs(policy, config.model.network.floor, files):
+    for need in needs:
         if _provided(need.field, found.provided) or need.field in reported:
             continue
         problem = _policy_problem(need, connection, adapter, found, missing.get(need.field))
@@ -165,6 +186,9 @@ class PolicyFiles:
         self._floor = None if floor is None else floor.resolve()
         self._is_floor: dict[Path, bool] = {}
         self._consents: dict[tuple[Path, tuple[str, ...]], tuple[Need, ...]] = {}
+        # by the id of what is shared by many compiled policies (the floor's link, a
+        # template's resolutions), kept with it so that the id is not reused
+        self._shared: dict[int, tuple[object, tuple[Need, ...]]] = {}
 
     def is_floor(self, path: Path) -> bool:
         """True when `path` is the network floor's file."""
@@ -172,6 +196,13 @@ class PolicyFiles:
         if found is None:
             found = self._is_floor[path] = self._floor is not None and path.resolve() == self._floor
         return found
+
+    def shared(self, of: object, needs: Callable[[], Iterator[Need]]) -> tuple[Need, ...]:
+        """`needs()` of `of` (a link or a policy's resolutions), made once per object."""
+        found = self._shared.get(id(of))
+        if found is None:
+            found = self._shared[id(of)] = (of, tuple(needs()))
+        return found[1]
 
     def consent_needs(self, link: Link) -> tuple[Need, ...]:
         """The consent purposes `link` requires, with their lines."""
@@ -195,8 +226,16 @@ def policy_needs(
     files = PolicyFiles(floor) if files is None else files
     for link in policy.links:
         yield from files.consent_needs(link)
-        yield from _rule_needs(link, files.is_floor(link.policy.path))
-    for name, resolution in policy.resolutions.items():
+        if files.is_floor(link.policy.path):  # one Link for a load's policies
+            yield from files.shared(link, functools.partial(_rule_needs, link, True))
+        else:
+            yield from _rule_needs(link, False)
+    yield from files.shared(policy.resolutions, functools.partial(_shown, policy.resolutions))
+
+
+def _shown(resolutions: Mapping[str, Resolution]) -> Iterator[Need]:
+    """The fields a policy shows or masks, with the line saying so."""
+    for name, resolution in resolutions.items():
         if resolution.outcome.kind not in ("show", "mask") or name in _ALWAYS:
             continue
         for source in resolution.sources:
@@ -221,10 +260,12 @@ def _rule_needs(link: Link, is_floor: bool) -> Iterator[Need]:
     for rule in link.rules:
         for field in dict.fromkeys(_fields(rule.condition)):
             what = f"{rule.kind} rule {rule.name!r} tests {field}"
-            harmless = rule.kind == "forbid" and not _fires_without(rule.condition, field)
-            if is_floor and harmless and field in _TAKEN_BACK_ANYWAY:
+            harmless = (  # of the floor alone: a rule of another policy needs its field
+                is_floor and rule.kind == "forbid" and not _fires_without(rule.condition, field)
+            )
+            if harmless and field in _TAKEN_BACK_ANYWAY:
                 continue
-            severity = "warning" if is_floor and harmless else "error"
+            severity = "warning" if harmless else "error"
             yield Need(field, link.policy.path, rule.line, what, severity)
 
 

@@ -18,7 +18,7 @@ from connector_core.plugins import collect_adapters, make_plugin_manager
 from connector_core.policy.compiler import compile_policy
 from connector_core.query import Condition, matches
 from connector_core.sync.job import load_job, load_job_policy
-from connector_core.sync.schema_check import _fields, _fires_without, check_source
+from connector_core.sync.schema_check import SourceChecks, _fields, _fires_without, check_source
 from connector_core.testing import MemoryAdapter
 from tests.unit.policy.strategies import conditions, records
 
@@ -208,6 +208,34 @@ def test_a_leaf_forbid_on_a_missing_field_is_an_error(network: Network) -> None:
     network.write(policy=POLICY.replace("fields:", rule))
     (error,) = network.check().errors
     assert "forbid rule 'x' tests do_not_phone" in error.message
+
+
+def test_many_jobs_checked_at_once_get_what_each_gets_alone(network: Network) -> None:
+    """SourceChecks shares a report between policies that need the same (a template's
+    partners, whose values differ), never between policies that need different fields:
+    each policy's report is check_source's for it alone, the floor's warning included."""
+    network.write(floor=FLOOR)
+    config = network.config
+    forbid = "rules:\n  - forbid: x\n    when: {is_deceased: true}"
+    variants = [
+        POLICY,
+        POLICY.replace("Leeds}", "York}"),  # another value: the same needs
+        POLICY.replace("{city: Leeds}", "{is_deceased: false}"),  # a field crm lacks
+        POLICY.replace("Leeds}", "York}").replace("rules:", forbid),  # the same, a forbid
+    ]
+    policies = []
+    for n, text in enumerate(variants):
+        path = network.root / f"north{n}.yaml"
+        path.write_text(text)
+        policies.append(compile_policy(load_job_policy(config, path)))
+    checks = SourceChecks(config)
+    with config.open_adapter("crm") as adapter:
+        for policy in [*policies, *policies]:
+            together = checks.check("crm", adapter, policy)
+            alone = check_source(config, "crm", adapter, policy)
+            assert (together.errors, together.warnings) == (alone.errors, alone.warnings)
+    assert [len(checks.check("crm", adapter, p).errors) for p in policies] == [0, 0, 1, 1]
+    assert all(len(checks.check("crm", adapter, p).warnings) == 1 for p in policies)
 
 
 def test_an_empty_file_has_no_columns(network: Network) -> None:
