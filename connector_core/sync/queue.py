@@ -350,7 +350,22 @@ def _app(settings: QueueSettings, app: Celery | None) -> Iterator[Celery]:
     try:
         yield own
     finally:
-        own.close()
+        close_app(own)
+
+
+def close_app(app: Celery) -> None:
+    """Close `app` and the broker connections it opened. Celery's ``close()`` only drops
+    its connection pool, open; and the producer pool that sending a broadcast (``status``
+    asking the workers) takes lives in kombu's process-wide registry, with its own
+    connection pool: an AMQP socket stayed open until the process ended."""
+    amqp = app.__dict__.get("amqp")
+    producers = None if amqp is None else amqp._producer_pool
+    if producers is not None:
+        producers.force_close_all()
+        producers.connections.force_close_all()
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app.close()
 
 
 @dataclasses.dataclass

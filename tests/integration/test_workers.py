@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -452,7 +453,45 @@ def test_rabbitmq_as_the_broker(make_network: Any, runner: CliRunner) -> None:
         with app.connection_for_write() as conn:  # leave the shared broker as it was
             conn.default_channel.queue_delete(settings.queue)
     finally:
-        app.close()
+        queue.close_app(app)
+
+
+def _broker_sockets(port: int) -> int:
+    """Open sockets of this process to `port` on the loopback (as Python objects)."""
+    import gc
+    import socket
+
+    gc.collect()
+    found = 0
+    for thing in gc.get_objects():
+        if isinstance(thing, socket.socket) and thing.fileno() != -1:
+            with contextlib.suppress(OSError):
+                found += thing.getpeername()[1:2] == (port,)
+    return found
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_asking_the_broker_leaves_no_connection_open(broker: str) -> None:
+    """`connector status` (queue_report: the queue's length and a broadcast to the
+    workers) and purge close every broker connection they open, on Redis and RabbitMQ.
+    Celery's app.close() leaves its pools' connections open, and a broadcast's producer
+    pool is kombu's, process-wide: a long-lived process asking often kept them all."""
+    url = machine_redis() if broker == "redis" else "amqp://127.0.0.1:5672//"
+    port = urllib.parse.urlsplit(url).port or (6379 if broker == "redis" else 5672)
+    settings = queue.QueueSettings(url=url, shown=url, queue=f"test-{secrets.token_hex(4)}")
+    before = _broker_sockets(port)
+    queue.enqueue(settings, {"a": "crm", "b": "crm"})
+    report = queue.queue_report(settings, inspect_timeout=0.2)
+    assert report.messages == 1
+    assert queue.purge(settings) == 1
+    assert _broker_sockets(port) == before
+    if broker == "rabbitmq":  # leave the shared broker as it was
+        app = queue.celery_app(settings)
+        try:
+            with app.connection_for_write() as conn:
+                conn.default_channel.queue_delete(settings.queue)
+        finally:
+            queue.close_app(app)
 
 
 def test_a_fan_in_runs_on_a_worker(
