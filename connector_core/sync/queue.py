@@ -355,16 +355,24 @@ def _app(settings: QueueSettings, app: Celery | None) -> Iterator[Celery]:
 
 def close_app(app: Celery) -> None:
     """Close `app` and the broker connections it opened. Celery's ``close()`` only drops
-    its connection pool, open; and the producer pool that sending a broadcast (``status``
-    asking the workers) takes lives in kombu's process-wide registry, with its own
-    connection pool: an AMQP socket stayed open until the process ended."""
+    its connection pool, open; that pool and the producer pool a broadcast takes
+    (``status`` asking the workers) live in kombu's process-wide registry, so their
+    sockets stayed open until the process ended. They are closed and taken out of the
+    registry (left in, a closed pool would refuse the next app for the same broker)."""
+    from kombu import pools
+
     amqp = app.__dict__.get("amqp")
     producers = None if amqp is None else amqp._producer_pool
+    held = [(pools.producers, producers), (pools.connections, app._pool)]
     if producers is not None:
-        producers.force_close_all()
-        producers.connections.force_close_all()
-    if app._pool is not None:
-        app._pool.force_close_all()
+        held.append((pools.connections, producers.connections))
+    for registry, pool in held:
+        if pool is None:
+            continue
+        pool.force_close_all()
+        for key, value in list(dict.items(registry)):  # keyed by a hash of the connection
+            if value is pool:
+                dict.__delitem__(registry, key)
     app.close()
 
 
