@@ -146,7 +146,8 @@ class PolicyCache:
     """The policies of one load, loaded and compiled once: jobs (and fan-in partners) whose
     policy is one file with the same values in the registry columns it uses share one, so
     thousands of partners from one template compile it once, or once per region. Only what
-    loaded is kept: a partner whose values break the policy gets its own error."""
+    loaded is kept: a partner whose values break the policy gets its own error. Also what
+    else the load's jobs share: their connections' fingerprints, the network's key secret."""
 
     def __init__(
         self, config: Config, masks: Mapping[str, MaskFactory] | None, context: MaskContext | None
@@ -158,6 +159,21 @@ class PolicyCache:
         #: each connection's fingerprint as canonical JSON (see :func:`connection_json`):
         #: a network's national source, printed once for its 15,000 partners' config hashes
         self.prints: dict[str, str] = {}
+        self._key_secret: tuple[bytes | None] | ConfigError | None = None
+
+    def key_secret(self) -> bytes | None:
+        """:func:`key_secret` of the config, resolved once for the load: a keyring look-up
+        per job (0.2 ms with a plaintext keyring file, several ms over D-Bus) made 15,000
+        partners' load wait for 15,000 of them. A missing secret fails every job alike."""
+        found = self._key_secret
+        if found is None:
+            try:
+                found = self._key_secret = (key_secret(self.config),)
+            except ConfigError as err:
+                found = self._key_secret = err
+        if isinstance(found, ConfigError):
+            raise found.with_traceback(None)
+        return found[0]
 
     def load(self, path: Path, partner: PartnerRow | None) -> tuple[Policy, CompiledPolicy]:
         """The policy at `path` for `partner` (None: not a partner's), loaded and compiled;
@@ -245,7 +261,7 @@ def load_job(
         config_hash=config_digest(source_json, target_json),
         target_hash=_text_digest(target_json),
         options=options,
-        key_secret=key_secret(config),
+        key_secret=policies.key_secret(),
         approvers=config.model.approvers,
         notify=functools.partial(_send_notice, config),
     )
