@@ -102,8 +102,7 @@ class SourceChecks:
         # differ in their values alone, need the same
         self._reports: dict[tuple[str, CompiledPolicy], SchemaReport] = {}
         self._by_needs: dict[tuple[str, tuple[Need, ...]], SchemaReport] = {}
-        self._floor = config.model.network.floor
-        self._files = PolicyFiles(self._floor)  # each partner's: one file
+        self._files = PolicyFiles(config.model.network.floor)  # each partner's: one file
 
     def check(self, connection: str, adapter: Adapter, policy: CompiledPolicy) -> SchemaReport:
         """The report of :func:`check_source` for one job reading `connection`.
@@ -122,7 +121,7 @@ class SourceChecks:
         key = (connection, policy)
         report = self._reports.get(key)
         if report is None:
-            needs = () if found is None else tuple(policy_needs(policy, self._floor, self._files))
+            needs = () if found is None else tuple(policy_needs(policy, files=self._files))
             report = self._by_needs.get((connection, needs))
             if report is None:
                 report = _check_needs(self.config, connection, found, adapter.name, needs)
@@ -142,7 +141,7 @@ def check_fields(
     """Check what a source listed (`found`, from its :meth:`Adapter.available_fields`;
     None when it cannot tell) against connection `connection` and `policy` (`files`: see
     :func:`policy_needs`)."""
-    needs = () if found is None else policy_needs(policy, config.model.network.floor, files)
+    needs = policy_needs(policy, config.model.network.floor, files)  # read only if found
     return _check_needs(config, connection, found, adapter, needs)
 
 

@@ -447,10 +447,14 @@ def test_rabbitmq_as_the_broker(make_network: Any, runner: CliRunner) -> None:
     assert "queued 2 job(s) in 1 task(s) on amqp://127.0.0.1:5672//" in queued.stderr
     text = network.connector(runner, "status").stdout
     assert "(1 task(s) waiting at the broker, for jobs it does not name (RabbitMQ)" in text
-    settings = dataclasses.replace(network.settings(), url="amqp://127.0.0.1:5672//")
+    _delete_queue(dataclasses.replace(network.settings(), url="amqp://127.0.0.1:5672//"))
+
+
+def _delete_queue(settings: queue.QueueSettings) -> None:
+    """Delete the test's queue: leave the shared RabbitMQ as it was."""
     app = queue.celery_app(settings)
     try:
-        with app.connection_for_write() as conn:  # leave the shared broker as it was
+        with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(settings.queue)
     finally:
         queue.close_app(app)
@@ -486,13 +490,8 @@ def test_asking_the_broker_leaves_no_connection_open(broker: str) -> None:
         assert _broker_sockets(port) == before
     assert queue.purge(settings) == 2
     assert _broker_sockets(port) == before
-    if broker == "rabbitmq":  # leave the shared broker as it was
-        app = queue.celery_app(settings)
-        try:
-            with app.connection_for_write() as conn:
-                conn.default_channel.queue_delete(settings.queue)
-        finally:
-            queue.close_app(app)
+    if broker == "rabbitmq":
+        _delete_queue(settings)
 
 
 def test_a_fan_in_runs_on_a_worker(
