@@ -150,6 +150,22 @@ _EXTRA_RE = re.compile(r"^extra\.[a-z][a-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 _CONSENT_RE = re.compile(r"^consent\.[a-z][a-z0-9_]*$")
 
 
+#: What no state store holds in text: a NUL (PostgreSQL) and lone surrogates (neither SQLite
+#: nor PostgreSQL; a source decoding with ``surrogateescape`` keeps undecodable bytes so).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def usable_id(value: object) -> bool:
+    """Whether `value` (a record's ``id``, a read problem's key) identifies a record the
+    engine can keep track of: present, not empty, and text every state store holds (no NUL,
+    no lone surrogate). A record without one is a read problem, like one without an id: it
+    is reported, never stored, and then nobody counts as gone from the source in that run."""
+    if value is None or value == "":
+        return False
+    text = value if isinstance(value, str) else str(value)
+    return "\x00" not in text if text.isascii() else _UNSTORABLE.search(text) is None
+
+
 def is_extra(name: str) -> bool:
     """True for a well-formed custom field key ``extra.<adapter>.<name>``."""
     return bool(_EXTRA_RE.match(name))

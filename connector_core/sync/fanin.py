@@ -65,7 +65,7 @@ from connector_core.fanin import FanIn, FanInSource, normal_email, normal_phone
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, Decision, compile_policy
-from connector_core.records import Record
+from connector_core.records import Record, usable_id
 from connector_core.sync import dialect
 from connector_core.sync.job import (
     JobOptions,
@@ -456,13 +456,13 @@ def _take_page(
 ) -> None:
     """Note one page of a partner's read: its records' keys, contributions and refusals."""
     for problem in page.problems:
-        if problem.key is None:  # could be anybody: nobody may count as gone from it
-            raise _Unreadable("a record without a key could not be read")
-        read.pinned.add(problem.key)
+        if not usable_id(problem.key):  # could be anybody: nobody may count as gone from it
+            raise _Unreadable("a record without a usable key could not be read")
+        read.pinned.add(str(problem.key))
     for record in page.records:
         source_id = record.get("id")
-        if source_id in (None, ""):
-            raise _Unreadable("a record without an id")
+        if not usable_id(source_id):
+            raise _Unreadable("a record without a usable id")
         source_id = str(source_id)
         read.read += 1
         found = keys(record)

@@ -81,7 +81,7 @@ from connector_core.adapters import Adapter, Capability, KnownRows, Page
 from connector_core.errors import ConnectorError, RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
-from connector_core.records import Record
+from connector_core.records import Record, usable_id
 from connector_core.sync.job import LoadedJob
 from connector_core.sync.model import Mapped
 from connector_core.sync.runner import (
@@ -578,7 +578,7 @@ def _meta(page: Page, index: PolicySet, group_of: Sequence[int]) -> _PageMeta:
     members: dict[int, list[int]] = {}
     candidates = index.candidates
     for n, record in enumerate(page.records):
-        if record.get("id") in (None, "") or record.get("deleted") is True:
+        if not usable_id(record.get("id")) or record.get("deleted") is True:
             busy = True
             break
         for group in {group_of[position] for position in candidates(record)}:
@@ -729,7 +729,7 @@ class _Read:
             where: dict[str, tuple[int, int]] = {}
             for n, page in enumerate(self):
                 for at, record in enumerate(page.records):
-                    if record.get("id") not in (None, ""):
+                    if usable_id(record.get("id")):
                         where[str(record["id"])] = (n, at)
             self._where = where
         return self._where
@@ -1004,7 +1004,7 @@ class _PageDecisions:
 
     def __init__(self, decider: _Decider, page: Page) -> None:
         self.decider = decider
-        records = [r for r in page.records if r.get("id") not in (None, "")]
+        records = [r for r in page.records if usable_id(r.get("id"))]
         self.records = records
         #: every record has an id and none is a problem: a job may pass the page unplanned
         self.plain = not page.problems and len(records) == len(page.records)

@@ -62,7 +62,7 @@ from connector_core.adapters import Capability, KnownRows, Page, WriteResult, Wr
 from connector_core.errors import ConnectorError, ExitCode, RecordRejected
 from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
-from connector_core.records import FIELDS, Record
+from connector_core.records import FIELDS, Record, usable_id
 from connector_core.scrub import scrub_values
 from connector_core.sync.approvals import ApprovalStage, lapse_open_sets, request_approvals
 from connector_core.sync.batches import Batches
@@ -565,7 +565,8 @@ class _Run:
         if len(records) < len(page.records):
             self.counts.problems += len(page.records) - len(records)
             self.unidentified += len(page.records) - len(records)
-            self.result.problems.append(f"{self.job.source.connection}: a record without an id")
+            missing = f"{self.job.source.connection}: a record without a usable id"
+            self.result.problems.append(missing)
         if decided is not None:  # the group decided the page: plan only what may change
             records = list(decided.records)
             for reason, n in decided.withheld.items():
@@ -648,7 +649,7 @@ class _Run:
         return [
             {"id": p.key, "consent": dict(p.consent)}
             for p in page.problems
-            if p.key and p.consent and any(_refuses(p.consent.get(q)) for q in needed)
+            if usable_id(p.key) and p.consent and any(_refuses(p.consent.get(q)) for q in needed)
         ]
 
     def _problems(self, page: Page) -> None:
@@ -658,7 +659,7 @@ class _Run:
         for problem in page.problems:
             self.counts.problems += 1
             self.result.problems.append(str(problem))
-            if problem.key is None:
+            if not usable_id(problem.key):  # none, or none a store can hold
                 self.unidentified += 1
             log.warning(
                 "job %s: could not read the record at %s",
@@ -1103,8 +1104,8 @@ def _approval_stage(
 
 
 def _identified(page: Page) -> list[Record]:
-    """The page's records that have an id."""
-    return [r for r in page.records if r.get("id") not in (None, "")]
+    """The page's records that have a usable id (:func:`~connector_core.records.usable_id`)."""
+    return [r for r in page.records if usable_id(r.get("id"))]
 
 
 class Loaded(Collection[int]):
@@ -1133,11 +1134,11 @@ def seen_ids(page: Page) -> Iterator[str]:
     """The ids a snapshot page lists: its records' and its unreadable records' keys (an
     unreadable record was seen: the target keeps what it has)."""
     for record in page.records:
-        if record.get("id") not in (None, ""):
+        if usable_id(record.get("id")):
             yield str(record["id"])
     for problem in page.problems:
-        if problem.key is not None:
-            yield problem.key
+        if usable_id(problem.key):
+            yield str(problem.key)
     yield from page.skipped  # rows a fingerprinted read found unchanged: seen, not decoded
 
 

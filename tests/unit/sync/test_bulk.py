@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from connector_core.records import usable_id
 from connector_core.sync import bulk
 from connector_core.sync.tables import CompactTime, SecondTime, id_map, ledger
 
@@ -57,8 +58,8 @@ def pg_engine(pg_database: str) -> Any:
     engine.dispose()
 
 
-#: any text PostgreSQL stores (not NUL, which it refuses on either path), controls included
-KEYS = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=6)
+#: any id the engine keeps (usable_id: no NUL, no lone surrogate), controls included
+KEYS = st.text(min_size=1, max_size=6).filter(usable_id)
 LEDGER_ROWS = st.lists(
     st.fixed_dictionaries(
         {
@@ -97,6 +98,26 @@ def test_a_copy_to_postgresql_stores_what_an_insert_stores(
         back = conn.execute(sa.select(copied).order_by(copied.c.seq)).all()
     assert raw[0] == raw[1]
     assert [r._asdict() for r in back] == numbered
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(min_size=1, max_size=4) | st.sampled_from(["a\x00", "\ud800", "caf\udce9"]))
+def test_the_ids_the_engine_keeps_are_the_texts_both_stores_hold(
+    pg_engine: sa.Engine, text: str
+) -> None:
+    """usable_id, the one rule for which ids a run keeps (the others are read problems),
+    says yes exactly to the texts SQLite and PostgreSQL both take as text and give back."""
+    held = []
+    for engine in (sa.create_engine("sqlite://"), pg_engine):
+        try:
+            with engine.connect() as conn:
+                back = conn.execute(sa.select(sa.literal(text, sa.String()))).scalar()
+            held.append(back == text)
+        except (UnicodeEncodeError, sa.exc.DataError):
+            held.append(False)
+    assert usable_id(text) == all(held)
 
 
 def _tables(engine: sa.Engine, table: sa.Table) -> tuple[sa.Table, sa.Table]:

@@ -148,6 +148,27 @@ def test_a_failing_partner_keeps_its_contributions_and_the_others_go_on(
     assert len(net.national()) == 3
 
 
+def test_a_partner_record_whose_id_no_store_can_hold_keeps_that_partners_people(
+    net: FanInNetwork,
+) -> None:
+    """An id with a NUL (which PostgreSQL cannot hold) makes the partner's read unreadable:
+    reported without the id, its people kept as they were, the other partners go on."""
+    net.partner("leeds", agreed(ANN_L, BOB_L))
+    net.partner("york", agreed(ANN_Y))
+    net.run()
+    carol = {"id": "y2", "email": "carol@example.org", "last_name": "Jones"}
+    net.partner("leeds", agreed(ANN_L, {**BOB_L, "id": "l\x002"}))
+    net.partner("york", agreed(ANN_Y, carol))
+    result = net.run()
+    assert result.exit_code == 1
+    assert [p for p in result.problems if "partner 'leeds'" in p] == [
+        "partner 'leeds' (leeds) not read: a record without a usable id"
+    ]
+    rows = net.by_email()
+    assert rows["bob@example.org"]["first_name"] == "Bob"  # kept as it was
+    assert rows["carol@example.org"]["last_name"] == "Jones"  # york went on
+
+
 def test_an_empty_read_of_a_partner_that_gave_before_keeps_its_people(net: FanInNetwork) -> None:
     net.partner("leeds", agreed(BOB_L))
     net.run()

@@ -405,6 +405,39 @@ def test_hard_deletes_found_by_a_forced_reconciliation_match_too(tmp_path: Path)
     assert {e[4] for e in deletes} == {"missing-at-source"}
 
 
+@pytest.mark.parametrize("odd", ["P\x00", "\ud800", "caf\udce9"], ids=["nul", "surrogate", "bytes"])
+def test_a_record_whose_id_no_store_can_hold_deletes_nothing_grouped_or_alone(
+    tmp_path: Path, odd: str
+) -> None:
+    """An id no state store can hold (see the runner's test) is a read problem for every job
+    of a group, as for a job alone: each reports it, and nobody is taken back as missing."""
+    results = {}
+    for mode in ("single", "group", "pairs"):
+        reset_memory_stores()
+        root = tmp_path / mode
+        root.mkdir()
+        world = World(root)
+        url = f"sqlite:///{root / 'state.db'}"
+        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
+            for n in range(30):
+                world.put(n)
+            run = world.one_by_one if mode == "single" else world.grouped
+            run(s)
+            for n in (0, 1, 2, 6, 12):
+                list(world.source.write([Change.delete(f"P{n:03d}")]))
+            list(world.source.write([Change.upsert(odd, person(40))]))
+            if mode == "single":
+                codes = run(s, reconcile=True)
+            else:
+                codes = world.grouped(s, reconcile=True, group_size=2 if mode == "pairs" else None)
+            results[mode] = (codes, outcome(s))
+            assert [r["counts"]["problems"] for r in s.runs(limit=len(JOBS))] == [1] * len(JOBS)
+    assert results["group"] == results["single"]
+    assert results["pairs"] == results["single"]
+    ledgers = [e for job in JOBS for e in results["group"][1][f"{job} ledger"]]
+    assert not [e for e in ledgers if e[0] == "delete" and e[4] == "missing-at-source"]
+
+
 def test_groups_of_one_source_are_fed_one_read(tmp_path: Path) -> None:
     """Groups of at most `group_size` jobs; the later groups of the same source, reading
     from the same cursor, are fed the first group's read instead of reading again."""

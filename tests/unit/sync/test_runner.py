@@ -913,3 +913,28 @@ def test_an_unchanged_run_does_not_count_what_the_job_holds(
     net.put("p3", region="North")
     assert net.run(store).counts.created == 1
     assert counted == [2]  # what it held when the run began
+
+
+#: Ids no state store can hold: a NUL (PostgreSQL refuses it in text) and lone surrogates
+#: (neither SQLite nor PostgreSQL encode them), such as undecodable bytes kept by a source
+#: that decodes with surrogateescape.
+UNSTORABLE_IDS = ["p\x00", "\ud800", "caf\udce9"]
+
+
+@pytest.mark.parametrize("odd", UNSTORABLE_IDS, ids=["nul", "surrogate", "undecodable"])
+def test_a_record_whose_id_no_store_can_hold_is_reported_and_deletes_nothing(
+    net: Network, store: StateStore, odd: str
+) -> None:
+    """Such an id is a read problem, like a missing one: the run goes on, says so without
+    the id, and (anybody could be behind it) takes nobody back as missing at the source."""
+    net.run(store)
+    net.put(odd)
+    net.remove("p1")  # gone at the source: a complete read would take it back
+    result = net.run(store, reconcile=True)
+    assert result.error is None
+    assert result.counts.problems == 1
+    assert [p for p in result.problems if "usable id" in p] == ["crm: a record without a usable id"]
+    assert odd not in "".join(result.problems)
+    assert result.counts.deleted == 0
+    assert key(store, "p1") in net.target()
+    assert {e.source_id for e in store.ledger_entries(job="north")} == {"p1", "p2"}
