@@ -166,6 +166,20 @@ def usable_id(value: object) -> bool:
     return "\x00" not in text if text.isascii() else _UNSTORABLE.search(text) is None
 
 
+def storable_text(text: str) -> str:
+    """`text` as any state store holds it: each NUL or lone surrogate written as its Python
+    escape (``\\x00``, ``\\udce9``); other text unchanged. For free text from outside (a
+    target's error, a note typed in), which must never stop a run; not for ids (see
+    :func:`usable_id`), which must come back as they were."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return ascii(match.group())[1:-1]
+
+
 def is_extra(name: str) -> bool:
     """True for a well-formed custom field key ``extra.<adapter>.<name>``."""
     return bool(_EXTRA_RE.match(name))

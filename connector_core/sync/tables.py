@@ -12,6 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from connector_core.records import storable_text
+
 metadata = sa.MetaData(
     # Named constraints make later migrations (and SQLite batch ALTERs) deterministic.
     naming_convention={
@@ -43,6 +45,19 @@ class UtcDateTime(sa.TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Message(sa.TypeDecorator[str]):
+    """Free text from outside the engine (a target's error, a note typed in): stored with
+    what no store holds as text, a NUL or a lone surrogate, written as its escape
+    (:func:`~connector_core.records.storable_text`), so an odd message never stops a run."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        """The text, escaped where a store could not hold it."""
+        return None if value is None else storable_text(value)
 
 
 class CompactTime(sa.TypeDecorator[dt.datetime]):
@@ -181,7 +196,7 @@ runs = sa.Table(
     sa.Column("status", sa.String(), nullable=False),
     sa.Column("dry_run", sa.Boolean(), nullable=False),
     sa.Column("counts", sa.JSON()),
-    sa.Column("error", sa.Text()),
+    sa.Column("error", Message()),
     sa.Index(None, "job", "id"),
 )
 
@@ -209,8 +224,8 @@ outstanding = sa.Table(
     sa.Column("target_key", Key, nullable=False),
     sa.Column("action", sa.String(), nullable=False),
     sa.Column("status", sa.String(), nullable=False),
-    sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("error", sa.Text()),
+    sa.Column("reason", Message(), nullable=False),
+    sa.Column("error", Message()),
     sa.Column("fields", sa.JSON(), nullable=False),
     sa.Column("since", UtcDateTime(), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False),
@@ -266,7 +281,7 @@ approval_sets = sa.Table(
     sa.Column("escalated_at", UtcDateTime()),
     sa.Column("decided_at", UtcDateTime()),
     sa.Column("summary", sa.JSON(), nullable=False),
-    sa.Column("note", sa.Text()),
+    sa.Column("note", Message()),
     sa.Index(None, "job", "status"),
 )
 
@@ -317,7 +332,7 @@ share_requests = sa.Table(
     sa.Column("decided_at", UtcDateTime()),
     sa.Column("expires_at", UtcDateTime()),
     sa.Column("ended_at", UtcDateTime()),
-    sa.Column("note", sa.Text()),
+    sa.Column("note", Message()),
 )
 
 GENESIS_HASH = "0" * 64

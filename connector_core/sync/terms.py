@@ -31,10 +31,21 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-canonical_json = functools.partial(
+_dumps = functools.partial(
     json.dumps, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
 )
-"""JSON with sorted keys and no whitespace: what the ledger hashes, and how terms are stored."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: what the ledger hashes, and how terms are
+    stored. Text stays as it is, except a lone surrogate (undecodable bytes a source kept),
+    written as its JSON escape: no store holds it raw, and it reads back the same."""
+    text = _dumps(value)
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
 
 _HEX64 = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from connector_core.records import usable_id
+from connector_core.records import storable_text, usable_id
 from connector_core.sync import bulk
-from connector_core.sync.tables import CompactTime, SecondTime, id_map, ledger
+from connector_core.sync.tables import CompactTime, Message, SecondTime, id_map, ledger
 
 metadata = sa.MetaData()
 times = sa.Table(
@@ -118,6 +118,23 @@ def test_the_ids_the_engine_keeps_are_the_texts_both_stores_hold(
         except (UnicodeEncodeError, sa.exc.DataError):
             held.append(False)
     assert usable_id(text) == all(held)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(st.characters(), max_size=6))
+@example(text="caf\udce9 \ud800 \x00 é")
+def test_free_text_reaches_both_stores_escaped_only_where_it_must(
+    pg_engine: sa.Engine, text: str
+) -> None:
+    """A Message column (a target's error, a note) takes any text on both stores: a NUL or
+    a lone surrogate comes back as its escape, everything else as it was."""
+    for engine in (sa.create_engine("sqlite://"), pg_engine):
+        with engine.connect() as conn:
+            back = conn.execute(sa.select(sa.literal(text, Message()))).scalar()
+        assert back == storable_text(text)
+    assert (storable_text(text) == text) == (usable_id(text) or text == "")
 
 
 def _tables(engine: sa.Engine, table: sa.Table) -> tuple[sa.Table, sa.Table]:

@@ -123,6 +123,17 @@ class PushdownAdapter(MemoryAdapter):
         return super().read(cursor=cursor, fields=fields, where=where)
 
 
+class FailingAdapter(MemoryAdapter):
+    """A memory target whose every write fails with `error` (whatever text a server sends)."""
+
+    name: ClassVar[str] = "failing"
+    error: ClassVar[str] = "the server said no"
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        for change in changes:
+            yield WriteResult(change.key, "failed", error=self.error)
+
+
 class AppendOnlyAdapter(MemoryAdapter):
     """A memory target that cannot delete: no mirror can use it."""
 
@@ -139,6 +150,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
         PushdownAdapter,
         AppendOnlyAdapter,
         EchoingMemoryAdapter,
+        FailingAdapter,
     )
 }
 
@@ -938,3 +950,34 @@ def test_a_record_whose_id_no_store_can_hold_is_reported_and_deletes_nothing(
     assert result.counts.deleted == 0
     assert key(store, "p1") in net.target()
     assert {e.source_id for e in store.ledger_entries(job="north")} == {"p1", "p2"}
+
+
+@pytest.mark.parametrize("odd", UNSTORABLE_IDS, ids=["nul", "surrogate", "undecodable"])
+def test_a_target_error_no_store_holds_as_text_is_kept_escaped(
+    net: Network, store: StateStore, odd: str
+) -> None:
+    """Whatever a target's error holds, the failed changes are kept (their error with each
+    NUL or lone surrogate written as its escape) and the run ends normally."""
+    FailingAdapter.error = f"refused {odd} here"
+    net.configure(target="failing")
+    result = net.run(store)
+    assert result.error is None
+    assert result.exit_code == ExitCode.RECORDS_FAILED
+    owed = store.outstanding("north")
+    assert set(owed) == {"p1", "p2"}
+    assert {o.error for o in owed.values()} == {f"refused {ascii(odd)[1:-1]} here"}
+
+
+@pytest.mark.parametrize("odd", ["crm\ud800", "caf\udce9"], ids=["surrogate", "undecodable"])
+def test_consent_evidence_no_store_holds_as_text_reaches_the_ledger_intact(
+    net: Network, store: StateStore, odd: str
+) -> None:
+    """Consent evidence is kept in the ledger as given (JSON escapes what no store holds as
+    text), and the ledger still verifies."""
+    consent = {"local_organizing": {"granted": True, "source": odd, "at": None}}
+    net.put("p9", consent=consent)
+    result = net.run(store)
+    assert result.error is None
+    (entry,) = [e for e in store.ledger_entries(job="north") if e.source_id == "p9"]
+    assert entry.consent_basis["local_organizing"]["source"] == odd
+    assert store.verify_ledger().ok

@@ -3,10 +3,11 @@ rolled-back transaction leaves nothing cached."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connector_core.sync.tables import metadata, terms
@@ -67,3 +68,32 @@ def test_a_rolled_back_term_is_not_remembered() -> None:
     with engine.connect() as conn:
         assert cache.find(conn, "job", "members") == job
         assert cache.find(conn, "job", "partner") is None
+
+
+#: any text, lone surrogates (undecodable bytes a source kept) and NULs included
+ANY_TEXT = st.text(st.characters(), max_size=4)
+ANY_VALUES = st.recursive(
+    st.none() | st.integers() | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_VALUES)
+@example({"source": "crm\ud800"})
+@example(["caf\udce9", "\x00", {"\udfff": "é"}])
+def test_canonical_json_is_text_a_store_holds_and_reads_back_the_same(value: Any) -> None:
+    """What the ledger hashes and the terms table stores: valid UTF-8 whatever the value
+    holds (a lone surrogate is written as its JSON escape), the same value when read back,
+    and the text it always was for a value without lone surrogates."""
+    text = canonical_json(value)
+    text.encode("utf-8")  # strict: no lone surrogate is left in it
+    assert json.loads(text) == value
+    plain = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in plain):
+        assert text == plain
+    engine, cache = _engine(), Terms()
+    with engine.begin() as conn:
+        ((_, stored),) = cache.intern_texts(conn, "consent", [value])
+    assert stored == text
