@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import io
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -62,7 +63,19 @@ def console() -> None:
     run of 0.6 s, more after a large one). Not for a caller that goes on (a test runner):
     frozen objects are never collected."""
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    _escaping_output()
     try:
         main()
     finally:
         gc.freeze()
+
+
+def _escaping_output() -> None:
+    """Let stdout and stderr write what their encoding cannot as its backslash escape
+    (``\\udce9``) instead of raising in the middle of a command's output: a lone surrogate,
+    which is what undecodable bytes of a file name become, or what a server's JSON may hold.
+    A UTF-8 locale's stdout is strict, and under the C locale only the surrogates of
+    undecodable bytes pass."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")

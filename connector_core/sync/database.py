@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from connector_core import scrub
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
+from connector_core.records import storable_text
 from connector_core.sync import migrations
 from connector_core.sync.ledger import canonical_json
 
@@ -53,8 +54,12 @@ _MIGRATION_LOCK = advisory_key("schema migration")
 
 
 def display_url(url: str | URL) -> str:
-    """`url` as it may be shown: the password replaced by ``***``."""
-    return sa.make_url(url).render_as_string(hide_password=True)
+    """`url` as it may be shown: the password replaced by ``***``; a database path with
+    undecodable bytes (lone surrogates, which a URL cannot quote) shown with their escapes."""
+    parsed = sa.make_url(url)
+    if parsed.database and not parsed.database.isascii():
+        parsed = parsed.set(database=storable_text(parsed.database))
+    return parsed.render_as_string(hide_password=True)
 
 
 def connect_engine(url: str | URL, *, for_locks: bool = False) -> Engine:

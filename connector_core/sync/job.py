@@ -351,7 +351,9 @@ def _digest(value: Any) -> str:
 
 
 def _text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(
+        text.encode("utf-8", "surrogatepass")
+    ).hexdigest()  # undecodable path bytes, too
 
 
 def _check_target(name: str, job: JobConfig, target: type[Adapter]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,52 @@ def test_credentials_refuse_empty_and_bad_keys(runner: CliRunner, demo: Path) ->
 def test_verbose_logging_formats(runner: CliRunner, demo: Path, fmt: str) -> None:
     result = run(runner, "-v", "--log-format", fmt, "doctor", cwd=demo, env=DEMO_ENV)
     assert result.exit_code == 0, result.output
+
+
+NOT_UTF8_CONFIG = """\
+version: 1
+network: {name: Old drive}
+consent:
+  purposes:
+    contact_me: {description: May contact me}
+connections:
+  src: {adapter: csv, settings: {path: people.csv}, mapping: {consent.contact_me: contact_me}}
+  out: {adapter: csv, settings: {path: out/people.csv}}
+jobs:
+  j: {source: src, target: out, policy: p.yaml}
+"""
+
+
+def test_a_network_in_a_folder_whose_name_is_not_utf8_runs(tmp_path: Path) -> None:
+    """A folder name with undecodable bytes (an old drive's latin-1 name) reaches paths,
+    the SQLite store's URL, config hashes and the output as lone surrogates: the network
+    runs, and the console script prints the name escaped whatever the locale (a UTF-8
+    locale's stdout is strict: simulated by PYTHONIOENCODING)."""
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    (folder / "out").mkdir(parents=True)
+    (folder / "connector.yaml").write_text(NOT_UTF8_CONFIG, encoding="utf-8")
+    (folder / "p.yaml").write_text(
+        "policy: p\nrequire_consent: [contact_me]\nrules:\n  - allow: all\n"
+        "fields:\n  first_name: show\n",
+        encoding="utf-8",
+    )
+    (folder / "people.csv").write_text("id,first_name,contact_me\n1,Ann,yes\n2,Bob,no\n")
+    env = {
+        **os.environ,
+        "PYTHONIOENCODING": "utf-8:strict",
+        "CONNECTOR_SECRET_NETWORK_LEDGER_KEY": "a ledger key for an old drive's network",
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+
+    def connector(*args: str) -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, "-m", "connector_core", "--config", str(folder / "connector.yaml")]
+        done = subprocess.run([*argv, *args], capture_output=True, env=env, check=False)
+        assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
+        return done
+
+    assert b"created 1" in connector("run", "j").stdout
+    assert b"created 0" in connector("run", "j").stdout
+    assert (folder / "out" / "people.csv").read_text().count("Ann") == 1
+    checked = connector("policy", "check", str(folder / "p.yaml"))
+    assert checked.returncode == 0
+    assert b"caf\\udce9" in checked.stdout
