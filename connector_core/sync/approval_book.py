@@ -18,6 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from connector_core.sync.dialect import chunks
 from connector_core.sync.tables import approval_members, approval_sets, approval_statements
 
 #: The statuses of a set still open: a run of its job settles it (or lets it lapse).
@@ -174,12 +175,12 @@ class ApprovalBook:
             if key is None:
                 raise RuntimeError("the database returned no id for the approval set")
             set_id = int(key[0])
-            for start in range(0, len(members), 500):
+            for chunk in chunks(members):
                 conn.execute(
                     sa.insert(approval_members),
                     [
                         {"set_id": set_id, **dataclasses.asdict(m), "kinds": list(m.kinds)}
-                        for m in members[start : start + 500]
+                        for m in chunk
                     ],
                 )
         return set_id

@@ -1,13 +1,20 @@
 """The store's SQL that differs by backend, with PostgreSQL's dialect imported only when a
-PostgreSQL store asks for it: a run on SQLite never loads it (about 17 ms of start-up)."""
+PostgreSQL store asks for it: a run on SQLite never loads it (about 17 ms of start-up); and
+how many values one statement takes (:func:`chunks`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
+
+#: Values per statement (an ``IN`` list, an insert's rows): well under every backend's
+#: parameter limit (SQLite's 32,766, PostgreSQL's 65,535).
+CHUNK = 500
+
+_T = TypeVar("_T")
 
 
 def is_pg(conn: sa.Connection) -> bool:
@@ -42,3 +49,9 @@ def among(conn: sa.Connection, column: Any, values: Iterable[Any]) -> Any:
         array = sa.bindparam(None, values, type_=pg_array(column.type), unique=True)
         return column == sa.func.any(array)
     return column.in_(values)
+
+
+def chunks(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
+    """`items` `size` at a time, in order (slices: a list gives lists)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

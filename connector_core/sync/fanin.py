@@ -67,6 +67,7 @@ from connector_core.masks import MaskContext
 from connector_core.policy.compiler import CompiledPolicy, Decision, compile_policy
 from connector_core.records import Record, usable_id
 from connector_core.sync import dialect
+from connector_core.sync.dialect import chunks
 from connector_core.sync.job import (
     JobOptions,
     LoadedJob,
@@ -712,11 +713,10 @@ def _write(
         for partner, source_id in drop:
             by_partner[partner].append(source_id)
         for partner, ids in by_partner.items():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for chunk in chunks(ids):
                 where = (table.c.job == name, table.c.partner == partner)
                 conn.execute(
                     table.delete().where(*where, dialect.among(conn, table.c.source_id, chunk))
                 )
-        for start in range(0, len(add), 1000):
-            conn.execute(table.insert(), add[start : start + 1000])
+        for rows in chunks(add, 1000):
+            conn.execute(table.insert(), rows)

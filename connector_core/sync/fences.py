@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from connector_core.sync import dialect
+from connector_core.sync.dialect import chunks
 from connector_core.sync.locks import LockLost
 from connector_core.sync.tables import lock_fences
 
-_CHUNK = 500  # locks per statement: well under every backend's parameter limit
 JOB = "job:"
 TARGET = "target:"
 
@@ -48,8 +48,7 @@ def take_many(conn: Connection, locks: Sequence[tuple[str, str]]) -> dict[str, i
     tokens: dict[str, int] = {}
     locks = list(dict(locks).items())  # a lock once (a multi-row upsert takes a row once)
     pg = dialect.is_pg(conn)
-    for start in range(0, len(locks), _CHUNK):
-        chunk = locks[start : start + _CHUNK]
+    for chunk in chunks(locks):
         if pg:  # two arrays: one statement text, four parameters, whatever the count
             names, jobs = [name for name, _ in chunk], [job for _, job in chunk]
             params = {"names": names, "jobs": jobs, "holder": holder, "at": now}
@@ -116,8 +115,7 @@ def read(conn: Connection, names: Sequence[str]) -> dict[str, Any]:
     bump waits for it), so that a check of them in that transaction holds until then."""
     query = _checks(dialect.is_pg(conn))
     rows: dict[str, Any] = dict.fromkeys(names)
-    for start in range(0, len(names), _CHUNK):
-        chunk = list(names[start : start + _CHUNK])
+    for chunk in chunks(list(names)):
         rows.update((row.name, row) for row in conn.execute(query, {"names": chunk}))
     return rows
 

@@ -68,6 +68,7 @@ from connector_core.sync.approvals import ApprovalStage, lapse_open_sets, reques
 from connector_core.sync.batches import Batches
 from connector_core.sync.blocks import BlockKeeper, StoredBlocks
 from connector_core.sync.deferred import Spool
+from connector_core.sync.dialect import chunks
 from connector_core.sync.job import LoadedJob, full_reasons
 from connector_core.sync.model import (
     UNKNOWN_HASH,
@@ -93,7 +94,6 @@ log = logging.getLogger("connector.sync")
 
 #: Why a record is deleted when a read filtered by the policy (pushdown) did not list it.
 MISSING_FROM_FILTERED_READ = "missing-or-out-of-scope"
-_ID_CHUNK = 500
 #: Always read: a record deleted at the source must be taken back whatever the policy tests.
 _ALWAYS_READ = frozenset({"id", "deleted"})
 
@@ -786,8 +786,8 @@ class _Run:
             for whole in self.seen_whole:
                 left.difference_update(whole)
             missing = [sid for sid in missing if sid in left]
-        for start in range(0, len(missing), _ID_CHUNK):
-            rows = self.store.mapped(self.job.name, missing[start : start + _ID_CHUNK])
+        for chunk in chunks(missing):
+            rows = self.store.mapped(self.job.name, chunk)
             self.touched.update(sid for sid in rows if sid in self.owed)
             found = [
                 self._uncertain(self.owed[s], r) if s in self.owed else r for s, r in rows.items()
@@ -798,8 +798,8 @@ class _Run:
         """Queue a delete of every record the job holds (a retired partner's), as explicit
         take-backs: a person decided them, so the mass-delete guard does not hold them."""
         ids = list(self.store.source_ids(self.job.name))
-        for start in range(0, len(ids), _ID_CHUNK):
-            rows = self.store.mapped(self.job.name, ids[start : start + _ID_CHUNK])
+        for chunk in chunks(ids):
+            rows = self.store.mapped(self.job.name, chunk)
             self.touched.update(sid for sid in rows if sid in self.owed)
             found = [
                 self._uncertain(self.owed[s], r) if s in self.owed else r for s, r in rows.items()

@@ -22,7 +22,7 @@ import itertools
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO, TypeVar, cast
+from typing import Any, Final, Literal, TextIO, cast
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -39,6 +39,7 @@ from connector_core.sync.database import (
     display_url,
     failures,
 )
+from connector_core.sync.dialect import chunks
 from connector_core.sync.ledger import LedgerReport
 from connector_core.sync.model import (
     UNKNOWN_HASH,
@@ -75,7 +76,6 @@ from connector_core.sync.terms import (
 
 __all__ = ["KEEP", "LedgerReport", "SavedBlocks", "StateStore", "StateStoreError", "split_ids"]
 
-_CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 #: locks whose fences one check in a joined block reads (see _check_fences): a whole group's
 #: (256 jobs, two locks each), so its jobs' checks take one statement, not one per 16 jobs
 _FENCES_AHEAD = 512
@@ -384,12 +384,8 @@ class StateStore:
             conn.execute(_DROP_OWED, [{"v_job": j, "v_id": s} for j, s in behind.owed_gone])
         self._put_outstanding(conn, list(behind.owed.values()), _utc(None))
         gone = [self._intent_ids.get(i, i) for i in behind.intents_gone]
-        for start in range(0, len(gone), _CHUNK):
-            conn.execute(
-                intents.delete().where(
-                    dialect.among(conn, intents.c.id, gone[start : start + _CHUNK])
-                )
-            )
+        for chunk in chunks(gone):
+            conn.execute(intents.delete().where(dialect.among(conn, intents.c.id, chunk)))
 
     def _deferred(self, kind: str) -> Any:
         """The statement of a deferred write's `kind` (built once per store)."""
@@ -412,7 +408,7 @@ class StateStore:
         if conn is None:
             return
         names = list(jobs)
-        for chunk in _chunks(names):  # their ids (start_run would add them)
+        for chunk in chunks(names):  # their ids (start_run would add them)
             self._terms.intern(conn, "job", chunk)
         self._ahead = _Ahead(conn, names)
 
@@ -488,8 +484,7 @@ class StateStore:
             job_id = self._job_id(conn, job)
             if job_id is None:
                 return found
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
+            for chunk in chunks(ids):
                 query = sa.select(id_map).where(
                     id_map.c.job == job_id, dialect.among(conn, id_map.c.source_id, chunk)
                 )
@@ -503,7 +498,7 @@ class StateStore:
         found = dict.fromkeys(jobs, 0)
         with self._transaction() as conn:
             ids = self._job_ids(conn, jobs)
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 query = (
                     sa.select(id_map.c.job, sa.func.count())
                     .where(dialect.among(conn, id_map.c.job, chunk))
@@ -526,14 +521,14 @@ class StateStore:
         with self._transaction() as conn:
             self._plan_for_arrays(conn)
             ids = self._job_ids(conn, jobs)
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 query = _ID_MAP_UNTYPED.where(dialect.among(conn, id_map.c.job, chunk))
                 queries = (
                     [query]
                     if wanted is None
                     else [
                         query.where(dialect.among(conn, id_map.c.source_id, w))
-                        for w in _chunks(wanted)
+                        for w in chunks(wanted)
                     ]
                 )
                 for one in queries:
@@ -553,7 +548,7 @@ class StateStore:
         with self._transaction() as conn:
             self._plan_for_arrays(conn)
             ids = self._job_ids(conn, jobs)
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 for job_id, source_id in conn.execute(
                     _ID_MAP_IDS.where(dialect.among(conn, id_map.c.job, chunk))
                 ):
@@ -694,8 +689,7 @@ class StateStore:
             if joined:  # written with the other jobs' at the block's next flush
                 self._behind.record(job, job_id, rows, gone, intent, cleared, failed, now)
             else:
-                for start in range(0, len(gone), _CHUNK):
-                    chunk = gone[start : start + _CHUNK]
+                for chunk in chunks(gone):
                     conn.execute(
                         id_map.delete().where(
                             id_map.c.job == job_id, dialect.among(conn, id_map.c.source_id, chunk)
@@ -836,8 +830,7 @@ class StateStore:
         query = sa.select(table.c.job).where(named, table.c.cursor.not_in(sorted(keep)))
         with self._transaction(write=True) as conn:
             doomed = list(conn.scalars(query))
-            for start in range(0, len(doomed), _CHUNK):
-                chunk = doomed[start : start + _CHUNK]
+            for chunk in chunks(doomed):
                 conn.execute(sa.delete(table).where(dialect.among(conn, table.c.job, chunk)))
                 conn.execute(
                     sa.delete(fingerprint_blocks).where(
@@ -890,8 +883,7 @@ class StateStore:
                 return {bytes(d): bytes(v) for d, v in conn.execute(query)}
             wanted = list(digests)
             found: dict[bytes, bytes] = {}
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
+            for chunk in chunks(wanted):
                 rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
                 found.update((bytes(d), bytes(v)) for d, v in rows)
             return found
@@ -919,8 +911,7 @@ class StateStore:
         kept = set(blocks.kept)
         found = conn.scalars(_BLOCKS_OF, {"v_job": job})
         gone = [d for d in (bytes(d) for d in found) if d not in kept]
-        for start in range(0, len(gone), _CHUNK):
-            chunk = gone[start : start + _CHUNK]
+        for chunk in chunks(gone):
             conn.execute(
                 table.delete().where(table.c.job == job, dialect.among(conn, table.c.digest, chunk))
             )
@@ -929,8 +920,8 @@ class StateStore:
             for d, ids, marks in blocks.new
             if d not in kept
         ]
-        for start in range(0, len(new), _CHUNK):
-            conn.execute(sa.insert(table), new[start : start + _CHUNK])
+        for rows in chunks(new):
+            conn.execute(sa.insert(table), rows)
 
     # -- outstanding changes (the intent log, failures, held deletes) --------------------
 
@@ -1046,8 +1037,7 @@ class StateStore:
         rewrites or deletes them) and clear their outstanding rows, in one transaction."""
         with self._transaction(write=True) as conn:
             job_id = self._job_id(conn, job)
-            for start in range(0, len(source_ids) if job_id is not None else 0, _CHUNK):
-                chunk = source_ids[start : start + _CHUNK]
+            for chunk in chunks(source_ids if job_id is not None else []):
                 conn.execute(
                     id_map.update()
                     .where(id_map.c.job == job_id, dialect.among(conn, id_map.c.source_id, chunk))
@@ -1057,11 +1047,11 @@ class StateStore:
 
     def _clear_outstanding(self, conn: Connection, job: str, source_ids: Iterable[str]) -> None:
         ids = sorted(source_ids)
-        for start in range(0, len(ids), _CHUNK):
+        for chunk in chunks(ids):
             conn.execute(
                 outstanding.delete().where(
                     outstanding.c.job == job,
-                    dialect.among(conn, outstanding.c.source_id, ids[start : start + _CHUNK]),
+                    dialect.among(conn, outstanding.c.source_id, chunk),
                 )
             )
 
@@ -1121,11 +1111,11 @@ class StateStore:
         killed = [job for job in jobs if ahead is None or not known or job in ahead.running]
         with self._transaction(write=True, behind=True) as conn:  # as start_run
             self._terms.intern(conn, "job", list(jobs))
-            for start in range(0, len(killed), _CHUNK):
+            for chunk in chunks(killed):
                 conn.execute(
                     runs.update()
                     .where(
-                        dialect.among(conn, runs.c.job, killed[start : start + _CHUNK]),
+                        dialect.among(conn, runs.c.job, chunk),
                         runs.c.status == "running",
                     )
                     .values(status="killed")
@@ -1381,8 +1371,8 @@ def _new_ids(conn: Connection, insert: Any, rows: Sequence[dict[str, Any]]) -> l
     """The ids of `rows`, in order, inserted by `insert` (RETURNING the id in parameter
     order), one statement per 500 rows."""
     ids: list[int] = []
-    for start in range(0, len(rows), _CHUNK):
-        ids.extend(int(row[0]) for row in conn.execute(insert, rows[start : start + _CHUNK]))
+    for chunk in chunks(rows):
+        ids.extend(int(row[0]) for row in conn.execute(insert, chunk))
     return ids
 
 
@@ -1789,19 +1779,10 @@ class _Ahead:
         return cast(set[str], self._get("open_sets"))
 
 
-_T = TypeVar("_T")
-
-
-def _chunks(items: list[_T]) -> Iterator[list[_T]]:
-    """`items` 500 at a time (a statement's share: see _CHUNK)."""
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def _read_states(conn: Connection, names: list[str]) -> dict[str, JobState]:
     return {
         row.job: JobState(**row._mapping)
-        for chunk in _chunks(names)
+        for chunk in chunks(names)
         for row in conn.execute(
             sa.select(job_state).where(dialect.among(conn, job_state.c.job, chunk))
         )
@@ -1811,7 +1792,7 @@ def _read_states(conn: Connection, names: list[str]) -> dict[str, JobState]:
 def _read_by_job(table: sa.Table) -> Callable[[Connection, list[str]], dict[str, list[Any]]]:
     def read(conn: Connection, names: list[str]) -> dict[str, list[Any]]:
         found: dict[str, list[Any]] = {}
-        for chunk in _chunks(names):
+        for chunk in chunks(names):
             for row in conn.execute(
                 sa.select(table).where(dialect.among(conn, table.c.job, chunk))
             ):
@@ -1825,7 +1806,7 @@ def _read_fingerprinted(conn: Connection, names: list[str]) -> set[tuple[str, st
     marks = sa.select(row_fingerprints.c.job, row_fingerprints.c.cursor)
     return {
         (job, cursor)
-        for chunk in _chunks(names)
+        for chunk in chunks(names)
         for job, cursor in conn.execute(
             marks.where(dialect.among(conn, row_fingerprints.c.job, chunk))
         )
@@ -1834,7 +1815,7 @@ def _read_fingerprinted(conn: Connection, names: list[str]) -> set[tuple[str, st
 
 def _read_legacy(conn: Connection, names: list[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(names):
+    for chunk in chunks(names):
         legacy = {_legacy(job): job for job in chunk}
         marked = sa.select(store_secrets.c.name).where(
             dialect.among(conn, store_secrets.c.name, legacy)
@@ -1848,7 +1829,7 @@ def _read_jobs_with(table: sa.Table, row: Any) -> Callable[[Connection, list[str
 
     def read(conn: Connection, names: list[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(names):
+        for chunk in chunks(names):
             query = (
                 sa.select(table.c.job)
                 .where(dialect.among(conn, table.c.job, chunk), row)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from connector_core.sync import dialect
+from connector_core.sync.dialect import chunks
 from connector_core.sync.tables import terms
 
 
@@ -52,7 +53,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _TEXT_MARK = b"\xff"  # never in UTF-8: tells a 16-byte text key from a packed UUID
 _FIELD_HASH_WIDTHS = frozenset({8, 16})  # a packable field hash: 8 or 16 lowercase hex digits
 _HEX = re.compile(r"[0-9a-f]*")
-_CHUNK = 500
 _SEEN_MAX = 65_536  # the most values a store finds again by repr (a memo, not the cache)
 
 
@@ -209,11 +209,8 @@ class Terms:
             stmt = insert.on_conflict_do_nothing(index_elements=["digest"]).returning(
                 terms.c.id, terms.c.digest
             )
-            for start in range(0, len(new), _CHUNK):
-                rows = [
-                    {"kind": kind, "digest": k, "value": texts[k]}
-                    for k in new[start : start + _CHUNK]
-                ]
+            for chunk in chunks(new):
+                rows = [{"kind": kind, "digest": k, "value": texts[k]} for k in chunk]
                 for id_, digest in conn.execute(stmt, rows):
                     key = bytes(digest)
                     self._new_ids[key] = int(id_)
@@ -229,9 +226,9 @@ class Terms:
         return found
 
     def _fetch(self, conn: Connection, keys: list[bytes]) -> None:
-        for start in range(0, len(keys), _CHUNK):
+        for chunk in chunks(keys):
             query = sa.select(terms.c.id, terms.c.digest, terms.c.value).where(
-                dialect.among(conn, terms.c.digest, keys[start : start + _CHUNK])
+                dialect.among(conn, terms.c.digest, chunk)
             )
             for id_, digest, value in conn.execute(query):
                 self._new_ids[bytes(digest)] = int(id_)
@@ -243,9 +240,9 @@ class Terms:
         found = {i: self._values[i] for i in wanted if i in self._values}
         found.update((i, self._new_values[i]) for i in wanted if i in self._new_values)
         missing = sorted(wanted - found.keys())
-        for start in range(0, len(missing), _CHUNK):
+        for chunk in chunks(missing):
             query = sa.select(terms.c.id, terms.c.value).where(
-                dialect.among(conn, terms.c.id, missing[start : start + _CHUNK])
+                dialect.among(conn, terms.c.id, chunk)
             )
             for id_, value in conn.execute(query):
                 found[int(id_)] = self._new_values[int(id_)] = json.loads(value)
