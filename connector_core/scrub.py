@@ -190,12 +190,27 @@ def forms(value: str) -> frozenset[str]:
     for text in {value, latin}:
         found |= _escapes(text)
         found |= {ascii(text + "'\"")[1:-4], html.escape(text, quote=False), text}
-    found |= {quote(value, safe=""), quote(value), quote_plus(value)}
+    found |= _url_forms(value)
     # hex of its bytes, and JSON escaping every character (UTF-16 units, as JSON does)
     units = value.encode("utf-16-be", "surrogatepass")
     found.add("".join(f"\\u{units[i : i + 2].hex()}" for i in range(0, len(units), 2)))
     found |= {sent.hex() for sent in _encodings(value)}
     return frozenset(f for f in found if len(f) >= MIN_SECRET_LENGTH)
+
+
+def _url_forms(text: str) -> set[str]:
+    """`text` percent-encoded as URLs and forms carry it. A lone surrogate (undecodable
+    bytes kept by ``surrogateescape``, or one a server's JSON held) is encoded as the byte
+    it stands for and, failing that, as its UTF-8 form: either way, never an error."""
+    found: set[str] = set()
+    for errors in ("surrogateescape", "surrogatepass"):
+        with contextlib.suppress(UnicodeEncodeError):
+            found |= {
+                quote(text, safe="", errors=errors),
+                quote(text, errors=errors),
+                quote_plus(text, errors=errors),
+            }
+    return found
 
 
 def _escapes(text: str) -> set[str]:
@@ -304,7 +319,7 @@ def _value_texts(value: Any) -> Iterator[str]:
 def _value_forms(text: str) -> set[str]:
     found = {text, text.strip()}
     for t in (text, text.strip()):
-        found |= _escapes(t) | {quote(t, safe=""), quote_plus(t)}
+        found |= _escapes(t) | _url_forms(t)
     return {f for f in found if len(f) >= MIN_VALUE_LENGTH}
 
 

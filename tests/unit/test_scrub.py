@@ -191,3 +191,23 @@ def test_scrubbing_without_the_base64_pattern_changes_nothing(shown: str) -> Non
     scrub.remember(SECRET)
     scrub.remember(ECHOED)
     assert scrub.scrub(shown) == _as_before(shown)
+
+
+#: text holding lone surrogates: undecodable bytes kept by surrogateescape (U+DC80-U+DCFF,
+#: e.g. from an environment variable) and a surrogate a server's JSON may carry (U+D800)
+ODD_TEXT = st.text(st.characters(), min_size=1, max_size=8).map(lambda t: f"caf\udce9{t}\ud800")
+
+
+@settings(max_examples=50, deadline=None)
+@given(value=ODD_TEXT)
+def test_values_and_secrets_holding_lone_surrogates_are_scrubbed_not_raised(value: str) -> None:
+    """A record value or a secret with undecodable bytes is scrubbed in every form it has
+    (its URL forms percent-encode the bytes it stands for), instead of raising."""
+    undecodable = quote(value, safe="", errors="surrogatepass")
+    message = f"the server said {value} ({undecodable})"
+    assert value not in scrub.scrub_values(message, [value])
+    assert undecodable not in scrub.scrub_values(message, [value])
+    scrub.forget_all()
+    scrub.remember(value + "-secret")
+    shown = f"<{value}-secret> <{quote(value + '-secret', safe='', errors='surrogatepass')}>"
+    assert "-secret" not in scrub.scrub(shown)
