@@ -28,6 +28,7 @@ import datetime as dt
 import difflib
 import functools
 import hashlib
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -137,6 +138,29 @@ class Link:
 _STRICTNESS = {"show": 0, "mask": 1, "absent": 2, "forbid": 3}
 
 
+class _Facts:
+    """What a compile derives from the fields' resolutions alone: made once for every
+    policy sharing them (a template's partners, through compile_policy's memo), not once
+    per partner. ``outcomes``: each shown or masked field's outcome (read-only: shared);
+    ``shared``: those fields and what their masks read; ``outcome_key``: their part of a
+    policy's share key."""
+
+    __slots__ = ("outcome_key", "outcomes", "shared")
+
+    def __init__(self, resolutions: Mapping[str, Resolution]) -> None:
+        outcomes = {
+            f: r.outcome for f, r in resolutions.items() if r.outcome.kind in ("show", "mask")
+        }
+        self.outcomes: Mapping[str, FieldOutcome] = types.MappingProxyType(outcomes)
+        shared = set(outcomes)
+        for name in outcomes:
+            shared.update(f for m in resolutions[name].masks for f in getattr(m, "reads", ()))
+        self.shared = frozenset(shared)
+        self.outcome_key = tuple(
+            (f, r.outcome.kind, r.mask_keys) for f, r in resolutions.items() if f in outcomes
+        )
+
+
 #: CompiledPolicy's generated functions, then their source (made on first use)
 _GENERATED = ("decide", "evaluate", "project", "gate", "allow", "passes", "source")
 
@@ -168,18 +192,18 @@ class CompiledPolicy:
         links: tuple[Link, ...],
         resolutions: dict[str, Resolution],
         now: dt.datetime,
+        facts: _Facts | None = None,
     ) -> None:
+        facts = _Facts(resolutions) if facts is None else facts
         self.name = policy.name
         self.policy = policy
         self.links = links
         self.now = now
         self.content_hash = _chain_hash(policy)
         self.resolutions = resolutions
-        self.outcomes = {
-            f: r.outcome for f, r in resolutions.items() if r.outcome.kind in ("show", "mask")
-        }
+        self.outcomes = facts.outcomes
         self.no_allow = Decision(False, f"no-allow:{policy.name}")
-        self.pushdown = _pushdown(links, resolutions)
+        self.pushdown = _pushdown(links, facts.shared)
         plan = self._plan()
         self._build: tuple[codegen.DecisionPlan, list[codegen.FieldPlan]] | None = (
             plan,
@@ -194,7 +218,7 @@ class CompiledPolicy:
         self.gate_key = repr(
             ([p for link in links for p in link.policy.require_consent], self._forbid_key())
         )
-        self.share_key = self._share_key()
+        self.share_key = self._share_key(facts)
 
     def __repr__(self) -> str:
         return f"CompiledPolicy({self.name!r})"
@@ -237,18 +261,14 @@ class CompiledPolicy:
             for name, text in link.forbid_texts
         ]
 
-    def _share_key(self) -> tuple[Any, ...]:
+    def _share_key(self, facts: _Facts) -> tuple[Any, ...]:
         """Equal for policies that differ at most in their own allow rules."""
         links = self.links
         return (
             frozenset(p for link in links for p in link.policy.require_consent),
             frozenset(text for link in links for _, text in link.forbid_texts),
             tuple(link.allow_texts for link in links[1:]),
-            tuple(
-                (f, r.outcome.kind, r.mask_keys)
-                for f, r in self.resolutions.items()
-                if f in self.outcomes
-            ),
+            facts.outcome_key,
         )
 
     def _plan(self) -> codegen.DecisionPlan:
@@ -320,12 +340,13 @@ def compile_policy(
         resolutions = {
             name: _resolve_field(name, links, factories, context) for name in _field_names(links)
         }
+        facts = _Facts(resolutions)
         if memo is not None:  # what the key's ids are of stays alive with the entry
             held = tuple((p.fields, p.classes) for p in chain)
-            memo[key] = (held, factories, context, resolutions)
+            memo[key] = (held, factories, context, resolutions, facts)
     else:
-        resolutions = found[3]  # they name the policies of `chain` by name and file
-    return CompiledPolicy(policy, links, resolutions, now)
+        resolutions, facts = found[3:]  # they name the policies of `chain` by name and file
+    return CompiledPolicy(policy, links, resolutions, now, facts)
 
 
 def _link(policy: Policy, now: dt.datetime, memo: dict[Any, Any] | None) -> Link:
@@ -469,7 +490,7 @@ def tested_fields(condition: Condition | None) -> Iterator[str]:
             yield from tested_fields(item)
 
 
-def _pushdown(links: tuple[Link, ...], resolutions: dict[str, Resolution]) -> Pushdown:
+def _pushdown(links: tuple[Link, ...], shared: frozenset[str]) -> Pushdown:
     purposes = dict.fromkeys(p for link in links for p in link.policy.require_consent)
     parts: list[Condition] = [Compare(f"consent.{p}.granted", "eq", True) for p in purposes]
     for link in links:
@@ -483,13 +504,8 @@ def _pushdown(links: tuple[Link, ...], resolutions: dict[str, Resolution]) -> Pu
         parts.append(Not(_any([c for c in forbids if c is not None])))
     decision = {"id", *(["consent"] if purposes else [])}
     decision.update(*(link.tested for link in links))
-    shared: set[str] = set()
-    for name, resolution in resolutions.items():
-        if resolution.outcome.kind in ("show", "mask"):
-            shared.add(name)
-            shared.update(f for m in resolution.masks for f in getattr(m, "reads", ()))
     condition = None if not parts else parts[0] if len(parts) == 1 else All(tuple(parts))
-    return Pushdown(condition, frozenset(decision), frozenset(shared))
+    return Pushdown(condition, frozenset(decision), shared)
 
 
 def _any(conditions: list[Condition]) -> Condition:

@@ -292,7 +292,9 @@ def test_partners_loaded_through_one_memo_equal_each_loaded_alone(
         # every part of each field's resolution but its mask functions (made once per memo)
         resolved = {n: dataclasses.replace(r, masks=()) for n, r in made.resolutions.items()}
         decided = [made.evaluate(r) for r in records]
-        return made.source, made.outcomes, made.content_hash, resolved, decided
+        # what a compile derives from the resolutions (made once per memo) and the links
+        derived = (made.pushdown, made.share_key, made.gate_key, made.gate_checks)
+        return made.source, dict(made.outcomes), made.content_hash, resolved, decided, derived
 
     memo = PolicyMemo()
     loaded = 0
