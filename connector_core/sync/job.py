@@ -351,9 +351,8 @@ def _digest(value: Any) -> str:
 
 
 def _text_digest(text: str) -> str:
-    return hashlib.sha256(
-        text.encode("utf-8", "surrogatepass")
-    ).hexdigest()  # undecodable path bytes, too
+    # surrogatepass: a path's undecodable bytes too; any other text hashes as it always did
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _check_target(name: str, job: JobConfig, target: type[Adapter]) -> None:
