@@ -51,6 +51,8 @@ class Capability(enum.StrEnum):
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    if "\x00" in str(value):  # YAML's "\0", a corrupted registry cell: no file system takes it
+        raise ValueError("a path cannot hold a NUL character")
     base = (info.context or {}).get("base_dir")
     value = value.expanduser()
     return value if value.is_absolute() or base is None else Path(base) / value

@@ -150,9 +150,14 @@ def _plain_errors(err: ValueError) -> list[str]:
     if not callable(errors):
         return [str(err)]
     return [
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}".lstrip(": ")
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {_message(e.get('msg', ''))}".lstrip(": ")
         for e in errors()
     ]
+
+
+def _message(text: str) -> str:
+    """A validator's message without pydantic's prefix (as connector.yaml's errors show it)."""
+    return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 def _template_problems(

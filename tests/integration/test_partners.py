@@ -352,6 +352,26 @@ def test_bad_registry_rows_are_named_by_line_and_column(
     assert "Traceback" not in result.output
 
 
+def test_a_registry_path_holding_a_nul_is_named_by_its_line(
+    runner: CliRunner, network: Path
+) -> None:
+    """A NUL in a registry cell (a corrupted export) that becomes a target's path is the
+    registry's error, at its line, not a traceback from the file system."""
+    config = network / "connector.yaml"
+    text = config.read_text(encoding="utf-8")
+    whole = text.replace("path: out/local/{partner.name}.csv", "path: {partner: contact}")
+    config.write_text(whole, encoding="utf-8")
+    with (network / "partners.csv").open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["name", "region", "contact"])
+        out.writerow(["p001", "North", "out/local/p001.csv"])
+        out.writerow(["p002", "North", "out/local/p\x002.csv"])
+    result = run(runner, "jobs", cwd=network, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "partners.csv:3" in result.output
+    assert "not valid for this partner: path: a path cannot hold a NUL character" in result.output
+
+
 def test_an_empty_registry_stops(runner: CliRunner, network: Path) -> None:
     write_registry(network / "partners.csv", 0)
     result = run(runner, "jobs", cwd=network, env=ENV)

@@ -465,6 +465,15 @@ def test_malformed_config_is_reported_at_its_line(
     assert problems_of(path) == [f"{path}:{line}" for line in expected]
 
 
+def test_a_path_holding_a_nul_is_refused_at_its_line(folder: Path) -> None:
+    """YAML's "\\0" makes a NUL, which no file system takes: an error at the line, not a
+    traceback from the first look at the path."""
+    path = write(folder, VALID.replace("path: /srv/north.csv", 'path: "/srv/north\\0.csv"'))
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:")
+    assert "a path cannot hold a NUL character" in problem
+
+
 def test_empty_file(folder: Path) -> None:
     path = write(folder, "# nothing here yet\n")
     assert problems_of(path) == [f"{path}: the file is empty"]
