@@ -373,6 +373,9 @@ def _kind(node: yaml.Node) -> str:
     return "a single value"
 
 
+_NUL_HINT = "Remove the \\0 from the quoted text."
+
+
 class _Builder:
     """Builds plain data from composed nodes, recording marks and structural problems."""
 
@@ -395,7 +398,12 @@ class _Builder:
             self.add(node, f"unknown tag {node.tag}", "Remove the tag: plain YAML values only.")
             return None
         if isinstance(node, yaml.ScalarNode):
-            return self._constructor.construct_object(node)
+            value = self._constructor.construct_object(node)
+            if isinstance(value, str) and "\x00" in value:  # a quoted "\0": no setting, path,
+                # URL or name takes one (the file system and PostgreSQL refuse it)
+                self.add(node, "a NUL character (\\0) is not allowed in a value", _NUL_HINT)
+                return None
+            return value
         if id(node) in self._active:
             self.add(node, "this alias contains itself", _RECURSION_HINT)
             return None

@@ -465,13 +465,23 @@ def test_malformed_config_is_reported_at_its_line(
     assert problems_of(path) == [f"{path}:{line}" for line in expected]
 
 
-def test_a_path_holding_a_nul_is_refused_at_its_line(folder: Path) -> None:
-    """YAML's "\\0" makes a NUL, which no file system takes: an error at the line, not a
-    traceback from the first look at the path."""
-    path = write(folder, VALID.replace("path: /srv/north.csv", 'path: "/srv/north\\0.csv"'))
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("path: /srv/north.csv", 'path: "/srv/north\\0.csv"'),
+        ("name: Demo Network", 'name: "Demo\\0Network"'),
+        ("\njobs:", '\nstate: {url: "sqlite:///st\\0ate.db"}\njobs:'),
+    ],
+    ids=["path", "name", "state-url"],
+)
+def test_a_nul_anywhere_is_refused_at_its_line(folder: Path, old: str, new: str) -> None:
+    """YAML's "\\0" makes a NUL, which no file system, URL or PostgreSQL text takes: an
+    error at its line, not a traceback from the first use of the value."""
+    assert old in VALID
+    path = write(folder, VALID.replace(old, new))
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}:")
-    assert "a path cannot hold a NUL character" in problem
+    assert problem.endswith("a NUL character (\\0) is not allowed in a value")
 
 
 def test_empty_file(folder: Path) -> None:
