@@ -36,7 +36,12 @@ from connector_core.partners import (
     read_registry,
     render_settings,
 )
-from connector_core.yaml_errors import LocatedDocument, did_you_mean, load_yaml
+from connector_core.yaml_errors import (
+    LocatedDocument,
+    did_you_mean,
+    load_yaml,
+    validator_message,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,15 +154,11 @@ def _plain_errors(err: ValueError) -> list[str]:
     errors = getattr(err, "errors", None)
     if not callable(errors):
         return [str(err)]
-    return [
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {_message(e.get('msg', ''))}".lstrip(": ")
-        for e in errors()
-    ]
-
-
-def _message(text: str) -> str:
-    """A validator's message without pydantic's prefix (as connector.yaml's errors show it)."""
-    return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    found = []
+    for e in errors():
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        found.append(f"{where}: {validator_message(e.get('msg', ''))}".lstrip(": "))
+    return found
 
 
 def _template_problems(

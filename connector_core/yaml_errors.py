@@ -582,12 +582,17 @@ def _describe_error(error: ErrorDetails, value: Any, secret: bool) -> str:
         if kind == "string_type" and isinstance(value, bool | int | float) and not secret:
             text += "; put it in quotes if you meant text"
         return text
-    text = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    text = validator_message(error["msg"])
     if text.startswith("Input should be "):
         text = f"should be {text.removeprefix('Input should be ')}, got {_describe(value, secret)}"
     if secret and isinstance(value, str) and len(value) >= 4:
         text = text.replace(value, "***")
     return without_credentials(text)
+
+
+def validator_message(text: str) -> str:
+    """A pydantic error's message without the prefix a validator's own error gets."""
+    return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 def _not_one_of(error: ErrorDetails, value: Any, secret: bool) -> str:
