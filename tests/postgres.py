@@ -39,3 +39,11 @@ def new_schema(database_url: str, prefix: str = "test") -> tuple[str, str]:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     admin.dispose()
     return schema, f"{database_url}?options=-csearch_path%3D{schema}"
+
+
+def drop_schema(database_url: str, schema: str) -> None:
+    """Drop a schema :func:`new_schema` made in the database at `database_url`."""
+    admin = _admin(database_url.rsplit("/", 1)[1])
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()

@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
 from connector_core.policy.share_requests import load_request, sign_request
 from tests.integration.test_cli import run
-from tests.postgres import _admin, new_schema
+from tests.postgres import drop_schema, new_schema
 
 # ahead of the real clock: CONNECTOR_NOW only moves time forward
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
@@ -56,10 +55,7 @@ def state(request: pytest.FixtureRequest) -> Iterator[str]:
     base: str = request.getfixturevalue("pg_database")
     schema, url = new_schema(base)
     yield f"state: {{url: '{url}'}}\n"
-    admin = _admin(base.rsplit("/", 1)[1])
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    drop_schema(base, schema)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from connector_core.sync.model import AppliedChange
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
-from tests.postgres import REPO, _admin, new_schema
+from tests.postgres import REPO, drop_schema, new_schema
 from tests.unit.sync.test_runner import Network, PickyAdapter, PushdownAdapter
 
 
@@ -36,10 +36,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     base: str = request.getfixturevalue("pg_database")
     schema, url = new_schema(base)
     yield url
-    admin = _admin(base.rsplit("/", 1)[1])
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    drop_schema(base, schema)
 
 
 @pytest.fixture

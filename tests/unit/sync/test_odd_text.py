@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +17,7 @@ from connector_core.records import usable_id
 from connector_core.sync.keys import target_key
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
-from tests.postgres import _admin, new_schema
+from tests.postgres import drop_schema, new_schema
 from tests.unit.sync.test_runner import FailingAdapter, Network
 
 #: any text at all: hypothesis's text() leaves lone surrogates out unless asked
@@ -42,14 +41,8 @@ def store_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         return url
 
     yield fresh
-    if made:
-        base: str = request.getfixturevalue("pg_database")
-        admin = _admin(base.rsplit("/", 1)[1])
-        with admin.connect() as conn:
-            for schema in made:
-                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-            conn.commit()
-        admin.dispose()
+    for schema in made:
+        drop_schema(request.getfixturevalue("pg_database"), schema)
 
 
 @settings(
