@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -382,25 +382,38 @@ def test_a_group_dry_run_writes_nothing_and_plans_what_each_job_would(tmp_path: 
     assert CountingAdapter.reads.count(None) == len(JOBS) + 1
 
 
-def test_hard_deletes_found_by_a_forced_reconciliation_match_too(tmp_path: Path) -> None:
+def reconciled(
+    root: Path, mode: str, edit: Callable[[World], None] = lambda world: None
+) -> tuple[dict[str, int], dict[str, Any], list[int]]:
+    """A first run over 30 people; 5 of them removed at the source, then `edit`; a run that
+    reconciles. One by one ("single"), as one group ("group") or in groups of two
+    ("pairs"): the exit codes, the outcome, and each job's problems in the last run."""
+    reset_memory_stores()
+    world = World(root)
+    if mode == "single":
+        run: Callable[..., dict[str, int]] = world.one_by_one
+    else:
+        run = functools.partial(world.grouped, group_size=2 if mode == "pairs" else None)
+    with StateStore.open(f"sqlite:///{root / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        for n in range(30):
+            world.put(n)
+        run(s)
+        for n in (0, 1, 2, 6, 12):
+            list(world.source.write([Change.delete(f"P{n:03d}")]))
+        edit(world)
+        codes = run(s, reconcile=True)
+        problems = [r["counts"]["problems"] for r in s.runs(limit=len(JOBS))]
+        return codes, outcome(s), problems
+
+
+def test_hard_deletes_found_by_a_forced_reconciliation_match_too(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     """Records removed at the source (which incremental reads cannot report) are taken back
     alike when every job reconciles, grouped or one by one."""
-    results = {}
-    for mode in ("single", "group"):
-        reset_memory_stores()
-        root = tmp_path / mode
-        root.mkdir()
-        world = World(root)
-        run = world.one_by_one if mode == "single" else world.grouped
-        url = f"sqlite:///{root / 'state.db'}"
-        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
-            for n in range(30):
-                world.put(n)
-            run(s)
-            for n in (0, 1, 2, 6, 12):
-                list(world.source.write([Change.delete(f"P{n:03d}")]))
-            codes = run(s, reconcile=True)
-            results[mode] = (codes, outcome(s))
+    results = {
+        mode: reconciled(tmp_path_factory.mktemp(mode), mode)[:2] for mode in ("single", "group")
+    }
     assert results["group"] == results["single"]
     deletes = [e for e in results["group"][1]["north ledger"] if e[0] == "delete"]
     assert {e[4] for e in deletes} == {"missing-at-source"}
@@ -421,34 +434,23 @@ def test_any_text_in_a_shared_read_ends_grouped_as_alone(
     """Any text in ids, values and consent evidence (NULs, lone surrogates): a group ends as
     its jobs one by one; an id no state store can hold is a read problem for every job
     (each reports it) and nobody is taken back as missing in that run."""
+    odd = odd or "P\x00"
+
+    def edit(world: World) -> None:
+        for n, name in enumerate(names):
+            consent = {"local_organizing": {"granted": True, "source": source, "at": None}}
+            world.put(20 + n, first_name=name, consent=consent)
+        list(world.source.write([Change.upsert(odd, person(40))]))
+
     results = {}
     for mode in ("single", "group", "pairs"):
-        reset_memory_stores()
-        root = tmp_path_factory.mktemp(mode)
-        world = World(root)
-        url = f"sqlite:///{root / 'state.db'}"
-        with StateStore.open(url, ledger_key=TEST_LEDGER_KEY) as s:
-            for n in range(30):
-                world.put(n)
-            run = world.one_by_one if mode == "single" else world.grouped
-            run(s)
-            for n in (0, 1, 2, 6, 12):
-                list(world.source.write([Change.delete(f"P{n:03d}")]))
-            for n, name in enumerate(names):
-                consent = {"local_organizing": {"granted": True, "source": source, "at": None}}
-                world.put(20 + n, first_name=name, consent=consent)
-            list(world.source.write([Change.upsert(odd or "P\x00", person(40))]))
-            if mode == "single":
-                codes = run(s, reconcile=True)
-            else:
-                codes = world.grouped(s, reconcile=True, group_size=2 if mode == "pairs" else None)
-            results[mode] = (codes, outcome(s))
-            problems = [r["counts"]["problems"] for r in s.runs(limit=len(JOBS))]
-            if not usable_id(odd or "P\x00"):
-                assert problems == [1] * len(JOBS)
+        codes, found, problems = reconciled(tmp_path_factory.mktemp(mode), mode, edit)
+        results[mode] = (codes, found)
+        if not usable_id(odd):
+            assert problems == [1] * len(JOBS)
     assert results["group"] == results["single"]
     assert results["pairs"] == results["single"]
-    if not usable_id(odd or "P\x00"):
+    if not usable_id(odd):
         ledgers = [e for job in JOBS for e in results["group"][1][f"{job} ledger"]]
         assert not [e for e in ledgers if e[0] == "delete" and e[4] == "missing-at-source"]
 
