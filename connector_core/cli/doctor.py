@@ -8,19 +8,24 @@ records the source holds, so an empty or shrunken source is seen before a run.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import sqlalchemy as sa
 
 from connector_core.cli.app import App, emit_json
+from connector_core.cli.ledger import lost_ledger
 from connector_core.cli.policy import PolicyEnv
 from connector_core.credentials import backend_stores_in_clear, secret_refs
 from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode, SecretMissing
+from connector_core.sync.database import display_url
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.schema_check import SchemaReport, check_source
 from connector_core.sync.state import StateStore
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -191,20 +196,48 @@ def check_ledger_key(app: App) -> Iterator[Finding]:
     yield Finding("ledger key", True, "set")
 
 
+def check_state_store(app: App) -> Iterator[Finding]:
+    """With an anchor file: the store still holds the ledger the file records (every run
+    refuses a store that lost it, see :func:`~connector_core.cli.ledger.lost_ledger`)."""
+    if app.config.model.ledger.anchors is None:
+        return
+    url = app.config.model.state.url
+    try:
+        problem = lost_ledger(app, lambda: _ledger_head(url), display_url(url))
+    except ConnectorError as err:
+        yield from _failed("state store", err)
+        return
+    if problem is not None:
+        yield from _failed("state store", problem)
+        return
+    yield Finding("state store", True, "matches its anchor file")
+
+
 def _ledger_keyed(url: str) -> bool:
     """Whether the store's ledger was written with a key; a SQLite file not yet created was not
     (and is not created here)."""
+    return _existing(url) and _opened(url, StateStore.ledger_keyed)
+
+
+def _ledger_head(url: str) -> int:
+    """The seq of the store's last ledger row; 0 for a SQLite file not yet created (and not
+    created here)."""
+    return _opened(url, lambda store: store.ledger_anchor()[0]) if _existing(url) else 0
+
+
+def _existing(url: str) -> bool:
+    """False for a SQLite file that does not exist; True for any other store."""
     parsed = sa.make_url(url)
     database = parsed.database or ""
     on_disk = database != ":memory:" and not database.startswith("file:")
     if parsed.get_backend_name() == "sqlite" and database and on_disk:
-        return Path(database).exists() and _opened_keyed(url)
-    return _opened_keyed(url)
+        return Path(database).exists()
+    return True
 
 
-def _opened_keyed(url: str) -> bool:
+def _opened(url: str, read: Callable[[StateStore], T]) -> T:
     with StateStore.open(url) as store:
-        return store.ledger_keyed()
+        return read(store)
 
 
 def run_checks(app: App) -> Iterator[Finding]:
@@ -223,6 +256,7 @@ def run_checks(app: App) -> Iterator[Finding]:
     )
     yield from check_keyring()
     yield from check_ledger_key(app)
+    yield from check_state_store(app)
     for name in config.model.connections:
         yield from check_connection(app, name)
     yield from check_network_secrets(app)

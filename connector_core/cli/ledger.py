@@ -15,7 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,6 +96,39 @@ def _where(app: App, secret: str | None, env: str | None) -> str:
     variable = env_var_name(NETWORK, secret)
     service = service_name(app.config.model.network.name, NETWORK)
     return f"neither the keyring ({service} {secret}) nor {variable}"
+
+
+def check_recording(app: App, store: StateStore) -> None:
+    """What every command that may write to a target checks first: the ledger takes rows
+    (:meth:`StateStore.check_ledger_writable`), and the store is not a new one standing in
+    for a lost one (:func:`lost_ledger`)."""
+    store.check_ledger_writable()
+    problem = lost_ledger(app, lambda: store.ledger_anchor()[0], store.url)
+    if problem is not None:
+        raise problem
+
+
+def lost_ledger(app: App, head: Callable[[], int], url: str) -> ConfigError | None:
+    """The error of a state store that lost the ledger its anchor file records; None when
+    no anchor file records a row, or the store's ledger holds any (`head`: its last seq).
+
+    A store rebuilt from nothing (deleted, emptied, or another URL) would make every job's
+    next run a first run: everyone written again under the new store's target keys, and
+    the records the old store wrote never updated or taken back - a later withdrawal would
+    not reach them. The anchor file, kept outside the store, is the evidence. A store
+    restored from a backup holds the rows up to its backup, so it runs."""
+    path = app.config.model.ledger.anchors
+    newest = None if path is None else ledger_rows.last_anchor(path)
+    if newest is None or newest[0] == 0 or head() > 0:
+        return None
+    return ConfigError(
+        f"the state store at {url} holds no ledger rows, but {path} records the network's "
+        f"ledger up to seq {newest[0]}: the store was lost, emptied or replaced, and the "
+        "targets hold records only the old store knows",
+        hint="Restore the state store from its backup: a run now would write everyone "
+        "again under new target keys and never take the old records back. To start over "
+        "on purpose, empty every target by hand, then move the anchor file aside.",
+    )
 
 
 def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:

@@ -15,7 +15,7 @@ import click
 
 from connector_core.cli.app import App, emit_json
 from connector_core.cli.jobs import sync_partners
-from connector_core.cli.ledger import export_anchor, ledger, open_store
+from connector_core.cli.ledger import check_recording, export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
 from connector_core.sync.fanout import run_jobs
@@ -246,7 +246,7 @@ def run(
     refused: list[int] = []  # exit codes of jobs that could not even start
     with open_store(app, keyed=not dry_run, create_key=True, read_only=dry_run) as store:
         if not dry_run:
-            store.check_ledger_writable()  # before any target is written
+            check_recording(app, store)  # before any target is written
             _requests_before(app, store)
         try:
             names = _select(app, job, run_all, due, store)
@@ -291,7 +291,7 @@ def _enqueue(
     from connector_core.cli.workers import enqueue_names  # celery: with --queue only
 
     with open_store(app, keyed=True, create_key=True) as store:
-        store.check_ledger_writable()
+        check_recording(app, store)
         _requests_before(app, store)
         names = _select(app, job, run_all, due, store)
         retired, codes = sync_partners(app, store, retire=job is None, accept=accept_retire)
@@ -590,7 +590,7 @@ def scheduled(app: App) -> dict[str, str | None]:
 
 def _run_due(app: App) -> list[str]:
     with open_store(app, keyed=True, create_key=True) as store:
-        store.check_ledger_writable()
+        check_recording(app, store)
         ran = _select(app, None, False, True, store)
         sync_partners(app, store, retire=True)
         if ran:
@@ -606,6 +606,7 @@ def _enqueue_due(app: App, asked: dict[str, dt.datetime], now: dt.datetime) -> l
 
     enabled = scheduled(app)
     with open_store(app, keyed=True, create_key=True) as store:
+        check_recording(app, store)  # retiring partners writes to their targets
         last = {}
         for name in enabled:
             times = [store.job_state(name).last_run_at, asked.get(name)]

@@ -34,10 +34,10 @@ class CliJobRunner:
     @contextlib.contextmanager
     def store(self) -> Iterator[StateStore]:
         """The state store, keyed for recording (one per task)."""
-        from connector_core.cli.ledger import open_store
+        from connector_core.cli.ledger import check_recording, open_store
 
         with open_store(self.app, keyed=True, create_key=True) as store:
-            store.check_ledger_writable()
+            check_recording(self.app, store)
             yield store
 
     def run(self, store: StateStore, jobs: Sequence[str]) -> dict[str, ConnectorError | None]:

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
@@ -712,14 +713,15 @@ def read_anchors(path: Path) -> list[tuple[int, str]]:
     """Every anchor in the file at `path` (blank and ``#`` lines skipped); a ConfigError
     naming file:line for a line that is not ``TIME SEQ:HASH``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(
             f"cannot read the anchor file {path}: {exc.strerror}",
             hint="Check the path given to --anchors or `ledger: anchors:` in connector.yaml.",
         ) from None
     anchors = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(data.splitlines(), 1):  # lines as `last_anchor` reads them
+        line = raw.decode("utf-8", "replace")  # a byte that is not UTF-8: its line is named
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -730,6 +732,42 @@ def read_anchors(path: Path) -> list[tuple[int, str]]:
                 hint="Each line is `TIME SEQ:HASH`, as `connector run` appends them.",
             ) from None
     return anchors
+
+
+#: how much of an anchor file's end :func:`last_anchor` reads (a line is ~90 bytes)
+_TAIL = 8192
+
+
+def last_anchor(path: Path) -> tuple[int, str] | None:
+    """The newest anchor in the file at `path` (its last ``TIME SEQ:HASH`` line, read from
+    the end: the file grows by a line a run); None when the file or any anchor is missing.
+    A last line that is not an anchor is the ConfigError of :func:`read_anchors`."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - _TAIL))
+            tail = file.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the anchor file {path}: {exc.strerror}",
+            hint="Check `ledger: anchors:` in connector.yaml and the file's permissions.",
+        ) from None
+    lines = tail.splitlines()
+    for line in reversed(lines[1:] if size > _TAIL else lines):  # [0]: a cut line
+        text = line.decode("utf-8", "replace").strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            return parse_anchor(text.split()[-1])
+        except ValueError:
+            break
+    else:
+        if size <= _TAIL:
+            return None
+    anchors = read_anchors(path)  # names the line that is not an anchor
+    return anchors[-1] if anchors else None
 
 
 def export(entries: Iterable[LedgerEntry], out: TextIO, fmt: Literal["jsonl", "csv"]) -> int:

@@ -259,3 +259,48 @@ def test_an_anchor_command_gets_every_anchor(runner: CliRunner, demo: Path, tmp_
     failed = run(runner, "run", "--all", cwd=demo, env=ENV)
     assert failed.exit_code == 3
     assert "the ledger anchor command 'false' exited with status 1" in failed.stderr
+
+
+@pytest.mark.parametrize("loss", ["deleted", "emptied"])
+def test_a_lost_state_store_never_runs_as_a_first_run(
+    runner: CliRunner, demo: Path, loss: str
+) -> None:
+    """The anchors record a ledger the store lacks: a run would write everyone again under
+    the new store's keys, and the old rows would never be taken back. Refused, whatever
+    the command; moving the anchor file aside (starting over on purpose) lets it run."""
+    anchors = with_anchors(demo)
+    assert run(runner, "run", "--all", cwd=demo, env=ENV).exit_code == 0
+    shared = {path.name: path.read_bytes() for path in (demo / "out").iterdir()}
+    written_down = anchors.read_bytes()
+    assert (
+        "ok   state store: matches its anchor file"
+        in run(runner, "doctor", cwd=demo, env=ENV).stdout
+    )
+    state = demo / "state.db"
+    if loss == "deleted":
+        state.unlink()
+    else:
+        state.write_bytes(b"")
+    commands = (["run", "--all"], ["run", "partner-housing"], ["run", "--due"], ["run", "--queue"])
+    for command in commands:
+        lost = run(runner, *command, cwd=demo, env=ENV)
+        assert lost.exit_code == 3, (command, lost.output)
+        assert "holds no ledger rows, but" in lost.stderr
+        assert f"{anchors} records the network's ledger up to seq 12" in lost.stderr
+        assert "Restore the state store from its backup" in lost.stderr
+        assert "Traceback" not in lost.output
+    assert {path.name: path.read_bytes() for path in (demo / "out").iterdir()} == shared
+    assert anchors.read_bytes() == written_down  # no anchor of the empty ledger added
+    checked = run(runner, "doctor", cwd=demo, env=ENV)
+    assert checked.exit_code == 3
+    assert "FAIL state store: the state store at" in checked.stdout
+    planned = run(runner, "run", "--all", "--dry-run", cwd=demo, env=ENV)
+    assert planned.exit_code == 0  # a plan writes nothing
+    anchors.rename(demo / "anchors.old.log")  # starting over, the targets emptied by hand
+    for path in (demo / "out").iterdir():
+        path.unlink()
+    again = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert again.exit_code == 0, again.output
+    assert {path.name: path.read_bytes() for path in (demo / "out").iterdir()}.keys() == (
+        shared.keys()
+    )

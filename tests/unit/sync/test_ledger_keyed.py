@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -542,3 +543,51 @@ def test_a_malformed_anchor_line_names_its_place(tmp_path: Path, bad: str) -> No
 )
 def test_anchors_round_trip(seq: int, digest: bytes) -> None:
     assert ledger.parse_anchor(ledger.format_anchor(seq, digest.hex())) == (seq, digest.hex())
+
+
+def test_an_undecodable_anchor_line_names_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.log"
+    path.write_bytes(f"2024-05-01T10:00:00+00:00 5:{'a' * 64}\n2024 6:\xff\xfe\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"{path}:2: .* is not SEQ:HASH"):
+        ledger.read_anchors(path)
+    with pytest.raises(ConfigError, match=f"{path}:2: .* is not SEQ:HASH"):
+        ledger.last_anchor(path)
+
+
+_ANCHOR_LINE = st.builds(
+    lambda seq, digest: f"2024-05-01T10:00:00+00:00 {seq}:{digest.hex()}",
+    st.integers(min_value=0, max_value=2**40),
+    st.binary(min_size=32, max_size=32),
+)
+_OTHER_LINE = st.sampled_from(["", "   ", "# a note"]) | st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"),
+    max_size=300,
+).map(lambda text: "# " + text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(_ANCHOR_LINE | _OTHER_LINE, max_size=120),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    final=st.booleans(),
+)
+def test_the_last_anchor_is_the_last_line_read_whole(
+    lines: list[str], newline: str, final: bool
+) -> None:
+    """Read from the file's end, whatever its size: the same as the last of every anchor."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "anchors.log"
+        path.write_bytes((newline.join(lines) + (newline if final else "")).encode())
+        every = ledger.read_anchors(path)
+        assert ledger.last_anchor(path) == (every[-1] if every else None)
+
+
+def test_a_bad_last_anchor_line_is_named_and_a_missing_file_holds_none(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.log"
+    assert ledger.last_anchor(path) is None
+    good = f"2024-05-01T10:00:00+00:00 5:{'a' * 64}\n"
+    path.write_text(good * 200 + "2024 5:\n")
+    with pytest.raises(ConfigError, match=f"{path}:201: .* is not SEQ:HASH"):
+        ledger.last_anchor(path)
+    path.write_text("2024 5:\n" + good)  # only the newest line is read
+    assert ledger.last_anchor(path) == (5, "a" * 64)
