@@ -162,7 +162,13 @@ def usable_id(value: object) -> bool:
     is reported, never stored, and then nobody counts as gone from the source in that run."""
     if value is None or value == "":
         return False
-    text = value if isinstance(value, str) else str(value)
+    return storable(value if isinstance(value, str) else str(value))
+
+
+def storable(text: str) -> bool:
+    """Whether every state store holds `text` as it is: no NUL, no lone surrogate. What
+    must come back the same (an id, an adapter's cursor) is refused otherwise; free text is
+    escaped instead (:func:`storable_text`)."""
     return "\x00" not in text if text.isascii() else _UNSTORABLE.search(text) is None
 
 

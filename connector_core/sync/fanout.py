@@ -89,6 +89,7 @@ from connector_core.sync.runner import (
     JobRun,
     Loaded,
     RunResult,
+    checked_pages,
     fewer_collections,
     new_run,
     read_fields,
@@ -310,8 +311,9 @@ class _Group:
         else:
             out.reads += 1
             try:
-                reader = self.source().read(cursor=cursor, fields=fields, where=where, **known)
-                pages = iter(reader)
+                adapter = self.source()
+                reader = adapter.read(cursor=cursor, fields=fields, where=where, **known)
+                pages = checked_pages(reader, adapter)
             except ConnectorError as exc:
                 pages = None
                 self._source_failed(exc)

@@ -58,11 +58,18 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from connector_core.adapters import Capability, KnownRows, Page, WriteResult, WriteSession
-from connector_core.errors import ConnectorError, ExitCode, RecordRejected
+from connector_core.adapters import (
+    Adapter,
+    Capability,
+    KnownRows,
+    Page,
+    WriteResult,
+    WriteSession,
+)
+from connector_core.errors import AdapterError, ConnectorError, ExitCode, RecordRejected
 from connector_core.policy.compiler import Decision
 from connector_core.query import Condition
-from connector_core.records import FIELDS, Record, usable_id
+from connector_core.records import FIELDS, Record, storable, usable_id
 from connector_core.scrub import scrub_values
 from connector_core.sync.approvals import ApprovalStage, lapse_open_sets, request_approvals
 from connector_core.sync.batches import Batches
@@ -432,7 +439,9 @@ class _Run:
         self.filtered = where is not None
         read: Callable[..., Iterator[Page]] = self.job.source.read
         known = {} if self.known is None else {"known": self.known}
-        reader = read(cursor=cursor, fields=fields, where=where, **known)
+        reader = checked_pages(
+            read(cursor=cursor, fields=fields, where=where, **known), self.job.source
+        )
         while (page := self._next_page(reader)) is not None:
             self.feed(page)
         self.end()
@@ -1101,6 +1110,24 @@ def _approval_stage(
         recipient=job.config.target,
         notify=job.notify,
     )
+
+
+def checked_pages(pages: Iterable[Page], source: Adapter) -> Iterator[Page]:
+    """`pages` of a read of `source`, as the engine takes them: a page whose cursor no state
+    store can keep as it is (a NUL, a lone surrogate: :func:`~connector_core.records.storable`)
+    is the adapter's error, raised before the page is decided, so nothing of it is written
+    and the job resumes from its stored cursor once the adapter is mended."""
+    for page in pages:
+        cursor = page.cursor
+        if cursor is not None and not storable(cursor):
+            raise AdapterError(
+                f"{source.connection}: the {source.name} adapter's read gave a cursor that no "
+                "state store can keep (it holds a NUL or bytes that are not text); nothing "
+                "past the job's stored cursor was written",
+                hint=f"A fault of the {source.name} adapter, whose cursors must be plain text: "
+                "report it to its authors. The job runs again as it is once it is mended.",
+            )
+        yield page
 
 
 def _identified(page: Page) -> list[Record]:

@@ -35,6 +35,7 @@ class CountingAdapter(MemoryAdapter):
     name: ClassVar[str] = "counting"
     reads: ClassVar[list[str | None]] = []
     fail_after: ClassVar[int | None] = None  # pages a read gives before the source fails
+    mark: ClassVar[str] = ""  # put before each cursor (and taken off the one read from)
 
     def read(
         self,
@@ -44,8 +45,17 @@ class CountingAdapter(MemoryAdapter):
         where: Condition | None = None,
     ) -> Iterator[Page]:
         self.reads.append(cursor)
-        pages = super().read(cursor=cursor, fields=fields, where=where)
+        since = None if cursor is None else cursor.removeprefix(self.mark)
+        pages = super().read(cursor=since, fields=fields, where=where)
+        if self.mark:
+            pages = self._marked(pages, self.mark)
         return pages if self.fail_after is None else self._failing(pages, self.fail_after)
+
+    @staticmethod
+    def _marked(pages: Iterator[Page], mark: str) -> Iterator[Page]:
+        for page in pages:
+            page.cursor = None if page.cursor is None else mark + page.cursor
+            yield page
 
     @staticmethod
     def _failing(pages: Iterator[Page], count: int) -> Iterator[Page]:
@@ -141,6 +151,7 @@ def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_memory_stores()
     CountingAdapter.reads.clear()
     CountingAdapter.fail_after = None
+    CountingAdapter.mark = ""
     DownAdapter.down = False
     yield
     reset_memory_stores()
@@ -529,6 +540,39 @@ def test_a_failed_read_is_not_fed_to_the_next_group(tmp_path: Path) -> None:
             job.close()
     assert failed.reads == 3  # each group read again
     assert {r.aborted is not None for r in failed.results} == {True}
+
+
+@pytest.mark.parametrize("mark", ["\x00", "\udce9"])
+def test_a_cursor_no_store_holds_stops_a_shared_read_before_anything_is_written(
+    tmp_path: Path, mark: str
+) -> None:
+    """The one guard of every read (runner.checked_pages): each job of the group stops
+    with the adapter's error, nothing written; mended, the group runs as a first run."""
+    world = World(tmp_path)
+    for n in range(10):
+        world.put(n)
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        CountingAdapter.mark = mark
+        jobs = world.load()
+        try:
+            odd = run_jobs(jobs, s)
+        finally:
+            for job in jobs:
+                job.close()
+        assert len(odd.results) == len(JOBS)
+        for result in odd.results:
+            assert "crm: the counting adapter's read gave a cursor" in str(result.error)
+        assert not any(outcome(s)["targets"].values())
+        assert list(s.ledger_entries()) == []
+        CountingAdapter.mark = ""
+        jobs = world.load()
+        try:
+            mended = run_jobs(jobs, s)
+        finally:
+            for job in jobs:
+                job.close()
+        assert [r.error for r in mended.results] == [None] * len(JOBS)
+        assert any(outcome(s)["targets"].values())
 
 
 def test_a_group_keeps_the_garbage_collector_out_of_the_way_and_restores_it(

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from connector_core.records import usable_id
+from connector_core.records import storable, usable_id
 from connector_core.sync.keys import target_key
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
 from tests.postgres import drop_schema, new_schema
-from tests.unit.sync.test_runner import FailingAdapter, Network
+from tests.unit.sync.test_runner import FailingAdapter, Network, OddCursorAdapter
 
 #: any text at all: hypothesis's text() leaves lone surrogates out unless asked
 ODD = st.text(st.characters(), max_size=5)
@@ -80,5 +80,45 @@ def test_any_text_from_a_source_or_a_target_never_stops_a_run(
         assert set(net.target()) == {target_key("north", i, store.key_secret()) for i in shared}
         if len(usable) < len(people):
             assert "crm: a record without a usable id" in done.problems
+    finally:
+        store.close()
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(mark=ODD)
+@example(mark="\x00")
+@example(mark="\udce9")
+def test_a_cursor_no_store_holds_stops_the_run_before_anything_is_written(
+    store_urls: Any, tmp_path_factory: pytest.TempPathFactory, mark: str
+) -> None:
+    """A third-party source's cursor is stored as it is (it must come back the same): one
+    holding a NUL or a lone surrogate is the adapter's error, said before any write; the
+    adapter mended, the next run ends as an uninterrupted one."""
+    reset_memory_stores()
+    net = Network(tmp_path_factory.mktemp("net"))
+    for number in range(3):
+        net.put(f"p{number}")
+    store = StateStore.open(store_urls(), ledger_key=TEST_LEDGER_KEY)
+    try:
+        OddCursorAdapter.mark = mark
+        net.configure(source="oddcursor")
+        odd = net.run(store)
+        if storable(mark):
+            assert odd.error is None, odd.error
+        else:
+            assert odd.error is not None
+            assert "crm: the oddcursor adapter's read gave a cursor" in str(odd.error)
+            assert net.target() == {}
+            assert list(store.ledger_entries()) == []
+        net.put("p3")
+        OddCursorAdapter.mark = mark if storable(mark) else ""  # mended
+        done = net.run(store)
+        assert done.error is None, done.error
+        assert set(net.target()) == {
+            target_key("north", f"p{n}", store.key_secret()) for n in range(4)
+        }
+        assert store.verify_ledger().ok
     finally:
         store.close()

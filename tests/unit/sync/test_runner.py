@@ -134,6 +134,26 @@ class FailingAdapter(MemoryAdapter):
             yield WriteResult(change.key, "failed", error=self.error)
 
 
+class OddCursorAdapter(MemoryAdapter):
+    """A memory source whose cursors carry `mark` (say, undecodable bytes a tool's token
+    held) before the memory adapter's own."""
+
+    name: ClassVar[str] = "oddcursor"
+    mark: ClassVar[str] = "\x00"
+
+    def read(
+        self,
+        *,
+        cursor: str | None = None,
+        fields: frozenset[str] | None = None,
+        where: Condition | None = None,
+    ) -> Iterator[Page]:
+        since = None if cursor is None else cursor.removeprefix(self.mark)
+        for page in super().read(cursor=since, fields=fields, where=where):
+            page.cursor = None if page.cursor is None else self.mark + page.cursor
+            yield page
+
+
 class AppendOnlyAdapter(MemoryAdapter):
     """A memory target that cannot delete: no mirror can use it."""
 
@@ -151,6 +171,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
         AppendOnlyAdapter,
         EchoingMemoryAdapter,
         FailingAdapter,
+        OddCursorAdapter,
     )
 }
 
