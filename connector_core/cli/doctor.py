@@ -16,7 +16,7 @@ import click
 import sqlalchemy as sa
 
 from connector_core.cli.app import App, emit_json
-from connector_core.cli.ledger import lost_ledger
+from connector_core.cli.ledger import against_anchors
 from connector_core.cli.policy import PolicyEnv
 from connector_core.credentials import backend_stores_in_clear, secret_refs
 from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode, SecretMissing
@@ -198,19 +198,21 @@ def check_ledger_key(app: App) -> Iterator[Finding]:
 
 def check_state_store(app: App) -> Iterator[Finding]:
     """With an anchor file: the store still holds the ledger the file records (every run
-    refuses a store that lost it, see :func:`~connector_core.cli.ledger.lost_ledger`)."""
+    refuses a store that lost it, see :func:`~connector_core.cli.ledger.against_anchors`)."""
     if app.config.model.ledger.anchors is None:
         return
     url = app.config.model.state.url
     try:
-        problem = lost_ledger(app, lambda: _ledger_head(url), display_url(url))
+        lost, behind = against_anchors(app, lambda: _ledger_head(url), display_url(url))
     except ConnectorError as err:
         yield from _failed("state store", err)
         return
-    if problem is not None:
-        yield from _failed("state store", problem)
-        return
-    yield Finding("state store", True, "matches its anchor file")
+    if lost is not None:
+        yield from _failed("state store", lost)
+    elif behind is not None:
+        yield Finding("state store", True, behind, warning=True)
+    else:
+        yield Finding("state store", True, "matches its anchor file")
 
 
 def _ledger_keyed(url: str) -> bool:

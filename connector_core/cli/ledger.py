@@ -101,26 +101,44 @@ def _where(app: App, secret: str | None, env: str | None) -> str:
 def check_recording(app: App, store: StateStore) -> None:
     """What every command that may write to a target checks first: the ledger takes rows
     (:meth:`StateStore.check_ledger_writable`), and the store is not a new one standing in
-    for a lost one (:func:`lost_ledger`)."""
+    for a lost one (:func:`against_anchors`); one restored from an older backup is said."""
     store.check_ledger_writable()
-    problem = lost_ledger(app, lambda: store.ledger_anchor()[0], store.url)
-    if problem is not None:
-        raise problem
+    lost, behind = against_anchors(app, lambda: store.ledger_anchor()[0], store.url)
+    if lost is not None:
+        raise lost
+    if behind is not None:
+        click.secho(f"warning: {behind}", fg="yellow", err=True)
 
 
-def lost_ledger(app: App, head: Callable[[], int], url: str) -> ConfigError | None:
-    """The error of a state store that lost the ledger its anchor file records; None when
-    no anchor file records a row, or the store's ledger holds any (`head`: its last seq).
+def against_anchors(
+    app: App, head: Callable[[], int], url: str
+) -> tuple[ConfigError | None, str | None]:
+    """The state store against the newest anchor of connector.yaml's anchor file (`head`:
+    the seq of the store's last ledger row): the error of a store that lost the ledger the
+    file records, or the warning for one restored from a backup older than it; (None, None)
+    when neither, or no anchor file records a row.
 
     A store rebuilt from nothing (deleted, emptied, or another URL) would make every job's
     next run a first run: everyone written again under the new store's target keys, and
     the records the old store wrote never updated or taken back - a later withdrawal would
     not reach them. The anchor file, kept outside the store, is the evidence. A store
-    restored from a backup holds the rows up to its backup, so it runs."""
+    restored from a backup holds the rows up to its backup, so it runs; what was shared
+    after the backup it does not know, which its first run says (once: that run's anchor
+    is the newest then)."""
     path = app.config.model.ledger.anchors
     newest = None if path is None else ledger_rows.last_anchor(path)
-    if newest is None or newest[0] == 0 or head() > 0:
-        return None
+    if newest is None or newest[0] == 0:
+        return None, None
+    seq = head()
+    if seq >= newest[0]:
+        return None, None
+    if seq > 0:
+        return None, (
+            f"the state store's ledger ends at seq {seq}, but {path} records seq {newest[0]}: "
+            "the store was restored from an older backup. It does not know what was shared "
+            "after the backup: a record shared then and withdrawn or deleted since stays in "
+            "its target, so check the targets by hand (docs/operations.md, 'A lost store')"
+        )
     return ConfigError(
         f"the state store at {url} holds no ledger rows, but {path} records the network's "
         f"ledger up to seq {newest[0]}: the store was lost, emptied or replaced, and the "
@@ -128,7 +146,7 @@ def lost_ledger(app: App, head: Callable[[], int], url: str) -> ConfigError | No
         hint="Restore the state store from its backup: a run now would write everyone "
         "again under new target keys and never take the old records back. To start over "
         "on purpose, empty every target by hand, then move the anchor file aside.",
-    )
+    ), None
 
 
 def export_anchor(app: App, store: StateStore, *, quiet: bool) -> None:

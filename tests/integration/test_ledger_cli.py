@@ -304,3 +304,26 @@ def test_a_lost_state_store_never_runs_as_a_first_run(
     assert {path.name: path.read_bytes() for path in (demo / "out").iterdir()}.keys() == (
         shared.keys()
     )
+
+
+def test_a_store_restored_from_an_older_backup_runs_and_says_what_it_cannot_know(
+    runner: CliRunner, demo: Path
+) -> None:
+    with_anchors(demo)
+    assert run(runner, "run", "organizers-north", cwd=demo, env=ENV).exit_code == 0
+    state = demo / "state.db"
+    backup = state.read_bytes()
+    assert run(runner, "run", "partner-housing", cwd=demo, env=ENV).exit_code == 0
+    shared = {path.name: path.read_bytes() for path in (demo / "out").iterdir()}
+    state.write_bytes(backup)  # restored: the ledger ends at seq 7, the anchors at 12
+    checked = run(runner, "doctor", cwd=demo, env=ENV)
+    assert "warn state store: the state store's ledger ends at seq 7, but" in checked.stdout
+    restored = run(runner, "run", "--all", cwd=demo, env=ENV)
+    assert restored.exit_code == 0, restored.output
+    assert "warning: the state store's ledger ends at seq 7, but" in restored.stderr
+    assert "records seq 12: the store was restored from an older backup" in restored.stderr
+    # the backup's target-key secret: what it lost is written again over the same rows
+    assert {path.name: path.read_bytes() for path in (demo / "out").iterdir()} == shared
+    again = run(runner, "run", "--all", cwd=demo, env=ENV)  # its anchor is the newest now
+    assert again.exit_code == 0
+    assert "warning" not in again.stderr
