@@ -27,15 +27,16 @@ from connector_core.sync.runner import run_job
 from connector_core.sync.state import StateStore
 from connector_core.testing import TEST_LEDGER_KEY, MemoryAdapter, reset_memory_stores
 from tests.unit.sync.conftest import finished_runs_uncollected
+from tests.unit.sync.test_runner import OddCursorAdapter
 
 
-class CountingAdapter(MemoryAdapter):
-    """A memory source that counts the reads started on any of its instances."""
+class CountingAdapter(OddCursorAdapter):
+    """A memory source that counts the reads started on any of its instances (its cursors
+    carry `mark`, none unless a test sets one)."""
 
     name: ClassVar[str] = "counting"
     reads: ClassVar[list[str | None]] = []
     fail_after: ClassVar[int | None] = None  # pages a read gives before the source fails
-    mark: ClassVar[str] = ""  # put before each cursor (and taken off the one read from)
 
     def read(
         self,
@@ -45,17 +46,8 @@ class CountingAdapter(MemoryAdapter):
         where: Condition | None = None,
     ) -> Iterator[Page]:
         self.reads.append(cursor)
-        since = None if cursor is None else cursor.removeprefix(self.mark)
-        pages = super().read(cursor=since, fields=fields, where=where)
-        if self.mark:
-            pages = self._marked(pages, self.mark)
+        pages = super().read(cursor=cursor, fields=fields, where=where)
         return pages if self.fail_after is None else self._failing(pages, self.fail_after)
-
-    @staticmethod
-    def _marked(pages: Iterator[Page], mark: str) -> Iterator[Page]:
-        for page in pages:
-            page.cursor = None if page.cursor is None else mark + page.cursor
-            yield page
 
     @staticmethod
     def _failing(pages: Iterator[Page], count: int) -> Iterator[Page]:
@@ -206,13 +198,17 @@ class World:
                 job.close()
         return codes
 
-    def grouped(self, store: StateStore, **options: Any) -> dict[str, int]:
+    def group(self, store: StateStore, **options: Any) -> GroupResult:
+        """Every job's run as one group (:func:`run_jobs`)."""
         jobs = self.load()
         try:
-            group = run_jobs(jobs, store, **options)
+            return run_jobs(jobs, store, **options)
         finally:
             for job in jobs:
                 job.close()
+
+    def grouped(self, store: StateStore, **options: Any) -> dict[str, int]:
+        group = self.group(store, **options)
         codes = {r.job: int(r.exit_code) for r in group.results}
         codes.update({name: int(err.exit_code) for name, err in group.refused})
         return codes
@@ -553,24 +549,14 @@ def test_a_cursor_no_store_holds_stops_a_shared_read_before_anything_is_written(
         world.put(n)
     with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
         CountingAdapter.mark = mark
-        jobs = world.load()
-        try:
-            odd = run_jobs(jobs, s)
-        finally:
-            for job in jobs:
-                job.close()
+        odd = world.group(s)
         assert len(odd.results) == len(JOBS)
         for result in odd.results:
             assert "crm: the counting adapter's read gave a cursor" in str(result.error)
         assert not any(outcome(s)["targets"].values())
         assert list(s.ledger_entries()) == []
         CountingAdapter.mark = ""
-        jobs = world.load()
-        try:
-            mended = run_jobs(jobs, s)
-        finally:
-            for job in jobs:
-                job.close()
+        mended = world.group(s)
         assert [r.error for r in mended.results] == [None] * len(JOBS)
         assert any(outcome(s)["targets"].values())
 

@@ -121,4 +121,5 @@ def test_a_cursor_no_store_holds_stops_the_run_before_anything_is_written(
         }
         assert store.verify_ledger().ok
     finally:
+        OddCursorAdapter.mark = ""
         store.close()

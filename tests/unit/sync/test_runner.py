@@ -136,10 +136,10 @@ class FailingAdapter(MemoryAdapter):
 
 class OddCursorAdapter(MemoryAdapter):
     """A memory source whose cursors carry `mark` (say, undecodable bytes a tool's token
-    held) before the memory adapter's own."""
+    held) before the memory adapter's own; none unless a test sets one."""
 
     name: ClassVar[str] = "oddcursor"
-    mark: ClassVar[str] = "\x00"
+    mark: ClassVar[str] = ""
 
     def read(
         self,
