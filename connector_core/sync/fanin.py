@@ -35,13 +35,16 @@ The rules (docs/partners.md, "Fan-in"):
   each person it contributed to stays as the target holds it (reported as a problem, exit
   status 1), unless another partner's contribution to that person changed (then the person
   is rewritten from the partners that could be read: narrower, never wider) or the person
-  must be taken back. The other partners go on.
+  must be taken back. Such a person is matched by the keys the partner's records had, so
+  a record read now that shares one is theirs (same id; its no reaches them). The failing
+  partner's own refusals (:data:`REFUSAL` rows) still hold. The other partners go on.
 - **The suppression list** (``suppress:``) is read first; if it cannot be read, nothing is
   written (a run must know who said no before sharing anybody).
 
 Contributions are saved after a run that was not stopped, in one transaction
 (:data:`~connector_core.sync.tables.fan_in_contributions`): what a partner gave, by its source
-id, as the person's key, the fields and a salted hash; never a value.
+id, as the person's key, the fields and a salted hash; never a value. A record that gave
+nothing and said no is saved as a refusal: its keys and the purposes it refused.
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ CURSOR = "fan-in"
 #: Fields a partner's contribution never sets: the merged record's own.
 _OWN = frozenset({"id", "consent", "deleted", "merged_into"})
 _READ = frozenset({"id", "email", "phone", "deleted", "consent"})
+#: The digest of a stored refusal: a record that gave nothing and said no to some purpose
+#: (its ``fields`` map each such purpose to ``"no"``). Kept like a contribution, so that a
+#: partner's no still holds while the partner cannot be read.
+REFUSAL = "refusal"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,7 +404,11 @@ def people_of(store: StateStore, source_id: str) -> list[str]:
     """The people (their keys, the fan-ins' source ids) a partner record `source_id` of any
     fan-in contributed to: so that ``connector who-has`` finds what went up from it."""
     table = fan_in_contributions
-    query = sa.select(table.c.person).where(table.c.source_id == source_id).distinct()
+    query = (
+        sa.select(table.c.person)
+        .where(table.c.source_id == source_id, table.c.digest != REFUSAL)
+        .distinct()
+    )
     with store._transaction() as conn:
         return sorted(conn.scalars(query))
 
@@ -524,9 +535,16 @@ class _Merger:
         self.pinned_keys: dict[str, set[str]] = collections.defaultdict(set)
         #: per person, what the partners that could be read (or left) gave before
         self.before: dict[str, set[tuple[str, str, str]]] = collections.defaultdict(set)
+        #: the stored refusals of records that could not be read: key -> (partner, purposes)
+        self.held: dict[str, tuple[str, frozenset[str]]] = {}
         for partner, rows in stored.items():
             for source_id, row in rows.items():
-                if partner in failed or source_id in pins.get(partner, ()):
+                unread = partner in failed or source_id in pins.get(partner, ())
+                if row["digest"] == REFUSAL:
+                    if unread:  # its no still holds, for whoever has one of its keys
+                        for key in row["keys"]:
+                            self.held.setdefault(key, (partner, frozenset(row["fields"])))
+                elif unread:
                     self.pinned.add(row["person"])
                     self.pinned_keys[row["person"]].update(row["keys"])
                 else:
@@ -550,8 +568,11 @@ class _Merger:
                 yield Page(records, cursor=CURSOR, snapshot=True)
                 records = []
         for person in sorted(self.pinned - people):
+            refuser = self._refuser(self.pinned_keys[person])
             if self.pinned_keys[person] & self.suppressed:
                 records.append(self._withdrawal(person, "suppression-list"))
+            elif refuser is not None:
+                records.append(self._withdrawal(person, f"partner:{refuser}"))
             elif not self.before.get(person):
                 kept.append(person)  # as the target holds it, until its partner is read
         yield Page(records, cursor=CURSOR, snapshot=True, skipped=kept)
@@ -569,13 +590,15 @@ class _Merger:
                 root = parent[root]
             return root
 
-        for read in self.reads:
-            for found in read.keys.values():
-                first = find(found[0])
-                for other in found[1:]:
-                    root = find(other)
-                    if root != first:
-                        parent[root] = first
+        # a person of a record that could not be read is matched by the keys it had: a
+        # record read now that shares one is theirs (same id, and a no reaches them)
+        known = [sorted(found) for found in self.pinned_keys.values() if found]
+        for found in [*known, *(f for read in self.reads for f in read.keys.values())]:
+            first = find(found[0])
+            for other in found[1:]:
+                root = find(other)
+                if root != first:
+                    parent[root] = first
         groups: dict[str, list[tuple[_Partner, str]]] = collections.defaultdict(list)
         for read in self.reads:
             for source_id, found in read.keys.items():
@@ -608,11 +631,18 @@ class _Merger:
             key=lambda c: (c.partner, c.source_id),
         )
         self.rows.extend(_row(c) for c in used)
-        if (keys | self.pinned_keys.get(person, set())) & self.suppressed:
+        self.rows.extend(
+            _refusal(read.source.partner, source_id, person, read)
+            for read, source_id in members
+            if source_id in read.refusals and source_id not in read.given
+        )
+        keys |= self.pinned_keys.get(person, set())
+        if keys & self.suppressed:
             return self._withdrawal(person, "suppression-list")
         refused = sorted(read.source.partner for read, sid in members if sid in read.refused)
-        if refused:
-            return self._withdrawal(person, f"partner:{refused[0]}")
+        refuser = refused[0] if refused else self._refuser(keys)
+        if refuser is not None:
+            return self._withdrawal(person, f"partner:{refuser}")
         if person in self.pinned:
             now = {(c.partner, c.source_id, c.digest) for c in used}
             if now == self.before.get(person, set()):
@@ -621,7 +651,17 @@ class _Merger:
         if not used:
             return None  # no contribution left: taken back as missing (mass-delete guard)
         said_no = set().union(*(read.refusals.get(sid, ()) for read, sid in members))
+        said_no.update(*(self.held[key][1] for key in keys if key in self.held))
         return self._merged(person, used, said_no)
+
+    def _refuser(self, keys: Collection[str]) -> str | None:
+        """The partner whose stored no to the fan-in's purpose, from a record that could not
+        be read this run, holds for someone with one of `keys` (None: no such no)."""
+        purpose = self.loaded.fan_in.body.purpose
+        found = sorted(
+            self.held[k][0] for k in keys if k in self.held and purpose in self.held[k][1]
+        )
+        return found[0] if found else None
 
     def _merged(
         self, person: str, used: Sequence[Contribution], said_no: Collection[str]
@@ -642,6 +682,18 @@ class _Merger:
         refused, with why (``suppression-list``, ``partner:NAME``) as the evidence."""
         state = {"granted": False, "source": f"fan-in:{why}", "at": None}
         return {"id": person, "consent": dict.fromkeys(self.purposes, state)}
+
+
+def _refusal(partner: str, source_id: str, person: str, read: _Partner) -> dict[str, Any]:
+    """The stored refusal of a record that gave nothing and said no (:data:`REFUSAL`)."""
+    return {
+        "partner": partner,
+        "source_id": source_id,
+        "person": person,
+        "fields": dict.fromkeys(sorted(read.refusals[source_id]), "no"),
+        "keys": list(read.keys[source_id]),
+        "digest": REFUSAL,
+    }
 
 
 def _row(c: Contribution) -> dict[str, Any]:

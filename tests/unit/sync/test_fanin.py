@@ -254,6 +254,71 @@ def test_while_a_partner_fails_a_change_elsewhere_rewrites_narrower_and_a_no_goe
     assert net.by_email()["ann@example.org"]["city"] == "Leeds"
 
 
+DAN_L = {"id": "l3", "email": "dan@example.org", "first_name": "Dan"}
+DAN_Y = {"id": "y3", "email": "dan@example.org", "national": "no"}
+
+
+def _york_fails(net: FanInNetwork, how: str) -> None:
+    york = net.root / "data" / "york.csv"
+    if how == "reads-empty":
+        net.partner("york", [])  # a truncated export
+    elif how == "missing":
+        york.unlink()
+    else:  # the consent column is gone: the policy's needs are not met
+        york.write_text("id,email\ny3,dan@example.org\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", ["reads-empty", "missing", "no-consent-column"])
+def test_a_partners_no_holds_while_that_partner_cannot_be_read(net: FanInNetwork, how: str) -> None:
+    """Dan said no at York: while York cannot be read, its no is still evidence (kept as
+    keys), so Leeds's yes never sends him up; once York is read again it counts afresh."""
+    net.partner("leeds", agreed(DAN_L, BOB_L))
+    net.partner("york", [DAN_Y])
+    assert net.run().exit_code == 0
+    assert [r["first_name"] for r in net.national()] == ["Bob"]
+    _york_fails(net, how)
+    result = net.run()
+    assert result.exit_code == 1
+    assert any("partner 'york'" in p for p in result.problems)
+    assert [r["first_name"] for r in net.national()] == ["Bob"]
+    net.partner("york", [DAN_Y | {"national": "yes"}])  # Dan changed his mind at York
+    assert net.run().exit_code == 0
+    assert sorted(r["first_name"] for r in net.national()) == ["Bob", "Dan"]
+
+
+def test_a_no_reaches_a_person_of_a_failing_partner_through_any_of_their_keys(
+    net: FanInNetwork,
+) -> None:
+    """Ann went up from Leeds (email and phone); Leeds fails; York knows her by phone only
+    and says no: she is taken back (her stored keys join York's record to her)."""
+    net.partner("leeds", agreed(ANN_L | {"phone": "07700 900123"}, BOB_L))
+    assert net.run().exit_code == 0
+    (net.root / "data" / "leeds.csv").unlink()
+    net.partner("york", [{"id": "y1", "phone": "+44 7700 900123", "national": "no"}])
+    result = net.run()
+    assert result.exit_code == 1
+    assert [r["first_name"] for r in net.national()] == ["Bob"]
+
+
+def test_a_failing_partners_person_keeps_its_id_and_row(net: FanInNetwork) -> None:
+    """Ann's id is her email key, which only Leeds gives; York matches her by phone. While
+    Leeds fails and York is unchanged, her row stays exactly as it was (no take-back and
+    re-creation under York's key), and when Leeds is back nothing changes."""
+    ann_l = agreed(ANN_L | {"phone": "07700 900123"})
+    net.partner("leeds", ann_l)
+    net.partner("york", agreed({"id": "y1", "phone": "07700 900123", "last_name": "Smith"}))
+    assert net.run().exit_code == 0
+    before = net.national()
+    (net.root / "data" / "leeds.csv").unlink()
+    assert net.run().exit_code == 1
+    assert net.national() == before
+    net.partner("leeds", ann_l)
+    assert net.run().exit_code == 0
+    assert net.national() == before
+    with net.store() as store:
+        assert [e.action for e in store.ledger_entries(job="national")] == ["create"]
+
+
 def test_without_the_suppression_list_nothing_is_written(net: FanInNetwork) -> None:
     net.partner("leeds", agreed(ANN_L))
     (net.root / "data" / "nono.csv").unlink()
