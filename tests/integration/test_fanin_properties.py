@@ -147,6 +147,14 @@ FILLER = {"phone": "", "national": "yes", "first_name": "Always"}
         ("suppress", "", "", {"keys": ["+44 7700 900001"]}),
     ]
 )  # fmt: skip
+@example(
+    edits=[
+        ("put", "leeds", "1", {"email": "cy@example.org", "phone": "", "national": "yes"}),
+        ("put", "york", "1", {"email": "cy@example.org", "phone": "", "national": "no"}),
+        ("run", "", "", {}),
+        ("fail", "york", "", {}),
+    ]
+)  # fmt: skip
 def test_the_national_target_holds_only_allowed_fields_of_people_who_may_go_up(
     edits: list[tuple[str, str, str, dict[str, Any]]],
     tmp_path_factory: pytest.TempPathFactory,
