@@ -53,12 +53,21 @@ class RuleModel(_Block):
         return self
 
 
+#: The longest duration anything may last: a time this far ahead is still a date (a share
+#: request's expiry, an approval's deadline), where 99999999w would overflow every run.
+LONGEST = dt.timedelta(days=36525)
+
+
 def parse_duration(text: str) -> dt.timedelta:
-    """``30m``, ``48h``, ``2d``, ``1w`` as a timedelta; raises ValueError otherwise."""
+    """``30m``, ``48h``, ``2d``, ``1w`` as a timedelta, at most 100 years (:data:`LONGEST`);
+    raises ValueError otherwise."""
     found = _DURATION_RE.match(text.strip())
     if not found:
         raise ValueError(f"{text!r} is not a duration; write a number and a unit, e.g. 48h or 2d")
-    return dt.timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    unit, count = _UNITS[found.group(2)], int(found.group(1))
+    if count > LONGEST / dt.timedelta(**{unit: 1}):
+        raise ValueError(f"{text.strip()!r} is longer than 100 years; write a shorter duration")
+    return dt.timedelta(**{unit: count})
 
 
 class ApprovalModel(_Block):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import subprocess
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector_core.policy.loader import load_policy
+from connector_core.policy.models import parse_duration
 from connector_core.policy.share_requests import (
     RequestValidationError,
     ShareRequest,
@@ -225,6 +227,8 @@ def test_ssh_keygen_can_sign_the_canonical_form(
         ),
         ("  groups: climate-campaign", "  grups: climate-campaign", 13, "did you mean 'groups'"),
         ("duration: 90d", "duration: three months", 20, "not a duration"),
+        ("duration: 90d", "duration: 99999999w", 20, "longer than 100 years"),
+        ("duration: 90d", "duration: 99999999999999999999d", 20, "longer than 100 years"),
         ("  contact: ana@sunrise.example.org\n", "", 5, "missing required key 'contact'"),
         ("  adapter: csv", "  adapter: mailchimp", 16, "no adapter 'mailchimp' is installed"),
         ("kind: share-request", "kind: policy", 2, "kind"),
@@ -238,6 +242,8 @@ def test_ssh_keygen_can_sign_the_canonical_form(
         "purpose",
         "scope",
         "duration",
+        "overflowing-duration",
+        "huge-duration",
         "contact",
         "adapter",
         "kind",
@@ -317,3 +323,16 @@ def test_committed_request_schema_is_current() -> None:
     committed = json.loads((REPO / "request.schema.json").read_text(encoding="utf-8"))
     assert committed == request_json_schema()
     assert set(committed["required"]) >= {"requester", "purpose", "fields", "delivery", "why"}
+
+
+@given(count=st.integers(min_value=0, max_value=10**30), unit=st.sampled_from("mhdw"))
+def test_any_duration_is_refused_or_ends_on_a_date(count: int, unit: str) -> None:
+    """What a request or an approval deadline adds to now never overflows a date."""
+    text = f"{count}{unit}"
+    if count > 36525 * {"m": 1440, "h": 24, "d": 1, "w": 1 / 7}[unit]:
+        with pytest.raises(ValueError, match="longer than 100 years"):
+            parse_duration(text)
+        return
+    duration = parse_duration(text)
+    start = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)  # far past any real now
+    assert start + duration >= start
