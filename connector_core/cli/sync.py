@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -246,8 +247,7 @@ def run(
     refused: list[int] = []  # exit codes of jobs that could not even start
     with open_store(app, keyed=not dry_run, create_key=True, read_only=dry_run) as store:
         if not dry_run:
-            check_recording(app, store)  # before any target is written
-            _requests_before(app, store)
+            before_jobs(app, store)  # before any target is written
         try:
             names = _select(app, job, run_all, due, store)
             if not dry_run:  # partners that left their registry: taken back (--all, --due)
@@ -274,7 +274,7 @@ def run(
                 results.extend(ran)
                 refused.extend(codes)
             if not dry_run:
-                _requests_after(app, store, results)
+                requests_after(app, store, results)
         finally:
             if not dry_run:
                 export_anchor(app, store, quiet=quiet or as_json)
@@ -291,8 +291,7 @@ def _enqueue(
     from connector_core.cli.workers import enqueue_names  # celery: with --queue only
 
     with open_store(app, keyed=True, create_key=True) as store:
-        check_recording(app, store)
-        _requests_before(app, store)
+        before_jobs(app, store)
         names = _select(app, job, run_all, due, store)
         retired, codes = sync_partners(app, store, retire=job is None, accept=accept_retire)
         for result in retired:
@@ -304,6 +303,14 @@ def _enqueue(
     elif not quiet:
         click.echo("no job to queue", err=True)
     return exit_code(retired, codes)
+
+
+def before_jobs(app: App, store: StateStore) -> None:
+    """What every command that runs jobs does first (`run`, `run --queue`, `schedule`, a
+    worker's task): the store can record (:func:`check_recording`), and the share requests
+    whose time is over end, so that their jobs take back instead of sharing."""
+    check_recording(app, store)
+    _requests_before(app, store)
 
 
 def _requests_before(app: App, store: StateStore) -> None:
@@ -319,7 +326,7 @@ def _requests_before(app: App, store: StateStore) -> None:
         app.__dict__.pop("config", None)
 
 
-def _requests_after(app: App, store: StateStore, results: list[RunResult]) -> None:
+def requests_after(app: App, store: StateStore, results: Sequence[RunResult]) -> None:
     """A request's job that took back everything: the request ends, the requester is told."""
     if app.config.model.requests is None:
         return
@@ -590,11 +597,12 @@ def scheduled(app: App) -> dict[str, str | None]:
 
 def _run_due(app: App) -> list[str]:
     with open_store(app, keyed=True, create_key=True) as store:
-        check_recording(app, store)
+        before_jobs(app, store)
         ran = _select(app, None, False, True, store)
         sync_partners(app, store, retire=True)
         if ran:
-            _run_names(app, ran, store)  # reports each; a failing one never stops the rest
+            results, _ = _run_names(app, ran, store)  # a failing one never stops the rest
+            requests_after(app, store, results)
             export_anchor(app, store, quiet=False)
     return ran
 
@@ -606,7 +614,7 @@ def _enqueue_due(app: App, asked: dict[str, dt.datetime], now: dt.datetime) -> l
 
     enabled = scheduled(app)
     with open_store(app, keyed=True, create_key=True) as store:
-        check_recording(app, store)  # retiring partners writes to their targets
+        before_jobs(app, store)  # retiring partners writes to their targets
         last = {}
         for name in enabled:
             times = [store.job_state(name).last_run_at, asked.get(name)]

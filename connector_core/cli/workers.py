@@ -34,16 +34,17 @@ class CliJobRunner:
     @contextlib.contextmanager
     def store(self) -> Iterator[StateStore]:
         """The state store, keyed for recording (one per task)."""
-        from connector_core.cli.ledger import check_recording, open_store
+        from connector_core.cli.ledger import open_store
+        from connector_core.cli.sync import before_jobs
 
         with open_store(self.app, keyed=True, create_key=True) as store:
-            check_recording(self.app, store)
+            before_jobs(self.app, store)  # as `connector run` does: expired requests end
             yield store
 
     def run(self, store: StateStore, jobs: Sequence[str]) -> dict[str, ConnectorError | None]:
         """Run `jobs`; note a job that could not start for good in its run rows."""
         from connector_core.cli.ledger import export_anchor
-        from connector_core.cli.sync import _run_many, execute
+        from connector_core.cli.sync import _run_many, execute, requests_after
 
         fan_ins = [name for name in jobs if name in self.app.config.fan_ins]
         plain = [name for name in jobs if name not in self.app.config.fan_ins]
@@ -62,6 +63,7 @@ class CliJobRunner:
             known = name in self.app.config.model.jobs or name in self.app.config.fan_ins
             if not queue.is_transient(err) and known:
                 note_failed(store, name, err)  # (a job no longer defined: nothing to note)
+        requests_after(self.app, store, results)  # a request's job that took everything back
         export_anchor(self.app, store, quiet=True)
         return outcome
 

@@ -522,3 +522,27 @@ def test_the_clock_override_never_postpones_an_expiry(monkeypatch: pytest.Monkey
     ahead = real + dt.timedelta(days=30)
     monkeypatch.setenv("CONNECTOR_NOW", ahead.isoformat())
     assert share_requests_now() == ahead
+
+
+def test_the_scheduler_ends_a_request_whose_time_is_over_before_its_job_runs(
+    runner: CliRunner,
+    network: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`connector schedule` (and a worker) run jobs as `run --due` does: a request that
+    expired before its job's first run shares nobody, and ends."""
+    from connector_core.cli.app import App
+    from connector_core.cli.sync import _run_due
+
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    approve_by_two(runner, network, tmp_path, T0)
+    for name, value in env(T0 + dt.timedelta(days=91)).items():  # past its 90 days
+        monkeypatch.setenv(name, value)
+    _run_due(App(network / "connector.yaml"))
+    assert "request sunrise-march: expired" in capsys.readouterr().err
+    assert received(tmp_path) == []
+    listed = run(runner, "requests", "list", "--json", cwd=network)
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["ended"]
