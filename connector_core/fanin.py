@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,13 @@ from connector_core.yaml_errors import LocatedDocument, did_you_mean
 
 __all__ = ["FanIn", "FanInSource", "expand_fan_ins", "normal_email", "normal_phone"]
 
-_SPACES = re.compile(r"[\s\-().\/]")
+_SPACES = re.compile(r"[\s\-().\/\u2010-\u2015\u2212]")  # and Unicode's hyphens and dashes
 _WHITESPACE = re.compile(r"\s")
+#: what a copy and paste or a spreadsheet leaves unseen: a soft hyphen, zero-width
+#: characters, direction marks and embeddings, a byte order mark
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+#: the trunk prefix written in brackets after a country code: +44 (0)20 ...
+_TRUNK = re.compile(r"^(\+|00)\s*(\d{1,3})\s*\(\s*0\s*\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +75,12 @@ class FanIn:
 
 
 def normal_email(value: Any) -> str | None:
-    """An email address as people are matched by it: trimmed, lower-case; None if it is not
-    one (no ``@`` with text on both sides)."""
+    """An email address as people are matched by it: without invisible characters, trimmed,
+    composed (NFC: an accent typed on a Mac matches one typed elsewhere), lower-case; None
+    if it is not one (no ``@`` with text on both sides)."""
     if not isinstance(value, str):
         return None
-    text = value.strip().lower()
+    text = unicodedata.normalize("NFC", _INVISIBLE.sub("", value)).strip().lower()
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain or _WHITESPACE.search(text):
         return None
@@ -82,13 +89,15 @@ def normal_email(value: Any) -> str | None:
 
 def normal_phone(value: Any, country: str | None = None) -> str | None:
     """A phone number as people are matched by it: its digits, E.164-like (``+44 20 7946
-    0000``, ``0044 20…`` and, with `country` 44, ``020 7946 0000`` all give ``442079460000``);
-    None if it is not one (fewer than 7 digits, letters)."""
+    0000``, ``0044 20…``, ``+44 (0)20 7946 0000`` and, with `country` 44, ``020 7946 0000``
+    all give ``442079460000``; full-width digits, Unicode dashes and invisible characters
+    are read as a person sees them); None if it is not one (fewer than 7 digits, letters)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         return None
-    text = _SPACES.sub("", value.strip())
+    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", value)).strip()
+    text = _SPACES.sub("", _TRUNK.sub(r"\1\2", text))
     international = text.startswith("+")
     digits = text[1:] if international else text
     if not digits.isdigit() or not digits.isascii():

@@ -374,6 +374,7 @@ def _suppressed(loaded: LoadedFanIn, keys: _Keys) -> frozenset[str]:
     if adapter is None:
         return frozenset()
     found: set[str] = set()
+    keyless = 0  # rows that match nobody: could be anybody's no
     for page in adapter.read(cursor=None, fields=_READ, where=None):
         if page.problems:
             raise ConfigError(
@@ -383,7 +384,19 @@ def _suppressed(loaded: LoadedFanIn, keys: _Keys) -> frozenset[str]:
                 "while it cannot tell who said no.",
             )
         for record in page.records:
-            found.update(keys(record))
+            matched = keys(record)
+            found.update(matched)
+            keyless += not matched
+    if keyless:
+        match = " or ".join(loaded.fan_in.body.match)
+        raise ConfigError(
+            f"fan-in {loaded.fan_in.name!r}: {keyless} row(s) of the suppression list "
+            f"{adapter.connection!r} give no {match} to match by (a renamed column, an "
+            "entry that is not an address or number, a blank row); nothing was shared",
+            hint=f"Give every row of the list an {match} as the partners write them "
+            f"(its mapping names the columns); a run shares nobody while it cannot tell "
+            "who said no.",
+        )
     return frozenset(found)
 
 

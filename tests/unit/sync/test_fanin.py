@@ -205,6 +205,10 @@ def test_a_dry_run_writes_nothing(net: FanInNetwork) -> None:
     ("value", "expected"),
     [
         (" Ann@Example.ORG ", "ann@example.org"),
+        ("jose\u0301@example.org", "jos\u00e9@example.org"),  # decomposed (macOS): composed
+        ("JOS\u00c9@EXAMPLE.ORG", "jos\u00e9@example.org"),
+        ("\ufeffann@example.org", "ann@example.org"),  # a BOM a spreadsheet left
+        ("ann\u200b@example.org\u200e", "ann@example.org"),  # zero-width, direction marks
         ("no-at-sign", None),
         ("a b@example.org", None),
         ("@example.org", None),
@@ -225,6 +229,12 @@ def test_emails_are_trimmed_and_lower_cased(value: object, expected: str | None)
         ("12345", None, None),
         ("call me", None, None),
         ("+44 7700 9OO123", None, None),
+        ("+44 (0)7700 900456", None, "447700900456"),  # the trunk 0 written in brackets
+        ("0044 (0) 7700 900456", "44", "447700900456"),
+        ("07700\u2013900123", "44", "447700900123"),  # an en dash
+        ("07700\u2011900123", "44", "447700900123"),  # a non-breaking hyphen
+        ("\u202a+44 7700 900123\u202c", None, "447700900123"),  # direction marks
+        ("\uff10\uff17\uff17\uff10\uff10 900123", "44", "447700900123"),  # full-width
     ],
 )
 def test_phones_become_their_international_digits(
@@ -317,6 +327,37 @@ def test_a_failing_partners_person_keeps_its_id_and_row(net: FanInNetwork) -> No
     assert net.national() == before
     with net.store() as store:
         assert [e.action for e in store.ledger_entries(job="national")] == ["create"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"mail": "carol@example.org"},  # the list's email column renamed by a new export
+        {"email": "Carol <carol@example.org>"},  # not an address as it stands
+        {"email": "", "phone": ""},
+    ],
+    ids=["column-renamed", "not-an-address", "blank"],
+)
+def test_a_suppression_list_row_that_matches_nobody_writes_nothing(
+    net: FanInNetwork, entry: dict[str, str]
+) -> None:
+    """A row of the list that gives no email or phone to match by could be anybody's no:
+    the run writes nothing (exit 3) and names neither the row's id nor its value."""
+    carol = {"id": "l5", "email": "carol@example.org", "first_name": "Carol"}
+    net.partner("leeds", agreed(carol, BOB_L))
+    net.suppress([{"email": "carol@example.org"}])
+    assert net.run().exit_code == 0
+    assert [r["first_name"] for r in net.national()] == ["Bob"]
+    path = net.root / "data" / "nono.csv"
+    columns = ["id", *entry]
+    lines = [",".join(columns), ",".join(["n0", *(f'"{v}"' for v in entry.values())])]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = net.run()
+    assert result.exit_code == 3, result
+    assert "give no email or phone to match by" in str(result.error)
+    assert "carol" not in str(result.error).lower()
+    assert "n0" not in str(result.error)
+    assert [r["first_name"] for r in net.national()] == ["Bob"]
 
 
 def test_without_the_suppression_list_nothing_is_written(net: FanInNetwork) -> None:
