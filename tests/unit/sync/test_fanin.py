@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector_core.fanin import normal_email, normal_phone
 from connector_core.sync.fanin import Contribution, strictest
@@ -241,6 +244,38 @@ def test_phones_become_their_international_digits(
     value: str, country: str | None, expected: str | None
 ) -> None:
     assert normal_phone(value, country) == expected
+
+
+INVISIBLE = st.sampled_from(["\u200b", "\u200e", "\ufeff", "\u00ad", "\u2060", "\u202a"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    local=st.text(st.characters(categories=["Ll", "Lu", "Nd", "Mn"]), min_size=1, max_size=8),
+    noise=st.lists(st.tuples(st.integers(0, 30), INVISIBLE), max_size=4),
+)
+def test_an_email_matches_however_it_was_typed(local: str, noise: list[tuple[int, str]]) -> None:
+    """Composed or decomposed, with invisible characters anywhere: one email, one key."""
+    email = f"{local}@example.org"
+    typed = unicodedata.normalize("NFD", email)
+    for at, mark in noise:
+        typed = typed[:at] + mark + typed[at:]
+    assert normal_email(typed) == normal_email(email)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    digits=st.text("0123456789", min_size=9, max_size=10),
+    noise=st.lists(INVISIBLE | st.sampled_from([" ", "-", "\u2013", "."]), max_size=4),
+)
+def test_a_phone_matches_however_it_was_typed(digits: str, noise: list[str]) -> None:
+    """+44 (0)7…, 0044 7…, 07… with `country` 44, with separators and invisible characters
+    within the number: one number."""
+    number = "7" + digits
+    expected = normal_phone(f"+44{number}")
+    for prefix in ("+44 (0)", "0044 ", "0"):
+        typed = prefix + number[:3] + "".join(noise) + number[3:]
+        assert normal_phone(typed, "44") == expected, typed
 
 
 def test_while_a_partner_fails_a_change_elsewhere_rewrites_narrower_and_a_no_goes_through(
