@@ -38,7 +38,7 @@ from connector_core.credentials import (
     secret_refs,
 )
 from connector_core.errors import ConfigError, ConfigValidationError, Problem
-from connector_core.local_paths import path_problems
+from connector_core.local_paths import known_places, path_problems, target_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
 from connector_core.yaml_errors import (
     CONFIG_MAX_BYTES,
@@ -730,7 +730,10 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     if problems or model is None:
         raise ConfigValidationError(sorted_problems(problems), hint=HINT)
     if model.requests is not None:
-        model = _with_request_jobs(model, base_dir / model.requests.folder, adapters, settings)
+        places = known_places(doc, settings, model)
+        model = _with_request_jobs(
+            model, base_dir / model.requests.folder, adapters, settings, places
+        )
     return Config(
         path=path,
         base_dir=base_dir,
@@ -1117,9 +1120,12 @@ def _with_request_jobs(
     folder: Path,
     adapters: Mapping[str, type[Adapter]],
     settings: dict[str, AdapterSettings],
+    places: list[Any],
 ) -> ConnectorConfig:
     """`model` with the job and connection of each approved request in `folder` added
-    (files ``<id>.job.yaml``); a generated file that does not load is an error naming it."""
+    (files ``<id>.job.yaml``); a generated file that does not load, or whose delivery would
+    write one of `places` (a source, another target, the connector's own files: see
+    :func:`~connector_core.local_paths.target_problems`), is an error naming it."""
     if not folder.is_dir():
         return model
     connections, jobs = dict(model.connections), dict(model.jobs)
@@ -1140,6 +1146,14 @@ def _with_request_jobs(
                 context={"base_dir": folder},
                 prefix=("connection", "settings"),
             )
+            refused = target_problems(settings[name], places)
+            if refused:
+                raise ConfigValidationError(
+                    [
+                        doc.problem(("connection", "settings", k), f"connection.settings.{k}: {m}")
+                        for k, m in refused
+                    ]
+                )
         except ConfigValidationError as err:
             problems += err.problems
             continue

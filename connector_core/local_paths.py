@@ -61,14 +61,75 @@ def path_problems(
         settings: each connection's validated settings (those that validated).
         model: the validated file, for the connector's own files; None if it did not validate.
     """
-    targets = _targets(doc)
-    places = list(_connection_places(doc, settings, targets))
-    if model is not None:
-        places += _own_places(doc, model)
+    places = known_places(doc, settings, model)
     problems = []
     for place in places:
         if place.writes:
-            problems += _check(doc, place, places)
+            assert place.loc is not None  # written places are connection settings
+            problems += [
+                doc.problem(place.loc, f"{dotted(place.loc)}: {message}")
+                for message in written_problems(place.path, places, place)
+            ]
+    return problems
+
+
+def known_places(
+    doc: LocatedDocument,
+    settings: Mapping[str, AdapterSettings],
+    model: ConnectorConfig | None,
+) -> list[_Place]:
+    """Every local path connector.yaml's connections touch, and the connector's own files."""
+    places = list(_connection_places(doc, settings, _targets(doc)))
+    if model is not None:
+        places += _own_places(doc, model)
+    return places
+
+
+def target_problems(settings: AdapterSettings, places: list[_Place]) -> list[tuple[str, str]]:
+    """(setting, why) for each path a target connection with `settings` would write that
+    :func:`written_problems` refuses: for the targets connector.yaml does not write out."""
+    written = type(settings).written_paths
+    return [
+        (key, message)
+        for key, path in sorted(settings.local_paths().items())
+        if key in written
+        for message in written_problems(path, places)
+    ]
+
+
+def written_problems(path: Path, places: list[_Place], place: _Place | None = None) -> list[str]:
+    """Why a target may not write `path` (a link, not a plain file, the place of one of
+    `places` but `place`, its own), each saying the fix; none when it may. For targets
+    that connector.yaml does not write out (a partner's, from its registry row; an
+    approved share request's delivery), which their callers locate."""
+    link = first_link(path)
+    if link is not None:
+        how = "is" if link == path else f"passes through {link}, which is"
+        return [
+            f"{path} {how} a symbolic link; a target is written only where it "
+            f"is, never through a link (it could lead to the source or another file): point "
+            f"it at the real path, or replace the link with a plain file or folder"
+        ]
+    resolved = Path(os.path.normpath(path))
+    try:
+        why = not_plain(os.lstat(resolved))
+    except OSError:
+        why = None  # missing: the writer creates it
+    if why is not None and not os.path.isdir(resolved):
+        return [
+            f"{resolved} {why}; a job writes only a regular file with a single name, "
+            "never reading another file through it: remove it (or the other name) and let "
+            "the connector create the file"
+        ]
+    problems = []
+    for other in places:
+        if other is place:
+            continue
+        relation = _relation(resolved, other.path)
+        if relation:
+            problems.append(
+                f"{resolved} {relation} {other.what}, which a job would overwrite; {_FIX}"
+            )
     return problems
 
 
@@ -120,41 +181,6 @@ def _located(doc: LocatedDocument, path: Path, loc: Loc, what: str) -> _Place:
 def _line(doc: LocatedDocument, loc: Loc) -> int | None:
     mark = doc.locate(loc) if doc.get(loc) is not None else None
     return mark[0] if mark else None
-
-
-def _check(doc: LocatedDocument, place: _Place, places: list[_Place]) -> list[Problem]:
-    assert place.loc is not None  # written places are connection settings
-    where = dotted(place.loc)
-    link = first_link(place.path)
-    if link is not None:
-        how = "is" if link == place.path else f"passes through {link}, which is"
-        message = (
-            f"{where}: {place.path} {how} a symbolic link; a target is written only where it "
-            f"is, never through a link (it could lead to the source or another file): point "
-            f"it at the real path, or replace the link with a plain file or folder"
-        )
-        return [doc.problem(place.loc, message)]
-    resolved = Path(os.path.normpath(place.path))
-    try:
-        why = not_plain(os.lstat(resolved))
-    except OSError:
-        why = None  # missing: the writer creates it
-    if why is not None and not os.path.isdir(resolved):
-        message = (
-            f"{where}: {resolved} {why}; a job writes only a regular file with a single name, "
-            "never reading another file through it: remove it (or the other name) and let "
-            "the connector create the file"
-        )
-        return [doc.problem(place.loc, message)]
-    problems = []
-    for other in places:
-        if other is place:
-            continue
-        relation = _relation(resolved, other.path)
-        if relation:
-            message = f"{where}: {resolved} {relation} {other.what}, which a job would overwrite"
-            problems.append(doc.problem(place.loc, f"{message}; {_FIX}"))
-    return problems
 
 
 def _relation(written: Path, other: Path) -> str | None:

@@ -28,6 +28,7 @@ from connector_core.config import (
     PartnerTemplateConfig,
 )
 from connector_core.errors import ConfigValidationError, Problem
+from connector_core.local_paths import known_places, target_problems
 from connector_core.partners import (
     PartnerRow,
     param_column,
@@ -90,11 +91,31 @@ def expand_templates(
                 problems.append(row.cells["name"].problem(f"{partner.name!r} is taken already"))
                 continue
             expanded[partner.name] = partner
+    problems += _own_places(doc, model, expanded, settings)
     problems += _shared_places(expanded, settings, adapters)
     for name, partner in expanded.items():
         model.jobs[name] = partner.job
         model.connections[name] = partner.connection
     return expanded
+
+
+def _own_places(
+    doc: LocatedDocument,
+    model: ConnectorConfig,
+    expanded: Mapping[str, PartnerJob],
+    settings: Mapping[str, AdapterSettings],
+) -> list[Problem]:
+    """The rules of a hand-written target's paths (:mod:`connector_core.local_paths`) for
+    each partner's: never a link, nor a source's, another connection's or the connector's
+    own file (the anchors file, the state store, connector.yaml...), said at its row."""
+    places = known_places(doc, settings, model)
+    return [
+        partner.row.cells["name"].problem(
+            f"partner {partner.row.name!r}: its target's {key}: {message}"
+        )
+        for partner in expanded.values()
+        for key, message in target_problems(partner.settings, places)
+    ]
 
 
 def expand_partner(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from connector_core.records import to_text
 
 
@@ -21,3 +23,17 @@ def cell(value: object) -> str:
             for k, v in value.items()
         )
     return to_text(None, value)
+
+
+def literal(text: str) -> str:
+    """`text` as a terminal shows it literally: every control or format character (an
+    escape sequence, a carriage return, a newline, a direction override, a zero-width
+    character) written as its escape (``\\x1b``, ``\\u202e``), so that text from outside
+    (a share request's why, a requester's name) can neither redraw nor hide what an
+    approver reads."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ascii(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+        for ch in text
+    )

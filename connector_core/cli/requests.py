@@ -21,6 +21,7 @@ import click
 from connector_core.cli.app import App, emit_json
 from connector_core.cli.ledger import open_store
 from connector_core.cli.policy import PolicyEnv
+from connector_core.cli.render import literal
 from connector_core.cli.sync import share_requests_now as _now
 from connector_core.errors import ConfigError
 from connector_core.files import write_output
@@ -67,6 +68,7 @@ def receive(app: App, file: Path) -> None:
         file, purposes=list(config.model.consent.purposes), adapters=list(app.adapters)
     )
     verify_request(request)
+    flow.check_delivery(config, request)
     if request.model.network != config.model.network.name:
         raise flow.RequestRefused(
             f"{file}: the request is addressed to the network {request.model.network!r}, "
@@ -82,8 +84,8 @@ def receive(app: App, file: Path) -> None:
         click.echo(f"request {stored.id} was received before ({stored.status})")
         return
     click.echo(
-        f"request {stored.id} received from {request.model.requester.name}; review it: "
-        f"connector requests show {stored.id}"
+        f"request {stored.id} received from {literal(request.model.requester.name)}; review "
+        f"it: connector requests show {stored.id}"
     )
     for field, why in review["cut"].items():
         click.echo(f"  cut: {field}: {why}")
@@ -107,8 +109,8 @@ def list_requests(app: App, as_json: bool) -> None:
     for row in rows:
         until = f"  until {row['expires_at']}" if row["expires_at"] else ""
         click.echo(
-            f"{row['id']}  {row['status']}  from {row['requester']}  purpose {row['purpose']}"
-            f"  fields {', '.join(row['fields'])}{until}"
+            f"{row['id']}  {row['status']}  from {literal(row['requester'])}  purpose "
+            f"{row['purpose']}  fields {', '.join(row['fields'])}{until}"
         )
 
 
@@ -135,9 +137,11 @@ def show(app: App, request_id: str, sample: int, as_json: bool) -> None:
 
 
 def _render(review: dict[str, Any]) -> None:
-    click.echo(f"Request {review['id']} from {review['requester']}: {review['status']}")
-    click.echo(f"  why: {review['why']}")
+    """The review an approver reads: every text the requester wrote shown literally."""
+    click.echo(f"Request {review['id']} from {literal(review['requester'])}: {review['status']}")
+    click.echo(f"  why: {literal(review['why'].strip())}")
     click.echo(f"  purpose: {review['purpose']}; duration {review['duration']}")
+    click.echo(f"  delivery: {literal(_delivery(review['delivery']))}")
     click.echo(f"  hash: {review['request_hash']}")
     allowed = ", ".join(f"{f} ({o})" for f, o in review["allowed"].items()) or "nothing"
     click.echo(f"  the requester would receive: {allowed}")
@@ -147,11 +151,17 @@ def _render(review: dict[str, Any]) -> None:
     click.echo(f"  withheld: {review['withheld'] or 'nobody'}")
     click.echo(f"  sample ({len(review['sample'])}):")
     for record in review["sample"]:
-        click.echo("    " + json.dumps(record, ensure_ascii=False, sort_keys=True))
+        click.echo("    " + literal(json.dumps(record, ensure_ascii=False, sort_keys=True)))
     click.echo(
         f"  to decide remotely, sign one text with `ssh-keygen -Y sign -n {APPROVAL_NAMESPACE}`:"
     )
     click.echo("    " + review["approve_text"].replace("\n", "\\n"))
+
+
+def _delivery(delivery: dict[str, Any]) -> str:
+    """Where the requester's people would be written: the adapter and its settings."""
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((delivery.get("settings") or {}).items()))
+    return f"{delivery.get('adapter')} ({settings})" if settings else str(delivery.get("adapter"))
 
 
 @requests.command()
@@ -315,6 +325,7 @@ def _row(stored: StoredRequest) -> dict[str, Any]:
         "fields": list(stored.review["allowed"]),
         "duration": doc["duration"],
         "why": doc["why"],
+        "delivery": doc["delivery"],
         "request_hash": stored.request_hash,
         "received_at": stored.received_at.isoformat(timespec="seconds"),
         "expires_at": stored.expires_at and stored.expires_at.isoformat(timespec="seconds"),

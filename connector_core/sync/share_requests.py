@@ -40,6 +40,7 @@ from connector_core.policy.share_requests import (
 from connector_core.sync.approvals import approval_entries, people, tally
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.request_book import StoredRequest
+from connector_core.yaml_errors import validator_message
 
 if TYPE_CHECKING:
     from connector_core.config import Config, RequestsConfig
@@ -315,6 +316,41 @@ def settings_of(config: Config) -> RequestsConfig:
 def folder(config: Config) -> Path:
     """Where approved requests' policies and jobs are written."""
     return config.base_dir / settings_of(config).folder
+
+
+def check_delivery(config: Config, request: ShareRequest) -> None:
+    """Refuse a request whose delivery would write where no target may: a source, another
+    target, the connector's own files, a link (the rules of a hand-written target's path,
+    :func:`~connector_core.local_paths.target_problems`), as the job file it becomes would
+    be read (paths relative to the requests folder). The loader holds the job file to the
+    same rules."""
+    from connector_core.local_paths import known_places, target_problems
+
+    delivery = request.model.delivery
+    cls = config.installed[delivery.adapter]
+    from pydantic import ValidationError
+
+    try:
+        settings = cls.settings_model.model_validate(
+            delivery.settings, context={"base_dir": folder(config)}
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RequestRefused(
+            f"{request.path}: delivery.settings.{where}: {validator_message(first['msg'])}",
+            hint="The requester sends a request whose delivery the adapter accepts.",
+        ) from None
+    refused = target_problems(
+        settings, known_places(config.document, config.settings, config.model)
+    )
+    if refused:
+        key, message = refused[0]
+        raise RequestRefused(
+            f"{request.path}: delivery.settings.{key}: {message}",
+            hint="A request delivers to a place of its own; the requester sends one that "
+            "names another (nothing was stored).",
+        )
 
 
 def materialise(config: Config, stored: StoredRequest, expires: dt.datetime) -> None:

@@ -507,3 +507,37 @@ def test_a_value_inside_a_target_path_cannot_leave_its_folder(network: Path) -> 
     assert str(err.value.problems[0]).startswith(
         f"{network / 'partners.csv'}:3:2: partner 'evil', column 'region': a value put inside"
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "what"),
+    [
+        ("anchors.log", "the ledger anchors file"),
+        ("state.db.locks/a.csv", "the job lock folder"),
+        ("data/members.csv", "connections.members.settings.path"),
+        ("connector.yaml", "connector.yaml itself"),
+    ],
+)
+def test_a_partners_target_never_writes_the_connectors_own_files_or_a_source(
+    runner: CliRunner, network: Path, where: str, what: str
+) -> None:
+    """The rules a hand-written target's path obeys hold for a path a registry row gives:
+    refused when connector.yaml is loaded (exit 3, the registry's line), nothing written."""
+    config = network / "connector.yaml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "path: out/local/{partner.name}.csv", "path: {partner: file}"
+        ),
+        encoding="utf-8",
+    )
+    with (network / "partners.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(
+            [["name", "region", "file"], ["a", "North", where], ["b", "North", "out/local/b.csv"]]
+        )
+    before = {p: p.read_bytes() for p in network.rglob("*") if p.is_file()}
+    result = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "partners.csv:2" in result.stderr
+    assert what in result.stderr
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in network.rglob("*") if p.is_file()} == before

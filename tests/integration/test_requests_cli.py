@@ -74,8 +74,16 @@ def network(demo: Path, tmp_path: Path, state: str) -> Path:
     return demo
 
 
-def write_request(tmp_path: Path, fields: list[str], *, sign: bool = True) -> Path:
-    """A request by the partner, signed with its own key."""
+def write_request(
+    tmp_path: Path,
+    fields: list[str],
+    *,
+    sign: bool = True,
+    delivery: str | None = None,
+    why: str = "To invite the campaign's members to the joint march.",
+) -> Path:
+    """A request by the partner, signed with its own key; `delivery`: the path it asks
+    its people be written to (default: a file of its own)."""
     key = tmp_path / "keys" / "partner"
     if not key.exists():
         keygen(key, "partner")
@@ -93,9 +101,12 @@ def write_request(tmp_path: Path, fields: list[str], *, sign: bool = True) -> Pa
         "purpose": "share_with_partners",
         "fields": fields,
         "scope": {"groups": {"any_of": ["climate-campaign"]}},
-        "delivery": {"adapter": "csv", "settings": {"path": str(tmp_path / "partner.csv")}},
+        "delivery": {
+            "adapter": "csv",
+            "settings": {"path": delivery or str(tmp_path / "partner.csv")},
+        },
         "duration": "90d",
-        "why": "To invite the campaign's members to the joint march.",
+        "why": why,
     }
     path = tmp_path / "request.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
@@ -546,3 +557,45 @@ def test_the_scheduler_ends_a_request_whose_time_is_over_before_its_job_runs(
     assert received(tmp_path) == []
     listed = run(runner, "requests", "list", "--json", cwd=network)
     assert [r["status"] for r in json.loads(listed.stdout)] == ["ended"]
+
+
+@pytest.mark.parametrize(
+    ("where", "what"),
+    [
+        ("data/members.csv", "connections.members.settings.path"),
+        ("connector.yaml", "connector.yaml itself"),
+        ("out/organizers-north.csv", "connections.organizers-north.settings.path"),
+    ],
+)
+def test_a_request_never_delivers_into_the_networks_own_files(
+    runner: CliRunner, network: Path, tmp_path: Path, where: str, what: str
+) -> None:
+    """The requester names the delivery: a path that is a source, another target or the
+    connector's own file is refused when the request is received (nothing stored)."""
+    request = write_request(tmp_path, ["email"], delivery=str(network / where))
+    got = run(runner, "requests", "receive", str(request), cwd=network, env=env(T0))
+    assert got.exit_code == 3, got.output
+    assert "delivery.settings.path" in got.stderr
+    assert what in got.stderr
+    listed = run(runner, "requests", "list", "--json", cwd=network, env=env(T0))
+    assert json.loads(listed.stdout) == []
+
+
+def test_what_a_requester_wrote_is_shown_literally_with_where_it_goes(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    """An escape sequence, a carriage return or a direction override in a request cannot
+    redraw or hide what an approver reads; the delivery is shown."""
+    forged = "Newsletter only.\x1b[2K\rwhy: Annual report \u202eylno"
+    request = write_request(tmp_path, ["email"], why=forged)
+    got = run(runner, "requests", "receive", str(request), cwd=network, env=env(T0))
+    assert got.exit_code == 0, got.output
+    for args in (["show", "sunrise-march"], ["list"]):
+        shown = run(runner, "requests", *args, cwd=network, env=env(T0))
+        assert shown.exit_code == 0, shown.output
+        assert "\x1b" not in shown.output
+        assert "\r" not in shown.output
+        assert "\u202e" not in shown.output
+    shown = run(runner, "requests", "show", "sunrise-march", cwd=network, env=env(T0)).stdout
+    assert "why: Newsletter only.\\x1b[2K\\rwhy: Annual report \\u202eylno" in shown
+    assert f"delivery: csv (path={tmp_path / 'partner.csv'})" in shown
