@@ -112,12 +112,25 @@ def _read_csv(path: Path) -> tuple[list[PartnerRow], list[Problem]]:
     if len(text.encode()) > CONFIG_MAX_BYTES * 16:
         return [], [Problem(str(path), None, None, "the partner registry is too large")]
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        return [], [_not_csv(path, reader, exc)]
     if not header:
         return [], [Problem(str(path), 1, 1, "the partner registry is empty (no header line)")]
     header = [h.strip() for h in header]
     problems = _check_header(path, header)
-    rows = []
+    rows: list[PartnerRow] = []
+    try:
+        _rows(path, header, reader, rows, problems)
+    except _NotCsv as exc:
+        problems.append(_not_csv(path, reader, exc, exc.line))
+    return rows, problems
+
+
+def _rows(
+    path: Path, header: list[str], reader: Any, rows: list[PartnerRow], problems: list[Problem]
+) -> None:
     for line, values in _numbered(reader):
         if not any(v.strip() for v in values):
             continue  # a blank line
@@ -132,17 +145,31 @@ def _read_csv(path: Path) -> tuple[list[PartnerRow], list[Problem]]:
         rows.append(
             PartnerRow(cells["name"].value if "name" in cells else "", cells, str(path), line)
         )
-    return rows, problems
 
 
 def _numbered(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """Each row with the line it starts on; a row that is not CSV ends the rows, as a
+    _NotCsv naming that line."""
     while True:
         start = reader.line_num + 1
         try:
             values = next(reader)
         except StopIteration:
             return
+        except csv.Error as exc:
+            raise _NotCsv(start, str(exc)) from None
         yield start, values
+
+
+class _NotCsv(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
+def _not_csv(path: Path, reader: Any, exc: Exception, line: int | None = None) -> Problem:
+    message = f"the partner registry is not valid CSV here ({exc}): look for a stray quote"
+    return Problem(str(path), line or max(reader.line_num, 1), 1, message)
 
 
 def _check_header(path: Path, header: list[str]) -> list[Problem]:

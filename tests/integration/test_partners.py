@@ -541,3 +541,19 @@ def test_a_partners_target_never_writes_the_connectors_own_files_or_a_source(
     assert what in result.stderr
     assert "Traceback" not in result.output
     assert {p: p.read_bytes() for p in network.rglob("*") if p.is_file()} == before
+
+
+def test_a_registry_that_is_not_csv_is_an_error_naming_its_line(
+    runner: CliRunner, network: Path
+) -> None:
+    """A stray quote that swallows the rest of a big export (a cell over the csv module's
+    limit) is the registry's error at its line, never a traceback; nothing is retired."""
+    registry = network / "partners.csv"
+    lines = registry.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ',"' + "x" * 140_000 + '"'
+    registry.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(runner, "jobs", cwd=network, env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "partners.csv:3" in result.stderr
+    assert "not valid CSV" in result.stderr
+    assert "Traceback" not in result.output
