@@ -196,7 +196,7 @@ def decide(
         stored = _get(store, request_id)
         aset = flow.decision_set(store, stored)
         if statement is not None:
-            signature = statement.read_text(encoding="utf-8")
+            signature = _statement(statement)
             person, _set, decision = match_statement(signature, [aset], config.model.approvers)
         elif person and key:
             signature = _sign(aset.set_hash, decision, key)
@@ -237,7 +237,7 @@ def revoke(app: App, request_id: str, statement: Path | None, why: str) -> None:
     with open_store(app, keyed=True, create_key=True) as store:
         stored = _get(store, request_id)
         if statement is not None:
-            flow.verify_revocation(stored, statement.read_text(encoding="utf-8"))
+            flow.verify_revocation(stored, _statement(statement))
             why = "revoked by the requester"
         notes = flow.end(store, app.config, stored, "revoked", why, _now())
     for note in notes:
@@ -266,6 +266,21 @@ def _floor(app: App) -> Any:
     if floor is None:
         return None
     return load_job_policy(app.config, floor, PolicyEnv.from_app(app).masks)
+
+
+def _statement(path: Path) -> str:
+    """The text of a signed statement file; a file that is not text is refused by name."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        reason = "it is not UTF-8 text"
+    except OSError as exc:
+        reason = f"it cannot be read: {exc.strerror}"
+    raise flow.RequestRefused(
+        f"{path}: not a signed statement ({reason})",
+        hint="Give the file `ssh-keygen -Y sign` wrote (it begins with -----BEGIN SSH "
+        "SIGNATURE-----).",
+    )
 
 
 def _revocation(file: Path) -> tuple[str, str] | None:

@@ -599,3 +599,17 @@ def test_what_a_requester_wrote_is_shown_literally_with_where_it_goes(
     shown = run(runner, "requests", "show", "sunrise-march", cwd=network, env=env(T0)).stdout
     assert "why: Newsletter only.\\x1b[2K\\rwhy: Annual report \\u202eylno" in shown
     assert f"delivery: csv (path={tmp_path / 'partner.csv'})" in shown
+
+
+def test_a_statement_that_is_not_text_is_refused_by_name(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    binary = tmp_path / "statement.sig"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for args in (["decide", "sunrise-march", "approve"], ["revoke", "sunrise-march"]):
+        got = run(runner, "requests", *args, "--statement", str(binary), cwd=network, env=env(T0))
+        assert got.exit_code == 3, got.output
+        assert f"{binary}: not a signed statement (it is not UTF-8 text)" in got.stderr
+        assert "Traceback" not in got.output
