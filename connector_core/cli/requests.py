@@ -75,7 +75,7 @@ def receive(app: App, file: Path) -> None:
             f"not to {config.model.network.name!r}",
             hint="A request is signed for one network; the requester writes one for this one.",
         )
-    review = flow.review_json(request, _floor(app))
+    review = flow.review_json(request, floor_policy(app))
     with open_store(app, keyed=True, create_key=True) as store:
         stored, new = flow.receive(store, request, review, _now())
     for problem in flow.announce(config, stored) if new else []:
@@ -259,7 +259,8 @@ def _sign(set_digest: str, decision: Decision, key: Path) -> str:
     )
 
 
-def _floor(app: App) -> Any:
+def floor_policy(app: App) -> Any:
+    """The network floor as loaded for a run (None: connector.yaml names none)."""
     from connector_core.sync.job import load_job_policy
 
     floor = app.config.model.network.floor
@@ -310,7 +311,7 @@ def _check_review(app: App, stored: StoredRequest) -> None:
         document = json.dumps(stored.document)
         write_output(path, lambda out: out.write(document))
         request = load_request(path, purposes=list(app.config.model.consent.purposes))
-    if flow.review_json(request, _floor(app))["set_hash"] != stored.request_hash:
+    if flow.review_json(request, floor_policy(app))["set_hash"] != stored.request_hash:
         raise flow.RequestRefused(
             f"the network floor changed since request {stored.id} was received, so what it "
             "would be given changed; its statements no longer fit",

@@ -319,7 +319,12 @@ def _requests_before(app: App, store: StateStore) -> None:
         return
     from connector_core.sync import share_requests
 
-    notes = share_requests.expire_due(store, app.config, share_requests_now())
+    now = share_requests_now()
+    notes = share_requests.expire_due(store, app.config, now)
+    if store.share_requests().all(("approved",)):  # the floor as they were approved under
+        from connector_core.cli.requests import floor_policy
+
+        notes += share_requests.end_widened(store, app.config, floor_policy(app), now)
     for note in notes:
         click.echo(note, err=True)
     if notes:  # an ended request rewrote its policy and job files: read them again

@@ -337,6 +337,23 @@ def _field_verdict(chain: list[Policy], field: str) -> tuple[Literal["cut", "ok"
     return "ok", ("mask:" + "+".join(masks)) if masks else "show"
 
 
+def widened(allowed: Mapping[str, str], floor: Policy | None) -> list[str]:
+    """The approved fields (`allowed`: field -> outcome label, as reviewed) that today's
+    `floor` would send less masked than approved (``email: approved mask:hash, now show``).
+    A field it now cuts, or masks with more, is not widened: the floor applies anyway."""
+    chain = floor.chain() if floor is not None else []
+    found = []
+    for field, approved in sorted(allowed.items()):
+        verdict, now = _field_verdict(chain, field)
+        if verdict == "ok" and not _masks(now) >= _masks(approved):
+            found.append(f"{field}: approved {approved}, now {now}")
+    return found
+
+
+def _masks(label: str) -> set[str]:
+    return set(label.removeprefix("mask:").split("+")) if label.startswith("mask:") else set()
+
+
 def policy_data(request: ShareRequest, review: RequestReview) -> dict[str, Any]:
     """The policy an approved request becomes: it narrows the floor, shares the allowed
     fields (the floor's masks still apply) of the people in scope who gave the purpose."""

@@ -36,6 +36,7 @@ from connector_core.policy.share_requests import (
     ShareRequest,
     policy_data,
     review_request,
+    widened,
 )
 from connector_core.sync.approvals import approval_entries, people, tally
 from connector_core.sync.keys import canonical_json
@@ -419,6 +420,22 @@ def _rewrite_ended(config: Config, stored: StoredRequest, status: str, now: dt.d
         body = yaml.safe_load(job_path.read_text(encoding="utf-8"))
         body["job"]["options"] = {"max_delete": "100%"}  # a take-back is never held back
         _write_yaml(job_path, stored, body)
+
+
+def end_widened(
+    store: StateStore, config: Config, floor: Policy | None, now: dt.datetime
+) -> list[str]:
+    """End every approved request that today's floor would send less masked than it was
+    approved (:func:`~connector_core.policy.share_requests.widened`): its approvers saw
+    and signed the masks of then. Ended as revoked, its job takes back everything it
+    shared in its next run (never sending a field unmasked), and the requester is told."""
+    messages: list[str] = []
+    for stored in store.share_requests().all(("approved",)):
+        changes = widened(stored.review["allowed"], floor)
+        if changes:
+            why = f"the network floor changed since it was approved ({'; '.join(changes)})"
+            messages += end(store, config, stored, "revoked", why, now)
+    return messages
 
 
 def expire_due(store: StateStore, config: Config, now: dt.datetime) -> list[str]:

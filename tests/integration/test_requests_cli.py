@@ -613,3 +613,29 @@ def test_a_statement_that_is_not_text_is_refused_by_name(
         assert got.exit_code == 3, got.output
         assert f"{binary}: not a signed statement (it is not UTF-8 text)" in got.stderr
         assert "Traceback" not in got.output
+
+
+def test_a_floor_loosened_after_approval_ends_the_request_instead_of_widening_it(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    """Approved while the floor hashed emails: when the floor stops masking them, the
+    request never sends a clear email; it ends (everything it shared taken back) and the
+    requester sends it again for a new decision."""
+    floor = tmp_path / "policies" / "network-floor.yaml"
+    text = floor.read_text(encoding="utf-8")
+    floor.write_text(text.replace("  pii.contact: show\n", "  pii.contact: show\n  email: hash\n"))
+    request = write_request(tmp_path, ["first_name", "email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    approve_by_two(runner, network, tmp_path, T0)
+    assert run(runner, "run", "request-sunrise-march", cwd=network, env=env(T0)).exit_code == 0
+    shared = received(tmp_path)
+    assert shared
+    assert not any("@" in value for row in shared for value in row.values())
+    floor.write_text(text)  # the admin loosens the floor again
+    later = run(runner, "run", "--all", cwd=network, env=env(T0))
+    assert later.exit_code == 0, later.output
+    assert "request sunrise-march: revoked: the network floor changed" in later.stderr
+    assert "email: approved mask:hash, now show" in later.stderr
+    assert received(tmp_path) == []  # taken back in that run, no clear email sent
+    listed = run(runner, "requests", "list", "--json", cwd=network, env=env(T0))
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["ended"]
