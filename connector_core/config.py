@@ -709,6 +709,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
     except ConfigValidationError as err:
         problems += err.problems
     problems += _check_names(doc)
+    problems += _check_approver_keys(doc, model)
     problems += _check_url_credentials(doc)
     problems += _check_adapters(doc, adapters)
     problems += _check_mappings(doc)
@@ -787,6 +788,24 @@ def _check_names(doc: LocatedDocument) -> list[Problem]:
         for name in _mapping(doc, "consent", "purposes")
         if not PURPOSE_RE.match(name)
     ]
+    return problems
+
+
+def _check_approver_keys(doc: LocatedDocument, model: ConnectorConfig | None) -> list[Problem]:
+    """Each approver signs with a key of their own: quorum counts people, and one key under
+    two names would let one person count twice (keys compared without their comment)."""
+    if model is None:
+        return []
+    seen: dict[tuple[str, ...], str] = {}
+    problems = []
+    for name, person in model.approvers.items():
+        first = seen.setdefault(tuple(person.key.split()[:2]), name)
+        if first != name:
+            message = (
+                f"approvers.{name}.key: the same key as approvers.{first}; each person signs "
+                "with a key of their own (a quorum counts people: one key would count twice)"
+            )
+            problems.append(doc.problem(("approvers", name, "key"), message))
     return problems
 
 

@@ -839,3 +839,16 @@ def test_bundled_single_writer_targets_do_not_claim_per_job_records(adapter: str
     adapters = collect_adapters(make_plugin_manager())
     assert Capability.PER_JOB_RECORDS not in adapters[adapter].capabilities
     assert Capability.PER_JOB_RECORDS in adapters["nextcloud"].capabilities
+
+
+def test_two_approvers_with_one_key_are_refused_at_the_second(folder: Path) -> None:
+    """Quorum counts people: one key under two names would let one person count twice."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    text = VALID + textwrap.dedent(f"""\
+        approvers:
+          alice: {{organization: Demo, key: '{key} alice@example.org'}}
+          bob: {{organization: Housing, key: '{key} bob@example.org'}}
+        """)
+    problems = problems_of(write(folder, text))
+    assert len(problems) == 1
+    assert "approvers.bob.key: the same key as approvers.alice" in problems[0]
