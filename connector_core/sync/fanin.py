@@ -61,7 +61,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from connector_core.adapters import Adapter, Capability, Page
+from connector_core.adapters import Adapter, Capability, Page, SourceFields
 from connector_core.config import Config, JobConfig
 from connector_core.errors import ConfigError, ConnectorError, RecordRejected
 from connector_core.fanin import FanIn, FanInSource, normal_email, normal_phone
@@ -440,7 +440,16 @@ def _read_partner(
         read.failed = _failure(source, error or "it could not be loaded")
         return read
     try:
-        check_source(loaded.config, source.connection, adapter, policy).raise_for_errors()
+        report = check_source(loaded.config, source.connection, adapter, policy)
+        report.raise_for_errors()
+        lost = _lost_match_fields(loaded, report.fields, stored.get(source.partner, {}))
+        if lost:
+            read.failed = _failure(
+                source,
+                f"its source no longer provides {' or '.join(lost)}, which its people were "
+                "matched by (check its columns and mapping); its contributions are kept",
+            )
+            return read
         fields = policy.pushdown.decision_fields | policy.pushdown.shared_fields | _READ
         for page in adapter.read(cursor=None, fields=fields, where=None):
             _take_page(read, page, policy, keys, loaded.fan_in.body.purpose)
@@ -453,6 +462,22 @@ def _read_partner(
         reason = f"none of its {read.read} record(s) has an email or phone to match people by"
         read.failed = _failure(source, reason + " (check its mapping)")
     return read
+
+
+def _lost_match_fields(
+    loaded: LoadedFanIn, found: SourceFields | None, stored: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The match fields (email, phone) the partner's stored records were matched by that
+    its live source no longer provides (a key is "e" or "p" and a digest): without them its
+    people would look gone."""
+    if found is None:  # the adapter cannot tell
+        return []
+    kinds = {key[0] for row in stored.values() for key in row["keys"]}
+    return [
+        field
+        for field in loaded.fan_in.body.match
+        if field[0] in kinds and field not in found.provided
+    ]
 
 
 def _failure(source: FanInSource, error: str) -> str:

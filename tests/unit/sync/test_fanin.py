@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from connector_core.fanin import normal_email, normal_phone
 from connector_core.sync.fanin import Contribution, strictest
 from connector_core.sync.tables import metadata
-from tests.fanin import FanInNetwork
+from tests.fanin import FanInNetwork, write_csv
 
 ANN_L = {"id": "l1", "email": " Ann@Example.org ", "first_name": "Ann", "city": "Leeds"}
 ANN_Y = {"id": "y1", "email": "ann@example.org", "phone": "07700 900123", "last_name": "Smith"}
@@ -393,6 +393,23 @@ def test_a_suppression_list_row_that_matches_nobody_writes_nothing(
     assert "carol" not in str(result.error).lower()
     assert "n0" not in str(result.error)
     assert [r["first_name"] for r in net.national()] == ["Bob"]
+
+
+def test_a_partner_whose_source_lost_a_column_people_were_matched_by_keeps_them(
+    net: FanInNetwork,
+) -> None:
+    """Leeds's phone column serves matching only (its policy does not send it up): an export
+    without it is a failing partner, never a reason to take its phone-only people back."""
+    phil = {"id": "l2", "phone": "07700 900001", "first_name": "Phil"}
+    net.partner("leeds", agreed(ANN_L, phil))
+    assert net.run().exit_code == 0
+    assert sorted(r["first_name"] for r in net.national()) == ["Ann", "Phil"]
+    columns = ["id", "email", "first_name", "city", "national"]  # no phone column
+    write_csv(net.root / "data" / "leeds.csv", agreed(ANN_L, phil), columns)
+    result = net.run()
+    assert result.exit_code == 1
+    assert any("no longer provides phone" in p for p in result.problems), result.problems
+    assert sorted(r["first_name"] for r in net.national()) == ["Ann", "Phil"]
 
 
 def test_without_the_suppression_list_nothing_is_written(net: FanInNetwork) -> None:
