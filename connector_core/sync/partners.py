@@ -137,6 +137,7 @@ def retire(
     finally:
         job.close()
     if result.error is None and not store.mapped_count(name) and not store.outstanding(name):
+        store.forget_reads(name)  # back in the registry one day, it shares its people again
         with store._transaction(write=True) as conn:
             conn.execute(
                 partner_jobs.update().where(partner_jobs.c.job == name).values(status="retired")

@@ -840,6 +840,17 @@ class StateStore:
             for job in doomed:
                 self._forget_ahead(job)
 
+    def forget_reads(self, job: str) -> None:
+        """Forget where `job` read up to: its cursor, the hashes its last run was made
+        with, and its row fingerprints. Its next run is then a first run (for a job whose
+        records were all taken back: a retired partner that may come back)."""
+        blank = dict.fromkeys(("cursor", "policy_hash", "config_hash", "last_reconciled_at"))
+        with self._transaction(write=True) as conn:
+            conn.execute(job_state.update().where(job_state.c.job == job).values(blank))
+            conn.execute(_FINGERPRINTS_OF, {"v_job": job})
+            conn.execute(_DROP_BLOCKS, {"v_job": job})
+        self._forget_ahead(job)
+
     def has_fingerprints(self, job: str, cursor: str | None) -> bool:
         """Whether :meth:`fingerprints` has any for `job` at `cursor` (without loading them)."""
         if cursor is None:

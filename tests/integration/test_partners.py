@@ -557,3 +557,24 @@ def test_a_registry_that_is_not_csv_is_an_error_naming_its_line(
     assert "partners.csv:3" in result.stderr
     assert "not valid CSV" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_partner_retired_and_added_again_gets_its_people_again(
+    runner: CliRunner, network: Path
+) -> None:
+    """Retiring takes everything back and forgets the job's reads (its cursor and row
+    fingerprints): back in the registry, its first run shares its people again."""
+    target = network / "out" / "local" / "p001.csv"
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    before = rows(target)
+    assert before
+    write_registry(network / "partners.csv", 1)  # p001 (and others) leave...
+    with (network / "partners.csv").open("a", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([[f"p{i:03d}", REGIONS[i % 3], "x"] for i in range(2, 50)])
+    left = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert "local.p001: retired" in left.output, left.output
+    assert rows(target) == []
+    write_registry(network / "partners.csv", 50)  # ...and comes back
+    for command in (["run", "local.p001"], ["run", "--all"]):
+        assert run(runner, *command, cwd=network, env=ENV).exit_code == 0
+        assert len(rows(target)) == len(before), command
