@@ -109,7 +109,9 @@ def sync_partners(
             click.secho(f"{name}: not retired: {err}", fg="red", err=True)
             codes.append(err.exit_code)
             continue
-        if not quiet:
-            click.echo(f"{name}: retired (left the registry), took back {result.counts.deleted}")
         results.append(result)
+        if result.error is not None:  # the next run tries again
+            click.secho(f"{name}: not retired yet: {result.error}", fg="red", err=True)
+        elif not quiet:
+            click.echo(f"{name}: retired (left the registry), took back {result.counts.deleted}")
     return results, codes

@@ -578,3 +578,25 @@ def test_a_partner_retired_and_added_again_gets_its_people_again(
     for command in (["run", "local.p001"], ["run", "--all"]):
         assert run(runner, *command, cwd=network, env=ENV).exit_code == 0
         assert len(rows(target)) == len(before), command
+
+
+def test_a_retirement_that_could_not_finish_is_not_reported_as_done(
+    runner: CliRunner, network: Path
+) -> None:
+    target = network / "out" / "local" / "p001.csv"
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    saved = target.read_bytes()
+    target.unlink()
+    target.mkdir()  # the partner's target cannot be written now
+    write_registry(network / "partners.csv", 1)
+    with (network / "partners.csv").open("a", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([[f"p{i:03d}", REGIONS[i % 3], "x"] for i in range(2, 50)])
+    failed = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert failed.exit_code != 0
+    assert "local.p001: retired" not in failed.output
+    assert "local.p001: not retired yet" in failed.stderr
+    target.rmdir()
+    target.write_bytes(saved)
+    done = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert "local.p001: retired (left the registry)" in done.output
+    assert rows(target) == []
