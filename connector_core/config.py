@@ -37,7 +37,7 @@ from connector_core.credentials import (
     owner,
     secret_refs,
 )
-from connector_core.errors import ConfigError, ConfigValidationError, Problem
+from connector_core.errors import ConfigError, ConfigValidationError, ConnectorError, Problem
 from connector_core.local_paths import known_places, path_problems, target_problems
 from connector_core.records import FIELDS, consent_purpose, is_known_field
 from connector_core.yaml_errors import (
@@ -628,6 +628,9 @@ class Config:
     installed: Mapping[str, type[Adapter]] = dataclasses.field(default_factory=dict)
     #: the fan-in jobs with their partners' sources (see connector_core.fanin), by name
     fan_ins: dict[str, FanIn] = dataclasses.field(default_factory=dict)
+    #: jobs that may not run in this process, with why (a partner whose target moved and
+    #: whose old target could not be emptied yet): loading one raises the error
+    blocked: dict[str, ConnectorError] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def extra_fields(self) -> list[str]:

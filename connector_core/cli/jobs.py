@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from connector_core.cli.app import App, emit_json
-from connector_core.errors import ConnectorError, ExitCode
+from connector_core.errors import ConfigError, ConnectorError, ExitCode
 
 if TYPE_CHECKING:
     from connector_core.sync.runner import RunResult
@@ -73,6 +73,44 @@ def _fan_ins(app: App) -> list[dict[str, Any]]:
     ]
 
 
+def move_partners(app: App, store: StateStore) -> None:
+    """Take back what each partner whose target moved (its registry row names another
+    file or address book) wrote to its old target, before any job runs; a partner whose old
+    target cannot be emptied now is blocked in this process (its job refuses to load, so
+    nothing goes to the new place) and is tried again by the next run."""
+    if not app.config.model.partners:
+        return
+    from connector_core.cli.policy import PolicyEnv
+    from connector_core.sync.partners import move, plan_moves
+
+    moves = plan_moves(app.config, store)
+    if not moves:
+        return
+    env = PolicyEnv.from_app(app)
+    for name, (template, row) in moves.items():
+        try:
+            result = move(
+                app.config, store, name, template, row, masks=env.masks, context=env.context()
+            )
+            error: ConnectorError | None = result.error
+        except ConnectorError as err:
+            result, error = None, err
+        if error is not None or result is None or store.mapped_count(name):
+            why = error or "records are still held there"
+            blocked = ConfigError(
+                f"{name}: its target moved; its old one could not be emptied: {why}; the "
+                "job does not run until it is",
+                hint="Make the old target writable again (or put the old value back in "
+                "the registry); the next run tries again.",
+            )
+            app.config.blocked[name] = blocked
+            click.secho(str(blocked), fg="red", err=True)
+        else:
+            click.echo(
+                f"{name}: its target moved, took back {result.counts.deleted} from the old one"
+            )
+
+
 def sync_partners(
     app: App, store: StateStore, *, retire: bool, accept: int = 0, quiet: bool = False
 ) -> tuple[list[RunResult], list[int]]:
@@ -86,7 +124,7 @@ def sync_partners(
     from connector_core.sync.partners import retire as retire_job
 
     plan = plan_partners(app.config, store, accept) if retire else None
-    remember(app.config, store)
+    remember(app.config, store, skip=app.config.blocked)  # a pending move: not yet
     if plan is None:
         return [], []
     codes: list[int] = []

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from connector_core.cli.app import App, emit_json
-from connector_core.cli.jobs import sync_partners
+from connector_core.cli.jobs import move_partners, sync_partners
 from connector_core.cli.ledger import check_recording, export_anchor, ledger, open_store
 from connector_core.cli.policy import PolicyEnv
 from connector_core.errors import ConfigError, ConnectorError, ExitCode
@@ -307,10 +307,12 @@ def _enqueue(
 
 def before_jobs(app: App, store: StateStore) -> None:
     """What every command that runs jobs does first (`run`, `run --queue`, `schedule`, a
-    worker's task): the store can record (:func:`check_recording`), and the share requests
-    whose time is over end, so that their jobs take back instead of sharing."""
+    worker's task): the store can record (:func:`check_recording`), the share requests
+    whose time is over end, so that their jobs take back instead of sharing, and partners
+    whose target moved are taken back from the old one (:func:`move_partners`)."""
     check_recording(app, store)
     _requests_before(app, store)
+    move_partners(app, store)
 
 
 def _requests_before(app: App, store: StateStore) -> None:

@@ -236,6 +236,8 @@ def load_job(
             drifted source stops the run before anything is written.
         AdapterError: the source could not be reached to list its fields.
     """
+    if name in config.blocked:
+        raise config.blocked[name]
     job = config.job(name)
     partner = config.partner_jobs.get(name)
     where = ("jobs", name) if partner is None else ("partners", partner.template)

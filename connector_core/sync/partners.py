@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -34,7 +34,12 @@ from connector_core.sync.runner import RunResult, new_run
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import partner_jobs
 
+if TYPE_CHECKING:
+    from connector_core.templates import PartnerJob
+
 RETIRED = "partner-retired"
+#: The reason of a take-back from the place a partner's target was before it moved.
+MOVED = "partner-moved"
 
 
 @dataclasses.dataclass
@@ -54,8 +59,16 @@ def remembered(store: StateStore) -> dict[str, dict[str, Any]]:
     return {r["job"]: dict(r) for r in rows}
 
 
-def remember(config: Config, store: StateStore, now: dt.datetime | None = None) -> None:
-    """Remember the registry rows of every partner job of `config` (new or changed)."""
+def remember(
+    config: Config,
+    store: StateStore,
+    now: dt.datetime | None = None,
+    *,
+    only: Collection[str] | None = None,
+    skip: Collection[str] = (),
+) -> None:
+    """Remember the registry rows of every partner job of `config` (new or changed), or of
+    those in `only`, but those in `skip` (a move not yet done: tried again next time)."""
     known = remembered(store)
     now = now or dt.datetime.now(dt.UTC)
     fresh = [
@@ -68,8 +81,12 @@ def remember(config: Config, store: StateStore, now: dt.datetime | None = None) 
             "updated_at": now,
         }
         for name, p in config.partner_jobs.items()
-        if known.get(name, {}).get("row") != p.row.values()
-        or known.get(name, {}).get("status") != "active"
+        if (only is None or name in only)
+        and name not in skip
+        and (
+            known.get(name, {}).get("row") != p.row.values()
+            or known.get(name, {}).get("status") != "active"
+        )
     ]
     if not fresh:
         return
@@ -123,20 +140,8 @@ def retire(
     """Take back everything the partner job `name` holds; mark it retired when nothing is
     left. Raises ConfigError when its template is gone (nothing is taken back then)."""
     _adopt(config, name, template, row)
-    job = load_job(config, name, masks=masks, context=context, check_schema=False)
-    try:
-        run = new_run(job, store)
-        with store.lock(job.name, target=job.config.target):
-            run.begin(reconcile=False)
-            try:
-                run.take_back_everything(RETIRED)
-                run.end()
-            except ConnectorError as exc:
-                run.abort(exc)
-            result = run.finish()
-    finally:
-        job.close()
-    if result.error is None and not store.mapped_count(name) and not store.outstanding(name):
+    result = _take_back(config, store, name, RETIRED, masks, context)
+    if _emptied(store, name, result):
         store.forget_reads(name)  # back in the registry one day, it shares its people again
         with store._transaction(write=True) as conn:
             conn.execute(
@@ -145,8 +150,93 @@ def retire(
     return result
 
 
+def plan_moves(config: Config, store: StateStore) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The partner jobs whose target moved since they were remembered (their registry row
+    now renders another place: a file, an address book), with their remembered rows."""
+    moved = {}
+    for name, old in remembered(store).items():
+        partner = config.partner_jobs.get(name)
+        if partner is None or old["status"] != "active" or old["row"] == partner.row.values():
+            continue
+        before = _render(config, name, old["template"], old["row"])
+        if before is None:
+            continue  # the old row no longer fills the template: nothing to compare
+        now = (partner.connection.adapter, partner.settings.target_identity())
+        if (before.connection.adapter, before.settings.target_identity()) != now:
+            moved[name] = (old["template"], old["row"])
+    return moved
+
+
+def move(
+    config: Config,
+    store: StateStore,
+    name: str,
+    template: str,
+    row: Mapping[str, Any],
+    *,
+    masks: Mapping[str, MaskFactory] | None = None,
+    context: MaskContext | None = None,
+) -> RunResult:
+    """Take back everything the partner job `name` wrote to the place its remembered `row`
+    renders, before its job writes to the new one: then remember its row and forget its
+    reads, so that its next run shares its people at the new place as a first run. Until
+    that succeeds its row is not remembered: the next run tries again."""
+    current = config.partner_jobs[name]
+    try:
+        _adopt(config, name, template, row)
+        result = _take_back(config, store, name, MOVED, masks, context)
+    finally:
+        _install(config, name, current)
+    if _emptied(store, name, result):
+        store.forget_reads(name)
+        remember(config, store, only=[name])
+    return result
+
+
+def _take_back(
+    config: Config,
+    store: StateStore,
+    name: str,
+    reason: str,
+    masks: Mapping[str, MaskFactory] | None,
+    context: MaskContext | None,
+) -> RunResult:
+    """Run job `name` (as `config` has it now) once, taking back everything it holds."""
+    job = load_job(config, name, masks=masks, context=context, check_schema=False)
+    try:
+        run = new_run(job, store)
+        with store.lock(job.name, target=job.config.target):
+            run.begin(reconcile=False)
+            try:
+                run.take_back_everything(reason)
+                run.end()
+            except ConnectorError as exc:
+                run.abort(exc)
+            return run.finish()
+    finally:
+        job.close()
+
+
+def _emptied(store: StateStore, name: str, result: RunResult) -> bool:
+    return result.error is None and not store.mapped_count(name) and not store.outstanding(name)
+
+
+def _render(
+    config: Config, name: str, template: str, values: Mapping[str, Any]
+) -> PartnerJob | None:
+    """The partner job a remembered row renders with the template of now; None if the
+    template is gone or the row no longer fills it."""
+    from connector_core.templates import expand_partner
+
+    body = config.model.partners.get(template)
+    if body is None:
+        return None
+    row = PartnerRow.remembered(values, "the state store's copy of the registry")
+    return expand_partner(template, body, row, config.installed, config.base_dir, [])
+
+
 def _adopt(config: Config, name: str, template: str, values: Mapping[str, Any]) -> None:
-    """Add the retired partner's job, as its remembered row renders it, to `config`."""
+    """Add the partner's job, as its remembered row renders it, to `config`."""
     from connector_core.templates import expand_partner
 
     body = config.model.partners.get(template)
@@ -166,6 +256,11 @@ def _adopt(config: Config, name: str, template: str, values: Mapping[str, Any]) 
             + "; ".join(p.message for p in problems),
             hint="Put the partner back in the registry for now.",
         )
+    _install(config, name, partner)
+
+
+def _install(config: Config, name: str, partner: PartnerJob) -> None:
+    """Make `partner` the job and target connection `name` of `config`."""
     config.model.jobs[name] = partner.job
     config.model.connections[name] = partner.connection
     config.settings[name] = partner.settings

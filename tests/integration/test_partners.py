@@ -600,3 +600,67 @@ def test_a_retirement_that_could_not_finish_is_not_reported_as_done(
     done = run(runner, "run", "--all", cwd=network, env=ENV)
     assert "local.p001: retired (left the registry)" in done.output
     assert rows(target) == []
+
+
+def _by_file(network: Path, registry: list[list[str]]) -> None:
+    """Partners whose registry row names their target file."""
+    config = network / "connector.yaml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("path: out/local/{partner.name}.csv", "path: {partner: file}"),
+        encoding="utf-8",
+    )
+    with (network / "partners.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["name", "region", "file"], *registry])
+
+
+def _names(path: Path) -> set[tuple[str, str]]:
+    return {(r["first_name"], r["last_name"]) for r in rows(path)} if path.exists() else set()
+
+
+def test_a_partner_whose_target_moves_is_taken_back_from_the_old_one(
+    runner: CliRunner, network: Path
+) -> None:
+    local = network / "out" / "local"
+    _by_file(network, [["a", "North", "out/local/a.csv"], ["b", "South West", "out/local/b.csv"]])
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    a, b = _names(local / "a.csv"), _names(local / "b.csv")
+    assert a
+    assert b
+    # the two swap files: each must end with exactly its own people, nobody else's
+    _by_file(network, [["a", "North", "out/local/b.csv"], ["b", "South West", "out/local/a.csv"]])
+    swapped = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert swapped.exit_code == 0, swapped.output
+    assert "local.a: its target moved, took back" in swapped.output
+    assert (_names(local / "b.csv"), _names(local / "a.csv")) == (a, b)
+    # a moves to a new file, then leaves: nothing of it is left anywhere
+    moved = [["a", "North", "out/local/a-new.csv"], ["b", "South West", "out/local/a.csv"]]
+    _by_file(network, moved)
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    assert (_names(local / "a-new.csv"), _names(local / "b.csv")) == (a, set())
+    _by_file(network, [["b", "South West", "out/local/a.csv"]])
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    assert (_names(local / "a-new.csv"), _names(local / "a.csv")) == (set(), b)
+
+
+def test_a_partner_whose_old_target_cannot_be_emptied_does_not_run_until_it_can(
+    runner: CliRunner, network: Path
+) -> None:
+    local = network / "out" / "local"
+    _by_file(network, [["a", "North", "out/local/a.csv"], ["b", "South West", "out/local/b.csv"]])
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    a = _names(local / "a.csv")
+    saved = (local / "a.csv").read_bytes()
+    (local / "a.csv").unlink()
+    (local / "a.csv").mkdir()  # the old place cannot be written now
+    moved = [["a", "North", "out/local/a-new.csv"], ["b", "South West", "out/local/b.csv"]]
+    _by_file(network, moved)
+    for command in (["run", "--all"], ["run", "local.a"]):
+        held = run(runner, *command, cwd=network, env=ENV)
+        assert held.exit_code != 0
+        assert "local.a: its target moved; its old one could not be emptied" in held.stderr
+        assert not (local / "a-new.csv").exists()  # nothing shared to the new place yet
+    (local / "a.csv").rmdir()
+    (local / "a.csv").write_bytes(saved)
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    assert (_names(local / "a.csv"), _names(local / "a-new.csv")) == (set(), a)
