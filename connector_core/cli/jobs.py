@@ -111,6 +111,26 @@ def move_partners(app: App, store: StateStore) -> None:
             )
 
 
+def block_held_places(app: App, store: StateStore) -> None:
+    """Block (in this process) each partner job whose target is where a partner that left
+    but is not retired yet still holds records (:func:`~connector_core.sync.partners.held_places`):
+    it waits until that partner is retired there, never mixing two audiences."""
+    if not app.config.model.partners:
+        return
+    from connector_core.sync.partners import held_places
+
+    for name, other in held_places(app.config, store).items():
+        blocked = ConfigError(
+            f"{name}: its target is where {other}, which left, still holds records; the job "
+            f"does not run until {other} is retired there",
+            hint=f"See why {other} is not retired yet (a held retirement: --accept-retire N; "
+            "an unreachable target: the next run tries again), or give this partner another "
+            "target.",
+        )
+        app.config.blocked[name] = blocked
+        click.secho(str(blocked), fg="red", err=True)
+
+
 def sync_partners(
     app: App, store: StateStore, *, retire: bool, accept: int = 0, quiet: bool = False
 ) -> tuple[list[RunResult], list[int]]:
@@ -126,6 +146,7 @@ def sync_partners(
     plan = plan_partners(app.config, store, accept) if retire else None
     remember(app.config, store, skip=app.config.blocked)  # a pending move: not yet
     if plan is None:
+        block_held_places(app, store)
         return [], []
     codes: list[int] = []
     for line in plan.held:
@@ -152,4 +173,5 @@ def sync_partners(
             click.secho(f"{name}: not retired yet: {result.error}", fg="red", err=True)
         elif not quiet:
             click.echo(f"{name}: retired (left the registry), took back {result.counts.deleted}")
+    block_held_places(app, store)  # after this run's retirements
     return results, codes

@@ -34,11 +34,13 @@ class CliJobRunner:
     @contextlib.contextmanager
     def store(self) -> Iterator[StateStore]:
         """The state store, keyed for recording (one per task)."""
+        from connector_core.cli.jobs import block_held_places
         from connector_core.cli.ledger import open_store
         from connector_core.cli.sync import before_jobs
 
         with open_store(self.app, keyed=True, create_key=True) as store:
             before_jobs(self.app, store)  # as `connector run` does: expired requests end
+            block_held_places(self.app, store)  # (retirements happen where jobs are queued)
             yield store
 
     def run(self, store: StateStore, jobs: Sequence[str]) -> dict[str, ConnectorError | None]:

@@ -167,6 +167,27 @@ def plan_moves(config: Config, store: StateStore) -> dict[str, tuple[str, dict[s
     return moved
 
 
+def held_places(config: Config, store: StateStore) -> dict[str, str]:
+    """The partner jobs of `config` whose target is where a partner that left its registry
+    but is not retired yet (its retirement held, or not finished) still holds records,
+    each with that partner's job name: writing there would mix the two audiences."""
+    leaving: dict[tuple[str, str], str] = {}
+    for name, old in remembered(store).items():
+        if old["status"] != "active" or name in config.partner_jobs:
+            continue
+        before = _render(config, name, old["template"], old["row"])
+        if before is not None and store.mapped_count(name):
+            for place in before.settings.target_identity():
+                leaving[before.connection.adapter, place] = name
+    found = {}
+    for name, partner in config.partner_jobs.items():
+        for place in partner.settings.target_identity():
+            other = leaving.get((partner.connection.adapter, place))
+            if other is not None:
+                found[name] = other
+    return found
+
+
 def move(
     config: Config,
     store: StateStore,

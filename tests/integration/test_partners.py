@@ -664,3 +664,31 @@ def test_a_partner_whose_old_target_cannot_be_emptied_does_not_run_until_it_can(
     (local / "a.csv").write_bytes(saved)
     assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
     assert (_names(local / "a.csv"), _names(local / "a-new.csv")) == (set(), a)
+
+
+def test_a_partner_never_writes_where_a_leaving_partner_still_holds_records(
+    runner: CliRunner, network: Path
+) -> None:
+    """a leaves (its retirement held by max_retire: 0) and z is given a's file: z waits
+    until a's records are taken back there, never mixing the two audiences."""
+    local = network / "out" / "local"
+    config = network / "connector.yaml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "    registry: partners.csv\n", "    registry: partners.csv\n    max_retire: 0\n"
+        ),
+        encoding="utf-8",
+    )
+    _by_file(network, [["a", "North", "out/local/a.csv"], ["b", "South West", "out/local/b.csv"]])
+    assert run(runner, "run", "--all", cwd=network, env=ENV).exit_code == 0
+    a = _names(local / "a.csv")
+    _by_file(
+        network, [["z", "South West", "out/local/a.csv"], ["b", "South West", "out/local/b.csv"]]
+    )
+    held = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert held.exit_code != 0
+    assert "local.z: its target is where local.a, which left, still holds records" in held.stderr
+    assert _names(local / "a.csv") == a  # untouched: neither mixed nor taken back yet
+    accepted = run(runner, "run", "--all", "--accept-retire", "1", cwd=network, env=ENV)
+    assert accepted.exit_code == 0, accepted.output
+    assert _names(local / "a.csv") == _names(local / "b.csv")  # z's: the South West's
