@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import weakref
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +53,21 @@ class PartnerPlan:
     held_count: int = 0
 
 
-def remembered(store: StateStore) -> dict[str, dict[str, Any]]:
-    """The partner jobs the store remembers, by job name."""
-    with store._transaction() as conn:
-        rows = conn.execute(sa.select(partner_jobs)).mappings().all()
-    return {r["job"]: dict(r) for r in rows}
+#: what each open store remembers, read once per command (15,000 partners' rows take about
+#: 0.15 s to read): dropped whenever this module writes them
+_REMEMBERED: weakref.WeakKeyDictionary[StateStore, dict[str, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def remembered(store: StateStore) -> Mapping[str, Mapping[str, Any]]:
+    """The partner jobs the store remembers, by job name (read-only)."""
+    found = _REMEMBERED.get(store)
+    if found is None:
+        with store._transaction() as conn:
+            rows = conn.execute(sa.select(partner_jobs)).mappings().all()
+        found = _REMEMBERED[store] = {r["job"]: dict(r) for r in rows}
+    return found
 
 
 def remember(
@@ -90,6 +101,7 @@ def remember(
     ]
     if not fresh:
         return
+    _REMEMBERED.pop(store, None)
     with store._transaction(write=True) as conn:
         names = [f["job"] for f in fresh]
         conn.execute(partner_jobs.delete().where(dialect.among(conn, partner_jobs.c.job, names)))
@@ -143,6 +155,7 @@ def retire(
     result = _take_back(config, store, name, RETIRED, masks, context)
     if _emptied(store, name, result):
         store.forget_reads(name)  # back in the registry one day, it shares its people again
+        _REMEMBERED.pop(store, None)
         with store._transaction(write=True) as conn:
             conn.execute(
                 partner_jobs.update().where(partner_jobs.c.job == name).values(status="retired")
