@@ -166,12 +166,16 @@ class FanInNetwork:
         """connector.yaml, loaded."""
         return load_config(self.config_path, collect_adapters(make_plugin_manager()))
 
-    def run(self, *, now: dt.datetime | None = None, dry_run: bool = False) -> RunResult:
+    def run(
+        self, *, now: dt.datetime | None = None, dry_run: bool = False, accept_deletes: int = 0
+    ) -> RunResult:
         """Run the fan-in in-process."""
         loaded = load_fan_in(self.config(), self.name)
         try:
             with self.store() as store:
-                return run_fan_in(loaded, store, now=now, dry_run=dry_run)
+                return run_fan_in(
+                    loaded, store, now=now, dry_run=dry_run, accept_deletes=accept_deletes
+                )
         finally:
             loaded.close()
 

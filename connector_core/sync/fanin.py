@@ -293,28 +293,32 @@ def run_fan_in(
     job = loaded.job
     run = new_run(job, store, dry_run=dry_run, now=now, accept_deletes=accept_deletes)
     if dry_run or not lock:
-        return _execute(loaded, store, run, dry_run)
+        return _execute(loaded, store, run, dry_run, accept_deletes)
     with store.lock(job.name, target=job.config.target):
-        return _execute(loaded, store, run, dry_run)
+        return _execute(loaded, store, run, dry_run, accept_deletes)
 
 
-def _execute(loaded: LoadedFanIn, store: StateStore, run: JobRun, dry_run: bool) -> RunResult:
+def _execute(
+    loaded: LoadedFanIn, store: StateStore, run: JobRun, dry_run: bool, accept: int
+) -> RunResult:
     keys = _Keys(loaded, store)
     run.begin(reconcile=None)
     reads: list[_Partner] = []
     stored: dict[str, dict[str, dict[str, Any]]] = {}
     merger: _Merger | None = None
+    held: set[str] = set()
     try:
         with fewer_collections():
             suppressed = _suppressed(loaded, keys)
             stored = _stored(store, loaded.fan_in.name)
+            held = _held_partners(loaded, run, stored, accept)
             reads = [_read_partner(loaded, p, keys, stored) for p in loaded.partners]
             for read in reads:
                 if read.failed is not None:
                     _report(run, loaded, read.failed)
                 for source_id, error, values in read.rejected:  # scrubbed of the values
                     run.fail(f"{read.source.partner}:{source_id}", error, values)
-            merger = _Merger(loaded, reads, stored, suppressed, keys)
+            merger = _Merger(loaded, reads, stored, suppressed, keys, held)
             for page in merger.pages():
                 run.feed(page)
             run.end()
@@ -325,8 +329,29 @@ def _execute(loaded: LoadedFanIn, store: StateStore, run: JobRun, dry_run: bool)
         raise
     result = run.finish()
     if result.error is None and not dry_run and merger is not None:
-        _save(store, loaded.fan_in, reads, stored, merger.rows, run.now)
+        _save(store, loaded.fan_in, reads, stored, merger.rows, run.now, held)
     return result
+
+
+def _held_partners(
+    loaded: LoadedFanIn, run: JobRun, stored: Mapping[str, Any], accept: int
+) -> set[str]:
+    """The partners that left the fan-in (its ``sources:`` or its registry) but keep their
+    part this run: more left at once than its limit (5, or 10% of its partners if more),
+    as a truncated registry export would look, and `accept` does not cover them. Their
+    contributions stay, the run says so and exits 5 (as held deletes)."""
+    gone = sorted(p for p in stored if p not in loaded.fan_in.partners)
+    limit = max(5, (len(loaded.fan_in.partners) + len(gone)) // 10)
+    if len(gone) <= max(limit, accept):
+        return set()
+    total = len(loaded.fan_in.partners) + len(gone)
+    run.result.problems.append(
+        f"{len(gone)} of its {total} partners left at once, more than its limit of {limit}: "
+        f"their contributions are kept (check the partners; if they really left, run again "
+        f"with --accept-deletes {len(gone)})"
+    )
+    run.counts.held += len(gone)
+    return set(gone)
 
 
 def _report(run: JobRun, loaded: LoadedFanIn, failure: str) -> None:
@@ -559,13 +584,15 @@ class _Merger:
         stored: Mapping[str, Mapping[str, Mapping[str, Any]]],
         suppressed: frozenset[str],
         keys: _Keys,
+        held: Collection[str] = (),
     ) -> None:
         self.loaded = loaded
         self.reads = [r for r in reads if r.failed is None]
         self.stored = stored
         self.suppressed = suppressed
         self.keys = keys
-        failed = {r.source.partner for r in reads if r.failed is not None}
+        # partners that cannot be read, or left but are held: their part stays as it is
+        failed = {r.source.partner for r in reads if r.failed is not None} | set(held)
         pins = {r.source.partner: r.pinned for r in self.reads}
         #: people a partner that could not be read (or a record of it) contributed to
         self.pinned: set[str] = set()
@@ -770,6 +797,7 @@ def _save(
     stored: Mapping[str, Mapping[str, Mapping[str, Any]]],
     rows: Sequence[Mapping[str, Any]],
     now: dt.datetime,
+    held: Collection[str] = (),
 ) -> None:
     """Replace the stored contributions of every partner read (keeping those of its records
     that could not be read) and of every partner gone; a failed partner's stay. Only rows
@@ -785,7 +813,7 @@ def _save(
                 fresh[partner, source_id] = kept
     drop, add = [], []
     for partner, old in stored.items():
-        if partner in ok or partner not in fan_in.partners:  # read now, or gone
+        if partner in ok or (partner not in fan_in.partners and partner not in held):
             drop += [(partner, s) for s, row in old.items() if fresh.get((partner, s)) != row]
     for (partner, source_id), row in fresh.items():
         if stored.get(partner, {}).get(source_id) != row:

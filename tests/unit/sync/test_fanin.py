@@ -412,6 +412,48 @@ def test_a_partner_whose_source_lost_a_column_people_were_matched_by_keeps_them(
     assert sorted(r["first_name"] for r in net.national()) == ["Ann", "Phil"]
 
 
+def test_more_partners_leaving_at_once_than_the_limit_keep_their_part_until_accepted(
+    tmp_path: Path, state_url: str
+) -> None:
+    """A truncated export of the fan-in's registry looks like 9 of 10 partners leaving: held
+    (their contributions kept, exit 5) as a job template's retirements are, until accepted."""
+    net = FanInNetwork(tmp_path, state_url, partners=())
+    names = [f"p{i}" for i in range(10)]
+    write_csv(net.root / "data" / "partners.csv", [{"name": n} for n in names], ["name"])
+    (net.root / "policies" / "partner-up.yaml").write_text(
+        "policy: partner-up\nrequire_consent: [national]\nrules:\n  - allow: everyone\n"
+        "fields:\n  email: show\n  city: show\n",
+        encoding="utf-8",
+    )
+    for i, name in enumerate(names):
+        people = [
+            {"id": f"{name}-{j}", "email": f"person{j}@example.org", "national": "yes"}
+            | ({"city": f"City{j}"} if i == 0 else {})
+            for j in range(3)
+        ]
+        columns = ["id", "email", "city", "national"]
+        write_csv(net.root / "data" / "up" / f"{name}.csv", people, columns)
+    text = net.config_path.read_text(encoding="utf-8").replace(
+        "    sources:\n",
+        "    partners:\n      registry: data/partners.csv\n      policy: policies/partner-up.yaml\n"
+        "      source:\n        adapter: csv\n"
+        '        settings: {path: "data/up/{partner.name}.csv"}\n'
+        "        mapping: {consent.national: national}\n",
+    )
+    net.config_path.write_text(text, encoding="utf-8")
+    assert net.run().exit_code == 0
+    before = net.national()
+    assert all(row["city"] for row in before)
+    write_csv(net.root / "data" / "partners.csv", [{"name": "p9"}], ["name"])  # truncated
+    held = net.run()
+    assert held.exit_code == 5, held
+    assert any("9 of its 10 partners left at once" in p for p in held.problems), held.problems
+    assert net.national() == before
+    accepted = net.run(accept_deletes=9)
+    assert accepted.exit_code == 0, accepted
+    assert not any(row["city"] for row in net.national())  # p0's part went
+
+
 def test_without_the_suppression_list_nothing_is_written(net: FanInNetwork) -> None:
     net.partner("leeds", agreed(ANN_L))
     (net.root / "data" / "nono.csv").unlink()
