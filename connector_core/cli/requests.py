@@ -76,6 +76,7 @@ def receive(app: App, file: Path) -> None:
             hint="A request is signed for one network; the requester writes one for this one.",
         )
     review = flow.review_json(request, floor_policy(app))
+    _check_fits(app, review["policy"], file)
     with open_store(app, keyed=True, create_key=True) as store:
         stored, new = flow.receive(store, request, review, _now())
     for problem in flow.announce(config, stored) if new else []:
@@ -350,10 +351,40 @@ def _row(stored: StoredRequest) -> dict[str, Any]:
     }
 
 
-def _preview(app: App, store: StateStore, stored: StoredRequest, sample: int) -> dict[str, Any]:
-    """A dry run of the job the request would become: counts, withheld, a masked sample."""
+def _check_fits(app: App, policy: dict[str, Any], file: Path) -> None:
+    """Refuse a request whose policy does not compile under the floor (its scope tests a
+    field the floor forbids, say): said at receive, naming the request, not a file made
+    for it."""
+    from connector_core.errors import ConfigValidationError
+    from connector_core.policy.compiler import compile_policy
+    from connector_core.sync.job import load_job_policy
+
+    env = PolicyEnv.from_app(app)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _policy_file(Path(tmp), policy)
+        try:
+            loaded = load_job_policy(app.config, path, env.masks)
+            compile_policy(loaded, masks=env.masks, context=env.context())
+        except ConfigValidationError as err:
+            reasons = "; ".join(p.message for p in err.problems) or str(err)
+            raise flow.RequestRefused(
+                f"{file}: the request does not fit this network's floor: {reasons}",
+                hint="The requester sends a request whose fields and scope the floor allows; "
+                "nothing was stored.",
+            ) from None
+
+
+def _policy_file(folder: Path, policy: dict[str, Any]) -> Path:
+    """`policy` written as policy.yaml in `folder` (a temporary one)."""
     import yaml
 
+    text = yaml.safe_dump(policy, sort_keys=False)
+    write_output(folder / "policy.yaml", lambda out: out.write(text))
+    return folder / "policy.yaml"
+
+
+def _preview(app: App, store: StateStore, stored: StoredRequest, sample: int) -> dict[str, Any]:
+    """A dry run of the job the request would become: counts, withheld, a masked sample."""
     from connector_core.config import JobConfig
     from connector_core.sync.job import load_job
     from connector_core.sync.runner import run_job
@@ -363,8 +394,7 @@ def _preview(app: App, store: StateStore, stored: StoredRequest, sample: int) ->
     env = PolicyEnv.from_app(app)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        policy_text = yaml.safe_dump(stored.review["policy"], sort_keys=False)
-        write_output(base / "policy.yaml", lambda out: out.write(policy_text))
+        _policy_file(base, stored.review["policy"])
         name = f"{stored.job}-preview"
         job = JobConfig.model_validate(
             {"source": source, "target": source, "policy": "policy.yaml"},

@@ -12,6 +12,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -81,6 +82,7 @@ def write_request(
     sign: bool = True,
     delivery: str | None = None,
     why: str = "To invite the campaign's members to the joint march.",
+    scope: dict[str, Any] | None = None,
 ) -> Path:
     """A request by the partner, signed with its own key; `delivery`: the path it asks
     its people be written to (default: a file of its own)."""
@@ -100,7 +102,7 @@ def write_request(
         },
         "purpose": "share_with_partners",
         "fields": fields,
-        "scope": {"groups": {"any_of": ["climate-campaign"]}},
+        "scope": scope or {"groups": {"any_of": ["climate-campaign"]}},
         "delivery": {
             "adapter": "csv",
             "settings": {"path": delivery or str(tmp_path / "partner.csv")},
@@ -639,3 +641,21 @@ def test_a_floor_loosened_after_approval_ends_the_request_instead_of_widening_it
     assert received(tmp_path) == []  # taken back in that run, no clear email sent
     listed = run(runner, "requests", "list", "--json", cwd=network, env=env(T0))
     assert [r["status"] for r in json.loads(listed.stdout)] == ["ended"]
+
+
+def test_a_request_whose_scope_tests_a_field_the_floor_forbids_is_refused_when_received(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    """The floor forbids street_address: a scope testing it could never run, and would tell
+    the requester something about addresses. Refused at receive, naming the request file,
+    not a generated or temporary one; nothing stored."""
+    request = write_request(
+        tmp_path, ["email"], scope={"street_address": {"starts_with": "25 Station"}}
+    )
+    got = run(runner, "requests", "receive", str(request), cwd=network, env=env(T0))
+    assert got.exit_code == 3, got.output
+    assert f"{request}: the request does not fit this network's floor" in got.stderr
+    assert "street_address" in got.stderr
+    assert "policy.yaml" not in got.stderr  # no temporary or generated file named
+    listed = run(runner, "requests", "list", "--json", cwd=network, env=env(T0))
+    assert json.loads(listed.stdout) == []
