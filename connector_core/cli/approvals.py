@@ -242,11 +242,22 @@ def _decide(app: App, set_id: int, person: str, key: Path, decision: Decision) -
 
 
 def _get(store: StateStore, set_id: int) -> ApprovalSet:
+    """Change set `set_id`; a set that decides a share request is pointed to `requests`."""
+    from connector_core.sync.share_requests import SET_JOB
+
     aset = store.approvals().get(set_id)
     if aset is None:
         raise ConfigError(
             f"there is no change set #{set_id}",
             hint="`connector approvals list --all` lists every set.",
+        )
+    if aset.job.startswith(SET_JOB):
+        request = aset.job.removeprefix(SET_JOB)
+        raise ConfigError(
+            f"set #{set_id} decides share request {request}, which the requests commands "
+            "show and decide",
+            hint=f"Run `connector requests show {request}`, then `connector requests decide "
+            f"{request} approve|deny`.",
         )
     return aset
 

@@ -659,3 +659,17 @@ def test_a_request_whose_scope_tests_a_field_the_floor_forbids_is_refused_when_r
     assert "policy.yaml" not in got.stderr  # no temporary or generated file named
     listed = run(runner, "requests", "list", "--json", cwd=network, env=env(T0))
     assert json.loads(listed.stdout) == []
+
+
+def test_the_approvals_commands_point_a_request_set_to_the_requests_commands(
+    runner: CliRunner, network: Path, tmp_path: Path
+) -> None:
+    request = write_request(tmp_path, ["email"])
+    assert run(runner, "requests", "receive", str(request), cwd=network, env=env(T0)).exit_code == 0
+    listed = run(runner, "approvals", "list", "--json", cwd=network, env=env(T0))
+    (waiting,) = json.loads(listed.stdout)
+    for args in (["show"], ["export"]):
+        got = run(runner, "approvals", *args, str(waiting["id"]), cwd=network, env=env(T0))
+        assert got.exit_code == 3, got.output
+        assert f"set #{waiting['id']} decides share request sunrise-march" in got.stderr
+        assert "connector requests show sunrise-march" in got.stderr
