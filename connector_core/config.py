@@ -732,7 +732,7 @@ def load_config(path: Path, adapters: Mapping[str, type[Adapter]]) -> Config:
 
         fan_ins = expand_fan_ins(doc, model, adapters, settings, base_dir, problems)
     if problems or model is None:
-        raise ConfigValidationError(sorted_problems(problems), hint=HINT)
+        raise ConfigValidationError(sorted_problems(problems), hint=_hint(problems, model))
     if model.requests is not None:
         places = known_places(doc, settings, model)
         model = _with_request_jobs(
@@ -792,6 +792,16 @@ def _check_names(doc: LocatedDocument) -> list[Problem]:
         if not PURPOSE_RE.match(name)
     ]
     return problems
+
+
+def _hint(problems: list[Problem], model: ConnectorConfig | None) -> str:
+    """The registry's hint when every problem is in a partner registry, else the config's."""
+    registries = {str(t.registry) for t in model.partners.values()} if model else set()
+    if registries and all(p.path in registries for p in problems):
+        from connector_core.partners import REGISTRY_HINT
+
+        return REGISTRY_HINT
+    return HINT
 
 
 def _check_approver_keys(doc: LocatedDocument, model: ConnectorConfig | None) -> list[Problem]:

@@ -556,6 +556,7 @@ def test_a_registry_that_is_not_csv_is_an_error_naming_its_line(
     assert result.exit_code == 3, result.output
     assert "partners.csv:3" in result.stderr
     assert "not valid CSV" in result.stderr
+    assert "Hint: Fix the registry lines above" in result.stderr  # the registry's hint
     assert "Traceback" not in result.output
 
 
