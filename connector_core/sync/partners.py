@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from connector_core.adapters import Capability
 from connector_core.config import Config
 from connector_core.errors import ConfigError, ConnectorError, Problem
 from connector_core.hookspecs import MaskFactory
@@ -194,6 +195,9 @@ def held_places(config: Config, store: StateStore) -> dict[str, str]:
                 leaving[before.connection.adapter, place] = name
     found = {}
     for name, partner in config.partner_jobs.items():
+        adapter = config.installed[partner.connection.adapter]
+        if Capability.PER_JOB_RECORDS in adapter.capabilities:
+            continue  # each job's records are its own there: nothing mixes
         for place in partner.settings.target_identity():
             other = leaving.get((partner.connection.adapter, place))
             if other is not None:
