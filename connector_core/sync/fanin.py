@@ -601,14 +601,14 @@ class _Merger:
         #: per person, what the partners that could be read (or left) gave before
         self.before: dict[str, set[tuple[str, str, str]]] = collections.defaultdict(set)
         #: the stored refusals of records that could not be read: key -> (partner, purposes)
-        self.held: dict[str, tuple[str, frozenset[str]]] = {}
+        self.kept_noes: dict[str, tuple[str, frozenset[str]]] = {}
         for partner, rows in stored.items():
             for source_id, row in rows.items():
                 unread = partner in failed or source_id in pins.get(partner, ())
                 if row["digest"] == REFUSAL:
                     if unread:  # its no still holds, for whoever has one of its keys
                         for key in row["keys"]:
-                            self.held.setdefault(key, (partner, frozenset(row["fields"])))
+                            self.kept_noes.setdefault(key, (partner, frozenset(row["fields"])))
                 elif unread:
                     self.pinned.add(row["person"])
                     self.pinned_keys[row["person"]].update(row["keys"])
@@ -716,7 +716,7 @@ class _Merger:
         if not used:
             return None  # no contribution left: taken back as missing (mass-delete guard)
         said_no = set().union(*(read.refusals.get(sid, ()) for read, sid in members))
-        said_no.update(*(self.held[key][1] for key in keys if key in self.held))
+        said_no.update(*(self.kept_noes[key][1] for key in keys if key in self.kept_noes))
         return self._merged(person, used, said_no)
 
     def _refuser(self, keys: Collection[str]) -> str | None:
@@ -724,7 +724,9 @@ class _Merger:
         be read this run, holds for someone with one of `keys` (None: no such no)."""
         purpose = self.loaded.fan_in.body.purpose
         found = sorted(
-            self.held[k][0] for k in keys if k in self.held and purpose in self.held[k][1]
+            self.kept_noes[k][0]
+            for k in keys
+            if k in self.kept_noes and purpose in self.kept_noes[k][1]
         )
         return found[0] if found else None
 
