@@ -595,6 +595,14 @@ def validator_message(text: str) -> str:
     return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def first_error(exc: ValidationError) -> str:
+    """``where: message`` of a validation's first error (``where`` dotted: ``settings.path``),
+    for a mapping validated outside a YAML file's lines."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {validator_message(first['msg'])}"
+
+
 def _not_one_of(error: ErrorDetails, value: Any, secret: bool) -> str:
     expected = str((error.get("ctx") or {}).get("expected", ""))
     options = [o.strip("'\"") for o in re.split(r", | or ", expected) if o]

@@ -41,7 +41,7 @@ from connector_core.policy.share_requests import (
 from connector_core.sync.approvals import approval_entries, people, tally
 from connector_core.sync.keys import canonical_json
 from connector_core.sync.request_book import StoredRequest
-from connector_core.yaml_errors import validator_message
+from connector_core.yaml_errors import first_error
 
 if TYPE_CHECKING:
     from connector_core.config import Config, RequestsConfig
@@ -69,10 +69,8 @@ def request_approval(raw: Mapping[str, Any]) -> ApprovalModel:
     try:
         return ApprovalModel.model_validate({"required_for": ["all"], **raw})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
-            f"connector.yaml requests.approval.{where}: {first['msg']}",
+            f"connector.yaml requests.approval.{first_error(exc)}",
             hint="Write it like a policy's approval: block (docs/approvals.md).",
         ) from None
 
@@ -336,10 +334,8 @@ def check_delivery(config: Config, request: ShareRequest) -> None:
             delivery.settings, context={"base_dir": folder(config)}
         )
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
         raise RequestRefused(
-            f"{request.path}: delivery.settings.{where}: {validator_message(first['msg'])}",
+            f"{request.path}: delivery.settings.{first_error(err)}",
             hint="The requester sends a request whose delivery the adapter accepts.",
         ) from None
     refused = target_problems(
