@@ -110,13 +110,22 @@ def said(response: requests.Response) -> str:
     return f"HTTP {response.status_code}" + (f' ("{message}")' if message else "")
 
 
+def canonical_path(href: str) -> str:
+    """The path of `href` (a path or a URL) in one encoding: every byte but ``/`` and the
+    unreserved ones %-encoded in uppercase hex. Servers encode alike paths differently
+    (sabre/dav keeps ``@``, ``:``, ``(``, ``)`` raw and writes lowercase hex; Python's
+    ``quote`` does not), so hrefs are only ever compared in this form: a card looked up under
+    another spelling of its path would look absent, and its delete a no-op."""
+    return quote(unquote(urlsplit(href).path), safe="/")
+
+
 class CardDavClient:
     """Requests against one address book collection."""
 
     def __init__(self, session: requests.Session, book_url: str, what: str, timeout: float) -> None:
         self.session = session
         self.book_url = book_url
-        self.book_path = urlsplit(book_url).path
+        self.book_path = canonical_path(book_url)
         self.what = what
         self.timeout = timeout
 
@@ -147,8 +156,8 @@ class CardDavClient:
         return unquote(posixpath.basename(urlsplit(href).path.rstrip("/")))
 
     def href_for(self, name: str) -> str:
-        """The path of the member called `name`."""
-        return self.book_path + quote(name, safe="@:+")
+        """The path of the member called `name` (in :func:`canonical_path`'s form)."""
+        return self.book_path + quote(name, safe="")
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -178,14 +187,14 @@ class CardDavClient:
                 truncated = truncated or " 507 " in status
                 continue
             if " 404 " in status:
-                members.append(Member(href, None, deleted=True))
+                members.append(Member(canonical_path(href), None, deleted=True))
                 continue
             etag = item.findtext(f"{_q('propstat')}/{_q('prop')}/{_q('getetag')}")
-            members.append(Member(href, etag))
+            members.append(Member(canonical_path(href), etag))
         return SyncAnswer(members, root.findtext(_q("sync-token")), truncated)
 
     def _is_book(self, href: str) -> bool:
-        return urlsplit(href).path.rstrip("/") == self.book_path.rstrip("/")
+        return canonical_path(href).rstrip("/") == self.book_path.rstrip("/")
 
     def multiget(self, hrefs: Sequence[str]) -> list[Card]:
         """Fetch cards by href in one addressbook-multiget; missing hrefs are left out."""
@@ -208,7 +217,7 @@ class CardDavClient:
             data = prop.findtext(_q("address-data", CARD)) if prop is not None else None
             if prop is None or not data:
                 continue
-            href = urlsplit(item.findtext(_q("href")) or "").path
+            href = canonical_path(item.findtext(_q("href")) or "")
             cards.append(Card(href, prop.findtext(_q("getetag")), data))
         return cards
 

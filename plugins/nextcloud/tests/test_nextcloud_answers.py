@@ -4,7 +4,7 @@ must cost nothing when nothing changed. Radicale runs behind the :mod:`sabre_pro
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import requests
@@ -188,3 +188,22 @@ def test_the_address_book_limits_are_passed_on(
 
 def _path(url: str) -> str:
     return urlsplit(url).path
+
+
+@pytest.mark.parametrize("name", ["team@example.org", "Bücher (2026)"])
+def test_a_book_whose_path_sabre_encodes_its_own_way_is_written_and_emptied(
+    sabre: SabreProxy, radicale_server: DavServer, name: str
+) -> None:
+    """Nextcloud's hrefs keep '@', ':', '(' and ')' raw and %-encode the rest in lowercase
+    hex (sabre/http encodePath); a user id like an email, or a book name with spaces or
+    accents, must still let a delete find its card: a withdrawal that left the card in the
+    book would never be taken back."""
+    book = sabre.url(radicale_server.new_address_book(name))
+    path = urlsplit(book).path
+    encoded = book.replace(path, quote(unquote(path), safe="/"))  # as our settings build it
+    adapter = _adapter(encoded)
+    assert _actions(adapter, [Change.upsert("p1", RECORD)]) == ["created"]
+    assert _actions(adapter, [Change.upsert("p1", RECORD)]) == ["unchanged"]
+    assert _actions(adapter, [Change.delete("p1")]) == ["deleted"]
+    assert book_cards(book) == {}
+    assert [r.id for page in adapter.read() for r in page.records] == []

@@ -21,17 +21,22 @@ except where a real Nextcloud 34.0.1 was seen to answer otherwise
 * **Address-book limits** (the dav app's defaults): MKCOL past ``max_books`` books answers 403
   ``Sabre\\DAV\\Exception\\Forbidden`` "AddressBook limit reached"; past ``max_creations``
   creations 429 "Too many addressbooks created".
+* **Hrefs** in every multistatus answer are encoded as sabre/http's ``encodePath`` does:
+  ``A-Za-z0-9_-.~()/:@`` raw, every other byte ``%``-encoded in lowercase hex (a user id
+  ``alice@example.org`` comes back with its ``@``; Python's ``quote`` writes ``%40`` and
+  uppercase hex).
 
 Every request is recorded (method, path) in :attr:`SabreProxy.requests`.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
+from urllib.parse import unquote, urlsplit
+from xml.sax.saxutils import escape, unescape
 
 import requests
 
@@ -152,6 +157,8 @@ class SabreProxy(LoopbackServer):
         if method == "MKCOL" and status == 201:
             with self._lock:
                 self.created += 1
+        if status == 207:
+            data = _HREF.sub(lambda m: m[1] + _sabre_path(m[2]) + m[3], data.decode()).encode()
         if status == 412:
             condition = "If-Match" if handler.headers.get("If-Match") else "If-None-Match"
             text = sabre_error(
@@ -203,6 +210,20 @@ class SabreProxy(LoopbackServer):
             for group in removes:
                 book.pop(group, None)
         return 200, {"X-Sabre-Status": "everything-went-well"}, b""
+
+
+#: an href element of a multistatus answer, whatever its namespace prefix
+_HREF = re.compile(r"(<(?:\w+:)?href>)([^<]*)(</(?:\w+:)?href>)")
+_SABRE_RAW = re.compile(r"[^A-Za-z0-9_\-.~()/:@]")
+
+
+def _sabre_path(href: str) -> str:
+    """`href` (a path or a URL) with its path encoded as sabre/http's encodePath does."""
+    parts = urlsplit(unescape(href))
+    path = _SABRE_RAW.sub(
+        lambda m: "".join(f"%{b:02x}" for b in m[0].encode()), unquote(parts.path)
+    )
+    return escape(parts._replace(path=path).geturl())
 
 
 def _book(path: str) -> str:
