@@ -179,12 +179,22 @@ class CsvFile:
 def check_header(
     where: str, header: list[str], settings: CsvSettings, *, key_required: bool = True
 ) -> None:
-    """Raise AdapterError for repeated column names or (if `key_required`) no key column."""
-    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    """Raise AdapterError for repeated column names or (if `key_required`) no key column.
+
+    The header's cells are never shown: a file that lost its header line starts with a
+    person, whose cells would then be taken for column names. Columns are named by their
+    position (1 is the first)."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, 1):
+        if name:
+            positions.setdefault(name, []).append(number)
+    repeated = sorted(p for p in positions.values() if len(p) > 1)
     if repeated:
+        where_twice = ", ".join(" and ".join(map(str, p)) for p in repeated)
         raise AdapterError(
-            f"{where}: the header repeats the column names {', '.join(map(repr, repeated))}",
-            hint="Rename the columns so that each name appears once.",
+            f"{where}: the header repeats column names (columns {where_twice})",
+            hint="Rename the columns so that each name appears once; if that line is a "
+            "person, the file lost its header line: put it back.",
         )
     if key_required and settings.key_column not in header:
         raise AdapterError(
@@ -198,8 +208,11 @@ def _key_hint(header: list[str], settings: CsvSettings) -> str:
         for name, char in (("';'", ";"), ("a tab", "\t"), ("','", ","), ("'|'", "|")):
             if char in header[0] and char != settings.delimiter:
                 return f"The header looks separated by {name}: set delimiter: for this connection."
-    columns = ", ".join(repr(name) for name in header[:12])
-    return f"Set key_column: to the column holding each row's unique key (columns: {columns})."
+    return (
+        f"Set key_column: to the column holding each row's unique key (the first line has "
+        f"{len(header)} column(s); their names are not shown, as a file that lost its header "
+        "line starts with a person: then put the header back)."
+    )
 
 
 def _parse(reader: CsvReader) -> Iterator[RawRow]:

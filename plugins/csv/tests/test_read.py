@@ -214,8 +214,28 @@ def test_an_empty_file_reads_as_one_empty_snapshot(
 
 def test_repeated_header_names_are_an_error(csv_path: Path, make_adapter: MakeAdapter) -> None:
     lines(csv_path, "id,email,city,email,city,", "1,a,b,c,d,")
-    with pytest.raises(AdapterError, match="repeats the column names 'city', 'email'"):
+    with pytest.raises(AdapterError, match=r"repeats column names \(columns 2 and 4, 3 and 5\)"):
         list(make_adapter().read())
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "M0001,Kofi,Evans,kofi.evans@example.org,+44 113 496 8779,25 Station Road",
+        "M0002,yes,no,yes,no,Leeds",  # repeated cells look like repeated column names
+    ],
+)
+def test_a_file_without_a_header_never_shows_its_first_row(
+    csv_path: Path, make_adapter: MakeAdapter, first: str
+) -> None:
+    """A source whose header line is missing starts with a person: the errors say what is
+    wrong by column position, never with the cells (they may be data)."""
+    lines(csv_path, first, "M0003,Ana,Lima,ana@example.org,+44 113 496 0000,1 Mill Lane")
+    with pytest.raises(AdapterError) as info:
+        list(make_adapter().read())
+    shown = f"{info.value} {info.value.hint}"
+    for cell in first.split(","):
+        assert cell not in shown, cell
 
 
 def test_a_missing_key_column_suggests_the_delimiter(
