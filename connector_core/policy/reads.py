@@ -112,8 +112,8 @@ def _unreadable(policy: Policy, field: str, *, for_mask: bool, ops: tuple[str, .
     if outcome is not None and outcome.kind == "mask":
         if for_mask:
             return f"{where} shows only masked ({key}: {outcome.label().removeprefix('mask:')})"
-        if set(ops) <= {"exists"} or _tests(policy, field):
-            return None
+        if set(ops) <= {"exists"}:
+            return None  # whether it is there: the mask shows that much
         return f"{where} shows only masked ({key}: {outcome.label().removeprefix('mask:')})"
     if for_mask:
         return f"{policy.path} does not show"  # absent, unlisted: none of it leaves

@@ -88,7 +88,7 @@ def _may_read(floor: dict[str, Any], field: str, *, for_mask: bool, op: str = "e
         return False
     tested = field in floor["tests"]
     if outcome in ("last4", "city_only"):
-        return op == "exists" or tested
+        return op == "exists"  # masked: its presence only, whatever the floor tests
     return tested or (outcome == "absent" and named)
 
 
@@ -134,6 +134,10 @@ def _write(folder: Path, floor: dict[str, Any], chapter: dict[str, Any]) -> Path
     floor={"fields": {"email": "last4"}, "location": None, "tests": []},
     chapter={"fields": {}, "tests": [("email", "eq")]},
 )
+@example(  # ... which the floor itself tests, if only with `exists`: still only masked
+    floor={"fields": {"email": "last4"}, "location": None, "tests": ["email"]},
+    chapter={"fields": {}, "tests": [("email", "eq")]},
+)
 def test_no_loaded_chapter_reads_what_the_floor_keeps_back(
     floor: dict[str, Any], chapter: dict[str, Any]
 ) -> None:
@@ -168,15 +172,27 @@ def test_no_loaded_chapter_reads_what_the_floor_keeps_back(
     [
         ("latitude: {coarsen_location: 2}", "latitude: {exists: true}", True),
         ("latitude: {coarsen_location: 2}", "latitude: {gt: 53.8}", False),
+        ("latitude: {coarsen_location: 2}\nalso_tests_latitude", "latitude: {gt: 53.8}", False),
         ("groups: absent", "groups: {any_of: [x]}", True),
         ("affiliation: absent", "groups: {any_of: [x]}", False),
         ("tags: show", "groups: {any_of: [x]}", False),
     ],
-    ids=["exists-on-masked", "value-on-masked", "absent-by-name", "absent-by-class", "unlisted"],
+    ids=[
+        "exists-on-masked",
+        "value-on-masked",
+        "value-on-masked-the-floor-tests",
+        "absent-by-name",
+        "absent-by-class",
+        "unlisted",
+    ],
 )
 def test_what_a_rule_may_test(tmp_path: Path, floor_entry: str, test: str, loads: bool) -> None:
+    """A field the floor shows only masked may be tested for presence only, also when the
+    floor's own rules test it (its `exists` selects people by presence, no more)."""
+    entry, _, tests = floor_entry.partition("\nalso_tests_")
+    rule = f"\n    when: {{{tests}: {{exists: true}}}}" if tests else ""
     (tmp_path / "floor.yaml").write_text(
-        f"policy: floor\nrules:\n  - allow: all\nfields:\n  first_name: show\n  {floor_entry}\n"
+        f"policy: floor\nrules:\n  - allow: all{rule}\nfields:\n  first_name: show\n  {entry}\n"
     )
     (tmp_path / "chapter.yaml").write_text(
         f"policy: chapter\nrules:\n  - allow: some\n    when: {{{test}}}\n"
