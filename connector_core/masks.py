@@ -100,6 +100,15 @@ def _text(value: Any) -> str | None:
     return None
 
 
+def same_text(masked: Any, original: Any) -> bool:
+    """Whether a mask's output of another type than its input is the input all the same, as
+    text (``"53.8"`` for 53.8, ``"123"`` for 123): a target writes both alike, so it would
+    carry the original value. The guarantee's second half (the first: ``masked ==
+    original``); compiled policies call it only when the two types differ."""
+    text = _text(masked)
+    return text is not None and text == _text(original)
+
+
 def normalize_for_hash(value: Any) -> str:
     """What ``hash`` actually hashes: text is NFKC-normalised, stripped and case-folded
     (so ``" Ana@Example.org"`` and ``"ana@example.org"`` match); other values as JSON."""

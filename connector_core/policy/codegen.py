@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from connector_core.errors import RecordRejected
-from connector_core.masks import MaskFunction
+from connector_core.masks import MaskFunction, same_text
 from connector_core.query import All, AnyOf, Compare, Condition, Not, Op, lookup, matches
 
 _LITERAL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -85,6 +85,7 @@ _HELPERS: dict[str, Any] = {
     "_EMPTY": {},
     "_FAILED": object(),
     "_Rejected": RecordRejected,
+    "_same_text": same_text,
 }
 
 
@@ -273,8 +274,9 @@ def _projection(src: Source, fields: Sequence[FieldPlan], depth: int) -> str:
         src.emit(depth + 2, "y = _FAILED")
         src.emit(depth + 1, "if y is _FAILED:")
         src.emit(depth + 2, f"raise _Rejected({src.const(field.failure, 'E')})")
-        # The guarantee: a masked field never carries its original value.
-        src.emit(depth + 1, f"{x} = None if y == {x} else y")
+        # The guarantee: a masked field never carries its original value (nor its text).
+        same = f"y == {x} or (y.__class__ is not {x}.__class__ and _same_text(y, {x}))"
+        src.emit(depth + 1, f"{x} = None if {same} else y")
         items.append(f"{key}: {x}")
     return "{" + ", ".join(items) + "}"
 

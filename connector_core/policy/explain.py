@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from connector_core.errors import RecordRejected
-from connector_core.masks import mask_view
+from connector_core.masks import mask_view, same_text
 from connector_core.policy.codegen import safe_compare
 from connector_core.policy.compiler import (
     CompiledPolicy,
@@ -254,4 +254,4 @@ def _mask(compiled: CompiledPolicy, resolution: Resolution, record: Record) -> A
             f"policy {compiled.name}: the {resolution.outcome.mask} mask failed on field "
             f"{resolution.field}"
         )
-    return None if value == original else value
+    return None if value == original or same_text(value, original) else value

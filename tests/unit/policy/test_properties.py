@@ -112,8 +112,15 @@ def ref_project(policy: Policy, record: dict[str, Any]) -> dict[str, Any]:
         for outcome in masks:
             function = BUILTIN_MASKS[outcome.mask or ""](outcome.param, KEY)
             value = None if value is None else function(value, record)
-        projection[field] = None if masks and value == original else value
+        projection[field] = None if masks and _written_alike(value, original) else value
     return projection
+
+
+def _written_alike(value: Any, original: Any) -> bool:
+    """Equal, or the same text as a target writes it (53.8 and "53.8")."""
+    plain = (str, int, float)
+    texts = all(isinstance(v, plain) and not isinstance(v, bool) for v in (value, original))
+    return value == original or (texts and str(value) == str(original))
 
 
 # --- the properties ----------------------------------------------------------------------
