@@ -398,7 +398,9 @@ class _Builder:
             self.add(node, f"unknown tag {node.tag}", "Remove the tag: plain YAML values only.")
             return None
         if isinstance(node, yaml.ScalarNode):
-            value = self._constructor.construct_object(node)
+            value = self._scalar(node)
+            if value is _INVALID:
+                return None
             if isinstance(value, str) and "\x00" in value:  # a quoted "\0": no setting, path,
                 # URL or name takes one (the file system and PostgreSQL refuse it)
                 self.add(node, "a NUL character (\\0) is not allowed in a value", _NUL_HINT)
@@ -463,16 +465,37 @@ class _Builder:
                     yield from (pair for pair in source.value if pair[0].tag != _MERGE_TAG)
                     yield from self._merged(source, seen)
 
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        """The value of a scalar; a date that is no date (``2024-02-30``) or a ``!!int`` that is
+        no number is a problem at its place (None), never a traceback."""
+        try:
+            return self._constructor.construct_object(node)
+        except (ValueError, OverflowError) as exc:
+            kind = "date" if node.tag.endswith(":timestamp") else "number"
+            hint = (
+                "Write a real date (YYYY-MM-DD), or put the value in quotes to keep it as text."
+                if kind == "date"
+                else "Write a number, or remove the tag."
+            )
+            self.add(node, f"{node.value} is not a {kind} ({exc})", hint)
+            return _INVALID
+
     def _key(self, node: yaml.Node) -> str | None:
         if not isinstance(node, yaml.ScalarNode):
             self.add(node, f"a key must be plain text, not {_kind(node)}", "Write `key: value`.")
             return None
-        value = self._constructor.construct_object(node)
+        value = self._scalar(node)
         if isinstance(value, str):
             return value
+        if value is _INVALID:
+            return None
         message = f"key {node.value} is read as {_yaml_kind(value)}, not as text; put it in quotes"
         self.add(node, message, f'Write "{node.value}": so YAML reads the key as text.')
         return None
+
+
+#: what :meth:`_Builder._scalar` gives for a scalar it could not read (its problem noted)
+_INVALID: Any = object()
 
 
 # --- validation --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any, Final, cast, get_args
 
 from connector_core.errors import Problem
 from connector_core.policy.contradictions import clash
-from connector_core.policy.models import RelativeTime
+from connector_core.policy.models import LONGEST, RelativeTime
 from connector_core.query import All, AnyOf, Compare, Condition, Not, Op
 from connector_core.records import FIELDS, FieldType, consent_purpose, is_extra
 from connector_core.yaml_errors import Loc, LocatedDocument, did_you_mean
@@ -322,10 +322,14 @@ class ConditionParser:
         elif target.type is not None and target.type not in _TIMES:
             kind = _KIND[target.type]
             self._error(loc, f"days_ago works only on dates and times; {target.name} is {kind}")
-        elif not _is_number(value["days_ago"]) or value["days_ago"] < 0:
+        elif (
+            not _is_number(value["days_ago"])
+            or not 0 <= value["days_ago"] <= LONGEST.days  # NaN and infinity too
+        ):
             self._error(
                 (*loc, "days_ago"),
-                f"days_ago takes a number of days, 0 or more, not {show(value['days_ago'])}",
+                f"days_ago takes a number of days from 0 to {LONGEST.days} (100 years), not "
+                f"{show(value['days_ago'])}",
             )
         else:
             return RelativeTime(float(value["days_ago"]))

@@ -128,6 +128,11 @@ def test_anchors_aliases_and_merge_keys(tmp_path: Path) -> None:
         ("a: &x\n  b: 1\n  <<: *x\n", "1:4: this alias contains itself"),
         ("a: !env HOME\n", "1:4: unknown tag !env"),
         ("a:\n  <<: 1\n", "2:7: '<<' merges only a mapping or a list of mappings"),
+        ("a: 2024-13-01\n", "1:4: 2024-13-01 is not a date (month must be in 1..12)"),
+        ("a: 2024-02-30\n", "1:4: 2024-02-30 is not a date (day is out of range for month)"),
+        ("a: !!int zz\n", "1:4: zz is not a number (invalid literal for int() with base 10: 'zz')"),
+        ("a: !!float x\n", "1:4: x is not a number (could not convert string to float: 'x')"),
+        ("2024-13-01: 1\n", "1:1: 2024-13-01 is not a date (month must be in 1..12)"),
     ],
     ids=[
         "bool-key",
@@ -138,6 +143,11 @@ def test_anchors_aliases_and_merge_keys(tmp_path: Path) -> None:
         "recursive-merge",
         "tag",
         "bad-merge",
+        "bad-month",
+        "bad-day",
+        "bad-int",
+        "bad-float",
+        "bad-date-key",
     ],
 )
 def test_structural_problems(tmp_path: Path, text: str, expected: str) -> None:

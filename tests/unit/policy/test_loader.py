@@ -326,7 +326,18 @@ CASES: list[tuple[str, str, list[str]]] = [
           - allow: x
             when: {modified_at: {gt: {days_ago: -3}}}
         """,
-        ["5:41: days_ago takes a number of days, 0 or more, not -3"],
+        ["5:41: days_ago takes a number of days from 0 to 36525 (100 years), not -3"],
+    ),
+    (
+        "days-ago-beyond-any-date",
+        """\
+        policy: p
+        require_consent: [contact_me]
+        rules:
+          - allow: x
+            when: {modified_at: {gte: {days_ago: 800000}}}
+        """,
+        ["5:42: days_ago takes a number of days from 0 to 36525 (100 years), not 800000"],
     ),
     (
         "days-ago-with-eq",
