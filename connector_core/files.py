@@ -23,6 +23,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,14 +225,22 @@ def write_output(path: Path, dump: Callable[[IO[str]], object]) -> None:
 
 
 def replace_file(
-    path: Path, dump: Callable[[IO[str]], object], *, encoding: str, mode: int | None = None
+    path: Path,
+    dump: Callable[[IO[str]], object],
+    *,
+    encoding: str,
+    mode: int | None = None,
+    sweep: bool = False,
 ) -> None:
     """Write a new version of `path` with `dump`; readers see the old or the new file whole.
 
     The temporary file is created beside `path` (``.<name>.<random>.tmp``) with owner-only
     permissions, or `mode`, synced, and renamed over `path`; a link at `path` or on the way
     to it stops with :class:`LinkRefused`, a file that is not regular or has another name
-    with :class:`NotPlainFile`, and either is left alone.
+    with :class:`NotPlainFile`, and either is left alone. With `sweep` (a caller that holds
+    the only right to write `path`, as a job holds its target's lock), the temporary files
+    of `path` that a killed process left are removed once the new version is in place: they
+    hold the rows of a version that never was (people a withdrawal took back since).
     """
     path = path.absolute()
     with open_folder(path.parent, shown=path) as folder:
@@ -257,6 +266,18 @@ def replace_file(
             raise
         if os.name == "posix":
             os.fsync(folder)  # makes the rename itself durable
+        if sweep:
+            _sweep_temporaries(path.name, folder)
+
+
+def _sweep_temporaries(name: str, folder: int) -> None:
+    """Remove the ``.<name>.<random>.tmp`` files in `folder` (as :func:`_create_temporary`
+    names them), never following a link."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
+    for entry in os.listdir(folder):
+        if pattern.fullmatch(entry):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry, dir_fd=folder)
 
 
 def _refuse_link_at(path: Path, folder: int) -> None:

@@ -385,8 +385,12 @@ class CsvWrites(WriteSession):
             return
         if self.changed:
             with file_errors(self.path, "write"):
-                replace_file(
-                    self.path, self._dump, encoding=self.settings.write_encoding, mode=self.mode
+                replace_file(  # the job holds the target's lock: a killed run's leftovers go
+                    self.path,
+                    self._dump,
+                    encoding=self.settings.write_encoding,
+                    mode=self.mode,
+                    sweep=True,
                 )
         self.abort()
 

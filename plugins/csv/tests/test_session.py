@@ -230,6 +230,24 @@ def test_an_aborted_session_leaves_the_file_and_no_temporary_file(csv_path: Path
     assert sorted(p.name for p in csv_path.parent.iterdir()) == [csv_path.name]
 
 
+def test_a_temporary_file_a_crash_left_is_removed_by_the_next_write(csv_path: Path) -> None:
+    """A process killed between writing its temporary file and the rename leaves the
+    file's rows (people!) in the recipient's folder: the next write of that target, which
+    holds its lock, removes every temporary file of its name, and nothing else."""
+    csv_path.write_bytes(b"id,city\r\nk1,York\r\n")
+    left = csv_path.with_name(f".{csv_path.name}.0123456789ab.tmp")
+    left.write_bytes(b"id,city\r\nk1,York\r\nk9,Withdrawn\r\n")
+    others = [csv_path.with_name(n) for n in (f".{csv_path.name}.x.tmp", "other.csv.tmp")]
+    for other in others:
+        other.write_bytes(b"not ours")
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        list(session.write([Change.upsert("k2", {"id": "k2", "city": "Leeds"})]))
+        session.commit()
+    assert not left.exists()
+    assert all(other.exists() for other in others)
+
+
 @pytest.mark.parametrize("keep", [0, 32 << 10])
 def test_a_file_changed_during_the_session_is_not_replaced(
     csv_path: Path, keep: int, monkeypatch: pytest.MonkeyPatch
