@@ -593,6 +593,7 @@ class CsvAdapter(Adapter):
             field=exc.column,
             key=exc.key,
             first_at=None if first is None else f"line {first}",
+            consent=exc.refused,  # an explicit no in a row held for another cell still counts
         )
         if self.settings.strict:
             raise AdapterError(str(problem), hint=_STRICT_HINT)

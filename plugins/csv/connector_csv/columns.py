@@ -50,12 +50,20 @@ class RowInvalid(ValueError):
     parts of a :class:`~connector_core.adapters.ReadProblem`), never what a cell holds."""
 
     def __init__(
-        self, expected: Expected, column: str | None = None, *, key: str | None = None
+        self,
+        expected: Expected,
+        column: str | None = None,
+        *,
+        key: str | None = None,
+        refused: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(f"column {column!r}: expected {expected.value}")
         self.expected = expected
         self.column = column
         self.key = key
+        #: the purposes the row's readable consent cells refuse, as consent states (None:
+        #: none): evidence on its own, whatever else in the row cannot be read
+        self.refused = refused
 
 
 class RenderError(ValueError):
@@ -305,8 +313,30 @@ class RowDecoder:
                         value = coerce(column.field, text)  # type: ignore[arg-type]
                     record[key] = value
             except ValueInvalid as exc:
-                raise RowInvalid(exc.expected, column.native, key=record["id"]) from None
+                refused = self._refusals(cells, guarded)
+                raise RowInvalid(
+                    exc.expected, column.native, key=record["id"], refused=refused
+                ) from None
         return record
+
+    def _refusals(self, cells: list[str], guarded: bool) -> dict[str, Any] | None:
+        """The explicit noes of the row's consent cells that can be read (None: none)."""
+        refused: dict[str, Any] = {}
+        for index, _column, key, reading, spellings in self._steps:
+            if reading != _CONSENT:
+                continue
+            text = cells[index]
+            if guarded and text[:1] == "'":
+                text = unneutralize(text)
+            value = spellings.get(text, _MISSING)
+            if value is _MISSING:
+                try:
+                    value = consent_value(text, key)
+                except ValueInvalid:
+                    continue
+            if value is False:
+                refused[key] = {"granted": False, "source": self.source, "at": None}
+        return refused or None
 
 
 def _straight(

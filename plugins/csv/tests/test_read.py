@@ -430,3 +430,22 @@ def test_key_cells_the_guard_makes_equal_are_one_key_read_twice(
         (f"{csv_path}:4", Expected.UNIQUE_KEY, "=x", "line 2"),
         (f"{csv_path}:6", Expected.UNIQUE_KEY, " =y", "line 5"),
     ]
+
+
+def test_a_row_held_for_a_bad_cell_still_says_its_explicit_no(
+    csv_path: Path, make_adapter: MakeAdapter, read_all: ReadAll
+) -> None:
+    """A row with a bad cell is held (a problem with its key), but a consent cell that says
+    no is evidence on its own: the problem carries it, so the withdrawal goes through."""
+    mapping = {"consent.contact_me": "Newsletter", "consent.local": "Local"}
+    lines(
+        csv_path,
+        "id,Newsletter,Local,do_not_phone",
+        "1,no,yes,maybe",  # do_not_phone is no yes/no: the row cannot be read
+        "2,yes,yes,perhaps",
+    )
+    records, problems = read_all(make_adapter(mapping=mapping))
+    assert records == []
+    assert [(p.key, p.field) for p in problems] == [("1", "do_not_phone"), ("2", "do_not_phone")]
+    assert problems[0].consent == {"contact_me": consent_state(False, "csv:people")}
+    assert problems[1].consent is None  # nothing refused: held as it was
