@@ -276,8 +276,9 @@ def _coerce(field: Field, text: str) -> Any:
             return parse_bool(text)
         case FieldType.DATE:
             return dt.date.fromisoformat(text.strip()).isoformat()
-        case FieldType.DATETIME:
-            return dt.datetime.fromisoformat(text.strip()).isoformat()
+        case FieldType.DATETIME:  # one clock: an offset's time as UTC (compared as text)
+            moment = dt.datetime.fromisoformat(text.strip())
+            return (moment if moment.tzinfo is None else moment.astimezone(dt.UTC)).isoformat()
         case FieldType.LIST:
             return sorted({part.strip() for part in re.split(r"[;|]", text) if part.strip()})
         case _:

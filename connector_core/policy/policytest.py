@@ -107,6 +107,8 @@ def normalize_record(raw: Mapping[str, Any], source: str = "fixture") -> Record:
             continue
         if isinstance(value, str):
             record[name] = _coerced(field, value)
+        elif isinstance(value, dt.date):  # YAML reads an unquoted 2024-05-01 as a date
+            record[name] = _coerced(field, value.isoformat())
         elif field.type is FieldType.BOOLEAN and type(value) is int:
             record[name] = _coerced(field, str(value))  # 1 or 0, as JSON writes them
     return record

@@ -16,7 +16,7 @@ from connector_core.policy.compiler import Decision, compile_policy, resolve
 from connector_core.policy.explain import holds
 from connector_core.policy.models import FieldOutcome, RelativeTime
 from connector_core.query import All, AnyOf, Compare, Not, matches
-from connector_core.records import FIELDS
+from connector_core.records import FIELDS, coerce
 from tests.unit.policy.strategies import (
     EXTRA,
     KEY,
@@ -426,6 +426,27 @@ def test_relative_times_resolve_against_now() -> None:
     assert compiled.decide({"modified_at": "2025-05-20T00:00:00+00:00"}).share
     assert not compiled.decide({"modified_at": "2025-04-20T00:00:00+00:00"}).share
     assert compiled.pushdown.condition == Compare("modified_at", "gt", "2025-05-02T00:00:00+00:00")
+
+
+@given(
+    moment=st.datetimes(
+        min_value=dt.datetime(2025, 5, 28),
+        max_value=dt.datetime(2025, 6, 3),
+        timezones=st.just(dt.UTC),
+    ),
+    offset=st.integers(min_value=-12 * 60, max_value=14 * 60),
+)
+def test_a_time_written_with_any_offset_is_compared_as_the_instant_it_is(
+    moment: dt.datetime, offset: int
+) -> None:
+    """A source's `2025-05-31T13:00:00+02:00` is 11:00 UTC: `days_ago` decides by the
+    instant, whatever offset the source wrote it with (read as sync reads it, by coerce)."""
+    now = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
+    policy = make_policy(rules=(allow("recent", Compare("modified_at", "gte", RelativeTime(1))),))
+    compiled = compile_policy(policy, now=now)
+    written = moment.astimezone(dt.timezone(dt.timedelta(minutes=offset))).isoformat()
+    read = coerce(FIELDS["modified_at"], written)
+    assert compiled.decide({"modified_at": read}).share == (moment >= now - dt.timedelta(days=1))
 
 
 def test_a_condition_without_relative_times_resolves_to_itself() -> None:
