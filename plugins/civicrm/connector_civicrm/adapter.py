@@ -269,6 +269,10 @@ class CivicrmAdapter(Adapter):
         since: list[Any] = [["modified_date", ">=", state.since]] if state.since else []
         delivered: set[int] = set()
         survivors: set[int] = set()
+        # The group changes made before the contacts are read: a contact this run reads
+        # after its change need not be read again, one changed later is, next run.
+        tracks = state.history is not None and self._membership_changes_matter()
+        history = self._history(state) if tracks else []
         while True:
             where = [*self._scope(), ["is_deleted", "IN", [0, 1]], *pushed, *since]
             rows = self._get(where, {"modified_date": "ASC", "id": "ASC"}, fields)
@@ -286,22 +290,34 @@ class CivicrmAdapter(Adapter):
         # survivor's modified_date (CiviCRM 6.17.2): read the survivors again.
         yield from self._reread(sorted(survivors - delivered), state, fields, pushed)
         delivered |= survivors
-        if state.history is not None and self._membership_changes_matter():
-            yield from self._membership_changes(state, fields, pushed, delivered)
+        if history:
+            yield from self._membership_changes(history, state, fields, pushed, delivered)
 
-    def _membership_changes(
-        self, state: Cursor, fields: frozenset[str] | None, pushed: list[Any], done: set[int]
-    ) -> Iterator[Page]:
-        """Contacts whose group memberships changed (SubscriptionHistory), read again."""
+    def _history(self, state: Cursor) -> list[dict[str, Any]]:
+        """The SubscriptionHistory rows (group membership changes) after the cursor's."""
         params = {
             "select": ["id", "contact_id"],
             "where": [["id", ">", state.history]],
             "orderBy": {"id": "ASC"},
             "limit": 0,
         }
-        history = self.client.call("SubscriptionHistory", "get", params)["values"]
-        if not history:
-            return
+        values: list[dict[str, Any]] = self.client.call("SubscriptionHistory", "get", params)[
+            "values"
+        ]
+        return values
+
+    def _membership_changes(
+        self,
+        history: list[dict[str, Any]],
+        state: Cursor,
+        fields: frozenset[str] | None,
+        pushed: list[Any],
+        done: set[int],
+    ) -> Iterator[Page]:
+        """Contacts whose group memberships changed (the `history` read before this run's
+        contacts), read again unless this run read them after that change (`done`). The
+        cursor moves to the newest of those rows only: a change made while the run read is
+        after it, so the next run reads that contact again."""
         ids = sorted({int(h["contact_id"]) for h in history} - done)
         yield from self._reread(ids, state, fields, pushed)
         state.history = max(int(h["id"]) for h in history)

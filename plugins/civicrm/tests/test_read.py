@@ -219,6 +219,35 @@ def test_group_changes_are_read_incrementally(
     assert read_all(adapter, cursor=cursor)[0] == []
 
 
+def test_a_group_withdrawal_made_while_a_run_reads_is_delivered_by_the_next(
+    fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
+) -> None:
+    """A contact read early in an incremental run, then removed from its consent group
+    before the run reads the group history: a group change does not bump modified_date, so
+    only the history shows it. The run must not count it as read after that change."""
+    fake_civicrm.freeze_time("2025-03-01 10:00:00")
+    a = fake_civicrm.add_contact(contact_type="Individual", first_name="A")
+    news = fake_civicrm.add_group("news", "Newsletter")
+    fake_civicrm.set_membership(a, news, "Added")
+    adapter = make_adapter(consent={"news": {"group": "Newsletter"}})
+    cursor = list(adapter.read())[-1].cursor
+    fake_civicrm.advance(10)
+    fake_civicrm.update_contact(a, first_name="A2")
+    fake_civicrm.advance(1)
+    fake_civicrm.add_contact(contact_type="Individual", first_name="B")  # a later change
+    pages = adapter.read(cursor=cursor)
+    first = next(pages)
+    assert [r["consent"]["news"]["granted"] for r in first.records if r["id"] == str(a)] == [True]
+    fake_civicrm.advance(1)
+    fake_civicrm.set_membership(a, news, "Removed")  # while the run goes on
+    rest = list(pages)
+    cursor = next((p.cursor for p in reversed(rest) if p.cursor), first.cursor)
+    later, _ = read_all(adapter, cursor=cursor)
+    seen = [r for r in [*(x for p in rest for x in p.records), *later] if r["id"] == str(a)]
+    assert seen
+    assert not seen[-1]["consent"].get("news", {}).get("granted")
+
+
 def test_a_value_that_does_not_fit_its_field_is_a_problem_without_the_value(
     fake_civicrm: FakeCiviCRM, make_adapter: MakeAdapter
 ) -> None:
