@@ -23,6 +23,7 @@ from connector_core.errors import (
     ExitCode,
     PolicyError,
     Problem,
+    RecordRejected,
 )
 from connector_core.hookspecs import MaskFactory
 from connector_core.masks import MaskContext
@@ -313,13 +314,19 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
     shared: list[Record] = []
     problems: list[ReadProblem] = []
     total = 0
-    for _record, decision, projection in compiled.apply(_input_records(app, source, problems)):
+    failed: collections.Counter[str] = collections.Counter()  # a mask refused: not sent
+    for record in _input_records(app, source, problems):
         total += 1
+        try:
+            decision, projection = compiled.evaluate(record)
+        except RecordRejected as exc:  # as a run fails that one record (no value in it)
+            failed[str(exc)] += 1
+            continue
         if projection is None:
             withheld[decision.reason] += 1
         elif not limit or len(shared) < limit:
             shared.append(strip_controls_deep(projection))  # what sync would send
-    count = total - sum(withheld.values())
+    count = total - sum(withheld.values()) - sum(failed.values())
     if as_json:
         for row in shared:
             click.echo(json.dumps(row, ensure_ascii=False, default=str))
@@ -328,9 +335,12 @@ def preview(app: App, policy_file: Path, source: str, limit: int, as_json: bool)
         click.echo(table([[cell(r.get(c)) for c in columns] for r in shared], columns))
     for problem in problems:
         click.secho(f"skipped: {problem}", fg="yellow", err=True)
-    click.echo(f"{total} read, {count} shared, {total - count} withheld", err=True)
+    not_sent = sum(withheld.values())
+    click.echo(f"{total} read, {count} shared, {not_sent} withheld", err=True)
     for reason, n in withheld.most_common():
         click.echo(f"  withheld {n}: {reason}", err=True)
+    for reason, n in failed.most_common():
+        click.secho(f"  failed {n}: {reason}", fg="yellow", err=True)
 
 
 @click.command("policy")

@@ -169,3 +169,29 @@ def test_schema_policy(runner: CliRunner, demo: Path) -> None:
     schema = json.loads(result.stdout)
     assert "require_consent" in schema["properties"]
     assert "last4" in json.dumps(schema)
+
+
+def test_a_record_a_mask_refuses_is_counted_and_the_others_are_shown(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """As a run fails that one record: a latitude no float holds makes coarsen_location
+    fail; the preview goes on, counts it as failed and never shows its value."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "policy: p\nrequire_consent: [contact_me]\nrules:\n  - allow: everyone\n"
+        "fields:\n  first_name: show\n  latitude: {coarsen_location: 2}\n"
+    )
+    huge = "1" + "0" * 400
+    people = tmp_path / "people.jsonl"
+    yes = '"consent": {"contact_me": true}'
+    people.write_text(
+        f'{{"id": "A", "first_name": "Ana", "latitude": 53.81234, {yes}}}\n'
+        f'{{"id": "B", "first_name": "Bo", "latitude": {huge}, {yes}}}\n'
+        f'{{"id": "C", "first_name": "Cy", "latitude": 54.1, {yes}}}\n'
+    )
+    result = run(runner, "policy", "preview", str(policy), "--input", str(people), "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["first_name"] for line in result.stdout.splitlines()] == ["Ana", "Cy"]
+    assert "3 read, 2 shared, 0 withheld" in result.stderr
+    assert "failed 1: policy p: the coarsen_location mask failed on field latitude" in result.stderr
+    assert huge not in result.output
