@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "CONTROL_CHARACTERS",
+    "FORMULA_ASCII_STARTS",
     "is_plain_phone",
     "neutralize",
     "strip_controls",
@@ -52,8 +53,11 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _STARTS = frozenset("=+-@")
 _ALSO_STARTS = frozenset("\u2212")  # MINUS SIGN: no NFKC form of '-', yet parsed as one
 #: The printable ASCII characters a formula (or a quote before one) may start with: any other
-#: starts none (NFKC keeps ASCII as it is, and only the space is skipped before a formula)
-_ASCII_STARTS = frozenset(" '=+-@")
+#: starts none (NFKC keeps ASCII as it is, and only the space is skipped before a formula).
+#: A printable cell (``str.isprintable``) whose first character is ASCII and not one of these
+#: is its own :func:`neutralize`: writers that guard many cells test that inline.
+FORMULA_ASCII_STARTS = frozenset(" '=+-@")
+_ASCII_STARTS = FORMULA_ASCII_STARTS
 _RAW_STARTS = frozenset("\t\r")  # formula starts in their own right (OWASP), kept as before
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PHONE = re.compile(r"\+[0-9][0-9 ()./-]*")

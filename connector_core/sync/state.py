@@ -80,6 +80,7 @@ __all__ = ["KEEP", "LedgerReport", "SavedBlocks", "StateStore", "StateStoreError
 #: (256 jobs, two locks each), so its jobs' checks take one statement, not one per 16 jobs
 _FENCES_AHEAD = 512
 _PAGE = 1000  # rows per keyset page when streaming
+_ID_PAGE = 20_000  # source ids per page (a run's take-back check reads every one: ~1 MB)
 _ANALYZE_FIRST = 2000  # PostgreSQL: rows a store records before its first ANALYZE
 RUN_STATUSES = frozenset({"ok", "failed-records", "deletes-held", "aborted", "killed"})
 
@@ -597,9 +598,9 @@ class StateStore:
             if last is not None:
                 query = query.where(id_map.c.source_id > last)
             with self._transaction() as conn:
-                page = list(conn.scalars(query.order_by(id_map.c.source_id).limit(_PAGE)))
+                page = list(conn.scalars(query.order_by(id_map.c.source_id).limit(_ID_PAGE)))
             yield from page
-            if len(page) < _PAGE:
+            if len(page) < _ID_PAGE:
                 return
             last = page[-1]
 

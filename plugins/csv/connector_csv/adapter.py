@@ -625,8 +625,10 @@ class CsvAdapter(Adapter):
             raise RenderError("an upsert needs a record")
         if not change.key.strip():
             raise RenderError("the key is empty")
-        check_encodable("id", change.key, self.settings.write_encoding)
-        return self._columns.render(change.record, self.settings.write_encoding)
+        encoding = self.settings.write_encoding
+        if not change.key.isascii():  # every encoding a CSV file may have stores ASCII
+            check_encodable("id", change.key, encoding)
+        return self._columns.render(change.record, encoding)
 
 
 class _MayRepeat(dict[str, int]):

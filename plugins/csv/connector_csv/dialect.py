@@ -51,10 +51,8 @@ def writable_rows(settings: CsvSettings, rows: Iterable[list[str]]) -> Iterator[
     objects; a :class:`~decimal.Decimal` is one that prints exactly as the cell was written.
     """
     if settings.quoting != "nonnumeric":
-        yield from rows
-        return
-    for row in rows:
-        yield [_as_number(cell) for cell in row]
+        return iter(rows)
+    return ([_as_number(cell) for cell in row] for row in rows)
 
 
 def _as_number(cell: str) -> str | Decimal:

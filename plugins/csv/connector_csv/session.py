@@ -26,17 +26,18 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import itertools
 import operator
 import os
 import pickle
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, ClassVar, TypeVar
 
 from connector_core.adapters import Change, WriteResult, WriteSession
-from connector_core.cells import neutralize, strip_controls, unneutralize
+from connector_core.cells import FORMULA_ASCII_STARTS, neutralize, strip_controls, unneutralize
 from connector_core.errors import AdapterError
 from connector_core.files import read_nofollow, replace_file
 from connector_core.records import Record
@@ -51,6 +52,9 @@ _SPOOL_IN_MEMORY = 1 << 20
 #: A target file this small is read whole and its rows kept until the commit (a group of
 #: 256 jobs holds them all at once: at most ~8 MB of files, a few times that as rows).
 _KEEP_IN_MEMORY = 32 << 10
+_T = TypeVar("_T")
+#: A RawRow's cells.
+_CELLS = operator.itemgetter(1)
 #: Renders a change's record as cells by column name; raises RenderError.
 Render = Callable[[Change], dict[str, str]]
 #: Gives the header of a new file for a batch's records.
@@ -143,8 +147,10 @@ class CsvWrites(WriteSession):
             plain = settings.phone_numbers == "plain"
             self._guard: Callable[[str], str] = functools.partial(neutralize, plain_phones=plain)
             self._unguard: Callable[[str], str] = unneutralize
+            self._starts: Collection[str] = FORMULA_ASCII_STARTS
         else:
             self._guard, self._unguard = strip_controls, _same
+            self._starts = ()  # strip_controls leaves a printable cell as it is
         with file_errors(path, "write"):
             self._index()
 
@@ -191,28 +197,40 @@ class CsvWrites(WriteSession):
     def _index_rows(self, source: CsvFile) -> None:
         assert self.header is not None
         key_at = self.header.index(self.settings.key_column)
-        for row in source.rows():
-            if row.error is not None:
+        rows, repeats, kept, base = self.rows, self.repeats, self._kept, self.base
+        unguard = self._unguard
+        # a target's every row passes here when a run changes it: the row's steps inline
+        # (_view_digest's common case, _stripped's, unneutralize's test), every name local
+        written, pick, last = self.written, self._pick, self.written[-1]
+        ordinal = self.next_ordinal
+        for line, cells, error in source.rows():
+            if error is not None:
                 raise AdapterError(
-                    f"{source.path}:{row.line}: {row.error}",
+                    f"{source.path}:{line}: {error}",
                     hint="Fix this row first: rewriting the file would lose it.",
                 )
-            cells = row.cells
-            if self._kept is not None:
-                self._kept.append(cells)
-            ordinal = self.next_ordinal
-            self.next_ordinal += 1
-            key = self._unguard(cells[key_at]) if key_at < len(cells) else ""
+            if kept is not None:
+                kept.append(cells)
+            width = len(cells)
+            key = cells[key_at] if key_at < width else ""
+            if key[:1] == "'":  # only a quote comes off (unneutralize)
+                key = unguard(key)
+            ordinal += 1
             if not key.strip():
                 continue
             # a kept row's digest is made when a write first compares it (few are written)
-            digest = None if self._kept is not None else self._view_digest(cells)
-            found = _Row(ordinal, digest, _stripped(cells[self.base :]))
-            if key in self.rows:
-                self.repeats.setdefault(key, []).append(found)
+            if kept is not None:
+                digest = None
+            elif width > last:
+                digest = _digest(pick(cells))
+            else:
+                digest = _digest(cells[i] if i < width else "" for i in written)
+            found = _Row(ordinal - 1, digest, () if width <= base else _stripped(cells[base:]))
+            if key in rows:
+                repeats.setdefault(key, []).append(found)
                 continue
-            self.rows[key] = found
-        self.originals = self.next_ordinal
+            rows[key] = found
+        self.next_ordinal = self.originals = ordinal
 
     def _digest_of(self, row: _Row) -> bytes:
         """`row`'s digest, made from the kept cells of the file when first asked for."""
@@ -281,31 +299,41 @@ class CsvWrites(WriteSession):
             positions = self._positions = {name: i for i, name in enumerate(header)}
         row = self.rows.get(key)
         values: dict[int, str] = {}
-        guard = self._guard
+        guard, starts = self._guard, self._starts
         key_column = self.settings.key_column
         for name, cell in cells.items():
             if cell:
-                if name not in positions:
+                at = positions.get(name)
+                if at is None:
                     header.append(name)
-                    positions[name] = len(header) - 1
+                    at = positions[name] = len(header) - 1
                 if name != key_column:
-                    values[positions[name]] = guard(cell)
+                    # the guard's common answer inline: printable, and an ASCII first
+                    # character that starts no formula (nor a quote before one)
+                    first = cell[:1]
+                    if not (first.isascii() and first not in starts and cell.isprintable()):
+                        cell = guard(cell)
+                    values[at] = cell
             # an empty cell only matters to a row already there (a new row's cells are "")
             elif row is not None and name in positions and name != key_column:
                 values[positions[name]] = cell  # guard("") is ""
-        values[positions[key_column]] = guard(key)
-        digest = _digest(values.get(i, "") for i in self.written)
+        first = key[:1]
+        plain_key = first.isascii() and first not in starts and key.isprintable()
+        values[positions[key_column]] = key if plain_key else guard(key)
         if row is None:
             ordinal = self.next_ordinal
             self.next_ordinal += 1
             new = [""] * len(header)
             for index, cell in values.items():
                 new[index] = cell
+            # the written positions are all within the new row (it is as wide as the header)
+            digest = _digest(self._pick(new))
             self.rows[key] = _Row(ordinal, digest, _stripped(new[self.base :]))
             self._new_rows.append((ordinal, new))
             self._touched.append(key)
             self._batch_changed = True
             return "created"
+        digest = _digest(values.get(i, "") for i in self.written)
         extras = list(row.extras)
         extras += [""] * (len(header) - self.base - len(extras))
         for index, cell in values.items():
@@ -410,11 +438,14 @@ class CsvWrites(WriteSession):
         writer.writerows(writable_rows(self.settings, self._rows_out(header)))
 
     def _rows_out(self, header: list[str]) -> Iterator[list[str]]:
-        yield header
-        yield from self._old_rows()
+        return itertools.chain([header], self._old_rows(), self._new_rows_out())
+
+    def _new_rows_out(self) -> Iterator[list[str]]:
+        deleted, replaced = self.deleted, self.replaced
+        padded = self._padded if self._pads() else _same
         for ordinal, row in self._spilled():
-            if ordinal not in self.deleted:
-                yield self._padded(self.replaced.get(ordinal, row))
+            if ordinal not in deleted:
+                yield padded(replaced.get(ordinal, row))
 
     def _old_rows(self) -> Iterator[list[str]]:
         """The file's rows, read again, with this run's updates and deletes applied."""
@@ -429,21 +460,42 @@ class CsvWrites(WriteSession):
             yield from self._applied(self._kept)
             return
         with CsvFile(self.path, self.settings, follow_links=False) as source:
-            yield from self._applied(row.cells for row in source.rows())
+            yield from self._applied(map(_CELLS, source.rows()))
             if source.cursor != self.cursor:
                 raise self._changed()
 
     def _applied(self, rows: Iterable[list[str]]) -> Iterator[list[str]]:
         """The file's `rows` (in order, from the first) with this run's updates and deletes."""
+        deleted, updates, padded = self.deleted, self.updates, self._padded
+        touched = deleted.union(updates)
+        if not self._pads():  # most rewrites: rows untouched by the run go out as read
+            for ordinal, cells in enumerate(rows):
+                if ordinal in touched:
+                    if ordinal in deleted:
+                        continue
+                    cells = self._updated(cells, *updates[ordinal])
+                yield cells
+            return
         for ordinal, cells in enumerate(rows):
-            if ordinal in self.deleted:
+            if ordinal in deleted:
                 continue
-            if ordinal in self.updates:
-                width, values = self.updates[ordinal]
-                cells = cells + [""] * (width - len(cells))
-                for index, cell in values.items():
-                    cells[index] = cell
-            yield self._padded(cells)
+            if ordinal in updates:
+                cells = self._updated(cells, *updates[ordinal])
+            yield padded(cells)
+
+    @staticmethod
+    def _updated(cells: list[str], width: int, values: dict[int, str]) -> list[str]:
+        cells = cells + [""] * (width - len(cells))
+        for index, cell in values.items():
+            cells[index] = cell
+        return cells
+
+    def _pads(self) -> bool:
+        """Whether :meth:`_padded` can widen a row: the header grew after a batch that
+        changed the file began."""
+        assert self.header is not None
+        width = len(self.header)
+        return any(w != width for w in self.widths)
 
     def _padded(self, row: list[str]) -> list[str]:
         """A row as a table rewritten after every batch would have left it: a row as wide
@@ -460,5 +512,5 @@ class CsvWrites(WriteSession):
         )
 
 
-def _same(cell: str) -> str:
-    return cell
+def _same(value: _T) -> _T:
+    return value

@@ -221,8 +221,11 @@ def test_the_last_change_of_a_record_in_a_batch_wins(
 
 
 def test_ids_are_queried_in_chunks_and_listed_in_python_order(
-    store: StateStore, make_change: Change
+    store: StateStore, make_change: Change, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import connector_core.sync.state
+
+    monkeypatch.setattr(connector_core.sync.state, "_ID_PAGE", 500)  # listed in 3 pages
     ids = [f"{n:05d}" for n in range(1234)] + ["Zoë", "zoe", "Émile", "a b", "_x", "ü"]
     record(store, [make_change(i) for i in ids])
     store.record_batch("other", "csv", "other.yaml", "o" * 64, [make_change("x")])
