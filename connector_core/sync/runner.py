@@ -1136,7 +1136,11 @@ def _identified(page: Page) -> list[Record]:
 
 
 class Loaded(Collection[int]):
-    """A collection loaded on first use (the stored row fingerprints of a job)."""
+    """A collection loaded on first use (the stored row fingerprints of a job).
+
+    Once loaded, ``loaded.__contains__`` looked up on the instance (as an adapter does to
+    test many rows at once, ``map(known.__contains__, marks)``) is the loaded set's own
+    test, in C, not a Python call per row; ``in`` goes through the class, as before."""
 
     def __init__(self, load: Callable[[], Collection[int] | None]) -> None:
         self._load: Callable[[], Collection[int] | None] | None = load
@@ -1145,6 +1149,7 @@ class Loaded(Collection[int]):
     def _get(self) -> Collection[int]:
         if self._load is not None:
             self._values, self._load = self._load() or frozenset(), None
+            vars(self)["__contains__"] = self._values.__contains__
         return self._values
 
     def __contains__(self, value: object) -> bool:

@@ -16,10 +16,13 @@ leading single quote, which reading removes again (see :mod:`connector_csv.diale
 
 from __future__ import annotations
 
+import bisect
 import collections
 import csv
 import hashlib
 import io
+import itertools
+import operator
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -69,6 +72,11 @@ from connector_csv.source import CURSOR_PREFIX, CsvFile, RawRow, file_cursor, fi
 __all__ = ["CsvAdapter", "CsvSettings"]
 
 _STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
+#: Whether an incremental read takes a plain chunk's lines together (:meth:`_Scan._plain`);
+#: the tests compare it with the row by row reading.
+_BULK = True
+_BODY = operator.methodcaller("rstrip", b"\r\n")  # a simple line's row
+_FIRST = operator.itemgetter(slice(0, 1))  # a text's first character ("" for none)
 csv_limit = csv.field_size_limit
 
 
@@ -674,13 +682,19 @@ class _BlockRows:
     holding it is complete, then given to a page as a :class:`Block` (a block whose rows
     all have one) or as loose fingerprints (else: a row with a problem, a repeated key, the
     header's block, the rest of a file after a quoted row). ``start``: the first line after
-    the header; ``blocks``: the blocks cut so far, in order (grows as the file is read)."""
+    the header; ``blocks``: the blocks cut so far, in order (grows as the file is read).
+
+    The rows wait as three lists (lines, ids, fingerprints; an id of None: a row without
+    a fingerprint), so that a block's rows are found by bisection and taken as slices."""
 
     def __init__(self, start: int) -> None:
         self.start = start
         self.blocks: list[CutBlock] = []
         self._next = 0
-        self._rows: collections.deque[tuple[int, str | None, int]] = collections.deque()
+        self._lines: list[int] = []
+        self._ids: list[str | None] = []
+        self._marks: list[int] = []
+        self._at = 0  # the rows before this one are given out
         self._named: set[bytes] = set()
 
     def cut(self, blocks: list[CutBlock]) -> None:
@@ -689,41 +703,63 @@ class _BlockRows:
 
     def add(self, line: int, source_id: str, mark: int) -> None:
         """A row with a fingerprint."""
-        self._rows.append((line, source_id, mark))
+        self._lines.append(line)
+        self._ids.append(source_id)
+        self._marks.append(mark)
+
+    def extend(self, lines: Sequence[int], source_ids: Sequence[str], marks: Sequence[int]) -> None:
+        """Rows with a fingerprint, in order."""
+        assert len(lines) == len(source_ids) == len(marks)
+        self._lines += lines
+        self._ids += source_ids
+        self._marks += marks
 
     def bad(self, line: int) -> None:
         """A row that gets no fingerprint: its block is not kept as a block."""
-        self._rows.append((line, None, 0))
+        self._lines.append(line)
+        self._ids.append(None)
+        self._marks.append(0)
+
+    def _take(self, end: int) -> tuple[list[str | None], list[int]]:
+        """The ids and fingerprints of the waiting rows before line `end`."""
+        stop = bisect.bisect_left(self._lines, end, self._at)
+        ids, marks = self._ids[self._at : stop], self._marks[self._at : stop]
+        self._at = stop
+        return ids, marks
 
     def flush(self, page: Page, upto: int) -> None:
         """Give `page` the blocks that end at or before line `upto` (all lines before it
         are read), and the rows of blocks that cannot be kept."""
-        rows, blocks = self._rows, self.blocks
-        while self._next < len(blocks):
-            first, end, digest, _ = blocks[self._next]
-            whole = bool(digest) and first >= self.start and digest not in self._named
-            if end > upto and whole:
-                return  # rows may follow
-            ids: list[str] = []
-            marks: list[int] = []
-            while rows and rows[0][0] < end:
-                _, source_id, mark = rows.popleft()
-                if source_id is None:
-                    whole = False
+        blocks = self.blocks
+        try:
+            while self._next < len(blocks):
+                first, end, digest, _ = blocks[self._next]
+                whole = bool(digest) and first >= self.start and digest not in self._named
+                if end > upto and whole:
+                    return  # rows may follow
+                ids, marks = self._take(end)
+                if whole and None not in ids:
+                    self._named.add(digest)
+                    page.blocks.append(Block(digest, ids, marks))  # type: ignore[arg-type]
                 else:
-                    ids.append(source_id)
-                    marks.append(mark)
-            if whole:
-                self._named.add(digest)
-                page.blocks.append(Block(digest, ids, marks))
-            else:
-                page.fingerprints.update(zip(ids, marks, strict=True))
-            if end > upto:
-                return
-            self._next += 1
-        if upto >= TAIL:  # rows past every block cut: none, unless the file changed
-            page.fingerprints.update((sid, mark) for _, sid, mark in rows if sid is not None)
-            rows.clear()
+                    _loose(page, ids, marks)
+                if end > upto:
+                    return
+                self._next += 1
+            if upto >= TAIL:  # rows past every block cut: none, unless the file changed
+                _loose(page, *self._take(TAIL + 1))
+        finally:
+            if self._at > 4096 and 2 * self._at > len(self._lines):  # drop what was given
+                del self._lines[: self._at], self._ids[: self._at], self._marks[: self._at]
+                self._at = 0
+
+
+def _loose(page: Page, ids: list[str | None], marks: list[int]) -> None:
+    """Rows' fingerprints given to `page` one by one (a row without one left out)."""
+    if None in ids:
+        page.fingerprints.update((i, m) for i, m in zip(ids, marks, strict=True) if i is not None)
+    else:
+        page.fingerprints.update(zip(ids, marks, strict=True))  # type: ignore[arg-type]
 
 
 class _Scan:
@@ -747,14 +783,132 @@ class _Scan:
         self.track = _BlockRows(start)
         self.taken: Collection[str] = frozenset()  # ids of rows not split (unchanged blocks)
         self.keys: set[str] = set()
-        self.first_lines: dict[str, int] = {}
+        # the first line of each id that two key cells may give (see _MayRepeat)
+        self.first_lines = _MayRepeat(adapter.settings.neutralize_formulas)
         self.pages: list[Page] = []
         self.page = Page([], snapshot=True)
         self.decoded = 0
 
     def lines(self, rows: RowSplitter, line: int) -> bool:
         """Split the rows of `rows` from `line` on; False when a key cell repeats (here or
-        among the ids ``taken``) or too many rows must be decoded."""
+        among the ids ``taken``) or too many rows must be decoded.
+
+        The lines of a plain chunk (:attr:`RowSplitter.plain`: each a whole simple row)
+        are taken together (:meth:`_plain`); the others, and a plain chunk that holds
+        something unusual, row by row (:meth:`_each`)."""
+        source = rows.lines()
+        first: bytes | None = None
+        while True:
+            if first is None:
+                first = next(source, None)
+                if first is None:
+                    return True
+            if rows.plain and _BULK:
+                block = [first]
+                block += rows.rest()
+                first = None
+                done = self._plain(rows, block, line)
+                if done is False:
+                    return False
+                if done is None:  # something unusual: the block row by row
+                    done, _ = self._each(rows, iter(block), line, stop_at_plain=False)
+            else:
+                done, first = self._each(rows, itertools.chain([first], source), line)
+            if done is None:
+                return False
+            line = done
+
+    def _plain(self, rows: RowSplitter, block: list[bytes], line: int) -> int | None:
+        """The lines of a plain chunk, from `line` on, taken together: the unchanged rows'
+        steps are done in C over the whole block (split off the key cell, fingerprint,
+        look up, list), as :meth:`_each` does them one by one, to the same pages; the
+        changed rows are decoded one by one. Returns the next line (a line number is never
+        0), False when a key cell repeats (a row of it or an earlier one), or None (nothing
+        done) when a row is blank or short, or an id repeats once unguarded: :meth:`_each`
+        then takes the block."""
+        n = len(block)
+        index = self.decoder.key[0]
+        settings = self.adapter.settings
+        neutralized = settings.neutralize_formulas
+        bodies = list(map(_BODY, block))
+        split = operator.methodcaller("split", settings.delimiter.encode(rows.encoding), index + 1)
+        try:
+            cells = list(map(operator.itemgetter(index), map(split, bodies)))
+        except IndexError:
+            return None  # a row without its key cell
+        valued = operator.methodcaller("translate", None, rows.blank)
+        # a row whose key cell has an ASCII byte neither blank nor the delimiter has a value
+        if not all(map(valued, cells)) and not all(map(valued, bodies)):
+            return None  # a row that may be blank
+        keys = list(map(operator.methodcaller("decode", rows.encoding, "surrogateescape"), cells))
+        if len(set(keys)) != n or not self.keys.isdisjoint(keys):
+            return False  # a repeated key: its rows are merged, after a first pass
+        taken, first_lines = self.taken, self.first_lines
+        ids = [unneutralize(k) if k[:1] == "'" else k for k in keys] if neutralized else keys
+        if taken and (any(map(taken.__contains__, keys)) or any(map(taken.__contains__, ids))):
+            return False
+        if neutralized and (len(set(ids)) != n or any(map(first_lines.__contains__, ids))):
+            return None  # an id that two key cells give: _each reports the second
+        self.keys.update(keys)
+        # as fingerprint() does; a prepared hash's copy costs half a new one (with `person`)
+        copy, from_bytes = hashlib.blake2b(digest_size=8, person=self.person).copy, int.from_bytes
+        marks = [
+            from_bytes((h := copy()).update(raw) or h.digest(), "little")  # type: ignore[func-returns-value]
+            for raw in block
+        ]
+        # 1: decided at the cursor, unchanged since (listed, not decoded); 0: decoded
+        known = map(self.fingerprints.__contains__, marks)
+        skip = bytes(map(operator.gt, known, map(self.decode.__contains__, ids)))
+        adapter, decoder, track = self.adapter, self.decoder, self.track
+        size = adapter.page_size
+        skip_limit, decode_limit = 20 * size, 50 * size
+        at = 0
+        while at < n:
+            page = self.page
+            if skip[at]:
+                stop = skip.find(0, at)
+                stop = n if stop < 0 else stop
+                stop = min(stop, at + skip_limit - len(page.skipped))
+                listed = ids[at:stop]
+                lines = range(line + at, line + stop)
+                if neutralized and not all(map(str.isalnum, map(_FIRST, listed))):
+                    for source_id, at_line in zip(listed, lines, strict=True):
+                        first_lines[source_id] = at_line  # _MayRepeat keeps those that may
+                page.skipped += listed
+                track.extend(lines, listed, marks[at:stop])
+                at = stop
+                if len(page.skipped) < skip_limit:
+                    continue
+            else:
+                self.decoded += 1
+                if self.decoded > decode_limit:
+                    return False
+                row = line + at
+                body = bodies[at].decode(rows.encoding, "surrogateescape")
+                adapter._add_row(
+                    page,
+                    row,
+                    body.split(settings.delimiter),
+                    None,
+                    marks[at],
+                    decoder,
+                    first_lines,
+                    track,
+                )
+                at += 1
+                if len(page.records) < size and len(page.problems) < size:
+                    continue
+            track.flush(page, line + at)
+            self.pages.append(page)
+            self.page = Page([], snapshot=True)
+        return line + n
+
+    def _each(
+        self, rows: RowSplitter, source: Iterator[bytes], line: int, *, stop_at_plain: bool = True
+    ) -> tuple[int | None, bytes | None]:
+        """The lines of `source` row by row, from `line` on: (the next line, or None when a
+        key cell repeats or too many rows must be decoded; the first line of a plain chunk
+        that came next, or None at the end, when `stop_at_plain`)."""
         adapter, settings = self.adapter, self.adapter.settings
         index = self.decoder.key[0]
         neutralized = settings.neutralize_formulas
@@ -767,9 +921,12 @@ class _Scan:
         copy, from_bytes = prepared.copy, int.from_bytes
         simple, has_value, blank = rows.simple, rows.has_value, rows.blank
         delimiter, encoding = settings.delimiter.encode(rows.encoding), rows.encoding
+        bulk = stop_at_plain and _BULK
         # the splitter's loop, inlined: most rows need no RawRecord, nor a decoded cell
         # but their key; in a chunk of simple lines (rows.plain) none is asked about
-        for physical in rows.lines():
+        for physical in source:
+            if rows.plain and bulk:
+                return line, physical
             body = physical.rstrip(b"\r\n") if rows.plain else simple(physical)
             row: RawRecord | None = None
             if body is not None:
@@ -789,7 +946,7 @@ class _Scan:
                 physical = row.raw
             if key is not None:
                 if key in keys or (taken and (key in taken or unguard(key) in taken)):
-                    return False  # a repeated key: its rows are merged, after a first pass
+                    return None, None  # a repeated key: its rows are merged, after a first pass
                 keys.add(key)
             hashed = copy()  # a prepared hash's copy: half the cost of a new one
             hashed.update(physical)
@@ -800,7 +957,7 @@ class _Scan:
             if known_id is None or known_id in decode or (neutralized and known_id in first_lines):
                 self.decoded += 1
                 if self.decoded > decode_limit:
-                    return False
+                    return None, None
                 row = row or RawRecord(line - 1, physical, None)
                 adapter._add_row(
                     page,
@@ -824,7 +981,7 @@ class _Scan:
             track.flush(page, line)
             self.pages.append(page)
             self.page = Page([], snapshot=True)
-        return True
+        return line, None
 
     def finish(self, cursor: str, unchanged: list[bytes]) -> list[Page]:
         """The pages, the last one with the read's cursor and its unchanged blocks."""

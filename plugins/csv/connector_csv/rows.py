@@ -81,6 +81,7 @@ class RowSplitter:
         #: True while the lines being yielded come from a chunk of simple lines only
         #: (see :meth:`simple`), so a caller may skip asking line by line.
         self.plain = False
+        self._chunk: Iterator[bytes] = iter(())  # the lines of the chunk being yielded
         self._lines = self._physical()
         self._feed = _Feed(self._lines, self.encoding)
         self._reader = csv.reader(self._feed, **reader_options(settings))
@@ -105,7 +106,8 @@ class RowSplitter:
             lines = data.splitlines(keepends=True)
             carry = lines.pop()  # maybe partial, or a "\r" before its "\n"
             self.plain = self._plain(data, len(data) - len(carry), lines)
-            yield from lines
+            self._chunk = iter(lines)
+            yield from self._chunk
         self.plain = False
         if cutter is not None:
             self.blocks += [b._replace(data=b"") for b in cutter.close()]
@@ -135,6 +137,12 @@ class RowSplitter:
         """The physical lines not read yet (for a caller that splits them itself, with
         :meth:`simple`, :meth:`has_value` and :meth:`parsed`)."""
         return self._lines
+
+    def rest(self) -> list[bytes]:
+        """The lines of the chunk being yielded that :meth:`lines` has not yielded yet,
+        taken at once (a caller that handles a plain chunk's lines together: while
+        :attr:`plain` holds, each is a whole simple row)."""
+        return list(self._chunk)
 
     def skip_header(self) -> int:
         """Read past the header (the first row that is not blank); the next line's number."""

@@ -285,3 +285,77 @@ def test_blocks_do_not_depend_on_chunks(
             line = end
     finally:
         rows_module._MARKS, rows_module._BLOCK_MAX = saved
+
+
+def _whole(pages: list[Page]) -> list[tuple[Any, ...]]:
+    """Everything a read's pages hold, in order."""
+    return [
+        (
+            [dict(r) for r in page.records],
+            [str(p) for p in page.problems],
+            page.skipped,
+            page.fingerprints,
+            [(b.digest, b.ids, b.fingerprints) for b in page.blocks],
+            page.unchanged,
+            page.cursor,
+        )
+        for page in pages
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    table=ROWS,
+    crlf=st.booleans(),
+    edits=EDITS,
+    chunk=st.integers(5, 90),
+    neutralize=st.booleans(),
+    page_size=st.integers(1, 4),
+    decode=st.lists(st.sampled_from(["K1", "K2", "K8", "'=1", "=1", "P1"]), max_size=3),
+)
+def test_plain_chunks_taken_together_give_the_pages_of_a_row_by_row_read(
+    table: list[list[str]],
+    crlf: bool,
+    edits: list[tuple[str, int, str]],
+    chunk: int,
+    neutralize: bool,
+    page_size: int,
+    decode: list[str],
+) -> None:
+    """An incremental read takes a plain chunk's lines together (connector_csv.adapter's
+    _BULK): its pages are the very pages of reading the same rows one by one, with rows
+    changed, inserted, deleted, blank, short, quoted, repeated, guarded, asked for again
+    (``decode``), and pages filled within a chunk."""
+    import connector_csv.adapter as adapter_module
+
+    table = [[f"K{n}", *row[1:]] if n % 7 else row for n, row in enumerate(table)]
+    tmp = Path(tempfile.mkdtemp(prefix="bulk-"))
+    saved = rows_module._CHUNK, adapter_module._BULK
+    rows_module._CHUNK = chunk
+    try:
+        path = tmp / "people.csv"
+        path.write_bytes(_written(table, crlf))
+        adapter = CsvAdapter(
+            CsvSettings(path=path, page_size=page_size, neutralize_formulas=neutralize),
+            connection="people",
+        )
+        first = list(adapter.read(known=KnownRows()))
+        marks = frozenset(_known_map(first).values())
+        for action, at, value in edits:
+            where = at % (len(table) + 1)
+            if action == "insert":
+                table.insert(where, [f"N{at}", value])
+            elif table and action == "delete":
+                del table[where % len(table)]
+            elif table:
+                table[where % len(table)][1:] = [value]
+        path.write_bytes(_written(table, crlf))
+        known = KnownRows(marks, frozenset(decode))
+        adapter_module._BULK = False
+        one_by_one = _whole(list(adapter.read(known=known)))
+        adapter_module._BULK = True
+        together = _whole(list(adapter.read(known=known)))
+        assert together == one_by_one
+    finally:
+        rows_module._CHUNK, adapter_module._BULK = saved
+        shutil.rmtree(tmp, ignore_errors=True)
