@@ -1002,3 +1002,21 @@ def test_consent_evidence_no_store_holds_as_text_reaches_the_ledger_intact(
     (entry,) = [e for e in store.ledger_entries(job="north") if e.source_id == "p9"]
     assert entry.consent_basis["local_organizing"]["source"] == odd
     assert store.verify_ledger().ok
+
+
+def test_stored_fingerprints_load_once_and_are_then_tested_by_the_set_itself() -> None:
+    """An adapter testing many rows at once (``map(known.__contains__, marks)``) gets the
+    loaded set's own test; ``in`` and the loading stay as they were."""
+    loads: list[int] = []
+
+    def load() -> frozenset[int]:
+        loads.append(1)
+        return frozenset({1, 2})
+
+    stored = runner.Loaded(load)
+    assert 2 in stored
+    assert 3 not in stored
+    assert len(stored) == 2
+    assert list(map(stored.__contains__, [1, 3])) == [True, False]
+    assert stored.__contains__.__self__ == frozenset({1, 2})  # the set's, not a Python call
+    assert loads == [1]
