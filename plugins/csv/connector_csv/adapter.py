@@ -868,7 +868,7 @@ class _Scan:
             if skip[at]:
                 stop = skip.find(0, at)
                 stop = n if stop < 0 else stop
-                stop = min(stop, at + skip_limit - len(page.skipped))
+                stop = min(stop, at + max(skip_limit - len(page.skipped), 1))
                 listed = ids[at:stop]
                 lines = range(line + at, line + stop)
                 if neutralized and not all(map(str.isalnum, map(_FIRST, listed))):

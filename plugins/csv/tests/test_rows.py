@@ -135,6 +135,18 @@ def _known_map(pages: list[Page], blocks: _Blocks | None = None) -> dict[str, in
     return known
 
 
+def _edit(table: list[list[str]], edits: list[tuple[str, int, str]]) -> None:
+    """Apply `edits` to `table`: insert a row, delete one, or set a row's cells after the key."""
+    for action, at, value in edits:
+        where = at % (len(table) + 1)
+        if action == "insert":
+            table.insert(where, [f"N{at}", value])
+        elif table and action == "delete":
+            del table[where % len(table)]
+        elif table:
+            table[where % len(table)][1:] = [value]
+
+
 EDITS = st.lists(
     st.tuples(st.sampled_from(["edit", "insert", "delete"]), st.integers(0, 60), CELLS),
     max_size=4,
@@ -185,15 +197,7 @@ def test_a_read_given_blocks_lists_what_a_full_read_lists(
         first = list(adapter.read(known=KnownRows()))
         blocks = _Blocks(first)
         marks = frozenset(_known_map(first).values())
-        for action, at, value in edits:
-            where = at % (len(table) + 1)
-            if action == "insert":
-                table.insert(where, [f"N{at}", value])
-            elif table and action == "delete":
-                del table[where % len(table)]
-            elif table:
-                row = table[where % len(table)]
-                row[1:] = [value]
+        _edit(table, edits)
         path.write_bytes(_written(table, crlf))
         full = list(adapter.read(known=KnownRows()))
         again = list(adapter.read(known=KnownRows(marks, frozenset(), blocks)))
@@ -341,14 +345,7 @@ def test_plain_chunks_taken_together_give_the_pages_of_a_row_by_row_read(
         )
         first = list(adapter.read(known=KnownRows()))
         marks = frozenset(_known_map(first).values())
-        for action, at, value in edits:
-            where = at % (len(table) + 1)
-            if action == "insert":
-                table.insert(where, [f"N{at}", value])
-            elif table and action == "delete":
-                del table[where % len(table)]
-            elif table:
-                table[where % len(table)][1:] = [value]
+        _edit(table, edits)
         path.write_bytes(_written(table, crlf))
         known = KnownRows(marks, frozenset(decode))
         adapter_module._BULK = False
