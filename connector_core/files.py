@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -44,6 +46,12 @@ __all__ = [
     "write_output",
 ]
 
+#: A temporary file's name (``.<name>.<12 hex>.tmp``), the target's name as group 1.
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{12}\.tmp", re.DOTALL)
+#: The temporary files found when this process listed a folder to sweep it, by target
+#: name: {(folder, device, inode): {name: [file names]}} (see :func:`_sweep_temporaries`).
+_LEFTOVERS: dict[tuple[str, int, int], dict[str, list[str]]] = {}
+_LEFTOVERS_LOCK = threading.Lock()  # a run's groups write from several threads
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -239,13 +247,22 @@ def replace_file(
     to it stops with :class:`LinkRefused`, a file that is not regular or has another name
     with :class:`NotPlainFile`, and either is left alone. With `sweep` (a caller that holds
     the only right to write `path`, as a job holds its target's lock), the temporary files
-    of `path` that a killed process left are removed once the new version is in place: they
-    hold the rows of a version that never was (people a withdrawal took back since).
+    of `path` that a killed process left are removed: they hold the rows of a version that
+    never was (people a withdrawal took back since). Such a caller's temporary file has
+    one name per target (its random part derived from the name), so a killed write's is
+    removed by name before the next one; the random names of other writes (and of earlier
+    versions) are found by listing the folder, once per process (a template's partners may
+    share a folder of 15,000 files), and removed once the new version is in place.
     """
     path = path.absolute()
     with open_folder(path.parent, shown=path) as folder:
         _refuse_link_at(path, folder)
-        tmp = _create_temporary(path.name, folder)
+        if sweep:
+            tmp = _own_temporary(path.name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)  # a killed write's (the caller alone writes)
+        else:
+            tmp = _create_temporary(path.name, folder)
         try:
             with open(
                 tmp,
@@ -267,17 +284,34 @@ def replace_file(
         if os.name == "posix":
             os.fsync(folder)  # makes the rename itself durable
         if sweep:
-            _sweep_temporaries(path.name, folder)
+            _sweep_temporaries(path, folder)
 
 
-def _sweep_temporaries(name: str, folder: int) -> None:
-    """Remove the ``.<name>.<random>.tmp`` files in `folder` (as :func:`_create_temporary`
-    names them), never following a link."""
-    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
-    for entry in os.listdir(folder):
-        if pattern.fullmatch(entry):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry, dir_fd=folder)
+def _own_temporary(name: str) -> str:
+    """The temporary file of `name` for a writer that alone writes it (see
+    :func:`replace_file`): named as :func:`_create_temporary` names them."""
+    named = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=6)
+    return f".{name}.{named.hexdigest()}.tmp"
+
+
+def _sweep_temporaries(path: Path, folder: int) -> None:
+    """Remove the ``.<name>.<random>.tmp`` files of `path` in `folder` (as
+    :func:`_create_temporary` names them), never following a link. The folder is listed
+    once per process (:data:`_LEFTOVERS`): every target's temporary files it held are
+    kept, to be removed when that target is written (under its lock) here."""
+    status = os.fstat(folder)
+    key = (str(path.parent), status.st_dev, status.st_ino)
+    with _LEFTOVERS_LOCK:
+        found = _LEFTOVERS.get(key)
+        if found is None:
+            found = _LEFTOVERS[key] = {}
+            for entry in os.listdir(folder):
+                if (match := _TEMPORARY.fullmatch(entry)) is not None:
+                    found.setdefault(match[1], []).append(entry)
+        mine = found.pop(path.name, [])
+    for entry in mine:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry, dir_fd=folder)
 
 
 def _refuse_link_at(path: Path, folder: int) -> None:
