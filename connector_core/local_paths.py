@@ -47,6 +47,14 @@ class _Place:
     what: str  # for messages: "connection 'members' (line 27)"
     loc: Loc | None  # where connector.yaml sets it; None for connector.yaml itself
     writes: bool = False  # a written path of a target connection
+    #: what every written path is compared with (:func:`_relation`), found once: a
+    #: template's 15,000 partner targets are each compared with every place
+    real: Path = dataclasses.field(init=False, compare=False)  # every link followed
+    ident: tuple[int, int] | None = dataclasses.field(init=False, compare=False)  # its file
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "real", self.path.resolve())
+        object.__setattr__(self, "ident", _ident(self.path))
 
 
 def path_problems(
@@ -122,10 +130,11 @@ def written_problems(path: Path, places: list[_Place], place: _Place | None = No
             "the connector create the file"
         ]
     problems = []
+    ident = _ident(resolved)
     for other in places:
         if other is place:
             continue
-        relation = _relation(resolved, other.path)
+        relation = _relation(resolved, ident, other)
         if relation:
             problems.append(
                 f"{resolved} {relation} {other.what}, which a job would overwrite; {_FIX}"
@@ -183,19 +192,25 @@ def _line(doc: LocatedDocument, loc: Loc) -> int | None:
     return mark[0] if mark else None
 
 
-def _relation(written: Path, other: Path) -> str | None:
-    real = other.resolve()
-    if written == real or _same_file(written, other):
+def _relation(written: Path, ident: tuple[int, int] | None, other: _Place) -> str | None:
+    """How `written` (whose file is `ident`) stands to `other`: the same path or file
+    (:func:`os.path.samefile`), inside its folder, or a folder holding it; None if apart."""
+    real = other.real
+    if written == real or (ident is not None and ident == other.ident):
         return "is the path of"
-    if real in written.parents:
+    mine, theirs = written.parts, real.parts  # a proper prefix: one of the other's parents
+    if len(theirs) < len(mine) and mine[: len(theirs)] == theirs:
         return "lies inside the folder of"
-    if written in real.parents:
+    if len(mine) < len(theirs) and theirs[: len(mine)] == mine:
         return "is a folder holding the path of"
     return None
 
 
-def _same_file(one: Path, other: Path) -> bool:
+def _ident(path: Path) -> tuple[int, int] | None:
+    """The file at `path`, every link followed, as :func:`os.path.samefile` compares files
+    (None when there is none)."""
     try:
-        return os.path.samefile(one, other)
-    except OSError:
-        return False
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_dev, status.st_ino

@@ -126,3 +126,39 @@ def test_only_written_paths_of_targets_must_not_be_links(folder: Path) -> None:
         assert problems(folder, "out/north.csv", template="template-link.csv") == []
     finally:
         link.unlink()
+
+
+PIECES = st.lists(st.sampled_from(["a", "b", "c.csv", "..", ".", "link"]), min_size=1, max_size=4)
+
+
+@given(written=PIECES, other=PIECES)
+def test_a_written_path_stands_to_a_place_as_pathlib_and_samefile_say(
+    tmp_path_factory: pytest.TempPathFactory, written: list[str], other: list[str]
+) -> None:
+    """The places' facts found once (a template's 15,000 partners are each compared with
+    every place) decide as the path comparisons made anew for each pair did: equal paths
+    or the same file, a parent, or a child; links, missing files and `..` included."""
+    from connector_core.local_paths import _ident, _Place, _relation
+
+    root = tmp_path_factory.getbasetemp() / "relations"
+    if not root.exists():
+        (root / "a" / "b").mkdir(parents=True)
+        (root / "a" / "c.csv").write_text("x")
+        (root / "a" / "b" / "c.csv").write_text("x")
+        (root / "link").symlink_to(root / "a")
+    mine = Path(os.path.normpath(root.joinpath(*written)))
+    place = _Place(root.joinpath(*other), "a place", None)
+    real = place.path.resolve()
+    try:
+        same = os.path.samefile(mine, place.path)
+    except OSError:
+        same = False
+    if mine == real or same:
+        expected: str | None = "is the path of"
+    elif real in mine.parents:
+        expected = "lies inside the folder of"
+    elif mine in real.parents:
+        expected = "is a folder holding the path of"
+    else:
+        expected = None
+    assert _relation(mine, _ident(mine), place) == expected
