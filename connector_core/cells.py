@@ -57,7 +57,6 @@ _ALSO_STARTS = frozenset("\u2212")  # MINUS SIGN: no NFKC form of '-', yet parse
 #: A printable cell (``str.isprintable``) whose first character is ASCII and not one of these
 #: is its own :func:`neutralize`: writers that guard many cells test that inline.
 FORMULA_ASCII_STARTS = frozenset(" '=+-@")
-_ASCII_STARTS = FORMULA_ASCII_STARTS
 _RAW_STARTS = frozenset("\t\r")  # formula starts in their own right (OWASP), kept as before
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PHONE = re.compile(r"\+[0-9][0-9 ()./-]*")
@@ -101,7 +100,7 @@ def neutralize(cell: str, *, plain_phones: bool = False) -> str:
         The cell to write; :func:`unneutralize` gives back `cell` without its controls.
     """
     first = cell[:1]
-    if first.isascii() and first not in _ASCII_STARTS and cell.isprintable():
+    if first.isascii() and first not in FORMULA_ASCII_STARTS and cell.isprintable():
         return cell  # no control character, and no formula or quote starts it
     cell = strip_controls(cell)
     if not _runs_as_formula(cell.lstrip("'")) or _NUMBER.fullmatch(cell):

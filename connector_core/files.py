@@ -287,11 +287,17 @@ def replace_file(
             _sweep_temporaries(path, folder)
 
 
+def _temporary(name: str, part: str) -> str:
+    """A temporary file's name for `name`, with `part` (12 hex digits): what
+    :data:`_TEMPORARY` matches."""
+    return f".{name}.{part}.tmp"
+
+
 def _own_temporary(name: str) -> str:
     """The temporary file of `name` for a writer that alone writes it (see
     :func:`replace_file`): named as :func:`_create_temporary` names them."""
     named = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=6)
-    return f".{name}.{named.hexdigest()}.tmp"
+    return _temporary(name, named.hexdigest())
 
 
 def _sweep_temporaries(path: Path, folder: int) -> None:
@@ -327,7 +333,7 @@ def _refuse_link_at(path: Path, folder: int) -> None:
 
 def _create_temporary(name: str, folder: int) -> str:
     for _ in range(100):
-        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+        tmp = _temporary(name, os.urandom(6).hex())
         try:
             os.stat(tmp, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:

@@ -34,7 +34,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, ClassVar, TypeVar
+from typing import IO, ClassVar
 
 from connector_core.adapters import Change, WriteResult, WriteSession
 from connector_core.cells import FORMULA_ASCII_STARTS, neutralize, strip_controls, unneutralize
@@ -52,7 +52,6 @@ _SPOOL_IN_MEMORY = 1 << 20
 #: A target file this small is read whole and its rows kept until the commit (a group of
 #: 256 jobs holds them all at once: at most ~8 MB of files, a few times that as rows).
 _KEEP_IN_MEMORY = 32 << 10
-_T = TypeVar("_T")
 #: A RawRow's cells.
 _CELLS = operator.itemgetter(1)
 #: Renders a change's record as cells by column name; raises RenderError.
@@ -198,10 +197,9 @@ class CsvWrites(WriteSession):
         assert self.header is not None
         key_at = self.header.index(self.settings.key_column)
         rows, repeats, kept, base = self.rows, self.repeats, self._kept, self.base
-        unguard = self._unguard
-        # a target's every row passes here when a run changes it: the row's steps inline
-        # (_view_digest's common case, _stripped's, unneutralize's test), every name local
-        written, pick, last = self.written, self._pick, self.written[-1]
+        unguard, view = self._unguard, self._view_digest
+        # a target's every row passes here when a run changes it: every name local,
+        # _stripped's and unneutralize's common answers inline
         ordinal = self.next_ordinal
         for line, cells, error in source.rows():
             if error is not None:
@@ -219,12 +217,7 @@ class CsvWrites(WriteSession):
             if not key.strip():
                 continue
             # a kept row's digest is made when a write first compares it (few are written)
-            if kept is not None:
-                digest = None
-            elif width > last:
-                digest = _digest(pick(cells))
-            else:
-                digest = _digest(cells[i] if i < width else "" for i in written)
+            digest = None if kept is not None else view(cells)
             found = _Row(ordinal - 1, digest, () if width <= base else _stripped(cells[base:]))
             if key in rows:
                 repeats.setdefault(key, []).append(found)
@@ -317,9 +310,7 @@ class CsvWrites(WriteSession):
             # an empty cell only matters to a row already there (a new row's cells are "")
             elif row is not None and name in positions and name != key_column:
                 values[positions[name]] = cell  # guard("") is ""
-        first = key[:1]
-        plain_key = first.isascii() and first not in starts and key.isprintable()
-        values[positions[key_column]] = key if plain_key else guard(key)
+        values[positions[key_column]] = guard(key)
         if row is None:
             ordinal = self.next_ordinal
             self.next_ordinal += 1
@@ -442,10 +433,11 @@ class CsvWrites(WriteSession):
 
     def _new_rows_out(self) -> Iterator[list[str]]:
         deleted, replaced = self.deleted, self.replaced
-        padded = self._padded if self._pads() else _same
+        padded = self._padded if self._pads() else None
         for ordinal, row in self._spilled():
             if ordinal not in deleted:
-                yield padded(replaced.get(ordinal, row))
+                row = replaced.get(ordinal, row)
+                yield row if padded is None else padded(row)
 
     def _old_rows(self) -> Iterator[list[str]]:
         """The file's rows, read again, with this run's updates and deletes applied."""
@@ -466,22 +458,16 @@ class CsvWrites(WriteSession):
 
     def _applied(self, rows: Iterable[list[str]]) -> Iterator[list[str]]:
         """The file's `rows` (in order, from the first) with this run's updates and deletes."""
-        deleted, updates, padded = self.deleted, self.updates, self._padded
+        deleted, updates = self.deleted, self.updates
         touched = deleted.union(updates)
-        if not self._pads():  # most rewrites: rows untouched by the run go out as read
-            for ordinal, cells in enumerate(rows):
-                if ordinal in touched:
-                    if ordinal in deleted:
-                        continue
-                    cells = self._updated(cells, *updates[ordinal])
-                yield cells
-            return
+        # most rewrites widen no row: the rows untouched by the run go out as read
+        padded = self._padded if self._pads() else None
         for ordinal, cells in enumerate(rows):
-            if ordinal in deleted:
-                continue
-            if ordinal in updates:
+            if ordinal in touched:
+                if ordinal in deleted:
+                    continue
                 cells = self._updated(cells, *updates[ordinal])
-            yield padded(cells)
+            yield cells if padded is None else padded(cells)
 
     @staticmethod
     def _updated(cells: list[str], width: int, values: dict[int, str]) -> list[str]:
@@ -512,5 +498,5 @@ class CsvWrites(WriteSession):
         )
 
 
-def _same(value: _T) -> _T:
-    return value
+def _same(cell: str) -> str:
+    return cell
