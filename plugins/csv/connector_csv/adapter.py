@@ -788,6 +788,10 @@ class _Scan:
         self.pages: list[Page] = []
         self.page = Page([], snapshot=True)
         self.decoded = 0
+        # a page holds `size` records (or problems) or 20 times as many skipped ids; a scan
+        # that must decode more than 50 pages' rows gives up (the two passes do it streamed)
+        self.size = adapter.page_size
+        self.skip_limit, self.decode_limit = 20 * self.size, 50 * self.size
 
     def lines(self, rows: RowSplitter, line: int) -> bool:
         """Split the rows of `rows` from `line` on; False when a key cell repeats (here or
@@ -860,8 +864,7 @@ class _Scan:
         known = map(self.fingerprints.__contains__, marks)
         skip = bytes(map(operator.gt, known, map(self.decode.__contains__, ids)))
         adapter, decoder, track = self.adapter, self.decoder, self.track
-        size = adapter.page_size
-        skip_limit, decode_limit = 20 * size, 50 * size
+        size, skip_limit, decode_limit = self.size, self.skip_limit, self.decode_limit
         at = 0
         while at < n:
             page = self.page
@@ -913,8 +916,7 @@ class _Scan:
         index = self.decoder.key[0]
         neutralized = settings.neutralize_formulas
         unguard = unneutralize if neutralized else str
-        size = adapter.page_size
-        skip_limit, decode_limit = 20 * size, 50 * size
+        size, skip_limit, decode_limit = self.size, self.skip_limit, self.decode_limit
         fingerprints, decode, keys, taken = self.fingerprints, self.decode, self.keys, self.taken
         first_lines, track = self.first_lines, self.track
         prepared = hashlib.blake2b(digest_size=8, person=self.person)  # as fingerprint() does
