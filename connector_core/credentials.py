@@ -20,6 +20,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any, Protocol
 
 if sys.platform != "darwin":
@@ -29,8 +30,6 @@ if sys.platform != "darwin":
     # backend is chosen.
     sys.modules.setdefault("keyring.backends.macOS.api", None)  # type: ignore[arg-type]
 
-import keyring
-import keyring.errors
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from connector_core import scrub
@@ -278,9 +277,34 @@ def _describe(ref: SecretRef) -> str:
     return f"secret {ref.secret!r}" if ref.secret else f"environment variable {ref.env}"
 
 
-def _keyring_call(action: str, func: Any, *args: str) -> Any:
+#: keyring's backend that holds nothing (`get_password` answers None, set and delete do nothing).
+NULL_BACKEND = "keyring.backends.null.Keyring"
+
+
+def _keyring() -> ModuleType:
+    """The keyring package, imported on first use: with what it loads (importlib_metadata,
+    jaraco, urllib, email...) 0.03-0.05 s of a command's start, which a command reading only
+    `{env: ...}` secrets, or a keyring named null (:func:`_holds_nothing`), never needs."""
+    import keyring
+    import keyring.errors
+
+    return keyring
+
+
+def _holds_nothing() -> bool:
+    """Whether a keyring read can only answer None without loading keyring: the environment
+    names keyring's null backend (``PYTHON_KEYRING_BACKEND``, which keyring itself consults
+    before its config file and its detection) and keyring is not loaded yet (once it is, a
+    backend set in the process with ``keyring.set_keyring`` comes first, so it is asked)."""
+    return "keyring" not in sys.modules and os.environ.get("PYTHON_KEYRING_BACKEND") == NULL_BACKEND
+
+
+def _keyring_call(action: str, name: str, *args: str) -> Any:
+    """Call keyring's function `name` (get_password, set_password...) with `args`; its
+    failures as a ConfigError that names the action, never a value."""
+    keyring = _keyring()
     try:
-        return func(*args)
+        return getattr(keyring, name)(*args)
     except keyring.errors.NoKeyringError:
         raise ConfigError(
             f"cannot {action}: this machine has no keyring backend",
@@ -301,16 +325,17 @@ def _keyring_call(action: str, func: Any, *args: str) -> Any:
 
 def get_secret(network: str, connection: str, key: str) -> str | None:
     """Read a network's secret from the keyring; None when absent."""
-    value: str | None = _keyring_call(
-        "read the keyring", keyring.get_password, service_name(network, connection), check_key(key)
-    )
-    return value
+    return _read(service_name(network, connection), check_key(key))
 
 
 def _legacy_secret(connection: str, key: str) -> str | None:
-    value: str | None = _keyring_call(
-        "read the keyring", keyring.get_password, legacy_service_name(connection), check_key(key)
-    )
+    return _read(legacy_service_name(connection), check_key(key))
+
+
+def _read(service: str, key: str) -> str | None:
+    if _holds_nothing():
+        return None
+    value: str | None = _keyring_call("read the keyring", "get_password", service, key)
     return value
 
 
@@ -322,7 +347,7 @@ def set_secret(network: str, connection: str, key: str, value: str) -> None:
     scrub.remember(value)
     _keyring_call(
         "write to the keyring",
-        keyring.set_password,
+        "set_password",
         service_name(network, connection),
         check_key(key),
         value,
@@ -334,8 +359,8 @@ def delete_secret(network: str, connection: str, key: str, *, legacy: bool = Fal
     there was none."""
     service = legacy_service_name(connection) if legacy else service_name(network, connection)
     try:
-        _keyring_call("delete from the keyring", keyring.delete_password, service, check_key(key))
-    except keyring.errors.PasswordDeleteError:
+        _keyring_call("delete from the keyring", "delete_password", service, check_key(key))
+    except _keyring().errors.PasswordDeleteError:
         return False
     return True
 
@@ -357,7 +382,7 @@ def backend_stores_in_clear() -> str | None:
     """The keyring backend's name when it keeps secrets readable in a plain file (keyrings.alt's
     PlaintextKeyring, which a headless machine falls back to); else None."""
     try:
-        backend = keyring.get_keyring()
+        backend = _keyring().get_keyring()
     except Exception:  # a broken backend is reported where it is used
         return None
     for candidate in getattr(backend, "backends", None) or [backend]:  # a ChainerBackend

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from keyrings.alt.file import PlaintextKeyring
 
 import connector_core.cli
 from connector_core import hookimpl
@@ -27,6 +28,13 @@ from connector_core.cli.app import COMMANDS
 from connector_core.cli.commands import SCHEMA_COMMANDS
 from connector_core.cli.lazy import LazyGroup, load
 from connector_core.cli.sync import SYNC_COMMANDS
+from connector_core.credentials import (
+    NETWORK,
+    NULL_BACKEND,
+    get_secret,
+    service_name,
+    set_secret,
+)
 from connector_core.plugins import make_plugin_manager, register_builtin
 from tests.integration.test_cli import run
 
@@ -219,6 +227,54 @@ def test_an_unchanged_run_on_sqlite_loads_only_what_it_uses(
     assert "connector_core.sync.state" in modules
     assert not {m for m in modules if m.startswith("sqlalchemy.dialects.postgresql")}
     assert "connector_core.policy.policytest" not in modules  # `connector policy test`'s
+
+
+def test_a_keyring_named_null_is_never_loaded_and_any_other_is_read(
+    demo: Path, monkeypatch: pytest.MonkeyPatch, file_keyring: PlaintextKeyring
+) -> None:
+    """keyring (and what it loads: 0.03-0.05 s) is imported when a secret is read from it. A
+    keyring the environment names null could only answer None: a run then reads its ledger
+    key from the variable without loading keyring, and does exactly what it did before."""
+    monkeypatch.setenv("CONNECTOR_DEMO_HASH_KEY", "demo-hash-key-for-tests")
+    first = _run_probe(demo)  # the tests' file keyring: the ledger key generated into it
+    assert first == [0, True]
+    key = file_keyring.get_password(service_name("Demo Climate Network", NETWORK), "ledger_key")
+    assert key
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", NULL_BACKEND)
+    monkeypatch.setenv("CONNECTOR_SECRET_NETWORK_LEDGER_KEY", key)
+    assert _run_probe(demo) == [0, False]  # the same ledger, its key from the variable
+    monkeypatch.setenv("CONNECTOR_SECRET_NETWORK_LEDGER_KEY", "not the key of this ledger")
+    assert _run_probe(demo)[0] == 3  # a wrong key is still refused: the null keyring is empty
+
+
+def _run_probe(cwd: Path) -> list[object]:
+    """`connector run organizers-north` in a fresh interpreter: its exit status, and whether
+    it imported keyring."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        from connector_core.cli import main
+        try:
+            main(["run", "organizers-north"])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        print(json.dumps([code, "keyring" in sys.modules]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    return list(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_keyring_set_in_the_process_is_read_even_if_the_environment_names_null(
+    monkeypatch: pytest.MonkeyPatch, file_keyring: PlaintextKeyring
+) -> None:
+    """Once keyring is loaded, the backend set in the process comes first, as in keyring."""
+    set_secret("Net", "crm", "api_key", "a-secret-value-of-crm")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", NULL_BACKEND)
+    assert get_secret("Net", "crm", "api_key") == "a-secret-value-of-crm"
 
 
 def _backend_chosen(home: Path, *imports: str) -> list[str]:
