@@ -93,24 +93,34 @@ def known_places(
     return places
 
 
-def target_problems(settings: AdapterSettings, places: list[_Place]) -> list[tuple[str, str]]:
+def target_problems(
+    settings: AdapterSettings, places: list[_Place], plain: set[str] | None = None
+) -> list[tuple[str, str]]:
     """(setting, why) for each path a target connection with `settings` would write that
-    :func:`written_problems` refuses: for the targets connector.yaml does not write out."""
+    :func:`written_problems` refuses: for the targets connector.yaml does not write out.
+    `plain`: as :func:`~connector_core.files.first_link` takes it, shared by the calls of
+    one load."""
     written = type(settings).written_paths
     return [
         (key, message)
         for key, path in sorted(settings.local_paths().items())
         if key in written
-        for message in written_problems(path, places)
+        for message in written_problems(path, places, plain=plain)
     ]
 
 
-def written_problems(path: Path, places: list[_Place], place: _Place | None = None) -> list[str]:
+def written_problems(
+    path: Path,
+    places: list[_Place],
+    place: _Place | None = None,
+    plain: set[str] | None = None,
+) -> list[str]:
     """Why a target may not write `path` (a link, not a plain file, the place of one of
     `places` but `place`, its own), each saying the fix; none when it may. For targets
     that connector.yaml does not write out (a partner's, from its registry row; an
-    approved share request's delivery), which their callers locate."""
-    link = first_link(path)
+    approved share request's delivery), which their callers locate. `plain`: see
+    :func:`~connector_core.files.first_link`."""
+    link = first_link(path, plain)
     if link is not None:
         how = "is" if link == path else f"passes through {link}, which is"
         return [

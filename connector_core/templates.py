@@ -109,12 +109,13 @@ def _own_places(
     each partner's: never a link, nor a source's, another connection's or the connector's
     own file (the anchors file, the state store, connector.yaml...), said at its row."""
     places = known_places(doc, settings, model)
+    plain: set[str] = set()  # the folders on the way to the targets, each looked at once
     return [
         partner.row.cells["name"].problem(
             f"partner {partner.row.name!r}: its target's {key}: {message}"
         )
         for partner in expanded.values()
-        for key, message in target_problems(partner.settings, places)
+        for key, message in target_problems(partner.settings, places, plain)
     ]
 
 

@@ -165,26 +165,50 @@ def test_a_written_path_stands_to_a_place_as_pathlib_and_samefile_say(
     assert _relation(mine, _ident(mine), place) == expected
 
 
-@given(pieces=PIECES)
+@given(paths=st.lists(PIECES, min_size=1, max_size=5))
 def test_the_first_link_on_a_path_is_found_as_a_walk_of_paths_finds_it(
-    tmp_path_factory: pytest.TempPathFactory, pieces: list[str]
+    tmp_path_factory: pytest.TempPathFactory, paths: list[list[str]]
 ) -> None:
-    """first_link joins the parts as text (15,000 targets are checked at load): it names
-    the same part as walking the path's parents as Path objects does."""
+    """first_link joins the parts as text and, given the set of parts found plain by the
+    calls before (15,000 targets are checked at load), looks at each of those once: it
+    names the same part as walking each path's parents as Path objects does."""
     from connector_core.files import first_link
 
     root = tmp_path_factory.mktemp("links")
     (root / "a" / "b").mkdir(parents=True)
     (root / "link").symlink_to(root / "a")
-    path = root.joinpath(*pieces)
-    expected = None
-    current = Path(path.anchor)
-    for part in path.parts[1:]:
-        current = current / part
-        try:
-            if stat.S_ISLNK(os.lstat(current).st_mode):
-                expected = current
+    plain: set[str] = set()
+    for pieces in paths:
+        path = root.joinpath(*pieces)
+        expected = None
+        current = Path(path.anchor)
+        for part in path.parts[1:]:
+            current = current / part
+            try:
+                if stat.S_ISLNK(os.lstat(current).st_mode):
+                    expected = current
+                    break
+            except (FileNotFoundError, NotADirectoryError):
                 break
-        except (FileNotFoundError, NotADirectoryError):
-            break
-    assert first_link(path) == expected
+        assert first_link(path) == expected
+        assert first_link(path, plain) == expected
+        assert all(not os.path.islink(part) and os.path.lexists(part) for part in plain)
+
+
+def test_a_load_of_many_partners_looks_at_their_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts shared by the targets of a template's partners are looked at once per
+    load, not once per partner."""
+    from connector_core.files import first_link
+
+    out = tmp_path / "out"
+    out.mkdir()
+    looked: list[str] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: looked.append(str(p)) or real_lstat(p))
+    plain: set[str] = set()
+    for n in range(50):
+        assert first_link(out / f"p{n}.csv", plain) is None
+    assert looked.count(str(out)) == 1
+    assert len(looked) == len(out.parts) - 1 + 50  # each part of the folder once, each file
