@@ -10,7 +10,7 @@ import abc
 import dataclasses
 import enum
 import os
-from collections.abc import Collection, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -105,9 +105,15 @@ class AdapterSettings(BaseModel):
         (``file:/real/path``); a remote adapter returns where it writes, e.g.
         ``"webdav:" + remote_place(file_url)``. Empty: only the connection's name tells.
         """
+        return self.written_places(os.path.realpath)
+
+    def written_places(self, real: Callable[[Path], str]) -> frozenset[str]:
+        """The default :meth:`target_identity`: each written path resolved by `real`
+        (:func:`os.path.realpath`, or a :class:`~connector_core.files.RealPaths` shared by
+        the partners of one load)."""
         paths = self.local_paths()
         written = (paths[key] for key in sorted(type(self).written_paths) if key in paths)
-        return frozenset(f"file:{os.path.realpath(path)}" for path in written)
+        return frozenset(f"file:{real(path)}" for path in written)
 
     def extra_fields(self) -> frozenset[str]:
         """The ``extra.<adapter>.<name>`` fields these settings map outside the connection's

@@ -28,6 +28,7 @@ from connector_core.config import (
     PartnerTemplateConfig,
 )
 from connector_core.errors import ConfigValidationError, Problem
+from connector_core.files import RealPaths
 from connector_core.local_paths import known_places, target_problems
 from connector_core.partners import (
     PartnerRow,
@@ -211,6 +212,13 @@ def _template_problems(
     return problems
 
 
+def _identity(values: AdapterSettings, real: RealPaths) -> frozenset[str]:
+    """``values.target_identity()``; the default one with `real` resolving its paths."""
+    if type(values).target_identity is AdapterSettings.target_identity:
+        return values.written_places(real)
+    return values.target_identity()
+
+
 def _shared_places(
     expanded: Mapping[str, PartnerJob],
     settings: dict[str, AdapterSettings],
@@ -222,11 +230,12 @@ def _shared_places(
     for name, values in settings.items():
         places.update(dict.fromkeys(values.target_identity(), name))
     problems = []
+    real = RealPaths()  # the partners' folders resolved once
     for name, partner in expanded.items():
         values = settings[name] = partner.settings
         if Capability.PER_JOB_RECORDS in adapters[partner.connection.adapter].capabilities:
             continue
-        for place in sorted(values.target_identity()):
+        for place in sorted(_identity(values, real)):
             other = places.setdefault(place, name)
             if other != name:
                 problems.append(

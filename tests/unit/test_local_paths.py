@@ -130,6 +130,11 @@ def test_only_written_paths_of_targets_must_not_be_links(folder: Path) -> None:
 
 
 PIECES = st.lists(st.sampled_from(["a", "b", "c.csv", "..", ".", "link"]), min_size=1, max_size=4)
+REAL_PIECES = st.lists(
+    st.sampled_from(["a", "b", "f.csv", "g.csv", "..", ".", "", "link", "to-file", "up", "loop1"]),
+    min_size=1,
+    max_size=5,
+)
 
 
 @given(written=PIECES, other=PIECES)
@@ -193,6 +198,30 @@ def test_the_first_link_on_a_path_is_found_as_a_walk_of_paths_finds_it(
         assert first_link(path) == expected
         assert first_link(path, plain) == expected
         assert all(not os.path.islink(part) and os.path.lexists(part) for part in plain)
+
+
+@given(paths=st.lists(REAL_PIECES, min_size=1, max_size=6))
+def test_real_paths_resolve_as_realpath_does(
+    tmp_path_factory: pytest.TempPathFactory, paths: list[list[str]]
+) -> None:
+    """RealPaths (a load's partners' folders resolved once) gives, path after path, what
+    os.path.realpath gives: through links to folders and files, loops, missing parts,
+    files taken for folders, ``..`` and ``.``."""
+    from connector_core.files import RealPaths
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "f.csv").write_text("x")
+    (root / "link").symlink_to(root / "a")
+    (root / "a" / "to-file").symlink_to(root / "a" / "f.csv")
+    (root / "a" / "up").symlink_to("..")
+    (root / "loop1").symlink_to(root / "loop2")
+    (root / "loop2").symlink_to(root / "loop1")
+    real = RealPaths()
+    for pieces in paths:
+        text = os.path.join(str(root), *pieces)
+        assert real(text) == os.path.realpath(text), text
+        assert real(Path(text)) == os.path.realpath(text), text
 
 
 def test_a_load_of_many_partners_looks_at_their_folder_once(
