@@ -340,18 +340,25 @@ def _read(service: str, key: str) -> str | None:
 
 
 def set_secret(network: str, connection: str, key: str, value: str) -> None:
-    """Store a network's secret in the keyring."""
+    """Store a network's secret in the keyring, and read it back: a backend that keeps
+    nothing (keyring's null backend) or not what it was given raises ConfigError, so that
+    nothing relies on a secret that is not there (a generated ledger key would be lost with
+    the first ledger row written with it)."""
     if not value:
         raise ConfigError("refusing to store an empty secret", hint="Type or pipe the value.")
     check_value(value, connection, key)
     scrub.remember(value)
-    _keyring_call(
-        "write to the keyring",
-        "set_password",
-        service_name(network, connection),
-        check_key(key),
-        value,
-    )
+    service = service_name(network, connection)
+    _keyring_call("write to the keyring", "set_password", service, check_key(key), value)
+    if _keyring_call("read the keyring", "get_password", service, key) != value:
+        backend = type(_keyring().get_keyring())
+        raise ConfigError(
+            f"the keyring backend {backend.__module__}.{backend.__qualname__} did not keep "
+            f"{key} for {connection}",
+            hint="Use a keyring that keeps secrets (the desktop's: Secret Service, KWallet, "
+            f"macOS Keychain), or give the secret through {env_var_name(connection, key)} in "
+            "the jobs' environment.",
+        )
 
 
 def delete_secret(network: str, connection: str, key: str, *, legacy: bool = False) -> bool:

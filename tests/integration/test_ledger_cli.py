@@ -11,6 +11,7 @@ import keyring
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from keyring.backends import null
 
 from connector_core.credentials import service_name
 from connector_core.sync import ledger
@@ -69,6 +70,52 @@ def test_the_first_run_generates_a_ledger_key_into_the_keyring(
             bytes.fromhex(digest),
         )
         assert key not in repr(db.execute("SELECT * FROM ledger_head").fetchall())
+
+
+@pytest.mark.parametrize("kept", ["nothing", "another value"])
+def test_a_keyring_that_does_not_keep_the_generated_key_stops_the_first_run(
+    runner: CliRunner, demo: Path, kept: str
+) -> None:
+    """A ledger key generated into a keyring that keeps nothing (keyring's null backend) or
+    not what it was given would write a ledger whose key is lost at once: every later run
+    refused, the ledger never verified. The store is read back first: the run stops before
+    anything is written, saying where the key can live instead."""
+    previous = keyring.get_keyring()
+    keyring.set_keyring(null.Keyring() if kept == "nothing" else _Mangling())
+    try:
+        first = run(runner, "run", "--all", cwd=demo, env=ENV)
+        stored = run(
+            runner,
+            "credentials",
+            "set",
+            "network",
+            "ledger_key",
+            "--force",
+            cwd=demo,
+            input="a-ledger-key-typed-in-by-the-admin",
+        )
+    finally:
+        keyring.set_keyring(previous)
+    assert first.exit_code != 0
+    assert "did not keep" in first.stderr
+    assert KEY_ENV in first.stderr
+    assert "generated a ledger key" not in first.output
+    assert "Traceback" not in first.output
+    with sqlite3.connect(demo / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM ledger").fetchone() == (0,)
+    assert stored.exit_code != 0
+    assert "did not keep" in stored.stderr
+    assert "a-ledger-key-typed-in-by-the-admin" not in stored.output
+
+
+class _Mangling(null.Keyring):
+    """A backend that keeps something else than it is given."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.kept = password[::-1]
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return getattr(self, "kept", None)
 
 
 def test_a_lost_key_is_never_replaced_on_a_keyed_ledger(runner: CliRunner, demo: Path) -> None:
