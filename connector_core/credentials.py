@@ -385,6 +385,18 @@ def migrate_secret(network: str, connection: str, key: str) -> bool:
     return True
 
 
+def keyring_keeps_nothing() -> bool:
+    """Whether the keyring in use is keyring's null backend, which keeps no secret: then a
+    secret can only come from a variable (a ledger key cannot be generated into it)."""
+    if _holds_nothing():
+        return True
+    try:
+        backend = _keyring().get_keyring()
+    except Exception:  # a broken backend is reported where it is used
+        return False
+    return f"{type(backend).__module__}.{type(backend).__qualname__}" == NULL_BACKEND
+
+
 def backend_stores_in_clear() -> str | None:
     """The keyring backend's name when it keeps secrets readable in a plain file (keyrings.alt's
     PlaintextKeyring, which a headless machine falls back to); else None."""

@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from connector_core.cli.app import App, emit_json
 from connector_core.cli.ledger import against_anchors
 from connector_core.cli.policy import PolicyEnv
-from connector_core.credentials import backend_stores_in_clear, secret_refs
+from connector_core.credentials import (
+    NETWORK,
+    backend_stores_in_clear,
+    env_var_name,
+    keyring_keeps_nothing,
+    secret_refs,
+)
 from connector_core.errors import ConfigValidationError, ConnectorError, ExitCode, SecretMissing
 from connector_core.sync.database import display_url
 from connector_core.sync.job import LoadedJob, load_job
@@ -183,6 +189,13 @@ def check_ledger_key(app: App) -> Iterator[Finding]:
             return
         if keyed or ref.secret is None:
             yield Finding("ledger key", False, str(err), err.hint, ExitCode.CONFIG)
+        elif keyring_keeps_nothing():
+            message = f"{err}, and the keyring backend keeps nothing: the first run cannot "
+            message += "generate one into it"
+            hint = f"Export {env_var_name(NETWORK, ref.secret)} (a long random value, e.g. "
+            hint += "`openssl rand -hex 32`; back it up) in the jobs' environment, or use a "
+            hint += "keyring that keeps secrets."
+            yield Finding("ledger key", False, message, hint, ExitCode.CONFIG)
         else:
             yield Finding(
                 "ledger key",

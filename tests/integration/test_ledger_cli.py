@@ -83,6 +83,7 @@ def test_a_keyring_that_does_not_keep_the_generated_key_stops_the_first_run(
     previous = keyring.get_keyring()
     keyring.set_keyring(null.Keyring() if kept == "nothing" else _Mangling())
     try:
+        doctor = run(runner, "doctor", cwd=demo, env=ENV)
         first = run(runner, "run", "--all", cwd=demo, env=ENV)
         stored = run(
             runner,
@@ -96,6 +97,11 @@ def test_a_keyring_that_does_not_keep_the_generated_key_stops_the_first_run(
         )
     finally:
         keyring.set_keyring(previous)
+    if kept == "nothing":  # the doctor says so before any run (a mangling one it cannot tell)
+        assert doctor.exit_code == 3, doctor.output
+        assert "FAIL ledger key" in doctor.stdout
+        assert "keyring backend keeps nothing" in doctor.stdout
+        assert KEY_ENV in doctor.stdout
     assert first.exit_code != 0
     assert "did not keep" in first.stderr
     assert KEY_ENV in first.stderr
