@@ -6,11 +6,12 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import keyring
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from keyring.backends import null
 
 from connector_core.credentials import service_name
@@ -26,6 +27,11 @@ NETWORK_SERVICE = service_name("Demo Climate Network", "network")
 def stored_key() -> str | None:
     value: str | None = keyring.get_password(NETWORK_SERVICE, "ledger_key")
     return value
+
+
+def set_ledger_key(runner: CliRunner, demo: Path, typed: str, *flags: str) -> Result:
+    """`connector credentials set network ledger_key [FLAGS]`, the key `typed` on stdin."""
+    return run(runner, "credentials", "set", "network", "ledger_key", *flags, cwd=demo, input=typed)
 
 
 def with_anchors(demo: Path) -> Path:
@@ -85,16 +91,7 @@ def test_a_keyring_that_does_not_keep_the_generated_key_stops_the_first_run(
     try:
         doctor = run(runner, "doctor", cwd=demo, env=ENV)
         first = run(runner, "run", "--all", cwd=demo, env=ENV)
-        stored = run(
-            runner,
-            "credentials",
-            "set",
-            "network",
-            "ledger_key",
-            "--force",
-            cwd=demo,
-            input="a-ledger-key-typed-in-by-the-admin",
-        )
+        stored = set_ledger_key(runner, demo, "a-ledger-key-typed-in-by-the-admin", "--force")
     finally:
         keyring.set_keyring(previous)
     if kept == "nothing":  # the doctor says so before any run (a mangling one it cannot tell)
@@ -117,10 +114,10 @@ def test_a_keyring_that_does_not_keep_the_generated_key_stops_the_first_run(
 class _Mangling(null.Keyring):
     """A backend that keeps something else than it is given."""
 
-    def set_password(self, service: str, username: str, password: str) -> None:
+    def set_password(self, service: Any, username: Any, password: Any = None) -> Any:
         self.kept = password[::-1]
 
-    def get_password(self, service: str, username: str) -> str | None:
+    def get_password(self, service: Any, username: Any, password: Any = None) -> Any:
         return getattr(self, "kept", None)
 
 
@@ -151,15 +148,7 @@ def test_credentials_set_stores_the_key_and_list_shows_it(runner: CliRunner, dem
         "source": "keyring ledger_key",
         "status": "missing",
     } in json.loads(listed.stdout)
-    stored = run(
-        runner,
-        "credentials",
-        "set",
-        "network",
-        "ledger_key",
-        input="an-admins-own-ledger-key\n",
-        cwd=demo,
-    )
+    stored = set_ledger_key(runner, demo, "an-admins-own-ledger-key\n")
     assert stored.exit_code == 0, stored.output
     assert stored_key() == "an-admins-own-ledger-key"
     first = run(runner, "run", "--all", cwd=demo, env=ENV)
