@@ -348,12 +348,11 @@ def set_secret(network: str, connection: str, key: str, value: str) -> None:
         raise ConfigError("refusing to store an empty secret", hint="Type or pipe the value.")
     check_value(value, connection, key)
     scrub.remember(value)
-    service = service_name(network, connection)
-    _keyring_call("write to the keyring", "set_password", service, check_key(key), value)
+    service, key = service_name(network, connection), check_key(key)
+    _keyring_call("write to the keyring", "set_password", service, key, value)
     if _keyring_call("read the keyring", "get_password", service, key) != value:
-        backend = type(_keyring().get_keyring())
         raise ConfigError(
-            f"the keyring backend {backend.__module__}.{backend.__qualname__} did not keep "
+            f"the keyring backend {_backend_name(_keyring().get_keyring())} did not keep "
             f"{key} for {connection}",
             hint="Use a keyring that keeps secrets (the desktop's: Secret Service, KWallet, "
             f"macOS Keychain), or give the secret through {env_var_name(connection, key)} in "
@@ -394,7 +393,7 @@ def keyring_keeps_nothing() -> bool:
         backend = _keyring().get_keyring()
     except Exception:  # a broken backend is reported where it is used
         return False
-    return f"{type(backend).__module__}.{type(backend).__qualname__}" == NULL_BACKEND
+    return _backend_name(backend) == NULL_BACKEND
 
 
 def backend_stores_in_clear() -> str | None:
@@ -406,8 +405,13 @@ def backend_stores_in_clear() -> str | None:
         return None
     for candidate in getattr(backend, "backends", None) or [backend]:  # a ChainerBackend
         if any(cls.__qualname__ in _CLEAR_BACKENDS for cls in type(candidate).__mro__):
-            return f"{type(candidate).__module__}.{type(candidate).__qualname__}"
+            return _backend_name(candidate)
     return None
+
+
+def _backend_name(backend: object) -> str:
+    """A keyring backend's class as PYTHON_KEYRING_BACKEND names it."""
+    return f"{type(backend).__module__}.{type(backend).__qualname__}"
 
 
 #: Backends that keep secrets readable by anyone who can read their file.
