@@ -20,21 +20,25 @@ swapped for a link halfway through changes nothing. It relies on POSIX ``dir_fd`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import functools
 import hashlib
 import io
 import os
+import platform
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from connector_core.errors import ConfigError
+from connector_core.errors import ConfigError, ConnectorError
 
 __all__ = [
     "LinkRefused",
+    "NewVersion",
     "NotPlainFile",
     "append_file",
     "first_link",
@@ -43,6 +47,7 @@ __all__ = [
     "open_lock",
     "read_nofollow",
     "replace_file",
+    "replace_files",
     "write_output",
 ]
 
@@ -289,26 +294,10 @@ def replace_file(
     share a folder of 15,000 files), and removed once the new version is in place.
     """
     path = path.absolute()
+    new = NewVersion(path, dump, encoding, mode, sweep)
     with open_folder(path.parent, shown=path) as folder:
-        _refuse_link_at(path, folder)
-        if sweep:
-            tmp = _own_temporary(path.name)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=folder)  # a killed write's (the caller alone writes)
-        else:
-            tmp = _create_temporary(path.name, folder)
+        tmp = _write_temporary(path, folder, new, sync=True)
         try:
-            with open(
-                tmp,
-                "w",
-                encoding=encoding,
-                errors="surrogateescape",
-                newline="",
-                opener=_at(folder, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode),
-            ) as out:
-                dump(out)
-                out.flush()
-                os.fsync(out.fileno())
             _refuse_link_at(path, folder)
             os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
@@ -319,6 +308,199 @@ def replace_file(
             os.fsync(folder)  # makes the rename itself durable
         if sweep:
             _sweep_temporaries(path, folder)
+
+
+@dataclasses.dataclass(frozen=True)
+class NewVersion:
+    """One file for :func:`replace_files`: its `path` and :func:`replace_file`'s arguments."""
+
+    path: Path
+    dump: Callable[[IO[str]], object]
+    encoding: str
+    mode: int | None = None
+    sweep: bool = False
+
+
+#: From this many files up, :func:`replace_files` syncs each file system once (Linux's
+#: ``syncfs``) instead of each file and each rename. Below it, the files are synced one by
+#: one: a ``syncfs`` also waits for whatever else is unwritten on the file system, which a
+#: few files do not pay for. (Measured on ext4 here: 2,000 files of 3 kB written, renamed
+#: and synced 0.55-1.0 ms a file one by one, 0.20 ms with two ``syncfs`` for all.)
+BATCH_SYNC = 16
+
+
+def replace_files(files: Sequence[NewVersion]) -> list[ConnectorError | OSError | None]:
+    """:func:`replace_file` for many files at once (a group of jobs' targets, each held by its
+    job's lock), as durable when it returns, with the same guarantees for each file.
+
+    Each folder is reached once (without following links); the new versions are written to
+    their temporary files, synced, renamed over the files and the renames synced; from
+    :data:`BATCH_SYNC` files up, where the system syncs a whole file system at once and
+    reports its write errors (Linux >= 5.8's ``syncfs``), by one sync of each file system
+    before the renames and one after, instead of one per file and one per rename.
+
+    Returns, in order, None for each file replaced, or the error :func:`replace_file`
+    would have raised for it (:class:`OSError`, :class:`LinkRefused`,
+    :class:`NotPlainFile`): a file whose new version failed before its rename is left as it
+    was, and the others are replaced all the same. Any other exception (a bug in a `dump`)
+    is raised with every temporary file removed; files renamed by then stay replaced, as
+    when one :func:`replace_file` after another was stopped.
+    """
+    found: list[ConnectorError | OSError | None] = [None] * len(files)
+    paths = [f.path.absolute() for f in files]
+    if len(set(paths)) < len(paths):
+        raise ValueError("replace_files: a file given twice")
+    batch = len(files) >= BATCH_SYNC and _syncfs() is not None
+    with contextlib.ExitStack() as opened:
+        folders: dict[Path, int] = {}
+        written: dict[int, tuple[int, str]] = {}  # by file: its folder's descriptor, temporary
+
+        def fail(n: int, exc: ConnectorError | OSError) -> None:
+            found[n] = exc
+            if (done := written.pop(n, None)) is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(done[1], dir_fd=done[0])
+
+        try:
+            for n, (new, path) in enumerate(zip(files, paths, strict=True)):
+                try:
+                    folder = folders.get(path.parent)
+                    if folder is None:  # the first file of a folder names it in the error
+                        folder = opened.enter_context(open_folder(path.parent, shown=path))
+                        folders[path.parent] = folder
+                    written[n] = (folder, _write_temporary(path, folder, new, sync=not batch))
+                except (ConnectorError, OSError) as exc:
+                    fail(n, exc)
+            if batch:  # every new version's data, once per file system
+                for device, ns in _by_device(written).items():
+                    try:
+                        _sync_file_system(device)
+                    except OSError as exc:
+                        for n in ns:
+                            fail(n, exc)
+            renamed: dict[int, list[int]] = {}  # files renamed, by folder
+            for n in list(written):
+                folder, tmp = written[n]
+                try:
+                    _refuse_link_at(paths[n], folder)
+                    os.replace(tmp, paths[n].name, src_dir_fd=folder, dst_dir_fd=folder)
+                except (ConnectorError, OSError) as exc:
+                    fail(n, exc)
+                    continue
+                del written[n]
+                renamed.setdefault(folder, []).append(n)
+        except BaseException:
+            for folder, tmp in written.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=folder)
+            raise
+        _sync_renames(renamed, found, batch)
+        for folder, ns in renamed.items():
+            for n in ns:
+                if files[n].sweep and found[n] is None:
+                    try:
+                        _sweep_temporaries(paths[n], folder)
+                    except OSError as exc:
+                        found[n] = exc
+    return found
+
+
+def _write_temporary(path: Path, folder: int, new: NewVersion, *, sync: bool) -> str:
+    """Write the new version of `path` to its temporary file in `folder` (synced unless
+    not `sync`); its name. Nothing is left behind when it fails."""
+    _refuse_link_at(path, folder)
+    if new.sweep:
+        tmp = _own_temporary(path.name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=folder)  # a killed write's (the caller alone writes)
+    else:
+        tmp = _create_temporary(path.name, folder)
+    try:
+        with open(
+            tmp,
+            "w",
+            encoding=new.encoding,
+            errors="surrogateescape",
+            newline="",
+            opener=_at(folder, os.O_WRONLY | os.O_CREAT | os.O_EXCL, new.mode),
+        ) as out:
+            new.dump(out)
+            out.flush()
+            if sync:
+                os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
+    return tmp
+
+
+def _by_device(written: dict[int, tuple[int, str]]) -> dict[int, list[int]]:
+    """The files of `written` by the file system their folder is on (a descriptor of it)."""
+    devices: dict[int, int] = {}  # st_dev -> a folder descriptor on it
+    found: dict[int, list[int]] = {}
+    for n, (folder, _) in written.items():
+        fd = devices.setdefault(os.fstat(folder).st_dev, folder)
+        found.setdefault(fd, []).append(n)
+    return found
+
+
+def _sync_renames(
+    renamed: dict[int, list[int]], found: list[ConnectorError | OSError | None], batch: bool
+) -> None:
+    """Make the renames durable: each folder synced, or (`batch`) each file system once. A
+    failure is the error of every file renamed there (replaced, but not known durable)."""
+    if os.name != "posix":
+        return
+    groups: dict[int, list[int]] = renamed
+    if batch:
+        groups = _by_device({n: (folder, "") for folder, ns in renamed.items() for n in ns})
+    for fd, ns in groups.items():
+        try:
+            if batch:
+                _sync_file_system(fd)
+            else:
+                os.fsync(fd)
+        except OSError as exc:
+            for n in ns:
+                found[n] = exc
+
+
+def _sync_file_system(fd: int) -> None:
+    """Write and wait for everything unwritten on the file system of `fd` (``syncfs``)."""
+    syncfs = _syncfs()
+    assert syncfs is not None
+    if syncfs(fd) != 0:
+        code = _errno()
+        raise OSError(code, f"syncfs: {os.strerror(code)}")
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's ``syncfs``, where it reports write errors (Linux 5.8 and later); else None."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):  # before 5.8, syncfs returned 0 whatever failed
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
+    return call
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def _temporary(name: str, part: str) -> str:

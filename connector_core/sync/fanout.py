@@ -77,7 +77,7 @@ import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set
 from typing import Any
 
-from connector_core.adapters import Adapter, Capability, KnownRows, Page
+from connector_core.adapters import Adapter, Capability, KnownRows, Page, WriteSession
 from connector_core.errors import ConnectorError, RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
@@ -350,8 +350,9 @@ class _Group:
             ending = [run for run in self.live if run.stage is None]
             for run in ending:
                 self._each(run, functools.partial(run.end, commit=False))
+            committed = self._commit_together([run for run in ending if run in self.live])
             for run in [run for run in ending if run in self.live]:
-                self._each(run, run.commit)
+                self._each(run, functools.partial(run.commit, committed=run in committed))
         for run in [run for run in self.live if run.stage is not None]:
             self._each(run, run.end)
 
@@ -498,6 +499,32 @@ class _Group:
         for position, run in enumerate(self.runs):
             if run in self.live:
                 self._catch_up(position, passed.pages)
+
+    def _commit_together(self, runs: list[JobRun]) -> set[JobRun]:
+        """Commit the write sessions of `runs` (whose writes all ended) together, by
+        session class (:meth:`WriteSession.commit_many`: a folder of partners' CSV files
+        synced once, not twice a file), once their batches' intents are durable; a session
+        that failed stops its job alone. The runs whose sessions committed."""
+        sessions = {run: session for run in runs if (session := run.to_commit()) is not None}
+        if len(sessions) < 2:
+            return set()  # one session commits as a job alone commits it
+        try:
+            self.store.durable()  # every batch's intent, before any target is written
+        except ConnectorError:
+            return set()  # each job's own commit meets the error, and stops
+        by_kind: dict[type[WriteSession], list[JobRun]] = {}
+        for run, session in sessions.items():
+            by_kind.setdefault(type(session), []).append(run)
+        committed: set[JobRun] = set()
+        for members in by_kind.values():
+            group = [sessions[run] for run in members]
+            errors = group[0].commit_many(group)  # (the class's, found through a session)
+            for run, error in zip(members, errors, strict=True):
+                if error is None:
+                    committed.add(run)
+                else:
+                    self._each(run, functools.partial(_raise, error))
+        return committed
 
     def _each(self, run: JobRun, step: Callable[[], None]) -> None:
         """Do `step` of `run`; a ConnectorError stops that job alone."""
@@ -1128,3 +1155,7 @@ def _lookup(
         return verdict
 
     return decide
+
+
+def _raise(error: ConnectorError) -> None:
+    raise error

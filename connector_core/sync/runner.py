@@ -528,10 +528,18 @@ class _Run:
             if commit:
                 self._commit()
 
-    def commit(self) -> None:
-        """After :meth:`end` without its commit: commit the target's writes, record them."""
+    def commit(self, *, committed: bool = False) -> None:
+        """After :meth:`end` without its commit: commit the target's writes (unless the
+        group `committed` them, see :meth:`to_commit`), record them."""
         if not self.dry_run:
-            self._commit()
+            self._commit(committed)
+
+    def to_commit(self) -> WriteSession | None:
+        """After :meth:`end` without its commit: the write session :meth:`commit` would
+        commit (None: none), for a group that commits its jobs' sessions together
+        (:meth:`WriteSession.commit_many`) once their intents are durable, then calls
+        :meth:`commit` with ``committed``."""
+        return None if self.dry_run else self.session
 
     def _mapped(self, ids: list[str]) -> dict[str, Mapped]:
         """The id map rows of `ids`; none looked up while the id map holds nothing but what
@@ -903,16 +911,18 @@ class _Run:
         self.batches.finish(cursor)
         self._commit()
 
-    def _commit(self) -> None:
-        """Commit the write session; then record a deferred target's batches, in order.
+    def _commit(self, committed: bool = False) -> None:
+        """Commit the write session (unless `committed` already); then record a deferred
+        target's batches, in order.
 
         If the commit fails, nothing is recorded: the batches' intents stay, and the next
         run decides those records again."""
         session = self.session
         if session is None:
             return
-        self.store.durable()  # the intents of its batches, before the target is written
-        session.commit()
+        if not committed:
+            self.store.durable()  # the intents of its batches, before the target is written
+            session.commit()
         self.session = None
         session.abort()  # releases what it held; a no-op once committed
         for outcome in self.unrecorded.drain():

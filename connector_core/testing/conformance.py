@@ -317,7 +317,8 @@ class AdapterConformance(KitBase):
 
     def test_write_session_takes_a_run_in_batches(self, adapter: Adapter) -> None:
         """open_writes(): batches answered in order, one result per change; a deferred
-        session shows nothing before commit() and everything after it."""
+        session shows nothing before commit() and everything after it; a second session
+        committed by its class's commit_many(), as a group of jobs ends, as well."""
         self._require(adapter, Capability.WRITE)
         self._populate(adapter, 0)  # checks the fixture's target is empty
         samples = self._samples(adapter, 7)
@@ -350,7 +351,9 @@ class AdapterConformance(KitBase):
             changes.append(Change.delete(samples[2]["id"]))
         with adapter.open_writes() as session:
             actions = [r.action for r in session.write(changes)]
-            session.commit()
+            # as a group of jobs ends: the engine commits its sessions together
+            committed = type(session).commit_many([session])
+            assert committed == [None], f"commit_many() of one session: {committed!r}"
         assert actions[0] in {"unchanged", "updated"}, actions
         assert actions[1:] == ["updated", "deleted"][: len(actions) - 1], actions
         got = self._read_back(adapter)

@@ -52,10 +52,10 @@ class KillSwitch:
         return wrapped
 
     def install(self, job: LoadedJob, store: StateStore) -> None:
-        """Count (and maybe die at) every page read, target write, target commit and state
-        commit (the intent log written ahead of a batch, the batch recorded, the job's
-        state). A target write is a batch its write session answered (for a deferred
-        session: staged, not yet committed)."""
+        """Count (and maybe die at) every page read, target write, target commit (a group's
+        commit of many targets at once is one) and state commit (the intent log written
+        ahead of a batch, the batch recorded, the job's state). A target write is a batch
+        its write session answered (for a deferred session: staged, not yet committed)."""
         read, open_writes = job.source.read, job.target.open_writes
 
         def pages(**kwargs: Any) -> Iterator[Any]:
@@ -68,6 +68,8 @@ class KillSwitch:
             write = session.write
             session.write = lambda changes: iter(self.after(list)(write(changes)))  # type: ignore[method-assign]
             session.commit = self.after(session.commit)  # type: ignore[method-assign]
+            # a group's sessions committed together: one event (see _Group._commit_together)
+            session.commit_many = self.after(session.commit_many)  # type: ignore[method-assign]
             return session
 
         job.source.read = pages  # type: ignore[method-assign]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 
 from connector_core.config import load_config
 from connector_core.errors import ConfigError, ConfigValidationError
+from connector_core.files import NewVersion
 from connector_core.partners import PartnerRow
 from connector_core.plugins import collect_adapters, make_plugin_manager
 from connector_core.policy.compiler import compile_policy
@@ -434,6 +438,61 @@ def test_run_all_shares_with_50_partners_from_one_read(
     assert {regions[r["first_name"], r["last_name"]] for r in north} == {"North"}
     one = run(runner, "plan", "local.p004", cwd=network, env=ENV)
     assert one.exit_code == 0, one.output
+
+
+def test_a_partner_whose_file_fails_at_the_groups_commit_stops_alone_and_catches_up(
+    runner: CliRunner,
+    network: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The partners' files are committed together (one disk sync for all of them): the
+    disk filling up while p007's is written stops p007 alone, which keeps no file and no
+    temporary file; the next run ends as a run that never failed."""
+    import connector_csv.session
+
+    clean = tmp_path_factory.mktemp("clean") / "examples" / "demo"
+    shutil.copytree(network.parent.parent, clean.parent.parent, dirs_exist_ok=True)
+    assert run(runner, "run", "--all", cwd=clean, env=ENV).exit_code == 0
+    real = connector_csv.session.CsvWrites._new_version
+
+    def disk_full(self: connector_csv.session.CsvWrites) -> NewVersion:
+        new = real(self)
+        if self.path.name != "p007.csv":
+            return new
+
+        def dump(out: IO[str]) -> None:
+            new.dump(out)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return dataclasses.replace(new, dump=dump)
+
+    monkeypatch.setattr(connector_csv.session.CsvWrites, "_new_version", disk_full)
+    failed = run(runner, "run", "--all", "--json", cwd=network, env=ENV)
+    assert failed.exit_code != 0, failed.output
+    results = {s["job"]: s for s in json.loads(failed.stdout)}
+    assert "No space left on device" in results["local.p007"]["aborted"]
+    assert [job for job, r in results.items() if r["aborted"]] == ["local.p007"]
+    assert results["local.p010"]["counts"]["created"] > 0
+    folder = network / "out" / "local"
+    assert not (folder / "p007.csv").exists()
+    assert not [name for name in os.listdir(folder) if name.endswith(".tmp")]
+    monkeypatch.setattr(connector_csv.session.CsvWrites, "_new_version", real)
+    again = run(runner, "run", "--all", cwd=network, env=ENV)
+    assert again.exit_code == 0, again.output
+    for name in sorted(os.listdir(clean / "out" / "local")):  # (target ids: each store's key)
+        assert _people(folder / name) == _people(clean / "out" / "local" / name), name
+    with (
+        StateStore.open(f"sqlite:///{network / 'state.db'}") as store,
+        StateStore.open(f"sqlite:///{clean / 'state.db'}") as expected,
+    ):
+        for n in range(50):
+            job = f"local.p{n:03d}"
+            assert sorted(held_ids(store, job)) == sorted(held_ids(expected, job)), job
+
+
+def _people(path: Path) -> list[tuple[str, ...]]:
+    return sorted(tuple(v for k, v in row.items() if k != "id") for row in rows(path))
 
 
 def test_a_partner_removed_from_the_registry_is_retired_and_its_data_taken_back(

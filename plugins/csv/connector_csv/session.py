@@ -38,8 +38,8 @@ from typing import IO, ClassVar
 
 from connector_core.adapters import Change, WriteResult, WriteSession
 from connector_core.cells import FORMULA_ASCII_STARTS, neutralize, strip_controls, unneutralize
-from connector_core.errors import AdapterError
-from connector_core.files import read_nofollow, replace_file
+from connector_core.errors import AdapterError, ConnectorError
+from connector_core.files import NewVersion, read_nofollow, replace_file, replace_files
 from connector_core.records import Record
 from connector_csv.columns import RenderError
 from connector_csv.dialect import writable_rows, writer_options
@@ -403,15 +403,43 @@ class CsvWrites(WriteSession):
         if self.done:
             return
         if self.changed:
+            new = self._new_version()
             with file_errors(self.path, "write"):
-                replace_file(  # the job holds the target's lock: a killed run's leftovers go
-                    self.path,
-                    self._dump,
-                    encoding=self.settings.write_encoding,
-                    mode=self.mode,
-                    sweep=True,
+                replace_file(
+                    new.path, new.dump, encoding=new.encoding, mode=new.mode, sweep=new.sweep
                 )
         self.abort()
+
+    @classmethod
+    def commit_many(cls, sessions: Sequence[WriteSession]) -> list[ConnectorError | None]:
+        """:meth:`commit` for many sessions (a group's partners' files) at once: the files
+        replaced together (:func:`connector_core.files.replace_files`: each folder reached
+        once, the disk synced once for all of them instead of twice per file)."""
+        found: list[ConnectorError | None] = [None] * len(sessions)
+        changed: list[tuple[int, CsvWrites]] = []
+        for n, session in enumerate(sessions):
+            assert isinstance(session, CsvWrites)
+            if session.changed and not session.done:
+                changed.append((n, session))
+            else:
+                session.abort()
+        try:
+            errors = replace_files([session._new_version() for _, session in changed])
+        finally:
+            for _, session in changed:
+                session.abort()
+        for (n, session), error in zip(changed, errors, strict=True):
+            if isinstance(error, ConnectorError):
+                found[n] = error
+            elif error is not None:
+                found[n] = _write_error(session.path, error)
+        return found
+
+    def _new_version(self) -> NewVersion:
+        """The file's new version (the job holds the target's lock: a killed run's leftovers
+        go)."""
+        encoding = self.settings.write_encoding
+        return NewVersion(self.path, self._dump, encoding, mode=self.mode, sweep=True)
 
     def abort(self) -> None:
         """Drop the staged changes (the file is left as it is)."""
@@ -500,3 +528,13 @@ class CsvWrites(WriteSession):
 
 def _same(cell: str) -> str:
     return cell
+
+
+def _write_error(path: Path, error: OSError) -> ConnectorError:
+    """`error` writing `path` as :func:`~connector_csv.source.file_errors` words it."""
+    try:
+        with file_errors(path, "write"):
+            raise error
+    except ConnectorError as exc:
+        return exc
+    raise AssertionError("file_errors words every OSError")  # pragma: no cover

@@ -18,6 +18,7 @@ from unittest import mock
 
 import pytest
 from connector_csv import CsvAdapter, CsvSettings
+from connector_csv.session import CsvWrites
 from connector_csv.table import load_table
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -313,6 +314,56 @@ def test_a_file_changed_during_the_session_is_not_replaced(
             session.commit()
     assert csv_path.read_bytes().endswith(b"k9,Hull\r\n")
     assert sorted(p.name for p in csv_path.parent.iterdir()) == [csv_path.name]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(initial_files(), batches(), csv_settings()), min_size=1, max_size=20),
+    st.sets(st.integers(0, 19), max_size=2),
+)
+def test_sessions_committed_together_end_as_each_committed_alone(
+    files: list[tuple[list[list[str]] | None, list[list[Change]], dict[str, Any]]],
+    changed: set[int],
+) -> None:
+    """A group commits its partners' sessions together (CsvWrites.commit_many, one disk
+    sync for all from 16 files): each file, and each session's error, is what committing
+    the session alone gives; a file changed during its session fails alone."""
+    with tempfile.TemporaryDirectory() as alone, tempfile.TemporaryDirectory() as together:
+        ends: dict[str, list[tuple[bytes, int] | None]] = {}
+        errors: dict[str, list[str | None]] = {}
+        for folder in (alone, together):
+            sessions = []
+            for n, (rows, changes, options) in enumerate(files):
+                path = Path(folder) / f"p{n}.csv"
+                try:
+                    put(path, rows, options, crlf=False)
+                except UnicodeEncodeError:  # not in its encoding: no file
+                    path.unlink()
+                adapter = CsvAdapter(CsvSettings(path=path, **options), mapping=MAPPING)
+                session = adapter.open_writes()
+                for batch in changes:
+                    list(session.write(batch))
+                if n in changed:
+                    path.write_bytes(b"id\r\nk9\r\n")  # someone else's edit meanwhile
+                sessions.append(session)
+            if folder == alone:
+                found: list[str | None] = []
+                for session in sessions:
+                    try:
+                        session.commit()
+                    except AdapterError as exc:
+                        found.append(str(exc))
+                    else:
+                        found.append(None)
+                    session.abort()
+            else:
+                found = [None if e is None else str(e) for e in CsvWrites.commit_many(sessions)]
+            errors[folder] = found
+            ends[folder] = [outcome(Path(folder) / f"p{n}.csv") for n in range(len(files))]
+            temporary = [p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp")]
+            assert temporary == []
+        assert ends[together] == ends[alone]
+        assert [e and e.replace(together, alone) for e in errors[together]] == errors[alone]
 
 
 def test_the_session_keeps_no_row_of_the_file_in_memory(csv_path: Path) -> None:
