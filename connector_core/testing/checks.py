@@ -112,14 +112,21 @@ def exception_texts(exc: BaseException) -> Iterator[str]:
 CLOCK_AND_PROCESS = frozenset(
     {"created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName"}
 )
+#: LogRecord attributes logging fills from the code that logged (the level, the logger, the
+#: place of the call), never from data: a value "WARNIN" is in "WARNING" by chance.
+CODE_PLACE = frozenset(
+    {"levelname", "levelno", "name", "pathname", "filename", "module", "funcName", "lineno"}
+    | {"taskName"}
+)
+_NOT_DATA = CLOCK_AND_PROCESS | CODE_PLACE
 
 
 def log_text(records: Iterable[logging.LogRecord]) -> str:
     """What log records could carry of a record's data, for leak tests: each formatted
     message and every attribute (arguments and ``extra`` fields included) but those
-    logging fills from the clock and the process."""
+    logging fills from the clock, the process and the place of the call."""
     return "\n".join(
-        f"{r.getMessage()} { {k: v for k, v in r.__dict__.items() if k not in CLOCK_AND_PROCESS} }"
+        f"{r.getMessage()} { {k: v for k, v in r.__dict__.items() if k not in _NOT_DATA} }"
         for r in records
     )
 
