@@ -17,8 +17,11 @@ import redis
 
 # The server to test on; CONNECTOR_TEST_REDIS overrides it (no database number at the end).
 REDIS_SERVER = os.environ.get("CONNECTOR_TEST_REDIS", "redis://127.0.0.1:6379")
-#: The database the worker tests use on it (not 0, which others may use); flushed per test.
-REDIS_DB = int(os.environ.get("CONNECTOR_TEST_REDIS_DB", "13"))
+#: The database the worker tests use on it (not 0, which others may use); flushed per test,
+#: so each pytest-xdist worker (scripts/test runs at most 3) has its own: 13, 14, 15.
+REDIS_DB = int(os.environ.get("CONNECTOR_TEST_REDIS_DB", "13")) + int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0
+)
 
 
 def machine_redis() -> str:
