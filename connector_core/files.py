@@ -1,7 +1,8 @@
 """Local files the connector writes: never through a link, only regular files, atomically.
 
 Every local file the connector writes goes through this module: a target (:func:`replace_file`,
-read first with :func:`read_nofollow`), the ledger's anchors file (:func:`append_file`), a
+or a group's targets at once with :func:`replace_files`; read first with
+:func:`read_nofollow`), the ledger's anchors file (:func:`append_file`), a
 job's lock file (:func:`open_lock`) and an ``--output`` file (:func:`write_output`). None of
 them follows a symbolic link, and each refuses (:class:`NotPlainFile`) a file that is not a
 regular file (a FIFO would hang the run, a device is no file) or that has more than one name
