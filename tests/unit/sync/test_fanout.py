@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -13,9 +14,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from connector_core.adapters import Adapter, Change, Page, WriteResult
+from connector_core.adapters import Adapter, Change, Page, WriteResult, WriteSession
 from connector_core.config import load_config
-from connector_core.errors import AdapterError, AdapterUnavailable, ExitCode
+from connector_core.errors import AdapterError, AdapterUnavailable, ConnectorError, ExitCode
 from connector_core.masks import MaskContext
 from connector_core.query import Condition
 from connector_core.records import usable_id
@@ -25,7 +26,7 @@ from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.locks import JobLocked
 from connector_core.sync.runner import run_job
 from connector_core.sync.state import StateStore
-from connector_core.testing import TEST_LEDGER_KEY, MemoryAdapter, reset_memory_stores
+from connector_core.testing import TEST_LEDGER_KEY, MemoryAdapter, memory, reset_memory_stores
 from tests.unit.sync.conftest import finished_runs_uncollected
 from tests.unit.sync.test_runner import OddCursorAdapter
 
@@ -367,6 +368,95 @@ def test_a_failing_target_stops_only_its_job(tmp_path: Path, store: StateStore) 
         assert runs["north"] == "ok"
         assert s.job_state("down").cursor is None
         assert s.job_state("north").cursor is not None
+
+
+class StagedWrites(WriteSession):
+    """A deferred session of a memory target: changes staged in a copy of its store, which
+    replaces the store at the commit; the commit of a store in `failing` raises."""
+
+    deferred: ClassVar[bool] = True
+    groups: ClassVar[list[list[str]]] = []  # the stores of each commit_many call
+    failing: ClassVar[set[str]] = set()
+
+    def __init__(self, adapter: MemoryAdapter) -> None:
+        self.real, self.shadow = adapter.store_name, f"{adapter.store_name}.staged"
+        memory._STORES[self.shadow] = copy.deepcopy(adapter._store)
+        self.staging = MemoryAdapter(MemoryAdapter.settings_model(store=self.shadow))
+
+    def write(self, changes: Sequence[Change]) -> Iterator[WriteResult]:
+        return iter(list(self.staging.write(changes)))
+
+    def commit(self) -> None:
+        if self.real in self.failing:
+            raise AdapterError(f"{self.real} refused the commit")
+        memory._STORES[self.real] = memory._STORES.pop(self.shadow)
+
+    def abort(self) -> None:
+        memory._STORES.pop(self.shadow, None)
+
+    @classmethod
+    def commit_many(cls, sessions: Sequence[WriteSession]) -> list[ConnectorError | None]:
+        cls.groups.append(sorted(s.real for s in sessions if isinstance(s, StagedWrites)))
+        return super().commit_many(sessions)
+
+
+class StagedAdapter(MemoryAdapter):
+    name: ClassVar[str] = "staged"
+
+    def open_writes(self) -> WriteSession:
+        return StagedWrites(self)
+
+
+STAGED = """\
+version: 1
+network: {name: Fan-out network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
+consent:
+  purposes:
+    local_organizing: {description: Local organizers may contact me}
+connections:
+  crm: {adapter: counting, settings: {store: crm, page_size: 7}}
+  out-a: {adapter: staged, settings: {store: out-a}}
+  out-b: {adapter: staged, settings: {store: out-b}}
+  out-c: {adapter: staged, settings: {store: out-c}}
+  out-m: {adapter: memory, settings: {store: out-m}}
+jobs:
+  a: {source: crm, target: out-a, policy: north.yaml}
+  b: {source: crm, target: out-b, policy: south.yaml}
+  c: {source: crm, target: out-c, policy: group.yaml}
+  m: {source: crm, target: out-m, policy: mixed.yaml}
+"""
+
+
+def test_a_groups_targets_are_committed_together_by_kind_and_fail_alone(
+    tmp_path: Path, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sessions of a group's targets of one class go to one commit_many, once every
+    intent is durable; a session that fails there stops its job alone, which records
+    nothing, and the next run puts it right."""
+    world = World(tmp_path)
+    (tmp_path / "connector.yaml").write_text(STAGED, encoding="utf-8")
+    monkeypatch.setitem(ADAPTERS, "staged", StagedAdapter)
+    monkeypatch.setattr(StagedWrites, "groups", [])
+    monkeypatch.setattr(StagedWrites, "failing", {"out-b"})
+    for n in range(30):
+        world.put(n)
+    names = ["a", "b", "c", "m"]
+    with store as s:
+        jobs = world.load(names)
+        by_job = {r.job: r for r in run_jobs(jobs, s).results}
+        assert StagedWrites.groups == [["out-a", "out-b", "out-c"]]
+        assert by_job["b"].aborted == "out-b refused the commit"
+        assert [job for job, r in by_job.items() if r.aborted] == ["b"]
+        assert memory._STORES["out-b"].records == {}
+        assert s.mapped_count("b") == 0
+        assert s.mapped_count("a") == len(memory._STORES["out-a"].records) > 0
+        assert s.mapped_count("c") == len(memory._STORES["out-c"].records) > 0
+        StagedWrites.failing = set()
+        again = {r.job: r for r in run_jobs(world.load(names), s).results}
+        assert [job for job, r in again.items() if r.aborted] == []
+        assert s.mapped_count("b") == len(memory._STORES["out-b"].records) > 0
+        assert again["b"].counts.created == s.mapped_count("b")
+        assert again["a"].counts.created == 0
 
 
 def test_a_group_dry_run_writes_nothing_and_plans_what_each_job_would(tmp_path: Path) -> None:
