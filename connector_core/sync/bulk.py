@@ -1,11 +1,12 @@
 """Many-row inserts for the tables with a row per record, without SQLAlchemy's per-row
 parameter processing on SQLite (a third of the cost of recording a batch there).
 
-On PostgreSQL, rows that cannot conflict (the ledger's) go in with ``COPY`` (psycopg's
-:meth:`~psycopg.Cursor.copy`, in the caller's transaction), each value first through its
-column type's own bind processing, as SQLAlchemy's INSERT would send it; an upsert's rows
-are copied into a temporary table first, then written by one ``INSERT ... SELECT ... ON
-CONFLICT`` from it.
+On PostgreSQL, rows whose new ids the caller needs (runs, intents) go in by one statement
+of arrays (:func:`insert_ids`); rows that cannot conflict (the ledger's) go in with
+``COPY`` (psycopg's :meth:`~psycopg.Cursor.copy`, in the caller's transaction), each value
+first through its column type's own bind processing, as SQLAlchemy's INSERT would send it;
+an upsert's rows are copied into a temporary table first, then written by one ``INSERT ...
+SELECT ... ON CONFLICT`` from it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,39 @@ def insert_many(
     # column by column, then zipped: a comprehension per column, not a generator per row
     columns = [_bound(table.c[n], [row[n] for row in rows], conn.dialect) for n in names]
     conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+
+
+def insert_ids(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """PostgreSQL: insert `rows` (all with the same keys) into `table`, whose ``id`` a
+    sequence numbers, and return their ids in the rows' order; in one statement of a few
+    array parameters (one per column, each value through its column type's own bind
+    processing), which the driver parses once per process, where SQLAlchemy's multi-row
+    ``VALUES`` had four parameters a row, parsed anew each time (a group's 256 run rows:
+    7.8 -> 2.4 ms measured here). Each row's id is drawn before the insert and handed back
+    by the row's place in `rows`, not by the order of ``RETURNING``."""
+    if not rows:
+        return []
+    on = conn.dialect
+    quote = on.identifier_preparer
+    names = list(rows[0])
+    params: dict[str, Any] = {"table": quote.format_table(table)}
+    arrays = []
+    for n, name in enumerate(names):
+        column = table.c[name]
+        process = column.type.dialect_impl(on).bind_processor(on)
+        values = [row[name] for row in rows]
+        if process is not None:
+            values = [None if v is None else process(v) for v in values]
+        params[f"c{n}"] = values
+        arrays.append(f"CAST(%(c{n})s AS {column.type.compile(dialect=on)}[])")
+    listed = ", ".join(quote.quote(n) for n in names)
+    sql = (
+        "WITH new AS (SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')) AS id, * "
+        f"FROM unnest({', '.join(arrays)}) WITH ORDINALITY AS row ({listed}, place)), "
+        f"written AS (INSERT INTO {params['table']} (id, {listed}) SELECT id, {listed} FROM new) "
+        "SELECT id FROM new ORDER BY place"
+    )
+    return [int(found[0]) for found in conn.exec_driver_sql(sql, params)]
 
 
 def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[Any]:

@@ -1381,7 +1381,10 @@ _TARGET_KEYS = "target_keys"
 
 def _new_ids(conn: Connection, insert: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
     """The ids of `rows`, in order, inserted by `insert` (RETURNING the id in parameter
-    order), one statement per 500 rows."""
+    order), one statement per 500 rows; on PostgreSQL one statement of arrays
+    (:func:`bulk.insert_ids`)."""
+    if conn.dialect.name == "postgresql":
+        return bulk.insert_ids(conn, insert.table, rows)
     ids: list[int] = []
     for chunk in chunks(rows):
         ids.extend(int(row[0]) for row in conn.execute(insert, chunk))

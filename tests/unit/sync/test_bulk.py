@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from connector_core.records import storable_text, usable_id
 from connector_core.sync import bulk
-from connector_core.sync.tables import CompactTime, Message, SecondTime, id_map, ledger
+from connector_core.sync.tables import CompactTime, Message, SecondTime, id_map, intents, ledger
 
 metadata = sa.MetaData()
 times = sa.Table(
@@ -135,6 +135,50 @@ def test_free_text_reaches_both_stores_escaped_only_where_it_must(
             back = conn.execute(sa.select(sa.literal(text, Message()))).scalar()
         assert back == storable_text(text)
     assert (storable_text(text) == text) == (usable_id(text) or text == "")
+
+
+INTENT_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "job": KEYS,
+            "at": WHEN,
+            "changes": st.lists(
+                st.tuples(KEYS, KEYS, st.sampled_from(["upsert", "delete"]), st.none() | KEYS)
+            ),
+        }
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=INTENT_ROWS, after=st.integers(0, 3))
+def test_rows_inserted_by_arrays_get_their_ids_in_order_and_store_what_an_insert_stores(
+    pg_engine: sa.Engine, rows: list[dict[str, Any]], after: int
+) -> None:
+    """Runs and intents go in by one statement of arrays on PostgreSQL (insert_ids): each
+    row's id is handed back at its place, and the rows are stored as SQLAlchemy's INSERT
+    ... RETURNING stores them."""
+    arrays, inserted = _tables(pg_engine, intents)
+    rows = [{**row, "changes": [list(change) for change in row["changes"]]} for row in rows]
+    with pg_engine.begin() as conn:
+        for table in (arrays, inserted):  # ids already taken: the new ones follow them
+            for _ in range(after):
+                conn.execute(table.insert(), rows[0])
+        ids = bulk.insert_ids(conn, arrays, rows)
+        statement = inserted.insert().returning(inserted.c.id, sort_by_parameter_order=True)
+        expected = [row.id for row in conn.execute(statement, rows)]
+        stored = [
+            conn.execute(sa.text(f"SELECT * FROM {t.schema}.intents ORDER BY id")).all()
+            for t in (arrays, inserted)
+        ]
+        back = {r.id: r for r in conn.execute(sa.select(arrays))}
+    assert ids == expected == list(range(after + 1, after + len(rows) + 1))
+    assert stored[0] == stored[1]
+    assert [{k: getattr(back[n], k) for k in rows[0]} for n in ids] == rows
 
 
 def _tables(engine: sa.Engine, table: sa.Table) -> tuple[sa.Table, sa.Table]:
