@@ -88,7 +88,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
     cls.name: cls for cls in (MemoryAdapter, CountingAdapter, RejectingAdapter, DownAdapter)
 }
 
-CONFIG = """\
+#: The network, its consent purpose and its source: each test network's start
+HEAD = """\
 version: 1
 network: {name: Fan-out network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
 consent:
@@ -96,6 +97,10 @@ consent:
     local_organizing: {description: Local organizers may contact me}
 connections:
   crm: {adapter: counting, settings: {store: crm, page_size: 7}}
+"""
+CONFIG = (
+    HEAD
+    + """\
   out-north: {adapter: memory, settings: {store: out-north}}
   out-south: {adapter: memory, settings: {store: out-south}}
   out-group: {adapter: memory, settings: {store: out-group}}
@@ -110,6 +115,7 @@ jobs:
   picky: {source: crm, target: out-picky, policy: north.yaml}
   down: {source: crm, target: out-down, policy: south.yaml}
 """
+)
 
 TEMPLATE = """\
 policy: {name}
@@ -407,14 +413,9 @@ class StagedAdapter(MemoryAdapter):
         return StagedWrites(self)
 
 
-STAGED = """\
-version: 1
-network: {name: Fan-out network, key_secret: {env: CONNECTOR_TEST_KEY_SECRET}}
-consent:
-  purposes:
-    local_organizing: {description: Local organizers may contact me}
-connections:
-  crm: {adapter: counting, settings: {store: crm, page_size: 7}}
+STAGED = (
+    HEAD
+    + """\
   out-a: {adapter: staged, settings: {store: out-a}}
   out-b: {adapter: staged, settings: {store: out-b}}
   out-c: {adapter: staged, settings: {store: out-c}}
@@ -425,6 +426,7 @@ jobs:
   c: {source: crm, target: out-c, policy: group.yaml}
   m: {source: crm, target: out-m, policy: mixed.yaml}
 """
+)
 
 
 def test_a_groups_targets_are_committed_together_by_kind_and_fail_alone(
