@@ -31,7 +31,7 @@ import platform
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -294,21 +294,9 @@ def replace_file(
     versions) are found by listing the folder, once per process (a template's partners may
     share a folder of 15,000 files), and removed once the new version is in place.
     """
-    path = path.absolute()
-    new = NewVersion(path, dump, encoding, mode, sweep)
-    with open_folder(path.parent, shown=path) as folder:
-        tmp = _write_temporary(path, folder, new, sync=True)
-        try:
-            _refuse_link_at(path, folder)
-            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=folder)
-            raise
-        if os.name == "posix":
-            os.fsync(folder)  # makes the rename itself durable
-        if sweep:
-            _sweep_temporaries(path, folder)
+    [error] = replace_files([NewVersion(path, dump, encoding, mode, sweep)])
+    if error is not None:
+        raise error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +361,7 @@ def replace_files(files: Sequence[NewVersion]) -> list[ConnectorError | OSError 
                 except (ConnectorError, OSError) as exc:
                     fail(n, exc)
             if batch:  # every new version's data, once per file system
-                for device, ns in _by_device(written).items():
+                for device, ns in _by_device((n, f) for n, (f, _) in written.items()).items():
                     try:
                         _sync_file_system(device)
                     except OSError as exc:
@@ -436,11 +424,12 @@ def _write_temporary(path: Path, folder: int, new: NewVersion, *, sync: bool) ->
     return tmp
 
 
-def _by_device(written: dict[int, tuple[int, str]]) -> dict[int, list[int]]:
-    """The files of `written` by the file system their folder is on (a descriptor of it)."""
+def _by_device(files: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """The `files` (number, folder descriptor) by the file system their folder is on (a
+    descriptor of it)."""
     devices: dict[int, int] = {}  # st_dev -> a folder descriptor on it
     found: dict[int, list[int]] = {}
-    for n, (folder, _) in written.items():
+    for n, folder in files:
         fd = devices.setdefault(os.fstat(folder).st_dev, folder)
         found.setdefault(fd, []).append(n)
     return found
@@ -455,7 +444,7 @@ def _sync_renames(
         return
     groups: dict[int, list[int]] = renamed
     if batch:
-        groups = _by_device({n: (folder, "") for folder, ns in renamed.items() for n in ns})
+        groups = _by_device((n, folder) for folder, ns in renamed.items() for n in ns)
     for fd, ns in groups.items():
         try:
             if batch:
@@ -472,7 +461,9 @@ def _sync_file_system(fd: int) -> None:
     syncfs = _syncfs()
     assert syncfs is not None
     if syncfs(fd) != 0:
-        code = _errno()
+        import ctypes  # loaded already by _syncfs
+
+        code = ctypes.get_errno()
         raise OSError(code, f"syncfs: {os.strerror(code)}")
 
 
@@ -496,12 +487,6 @@ def _syncfs() -> Callable[[int], int] | None:
         return None
     call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
     return call
-
-
-def _errno() -> int:
-    import ctypes
-
-    return ctypes.get_errno()
 
 
 def _temporary(name: str, part: str) -> str:

@@ -74,11 +74,7 @@ def insert_ids(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, An
     arrays = []
     for n, name in enumerate(names):
         column = table.c[name]
-        process = column.type.dialect_impl(on).bind_processor(on)
-        values = [row[name] for row in rows]
-        if process is not None:
-            values = [None if v is None else process(v) for v in values]
-        params[f"c{n}"] = values
+        params[f"c{n}"] = _processed(column, [row[name] for row in rows], on)
         arrays.append(f"CAST(%(c{n})s AS {column.type.compile(dialect=on)}[])")
     listed = ", ".join(quote.quote(n) for n in names)
     sql = (
@@ -103,6 +99,15 @@ def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[An
     ]
 
 
+def _processed(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[Any]:
+    """`values` through `column`'s type's own bind processing for `on`, as SQLAlchemy's
+    INSERT would send them (None stays None)."""
+    process = column.type.dialect_impl(on).bind_processor(on)
+    if process is None:
+        return values
+    return [None if v is None else process(v) for v in values]
+
+
 def _copy(
     conn: Connection, table: sa.Table, names: list[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
@@ -110,14 +115,7 @@ def _copy(
     import psycopg  # the PostgreSQL driver: imported only for a PostgreSQL store
 
     on = conn.dialect
-    processors = []
-    for name in names:
-        kind = table.c[name].type
-        processors.append(kind.dialect_impl(on).bind_processor(on))
-    columns = [[row[n] for row in rows] for n in names]
-    for index, process in enumerate(processors):
-        if process is not None:
-            columns[index] = [None if v is None else process(v) for v in columns[index]]
+    columns = [_processed(table.c[n], [row[n] for row in rows], on) for n in names]
     quote = on.identifier_preparer
     listed = ", ".join(quote.quote(n) for n in names)
     sql = f"COPY {quote.format_table(table)} ({listed}) FROM STDIN"

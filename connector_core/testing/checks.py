@@ -115,8 +115,17 @@ CLOCK_AND_PROCESS = frozenset(
 #: LogRecord attributes logging fills from the code that logged (the level, the logger, the
 #: place of the call), never from data: a value "WARNIN" is in "WARNING" by chance.
 CODE_PLACE = frozenset(
-    {"levelname", "levelno", "name", "pathname", "filename", "module", "funcName", "lineno"}
-    | {"taskName"}
+    {
+        "levelname",
+        "levelno",
+        "name",
+        "pathname",
+        "filename",
+        "module",
+        "funcName",
+        "lineno",
+        "taskName",
+    }
 )
 _NOT_DATA = CLOCK_AND_PROCESS | CODE_PLACE
 
