@@ -1383,7 +1383,7 @@ def _new_ids(conn: Connection, insert: Any, rows: Sequence[dict[str, Any]]) -> l
     """The ids of `rows`, in order, inserted by `insert` (RETURNING the id in parameter
     order), one statement per 500 rows; on PostgreSQL one statement of arrays
     (:func:`bulk.insert_ids`)."""
-    if conn.dialect.name == "postgresql":
+    if dialect.is_pg(conn):
         return bulk.insert_ids(conn, insert.table, rows)
     ids: list[int] = []
     for chunk in chunks(rows):
