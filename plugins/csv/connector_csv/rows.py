@@ -191,6 +191,10 @@ class RowSplitter:
             return len(feed.taken), None
         return len(feed.taken), RawRecord(line, raw, cells)
 
+    def parsed_size(self) -> int:
+        """The bytes of the physical lines the last :meth:`parsed` took (a blank row's too)."""
+        return sum(map(len, self._feed.taken))
+
     def cells(self, record: RawRecord) -> list[str]:
         """The cells of `record`, decoded (undecodable bytes kept as lone surrogates)."""
         if record.cells is not None:

@@ -19,13 +19,26 @@ row) and for the updated rows' cells; new rows stay in memory up to 1 MB, then g
 temporary file until the commit. A file of at most 32 KiB (a partner's few hundred rows)
 is read once into memory and its rows kept: the commit hashes the file again to see it did
 not change, instead of parsing it again.
+
+A larger file in an encoding whose rows show in its bytes (UTF-8, Latin-1, cp1252: see
+:func:`~connector_csv.rows.splittable`) is indexed from its bytes (:class:`_Walk`): the
+rows of a chunk without quotes are taken together, their key cells split off in C, and a
+row's digest is made only when a write compares it, from its line read again at the byte
+offset the index keeps (few rows are written). Its commit (quoting minimal, no row
+widened) copies the text of such a chunk's lines between the rows written, where a csv
+writer would write the same bytes (each line ends as the file's first does, and decodes);
+the rows written, quoted rows and odd chunks go through csv as before. The result is the
+same file, byte for byte (a property test holds it to a rewrite per batch).
 """
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import csv
 import functools
 import hashlib
+import io
 import itertools
 import operator
 import os
@@ -34,7 +47,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 
 from connector_core.adapters import Change, WriteResult, WriteSession
 from connector_core.cells import FORMULA_ASCII_STARTS, neutralize, strip_controls, unneutralize
@@ -43,8 +56,9 @@ from connector_core.files import NewVersion, read_nofollow, replace_file, replac
 from connector_core.records import Record
 from connector_csv.columns import RenderError
 from connector_csv.dialect import writable_rows, writer_options
+from connector_csv.rows import RawRecord, RowSplitter, splittable
 from connector_csv.settings import CsvSettings
-from connector_csv.source import CsvFile, data_cursor, file_errors
+from connector_csv.source import CURSOR_PREFIX, CsvFile, data_cursor, file_errors
 from connector_csv.table import DEFAULT_LINETERMINATOR, Action, sniff
 
 #: Bytes of new rows a session keeps in memory before it spools them to a temporary file.
@@ -54,6 +68,10 @@ _SPOOL_IN_MEMORY = 1 << 20
 _KEEP_IN_MEMORY = 32 << 10
 #: A RawRow's cells.
 _CELLS = operator.itemgetter(1)
+#: A row's byte offset (see _Row.at).
+_AT = operator.attrgetter("at")
+#: A simple line's row (its line break off).
+_BODY = operator.methodcaller("rstrip", b"\r\n")
 #: Renders a change's record as cells by column name; raises RenderError.
 Render = Callable[[Change], dict[str, str]]
 #: Gives the header of a new file for a batch's records.
@@ -78,16 +96,77 @@ class _Row:
     """What the session knows of one keyed row: where it is and what a write could change.
 
     ``digest`` covers the cells at the base header's writable positions (None: not made
-    yet, for a row of a small file whose cells the session keeps; see
-    :meth:`CsvWrites._digest_of`); ``extras`` the cells past the base header (columns added
-    by this run, a long row's tail)."""
+    yet, for a row of a small file whose cells the session keeps, or a simple row of a
+    large file, read again from byte ``at``; see :meth:`CsvWrites._digest_of`); ``extras``
+    the cells past the base header (columns added by this run, a long row's tail)."""
 
-    __slots__ = ("digest", "extras", "ordinal")
+    __slots__ = ("at", "digest", "extras", "ordinal")
 
-    def __init__(self, ordinal: int, digest: bytes | None, extras: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, ordinal: int, digest: bytes | None, extras: tuple[str, ...] = (), at: int = -1
+    ) -> None:
         self.ordinal = ordinal
         self.digest = digest
         self.extras = extras
+        self.at = at
+
+
+class _Walk:
+    """The rows of a file as its bytes, for a session's index and commit: iterating gives
+    ``(line, byte, piece)``, the line and byte offset where a piece starts, and the piece:
+    a row (:class:`~connector_csv.rows.RawRecord`; the header is the first), or, after the
+    header, the lines of a plain chunk together (whole simple rows without a NUL byte, blank
+    ones among them). A blank row is skipped, as :class:`~connector_csv.source.CsvFile`
+    skips it; :attr:`rows` has the SHA-256 of every byte once the walk is done."""
+
+    def __init__(self, raw: IO[bytes], settings: CsvSettings) -> None:
+        start = raw.read(3)
+        raw.seek(0)
+        self.rows = RowSplitter(raw, settings)  # type: ignore[arg-type]
+        # the splitter drops the byte order mark that utf-8-sig reads past
+        self.start = 3 if settings.read_encoding == "utf-8-sig" and start == codecs.BOM_UTF8 else 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, list[bytes] | RawRecord]]:
+        rows = self.rows
+        source = rows.lines()
+        line, at, seen = 1, self.start, False
+        pending: list[bytes] = []
+        while True:
+            if pending:
+                physical = pending.pop()
+            else:
+                physical = next(source, None)  # type: ignore[assignment]
+                if physical is None:
+                    return
+                if seen and rows.plain:
+                    block = [physical, *rows.rest()]
+                    if not any(map(_has_nul, block)):
+                        yield line, at, block
+                        line += len(block)
+                        at += sum(map(len, block))
+                        continue
+                    pending = block[::-1]
+                    continue
+            body = None if _has_nul(physical) else rows.simple(physical)
+            if body is not None:
+                if rows.has_value(body):
+                    yield line, at, RawRecord(line, physical, None)
+                    seen = True
+                line += 1
+                at += len(physical)
+                continue
+            taken, record = rows.parsed(line, physical)
+            size = rows.parsed_size()
+            if record is not None:
+                yield line, at, record
+                seen = True
+            line += taken
+            at += size
+
+
+def _has_nul(line: bytes) -> bool:
+    """Whether `line` holds a NUL byte (csv decides what such a row is)."""
+    return line.find(b"\x00") >= 0
 
 
 class CsvWrites(WriteSession):
@@ -127,6 +206,7 @@ class CsvWrites(WriteSession):
         self.cursor: str | None = None  # the file's digest when read (None: no file)
         self.rows: dict[str, _Row] = {}
         self._kept: list[list[str]] | None = None  # a small file's rows, as read (see _index)
+        self._split = False  # indexed from the bytes: rows read again for digests, copied
         # further rows holding a key, in file order: deleted with it, and the next answers for
         # the key once the first is written under another (a key cell a write cleans)
         self.repeats: dict[str, list[_Row]] = {}
@@ -172,15 +252,23 @@ class CsvWrites(WriteSession):
                 data = None
             else:
                 self._kept = []
+        # a large file in an encoding whose rows show in its bytes is indexed from them
+        split = data is None and splittable(self.settings.read_encoding)
         with CsvFile(path, self.settings, follow_links=False, data=data) as source:
             self.mode = stat.S_IMODE(os.lstat(path).st_mode)
-            if source.header is not None:
-                self._begin(source.header)
-                self._index_rows(source)
-            else:
+            if source.header is None:
+                split = False
                 for _ in source.rows():
                     pass
-            self.cursor = source.cursor
+            else:
+                self._begin(source.header)
+                if not split:
+                    self._index_rows(source)
+            if not split:
+                self.cursor = source.cursor
+        if split:
+            self._split = True
+            self._index_bytes()
         if self.header is not None:
             self.bom, self.lineterminator = sniff(path, self.settings, data)
 
@@ -225,11 +313,127 @@ class CsvWrites(WriteSession):
             rows[key] = found
         self.next_ordinal = self.originals = ordinal
 
+    def _index_bytes(self) -> None:
+        """Index a large file from its bytes (:class:`_Walk`): a plain chunk's rows
+        together, their key cells split off in C, their digests left to be made when a
+        write first compares them (:meth:`_read_digests`: few rows are written); a row with
+        quotes through csv, its digest made now."""
+        assert self.header is not None
+        settings = self.settings
+        key_at = self.header.index(settings.key_column)
+        with read_nofollow(self.path) as raw:
+            walk = _Walk(raw, settings)
+            rows = walk.rows
+            encoding = rows.encoding
+            delimiter = settings.delimiter.encode(encoding)
+            split = operator.methodcaller("split", delimiter, key_at + 1)
+            decode = operator.methodcaller("decode", encoding, "surrogateescape")
+            valued = operator.methodcaller("translate", None, rows.blank)
+            count = operator.methodcaller("count", delimiter)
+            pieces = iter(walk)
+            first = next(pieces, None)  # the header, read already by CsvFile
+            if first is None or not isinstance(first[2], RawRecord):
+                raise self._changed()
+            if rows.cells(first[2]) != self.header:
+                raise self._changed()
+            for line, at, piece in pieces:
+                if isinstance(piece, RawRecord):
+                    self._index_record(rows, line, at, piece)
+                    continue
+                starts = list(itertools.accumulate(map(len, piece), initial=at))
+                bodies = list(map(_BODY, piece))
+                if not all(map(valued, bodies)):  # some may be blank: those are skipped
+                    kept = [n for n, body in enumerate(bodies) if rows.has_value(body)]
+                    bodies, starts = [bodies[n] for n in kept], [starts[n] for n in kept]
+                parts = list(map(split, bodies))
+                keys = [p[key_at] if len(p) > key_at else b"" for p in parts]
+                wide = max(map(count, bodies), default=0) >= self.base
+                self._index_plain(list(map(decode, keys)), starts, bodies if wide else None)
+            self.cursor = CURSOR_PREFIX + rows.digest.hexdigest()
+
+    def _index_plain(self, keys: list[str], starts: list[int], bodies: list[bytes] | None) -> None:
+        """File simple rows by key (`bodies`: their bytes, when some may be wider than the
+        header)."""
+        rows, repeats, unguard, base = self.rows, self.repeats, self._unguard, self.base
+        ordinal = self.next_ordinal
+        encoding, delimiter = self._encoding, self.settings.delimiter
+        for n, key in enumerate(keys):
+            ordinal += 1
+            if key[:1] == "'":
+                key = unguard(key)
+            if not key.strip():
+                continue
+            extras: tuple[str, ...] = ()
+            if bodies is not None:
+                cells = bodies[n].decode(encoding, "surrogateescape").split(delimiter)
+                extras = () if len(cells) <= base else _stripped(cells[base:])
+            found = _Row(ordinal - 1, None, extras, starts[n])
+            if key in rows:
+                repeats.setdefault(key, []).append(found)
+            else:
+                rows[key] = found
+        self.next_ordinal = self.originals = ordinal
+
+    def _index_record(self, rows: RowSplitter, line: int, at: int, record: RawRecord) -> None:
+        """File one row the walk gave alone (a simple one keeps its place, to be read again;
+        one csv parsed has its digest made now)."""
+        if record.error is not None:
+            raise AdapterError(
+                f"{self.path}:{line}: {record.error}",
+                hint="Fix this row first: rewriting the file would lose it.",
+            )
+        cells = rows.cells(record)
+        assert self.header is not None
+        key_at = self.header.index(self.settings.key_column)
+        key = cells[key_at] if key_at < len(cells) else ""
+        ordinal = self.next_ordinal
+        self.next_ordinal = self.originals = ordinal + 1
+        if key[:1] == "'":
+            key = self._unguard(key)
+        if not key.strip():
+            return
+        base = self.base
+        extras = () if len(cells) <= base else _stripped(cells[base:])
+        if record.cells is None:
+            found = _Row(ordinal, None, extras, at)
+        else:
+            found = _Row(ordinal, self._view_digest(cells), extras)
+        if key in self.rows:
+            self.repeats.setdefault(key, []).append(found)
+        else:
+            self.rows[key] = found
+
+    @property
+    def _encoding(self) -> str:
+        """The encoding a large file's bytes are split and decoded in (see RowSplitter)."""
+        name = codecs.lookup(self.settings.read_encoding).name
+        return "utf-8" if name == "utf-8-sig" else name
+
+    def _read_digests(self, wanted: Iterable[_Row | None]) -> None:
+        """Make the digests not made yet of `wanted` rows of a large file, from their lines
+        read again (in file order, one open of the file)."""
+        todo = sorted((r for r in wanted if r is not None and r.digest is None), key=_AT)
+        if not todo:
+            return
+        encoding, delimiter = self._encoding, self.settings.delimiter
+        with file_errors(self.path, "write"), read_nofollow(self.path) as raw:
+            buffered, limit = io.BufferedReader(raw), csv.field_size_limit() + 2
+            for row in todo:
+                buffered.seek(row.at)
+                # a simple row is one line, its break at its end: the body is before it
+                line = buffered.readline(limit).split(b"\n", 1)[0].split(b"\r", 1)[0]
+                cells = line.decode(encoding, "surrogateescape").split(delimiter)
+                row.digest = self._view_digest(cells)
+
     def _digest_of(self, row: _Row) -> bytes:
-        """`row`'s digest, made from the kept cells of the file when first asked for."""
+        """`row`'s digest, made when first asked for: from the kept cells of a small file,
+        or from the row's line of a large one."""
         if row.digest is None:
-            assert self._kept is not None  # only a kept row has none yet
-            row.digest = self._view_digest(self._kept[row.ordinal])
+            if self._kept is not None:
+                row.digest = self._view_digest(self._kept[row.ordinal])
+            else:
+                self._read_digests([row])
+        assert row.digest is not None
         return row.digest
 
     def _view_digest(self, cells: Sequence[str]) -> bytes:
@@ -253,6 +457,9 @@ class CsvWrites(WriteSession):
         self._touched = []
         self._batch_changed = False
         self._new_rows = []
+        if self._split:  # the rows this batch may compare, read in one go
+            rows = self.rows
+            self._read_digests(rows.get(c.key) for c in changes if c.action != "delete")
         results = [self._apply(change) for change in changes]
         if self._batch_changed:
             self.changed = True
@@ -454,10 +661,60 @@ class CsvWrites(WriteSession):
         if self.bom:
             out.write("\ufeff")
         writer = csv.writer(out, **writer_options(self.settings, self.lineterminator))
-        writer.writerows(writable_rows(self.settings, self._rows_out(header)))
+        settings = self.settings
+        writer.writerow(next(writable_rows(settings, [header])))
+        if self._split and settings.quoting == "minimal" and not self._pads():
+            self._copy_rows(out, writer)
+        else:
+            writer.writerows(writable_rows(settings, self._old_rows()))
+        writer.writerows(writable_rows(settings, self._new_rows_out()))
 
-    def _rows_out(self, header: list[str]) -> Iterator[list[str]]:
-        return itertools.chain([header], self._old_rows(), self._new_rows_out())
+    def _copy_rows(self, out: IO[str], writer: Any) -> None:
+        """The file's rows (a large file's, quoting minimal, no row widened), with this
+        run's updates and deletes: a plain chunk no write touched goes out as its text when
+        the writer would give the same (its lines end as the file's first does, its bytes
+        decode), else row by row through the writer, as :meth:`_old_rows` gives them."""
+        touched = sorted(self.deleted.union(self.updates))
+        deleted, updates = self.deleted, self.updates
+        ending = self.lineterminator.encode("ascii")
+        with file_errors(self.path, "write"), read_nofollow(self.path) as raw:
+            walk = _Walk(raw, self.settings)
+            rows = walk.rows
+            encoding, delimiter = rows.encoding, self.settings.delimiter
+            pieces = iter(walk)
+            next(pieces, None)  # the header (the file's digest is checked at the end)
+            ordinal = 0
+            for _, _, piece in pieces:
+                if isinstance(piece, RawRecord):
+                    lines = [rows.cells(piece)] if piece.error is None else [[]]
+                elif _copyable(piece, ending, encoding, rows.blank):
+                    # each row a line: the lines between touched rows go out as they are
+                    end = ordinal + len(piece)
+                    start = bisect.bisect_left(touched, ordinal)
+                    stop = bisect.bisect_left(touched, end, start)
+                    done = 0
+                    for at in touched[start:stop]:
+                        out.write(b"".join(piece[done : at - ordinal]).decode(encoding))
+                        if at in updates:
+                            line = _BODY(piece[at - ordinal]).decode(encoding)
+                            writer.writerow(self._updated(line.split(delimiter), *updates[at]))
+                        done = at - ordinal + 1
+                    out.write(b"".join(piece[done:]).decode(encoding))
+                    ordinal = end
+                    continue
+                else:
+                    bodies = [b for b in map(_BODY, piece) if rows.has_value(b)]
+                    lines = [b.decode(encoding, "surrogateescape").split(delimiter) for b in bodies]
+                for cells in lines:
+                    if ordinal in deleted:
+                        pass
+                    elif ordinal in updates:
+                        writer.writerow(self._updated(cells, *updates[ordinal]))
+                    else:
+                        writer.writerow(cells)
+                    ordinal += 1
+            if CURSOR_PREFIX + rows.digest.hexdigest() != self.cursor:
+                raise self._changed()
 
     def _new_rows_out(self) -> Iterator[list[str]]:
         deleted, replaced = self.deleted, self.replaced
@@ -528,6 +785,25 @@ class CsvWrites(WriteSession):
 
 def _same(cell: str) -> str:
     return cell
+
+
+def _copyable(lines: list[bytes], ending: bytes, encoding: str, blank: bytes) -> bool:
+    """Whether a plain chunk's `lines`, decoded, are the text a csv writer (quoting minimal)
+    writes for their rows: each line a row (none may be blank, which is skipped), ending
+    with `ending`, every byte decoding (a simple row's cells need no quotes)."""
+    data = b"".join(lines)
+    if ending == b"\r\n":
+        if data.count(b"\r\n") != len(lines):
+            return False
+    elif data.count(b"\r" if ending == b"\n" else b"\n"):
+        return False
+    if not all(map(operator.methodcaller("translate", None, blank), map(_BODY, lines))):
+        return False
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _write_error(path: Path, error: OSError) -> ConnectorError:

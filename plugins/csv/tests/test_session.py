@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -96,20 +98,33 @@ def batches(draw: Callable[..., Any]) -> list[list[Change]]:
     return out
 
 
+#: Cells csv writes without quotes (with "," or ";" as the delimiter).
+PLAIN_VALUES = [v for v in VALUES if not {'"', ",", "\n"} & set(v)]
+#: Lines the plain file test puts among a file's rows.
+ODD_LINES = [b"\n", b" ,\n", b"k7,odd\r\n", b"k8,odd\n", b"k9,odd\r", b"k10,\xff\xfe\n"]
+
+
 @st.composite
-def initial_files(draw: Callable[..., Any]) -> list[list[str]] | None:
-    """None (no file), [] (an empty file), or a header and rows."""
-    kind = draw(st.sampled_from(["none", "empty", "table"]))
+def initial_files(
+    draw: Callable[..., Any],
+    values: list[str] = VALUES,
+    most: int = 5,
+    kinds: tuple[str, ...] = ("none", "empty", "table"),
+    columns: tuple[str, ...] = ("first_name", "notes", "city", "Shirt"),
+) -> list[list[str]] | None:
+    """None (no file), [] (an empty file), or a header (`columns` and "id") and up to
+    `most` rows of `values`."""
+    kind = draw(st.sampled_from(kinds))
     if kind == "none":
         return None
     if kind == "empty":
         return []
-    others = draw(st.lists(st.sampled_from(["first_name", "notes", "city", "Shirt"]), unique=True))
+    others = draw(st.lists(st.sampled_from(columns), unique=True))
     header = [*others[: len(others) // 2], "id", *others[len(others) // 2 :]]
     rows = []
-    for _ in range(draw(st.integers(0, 5))):
+    for _ in range(draw(st.integers(0, most))):
         width = draw(st.sampled_from([len(header), len(header), len(header) - 1, len(header) + 2]))
-        cells = [draw(st.sampled_from(VALUES)) for _ in range(max(width, 1))]
+        cells = [draw(st.sampled_from(values)) for _ in range(max(width, 1))]
         key_at = header.index("id")
         if key_at < len(cells):
             cells[key_at] = draw(st.sampled_from(KEYS))
@@ -151,7 +166,14 @@ def results(items: list[WriteResult]) -> list[tuple[str, str]]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(initial_files(), batches(), csv_settings(), st.booleans(), st.sampled_from([0, 32 << 10]))
+@given(
+    initial_files(),
+    batches(),
+    csv_settings(),
+    st.booleans(),
+    st.sampled_from([0, 32 << 10]),
+    st.sampled_from([1 << 20, 5, 23]),
+)
 # Two rows share a key whose control character the write strips: once the first is written
 # under its new key, the second answers for the old one (found by hypothesis in CI order).
 @example(
@@ -167,6 +189,7 @@ def results(items: list[WriteResult]) -> list[tuple[str, str]]:
     },
     crlf=False,
     keep=32 << 10,
+    chunk=1 << 20,
 )
 def test_a_session_writes_what_a_rewrite_per_batch_wrote(
     rows: list[list[str]] | None,
@@ -174,19 +197,91 @@ def test_a_session_writes_what_a_rewrite_per_batch_wrote(
     options: dict[str, Any],
     crlf: bool,
     keep: int,
+    chunk: int,
 ) -> None:
-    """`keep`: the size up to which a file's rows are kept in memory (0: read again at the
-    commit, as a large file is)."""
+    """`keep`: the size up to which a file's rows are kept in memory (0: a large file's
+    index, from the file's bytes, read in chunks of `chunk` bytes)."""
+    check_against_rewrite(rows, changes, options, crlf, keep, chunk)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    initial_files(
+        values=PLAIN_VALUES,
+        most=30,
+        kinds=("table",),
+        columns=("first_name", "notes", "city", "Shirt", "email", "phone"),
+    ),
+    batches(),
+    csv_settings(),
+    st.booleans(),
+    st.sampled_from([1 << 20, 7, 60]),
+    st.lists(st.tuples(st.integers(1, 40), st.sampled_from(ODD_LINES)), max_size=2),
+)
+def test_a_large_plain_file_is_written_as_a_rewrite_per_batch_wrote(
+    rows: list[list[str]] | None,
+    changes: list[list[Change]],
+    options: dict[str, Any],
+    crlf: bool,
+    chunk: int,
+    odd: list[tuple[int, bytes]],
+) -> None:
+    """Rows without quotes, read in chunks of `chunk` bytes: the commit copies the plain
+    chunks' lines between the rows written (quoting minimal), and the bytes are the same;
+    `odd` lines put in at those lines (a blank row, another line break, an undecodable
+    byte) make a chunk's rows go through csv instead."""
+    check_against_rewrite(rows, changes, {**options, "quoting": "minimal"}, crlf, 0, chunk, odd=odd)
+
+
+@pytest.mark.parametrize("odd", ODD_LINES)
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_a_chunk_with_an_odd_line_goes_through_csv(odd: bytes, encoding: str, crlf: bool) -> None:
+    """A large file's plain chunk holding a blank row, another line break or an undecodable
+    byte is not copied as it is: its rows go through csv, as a rewrite's do."""
+    header = ["first_name", "id", "city", "Shirt", "email", "phone"]
+    rows = [header, *([f"n{n}", f"k{n}", "York", "", "", ""] for n in range(30))]
+    record = {"id": "k3", "city": "Ely", **dict.fromkeys(["email", "phone", "extra.csv.shirt"], "")}
+    options = {
+        "encoding": encoding,
+        "write_bom": False,
+        "neutralize_formulas": False,
+        "quoting": "minimal",
+        "delimiter": ",",
+        "phone_numbers": "plain",
+    }
+    changes = [[Change.upsert("k3", record)], [Change.delete("k20")]]
+    check_against_rewrite(rows, changes, options, crlf, 0, 1 << 20, odd=[(10, odd)])
+
+
+def check_against_rewrite(
+    rows: list[list[str]] | None,
+    changes: list[list[Change]],
+    options: dict[str, Any],
+    crlf: bool,
+    keep: int,
+    chunk: int,
+    odd: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    """A session's answers and file are those of a rewrite per batch (:func:`old_write`);
+    `odd`: (line, bytes) put in the file before that line (from the second)."""
     with (
         tempfile.TemporaryDirectory() as folder,
         mock.patch.object(connector_csv_session(), "_KEEP_IN_MEMORY", keep),
+        mock.patch.object(connector_csv_rows(), "_CHUNK", chunk),
     ):
         old_path, new_path = Path(folder, "old.csv"), Path(folder, "new.csv")
         try:
             put(old_path, rows, options, crlf)
-            put(new_path, rows, options, crlf)
         except UnicodeEncodeError:
             assume(False)
+        if odd and rows:
+            lines = old_path.read_bytes().splitlines(keepends=True)
+            for at, line in sorted(odd, reverse=True):
+                lines.insert(min(at, len(lines)), line)
+            old_path.write_bytes(b"".join(lines))
+        if old_path.exists():
+            shutil.copy2(old_path, new_path)
         old = CsvAdapter(CsvSettings(path=old_path, **options), mapping=MAPPING)
         new = CsvAdapter(CsvSettings(path=new_path, **options), mapping=MAPPING)
         expected = [results(old_write(old, batch)) for batch in changes]
@@ -376,10 +471,50 @@ def test_the_session_keeps_no_row_of_the_file_in_memory(csv_path: Path) -> None:
     with adapter.open_writes() as session:
         assert isinstance(session, connector_csv_session().CsvWrites)
         row = session.rows["k5"]
-        assert set(row.__slots__) == {"digest", "extras", "ordinal"}
-        assert len(row.digest) == 16
+        assert set(row.__slots__) == {"at", "digest", "extras", "ordinal"}
+        assert row.digest is None  # made when a write compares the row: read again from `at`
         assert row.extras == ()
         assert session._kept is None  # a file this large is read again at the commit
+        with csv_path.open("rb") as raw:
+            raw.seek(row.at)
+            assert raw.readline() == b"k5,York," + b"x" * 200 + b"\r\n"
+        assert list(session.write([Change.upsert("k5", {"id": "k5", "city": "York"})]))
+        assert row.digest is not None
+        assert len(row.digest) == 16
+
+
+def test_a_large_file_goes_out_as_it_was_but_for_the_rows_written(
+    csv_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit hands csv the header and the rows the run wrote; the rows between go out
+    as the file's text (the property test above holds this to a rewrite's bytes)."""
+    module = connector_csv_session()
+    lines = ["id,city,notes\n", *(f"k{n},York,{'x' * 100}\n" for n in range(3000))]
+    csv_path.write_text("".join(lines))
+    handed: list[list[str]] = []
+
+    class Writer:
+        def __init__(self, out: Any, **options: Any) -> None:
+            self.real = csv.writer(out, **options)
+
+        def writerow(self, row: list[str]) -> Any:
+            handed.append(list(row))
+            return self.real.writerow(row)
+
+        def writerows(self, rows: Any) -> None:
+            for row in rows:
+                self.writerow(row)
+
+    counting = SimpleNamespace(writer=Writer, field_size_limit=csv.field_size_limit)
+    monkeypatch.setattr(module, "csv", counting)
+    adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
+    with adapter.open_writes() as session:
+        list(session.write([Change.upsert("k5", {"id": "k5", "city": "Leeds"})]))
+        list(session.write([Change.delete("k2999"), Change.upsert("new", {"id": "new"})]))
+        session.commit()
+    assert handed == [["id", "city", "notes"], ["k5", "Leeds", "x" * 100], ["new", "", ""]]
+    lines[6] = f"k5,Leeds,{'x' * 100}\n"
+    assert csv_path.read_text() == "".join([*lines[:-1], "new,,\n"])
 
 
 def test_a_small_file_is_parsed_once(csv_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,3 +543,9 @@ def connector_csv_session() -> Any:
     import connector_csv.session
 
     return connector_csv.session
+
+
+def connector_csv_rows() -> Any:
+    import connector_csv.rows
+
+    return connector_csv.rows
