@@ -124,7 +124,8 @@ class _Walk:
         raw.seek(0)
         self.rows = RowSplitter(raw, settings)  # type: ignore[arg-type]
         # the splitter drops the byte order mark that utf-8-sig reads past
-        self.start = 3 if settings.read_encoding == "utf-8-sig" and start == codecs.BOM_UTF8 else 0
+        sig = codecs.lookup(settings.read_encoding).name == "utf-8-sig"
+        self.start = len(codecs.BOM_UTF8) if sig and start == codecs.BOM_UTF8 else 0
 
     def __iter__(self) -> Iterator[tuple[int, int, list[bytes] | RawRecord]]:
         rows = self.rows

@@ -7,6 +7,7 @@ session must answer every batch alike and leave the same bytes (and file mode) b
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 import shutil
@@ -217,6 +218,7 @@ def test_a_session_writes_what_a_rewrite_per_batch_wrote(
     st.booleans(),
     st.sampled_from([1 << 20, 7, 60]),
     st.lists(st.tuples(st.integers(1, 40), st.sampled_from(ODD_LINES)), max_size=2),
+    st.booleans(),
 )
 def test_a_large_plain_file_is_written_as_a_rewrite_per_batch_wrote(
     rows: list[list[str]] | None,
@@ -225,12 +227,16 @@ def test_a_large_plain_file_is_written_as_a_rewrite_per_batch_wrote(
     crlf: bool,
     chunk: int,
     odd: list[tuple[int, bytes]],
+    bom: bool,
 ) -> None:
     """Rows without quotes, read in chunks of `chunk` bytes: the commit copies the plain
     chunks' lines between the rows written (quoting minimal), and the bytes are the same;
     `odd` lines put in at those lines (a blank row, another line break, an undecodable
-    byte) make a chunk's rows go through csv instead."""
-    check_against_rewrite(rows, changes, {**options, "quoting": "minimal"}, crlf, 0, chunk, odd=odd)
+    byte) make a chunk's rows go through csv instead; `bom`: a UTF-8 file starts with a
+    byte order mark."""
+    bom = bom and options["encoding"] == "utf-8"
+    options = {**options, "quoting": "minimal"}
+    check_against_rewrite(rows, changes, options, crlf, 0, chunk, odd=odd, bom=bom)
 
 
 @pytest.mark.parametrize("odd", ODD_LINES)
@@ -262,6 +268,7 @@ def check_against_rewrite(
     keep: int,
     chunk: int,
     odd: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+    bom: bool = False,
 ) -> None:
     """A session's answers and file are those of a rewrite per batch (:func:`old_write`);
     `odd`: (line, bytes) put in the file before that line (from the second)."""
@@ -275,11 +282,11 @@ def check_against_rewrite(
             put(old_path, rows, options, crlf)
         except UnicodeEncodeError:
             assume(False)
-        if odd and rows:
+        if (odd or bom) and rows:
             lines = old_path.read_bytes().splitlines(keepends=True)
             for at, line in sorted(odd, reverse=True):
                 lines.insert(min(at, len(lines)), line)
-            old_path.write_bytes(b"".join(lines))
+            old_path.write_bytes(codecs.BOM_UTF8 * bom + b"".join(lines))
         if old_path.exists():
             shutil.copy2(old_path, new_path)
         old = CsvAdapter(CsvSettings(path=old_path, **options), mapping=MAPPING)
