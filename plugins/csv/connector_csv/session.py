@@ -70,6 +70,10 @@ _KEEP_IN_MEMORY = 32 << 10
 _CELLS = operator.itemgetter(1)
 #: A row's byte offset (see _Row.at).
 _AT = operator.attrgetter("at")
+#: A simple row of a large file not asked for yet is filed as one int, its ordinal shifted
+#: by this many bits above its byte offset (see CsvWrites._row): no _Row made per row.
+_SHIFT = 40
+_OFFSET = (1 << _SHIFT) - 1
 #: A simple line's row (its line break off).
 _BODY = operator.methodcaller("rstrip", b"\r\n")
 #: Renders a change's record as cells by column name; raises RenderError.
@@ -205,7 +209,8 @@ class CsvWrites(WriteSession):
         self.lineterminator = DEFAULT_LINETERMINATOR
         self.mode: int | None = None
         self.cursor: str | None = None  # the file's digest when read (None: no file)
-        self.rows: dict[str, _Row] = {}
+        # each keyed row; an int: a large file's simple row not asked for yet (see _row)
+        self.rows: dict[str, _Row | int] = {}
         self._kept: list[list[str]] | None = None  # a small file's rows, as read (see _index)
         self._split = False  # indexed from the bytes: rows read again for digests, copied
         # further rows holding a key, in file order: deleted with it, and the next answers for
@@ -341,7 +346,7 @@ class CsvWrites(WriteSession):
                 if isinstance(piece, RawRecord):
                     self._index_record(rows, line, at, piece)
                     continue
-                starts = list(itertools.accumulate(map(len, piece), initial=at))
+                starts = list(itertools.accumulate(map(len, piece[:-1]), initial=at))
                 bodies = list(map(_BODY, piece))
                 if not all(map(valued, bodies)):  # some may be blank: those are skipped
                     kept = [n for n, body in enumerate(bodies) if rows.has_value(body)]
@@ -357,6 +362,19 @@ class CsvWrites(WriteSession):
         header)."""
         rows, repeats, unguard, base = self.rows, self.repeats, self._unguard, self.base
         ordinal = self.next_ordinal
+        if (
+            bodies is None
+            and (unguard is _same or not any(map(str.startswith, keys, itertools.repeat("'"))))
+            and all(map(str.strip, keys))
+            and len(set(keys)) == len(keys)
+            and rows.keys().isdisjoint(keys)
+            and (not starts or starts[-1] <= _OFFSET)
+        ):  # the common chunk, in C: each row filed as an int (see _row)
+            end = ordinal + len(keys)
+            shifted = map(operator.lshift, range(ordinal, end), itertools.repeat(_SHIFT))
+            rows.update(zip(keys, map(operator.or_, shifted, starts), strict=True))
+            self.next_ordinal = self.originals = end
+            return
         encoding, delimiter = self._encoding, self.settings.delimiter
         for n, key in enumerate(keys):
             ordinal += 1
@@ -403,6 +421,15 @@ class CsvWrites(WriteSession):
             self.repeats.setdefault(key, []).append(found)
         else:
             self.rows[key] = found
+
+    def _row(self, key: str) -> _Row | None:
+        """The row filed under `key` (None: none), made a :class:`_Row` if it was filed as
+        an int (a large file's simple row: ordinal << _SHIFT | byte offset)."""
+        row = self.rows.get(key)
+        if row.__class__ is int:
+            code: int = row
+            row = self.rows[key] = _Row(code >> _SHIFT, None, (), code & _OFFSET)
+        return row  # type: ignore[return-value]
 
     @property
     def _encoding(self) -> str:
@@ -459,8 +486,7 @@ class CsvWrites(WriteSession):
         self._batch_changed = False
         self._new_rows = []
         if self._split:  # the rows this batch may compare, read in one go
-            rows = self.rows
-            self._read_digests(rows.get(c.key) for c in changes if c.action != "delete")
+            self._read_digests(self._row(c.key) for c in changes if c.action != "delete")
         results = [self._apply(change) for change in changes]
         if self._batch_changed:
             self.changed = True
@@ -482,9 +508,10 @@ class CsvWrites(WriteSession):
         return WriteResult(change.key, self._upsert(change.key, cells))
 
     def _delete(self, key: str) -> Action:
-        row = self.rows.pop(key, None)
+        row = self._row(key)
         if row is None:
             return "unchanged"
+        del self.rows[key]
         for ordinal in (row.ordinal, *(r.ordinal for r in self.repeats.pop(key, ()))):
             self.deleted.add(ordinal)
             self.replaced.pop(ordinal, None)
@@ -498,7 +525,7 @@ class CsvWrites(WriteSession):
         positions = self._positions
         if len(positions) != len(header):
             positions = self._positions = {name: i for i, name in enumerate(header)}
-        row = self.rows.get(key)
+        row = self._row(key)
         values: dict[int, str] = {}
         guard, starts = self._guard, self._starts
         key_column = self.settings.key_column
@@ -562,7 +589,7 @@ class CsvWrites(WriteSession):
         """File the rows this batch wrote under the key the file will give them when read
         back (what a table loaded again after each batch would see)."""
         for key in self._touched:
-            row = self.rows.get(key)
+            row = self._row(key)
             if row is None:
                 continue
             again = self._unguard(self._guard(key))
@@ -576,7 +603,7 @@ class CsvWrites(WriteSession):
                     del self.repeats[key]
             if not again.strip():
                 continue
-            other = self.rows.get(again)
+            other = self._row(again)
             if other is None:
                 self.rows[again] = row
             else:  # two rows now share a key: the first in the file answers for it

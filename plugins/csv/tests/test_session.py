@@ -477,7 +477,7 @@ def test_the_session_keeps_no_row_of_the_file_in_memory(csv_path: Path) -> None:
     adapter = CsvAdapter(CsvSettings(path=csv_path), mapping=MAPPING)
     with adapter.open_writes() as session:
         assert isinstance(session, connector_csv_session().CsvWrites)
-        row = session.rows["k5"]
+        row = session._row("k5")
         assert set(row.__slots__) == {"at", "digest", "extras", "ordinal"}
         assert row.digest is None  # made when a write compares the row: read again from `at`
         assert row.extras == ()
