@@ -299,8 +299,9 @@ class _Group:
         if shared:
             # a kept read: only the id map rows of the records it decoded can be asked for
             among = None if kept is None else kept.page_of
+            idle = kept is not None and kept.idle
             with self._joined():  # each job's id map: reads in one transaction
-                decider = _Decider(self.runs, self.store, among)
+                decider = _Decider(self.runs, self.store, among, idle=idle)
             self.passed = _Passed(decider)
         pages: Iterator[Page] | None
         collect = None  # the row fingerprints this read reports, by source id
@@ -750,6 +751,15 @@ class _Read:
         skeleton.skipped = self.skipped[n]
         return skeleton
 
+    @property
+    def idle(self) -> bool:
+        """Whether no job plans anything of the read: no record, no row skipped unchanged,
+        no problem, not a listing of the whole source (one with nothing new since the
+        cursor)."""
+        return self.seen is None and not any(
+            m.records or m.skipped or m.busy or m.snapshot for m in self.metas
+        )
+
     def page_of(self) -> dict[str, tuple[int, int]]:
         """The page and place of each record the read decoded, by source id (not the rows it skipped
         unchanged: nobody plans them), made when a group first asks: a group that holds
@@ -874,10 +884,14 @@ class _Decider:
         runs: Sequence[JobRun],
         store: StateStore,
         among: Callable[[], Collection[str]] | None = None,
+        *,
+        idle: bool = False,
     ) -> None:
         """`among` gives the source ids of every record the group's pages will hold (a kept
         read's), if known: only their id map rows are read (with every held id). It is
-        called only if the group's jobs hold something."""
+        called only if the group's jobs hold something. `idle`: the group's pages hold
+        nothing any job plans (:attr:`_Read.idle`): what each job holds is counted, no id
+        read (15,000 partners' run with nothing new read every id map)."""
         self.runs = runs
         policies = [run.job.policy for run in runs]
         self.policies: list[CompiledPolicy] = policies
@@ -917,7 +931,7 @@ class _Decider:
         names = [run.job.name for run in runs]
         # a kept read: every held id is read (a complete read takes back those it did not
         # list), and each job's count is how many it read
-        by_job = None if among is None else store.mapped_ids(names)
+        by_job = None if among is None or idle else store.mapped_ids(names)
         if by_job is None:
             counts = store.mapped_counts(names)
         else:
@@ -930,7 +944,9 @@ class _Decider:
         self.rows: list[Mapping[str, Mapped]] | None = None
         held: list[Iterable[str]]
         holding = sum(counts.values())
-        if 0 < holding <= _ROWS_AHEAD and among is not None:
+        if idle:  # no id of the read is ever looked up
+            held = [[] for _ in names]
+        elif 0 < holding <= _ROWS_AHEAD and among is not None:
             # the rows of the held ids among the read's records (an incremental read's are few)
             assert by_job is not None
             listed = among()

@@ -577,6 +577,43 @@ def test_groups_of_one_source_are_fed_one_read(tmp_path: Path) -> None:
     assert len(CountingAdapter.reads) == 4
 
 
+def test_groups_fed_a_read_with_nothing_new_read_no_id_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose source has nothing new since the jobs' cursor: the later groups, fed
+    the first group's read (no record, not a whole listing), count what their jobs hold
+    and read none of their ids (15,000 partners' unchanged run read every id map)."""
+    world = World(tmp_path)
+    for n in range(10):
+        world.put(n)
+    asked: list[list[str]] = []
+    mapped_ids = StateStore.mapped_ids
+
+    def spied(store: StateStore, jobs: Any) -> Any:
+        asked.append(list(jobs))
+        return mapped_ids(store, jobs)
+
+    monkeypatch.setattr(StateStore, "mapped_ids", spied)
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", ledger_key=TEST_LEDGER_KEY) as s:
+        jobs = world.load()
+        run_jobs(jobs, s, group_size=2)
+        world.put(3, version=1)
+        changed = run_jobs(jobs, s, group_size=2)
+        assert asked  # a read with records: the later groups read their jobs' ids
+        asked.clear()
+        unchanged = run_jobs(jobs, s, group_size=2)
+        assert asked == []
+        held = {job: s.mapped_count(job) for job in JOBS}
+        alone = run_jobs(jobs, s, group_size=1)  # the same run again, each job on its own
+        assert {job: s.mapped_count(job) for job in JOBS} == held
+        for job in jobs:
+            job.close()
+    assert [r.job for r in changed.results] == [r.job for r in unchanged.results] == JOBS
+    assert [r.counts for r in unchanged.results] == [r.counts for r in alone.results]
+    assert [r.exit_code for r in unchanged.results] == [r.exit_code for r in alone.results]
+    assert sum(held.values()) > 0
+
+
 @given(
     sources=st.lists(st.sampled_from("abc"), max_size=60),
     limit=st.integers(1, 20),
