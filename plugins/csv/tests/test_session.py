@@ -101,6 +101,14 @@ def batches(draw: Callable[..., Any]) -> list[list[Change]]:
 
 #: Cells csv writes without quotes (with "," or ";" as the delimiter).
 PLAIN_VALUES = [v for v in VALUES if not {'"', ",", "\n"} & set(v)]
+#: Settings without a byte order mark, formula guard or quotes the file would not need.
+PLAIN_OPTIONS = {
+    "write_bom": False,
+    "neutralize_formulas": False,
+    "quoting": "minimal",
+    "delimiter": ",",
+    "phone_numbers": "prefixed",
+}
 #: Lines the plain file test puts among a file's rows.
 ODD_LINES = [b"\n", b" ,\n", b"k7,odd\r\n", b"k8,odd\n", b"k9,odd\r", b"k10,\xff\xfe\n"]
 
@@ -180,14 +188,7 @@ def results(items: list[WriteResult]) -> list[tuple[str, str]]:
 @example(
     rows=[["first_name", "notes", "id", "city", "Shirt"], *[["", "", "k\x01", "", ""]] * 2],
     changes=[[Change(action="upsert", key="k\x01", record={"id": "k\x01"})]] * 2,
-    options={
-        "encoding": "latin-1",
-        "write_bom": False,
-        "neutralize_formulas": False,
-        "quoting": "minimal",
-        "delimiter": ",",
-        "phone_numbers": "prefixed",
-    },
+    options={**PLAIN_OPTIONS, "encoding": "latin-1"},
     crlf=False,
     keep=32 << 10,
     chunk=1 << 20,
@@ -248,14 +249,7 @@ def test_a_chunk_with_an_odd_line_goes_through_csv(odd: bytes, encoding: str, cr
     header = ["first_name", "id", "city", "Shirt", "email", "phone"]
     rows = [header, *([f"n{n}", f"k{n}", "York", "", "", ""] for n in range(30))]
     record = {"id": "k3", "city": "Ely", **dict.fromkeys(["email", "phone", "extra.csv.shirt"], "")}
-    options = {
-        "encoding": encoding,
-        "write_bom": False,
-        "neutralize_formulas": False,
-        "quoting": "minimal",
-        "delimiter": ",",
-        "phone_numbers": "plain",
-    }
+    options = {**PLAIN_OPTIONS, "encoding": encoding, "phone_numbers": "plain"}
     changes = [[Change.upsert("k3", record)], [Change.delete("k20")]]
     check_against_rewrite(rows, changes, options, crlf, 0, 1 << 20, odd=[(10, odd)])
 
