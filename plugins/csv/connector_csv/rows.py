@@ -86,7 +86,9 @@ class RowSplitter:
         self._feed = _Feed(self._lines, self.encoding)
         self._reader = csv.reader(self._feed, **reader_options(settings))
         self._limit = csv.field_size_limit()
-        self._bom = encoding == "utf-8-sig" and start  # `start`: `raw` is a file's start
+        #: a UTF-8 byte order mark at the start of `raw` is dropped (`start`: `raw` is a
+        #: file's start)
+        self.skips_bom = encoding == "utf-8-sig" and start
         # bytes that cannot make a cell non-blank alone, and every non-ASCII byte
         self.blank = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(128, 256))
         self.blank += self.delimiter.encode(self.encoding)
@@ -99,7 +101,7 @@ class RowSplitter:
             self.digest.update(chunk)
             if cutter is not None:
                 self.blocks += [b._replace(data=b"") for b in cutter.feed(chunk)]
-            if first and self._bom and chunk.startswith(codecs.BOM_UTF8):
+            if first and self.skips_bom and chunk.startswith(codecs.BOM_UTF8):
                 chunk = chunk[len(codecs.BOM_UTF8) :]
             first = False
             data = carry + chunk

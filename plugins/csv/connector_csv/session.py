@@ -45,7 +45,7 @@ import os
 import pickle
 import stat
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -127,9 +127,8 @@ class _Walk:
         start = raw.read(3)
         raw.seek(0)
         self.rows = RowSplitter(raw, settings)  # type: ignore[arg-type]
-        # the splitter drops the byte order mark that utf-8-sig reads past
-        sig = codecs.lookup(settings.read_encoding).name == "utf-8-sig"
-        self.start = len(codecs.BOM_UTF8) if sig and start == codecs.BOM_UTF8 else 0
+        skipped = self.rows.skips_bom and start == codecs.BOM_UTF8
+        self.start = len(codecs.BOM_UTF8) if skipped else 0  # where the first line starts
 
     def __iter__(self) -> Iterator[tuple[int, int, list[bytes] | RawRecord]]:
         rows = self.rows
@@ -213,6 +212,7 @@ class CsvWrites(WriteSession):
         self.rows: dict[str, _Row | int] = {}
         self._kept: list[list[str]] | None = None  # a small file's rows, as read (see _index)
         self._split = False  # indexed from the bytes: rows read again for digests, copied
+        self._encoding = ""  # the encoding the bytes are split in (see RowSplitter)
         # further rows holding a key, in file order: deleted with it, and the next answers for
         # the key once the first is written under another (a key cell a write cleans)
         self.repeats: dict[str, list[_Row]] = {}
@@ -330,7 +330,7 @@ class CsvWrites(WriteSession):
         with read_nofollow(self.path) as raw:
             walk = _Walk(raw, settings)
             rows = walk.rows
-            encoding = rows.encoding
+            encoding = self._encoding = rows.encoding
             delimiter = settings.delimiter.encode(encoding)
             split = operator.methodcaller("split", delimiter, key_at + 1)
             decode = operator.methodcaller("decode", encoding, "surrogateescape")
@@ -338,13 +338,12 @@ class CsvWrites(WriteSession):
             count = operator.methodcaller("count", delimiter)
             pieces = iter(walk)
             first = next(pieces, None)  # the header, read already by CsvFile
-            if first is None or not isinstance(first[2], RawRecord):
-                raise self._changed()
-            if rows.cells(first[2]) != self.header:
+            header = None if first is None else first[2]
+            if not isinstance(header, RawRecord) or rows.cells(header) != self.header:
                 raise self._changed()
             for line, at, piece in pieces:
                 if isinstance(piece, RawRecord):
-                    self._index_record(rows, line, at, piece)
+                    self._index_record(rows, key_at, line, at, piece)
                     continue
                 starts = list(itertools.accumulate(map(len, piece[:-1]), initial=at))
                 bodies = list(map(_BODY, piece))
@@ -360,7 +359,7 @@ class CsvWrites(WriteSession):
     def _index_plain(self, keys: list[str], starts: list[int], bodies: list[bytes] | None) -> None:
         """File simple rows by key (`bodies`: their bytes, when some may be wider than the
         header)."""
-        rows, repeats, unguard, base = self.rows, self.repeats, self._unguard, self.base
+        rows, unguard, base = self.rows, self._unguard, self.base
         ordinal = self.next_ordinal
         if (
             bodies is None
@@ -377,23 +376,16 @@ class CsvWrites(WriteSession):
             return
         encoding, delimiter = self._encoding, self.settings.delimiter
         for n, key in enumerate(keys):
-            ordinal += 1
-            if key[:1] == "'":
-                key = unguard(key)
-            if not key.strip():
-                continue
             extras: tuple[str, ...] = ()
             if bodies is not None:
                 cells = bodies[n].decode(encoding, "surrogateescape").split(delimiter)
                 extras = () if len(cells) <= base else _stripped(cells[base:])
-            found = _Row(ordinal - 1, None, extras, starts[n])
-            if key in rows:
-                repeats.setdefault(key, []).append(found)
-            else:
-                rows[key] = found
-        self.next_ordinal = self.originals = ordinal
+            self._file(key, _Row(ordinal + n, None, extras, starts[n]))
+        self.next_ordinal = self.originals = ordinal + len(keys)
 
-    def _index_record(self, rows: RowSplitter, line: int, at: int, record: RawRecord) -> None:
+    def _index_record(
+        self, rows: RowSplitter, key_at: int, line: int, at: int, record: RawRecord
+    ) -> None:
         """File one row the walk gave alone (a simple one keeps its place, to be read again;
         one csv parsed has its digest made now)."""
         if record.error is not None:
@@ -402,21 +394,24 @@ class CsvWrites(WriteSession):
                 hint="Fix this row first: rewriting the file would lose it.",
             )
         cells = rows.cells(record)
-        assert self.header is not None
-        key_at = self.header.index(self.settings.key_column)
-        key = cells[key_at] if key_at < len(cells) else ""
         ordinal = self.next_ordinal
         self.next_ordinal = self.originals = ordinal + 1
-        if key[:1] == "'":
-            key = self._unguard(key)
-        if not key.strip():
-            return
         base = self.base
         extras = () if len(cells) <= base else _stripped(cells[base:])
         if record.cells is None:
             found = _Row(ordinal, None, extras, at)
         else:
             found = _Row(ordinal, self._view_digest(cells), extras)
+        self._file(cells[key_at] if key_at < len(cells) else "", found)
+
+    def _file(self, key: str, found: _Row) -> None:
+        """File `found` under its key cell `key` as the file gives it back (unguarded); a
+        row whose key is blank is not filed, a later row of a key waits in ``repeats``. (The
+        loop of :meth:`_index_rows` does the same inline.)"""
+        if key[:1] == "'":
+            key = self._unguard(key)
+        if not key.strip():
+            return
         if key in self.rows:
             self.repeats.setdefault(key, []).append(found)
         else:
@@ -430,12 +425,6 @@ class CsvWrites(WriteSession):
             code: int = row
             row = self.rows[key] = _Row(code >> _SHIFT, None, (), code & _OFFSET)
         return row  # type: ignore[return-value]
-
-    @property
-    def _encoding(self) -> str:
-        """The encoding a large file's bytes are split and decoded in (see RowSplitter)."""
-        name = codecs.lookup(self.settings.read_encoding).name
-        return "utf-8" if name == "utf-8-sig" else name
 
     def _read_digests(self, wanted: Iterable[_Row | None]) -> None:
         """Make the digests not made yet of `wanted` rows of a large file, from their lines
@@ -702,8 +691,8 @@ class CsvWrites(WriteSession):
         run's updates and deletes: a plain chunk no write touched goes out as its text when
         the writer would give the same (its lines end as the file's first does, its bytes
         decode), else row by row through the writer, as :meth:`_old_rows` gives them."""
-        touched = sorted(self.deleted.union(self.updates))
-        deleted, updates = self.deleted, self.updates
+        changed = self.deleted.union(self.updates)
+        touched = sorted(changed)
         ending = self.lineterminator.encode("ascii")
         with file_errors(self.path, "write"), read_nofollow(self.path) as raw:
             walk = _Walk(raw, self.settings)
@@ -723,9 +712,8 @@ class CsvWrites(WriteSession):
                     done = 0
                     for at in touched[start:stop]:
                         out.write(b"".join(piece[done : at - ordinal]).decode(encoding))
-                        if at in updates:
-                            line = _BODY(piece[at - ordinal]).decode(encoding)
-                            writer.writerow(self._updated(line.split(delimiter), *updates[at]))
+                        cells = _BODY(piece[at - ordinal]).decode(encoding).split(delimiter)
+                        writer.writerows(self._applied([cells], at, changed))
                         done = at - ordinal + 1
                     out.write(b"".join(piece[done:]).decode(encoding))
                     ordinal = end
@@ -733,14 +721,8 @@ class CsvWrites(WriteSession):
                 else:
                     bodies = [b for b in map(_BODY, piece) if rows.has_value(b)]
                     lines = [b.decode(encoding, "surrogateescape").split(delimiter) for b in bodies]
-                for cells in lines:
-                    if ordinal in deleted:
-                        pass
-                    elif ordinal in updates:
-                        writer.writerow(self._updated(cells, *updates[ordinal]))
-                    else:
-                        writer.writerow(cells)
-                    ordinal += 1
+                writer.writerows(self._applied(lines, ordinal, changed))
+                ordinal += len(lines)
             if CURSOR_PREFIX + rows.digest.hexdigest() != self.cursor:
                 raise self._changed()
 
@@ -769,13 +751,16 @@ class CsvWrites(WriteSession):
             if source.cursor != self.cursor:
                 raise self._changed()
 
-    def _applied(self, rows: Iterable[list[str]]) -> Iterator[list[str]]:
-        """The file's `rows` (in order, from the first) with this run's updates and deletes."""
+    def _applied(
+        self, rows: Iterable[list[str]], start: int = 0, touched: Set[int] | None = None
+    ) -> Iterator[list[str]]:
+        """The file's `rows` (in order, the first being row `start`) with this run's updates
+        and deletes (`touched`: the rows they touch, if made already)."""
         deleted, updates = self.deleted, self.updates
-        touched = deleted.union(updates)
+        touched = deleted.union(updates) if touched is None else touched
         # most rewrites widen no row: the rows untouched by the run go out as read
         padded = self._padded if self._pads() else None
-        for ordinal, cells in enumerate(rows):
+        for ordinal, cells in enumerate(rows, start):
             if ordinal in touched:
                 if ordinal in deleted:
                     continue
