@@ -31,7 +31,7 @@ import hashlib
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from connector_core.errors import PolicyError
 from connector_core.hookspecs import MaskFactory
@@ -203,17 +203,21 @@ class CompiledPolicy:
         self.resolutions = resolutions
         self.outcomes = facts.outcomes
         self.no_allow = Decision(False, f"no-allow:{policy.name}")
-        self.pushdown = _pushdown(links, facts.shared)
-        plan = self._plan()
-        self._build: tuple[codegen.DecisionPlan, list[codegen.FieldPlan]] | None = (
-            plan,
-            self._fields(),
-        )
+        self._shared = facts.shared
+        #: the consent purposes of the chain, each once, in order, with the decision that
+        #: withholds a record without it
+        self._consents = [
+            (p, Decision(False, f"consent:{p}"))
+            for p in dict.fromkeys(p for link in links for p in link.policy.require_consent)
+        ]
+        # the generated functions' plan is made with the first of them (see __getattr__):
+        # it cannot fail, and most of a network's partner policies never decide a record
+        self._build: bool | None = True
         #: what ``gate`` checks, in order (each consent purpose, then each forbid's
         #: condition), with the decision it gives: policies with equal checks have gates
         #: that differ only in the reasons' names
         self.gate_checks: tuple[tuple[str, Decision], ...] = tuple(
-            (f"consent:{p}", cast(Decision, d)) for p, d in plan.consents
+            (f"consent:{p}", d) for p, d in self._consents
         ) + tuple((f"forbid:{text}", d) for link in links for _, d, text in link.forbid_plan)
         self.gate_key = repr(
             ([p for link in links for p in link.policy.require_consent], self._forbid_key())
@@ -233,12 +237,10 @@ class CompiledPolicy:
         of the partners with a changed record), and one used costs only the functions its
         caller uses (a group's read asks a changed partner's policy for ``evaluate`` alone:
         2 of the 11 functions)."""
-        built = self.__dict__.get("_build")
-        if name not in _GENERATED or built is None:
+        if name not in _GENERATED or self.__dict__.get("_build") is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        plan, fields = built
         names = codegen.FUNCTIONS if name == "source" else (name,)
-        functions, source = codegen.build(self.name, plan, fields, names)
+        functions, source = codegen.build(self.name, self._plan(), self._fields(), names)
         made = vars(self)
         for generated, function in functions.items():
             made.setdefault(generated, function)  # one made before stays
@@ -271,11 +273,23 @@ class CompiledPolicy:
             facts.outcome_key,
         )
 
+    @functools.cached_property
+    def pushdown(self) -> Pushdown:
+        """What a source may be asked for (see :class:`Pushdown`), made when first asked:
+        a read of many partners' jobs asks only for their fields (:attr:`read_fields`)."""
+        return _pushdown(self.links, self.read_fields)
+
+    @functools.cached_property
+    def read_fields(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The pushdown's ``decision_fields`` and ``shared_fields``, without its condition."""
+        decision = {"id", *(["consent"] if self._consents else [])}
+        decision.update(*(link.tested for link in self.links))
+        return frozenset(decision), self._shared
+
     def _plan(self) -> codegen.DecisionPlan:
-        purposes = dict.fromkeys(p for link in self.links for p in link.policy.require_consent)
         leaf, *parents = self.links
         return codegen.DecisionPlan(
-            consents=[(p, Decision(False, f"consent:{p}")) for p in purposes],
+            consents=self._consents,
             forbids=[(c, d) for link in self.links for c, d, _ in link.forbid_plan],
             leaf_allows=[
                 (r.condition, Decision(True, f"shared:{r.name}", r.name)) for r in leaf.allows()
@@ -351,16 +365,18 @@ def compile_policy(
 
 def _link(policy: Policy, now: dt.datetime, memo: dict[Any, Any] | None) -> Link:
     """`policy` with its rules' relative times resolved at `now`; a policy with none is one
-    Link for every compile sharing `memo` (a template's partners share their floor)."""
+    Link for every compile sharing `memo` (a template's partners share their floor), found
+    there before its rules are looked at again."""
+    key = ("link", id(policy))
+    found: tuple[Policy, Link] | None = None if memo is None else memo.get(key)
+    if found is not None:
+        return found[1]
     rules = tuple(_resolved_rule(r, now) for r in policy.rules)
     timeless = all(new is old for new, old in zip(rules, policy.rules, strict=True))
-    if memo is None or not timeless:
-        return Link(policy, rules)
-    key = ("link", id(policy))
-    found: tuple[Policy, Link] | None = memo.get(key)
-    if found is None:
-        found = memo[key] = (policy, Link(policy, rules))  # the policy kept: its id stays
-    return found[1]
+    link = Link(policy, rules)
+    if memo is not None and timeless:
+        memo[key] = (policy, link)  # the policy kept: its id stays
+    return link
 
 
 def _resolved_rule(rule: Rule, now: dt.datetime) -> Rule:
@@ -490,7 +506,7 @@ def tested_fields(condition: Condition | None) -> Iterator[str]:
             yield from tested_fields(item)
 
 
-def _pushdown(links: tuple[Link, ...], shared: frozenset[str]) -> Pushdown:
+def _pushdown(links: tuple[Link, ...], fields: tuple[frozenset[str], frozenset[str]]) -> Pushdown:
     purposes = dict.fromkeys(p for link in links for p in link.policy.require_consent)
     parts: list[Condition] = [Compare(f"consent.{p}.granted", "eq", True) for p in purposes]
     for link in links:
@@ -502,10 +518,8 @@ def _pushdown(links: tuple[Link, ...], shared: frozenset[str]) -> Pushdown:
         parts.append(AnyOf(()))  # a forbid rule without a condition withholds everything
     elif forbids:
         parts.append(Not(_any([c for c in forbids if c is not None])))
-    decision = {"id", *(["consent"] if purposes else [])}
-    decision.update(*(link.tested for link in links))
     condition = None if not parts else parts[0] if len(parts) == 1 else All(tuple(parts))
-    return Pushdown(condition, frozenset(decision), shared)
+    return Pushdown(condition, *fields)
 
 
 def _any(conditions: list[Condition]) -> Condition:

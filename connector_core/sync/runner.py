@@ -107,8 +107,8 @@ _ALWAYS_READ = frozenset({"id", "deleted"})
 
 def read_fields(job: LoadedJob) -> frozenset[str]:
     """The fields a read for `job` fetches: what its policy tests and shares, id, deleted."""
-    pushdown = job.policy.pushdown
-    return pushdown.decision_fields | pushdown.shared_fields | _ALWAYS_READ
+    decision, shared = job.policy.read_fields
+    return decision | shared | _ALWAYS_READ
 
 
 @dataclasses.dataclass

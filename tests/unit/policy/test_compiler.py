@@ -310,8 +310,33 @@ def test_pushdown_of_the_example_policy() -> None:
 @given(policies(), st.lists(records(), min_size=1, max_size=8))
 def test_pushdown_matches_exactly_the_shared_records(policy: Any, batch: list[Any]) -> None:
     compiled = compile_policy(policy, context=KEY, now=NOW)
+    fields = compiled.read_fields  # asked first, as a many jobs' read does: the same fields
     for record in batch:
         assert matches(compiled.pushdown.condition, record) == compiled.decide(record).share
+    assert fields == (compiled.pushdown.decision_fields, compiled.pushdown.shared_fields)
+
+
+def test_the_pushdown_condition_is_made_when_first_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of many partners' jobs asks their policies for the fields they read, never
+    for their filter (it reads the source unfiltered): the condition is made on first use,
+    once; the fields are the pushdown's."""
+    from connector_core.policy import compiler
+
+    made: list[str] = []
+    real = compiler._pushdown
+
+    def counted(links: Any, fields: Any) -> Any:
+        made.append(links[0].policy.name)
+        return real(links, fields)
+
+    monkeypatch.setattr(compiler, "_pushdown", counted)
+    policy = compile_policy(organizers(narrows=floor_policy()))
+    decision, shared = policy.read_fields
+    assert made == []
+    assert policy.pushdown.decision_fields == decision
+    assert policy.pushdown.shared_fields == shared
+    assert policy.pushdown.condition is not None
+    assert made == ["organizers-north"]
 
 
 @settings(max_examples=500, deadline=None)
