@@ -212,7 +212,7 @@ class CompiledPolicy:
         ]
         # the generated functions' plan is made with the first of them (see __getattr__):
         # it cannot fail, and most of a network's partner policies never decide a record
-        self._build: bool | None = True
+        self._build: tuple[codegen.DecisionPlan, list[codegen.FieldPlan]] | bool | None = True
         #: what ``gate`` checks, in order (each consent purpose, then each forbid's
         #: condition), with the decision it gives: policies with equal checks have gates
         #: that differ only in the reasons' names
@@ -237,10 +237,13 @@ class CompiledPolicy:
         of the partners with a changed record), and one used costs only the functions its
         caller uses (a group's read asks a changed partner's policy for ``evaluate`` alone:
         2 of the 11 functions)."""
-        if name not in _GENERATED or self.__dict__.get("_build") is None:
+        built = self.__dict__.get("_build")
+        if name not in _GENERATED or built is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if not isinstance(built, tuple):  # the first function asked for
+            built = self._build = (self._plan(), self._fields())
         names = codegen.FUNCTIONS if name == "source" else (name,)
-        functions, source = codegen.build(self.name, self._plan(), self._fields(), names)
+        functions, source = codegen.build(self.name, built[0], built[1], names)
         made = vars(self)
         for generated, function in functions.items():
             made.setdefault(generated, function)  # one made before stays

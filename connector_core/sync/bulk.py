@@ -86,6 +86,47 @@ def insert_ids(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, An
     return [int(found[0]) for found in conn.exec_driver_sql(sql, params)]
 
 
+def write_arrays(
+    conn: Connection,
+    table: sa.Table,
+    key: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    update: bool = False,
+) -> None:
+    """PostgreSQL: write `rows` (all with the same keys, each ``v_<column>``, one row per
+    value of column `key`) into `table` by one statement of arrays, as :func:`insert_ids`
+    sends them: an upsert on `key` (a row there already gets the rows' other columns), or,
+    with `update`, an update of the rows whose `key` is given (a row not there is left
+    out). For the writes a group of jobs holds back (its 256 jobs' states and runs' ends),
+    which went row by row: 15,000 partners' unchanged run spent 2 s on them, a third of it
+    waiting for the server to take 30,000 statements."""
+    if not rows:
+        return
+    on = conn.dialect
+    quote = on.identifier_preparer
+    names = [name.removeprefix("v_") for name in rows[0]]
+    params: dict[str, Any] = {}
+    arrays = []
+    for n, (name, bound) in enumerate(zip(names, rows[0], strict=True)):
+        column = table.c[name]
+        params[f"c{n}"] = _processed(column, [row[bound] for row in rows], on)
+        arrays.append(f"CAST(%(c{n})s AS {column.type.compile(dialect=on)}[])")
+    target = quote.format_table(table)
+    listed = ", ".join(quote.quote(n) for n in names)
+    given = f"unnest({', '.join(arrays)}) AS given ({listed})"
+    others = [quote.quote(n) for n in names if n != key]
+    if update:
+        assignments = ", ".join(f"{n} = given.{n}" for n in others)
+        sql = f"UPDATE {target} SET {assignments} FROM {given} "
+        sql += f"WHERE {target}.{quote.quote(key)} = given.{quote.quote(key)}"
+    else:
+        assignments = ", ".join(f"{n} = excluded.{n}" for n in others)
+        sql = f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {given} "
+        sql += f"ON CONFLICT ({quote.quote(key)}) DO UPDATE SET {assignments}"
+    conn.exec_driver_sql(sql, params)
+
+
 def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[Any]:
     """`values` as SQLite takes them for `column`: times through their column type's own
     conversion (CompactTime, SecondTime: the one place that says how a time is stored), the

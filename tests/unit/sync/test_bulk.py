@@ -14,7 +14,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from connector_core.records import storable_text, usable_id
 from connector_core.sync import bulk
-from connector_core.sync.tables import CompactTime, Message, SecondTime, id_map, intents, ledger
+from connector_core.sync.tables import (
+    CompactTime,
+    Message,
+    SecondTime,
+    id_map,
+    intents,
+    job_state,
+    ledger,
+    runs,
+)
 
 metadata = sa.MetaData()
 times = sa.Table(
@@ -183,15 +192,22 @@ def test_rows_inserted_by_arrays_get_their_ids_in_order_and_store_what_an_insert
 
 def _tables(engine: sa.Engine, table: sa.Table) -> tuple[sa.Table, sa.Table]:
     """Two empty copies of `table`, each in a schema of its own."""
+    return _pairs(engine, table)[0]
+
+
+def _pairs(engine: sa.Engine, *tables: sa.Table) -> list[tuple[sa.Table, sa.Table]]:
+    """Two empty copies of each of `tables`: one set in a schema, one in another."""
     found = sa.MetaData()
-    tables = []
     with engine.begin() as conn:
         for schema in ("copied", "inserted"):
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
             conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-            tables.append(table.to_metadata(found, schema=schema))
+    pairs = [
+        (table.to_metadata(found, schema="copied"), table.to_metadata(found, schema="inserted"))
+        for table in tables
+    ]
     found.create_all(engine)
-    return tables[0], tables[1]
+    return pairs
 
 
 ID_ROWS = st.lists(
@@ -237,3 +253,80 @@ def test_an_upsert_through_a_copy_on_postgresql_stores_what_an_upsert_stores(
         ]
     assert raw[0] == raw[1]
     assert len(raw[0]) == len({(r["job"], r["source_id"]) for r in first + second})
+
+
+TEXT = st.none() | st.text(max_size=6)  # lone surrogates and NULs too: Message escapes them
+STATE_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "v_job": st.sampled_from(["a", "b", "é", "x\\ty", "c d"]),
+            "v_cursor": st.none()
+            | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8),
+            "v_policy_hash": st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
+            "v_last_run_at": st.none() | WHEN,
+        }
+    ),
+    min_size=1,
+    max_size=5,
+    unique_by=lambda row: row["v_job"],
+)
+END_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "v_id": st.integers(1, 6),  # 5 and 6: no such run, nothing written
+            "v_finished_at": st.none() | WHEN,
+            "v_status": st.sampled_from(["ok", "aborted", "refused"]),
+            "v_counts": st.none() | st.dictionaries(st.text(max_size=4), st.integers(0, 9)),
+            "v_error": TEXT,
+        }
+    ),
+    min_size=1,
+    max_size=5,
+    unique_by=lambda row: row["v_id"],
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(first=STATE_ROWS, second=STATE_ROWS, ends=END_ROWS)
+def test_writes_by_arrays_on_postgresql_store_what_their_statements_store(
+    pg_engine: sa.Engine,
+    first: list[dict[str, Any]],
+    second: list[dict[str, Any]],
+    ends: list[dict[str, Any]],
+) -> None:
+    """A group's held-back job states go in by one upsert of arrays, its runs' ends by one
+    update of arrays (write_arrays): the tables hold what SQLAlchemy's own upsert and
+    update, row by row, make of the same rows (times, free text escaped, JSON, NULLs)."""
+    states, ended = _pairs(pg_engine, job_state, runs)
+    started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with pg_engine.begin() as conn:
+        for table in ended:
+            for n in range(1, 5):
+                row = {"id": n, "job": "j", "started_at": started, "status": "running"}
+                conn.execute(table.insert(), {**row, "dry_run": False})
+        arrays, rows = states
+        for batch in (first, second):
+            bulk.write_arrays(conn, arrays, "job", batch)
+            names = [k.removeprefix("v_") for k in batch[0]]
+            stmt = pg_insert(rows).values(
+                {n: sa.bindparam(f"v_{n}", type_=rows.c[n].type) for n in names}
+            )
+            excluded = {n: stmt.excluded[n] for n in names if n != "job"}
+            conn.execute(stmt.on_conflict_do_update(index_elements=["job"], set_=excluded), batch)
+        arrays, rows = ended
+        bulk.write_arrays(conn, arrays, "id", ends, update=True)
+        names = [k.removeprefix("v_") for k in ends[0] if k != "v_id"]
+        values = {n: sa.bindparam(f"v_{n}", type_=rows.c[n].type) for n in names}
+        conn.execute(rows.update().where(rows.c.id == sa.bindparam("v_id")).values(values), ends)
+        found = [
+            [
+                conn.execute(sa.text(f"SELECT * FROM {t.schema}.{t.name} ORDER BY 1")).all()
+                for t in pair
+            ]
+            for pair in (states, ended)
+        ]
+    assert found[0][0] == found[0][1]
+    assert found[1][0] == found[1][1]
+    assert len(found[0][0]) == len({row["v_job"] for row in first + second})

@@ -807,13 +807,14 @@ def test_a_group_s_runs_start_at_once_as_one_by_one(store: StateStore) -> None:
 
 
 @pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
-def test_a_groups_held_back_deletes_go_by_one_statement_as_job_by_job(
+def test_a_groups_held_back_writes_go_by_one_statement_as_job_by_job(
     state_url: str, make_change: Change, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PostgreSQL deletes the fingerprint marks and blocks that a joined block of many jobs
-    held back by one statement per kind (``job = ANY``): with the job states, cursors and
-    run ends written beside them, the tables end as when each job's rows are deleted by a
-    statement of their own (a block of fewer jobs than _SET_WRITE)."""
+    """PostgreSQL writes what a joined block of many jobs held back by one statement per
+    kind: the fingerprint marks and blocks deleted (``job = ANY``), the job states and
+    cursors upserted and the runs' ends updated from arrays; the tables end as when each
+    job's rows are written by a statement of their own (a block of fewer jobs than
+    _SET_WRITE)."""
     from connector_core.sync import state as state_module
 
     when = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -864,11 +865,21 @@ def test_a_groups_held_back_deletes_go_by_one_statement_as_job_by_job(
 
     with StateStore.open(state_url, ledger_key=TEST_LEDGER_KEY) as store:
         deletes = statements(store, "DELETE FROM row_fingerprints WHERE row_fingerprints.job = any")
+        arrays = statements(store, "FROM unnest(")  # and the runs' starts (insert_ids)
         by_set = scenario(store, "set-")
         assert len(deletes) == 1
+
+        # the first block's 40 cursors (with their marks), the second's cursors and job
+        # states, its runs' ends: each kind by one statement (a start's runs: insert_ids)
+        def written() -> list[str]:
+            found = [sql.split(" (")[0].split(" SET")[0] for sql in arrays]
+            return [sql for sql in found if not sql.startswith("WITH")]
+
+        assert written() == ["INSERT INTO job_state"] * 3 + ["UPDATE runs"]
         monkeypatch.setattr(state_module, "_SET_WRITE", 1_000_000)
         by_row = scenario(store, "row-")
         assert len(deletes) == 1
+        assert len(written()) == 4  # row by row
     assert by_set == by_row
     assert [r["cursor"] for r in by_set["row_fingerprints"]] == [f"c{n}" for n in range(1, 40, 2)]
     assert [r["status"] for r in by_set["runs"]][:4] == ["aborted", "ok", "ok", "aborted"]
