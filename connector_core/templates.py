@@ -155,20 +155,22 @@ def expand_partner(
     problems += mine
     if validated is None:
         return None
-    connection = ConnectionConfig(
+    # Every value but the names was checked with the template (its policy file, schedule...)
+    # and the settings just above: built without checking them again per partner.
+    connection = ConnectionConfig.model_construct(
         adapter=body.target.adapter,
         description=f"partner {row.name} of template {template}",
         settings=values,
-        mapping=body.target.mapping,
+        mapping=dict(body.target.mapping),
     )
-    job = JobConfig(
+    job = JobConfig.model_construct(
         source=body.source,
         target=name,
         policy=body.policy,
         schedule=body.schedule,
         mode=body.mode,
         enabled=body.enabled,
-        options=body.options,
+        options=dict(body.options),
     )
     return PartnerJob(name, template, row, job, connection, validated)
 

@@ -100,6 +100,13 @@ def test_a_template_expands_to_one_job_per_partner(network: Path) -> None:
     assert config.partner_jobs["local.p007"].row.values()["region"] == REGIONS[7 % 3]
     settings = config.settings["local.p007"]
     assert str(settings.path).endswith("out/local/p007.csv")  # type: ignore[attr-defined]
+    # built from the template checked once, each partner's job and connection are what
+    # validating them on their own gives
+    base = {"base_dir": network}
+    for partner in config.partner_jobs.values():
+        for model in (partner.job, partner.connection):
+            again = type(model).model_validate(model.model_dump(), context=base)
+            assert (again, again.model_fields_set) == (model, model.model_fields_set)
 
 
 def test_partners_with_equal_values_share_one_compiled_policy(network: Path) -> None:
