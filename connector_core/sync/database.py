@@ -113,10 +113,22 @@ def _create_engine(url: URL, *, for_locks: bool) -> Engine:
     args: dict[str, Any] = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
     if for_locks:
         args.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
-        return sa.create_engine(url, poolclass=sa.NullPool, connect_args=args)
-    return sa.create_engine(
-        url, connect_args=args, pool_pre_ping=True, json_serializer=canonical_json
-    )
+        engine = sa.create_engine(url, poolclass=sa.NullPool, connect_args=args)
+    else:
+        engine = sa.create_engine(
+            url, connect_args=args, pool_pre_ping=True, json_serializer=canonical_json
+        )
+    sa.event.listen(engine, "connect", _pg_connect)
+    return engine
+
+
+def _pg_connect(dbapi_conn: Any, _record: Any) -> None:
+    """Send lists (the arrays of ``column = ANY(...)`` look-ups: a group's job names, id
+    map ids, lock keys) in binary: psycopg writes a text array element by element in
+    Python, quoting each (15,000 job names: 82 ms as text, 6 ms in binary)."""
+    from psycopg.types.array import ListBinaryDumper  # the PostgreSQL driver: only here
+
+    dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector_core.sync import dialect
+from connector_core.sync.database import connect_engine
 from connector_core.sync.state import StateStore
 from connector_core.sync.tables import Key
 from connector_core.testing import TEST_LEDGER_KEY
@@ -38,7 +39,7 @@ _rows = st.lists(
 
 @pytest.fixture
 def engine(state_url: str) -> Iterator[sa.Engine]:
-    made = sa.create_engine(state_url, poolclass=sa.NullPool)
+    made = connect_engine(state_url)  # as the store makes it: on PostgreSQL, lists in binary
     _metadata.create_all(made)
     yield made
     _metadata.drop_all(made)
