@@ -119,6 +119,13 @@ def first_link(path: Path, plain: set[str] | None = None) -> Path | None:
     times. (A writer checks its path again when it writes: see :func:`open_folder`.)
     """
     path = path.absolute()
+    if plain is not None:  # a folder looked at whole before: its file is the one part left
+        folder, name = os.path.split(text := str(path))
+        if name and folder in plain:
+            try:
+                return path if stat.S_ISLNK(os.lstat(text).st_mode) else None
+            except (FileNotFoundError, NotADirectoryError):
+                return None
     current = path.anchor  # joined as text: a template's 15,000 targets are checked at load
     parts = path.parts[1:]
     last = len(parts) - 1
