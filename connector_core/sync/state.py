@@ -550,9 +550,12 @@ class StateStore:
             self._plan_for_arrays(conn)
             ids = self._job_ids(conn, jobs)
             for chunk in chunks(list(ids)):
-                for job_id, source_id in conn.execute(
-                    _ID_MAP_IDS.where(dialect.among(conn, id_map.c.job, chunk))
-                ):
+                among = dialect.among(conn, id_map.c.job, chunk)
+                if self._pg:  # a row per job, its ids in one array: a third of a row per id
+                    for job_id, source_ids in conn.execute(_ID_MAP_ID_ARRAYS.where(among)):
+                        found[ids[job_id]] = source_ids
+                    continue
+                for job_id, source_id in conn.execute(_ID_MAP_IDS.where(among)):
                     found[ids[job_id]].append(source_id)
         return found
 
@@ -1409,6 +1412,11 @@ _NEW_INTENTS = sa.insert(intents).returning(intents.c.id, sort_by_parameter_orde
 _UNTYPED: list[sa.ColumnClause[Any]] = [sa.literal_column(c.name) for c in id_map.c]
 _ID_MAP_UNTYPED: sa.Select[Any] = sa.select(*_UNTYPED).select_from(id_map)
 _ID_MAP_IDS: sa.Select[Any] = sa.select(*_UNTYPED[:2]).select_from(id_map)  # job, source_id
+#: PostgreSQL: each job's source ids as one array (525,000 ids of 15,000 jobs: 0.3 s, where
+#: a row per id took 0.6-0.9 s, measured with the driver alone)
+_ID_MAP_ID_ARRAYS: sa.Select[Any] = sa.select(
+    id_map.c.job, sa.func.array_agg(id_map.c.source_id)
+).group_by(id_map.c.job)
 _UPDATED_AT = cast(SecondTime, id_map.c.updated_at.type)
 _FINISH_RUN = (
     runs.update()
