@@ -600,8 +600,12 @@ class StateStore:
             query = sa.select(id_map.c.source_id).where(id_map.c.job == job_id)
             if last is not None:
                 query = query.where(id_map.c.source_id > last)
+            query = query.order_by(id_map.c.source_id).limit(_ID_PAGE)
             with self._transaction() as conn:
-                page = list(conn.scalars(query.order_by(id_map.c.source_id).limit(_ID_PAGE)))
+                if self._pg:  # the page as one array, in order: a third of a row per id
+                    page = conn.scalar(_as_array(query)) or []
+                else:
+                    page = list(conn.scalars(query))
             yield from page
             if len(page) < _ID_PAGE:
                 return
@@ -1412,6 +1416,15 @@ _NEW_INTENTS = sa.insert(intents).returning(intents.c.id, sort_by_parameter_orde
 _UNTYPED: list[sa.ColumnClause[Any]] = [sa.literal_column(c.name) for c in id_map.c]
 _ID_MAP_UNTYPED: sa.Select[Any] = sa.select(*_UNTYPED).select_from(id_map)
 _ID_MAP_IDS: sa.Select[Any] = sa.select(*_UNTYPED[:2]).select_from(id_map)  # job, source_id
+def _as_array(query: sa.Select[Any]) -> sa.Select[Any]:
+    """PostgreSQL: the one column of `query`'s rows as one array, in their order."""
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+    rows = query.subquery()
+    column = next(iter(rows.c))
+    return sa.select(sa.func.array_agg(aggregate_order_by(column, column)))
+
+
 #: PostgreSQL: each job's source ids as one array (525,000 ids of 15,000 jobs: 0.3 s, where
 #: a row per id took 0.6-0.9 s, measured with the driver alone)
 _ID_MAP_ID_ARRAYS: sa.Select[Any] = sa.select(

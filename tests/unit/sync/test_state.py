@@ -327,6 +327,20 @@ def test_many_jobs_id_map_ids_and_the_rows_of_some_ids_are_read_at_once(
     assert some["never-ran"] == {}
 
 
+def test_a_jobs_source_ids_come_page_by_page_in_str_order(
+    store: StateStore, make_change: Change, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """source_ids (a take-back check lists every id a job holds) gives every id once, in
+    Python's str order, page after page (PostgreSQL: each page as one array)."""
+    from connector_core.sync import state as state_module
+
+    monkeypatch.setattr(state_module, "_ID_PAGE", 3)
+    odd = ["NULL", '"', "\\", "{a,b}", " x ", "é", "Z", "a,b", "''", "10", "9", "日本"]
+    record(store, [make_change(i) for i in odd])
+    assert list(store.source_ids("members")) == sorted(odd)
+    assert list(store.source_ids("never-ran")) == []
+
+
 def test_a_joined_block_looks_up_its_jobs_id_map_terms_once(
     state_url: str, make_change: Change
 ) -> None:
