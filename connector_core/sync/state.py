@@ -1416,6 +1416,8 @@ _NEW_INTENTS = sa.insert(intents).returning(intents.c.id, sort_by_parameter_orde
 _UNTYPED: list[sa.ColumnClause[Any]] = [sa.literal_column(c.name) for c in id_map.c]
 _ID_MAP_UNTYPED: sa.Select[Any] = sa.select(*_UNTYPED).select_from(id_map)
 _ID_MAP_IDS: sa.Select[Any] = sa.select(*_UNTYPED[:2]).select_from(id_map)  # job, source_id
+
+
 def _as_array(query: sa.Select[Any]) -> sa.Select[Any]:
     """PostgreSQL: the one column of `query`'s rows as one array, in their order."""
     from sqlalchemy.dialects.postgresql import aggregate_order_by
