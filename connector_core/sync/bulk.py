@@ -70,12 +70,8 @@ def insert_ids(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, An
     on = conn.dialect
     quote = on.identifier_preparer
     names = list(rows[0])
-    params: dict[str, Any] = {"table": quote.format_table(table)}
-    arrays = []
-    for n, name in enumerate(names):
-        column = table.c[name]
-        params[f"c{n}"] = _processed(column, [row[name] for row in rows], on)
-        arrays.append(f"CAST(%(c{n})b AS {column.type.compile(dialect=on)}[])")
+    params, arrays = _arrays(on, table, names, rows)
+    params["table"] = quote.format_table(table)
     listed = ", ".join(quote.quote(n) for n in names)
     sql = (
         "WITH new AS (SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')) AS id, * "
@@ -108,12 +104,7 @@ def write_arrays(
     on = conn.dialect
     quote = on.identifier_preparer
     names = [name.removeprefix("v_") for name in rows[0]]
-    params: dict[str, Any] = {}
-    arrays = []
-    for n, (name, bound) in enumerate(zip(names, rows[0], strict=True)):
-        column = table.c[name]
-        params[f"c{n}"] = _processed(column, [row[bound] for row in rows], on)
-        arrays.append(f"CAST(%(c{n})b AS {column.type.compile(dialect=on)}[])")
+    params, arrays = _arrays(on, table, names, rows, list(rows[0]))
     target = quote.format_table(table)
     listed = ", ".join(quote.quote(n) for n in names)
     given = f"unnest({', '.join(arrays)}) AS given ({listed})"
@@ -127,6 +118,25 @@ def write_arrays(
         sql = f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {given} "
         sql += f"ON CONFLICT ({quote.quote(key)}) DO UPDATE SET {assignments}"
     conn.exec_driver_sql(sql, params)
+
+
+def _arrays(
+    on: sa.Dialect,
+    table: sa.Table,
+    names: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The array parameters of `rows` for `table`'s columns `names` (each row's value under
+    the same place of `keys`, by default the column's name), each value through its column
+    type's own bind processing, and their casts to the columns' array types, in binary."""
+    params: dict[str, Any] = {}
+    arrays = []
+    for n, (name, key) in enumerate(zip(names, keys or names, strict=True)):
+        column = table.c[name]
+        params[f"c{n}"] = _processed(column, [row[key] for row in rows], on)
+        arrays.append(f"CAST(%(c{n})b AS {column.type.compile(dialect=on)}[])")
+    return params, arrays
 
 
 def _bound(column: sa.Column[Any], values: list[Any], on: sa.Dialect) -> list[Any]:
