@@ -704,11 +704,15 @@ class CsvWrites(WriteSession):
             for _, _, piece in pieces:
                 if isinstance(piece, RawRecord):
                     lines = [rows.cells(piece)] if piece.error is None else [[]]
-                elif _copyable(piece, ending, encoding, rows.blank):
+                elif (text := _copied(piece, ending, encoding, rows.blank)) is not None:
                     # each row a line: the lines between touched rows go out as they are
                     end = ordinal + len(piece)
                     start = bisect.bisect_left(touched, ordinal)
                     stop = bisect.bisect_left(touched, end, start)
+                    if start == stop:  # no row of the chunk written: its text, decoded once
+                        out.write(text)
+                        ordinal = end
+                        continue
                     done = 0
                     for at in touched[start:stop]:
                         out.write(b"".join(piece[done : at - ordinal]).decode(encoding))
@@ -800,23 +804,22 @@ def _same(cell: str) -> str:
     return cell
 
 
-def _copyable(lines: list[bytes], ending: bytes, encoding: str, blank: bytes) -> bool:
-    """Whether a plain chunk's `lines`, decoded, are the text a csv writer (quoting minimal)
+def _copied(lines: list[bytes], ending: bytes, encoding: str, blank: bytes) -> str | None:
+    """A plain chunk's `lines` decoded, when that is the text a csv writer (quoting minimal)
     writes for their rows: each line a row (none may be blank, which is skipped), ending
-    with `ending`, every byte decoding (a simple row's cells need no quotes)."""
+    with `ending`, every byte decoding (a simple row's cells need no quotes); else None."""
     data = b"".join(lines)
     if ending == b"\r\n":
         if data.count(b"\r\n") != len(lines):
-            return False
+            return None
     elif data.count(b"\r" if ending == b"\n" else b"\n"):
-        return False
+        return None
     if not all(map(operator.methodcaller("translate", None, blank), map(_BODY, lines))):
-        return False
+        return None
     try:
-        data.decode(encoding)
+        return data.decode(encoding)
     except UnicodeDecodeError:
-        return False
-    return True
+        return None
 
 
 def _write_error(path: Path, error: OSError) -> ConnectorError:
