@@ -225,7 +225,8 @@ class CsvWrites(WriteSession):
         self.changed = False
         self.done = False
         self._spool: IO[bytes] | None = None  # new rows, in order, until the commit
-        self._touched: list[str] = []  # keys the batch being written created or updated
+        # the keys the batch being written created or updated, each once, in order
+        self._touched: dict[str, None] = {}
         self._batch_changed = False
         self._new_rows: list[tuple[int, list[str]]] = []  # the batch's new rows
         if settings.neutralize_formulas:
@@ -471,7 +472,7 @@ class CsvWrites(WriteSession):
             self._begin(self._new_header(records))
         assert self.header is not None
         width = len(self.header)
-        self._touched = []
+        self._touched = {}
         self._batch_changed = False
         self._new_rows = []
         if self._split:  # the rows this batch may compare, read in one go
@@ -545,7 +546,7 @@ class CsvWrites(WriteSession):
             digest = _digest(self._pick(new))
             self.rows[key] = _Row(ordinal, digest, _stripped(new[self.base :]))
             self._new_rows.append((ordinal, new))
-            self._touched.append(key)
+            self._touched[key] = None
             self._batch_changed = True
             return "created"
         digest = _digest(values.get(i, "") for i in self.written)
@@ -559,7 +560,7 @@ class CsvWrites(WriteSession):
             return "unchanged"
         row.digest, row.extras = digest, new_extras
         self._keep(row.ordinal, len(header), values)
-        self._touched.append(key)
+        self._touched[key] = None
         self._batch_changed = True
         return "updated"
 
