@@ -109,6 +109,23 @@ PLAIN_OPTIONS = {
     "delimiter": ",",
     "phone_numbers": "prefixed",
 }
+
+#: A batch writes twice a key whose control character the write strips (see the test's
+#: examples), for a small file and a large one
+WRITTEN_TWICE: dict[str, Any] = {
+    "rows": [["first_name", "notes", "city", "id", "Shirt"], *[["", "", "", "k\x01", ""]] * 2],
+    "changes": [
+        [
+            Change.upsert("k\x01", {"id": "k\x01", "first_name": "Ann"}),
+            Change.upsert("k\x01", {"id": "k\x01"}),
+        ],
+        [Change.upsert("k\x01", {"id": "k\x01"})],
+    ],
+    "options": {**PLAIN_OPTIONS, "encoding": "utf-8"},
+    "crlf": False,
+    "chunk": 1 << 20,
+}
+
 #: Lines the plain file test puts among a file's rows.
 ODD_LINES = [b"\n", b" ,\n", b"k7,odd\r\n", b"k8,odd\n", b"k9,odd\r", b"k10,\xff\xfe\n"]
 
@@ -196,34 +213,8 @@ def results(items: list[WriteResult]) -> list[tuple[str, str]]:
 # A batch writes twice a key whose control character the write strips: its row is filed
 # under its new key once, and the next row of the old key answers for it in the next batch
 # (found by hypothesis; small and large files alike).
-@example(
-    rows=[["first_name", "notes", "city", "id", "Shirt"], *[["", "", "", "k\x01", ""]] * 2],
-    changes=[
-        [
-            Change.upsert("k\x01", {"id": "k\x01", "first_name": "Ann"}),
-            Change.upsert("k\x01", {"id": "k\x01"}),
-        ],
-        [Change.upsert("k\x01", {"id": "k\x01"})],
-    ],
-    options={**PLAIN_OPTIONS, "encoding": "utf-8"},
-    crlf=False,
-    keep=32 << 10,
-    chunk=1 << 20,
-)
-@example(
-    rows=[["first_name", "notes", "city", "id", "Shirt"], *[["", "", "", "k\x01", ""]] * 2],
-    changes=[
-        [
-            Change.upsert("k\x01", {"id": "k\x01", "first_name": "Ann"}),
-            Change.upsert("k\x01", {"id": "k\x01"}),
-        ],
-        [Change.upsert("k\x01", {"id": "k\x01"})],
-    ],
-    options={**PLAIN_OPTIONS, "encoding": "utf-8"},
-    crlf=False,
-    keep=0,
-    chunk=1 << 20,
-)
+@example(**WRITTEN_TWICE, keep=32 << 10)
+@example(**WRITTEN_TWICE, keep=0)
 def test_a_session_writes_what_a_rewrite_per_batch_wrote(
     rows: list[list[str]] | None,
     changes: list[list[Change]],
