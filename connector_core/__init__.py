@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from connector_core.adapters import (
+        PART_DIGEST,
         Adapter,
         AdapterSettings,
         Block,
@@ -61,6 +62,7 @@ _HOMES = {
         "KnownBlocks",
         "KnownRows",
         "MissingField",
+        "PART_DIGEST",
         "Page",
         "ReadProblem",
         "SourceFields",
@@ -120,6 +122,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "FIELDS",
+    "PART_DIGEST",
     "Adapter",
     "AdapterError",
     "AdapterSettings",

@@ -276,15 +276,38 @@ class KnownBlocks(abc.ABC):
         """The fingerprints of the rows decided at the cursor, but those of the blocks
         `unchanged`: the rows a read that skipped those blocks may skip one by one."""
 
+    def parts(self, unchanged: Collection[bytes] = ()) -> Mapping[bytes, tuple[bytes, int]]:
+        """The parts of the held blocks (:attr:`Block.parts`) but those of the blocks
+        `unchanged`, by digest: each part's block and its number in the block (0 is the
+        first). A part found unchanged in a block that changed names rows the read may list
+        without splitting them: their ids and fingerprints are the block's
+        (:meth:`block_rows`). None here; the engine's are kept with the blocks."""
+        return {}
+
+    def block_rows(self, digests: Collection[bytes]) -> Mapping[bytes, tuple[list[str], Any]]:
+        """The ids and fingerprints (a sequence of ints) of the rows of each held block of
+        `digests`, in order."""
+        return {}
+
+
+#: The bytes of a part's digest in :attr:`Block.parts`.
+PART_DIGEST = 16
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Block:
     """A block of rows a read decoded or listed (see :class:`KnownBlocks`): its digest, and
-    the source id and fingerprint of each of its rows, in order."""
+    the source id and fingerprint of each of its rows, in order.
+
+    ``parts`` (optional): the digests of the block's runs of rows, :data:`PART_DIGEST`
+    bytes each, in order, when every row of the block has an id (how many rows a part
+    holds is the adapter's to say): a later read finds the unchanged parts of a block
+    that changed (:meth:`KnownBlocks.parts`)."""
 
     digest: bytes
     ids: list[str]
     fingerprints: list[int]
+    parts: bytes = b""
 
 
 @dataclasses.dataclass(slots=True)

@@ -11,12 +11,17 @@ fingerprinted row by row, as before.
 from __future__ import annotations
 
 import array
+import collections
+import itertools
 from collections.abc import Callable, Collection, Container, Iterable
 
-from connector_core.adapters import KnownBlocks, Page
+from connector_core.adapters import PART_DIGEST, KnownBlocks, Page
 from connector_core.sync.state import SavedBlocks, StateStore, split_ids
 
 __all__ = ["BlockKeeper", "StoredBlocks"]
+
+#: At most this many blocks' parts are read by their digests (else all, in one scan).
+_FEW = 1000
 
 
 class StoredBlocks(KnownBlocks):
@@ -63,6 +68,31 @@ class StoredBlocks(KnownBlocks):
         others = [d for d in self._store.block_digests(self._job) if d not in skip]
         return frozenset(self._store.block_fingerprints(self._job, others))
 
+    def parts(self, unchanged: Collection[bytes] = ()) -> dict[bytes, tuple[bytes, int]]:
+        """The parts of the held blocks that have them, but the blocks `unchanged` (a part
+        that two of them hold, or one twice, is left out: it names no one run of rows)."""
+        held = self._held().difference(unchanged)
+        found: dict[bytes, tuple[bytes, int]] = {}
+        names: list[bytes] = []
+        size = PART_DIGEST
+        few = len(held) <= _FEW  # after a few changed rows: only those blocks' parts read
+        for digest, blob in self._store.block_parts(self._job, held if few else None).items():
+            if digest in held:
+                these = [blob[at : at + size] for at in range(0, len(blob), size)]
+                names += these
+                places = zip(itertools.repeat(digest), range(len(these)))
+                found.update(zip(these, places, strict=True))
+        if len(found) != len(names):  # a part found twice: dropped wherever it is
+            for part, times in collections.Counter(names).items():
+                if times > 1:
+                    del found[part]
+        return found
+
+    def block_rows(
+        self, digests: Collection[bytes]
+    ) -> dict[bytes, tuple[list[str], array.array[int]]]:
+        return self._store.block_rows(self._job, digests)
+
 
 class BlockKeeper:
     """What a read leaves to keep with its last cursor: the fingerprints of rows in no block
@@ -87,7 +117,7 @@ class BlockKeeper:
             )
             if clean:
                 self._digests.add(block.digest)
-                self.saved.add(block.digest, block.ids, block.fingerprints)
+                self.saved.add(block.digest, block.ids, block.fingerprints, block.parts)
             else:
                 keep = zip(block.ids, block.fingerprints, strict=True)
                 self.loose.extend(fp for sid, fp in keep if sid not in refused)

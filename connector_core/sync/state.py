@@ -884,6 +884,38 @@ class StateStore:
         joined by newlines, UTF-8 with surrogates escaped (see :func:`split_ids`)."""
         return self._block_column(job, fingerprint_blocks.c.ids, digests)
 
+    def block_parts(self, job: str, digests: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
+        """The digests of the parts of `job`'s blocks `digests` (None: all) that have them,
+        by block (see :attr:`~connector_core.adapters.Block.parts`)."""
+        table = fingerprint_blocks
+        query = sa.select(table.c.digest, table.c.parts).where(
+            table.c.job == job, table.c.parts.is_not(None)
+        )
+        with self._transaction() as conn:
+            if digests is None:
+                return {bytes(d): bytes(p) for d, p in conn.execute(query)}
+            found: dict[bytes, bytes] = {}
+            for chunk in chunks(list(digests)):
+                rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
+                found.update((bytes(d), bytes(p)) for d, p in rows)
+            return found
+
+    def block_rows(
+        self, job: str, digests: Iterable[bytes]
+    ) -> dict[bytes, tuple[list[str], array.array[int]]]:
+        """The ids and fingerprints of the rows of `job`'s blocks `digests`, by block."""
+        table = fingerprint_blocks
+        query = sa.select(table.c.digest, table.c.ids, table.c.fingerprints).where(
+            table.c.job == job
+        )
+        found: dict[bytes, tuple[list[str], array.array[int]]] = {}
+        with self._transaction() as conn:
+            for chunk in chunks(list(digests)):
+                rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
+                for d, ids, marks in rows:
+                    found[bytes(d)] = (split_ids(bytes(ids)), _unpacked(bytes(marks)))
+        return found
+
     def block_fingerprints(self, job: str, digests: Iterable[bytes]) -> array.array[int]:
         """The row fingerprints of `job`'s blocks `digests`, and of its rows in no block."""
         found = self._block_column(job, fingerprint_blocks.c.fingerprints, digests)
@@ -935,8 +967,8 @@ class StateStore:
                 table.delete().where(table.c.job == job, dialect.among(conn, table.c.digest, chunk))
             )
         new = [
-            {"job": job, "digest": d, "ids": ids, "fingerprints": marks}
-            for d, ids, marks in blocks.new
+            {"job": job, "digest": d, "ids": ids, "fingerprints": marks, "parts": parts}
+            for d, ids, marks, parts in blocks.new
             if d not in kept
         ]
         for rows in chunks(new):
@@ -1740,16 +1772,20 @@ def _aware(value: dt.datetime | None) -> Any:
 class SavedBlocks:
     """The blocks of rows a complete read left (:class:`~connector_core.adapters.KnownBlocks`),
     to keep with its cursor: the digests of kept blocks (found unchanged: their stored rows
-    stay) and the new ones, each (digest, ids joined by newlines, packed fingerprints)."""
+    stay) and the new ones, each (digest, ids joined by newlines, packed fingerprints, the
+    digests of its parts or None)."""
 
     def __init__(self) -> None:
         self.kept: list[bytes] = []
-        self.new: list[tuple[bytes, bytes, bytes]] = []
+        self.new: list[tuple[bytes, bytes, bytes, bytes | None]] = []
 
-    def add(self, digest: bytes, ids: Sequence[str], fingerprints: Iterable[int]) -> None:
-        """Keep a new block: its rows' ids and fingerprints, in order."""
+    def add(
+        self, digest: bytes, ids: Sequence[str], fingerprints: Iterable[int], parts: bytes = b""
+    ) -> None:
+        """Keep a new block: its rows' ids and fingerprints, in order, and its parts'
+        digests (:attr:`~connector_core.adapters.Block.parts`)."""
         joined = "\n".join(ids).encode("utf-8", "surrogateescape")
-        self.new.append((digest, joined, _packed(fingerprints)))
+        self.new.append((digest, joined, _packed(fingerprints), parts or None))
 
 
 def split_ids(joined: bytes) -> list[str]:

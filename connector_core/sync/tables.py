@@ -400,6 +400,8 @@ fingerprint_blocks = sa.Table(
     sa.Column("digest", sa.LargeBinary(), primary_key=True),
     sa.Column("ids", sa.LargeBinary(), nullable=False),
     sa.Column("fingerprints", sa.LargeBinary(), nullable=False),
+    # the digests of the block's parts (Block.parts), 16 bytes each; NULL: none
+    sa.Column("parts", sa.LargeBinary(), nullable=True),
 )
 
 # What each partner of a fan-in job contributed (connector_core.sync.fanin): one row per

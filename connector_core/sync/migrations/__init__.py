@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 #: The newest revision in versions/ (tests/unit/sync/test_migrations_head.py checks it).
-HEAD = "0018_lean_state_v3"
+HEAD = "0019_block_parts"
 
 _VERSION_TABLE = "alembic_version"
 

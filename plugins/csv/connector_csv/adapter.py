@@ -19,16 +19,19 @@ from __future__ import annotations
 import bisect
 import collections
 import csv
+import dataclasses
 import hashlib
 import io
 import itertools
 import operator
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from connector_core.adapters import (
+    PART_DIGEST,
     Adapter,
     Block,
     Capability,
@@ -57,6 +60,7 @@ from connector_csv.columns import (
 )
 from connector_csv.rows import (
     _CHUNK,
+    PART_ROWS,
     TAIL,
     BlockCutter,
     CutBlock,
@@ -75,6 +79,8 @@ _STRICT_HINT = "Fix the row, or set strict: false to skip bad rows."
 #: Whether an incremental read takes a plain chunk's lines together (:meth:`_Scan._plain`);
 #: the tests compare it with the row by row reading.
 _BULK = True
+#: Bytes of changed blocks a read given blocks holds before it loads every known part.
+_MATCH_AFTER = 1 << 22
 _BODY = operator.methodcaller("rstrip", b"\r\n")  # a simple line's row
 _FIRST = operator.itemgetter(slice(0, 1))  # a text's first character ("" for none)
 csv_limit = csv.field_size_limit
@@ -252,9 +258,11 @@ class CsvAdapter(Adapter):
                 return
         yield from self._two_passes(decoder, person, known)
 
-    def _cutter(self, person: bytes, rows: RowSplitter | None = None) -> BlockCutter:
+    def _cutter(
+        self, person: bytes, rows: RowSplitter | None = None, *, named_parts: bool = True
+    ) -> BlockCutter:
         probe = rows or RowSplitter(io.BytesIO(), self.settings)
-        return BlockCutter(person, probe.special, csv_limit())
+        return BlockCutter(person, probe.special, csv_limit(), named_parts=named_parts)
 
     def _blocked(
         self, decoder: RowDecoder, person: bytes, known: KnownRows, blocks: KnownBlocks
@@ -264,14 +272,23 @@ class CsvAdapter(Adapter):
 
         The file is cut into blocks (:class:`~connector_csv.rows.BlockCutter`) and each is
         named by its digest, in C: a known block is listed in the last page's ``unchanged``
-        and never split. The other blocks (and the rest of a file after its first quoted
-        row) are kept, then split and fingerprinted as :meth:`_one_pass` does, skipping a
-        row whose fingerprint is known (the rows of known blocks that are gone now)."""
+        and never split. A block that changed is cut into its parts (runs of
+        :data:`~connector_csv.rows.PART_ROWS` lines): a known part's rows are listed with
+        the ids and fingerprints they had, unsplit; the other parts (and the rest of a file
+        after its first quoted row) are kept, then split and fingerprinted as
+        :meth:`_one_pass` does, skipping a row whose fingerprint is known (the rows of
+        known blocks that are gone now)."""
         unchanged: list[bytes] = []
-        changed: list[CutBlock] = []
+        changed: list[CutBlock] = []  # their bytes dropped
+        pieces: list[_Piece] = []  # the changed blocks' rows, in order
         held = 0
-        limit = 64 * 1024 * self.page_size  # bytes of changed blocks kept: 32 MB by default
+        limit = 64 * 1024 * self.page_size  # bytes of changed parts kept: 32 MB by default
         digest = hashlib.sha256()
+        # the known parts, once more than a few changed blocks wait (else, at the end,
+        # only those of the blocks not found: few, after a few changed rows)
+        known_parts: Mapping[bytes, tuple[bytes, int]] | None = None
+        waiting: list[tuple[CutBlock, bool]] = []
+        waiting_bytes = 0
         with file_errors(self.settings.path), self._open_raw() as raw:
             probe = RowSplitter(raw, self.settings)
             start = probe.skip_header()  # checked by CsvFile
@@ -284,31 +301,70 @@ class CsvAdapter(Adapter):
                 digest.update(chunk)
                 for block in cut:
                     name = block.digest
-                    if name and block.first_line >= start and name not in found and name in blocks:
+                    whole = name and block.first_line >= start
+                    if whole and name not in found and name in blocks:
                         found.add(name)
                         unchanged.append(name)
                         continue
-                    changed.append(block)
-                    held += len(block.data)
+                    if whole:
+                        block = block._replace(parts=cutter.parts(block))
+                    changed.append(block._replace(data=b""))
+                    waiting.append((block, bool(whole)))
+                    waiting_bytes += len(block.data)
+                if known_parts is None and waiting_bytes > _MATCH_AFTER:
+                    known_parts = blocks.parts(unchanged)
+                if known_parts is not None:
+                    for block, whole in waiting:
+                        held += _pieces(block, known_parts, found, pieces, plain=whole)
+                    waiting.clear()
                 if held > limit:
                     return None
                 if not chunk:
                     break
-        scan = _Scan(self, decoder, person, known, blocks.rows(unchanged), start)
-        scan.taken = set(blocks.ids(unchanged)) if unchanged else frozenset()
-        for first, data, segment in _segments(changed):
-            rows = RowSplitter(io.BytesIO(data), self.settings, start=first == 1)
-            line = rows.skip_header() if first == 1 else first
-            scan.track.cut(segment)
-            if not scan.lines(rows, line):
-                return None
+        if waiting:
+            known_parts = blocks.parts(unchanged)
+            for block, whole in waiting:
+                held += _pieces(block, known_parts, found, pieces, plain=whole)
+        listed = [p for p in pieces if p.data is None]
+        rows = blocks.block_rows({p.block for p in listed}) if listed else {}
+        taken = list(blocks.ids(unchanged)) if unchanged else []
+        for piece in listed:
+            ids, marks = rows.get(piece.block, ([], []))
+            at = piece.number * PART_ROWS
+            piece.ids, piece.marks = ids[at : at + piece.lines], marks[at : at + piece.lines]
+            if len(piece.ids) != piece.lines:
+                return None  # not the rows kept with the part: read row by row
+            taken += piece.ids
+        scan = _Scan(
+            self, decoder, person, known, _known_rows(blocks, unchanged, rows, listed), start
+        )
+        scan.taken = set(taken)
+        if len(scan.taken) != len(taken):
+            return None  # an id in two unchanged blocks or parts: read row by row
+        scan.track.cut(changed)
+        probe = RowSplitter(io.BytesIO(), self.settings)  # the settings' bytes, for plain rows
+        for piece in pieces:
+            first = piece.first_line
+            if piece.data is None:
+                scan.listed(first, piece.ids, piece.marks)
+            elif piece.plain:  # rows of whole blocks: no RowSplitter needed
+                if not scan.simple_lines(probe, piece.data.splitlines(keepends=True), first):
+                    return None
+            else:
+                rows_of = RowSplitter(io.BytesIO(piece.data), self.settings, start=first == 1)
+                line = rows_of.skip_header() if first == 1 else first
+                if not scan.lines(rows_of, line):
+                    return None
         return scan.finish(CURSOR_PREFIX + digest.hexdigest(), unchanged)
 
     def _one_pass(self, decoder: RowDecoder, person: bytes, known: KnownRows) -> list[Page] | None:
         """Every page of an incremental read, or None when a key cell repeats or too many
         rows changed (then :meth:`_two_passes` reads the file)."""
         with file_errors(self.settings.path), self._open_raw() as raw:
-            rows = RowSplitter(raw, self.settings, cutter=self._cutter(person))
+            # a shared read of many jobs (which keep no blocks), or one that gave up on its blocks:
+            # the parts of blocks are named where they change (see _blocked)
+            cutter = self._cutter(person, named_parts=False)
+            rows = RowSplitter(raw, self.settings, cutter=cutter)
             line = rows.skip_header()  # checked by CsvFile
             scan = _Scan(self, decoder, person, known, known.fingerprints, line)
             scan.track.blocks = rows.blocks
@@ -733,14 +789,16 @@ class _BlockRows:
         blocks = self.blocks
         try:
             while self._next < len(blocks):
-                first, end, digest, _ = blocks[self._next]
+                first, end, digest, _, parts = blocks[self._next]
                 whole = bool(digest) and first >= self.start and digest not in self._named
                 if end > upto and whole:
                     return  # rows may follow
                 ids, marks = self._take(end)
                 if whole and None not in ids:
                     self._named.add(digest)
-                    page.blocks.append(Block(digest, ids, marks))  # type: ignore[arg-type]
+                    if len(ids) != end - first:  # a blank line: parts would name other rows
+                        parts = b""
+                    page.blocks.append(Block(digest, ids, marks, parts))  # type: ignore[arg-type]
                 else:
                     _loose(page, ids, marks)
                 if end > upto:
@@ -778,10 +836,12 @@ class _Scan:
         self.adapter = adapter
         self.decoder = decoder
         self.person = person
+        # as fingerprint() does; a prepared hash's copy costs half a new one (with `person`)
+        self.prepared = hashlib.blake2b(digest_size=8, person=person)
         self.fingerprints = fingerprints
         self.decode = known.decode
         self.track = _BlockRows(start)
-        self.taken: Collection[str] = frozenset()  # ids of rows not split (unchanged blocks)
+        self.taken: AbstractSet[str] = frozenset()  # ids of rows not split (unchanged blocks)
         self.keys: set[str] = set()
         # the first line of each id that two key cells may give (see _MayRepeat)
         self.first_lines = _MayRepeat(adapter.settings.neutralize_formulas)
@@ -822,6 +882,17 @@ class _Scan:
                 return False
             line = done
 
+    def simple_lines(self, rows: RowSplitter, lines: list[bytes], line: int) -> bool:
+        """Split `lines`, each a whole simple row (the lines of plain blocks: see
+        :class:`~connector_csv.rows.BlockCutter`), from `line` on, as :meth:`lines` takes a
+        plain chunk's; `rows` gives the settings' bytes. False as :meth:`lines`."""
+        done = self._plain(rows, lines, line) if _BULK else None
+        if done is False:
+            return False
+        if done is None:  # something unusual: row by row
+            done, _ = self._each(rows, iter(lines), line, stop_at_plain=False)
+        return done is not None
+
     def _plain(self, rows: RowSplitter, block: list[bytes], line: int) -> int | None:
         """The lines of a plain chunk, from `line` on, taken together: the unchanged rows'
         steps are done in C over the whole block (split off the key cell, fingerprint,
@@ -849,13 +920,12 @@ class _Scan:
             return False  # a repeated key: its rows are merged, after a first pass
         taken, first_lines = self.taken, self.first_lines
         ids = [unneutralize(k) if k[:1] == "'" else k for k in keys] if neutralized else keys
-        if taken and (any(map(taken.__contains__, keys)) or any(map(taken.__contains__, ids))):
+        if taken and not (taken.isdisjoint(keys) and (ids is keys or taken.isdisjoint(ids))):
             return False
         if neutralized and (len(set(ids)) != n or any(map(first_lines.__contains__, ids))):
             return None  # an id that two key cells give: _each reports the second
         self.keys.update(keys)
-        # as fingerprint() does; a prepared hash's copy costs half a new one (with `person`)
-        copy, from_bytes = hashlib.blake2b(digest_size=8, person=self.person).copy, int.from_bytes
+        copy, from_bytes = self.prepared.copy, int.from_bytes
         marks = [
             from_bytes((h := copy()).update(raw) or h.digest(), "little")  # type: ignore[func-returns-value]
             for raw in block
@@ -919,8 +989,7 @@ class _Scan:
         size, skip_limit, decode_limit = self.size, self.skip_limit, self.decode_limit
         fingerprints, decode, keys, taken = self.fingerprints, self.decode, self.keys, self.taken
         first_lines, track = self.first_lines, self.track
-        prepared = hashlib.blake2b(digest_size=8, person=self.person)  # as fingerprint() does
-        copy, from_bytes = prepared.copy, int.from_bytes
+        copy, from_bytes = self.prepared.copy, int.from_bytes
         simple, has_value, blank = rows.simple, rows.has_value, rows.blank
         delimiter, encoding = settings.delimiter.encode(rows.encoding), rows.encoding
         bulk = stop_at_plain and _BULK
@@ -985,6 +1054,21 @@ class _Scan:
             self.page = Page([], snapshot=True)
         return line, None
 
+    def listed(self, line: int, ids: list[str], marks: Sequence[int]) -> None:
+        """The rows of a known part, from `line` on: listed as unchanged, unsplit (as
+        :meth:`_plain` lists a row whose fingerprint is known), their ids taken already."""
+        n, at, track = len(ids), 0, self.track
+        while at < n:
+            page = self.page
+            stop = min(n, at + max(self.skip_limit - len(page.skipped), 1))
+            page.skipped += ids[at:stop]
+            track.extend(range(line + at, line + stop), ids[at:stop], marks[at:stop])
+            at = stop
+            if len(page.skipped) >= self.skip_limit:
+                track.flush(page, line + at)
+                self.pages.append(page)
+                self.page = Page([], snapshot=True)
+
     def finish(self, cursor: str, unchanged: list[bytes]) -> list[Page]:
         """The pages, the last one with the read's cursor and its unchanged blocks."""
         page = self.page
@@ -994,13 +1078,93 @@ class _Scan:
         return [*self.pages, page]
 
 
-def _segments(blocks: list[CutBlock]) -> Iterator[tuple[int, bytes, list[CutBlock]]]:
-    """Runs of consecutive blocks: (first line, their bytes, the blocks)."""
-    run: list[CutBlock] = []
-    for block in blocks:
-        if run and run[-1].end_line != block.first_line and run[-1].end_line != TAIL:
-            yield run[0].first_line, b"".join(b.data for b in run), run
-            run = []
-        run.append(block)
-    if run:
-        yield run[0].first_line, b"".join(b.data for b in run), run
+@dataclasses.dataclass(slots=True)
+class _Piece:
+    """Rows of changed blocks, from `first_line` on: `data` to split, or (`data` None) a
+    known part's `lines` rows, the part `number` of the known `block`, listed unsplit
+    with their ids and fingerprints (`ids`, `marks`: filled in once the read is cut)."""
+
+    first_line: int
+    data: bytes | None
+    plain: bool = False  # `data` is lines of plain blocks (see BlockCutter): simple rows
+    #: the line the rest of the file after a block that is not plain starts on, when `data`
+    #: ends with a chunk of it (each chunk comes with that line: see BlockCutter); else 0
+    tail: int = 0
+    lines: int = 0
+    block: bytes = b""
+    number: int = 0
+    ids: list[str] = dataclasses.field(default_factory=list)
+    marks: Sequence[int] = ()
+
+
+def _pieces(
+    block: CutBlock,
+    known: Mapping[bytes, tuple[bytes, int]],
+    found: set[bytes],
+    pieces: list[_Piece],
+    *,
+    plain: bool,
+) -> int:
+    """Add the pieces of a changed `block` (`plain`: a whole block, its lines simple rows)
+    to `pieces`: each part that `known` names (once in a read) as one piece, the runs of
+    its other lines as pieces to split (joined with the one before when it ends where they
+    start); returns the bytes added to split."""
+    if not block.parts or not known:
+        _to_split(pieces, block.first_line, block.data, plain, tail=block.end_line == TAIL)
+        return len(block.data)
+    lines = block.data.splitlines(keepends=True)
+    held = 0
+    size = PART_DIGEST
+    for number in range(len(block.parts) // size):
+        name = block.parts[number * size : (number + 1) * size]
+        first = block.first_line + number * PART_ROWS
+        part = lines[number * PART_ROWS : (number + 1) * PART_ROWS]
+        where = known.get(name)
+        if where is not None and name not in found:
+            found.add(name)
+            pieces.append(_Piece(first, None, lines=len(part), block=where[0], number=where[1]))
+            continue
+        data = b"".join(part)
+        _to_split(pieces, first, data, plain)
+        held += len(data)
+    return held
+
+
+def _known_rows(
+    blocks: KnownBlocks,
+    unchanged: list[bytes],
+    rows: Mapping[bytes, tuple[list[str], Sequence[int]]],
+    listed: list[_Piece],
+) -> Collection[int]:
+    """The fingerprints of the rows decided at the cursor that the rows to split may be:
+    not those of the blocks found unchanged, nor those of the parts listed (their rows are
+    listed already: one split again is decoded, its id then found twice)."""
+    others = blocks.rows([*unchanged, *rows])
+    if not rows:
+        return others
+    parts = collections.defaultdict(set)
+    for piece in listed:
+        parts[piece.block].add(piece.number)
+    more: list[int] = []
+    for digest, (_, marks) in rows.items():
+        for at in range(0, len(marks), PART_ROWS):
+            if at // PART_ROWS not in parts[digest]:
+                more += marks[at : at + PART_ROWS]
+    return set(others).union(more) if more else others
+
+
+def _to_split(
+    pieces: list[_Piece], first: int, data: bytes, plain: bool, *, tail: bool = False
+) -> None:
+    """Rows to split from line `first` on, joined to the last piece when it ends there; a
+    chunk of the rest of a file after a block that is not plain (`tail`: each comes with
+    the line the rest starts on) is joined to the rest before it."""
+    last = pieces[-1] if pieces else None
+    if last is not None and last.data is not None:
+        more = tail and last.tail == first
+        if more or last.first_line + last.data.count(b"\n") == first:
+            last.data += data
+            last.plain = last.plain and plain
+            last.tail = first if tail else 0
+            return
+    pieces.append(_Piece(first, data, plain, tail=first if tail else 0))

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NamedTuple
 
+from connector_core.adapters import PART_DIGEST
 from connector_csv.dialect import reader_options
 from connector_csv.settings import ESCAPECHAR, CsvSettings
 
@@ -100,7 +101,7 @@ class RowSplitter:
         while chunk := self._raw.read(_CHUNK):
             self.digest.update(chunk)
             if cutter is not None:
-                self.blocks += [b._replace(data=b"") for b in cutter.feed(chunk)]
+                self.blocks += cutter.dropped(cutter.feed(chunk))
             if first and self.skips_bom and chunk.startswith(codecs.BOM_UTF8):
                 chunk = chunk[len(codecs.BOM_UTF8) :]
             first = False
@@ -112,7 +113,7 @@ class RowSplitter:
             yield from self._chunk
         self.plain = False
         if cutter is not None:
-            self.blocks += [b._replace(data=b"") for b in cutter.close()]
+            self.blocks += cutter.dropped(cutter.close())
         if carry:
             yield carry
 
@@ -271,15 +272,22 @@ _BLOCK_MAX = 1 << 17
 TAIL = 1 << 62
 
 
+#: The lines of a block's part (:meth:`BlockCutter.parts`): at 1% of the rows changed, about
+#: 85% of the parts of a block that changed are unchanged.
+PART_ROWS = 16
+
+
 class CutBlock(NamedTuple):
     """A run of whole physical lines: its first line, the line after its last, its digest
     (b"" for the first block, which holds the header, and for the rest of a file after a
-    block that is not plain) and its bytes."""
+    block that is not plain), its bytes and the digests of its parts (made by
+    :meth:`BlockCutter.parts` when its bytes are dropped; b"" before)."""
 
     first_line: int
     end_line: int
     digest: bytes
     data: bytes
+    parts: bytes = b""
 
 
 class BlockCutter:
@@ -294,8 +302,20 @@ class BlockCutter:
     the bytes only, not on how they came in chunks.
     """
 
-    def __init__(self, person: bytes, special: Callable[[bytes], object], limit: int) -> None:
+    def __init__(
+        self,
+        person: bytes,
+        special: Callable[[bytes], object],
+        limit: int,
+        *,
+        named_parts: bool = True,
+    ) -> None:
+        #: whether :meth:`dropped` names the blocks' parts (a read whose blocks are not
+        #: kept need not: 0.3 s a million rows)
+        self.named_parts = named_parts
         self._named = hashlib.sha256(person)
+        self._part = self._named.copy()
+        self._part.update(b"\0part\0")
         self._special = special
         self._limit = limit
         self._partial = b""  # a line without its line feed yet
@@ -354,6 +374,27 @@ class BlockCutter:
             self._block, self._size, self._lines = [], 0, 0
             at, line = end, stop
         return pieces
+
+    def parts(self, block: CutBlock) -> bytes:
+        """The digests of the block's parts (b"" for a block without a digest): its runs of
+        :data:`PART_ROWS` lines (the last one maybe shorter), in order, each named by
+        :data:`~connector_core.adapters.PART_DIGEST` bytes of SHA-256 over the
+        personalization, a mark that it is a part, and its bytes."""
+        if not block.digest:
+            return b""
+        lines = block.data.splitlines(keepends=True)  # a plain block's lines end with \n
+        named, digests = self._part.copy, []
+        for at in range(0, len(lines), PART_ROWS):
+            hashed = named()
+            hashed.update(b"".join(lines[at : at + PART_ROWS]))
+            digests.append(hashed.digest()[:PART_DIGEST])
+        return b"".join(digests)
+
+    def dropped(self, blocks: list[CutBlock]) -> list[CutBlock]:
+        """`blocks` with their parts named (see :attr:`named_parts`) and their bytes dropped."""
+        if not self.named_parts:
+            return [b._replace(data=b"") for b in blocks]
+        return [b._replace(data=b"", parts=self.parts(b)) for b in blocks]
 
     def _plain(self, piece: bytes) -> bool:
         if self._special(piece):

@@ -15,13 +15,15 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import connector_csv.adapter as adapter_module
 import connector_csv.rows as rows_module
+import pytest
 from connector_csv import CsvAdapter, CsvSettings
-from connector_csv.rows import RowSplitter, fingerprint, fingerprinter
+from connector_csv.rows import PART_ROWS, RowSplitter, fingerprint, fingerprinter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector_core.adapters import KnownBlocks, KnownRows, Page
+from connector_core.adapters import PART_DIGEST, KnownBlocks, KnownRows, Page
 
 CELLS = st.sampled_from(["P1", "P2", "", " ", "a,b", 'say "hi"', "x\ny", "x\r\ny", "é", "=1"])
 TABLES = st.lists(st.lists(CELLS, min_size=0, max_size=4), max_size=10)
@@ -120,6 +122,20 @@ class _Blocks(KnownBlocks):
         inside = {m for d, b in self.blocks.items() if d not in skip for m in b.fingerprints}
         return self.loose | inside
 
+    def parts(self, unchanged: Collection[bytes] = ()) -> dict[bytes, tuple[bytes, int]]:
+        """As the engine's: a part found in two places is left out."""
+        places: dict[bytes, list[tuple[bytes, int]]] = {}
+        for d, b in self.blocks.items():
+            if d in unchanged:
+                continue
+            for n in range(len(b.parts) // PART_DIGEST):
+                part = b.parts[n * PART_DIGEST : (n + 1) * PART_DIGEST]
+                places.setdefault(part, []).append((d, n))
+        return {part: where[0] for part, where in places.items() if len(where) == 1}
+
+    def block_rows(self, digests: Collection[bytes]) -> dict[bytes, tuple[list[str], list[int]]]:
+        return {d: (self.blocks[d].ids, self.blocks[d].fingerprints) for d in digests}
+
 
 def _known_map(pages: list[Page], blocks: _Blocks | None = None) -> dict[str, int]:
     """Source id -> fingerprint of every row a read leaves known at its cursor."""
@@ -144,7 +160,7 @@ def _edit(table: list[list[str]], edits: list[tuple[str, int, str]]) -> None:
         elif table and action == "delete":
             del table[where % len(table)]
         elif table:
-            table[where % len(table)][1:] = [value]
+            table[where % len(table)][1:2] = [value]
 
 
 EDITS = st.lists(
@@ -168,6 +184,9 @@ ROWS = st.lists(
     chunk=st.integers(5, 60),
     cut=st.tuples(st.integers(1, 4), st.integers(8, 80)),
     neutralize=st.booleans(),
+    part=st.integers(1, 3),
+    whole=st.integers(0, 60),
+    match=st.sampled_from([0, 100, 1 << 22]),
 )
 def test_a_read_given_blocks_lists_what_a_full_read_lists(
     table: list[list[str]],
@@ -176,17 +195,27 @@ def test_a_read_given_blocks_lists_what_a_full_read_lists(
     chunk: int,
     cut: tuple[int, int],
     neutralize: bool,
+    part: int,
+    whole: int,
+    match: int,
 ) -> None:
     """Read (blocks reported), edit, insert and delete rows, read again given the first
-    read's blocks: what is decoded, skipped and left in unchanged blocks is what a full
-    read of the edited file lists, with the same problems, cursor and known rows."""
-    # unique keys mostly, so that blocks form; quoted cells, blank rows, repeats sometimes
-    table = [[f"K{n}", *row[1:]] if n % 7 else row for n, row in enumerate(table)]
+    read's blocks: what is decoded, skipped (in unchanged parts too, their known parts
+    loaded at once or after some changed blocks) and left in unchanged blocks is what a
+    full read of the edited file lists, with the same problems, cursor, known rows and
+    blocks."""
+    # unique keys and whole rows mostly, so that blocks (and their parts) form; quoted
+    # cells, short or blank rows, repeats sometimes
+    table = [[f"K{n}", *[*row[1:], "", ""][:2]] if n % 7 else row for n, row in enumerate(table)]
+    table += [[f"W{n}", f"v{n % 3}", "Leeds"] for n in range(whole)]  # whole rows: many parts
     tmp = Path(tempfile.mkdtemp(prefix="blocks-"))
-    saved = rows_module._CHUNK, rows_module._MARKS, rows_module._BLOCK_MAX
+    saved = rows_module._CHUNK, rows_module._MARKS, rows_module._BLOCK_MAX, rows_module.PART_ROWS
     rows_module._CHUNK = chunk
     rows_module._MARKS = bytes(byte % cut[0] != 0 for byte in range(256))  # 1 line in cut[0]
     rows_module._BLOCK_MAX = cut[1]
+    rows_module.PART_ROWS = adapter_module.PART_ROWS = part
+    saved_match, adapter_module._MATCH_AFTER = adapter_module._MATCH_AFTER, match
+    adapter_module._CHUNK = chunk  # the chunks a read given blocks cuts
     try:
         path = tmp / "people.csv"
         path.write_bytes(_written(table, crlf))
@@ -212,8 +241,14 @@ def test_a_read_given_blocks_lists_what_a_full_read_lists(
         assert all(by_id[sid] == record for sid, record in decoded.items())
         assert again[-1].cursor == full[-1].cursor
         assert _known_map(again, blocks) == _known_map(full)
+        # a block's parts are named by its bytes, however the read came to it
+        parts = {b.digest: b.parts for page in full for b in page.blocks}
+        assert all(parts.get(b.digest, b.parts) == b.parts for page in again for b in page.blocks)
     finally:
-        rows_module._CHUNK, rows_module._MARKS, rows_module._BLOCK_MAX = saved
+        rows_module._CHUNK, rows_module._MARKS, rows_module._BLOCK_MAX = saved[:3]
+        rows_module.PART_ROWS = adapter_module.PART_ROWS = saved[3]
+        adapter_module._MATCH_AFTER = saved_match
+        adapter_module._CHUNK = saved[0]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -236,6 +271,39 @@ def test_an_unchanged_block_is_neither_split_nor_decoded(tmp_path: Path) -> None
     skipped = [sid for page in again for sid in page.skipped]
     assert len(skipped) + len(blocks.ids(unchanged)) == 2999
     assert len(skipped) < 1000  # the rows of the header's block and of the changed one
+
+
+def test_the_unchanged_parts_of_changed_blocks_are_listed_unsplit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row in 100 edited: nearly every block changed, yet only the parts holding an
+    edit are split; the rest of each block is listed with the ids and fingerprints kept."""
+    path = tmp_path / "people.csv"
+    table = [[f"{n * 7919 % 100003:05d}", f"name{n}", "Leeds"] for n in range(3000)]
+    path.write_bytes(_written(table, False))
+    adapter = CsvAdapter(CsvSettings(path=path), connection="people")
+    first = list(adapter.read(known=KnownRows()))
+    blocks = _Blocks(first)
+    assert all(b.parts for b in blocks.blocks.values())
+    for n in range(0, 3000, 100):
+        table[n][1] = "changed"
+    path.write_bytes(_written(table, False))
+    listed: list[str] = []
+    real = adapter_module._Scan.listed
+
+    def spy(scan: Any, line: int, ids: list[str], marks: Any) -> None:
+        listed.extend(ids)
+        real(scan, line, ids, marks)
+
+    monkeypatch.setattr(adapter_module._Scan, "listed", spy)
+    again = list(adapter.read(known=KnownRows(frozenset(), frozenset(), blocks)))
+    decoded = sorted(r["id"] for page in again for r in page.records)
+    assert decoded == sorted(table[n][0] for n in range(0, 3000, 100))
+    unchanged = [d for page in again for d in page.unchanged]
+    assert len(unchanged) < len(blocks.blocks) // 2  # most blocks hold an edit
+    # all but the 30 edited parts (16 rows at most each) and the header's block
+    assert len(listed) > 3000 - 30 * PART_ROWS - 256 - len(blocks.ids(unchanged))
+    assert _known_map(again, blocks) == _known_map(list(adapter.read(known=KnownRows())))
 
 
 @settings(max_examples=150, deadline=None)
@@ -272,7 +340,10 @@ def test_blocks_do_not_depend_on_chunks(
                     first, end, name, got = runs.pop()
                     runs.append((first, end, name, got + block.data))
                 else:
-                    runs.append(tuple(block))  # type: ignore[arg-type]
+                    runs.append(tuple(block)[:4])  # type: ignore[arg-type]
+                if block.digest:  # one part per PART_ROWS lines, the last maybe shorter
+                    parts = len(cutter.parts(block)) // PART_DIGEST
+                    assert parts == -(-(block.end_line - block.first_line) // PART_ROWS)
             return runs
 
         whole = cut([len(data) or 1])

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import connector_csv.adapter as adapter_module
 import connector_csv.rows as rows_module
 import pytest
 import sqlalchemy as sa
@@ -73,10 +74,13 @@ fields:
 def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test twice: with the CSV adapter's blocks as they are (too big for these files:
     every row is in the header's block, split row by row) and with blocks of a few lines
-    (most rows in blocks kept whole, found unchanged or changed)."""
+    and parts of two (most rows in blocks kept whole, found unchanged or changed; the
+    unchanged parts of a changed block listed with the ids and fingerprints kept)."""
     if request.param == "small blocks":
         monkeypatch.setattr(rows_module, "_MARKS", bytes(b % 3 != 0 for b in range(256)))
         monkeypatch.setattr(rows_module, "_BLOCK_MAX", 120)
+        monkeypatch.setattr(rows_module, "PART_ROWS", 2)
+        monkeypatch.setattr(adapter_module, "PART_ROWS", 2)
     return str(request.param)
 
 
@@ -552,22 +556,27 @@ def test_store_keeps_fingerprints_only_with_their_cursor(store: StateStore) -> N
 
 
 def test_store_keeps_blocks_with_their_cursor(store: StateStore) -> None:
-    """On SQLite and PostgreSQL: blocks found unchanged stay, gone ones go, new ones come;
-    a cursor saved without fingerprints forgets them all."""
+    """On SQLite and PostgreSQL: blocks found unchanged stay (with their parts), gone ones
+    go, new ones come; a cursor saved without fingerprints forgets them all."""
     first = SavedBlocks()
-    first.add(b"A" * 16, ["a1", "a2"], [1, 2])
+    first.add(b"A" * 16, ["a1", "a2"], [1, 2], b"a" * 16 + b"\0" * 16)
     first.add(b"B" * 16, ["b1"], [3])
     store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[7], blocks=first)
     assert store.block_digests("j") == {b"A" * 16, b"B" * 16}
     assert split_ids(store.block_ids("j", [b"A" * 16])[b"A" * 16]) == ["a1", "a2"]
     assert store.fingerprints("j", "c1") == {1, 2, 3, 7}
     assert set(store.block_fingerprints("j", [b"B" * 16])) == {3, 7}
+    assert store.block_parts("j") == {b"A" * 16: b"a" * 16 + b"\0" * 16}  # B has none
+    ids, marks = store.block_rows("j", [b"A" * 16, b"Z" * 16])[b"A" * 16]
+    assert (ids, list(marks)) == (["a1", "a2"], [1, 2])
     second = SavedBlocks()
     second.kept.append(b"A" * 16)
-    second.add(b"C" * 16, ["c1"], [4])
+    second.add(b"C" * 16, ["c1"], [4], b"c" * 16)
     store.record_batch("j", "t", "p", "h", [], cursor="c2", fingerprints=[], blocks=second)
     assert store.block_digests("j") == {b"A" * 16, b"C" * 16}
     assert store.fingerprints("j", "c2") == {1, 2, 4}
+    assert store.block_parts("j") == {b"A" * 16: b"a" * 16 + b"\0" * 16, b"C" * 16: b"c" * 16}
+    assert store.block_parts("j", [b"C" * 16, b"B" * 16]) == {b"C" * 16: b"c" * 16}
     store.record_batch("j", "t", "p", "h", [], cursor="c3")  # a cursor without them
     assert store.block_digests("j") == set()
     assert store.fingerprints("j", "c3") is None
@@ -613,3 +622,44 @@ def test_a_block_holding_an_id_to_decode_is_not_skipped(store: StateStore) -> No
     assert b"B" * 16 in held
     assert list(held.ids([b"B" * 16])) == ["b1"]
     assert set(held.rows([b"B" * 16])) == {1, 2, 7}
+
+
+def test_the_parts_offered_are_those_of_held_blocks_found_once(store: StateStore) -> None:
+    """A part names one run of rows: not one of a block holding an id to decode, nor one
+    that two blocks (or one block twice) hold."""
+    saved = SavedBlocks()
+    saved.add(b"A" * 16, ["a1", "a2", "a3"], [1, 2, 3], b"p" * 16 + b"q" * 16)
+    saved.add(b"B" * 16, ["b1", "b2"], [4, 5], b"q" * 16 + b"r" * 16)
+    saved.add(b"C" * 16, ["c1", "c2"], [6, 7], b"s" * 16 + b"t" * 16)
+    saved.add(b"D" * 16, ["d1", "d2"], [8, 9], b"u" * 16 + b"u" * 16)
+    store.record_batch("j", "t", "p", "h", [], cursor="c1", fingerprints=[], blocks=saved)
+    held = StoredBlocks(store, "j", frozenset({"c2"}))
+    assert held.parts() == {b"p" * 16: (b"A" * 16, 0), b"r" * 16: (b"B" * 16, 1)}
+    # but the blocks found unchanged: B's part "q" is A's alone then
+    assert held.parts([b"B" * 16]) == {b"p" * 16: (b"A" * 16, 0), b"q" * 16: (b"A" * 16, 1)}
+    ids, marks = held.block_rows([b"B" * 16])[b"B" * 16]
+    assert (ids, list(marks)) == (["b1", "b2"], [4, 5])
+
+
+def test_a_store_at_0018_migrates_keeping_its_blocks_without_parts(state_url: str) -> None:
+    """Blocks saved before parts were kept stay, with none: a block of theirs that changes
+    is split row by row, and the blocks saved after it have parts."""
+    import alembic.command
+
+    from connector_core.sync.migrations import alembic_config
+
+    engine = sa.create_engine(state_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        alembic.command.upgrade(cfg, "0018_lean_state_v3")
+        insert = "INSERT INTO fingerprint_blocks VALUES (:job, :digest, :ids, :marks)"
+        five = (5).to_bytes(8, "little")
+        conn.execute(
+            sa.text(insert), {"job": "j", "digest": b"A" * 16, "ids": b"a1", "marks": five}
+        )
+    engine.dispose()
+    with StateStore.open(state_url) as upgraded:
+        assert upgraded.block_digests("j") == {b"A" * 16}
+        assert upgraded.block_parts("j") == {}
+        assert StoredBlocks(upgraded, "j", frozenset()).parts() == {}
