@@ -252,15 +252,19 @@ def test_a_read_given_blocks_lists_what_a_full_read_lists(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_an_unchanged_block_is_neither_split_nor_decoded(tmp_path: Path) -> None:
-    """A 1-row edit in a file of many blocks decodes that row alone; every other row is in
-    a block listed as unchanged or skipped by its fingerprint."""
+def _read_once(tmp_path: Path) -> tuple[Path, list[list[str]], CsvAdapter, _Blocks]:
+    """A file of 3,000 rows (its path and table), its adapter, and the blocks of its read."""
     path = tmp_path / "people.csv"
     table = [[f"{n * 7919 % 100003:05d}", f"name{n}", "Leeds"] for n in range(3000)]
     path.write_bytes(_written(table, False))
     adapter = CsvAdapter(CsvSettings(path=path), connection="people")
-    first = list(adapter.read(known=KnownRows()))
-    blocks = _Blocks(first)
+    return path, table, adapter, _Blocks(list(adapter.read(known=KnownRows())))
+
+
+def test_an_unchanged_block_is_neither_split_nor_decoded(tmp_path: Path) -> None:
+    """A 1-row edit in a file of many blocks decodes that row alone; every other row is in
+    a block listed as unchanged or skipped by its fingerprint."""
+    path, table, adapter, blocks = _read_once(tmp_path)
     assert len(blocks.blocks) > 3
     table[1500][1] = "changed"
     path.write_bytes(_written(table, False))
@@ -278,12 +282,7 @@ def test_the_unchanged_parts_of_changed_blocks_are_listed_unsplit(
 ) -> None:
     """One row in 100 edited: nearly every block changed, yet only the parts holding an
     edit are split; the rest of each block is listed with the ids and fingerprints kept."""
-    path = tmp_path / "people.csv"
-    table = [[f"{n * 7919 % 100003:05d}", f"name{n}", "Leeds"] for n in range(3000)]
-    path.write_bytes(_written(table, False))
-    adapter = CsvAdapter(CsvSettings(path=path), connection="people")
-    first = list(adapter.read(known=KnownRows()))
-    blocks = _Blocks(first)
+    path, table, adapter, blocks = _read_once(tmp_path)
     assert all(b.parts for b in blocks.blocks.values())
     for n in range(0, 3000, 100):
         table[n][1] = "changed"
