@@ -28,6 +28,7 @@ import pytest
 from pydantic import ValidationError
 
 from connector_core.adapters import (
+    PART_DIGEST,
     Adapter,
     AdapterSettings,
     Capability,
@@ -240,6 +241,9 @@ class AdapterConformance(KitBase):
         marks = {sid: m for p in first for sid, m in p.fingerprints.items()}
         for block in (b for p in first for b in p.blocks):  # rows given in blocks instead
             marks.update(zip(block.ids, block.fingerprints, strict=True))
+            assert len(block.parts) % PART_DIGEST == 0, (
+                f"Block.parts must be digests of PART_DIGEST ({PART_DIGEST}) bytes each"
+            )
         assert set(marks) <= set(plain), "Page.fingerprints must be keyed by listed source ids"
         again = list(read(known=KnownRows(frozenset(marks.values()))))
         skipped = [sid for p in again for sid in p.skipped]
