@@ -887,34 +887,15 @@ class StateStore:
     def block_parts(self, job: str, digests: Iterable[bytes] | None = None) -> dict[bytes, bytes]:
         """The digests of the parts of `job`'s blocks `digests` (None: all) that have them,
         by block (see :attr:`~connector_core.adapters.Block.parts`)."""
-        table = fingerprint_blocks
-        query = sa.select(table.c.digest, table.c.parts).where(
-            table.c.job == job, table.c.parts.is_not(None)
-        )
-        with self._transaction() as conn:
-            if digests is None:
-                return {bytes(d): bytes(p) for d, p in conn.execute(query)}
-            found: dict[bytes, bytes] = {}
-            for chunk in chunks(list(digests)):
-                rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
-                found.update((bytes(d), bytes(p)) for d, p in rows)
-            return found
+        return self._block_column(job, fingerprint_blocks.c.parts, digests)
 
     def block_rows(
         self, job: str, digests: Iterable[bytes]
     ) -> dict[bytes, tuple[list[str], array.array[int]]]:
         """The ids and fingerprints of the rows of `job`'s blocks `digests`, by block."""
         table = fingerprint_blocks
-        query = sa.select(table.c.digest, table.c.ids, table.c.fingerprints).where(
-            table.c.job == job
-        )
-        found: dict[bytes, tuple[list[str], array.array[int]]] = {}
-        with self._transaction() as conn:
-            for chunk in chunks(list(digests)):
-                rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
-                for d, ids, marks in rows:
-                    found[bytes(d)] = (split_ids(bytes(ids)), _unpacked(bytes(marks)))
-        return found
+        found = self._block_values(job, [table.c.ids, table.c.fingerprints], digests)
+        return {d: (split_ids(ids), _unpacked(marks)) for d, ids, marks in found}
 
     def block_fingerprints(self, job: str, digests: Iterable[bytes]) -> array.array[int]:
         """The row fingerprints of `job`'s blocks `digests`, and of its rows in no block."""
@@ -927,16 +908,25 @@ class StateStore:
     def _block_column(
         self, job: str, column: sa.Column[Any], digests: Iterable[bytes] | None
     ) -> dict[bytes, bytes]:
+        """`column` of `job`'s blocks `digests` (None: all) that hold a value, by digest."""
+        return {row[0]: row[1] for row in self._block_values(job, [column], digests)}
+
+    def _block_values(
+        self, job: str, columns: list[sa.Column[Any]], digests: Iterable[bytes] | None
+    ) -> list[tuple[bytes, ...]]:
+        """(digest, the values of `columns`) of each of `job`'s blocks `digests` (None: all)
+        whose `columns` all hold a value, read by chunks of digests."""
         table = fingerprint_blocks
-        query = sa.select(table.c.digest, column).where(table.c.job == job)
+        query = sa.select(table.c.digest, *columns).where(
+            table.c.job == job, *(column.is_not(None) for column in columns)
+        )
         with self._transaction() as conn:
             if digests is None:
-                return {bytes(d): bytes(v) for d, v in conn.execute(query)}
-            wanted = list(digests)
-            found: dict[bytes, bytes] = {}
-            for chunk in chunks(wanted):
+                return [tuple(map(bytes, row)) for row in conn.execute(query)]
+            found: list[tuple[bytes, ...]] = []
+            for chunk in chunks(list(digests)):
                 rows = conn.execute(query.where(dialect.among(conn, table.c.digest, chunk)))
-                found.update((bytes(d), bytes(v)) for d, v in rows)
+                found += [tuple(map(bytes, row)) for row in rows]
             return found
 
     def _put_fingerprints(
