@@ -287,7 +287,7 @@ class CsvAdapter(Adapter):
         # the known parts, once more than a few changed blocks wait (else, at the end,
         # only those of the blocks not found: few, after a few changed rows)
         known_parts: Mapping[bytes, tuple[bytes, int]] | None = None
-        waiting: list[tuple[CutBlock, bool]] = []
+        waiting: list[tuple[CutBlock, list[bytes] | None]] = []  # with a whole block's parts
         waiting_bytes = 0
         with file_errors(self.settings.path), self._open_raw() as raw:
             probe = RowSplitter(raw, self.settings)
@@ -306,16 +306,17 @@ class CsvAdapter(Adapter):
                         found.add(name)
                         unchanged.append(name)
                         continue
-                    if whole:
-                        block = block._replace(parts=cutter.parts(block))
+                    data = cutter.part_data(block) if whole else None
+                    if data is not None:
+                        block = block._replace(parts=cutter.parts(block, data))
                     changed.append(block._replace(data=b""))
-                    waiting.append((block, bool(whole)))
+                    waiting.append((block, data))
                     waiting_bytes += len(block.data)
                 if known_parts is None and waiting_bytes > _MATCH_AFTER:
                     known_parts = blocks.parts(unchanged)
                 if known_parts is not None:
-                    for block, whole in waiting:
-                        held += _pieces(block, known_parts, found, pieces, plain=whole)
+                    for block, data in waiting:
+                        held += _pieces(block, data, known_parts, found, pieces)
                     waiting.clear()
                 if held > limit:
                     return None
@@ -323,8 +324,8 @@ class CsvAdapter(Adapter):
                     break
         if waiting:
             known_parts = blocks.parts(unchanged)
-            for block, whole in waiting:
-                held += _pieces(block, known_parts, found, pieces, plain=whole)
+            for block, data in waiting:
+                held += _pieces(block, data, known_parts, found, pieces)
         listed = [p for p in pieces if p.data is None]
         rows = blocks.block_rows({p.block for p in listed}) if listed else {}
         taken = list(blocks.ids(unchanged)) if unchanged else []
@@ -1099,34 +1100,33 @@ class _Piece:
 
 def _pieces(
     block: CutBlock,
+    data: list[bytes] | None,
     known: Mapping[bytes, tuple[bytes, int]],
     found: set[bytes],
     pieces: list[_Piece],
-    *,
-    plain: bool,
 ) -> int:
-    """Add the pieces of a changed `block` (`plain`: a whole block, its lines simple rows)
-    to `pieces`: each part that `known` names (once in a read) as one piece, the runs of
-    its other lines as pieces to split (joined with the one before when it ends where they
-    start); returns the bytes added to split."""
-    if not block.parts or not known:
-        _to_split(pieces, block.first_line, block.data, plain, tail=block.end_line == TAIL)
+    """Add the pieces of a changed `block` to `pieces`: with the bytes of its parts (`data`:
+    a whole block, its lines simple rows), each part that `known` names (once in a read)
+    as one piece, the runs of its other parts as pieces to split (joined with the one
+    before when it ends where they start); returns the bytes added to split."""
+    if data is None or not known:
+        tail = block.end_line == TAIL
+        _to_split(pieces, block.first_line, block.data, data is not None, tail=tail)
         return len(block.data)
-    lines = block.data.splitlines(keepends=True)
     held = 0
     size = PART_DIGEST
-    for number in range(len(block.parts) // size):
+    rows = block.end_line - block.first_line
+    for number, part in enumerate(data):
         name = block.parts[number * size : (number + 1) * size]
         first = block.first_line + number * PART_ROWS
-        part = lines[number * PART_ROWS : (number + 1) * PART_ROWS]
         where = known.get(name)
         if where is not None and name not in found:
             found.add(name)
-            pieces.append(_Piece(first, None, lines=len(part), block=where[0], number=where[1]))
+            lines = min(PART_ROWS, rows - number * PART_ROWS)
+            pieces.append(_Piece(first, None, lines=lines, block=where[0], number=where[1]))
             continue
-        data = b"".join(part)
-        _to_split(pieces, first, data, plain)
-        held += len(data)
+        _to_split(pieces, first, part, True)
+        held += len(part)
     return held
 
 

@@ -375,18 +375,23 @@ class BlockCutter:
             at, line = end, stop
         return pieces
 
-    def parts(self, block: CutBlock) -> bytes:
-        """The digests of the block's parts (b"" for a block without a digest): its runs of
-        :data:`PART_ROWS` lines (the last one maybe shorter), in order, each named by
-        :data:`~connector_core.adapters.PART_DIGEST` bytes of SHA-256 over the
-        personalization, a mark that it is a part, and its bytes."""
+    def part_data(self, block: CutBlock) -> list[bytes]:
+        """The bytes of the block's parts: its runs of :data:`PART_ROWS` lines (the last one
+        maybe shorter), in order."""
+        lines = block.data.splitlines(keepends=True)  # a plain block's lines end with \n
+        return [b"".join(lines[at : at + PART_ROWS]) for at in range(0, len(lines), PART_ROWS)]
+
+    def parts(self, block: CutBlock, data: list[bytes] | None = None) -> bytes:
+        """The digests of the block's parts (b"" for a block without a digest), in order,
+        each :data:`~connector_core.adapters.PART_DIGEST` bytes of SHA-256 over the
+        personalization, a mark that it is a part, and its bytes (`data`: the parts'
+        bytes, by default :meth:`part_data`'s)."""
         if not block.digest:
             return b""
-        lines = block.data.splitlines(keepends=True)  # a plain block's lines end with \n
         named, digests = self._part.copy, []
-        for at in range(0, len(lines), PART_ROWS):
+        for part in self.part_data(block) if data is None else data:
             hashed = named()
-            hashed.update(b"".join(lines[at : at + PART_ROWS]))
+            hashed.update(part)
             digests.append(hashed.digest()[:PART_DIGEST])
         return b"".join(digests)
 
