@@ -137,23 +137,27 @@ def groups(jobs: Sequence[LoadedJob], limit: int = 1_000_000) -> list[list[Loade
     sources = collections.Counter(job.config.source for job in jobs)
     sizes = {source: even_sizes(n, limit) for source, n in sources.items()}
     found: list[list[LoadedJob]] = []
-    caps: list[int] = []  # the most jobs each group of `found` takes
+    #: per source, its groups not yet full (in `found`'s order): each the group, the most
+    #: jobs it takes, and the target connections its jobs write
+    unfilled: dict[str, list[tuple[list[LoadedJob], int, set[str]]]] = {}
     made: collections.Counter[str] = collections.Counter()  # groups by source so far
     for job in jobs:
-        source = job.config.source
-        for group, cap in zip(found, caps, strict=True):
-            if (
-                group[0].config.source == source
-                and len(group) < cap
-                and all(j.config.target != job.config.target for j in group)
-            ):
+        source, target = job.config.source, job.config.target
+        groups_of = unfilled.setdefault(source, [])
+        for at, (group, cap, written) in enumerate(groups_of):
+            if target not in written:
                 group.append(job)
+                written.add(target)
+                if len(group) >= cap:
+                    del groups_of[at]
                 break
         else:
             planned = sizes[source]
-            caps.append(planned[made[source]] if made[source] < len(planned) else limit)
+            cap = planned[made[source]] if made[source] < len(planned) else limit
             made[source] += 1
             found.append([job])
+            if cap > 1:
+                groups_of.append((found[-1], cap, {target}))
     return found
 
 
