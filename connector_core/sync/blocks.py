@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Callable, Collection, Container, Iterable
 
 from connector_core.adapters import PART_DIGEST, KnownBlocks, Page
-from connector_core.sync.state import SavedBlocks, StateStore, split_ids
+from connector_core.sync.state import SavedBlocks, StateStore, StateStoreError, split_ids
 
 __all__ = ["BlockKeeper", "StoredBlocks"]
 
@@ -59,7 +59,10 @@ class StoredBlocks(KnownBlocks):
         for those of the read's unchanged blocks)."""
         key = frozenset(digests)
         if self._ids is None or self._ids[0] != key:
-            joined = self._store.block_ids(self._job, key).values()
+            found = self._store.block_ids(self._job, key)
+            if len(found) != len(key):
+                raise _lost(self._job)
+            joined = found.values()
             self._ids = (key, split_ids(b"\n".join(j for j in joined if j)))
         return self._ids[1]
 
@@ -91,7 +94,21 @@ class StoredBlocks(KnownBlocks):
     def block_rows(
         self, digests: Collection[bytes]
     ) -> dict[bytes, tuple[list[str], array.array[int]]]:
-        return self._store.block_rows(self._job, digests)
+        found = self._store.block_rows(self._job, digests)
+        if len(found) != len(set(digests)):
+            raise _lost(self._job)
+        return found
+
+
+def _lost(name: str) -> StateStoreError:
+    """A block held at the start of a read is gone from the store: its rows cannot be
+    listed, and a row not listed would count as gone from the source. (A shared read's
+    blocks are another task's to forget once that task's jobs moved on: see
+    :meth:`StateStore.prune_fingerprints`.)"""
+    return StateStoreError(
+        f"the blocks of rows kept under {name!r} changed while the source was read",
+        hint="Run again: the next read starts from what the state store holds then.",
+    )
 
 
 class BlockKeeper:

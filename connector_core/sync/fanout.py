@@ -29,14 +29,16 @@ time), and runs each group from one read of its source:
   result. A ConnectorError of one job (its target down, its lock lost) stops that job
   alone; a failing source stops every job of the group, each keeping what it recorded.
 - **Unchanged rows.** A source with row fingerprints (a CSV file) reports them on a shared
-  read; they are kept once per source, field set and cursor (under
-  :func:`fingerprints_name`), each job noting only that it read to the end. A read keeps
-  its fingerprints beside those its jobs started from (the jobs of the source in another
-  task of a queue, still at that cursor, skip the unchanged rows too), and forgets the
-  source's others (see :meth:`_Reads.done`). The next group read skips the rows found
+  read, with the blocks its rows form; they are kept once per source, field set and cursor
+  (under :func:`fingerprints_name`), each job noting only that it read to the end. A read
+  keeps its fingerprints beside those its jobs started from (the jobs of the source in
+  another task of a queue, still at that cursor, skip the unchanged rows too), and forgets
+  the source's others (see :meth:`_Reads.done`). The next group read skips the rows found
   unchanged when every job of the group read to the end at the same cursor and nothing
   but the rows decides for any of them (see :meth:`_Group._known`); a job's owed changes
-  are decoded whatever their fingerprint. Else every row is decoded, as before.
+  are decoded whatever their fingerprint. A block found unchanged is not split at all:
+  its rows' kept ids are listed as the page's skipped ones (:func:`_listed`), so every job
+  sees them as rows skipped one by one. Else every row is decoded, as before.
 - **Memory.** Pages flow: one page at a time, plus the group's set of the ids read (for
   finding what is missing), per job the source ids it holds and, for a group holding up to
   200,000 records in all, their id map rows, read once instead of page by page and job by
@@ -77,11 +79,20 @@ import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set
 from typing import Any
 
-from connector_core.adapters import Adapter, Capability, KnownRows, Page, WriteSession
+from connector_core.adapters import (
+    Adapter,
+    Block,
+    Capability,
+    KnownBlocks,
+    KnownRows,
+    Page,
+    WriteSession,
+)
 from connector_core.errors import ConnectorError, RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
 from connector_core.records import Record, usable_id
+from connector_core.sync.blocks import StoredBlocks
 from connector_core.sync.job import LoadedJob
 from connector_core.sync.model import Mapped
 from connector_core.sync.runner import (
@@ -95,7 +106,7 @@ from connector_core.sync.runner import (
     read_fields,
     seen_ids,
 )
-from connector_core.sync.state import StateStore
+from connector_core.sync.state import SavedBlocks, StateStore
 
 __all__ = ["GroupResult", "groups", "run_jobs"]
 
@@ -223,6 +234,7 @@ class _Group:
         self.runs: list[JobRun] = []
         self.live: list[JobRun] = []
         self.passed: _Passed | None = None  # a shared read's pages, for the jobs passing them
+        self.skip_from: str | None = None  # the cursor of the fingerprints a read skips by
 
     def run(self, reconcile: bool | None, out: GroupResult) -> None:
         """Lock, start, read once, feed every page to every job, finish each run."""
@@ -308,7 +320,7 @@ class _Group:
                 decider = _Decider(self.runs, self.store, among, idle=idle)
             self.passed = _Passed(decider)
         pages: Iterator[Page] | None
-        collect = None  # the row fingerprints this read reports, by source id
+        collect: _Kept | None = None  # the row fingerprints and blocks this read reports
         if kept is not None:  # an earlier group's read of the same source: not read again
             assert decider is not None  # a kept read feeds a shared one
             self._replay(kept, decider)
@@ -323,11 +335,14 @@ class _Group:
                 pages = None
                 self._source_failed(exc)
             if pages is not None and shared:
-                pages = self.reads.keep(key, pages)
                 if "known" in known:
                     starts = (cursor, *(run.skip_from for run in self.runs))
                     protect = {c for c in starts if c is not None}
-                    collect = self.reads.collecting(source, protect)
+                    collect = self.reads.collecting(source, protect, self.skip_from)
+                    blocks = known["known"].blocks
+                    if blocks is not None:  # before it is kept: later groups see the ids too
+                        pages = _listed(pages, blocks, collect.kept)
+                pages = self.reads.keep(key, pages)
         while pages is not None:
             try:
                 page = next(pages, None)
@@ -344,7 +359,7 @@ class _Group:
             if page.cursor is not None:
                 self.final = page.cursor
             if collect is not None:
-                _collect(page, collect, self.reads.rejected)
+                collect.add(page, self.reads.rejected)
         self._catch_up_all()
         # Each job's last batches recorded in one transaction (an intent commits what came
         # before it: see StateStore.joined). A job whose approval stage may notify someone
@@ -370,12 +385,14 @@ class _Group:
         skips anything (None: the source has no fingerprints, or a dry run).
 
         The rows decided at a cursor are kept once per source, not per job (see
-        :class:`_Reads`). They are skipped when unchanged if every job of the group read to
-        the end at that cursor in its last run and nothing but the rows decides for any of
-        them (no first run, no changed policy or connection, no reconciliation: see the
-        runner's ``_known_rows``); the changes any job still owes, or holds for approval,
-        are decoded whatever their fingerprint. Otherwise every row is decoded, and the read
-        reports the fingerprints to keep.
+        :class:`_Reads`), with their blocks. They are skipped when unchanged if every job of
+        the group read to the end at that cursor in its last run and nothing but the rows
+        decides for any of them (no first run, no changed policy or connection, no
+        reconciliation: see the runner's ``_known_rows``); the changes any job still owes,
+        or holds for approval, are decoded whatever their fingerprint (a block holding one
+        is split). A block found unchanged is named by its digest, and its rows' ids become
+        the page's skipped ones (see :func:`_listed`). Otherwise every row is decoded, and
+        the read reports the fingerprints and blocks to keep.
         """
         if Capability.ROW_FINGERPRINTS not in self.source().capabilities:
             return None, False
@@ -391,7 +408,8 @@ class _Group:
             return KnownRows(), False
         decode = frozenset().union(*(frozenset(run.owed) | run.waiting for run in self.runs))
         stored = Loaded(functools.partial(self.store.fingerprints, name, start))
-        return KnownRows(stored, decode), True
+        self.skip_from = start
+        return KnownRows(stored, decode, StoredBlocks(self.store, name, decode)), True
 
     def _replay(self, kept: _Read, decider: _Decider) -> None:
         """Feed the group an earlier group's read of the same source: of each page, only the
@@ -636,13 +654,61 @@ def fingerprints_name(source: str, fields: frozenset[str], cursor: str) -> str:
 _SHARED = "shared read of %s "
 
 
-def _collect(page: Page, into: dict[str, int], rejected: set[str]) -> None:
-    """Note the page's row fingerprints; the keys of its unreadable records are rejected
-    (never skipped later, as for one job)."""
-    into.update(page.fingerprints)
-    for block in page.blocks:
-        into.update(zip(block.ids, block.fingerprints, strict=True))
-    rejected.update(p.key for p in page.problems if p.key is not None)
+def _listed(pages: Iterator[Page], blocks: KnownBlocks, kept: list[bytes]) -> Iterator[Page]:
+    """`pages` with the rows of their unchanged blocks listed as skipped, by id: each job of
+    the group (and of a later group fed the kept read) sees them as it sees rows skipped
+    one by one, which keeps no blocks of its own. Their digests are added to `kept`."""
+    for page in pages:
+        if page.unchanged:
+            kept.extend(page.unchanged)
+            ids = blocks.ids(page.unchanged)
+            page = dataclasses.replace(page, skipped=[*page.skipped, *ids], unchanged=[])
+        yield page
+
+
+class _Kept:
+    """What a shared read reports to keep with the cursor it ends at (see :meth:`_Reads.done`):
+    the fingerprints of its rows in no block, by source id, its new blocks, and the digests
+    of the blocks it found unchanged under the name of the cursor it started from."""
+
+    def __init__(self, protect: set[str], start: str | None) -> None:
+        self.protect = protect  # the cursors the read's jobs started from
+        self.start = start  # the cursor whose blocks the read was given (None: none)
+        self.final: str | None = None  # the cursor it ended at, once complete
+        self.loose: dict[str, int] = {}
+        self.blocks: dict[bytes, Block] = {}
+        self.kept: list[bytes] = []
+
+    def add(self, page: Page, rejected: set[str]) -> None:
+        """Note the page's row fingerprints and blocks (a block found twice: its rows
+        loose); the keys of its unreadable records are rejected (never skipped later, as
+        for one job)."""
+        self.loose.update(page.fingerprints)
+        for block in page.blocks:
+            if block.digest in self.blocks:
+                self.loose.update(zip(block.ids, block.fingerprints, strict=True))
+            else:
+                self.blocks[block.digest] = block
+        rejected.update(p.key for p in page.problems if p.key is not None)
+
+    def saved(self, rejected: Set[str]) -> tuple[list[int], SavedBlocks]:
+        """The fingerprints and blocks to keep, but for the `rejected` records (decoded
+        again next time): a new block holding one is kept as its other rows' fingerprints.
+        The unchanged blocks stay (none of their rows was decoded, nor rejected)."""
+        loose = [fp for sid, fp in self.loose.items() if sid not in rejected]
+        saved = SavedBlocks()
+        saved.kept.extend(self.kept)
+        kept = set(self.kept)
+        for digest, block in self.blocks.items():
+            clean = digest not in kept and not any(
+                sid in rejected or "\n" in sid for sid in block.ids
+            )
+            if clean:
+                saved.add(digest, block.ids, block.fingerprints, block.parts)
+            else:
+                rows = zip(block.ids, block.fingerprints, strict=True)
+                loose.extend(fp for sid, fp in rows if sid not in rejected)
+        return loose, saved
 
 
 @dataclasses.dataclass
@@ -795,9 +861,8 @@ class _Reads:
         self.remaining = collections.Counter(group[0].config.source for group in groups)
         #: the records some job could not decide, or the source not read (run-wide)
         self.rejected: set[str] = set()
-        #: per source connection, the row fingerprints of its last read, by source id, the
-        #: cursor it ended at once it is complete, and the cursors its jobs started from
-        self.fingerprints: dict[str, tuple[dict[str, int], str | None, set[str]]] = {}
+        #: per source connection, what its last read reports to keep (see :class:`_Kept`)
+        self.fingerprints: dict[str, _Kept] = {}
         #: per source connection, the fields a shared read fetches: every job's
         self.fields: dict[str, frozenset[str]] = collections.defaultdict(frozenset)
         for group in groups:
@@ -844,17 +909,16 @@ class _Reads:
                 # by check, not by reason: another group's gate names its reasons its own way
                 counts[gate] = decider.by_check(g, found)
 
-    def collecting(self, source: str, protect: set[str]) -> dict[str, int]:
-        """A fresh set of fingerprints for a read of `source` starting (not yet complete),
-        its jobs at the cursors `protect`."""
-        found: dict[str, int] = {}
-        self.fingerprints[source] = (found, None, protect)
+    def collecting(self, source: str, protect: set[str], start: str | None) -> _Kept:
+        """A fresh :class:`_Kept` for a read of `source` starting (not yet complete), its
+        jobs at the cursors `protect`, given the blocks kept at the cursor `start` (None:
+        none)."""
+        found = self.fingerprints[source] = _Kept(protect, start)
         return found
 
     def collected(self, source: str, final: str | None) -> None:
         """The read of `source` is complete and ended at `final`."""
-        found, _, protect = self.fingerprints[source]
-        self.fingerprints[source] = (found, final, protect)
+        self.fingerprints[source].final = final
 
     def done(self, source: str) -> None:
         """A group of `source` ran: when it was the last, its kept reads go and the row
@@ -866,17 +930,20 @@ class _Reads:
             return
         for key in [k for k in self.reads if k[0] == source]:
             del self.reads[key]
-        found, final, protect = self.fingerprints.pop(source, ({}, None, set()))
-        if final is not None and self.store is not None:
-            kept = (fp for sid, fp in found.items() if sid not in self.rejected)
-            self.store.keep_fingerprints(
-                fingerprints_name(source, self.fields[source], final), final, kept
+        found = self.fingerprints.pop(source, None)
+        final = None if found is None else found.final
+        if found is not None and final is not None and self.store is not None:
+            fields = self.fields[source]
+            loose, blocks = found.saved(self.rejected)
+            start = None if found.start is None else fingerprints_name(source, fields, found.start)
+            self.store.keep_shared(
+                fingerprints_name(source, fields, final), final, loose, blocks, start
             )
             # the source's others go, but at a cursor the read's jobs started from (another
             # task's jobs may still be there) and those of before the names had field sets
             prefix = _SHARED % source
             self.store.prune_fingerprints(
-                prefix, len(prefix) + 16, {final, *protect}, also=prefix.rstrip()
+                prefix, len(prefix) + 16, {final, *found.protect}, also=prefix.rstrip()
             )
 
 

@@ -822,6 +822,45 @@ class StateStore:
         with self._transaction(write=True) as conn:
             self._put_fingerprints(conn, job, cursor, fingerprints)
 
+    def keep_shared(
+        self,
+        name: str,
+        cursor: str,
+        loose: Iterable[int],
+        blocks: SavedBlocks,
+        start: str | None = None,
+    ) -> None:
+        """Keep the row fingerprints of a shared read that ended at `cursor` under `name` (see
+        :func:`connector_core.sync.fanout.fingerprints_name`): those of the rows in no block
+        (`loose`, replacing any) and `blocks`, its new ones and the kept ones copied from the
+        name `start` its read began from (the names are per cursor). Tasks of a queue reading
+        one file keep the same blocks under the same name: a block found there already stays
+        as it is (a block's rows are its digest's: the same bytes, decoded the same way). On
+        PostgreSQL one task at a time keeps a name's (two inserting the same blocks in
+        another order could deadlock); SQLite writes one transaction at a time anyway."""
+        table = fingerprint_blocks
+        columns = [table.c.digest, table.c.ids, table.c.fingerprints, table.c.parts]
+        with self._transaction(write=True) as conn:
+            if self._pg:
+                key = advisory_key(f"shared fingerprints:{name}")
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            self._forget_ahead(name)
+            row = {"v_job": name, "v_cursor": cursor, "v_fingerprints": _packed(loose)}
+            self._defer(conn, "fingerprints", name, row, replaces="no fingerprints")
+            if start is not None and start != name:
+                for chunk in chunks(sorted(set(blocks.kept))):
+                    copied = sa.select(sa.literal(name, sa.String()), *columns).where(
+                        table.c.job == start, dialect.among(conn, table.c.digest, chunk)
+                    )
+                    stmt = self._insert(table).from_select([table.c.job, *columns], copied)
+                    conn.execute(stmt.on_conflict_do_nothing())
+            new = [
+                {"job": name, "digest": d, "ids": ids, "fingerprints": marks, "parts": parts}
+                for d, ids, marks, parts in blocks.new
+            ]
+            for rows in chunks(new):
+                conn.execute(self._insert(table).on_conflict_do_nothing(), rows)
+
     def prune_fingerprints(
         self, prefix: str, length: int, keep: Iterable[str], *, also: str | None = None
     ) -> None:

@@ -362,8 +362,8 @@ class CsvAdapter(Adapter):
         """Every page of an incremental read, or None when a key cell repeats or too many
         rows changed (then :meth:`_two_passes` reads the file)."""
         with file_errors(self.settings.path), self._open_raw() as raw:
-            # a shared read of many jobs (which keep no blocks), or one that gave up on its blocks:
-            # the parts of blocks are named where they change (see _blocked)
+            # a read that gave up on its blocks (or was given none): the parts of blocks are
+            # named where they change (see _blocked)
             cutter = self._cutter(person, named_parts=False)
             rows = RowSplitter(raw, self.settings, cutter=cutter)
             line = rows.skip_header()  # checked by CsvFile

@@ -55,6 +55,23 @@ def raw_engine(state_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=["blocks of 256 lines", "small blocks"])
+def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A test twice: with the CSV adapter's blocks as they are (too big for a test's files:
+    every row is in the header's block, split row by row) and with blocks of a few lines
+    and parts of two (most rows in blocks kept whole, found unchanged or changed; the
+    unchanged parts of a changed block listed with the ids and fingerprints kept)."""
+    import connector_csv.adapter as adapter_module
+    import connector_csv.rows as rows_module
+
+    if request.param == "small blocks":
+        monkeypatch.setattr(rows_module, "_MARKS", bytes(b % 3 != 0 for b in range(256)))
+        monkeypatch.setattr(rows_module, "_BLOCK_MAX", 120)
+        monkeypatch.setattr(rows_module, "PART_ROWS", 2)
+        monkeypatch.setattr(adapter_module, "PART_ROWS", 2)
+    return str(request.param)
+
+
 def change(
     source_id: str, action: str = "create", *, key: str | None = None, digest: str = "a"
 ) -> AppliedChange:

@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import connector_csv.adapter as adapter_module
-import connector_csv.rows as rows_module
 import pytest
 import sqlalchemy as sa
 from connector_csv import CsvAdapter
@@ -33,7 +31,7 @@ from connector_core.records import Record
 from connector_core.sync.blocks import BlockKeeper, StoredBlocks
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import RunResult
-from connector_core.sync.state import SavedBlocks, StateStore, split_ids
+from connector_core.sync.state import SavedBlocks, StateStore, StateStoreError, split_ids
 from connector_core.sync.tables import fingerprint_blocks, row_fingerprints
 from connector_core.testing import crash
 
@@ -70,18 +68,8 @@ fields:
 """
 
 
-@pytest.fixture(autouse=True, params=["blocks of 256 lines", "small blocks"])
-def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test twice: with the CSV adapter's blocks as they are (too big for these files:
-    every row is in the header's block, split row by row) and with blocks of a few lines
-    and parts of two (most rows in blocks kept whole, found unchanged or changed; the
-    unchanged parts of a changed block listed with the ids and fingerprints kept)."""
-    if request.param == "small blocks":
-        monkeypatch.setattr(rows_module, "_MARKS", bytes(b % 3 != 0 for b in range(256)))
-        monkeypatch.setattr(rows_module, "_BLOCK_MAX", 120)
-        monkeypatch.setattr(rows_module, "PART_ROWS", 2)
-        monkeypatch.setattr(adapter_module, "PART_ROWS", 2)
-    return str(request.param)
+#: every test twice: with the CSV adapter's blocks as they are, and with small blocks
+pytestmark = pytest.mark.usefixtures("block_size")
 
 
 @pytest.fixture(autouse=True)
@@ -622,6 +610,47 @@ def test_a_block_holding_an_id_to_decode_is_not_skipped(store: StateStore) -> No
     assert b"B" * 16 in held
     assert list(held.ids([b"B" * 16])) == ["b1"]
     assert set(held.rows([b"B" * 16])) == {1, 2, 7}
+
+
+def test_a_shared_reads_blocks_are_kept_under_its_new_name_by_every_task(
+    store: StateStore,
+) -> None:
+    """A shared read's fingerprints are kept per cursor (connector_core.sync.fanout): the
+    blocks it found unchanged are copied from the name it started from, its new ones added;
+    a second task keeping the same read under the same name changes nothing."""
+    old = SavedBlocks()
+    old.add(b"A" * 16, ["a1", "a2"], [1, 2], b"p" * 16)
+    old.add(b"B" * 16, ["b1"], [3])
+    store.keep_shared("shared c1", "c1", [9], old)
+    new = SavedBlocks()
+    new.kept.append(b"A" * 16)  # unchanged; B changed into C
+    new.add(b"C" * 16, ["b1", "c1"], [4, 5], b"q" * 16 + b"r" * 16)
+    for _task in range(2):
+        store.keep_shared("shared c2", "c2", [10], new, start="shared c1")
+        assert store.block_digests("shared c2") == {b"A" * 16, b"C" * 16}
+        parts = {b"A" * 16: b"p" * 16, b"C" * 16: b"q" * 16 + b"r" * 16}
+        assert store.block_parts("shared c2") == parts
+        assert store.fingerprints("shared c2", "c2") == {1, 2, 4, 5, 10}
+    assert store.fingerprints("shared c1", "c1") == {1, 2, 3, 9}  # the start's stay
+
+
+def test_blocks_gone_from_the_store_while_a_read_lists_them_stop_it(store: StateStore) -> None:
+    """A read lists the rows of the blocks it found unchanged by their kept ids; a block the
+    store lost meanwhile (another task forgetting a shared read's old cursor) is an error,
+    never fewer ids (a row not listed counts as gone from the source: taken back)."""
+    saved = SavedBlocks()
+    saved.add(b"A" * 16, ["a1", "a2"], [1, 2])
+    saved.add(b"B" * 16, ["b1"], [3])
+    store.keep_shared("shared c1", "c1", [], saved)
+    blocks = StoredBlocks(store, "shared c1", frozenset())
+    assert b"A" * 16 in blocks  # held as the read starts
+    assert blocks.ids([b"A" * 16]) == ["a1", "a2"]
+    store.prune_fingerprints("shared", len("shared c1"), keep=["c2"])
+    assert b"B" * 16 in blocks
+    with pytest.raises(StateStoreError, match="changed while the source was read"):
+        blocks.ids([b"B" * 16])
+    with pytest.raises(StateStoreError, match="changed while the source was read"):
+        blocks.block_rows([b"A" * 16])
 
 
 def test_the_parts_offered_are_those_of_held_blocks_found_once(store: StateStore) -> None:
