@@ -833,11 +833,12 @@ class StateStore:
         """Keep the row fingerprints of a shared read that ended at `cursor` under `name` (see
         :func:`connector_core.sync.fanout.fingerprints_name`): those of the rows in no block
         (`loose`, replacing any) and `blocks`, its new ones and the kept ones copied from the
-        name `start` its read began from (the names are per cursor). Tasks of a queue reading
-        one file keep the same blocks under the same name: a block found there already stays
-        as it is (a block's rows are its digest's: the same bytes, decoded the same way). On
-        PostgreSQL one task at a time keeps a name's (two inserting the same blocks in
-        another order could deadlock); SQLite writes one transaction at a time anyway."""
+        name `start` its read began from (the names are per cursor). What this read keeps
+        replaces what the name held, its blocks as its fingerprints (a block another task of
+        a queue kept whole goes when this task's jobs rejected one of its rows); a block both
+        keep stays as it is (a block's rows are its digest's: the same bytes, decoded the
+        same way). On PostgreSQL one task at a time keeps a name's (two inserting the same
+        blocks in another order could deadlock); SQLite writes one transaction at a time."""
         table = fingerprint_blocks
         columns = [table.c.digest, table.c.ids, table.c.fingerprints, table.c.parts]
         with self._transaction(write=True) as conn:
@@ -847,6 +848,14 @@ class StateStore:
             self._forget_ahead(name)
             row = {"v_job": name, "v_cursor": cursor, "v_fingerprints": _packed(loose)}
             self._defer(conn, "fingerprints", name, row, replaces="no fingerprints")
+            keep = {*blocks.kept, *(new[0] for new in blocks.new)}
+            held = (bytes(d) for d in conn.scalars(_BLOCKS_OF, {"v_job": name}))
+            for chunk in chunks([d for d in held if d not in keep]):
+                conn.execute(
+                    table.delete().where(
+                        table.c.job == name, dialect.among(conn, table.c.digest, chunk)
+                    )
+                )
             if start is not None and start != name:
                 for chunk in chunks(sorted(set(blocks.kept))):
                     copied = sa.select(sa.literal(name, sa.String()), *columns).where(
@@ -866,17 +875,28 @@ class StateStore:
     ) -> None:
         """Forget the fingerprints (and blocks) kept under the names of `length` characters
         that start with `prefix`, and under `also`, unless at a cursor of `keep` (the names
-        of a shared read's, see :func:`connector_core.sync.fanout.fingerprints_name`)."""
-        table = row_fingerprints
-        named = sa.and_(
-            sa.func.substr(table.c.job, 1, len(prefix)) == prefix,
-            sa.func.length(table.c.job) == length,
+        of a shared read's, see :func:`connector_core.sync.fanout.fingerprints_name`); and
+        blocks under such a name without fingerprints (one task's blocks committed as
+        another task forgot the name: never read, as no cursor names them)."""
+
+        def named(column: sa.Column[Any]) -> Any:
+            found = sa.and_(
+                sa.func.substr(column, 1, len(prefix)) == prefix,
+                sa.func.length(column) == length,
+            )
+            return found if also is None else sa.or_(found, column == also)
+
+        table, blocks = row_fingerprints, fingerprint_blocks
+        query = sa.select(table.c.job).where(
+            named(table.c.job), table.c.cursor.not_in(sorted(keep))
         )
-        if also is not None:
-            named = sa.or_(named, table.c.job == also)
-        query = sa.select(table.c.job).where(named, table.c.cursor.not_in(sorted(keep)))
+        unread = (
+            sa.select(blocks.c.job)
+            .distinct()
+            .where(named(blocks.c.job), ~sa.exists().where(table.c.job == blocks.c.job))
+        )
         with self._transaction(write=True) as conn:
-            doomed = list(conn.scalars(query))
+            doomed = list(conn.scalars(query)) + list(conn.scalars(unread))
             for chunk in chunks(doomed):
                 conn.execute(sa.delete(table).where(dialect.among(conn, table.c.job, chunk)))
                 conn.execute(

@@ -634,6 +634,36 @@ def test_a_shared_reads_blocks_are_kept_under_its_new_name_by_every_task(
     assert store.fingerprints("shared c1", "c1") == {1, 2, 3, 9}  # the start's stay
 
 
+def test_a_shared_reads_blocks_replace_those_kept_under_its_name(store: StateStore) -> None:
+    """The last read kept under a name decides what is kept there, as for its fingerprints:
+    a block another task kept whole (its jobs decided every row) goes when this task's
+    jobs rejected one of its records (kept as the other rows' fingerprints: the rejected
+    one is decoded again next time), and a block of an earlier read at the same cursor (a
+    file back to earlier bytes) goes when this read did not keep it."""
+    whole = SavedBlocks()
+    whole.add(b"X" * 16, ["w", "x", "y"], [11, 12, 13])
+    whole.add(b"S" * 16, ["s"], [14])
+    store.keep_shared("shared c2", "c2", [], whole)
+    rejected_x = SavedBlocks()  # x rejected: its block kept as w's and y's fingerprints
+    store.keep_shared("shared c2", "c2", [11, 13], rejected_x)
+    assert store.fingerprints("shared c2", "c2") == {11, 13}
+    assert store.block_digests("shared c2") == set()
+
+
+def test_blocks_kept_under_a_name_without_fingerprints_are_pruned(store: StateStore) -> None:
+    """Blocks a task committed under a name that another task forgot meanwhile (its
+    fingerprints row gone, their inserts not yet visible to it) go at the next prune."""
+    saved = SavedBlocks()
+    saved.add(b"A" * 16, ["a1"], [1])
+    store.keep_shared("shared c1", "c1", [], saved)
+    store.keep_shared("shared c2", "c2", [], saved)
+    with store._transaction(write=True) as conn:  # as if pruned under the task's feet
+        conn.execute(sa.delete(row_fingerprints).where(row_fingerprints.c.job == "shared c1"))
+    store.prune_fingerprints("shared", len("shared c1"), keep=["c2"])
+    assert store.block_digests("shared c1") == set()
+    assert store.block_digests("shared c2") == {b"A" * 16}
+
+
 def test_blocks_gone_from_the_store_while_a_read_lists_them_stop_it(store: StateStore) -> None:
     """A read lists the rows of the blocks it found unchanged by their kept ids; a block the
     store lost meanwhile (another task forgetting a shared read's old cursor) is an error,
