@@ -29,8 +29,9 @@ from connector_core.sync.fanout import GroupResult, run_jobs
 from connector_core.sync.job import LoadedJob, load_job
 from connector_core.sync.runner import run_job
 from connector_core.sync.state import StateStore
-from connector_core.testing import TEST_LEDGER_KEY
+from connector_core.testing import TEST_LEDGER_KEY, reset_memory_stores
 from tests.unit.sync.test_row_fingerprints import EDITS, _edit, people, row
+from tests.unit.sync.test_runner import PickyAdapter
 
 JOBS = ("north", "south", "anywhere", "leeds")
 CONFIG = """\
@@ -218,6 +219,51 @@ def test_a_shared_read_lists_its_unchanged_blocks_and_keeps_them_for_the_next(
             assert blocks > 5
         else:  # one block, the header's: split row by row, as before
             assert blocks <= 1
+
+
+class _PickyLeeds(Network):
+    """The network with leeds's target a memory target that refuses deletes when told to."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        config = root / "connector.yaml"
+        csv_target = "out-leeds: {adapter: csv, settings: {path: out-leeds.csv}}"
+        picky = "out-leeds: {adapter: picky, settings: {store: leeds-picky}}"
+        config.write_text(config.read_text(encoding="utf-8").replace(csv_target, picky))
+
+    def load(self) -> list[LoadedJob]:
+        adapters = {"csv": CsvAdapter, "picky": PickyAdapter}
+        config = load_config(self.root / "connector.yaml", adapters)  # type: ignore[dict-item]
+        context = MaskContext.with_key(b"fingerprint-key")
+        return [load_job(config, name, context=context) for name in JOBS]
+
+
+def test_a_later_groups_owed_change_on_an_unchanged_row_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group fed an earlier group's read gets only the rows that read decoded; a change
+    its jobs still owe on a row that read skips unchanged (the earlier group owes nothing
+    there) is sent again all the same, as a job alone decodes its owed rows (here the
+    group of a job owing a change reads the source for itself): a withdrawal the target
+    refused once goes through at the next run."""
+    reset_memory_stores("leeds-picky")
+    network = _PickyLeeds(tmp_path)
+    lines = people(12)
+    network.write(lines)
+    network.grouped()  # groups of two: north and south, then anywhere and leeds
+    lines[4] = row("P0003", ok="no")  # P0003 withdraws; leeds's target refuses the delete
+    network.write(lines)
+    monkeypatch.setattr(PickyAdapter, "refuse_deletes", True)
+    network.grouped()
+    with StateStore.open(network.url, ledger_key=TEST_LEDGER_KEY) as store:
+        assert "P0003" in store.outstanding("leeds")
+    monkeypatch.setattr(PickyAdapter, "refuse_deletes", False)
+    lines[8] = row("P0007", city="York")  # another change: the group reads again
+    network.write(lines)
+    assert network.grouped().reads == 2
+    with StateStore.open(network.url, ledger_key=TEST_LEDGER_KEY) as store:
+        assert store.outstanding("leeds") == {}
+        assert "P0003" not in store.source_ids("leeds")
 
 
 def test_each_task_of_a_run_skips_the_unchanged_rows(tmp_path: Path) -> None:
