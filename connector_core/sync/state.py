@@ -835,40 +835,15 @@ class StateStore:
         (`loose`, replacing any) and `blocks`, its new ones and the kept ones copied from the
         name `start` its read began from (the names are per cursor). What this read keeps
         replaces what the name held, its blocks as its fingerprints (a block another task of
-        a queue kept whole goes when this task's jobs rejected one of its rows); a block both
-        keep stays as it is (a block's rows are its digest's: the same bytes, decoded the
-        same way). On PostgreSQL one task at a time keeps a name's (two inserting the same
-        blocks in another order could deadlock); SQLite writes one transaction at a time."""
-        table = fingerprint_blocks
-        columns = [table.c.digest, table.c.ids, table.c.fingerprints, table.c.parts]
+        a queue kept whole goes when this task's jobs rejected one of its rows), as one job's
+        read replaces its own (:meth:`_put_fingerprints`). On PostgreSQL one task at a time
+        keeps a name's (two writing the same blocks at once would collide, or deadlock);
+        SQLite writes one transaction at a time."""
         with self._transaction(write=True) as conn:
             if self._pg:
                 key = advisory_key(f"shared fingerprints:{name}")
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            self._forget_ahead(name)
-            row = {"v_job": name, "v_cursor": cursor, "v_fingerprints": _packed(loose)}
-            self._defer(conn, "fingerprints", name, row, replaces="no fingerprints")
-            keep = {*blocks.kept, *(new[0] for new in blocks.new)}
-            held = (bytes(d) for d in conn.scalars(_BLOCKS_OF, {"v_job": name}))
-            for chunk in chunks([d for d in held if d not in keep]):
-                conn.execute(
-                    table.delete().where(
-                        table.c.job == name, dialect.among(conn, table.c.digest, chunk)
-                    )
-                )
-            if start is not None and start != name:
-                for chunk in chunks(sorted(set(blocks.kept))):
-                    copied = sa.select(sa.literal(name, sa.String()), *columns).where(
-                        table.c.job == start, dialect.among(conn, table.c.digest, chunk)
-                    )
-                    stmt = self._insert(table).from_select([table.c.job, *columns], copied)
-                    conn.execute(stmt.on_conflict_do_nothing())
-            new = [
-                {"job": name, "digest": d, "ids": ids, "fingerprints": marks, "parts": parts}
-                for d, ids, marks, parts in blocks.new
-            ]
-            for rows in chunks(new):
-                conn.execute(self._insert(table).on_conflict_do_nothing(), rows)
+            self._put_fingerprints(conn, name, cursor, loose, blocks, start=start)
 
     def prune_fingerprints(
         self, prefix: str, length: int, keep: Iterable[str], *, also: str | None = None
@@ -995,8 +970,12 @@ class StateStore:
         cursor: str | None,
         fingerprints: Iterable[int] | None,
         blocks: SavedBlocks | None = None,
+        *,
+        start: str | None = None,
     ) -> None:
-        """Keep `fingerprints` and `blocks` with the job's new cursor, or forget the old ones."""
+        """Keep `fingerprints` and `blocks` with the job's new cursor, or forget the old ones.
+        The blocks `blocks` keeps stay; with `start` (a shared read's, see
+        :meth:`keep_shared`) they are copied from that name where `job` has none of them."""
         self._forget_ahead(job)
         table = fingerprint_blocks
         if fingerprints is None or cursor is None:
@@ -1015,6 +994,14 @@ class StateStore:
             conn.execute(
                 table.delete().where(table.c.job == job, dialect.among(conn, table.c.digest, chunk))
             )
+        if start is not None and start != job:
+            columns = [table.c.digest, table.c.ids, table.c.fingerprints, table.c.parts]
+            for chunk in chunks(sorted(kept)):
+                copied = sa.select(sa.literal(job, sa.String()), *columns).where(
+                    table.c.job == start, dialect.among(conn, table.c.digest, chunk)
+                )
+                stmt = self._insert(table).from_select([table.c.job, *columns], copied)
+                conn.execute(stmt.on_conflict_do_nothing())
         new = [
             {"job": job, "digest": d, "ids": ids, "fingerprints": marks, "parts": parts}
             for d, ids, marks, parts in blocks.new
