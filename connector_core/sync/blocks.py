@@ -15,7 +15,7 @@ import collections
 import itertools
 from collections.abc import Callable, Collection, Container, Iterable
 
-from connector_core.adapters import PART_DIGEST, KnownBlocks, Page
+from connector_core.adapters import PART_DIGEST, Block, KnownBlocks, Page
 from connector_core.sync.state import SavedBlocks, StateStore, StateStoreError, split_ids
 
 __all__ = ["BlockKeeper", "StoredBlocks"]
@@ -129,17 +129,29 @@ class BlockKeeper:
         if page.fingerprints:
             self.loose.extend(fp for sid, fp in page.fingerprints.items() if sid not in refused)
         for block in page.blocks:
-            clean = block.digest not in self._digests and not any(
-                sid in refused or "\n" in sid for sid in block.ids
-            )
-            if clean:
-                self._digests.add(block.digest)
-                self.saved.add(block.digest, block.ids, block.fingerprints, block.parts)
-            else:
-                keep = zip(block.ids, block.fingerprints, strict=True)
-                self.loose.extend(fp for sid, fp in keep if sid not in refused)
+            self.block(block)
         if not page.unchanged:
             return 0
-        self.saved.kept.extend(page.unchanged)
-        self._digests.update(page.unchanged)
+        self.unchanged(page.unchanged)
         return ids() if ids is not None else 0
+
+    def block(self, block: Block) -> None:
+        """Keep a new block whole, or its rows' fingerprints but those of rows rejected when
+        one of its rows is (decoded again next time), an id holds a newline (ids are kept
+        joined by newlines) or the block was kept already (found twice)."""
+        refused = self.rejected
+        clean = block.digest not in self._digests and not any(
+            sid in refused or "\n" in sid for sid in block.ids
+        )
+        if clean:
+            self._digests.add(block.digest)
+            self.saved.add(block.digest, block.ids, block.fingerprints, block.parts)
+        else:
+            keep = zip(block.ids, block.fingerprints, strict=True)
+            self.loose.extend(fp for sid, fp in keep if sid not in refused)
+
+    def unchanged(self, digests: Iterable[bytes]) -> None:
+        """Keep the blocks `digests` found unchanged (their stored rows stay)."""
+        digests = list(digests)
+        self.saved.kept.extend(digests)
+        self._digests.update(digests)

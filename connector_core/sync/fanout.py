@@ -92,7 +92,7 @@ from connector_core.errors import ConnectorError, RecordRejected
 from connector_core.policy.compiler import CompiledPolicy, Decision
 from connector_core.policy.fanout import PolicySet
 from connector_core.records import Record, usable_id
-from connector_core.sync.blocks import StoredBlocks
+from connector_core.sync.blocks import BlockKeeper, StoredBlocks
 from connector_core.sync.job import LoadedJob
 from connector_core.sync.model import Mapped
 from connector_core.sync.runner import (
@@ -676,39 +676,28 @@ class _Kept:
         self.start = start  # the cursor whose blocks the read was given (None: none)
         self.final: str | None = None  # the cursor it ended at, once complete
         self.loose: dict[str, int] = {}
-        self.blocks: dict[bytes, Block] = {}
+        self.blocks: list[Block] = []
         self.kept: list[bytes] = []
 
     def add(self, page: Page, rejected: set[str]) -> None:
-        """Note the page's row fingerprints and blocks (a block found twice: its rows
-        loose); the keys of its unreadable records are rejected (never skipped later, as
-        for one job)."""
+        """Note the page's row fingerprints and blocks; the keys of its unreadable records
+        are rejected (never skipped later, as for one job)."""
         self.loose.update(page.fingerprints)
-        for block in page.blocks:
-            if block.digest in self.blocks:
-                self.loose.update(zip(block.ids, block.fingerprints, strict=True))
-            else:
-                self.blocks[block.digest] = block
+        self.blocks += page.blocks
         rejected.update(p.key for p in page.problems if p.key is not None)
 
-    def saved(self, rejected: Set[str]) -> tuple[list[int], SavedBlocks]:
+    def saved(self, rejected: Set[str]) -> tuple[Sequence[int], SavedBlocks]:
         """The fingerprints and blocks to keep, but for the `rejected` records (decoded
-        again next time): a new block holding one is kept as its other rows' fingerprints.
-        The unchanged blocks stay (none of their rows was decoded, nor rejected)."""
-        loose = [fp for sid, fp in self.loose.items() if sid not in rejected]
-        saved = SavedBlocks()
-        saved.kept.extend(self.kept)
-        kept = set(self.kept)
-        for digest, block in self.blocks.items():
-            clean = digest not in kept and not any(
-                sid in rejected or "\n" in sid for sid in block.ids
-            )
-            if clean:
-                saved.add(digest, block.ids, block.fingerprints, block.parts)
-            else:
-                rows = zip(block.ids, block.fingerprints, strict=True)
-                loose.extend(fp for sid, fp in rows if sid not in rejected)
-        return loose, saved
+        again next time), as one job's read keeps them (:class:`BlockKeeper`; known only
+        once every group ran). The unchanged blocks stay (none of their rows was decoded,
+        nor rejected)."""
+        keeper = BlockKeeper()
+        keeper.rejected.update(rejected)
+        keeper.loose.extend(fp for sid, fp in self.loose.items() if sid not in rejected)
+        keeper.unchanged(self.kept)
+        for block in self.blocks:
+            keeper.block(block)
+        return keeper.loose, keeper.saved
 
 
 @dataclasses.dataclass
