@@ -24,7 +24,7 @@ from connector_csv.session import CsvWrites
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector_core.adapters import Capability, Page
+from connector_core.adapters import Block, Capability, Page
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.records import Record
@@ -592,6 +592,24 @@ def test_a_store_at_0010_migrates_keeping_its_row_fingerprints(state_url: str) -
     with StateStore.open(state_url) as upgraded:
         assert upgraded.fingerprints("j", "c1") == {5}
         assert upgraded.block_digests("j") == set()
+
+
+def test_a_block_holding_a_rejected_row_is_kept_as_its_other_rows_fingerprints() -> None:
+    """A row the policy could not decide is decoded again next time: a block holding it is
+    not kept whole, but as its other rows' fingerprints, as is a block found twice (or with
+    an id holding a newline); the blocks found unchanged are kept (their stored rows)."""
+    keeper = BlockKeeper()
+    page = Page([], snapshot=True, unchanged=[b"C" * 16])
+    page.blocks = [
+        Block(b"A" * 16, ["a1", "a2"], [1, 2]),
+        Block(b"B" * 16, ["b1"], [3]),
+        Block(b"B" * 16, ["b1"], [3]),
+        Block(b"D" * 16, ["d\n1"], [4]),
+    ]
+    keeper.keep(page, ["a2"], None)
+    assert [new[0] for new in keeper.saved.new] == [b"B" * 16]
+    assert keeper.saved.kept == [b"C" * 16]
+    assert sorted(keeper.loose) == [1, 3, 4]
 
 
 def test_a_block_holding_an_id_to_decode_is_not_skipped(store: StateStore) -> None:
