@@ -972,9 +972,7 @@ class _Scan:
                 at += 1
                 if len(page.records) < size and len(page.problems) < size:
                     continue
-            track.flush(page, line + at)
-            self.pages.append(page)
-            self.page = Page([], snapshot=True)
+            self._turn(line + at)
         return line + n
 
     def _each(
@@ -1050,9 +1048,7 @@ class _Scan:
                 track.add(line - 1 if row is None else row.line, known_id, mark)
                 if len(page.skipped) < skip_limit:
                     continue
-            track.flush(page, line)
-            self.pages.append(page)
-            self.page = Page([], snapshot=True)
+            self._turn(line)
         return line, None
 
     def listed(self, line: int, ids: list[str], marks: Sequence[int]) -> None:
@@ -1066,9 +1062,14 @@ class _Scan:
             track.extend(range(line + at, line + stop), ids[at:stop], marks[at:stop])
             at = stop
             if len(page.skipped) >= self.skip_limit:
-                track.flush(page, line + at)
-                self.pages.append(page)
-                self.page = Page([], snapshot=True)
+                self._turn(line + at)
+
+    def _turn(self, line: int) -> None:
+        """The page is full: it ends with the blocks whose rows end before `line`, and the
+        next one starts."""
+        self.track.flush(self.page, line)
+        self.pages.append(self.page)
+        self.page = Page([], snapshot=True)
 
     def finish(self, cursor: str, unchanged: list[bytes]) -> list[Page]:
         """The pages, the last one with the read's cursor and its unchanged blocks."""
