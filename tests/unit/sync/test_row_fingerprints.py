@@ -668,14 +668,16 @@ def test_a_shared_reads_blocks_replace_those_kept_under_its_name(store: StateSto
     assert store.block_digests("shared c2") == set()
 
 
-def test_blocks_kept_under_a_name_without_fingerprints_are_pruned(store: StateStore) -> None:
+def test_blocks_kept_under_a_name_without_fingerprints_are_pruned(
+    store: StateStore, raw_engine: sa.Engine
+) -> None:
     """Blocks a task committed under a name that another task forgot meanwhile (its
     fingerprints row gone, their inserts not yet visible to it) go at the next prune."""
     saved = SavedBlocks()
     saved.add(b"A" * 16, ["a1"], [1])
     store.keep_shared("shared c1", "c1", [], saved)
     store.keep_shared("shared c2", "c2", [], saved)
-    with store._transaction(write=True) as conn:  # as if pruned under the task's feet
+    with raw_engine.begin() as conn:  # as if pruned under the task's feet
         conn.execute(sa.delete(row_fingerprints).where(row_fingerprints.c.job == "shared c1"))
     store.prune_fingerprints("shared", len("shared c1"), keep=["c2"])
     assert store.block_digests("shared c1") == set()
