@@ -22,6 +22,7 @@ from connector_csv import CsvAdapter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from connector_core.adapters import Adapter
 from connector_core.config import load_config
 from connector_core.masks import MaskContext
 from connector_core.sync import fanout, runner
@@ -103,8 +104,10 @@ class Network:
     def write(self, lines: list[str]) -> None:
         (self.root / "crm.csv").write_text("".join(lines), encoding="utf-8", newline="")
 
+    adapters: dict[str, type[Adapter]] = {"csv": CsvAdapter}
+
     def load(self) -> list[LoadedJob]:
-        config = load_config(self.root / "connector.yaml", {"csv": CsvAdapter})
+        config = load_config(self.root / "connector.yaml", self.adapters)
         context = MaskContext.with_key(b"fingerprint-key")
         return [load_job(config, name, context=context) for name in JOBS]
 
@@ -224,18 +227,14 @@ def test_a_shared_read_lists_its_unchanged_blocks_and_keeps_them_for_the_next(
 class _PickyLeeds(Network):
     """The network with leeds's target a memory target that refuses deletes when told to."""
 
+    adapters = {"csv": CsvAdapter, "picky": PickyAdapter}
+
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         config = root / "connector.yaml"
         csv_target = "out-leeds: {adapter: csv, settings: {path: out-leeds.csv}}"
         picky = "out-leeds: {adapter: picky, settings: {store: leeds-picky}}"
         config.write_text(config.read_text(encoding="utf-8").replace(csv_target, picky))
-
-    def load(self) -> list[LoadedJob]:
-        adapters = {"csv": CsvAdapter, "picky": PickyAdapter}
-        config = load_config(self.root / "connector.yaml", adapters)  # type: ignore[dict-item]
-        context = MaskContext.with_key(b"fingerprint-key")
-        return [load_job(config, name, context=context) for name in JOBS]
 
 
 def test_a_later_groups_owed_change_on_an_unchanged_row_is_sent_again(
